@@ -1,0 +1,172 @@
+"""The ``headstart`` command: a thin typer layer over the library; it parses, calls and prints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from headstart.errors import HeadstartError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fine-tune pretrained models on your own small dataset.")
+
+
+def _fail(exc: Exception) -> None:
+    from headstart.progress import console
+
+    console.print(f"[bold red]Error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _run(fn):
+    """Call ``fn``; user errors become one red line and exit code 2, Ctrl-C says how to resume."""
+    try:
+        return fn()
+    except (HeadstartError, ValueError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        from headstart.progress import console
+
+        console.print("[bold yellow]Interrupted.[/] The last finished epoch is saved; continue with "
+                      "'headstart train --resume RUN'.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def models(pattern: Optional[str] = typer.Argument(None, help="wildcard, e.g. '*lite*', 'tv:resnet*', 'timm:vit_*'"),
+           as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """List the backbones headstart knows and whether their weights are available offline now."""
+    from headstart import registry
+    from headstart.progress import console
+
+    rows = _run(lambda: registry.list_models(pattern))
+    if as_json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    table = Table(title="Backbones" + (f" matching '{pattern}'" if pattern else ""))
+    for col in ("name", "source", "params (M)", "input", "offline now", "weights / how to get them"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.name, r.source, f"{r.params_m:.1f}" if r.params_m else "-", str(r.input_size or "-"),
+                      "[green]yes[/]" if r.available else "[red]no[/]", r.where)
+    console.print(table)
+    if not pattern:
+        console.print("More: headstart models 'tv:*' (torchvision), headstart models 'timm:resnet*' (timm).")
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Argument(None, help="image folder (train/ val/ or class folders) or CSV"),
+    overrides: Optional[list[str]] = typer.Argument(None, help="dotted config overrides, e.g. train.lr=3e-4"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder to create"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", "-s",
+                                           help="linear | partial:K | full | gradual | lp-ft"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e"),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights file for the backbone"),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+                                              help="start from pretrained weights (default) or from scratch"),
+    strict: Optional[bool] = typer.Option(None, "--strict", help="stop at the first unreadable image"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run folder"),
+) -> None:
+    """Fine-tune a pretrained backbone on DATA and write a run folder."""
+    from headstart.api import ImageClassifier
+
+    if resume is not None:
+        _run(lambda: ImageClassifier.resume(resume))
+        return
+    if data is None or out is None:
+        _fail(ValueError("train needs DATA and --out RUN (or --resume RUN)"))
+    _run(lambda: ImageClassifier(
+        config=config, overrides=overrides or [], model=model, strategy=strategy, epochs=epochs, seed=seed,
+        weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
+    ).fit(data, out=out))
+
+
+@app.command()
+def evaluate(run: Path = typer.Argument(..., help="run folder"),
+             data: Path = typer.Argument(..., help="labelled images: class folders or CSV"),
+             as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON")) -> None:
+    """Metrics of a trained model on labelled data, beside the majority-class baseline."""
+    from headstart.api import ImageClassifier
+    from headstart.reports import print_metrics
+
+    def go() -> None:
+        report = ImageClassifier.load(run).evaluate(data)
+        if as_json:
+            print(json.dumps(report, indent=2))
+        else:
+            print_metrics(report, f"Evaluation of {run} on {data}")
+
+    _run(go)
+
+
+@app.command()
+def predict(run: Path = typer.Argument(..., help="run folder"),
+            inputs: list[Path] = typer.Argument(..., help="image files or folders"),
+            top_k: int = typer.Option(1, "--top-k", "-k", min=1),
+            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv")) -> None:
+    """Predict the class of each image, with probabilities."""
+    from headstart.api import ImageClassifier
+    from headstart.progress import console
+
+    if fmt not in {"table", "json", "csv"}:
+        _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
+
+    def go() -> None:
+        rows = ImageClassifier.load(run).predict(list(inputs), top_k=top_k)
+        if fmt == "json":
+            print(json.dumps(rows, indent=2))
+        elif fmt == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(["path", "label", "probability", "top_k"])
+            for r in rows:
+                writer.writerow([r["path"], r["label"], f"{r['probability']:.6f}",
+                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])])
+            sys.stdout.write(buf.getvalue())
+        else:
+            table = Table()
+            for col in ("file", "label", "probability", f"top {top_k}"):
+                table.add_column(col)
+            for r in rows:
+                table.add_row(r["path"], r["label"], f"{r['probability']:.3f}",
+                              ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
+            console.print(table)
+
+    _run(go)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run folder"),
+         data_dir: Path = typer.Option(Path("data/digits"), "--data", help="where the demo images are written")) -> None:
+    """Fine-tune the default backbone on scikit-learn's handwritten digits (real images, offline)."""
+    from headstart.api import ImageClassifier
+    from headstart.datasets import write_digits
+    from headstart.progress import say
+
+    def go() -> None:
+        folder = write_digits(data_dir)
+        say(f"Demo data: {folder} (scikit-learn digits as PNG class folders)")
+        target = out
+        if (out / "headstart.json").exists():
+            i = 2
+            while (out.parent / f"{out.name}-{i}" / "headstart.json").exists():
+                i += 1
+            target = out.parent / f"{out.name}-{i}"
+        ImageClassifier().fit(folder, out=target)
+
+    _run(go)
+
+
+if __name__ == "__main__":
+    app()

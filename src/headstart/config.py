@@ -1,0 +1,159 @@
+"""Typed run configuration: YAML file + dotted ``key=value`` overrides; unknown keys fail loudly."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from headstart.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name: str = "efficientnet_lite0"
+    weights: str | None = Field(None, description="local state dict / safetensors file replacing the weights")
+    pretrained: bool = True
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+class DataConfig(_Section):
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="validation split when DATA has no val/")
+    path_column: str | None = None
+    label_column: str | None = None
+    strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")
+    preload_mb: int = Field(2048, ge=0, description="keep decoded, resized images in memory up to this size")
+    num_workers: int = Field(0, ge=0)
+    augment: Literal["none", "light", "standard"] = "standard"
+
+
+class TrainConfig(_Section):
+    strategy: str = "lp-ft"
+    epochs: int = Field(3, ge=1, description="epochs of the main phase (fine-tuning phase for lp-ft)")
+    head_epochs: int = Field(10, ge=0, description="epochs of the linear (head-only) phase of lp-ft")
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0, description="learning rate of the new head")
+    backbone_lr_ratio: float = Field(0.2, gt=0, description="top backbone group's LR / head LR")
+    layer_decay: float = Field(0.7, gt=0, le=1.0, description="LR multiplier per group going down")
+    weight_decay: float = Field(0.01, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    early_stopping: int = Field(0, ge=0, description="stop after this many epochs without improvement; 0: off")
+    select_metric: Literal["accuracy", "macro_f1", "auto"] = "auto"
+    seed: int = 0
+
+
+class CacheConfig(_Section):
+    enabled: bool = True
+    views: int = Field(4, ge=1, description="augmented views per training image kept in the feature cache")
+    dir: str | None = Field(None, description="cache folder; default ~/.cache/headstart/features")
+
+
+class DeviceConfig(_Section):
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str = "32-true"
+    strategy: str = "auto"
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
+
+
+class RunConfig(_Section):
+    task: Literal["image"] = "image"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    cache: CacheConfig = CacheConfig()
+    device: DeviceConfig = DeviceConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def dump(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _check_keys(data: dict, model: type[BaseModel], where: str = "") -> None:
+    """Raise ConfigError naming the closest valid key for every unknown one."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config section '{where or '<root>'}' must be a mapping, found {type(data).__name__}")
+    fields = model.model_fields
+    for key, value in data.items():
+        full = f"{where}.{key}" if where else key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" Did you mean '{where + '.' if where else ''}{close[0]}'?" if close else ""
+            raise ConfigError(f"Unknown config key '{full}'.{hint} Valid keys here: {', '.join(fields)}")
+        annotation = fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _check_keys(value, annotation, full)
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"Config key '{key}': '{part}' is a value, not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.lr=3e-4`` -> ``("train.lr", 0.0003)`` (values parsed as YAML scalars)."""
+    if "=" not in text:
+        raise ConfigError(f"Override '{text}' is not of the form key=value (e.g. train.lr=3e-4)")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Override '{text}': cannot parse value '{raw}': {exc}") from exc
+    return key.strip(), value
+
+
+def load_config(
+    file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults <- ``base`` <- YAML ``file`` <- dotted ``overrides``; validated."""
+    data: dict[str, Any] = dict(base or {})
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"Config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"Config file {path} must hold a mapping of keys, found {type(loaded).__name__}")
+        for key, value in _flatten(loaded).items():
+            set_dotted(data, key, value)
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
+    for key, value in items:
+        set_dotted(data, key, value)
+    _check_keys(data, RunConfig)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            problems.append(f"'{key}': {err['msg']} (found {err.get('input')!r})")
+        raise ConfigError("Invalid config value " + "; ".join(problems)) from None
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(_flatten(value, full))
+        else:
+            out[full] = value
+    return out

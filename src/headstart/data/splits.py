@@ -1,0 +1,23 @@
+"""Seeded, stratified train/validation splits (shared by every task)."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+
+def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(train, val)``; each class with 2+ items gives at least one to validation."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_class[label].append(i)
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(by_class):
+        idx = by_class[label][:]
+        rng.shuffle(idx)
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * fraction))) if len(idx) > 1 else 0
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)

@@ -1,0 +1,87 @@
+"""Classification metrics (torchmetrics), the majority-class baseline, and collapse warnings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+
+def classification_report(
+    logits: torch.Tensor, targets: torch.Tensor, classes: list[str], train_counts: list[int] | None = None
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class metrics, confusion matrix, baseline and warnings."""
+    n = len(classes)
+    preds = logits.argmax(dim=1)
+    args = {"preds": preds, "target": targets, "num_classes": n}
+    precision = multiclass_precision(**args, average=None, zero_division=0)
+    recall = multiclass_recall(**args, average=None, zero_division=0)
+    f1 = multiclass_f1_score(**args, average=None, zero_division=0)
+    support = torch.bincount(targets, minlength=n)
+    present = support > 0
+    report: dict[str, Any] = {
+        "num_samples": int(targets.numel()),
+        "accuracy": float(multiclass_accuracy(**args, average="micro")),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "loss": float(torch.nn.functional.cross_entropy(logits.float(), targets)),
+        "per_class": {
+            c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": multiclass_confusion_matrix(**args).tolist(),
+        "predicted_counts": dict(zip(classes, torch.bincount(preds, minlength=n).tolist())),
+    }
+    report["baseline"] = majority_baseline(targets, n, classes, train_counts)
+    report["warnings"] = collapse_warnings(report, classes)
+    return report
+
+
+def majority_baseline(targets: torch.Tensor, n: int, classes: list[str], train_counts: list[int] | None) -> dict:
+    """Scores of always predicting the most frequent class (of the training data when known)."""
+    counts = torch.tensor(train_counts) if train_counts else torch.bincount(targets, minlength=n)
+    majority = int(counts.argmax())
+    preds = torch.full_like(targets, majority)
+    support = torch.bincount(targets, minlength=n)
+    f1 = multiclass_f1_score(preds, targets, num_classes=n, average=None, zero_division=0)
+    return {
+        "class": classes[majority],
+        "accuracy": float((targets == majority).float().mean()) if targets.numel() else 0.0,
+        "macro_f1": float(f1[support > 0].mean()) if (support > 0).any() else 0.0,
+    }
+
+
+def collapse_warnings(report: dict, classes: list[str], margin: float = 0.02) -> list[str]:
+    """Loud warnings when the model learned nothing useful."""
+    warnings = []
+    used = [c for c, k in report["predicted_counts"].items() if k > 0]
+    if len(classes) > 1 and len(used) == 1 and report["num_samples"] > 1:
+        warnings.append(
+            f"The model predicts one class ('{used[0]}') for every one of {report['num_samples']} samples: "
+            "it has collapsed and learned nothing. Try another strategy, a lower learning rate, more "
+            "epochs, or class weighting."
+        )
+    base = report["baseline"]
+    if report["accuracy"] <= base["accuracy"] + margin and report["macro_f1"] <= base["macro_f1"] + margin:
+        warnings.append(
+            f"Accuracy {report['accuracy']:.3f} and macro-F1 {report['macro_f1']:.3f} are no better than always "
+            f"predicting the majority class '{base['class']}' (accuracy {base['accuracy']:.3f}, "
+            f"macro-F1 {base['macro_f1']:.3f})."
+        )
+    return warnings
+
+
+def selection_metric(setting: str, train_counts: list[int]) -> str:
+    """``accuracy`` for balanced data, ``macro_f1`` when classes are imbalanced (``auto``)."""
+    if setting != "auto":
+        return setting
+    present = [c for c in train_counts if c > 0]
+    return "macro_f1" if present and max(present) > 1.5 * min(present) else "accuracy"

@@ -1,0 +1,134 @@
+"""Run outputs people read: history CSV, metrics JSON, learning-curve and confusion-matrix PNGs, report.md."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from headstart.progress import console, warn  # noqa: E402
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    if not history:
+        return
+    fields = list(history[0])
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2))
+
+
+def plot_learning_curve(history: list[dict[str, Any]], path: Path, metric: str) -> None:
+    """Train/val loss and the validation metric per epoch; phase changes marked."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="val loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_metric.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
+    ax_metric.plot(epochs, [h["val_macro_f1"] for h in history], "s--", label="val macro-F1")
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylim(0, 1.02)
+    ax_metric.legend(loc="lower right")
+    for ax in (ax_loss, ax_metric):
+        for prev, cur in zip(history, history[1:]):
+            if prev["phase"] != cur["phase"]:
+                ax.axvline(cur["epoch"] - 0.5, color="grey", linestyle=":")
+                ax.text(cur["epoch"] - 0.45, ax.get_ylim()[1], cur["phase"], fontsize=8, va="top", color="grey")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Learning curve (selection metric: {metric})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Path, title: str) -> None:
+    n = len(classes)
+    size = min(4 + 0.45 * n, 18)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max((max(row) for row in matrix), default=0)
+    if n <= 30:
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > peak / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_metrics(report: dict[str, Any], title: str) -> None:
+    """The score beside the majority-class baseline; warnings in bold."""
+    base = report["baseline"]
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    table.add_column(f"majority baseline ('{base['class']}')", justify="right")
+    table.add_row("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}")
+    table.add_row("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}")
+    table.add_row("samples", str(report["num_samples"]), "")
+    console.print(table)
+    per = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per.add_column(col, justify="right" if col != "class" else "left")
+    for name, m in report["per_class"].items():
+        per.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(per)
+    for w in report["warnings"]:
+        warn(w)
+
+
+def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
+    val = metrics["val"]
+    base = val["baseline"]
+    lines = [
+        f"# headstart run: {summary['model']} / {summary['strategy']}",
+        "",
+        f"Data: `{summary['data']}` ({summary['layout']}); classes: {', '.join(summary['classes'])}.",
+        f"Train images: {summary['num_train']}, validation images: {summary['num_val']}, "
+        f"skipped files: {summary['num_skipped']}.",
+        f"Training time: {metrics['train_seconds']:.1f} s on {summary['device']}.",
+        "",
+        "| metric | model | majority baseline |",
+        "| --- | --- | --- |",
+        f"| accuracy | {val['accuracy']:.4f} | {base['accuracy']:.4f} |",
+        f"| macro-F1 | {val['macro_f1']:.4f} | {base['macro_f1']:.4f} |",
+        "",
+    ]
+    if val["warnings"]:
+        lines += ["## Warnings", "", *[f"- **{w}**" for w in val["warnings"]], ""]
+    lines += [
+        "| class | precision | recall | F1 | support |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+          for c, m in val["per_class"].items()],
+        "",
+        "![learning curve](learning_curve.png)",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+        "Files: `metrics.json`, `history.csv`, `config.yaml`, `spec.json`, `model.safetensors`"
+        + (", `skipped.txt`" if summary["num_skipped"] else "") + ".",
+        "",
+    ]
+    (run / "report.md").write_text("\n".join(lines))

@@ -1,0 +1,125 @@
+"""What trains, at what learning rate, and when: all built on the backbone's layer groups.
+
+Strategies:
+  ``linear``     frozen backbone, new head only (feature extraction)
+  ``partial:K``  the last K layer groups and the head train
+  ``full``       everything trains
+  ``gradual``    head first, then one more group unfrozen per epoch, top down
+  ``lp-ft``      a linear phase (``head_epochs``), then everything with discriminative LRs
+Discriminative learning rates: the top backbone group gets ``lr * backbone_lr_ratio``, each group
+below it ``layer_decay`` times the one above (``layer_decay=1``: the same LR for all groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from headstart.config import TrainConfig
+from headstart.errors import ConfigError
+
+STRATEGIES = ("linear", "partial:K", "full", "gradual", "lp-ft")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with a fixed set of trainable groups (the top ``trainable`` ones)."""
+
+    name: str
+    epochs: int
+    trainable: int  # backbone groups that train, counted from the top; 0: head only
+    head_lr_scale: float = 1.0
+
+
+def parse(strategy: str, num_groups: int) -> tuple[str, int]:
+    """``(kind, K)``; K is the number of trainable groups for ``partial``."""
+    kind, _, arg = strategy.partition(":")
+    if kind not in {"linear", "partial", "full", "gradual", "lp-ft"}:
+        raise ConfigError(f"Unknown strategy '{strategy}'; expected one of {', '.join(STRATEGIES)}")
+    if kind == "partial":
+        try:
+            k = int(arg)
+        except ValueError:
+            raise ConfigError(f"Strategy '{strategy}': expected partial:K with an integer K, e.g. partial:2") from None
+        if not 1 <= k <= num_groups:
+            raise ConfigError(f"Strategy '{strategy}': K must be between 1 and {num_groups} (this backbone's groups)")
+        return kind, k
+    if arg:
+        raise ConfigError(f"Strategy '{kind}' takes no argument, found '{strategy}'")
+    return kind, 0
+
+
+def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
+    """The phases of a strategy."""
+    kind, k = parse(strategy, num_groups)
+    if kind == "linear":
+        return [Phase("linear", cfg.epochs, 0)]
+    if kind == "partial":
+        return [Phase(f"partial:{k}", cfg.epochs, k)]
+    if kind == "full":
+        return [Phase("full", cfg.epochs, num_groups)]
+    if kind == "lp-ft":
+        phases = [Phase("linear", cfg.head_epochs, 0)] if cfg.head_epochs else []
+        return [*phases, Phase("fine-tune", cfg.epochs, num_groups, head_lr_scale=0.5 if phases else 1.0)]
+    phases: list[Phase] = []  # gradual
+    for epoch in range(cfg.epochs):
+        trainable = min(epoch, num_groups)
+        if phases and phases[-1].trainable == trainable:
+            last = phases[-1]
+            phases[-1] = Phase(last.name, last.epochs + 1, trainable)
+        else:
+            phases.append(Phase(f"gradual:{trainable}", 1, trainable))
+    return phases
+
+
+def group_lrs(num_groups: int, cfg: TrainConfig, discriminative: bool = True) -> list[float]:
+    """Learning rate of each backbone group, bottom (stem) to top."""
+    if not discriminative:
+        return [cfg.lr] * num_groups
+    top = cfg.lr * cfg.backbone_lr_ratio
+    return [top * cfg.layer_decay ** (num_groups - 1 - g) for g in range(num_groups)]
+
+
+def apply(model: nn.Module, phase: Phase) -> set[int]:
+    """Freeze all but the top ``phase.trainable`` groups; returns the frozen group indices."""
+    n = model.backbone.num_groups
+    frozen = set(range(n - phase.trainable))
+    model.backbone.set_frozen(frozen)
+    return frozen
+
+
+def param_groups(model: nn.Module, phase: Phase, cfg: TrainConfig, discriminative: bool = True) -> list[dict]:
+    """Optimizer parameter groups: the head, then each trainable backbone group with its LR.
+
+    Biases and normalisation weights (1-D tensors) get no weight decay.
+    """
+    groups: list[dict] = []
+
+    def add(params: list[tuple[str, nn.Parameter]], lr: float, name: str) -> None:
+        decay = [p for _, p in params if p.requires_grad and p.ndim > 1]
+        no_decay = [p for _, p in params if p.requires_grad and p.ndim <= 1]
+        if decay:
+            groups.append({"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "name": name})
+        if no_decay:
+            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": name + ".no_decay"})
+
+    add(list(model.head.named_parameters()), cfg.lr * phase.head_lr_scale, "head")
+    backbone = model.backbone
+    lrs = group_lrs(backbone.num_groups, cfg, discriminative)
+    for g in range(backbone.num_groups - phase.trainable, backbone.num_groups):
+        add(list(backbone.group_parameters(g)), lrs[g], backbone.spec.groups[g].name)
+    return groups
+
+
+def describe(model: nn.Module, frozen: set[int]) -> list[tuple[str, int, int, bool]]:
+    """``(group, trainable params, total params, frozen)`` rows, stem first, head last."""
+    rows = []
+    backbone = model.backbone
+    for g, group in enumerate(backbone.spec.groups):
+        params = [p for _, p in backbone.group_parameters(g)]
+        rows.append((group.name, sum(p.numel() for p in params if p.requires_grad),
+                     sum(p.numel() for p in params), g in frozen))
+    head = list(model.head.parameters())
+    rows.append(("head (new)", sum(p.numel() for p in head), sum(p.numel() for p in head), False))
+    return rows
