@@ -13,7 +13,15 @@ import torch
 
 from headstart import engine, registry, reports, runs
 from headstart.config import RunConfig, load_config
-from headstart.data.images import ImageData, ImageSplits, ImageStore, Sample, discover, image_files, labelled_samples
+from headstart.data.images import (
+    ImageData,
+    ImageSplits,
+    ImageStore,
+    Sample,
+    discover,
+    image_files,
+    labelled_samples,
+)
 from headstart.data.transforms import eval_transform
 from headstart.errors import NotFittedError, RunFolderError
 from headstart.metrics import classification_report

@@ -7,7 +7,6 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -16,6 +15,30 @@ from headstart.errors import HeadstartError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune pretrained models on your own small dataset.")
+
+
+# Task name -> "module:Facade". Every facade offers the same methods: __init__(config=, overrides=,
+# **shortcuts), fit(data, out=), resume(run), load(run), evaluate(data), predict(inputs, top_k=).
+FACADES = {
+    "image": "headstart.api:ImageClassifier",
+    "image-classification": "headstart.api:ImageClassifier",
+}
+
+
+def facade(task: str):
+    """The facade class of a task name (``image``...) or of a run folder's recorded task."""
+    import importlib
+
+    if task not in FACADES:
+        raise ValueError(f"Unknown task '{task}'; expected one of {', '.join(sorted(FACADES))}")
+    module, _, name = FACADES[task].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def facade_for_run(run: Path):
+    from headstart.runs import read_meta
+
+    return facade(read_meta(run)["task"])
 
 
 def _fail(exc: Exception) -> None:
@@ -40,7 +63,7 @@ def _run(fn):
 
 
 @app.command()
-def models(pattern: Optional[str] = typer.Argument(None, help="wildcard, e.g. '*lite*', 'tv:resnet*', 'timm:vit_*'"),
+def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lite*', 'tv:resnet*', 'timm:vit_*'"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the backbones headstart knows and whether their weights are available offline now."""
     from headstart import registry
@@ -63,30 +86,29 @@ def models(pattern: Optional[str] = typer.Argument(None, help="wildcard, e.g. '*
 
 @app.command()
 def train(
-    data: Optional[Path] = typer.Argument(None, help="image folder (train/ val/ or class folders) or CSV"),
-    overrides: Optional[list[str]] = typer.Argument(None, help="dotted config overrides, e.g. train.lr=3e-4"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder to create"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
-    strategy: Optional[str] = typer.Option(None, "--strategy", "-s",
+    data: Path | None = typer.Argument(None, help="image folder (train/ val/ or class folders) or CSV"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted config overrides, e.g. train.lr=3e-4"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run folder to create"),
+    model: str | None = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
+    strategy: str | None = typer.Option(None, "--strategy", "-s",
                                            help="linear | partial:K | full | gradual | lp-ft"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="local weights file for the backbone"),
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+    epochs: int | None = typer.Option(None, "--epochs", "-e"),
+    seed: int | None = typer.Option(None, "--seed"),
+    weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="start from pretrained weights (default) or from scratch"),
-    strict: Optional[bool] = typer.Option(None, "--strict", help="stop at the first unreadable image"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue an interrupted run folder"),
+    strict: bool | None = typer.Option(None, "--strict", help="stop at the first unreadable image"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
+    resume: Path | None = typer.Option(None, "--resume", help="continue an interrupted run folder"),
+    task: str = typer.Option("image", "--task", "-t", help="image | text | detection"),
 ) -> None:
     """Fine-tune a pretrained backbone on DATA and write a run folder."""
-    from headstart.api import ImageClassifier
-
     if resume is not None:
-        _run(lambda: ImageClassifier.resume(resume))
+        _run(lambda: facade_for_run(resume).resume(resume))
         return
     if data is None or out is None:
         _fail(ValueError("train needs DATA and --out RUN (or --resume RUN)"))
-    _run(lambda: ImageClassifier(
+    _run(lambda: facade(task)(
         config=config, overrides=overrides or [], model=model, strategy=strategy, epochs=epochs, seed=seed,
         weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
     ).fit(data, out=out))
@@ -97,11 +119,10 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
              data: Path = typer.Argument(..., help="labelled images: class folders or CSV"),
              as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON")) -> None:
     """Metrics of a trained model on labelled data, beside the majority-class baseline."""
-    from headstart.api import ImageClassifier
     from headstart.reports import print_metrics
 
     def go() -> None:
-        report = ImageClassifier.load(run).evaluate(data)
+        report = facade_for_run(run).load(run).evaluate(data)
         if as_json:
             print(json.dumps(report, indent=2))
         else:
@@ -116,14 +137,13 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             top_k: int = typer.Option(1, "--top-k", "-k", min=1),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv")) -> None:
     """Predict the class of each image, with probabilities."""
-    from headstart.api import ImageClassifier
     from headstart.progress import console
 
     if fmt not in {"table", "json", "csv"}:
         _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
 
     def go() -> None:
-        rows = ImageClassifier.load(run).predict(list(inputs), top_k=top_k)
+        rows = facade_for_run(run).load(run).predict(list(inputs), top_k=top_k)
         if fmt == "json":
             print(json.dumps(rows, indent=2))
         elif fmt == "csv":

@@ -27,7 +27,7 @@ from headstart import strategies
 from headstart.cache import FeatureCache
 from headstart.config import DeviceConfig, RunConfig
 from headstart.metrics import classification_report, selection_metric
-from headstart.progress import console, progress_bar, say, warn
+from headstart.progress import console, progress_bar, say
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -86,6 +86,11 @@ def _loader(dataset: Dataset, batch_size: int, data: TaskData, shuffle_seed: int
     )
 
 
+def channels_last(x):
+    """4-D image batches in channels-last layout: about 2x faster convolutions on CPUs."""
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.ndim == 4 else x
+
+
 @torch.inference_mode()
 def run_batches(fabric: Fabric, fn: Callable, loader: DataLoader, desc: str) -> torch.Tensor:
     """``fn(batch)`` over a loader, outputs concatenated on the CPU, with a progress bar."""
@@ -93,7 +98,7 @@ def run_batches(fabric: Fabric, fn: Callable, loader: DataLoader, desc: str) -> 
     with progress_bar(desc, len(loader)) as advance:
         for x, _ in loader:
             with fabric.autocast():
-                outputs.append(fn(fabric.to_device(x)).float().cpu())
+                outputs.append(fn(channels_last(fabric.to_device(x))).float().cpu())
             advance()
     return torch.cat(outputs)
 
@@ -101,7 +106,7 @@ def run_batches(fabric: Fabric, fn: Callable, loader: DataLoader, desc: str) -> 
 def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, data: TaskData, batch_size: int,
                    start: int = 0, desc: str = "Predicting") -> torch.Tensor:
     model.eval()
-    model = model.to(fabric.device)
+    model = model.to(fabric.device, memory_format=torch.channels_last)
     return run_batches(fabric, lambda x: model(x, start=start), _loader(dataset, batch_size, data), desc)
 
 
@@ -126,7 +131,7 @@ def cached_features(fabric: Fabric, model: nn.Module, data: TaskData, cfg: RunCo
 
     def compute(indices: list[int]) -> torch.Tensor:
         backbone.eval()
-        backbone.to(fabric.device)
+        backbone.to(fabric.device, memory_format=torch.channels_last)
         loader = _loader(Subset(dataset, indices), cfg.train.batch_size * 2, data, num_workers=cfg.data.num_workers)
         what = f"view {view + 1}/{cfg.cache.views}" if train else "val"
         out = run_batches(fabric, lambda x: backbone.extract(x, cut), loader, f"Extracting features ({split}, {what})")
@@ -181,6 +186,7 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
     use_cache = cfg.cache.enabled and pretrained and fabric.world_size == 1
     if cfg.cache.enabled and not use_cache:
         say("[dim]Feature cache off: " + ("random initial weights" if not pretrained else "several devices") + "[/]")
+    model.to(memory_format=torch.channels_last)
     state, ckpt = FitState(), None
     path = run_dir / CHECKPOINT
     if resume and path.exists():
@@ -238,7 +244,7 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
                 for x, y in loader:
                     optimizer.zero_grad(set_to_none=True)
                     with fabric.autocast():
-                        loss = criterion(fmodel(x, start=cut).float(), y)
+                        loss = criterion(fmodel(channels_last(x), start=cut).float(), y)
                     fabric.backward(loss)
                     optimizer.step()
                     scheduler.step()

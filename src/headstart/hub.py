@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from functools import lru_cache
+from functools import cache
 
 _OFFLINE_VARS = ("HEADSTART_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -19,7 +19,7 @@ def offline_reason(host: str) -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
