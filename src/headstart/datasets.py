@@ -8,8 +8,11 @@ import numpy as np
 from PIL import Image
 
 
-def write_digits(folder: str | Path, scale: int = 4) -> Path:
-    """scikit-learn's 1,797 handwritten digits (8x8, 16 grey levels) as PNG class folders."""
+def write_digits(folder: str | Path, scale: int = 4, per_class: int | None = None) -> Path:
+    """scikit-learn's 1,797 handwritten digits (8x8, 16 grey levels) as PNG class folders.
+
+    ``per_class`` keeps only the first N images of each digit.
+    """
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
@@ -18,12 +21,16 @@ def write_digits(folder: str | Path, scale: int = 4) -> Path:
     digits = load_digits()
     if (folder / "done").exists():
         return folder
+    kept: dict[int, int] = {}
     for i, (image, label) in enumerate(zip(digits.images, digits.target)):
+        kept[label] = kept.get(label, 0) + 1
+        if per_class is not None and kept[label] > per_class:
+            continue
         target = folder / str(label)
         target.mkdir(parents=True, exist_ok=True)
         pixels = (255 - image * 255 / 16).astype(np.uint8)  # dark ink on white paper
         Image.fromarray(pixels).resize((8 * scale, 8 * scale), Image.Resampling.NEAREST).save(target / f"{i:04d}.png")
-    (folder / "done").write_text(f"{len(digits.images)} images\n")
+    (folder / "done").write_text(f"{sum(min(k, per_class or k) for k in kept.values())} images\n")
     return folder
 
 

@@ -20,7 +20,8 @@ def _stage_layout(model: nn.Module) -> list:
     if {"conv_stem", "bn1", "blocks"} <= names.keys():  # EfficientNet, MobileNetV2/V3, MixNet...
         stages = [("stem", ["conv_stem", "bn1"], sequential(model.conv_stem, model.bn1))]
         stages += [(f"blocks{i}", [f"blocks.{i}"], b) for i, b in enumerate(model.blocks)]
-        tail = [n for n in ("conv_head", "bn2", "norm_head") if isinstance(names.get(n), nn.Module)]
+        # EfficientNet's conv_head/bn2 end forward_features; MobileNetV3 applies them after pooling.
+        tail = [n for n in ("conv_head", "bn2") if isinstance(names.get(n), nn.Module)] if "bn2" in names else []
         if tail:
             stages.append(("head", tail, sequential(*[names[n] for n in tail])))
         return stages

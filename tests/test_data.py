@@ -1,0 +1,93 @@
+import shutil
+from pathlib import Path
+
+import pytest
+
+from headstart.data.images import ImageStore, discover, labelled_samples
+from headstart.data.splits import stratified_split
+from headstart.errors import DataError
+
+
+def _copy_digits(digits_dir: Path, target: Path, classes=("0", "1", "2"), n: int = 8) -> Path:
+    for c in classes:
+        (target / c).mkdir(parents=True)
+        for f in sorted((digits_dir / c).iterdir())[:n]:
+            shutil.copy(f, target / c / f.name)
+    return target
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class():
+    labels = [0] * 50 + [1] * 10 + [2] * 2
+    train, val = stratified_split(labels, 0.2, seed=3)
+    assert sorted(train + val) == list(range(62))
+    assert sum(labels[i] == 0 for i in val) == 10 and sum(labels[i] == 1 for i in val) == 2
+    assert sum(labels[i] == 2 for i in val) == 1
+    assert stratified_split(labels, 0.2, seed=3) == (train, val)
+    assert stratified_split(labels, 0.2, seed=4) != (train, val)
+
+
+def test_class_folders_get_a_validation_split(digits_dir):
+    splits = discover(digits_dir, val_fraction=0.25, seed=0)
+    assert splits.classes == [str(i) for i in range(10)]
+    assert len(splits.train) == 150 and len(splits.val) == 50
+    assert not {s.path for s in splits.train} & {s.path for s in splits.val}
+
+
+def test_bad_files_are_skipped_and_listed_or_fail_with_strict(digits_dir, tmp_path):
+    root = _copy_digits(digits_dir, tmp_path / "d")
+    (root / "0" / "empty.png").write_bytes(b"")
+    (root / "1" / "text.jpg").write_text("this is not an image")
+    good = next((root / "2").iterdir()).read_bytes()
+    (root / "2" / "truncated.png").write_bytes(good[: len(good) // 2])
+    splits = discover(root, 0.25, 0)
+    samples = splits.train + splits.val
+    store = ImageStore(samples, 64, "bilinear")
+    reasons = {Path(p).name: why for p, why in store.skipped}
+    assert set(reasons) == {"empty.png", "text.jpg", "truncated.png"}
+    assert "0 bytes" in reasons["empty.png"]
+    assert len(store.samples) == len(samples) - 3
+    with pytest.raises(DataError, match=r"Cannot read image .*(empty|text|truncated).*--strict"):
+        ImageStore(samples, 64, "bilinear", strict=True)
+
+
+def test_gif_placeholder_in_hymenoptera_is_reported(hymenoptera):
+    splits = discover(hymenoptera)
+    gif = [s for s in splits.train if s.path.suffix == ".gif"]
+    assert len(gif) == 1
+    store = ImageStore(gif + splits.train[:5], 64, "bilinear")
+    assert any("GIF" in w for w in store.warnings())
+
+
+def test_empty_class_folder_and_single_class(digits_dir, tmp_path):
+    root = _copy_digits(digits_dir, tmp_path / "d")
+    (root / "empty_class").mkdir()
+    with pytest.raises(DataError, match="no images in .*: empty_class"):
+        discover(root)
+    single = _copy_digits(digits_dir, tmp_path / "s", classes=("7",))
+    with pytest.raises(DataError, match="Only one class \\('7'\\)"):
+        discover(single)
+    with pytest.raises(DataError, match="Data not found"):
+        discover(tmp_path / "nothing")
+
+
+def test_csv_layout_and_missing_columns(digits_dir, tmp_path):
+    files = sorted(digits_dir.rglob("*.png"))[:60]
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("file,kind\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    with pytest.raises(DataError, match=r"which column holds the label; columns found: \['file', 'kind'\]"):
+        discover(csv_path)
+    splits = discover(csv_path, 0.2, 0, label_column="kind")
+    assert len(splits.train) + len(splits.val) == 60 and "CSV" in splits.layout
+    assert splits.classes == ["0", "1", "2", "3", "4", "5"][: len(splits.classes)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("picture,whatever\na.png,x\n")
+    with pytest.raises(DataError, match=r"columns found: \['picture', 'whatever'\]"):
+        discover(bad)
+
+
+def test_evaluation_labels_the_model_never_saw(digits_dir, tmp_path):
+    root = _copy_digits(digits_dir, tmp_path / "e", classes=("0", "1", "9"))
+    with pytest.raises(DataError, match=r"labels the model never saw: \{'9': 8\}.*knows: 0, 1"):
+        labelled_samples(root, ["0", "1"])
+    samples, _ = labelled_samples(root, ["0", "1", "9"])
+    assert len(samples) == 24

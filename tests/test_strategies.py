@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from headstart import registry, strategies
+from headstart.api import ImageClassifier
+from headstart.config import TrainConfig
+from headstart.errors import ConfigError
+
+
+def test_plans():
+    cfg = TrainConfig(epochs=4, head_epochs=6)
+    assert strategies.plan("linear", 9, cfg) == [strategies.Phase("linear", 4, 0)]
+    assert strategies.plan("partial:3", 9, cfg) == [strategies.Phase("partial:3", 4, 3)]
+    assert [(p.epochs, p.trainable) for p in strategies.plan("lp-ft", 9, cfg)] == [(6, 0), (4, 9)]
+    assert [(p.epochs, p.trainable) for p in strategies.plan("gradual", 9, cfg)] == [(1, 0), (1, 1), (1, 2), (1, 3)]
+    assert [(p.epochs, p.trainable) for p in strategies.plan("gradual", 2, cfg)] == [(1, 0), (1, 1), (2, 2)]
+    with pytest.raises(ConfigError, match="K must be between 1 and 9"):
+        strategies.plan("partial:12", 9, cfg)
+    with pytest.raises(ConfigError, match="Unknown strategy 'frozen'"):
+        strategies.plan("frozen", 9, cfg)
+
+
+def test_discriminative_learning_rates_decay_towards_the_stem():
+    cfg = TrainConfig(lr=1e-3, backbone_lr_ratio=0.1, layer_decay=0.5)
+    lrs = strategies.group_lrs(4, cfg)
+    assert lrs == pytest.approx([1e-4 / 8, 1e-4 / 4, 1e-4 / 2, 1e-4])
+    assert strategies.group_lrs(4, cfg, discriminative=False) == [1e-3] * 4
+
+
+def _changed(before: dict, after: dict, names) -> dict[str, bool]:
+    return {n: not torch.equal(before[n], after[n]) for n in names}
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_partial_trains_exactly_the_last_k_groups(digits_dir, tmp_path, session_cache, cache):
+    fresh = registry.create_backbone("mobilenet_v2")
+    before = {k: v.clone() for k, v in fresh.body.state_dict().items()}
+    clf = ImageClassifier(model="mobilenet_v2", strategy="partial:2", epochs=1, cache=cache, cache_views=1,
+                          overrides={"train.lr": 1e-2, "train.backbone_lr_ratio": 1.0})
+    clf.fit(digits_dir, out=tmp_path / "run")
+    backbone = clf.model_.backbone
+    after = backbone.body.state_dict()
+    g = backbone.num_groups
+    for index in range(g):
+        names = [n for n, _ in backbone.group_parameters(index)]
+        changed = _changed(before, after, names)
+        if index >= g - 2:
+            assert all(changed.values()), f"group {index} should train: {changed}"
+        else:
+            assert not any(changed.values()), f"group {index} should stay frozen"
+    # frozen BatchNorm keeps its running statistics; trainable BatchNorm updates them
+    buffers = [n for n in after if n.endswith("running_mean")]
+    frozen_bn = [n for n in buffers if backbone._module_groups[n.rsplit(".", 1)[0]] < g - 2]
+    trained_bn = [n for n in buffers if backbone._module_groups[n.rsplit(".", 1)[0]] >= g - 2]
+    assert frozen_bn and trained_bn
+    assert not any(_changed(before, after, frozen_bn).values())
+    if not cache:
+        assert all(_changed(before, after, trained_bn).values())
+
+
+def test_linear_keeps_every_backbone_tensor_including_batchnorm_statistics(digits_dir, tmp_path, session_cache):
+    fresh = registry.create_backbone("efficientnet_lite0")
+    before = {k: v.clone() for k, v in fresh.body.state_dict().items()}
+    clf = ImageClassifier(strategy="linear", epochs=1, cache=False).fit(digits_dir, out=tmp_path / "run")
+    after = clf.model_.backbone.body.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    head = clf.model_.head[1].weight
+    torch.manual_seed(0)
+    assert not torch.equal(head, torch.nn.Linear(head.shape[1], head.shape[0]).weight)  # the head did train
