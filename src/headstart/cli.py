@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 FACADES = {
     "image": "headstart.api:ImageClassifier",
     "image-classification": "headstart.api:ImageClassifier",
+    "text": "headstart.text_api:TextClassifier",
+    "text-classification": "headstart.text_api:TextClassifier",
 }
 
 
@@ -100,16 +102,34 @@ def train(
     strict: bool | None = typer.Option(None, "--strict", help="stop at the first unreadable image"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     resume: Path | None = typer.Option(None, "--resume", help="continue an interrupted run folder"),
-    task: str = typer.Option("image", "--task", "-t", help="image | text | detection"),
+    task: str | None = typer.Option(None, "--task", "-t",
+                                    help="image | text | detection (default: text for tables of texts, else image)"),
+    text_column: str | None = typer.Option(None, "--text-column", help="text: the column holding the texts"),
+    label_column: str | None = typer.Option(None, "--label-column", help="the column holding the labels"),
+    max_length: int | None = typer.Option(None, "--max-length", help="text: tokens per text (longer ones are cut)"),
 ) -> None:
     """Fine-tune a pretrained backbone on DATA and write a run folder."""
+    from headstart.config import parse_override
+
     if resume is not None:
         _run(lambda: facade_for_run(resume).resume(resume))
         return
     if data is None or out is None:
         _fail(ValueError("train needs DATA and --out RUN (or --resume RUN)"))
+    if task is None:
+        from headstart.data.text import looks_like_text_data
+
+        task = "text" if looks_like_text_data(data) else "image"
+    extra = dict(parse_override(o) for o in overrides or [])
+    if task in ("text", "text-classification"):
+        extra.update({k: v for k, v in {"text.text_column": text_column, "text.label_column": label_column,
+                                        "text.max_length": max_length}.items() if v is not None})
+    elif text_column is not None or max_length is not None:
+        _fail(ValueError(f"--text-column and --max-length are for --task text, not '{task}'"))
+    elif label_column is not None:
+        extra["data.label_column"] = label_column
     _run(lambda: facade(task)(
-        config=config, overrides=overrides or [], model=model, strategy=strategy, epochs=epochs, seed=seed,
+        config=config, overrides=extra, model=model, strategy=strategy, epochs=epochs, seed=seed,
         weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
     ).fit(data, out=out))
 
@@ -133,7 +153,8 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
 
 @app.command()
 def predict(run: Path = typer.Argument(..., help="run folder"),
-            inputs: list[Path] = typer.Argument(..., help="image files or folders"),
+            inputs: list[str] | None = typer.Argument(None, help="image files or folders; texts for a text run"),
+            file: Path | None = typer.Option(None, "--file", help="text run: a UTF-8 file with one text per line"),
             top_k: int = typer.Option(1, "--top-k", "-k", min=1),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv")) -> None:
     """Predict the class of each image, with probabilities."""
@@ -143,23 +164,34 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
 
     def go() -> None:
-        rows = facade_for_run(run).load(run).predict(list(inputs), top_k=top_k)
+        cls = facade_for_run(run)
+        items = list(inputs or [])
+        if getattr(cls, "__name__", "") == "TextClassifier":
+            from headstart.data.text import texts_from_arguments
+
+            items = texts_from_arguments(items, file)
+        elif file is not None or (items and not any(Path(i).exists() for i in items)):
+            raise ValueError(f"{run} holds an image model, and {str(file or items[0])!r} is not an image file or "
+                             "folder: pass image files or folders; classify texts with a text run folder")
+        if not items:
+            raise ValueError("predict needs inputs: image files/folders, or texts (or --file) for a text run")
+        rows = cls.load(run).predict(items, top_k=top_k)
         if fmt == "json":
             print(json.dumps(rows, indent=2))
         elif fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf)
-            writer.writerow(["path", "label", "probability", "top_k"])
+            writer.writerow(["text" if rows and "text" in rows[0] else "path", "label", "probability", "top_k"])
             for r in rows:
-                writer.writerow([r["path"], r["label"], f"{r['probability']:.6f}",
+                writer.writerow([r.get("path", r.get("text")), r["label"], f"{r['probability']:.6f}",
                                  ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])])
             sys.stdout.write(buf.getvalue())
         else:
             table = Table()
-            for col in ("file", "label", "probability", f"top {top_k}"):
-                table.add_column(col)
+            for col in ("text" if rows and "text" in rows[0] else "file", "label", "probability", f"top {top_k}"):
+                table.add_column(col, overflow="fold")
             for r in rows:
-                table.add_row(r["path"], r["label"], f"{r['probability']:.3f}",
+                table.add_row(r.get("path", r.get("text")), r["label"], f"{r['probability']:.3f}",
                               ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
             console.print(table)
 

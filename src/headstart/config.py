@@ -62,13 +62,44 @@ class DeviceConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
 
 
+class TextConfig(_Section):
+    text_column: str | None = Field(None, description="column holding the text; default: guessed (text, sentence...)")
+    label_column: str | None = Field(None, description="column holding the label; default: guessed (label, class...)")
+    max_length: int = Field(128, ge=4, le=8192, description="tokens per text; longer texts are cut (and counted)")
+    pooling: Literal["auto", "mean", "cls"] = Field("auto", description="auto: what the model was trained with")
+    class_weights: bool = Field(False, description="weight the loss by inverse class frequency")
+    balanced_sampling: bool = Field(False, description="draw training batches with every class equally likely")
+    lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (strategy 'lora')")
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lora_targets: list[str] | None = Field(None, description="module names to adapt; default: attention projections")
+
+
+class DetectionConfig(_Section):
+    family: Literal["fcos", "retinanet", "fasterrcnn", "ssdlite", "ssd"] = Field(
+        "fcos", description="detector built on model.name (ignored for 'tv:' COCO detectors, which bring their own)")
+    classes: list[str] | None = Field(None, description="train on these classes only (e.g. [person, car])")
+    image_size: int = Field(320, ge=64, le=2048, description="letterbox size: longer side resized to this, padded square")
+    neck_channels: int = Field(64, ge=8, description="FPN channels")
+    head_convs: int = Field(2, ge=0, le=4, description="conv layers per FCOS head branch")
+    freeze_bn: bool = Field(True, description="pretrained backbones: BatchNorm keeps its ImageNet statistics (frozen BN)")
+    score_thresh: float = Field(0.05, ge=0.0, lt=1.0, description="keep detections above this score (0.05: for mAP)")
+    nms_thresh: float = Field(0.5, gt=0.0, le=1.0)
+    detections_per_img: int = Field(100, ge=1)
+    draw_score: float = Field(0.3, ge=0.0, le=1.0, description="score above which boxes are drawn on images")
+    eval_every: int = Field(1, ge=1, description="validate (mAP) every this many epochs and at the end of each phase")
+    time_budget: float = Field(0.0, ge=0.0, description="stop training after this many seconds; 0: no limit")
+
+
 class RunConfig(_Section):
-    task: Literal["image"] = "image"
+    task: Literal["image", "text", "detection"] = "image"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     cache: CacheConfig = CacheConfig()
     device: DeviceConfig = DeviceConfig()
+    text: TextConfig = TextConfig()
+    detection: DetectionConfig = DetectionConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -27,7 +27,7 @@ from headstart import strategies
 from headstart.cache import FeatureCache
 from headstart.config import DeviceConfig, RunConfig
 from headstart.metrics import classification_report, selection_metric
-from headstart.progress import console, progress_bar, say
+from headstart.progress import progress_bar, say
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -46,6 +46,9 @@ class TaskData(Protocol):
     def transform_id(self, train: bool) -> str: ...
 
     collate: Callable | None
+
+    # Optional: ``train_batches(batch_size, seed) -> list[list[int]]``, the training split's batches for one
+    # epoch (text: length-sorted buckets); ``class_weights``: a loss weight per class, or None.
 
 
 @dataclass
@@ -72,7 +75,9 @@ def make_fabric(cfg: DeviceConfig) -> Fabric:
 
 
 def _loader(dataset: Dataset, batch_size: int, data: TaskData, shuffle_seed: int | None = None,
-            num_workers: int = 0, fabric: Fabric | None = None) -> DataLoader:
+            num_workers: int = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None) -> DataLoader:
+    if batches is not None:  # the task chose the batches (single device)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=data.collate)
     generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
     sampler = None
     if fabric is not None and fabric.world_size > 1 and shuffle_seed is not None:
@@ -168,7 +173,7 @@ def _print_groups(model: nn.Module, frozen: set[int], phase: strategies.Phase, c
         table.add_row(name, f"{trainable:,}", f"{total:,}", "[dim]frozen[/]" if is_frozen else "[green]trains[/]")
     t = sum(r[1] for r in rows)
     table.add_row("[bold]all", f"[bold]{t:,}", f"[bold]{sum(r[2] for r in rows):,}", "")
-    console.print(table)
+    say(table)
 
 
 def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume: bool = False,
@@ -182,7 +187,8 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
     train_labels, val_labels = data.labels("train"), data.labels("val")
     train_counts = torch.bincount(train_labels, minlength=len(data.classes)).tolist()
     metric = selection_metric(tc.select_metric, train_counts)
-    criterion = nn.CrossEntropyLoss(label_smoothing=tc.label_smoothing)
+    weight = getattr(data, "class_weights", None)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=tc.label_smoothing).to(fabric.device)
     use_cache = cfg.cache.enabled and pretrained and fabric.world_size == 1
     if cfg.cache.enabled and not use_cache:
         say("[dim]Feature cache off: " + ("random initial weights" if not pretrained else "several devices") + "[/]")
@@ -205,6 +211,8 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
             continue
         frozen = strategies.apply(model, phase)
         cut = backbone.num_groups - phase.trainable if use_cache and phase.trainable < backbone.num_groups else 0
+        if backbone.spec.modality == "text" and (cut < backbone.num_groups or phase.adapters):
+            cut = 0  # text stages pass hidden states + masks: only pooled features are cached
         _print_groups(model, frozen, phase, cut)
         started = time.perf_counter()
         if cut:
@@ -228,12 +236,15 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
             started = time.perf_counter()
             seed = _epoch_seed(tc.seed, state.epoch)
             torch.manual_seed(seed)
+            batches = None
+            if hasattr(data, "train_batches") and fabric.world_size == 1:
+                batches = data.train_batches(tc.batch_size, seed)
             if cut:
                 train_set = _CachedDataset(train_views, train_labels, seed)
-                loader = _loader(train_set, tc.batch_size, _TensorData, seed, fabric=fabric)
+                loader = _loader(train_set, tc.batch_size, _TensorData, seed, fabric=fabric, batches=batches)
             else:
                 loader = _loader(data.dataset("train", train=True, epoch=state.epoch), tc.batch_size, data, seed,
-                                 cfg.data.num_workers, fabric)
+                                 cfg.data.num_workers, fabric, batches=batches)
             if isinstance(loader.sampler, DistributedSampler):
                 loader.sampler.set_epoch(state.epoch)
             loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)

@@ -46,7 +46,8 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[..., None]]:
         yield advance
 
 
-def say(message: str) -> None:
+def say(message: object) -> None:
+    """Print a message or a rich renderable (tables), unless HEADSTART_QUIET is set."""
     if not quiet():
         console.print(message)
 

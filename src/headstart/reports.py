@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from headstart.progress import console, warn  # noqa: E402
+from headstart.progress import warn  # noqa: E402
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -87,13 +87,13 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
     table.add_row("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}")
     table.add_row("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}")
     table.add_row("samples", str(report["num_samples"]), "")
-    console.print(table)
+    say(table)
     per = Table(title="per class")
     for col in ("class", "precision", "recall", "F1", "support"):
         per.add_column(col, justify="right" if col != "class" else "left")
     for name, m in report["per_class"].items():
         per.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
-    console.print(per)
+    say(per)
     for w in report["warnings"]:
         warn(w)
 
@@ -105,8 +105,8 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         f"# headstart run: {summary['model']} / {summary['strategy']}",
         "",
         f"Data: `{summary['data']}` ({summary['layout']}); classes: {', '.join(summary['classes'])}.",
-        f"Train images: {summary['num_train']}, validation images: {summary['num_val']}, "
-        f"skipped files: {summary['num_skipped']}.",
+        f"Train {summary.get('items', 'images')}: {summary['num_train']}, validation {summary.get('items', 'images')}: "
+        f"{summary['num_val']}, skipped {summary.get('skipped_what', 'files')}: {summary['num_skipped']}.",
         f"Training time: {metrics['train_seconds']:.1f} s on {summary['device']}.",
         "",
         "| metric | model | majority baseline |",

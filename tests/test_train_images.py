@@ -1,0 +1,163 @@
+"""End to end on real pretrained weights and real photos: transfer beats scratch by a wide margin."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from headstart.api import ImageClassifier
+from headstart.errors import NotFittedError, RunFolderError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(hymenoptera, tmp_path_factory, session_cache):
+    """linear, lp-ft and scratch runs on hymenoptera, trained once for the module."""
+    root = tmp_path_factory.mktemp("hymenoptera-runs")
+    out = {}
+    out["linear"] = ImageClassifier(strategy="linear", epochs=10).fit(hymenoptera, out=root / "linear")
+    out["lp-ft"] = ImageClassifier(strategy="lp-ft", epochs=2).fit(hymenoptera, out=root / "lp-ft")
+    # the same network and a larger budget (3 full epochs > 2 fine-tuning epochs + cached head), no pretraining
+    out["scratch"] = ImageClassifier(strategy="full", epochs=3, pretrained=False).fit(hymenoptera, out=root / "scratch")
+    return out
+
+
+def test_pretrained_strategies_reach_90_percent(runs):
+    assert runs["linear"].metrics_["val_accuracy"] >= 0.90
+    assert runs["lp-ft"].metrics_["val_accuracy"] >= 0.90
+
+
+def test_scratch_is_at_least_20_points_worse(runs):
+    scratch = runs["scratch"].metrics_["val_accuracy"]
+    best = max(runs["linear"].metrics_["val_accuracy"], runs["lp-ft"].metrics_["val_accuracy"])
+    assert best - scratch >= 0.20, (best, scratch)
+
+
+def test_run_folder_has_everything(runs):
+    run = runs["lp-ft"].run_dir_
+    for name in ("config.yaml", "spec.json", "model.safetensors", "history.csv", "metrics.json",
+                 "learning_curve.png", "confusion_matrix.png", "report.md", "headstart.json", "skipped.txt"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoint.pt").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val"]["baseline"]["accuracy"] == pytest.approx(83 / 153, abs=1e-4)  # 'bees' is the majority of val
+    assert set(metrics["val"]["per_class"]) == {"ants", "bees"}
+    assert metrics["train_seconds"] > 0 and metrics["val"]["warnings"] == []
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 10 + 2  # header, 10 head epochs, 2 fine-tuning epochs
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["classes"] == ["ants", "bees"] and spec["backbone"]["mean"] == [0.5, 0.5, 0.5]
+    assert "imageNotFound.gif" in (run / "skipped.txt").read_text() or metrics["data_warnings"]
+    assert (run / "learning_curve.png").stat().st_size > 10_000
+
+
+def test_cached_run_served_features_from_the_cache(runs):
+    assert runs["lp-ft"].metrics_["cache"]["items_served"] > 0  # lp-ft's linear phase reused linear's features
+
+
+def test_reload_predicts_the_same(runs, hymenoptera):
+    clf = runs["lp-ft"]
+    loaded = ImageClassifier.load(clf.run_dir_)
+    files = sorted((hymenoptera / "val" / "bees").iterdir())[:6]
+    _, p1 = clf.predict_proba(files)
+    _, p2 = loaded.predict_proba(files)
+    assert torch.allclose(p1, p2, atol=1e-6)
+    report = loaded.evaluate(hymenoptera / "val")
+    assert report["accuracy"] == pytest.approx(clf.metrics_["val_accuracy"], abs=1e-6)
+    rows = loaded.predict(files, top_k=2)
+    assert [r["label"] for r in rows].count("bees") >= 5 and len(rows[0]["top_k"]) == 2
+
+
+def test_scratch_warns_when_no_better_than_baseline(runs):
+    warnings = runs["scratch"].metrics_["val"]["warnings"]
+    acc = runs["scratch"].metrics_["val_accuracy"]
+    baseline = runs["scratch"].metrics_["val"]["baseline"]["accuracy"]
+    assert bool(warnings) == (acc <= baseline + 0.02)
+
+
+def test_broken_run_folders_are_refused(runs, tmp_path):
+    with pytest.raises(NotFittedError, match="call .fit"):
+        ImageClassifier().predict(["x.jpg"])
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["linear"].run_dir_, copy)
+    spec = json.loads((copy / "spec.json").read_text())
+    spec["backbone"]["arch"] = "tv:mobilenet_v2"
+    (copy / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(RunFolderError, match="do not fit the architecture in spec.json"):
+        ImageClassifier.load(copy)
+    meta = json.loads((copy / "headstart.json").read_text())
+    (copy / "headstart.json").write_text(json.dumps({**meta, "format": 99}))
+    with pytest.raises(RunFolderError, match="format 99"):
+        ImageClassifier.load(copy)
+    with pytest.raises(RunFolderError, match="already holds a trained model"):
+        ImageClassifier().fit("anything", out=runs["linear"].run_dir_)
+    with pytest.raises(RunFolderError, match="not a headstart run folder"):
+        ImageClassifier.load(tmp_path)
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "headstart.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "HEADSTART_QUIET": "1"}, **kw)
+
+
+def test_cli_predict_and_evaluate(runs, hymenoptera):
+    run = runs["linear"].run_dir_
+    result = _cli("predict", run, hymenoptera / "val" / "ants", "--format", "json", "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 70 and sum(r["label"] == "ants" for r in rows) >= 60
+    result = _cli("predict", run, hymenoptera / "val" / "ants", "--format", "csv")
+    assert result.stdout.splitlines()[0] == "path,label,probability,top_k"
+    result = _cli("evaluate", run, hymenoptera / "val", "--json")
+    assert json.loads(result.stdout)["accuracy"] == pytest.approx(runs["linear"].metrics_["val_accuracy"], abs=1e-6)
+
+
+def test_cli_errors_are_one_clear_line(tmp_path, hymenoptera):
+    result = _cli("train", hymenoptera, "train.lrr=1", "--out", tmp_path / "r")
+    assert result.returncode == 2 and "Did you mean 'train.lr'" in result.stderr and "Traceback" not in result.stderr
+    result = _cli("train", hymenoptera, "--out", tmp_path / "r", "--model", "resnet9000")
+    assert result.returncode == 2 and "Unknown model 'resnet9000'" in result.stderr
+
+
+def test_interrupted_run_resumes_to_the_same_result(digits_dir, tmp_path, session_cache):
+    """Kill a run mid-way (SIGKILL after a fine-tuning epoch), resume it: same metrics as uninterrupted."""
+    args = ["--model", "mobilenet_v2", "--strategy", "lp-ft", "--epochs", "3", "train.head_epochs=2",
+            "cache.views=1", "data.augment=light"]
+    whole = _cli("train", digits_dir, "--out", tmp_path / "whole", *args)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "headstart.cli", "train", str(digits_dir), "--out",
+                             str(tmp_path / "cut"), *args], env={**os.environ, "HEADSTART_QUIET": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "cut" / "checkpoint.pt"
+    deadline = time.time() + 300
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.exists():
+            try:
+                epoch = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["epoch"]
+            except Exception:  # noqa: BLE001 - being replaced at this moment
+                epoch = 0
+            if epoch >= 3:  # two head epochs and one fine-tuning epoch done
+                proc.send_signal(signal.SIGKILL)
+                killed_at = epoch
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_at is not None and killed_at < 5, "the run should be killed mid-way"
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    resumed = _cli("train", "--resume", tmp_path / "cut")
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert b["val"]["accuracy"] == a["val"]["accuracy"]
+    assert b["val"]["loss"] == pytest.approx(a["val"]["loss"], abs=1e-6)
+    ha = (tmp_path / "whole" / "history.csv").read_text().splitlines()
+    hb = (tmp_path / "cut" / "history.csv").read_text().splitlines()
+    assert [x.rsplit(",", 1)[0] for x in ha] == [x.rsplit(",", 1)[0] for x in hb]  # last column: wall seconds
