@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from headstart.progress import warn  # noqa: E402
+from headstart.progress import say, warn  # noqa: E402
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
