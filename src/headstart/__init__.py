@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from headstart.api import ImageClassifier  # noqa: E402
+
+__all__ = ["ImageClassifier", "__version__"]

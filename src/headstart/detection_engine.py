@@ -140,6 +140,8 @@ def cached_frozen(fabric: Fabric, model: DetectionModel, data: DetectionData, cf
         "parts": model.features.cached_parts(cut), "transform": data.transform_id(train),
         "view": view if train else 0, "seed": cfg.train.seed if train else 0, "precision": cfg.device.precision,
     }
+    if spec.weights is None:  # random initial weights, drawn from train.seed
+        namespace["init_seed"] = cfg.train.seed
     cache = FeatureCache(namespace, cfg.cache.dir)
     caches.append(cache)
     dataset = data.dataset(split, train=train, epoch=view)
@@ -221,11 +223,10 @@ def fit(model: DetectionModel, data: DetectionData, cfg: RunConfig, run_dir: Pat
     backbone, size = model.backbone, data.image_size
     phases = strategies.plan(tc.strategy, backbone.num_groups, tc)
     pretrained = backbone.spec.weights is not None
-    use_cache = cfg.cache.enabled and pretrained and model.features is not None and fabric.world_size == 1
+    # A frozen random backbone is cached too: its weights are fixed by train.seed (part of the cache key).
+    use_cache = cfg.cache.enabled and model.features is not None and fabric.world_size == 1
     if cfg.cache.enabled and not use_cache:
-        why = "random initial weights" if not pretrained else ("a torchvision detector" if model.features is None
-                                                                else "several devices")
-        say(f"[dim]Feature cache off: {why}[/]")
+        say(f"[dim]Feature cache off: {'a torchvision detector' if model.features is None else 'several devices'}[/]")
     state, ckpt = FitState(), None
     path = run_dir / CHECKPOINT
     if resume and path.exists():
