@@ -14,6 +14,9 @@ def test_plans():
     assert [(p.epochs, p.trainable) for p in strategies.plan("lp-ft", 9, cfg)] == [(6, 0), (4, 9)]
     assert [(p.epochs, p.trainable) for p in strategies.plan("gradual", 9, cfg)] == [(1, 0), (1, 1), (1, 2), (1, 3)]
     assert [(p.epochs, p.trainable) for p in strategies.plan("gradual", 2, cfg)] == [(1, 0), (1, 1), (2, 2)]
+    defaults = TrainConfig()
+    assert defaults.strategy == "linear" and strategies.plan("linear", 9, defaults)[0].epochs == 10
+    assert [p.epochs for p in strategies.plan("lp-ft", 9, defaults)] == [10, 3]
     with pytest.raises(ConfigError, match="K must be between 1 and 9"):
         strategies.plan("partial:12", 9, cfg)
     with pytest.raises(ConfigError, match="Unknown strategy 'frozen'"):

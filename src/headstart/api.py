@@ -201,7 +201,8 @@ class ImageClassifier:
         samples, skipped = labelled_samples(data, self.classes_, self.config.data.path_column,
                                             self.config.data.label_column)
         files, probs = self._probabilities(model, samples)
-        labels = torch.tensor([s.label for s in samples if s.path in set(files)], dtype=torch.long)
+        readable = set(files)
+        labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)
         report = classification_report(probs.log(), labels, self.classes_, self.train_counts_)
         report["skipped"] = len(samples) - len(files) + len(skipped)
         return report
@@ -245,7 +246,7 @@ def _check_run_target(run: Path, resume: bool) -> None:
     if (run / engine.CHECKPOINT).exists():
         raise RunFolderError(f"{run} holds an unfinished run: continue it with 'headstart train --resume {run}' "
                              "or choose another --out")
-    if (run / runs.META).exists():
+    if (run / runs.META).exists() and runs.read_meta(run).get("status") == "complete":
         raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")
 
 

@@ -34,8 +34,9 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    strategy: str = "lp-ft"
-    epochs: int = Field(3, ge=1, description="epochs of the main phase (fine-tuning phase for lp-ft)")
+    strategy: str = Field("linear", description="chosen by measurement: see README, 'Choosing the default'")
+    epochs: int | None = Field(None, ge=1, description="epochs of the main phase (fine-tuning phase for lp-ft); "
+                               "default per strategy: linear 10, partial 5, gradual groups+1, full 3, lp-ft 3")
     head_epochs: int = Field(10, ge=0, description="epochs of the linear (head-only) phase of lp-ft")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="learning rate of the new head")

@@ -58,20 +58,21 @@ def parse(strategy: str, num_groups: int) -> tuple[str, int]:
 def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
     """The phases of a strategy."""
     kind, k = parse(strategy, num_groups)
+    epochs = cfg.epochs or default_epochs(kind, num_groups)
     if kind == "linear":
-        return [Phase("linear", cfg.epochs, 0)]
+        return [Phase("linear", epochs, 0)]
     if kind == "partial":
-        return [Phase(f"partial:{k}", cfg.epochs, k)]
+        return [Phase(f"partial:{k}", epochs, k)]
     if kind == "full":
-        return [Phase("full", cfg.epochs, num_groups)]
+        return [Phase("full", epochs, num_groups)]
     if kind == "lora":
         phases = [Phase("linear", cfg.head_epochs, 0)] if cfg.head_epochs else []
-        return [*phases, Phase("lora", cfg.epochs, num_groups, head_lr_scale=0.5 if phases else 1.0, adapters=True)]
+        return [*phases, Phase("lora", epochs, num_groups, head_lr_scale=0.5 if phases else 1.0, adapters=True)]
     if kind == "lp-ft":
         phases = [Phase("linear", cfg.head_epochs, 0)] if cfg.head_epochs else []
-        return [*phases, Phase("fine-tune", cfg.epochs, num_groups, head_lr_scale=0.5 if phases else 1.0)]
+        return [*phases, Phase("fine-tune", epochs, num_groups, head_lr_scale=0.5 if phases else 1.0)]
     phases: list[Phase] = []  # gradual
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         trainable = min(epoch, num_groups)
         if phases and phases[-1].trainable == trainable:
             last = phases[-1]
@@ -79,6 +80,11 @@ def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
         else:
             phases.append(Phase(f"gradual:{trainable}", 1, trainable))
     return phases
+
+
+def default_epochs(kind: str, num_groups: int) -> int:
+    """Epochs of the main phase when none are given: cheap cached phases get more."""
+    return {"linear": 10, "partial": 5, "gradual": num_groups + 1}.get(kind, 3)
 
 
 def group_lrs(num_groups: int, cfg: TrainConfig, discriminative: bool = True) -> list[float]:
