@@ -24,6 +24,7 @@ FACADES = {
     "image-classification": "headstart.api:ImageClassifier",
     "text": "headstart.text_api:TextClassifier",
     "text-classification": "headstart.text_api:TextClassifier",
+    "detection": "headstart.detection_api:Detector",
 }
 
 
@@ -68,9 +69,11 @@ def _run(fn):
 def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lite*', 'tv:resnet*', 'timm:vit_*'"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the backbones headstart knows and whether their weights are available offline now."""
-    from headstart import registry
-    from headstart.progress import console
+    from rich.console import Console
 
+    from headstart import registry
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
     rows = _run(lambda: registry.list_models(pattern))
     if as_json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
@@ -107,6 +110,7 @@ def train(
     text_column: str | None = typer.Option(None, "--text-column", help="text: the column holding the texts"),
     label_column: str | None = typer.Option(None, "--label-column", help="the column holding the labels"),
     max_length: int | None = typer.Option(None, "--max-length", help="text: tokens per text (longer ones are cut)"),
+    classes: str | None = typer.Option(None, "--classes", help="detection: train on these classes only, e.g. person,car"),
 ) -> None:
     """Fine-tune a pretrained backbone on DATA and write a run folder."""
     from headstart.config import parse_override
@@ -128,6 +132,10 @@ def train(
         _fail(ValueError(f"--text-column and --max-length are for --task text, not '{task}'"))
     elif label_column is not None:
         extra["data.label_column"] = label_column
+    if classes is not None:
+        if task != "detection":
+            _fail(ValueError(f"--classes applies to --task detection only, not '{task}'"))
+        extra["detection.classes"] = [c.strip() for c in classes.split(",") if c.strip()]
     _run(lambda: facade(task)(
         config=config, overrides=extra, model=model, strategy=strategy, epochs=epochs, seed=seed,
         weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
@@ -145,10 +153,39 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
         report = facade_for_run(run).load(run).evaluate(data)
         if as_json:
             print(json.dumps(report, indent=2))
+        elif "map_50" in report:  # a detection run
+            from headstart.detection_reports import print_metrics as print_detection_metrics
+
+            print_detection_metrics(report, f"Evaluation of {run} on {data}")
         else:
             print_metrics(report, f"Evaluation of {run} on {data}")
 
     _run(go)
+
+
+def _print_detections(rows: list[dict], fmt: str) -> None:
+    """Detection rows as JSON, CSV (one line per box) or a table."""
+    from headstart.progress import console
+
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
+        for r in rows:
+            for d in r["detections"]:
+                writer.writerow([r["path"], d["label"], f"{d['score']:.4f}", *d["box"]])
+        sys.stdout.write(buf.getvalue())
+        return
+    table = Table()
+    for col in ("file", "boxes", "best detections (label score [x1 y1 x2 y2])"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        best = "; ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in r["detections"][:5])
+        table.add_row(r["path"], str(len(r["detections"])), best)
+    console.print(table)
 
 
 @app.command()
@@ -156,8 +193,10 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             inputs: list[str] | None = typer.Argument(None, help="image files or folders; texts for a text run"),
             file: Path | None = typer.Option(None, "--file", help="text run: a UTF-8 file with one text per line"),
             top_k: int = typer.Option(1, "--top-k", "-k", min=1),
-            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv")) -> None:
-    """Predict the class of each image, with probabilities."""
+            fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
+            save_images: Path | None = typer.Option(None, "--save-images",
+                                                    help="detection: write each image with its boxes drawn here")) -> None:
+    """Predict the class of each image, with probabilities (detection runs: boxes, labels, scores)."""
     from headstart.progress import console
 
     if fmt not in {"table", "json", "csv"}:
@@ -175,6 +214,11 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                              "folder: pass image files or folders; classify texts with a text run folder")
         if not items:
             raise ValueError("predict needs inputs: image files/folders, or texts (or --file) for a text run")
+        if getattr(cls, "__name__", "") == "Detector":
+            _print_detections(cls.load(run).predict(items, save_images=save_images), fmt)
+            return
+        if save_images is not None:
+            raise ValueError(f"--save-images applies to detection runs; {run} holds a classifier")
         rows = cls.load(run).predict(items, top_k=top_k)
         if fmt == "json":
             print(json.dumps(rows, indent=2))
