@@ -29,6 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: setup
+	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/image_classification.py
 
 clean:
