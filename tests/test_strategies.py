@@ -27,7 +27,7 @@ def test_discriminative_learning_rates_decay_towards_the_stem():
     cfg = TrainConfig(lr=1e-3, backbone_lr_ratio=0.1, layer_decay=0.5)
     lrs = strategies.group_lrs(4, cfg)
     assert lrs == pytest.approx([1e-4 / 8, 1e-4 / 4, 1e-4 / 2, 1e-4])
-    assert strategies.group_lrs(4, cfg, discriminative=False) == [1e-3] * 4
+    assert strategies.group_lrs(4, cfg, discriminative=False) == pytest.approx([1e-4] * 4)  # scratch: lr / 10
 
 
 def _changed(before: dict, after: dict, names) -> dict[str, bool]:

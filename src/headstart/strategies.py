@@ -11,6 +11,7 @@ Strategies:
                  training, e.g. ``hf_text.add_lora``); adapters learn at ``LORA_LR_FACTOR`` x the top group's LR
 Discriminative learning rates: the top backbone group gets ``lr * backbone_lr_ratio``, each group
 below it ``layer_decay`` times the one above (``layer_decay=1``: the same LR for all groups).
+From random initial weights (``--no-pretrained``) every group and the head get ``lr / 10``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 
+SCRATCH_LR_SCALE = 0.1
 STRATEGIES = ("linear", "partial:K", "full", "gradual", "lp-ft", "lora")
 LORA_LR_FACTOR = 10.0  # low-rank adapters take about 10x the LR of full fine-tuning
 
@@ -89,8 +91,8 @@ def default_epochs(kind: str, num_groups: int) -> int:
 
 def group_lrs(num_groups: int, cfg: TrainConfig, discriminative: bool = True) -> list[float]:
     """Learning rate of each backbone group, bottom (stem) to top."""
-    if not discriminative:
-        return [cfg.lr] * num_groups
+    if not discriminative:  # random initial weights: one LR, a tenth of the head's (AdamW's usual 1e-3)
+        return [cfg.lr * SCRATCH_LR_SCALE] * num_groups
     top = cfg.lr * cfg.backbone_lr_ratio
     return [top * cfg.layer_decay ** (num_groups - 1 - g) for g in range(num_groups)]
 
@@ -126,7 +128,8 @@ def param_groups(model: nn.Module, phase: Phase, cfg: TrainConfig, discriminativ
         if no_decay:
             groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": name + ".no_decay"})
 
-    add(list(model.head.named_parameters()), cfg.lr * phase.head_lr_scale, "head")
+    head_lr = cfg.lr * phase.head_lr_scale * (1.0 if discriminative else SCRATCH_LR_SCALE)
+    add(list(model.head.named_parameters()), head_lr, "head")
     backbone = model.backbone
     lrs = group_lrs(backbone.num_groups, cfg, discriminative)
     if phase.adapters:
