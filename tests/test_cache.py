@@ -61,7 +61,8 @@ def test_cached_features_equal_the_uncached_forward(digits_dir, tmp_path):
     from headstart.config import load_config
     from headstart.tasks.classification import TransferClassifier
 
-    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "model.name": "mobilenet_v2"})
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "model.name": "mobilenet_v2",
+                                 "device.precision": "32-true"})
     backbone = registry.create_backbone("mobilenet_v2")
     data = ImageData(discover(digits_dir), backbone.spec)
     model = TransferClassifier(backbone, len(data.classes)).eval()

@@ -31,6 +31,8 @@ class DataConfig(_Section):
     preload_mb: int = Field(2048, ge=0, description="keep decoded, resized images in memory up to this size")
     num_workers: int = Field(0, ge=0)
     augment: Literal["none", "light", "standard"] = "standard"
+    augment_seed: int | None = Field(None, description="seed of the augmentation draws (and of the cached views); "
+                                     "default: train.seed. compare fixes it so that seeds share cached views")
 
 
 class TrainConfig(_Section):
@@ -58,7 +60,8 @@ class CacheConfig(_Section):
 class DeviceConfig(_Section):
     accelerator: str = "auto"
     devices: int | str = 1
-    precision: str = "32-true"
+    precision: str = Field("auto", description="auto (bf16 where native, else fp32) or a Lightning precision: "
+                           "32-true, bf16-mixed, 16-mixed")
     strategy: str = "auto"
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
 
