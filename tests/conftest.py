@@ -39,3 +39,57 @@ def hymenoptera() -> Path:
     if not HYMENOPTERA.exists():
         pytest.skip(f"{HYMENOPTERA} is absent (the ../shared data folder)")
     return HYMENOPTERA
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "test-screenshots"
+
+
+def _find_chromium() -> str | None:
+    import shutil
+
+    return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """``render(html_file, screenshot_name) -> DOM text``: headless Chromium (Debian's package, installed
+    here with apt-get when missing; skipped with the reason when that fails). Screenshots land in
+    build/test-screenshots/ for the developer to look at."""
+    import subprocess
+    import tempfile
+
+    binary = _find_chromium()
+    if binary is None:
+        try:
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, text=True,
+                                  env=env, timeout=900)
+            if done.returncode != 0:  # a fresh machine: the package lists are not there yet
+                subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=env, timeout=600)
+                done = subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True,
+                                      text=True, env=env, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"chromium is not installed and 'apt-get install -y chromium' could not run: {exc}")
+        binary = _find_chromium()
+        if binary is None:
+            pytest.skip("chromium is not installed and 'apt-get install -y chromium' failed: "
+                        + (done.stderr or done.stdout)[-300:])
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def run(args: list[str]) -> subprocess.CompletedProcess:
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]
+        return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=120)
+
+    def render(html: Path, screenshot: str) -> str:
+        url = Path(html).resolve().as_uri()
+        shot = SCREENSHOTS / screenshot
+        shot.unlink(missing_ok=True)
+        run([f"--screenshot={shot}", "--window-size=1280,2000", url])
+        assert shot.is_file() and shot.stat().st_size > 20_000, f"no screenshot of {html}"
+        dom = run(["--dump-dom", url])
+        assert dom.returncode == 0, dom.stderr[-500:]
+        return dom.stdout
+
+    return render

@@ -56,10 +56,10 @@ def sms_split(tmp_path_factory) -> dict[str, Path]:
     rows = _sms_rows()
     train, val = stratified_split([r[0] == "spam" for r in rows], 0.2, seed=0)
     folder = tmp_path_factory.mktemp("sms")
-    small_val = _subsample(rows, val, 150, 1)
+    small_val = _subsample(rows, val, 100, 1)
     return {
-        "heldout": _write(folder / "sms_1500.csv", rows, _subsample(rows, train, 1500, 0), val),
-        "small": _write(folder / "sms_300.csv", rows, _subsample(rows, train, 300, 0), small_val),
+        "heldout": _write(folder / "sms_800.csv", rows, _subsample(rows, train, 800, 0), val),
+        "small": _write(folder / "sms_200.csv", rows, _subsample(rows, train, 200, 0), small_val),
         "num_val": len(val),
     }
 
@@ -163,6 +163,24 @@ def _tiny_table() -> Path:
     return path
 
 
+@needs_sms
+@needs_minilm
+def test_text_data_tokenises_sorts_weights_and_balances():
+    spec = registry.create_backbone("minilm", pretrained=False).spec
+    tokenizer = hf_text.load_tokenizer(spec)
+    splits = textdata.discover(SMS, seed=0)
+    data = textdata.TextData(splits, tokenizer, max_length=32, class_weights=True, balanced_sampling=True)
+    lengths = data.lengths("val")
+    assert lengths == sorted(lengths) and max(lengths) == 32  # length-sorted, cut to max_length
+    assert data.truncated["train"] > 100  # many SMS are longer than 32 tokens, and that is counted
+    ham, spam = torch.bincount(data.labels("train")).tolist()
+    torch.testing.assert_close(data.class_weights, torch.tensor([(ham + spam) / (2 * ham), (ham + spam) / (2 * spam)]))
+    drawn = torch.cat([data.labels("train")[b] for b in data.train_batches(32, seed=0)])
+    assert len(drawn) == ham + spam and 0.45 < drawn.float().mean() < 0.55  # balanced: about half spam
+    x, y = data.collate([data.dataset("train", True, 0)[i] for i in (0, -1)])
+    assert x["input_ids"].shape == x["attention_mask"].shape and x["attention_mask"][0].sum() < x["attention_mask"][1].sum()
+
+
 @needs_minilm
 def test_staged_backbone_matches_transformers_forward():
     """Stages + masked mean pooling reproduce the reference model's mean-pooled output on padded batches."""
@@ -191,7 +209,7 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
     clf = TextClassifier(epochs=1, overrides=FAST).fit(sms_split["heldout"], out=tmp_path / "run")
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["strategy"] == "lp-ft" and m["model"] == "minilm"
-    assert m["num_val"] == sms_split["num_val"] == 1115 and m["num_train"] == 1500
+    assert m["num_val"] == sms_split["num_val"] == 965 + 149 and m["num_train"] == 800
     assert m["selection_metric"] == "macro_f1"  # imbalanced: 6.5 ham per spam
     assert m["val"]["macro_f1"] >= 0.93, m["val"]
     assert set(m["val"]["per_class"]) == {"ham", "spam"} and m["val"]["per_class"]["spam"]["recall"] > 0.8
@@ -208,7 +226,10 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
 def test_lora_run_reloads_to_identical_predictions(sms_split, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "lora"
-    clf = TextClassifier(strategy="lora", epochs=1, overrides=FAST).fit(sms_split["small"], out=run)
+    # no linear phase: the best epoch is a LoRA epoch, so the saved adapters are trained ones
+    clf = TextClassifier(strategy="lora", epochs=2, overrides={**FAST, "train.head_epochs": 0}).fit(
+        sms_split["small"], out=run)
+    assert [h["phase"] for h in clf.history_] == ["lora", "lora"]
     from safetensors import safe_open
 
     with safe_open(str(run / "model.safetensors"), framework="pt") as f:
@@ -224,7 +245,9 @@ def test_lora_run_reloads_to_identical_predictions(sms_split, tmp_path, monkeypa
     with safe_open(str(run / "model.safetensors"), framework="pt") as f:
         assert any(f.get_tensor(k).abs().sum() > 0 for k in lora_b)
     m = json.loads((run / "metrics.json").read_text())
-    assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.2
+    first, last = clf.history_
+    assert last["train_loss"] < first["train_loss"] and last["val_loss"] < first["val_loss"]
+    assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.1  # 14 LoRA steps on 200 texts: learning
     with pytest.raises(RunFolderError, match="already holds"):
         TextClassifier(strategy="lora").fit(sms_split["small"], out=run)
 
@@ -234,18 +257,25 @@ def test_lora_run_reloads_to_identical_predictions(sms_split, tmp_path, monkeypa
 @pytest.mark.slow
 def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
-    args = {"strategy": "linear", "epochs": 3, "overrides": FAST}
+    args = {"strategy": "linear", "epochs": 2, "overrides": {**FAST, "train.lr": 3e-2}}
     cached = TextClassifier(**args).fit(sms_split["small"], out=tmp_path / "cached")
     served, computed = cached.metrics_["cache"].values()
-    assert served + computed == 450 and computed > 400  # duplicate texts are computed once
+    assert served + computed == 300 and computed > 280  # duplicate texts are computed once
     plain = TextClassifier(cache=False, **args).fit(sms_split["small"], out=tmp_path / "plain")
     assert plain.metrics_["cache"] == {"items_served": 0, "items_computed": 0}
-    torch.testing.assert_close(cached.model_.head.state_dict(), plain.model_.head.state_dict(), atol=1e-4, rtol=1e-3)
-    for a, b in zip(cached.history_, plain.history_):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
-        assert a["val_macro_f1"] == pytest.approx(b["val_macro_f1"], abs=1e-3)
+    # same batches, same dropout masks; features differ only by float rounding (other padding), which Adam
+    # amplifies a little in the weights: compare losses, scores and predicted probabilities
+    for a, b in zip(cached.history_, plain.history_, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-3)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-3)
+        assert a["val_macro_f1"] == b["val_macro_f1"]
+    texts = [r[1] for r in _sms_rows()[:100]]
+    p_cached = cached._logits(cached.model_, texts).softmax(1)
+    p_plain = plain._logits(plain.model_, texts).softmax(1)
+    torch.testing.assert_close(p_cached, p_plain, atol=2e-3, rtol=0)
+    assert torch.equal(p_cached.argmax(1), p_plain.argmax(1))
     again = TextClassifier(**args).fit(sms_split["small"], out=tmp_path / "again")
-    assert again.metrics_["cache"] == {"items_served": 450, "items_computed": 0}
+    assert again.metrics_["cache"] == {"items_served": 300, "items_computed": 0}
     assert again.metrics_["val_macro_f1"] == cached.metrics_["val_macro_f1"]
     # the run folder predicts through the CLI, text arguments and --file
     from typer.testing import CliRunner
@@ -259,5 +289,5 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
     rows = json.loads(result.stdout)
     assert [r["text"] for r in rows] == ["hi mum", "Call now to claim your free prize!!", "are we still on for dinner"]
     report = TextClassifier.load(tmp_path / "cached").evaluate(sms_split["small"])
-    assert report["num_samples"] == 150
+    assert report["num_samples"] == 100
     assert report["macro_f1"] == pytest.approx(cached.metrics_["val_macro_f1"], abs=1e-6)

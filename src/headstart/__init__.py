@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 from headstart.api import ImageClassifier  # noqa: E402
+from headstart.text_api import TextClassifier  # noqa: E402
 
-__all__ = ["ImageClassifier", "__version__"]
+__all__ = ["ImageClassifier", "TextClassifier", "__version__"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from headstart import engine, registry, reports, runs
+from headstart import engine, html_report, registry, reports, runs
 from headstart.config import RunConfig, load_config
 from headstart.data.images import (
     ImageData,
@@ -87,7 +87,7 @@ class ImageClassifier:
         say(f"[bold]Backbone[/] {backbone.spec.name} ({backbone.spec.arch}, weights: {backbone.spec.weights or 'random init'}, "
             f"{backbone.spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
         imdata = ImageData(splits, backbone.spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment,
-                           cfg.train.seed)
+                           engine.augment_seed(cfg))
         _summarize_data(data, splits, imdata, run)
         fingerprint = hashlib.sha256("".join(imdata.keys("train") + imdata.keys("val")).encode()).hexdigest()[:16]
         if resume:
@@ -116,6 +116,8 @@ class ImageClassifier:
                                                cfg.train.batch_size * 2, desc=f"Evaluating ({split})")
                 metrics[split] = classification_report(logits, imdata.labels(split), splits.classes,
                                                        self.train_counts_)
+                if split == "val":  # kept for report.html's most confident mistakes
+                    self.val_predictions_ = ([s.path for s in imdata.splits["val"]], logits, imdata.labels("val"))
         metrics.update(
             val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
             train_seconds=round(state.seconds, 2), eval_seconds=round(time.perf_counter() - started, 2),
@@ -141,10 +143,11 @@ class ImageClassifier:
                    "layout": splits.layout, "classes": self.classes_, "num_train": metrics["num_train"],
                    "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"]}
         reports.write_report_md(run, metrics, summary)
+        html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, self.val_predictions_)
         runs.write_meta(run, status="complete")
         (run / engine.CHECKPOINT).unlink(missing_ok=True)
         reports.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
-        say(f"Run folder: [bold]{run}[/] (report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
+        say(f"Run folder: [bold]{run}[/] (report.html, report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
 
     @classmethod
     def resume(cls, run: str | Path) -> ImageClassifier:

@@ -264,5 +264,65 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run fo
     _run(go)
 
 
+def _csv_list(text: str | None) -> list[str] | None:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else None
+
+
+@app.command()
+def compare(
+    data: Path = typer.Argument(..., help="image folder or CSV (or a text table with --task text)"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted config overrides for every cell, e.g. cache.views=2"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for compare.json, the plots, report.html and the runs"),
+    task: str = typer.Option("image", "--task", "-t", help="image | text"),
+    models: str | None = typer.Option(None, "--models", help="comma-separated backbones (default: the configured one)"),
+    strategies: str = typer.Option("linear,lp-ft,scratch", "--strategies",
+                                   help="comma-separated: linear, lp-ft, partial:K, full, gradual, scratch"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeded stratified splits per cell"),
+    shots: str | None = typer.Option(None, "--shots", help="learning curve: examples per class, e.g. 5,10,25,all"),
+    epochs: int | None = typer.Option(None, "--epochs", "-e", help="main-phase epochs of every pretrained strategy"),
+    val_fraction: float = typer.Option(0.2, "--val-fraction", help="validation share of each split"),
+    verbose: bool = typer.Option(False, "--verbose", help="show every run's own output"),
+) -> None:
+    """Compare strategies (and training from scratch) on DATA over seeded splits: table, JSON, plots, report."""
+    from headstart import compare as comparison
+    from headstart.config import parse_override
+
+    extra = dict(parse_override(o) for o in overrides or [])
+    _run(lambda: comparison.compare(data, out, task=task, models=_csv_list(models),
+                                    strategy_names=_csv_list(strategies) or [], seeds=seeds,
+                                    shots=comparison.parse_shots(shots), val_fraction=val_fraction, epochs=epochs,
+                                    overrides=extra, verbose=verbose))
+
+
+@app.command()
+def advise(
+    data: Path = typer.Argument(..., help="image folder (class folders or train/ val/) or CSV"),
+    budget: float = typer.Option(60.0, "--budget", help="seconds to spend probing (about a minute on a CPU)"),
+    models: str | None = typer.Option(None, "--models", help="comma-separated backbones (default: all available)"),
+    run: bool = typer.Option(False, "--run", help="then train the recommendation (needs --out)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run folder for --run"),
+    as_json: bool = typer.Option(False, "--json", help="print the advice as JSON"),
+) -> None:
+    """Probe the available backbones on cached features and recommend a backbone and a strategy, saying why."""
+    from headstart import advise as advisor
+
+    if run and out is None:
+        _fail(ValueError("advise --run trains the recommendation: give it a run folder with --out RUN"))
+
+    def go() -> None:
+        advice = advisor.advise(data, budget_s=budget, models=_csv_list(models))
+        if as_json:
+            print(json.dumps(advice, indent=2))
+        else:
+            advisor.print_advice(advice)
+        if run:
+            from headstart.api import ImageClassifier
+
+            rec = advice["recommendation"]
+            ImageClassifier(model=rec["model"], strategy=rec["strategy"]).fit(data, out=out)
+
+    _run(go)
+
+
 if __name__ == "__main__":
     app()

@@ -25,7 +25,7 @@ from headstart import strategies
 from headstart.cache import FeatureCache
 from headstart.config import RunConfig
 from headstart.data.detection import DetectionData, collate
-from headstart.engine import CHECKPOINT, FitState, make_fabric
+from headstart.engine import CHECKPOINT, FitState, augment_seed, make_fabric
 from headstart.errors import ConfigError
 from headstart.progress import console, progress_bar, say
 from headstart.tasks.detection import DetectionModel, describe
@@ -138,7 +138,7 @@ def cached_frozen(fabric: Fabric, model: DetectionModel, data: DetectionData, cf
         "version": 1, "task": "detection", "backbone": spec.arch, "weights": spec.weights,
         "mean": list(spec.mean), "std": list(spec.std), "letterbox": data.image_size, "cut": cut,
         "parts": model.features.cached_parts(cut), "transform": data.transform_id(train),
-        "view": view if train else 0, "seed": cfg.train.seed if train else 0, "precision": cfg.device.precision,
+        "view": view if train else 0, "seed": augment_seed(cfg) if train else 0, "precision": "32-true",
     }
     if spec.weights is None:  # random initial weights, drawn from train.seed
         namespace["init_seed"] = cfg.train.seed
@@ -216,8 +216,12 @@ def _save_checkpoint(path: Path, model: DetectionModel, optimizer, scheduler, st
 
 # ------------------------------------------------------------------------------------------- the loop
 def fit(model: DetectionModel, data: DetectionData, cfg: RunConfig, run_dir: Path, resume: bool = False,
-        fabric: Fabric | None = None) -> FitState:
-    """Train ``model`` on ``data`` by the configured strategy; checkpoints in ``run_dir`` after every epoch."""
+        fabric: Fabric | None = None) -> tuple[FitState, list[dict] | None]:
+    """Train ``model`` on ``data`` by the configured strategy; checkpoints in ``run_dir`` after every epoch.
+
+    Returns the state and the validation detections of the best (returned) weights when this session
+    computed them (None after a resume that found its best epoch in the checkpoint).
+    """
     fabric = fabric or make_fabric(cfg.device)
     tc, dc = cfg.train, cfg.detection
     backbone, size = model.backbone, data.image_size
@@ -235,6 +239,7 @@ def fit(model: DetectionModel, data: DetectionData, cfg: RunConfig, run_dir: Pat
         model.load_state_dict(ckpt["model"])
         say(f"Resuming at epoch {state.epoch + 1} (phase {state.phase + 1}/{len(phases)})")
     best_state = ckpt["best_model"] if ckpt else None
+    best_preds: list[dict] | None = None
     caches: list[FeatureCache] = []
     val_set = data.dataset("val", train=False, epoch=0)
     val_targets = view_targets(data, "val", False, 0)
@@ -326,7 +331,7 @@ def fit(model: DetectionModel, data: DetectionData, cfg: RunConfig, run_dir: Pat
                 score = report[SELECT_METRIC]
                 if state.best_score is None or score > state.best_score:
                     state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state, best_preds = copy.deepcopy(model.state_dict()), preds
                 else:
                     state.bad_epochs += 1
                 if tc.early_stopping and state.bad_epochs >= tc.early_stopping:
@@ -349,4 +354,4 @@ def fit(model: DetectionModel, data: DetectionData, cfg: RunConfig, run_dir: Pat
         model.load_state_dict(best_state)
     state.cache_hits = sum(c.hits for c in caches)
     state.cache_computed = sum(c.computed for c in caches)
-    return state
+    return state, best_preds

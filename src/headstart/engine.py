@@ -254,8 +254,9 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
         groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
         optimizer = torch.optim.AdamW(groups)
         steps = math.ceil(len(train_labels) / tc.batch_size)
+        total_steps = max(phase.epochs * steps + 1, 5)  # OneCycleLR divides 0 by 0 at 4 steps with pct_start 0.25
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=phase.epochs * steps + 1, pct_start=0.25,
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=0.25,
             div_factor=10.0, final_div_factor=100.0,
         )
         fmodel, optimizer = fabric.setup(model, optimizer)

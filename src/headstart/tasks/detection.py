@@ -174,6 +174,9 @@ def pick_levels(backbone: Backbone, size: int) -> tuple[list[int], list[int]]:
 def build_detector(backbone: Backbone, num_classes: int, cfg: DetectionConfig, pretrained: bool) -> DetectionModel:
     """Family ``cfg.family`` over ``backbone``; ``num_classes`` excludes the background (labels are 1..N)."""
     size, ch = cfg.image_size, cfg.neck_channels
+    if cfg.family in ("fcos", "retinanet") and ch % 32:
+        raise ConfigError(f"detection.neck_channels={ch}: {cfg.family} heads use GroupNorm with 32 groups, so the "
+                          "channels must be a multiple of 32 (e.g. 32, 64, 128)")
     levels, channels = pick_levels(backbone, size)
     two_stage = cfg.family == "fasterrcnn"
     extra = LastLevelMaxPool() if two_stage else LastLevelP6P7(ch, ch)

@@ -1,0 +1,164 @@
+"""compare and advise on real weights and real images: t-intervals, cache reuse, the scratch budget, the budget."""
+
+import csv
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from headstart import compare as comparison
+from headstart.advise import advise, wilson
+from headstart.errors import ConfigError
+
+
+def test_mean_ci_matches_the_t_distribution_on_known_examples():
+    ci = comparison.mean_ci([0.8, 0.9, 1.0])
+    # mean 0.9, s = 0.1, t(0.975, 2) = 4.302653: half-width 4.302653 * 0.1 / sqrt(3)
+    assert ci["mean"] == pytest.approx(0.9)
+    assert ci["std"] == pytest.approx(0.1)
+    assert ci["half_width"] == pytest.approx(0.248414, abs=1e-6)
+    assert (ci["low"], ci["high"]) == pytest.approx((0.651586, 1.148414), abs=1e-6)
+    two = comparison.mean_ci([0.5, 0.7])  # t(0.975, 1) = 12.7062: half-width 12.7062 * 0.141421 / 1.414214
+    assert two["half_width"] == pytest.approx(1.270620, abs=1e-5)
+    assert comparison.mean_ci([0.7])["half_width"] is None
+    five = comparison.mean_ci([0.91, 0.93, 0.90, 0.95, 0.92])  # s = 0.019235, t(0.975, 4) = 2.776445
+    assert five["half_width"] == pytest.approx(2.776445 * 0.0192354 / math.sqrt(5), abs=1e-6)
+    for df in (1, 2, 5, 10, 30):  # the table used without scipy agrees with scipy
+        assert comparison.T95[df - 1] == pytest.approx(comparison.t_quantile(0.95, df), abs=1e-4)
+
+
+def test_shots_and_strategies_are_checked(tmp_path, digits_dir):
+    assert comparison.parse_shots("25,5,all,10") == [5, 10, 25, "all"]
+    with pytest.raises(ConfigError, match="expected positive integers or 'all'"):
+        comparison.parse_shots("5,ten")
+    with pytest.raises(ConfigError, match="Unknown strategy 'fancy'"):
+        comparison.compare(digits_dir, tmp_path / "c", strategy_names=["linear", "fancy"])
+    with pytest.raises(ConfigError, match="supports --task image and text"):
+        comparison.compare(digits_dir, tmp_path / "c", task="detection")
+
+
+def test_wilson_interval():
+    lo, hi = wilson(19, 20)
+    assert (lo, hi) == pytest.approx((0.7639, 0.9911), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def digits5(digits_dir, tmp_path_factory) -> Path:
+    """Five digit classes, 20 images each: small enough for scratch runs at 224 px in the test budget."""
+    root = tmp_path_factory.mktemp("digits5")
+    for c in "01234":
+        shutil.copytree(digits_dir / c, root / c)
+    return root
+
+
+@pytest.fixture(scope="module")
+def result(digits5, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    cache = tmp_path_factory.mktemp("compare-cache")
+    started = time.perf_counter()
+    res = comparison.compare(digits5, out, models=["mobilenet_v2"], strategy_names=["linear", "lp-ft", "scratch"],
+                             seeds=2, shots=[5, "all"], epochs=2,
+                             overrides={"train.head_epochs": 1, "cache.views": 1, "cache.dir": str(cache)})
+    res["_out"], res["_seconds"] = out, time.perf_counter() - started
+    return res
+
+
+def _keys(csv_path: Path) -> dict[str, set[str]]:
+    keys: dict[str, set[str]] = {"train": set(), "val": set()}
+    with csv_path.open() as f:
+        for row in csv.DictReader(f):
+            keys[row["split"]].add(hashlib.sha1(Path(row["path"]).read_bytes()).hexdigest())
+    return keys
+
+
+def test_compare_writes_every_cell_and_output(result):
+    out = result["_out"]
+    assert len(result["cells"]) == 3 * 2 * 2
+    for name in ("compare.json", "scores.png", "shots.png", "time.png", "report.html"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["summary"] == result["summary"] and saved["strategies"] == ["linear", "lp-ft", "scratch"]
+    for cell in result["cells"]:
+        run = out / cell["run"]
+        assert (run / "report.html").is_file() and (run / "metrics.json").is_file()
+        assert cell["wall_seconds"] > 0 and cell["images_per_second"] > 0
+    # the same validation images for every shot count of a seed, 5 training images per class at 5 shots
+    for seed in (0, 1):
+        few, full = _keys(out / "splits" / f"seed{seed}-shots5.csv"), _keys(out / "splits" / f"seed{seed}-shotsall.csv")
+        assert few["val"] == full["val"] and few["train"] < full["train"] and len(few["train"]) == 25
+    assert _keys(out / "splits" / "seed0-shotsall.csv")["val"] != _keys(out / "splits" / "seed1-shotsall.csv")["val"]
+
+
+def test_scratch_gets_the_largest_budget_and_no_pretraining(result):
+    budget = result["scratch_budget"]
+    assert budget["epochs"] == 3 and "lp-ft" in budget["rule"]  # lp-ft: 1 head epoch + 2 fine-tuning epochs
+    assert budget["pretrained_epochs"] == {"linear": 2, "lp-ft": 3}
+    for cell in result["cells"]:
+        assert cell["epochs"] == {"linear": 2, "lp-ft": 3, "scratch": 3}[cell["strategy"]]
+        if cell["strategy"] == "scratch":
+            assert cell["cache"] == {"items_served": 0, "items_computed": 0}
+            config = (result["_out"] / cell["run"] / "config.yaml").read_text()
+            assert "pretrained: false" in config and "strategy: full" in config
+
+
+def test_the_cache_is_reused_across_strategies_and_seeds(result):
+    """Count the backbone forward passes: only content never seen before in a namespace is computed."""
+    out = result["_out"]
+    seen = {"train": set(), "val": set()}
+    for cell in result["cells"]:
+        keys = _keys(out / "splits" / f"seed{cell['seed']}-shots{cell['shots']}.csv")
+        served, computed = cell["cache"]["items_served"], cell["cache"]["items_computed"]
+        if cell["strategy"] == "linear":
+            expected = len(keys["train"] - seen["train"]) + len(keys["val"] - seen["val"])
+            assert computed == expected, cell
+            assert served == cell["num_train"] + cell["num_val"] - computed
+            seen["train"] |= keys["train"]
+            seen["val"] |= keys["val"]
+        elif cell["strategy"] == "lp-ft":  # its head phase reads linear's features: no forward pass at all
+            assert computed == 0 and served == cell["num_train"] + cell["num_val"], cell
+    assert result["cache"]["items_computed"] == len(seen["train"]) + len(seen["val"])
+    assert result["cache"]["items_served"] > result["cache"]["items_computed"]
+
+
+def test_summary_intervals_are_the_t_intervals_of_the_cells(result):
+    from scipy.stats import t
+
+    for row in result["summary"]:
+        values = [c["accuracy"] for c in result["cells"]
+                  if (c["strategy"], c["shots"]) == (row["strategy"], row["shots"])]
+        assert len(values) == 2 and row["accuracy"]["mean"] == pytest.approx(sum(values) / 2)
+        s = abs(values[0] - values[1]) / math.sqrt(2)
+        assert row["accuracy"]["half_width"] == pytest.approx(t.ppf(0.975, 1) * s / math.sqrt(2), abs=1e-9)
+    by = {(r["strategy"], r["shots"]): r["accuracy"]["mean"] for r in result["summary"]}
+    assert by["linear", "all"] > by["scratch", "all"]  # pretrained features beat random ones on the same budget
+    assert "training from scratch" in result["verdict"]
+
+
+def test_compare_report_renders_in_chromium(result, chromium):
+    dom = chromium(result["_out"] / "report.html", "compare-report.png")
+    assert "figures rendered: 5 of 5" in dom  # scores, shots, time, the best cell's learning curve and confusion
+    assert 'id="compare"' in dom and "scratch" in dom and "±" in dom
+    best = result["best"]
+    assert f"{best['accuracy']['mean']:.3f}" in dom
+
+
+def test_advise_respects_its_budget_and_reuses_the_cache(digits_dir, tmp_path):
+    overrides = {"cache.dir": str(tmp_path / "cache")}
+    budget = 8.0
+    started = time.perf_counter()
+    first = advise(digits_dir, budget_s=budget, models=["mobilenet_v2", "efficientnet_lite0"], overrides=overrides)
+    wall = time.perf_counter() - started
+    assert wall <= budget + 2.0 and first["seconds"] <= budget + 2.0, (wall, first["seconds"])
+    assert first["probes"] and first["probes"][0]["items"] < 200  # the budget cut the probe short
+    rec = first["recommendation"]
+    assert rec["model"] in ("mobilenet_v2", "efficientnet_lite0") and rec["strategy"] and rec["reasons"]
+    assert first["dataset"]["per_class"] == {str(d): 20 for d in range(10)}
+    second = advise(digits_dir, budget_s=budget, models=["mobilenet_v2"], overrides=overrides)
+    p1 = next(p for p in first["probes"] if p["model"] == "mobilenet_v2")
+    p2 = second["probes"][0]
+    assert p2["cache"]["items_served"] >= p1["cache"]["items_computed"] > 0  # the first call's features
+    assert p2["items"] >= p1["items"] and second["seconds"] <= budget + 2.0

@@ -1,0 +1,288 @@
+"""Object detection: readers, box transforms, detector building, and real training on coco128."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from torchvision import tv_tensors
+
+from headstart import registry
+from headstart.config import DetectionConfig, TrainConfig
+from headstart.data import detection as dd
+from headstart.detection_api import Detector
+from headstart.errors import DataError, NotFittedError, WeightsNotFoundError
+from headstart.strategies import Phase, apply
+from headstart.tasks.detection import build_detector, build_tv_detector
+
+COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
+needs_coco = pytest.mark.skipif(not COCO128.is_dir(), reason=f"coco128 not found at {COCO128} (../shared is absent)")
+EPOCHS = 5  # the budget of both runs of the pretrained-vs-random comparison (same detector, same epochs)
+
+
+# ------------------------------------------------------------------------------------------ readers
+def _tiny_yolo(tmp_path: Path, labels: dict[str, str]) -> Path:
+    """A YOLO folder with three real coco128 images and the given label files."""
+    images = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:3]
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    for i, src in enumerate(images):
+        shutil.copy(src, tmp_path / "images" / "train" / f"im{i}.jpg")
+    for name, text in labels.items():
+        (tmp_path / "labels" / "train" / f"{name}.txt").write_text(text)
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n  0: person\n  1: car\n")
+    return tmp_path
+
+
+@needs_coco
+def test_yolo_bad_boxes_are_clipped_dropped_and_counted(tmp_path: Path) -> None:
+    root = _tiny_yolo(tmp_path, {
+        "im0": "0 0.5 0.5 0.2 0.2\n1 0.95 0.5 0.3 0.2\n",  # second box reaches past the right edge
+        "im1": "0 0.5 0.5 0.0 0.3\n\n",  # zero width: dropped
+    })  # im2 has no label file: a background image
+    splits = dd.read_yolo(root, val_fraction=0.34, seed=0)
+    samples = {s.path.stem: s for s in splits.train + splits.val}
+    assert splits.issues[dd.ISSUE_CLIPPED] == 1
+    assert splits.issues[dd.ISSUE_DROPPED] == 1
+    assert splits.issues[dd.ISSUE_BACKGROUND] == 1
+    assert torch.allclose(samples["im0"].boxes[1], torch.tensor([0.8, 0.4, 1.0, 0.6]), atol=1e-6)
+    assert len(samples["im1"].boxes) == 0 and len(samples["im2"].boxes) == 0
+    assert splits.classes == ["person", "car"]
+
+
+@needs_coco
+def test_yolo_malformed_line_and_unknown_id_name_the_file_and_line(tmp_path: Path) -> None:
+    root = _tiny_yolo(tmp_path, {"im0": "0 0.5 0.5 0.2 0.2\n0 0.5 oops 0.2 0.2\n"})
+    with pytest.raises(DataError, match=r"im0\.txt:2: expected 'class cx cy w h'"):
+        dd.read_yolo(root)
+    (root / "labels" / "train" / "im0.txt").write_text("0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"im0\.txt:2: class id 7 has no name.*2 classes"):
+        dd.read_yolo(root)
+    (root / "labels" / "train" / "im0.txt").write_text("0 0.5 0.5 0.2\n")
+    with pytest.raises(DataError, match=r"im0\.txt:1: expected 5 values"):
+        dd.read_yolo(root)
+
+
+@needs_coco
+def test_yolo_and_coco_readers_agree(tmp_path: Path) -> None:
+    yolo = dd.read_yolo(COCO128)
+    images, annotations = [], []
+    for i, s in enumerate(yolo.val):
+        with Image.open(s.path) as im:
+            w, h = im.size
+        images.append({"id": i + 1, "file_name": s.path.name, "width": w, "height": h})
+        for box, label in zip(s.boxes.tolist(), s.labels.tolist()):
+            x1, y1, x2, y2 = box[0] * w, box[1] * h, box[2] * w, box[3] * h
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 100 + label,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    categories = [{"id": 100 + k, "name": n} for k, n in enumerate(yolo.classes)]
+    (tmp_path / "images").symlink_to(COCO128 / "images" / "val2017")
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+    coco = dd.read_coco(path, val_fraction=0.25, seed=0)
+    assert coco.classes == yolo.classes
+    by_name = {s.path.name: s for s in coco.train + coco.val}
+    assert len(by_name) == len(yolo.val) == 128
+    assert all(p.path.exists() for p in by_name.values())
+    boxes = 0
+    for s in yolo.val:
+        other = by_name[s.path.name]
+        assert torch.equal(other.labels, s.labels)
+        assert torch.allclose(other.boxes, s.boxes, atol=1e-5)
+        boxes += len(s.boxes)
+    assert boxes == 898  # coco128 val2017 labels (the readers agree box by box above)
+
+    coco.select_classes(["person"])
+    persons = sum(len(s.labels) for s in coco.train + coco.val)
+    assert persons == sum(int((s.labels == 0).sum()) for s in yolo.val)
+    with pytest.raises(DataError, match="Unknown class"):
+        coco.select_classes(["unicorn"])
+
+
+# ------------------------------------------------------------------------------------- transforms
+def _bright_box(image: torch.Tensor) -> list[float]:
+    """Bounding box of the bright pixels of an image tensor [3, H, W] in [0, 1]."""
+    ys, xs = torch.nonzero(image.mean(0) > 0.8, as_tuple=True)
+    return [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+
+
+def test_box_transforms_keep_boxes_aligned_with_pixels() -> None:
+    image = Image.new("RGB", (400, 300), (0, 0, 0))
+    ImageDraw.Draw(image).rectangle([250, 60, 329, 199], fill=(255, 255, 255))  # pixels 250..329 x 60..199
+    boxes = torch.tensor([[250 / 400, 60 / 300, 330 / 400, 200 / 300]])
+
+    x, target = dd.eval_transform(200)(*dd.to_tv(image, boxes, torch.tensor([0])))
+    assert x.shape == (3, 200, 200)
+    assert torch.allclose(target["boxes"].as_subclass(torch.Tensor)[0], torch.tensor([125.0, 30.0, 165.0, 100.0]))
+    assert x[:, 160:, :].mean() == pytest.approx(114 / 255, abs=1e-3)  # letterbox padding below the image
+
+    tf = dd.train_transform(320, "light")  # flip + scale/translate (colour would move the threshold)
+    flips = 0
+    for seed in range(12):
+        torch.manual_seed(seed)
+        x, target = tf(*dd.to_tv(image, boxes, torch.tensor([0])))
+        box = target["boxes"].as_subclass(torch.Tensor)
+        if len(box) == 0:
+            continue
+        assert isinstance(target["boxes"], tv_tensors.BoundingBoxes)
+        expected = torch.tensor(_bright_box(x), dtype=torch.float32)
+        assert torch.allclose(box[0], expected, atol=2.5), (seed, box[0], expected)
+        flips += int(box[0, 0] < 160)
+    assert 0 < flips < 12  # both flipped and unflipped views were checked
+
+
+# ---------------------------------------------------------------------------------------- models
+def test_tv_detectors_get_new_predictors_without_downloading() -> None:
+    cfg = DetectionConfig(image_size=320)
+    frcnn = build_tv_detector("tv:fasterrcnn_mobilenet_v3_large_fpn", 2, cfg, pretrained=False)
+    predictor = frcnn.detector.roi_heads.box_predictor
+    assert (predictor.cls_score.out_features, predictor.bbox_pred.out_features) == (3, 12)
+    ssd = build_tv_detector("tv:ssdlite320_mobilenet_v3_large", 2, cfg, pretrained=False)
+    heads = ssd.detector.head.classification_head.module_list
+    anchors = ssd.detector.anchor_generator.num_anchors_per_location()
+    assert [m[1].out_channels for m in heads] == [k * 3 for k in anchors]
+    retina = build_tv_detector("tv:retinanet_resnet50_fpn", 5, cfg, pretrained=False)
+    assert retina.detector.head.classification_head.cls_logits.out_channels == 9 * 6
+    assert retina.detector.head.classification_head.num_classes == 6
+    fcos = build_tv_detector("tv:fcos_resnet50_fpn", 1, cfg, pretrained=False)
+    assert fcos.detector.head.classification_head.cls_logits.out_channels == 2
+    # the model runs and predicts only the new labels
+    frcnn.eval()
+    with torch.no_grad():
+        out = frcnn([torch.rand(3, 240, 320)])[0]
+    assert set(out["labels"].tolist()) <= {1, 2}
+    # layer groups: the body's stages, then the FPN (neck) and the heads
+    assert frcnn.backbone.num_groups >= 10 and set(frcnn.head) == {"neck", "heads"}
+
+
+def test_missing_coco_weights_fail_fast_naming_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("HEADSTART_OFFLINE", "1")
+    with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "hub" / "checkpoints")):
+        build_tv_detector("tv:ssdlite320_mobilenet_v3_large", 1, DetectionConfig(), pretrained=True)
+
+
+def test_strategies_freeze_detector_groups_with_frozen_batchnorm() -> None:
+    backbone = registry.create_backbone("mobilenet_v2")
+    model = build_detector(backbone, 1, DetectionConfig(family="retinanet"), pretrained=True)
+    frozen = apply(model, Phase("partial:2", 1, 2))
+    model.apply_frozen_bn()
+    model.train()
+    n = backbone.num_groups
+    assert frozen == set(range(n - 2))
+    trains = {g for g in range(n) if any(p.requires_grad for _, p in backbone.group_parameters(g))}
+    assert trains == {n - 2, n - 1}
+    bns = [m for m in backbone.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)  # frozen BN: ImageNet statistics are kept
+    assert not any(p.requires_grad for m in bns for p in m.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+    stats = bns[-1].running_mean.clone()
+    model(torch.rand(2, 3, 320, 320), [{"boxes": torch.tensor([[10.0, 10.0, 90.0, 120.0]]), "labels": torch.tensor([1])}] * 2)
+    assert torch.equal(stats, bns[-1].running_mean)
+    # from scratch: real BatchNorm that learns its statistics
+    scratch = build_detector(registry.create_backbone("mobilenet_v2", pretrained=False), 1, DetectionConfig(), False)
+    apply(scratch, Phase("full", 1, n))
+    scratch.apply_frozen_bn()
+    scratch.train()
+    assert all(m.training for m in scratch.backbone.body.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert TrainConfig().strategy  # the vocabulary is the shared one
+
+
+def test_predict_before_fit_raises() -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        Detector().predict(["x.jpg"])
+
+
+# ----------------------------------------------------------------------------- training on coco128
+def _train(out: Path, pretrained: bool, cache_dir: Path) -> Detector:
+    det = Detector(model="mobilenet_v2", family="fcos", strategy="linear", epochs=EPOCHS, classes="person",
+                   pretrained=pretrained, image_size=256, cache_views=1,
+                   overrides={"detection.eval_every": EPOCHS, "cache.dir": str(cache_dir)})
+    return det.fit(COCO128, out=out)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("det-cache")
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Detector:
+    return _train(tmp_path_factory.mktemp("det") / "pretrained", True, cache_dir)
+
+
+@needs_coco
+@pytest.mark.slow
+def test_pretrained_backbone_beats_random_init_on_coco128_person(pretrained_run: Detector, tmp_path: Path) -> None:
+    random_run = _train(tmp_path / "random", False, tmp_path / "cache")  # a frozen random backbone: cached too
+    ours, baseline = pretrained_run.metrics_["val_map_50"], random_run.metrics_["val_map_50"]
+    print(f"mAP@0.5 person, {EPOCHS} epochs, frozen backbone: pretrained {ours:.4f}, random init {baseline:.4f}; "
+          f"s/epoch {pretrained_run.metrics_['seconds_per_epoch']} vs {random_run.metrics_['seconds_per_epoch']}")
+    assert ours >= 0.02
+    assert ours > 2 * baseline + 0.01
+
+
+@needs_coco
+@pytest.mark.slow
+def test_run_folder_predict_and_evaluate(pretrained_run: Detector, tmp_path: Path) -> None:
+    run = pretrained_run.run_dir_
+    metrics = json.loads((run / "metrics.json").read_text())
+    person = metrics["val"]["per_class"]["person"]
+    assert metrics["classes"] == ["person"] and person["boxes"] == 350
+    assert 0 <= metrics["val"]["map"] <= metrics["val"]["map_50"] <= 1 and person["ap_50"] == pytest.approx(
+        metrics["val_map_50"], abs=1e-6)
+    assert metrics["cache"]["items_computed"] + metrics["cache"]["items_served"] >= 256
+    for name in ("pr_curve.png", "val_predictions.png", "model.safetensors", "spec.json", "history.csv", "report.md"):
+        assert (run / name).stat().st_size > 0, name
+    assert not (run / "checkpoint.pt").exists()
+
+    loaded = Detector.load(run)
+    files = sorted((COCO128 / "images" / "val2017").glob("*.jpg"))[:3]
+    rows = loaded.predict(files, save_images=tmp_path / "drawn")
+    assert [r["path"] for r in rows] == [str(f) for f in files]
+    for r in rows:
+        with Image.open(r["path"]) as im:
+            assert (r["width"], r["height"]) == im.size
+        for d in r["detections"]:
+            x1, y1, x2, y2 = d["box"]
+            assert d["label"] == "person" and 0 <= x1 <= x2 <= r["width"] and 0 <= y1 <= y2 <= r["height"]
+        scores = [d["score"] for d in r["detections"]]
+        assert scores == sorted(scores, reverse=True)
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == 3
+    assert sum(len(r["detections"]) for r in rows) > 0
+
+    report = loaded.evaluate(COCO128)  # its val split: the same 128 images as during fit
+    assert report["map_50"] == pytest.approx(metrics["val_map_50"], abs=0.01)
+    assert os.path.getsize(run / "val_predictions.png") > 10_000
+
+
+@needs_coco
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_its_checkpoint(pretrained_run: Detector, cache_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from headstart import detection_engine
+
+    save = detection_engine._save_checkpoint
+
+    def save_then_interrupt(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # as if Ctrl-C came right after epoch 1 was saved
+
+    monkeypatch.setattr(detection_engine, "_save_checkpoint", save_then_interrupt)
+    det = Detector(model="mobilenet_v2", family="fcos", strategy="linear", epochs=2, classes="person",
+                   image_size=256, cache_views=1, overrides={"cache.dir": str(cache_dir)})
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(COCO128, out=tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    monkeypatch.setattr(detection_engine, "_save_checkpoint", save)
+    resumed = Detector.resume(tmp_path / "run")
+    assert [row["epoch"] for row in resumed.history_] == [1, 2]
+    assert resumed.metrics_["cache"]["items_computed"] == 0  # the features of the first run were reused
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert 0 <= resumed.metrics_["val_map_50"] <= 1
