@@ -23,7 +23,7 @@ from headstart.data.images import (
     labelled_samples,
 )
 from headstart.data.transforms import eval_transform
-from headstart.errors import NotFittedError, RunFolderError
+from headstart.errors import ConfigError, NotFittedError, RunFolderError
 from headstart.metrics import classification_report
 from headstart.progress import console, say, warn
 from headstart.tasks.classification import TransferClassifier
@@ -84,6 +84,9 @@ class ImageClassifier:
         torch.manual_seed(cfg.train.seed)
         splits = discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
         backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        if backbone.spec.modality != "image":
+            raise ConfigError(f"Model '{cfg.model.name}' is a {backbone.spec.modality} model; an image classifier "
+                              f"needs an image backbone (see 'headstart models'), or train with --task {backbone.spec.modality}")
         say(f"[bold]Backbone[/] {backbone.spec.name} ({backbone.spec.arch}, weights: {backbone.spec.weights or 'random init'}, "
             f"{backbone.spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
         imdata = ImageData(splits, backbone.spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment,
