@@ -43,7 +43,7 @@ def test_scratch_is_at_least_20_points_worse(runs):
 def test_run_folder_has_everything(runs):
     run = runs["lp-ft"].run_dir_
     for name in ("config.yaml", "spec.json", "model.safetensors", "history.csv", "metrics.json",
-                 "learning_curve.png", "confusion_matrix.png", "report.md", "headstart.json", "skipped.txt"):
+                 "learning_curve.png", "confusion_matrix.png", "report.md", "headstart.json"):
         assert (run / name).is_file(), name
     assert not (run / "checkpoint.pt").exists()
     metrics = json.loads((run / "metrics.json").read_text())
