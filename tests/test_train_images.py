@@ -54,7 +54,7 @@ def test_run_folder_has_everything(runs):
     assert len(history) == 1 + 10 + 2  # header, 10 head epochs, 2 fine-tuning epochs
     spec = json.loads((run / "spec.json").read_text())
     assert spec["classes"] == ["ants", "bees"] and spec["backbone"]["mean"] == [0.5, 0.5, 0.5]
-    assert "imageNotFound.gif" in (run / "skipped.txt").read_text() or metrics["data_warnings"]
+    assert any("GIF" in w for w in metrics["data_warnings"])  # the stray placeholder GIF is reported
     assert (run / "learning_curve.png").stat().st_size > 10_000
 
 
