@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +22,8 @@ from headstart.data.images import (
     labelled_samples,
 )
 from headstart.data.transforms import eval_transform
-from headstart.errors import ConfigError, NotFittedError, RunFolderError
+from headstart.errors import ConfigError, RunFolderError
+from headstart.facade import Facade, check_run_target
 from headstart.metrics import classification_report
 from headstart.progress import console, say, warn
 from headstart.tasks.classification import TransferClassifier
@@ -57,12 +57,14 @@ def build_config(config: str | Path | None = None, overrides: dict[str, Any] | l
     return load_config(config, merged)
 
 
-class ImageClassifier:
+class ImageClassifier(Facade):
     """Fine-tune a pretrained image backbone on a folder of images.
 
     >>> clf = ImageClassifier(model="efficientnet_lite0", strategy="lp-ft").fit("data/")
     >>> clf.predict(["cat.jpg"])
     """
+
+    TASK = TASK
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -79,7 +81,7 @@ class ImageClassifier:
         """Train on DATA; the run folder ``out`` (default: a temporary folder) receives every output."""
         cfg = self.config
         run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="headstart-run-"))
-        _check_run_target(run, resume)
+        check_run_target(run, resume)
         run.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.train.seed)
         splits = discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
@@ -152,25 +154,7 @@ class ImageClassifier:
         reports.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
         say(f"Run folder: [bold]{run}[/] (report.html, report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
 
-    @classmethod
-    def resume(cls, run: str | Path) -> ImageClassifier:
-        """Continue an interrupted run from its last checkpoint."""
-        run = Path(run)
-        meta = runs.read_meta(run, TASK)
-        if meta.get("status") == "complete":
-            raise RunFolderError(f"{run} is already complete; nothing to resume")
-        if not (run / engine.CHECKPOINT).exists():
-            raise RunFolderError(f"{run} has no checkpoint yet (interrupted before the first epoch ended); "
-                                 "start it again with headstart train")
-        clf = cls(config=run / "config.yaml")
-        return clf.fit(meta["data"], out=run, resume=True)
-
     # ---------------------------------------------------------------- using the model
-    def _require_fitted(self) -> TransferClassifier:
-        if self.model_ is None:
-            raise NotFittedError("This ImageClassifier is not fitted yet: call .fit(data) or ImageClassifier.load(run)")
-        return self.model_
-
     def predict_proba(self, inputs: str | Path | list[str | Path]) -> tuple[list[Path], torch.Tensor]:
         """Class probabilities ``(files, probs[n_files, n_classes])``; unreadable files are left out."""
         model = self._require_fitted()
@@ -213,14 +197,6 @@ class ImageClassifier:
         report["skipped"] = len(samples) - len(files) + len(skipped)
         return report
 
-    def save(self, directory: str | Path) -> Path:
-        """Copy the run folder (model, spec, config, metrics, plots) to ``directory``."""
-        self._require_fitted()
-        directory = Path(directory)
-        if self.run_dir_ is not None and directory.resolve() != self.run_dir_.resolve():
-            shutil.copytree(self.run_dir_, directory, dirs_exist_ok=True)
-        return directory
-
     @classmethod
     def load(cls, run: str | Path) -> ImageClassifier:
         """A fitted classifier from a run folder, with the preprocessing it was trained with."""
@@ -244,16 +220,6 @@ class _PlainData:
         from headstart.data.images import ImageDataset
 
         return ImageDataset(samples, self.store, self.tf)
-
-
-def _check_run_target(run: Path, resume: bool) -> None:
-    if resume:
-        return
-    if (run / engine.CHECKPOINT).exists():
-        raise RunFolderError(f"{run} holds an unfinished run: continue it with 'headstart train --resume {run}' "
-                             "or choose another --out")
-    if (run / runs.META).exists() and runs.read_meta(run).get("status") == "complete":
-        raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")
 
 
 def _summarize_data(data: str | Path, splits: ImageSplits, imdata: ImageData, run: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 import time
 from collections import defaultdict
@@ -26,7 +25,8 @@ from headstart.api import SHORTCUTS
 from headstart.config import RunConfig, load_config, parse_override
 from headstart.data import detection as det_data
 from headstart.data.images import ImageStore, Sample, image_files
-from headstart.errors import DataError, NotFittedError, RunFolderError
+from headstart.errors import DataError, RunFolderError
+from headstart.facade import Facade, check_run_target
 from headstart.progress import say, warn
 from headstart.spec import BackboneSpec
 from headstart.tasks.detection import DetectionModel, build_detector, build_tv_detector
@@ -87,11 +87,13 @@ def create_model(cfg: RunConfig, num_classes: int, spec: BackboneSpec | None = N
     return build_detector(backbone, num_classes, dc, pretrained=backbone.spec.weights is not None)
 
 
-class Detector:
+class Detector(Facade):
     """Fine-tune an object detector (FCOS, RetinaNet, Faster R-CNN, SSD/SSDlite) from a pretrained backbone.
 
     >>> Detector(model="mobilenet_v2", classes="person", family="fcos").fit("coco128/", out="runs/det")
     """
+
+    TASK = TASK
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -115,7 +117,7 @@ class Detector:
         """Train on DATA (YOLO folder or COCO json); the run folder ``out`` receives every output."""
         cfg = self.config
         run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="headstart-det-"))
-        _check_run_target(run, resume)
+        check_run_target(run, resume)
         run.mkdir(parents=True, exist_ok=True)
         splits = self._read(data)
         torch.manual_seed(cfg.train.seed)
@@ -188,24 +190,7 @@ class Detector:
         say(f"Run folder: [bold]{run}[/] (report.md, metrics.json, pr_curve.png, val_predictions.png)")
         return self
 
-    @classmethod
-    def resume(cls, run: str | Path) -> Detector:
-        """Continue an interrupted run from its last checkpoint."""
-        run = Path(run)
-        meta = runs.read_meta(run, TASK)
-        if meta.get("status") == "complete":
-            raise RunFolderError(f"{run} is already complete; nothing to resume")
-        if not (run / engine.CHECKPOINT).exists():
-            raise RunFolderError(f"{run} has no checkpoint yet (interrupted before the first epoch ended); "
-                                 "start it again with headstart train")
-        return cls(config=run / "config.yaml").fit(meta["data"], out=run, resume=True)
-
     # ---------------------------------------------------------------- using the model
-    def _require_fitted(self) -> DetectionModel:
-        if self.model_ is None:
-            raise NotFittedError("This Detector is not fitted yet: call .fit(data) or Detector.load(run)")
-        return self.model_
-
     def predict(self, inputs: str | Path | list[str | Path], top_k: int | None = None,
                 save_images: str | Path | None = None) -> list[dict[str, Any]]:
         """Per readable image: path, size and detections (label, score, ``[x1, y1, x2, y2]`` pixels), best first.
@@ -276,14 +261,6 @@ class Detector:
         report["skipped"] = len(splits.skipped)
         return report
 
-    def save(self, directory: str | Path) -> Path:
-        """Copy the run folder (model, spec, config, metrics, plots) to ``directory``."""
-        self._require_fitted()
-        directory = Path(directory)
-        if self.run_dir_ is not None and directory.resolve() != self.run_dir_.resolve():
-            shutil.copytree(self.run_dir_, directory, dirs_exist_ok=True)
-        return directory
-
     @classmethod
     def load(cls, run: str | Path) -> Detector:
         """A fitted detector from a run folder."""
@@ -330,11 +307,3 @@ def load_original(path: Path) -> Image.Image:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 
-def _check_run_target(run: Path, resume: bool) -> None:
-    if resume:
-        return
-    if (run / engine.CHECKPOINT).exists():
-        raise RunFolderError(f"{run} holds an unfinished run: continue it with 'headstart train --resume {run}' "
-                             "or choose another --out")
-    if (run / runs.META).exists():
-        raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,11 +16,12 @@ from typing import Any
 import torch
 
 from headstart import engine, registry, reports, runs, strategies
-from headstart.api import SHORTCUTS, _check_run_target
+from headstart.api import SHORTCUTS
 from headstart.backbones import hf_text
 from headstart.config import RunConfig, load_config, parse_override
 from headstart.data.text import TextData, TextSplits, TokenDataset, discover, labelled_texts, tokenize
-from headstart.errors import ConfigError, DataError, NotFittedError, RunFolderError
+from headstart.errors import ConfigError, DataError, RunFolderError
+from headstart.facade import Facade, check_run_target
 from headstart.metrics import classification_report
 from headstart.progress import console, say, warn
 from headstart.tasks.classification import TransferClassifier
@@ -64,12 +64,14 @@ def build_text_config(config: str | Path | None = None, overrides: dict[str, Any
     return cfg
 
 
-class TextClassifier:
+class TextClassifier(Facade):
     """Fine-tune a pretrained text encoder on a table of labelled texts.
 
     >>> clf = TextClassifier(model="minilm", strategy="lp-ft").fit("reviews.csv")
     >>> clf.predict(["great value", "broke after a week"])
     """
+
+    TASK = TASK
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -88,7 +90,7 @@ class TextClassifier:
         """Train on DATA; the run folder ``out`` (default: a temporary folder) receives every output."""
         cfg, tc = self.config, self.config.text
         run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="headstart-run-"))
-        _check_run_target(run, resume)
+        check_run_target(run, resume)
         splits = discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed)
         if not hf_text.is_text_model(cfg.model.name):
             raise ConfigError(f"Model '{cfg.model.name}' is an image backbone; text classification needs a text "
@@ -171,24 +173,7 @@ class TextClassifier:
         reports.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} texts)")
         say(f"Run folder: [bold]{run}[/] (report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
 
-    @classmethod
-    def resume(cls, run: str | Path) -> TextClassifier:
-        """Continue an interrupted run from its last checkpoint."""
-        run = Path(run)
-        meta = runs.read_meta(run, TASK)
-        if meta.get("status") == "complete":
-            raise RunFolderError(f"{run} is already complete; nothing to resume")
-        if not (run / engine.CHECKPOINT).exists():
-            raise RunFolderError(f"{run} has no checkpoint yet (interrupted before the first epoch ended); "
-                                 "start it again with headstart train")
-        return cls(config=run / "config.yaml").fit(meta["data"], out=run, resume=True)
-
     # ---------------------------------------------------------------- using the model
-    def _require_fitted(self) -> TransferClassifier:
-        if self.model_ is None:
-            raise NotFittedError("This TextClassifier is not fitted yet: call .fit(data) or TextClassifier.load(run)")
-        return self.model_
-
     def predict_proba(self, texts: str | list[str]) -> tuple[list[str], torch.Tensor]:
         """Class probabilities ``(texts, probs[n_texts, n_classes])``; empty texts are left out (with a warning)."""
         model = self._require_fitted()
@@ -239,14 +224,6 @@ class TextClassifier:
         report = classification_report(logits, labels, self.classes_, self.train_counts_)
         report["skipped"] = len(skipped)
         return report
-
-    def save(self, directory: str | Path) -> Path:
-        """Copy the run folder (model, tokenizer, spec, config, metrics, plots) to ``directory``."""
-        self._require_fitted()
-        directory = Path(directory)
-        if self.run_dir_ is not None and directory.resolve() != self.run_dir_.resolve():
-            shutil.copytree(self.run_dir_, directory, dirs_exist_ok=True)
-        return directory
 
     @classmethod
     def load(cls, run: str | Path) -> TextClassifier:
