@@ -81,6 +81,7 @@ def tutorial_loop(data: Path, epochs: int = 5) -> dict:
 
 
 def fastai_fine_tune(data: Path) -> dict:
+    import fastai.vision.all  # noqa: F401 - module import: attaches fine_tune & co. to Learner, as users get them
     from fastai.data.transforms import Normalize
     from fastai.learner import Learner
     from fastai.metrics import accuracy
@@ -100,7 +101,7 @@ def fastai_fine_tune(data: Path) -> dict:
     )
     learn = Learner(dls, nn.Sequential(body, head), metrics=accuracy, splitter=lambda m: [params(m[0]), params(m[1])])
     started = time.perf_counter()
-    with learn.no_bar(), learn.no_logging():
+    with learn.no_mbar(), learn.no_logging():
         learn.fine_tune(3)
         wall = time.perf_counter() - started
         _, acc = learn.validate()
