@@ -93,7 +93,7 @@ def fastai_fine_tune(data: Path) -> dict:
     torch.manual_seed(0)
     backbone = registry.create_backbone("efficientnet_lite0")
     spec = backbone.spec
-    body = nn.Sequential(*[_Stage(backbone, i) for i in range(backbone.num_groups)])
+    body = _Body(backbone)
     head = create_head(spec.feature_dim, len(os.listdir(data / "train")))
     dls = ImageDataLoaders.from_folder(
         data, train="train", valid="val", item_tfms=Resize(spec.input_size), bs=32, num_workers=2,
@@ -108,16 +108,17 @@ def fastai_fine_tune(data: Path) -> dict:
     return {"val_accuracy": float(acc), "wall_seconds": wall}
 
 
-class _Stage(nn.Module):
-    """One backbone stage as a module (fastai wants a Sequential body)."""
+class _Body(nn.Module):
+    """The backbone's stages without pooling (fastai's head pools), registered so train/eval reach BN."""
 
-    def __init__(self, backbone, index: int) -> None:
+    def __init__(self, backbone) -> None:
         super().__init__()
-        self.backbone, self.index = [backbone], index  # a list: not registered twice
-        self.params = nn.ParameterList([p for _, p in backbone.group_parameters(index)])
+        self.backbone = backbone
 
     def forward(self, x):
-        return self.backbone[0]._stage_fns[self.index](x)
+        for fn in self.backbone._stage_fns:
+            x = fn(x)
+        return x
 
 
 def headstart_run(data: Path, **kwargs) -> dict:
