@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from headstart import engine, html_report, registry, reports, runs
+from headstart import engine, html_report, registry, runs
 from headstart.config import RunConfig, load_config
 from headstart.data.images import (
     ImageData,
@@ -23,7 +22,7 @@ from headstart.data.images import (
 )
 from headstart.data.transforms import eval_transform
 from headstart.errors import ConfigError, RunFolderError
-from headstart.facade import Facade, check_run_target
+from headstart.facade import ClassifierFacade, check_run_target
 from headstart.metrics import classification_report
 from headstart.progress import console, say, warn
 from headstart.tasks.classification import TransferClassifier
@@ -57,7 +56,7 @@ def build_config(config: str | Path | None = None, overrides: dict[str, Any] | l
     return load_config(config, merged)
 
 
-class ImageClassifier(Facade):
+class ImageClassifier(ClassifierFacade):
     """Fine-tune a pretrained image backbone on a folder of images.
 
     >>> clf = ImageClassifier(model="efficientnet_lite0", strategy="lp-ft").fit("data/")
@@ -65,6 +64,7 @@ class ImageClassifier(Facade):
     """
 
     TASK = TASK
+    NOUN = "images"
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -108,51 +108,16 @@ class ImageClassifier(Facade):
         runs.write_meta(run, task=TASK, status="running", data=str(Path(data).resolve()), data_fingerprint=fingerprint)
         fabric = engine.make_fabric(cfg.device)
         state = engine.fit(model, imdata, cfg, run, resume=resume, fabric=fabric)
+        self.splits_val_ = imdata.splits["val"]
 
-        self.model_, self.classes_ = model, splits.classes
-        self.train_counts_ = torch.bincount(imdata.labels("train"), minlength=len(splits.classes)).tolist()
-        self.history_, self.run_dir_ = state.history, run
-        started = time.perf_counter()
-        metrics: dict[str, Any] = {"model": cfg.model.name, "strategy": cfg.train.strategy,
-                                   "classes": splits.classes, "best_epoch": state.best_epoch}
-        for split in ("val", "test"):
-            if imdata.splits[split]:
-                logits = engine.predict_logits(fabric, model, imdata.dataset(split, False, 0), imdata,
-                                               cfg.train.batch_size * 2, desc=f"Evaluating ({split})")
-                metrics[split] = classification_report(logits, imdata.labels(split), splits.classes,
-                                                       self.train_counts_)
-                if split == "val":  # kept for report.html's most confident mistakes
-                    self.val_predictions_ = ([s.path for s in imdata.splits["val"]], logits, imdata.labels("val"))
-        metrics.update(
-            val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
-            train_seconds=round(state.seconds, 2), eval_seconds=round(time.perf_counter() - started, 2),
-            num_train=len(imdata.splits["train"]), num_val=len(imdata.splits["val"]),
-            skipped=len(splits.skipped), data_warnings=imdata.store.warnings() + splits.notes,
-            cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
-            device=str(fabric.device),
-        )
-        self.metrics_ = metrics
-        self._write_outputs(run, data, splits, metrics, state)
+        self._finish(run, data, splits, imdata, model, fabric, state,
+                     data_warnings=imdata.store.warnings() + splits.notes)
         return self
 
-    def _write_outputs(self, run: Path, data: str | Path, splits: ImageSplits, metrics: dict, state) -> None:
-        cfg = self.config
-        runs.save_classifier(run, self.model_, self.classes_, self.train_counts_, cfg.model.dropout)
-        reports.write_json(metrics, run / "metrics.json")
-        reports.write_history(state.history, run / "history.csv")
-        metric = "macro_f1" if metrics["val"]["baseline"]["accuracy"] > 0.6 else "accuracy"
-        reports.plot_learning_curve(state.history, run / "learning_curve.png", metric)
-        reports.plot_confusion_matrix(metrics["val"]["confusion_matrix"], self.classes_,
-                                      run / "confusion_matrix.png", "Validation confusion matrix")
-        summary = {"model": cfg.model.name, "strategy": cfg.train.strategy, "data": str(data),
-                   "layout": splits.layout, "classes": self.classes_, "num_train": metrics["num_train"],
-                   "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"]}
-        reports.write_report_md(run, metrics, summary)
-        html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, self.val_predictions_)
-        runs.write_meta(run, status="complete")
-        (run / engine.CHECKPOINT).unlink(missing_ok=True)
-        reports.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
-        say(f"Run folder: [bold]{run}[/] (report.html, report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
+    def _write_task_outputs(self, run: Path, metrics: dict, summary: dict) -> None:
+        val = self.splits_val_
+        predictions = ([s.path for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
+        html_report.write_classifier_report(run, metrics, summary, self.config, self.classes_, predictions)
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, inputs: str | Path | list[str | Path]) -> tuple[list[Path], torch.Tensor]:

@@ -25,7 +25,7 @@ from headstart import strategies
 from headstart.cache import FeatureCache
 from headstart.config import RunConfig
 from headstart.data.detection import DetectionData, collate
-from headstart.engine import CHECKPOINT, FitState, augment_seed, make_fabric
+from headstart.engine import CHECKPOINT, FitState, augment_seed, load_checkpoint, make_fabric
 from headstart.errors import ConfigError
 from headstart.progress import console, progress_bar, say
 from headstart.tasks.detection import DetectionModel, describe
@@ -231,13 +231,8 @@ def fit(model: DetectionModel, data: DetectionData, cfg: RunConfig, run_dir: Pat
     use_cache = cfg.cache.enabled and model.features is not None and fabric.world_size == 1
     if cfg.cache.enabled and not use_cache:
         say(f"[dim]Feature cache off: {'a torchvision detector' if model.features is None else 'several devices'}[/]")
-    state, ckpt = FitState(), None
     path = run_dir / CHECKPOINT
-    if resume and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        state = FitState(**ckpt["state"])
-        model.load_state_dict(ckpt["model"])
-        say(f"Resuming at epoch {state.epoch + 1} (phase {state.phase + 1}/{len(phases)})")
+    state, ckpt = load_checkpoint(path, model, len(phases)) if resume else (FitState(), None)
     best_state = ckpt["best_model"] if ckpt else None
     best_preds: list[dict] | None = None
     caches: list[FeatureCache] = []

@@ -225,13 +225,8 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
     if cfg.cache.enabled and not use_cache:
         say("[dim]Feature cache off: " + ("random initial weights" if not pretrained else "several devices") + "[/]")
     model.to(memory_format=torch.channels_last)
-    state, ckpt = FitState(), None
     path = run_dir / CHECKPOINT
-    if resume and path.exists():
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        state = FitState(**ckpt["state"])
-        model.load_state_dict(ckpt["model"])
-        say(f"Resuming at epoch {state.epoch + 1} (phase {state.phase + 1}/{len(phases)})")
+    state, ckpt = load_checkpoint(path, model, len(phases)) if resume else (FitState(), None)
     best_state = ckpt["best_model"] if ckpt else None
     caches: list[FeatureCache] = []
 
@@ -333,6 +328,17 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
     state.cache_hits = sum(c.hits for c in caches)
     state.cache_computed = sum(c.computed for c in caches)
     return state
+
+
+def load_checkpoint(path: Path, model: nn.Module, num_phases: int) -> tuple[FitState, dict | None]:
+    """The saved state and checkpoint of an interrupted run (model weights restored), or a fresh state."""
+    if not path.exists():
+        return FitState(), None
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = FitState(**ckpt["state"])
+    model.load_state_dict(ckpt["model"])
+    say(f"Resuming at epoch {state.epoch + 1} (phase {state.phase + 1}/{num_phases})")
+    return state, ckpt
 
 
 class _TensorData:

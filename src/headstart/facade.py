@@ -53,3 +53,74 @@ def check_run_target(run: Path, resume: bool) -> None:
                              "or choose another --out")
     if (run / runs.META).exists() and runs.read_meta(run).get("status") == "complete":
         raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")
+
+
+class ClassifierFacade(Facade):
+    """Image and text classifiers: the same final evaluation and run-folder outputs."""
+
+    NOUN = "items"  # what one sample is called in messages
+    SKIPPED = "files"  # what a skipped input is called
+    config: Any
+    val_logits_: Any = None
+
+    def _finish(self, run: Path, data: str | Path, splits: Any, task_data: Any, model: Any, fabric: Any,
+                state: Any, **extra_metrics: Any) -> None:
+        """Evaluate the best weights on val (and test), then write every output of the run folder."""
+        import time
+
+        import torch
+
+        from headstart.metrics import classification_report, selection_metric
+
+        cfg = self.config
+        self.model_, self.classes_ = model, splits.classes
+        self.train_counts_ = torch.bincount(task_data.labels("train"), minlength=len(splits.classes)).tolist()
+        self.history_, self.run_dir_ = state.history, run
+        started = time.perf_counter()
+        metrics: dict[str, Any] = {"model": cfg.model.name, "strategy": cfg.train.strategy,
+                                   "classes": splits.classes, "best_epoch": state.best_epoch}
+        for split in ("val", "test"):
+            if task_data.splits[split]:
+                logits = engine.predict_logits(fabric, model, task_data.dataset(split, False, 0), task_data,
+                                               cfg.train.batch_size * 2, desc=f"Evaluating ({split})")
+                metrics[split] = classification_report(logits, task_data.labels(split), splits.classes,
+                                                       self.train_counts_)
+                if split == "val":
+                    self.val_logits_ = logits
+        metrics.update(
+            val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
+            selection_metric=selection_metric(cfg.train.select_metric, self.train_counts_),
+            train_seconds=round(state.seconds, 2), eval_seconds=round(time.perf_counter() - started, 2),
+            num_train=len(task_data.splits["train"]), num_val=len(task_data.splits["val"]),
+            skipped=len(splits.skipped),
+            cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
+            device=str(fabric.device), **extra_metrics,
+        )
+        self.metrics_ = metrics
+        self._write_outputs(run, data, splits, metrics, state)
+
+    def _write_outputs(self, run: Path, data: str | Path, splits: Any, metrics: dict, state: Any) -> None:
+        from headstart import reports
+
+        cfg = self.config
+        runs.save_classifier(run, self.model_, self.classes_, self.train_counts_, cfg.model.dropout)
+        reports.write_json(metrics, run / "metrics.json")
+        reports.write_history(state.history, run / "history.csv")
+        reports.plot_learning_curve(state.history, run / "learning_curve.png", metrics["selection_metric"])
+        reports.plot_confusion_matrix(metrics["val"]["confusion_matrix"], self.classes_,
+                                      run / "confusion_matrix.png", "Validation confusion matrix")
+        summary = {"model": cfg.model.name, "strategy": cfg.train.strategy, "data": str(data),
+                   "layout": splits.layout, "classes": self.classes_, "num_train": metrics["num_train"],
+                   "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"],
+                   "items": self.NOUN, "skipped_what": self.SKIPPED}
+        reports.write_report_md(run, metrics, summary)
+        self._write_task_outputs(run, metrics, summary)
+        runs.write_meta(run, status="complete")
+        (run / engine.CHECKPOINT).unlink(missing_ok=True)
+        reports.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
+        from headstart.progress import say
+
+        say(f"Run folder: [bold]{run}[/] (report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
+
+    def _write_task_outputs(self, run: Path, metrics: dict, summary: dict) -> None:
+        """Outputs only one task writes (tokenizer files, report.html...)."""

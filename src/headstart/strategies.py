@@ -139,14 +139,19 @@ def param_groups(model: nn.Module, phase: Phase, cfg: TrainConfig, discriminativ
     return groups
 
 
-def describe(model: nn.Module, frozen: set[int]) -> list[tuple[str, int, int, bool]]:
-    """``(group, trainable params, total params, frozen)`` rows, stem first, head last."""
+def backbone_rows(backbone: nn.Module, frozen: set[int]) -> list[tuple[str, int, int, bool]]:
+    """``(group, trainable params, total params, frozen)`` of each backbone group, stem first."""
     rows = []
-    backbone = model.backbone
     for g, group in enumerate(backbone.spec.groups):
         params = [p for _, p in backbone.group_parameters(g)]
         rows.append((group.name, sum(p.numel() for p in params if p.requires_grad),
                      sum(p.numel() for p in params), g in frozen))
+    return rows
+
+
+def describe(model: nn.Module, frozen: set[int]) -> list[tuple[str, int, int, bool]]:
+    """``(group, trainable params, total params, frozen)`` rows, stem first, head last."""
+    rows = backbone_rows(model.backbone, frozen)
     head = list(model.head.parameters())
     rows.append(("head (new)", sum(p.numel() for p in head), sum(p.numel() for p in head), False))
     return rows

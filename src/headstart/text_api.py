@@ -9,19 +9,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from headstart import engine, registry, reports, runs, strategies
+from headstart import engine, registry, runs, strategies
 from headstart.api import SHORTCUTS
 from headstart.backbones import hf_text
 from headstart.config import RunConfig, load_config, parse_override
 from headstart.data.text import TextData, TextSplits, TokenDataset, discover, labelled_texts, tokenize
 from headstart.errors import ConfigError, DataError, RunFolderError
-from headstart.facade import Facade, check_run_target
+from headstart.facade import ClassifierFacade, check_run_target
 from headstart.metrics import classification_report
 from headstart.progress import console, say, warn
 from headstart.tasks.classification import TransferClassifier
@@ -64,7 +63,7 @@ def build_text_config(config: str | Path | None = None, overrides: dict[str, Any
     return cfg
 
 
-class TextClassifier(Facade):
+class TextClassifier(ClassifierFacade):
     """Fine-tune a pretrained text encoder on a table of labelled texts.
 
     >>> clf = TextClassifier(model="minilm", strategy="lp-ft").fit("reviews.csv")
@@ -72,6 +71,8 @@ class TextClassifier(Facade):
     """
 
     TASK = TASK
+    NOUN = "texts"
+    SKIPPED = "rows"
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -129,49 +130,13 @@ class TextClassifier(Facade):
         fabric = engine.make_fabric(cfg.device)
         state = engine.fit(model, tdata, cfg, run, resume=resume, fabric=fabric)
 
-        self.model_, self.tokenizer_, self.classes_ = model, tokenizer, splits.classes
-        self.train_counts_ = torch.bincount(tdata.labels("train"), minlength=len(splits.classes)).tolist()
-        self.history_, self.run_dir_ = state.history, run
-        started = time.perf_counter()
-        metrics: dict[str, Any] = {"model": cfg.model.name, "strategy": cfg.train.strategy,
-                                   "classes": splits.classes, "best_epoch": state.best_epoch}
-        for split in ("val", "test"):
-            if tdata.splits[split]:
-                logits = engine.predict_logits(fabric, model, tdata.dataset(split, False, 0), tdata,
-                                               cfg.train.batch_size * 2, desc=f"Evaluating ({split})")
-                metrics[split] = classification_report(logits, tdata.labels(split), splits.classes,
-                                                       self.train_counts_)
-        metrics.update(
-            val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
-            selection_metric=_selection(cfg, self.train_counts_),
-            train_seconds=round(state.seconds, 2), eval_seconds=round(time.perf_counter() - started, 2),
-            num_train=len(tdata.splits["train"]), num_val=len(tdata.splits["val"]),
-            skipped=len(splits.skipped), truncated=tdata.truncated, max_length=max_length,
-            data_warnings=splits.notes, cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
-            device=str(fabric.device),
-        )
-        self.metrics_ = metrics
-        self._write_outputs(run, data, splits, metrics, state)
+        self.tokenizer_ = tokenizer
+        self._finish(run, data, splits, tdata, model, fabric, state, truncated=tdata.truncated,
+                     max_length=max_length, data_warnings=splits.notes)
         return self
 
-    def _write_outputs(self, run: Path, data: str | Path, splits: TextSplits, metrics: dict, state) -> None:
-        cfg = self.config
-        runs.save_classifier(run, self.model_, self.classes_, self.train_counts_, cfg.model.dropout)
+    def _write_task_outputs(self, run: Path, metrics: dict, summary: dict) -> None:
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
-        reports.write_json(metrics, run / "metrics.json")
-        reports.write_history(state.history, run / "history.csv")
-        reports.plot_learning_curve(state.history, run / "learning_curve.png", metrics["selection_metric"])
-        reports.plot_confusion_matrix(metrics["val"]["confusion_matrix"], self.classes_,
-                                      run / "confusion_matrix.png", "Validation confusion matrix")
-        summary = {"model": cfg.model.name, "strategy": cfg.train.strategy, "data": str(data),
-                   "layout": splits.layout, "classes": self.classes_, "num_train": metrics["num_train"],
-                   "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"],
-                   "items": "texts", "skipped_what": "rows"}
-        reports.write_report_md(run, metrics, summary)
-        runs.write_meta(run, status="complete")
-        (run / engine.CHECKPOINT).unlink(missing_ok=True)
-        reports.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} texts)")
-        say(f"Run folder: [bold]{run}[/] (report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, texts: str | list[str]) -> tuple[list[str], torch.Tensor]:
@@ -250,12 +215,6 @@ class _PlainText:
         from headstart.data.text import PadCollate
 
         self.collate = PadCollate(pad_id)
-
-
-def _selection(cfg: RunConfig, train_counts: list[int]) -> str:
-    from headstart.metrics import selection_metric
-
-    return selection_metric(cfg.train.select_metric, train_counts)
 
 
 def _summarize_data(data: str | Path, splits: TextSplits, tdata: TextData, run: Path) -> None:

@@ -31,7 +31,7 @@ from torchvision.models.detection.ssdlite import SSDLiteClassificationHead, SSDL
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from headstart import hub
+from headstart import hub, strategies
 from headstart.backbones import torchvision_models
 from headstart.backbones.base import Backbone
 from headstart.config import DetectionConfig
@@ -308,12 +308,7 @@ def build_tv_detector(name: str, num_classes: int, cfg: DetectionConfig, pretrai
 
 def describe(model: DetectionModel, frozen: set[int]) -> list[tuple[str, int, int, bool]]:
     """``(group, trainable params, total params, frozen)``: backbone groups, then neck and heads."""
-    rows = []
-    backbone = model.backbone
-    for g, group in enumerate(backbone.spec.groups):
-        params = [p for _, p in backbone.group_parameters(g)]
-        rows.append((group.name, sum(p.numel() for p in params if p.requires_grad),
-                     sum(p.numel() for p in params), g in frozen))
+    rows = strategies.backbone_rows(model.backbone, frozen)
     for name, module in model.head.items():
         params = list(module.parameters())
         rows.append((f"{name} (new)" if name == "heads" else name, sum(p.numel() for p in params if p.requires_grad),
