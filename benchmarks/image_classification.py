@@ -33,7 +33,8 @@ from torchvision.transforms import v2  # noqa: E402
 
 from headstart import registry  # noqa: E402
 from headstart.api import ImageClassifier  # noqa: E402
-from headstart.engine import channels_last  # noqa: E402
+from headstart.backbones.fusion import batchnorm_folded  # noqa: E402
+from headstart.engine import channels_last, resolve_precision  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
 
@@ -135,17 +136,27 @@ def throughput(batch: int = 64) -> dict:
     """Images/s of extraction, head epochs on cached features, full fine-tuning; GFLOP/s vs matmul."""
     backbone = registry.create_backbone("efficientnet_lite0").eval()
     x = torch.randn(batch, 3, 224, 224)
-    out: dict = {}
+    bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"
+    out: dict = {"extract_precision": "bf16 autocast" if bf16 else "fp32"}
     with torch.inference_mode():
         plain = _rate(lambda: backbone.extract(x), batch)
         backbone.to(memory_format=torch.channels_last)
-        fast = _rate(lambda: backbone.extract(channels_last(x)), batch)
+        xc = channels_last(x)
+        out["extract_img_s_channels_last_fp32"] = _rate(lambda: backbone.extract(xc), batch)
+    with batchnorm_folded(backbone, backbone.num_groups, xc[0]) as folded, torch.inference_mode():
+        out["folded_batchnorms"] = folded
+        out["extract_img_s_folded_fp32"] = _rate(lambda: backbone.extract(xc), batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            fast = _rate(lambda: backbone.extract(xc), batch)  # what headstart's feature cache runs
     out["extract_img_s_plain"], out["extract_img_s_headstart"] = plain, fast
     flops = _flops(backbone, channels_last(x[:1]))
     out["gflop_per_image"] = flops / 1e9
     a = torch.randn(2048, 2048)
     out["matmul_gflop_s"] = 2 * 2048**3 / _seconds(lambda: a @ a) / 1e9
+    ab = a.bfloat16()
+    out["matmul_bf16_gflop_s"] = 2 * 2048**3 / _seconds(lambda: ab @ ab) / 1e9
     out["extract_gflop_s"] = fast * flops / 1e9
+    out["extract_gflop_s_fp32"] = out["extract_img_s_folded_fp32"] * flops / 1e9
     feats, labels = torch.randn(245, 1280), torch.randint(0, 2, (245,))
     head = nn.Linear(1280, 2)
     opt = torch.optim.AdamW(head.parameters())
@@ -174,6 +185,32 @@ def throughput(batch: int = 64) -> dict:
     return out
 
 
+def profile_extraction(batch: int = 64) -> dict:
+    """Self CPU time per operator of one extraction batch, unfolded fp32 vs headstart's path."""
+    from torch.profiler import ProfilerActivity, profile
+
+    backbone = registry.create_backbone("efficientnet_lite0").eval().to(memory_format=torch.channels_last)
+    x = channels_last(torch.randn(batch, 3, 224, 224))
+    bf16 = resolve_precision("auto", "cpu") == "bf16-mixed"
+    tables = {}
+
+    def ops(fn) -> dict:
+        with torch.inference_mode():
+            fn()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+        rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in rows)
+        return {e.key: round(e.self_cpu_time_total / total, 4) for e in rows[:6]} | {"total_ms": total / 1e3}
+
+    tables["fp32 unfolded"] = ops(lambda: backbone.extract(x))
+    with batchnorm_folded(backbone, backbone.num_groups, x[0]):
+        tables["fp32 folded"] = ops(lambda: backbone.extract(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            tables["headstart (folded" + (", bf16)" if bf16 else ")")] = ops(lambda: backbone.extract(x))
+    return tables
+
+
 def _seconds(fn, repeat: int = 3) -> float:
     fn()
     best = float("inf")
@@ -199,7 +236,7 @@ def _flops(backbone, x) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
-    parser.add_argument("--skip", default="", help="comma list of: fastai, tutorial, scratch, throughput")
+    parser.add_argument("--skip", default="", help="comma list of: fastai, tutorial, scratch, throughput, profile")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "image_classification.json"))
     args = parser.parse_args()
     data, skip = Path(args.data), set(filter(None, args.skip.split(",")))
@@ -221,6 +258,8 @@ def main() -> None:
         print(f"from scratch:      {results['scratch']}", flush=True)
     if "throughput" not in skip:
         results["throughput"] = throughput()
+    if "profile" not in skip:
+        results["extraction_profile"] = profile_extraction()
     hs = results["headstart"]
     print("\n| alternative | its acc | its s | headstart acc | headstart s | time ratio headstart/alt |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -231,14 +270,21 @@ def main() -> None:
                   f"{hs['wall_seconds']:.1f} | {hs['wall_seconds'] / r['wall_seconds']:.2f} |")
     if "throughput" in results:
         t = results["throughput"]
-        print(f"\nextraction: {t['extract_img_s_headstart']:.1f} img/s (plain NCHW {t['extract_img_s_plain']:.1f}); "
-              f"{t['extract_gflop_s']:.1f} GFLOP/s = {t['extract_gflop_s'] / t['matmul_gflop_s']:.1%} of matmul "
-              f"{t['matmul_gflop_s']:.0f} GFLOP/s")
+        print(f"\nextraction ({t['extract_precision']}, {t['folded_batchnorms']} BatchNorms folded, channels-last): "
+              f"{t['extract_img_s_headstart']:.1f} img/s = {t['extract_gflop_s']:.1f} GFLOP/s = "
+              f"{t['extract_gflop_s'] / t['matmul_gflop_s']:.1%} of the fp32 matmul rate {t['matmul_gflop_s']:.0f} GFLOP/s "
+              f"({t['extract_gflop_s'] / t['matmul_bf16_gflop_s']:.1%} of bf16 matmul {t['matmul_bf16_gflop_s']:.0f})")
+        print(f"  fp32: plain NCHW {t['extract_img_s_plain']:.1f} img/s, channels-last "
+              f"{t['extract_img_s_channels_last_fp32']:.1f}, folded {t['extract_img_s_folded_fp32']:.1f} = "
+              f"{t['extract_gflop_s_fp32'] / t['matmul_gflop_s']:.1%} of fp32 matmul")
         print(f"head epoch on cached features {t['head_epoch_cached_s'] * 1000:.1f} ms vs re-running the frozen "
               f"backbone {t['head_epoch_rerun_backbone_s']:.1f} s: "
               f"{t['head_epoch_rerun_backbone_s'] / t['head_epoch_cached_s']:.0f}x")
         print(f"full fine-tuning: {t['finetune_img_s_headstart']:.1f} img/s vs plain PyTorch "
               f"{t['finetune_img_s_plain']:.1f}: {t['finetune_img_s_headstart'] / t['finetune_img_s_plain']:.2f}x")
+    for name, table in results.get("extraction_profile", {}).items():
+        top = ", ".join(f"{op} {share:.0%}" for op, share in table.items() if op != "total_ms")
+        print(f"profile {name}: {table['total_ms']:.0f} ms per batch of 64: {top}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
 

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from headstart import strategies
+from headstart.backbones.fusion import batchnorm_folded
 from headstart.cache import FeatureCache
 from headstart.config import DeviceConfig, RunConfig
 from headstart.metrics import classification_report, selection_metric
@@ -145,7 +146,7 @@ def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, data: Tas
 def feature_namespace(spec, transform_id: str, cfg: RunConfig, cut: int, train: bool, view: int) -> dict[str, Any]:
     """Everything besides an item's content that changes its cached features (the cache namespace)."""
     return {
-        "version": 1,
+        "version": 2,  # 2: BatchNorms folded into convolutions during extraction
         "backbone": spec.arch,
         "weights": spec.weights,
         "preprocessing": spec.preprocessing_key(),
@@ -171,7 +172,8 @@ def cached_features(fabric: Fabric, model: nn.Module, data: TaskData, cfg: RunCo
         backbone.to(fabric.device, memory_format=torch.channels_last)
         loader = _loader(Subset(dataset, indices), cfg.train.batch_size * 2, data, num_workers=cfg.data.num_workers)
         what = f"view {view + 1}" if train else "val"
-        out = run_batches(fabric, lambda x: backbone.extract(x, cut), loader, f"Extracting features ({split}, {what})")
+        with batchnorm_folded(backbone, cut, fabric.to_device(dataset[indices[0]][0])):
+            out = run_batches(fabric, lambda x: backbone.extract(x, cut), loader, f"Extracting features ({split}, {what})")
         return out if cut == backbone.num_groups else out.half()
 
     return cache.get(data.keys(split), compute).float()

@@ -112,6 +112,21 @@ def sequential(*modules: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
+def chain(root: nn.Module, *paths: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Run ``root``'s submodules at these dotted paths in order, looked up at call time.
+
+    Looking them up on each call (instead of holding the modules) lets a submodule be swapped,
+    e.g. a BatchNorm folded away by :mod:`headstart.backbones.fusion`.
+    """
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for path in paths:
+            x = root.get_submodule(path)(x)
+        return x
+
+    return run
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -6,7 +6,7 @@ import timm
 import torch
 from torch import nn
 
-from headstart.backbones.base import Backbone, count_params, probe_feature_dim, sequential
+from headstart.backbones.base import Backbone, chain, count_params, probe_feature_dim, sequential
 from headstart.spec import BackboneSpec
 
 
@@ -18,15 +18,15 @@ def _stage_layout(model: nn.Module) -> list:
     """Ordered (name, prefixes, fn) stages for known timm families; one stage otherwise."""
     names = dict(model.named_children())
     if {"conv_stem", "bn1", "blocks"} <= names.keys():  # EfficientNet, MobileNetV2/V3, MixNet...
-        stages = [("stem", ["conv_stem", "bn1"], sequential(model.conv_stem, model.bn1))]
+        stages = [("stem", ["conv_stem", "bn1"], chain(model, "conv_stem", "bn1"))]
         stages += [(f"blocks{i}", [f"blocks.{i}"], b) for i, b in enumerate(model.blocks)]
         # EfficientNet's conv_head/bn2 end forward_features; MobileNetV3 applies them after pooling.
         tail = [n for n in ("conv_head", "bn2") if isinstance(names.get(n), nn.Module)] if "bn2" in names else []
         if tail:
-            stages.append(("head", tail, sequential(*[names[n] for n in tail])))
+            stages.append(("head", tail, chain(model, *tail)))
         return stages
     if {"conv1", "bn1", "layer4"} <= names.keys():  # ResNet family
-        stem = sequential(model.conv1, model.bn1, model.act1, model.maxpool)
+        stem = chain(model, "conv1", "bn1", "act1", "maxpool")
         return [("stem", ["conv1", "bn1"], stem)] + [
             (f"layer{i}", [f"layer{i}"], getattr(model, f"layer{i}")) for i in range(1, 5)
         ]
@@ -36,7 +36,7 @@ def _stage_layout(model: nn.Module) -> list:
         tail = [n for n in ("norm_pre", "final_conv") if isinstance(names.get(n), nn.Module)]
         if tail:
             last_name, last_prefixes, last_fn = stages[-1]
-            stages[-1] = (last_name, [*last_prefixes, *tail], sequential(last_fn, *[names[n] for n in tail]))
+            stages[-1] = (last_name, [*last_prefixes, *tail], sequential(last_fn, chain(model, *tail)))
         return stages
     if {"patch_embed", "blocks", "norm"} <= names.keys() and hasattr(model, "_pos_embed"):  # ViT family
 

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
-from headstart.backbones.base import Backbone, count_params, probe_feature_dim, sequential
+from headstart.backbones.base import Backbone, chain, count_params, probe_feature_dim, sequential
 from headstart.errors import WeightsNotFoundError
 from headstart.spec import BackboneSpec
 
@@ -43,7 +43,7 @@ def _stage_layout(model: nn.Module) -> tuple[list, object]:
     """Ordered (name, prefixes, fn) stages and the pooling function for known model families."""
     if hasattr(model, "layer4") and hasattr(model, "fc"):  # ResNet, ResNeXt, Wide ResNet
         model.fc = nn.Identity()
-        stem = sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        stem = chain(model, "conv1", "bn1", "relu", "maxpool")
         stages = [("stem", ["conv1", "bn1"], stem)]
         stages += [(f"layer{i}", [f"layer{i}"], getattr(model, f"layer{i}")) for i in range(1, 5)]
         return stages, lambda x: torch.flatten(model.avgpool(x), 1)
@@ -94,7 +94,7 @@ def _features_layout(model: nn.Module) -> tuple[list, object]:
                 blocks[-1].append((name, m))
             model.train(was)
     stages = [
-        (f"features{block[0][0]}", [f"features.{n}" for n, _ in block], sequential(*[m for _, m in block]))
+        (f"features{block[0][0]}", [f"features.{n}" for n, _ in block], chain(model.features, *[n for n, _ in block]))
         for block in blocks
     ]
     stages[0] = ("stem", *stages[0][1:])
