@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from headstart import compare as comparison
 from headstart.advise import advise, wilson
@@ -175,3 +176,61 @@ def test_advise_respects_its_budget_and_reuses_the_cache(tmp_path):
     p2 = next(p for p in second["probes"] if p["model"] == "mobilenet_v2")
     assert p2["cache"]["items_served"] == min(p2["items"], p1["items"]) > 0
     assert len(second["probes"]) + len(second["skipped"]) == 2
+    scored = [p for p in second["probes"] if p.get("accuracy") is not None]
+    if len(scored) == 2:  # ranked on the images both saw, not on whatever each got through
+        common = min(p["items"] for p in scored)
+        assert all(p["paired_items"] == common for p in scored)
+        top = max(p["paired_accuracy"] for p in scored)
+        pick = next(p for p in scored if p["model"] == second["recommendation"]["model"])
+        assert pick["paired_accuracy"] >= top - 0.01
+    json.dumps(second)  # no tensors left in the advice
+
+
+def test_advisor_ranks_backbones_on_the_images_all_of_them_saw():
+    from headstart.advise import paired_scores, recommend
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2
+    informative = labels[:, None].float() * 3 + torch.randn(200, 8, generator=g)  # separates the classes
+    noise = torch.randn(60, 8, generator=g)  # the slower backbone saw only 60 images, and its features are noise
+    probes = [
+        {"model": "fast", "items": 200, "accuracy": 0.70, "knn_accuracy": 0.7, "probe_val": 60,
+         "images_per_second": 100.0, "accuracy_interval": [0.6, 0.8], "_features": informative, "_labels": labels},
+        {"model": "slow", "items": 60, "accuracy": 0.95, "knn_accuracy": 0.9, "probe_val": 18,
+         "images_per_second": 10.0, "accuracy_interval": [0.7, 1.0], "_features": noise, "_labels": labels[:60]},
+    ]
+    paired_scores(probes, ["a", "b"], seed=0)
+    assert all(p["paired_items"] == 60 and "_features" not in p for p in probes)
+    fast, slow = probes
+    assert fast["paired_accuracy"] > 0.9 > slow["paired_accuracy"]
+    dataset = {"images": {"greyscale_fraction": 0.0, "min_side": 224}, "imbalance_ratio": 1.0, "train": 160}
+    rec = recommend(probes, dataset, per_class_train=80, n_val=40)
+    assert rec["model"] == "fast"  # its own 0.70 (on more images) would have lost to the slow one's 0.95
+    assert "every backbone saw" in rec["reasons"][0]
+
+
+def test_cli_compare_and_advise_run(digits3, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    res = runner.invoke(app, ["compare", str(digits3), "cache.views=1", "--out", str(tmp_path / "cmp"),
+                              "--models", "mobilenet_v2", "--strategies", "linear", "--seeds", "2", "--epochs", "2"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    cells = [c for c in saved["cells"] if c["strategy"] == "linear"]
+    assert len(cells) == 2 and {c["seed"] for c in cells} == {0, 1}
+    assert (tmp_path / "cmp" / "report.html").is_file() and (tmp_path / "cmp" / "scores.png").stat().st_size > 1000
+    run = tmp_path / "advised"
+    res = runner.invoke(app, ["advise", str(digits3), "--budget", "20", "--models", "mobilenet_v2", "--run",
+                              "--out", str(run)])
+    assert res.exit_code == 0, res.output
+    advice = json.loads((run / "advice.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["model"], metrics["strategy"]) == (advice["recommendation"]["model"],
+                                                       advice["recommendation"]["strategy"])
+    assert "Recommendation:" in res.output and (run / "report.html").is_file()
+    res = runner.invoke(app, ["advise", str(digits3), "--run"])
+    assert res.exit_code != 0 and "--out" in res.output

@@ -205,6 +205,7 @@ def _probe_backbone(name: str, order: list[Sample], classes: list[str], deadline
             result["seconds"] = round(time.perf_counter() - started, 2)
             return result
         x = torch.cat(feats)
+        result["_features"], result["_labels"] = x, y  # for the paired comparison; not part of the advice
         train, val = stratified_split(labels, 0.3, seed)
         logits = logistic_probe(x[train], y[train], x[val], len(classes))
         knn = knn_probe(x[train], y[train], x[val], len(classes))
@@ -272,11 +273,35 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
             continue
         probes.append(probe)
         load_estimate = max(load_estimate, probe["load_seconds"])
+    paired_scores(probes, classes, seed)
     advice = {"budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped,
               "data_seconds": round(data_seconds, 2)}
     advice["recommendation"] = recommend(probes, dataset, per_class_train, len(splits.val))
     advice["seconds"] = round(time.perf_counter() - started, 2)
     return advice
+
+
+def paired_scores(probes: list[dict[str, Any]], classes: list[str], seed: int) -> None:
+    """Score every probe again on the images all of them saw (``paired_accuracy``), on the same split.
+
+    Backbones are probed on prefixes of one balanced order, but a faster backbone gets through more
+    images in its share of the budget; ranking them on unequal data would favour speed over features.
+    """
+    scored = [p for p in probes if p.get("_features") is not None]
+    common = min((len(p["_labels"]) for p in scored), default=0)
+    labels = scored[0]["_labels"][:common].tolist() if scored else []
+    if len(scored) > 1 and common and min(Counter(labels).values()) >= 2 and len(set(labels)) == len(classes):
+        train, val = stratified_split(labels, 0.3, seed)
+        y = torch.tensor(labels)
+        for p in scored:
+            x = p["_features"][:common]
+            logits = logistic_probe(x[train], y[train], x[val], len(classes))
+            correct = int((logits.argmax(1) == y[val]).sum())
+            p.update(paired_accuracy=correct / len(val), paired_items=common,
+                     paired_interval=[round(v, 4) for v in wilson(correct, len(val))])
+    for p in probes:
+        p.pop("_features", None)
+        p.pop("_labels", None)
 
 
 def recommend(probes: list[dict[str, Any]], dataset: dict[str, Any], per_class_train: float,
@@ -287,14 +312,22 @@ def recommend(probes: list[dict[str, Any]], dataset: dict[str, Any], per_class_t
         return {"model": registry.DEFAULT_IMAGE_MODEL, "strategy": "linear", "expected_accuracy": None,
                 "reasons": ["no probe finished within the budget: the default recipe is recommended unmeasured; "
                             "give advise a larger --budget"]}
-    top = max(p["accuracy"] for p in scored)
-    near = [p for p in scored if p["accuracy"] >= top - 0.01]  # a tie goes to the faster backbone
+    paired = all("paired_accuracy" in p for p in scored) and len(scored) > 1
+    key = "paired_accuracy" if paired else "accuracy"  # equal images for every backbone when there are several
+    top = max(p[key] for p in scored)
+    near = [p for p in scored if p[key] >= top - 0.01]  # a tie goes to the faster backbone
     best = max(near, key=lambda p: p["images_per_second"] or 0)
     reasons = [f"{best['model']}: linear probe accuracy {best['accuracy']:.3f} (kNN {best['knn_accuracy']:.3f}) on "
                f"{best['probe_val']} held-out of {best['items']} probed images"
-               + ("; the best of " + ", ".join(f"{p['model']} {p['accuracy']:.3f}" for p in scored)
-                  if len(scored) > 1 else "")
+               + (f"; on the {best['paired_items']} images every backbone saw: " + ", ".join(
+                   f"{p['model']} {p[key]:.3f}" for p in scored) if paired else "")
                + (" (within 0.01 of the top: the faster one)" if len(near) > 1 else "")]
+    if paired:
+        lo = best["paired_interval"][0]
+        overlapping = [p["model"] for p in scored if p is not best and p["paired_interval"][1] >= lo]
+        if overlapping:
+            reasons.append(f"the 95% intervals of {', '.join(overlapping)} overlap {best['model']}'s on these images: "
+                           "the backbones are not clearly different here; a larger --budget probes more images")
     stats = dataset["images"]
     far = (stats.get("greyscale_fraction") or 0) > 0.5 or (stats.get("min_side") or 1000) < 64
     if far:

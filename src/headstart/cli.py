@@ -320,6 +320,7 @@ def advise(
 
             rec = advice["recommendation"]
             ImageClassifier(model=rec["model"], strategy=rec["strategy"]).fit(data, out=out)
+            (out / "advice.json").write_text(json.dumps(advice, indent=2))  # why this model and strategy
 
     _run(go)
 

@@ -66,6 +66,7 @@ class FitState:
     history: list[dict[str, Any]] = field(default_factory=list)
     cache_hits: int = 0  # items served from the feature cache (this session)
     cache_computed: int = 0  # items whose frozen features were computed (this session)
+    best_val_logits: torch.Tensor | None = None  # validation logits of the best epoch (the final model)
 
 
 def augment_seed(cfg: RunConfig) -> int:
@@ -314,6 +315,7 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
             score = report[metric]
             if state.best_score is None or score > state.best_score:
                 state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
+                state.best_val_logits = logits
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 state.bad_epochs += 1

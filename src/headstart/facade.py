@@ -80,13 +80,15 @@ class ClassifierFacade(Facade):
         metrics: dict[str, Any] = {"model": cfg.model.name, "strategy": cfg.train.strategy,
                                    "classes": splits.classes, "best_epoch": state.best_epoch}
         for split in ("val", "test"):
-            if task_data.splits[split]:
+            if not task_data.splits[split]:
+                continue
+            logits = state.best_val_logits if split == "val" else None  # the best epoch's, already computed
+            if logits is None or len(logits) != len(task_data.splits[split]):
                 logits = engine.predict_logits(fabric, model, task_data.dataset(split, False, 0), task_data,
                                                cfg.train.batch_size * 2, desc=f"Evaluating ({split})")
-                metrics[split] = classification_report(logits, task_data.labels(split), splits.classes,
-                                                       self.train_counts_)
-                if split == "val":
-                    self.val_logits_ = logits
+            metrics[split] = classification_report(logits, task_data.labels(split), splits.classes, self.train_counts_)
+            if split == "val":
+                self.val_logits_ = logits
         metrics.update(
             val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
             selection_metric=selection_metric(cfg.train.select_metric, self.train_counts_),

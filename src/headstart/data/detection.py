@@ -27,7 +27,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from headstart.data.images import IMAGE_EXTENSIONS, ImageStore, Sample, item_seed
+from headstart.data.images import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
 from headstart.errors import DataError
 
 ISSUE_CLIPPED = "boxes clipped to the image"
@@ -357,8 +357,7 @@ class DetectionDataset(Dataset):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small per-image ops: extra threads only wait on each other (10x slower on busy CPUs)
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(item_seed(self.seed, self.epoch, s.key or str(s.path)))
+            with item_rng(self.seed, self.epoch, s.key or str(s.path)):
                 image, target = self.transform(image, target)
         finally:
             torch.set_num_threads(threads)
