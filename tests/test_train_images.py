@@ -133,7 +133,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, hymenoptera):
 def test_interrupted_run_resumes_to_the_same_result(digits_dir, tmp_path, session_cache):
     """Kill a run mid-way (SIGKILL after a fine-tuning epoch), resume it: same metrics as uninterrupted."""
     args = ["--model", "mobilenet_v2", "--strategy", "lp-ft", "--epochs", "3", "train.head_epochs=2",
-            "cache.views=1", "data.augment=light"]
+            "cache.views=1", "data.augment=light", "train.checkpoint_seconds=0"]
     whole = _cli("train", digits_dir, "--out", tmp_path / "whole", *args)
     assert whole.returncode == 0, whole.stderr
     proc = subprocess.Popen([sys.executable, "-m", "headstart.cli", "train", str(digits_dir), "--out",

@@ -136,7 +136,8 @@ class ImageClassifier(ClassifierFacade):
             return [], torch.empty(0, len(self.classes_))
         data = _PlainData(store, spec)
         fabric = engine.make_fabric(self.config.device)
-        logits = engine.predict_logits(fabric, model, data.dataset(store.samples), data, self.config.train.batch_size * 2)
+        logits = engine.predict_logits(fabric, model, data.dataset(store.samples), data,
+                                       engine.inference_batch_size(self.config, fabric))
         return [s.path for s in store.samples], logits.softmax(dim=1)
 
     def predict(self, inputs: str | Path | list[str | Path], top_k: int = 1) -> list[dict[str, Any]]:

@@ -84,8 +84,9 @@ class ClassifierFacade(Facade):
                 continue
             logits = state.best_val_logits if split == "val" else None  # the best epoch's, already computed
             if logits is None or len(logits) != len(task_data.splits[split]):
-                logits = engine.predict_logits(fabric, model, task_data.dataset(split, False, 0), task_data,
-                                               cfg.train.batch_size * 2, desc=f"Evaluating ({split})")
+                batch = engine.inference_batch_size(cfg, fabric, model.backbone.spec.modality)
+                logits = engine.predict_logits(fabric, model, task_data.dataset(split, False, 0), task_data, batch,
+                                               desc=f"Evaluating ({split})")
             metrics[split] = classification_report(logits, task_data.labels(split), splits.classes, self.train_counts_)
             if split == "val":
                 self.val_logits_ = logits
