@@ -235,3 +235,18 @@ def test_cli_compare_and_advise_run(digits3, tmp_path, monkeypatch):
     assert "Recommendation:" in res.output and (run / "report.html").is_file()
     res = runner.invoke(app, ["advise", str(digits3), "--run"])
     assert res.exit_code != 0 and "--out" in res.output
+
+
+def test_a_warning_repeated_by_every_cell_prints_once():
+    from headstart.progress import console, warn, warnings_once
+
+    seen: set[str] = set()
+    with console.capture() as captured:
+        for cell in range(3):
+            with warnings_once(seen):
+                warn("4 nearly uniform image(s)")
+                warn(f"cell {cell} only")
+        warn("after the comparison")
+        warn("after the comparison")
+    text = captured.get()
+    assert text.count("nearly uniform") == 1 and text.count("only") == 3 and text.count("after the") == 2

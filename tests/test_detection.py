@@ -236,7 +236,7 @@ def test_run_folder_predict_and_evaluate(pretrained_run: Detector, tmp_path: Pat
     person = metrics["val"]["per_class"]["person"]
     assert metrics["classes"] == ["person"] and person["boxes"] == 350
     assert 0 <= metrics["val"]["map"] <= metrics["val"]["map_50"] <= 1 and person["ap_50"] == pytest.approx(
-        metrics["val_map_50"], abs=1e-6)
+        metrics["val_map_50"], abs=1e-5)  # per-class APs are rounded to 5 decimals
     assert metrics["cache"]["items_computed"] + metrics["cache"]["items_served"] >= 256
     for name in ("pr_curve.png", "val_predictions.png", "model.safetensors", "spec.json", "history.csv", "report.md"):
         assert (run / name).stat().st_size > 0, name

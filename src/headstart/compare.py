@@ -28,7 +28,7 @@ from typing import Any
 from headstart import html_report, reports, strategies
 from headstart.data.splits import stratified_split
 from headstart.errors import ConfigError, DataError
-from headstart.progress import console, say
+from headstart.progress import console, say, warnings_once
 
 SCRATCH = "scratch"
 DEFAULT_STRATEGIES = ("linear", "lp-ft", SCRATCH)
@@ -214,6 +214,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
 
     cells: list[dict[str, Any]] = []
     budgets: dict[str, Any] = {}
+    shown: set[str] = set()
     total = len(models) * len(shot_list) * seeds * len(names)
     done = 0
     for model in models:
@@ -245,7 +246,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
                     run = out / "runs" / _slug(model) / _slug(name) / f"shots{k}" / f"seed{seed}"
                     say(f"[bold]compare[/] cell {done}/{total}: {model} / {name} / shots {k} / seed {seed}")
                     t0 = time.perf_counter()
-                    with quiet_output(not verbose):
+                    with quiet_output(not verbose), warnings_once(shown):  # a data warning once, not once per cell
                         clf = cls(overrides=cell_overrides).fit(split_files[seed, k], out=run)
                     wall = time.perf_counter() - t0
                     cells.append(_cell(clf, model, name, seed, k, wall, run.relative_to(out), len(pool["classes"])))

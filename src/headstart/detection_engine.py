@@ -22,6 +22,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart import strategies
+from headstart.backbones.fusion import batchnorm_folded
 from headstart.cache import FeatureCache
 from headstart.config import RunConfig
 from headstart.data.detection import DetectionData, collate
@@ -135,7 +136,8 @@ def cached_frozen(fabric: Fabric, model: DetectionModel, data: DetectionData, cf
     """Flattened outputs of the frozen stages ``[0, cut)`` for a split and view, through the feature cache."""
     spec = model.backbone.spec
     namespace = {
-        "version": 1, "task": "detection", "backbone": spec.arch, "weights": spec.weights,
+        # version 2: BatchNorms folded into the convolutions during extraction
+        "version": 2, "task": "detection", "backbone": spec.arch, "weights": spec.weights,
         "mean": list(spec.mean), "std": list(spec.std), "letterbox": data.image_size, "cut": cut,
         "parts": model.features.cached_parts(cut), "transform": data.transform_id(train),
         "view": view if train else 0, "seed": augment_seed(cfg) if train else 0, "precision": "32-true",
@@ -152,7 +154,9 @@ def cached_frozen(fabric: Fabric, model: DetectionModel, data: DetectionData, cf
         outputs = []
         what = f"view {view + 1}/{cfg.cache.views}" if train else "val"
         loader = _loader(Subset(dataset, indices), cfg.train.batch_size)
-        with torch.inference_mode(), progress_bar(f"Extracting features ({split}, {what})", len(loader)) as advance:
+        example = model.detector.transform([fabric.to_device(dataset[indices[0]][0])])[0].tensors
+        with batchnorm_folded(model.features.backbone, cut, example), torch.inference_mode(), \
+                progress_bar(f"Extracting features ({split}, {what})", len(loader)) as advance:
             for images, _ in loader:
                 x = model.detector.transform(list(fabric.to_device(images)))[0].tensors
                 parts = model.features.run_frozen(x, cut)

@@ -52,6 +52,24 @@ def say(message: object) -> None:
         console.print(message)
 
 
+_shown: set[str] | None = None  # inside warnings_once(): the warnings already printed
+
+
 def warn(message: str) -> None:
-    """Warnings are printed even in quiet mode."""
+    """Warnings are printed even in quiet mode (once each inside ``warnings_once``)."""
+    if _shown is not None:
+        if message in _shown:
+            return
+        _shown.add(message)
     console.print(f"[bold yellow]WARNING:[/] {message}")
+
+
+@contextmanager
+def warnings_once(seen: set[str] | None = None) -> Iterator[None]:
+    """Print each distinct warning once; pass the same ``seen`` set to span several blocks (compare's cells)."""
+    global _shown
+    previous, _shown = _shown, seen if seen is not None else (set() if _shown is None else _shown)
+    try:
+        yield
+    finally:
+        _shown = previous
