@@ -6,10 +6,11 @@ For each DATA folder (default: scikit-image's 200 greyscale 25x25 faces / non-fa
 8x8 greyscale digits, ``--per-class`` images of each digit: small, greyscale and far from ImageNet
 photos, as medical images are), runs
 
-  * ``headstart compare DATA --strategies linear,lp-ft,scratch --seeds N`` and
-  * ``headstart advise DATA --budget S``,
+  * ``headstart advise DATA --budget S`` and
+  * ``headstart compare DATA --models ADVISED --strategies linear,lp-ft,scratch --seeds N``
 
-then checks the two promises: every pretrained strategy is ahead of training from scratch with
+(``compare`` on the backbone ``advise`` recommends), then checks the two promises: every pretrained
+strategy is ahead of training from scratch with
 non-overlapping 95 % intervals, and the advisor's pick scores within the interval of the best
 strategy that ``compare`` found. Prints a table; writes ``benchmarks/results/evidence.json``.
 Point it at your own folder (a few hundred medical images in class folders) to see the same on it.
@@ -42,14 +43,15 @@ def digits_subset(folder: Path, per_class: int) -> Path:
 
 
 def check(data: Path, out: Path, seeds: int, budget: float) -> dict:
-    result = compare(data, out / "compare", strategy_names=["linear", "lp-ft", "scratch"], seeds=seeds)
     advice = advise(data, budget_s=budget)
+    rec = advice["recommendation"]  # compare runs on the recommended backbone, so its pick is among the cells
+    result = compare(data, out / "compare", models=[rec["model"]], strategy_names=["linear", "lp-ft", "scratch"],
+                     seeds=seeds)
     rows = {s["strategy"]: s for s in result["summary"]}
     scratch = rows["scratch"]["accuracy"]
     pretrained = {k: v["accuracy"] for k, v in rows.items() if k != "scratch"}
     best_name = max(pretrained, key=lambda k: pretrained[k]["mean"])
     best = pretrained[best_name]
-    rec = advice["recommendation"]
     picked = rows.get(rec["strategy"], {}).get("accuracy")
     return {
         "data": str(data), "items": result["num_items"], "classes": len(result["classes"]),

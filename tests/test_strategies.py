@@ -38,8 +38,10 @@ def _changed(before: dict, after: dict, names) -> dict[str, bool]:
 def test_partial_trains_exactly_the_last_k_groups(digits_dir, tmp_path, session_cache, cache):
     fresh = registry.create_backbone("mobilenet_v2")
     before = {k: v.clone() for k, v in fresh.body.state_dict().items()}
+    # uncached: BatchNorm statistics train too (train.batchnorm=train); cached: the default keeps them
+    batchnorm = "frozen" if cache else "train"
     clf = ImageClassifier(model="mobilenet_v2", strategy="partial:2", epochs=1, cache=cache, cache_views=1,
-                          overrides={"train.lr": 1e-2, "train.backbone_lr_ratio": 1.0})
+                          overrides={"train.lr": 1e-2, "train.backbone_lr_ratio": 1.0, "train.batchnorm": batchnorm})
     clf.fit(digits_dir, out=tmp_path / "run")
     backbone = clf.model_.backbone
     after = backbone.body.state_dict()
@@ -51,14 +53,16 @@ def test_partial_trains_exactly_the_last_k_groups(digits_dir, tmp_path, session_
             assert all(changed.values()), f"group {index} should train: {changed}"
         else:
             assert not any(changed.values()), f"group {index} should stay frozen"
-    # frozen BatchNorm keeps its running statistics; trainable BatchNorm updates them
+    # frozen groups keep their BatchNorm statistics; trainable groups update them only with train.batchnorm=train
     buffers = [n for n in after if n.endswith("running_mean")]
     frozen_bn = [n for n in buffers if backbone._module_groups[n.rsplit(".", 1)[0]] < g - 2]
     trained_bn = [n for n in buffers if backbone._module_groups[n.rsplit(".", 1)[0]] >= g - 2]
     assert frozen_bn and trained_bn
     assert not any(_changed(before, after, frozen_bn).values())
-    if not cache:
+    if batchnorm == "train":
         assert all(_changed(before, after, trained_bn).values())
+    else:
+        assert not any(_changed(before, after, trained_bn).values())
 
 
 def test_linear_keeps_every_backbone_tensor_including_batchnorm_statistics(digits_dir, tmp_path, session_cache):
@@ -71,3 +75,27 @@ def test_linear_keeps_every_backbone_tensor_including_batchnorm_statistics(digit
     head = clf.model_.head[1].weight
     torch.manual_seed(0)
     assert not torch.equal(head, torch.nn.Linear(head.shape[1], head.shape[0]).weight)  # the head did train
+
+
+@pytest.mark.slow
+def test_fine_tuning_keeps_pretrained_batchnorm_statistics_on_unusual_images(digits_dir, tmp_path, session_cache):
+    """300 tiny greyscale digits: batch statistics of such images shift every feature the head learned."""
+    import shutil
+
+    data = tmp_path / "digits300"
+    for c in sorted(p.name for p in digits_dir.iterdir() if p.is_dir()):
+        (data / c).mkdir(parents=True)
+        for f in sorted((digits_dir / c).iterdir())[:30]:
+            shutil.copy(f, data / c / f.name)
+    jump, fine_tuned, final = {}, {}, {}
+    for batchnorm in ("frozen", "train"):
+        clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", overrides={"train.batchnorm": batchnorm})
+        clf.fit(data, out=tmp_path / batchnorm)
+        head = clf.config.train.head_epochs
+        jump[batchnorm] = clf.history_[head]["train_loss"] / clf.history_[head - 1]["train_loss"]
+        fine_tuned[batchnorm] = max(h["val_accuracy"] for h in clf.history_[head:])
+        final[batchnorm] = clf.metrics_["val_accuracy"]
+    # the popular recipe (batch statistics) throws the trained head off: the loss jumps when fine-tuning starts
+    assert jump["train"] > 2.0 > 1.6 > jump["frozen"], jump
+    assert fine_tuned["frozen"] > fine_tuned["train"] + 0.1, fine_tuned
+    assert final["frozen"] >= final["train"], final

@@ -50,6 +50,10 @@ class TrainConfig(_Section):
     layer_decay: float = Field(0.7, gt=0, le=1.0, description="LR multiplier per group going down")
     weight_decay: float = Field(0.01, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    batchnorm: Literal["frozen", "train"] = Field(
+        "frozen", description="BatchNorm statistics of a pretrained backbone while it fine-tunes: 'frozen' keeps the "
+        "pretrained ones (batch statistics of small, unusual data shift every feature the head learned: README); "
+        "random initial weights always train them")
     early_stopping: int = Field(0, ge=0, description="stop after this many epochs without improvement; 0: off")
     checkpoint_seconds: float = Field(
         10.0, ge=0, description="write the resume checkpoint at most this often (and at every phase end); 0: each epoch")

@@ -254,6 +254,7 @@ def fit(model: nn.Module, data: TaskData, cfg: RunConfig, run_dir: Path, resume:
     if cfg.cache.enabled and not use_cache:
         say("[dim]Feature cache off: " + ("random initial weights" if not pretrained else "several devices") + "[/]")
     model.to(memory_format=torch.channels_last)
+    backbone.batchnorm_statistics_frozen = pretrained and tc.batchnorm == "frozen"
     path = run_dir / CHECKPOINT
     state, ckpt = load_checkpoint(path, model, len(phases)) if resume else (FitState(), None)
     best_state = ckpt["best_model"] if ckpt else None

@@ -41,6 +41,7 @@ class Backbone(nn.Module):
         spec.groups = [LayerGroup(name, prefixes) for name, prefixes, _ in stages]
         self.spec = spec
         self.frozen: set[int] = set()
+        self.batchnorm_statistics_frozen = False  # True: every BatchNorm normalises with its stored statistics
         self.regroup()
 
     def regroup(self) -> None:
@@ -75,9 +76,10 @@ class Backbone(nn.Module):
 
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
-        if mode and self.frozen:
+        if mode and (self.frozen or self.batchnorm_statistics_frozen):
             for name, module in self.body.named_modules():
-                if self._module_groups[name] in self.frozen:
+                if self._module_groups[name] in self.frozen or (
+                        self.batchnorm_statistics_frozen and isinstance(module, nn.modules.batchnorm._BatchNorm)):
                     module.training = False
         return self
 
