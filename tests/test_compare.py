@@ -250,3 +250,16 @@ def test_a_warning_repeated_by_every_cell_prints_once():
         warn("after the comparison")
     text = captured.get()
     assert text.count("nearly uniform") == 1 and text.count("only") == 3 and text.count("after the") == 2
+
+
+def test_advisor_fine_tunes_images_unlike_imagenet_even_when_few():
+    from headstart.advise import recommend
+
+    probe = {"model": "mobilenet_v2", "items": 300, "accuracy": 0.72, "knn_accuracy": 0.7, "probe_val": 90,
+             "images_per_second": 300.0, "accuracy_interval": [0.62, 0.8]}
+    photos = {"images": {"greyscale_fraction": 0.0, "min_side": 224}, "imbalance_ratio": 1.0, "train": 240}
+    greyscale = {**photos, "images": {"greyscale_fraction": 1.0, "min_side": 8}}
+    assert recommend([probe], photos, per_class_train=24, n_val=60)["strategy"] == "linear"
+    far = recommend([probe], greyscale, per_class_train=24, n_val=60)
+    assert far["strategy"] == "lp-ft" and any("unlike ImageNet" in r for r in far["reasons"])
+    assert recommend([{**probe, "accuracy": 0.95}], greyscale, 24, 60)["strategy"] == "linear"  # already separable
