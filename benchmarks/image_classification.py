@@ -126,9 +126,9 @@ class _Body(nn.Module):
 def repeated(run, seeds: int) -> dict:
     """``run(seed)`` for each seed: per-seed results, and the mean and 95 % t-interval of accuracy and seconds."""
     runs = [run(seed) for seed in range(seeds)]
-    return {**runs[0], "val_accuracy": mean_ci([r["val_accuracy"] for r in runs])["mean"],
-            "wall_seconds": mean_ci([r["wall_seconds"] for r in runs])["mean"],
-            "accuracy_ci": mean_ci([r["val_accuracy"] for r in runs]), "seconds_ci": mean_ci([r["wall_seconds"] for r in runs]),
+    accuracy, seconds = mean_ci([r["val_accuracy"] for r in runs]), mean_ci([r["wall_seconds"] for r in runs])
+    return {**runs[0], "val_accuracy": accuracy["mean"], "wall_seconds": seconds["mean"],
+            "accuracy_ci": accuracy, "seconds_ci": seconds,
             "per_seed": [{"val_accuracy": r["val_accuracy"], "wall_seconds": r["wall_seconds"]} for r in runs]}
 
 

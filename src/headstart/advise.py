@@ -146,7 +146,6 @@ def _probe_backbone(name: str, order: list[Sample], classes: list[str], deadline
     cfg = load_config(overrides={**cfg_overrides, "model.name": name})
     backbone = registry.create_backbone(name, cfg.model.pretrained, cfg.model.weights)
     spec = backbone.spec
-    tf = eval_transform(spec)
     fabric = engine.make_fabric(cfg.device)
     backbone.eval().to(fabric.device, memory_format=torch.channels_last)
     cut = backbone.num_groups
@@ -155,78 +154,91 @@ def _probe_backbone(name: str, order: list[Sample], classes: list[str], deadline
     load_seconds = time.perf_counter() - started
     # the same extraction path as training (folded BatchNorms, autocast) so cached features are shared
     with batchnorm_folded(backbone, cut, fabric.to_device(torch.zeros(3, spec.input_size, spec.input_size))):
-        cache = FeatureCache(engine.feature_namespace(spec, describe(tf), cfg, cut, False, 0), cfg.cache.dir)
-        feats, labels = [], []
-        compute_seconds, computed_items = 0.0, 0
-        read_cost, compute_cost = None, None  # measured seconds per image: reading+hashing, forward pass
-        stopped, pos = "", 0
-        while pos < len(order):
-            room = deadline - FIT_SECONDS - time.perf_counter()
-            # the next chunk is sized pessimistically (as if no feature were cached) to end within the share
-            per_item = (read_cost or 0.0) + (compute_cost or 0.0)
-            size = FIRST_CHUNK if compute_cost is None else min(CHUNK, int(0.6 * room / max(per_item, 1e-4)))
-            size = min(size, int(0.6 * room / read_cost)) if read_cost else size
-            if room <= 0 or size < 1:
-                stopped = f"budget spent after {pos} of {len(order)} images"
-                break
-            chunk = [Sample(s.path, s.label) for s in order[pos:pos + size]]
-            pos += len(chunk)
-            t0 = time.perf_counter()
-            with quiet_output(True):
-                store = ImageStore(chunk, spec.resize_size, spec.interpolation, budget_mb=512, desc="Reading (probe)")
-            t1 = time.perf_counter()
-            read_cost = max(read_cost or 0.0, (t1 - t0) / len(chunk))
-            if not store.samples:
-                continue
-            dataset = ImageDataset(store.samples, store, tf)
-
-            def compute(indices: list[int], dataset: ImageDataset = dataset) -> torch.Tensor:
-                x = torch.stack([dataset[i][0] for i in indices])
-                with torch.inference_mode(), fabric.autocast():
-                    return backbone.extract(engine.channels_last(fabric.to_device(x)), cut).float().cpu()
-
-            before = cache.computed
-            feats.append(cache.get([s.key for s in store.samples], compute))
-            labels += [s.label for s in store.samples]
-            if cache.computed > before:
-                seconds = time.perf_counter() - t1
-                compute_seconds += seconds
-                computed_items += cache.computed - before
-                compute_cost = seconds / (cache.computed - before)
-        result: dict[str, Any] = {"model": name, "arch": spec.arch, "params_m": round(spec.num_params / 1e6, 2),
-                                  "feature_dim": spec.feature_dim, "items": len(labels),
-                                  "cache": {"items_served": cache.hits, "items_computed": cache.computed},
-                                  "images_per_second": round(computed_items / compute_seconds, 1) if computed_items else None,
-                                  "stopped": stopped, "load_seconds": round(load_seconds, 2)}
-        y = torch.tensor(labels, dtype=torch.long)
-        counts = torch.bincount(y, minlength=len(classes)) if labels else torch.zeros(len(classes))
-        if not labels or int(counts.min()) < 2:
-            result.update(accuracy=None, reason="fewer than 2 images of some class were probed within the budget")
-            result["seconds"] = round(time.perf_counter() - started, 2)
-            return result
-        x = torch.cat(feats)
-        result["_features"], result["_labels"] = x, y  # for the paired comparison; not part of the advice
-        train, val = stratified_split(labels, 0.3, seed)
-        logits = logistic_probe(x[train], y[train], x[val], len(classes))
-        knn = knn_probe(x[train], y[train], x[val], len(classes))
-        lin = classification_report(logits, y[val], classes)
-        kn = classification_report(knn, y[val], classes)
-        correct = round(lin["accuracy"] * len(val))
-        result.update(accuracy=lin["accuracy"], macro_f1=lin["macro_f1"], knn_accuracy=kn["accuracy"],
-                      knn_macro_f1=kn["macro_f1"], probe_train=len(train), probe_val=len(val),
-                      accuracy_interval=[round(v, 4) for v in wilson(correct, len(val))],
-                      baseline_accuracy=lin["baseline"]["accuracy"])
-        if result["images_per_second"] is None and time.perf_counter() + 2.0 < deadline:  # all cached: time a batch
-            with quiet_output(True):
-                one = ImageStore(order[:1], spec.resize_size, spec.interpolation, desc="Timing")
-            x4 = torch.stack([ImageDataset(one.samples, one, tf)[0][0]] * 4)
-            t0 = time.perf_counter()
-            with torch.inference_mode(), fabric.autocast():
-                backbone.extract(engine.channels_last(fabric.to_device(x4)), cut)
-            result["images_per_second"] = round(4 / max(time.perf_counter() - t0, 1e-6), 1)
-            result["images_per_second_from"] = "one timed batch of 4 (all features were cached)"
+        feats, labels, extraction = _probe_features(backbone, fabric, cfg, order, deadline)
+    result: dict[str, Any] = {"model": name, "arch": spec.arch, "params_m": round(spec.num_params / 1e6, 2),
+                              "feature_dim": spec.feature_dim, "items": len(labels), **extraction,
+                              "load_seconds": round(load_seconds, 2)}
+    y = torch.tensor(labels, dtype=torch.long)
+    counts = torch.bincount(y, minlength=len(classes)) if labels else torch.zeros(len(classes))
+    if not labels or int(counts.min()) < 2:
+        result.update(accuracy=None, reason="fewer than 2 images of some class were probed within the budget")
+        result["seconds"] = round(time.perf_counter() - started, 2)
+        return result
+    x = torch.cat(feats)
+    result["_features"], result["_labels"] = x, y  # for the paired comparison; not part of the advice
+    train, val = stratified_split(labels, 0.3, seed)
+    logits = logistic_probe(x[train], y[train], x[val], len(classes))
+    knn = knn_probe(x[train], y[train], x[val], len(classes))
+    lin = classification_report(logits, y[val], classes)
+    kn = classification_report(knn, y[val], classes)
+    correct = round(lin["accuracy"] * len(val))
+    result.update(accuracy=lin["accuracy"], macro_f1=lin["macro_f1"], knn_accuracy=kn["accuracy"],
+                  knn_macro_f1=kn["macro_f1"], probe_train=len(train), probe_val=len(val),
+                  accuracy_interval=[round(v, 4) for v in wilson(correct, len(val))],
+                  baseline_accuracy=lin["baseline"]["accuracy"])
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def _probe_features(backbone: Any, fabric: Any, cfg: Any, order: list[Sample],
+                    deadline: float) -> tuple[list[torch.Tensor], list[int], dict[str, Any]]:
+    """Pooled features of a prefix of ``order``, chunk by chunk until the time left is spent.
+
+    Returns the features, their labels, and the cache counts, images/s and why it stopped.
+    """
+    spec, cut = backbone.spec, backbone.num_groups
+    tf = eval_transform(spec)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), fabric.autocast():
+            return backbone.extract(engine.channels_last(fabric.to_device(x)), cut).float().cpu()
+
+    cache = FeatureCache(engine.feature_namespace(spec, describe(tf), cfg, cut, False, 0), cfg.cache.dir)
+    feats, labels = [], []
+    compute_seconds, computed_items = 0.0, 0
+    read_cost, compute_cost = None, None  # measured seconds per image: reading+hashing, forward pass
+    stopped, pos = "", 0
+    while pos < len(order):
+        room = deadline - FIT_SECONDS - time.perf_counter()
+        # the next chunk is sized pessimistically (as if no feature were cached) to end within the share
+        per_item = (read_cost or 0.0) + (compute_cost or 0.0)
+        size = FIRST_CHUNK if compute_cost is None else min(CHUNK, int(0.6 * room / max(per_item, 1e-4)))
+        size = min(size, int(0.6 * room / read_cost)) if read_cost else size
+        if room <= 0 or size < 1:
+            stopped = f"budget spent after {pos} of {len(order)} images"
+            break
+        chunk = [Sample(s.path, s.label) for s in order[pos:pos + size]]
+        pos += len(chunk)
+        t0 = time.perf_counter()
+        with quiet_output(True):
+            store = ImageStore(chunk, spec.resize_size, spec.interpolation, budget_mb=512, desc="Reading (probe)")
+        t1 = time.perf_counter()
+        read_cost = max(read_cost or 0.0, (t1 - t0) / len(chunk))
+        if not store.samples:
+            continue
+        dataset = ImageDataset(store.samples, store, tf)
+        before = cache.computed
+        feats.append(cache.get([s.key for s in store.samples],
+                               lambda indices, d=dataset: forward(torch.stack([d[i][0] for i in indices]))))
+        labels += [s.label for s in store.samples]
+        if cache.computed > before:
+            seconds = time.perf_counter() - t1
+            compute_seconds += seconds
+            computed_items += cache.computed - before
+            compute_cost = seconds / (cache.computed - before)
+    info: dict[str, Any] = {"cache": {"items_served": cache.hits, "items_computed": cache.computed},
+                            "images_per_second": round(computed_items / compute_seconds, 1) if computed_items else None,
+                            "stopped": stopped}
+    if not computed_items and order and time.perf_counter() + FIT_SECONDS + 2.0 < deadline:  # all cached: time a batch
+        with quiet_output(True):
+            one = ImageStore(order[:1], spec.resize_size, spec.interpolation, desc="Timing")
+        if one.samples:
+            x4 = torch.stack([ImageDataset(one.samples, one, tf)[0][0]] * 4)
+            t0 = time.perf_counter()
+            forward(x4)
+            info["images_per_second"] = round(4 / max(time.perf_counter() - t0, 1e-6), 1)
+            info["images_per_second_from"] = "one timed batch of 4 (all features were cached)"
+    return feats, labels, info
 
 
 def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = None,

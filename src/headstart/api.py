@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from headstart import engine, html_report, registry, runs
+from headstart import engine, registry, runs
 from headstart.config import RunConfig, load_config
 from headstart.data.images import (
     ImageData,
@@ -108,16 +108,13 @@ class ImageClassifier(ClassifierFacade):
         runs.write_meta(run, task=TASK, status="running", data=str(Path(data).resolve()), data_fingerprint=fingerprint)
         fabric = engine.make_fabric(cfg.device)
         state = engine.fit(model, imdata, cfg, run, resume=resume, fabric=fabric)
-        self.splits_val_ = imdata.splits["val"]
 
         self._finish(run, data, splits, imdata, model, fabric, state,
                      data_warnings=imdata.store.warnings() + splits.notes)
         return self
 
-    def _write_task_outputs(self, run: Path, metrics: dict, summary: dict) -> None:
-        val = self.splits_val_
-        predictions = ([s.path for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
-        html_report.write_classifier_report(run, metrics, summary, self.config, self.classes_, predictions)
+    def _report_item(self, sample: Sample) -> Path:
+        return sample.path
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, inputs: str | Path | list[str | Path]) -> tuple[list[Path], torch.Tensor]:

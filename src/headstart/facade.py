@@ -60,8 +60,14 @@ class ClassifierFacade(Facade):
 
     NOUN = "items"  # what one sample is called in messages
     SKIPPED = "files"  # what a skipped input is called
+    REPORT_IMAGES = True  # report.html shows mistaken items as thumbnails (else as texts)
     config: Any
     val_logits_: Any = None
+    splits_val_: Any = None  # validation samples, in the order of ``val_logits_``
+
+    def _report_item(self, sample: Any) -> str | Path:
+        """What report.html shows of a mistaken validation sample (an image path, a text)."""
+        raise NotImplementedError
 
     def _finish(self, run: Path, data: str | Path, splits: Any, task_data: Any, model: Any, fabric: Any,
                 state: Any, **extra_metrics: Any) -> None:
@@ -76,6 +82,7 @@ class ClassifierFacade(Facade):
         self.model_, self.classes_ = model, splits.classes
         self.train_counts_ = torch.bincount(task_data.labels("train"), minlength=len(splits.classes)).tolist()
         self.history_, self.run_dir_ = state.history, run
+        self.splits_val_ = task_data.splits["val"]
         started = time.perf_counter()
         metrics: dict[str, Any] = {"model": cfg.model.name, "strategy": cfg.train.strategy,
                                    "classes": splits.classes, "best_epoch": state.best_epoch}
@@ -103,7 +110,9 @@ class ClassifierFacade(Facade):
         self._write_outputs(run, data, splits, metrics, state)
 
     def _write_outputs(self, run: Path, data: str | Path, splits: Any, metrics: dict, state: Any) -> None:
-        from headstart import reports
+        import torch
+
+        from headstart import html_report, reports
 
         cfg = self.config
         runs.save_classifier(run, self.model_, self.classes_, self.train_counts_, cfg.model.dropout)
@@ -117,6 +126,10 @@ class ClassifierFacade(Facade):
                    "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"],
                    "items": self.NOUN, "skipped_what": self.SKIPPED}
         reports.write_report_md(run, metrics, summary)
+        val = self.splits_val_
+        predictions = ([self._report_item(s) for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
+        html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,
+                                            is_image=self.REPORT_IMAGES)
         self._write_task_outputs(run, metrics, summary)
         runs.write_meta(run, status="complete")
         (run / engine.CHECKPOINT).unlink(missing_ok=True)
@@ -126,4 +139,4 @@ class ClassifierFacade(Facade):
         say(f"Run folder: [bold]{run}[/] (report.md, metrics.json, learning_curve.png, confusion_matrix.png)")
 
     def _write_task_outputs(self, run: Path, metrics: dict, summary: dict) -> None:
-        """Outputs only one task writes (tokenizer files, report.html...)."""
+        """Outputs only one task writes (tokenizer files...)."""

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from headstart import engine, html_report, registry, runs, strategies
+from headstart import engine, registry, runs, strategies
 from headstart.api import SHORTCUTS
 from headstart.backbones import hf_text
 from headstart.config import RunConfig, load_config, parse_override
-from headstart.data.text import TextData, TextSplits, TokenDataset, discover, labelled_texts, tokenize
+from headstart.data.text import TextData, TextSample, TextSplits, TokenDataset, discover, labelled_texts, tokenize
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.facade import ClassifierFacade, check_run_target
 from headstart.metrics import classification_report
@@ -73,6 +73,7 @@ class TextClassifier(ClassifierFacade):
     TASK = TASK
     NOUN = "texts"
     SKIPPED = "rows"
+    REPORT_IMAGES = False
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -131,17 +132,15 @@ class TextClassifier(ClassifierFacade):
         state = engine.fit(model, tdata, cfg, run, resume=resume, fabric=fabric)
 
         self.tokenizer_ = tokenizer
-        self.splits_val_ = tdata.splits["val"]  # in the order of the validation logits
         self._finish(run, data, splits, tdata, model, fabric, state, truncated=tdata.truncated,
                      max_length=max_length, data_warnings=splits.notes)
         return self
 
     def _write_task_outputs(self, run: Path, metrics: dict, summary: dict) -> None:
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
-        val = self.splits_val_
-        predictions = ([s.text for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
-        html_report.write_classifier_report(run, metrics, summary, self.config, self.classes_, predictions,
-                                            is_image=False)
+
+    def _report_item(self, sample: TextSample) -> str:
+        return sample.text
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, texts: str | list[str]) -> tuple[list[str], torch.Tensor]:

@@ -11,6 +11,7 @@ is never changed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,15 +50,13 @@ def _pairs(backbone: Backbone, end: int, example: torch.Tensor) -> list[tuple[nn
     finally:
         for hook in hooks:
             hook.remove()
-    runs: dict[int, int] = {}
-    for module, _, _ in calls:
-        runs[id(module)] = runs.get(id(module), 0) + 1
+    runs = Counter(id(module) for module, _, _ in calls)
     producers = {id(out): m for m, _, out in calls if isinstance(m, nn.Conv2d)}
     pairs = []
     for module, inp, _ in calls:
         conv = producers.get(id(inp))
-        if (type(module) in _FOLDABLE and conv is not None and not module.training
-                and module.running_mean is not None and runs[id(module)] == 1 and runs[id(conv)] == 1):
+        if (type(module) in _FOLDABLE and conv is not None and module.running_mean is not None
+                and runs[id(module)] == 1 and runs[id(conv)] == 1):
             pairs.append((conv, module))
     return pairs
 
