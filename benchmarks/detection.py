@@ -21,18 +21,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from headstart.detection_api import Detector
+from headstart.tasks.detection.task import Detector
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 
 
 def run(name: str, model: str, pretrained: bool, strategy: str, args: argparse.Namespace, root: Path,
         time_budget: float = 0.0, family: str = "fcos") -> dict:
-    overrides = {"detection.eval_every": args.epochs, "detection.neck_channels": args.neck,
+    overrides = {"train.eval_every": args.epochs, "detection.neck_channels": args.neck,
                  "detection.head_convs": args.head_convs, "cache.dir": str(root / "cache"),
                  "train.batch_size": args.batch_size, "train.lr": args.lr}
     if time_budget:
-        overrides["detection.time_budget"] = time_budget
+        overrides["train.time_budget"] = time_budget
     det = Detector(model=model, family=family, strategy=strategy, epochs=args.epochs, classes=args.classes,
                    pretrained=pretrained, image_size=args.size, cache_views=args.views, seed=args.seed,
                    overrides=overrides)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 os.environ.setdefault("HEADSTART_QUIET", "1")
 
-from headstart.advise import advise  # noqa: E402
-from headstart.compare import compare  # noqa: E402
 from headstart.datasets import write_digits, write_faces  # noqa: E402
+from headstart.evidence.advise import advise  # noqa: E402
+from headstart.evidence.compare import compare  # noqa: E402
 
 
 def digits_subset(folder: Path, per_class: int) -> Path:

@@ -31,11 +31,11 @@ from torch import nn  # noqa: E402
 from torchvision import datasets  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
-from headstart import registry  # noqa: E402
-from headstart.api import ImageClassifier  # noqa: E402
-from headstart.backbones.fusion import batchnorm_folded  # noqa: E402
-from headstart.compare import mean_ci  # noqa: E402
-from headstart.engine import autocast_images, channels_last, resolve_precision  # noqa: E402
+from headstart.core.backbones import registry  # noqa: E402
+from headstart.core.backbones.fusion import batchnorm_folded  # noqa: E402
+from headstart.core.loop import autocast_images, channels_last, resolve_precision  # noqa: E402
+from headstart.evidence.compare import mean_ci  # noqa: E402
+from headstart.tasks.image.task import ImageClassifier  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera_data"
 

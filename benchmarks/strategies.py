@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HEADSTART_QUIET", "1")
 
-from headstart.api import ImageClassifier  # noqa: E402
+from headstart.tasks.image.task import ImageClassifier  # noqa: E402
 
 RECIPES = {
     "linear (10 epochs, 4 cached views)": {"strategy": "linear", "epochs": 10},

@@ -30,10 +30,10 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from headstart.backbones import hf_text  # noqa: E402
-from headstart.data.splits import stratified_split  # noqa: E402
-from headstart.metrics import classification_report  # noqa: E402
-from headstart.text_api import TextClassifier  # noqa: E402
+from headstart.core.backbones import hf_text  # noqa: E402
+from headstart.core.splits import stratified_split  # noqa: E402
+from headstart.tasks.classification.metrics import classification_report  # noqa: E402
+from headstart.tasks.text.task import TextClassifier  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam" / "SMSSpamCollection.tsv"
 

@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 
-from headstart import registry
-from headstart.api import ImageClassifier
-from headstart.cache import FeatureCache
-from headstart.data.images import ImageData, discover
+from headstart.core.backbones import registry
+from headstart.core.cache import FeatureCache
+from headstart.tasks.image.data import ImageData, discover
+from headstart.tasks.image.task import ImageClassifier
 
 
 def test_cache_store_hits_and_namespaces(tmp_path):
@@ -57,18 +57,19 @@ def test_second_run_hits_and_a_changed_file_or_preprocessing_misses(digits_dir, 
 
 
 def test_cached_features_equal_the_uncached_forward(digits_dir, tmp_path):
-    from headstart import engine
     from headstart.config import load_config
-    from headstart.tasks.classification import TransferClassifier
+    from headstart.core import loop
+    from headstart.tasks.classification.model import TransferClassifier
+    from headstart.tasks.classification.training import ClassificationSteps
 
     cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "model.name": "mobilenet_v2",
                                  "device.precision": "32-true"})
     backbone = registry.create_backbone("mobilenet_v2")
     data = ImageData(discover(digits_dir), backbone.spec)
     model = TransferClassifier(backbone, len(data.classes)).eval()
-    fabric = engine.make_fabric(cfg.device)
+    fabric = loop.make_fabric(cfg.device)
     for cut in (backbone.num_groups, backbone.num_groups - 2):
-        cached = engine.cached_features(fabric, model, data, cfg, "val", cut, False, 0, [])
+        cached = ClassificationSteps(data, cfg).features(fabric, model, "val", cut, False, 0)
         with torch.no_grad():
             direct = torch.cat([backbone.extract(x, cut) for x, _ in
                                 torch.utils.data.DataLoader(data.dataset("val", False, 0), batch_size=16)])

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from headstart import compare as comparison
-from headstart.advise import advise, wilson
 from headstart.errors import ConfigError
+from headstart.evidence import compare as comparison
+from headstart.evidence.advise import advise, wilson
 
 
 def test_mean_ci_matches_the_t_distribution_on_known_examples():
@@ -188,7 +188,7 @@ def test_advise_respects_its_budget_and_reuses_the_cache(tmp_path):
 
 
 def test_advisor_ranks_backbones_on_the_images_all_of_them_saw():
-    from headstart.advise import paired_scores, recommend
+    from headstart.evidence.advise import paired_scores, recommend
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(200) % 2
@@ -253,7 +253,7 @@ def test_a_warning_repeated_by_every_cell_prints_once():
 
 
 def test_advisor_fine_tunes_images_unlike_imagenet_even_when_few():
-    from headstart.advise import recommend
+    from headstart.evidence.advise import recommend
 
     probe = {"model": "mobilenet_v2", "items": 300, "accuracy": 0.72, "knn_accuracy": 0.7, "probe_val": 90,
              "images_per_second": 300.0, "accuracy_interval": [0.62, 0.8]}

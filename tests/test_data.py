@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from headstart.data.images import ImageStore, discover, labelled_samples
-from headstart.data.splits import stratified_split
+from headstart.core.splits import stratified_split
 from headstart.errors import DataError
+from headstart.tasks.image.data import ImageStore, discover, labelled_samples
 
 
 def _copy_digits(digits_dir: Path, target: Path, classes=("0", "1", "2"), n: int = 8) -> Path:

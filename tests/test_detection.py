@@ -12,13 +12,13 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision import tv_tensors
 
-from headstart import registry
 from headstart.config import DetectionConfig, TrainConfig
-from headstart.data import detection as dd
-from headstart.detection_api import Detector
+from headstart.core.backbones import registry
+from headstart.core.strategies import Phase, apply
 from headstart.errors import DataError, NotFittedError, WeightsNotFoundError
-from headstart.strategies import Phase, apply
-from headstart.tasks.detection import build_detector, build_tv_detector
+from headstart.tasks.detection.model import build_detector, build_tv_detector
+from headstart.tasks.detection.model import data as dd
+from headstart.tasks.detection.task import Detector
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 needs_coco = pytest.mark.skipif(not COCO128.is_dir(), reason=f"coco128 not found at {COCO128} (../shared is absent)")
@@ -170,7 +170,7 @@ def test_missing_coco_weights_fail_fast_naming_the_cache(tmp_path: Path, monkeyp
 
 def test_strategies_freeze_detector_groups_with_frozen_batchnorm() -> None:
     backbone = registry.create_backbone("mobilenet_v2")
-    model = build_detector(backbone, 1, DetectionConfig(family="retinanet"), pretrained=True)
+    model = build_detector(backbone, 1, DetectionConfig(family="retinanet"), freeze_bn=True)
     frozen = apply(model, Phase("partial:2", 1, 2))
     model.apply_frozen_bn()
     model.train()
@@ -203,7 +203,7 @@ def test_predict_before_fit_raises() -> None:
 def _train(out: Path, pretrained: bool, cache_dir: Path) -> Detector:
     det = Detector(model="mobilenet_v2", family="fcos", strategy="linear", epochs=EPOCHS, classes="person",
                    pretrained=pretrained, image_size=256, cache_views=1,
-                   overrides={"detection.eval_every": EPOCHS, "cache.dir": str(cache_dir)})
+                   overrides={"train.eval_every": EPOCHS, "cache.dir": str(cache_dir)})
     return det.fit(COCO128, out=out)
 
 
@@ -266,21 +266,21 @@ def test_run_folder_predict_and_evaluate(pretrained_run: Detector, tmp_path: Pat
 @pytest.mark.slow
 def test_interrupted_run_resumes_from_its_checkpoint(pretrained_run: Detector, cache_dir: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from headstart import detection_engine
+    from headstart.core import loop
 
-    save = detection_engine._save_checkpoint
+    save = loop.save_checkpoint
 
     def save_then_interrupt(*args, **kwargs):
         save(*args, **kwargs)
         raise KeyboardInterrupt  # as if Ctrl-C came right after epoch 1 was saved
 
-    monkeypatch.setattr(detection_engine, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_interrupt)
     det = Detector(model="mobilenet_v2", family="fcos", strategy="linear", epochs=2, classes="person",
                    image_size=256, cache_views=1, overrides={"cache.dir": str(cache_dir)})
     with pytest.raises(KeyboardInterrupt):
         det.fit(COCO128, out=tmp_path / "run")
     assert (tmp_path / "run" / "checkpoint.pt").exists()
-    monkeypatch.setattr(detection_engine, "_save_checkpoint", save)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
     resumed = Detector.resume(tmp_path / "run")
     assert [row["epoch"] for row in resumed.history_] == [1, 2]
     assert resumed.metrics_["cache"]["items_computed"] == 0  # the features of the first run were reused

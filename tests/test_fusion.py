@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from headstart import registry
-from headstart.backbones.fusion import batchnorm_folded
+from headstart.core.backbones import registry
+from headstart.core.backbones.fusion import batchnorm_folded
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "mobilenet_v2"])

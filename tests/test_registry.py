@@ -5,8 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from headstart import registry
-from headstart.backbones import packaged
+from headstart.core.backbones import packaged, registry
 from headstart.errors import WeightsNotFoundError
 
 
@@ -32,7 +31,7 @@ def test_pretrained_efficientnet_recognises_imagenet_photos():
     from skimage import data
     from torchvision.models import MobileNet_V2_Weights
 
-    from headstart.data.transforms import decode, eval_transform
+    from headstart.tasks.image.transforms import decode, eval_transform
 
     entry = packaged.PACKAGED["efficientnet_lite0"]
     model = timm.create_model("tf_efficientnet_lite0")
@@ -117,7 +116,7 @@ def test_local_weights_file_any_architecture(tmp_path):
                                   "timm:vit_tiny_patch16_224", "timm:convnext_atto", "timm:mobilenetv3_small_100"])
 def test_stage_layouts_of_other_families(name):
     """Any split point gives the same features as the whole network (needed by the cache)."""
-    from headstart.backbones import timm_models, torchvision_models
+    from headstart.core.backbones import timm_models, torchvision_models
 
     source, arch, tag = registry.parse(name)
     if source == "tv":

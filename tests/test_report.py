@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from headstart.api import ImageClassifier
-from headstart.html_report import confident_mistakes
+from headstart.core.report.html_report import confident_mistakes
+from headstart.tasks.image.task import ImageClassifier
 
 
 def test_confident_mistakes_are_the_wrong_ones_by_confidence():

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from headstart import registry, strategies
-from headstart.api import ImageClassifier
 from headstart.config import TrainConfig
+from headstart.core import strategies
+from headstart.core.backbones import registry
 from headstart.errors import ConfigError
+from headstart.tasks.image.task import ImageClassifier
 
 
 def test_plans():

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from headstart import html_report, registry, strategies
-from headstart.backbones import hf_text
 from headstart.config import TrainConfig
-from headstart.data import text as textdata
-from headstart.data.splits import stratified_split
+from headstart.core import strategies
+from headstart.core.backbones import hf_text, registry
+from headstart.core.report import html_report
+from headstart.core.splits import stratified_split
 from headstart.errors import ConfigError, DataError, NotFittedError, RunFolderError, WeightsNotFoundError
-from headstart.text_api import TextClassifier
+from headstart.tasks.text import data as textdata
+from headstart.tasks.text.task import TextClassifier
 
 SMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam" / "SMSSpamCollection.tsv"
 needs_sms = pytest.mark.skipif(not SMS.is_file(), reason=f"real SMS data not found at {SMS} (../shared is absent)")

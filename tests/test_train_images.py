@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from headstart.api import ImageClassifier
 from headstart.errors import NotFittedError, RunFolderError
+from headstart.tasks.image.task import ImageClassifier
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,22 @@
-"""headstart: transfer learning and fine-tuning of pretrained models on small datasets."""
+"""headstart: transfer learning and fine-tuning of pretrained models on small datasets.
 
-__version__ = "0.1.0"
+The estimators load on first use (``headstart.ImageClassifier``...), so that importing the package
+(and the CLI) does not import torch.
+"""
 
-from headstart.api import ImageClassifier  # noqa: E402
-from headstart.text_api import TextClassifier  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["ImageClassifier", "TextClassifier", "__version__"]
+from typing import Any
+
+__version__ = "0.2.0"
+
+_ESTIMATORS = {"ImageClassifier": "image", "TextClassifier": "text", "Detector": "detection"}
+__all__ = [*_ESTIMATORS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ESTIMATORS:
+        from headstart.tasks import get_task
+
+        return get_task(_ESTIMATORS[name]).estimator_class()
+    raise AttributeError(f"module 'headstart' has no attribute {name!r}")

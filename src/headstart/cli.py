@@ -1,47 +1,23 @@
-"""The ``headstart`` command: a thin typer layer over the library; it parses, calls and prints."""
+"""The ``headstart`` command: a thin typer layer over the library; it parses, calls and prints.
+
+Tasks come from the registry (``headstart.tasks``). Nothing heavy is imported at start, so that
+``headstart --help`` answers at once: torch and the rest load inside the commands.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from headstart.errors import HeadstartError
+from headstart.tasks import get_task, infer_task, task_names, task_of_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune pretrained models on your own small dataset.")
-
-
-# Task name -> "module:Facade". Every facade offers the same methods: __init__(config=, overrides=,
-# **shortcuts), fit(data, out=), resume(run), load(run), evaluate(data), predict(inputs, top_k=).
-FACADES = {
-    "image": "headstart.api:ImageClassifier",
-    "image-classification": "headstart.api:ImageClassifier",
-    "text": "headstart.text_api:TextClassifier",
-    "text-classification": "headstart.text_api:TextClassifier",
-    "detection": "headstart.detection_api:Detector",
-}
-
-
-def facade(task: str):
-    """The facade class of a task name (``image``...) or of a run folder's recorded task."""
-    import importlib
-
-    if task not in FACADES:
-        raise ValueError(f"Unknown task '{task}'; expected one of {', '.join(sorted(FACADES))}")
-    module, _, name = FACADES[task].partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def facade_for_run(run: Path):
-    from headstart.runs import read_meta
-
-    return facade(read_meta(run)["task"])
+TASKS_HELP = " | ".join(task_names())
 
 
 def _fail(exc: Exception) -> None:
@@ -65,13 +41,20 @@ def _run(fn):
         raise typer.Exit(130) from None
 
 
+def _overrides(items: list[str] | None) -> dict:
+    from headstart.config import parse_override
+
+    return dict(parse_override(o) for o in items or [])
+
+
 @app.command()
 def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lite*', 'tv:resnet*', 'timm:vit_*'"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the backbones headstart knows and whether their weights are available offline now."""
     from rich.console import Console
+    from rich.table import Table
 
-    from headstart import registry
+    from headstart.core.backbones import registry
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     rows = _run(lambda: registry.list_models(pattern))
@@ -91,101 +74,61 @@ def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lit
 
 @app.command()
 def train(
-    data: Path | None = typer.Argument(None, help="image folder (train/ val/ or class folders) or CSV"),
+    data: Path | None = typer.Argument(None, help="data: image folder or CSV, text table, YOLO folder or COCO json"),
     overrides: list[str] | None = typer.Argument(None, help="dotted config overrides, e.g. train.lr=3e-4"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run folder to create"),
     model: str | None = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
     strategy: str | None = typer.Option(None, "--strategy", "-s",
-                                           help="linear | partial:K | full | gradual | lp-ft"),
+                                        help="linear | partial:K | full | gradual | lp-ft | lora (text)"),
     epochs: int | None = typer.Option(None, "--epochs", "-e"),
     seed: int | None = typer.Option(None, "--seed"),
     weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
-                                              help="start from pretrained weights (default) or from scratch"),
-    strict: bool | None = typer.Option(None, "--strict", help="stop at the first unreadable image"),
+                                           help="start from pretrained weights (default) or from scratch"),
+    strict: bool | None = typer.Option(None, "--strict", help="stop at the first unreadable item"),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     resume: Path | None = typer.Option(None, "--resume", help="continue an interrupted run folder"),
-    task: str | None = typer.Option(None, "--task", "-t",
-                                    help="image | text | detection (default: text for tables of texts, else image)"),
+    task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
     text_column: str | None = typer.Option(None, "--text-column", help="text: the column holding the texts"),
     label_column: str | None = typer.Option(None, "--label-column", help="the column holding the labels"),
     max_length: int | None = typer.Option(None, "--max-length", help="text: tokens per text (longer ones are cut)"),
     classes: str | None = typer.Option(None, "--classes", help="detection: train on these classes only, e.g. person,car"),
 ) -> None:
     """Fine-tune a pretrained backbone on DATA and write a run folder."""
-    from headstart.config import parse_override
-
     if resume is not None:
-        _run(lambda: facade_for_run(resume).resume(resume))
+        _run(lambda: task_of_run(resume).estimator_class().resume(resume))
         return
     if data is None or out is None:
         _fail(ValueError("train needs DATA and --out RUN (or --resume RUN)"))
-    if task is None:
-        from headstart.data.text import looks_like_text_data
-
-        task = "text" if looks_like_text_data(data) else "image"
-    extra = dict(parse_override(o) for o in overrides or [])
-    if task in ("text", "text-classification"):
-        extra.update({k: v for k, v in {"text.text_column": text_column, "text.label_column": label_column,
-                                        "text.max_length": max_length}.items() if v is not None})
-    elif text_column is not None or max_length is not None:
-        _fail(ValueError(f"--text-column and --max-length are for --task text, not '{task}'"))
-    elif label_column is not None:
-        extra["data.label_column"] = label_column
-    if classes is not None:
-        if task != "detection":
-            _fail(ValueError(f"--classes applies to --task detection only, not '{task}'"))
-        extra["detection.classes"] = [c.strip() for c in classes.split(",") if c.strip()]
-    _run(lambda: facade(task)(
-        config=config, overrides=extra, model=model, strategy=strategy, epochs=epochs, seed=seed,
-        weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
-    ).fit(data, out=out))
-
-
-@app.command()
-def evaluate(run: Path = typer.Argument(..., help="run folder"),
-             data: Path = typer.Argument(..., help="labelled images: class folders or CSV"),
-             as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON")) -> None:
-    """Metrics of a trained model on labelled data, beside the majority-class baseline."""
-    from headstart.reports import print_metrics
+    task_keywords = {"text_column": text_column, "label_column": label_column, "max_length": max_length,
+                     "classes": classes}
 
     def go() -> None:
-        report = facade_for_run(run).load(run).evaluate(data)
-        if as_json:
-            print(json.dumps(report, indent=2))
-        elif "map_50" in report:  # a detection run
-            from headstart.detection_reports import print_metrics as print_detection_metrics
-
-            print_detection_metrics(report, f"Evaluation of {run} on {data}")
-        else:
-            print_metrics(report, f"Evaluation of {run} on {data}")
+        chosen = get_task(task or infer_task(data))
+        estimator = chosen.estimator_class()(
+            config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
+            weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
+            **{k: v for k, v in task_keywords.items() if v is not None})
+        estimator.fit(data, out=out)
 
     _run(go)
 
 
-def _print_detections(rows: list[dict], fmt: str) -> None:
-    """Detection rows as JSON, CSV (one line per box) or a table."""
-    from headstart.progress import console
+@app.command()
+def evaluate(run: Path = typer.Argument(..., help="run folder"),
+             data: Path = typer.Argument(..., help="labelled data in the layout the run was trained on"),
+             as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON")) -> None:
+    """Metrics of a trained model on labelled data, beside the baseline."""
 
-    if fmt == "json":
-        print(json.dumps(rows, indent=2))
-        return
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
-        for r in rows:
-            for d in r["detections"]:
-                writer.writerow([r["path"], d["label"], f"{d['score']:.4f}", *d["box"]])
-        sys.stdout.write(buf.getvalue())
-        return
-    table = Table()
-    for col in ("file", "boxes", "best detections (label score [x1 y1 x2 y2])"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        best = "; ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in r["detections"][:5])
-        table.add_row(r["path"], str(len(r["detections"])), best)
-    console.print(table)
+    def go() -> None:
+        estimator = task_of_run(run).estimator_class().load(run)
+        report = estimator.evaluate(data)
+        if as_json:
+            print(json.dumps(report, indent=2))
+        else:
+            estimator.print_metrics(report, f"Evaluation of {run} on {data}")
+
+    _run(go)
 
 
 @app.command()
@@ -196,48 +139,21 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
             save_images: Path | None = typer.Option(None, "--save-images",
                                                     help="detection: write each image with its boxes drawn here")) -> None:
-    """Predict the class of each image, with probabilities (detection runs: boxes, labels, scores)."""
-    from headstart.progress import console
-
+    """Predict each input with the run's model (classes with probabilities; detection runs: boxes)."""
     if fmt not in {"table", "json", "csv"}:
         _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
 
     def go() -> None:
-        cls = facade_for_run(run)
-        items = list(inputs or [])
-        if getattr(cls, "__name__", "") == "TextClassifier":
-            from headstart.data.text import texts_from_arguments
-
-            items = texts_from_arguments(items, file)
-        elif file is not None or (items and not any(Path(i).exists() for i in items)):
-            raise ValueError(f"{run} holds an image model, and {str(file or items[0])!r} is not an image file or "
-                             "folder: pass image files or folders; classify texts with a text run folder")
+        chosen = task_of_run(run)
+        cls = chosen.estimator_class()
+        items = cls.cli_inputs(list(inputs or []), file)
         if not items:
-            raise ValueError("predict needs inputs: image files/folders, or texts (or --file) for a text run")
-        if getattr(cls, "__name__", "") == "Detector":
-            _print_detections(cls.load(run).predict(items, save_images=save_images), fmt)
-            return
-        if save_images is not None:
-            raise ValueError(f"--save-images applies to detection runs; {run} holds a classifier")
-        rows = cls.load(run).predict(items, top_k=top_k)
-        if fmt == "json":
-            print(json.dumps(rows, indent=2))
-        elif fmt == "csv":
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            writer.writerow(["text" if rows and "text" in rows[0] else "path", "label", "probability", "top_k"])
-            for r in rows:
-                writer.writerow([r.get("path", r.get("text")), r["label"], f"{r['probability']:.6f}",
-                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])])
-            sys.stdout.write(buf.getvalue())
-        else:
-            table = Table()
-            for col in ("text" if rows and "text" in rows[0] else "file", "label", "probability", f"top {top_k}"):
-                table.add_column(col, overflow="fold")
-            for r in rows:
-                table.add_row(r.get("path", r.get("text")), r["label"], f"{r['probability']:.3f}",
-                              ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
-            console.print(table)
+            raise ValueError(f"predict needs inputs: {chosen.inputs} (or --file for a text run)")
+        if save_images is not None and chosen.name != "detection":
+            raise ValueError(f"--save-images applies to detection runs; {run} holds a {chosen.name} model")
+        extra = {"save_images": save_images} if save_images is not None else {}
+        estimator = cls.load(run)
+        estimator.print_predictions(estimator.predict(items, top_k=top_k, **extra), fmt, top_k)
 
     _run(go)
 
@@ -246,11 +162,12 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run folder"),
          data_dir: Path = typer.Option(Path("data/digits"), "--data", help="where the demo images are written")) -> None:
     """Fine-tune the default backbone on scikit-learn's handwritten digits (real images, offline)."""
-    from headstart.api import ImageClassifier
-    from headstart.datasets import write_digits
-    from headstart.progress import say
 
     def go() -> None:
+        from headstart.datasets import write_digits
+        from headstart.progress import say
+        from headstart.tasks.image.task import ImageClassifier
+
         folder = write_digits(data_dir)
         say(f"Demo data: {folder} (scikit-learn digits as PNG class folders)")
         target = out
@@ -270,56 +187,58 @@ def _csv_list(text: str | None) -> list[str] | None:
 
 @app.command()
 def compare(
-    data: Path = typer.Argument(..., help="image folder or CSV (or a text table with --task text)"),
+    data: Path = typer.Argument(..., help="data of any task (image folder or CSV, text table, detection set)"),
     overrides: list[str] | None = typer.Argument(None, help="dotted config overrides for every cell, e.g. cache.views=2"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for compare.json, the plots, report.html and the runs"),
-    task: str = typer.Option("image", "--task", "-t", help="image | text"),
-    models: str | None = typer.Option(None, "--models", help="comma-separated backbones (default: the configured one)"),
+    task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
+    models: str | None = typer.Option(None, "--models", help="comma-separated backbones (default: the task's default)"),
     strategies: str = typer.Option("linear,lp-ft,scratch", "--strategies",
-                                   help="comma-separated: linear, lp-ft, partial:K, full, gradual, scratch"),
-    seeds: int = typer.Option(3, "--seeds", min=1, help="seeded stratified splits per cell"),
+                                   help="comma-separated: linear, lp-ft, partial:K, full, gradual, lora, scratch"),
+    seeds: int = typer.Option(3, "--seeds", min=1, help="seeded splits per cell"),
     shots: str | None = typer.Option(None, "--shots", help="learning curve: examples per class, e.g. 5,10,25,all"),
     epochs: int | None = typer.Option(None, "--epochs", "-e", help="main-phase epochs of every pretrained strategy"),
     val_fraction: float = typer.Option(0.2, "--val-fraction", help="validation share of each split"),
     verbose: bool = typer.Option(False, "--verbose", help="show every run's own output"),
 ) -> None:
     """Compare strategies (and training from scratch) on DATA over seeded splits: table, JSON, plots, report."""
-    from headstart import compare as comparison
-    from headstart.config import parse_override
 
-    extra = dict(parse_override(o) for o in overrides or [])
-    _run(lambda: comparison.compare(data, out, task=task, models=_csv_list(models),
-                                    strategy_names=_csv_list(strategies) or [], seeds=seeds,
-                                    shots=comparison.parse_shots(shots), val_fraction=val_fraction, epochs=epochs,
-                                    overrides=extra, verbose=verbose))
+    def go() -> None:
+        from headstart.evidence import compare as comparison
+
+        comparison.compare(data, out, task=task or infer_task(data), models=_csv_list(models),
+                           strategy_names=_csv_list(strategies) or [], seeds=seeds,
+                           shots=comparison.parse_shots(shots), val_fraction=val_fraction, epochs=epochs,
+                           overrides=_overrides(overrides), verbose=verbose)
+
+    _run(go)
 
 
 @app.command()
 def advise(
-    data: Path = typer.Argument(..., help="image folder (class folders or train/ val/) or CSV"),
+    data: Path = typer.Argument(..., help="data of any task (image folder or CSV, text table, detection set)"),
     budget: float = typer.Option(60.0, "--budget", help="seconds to spend probing (about a minute on a CPU)"),
+    task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
     models: str | None = typer.Option(None, "--models", help="comma-separated backbones (default: all available)"),
     run: bool = typer.Option(False, "--run", help="then train the recommendation (needs --out)"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run folder for --run"),
     as_json: bool = typer.Option(False, "--json", help="print the advice as JSON"),
 ) -> None:
     """Probe the available backbones on cached features and recommend a backbone and a strategy, saying why."""
-    from headstart import advise as advisor
-
     if run and out is None:
         _fail(ValueError("advise --run trains the recommendation: give it a run folder with --out RUN"))
 
     def go() -> None:
-        advice = advisor.advise(data, budget_s=budget, models=_csv_list(models))
+        from headstart.evidence import advise as advisor
+
+        chosen = get_task(task or infer_task(data))
+        advice = advisor.advise(data, budget_s=budget, models=_csv_list(models), task=chosen.name)
         if as_json:
             print(json.dumps(advice, indent=2))
         else:
             advisor.print_advice(advice)
         if run:
-            from headstart.api import ImageClassifier
-
             rec = advice["recommendation"]
-            ImageClassifier(model=rec["model"], strategy=rec["strategy"]).fit(data, out=out)
+            chosen.estimator_class()(model=rec["model"], strategy=rec["strategy"]).fit(data, out=out)
             (out / "advice.json").write_text(json.dumps(advice, indent=2))  # why this model and strategy
 
     _run(go)

@@ -54,7 +54,11 @@ class TrainConfig(_Section):
         "frozen", description="BatchNorm statistics of a pretrained backbone while it fine-tunes: 'frozen' keeps the "
         "pretrained ones (batch statistics of small, unusual data shift every feature the head learned: README); "
         "random initial weights always train them")
-    early_stopping: int = Field(0, ge=0, description="stop after this many epochs without improvement; 0: off")
+    early_stopping: int = Field(0, ge=0, description="stop after this many validations without improvement; 0: off")
+    eval_every: int = Field(1, ge=1, description="validate every this many epochs (and at the end of each phase)")
+    time_budget: float = Field(0.0, ge=0.0, description="stop training after this many seconds; 0: no limit")
+    warmup: float = Field(0.25, gt=0.0, lt=1.0, description="share of each phase's steps spent warming the LR up")
+    clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; default: no clipping")
     checkpoint_seconds: float = Field(
         10.0, ge=0, description="write the resume checkpoint at most this often (and at every phase end); 0: each epoch")
     select_metric: Literal["accuracy", "macro_f1", "auto"] = "auto"
@@ -96,17 +100,14 @@ class DetectionConfig(_Section):
     image_size: int = Field(320, ge=64, le=2048, description="letterbox size: longer side resized to this, padded square")
     neck_channels: int = Field(32, ge=8, description="FPN channels (32: as good as 64 on coco128 person at half the CPU time)")
     head_convs: int = Field(1, ge=0, le=4, description="conv layers per FCOS head branch")
-    freeze_bn: bool = Field(True, description="pretrained backbones: BatchNorm keeps its ImageNet statistics (frozen BN)")
     score_thresh: float = Field(0.05, ge=0.0, lt=1.0, description="keep detections above this score (0.05: for mAP)")
     nms_thresh: float = Field(0.5, gt=0.0, le=1.0)
     detections_per_img: int = Field(100, ge=1)
     draw_score: float = Field(0.3, ge=0.0, le=1.0, description="score above which boxes are drawn on images")
-    eval_every: int = Field(1, ge=1, description="validate (mAP) every this many epochs and at the end of each phase")
-    time_budget: float = Field(0.0, ge=0.0, description="stop training after this many seconds; 0: no limit")
 
 
 class RunConfig(_Section):
-    task: Literal["image", "text", "detection"] = "image"
+    task: str = Field("image", description="the task (see headstart.tasks): image, text, detection...")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -118,8 +119,14 @@ class RunConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def dump(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+    def dump(self, path: Path, task: Any = None) -> None:
+        """Write the resolved config; ``task`` given: without the sections only other tasks read."""
+        data = self.to_dict()
+        if task is not None:
+            for section in ("text", "detection"):
+                if section != task.section:
+                    data.pop(section, None)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def _check_keys(data: dict, model: type[BaseModel], where: str = "") -> None:

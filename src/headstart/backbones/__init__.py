@@ -1,5 +1,0 @@
-"""Backbone adapters, one module per weight source; ``Backbone`` is the common contract."""
-
-from headstart.backbones.base import Backbone
-
-__all__ = ["Backbone"]

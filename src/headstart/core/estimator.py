@@ -1,0 +1,245 @@
+"""The Python API's base class: one ``__init__``, one config builder and one ``fit`` for every task.
+
+``ImageClassifier``, ``TextClassifier``, ``Detector`` (and any registered task) subclass
+``Estimator`` and fill in a few hooks: read the data and build the model (``_prepare``), the
+loop's ``Steps``, the final evaluation and the task's own outputs. Everything else is here: the
+run folder checks, the data fingerprint that guards resume, the training loop, saving and loading
+the model, ``resume``, ``save`` and the not-fitted check. As in scikit-learn, ``fit`` returns
+``self`` and learned attributes end in ``_``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from headstart.config import RunConfig, load_config, parse_override
+from headstart.errors import ConfigError, NotFittedError, RunFolderError
+from headstart.tasks import get_task, task_names
+from headstart.tasks.base import COMMON_SHORTCUTS, Task
+
+
+def build_config(task: Task, config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
+                 **keywords: Any) -> RunConfig:
+    """A validated RunConfig: the task's defaults <- YAML ``config`` <- ``overrides`` <- keyword arguments.
+
+    Keywords are the common ones (``model``, ``strategy``, ``epochs``...) and the task's own
+    (``Task.shortcuts``); a keyword or a config key that belongs to another task is an error.
+    """
+    if isinstance(overrides, list):
+        overrides = dict(parse_override(o) for o in overrides)
+    merged = dict(overrides or {})
+    known = {**COMMON_SHORTCUTS, **task.shortcuts}
+    for name, value in keywords.items():
+        if name not in known:
+            owners = [t for t in task_names() if name in get_task(t).shortcuts]
+            where = f" (it is for --task {', '.join(owners)})" if owners else ""
+            raise ConfigError(f"Unknown argument '{name}' for task '{task.name}'{where}; expected one of "
+                              f"{', '.join(sorted(known))} or overrides={{'section.key': value}}")
+        if name == "classes" and isinstance(value, str):
+            value = [c.strip() for c in value.split(",") if c.strip()]
+        if value is not None:
+            merged[known[name]] = value
+    cfg = load_config(config, merged, base=copy.deepcopy({**task.defaults, "task": task.name}))
+    if cfg.task != task.name:
+        raise ConfigError(f"This config is for task '{cfg.task}', not '{task.name}': use the {cfg.task} estimator "
+                          f"or --task {cfg.task}")
+    foreign = _foreign_keys(task, config, merged)
+    if foreign:
+        raise ConfigError(f"Config key(s) {', '.join(foreign)} belong to another task; task '{task.name}' does not "
+                          "read them (remove them or choose that --task)")
+    return cfg
+
+
+def _foreign_keys(task: Task, config: str | Path | None, merged: dict[str, Any]) -> list[str]:
+    """Keys the user gave that sit in another task's config section."""
+    import yaml
+
+    other = {get_task(t).section for t in task_names()} - {task.section, None}
+    given = list(merged)
+    if config is not None:
+        loaded = yaml.safe_load(Path(config).read_text()) or {}
+        given += [f"{k}.{kk}" for k, v in loaded.items() if isinstance(v, dict) for kk in v]
+    return sorted({k for k in given if k.split(".")[0] in other})
+
+
+def check_run_target(run: Path, resume: bool) -> None:
+    """Refuse to overwrite a finished run or to silently restart an unfinished one."""
+    from headstart.core import loop, runfolder
+
+    if resume:
+        return
+    if (run / loop.CHECKPOINT).exists():
+        raise RunFolderError(f"{run} holds an unfinished run: continue it with 'headstart train --resume {run}' "
+                             "or choose another --out")
+    if (run / runfolder.META).exists() and runfolder.read_meta(run).get("status") == "complete":
+        raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")
+
+
+@dataclass
+class Prepared:
+    """What ``_prepare`` hands to ``fit``: the model, the task's data object, and its summary."""
+
+    model: Any  # an nn.Module with ``backbone`` (layer groups) and ``head``
+    data: Any  # the task's data object; ``keys(split)`` gives the items' content hashes
+    splits: Any  # what the reader found (classes, layout, skipped files, notes)
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific values for ``_finish``
+
+
+class Estimator:
+    """Base of every task's Python API: ``fit`` / ``predict`` / ``predict_proba`` / ``evaluate`` / ``save`` / ``load``."""
+
+    TASK: ClassVar[str] = ""  # the task's name in the registry
+
+    def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
+                 config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
+                 **kwargs: Any) -> None:
+        self.config = build_config(self.task(), config, overrides, model=model, strategy=strategy, epochs=epochs,
+                                   **kwargs)
+        self.model_: Any = None
+        self.classes_: list[str] = []
+        self.metrics_: dict[str, Any] = {}
+        self.history_: list[dict[str, Any]] = []
+        self.run_dir_: Path | None = None
+
+    @classmethod
+    def task(cls) -> Task:
+        return get_task(cls.TASK)
+
+    # ---------------------------------------------------------------- training
+    def fit(self, data: str | Path, out: str | Path | None = None, resume: bool = False):
+        """Train on DATA; the run folder ``out`` (default: a temporary folder) receives every output."""
+        import torch
+
+        from headstart.core import loop, runfolder, strategies
+        from headstart.core.backbones import registry
+        from headstart.progress import say
+
+        cfg = self.config
+        run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"headstart-{self.TASK}-"))
+        check_run_target(run, resume)
+        strategies.parse(cfg.train.strategy, 10**6)  # a bad strategy or model name fails before any data is read
+        try:
+            registry.parse(cfg.model.name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        run.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.train.seed)
+        prepared = self._prepare(data, run)
+        keys = prepared.data.keys("train") + prepared.data.keys("val")
+        fingerprint = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
+        if resume and runfolder.read_meta(run, self.task().run_kind).get("data_fingerprint") != fingerprint:
+            raise RunFolderError(f"The data changed since {run} started (its fingerprint differs): resume needs the "
+                                 "same items; start a new run with another --out")
+        cfg.dump(run / "config.yaml", self.task())
+        runfolder.write_meta(run, task=self.task().run_kind, status="running", data=str(Path(data).resolve()),
+                             data_fingerprint=fingerprint)
+        fabric = loop.make_fabric(cfg.device)
+        steps = self._steps(prepared)
+        state = loop.fit(prepared.model, steps, cfg, run, resume=resume, fabric=fabric)
+        self.model_, self.classes_, self.history_, self.run_dir_ = prepared.model, prepared.splits.classes, state.history, run
+        self.metrics_ = self._finish(run, data, prepared, steps, fabric, state)
+        runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
+                                                **self._spec_info()})
+        self._write_outputs(run, data, prepared, state)
+        runfolder.write_meta(run, status="complete")
+        (run / loop.CHECKPOINT).unlink(missing_ok=True)
+        say(f"Run folder: [bold]{run}[/] (report.html, report.md, metrics.json, plots)")
+        return self
+
+    def _prepare(self, data: str | Path, run: Path) -> Prepared:
+        """Read DATA (reporting what was skipped) and build the model with its new head."""
+        raise NotImplementedError
+
+    def _steps(self, prepared: Prepared) -> Any:
+        """The training loop's ``Steps`` for this task."""
+        raise NotImplementedError
+
+    def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
+        """The final metrics of the best weights (validation and test splits)."""
+        raise NotImplementedError
+
+    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+        """metrics.json, history.csv, plots, report.md, report.html and the task's own files."""
+        raise NotImplementedError
+
+    def _spec_info(self) -> dict[str, Any]:
+        """What spec.json records besides the task and classes (backbone spec, head...)."""
+        return {"backbone": self.model_.backbone.spec.to_dict()}
+
+    # ---------------------------------------------------------------- using the model
+    def _require_fitted(self):
+        if self.model_ is None:
+            name = type(self).__name__
+            raise NotFittedError(f"This {name} is not fitted yet: call .fit(data) or {name}.load(run)")
+        return self.model_
+
+    def predict(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, run: str | Path):
+        """A fitted estimator from a run folder, with the preprocessing it was trained with."""
+        from headstart.core import runfolder
+
+        run = Path(run)
+        runfolder.read_meta(run, cls.task().run_kind, complete=True)
+        est = cls(config=run / "config.yaml")
+        info = runfolder.read_spec(run)
+        est.model_ = runfolder.load_model(run, est._model_from_spec(info, run))
+        est.classes_, est.run_dir_ = info["classes"], run
+        est._loaded(run, info)
+        return est
+
+    def _model_from_spec(self, info: dict[str, Any], run: Path) -> Any:
+        """The architecture recorded in spec.json, with random weights (``load`` fills them in)."""
+        raise NotImplementedError
+
+    def _loaded(self, run: Path, info: dict[str, Any]) -> None:
+        """Restore what else the run folder holds (tokenizer, training counts...)."""
+
+    @classmethod
+    def resume(cls, run: str | Path):
+        """Continue an interrupted run from its last checkpoint."""
+        from headstart.core import loop, runfolder
+
+        run = Path(run)
+        meta = runfolder.read_meta(run, cls.task().run_kind)
+        if meta.get("status") == "complete":
+            raise RunFolderError(f"{run} is already complete; nothing to resume")
+        if not (run / loop.CHECKPOINT).exists():
+            raise RunFolderError(f"{run} has no checkpoint yet (interrupted before the first epoch ended); "
+                                 "start it again with headstart train")
+        return cls(config=run / "config.yaml").fit(meta["data"], out=run, resume=True)
+
+    def save(self, directory: str | Path) -> Path:
+        """Copy the run folder (model, spec, config, metrics, plots) to ``directory``."""
+        self._require_fitted()
+        directory = Path(directory)
+        if self.run_dir_ is not None and directory.resolve() != self.run_dir_.resolve():
+            shutil.copytree(self.run_dir_, directory, dirs_exist_ok=True)
+        return directory
+
+    # ---------------------------------------------------------------- the CLI's view
+    @classmethod
+    def cli_inputs(cls, items: list[str], file: Path | None) -> list[Any]:
+        """What ``headstart predict RUN ITEMS`` passes to ``predict`` (image tasks: files and folders)."""
+        if file is not None or (items and not any(Path(i).exists() for i in items)):
+            what = str(file or items[0])
+            raise ConfigError(f"{what!r} is not an image file or folder, and this run holds a {cls.TASK} model: pass "
+                              "image files or folders (classify texts with a text run folder)")
+        return items
+
+    def print_metrics(self, report: dict[str, Any], title: str) -> None:
+        raise NotImplementedError
+
+    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+        raise NotImplementedError

@@ -1,0 +1,389 @@
+"""THE training loop, on Lightning Fabric: phases, cached frozen features, checkpoints and resume.
+
+Every task trains here. Read top to bottom: ``fit`` walks the strategy's phases; each phase freezes
+backbone groups, lets the task compute the frozen part's outputs once through the feature cache,
+builds the optimizer with discriminative learning rates and runs epochs. An epoch ends with
+validation (every ``train.eval_every`` epochs and at each phase end), the history row, the best
+weights, early stopping, the time budget and a checkpoint, so an interrupted run resumes exactly.
+What differs between tasks (batches, loss, validation scores) comes from the task's ``Steps``.
+Checkpoints hold tensors and plain values only and load with ``torch.load(weights_only=True)``:
+a run folder someone hands you cannot run code on your machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from lightning_fabric import Fabric
+from rich.markup import escape
+from rich.table import Table
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from headstart.config import DeviceConfig, RunConfig
+from headstart.core import strategies
+from headstart.core.backbones.base import Backbone
+from headstart.core.backbones.fusion import batchnorm_folded
+from headstart.core.cache import FeatureCache
+from headstart.errors import RunFolderError
+from headstart.progress import progress_bar, say
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = 2  # 2: loads with weights_only=True (tensors and plain values)
+FEATURE_CACHE_VERSION = 3  # 3: one namespace builder for every task (BatchNorms folded since 2)
+
+
+class Steps(Protocol):
+    """A task's side of the loop: its batches, its loss and its validation scores."""
+
+    scores: tuple[str, ...]  # names of the validation scores (history columns ``val_<name>``)
+    metric: str  # the score that selects the best epoch (higher is better)
+    num_train: int  # training items per epoch
+    caches: list[FeatureCache]  # feature caches used (their hit counts go into the metrics)
+
+    def cut(self, model: nn.Module, phase: strategies.Phase) -> int:
+        """Backbone stages ``[0, cut)`` served from the feature cache in this phase (0: none)."""
+
+    def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> None:
+        """Compute (or read from the cache) the frozen part's outputs this phase trains on."""
+
+    def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> Iterable:
+        """One epoch of training batches."""
+
+    def train_step(self, model: nn.Module, batch: Any, cut: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """``(loss, named loss parts, items in the batch)`` of one batch (inside autocast)."""
+
+    def validate(self, fabric: Fabric, model: nn.Module, cut: int) -> tuple[dict[str, float], Any]:
+        """``(scores, predictions)`` on the validation split; the best epoch's predictions are kept."""
+
+
+@dataclass
+class FitState:
+    """Everything a checkpoint restores."""
+
+    phase: int = 0
+    epoch_in_phase: int = 0
+    epoch: int = 0
+    seconds: float = 0.0
+    bad_epochs: int = 0
+    best_score: float | None = None
+    best_epoch: int = -1
+    history: list[dict[str, Any]] = field(default_factory=list)
+    cache_hits: int = 0  # items served from the feature cache (this session)
+    cache_computed: int = 0  # items whose frozen features were computed (this session)
+    best_output: Any = None  # validation predictions of the best epoch (the final model)
+
+
+def augment_seed(cfg: RunConfig) -> int:
+    """Seed of the augmentation draws: ``data.augment_seed``, else ``train.seed``."""
+    return cfg.data.augment_seed if cfg.data.augment_seed is not None else cfg.train.seed
+
+
+def make_fabric(cfg: DeviceConfig) -> Fabric:
+    torch.set_num_threads(cfg.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
+    precision = resolve_precision(cfg.precision, cfg.accelerator)
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=precision, strategy=cfg.strategy)
+    fabric.launch()
+    return fabric
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """``auto``: bf16 mixed precision where the hardware computes bf16 natively, else fp32.
+
+    On this project's 2-core CPU (avx512_bf16) bf16 autocast doubled extraction speed at the same
+    validation accuracy (benchmarks/image_classification.py, README).
+    """
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def loader(dataset: Dataset, batch_size: int, collate: Callable | None = None, shuffle_seed: int | None = None,
+           num_workers: int = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None) -> DataLoader:
+    """Batches of ``dataset``: shuffled by ``shuffle_seed`` (sharded over devices), or the task's own ``batches``."""
+    if batches is not None:  # the task chose the batches (single device)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate)
+    generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
+    sampler = None
+    if fabric is not None and fabric.world_size > 1 and shuffle_seed is not None:
+        sampler = DistributedSampler(dataset, fabric.world_size, fabric.global_rank, shuffle=True, seed=shuffle_seed)
+    n = len(dataset)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle_seed is not None and sampler is None,
+        sampler=sampler, generator=generator, num_workers=num_workers, collate_fn=collate,
+        drop_last=shuffle_seed is not None and n % batch_size == 1 and n > 1,  # BatchNorm needs 2+
+        persistent_workers=False,
+    )
+
+
+def channels_last(x):
+    """4-D image batches in channels-last layout: about 2x faster convolutions on CPUs."""
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.ndim == 4 else x
+
+
+def inference_batch_size(cfg: RunConfig, fabric: Fabric, modality: str = "image") -> int:
+    """Items per forward pass when nothing trains: ``data.inference_batch_size``, else 8 images on a CPU.
+
+    On CPUs the depthwise and 1x1 convolutions of mobile backbones are memory-bound; with 8 images
+    their activations stay in cache and extraction runs about twice as fast as with 64
+    (EfficientNet-Lite0 and MobileNetV2, bf16 and fp32, benchmarks/image_classification.py).
+    """
+    if cfg.data.inference_batch_size:
+        return cfg.data.inference_batch_size
+    return 8 if modality == "image" and fabric.device.type == "cpu" else cfg.train.batch_size * 2
+
+
+def autocast_images(x):
+    """Image batches in the active autocast dtype, as the first convolution would cast them anyway.
+
+    Casting once up front makes everything before that convolution (TF-'same' padding in
+    EfficientNet-Lite, channels-last copies) move half the bytes: 1.3 s of 9 s on hymenoptera's
+    default run, fp32 channels-last padding being a slow path on CPUs.
+    """
+    if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.is_floating_point()):
+        return x
+    device = x.device.type
+    return x.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else x
+
+
+@torch.inference_mode()
+def run_batches(fabric: Fabric, fn: Callable, batches: DataLoader, desc: str,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``fn(inputs)`` over ``(inputs, _)`` batches, outputs concatenated on the CPU in ``dtype``, with a progress bar."""
+    outputs = []
+    with progress_bar(desc, len(batches)) as advance:
+        for x, _ in batches:
+            with fabric.autocast():
+                outputs.append(fn(autocast_images(channels_last(fabric.to_device(x)))).to("cpu", dtype))
+            advance()
+    return torch.cat(outputs)
+
+
+# ------------------------------------------------------------------------------------------- feature cache
+def feature_namespace(spec, cfg: RunConfig, cut: int, transform_id: str, train: bool, view: int,
+                      **task: Any) -> dict[str, Any]:
+    """Everything besides an item's content that changes its cached features (the one namespace builder).
+
+    ``task`` adds what only one task's frozen outputs depend on (detection: letterbox size, stages kept).
+    """
+    namespace = {
+        "version": FEATURE_CACHE_VERSION,
+        "backbone": spec.arch,
+        "weights": spec.weights,
+        "preprocessing": spec.preprocessing_key(),
+        "cut": cut,
+        "transform": transform_id,
+        "view": view if train else 0,
+        "seed": augment_seed(cfg) if train else 0,
+        "precision": resolve_precision(cfg.device.precision, cfg.device.accelerator),
+        **task,
+    }
+    if spec.weights is None:  # a frozen random backbone: its weights are drawn from train.seed
+        namespace["init_seed"] = cfg.train.seed
+    return namespace
+
+
+def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int, keys: list[str], dataset: Dataset,
+                   namespace: dict[str, Any], run: Callable[[torch.Tensor], torch.Tensor], desc: str,
+                   collate: Callable | None = None, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FeatureCache]:
+    """``run(prepare(inputs))`` for every item of ``dataset``, computed once and kept in the feature cache.
+
+    ``run`` computes backbone stages ``[0, cut)`` (frozen, eval mode, BatchNorms folded into their
+    convolutions while it runs); ``prepare`` turns a loader batch into the backbone's input.
+    """
+    cache = FeatureCache(namespace, cfg.cache.dir)
+    prepare = prepare or (lambda x: x)
+
+    def compute(indices: list[int]) -> torch.Tensor:
+        backbone.eval()
+        backbone.to(fabric.device, memory_format=torch.channels_last)
+        batches = loader(Subset(dataset, indices), inference_batch_size(cfg, fabric, backbone.spec.modality), collate,
+                         num_workers=cfg.data.num_workers)
+        first = (collate or torch.utils.data.default_collate)([dataset[indices[0]]])[0]
+        with torch.inference_mode():
+            example = prepare(fabric.to_device(first))
+        with batchnorm_folded(backbone, cut, example):
+            return run_batches(fabric, lambda x: run(prepare(x)), batches, desc, dtype)
+
+    return cache.get(keys, compute), cache
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def _print_groups(model: nn.Module, frozen: set[int], phase: strategies.Phase, cut: int) -> None:
+    rows = strategies.describe(model, frozen)
+    table = Table(title=f"Phase '{phase.name}': {phase.epochs} epoch(s)"
+                  + (f", first {cut} group(s) served from the feature cache" if cut else ""))
+    for col in ("group", "trainable", "total", "state"):
+        table.add_column(col, justify="left" if col in ("group", "state") else "right")
+    for name, trainable, total, is_frozen in rows:
+        state = "[dim]frozen[/]" if is_frozen or (total and not trainable) else "[green]trains[/]"
+        table.add_row(name, f"{trainable:,}", f"{total:,}", state)
+    table.add_row("[bold]all", f"[bold]{sum(r[1] for r in rows):,}", f"[bold]{sum(r[2] for r in rows):,}", "")
+    say(table)
+
+
+def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: bool = False,
+        fabric: Fabric | None = None) -> FitState:
+    """Train ``model`` (a ``backbone`` and a ``head``) by the configured strategy; checkpoints in ``run_dir``."""
+    fabric = fabric or make_fabric(cfg.device)
+    tc = cfg.train
+    backbone = model.backbone
+    phases = strategies.plan(tc.strategy, backbone.num_groups, tc)
+    pretrained = backbone.spec.weights is not None
+    backbone.batchnorm_statistics_frozen = pretrained and tc.batchnorm == "frozen"
+    model.to(memory_format=torch.channels_last)
+    path = run_dir / CHECKPOINT
+    state, ckpt = load_checkpoint(path, model, len(phases)) if resume else (FitState(), None)
+    best_model = ckpt["best_model"] if ckpt else None
+    last_saved, stop = time.monotonic(), False
+
+    for pi, phase in enumerate(phases):
+        if pi < state.phase or stop:
+            continue
+        if state.epoch_in_phase >= phase.epochs:  # checkpoint taken at the end of this phase
+            state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
+            continue
+        frozen = strategies.apply(model, phase)
+        cut = steps.cut(model, phase) if cfg.cache.enabled and fabric.world_size == 1 else 0
+        _print_groups(model, frozen, phase, cut)
+        started = time.perf_counter()
+        steps.prepare(fabric, model, phase, cut)
+        groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
+        optimizer = torch.optim.AdamW(groups)
+        total_steps = max(phase.epochs * math.ceil(steps.num_train / tc.batch_size) + 1, 5)  # OneCycleLR needs 5+
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=tc.warmup,
+            div_factor=10.0, final_div_factor=100.0,
+        )
+        fmodel, optimizer = fabric.setup(model, optimizer)
+        if ckpt is not None and ckpt["state"]["phase"] == pi and state.epoch_in_phase > 0:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+        state.seconds += time.perf_counter() - started
+
+        while state.epoch_in_phase < phase.epochs and not stop:
+            started = time.perf_counter()
+            seed = _epoch_seed(tc.seed, state.epoch)
+            torch.manual_seed(seed)
+            batches = steps.train_loader(fabric, cut, state.epoch, seed)
+            fmodel.train()
+            total, count, parts = 0.0, 0, {}
+            with progress_bar(f"Epoch {state.epoch + 1} [{phase.name}]", len(batches)) as advance:
+                for batch in batches:
+                    optimizer.zero_grad(set_to_none=True)
+                    with fabric.autocast():
+                        loss, losses, n = steps.train_step(fmodel, batch, cut)
+                    fabric.backward(loss)
+                    if tc.clip_grad_norm:
+                        fabric.clip_gradients(fmodel, optimizer, max_norm=tc.clip_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    total += float(loss.detach()) * n
+                    count += n
+                    for k, v in losses.items():
+                        parts[k] = parts.get(k, 0.0) + float(v.detach()) * n
+                    advance(info=f"loss {total / count:.4f}")
+            state.epoch += 1
+            state.epoch_in_phase += 1
+            elapsed = time.perf_counter() - started
+            out_of_time = bool(tc.time_budget) and state.seconds + elapsed >= tc.time_budget
+            row: dict[str, Any] = {"epoch": state.epoch, "phase": phase.name, "train_loss": round(total / max(count, 1), 5),
+                                   **{k: round(v / max(count, 1), 5) for k, v in parts.items()},
+                                   **{f"val_{k}": None for k in steps.scores}}
+            if state.epoch_in_phase >= phase.epochs or out_of_time or state.epoch % tc.eval_every == 0:
+                scores, output = steps.validate(fabric, model, cut)
+                row.update({f"val_{k}": round(float(v), 5) for k, v in scores.items()})
+                if state.best_score is None or scores[steps.metric] > state.best_score:
+                    state.best_score, state.best_epoch, state.bad_epochs = scores[steps.metric], state.epoch, 0
+                    state.best_output, best_model = output, copy.deepcopy(model.state_dict())
+                else:
+                    state.bad_epochs += 1
+                if tc.early_stopping and state.bad_epochs >= tc.early_stopping:
+                    say(f"Early stopping: no better {steps.metric} for {state.bad_epochs} validation(s)")
+                    state.epoch_in_phase = phase.epochs
+            state.seconds += time.perf_counter() - started
+            row.update(lr_head=optimizer.param_groups[0]["lr"], epoch_seconds=round(time.perf_counter() - started, 2),
+                       seconds=round(state.seconds, 2))
+            state.history.append(row)
+            say(f"epoch {row['epoch']:>3} {escape(f'[{phase.name}]')} train loss {row['train_loss']:.4f}  " + "  ".join(
+                f"val {k.replace('_', ' ')} {row[f'val_{k}']:.4f}" for k in steps.scores if row[f"val_{k}"] is not None))
+            if out_of_time:
+                say(f"Time budget of {tc.time_budget:.0f} s used up after epoch {state.epoch}")
+                stop = True
+            # epochs on cached features take milliseconds: a checkpoint each would cost more than the epoch
+            due = stop or state.epoch_in_phase >= phase.epochs or time.monotonic() - last_saved >= tc.checkpoint_seconds
+            if fabric.is_global_zero and due:
+                save_checkpoint(path, model, optimizer, scheduler, state, best_model)
+                last_saved = time.monotonic()
+        if not stop:
+            state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
+    if best_model is not None:
+        model.load_state_dict(best_model)
+    state.cache_hits = sum(c.hits for c in steps.caches)
+    state.cache_computed = sum(c.computed for c in steps.caches)
+    return state
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, state: FitState, best_model) -> None:
+    """Write the resume checkpoint atomically: tensors and plain values only (no pickled objects)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "state": asdict(state), "best_model": best_model},
+                   tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, model: nn.Module, num_phases: int) -> tuple[FitState, dict | None]:
+    """The saved state and checkpoint of an interrupted run (model weights restored), or a fresh state.
+
+    Loaded with ``weights_only=True``: a checkpoint holding anything but tensors and plain values (a
+    pickle that would run code) is refused, as is a damaged one or one from another model.
+    """
+    if not path.exists():
+        return FitState(), None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and tensor errors all mean: not a checkpoint we trust
+        raise RunFolderError(
+            f"{path} cannot be loaded safely: {str(exc).splitlines()[0][:300]}. It is damaged, was written by an "
+            "older headstart, or holds objects other than tensors and plain values (which would run code when "
+            f"loaded). Delete it to start the run again, or choose another --out") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise RunFolderError(f"{path} is not a headstart checkpoint of format {CHECKPOINT_FORMAT} (found {found}): "
+                             "it was made by an older version; delete it to start the run again")
+    try:
+        state = FitState(**ckpt["state"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise RunFolderError(f"{path} does not fit this model ({model.backbone.spec.arch}): "
+                             f"{str(exc).splitlines()[0][:300]}; resume needs the run's own checkpoint") from None
+    say(f"Resuming at epoch {state.epoch + 1} (phase {state.phase + 1}/{num_phases})")
+    return state, ckpt

@@ -1,0 +1,351 @@
+"""Self-contained HTML reports (``report.html``) for runs and comparisons, rendered with jinja2.
+
+One file that opens from disk with no network: inline CSS, every figure and thumbnail embedded as a
+base64 PNG, and a Content-Security-Policy that forbids loading anything from elsewhere. A small
+inline script marks each figure once the browser has decoded it (``data-rendered``), which lets a
+headless browser check that the report really shows its figures.
+
+Every report goes through :func:`write_report`: a title, a list of :class:`Section` (built by the
+helpers below or by a task, e.g. ``headstart.tasks.detection.report.html_sections``), the
+environment and the config. The templates live in ``templates/`` (package data) and are rendered
+with autoescaping on: plain strings are always escaped, only :class:`markupsafe.Markup` (what the
+helpers return) is inserted as HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import torch
+import yaml
+from markupsafe import Markup, escape
+
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@lru_cache(maxsize=1)
+def templates() -> jinja2.Environment:
+    """The jinja2 environment of the report templates (autoescape on, undefined names are errors)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+
+
+def render(template: str, **context: Any) -> Markup:
+    """One template rendered to (safe) HTML."""
+    return Markup(templates().get_template(template).render(**context))
+
+
+@dataclass
+class Mistake:
+    """A validation item the model got wrong, with its confidence in the wrong class."""
+
+    item: str  # image path or text
+    true: str
+    predicted: str
+    confidence: float
+    is_image: bool = True
+
+
+@dataclass
+class Section:
+    """One part of a report: a ``<section>`` with an ``<h2>`` title and a body.
+
+    The body is either ``html`` (a :class:`Markup` is inserted as is, a plain ``str`` is escaped as text)
+    or, when ``template`` is set, that template (a file of ``templates/``) rendered with ``context``.
+    ``anchor`` is the section's id (the report's table of contents links to it); keep it distinct from
+    the ids of tables and figures inside.
+    """
+
+    title: str
+    html: str | Markup = ""
+    template: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+    anchor: str = ""
+
+    def content(self) -> Markup:
+        if self.template is not None:
+            return render(self.template, **self.context)
+        return escape(self.html)
+
+
+def confident_mistakes(items: Sequence[str | Path], logits: torch.Tensor, labels: torch.Tensor,
+                       classes: list[str], k: int = 12, is_image: bool = True) -> list[Mistake]:
+    """The ``k`` wrong predictions with the highest probability on the predicted class."""
+    if len(items) == 0 or logits.numel() == 0:
+        return []
+    probs = logits.float().softmax(dim=1)
+    conf, pred = probs.max(dim=1)
+    wrong = (pred != labels).nonzero().flatten().tolist()
+    wrong.sort(key=lambda i: -float(conf[i]))
+    return [Mistake(str(items[i]), classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image)
+            for i in wrong[:k]]
+
+
+def png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def thumbnail_uri(path: str | Path, size: int = 140) -> str | None:
+    """A PNG thumbnail of an image file as a data URI; None when the file cannot be read."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((size, size))
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+    except Exception:  # noqa: BLE001 - a report never fails on one unreadable thumbnail
+        return None
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def environment(device: str | None = None, seeds: dict[str, Any] | None = None,
+                data_hash: str | None = None) -> dict[str, Any]:
+    """Versions, platform, device, seeds and the data hash: what is needed to reproduce a number."""
+    versions = {"python": platform.python_version()}
+    for pkg in ("headstart", "torch", "torchvision", "timm", "lightning-fabric", "torchmetrics", "transformers"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    env: dict[str, Any] = {"versions": versions, "platform": platform.platform(), "executable": sys.executable,
+                           "cpu_threads": torch.get_num_threads()}
+    if device is not None:
+        env["device"] = device
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    if seeds:
+        env["seeds"] = seeds
+    if data_hash:
+        env["data_hash"] = data_hash
+    return env
+
+
+_environment = environment  # write_report's parameter of the same name shadows it
+
+
+def run_environment(run: Path, device: str | None, seeds: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`environment` of a run folder: its data fingerprint is read from the run's metadata."""
+    from headstart.core.runfolder import META
+
+    meta_path = Path(run) / META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return environment(device, seeds, meta.get("data_fingerprint"))
+
+
+def fmt_ci(stat: dict[str, Any]) -> str:
+    """``0.912 ± 0.031`` (mean and CI half-width), or the mean alone for one seed."""
+    if stat.get("half_width") is None:
+        return f"{stat['mean']:.3f}"
+    return f"{stat['mean']:.3f} ± {stat['half_width']:.3f}"
+
+
+# ------------------------------------------------------------------------------------- building blocks
+def esc(value: Any) -> str:
+    """``value`` escaped exactly as the templates escape it."""
+    return str(escape(str(value)))
+
+
+def figure(path: Path, caption: str, fig_id: str) -> Markup:
+    """An embedded PNG figure; empty when the file is missing."""
+    if not Path(path).is_file():
+        return Markup("")
+    return render("figure.html.j2", fig_id=fig_id, caption=caption, uri=png_data_uri(path))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str = "", left: int = 1,
+          highlight: int | None = None) -> Markup:
+    """An HTML table; the first ``left`` columns are left-aligned, row ``highlight`` is marked best."""
+    return render("table.html.j2", headers=headers, rows=rows, table_id=table_id, left=left, highlight=highlight)
+
+
+def warnings_html(warnings: Sequence[str], empty: str = "") -> Markup:
+    """One highlighted box per warning; ``empty`` (muted) when there is none."""
+    if not warnings and not empty:
+        return Markup("")
+    return render("warnings.html.j2", warnings=list(warnings), empty=empty)
+
+
+# ---------------------------------------------------------------------------------- section builders
+def summary_section(rows: Sequence[tuple[str, Any]] | dict[str, Any], title: str = "Summary",
+                    table_id: str = "summary", anchor: str = "sec-summary") -> Section:
+    """A two-column what/value table; list values are joined with commas, underscores become spaces."""
+    items = rows.items() if isinstance(rows, dict) else rows
+    shown = [(str(k).replace("_", " "), ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in items]
+    return Section(title, table(["what", "value"], shown, table_id), anchor=anchor)
+
+
+def metrics_section(rows: Sequence[tuple[str, Any, Any]], baseline: str, title: str = "Validation metrics",
+                    table_id: str = "metrics", anchor: str = "sec-metrics", warnings: Sequence[str] = (),
+                    note: str = "") -> Section:
+    """A metric / model / ``baseline`` table (what the model must beat), then a note and any warnings."""
+    body = table(["metric", "model", baseline], rows, table_id)
+    if note:
+        body += Markup('<p class="muted">') + note + Markup("</p>")
+    return Section(title, body + warnings_html(warnings), anchor=anchor)
+
+
+def figures_section(figures: Sequence[tuple[Path, str, str]], title: str = "Figures",
+                    anchor: str = "sec-figures") -> Section:
+    """Embedded PNGs, each ``(path, caption, figure id)``; missing files are left out."""
+    return Section(title, Markup("").join(figure(p, c, i) for p, c, i in figures), anchor=anchor)
+
+
+def per_class_section(per_class: dict[str, dict[str, Any]], title: str = "Per-class metrics",
+                      table_id: str = "per-class", anchor: str = "sec-per-class") -> Section:
+    """Precision, recall, F1 and support per class (a classification report's ``per_class``)."""
+    return Section(title, table(["class", "precision", "recall", "F1", "support"], _per_class_rows(per_class),
+                                table_id), anchor=anchor)
+
+
+def _per_class_rows(per_class: dict[str, dict[str, Any]]) -> list[tuple]:
+    return [(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
+            for c, m in per_class.items()]
+
+
+def mistakes_section(mistakes: Sequence[Mistake], anchor: str = "sec-mistakes") -> Section:
+    """A gallery of the most confident mistakes: thumbnail (or text), predicted class (confidence), true class."""
+    cards = []
+    for m in mistakes:
+        card = {"is_image": m.is_image, "predicted": m.predicted, "true": m.true, "percent": f"{m.confidence:.0%}",
+                "item": m.item, "name": Path(m.item).name if m.is_image else "", "uri": None, "text": ""}
+        if m.is_image:
+            card["uri"] = thumbnail_uri(m.item)
+        else:
+            card["text"] = m.item[:300]
+        cards.append(card)
+    return Section("Most confident mistakes", template="mistakes.html.j2", context={"cards": cards}, anchor=anchor)
+
+
+def environment_sections(env: dict[str, Any], config: dict[str, Any] | None) -> list[Section]:
+    """Versions, platform, device, seeds and data hash; the config as YAML when given."""
+    rows = [(k, json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in env.items() if k != "versions"]
+    body = (table(["package", "version"], sorted(env.get("versions", {}).items()), "versions")
+            + table(["what", "value"], rows, "environment"))
+    sections = [Section("Environment", body, anchor="sec-environment")]
+    if config is not None:
+        sections.append(Section("Config", template="config.html.j2",
+                                context={"text": yaml.safe_dump(config, sort_keys=False)}, anchor="sec-config"))
+    return sections
+
+
+# --------------------------------------------------------------------------------------- the writer
+def render_report(title: str, sections: Sequence[Section], environment: dict[str, Any] | None = None,
+                  config: dict[str, Any] | None = None) -> str:
+    """The whole page: ``sections``, then the environment (collected now when None) and the config."""
+    env = environment if environment is not None else _environment()
+    parts = [*sections, *environment_sections(env, config)]
+    rendered = [{"title": s.title, "anchor": s.anchor, "content": s.content()} for s in parts]
+    return templates().get_template("page.html.j2").render(title=title, csp=Markup(CSP), sections=rendered)
+
+
+def write_report(path: Path, title: str, sections: Sequence[Section], environment: dict[str, Any] | None = None,
+                 config: dict[str, Any] | None = None) -> Path:
+    """Write one self-contained report to ``path`` (the file); every report of headstart goes through here."""
+    path = Path(path)
+    path.write_text(render_report(title, sections, environment, config), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- reports
+def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
+                            mistakes: Sequence[Mistake] = ()) -> list[Section]:
+    """Summary, validation metrics against the majority baseline, figures, per-class metrics, mistakes."""
+    val = metrics["val"]
+    base = val["baseline"]
+    summary_rows = list(summary.items())
+    summary_rows.append(("training seconds", metrics.get("train_seconds", "")))
+    if "cache" in metrics:
+        summary_rows.append(("feature cache", f"{metrics['cache']['items_served']} served, "
+                                              f"{metrics['cache']['items_computed']} computed"))
+    score_rows = [("accuracy", f"{val['accuracy']:.4f}", f"{base['accuracy']:.4f}"),
+                  ("macro-F1", f"{val['macro_f1']:.4f}", f"{base['macro_f1']:.4f}"),
+                  ("balanced accuracy", f"{val.get('balanced_accuracy', float('nan')):.4f}", ""),
+                  ("samples", val["num_samples"], "")]
+    return [
+        summary_section(summary_rows),
+        metrics_section(score_rows, f"majority baseline ('{base['class']}')", warnings=val.get("warnings", [])),
+        figures_section([(run / "learning_curve.png", "Loss and validation scores per epoch", "learning-curve"),
+                         (run / "confusion_matrix.png", "Validation confusion matrix", "confusion-matrix")],
+                        "Learning curve and confusion matrix"),
+        per_class_section(val["per_class"]),
+        mistakes_section(mistakes),
+    ]
+
+
+def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
+                     config: dict[str, Any] | None = None, mistakes: Sequence[Mistake] = (),
+                     env: dict[str, Any] | None = None) -> Path:
+    """``run/report.html``: summary, learning curve, confusion matrix, per-class metrics, mistakes, env."""
+    run = Path(run)
+    title = f"headstart run: {summary.get('model', '')} / {summary.get('strategy', '')}"
+    return write_report(run / "report.html", title, classification_sections(run, metrics, summary, mistakes),
+                        env or environment(metrics.get("device")), config)
+
+
+def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
+    """The comparison table with CIs, the plots, the best cell's details and every cell."""
+    rows, best_row = [], None
+    best = result.get("best")
+    for i, s in enumerate(result["summary"]):
+        rows.append((s["model"], s["strategy"], s["shots"], s["n"], fmt_ci(s["accuracy"]), fmt_ci(s["macro_f1"]),
+                     f"{s['wall_seconds']['mean']:.1f}", f"{s['images_per_second']['mean']:.1f}"))
+        if best and (s["model"], s["strategy"], s["shots"]) == (best["model"], best["strategy"], best["shots"]):
+            best_row = i
+    notes = render("compare_notes.html.j2", seeds=result["seeds"], data=result["data"], num_items=result["num_items"],
+                   num_classes=len(result["classes"]), val_fraction=result["val_fraction"],
+                   confidence=f"{result['confidence']:.0%}", budget=result.get("scratch_budget"), best=best,
+                   best_accuracy=fmt_ci(best["accuracy"]) if best else "", verdict=result.get("verdict", ""))
+    summary = table(["model", "strategy", "shots", "seeds", "accuracy (95% CI)", "macro-F1 (95% CI)", "wall s",
+                     "images/s"], rows, "compare", left=3, highlight=best_row)
+    sections = [
+        Section("Summary", notes + summary, anchor="sec-summary"),
+        figures_section([(out / "scores.png", "Accuracy and macro-F1 per strategy, mean with 95% CI over seeds", "scores"),
+                         (out / "shots.png", "Score against training examples per class (learning curve)", "shots"),
+                         (out / "time.png", "Score against wall time per cell", "time")]),
+    ]
+    if best and best.get("run"):
+        run = out / best["run"]
+        metrics_path = run / "metrics.json"
+        if metrics_path.is_file():
+            val = json.loads(metrics_path.read_text())["val"]
+            body = (figure(run / "learning_curve.png", "Learning curve of the best cell", "best-learning-curve")
+                    + figure(run / "confusion_matrix.png", "Confusion matrix of the best cell", "best-confusion")
+                    + table(["class", "precision", "recall", "F1", "support"], _per_class_rows(val["per_class"]),
+                            "best-per-class"))
+            sections.append(Section(f"Best cell, seed {best.get('seed', 0)}: {best['run']}", body, anchor="sec-best"))
+    cells = [(c["model"], c["strategy"], c["shots"], c["seed"], f"{c['accuracy']:.4f}", f"{c['macro_f1']:.4f}",
+              f"{c['wall_seconds']:.1f}", c["run"]) for c in result["cells"]]
+    sections.append(Section("Every cell", Markup('<p class="muted">Each run folder holds its own report.html.</p>')
+                            + table(["model", "strategy", "shots", "seed", "accuracy", "macro-F1", "wall s",
+                                     "run folder"], cells, "cells", left=4), anchor="sec-cells"))
+    return sections
+
+
+def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
+    """``out/report.html`` of a comparison: the table with CIs, the plots, the best cell's details."""
+    out = Path(out)
+    return write_report(out / "report.html", "headstart compare: " + ", ".join(result["models"]),
+                        compare_sections(out, result), result.get("environment") or environment(), result.get("config"))
+
+
+def write_classifier_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any], cfg: Any,
+                            classes: list[str], predictions: tuple | None = None, is_image: bool = True) -> Path:
+    """``report.html`` of a classification run: mistakes from ``predictions`` = (items, logits, labels)."""
+    mistakes = confident_mistakes(*predictions, classes, is_image=is_image) if predictions else []
+    seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
+    env = run_environment(Path(run), metrics.get("device"), seeds)
+    return write_run_report(Path(run), metrics, summary, cfg.to_dict(), mistakes, env)

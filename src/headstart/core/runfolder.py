@@ -1,0 +1,108 @@
+"""The run folder: what a trained model is on disk, for every task, and loading it back with checks.
+
+Layout: ``headstart.json`` (format, task, status, data), ``config.yaml``, ``spec.json`` (task,
+classes, backbone spec, head or detector), ``model.safetensors``, ``history.csv``,
+``metrics.json``, PNG plots, ``report.md``, ``report.html``, ``skipped.txt`` and, while training,
+``checkpoint.pt`` (tensors and plain values only; see ``core.loop``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from headstart import __version__
+from headstart.errors import RunFolderError
+
+FORMAT_VERSION = 2  # 2: one save/load for every task; checkpoints load with weights_only=True
+META = "headstart.json"
+SPEC = "spec.json"
+WEIGHTS = "model.safetensors"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path} cannot be read as JSON ({exc}); the run folder is damaged") from None
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path} holds {type(data).__name__}, expected a JSON object; the run folder is damaged")
+    return data
+
+
+def write_meta(run: Path, **fields: Any) -> None:
+    path = run / META
+    meta = _read_json(path) if path.exists() else {}
+    meta.update(fields, format=FORMAT_VERSION, headstart_version=__version__)
+    path.write_text(json.dumps(meta, indent=2))
+
+
+def read_meta(run: str | Path, task: str | None = None, complete: bool = False) -> dict[str, Any]:
+    """The run's metadata; RunFolderError when it is not a (compatible, finished when ``complete``) run."""
+    run = Path(run)
+    if not run.is_dir():
+        raise RunFolderError(f"Run folder not found: {run}")
+    path = run / META
+    if not path.exists():
+        raise RunFolderError(f"{run} is not a headstart run folder: {META} is missing")
+    meta = _read_json(path)
+    if meta.get("format") != FORMAT_VERSION:
+        raise RunFolderError(
+            f"{run} was made by an older version: run-folder format {meta.get('format')} (headstart "
+            f"{meta.get('headstart_version')}); this headstart ({__version__}) reads format {FORMAT_VERSION}. "
+            "Train it again with this version"
+        )
+    if task is not None and meta.get("task") != task:
+        raise RunFolderError(f"{run} holds a '{meta.get('task')}' model, expected a '{task}' model")
+    if complete and (meta.get("status") != "complete" or not (run / WEIGHTS).exists()):
+        raise RunFolderError(f"{run} has no finished model (status '{meta.get('status')}'); "
+                             f"finish it with: headstart train --resume {run}")
+    return meta
+
+
+def save_model(run: Path, model: Any, info: dict[str, Any]) -> None:
+    """``model.safetensors`` (every tensor of the model) and ``spec.json`` (what rebuilds its architecture)."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(run / WEIGHTS), metadata={"task": str(info.get("task")),
+                                                   "arch": model.backbone.spec.arch})
+    (run / SPEC).write_text(json.dumps(info, indent=2))
+
+
+def read_spec(run: str | Path) -> dict[str, Any]:
+    """spec.json of a run, checked for the fields every task records."""
+    path = Path(run) / SPEC
+    if not path.is_file():
+        raise RunFolderError(f"{run} has no {SPEC}: the run is incomplete; train it again")
+    info = _read_json(path)
+    missing = [k for k in ("task", "classes", "backbone") if k not in info]
+    if missing:
+        raise RunFolderError(f"{path} lacks {', '.join(missing)}; it was not written by this headstart")
+    return info
+
+
+def load_model(run: str | Path, model: Any) -> Any:
+    """``model`` (the architecture of spec.json) with the weights of ``model.safetensors``; eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(run) / WEIGHTS
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise RunFolderError(f"{path} cannot be read ({exc}): the file is damaged or truncated; train again") from None
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise RunFolderError(
+            f"The weights in {path} do not fit the architecture in {SPEC} ({model.backbone.spec.arch}): "
+            f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}), "
+            f"{len(wrong)} of another shape (e.g. {wrong[:2]})"
+        )
+    model.load_state_dict(state)
+    model.eval()
+    return model

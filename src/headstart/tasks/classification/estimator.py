@@ -1,0 +1,159 @@
+"""What image and text classifiers share: the loop's steps, the final evaluation, outputs and printing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from headstart.core.estimator import Estimator, Prepared
+from headstart.progress import console, warn
+
+
+class ClassifierEstimator(Estimator):
+    """Base of ``ImageClassifier`` and ``TextClassifier``: single-label classification of items."""
+
+    NOUN = "items"  # what one sample is called in messages
+    SKIPPED = "files"  # what a skipped input is called
+    REPORT_IMAGES = True  # report.html shows mistaken items as thumbnails (else as texts)
+    train_counts_: list[int]
+    val_logits_: Any = None
+
+    def _report_item(self, sample: Any) -> str | Path:
+        """What report.html shows of a mistaken validation sample (an image path, a text)."""
+        raise NotImplementedError
+
+    def _steps(self, prepared: Prepared) -> Any:
+        from headstart.tasks.classification.training import ClassificationSteps
+
+        return ClassificationSteps(prepared.data, self.config)
+
+    def _write_skipped(self, run: Path, splits: Any) -> None:
+        if splits.skipped:
+            (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
+            warn(f"{len(splits.skipped)} {self.SKIPPED} skipped (listed in {run / 'skipped.txt'}):")
+            for p, why in splits.skipped[:10]:
+                console.print(f"  {p}: {why}")
+
+    def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
+        """Evaluate the best weights on val (and test)."""
+        from headstart.core import loop
+        from headstart.tasks.classification.metrics import classification_report
+        from headstart.tasks.classification.training import predict_logits
+
+        cfg, task_data, model = self.config, prepared.data, prepared.model
+        self.train_counts_ = steps.train_counts
+        started = time.perf_counter()
+        metrics: dict[str, Any] = {"task": self.task().run_kind, "model": cfg.model.name,
+                                   "strategy": cfg.train.strategy, "classes": self.classes_,
+                                   "best_epoch": state.best_epoch}
+        for split in ("val", "test"):
+            if not task_data.splits[split]:
+                continue
+            logits = state.best_output if split == "val" else None  # the best epoch's, already computed
+            if logits is None or len(logits) != len(task_data.splits[split]):
+                batch = loop.inference_batch_size(cfg, fabric, model.backbone.spec.modality)
+                logits = predict_logits(fabric, model, task_data.dataset(split, False, 0), batch, task_data.collate,
+                                        desc=f"Evaluating ({split})")
+            metrics[split] = classification_report(logits, task_data.labels(split), self.classes_, self.train_counts_)
+            if split == "val":
+                self.val_logits_ = logits
+        metrics.update(
+            val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
+            selection_metric=steps.metric, train_seconds=round(state.seconds, 2),
+            eval_seconds=round(time.perf_counter() - started, 2),
+            num_train=len(task_data.splits["train"]), num_val=len(task_data.splits["val"]),
+            skipped=len(prepared.splits.skipped),
+            cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
+            device=str(fabric.device), **prepared.extra,
+        )
+        return metrics
+
+    def _spec_info(self) -> dict[str, Any]:
+        return {"backbone": self.model_.backbone.spec.to_dict(), "train_counts": self.train_counts_,
+                "head": {"type": "linear", "dropout": self.config.model.dropout}}
+
+    def _model_from_spec(self, info: dict[str, Any], run: Path) -> Any:
+        from headstart.core.backbones import registry
+        from headstart.core.backbones.spec import BackboneSpec
+        from headstart.tasks.classification.model import TransferClassifier
+
+        backbone = registry.rebuild(BackboneSpec.from_dict(info["backbone"]))
+        return TransferClassifier(backbone, len(info["classes"]), info["head"]["dropout"])
+
+    def _loaded(self, run: Path, info: dict[str, Any]) -> None:
+        self.train_counts_ = info.get("train_counts", [])
+
+    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+        import torch
+
+        from headstart.core.report import html_report, outputs
+
+        cfg, metrics, splits = self.config, self.metrics_, prepared.splits
+        outputs.write_json(metrics, run / "metrics.json")
+        outputs.write_history(state.history, run / "history.csv")
+        outputs.plot_learning_curve(state.history, run / "learning_curve.png", metrics["selection_metric"])
+        outputs.plot_confusion_matrix(metrics["val"]["confusion_matrix"], self.classes_,
+                                      run / "confusion_matrix.png", "Validation confusion matrix")
+        summary = {"model": cfg.model.name, "strategy": cfg.train.strategy, "data": str(data),
+                   "layout": splits.layout, "classes": self.classes_, "num_train": metrics["num_train"],
+                   "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"],
+                   "items": self.NOUN, "skipped_what": self.SKIPPED}
+        outputs.write_report_md(run, metrics, summary)
+        val = prepared.data.splits["val"]
+        predictions = ([self._report_item(s) for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
+        html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,
+                                            is_image=self.REPORT_IMAGES)
+        outputs.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
+
+    # ---------------------------------------------------------------- using the model
+    def predict_proba(self, inputs: Any) -> tuple[list[Any], Any]:
+        """``(items, probabilities[n_items, n_classes])`` of the items that could be read."""
+        raise NotImplementedError
+
+    def predict(self, inputs: Any, top_k: int | None = 1) -> list[dict[str, Any]]:
+        """One row per readable item: the item (``path`` or ``text``), label, probability and the top-k classes."""
+        items, probs = self.predict_proba(inputs)
+        k = max(1, min(top_k or 1, len(self.classes_)))
+        rows = []
+        for item, p in zip(items, probs):
+            values, indices = p.topk(k)
+            rows.append({self.ITEM_KEY: str(item), "label": self.classes_[int(indices[0])],
+                         "probability": float(values[0]),
+                         "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)]})
+        return rows
+
+    ITEM_KEY = "path"
+
+    def print_metrics(self, report: dict[str, Any], title: str) -> None:
+        from headstart.core.report.outputs import print_metrics
+
+        print_metrics(report, title)
+
+    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+        key = self.ITEM_KEY
+        if fmt == "json":
+            print(json.dumps(rows, indent=2))
+        elif fmt == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow([key, "label", "probability", "top_k"])
+            for r in rows:
+                writer.writerow([r[key], r["label"], f"{r['probability']:.6f}",
+                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])])
+            sys.stdout.write(buf.getvalue())
+        else:
+            from rich.table import Table
+
+            table = Table()
+            for col in ("text" if key == "text" else "file", "label", "probability", f"top {top_k}"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                table.add_row(r[key], r["label"], f"{r['probability']:.3f}",
+                              ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
+            console.print(table)
+

@@ -1,0 +1,120 @@
+"""Classification (images, texts) in the training loop: batches, cross-entropy, accuracy and macro-F1.
+
+The data object (``ImageData``, ``TextData``) gives ``classes``, ``keys(split)``, ``labels(split)``,
+``dataset(split, train, epoch)``, ``transform_id(train)`` and ``collate``; optionally
+``train_batches(batch_size, seed)`` (text: length-sorted buckets) and ``class_weights``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from headstart.config import RunConfig
+from headstart.core import loop, strategies
+from headstart.core.cache import FeatureCache
+from headstart.tasks.classification.metrics import classification_report, selection_metric
+
+
+class CachedViews(Dataset):
+    """Cached features of K views; each epoch picks one view per item (seeded)."""
+
+    def __init__(self, views: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
+        self.views, self.labels = views, labels
+        self.choice = torch.randint(views.shape[0], (views.shape[1],), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return self.views.shape[1]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.views[self.choice[i], i], int(self.labels[i])
+
+
+def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, batch_size: int, collate=None,
+                   start: int = 0, desc: str = "Predicting") -> torch.Tensor:
+    """Logits of a classifier over a dataset of ``(input, label)`` items."""
+    model.eval()
+    model = model.to(fabric.device, memory_format=torch.channels_last)
+    return loop.run_batches(fabric, lambda x: model(x, start=start), loop.loader(dataset, batch_size, collate), desc)
+
+
+class ClassificationSteps:
+    """The loop's ``Steps`` for a ``TransferClassifier`` on image or text data."""
+
+    scores = ("loss", "accuracy", "macro_f1")
+
+    def __init__(self, data: Any, cfg: RunConfig) -> None:
+        self.data, self.cfg = data, cfg
+        self.train_labels, self.val_labels = data.labels("train"), data.labels("val")
+        self.num_train = len(self.train_labels)
+        self.train_counts = torch.bincount(self.train_labels, minlength=len(data.classes)).tolist()
+        self.metric = selection_metric(cfg.train.select_metric, self.train_counts)
+        self.criterion = nn.CrossEntropyLoss(weight=getattr(data, "class_weights", None),
+                                             label_smoothing=cfg.train.label_smoothing)
+        self.caches: list[FeatureCache] = []
+        self.train_views: torch.Tensor | None = None
+        self.val_inputs: torch.Tensor | None = None
+
+    def cut(self, model: nn.Module, phase: strategies.Phase) -> int:
+        backbone = model.backbone
+        if backbone.spec.weights is None or phase.trainable >= backbone.num_groups:
+            return 0  # random initial weights change every epoch; nothing frozen
+        cut = backbone.num_groups - phase.trainable
+        if backbone.spec.modality == "text" and (cut < backbone.num_groups or phase.adapters):
+            return 0  # text stages pass hidden states + masks: only pooled features are cached
+        return cut
+
+    def features(self, fabric: Fabric, model: nn.Module, split: str, cut: int, train: bool, view: int) -> torch.Tensor:
+        """Outputs of backbone stages ``[0, cut)`` for a split (augmented ``view`` when ``train``), via the cache."""
+        backbone, data, cfg = model.backbone, self.data, self.cfg
+        namespace = loop.feature_namespace(backbone.spec, cfg, cut, data.transform_id(train), train, view)
+        what = f"view {view + 1}" if train else "val"
+        out, cache = loop.frozen_outputs(
+            fabric, cfg, backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace,
+            lambda x: backbone.extract(x, cut), f"Extracting features ({split}, {what})", data.collate,
+            dtype=torch.float32 if cut == backbone.num_groups else torch.float16)
+        self.caches.append(cache)
+        return out.float()
+
+    def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> None:
+        if not cut:
+            self.train_views = self.val_inputs = None
+            return
+        views = min(self.cfg.cache.views, phase.epochs)
+        self.train_views = torch.stack([self.features(fabric, model, "train", cut, True, v) for v in range(views)])
+        self.val_inputs = self.features(fabric, model, "val", cut, False, 0)
+
+    def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
+        tc, data = self.cfg.train, self.data
+        batches = data.train_batches(tc.batch_size, seed) if hasattr(data, "train_batches") and fabric.world_size == 1 \
+            else None
+        if cut:
+            batches_ = loop.loader(CachedViews(self.train_views, self.train_labels, seed), tc.batch_size, None, seed,
+                                   fabric=fabric, batches=batches)
+        else:
+            batches_ = loop.loader(data.dataset("train", train=True, epoch=epoch), tc.batch_size, data.collate, seed,
+                                   self.cfg.data.num_workers, fabric, batches=batches)
+        if isinstance(batches_.sampler, torch.utils.data.DistributedSampler):
+            batches_.sampler.set_epoch(epoch)
+        return fabric.setup_dataloaders(batches_, use_distributed_sampler=False)
+
+    def train_step(self, model: nn.Module, batch: Any, cut: int) -> tuple[torch.Tensor, dict, int]:
+        x, y = batch
+        return self.criterion(model(loop.channels_last(x), start=cut).float(), y), {}, len(y)
+
+    def validate(self, fabric: Fabric, model: nn.Module, cut: int) -> tuple[dict[str, float], torch.Tensor]:
+        if cut:
+            model.eval()
+            with torch.inference_mode():
+                logits = torch.cat([model(fabric.to_device(chunk), start=cut).float().cpu()
+                                    for chunk in self.val_inputs.split(256)])
+        else:
+            logits = predict_logits(fabric, model, self.data.dataset("val", train=False, epoch=0),
+                                    loop.inference_batch_size(self.cfg, fabric, model.backbone.spec.modality),
+                                    self.data.collate, desc="Validating")
+        report = classification_report(logits, self.val_labels, self.data.classes, self.train_counts)
+        return {k: report[k] for k in self.scores}, logits

@@ -1,0 +1,410 @@
+"""Detection data: YOLO and COCO readers, box-aware transforms (letterbox, flip, scale, colour), dataset.
+
+Layouts of DATA:
+  * a YOLO folder (Ultralytics): ``data.yaml`` with ``names`` and ``train``/``val`` image folders, and
+    ``labels/`` beside ``images/`` holding one ``class cx cy w h`` (normalised) line per box;
+  * a COCO json file (images found beside it or in ``images/``; a seeded validation split is made),
+    or a folder holding ``annotations/*train*.json`` and ``annotations/*val*.json`` (or ``train.json``/``val.json``).
+Boxes are kept as ``xyxy`` normalised to the image; boxes reaching outside the image are clipped and
+zero-area boxes dropped, both counted in ``DetectionSplits.issues``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from headstart.errors import DataError
+from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
+
+ISSUE_CLIPPED = "boxes clipped to the image"
+ISSUE_DROPPED = "boxes dropped (zero area)"
+ISSUE_BACKGROUND = "images without a label file (background)"
+ISSUE_SUBSET = "boxes of classes left out by detection.classes"
+
+
+@dataclass
+class DetSample:
+    """One image and its boxes (``xyxy`` normalised to [0, 1]) with class indices."""
+
+    path: Path
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    key: str = ""  # sha1 of the file's bytes, filled when the file is read
+
+
+@dataclass
+class DetectionSplits:
+    """Classes, the splits, and what was fixed or left out on the way (counted)."""
+
+    classes: list[str]
+    train: list[DetSample]
+    val: list[DetSample]
+    layout: str = ""
+    issues: Counter = field(default_factory=Counter)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def select_classes(self, names: Sequence[str]) -> None:
+        """Keep only the boxes of ``names`` (in that order); images left without boxes become background."""
+        unknown = [n for n in names if n not in self.classes]
+        if unknown:
+            raise DataError(f"Unknown class(es) {unknown} in detection.classes; this data has: {', '.join(self.classes)}")
+        remap = torch.full((len(self.classes),), -1, dtype=torch.long)
+        for new, name in enumerate(names):
+            remap[self.classes.index(name)] = new
+        for s in self.train + self.val:
+            if len(s.labels):
+                new = remap[s.labels]
+                keep = new >= 0
+                self.issues[ISSUE_SUBSET] += int((~keep).sum())
+                s.boxes, s.labels = s.boxes[keep], new[keep]
+        self.classes = list(names)
+
+
+def _fix_boxes(boxes: torch.Tensor, labels: torch.Tensor, issues: Counter) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip normalised xyxy boxes to the image and drop those with no area; counted in ``issues``."""
+    if not len(boxes):
+        return boxes.reshape(0, 4), labels.reshape(0)
+    clipped = boxes.clamp(0.0, 1.0)
+    issues[ISSUE_CLIPPED] += int(((clipped - boxes).abs() > 1e-3).any(dim=1).sum())  # rounding noise is not counted
+    keep = (clipped[:, 2] - clipped[:, 0] > 1e-6) & (clipped[:, 3] - clipped[:, 1] > 1e-6)
+    issues[ISSUE_DROPPED] += int((~keep).sum())
+    return clipped[keep], labels[keep]
+
+
+# ----------------------------------------------------------------------------------------------- YOLO
+def _yolo_names(raw: Any, path: Path) -> list[str]:
+    if isinstance(raw, dict):
+        try:
+            ids = sorted(int(k) for k in raw)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: 'names' must map class ids (0, 1, ...) to names, found keys {list(raw)[:5]}") from None
+        if ids != list(range(len(ids))):
+            raise DataError(f"{path}: class ids in 'names' must be 0..{len(ids) - 1} without gaps, found {ids[:10]}")
+        return [str(raw[k] if k in raw else raw[str(k)]) for k in ids]
+    if isinstance(raw, list) and raw:
+        return [str(n) for n in raw]
+    raise DataError(f"{path}: expected 'names' as a list or a mapping of class id to name, found {raw!r}")
+
+
+def _yolo_images(root: Path, entry: Any, yaml_path: Path) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    files: list[Path] = []
+    for e in entries:
+        p = Path(str(e))
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            files += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith("."))
+        elif p.is_file() and p.suffix == ".txt":
+            files += [Path(line.strip()) if Path(line.strip()).is_absolute() else root / line.strip()
+                      for line in p.read_text().splitlines() if line.strip()]
+        else:
+            raise DataError(f"{yaml_path}: image folder or list '{e}' not found (looked for {p})")
+    return files
+
+
+def label_path(image: Path) -> Path:
+    """Ultralytics' convention: the last ``images`` folder of the path becomes ``labels``, suffix ``.txt``."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (normalised xyxy, unclipped) and class ids of one YOLO label file; DataError names file:line."""
+    boxes, labels = [], []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            values = [float(v) for v in parts]
+        except ValueError:
+            raise DataError(f"{path}:{number}: expected 'class cx cy w h' numbers, found '{line.strip()}'") from None
+        if len(values) == 5:
+            cls, cx, cy, w, h = values
+            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        elif len(values) >= 7 and len(values) % 2 == 1:  # segment polygon: class x1 y1 x2 y2 ...
+            cls, xs, ys = values[0], values[1::2], values[2::2]
+            box = [min(xs), min(ys), max(xs), max(ys)]
+        else:
+            raise DataError(f"{path}:{number}: expected 5 values 'class cx cy w h' (normalised), found "
+                            f"{len(values)}: '{line.strip()}'")
+        if cls != int(cls) or not 0 <= cls < num_classes:
+            raise DataError(f"{path}:{number}: class id {parts[0]} has no name: {names_file} names "
+                            f"{num_classes} classes (ids 0..{num_classes - 1}); fix the label or add the name")
+        if len(values) == 5 and (w < 0 or h < 0):
+            raise DataError(f"{path}:{number}: negative box width or height in '{line.strip()}'")
+        boxes.append(box)
+        labels.append(int(cls))
+    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.long)
+
+
+def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """A YOLO dataset from its folder (with ``data.yaml``) or the yaml file itself."""
+    data = Path(data)
+    yaml_path = data if data.is_file() else next((data / n for n in ("data.yaml", "dataset.yaml") if (data / n).exists()), None)
+    if yaml_path is None:
+        raise DataError(f"{data} has no data.yaml: a YOLO dataset needs one with 'names' and 'train'/'val' image folders")
+    try:
+        cfg = yaml.safe_load(yaml_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{yaml_path} is not valid YAML: {exc}") from exc
+    if "names" not in cfg or "train" not in cfg:
+        raise DataError(f"{yaml_path}: expected keys 'names' and 'train' (and 'val'), found {sorted(cfg)}")
+    classes = _yolo_names(cfg["names"], yaml_path)
+    root = Path(str(cfg.get("path") or "."))
+    root = root if root.is_absolute() else (yaml_path.parent / root).resolve()
+    splits = DetectionSplits(classes, [], [], layout=f"YOLO {yaml_path.name}")
+    lists = {"train": _yolo_images(root, cfg["train"], yaml_path)}
+    if cfg.get("val"):
+        lists["val"] = _yolo_images(root, cfg["val"], yaml_path)
+    for split, files in lists.items():
+        if not files:
+            raise DataError(f"{yaml_path}: no images in the '{split}' entry {cfg[split]!r}")
+        for image in files:
+            lp = label_path(image)
+            if lp.exists():
+                boxes, labels = read_yolo_labels(lp, len(classes), yaml_path)
+            else:
+                splits.issues[ISSUE_BACKGROUND] += 1
+                boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+            boxes, labels = _fix_boxes(boxes, labels, splits.issues)
+            getattr(splits, split).append(DetSample(image, boxes, labels))
+    if "val" not in lists:
+        _random_split(splits, val_fraction, seed)
+    return splits
+
+
+def _random_split(splits: DetectionSplits, val_fraction: float, seed: int) -> None:
+    items = splits.train
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(items) * val_fraction))
+    val = set(order[:n_val])
+    splits.train, splits.val = [s for i, s in enumerate(items) if i not in val], [s for i, s in enumerate(items) if i in val]
+    splits.layout += f", {val_fraction:.0%} random validation split (seed {seed})"
+
+
+# ----------------------------------------------------------------------------------------------- COCO
+def read_coco_json(path: Path, issues: Counter, image_dirs: Sequence[Path] = ()) -> tuple[list[str], list[DetSample]]:
+    """Classes (ordered by category id) and samples of one COCO instances json."""
+    try:
+        coco = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable COCO json: {exc}") from exc
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            raise DataError(f"{path}: expected a COCO instances file with a '{key}' list; found keys {sorted(coco)[:8]}")
+    cats = sorted(coco["categories"], key=lambda c: c["id"])
+    classes = [str(c["name"]) for c in cats]
+    index = {c["id"]: i for i, c in enumerate(cats)}
+    images = {im["id"]: im for im in coco["images"]}
+    per_image: dict[Any, list] = {i: [] for i in images}
+    for ann in coco["annotations"]:
+        if ann.get("iscrowd", 0):
+            continue
+        where = f"{path}: annotation id {ann.get('id')}"
+        if ann.get("category_id") not in index:
+            raise DataError(f"{where}: category_id {ann.get('category_id')} has no entry in 'categories' "
+                            f"(known ids {sorted(index)[:10]}...)")
+        if ann.get("image_id") not in images:
+            raise DataError(f"{where}: image_id {ann.get('image_id')} has no entry in 'images'")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            raise DataError(f"{where}: expected bbox [x, y, width, height] in pixels, found {bbox!r}")
+        per_image[ann["image_id"]].append((bbox, index[ann["category_id"]]))
+    dirs = [*image_dirs, path.parent, path.parent / "images", path.parent.parent / "images"]
+    samples = []
+    for image_id, im in images.items():
+        name = Path(im["file_name"])
+        file = name if name.is_absolute() else next((d / name for d in dirs if (d / name).exists()), dirs[0] / name)
+        w, h = float(im.get("width") or 0), float(im.get("height") or 0)
+        if w <= 0 or h <= 0:
+            raise DataError(f"{path}: image id {image_id} ({name}) has no width/height; COCO images need both")
+        anns = per_image[image_id]
+        boxes = torch.tensor([[x / w, y / h, (x + bw) / w, (y + bh) / h] for (x, y, bw, bh), _ in anns],
+                             dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([c for _, c in anns], dtype=torch.long)
+        boxes, labels = _fix_boxes(boxes, labels, issues)
+        samples.append(DetSample(file, boxes, labels))
+    return classes, samples
+
+
+def read_coco(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """A COCO dataset: one json (split made here) or a folder with train and val jsons."""
+    data = Path(data)
+    if data.is_file():
+        issues: Counter = Counter()
+        classes, samples = read_coco_json(data, issues)
+        splits = DetectionSplits(classes, samples, [], layout=f"COCO {data.name}", issues=issues)
+        _random_split(splits, val_fraction, seed)
+        return splits
+    jsons = sorted(data.glob("*.json")) + sorted((data / "annotations").glob("*.json"))
+    train = [p for p in jsons if "train" in p.stem]
+    val = [p for p in jsons if "val" in p.stem]
+    if not train or not val:
+        raise DataError(f"{data}: expected COCO jsons with 'train' and 'val' in their names (e.g. annotations/"
+                        f"instances_train.json), found {[p.name for p in jsons]}")
+    issues = Counter()
+    splits_of = {}
+    for split, p in (("train", train[0]), ("val", val[0])):
+        sub = p.stem.split("_")[-1]  # instances_val2017 -> val2017
+        dirs = [data / "images" / sub, data / sub, data / "images" / split, data / split]
+        splits_of[split] = read_coco_json(p, issues, dirs)
+    if splits_of["train"][0] != splits_of["val"][0]:
+        raise DataError(f"{data}: the train and val jsons list different categories")
+    return DetectionSplits(splits_of["train"][0], splits_of["train"][1], splits_of["val"][1],
+                           layout=f"COCO {train[0].name} + {val[0].name}", issues=issues)
+
+
+def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """YOLO or COCO, told apart by what DATA holds."""
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"Data not found: {data}")
+    if data.suffix == ".json" or (data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml"))
+                                  and (list(data.glob("*.json")) or list((data / "annotations").glob("*.json")))):
+        return read_coco(data, val_fraction, seed)
+    if data.suffix in {".yaml", ".yml"} or data.is_dir():
+        return read_yolo(data, val_fraction, seed)
+    raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/), its data.yaml, or a COCO json")
+
+
+# ------------------------------------------------------------------------------------------ transforms
+class Letterbox(v2.Transform):
+    """Resize the longer side to ``size`` and pad right/bottom to a square; boxes follow the pixels."""
+
+    def __init__(self, size: int, fill: int = 114) -> None:
+        super().__init__()
+        self.size, self.fill = size, fill
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        image = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, Image.Image)))
+        h, w = F.get_size(image)
+        scale = self.size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        return {"resize": [nh, nw], "pad": [0, 0, self.size - nw, self.size - nh]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = F.resize(inpt, params["resize"], antialias=True)
+        return F.pad(out, params["pad"], fill=self.fill)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, fill={self.fill}"
+
+
+def letterbox_scale(width: int, height: int, size: int) -> float:
+    """Factor from image pixels to letterbox pixels (the image is placed at the top-left)."""
+    return size / max(width, height)
+
+
+def train_transform(size: int, augment: str = "standard") -> v2.Compose:
+    """Letterbox, then flips and scale/translate jitter (``light``), plus colour (``standard``)."""
+    steps: list[Any] = [Letterbox(size)]
+    if augment in ("light", "standard"):
+        steps += [v2.RandomHorizontalFlip(),
+                  v2.RandomAffine(degrees=0.0, translate=(0.1, 0.1), scale=(0.7, 1.3), fill=114)]
+    if augment == "standard":
+        steps.append(v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25))
+    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=2.0),
+              v2.ToDtype(torch.float32, scale=True)]
+    return v2.Compose(steps)
+
+
+def eval_transform(size: int) -> v2.Compose:
+    return v2.Compose([Letterbox(size), v2.ToDtype(torch.float32, scale=True)])
+
+
+def to_tv(image: Image.Image, boxes: torch.Tensor, labels: torch.Tensor) -> tuple[tv_tensors.Image, dict]:
+    """PIL image + normalised boxes -> a tv_tensors Image and a target with pixel ``BoundingBoxes``."""
+    w, h = image.size
+    pixel = boxes * torch.tensor([w, h, w, h], dtype=torch.float32)
+    target = {"boxes": tv_tensors.BoundingBoxes(pixel, format="XYXY", canvas_size=(h, w)), "labels": labels.clone()}
+    return tv_tensors.Image(F.pil_to_tensor(image)), target
+
+
+class DetectionDataset(Dataset):
+    """``(image [3,S,S] in [0,1], {"boxes", "labels" (1..C; 0 is background)})``; seeded per (epoch, file)."""
+
+    def __init__(self, samples: list[DetSample], store: ImageStore, transform: v2.Compose, seed: int = 0,
+                 epoch: int = 0) -> None:
+        self.samples, self.store, self.transform = samples, store, transform
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        s = self.samples[index]
+        image, target = to_tv(self.store.get(s.path), s.boxes, s.labels)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small per-image ops: extra threads only wait on each other (10x slower on busy CPUs)
+        try:
+            with item_rng(self.seed, self.epoch, s.key or str(s.path)):
+                image, target = self.transform(image, target)
+        finally:
+            torch.set_num_threads(threads)
+        return image.as_subclass(torch.Tensor), {"boxes": target["boxes"].as_subclass(torch.Tensor).float(),
+                                                 "labels": target["labels"] + 1}
+
+
+def collate(batch: list) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    images, targets = zip(*batch)
+    return torch.stack(images), list(targets)
+
+
+class DetectionData:
+    """Detection splits read through one ImageStore; what the detection loop needs."""
+
+    def __init__(self, splits: DetectionSplits, image_size: int, interpolation: str = "bilinear",
+                 preload_mb: int = 2048, strict: bool = False, augment: str = "standard", seed: int = 0) -> None:
+        self.classes, self.image_size, self.seed = splits.classes, image_size, seed
+        samples = splits.train + splits.val
+        proxies = [Sample(s.path) for s in samples]
+        self.store = ImageStore(proxies, image_size, interpolation, preload_mb, strict)
+        splits.skipped += self.store.skipped
+        ok = {id(p) for p in self.store.samples}
+        for s, p in zip(samples, proxies):
+            s.key = p.key
+        self.splits = {
+            "train": [s for s, p in zip(samples[: len(splits.train)], proxies) if id(p) in ok],
+            "val": [s for s, p in zip(samples[len(splits.train):], proxies[len(splits.train):]) if id(p) in ok],
+        }
+        for name in ("train", "val"):
+            if not self.splits[name]:
+                raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
+        self.train_tf = train_transform(image_size, augment)
+        self.eval_tf = eval_transform(image_size)
+
+    def keys(self, split: str) -> list[str]:
+        return [s.key for s in self.splits[split]]
+
+    def dataset(self, split: str, train: bool, epoch: int) -> DetectionDataset:
+        return DetectionDataset(self.splits[split], self.store, self.train_tf if train else self.eval_tf, self.seed, epoch)
+
+    def transform_id(self, train: bool) -> str:
+        return repr(self.train_tf if train else self.eval_tf).replace("\n", " ")
+
+    def box_counts(self, split: str) -> list[int]:
+        counts = [0] * len(self.classes)
+        for s in self.splits[split]:
+            for c in s.labels.tolist():
+                counts[c] += 1
+        return counts

@@ -1,0 +1,258 @@
+"""Python API for object detection: ``Detector(...).fit(data)``, ``.predict(paths)``, ``.evaluate(data)``.
+
+>>> det = Detector(model="mobilenet_v2", classes=["person"]).fit("coco128/")
+>>> det.predict(["street.jpg"])[0]["detections"][:1]
+[{'label': 'person', 'score': 0.71, 'box': [12.0, 40.5, 88.2, 230.0]}]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from PIL import Image
+
+from headstart.config import RunConfig
+from headstart.core import loop
+from headstart.core.backbones import registry
+from headstart.core.backbones.spec import BackboneSpec
+from headstart.core.estimator import Estimator, Prepared
+from headstart.core.report import outputs
+from headstart.errors import DataError
+from headstart.progress import console, say, warn
+from headstart.tasks.detection import data as det_data
+from headstart.tasks.detection import report as det_report
+from headstart.tasks.detection import training
+from headstart.tasks.detection.metrics import detection_report
+from headstart.tasks.detection.model import DetectionModel, build_detector, build_tv_detector
+from headstart.tasks.image.data import ImageStore, Sample, image_files
+
+
+def is_tv_detector(name: str) -> bool:
+    return name.startswith("tv:") and name[3:].split(".")[0] in torchvision.models.list_models(
+        module=torchvision.models.detection)
+
+
+def create_model(cfg: RunConfig, num_classes: int, spec: BackboneSpec | None = None) -> DetectionModel:
+    """The configured detector; ``spec`` given: the architecture of a saved run with random weights."""
+    dc, frozen_bn = cfg.detection, cfg.train.batchnorm == "frozen"
+    if is_tv_detector(cfg.model.name):
+        return build_tv_detector(cfg.model.name, num_classes, dc, pretrained=spec is None and cfg.model.pretrained,
+                                 freeze_bn=frozen_bn)
+    if spec is not None:
+        backbone = registry.rebuild(spec)
+        backbone.spec = spec
+    else:
+        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+    return build_detector(backbone, num_classes, dc, freeze_bn=frozen_bn and backbone.spec.weights is not None)
+
+
+class Detector(Estimator):
+    """Fine-tune an object detector (FCOS, RetinaNet, Faster R-CNN, SSD/SSDlite) from a pretrained backbone.
+
+    >>> Detector(model="mobilenet_v2", classes="person", family="fcos").fit("coco128/", out="runs/det")
+    """
+
+    TASK = "detection"
+
+    def _read(self, data: str | Path) -> det_data.DetectionSplits:
+        cfg = self.config
+        splits = det_data.discover(data, cfg.data.val_fraction, cfg.train.seed)
+        if cfg.detection.classes:
+            splits.select_classes(cfg.detection.classes)
+        return splits
+
+    def _prepare(self, data: str | Path, run: Path) -> Prepared:
+        cfg = self.config
+        splits = self._read(data)
+        torch.manual_seed(cfg.train.seed)
+        model = create_model(cfg, len(splits.classes))
+        spec = model.backbone.spec
+        say(f"[bold]Detector[/] {model.info.get('family', model.info.get('name'))} on {spec.name} "
+            f"(weights: {spec.weights or 'random init'}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
+            f"{model.backbone.num_groups} backbone groups + neck + heads)")
+        ddata = det_data.DetectionData(splits, cfg.detection.image_size, spec.interpolation or "bilinear",
+                                       cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg))
+        issues = {k: v for k, v in splits.issues.items() if v}
+        counts = ddata.box_counts("train")
+        say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(ddata.splits['train'])} "
+            f"images, val {len(ddata.splits['val'])}; train boxes per class "
+            f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
+        for what, n in issues.items():
+            warn(f"{n} {what}")
+        if splits.skipped:
+            (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
+            warn(f"{len(splits.skipped)} file(s) skipped (listed in {run / 'skipped.txt'})")
+        if not sum(counts):
+            raise DataError(f"No boxes in the training images of {data}" + (
+                f" for classes {cfg.detection.classes}" if cfg.detection.classes else "") + ": nothing to learn")
+        return Prepared(model, ddata, splits, {"issues": issues, "counts": counts})
+
+    def _steps(self, prepared: Prepared) -> training.DetectionSteps:
+        return training.DetectionSteps(prepared.data, self.config)
+
+    def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
+        cfg, ddata, splits = self.config, prepared.data, prepared.splits
+        started = time.perf_counter()
+        preds = state.best_output
+        if preds is None or len(preds) != len(steps.val_targets):  # validated before a resume: predict again
+            preds = steps.predict(fabric, prepared.model, 0)
+        self.val_preds_ = preds
+        report = detection_report(preds, steps.val_targets, splits.classes)
+        per_phase: dict[str, list[float]] = defaultdict(list)
+        for row in state.history:
+            per_phase[row["phase"]].append(row["epoch_seconds"])
+        return {
+            "task": self.task().run_kind, "model": cfg.model.name, "family": prepared.model.info.get("family", "tv"),
+            "strategy": cfg.train.strategy, "classes": splits.classes, "best_epoch": state.best_epoch,
+            "data": str(data), "layout": splits.layout, "val": report, "val_map": report["map"],
+            "val_map_50": report["map_50"], "selection_metric": steps.metric, "train_seconds": round(state.seconds, 2),
+            "seconds_per_epoch": {k: round(sum(v) / len(v), 2) for k, v in per_phase.items()},
+            "epochs_run": len(state.history), "eval_seconds": round(time.perf_counter() - started, 2),
+            "num_train": len(ddata.splits["train"]), "num_val": len(ddata.splits["val"]),
+            "train_boxes": dict(zip(splits.classes, prepared.extra["counts"])), "data_issues": prepared.extra["issues"],
+            "skipped": len(splits.skipped),
+            "cache": {"items_served": state.cache_hits, "items_computed": state.cache_computed},
+            "device": str(fabric.device),
+        }
+
+    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+        metrics, cfg = self.metrics_, self.config
+        outputs.write_json(metrics, run / "metrics.json")
+        outputs.write_history(state.history, run / "history.csv")
+        det_report.plot_pr_curves(metrics["val"], run / "pr_curve.png")
+        val_set = prepared.data.dataset("val", train=False, epoch=0)
+        targets = training.view_targets(prepared.data, "val", False, 0)
+        shown = list(range(min(8, len(val_set))))
+        det_report.plot_predictions([val_set[i][0] for i in shown], [self.val_preds_[i] for i in shown],
+                                    [targets[i] for i in shown], self.classes_, cfg.detection.draw_score,
+                                    run / "val_predictions.png")
+        det_report.write_report_md(run, metrics)
+        det_report.write_detection_report(run, metrics, cfg.to_dict())
+        det_report.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
+
+    def _spec_info(self) -> dict[str, Any]:
+        return {"backbone": self.model_.backbone.spec.to_dict(), "detector": self.model_.info}
+
+    def _model_from_spec(self, info: dict[str, Any], run: Path) -> DetectionModel:
+        return create_model(self.config, len(info["classes"]), BackboneSpec.from_dict(info["backbone"]))
+
+    # ---------------------------------------------------------------- using the model
+    def predict(self, inputs: str | Path | list[str | Path], top_k: int | None = None,
+                save_images: str | Path | None = None) -> list[dict[str, Any]]:
+        """Per readable image: path, size and detections (label, score, ``[x1, y1, x2, y2]`` pixels), best first.
+
+        ``top_k`` keeps the best k detections per image; ``save_images`` writes each image with its boxes there.
+        """
+        model = self._require_fitted()
+        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        size = self.config.detection.image_size
+        store = ImageStore([Sample(f) for f in files], size, model.backbone.spec.interpolation or "bilinear",
+                           self.config.data.preload_mb,
+                           self.config.data.strict, desc="Reading images")
+        for path, reason in store.skipped:
+            warn(f"skipped {path}: {reason}")
+        tf = det_data.eval_transform(size)
+        images = [tf(det_data.to_tv(store.get(s.path), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))[0])
+                  for s in store.samples]
+        batch = self.config.train.batch_size * 2
+        fabric = loop.make_fabric(self.config.device)
+        chunks = [(torch.stack([im.as_subclass(torch.Tensor) for im in images[i:i + batch]]), None)
+                  for i in range(0, len(images), batch)]
+        preds = training.predict_batches(fabric, model, chunks, "Detecting", len(chunks), size)
+        rows = []
+        out_dir = Path(save_images) if save_images is not None else None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        for sample, pred in zip(store.samples, preds):
+            decoded = store.get(sample.path)
+            width, height = original_size(sample.path)
+            factor = width / decoded.width / det_data.letterbox_scale(decoded.width, decoded.height, size)
+            boxes = (pred["boxes"] * factor).clamp(min=0)
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(max=width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(max=height)
+            order = pred["scores"].argsort(descending=True)[: top_k or None]
+            dets = [{"label": self.classes_[int(pred["labels"][i]) - 1], "score": round(float(pred["scores"][i]), 4),
+                     "box": [round(float(v), 1) for v in boxes[i]]} for i in order]
+            rows.append({"path": str(sample.path), "width": width, "height": height, "detections": dets})
+            if out_dir is not None:
+                keep = [i for i in order.tolist() if float(pred["scores"][i]) >= self.config.detection.draw_score]
+                drawn = det_report.draw_boxes(
+                    load_original(sample.path), boxes[keep], [self.classes_[int(pred["labels"][i]) - 1] for i in keep],
+                    pred["scores"][keep], width=max(2, round(max(width, height) / 300)))
+                drawn.save(out_dir / (sample.path.stem + ".png"))
+        return rows
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        """COCO mAP on labelled data (its val split when it has one, else all of it), per-class AP, warnings."""
+        model = self._require_fitted()
+        cfg = self.config
+        splits = det_data.discover(data, cfg.data.val_fraction, cfg.train.seed)
+        missing = [c for c in self.classes_ if c not in splits.classes]
+        if missing:
+            raise DataError(f"{data} has no class {missing}; the model detects {', '.join(self.classes_)}")
+        splits.select_classes(self.classes_)
+        if "random validation split" in splits.layout:  # no val split of its own: evaluate on everything
+            splits.train, splits.val = splits.train[:1], splits.train + splits.val
+        ddata = det_data.DetectionData(splits, cfg.detection.image_size, model.backbone.spec.interpolation or "bilinear",
+                                       cfg.data.preload_mb,
+                                       cfg.data.strict, "none", cfg.train.seed)
+        val_set = ddata.dataset("val", train=False, epoch=0)
+        fabric = loop.make_fabric(cfg.device)
+        val = training.batches(val_set, cfg.train.batch_size * 2)
+        preds = training.predict_batches(fabric, model, val, "Evaluating", len(val), cfg.detection.image_size)
+        report = detection_report(preds, training.view_targets(ddata, "val", False, 0), self.classes_)
+        report["data_issues"] = {k: v for k, v in splits.issues.items() if v}
+        report["skipped"] = len(splits.skipped)
+        return report
+
+    def print_metrics(self, report: dict[str, Any], title: str) -> None:
+        det_report.print_metrics(report, title)
+
+    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+        """Detection rows as JSON, CSV (one line per box) or a table."""
+        if fmt == "json":
+            print(json.dumps(rows, indent=2))
+            return
+        if fmt == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
+            for r in rows:
+                for d in r["detections"]:
+                    writer.writerow([r["path"], d["label"], f"{d['score']:.4f}", *d["box"]])
+            sys.stdout.write(buf.getvalue())
+            return
+        from rich.table import Table
+
+        table = Table()
+        for col in ("file", "boxes", "best detections (label score [x1 y1 x2 y2])"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            best = "; ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in r["detections"][:5])
+            table.add_row(r["path"], str(len(r["detections"])), best)
+        console.print(table)
+
+
+def original_size(path: Path) -> tuple[int, int]:
+    """Width and height of an image file as displayed (EXIF rotation applied), read from its header."""
+    with Image.open(path) as im:
+        w, h = im.size
+        return (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+
+
+def load_original(path: Path) -> Image.Image:
+    from PIL import ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+

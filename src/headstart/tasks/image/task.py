@@ -1,0 +1,108 @@
+"""Image classification: ``ImageClassifier(...).fit(data)``, ``.predict(paths)``, ``.evaluate(data)``.
+
+>>> clf = ImageClassifier(model="efficientnet_lite0", strategy="lp-ft").fit("data/")
+>>> clf.predict(["cat.jpg"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.core import loop
+from headstart.core.backbones import registry
+from headstart.core.estimator import Prepared
+from headstart.errors import ConfigError
+from headstart.progress import say, warn
+from headstart.tasks.classification.estimator import ClassifierEstimator
+from headstart.tasks.classification.metrics import classification_report
+from headstart.tasks.classification.model import TransferClassifier
+from headstart.tasks.classification.training import predict_logits
+from headstart.tasks.image.data import (
+    ImageData,
+    ImageDataset,
+    ImageSplits,
+    ImageStore,
+    Sample,
+    discover,
+    image_files,
+    labelled_samples,
+)
+from headstart.tasks.image.transforms import eval_transform
+
+
+class ImageClassifier(ClassifierEstimator):
+    """Fine-tune a pretrained image backbone on a folder of images.
+
+    >>> clf = ImageClassifier(model="efficientnet_lite0", strategy="lp-ft").fit("data/")
+    >>> clf.predict(["cat.jpg"])
+    """
+
+    TASK = "image"
+    NOUN = "images"
+
+    def _prepare(self, data: str | Path, run: Path) -> Prepared:
+        cfg = self.config
+        splits = discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
+        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        spec = backbone.spec
+        if spec.modality != "image":
+            raise ConfigError(f"Model '{cfg.model.name}' is a {spec.modality} model; an image classifier "
+                              f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
+        say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
+            f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
+        imdata = ImageData(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg))
+        _summarize_data(data, splits, imdata)
+        self._write_skipped(run, splits)
+        notes = imdata.store.warnings() + splits.notes
+        for note in notes:
+            warn(note)
+        torch.manual_seed(cfg.train.seed)
+        model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
+        return Prepared(model, imdata, splits, {"data_warnings": notes})
+
+    def _report_item(self, sample: Sample) -> Path:
+        return sample.path
+
+    # ---------------------------------------------------------------- using the model
+    def predict_proba(self, inputs: str | Path | list[str | Path]) -> tuple[list[Path], torch.Tensor]:
+        """Class probabilities ``(files, probs[n_files, n_classes])``; unreadable files are left out."""
+        model = self._require_fitted()
+        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        return self._probabilities(model, [Sample(f) for f in files])
+
+    def _probabilities(self, model: TransferClassifier, samples: list[Sample]) -> tuple[list[Path], torch.Tensor]:
+        spec = model.backbone.spec
+        store = ImageStore(samples, spec.resize_size, spec.interpolation, self.config.data.preload_mb,
+                           self.config.data.strict, desc="Reading images")
+        for path, reason in store.skipped:
+            warn(f"skipped {path}: {reason}")
+        if not store.samples:
+            return [], torch.empty(0, len(self.classes_))
+        fabric = loop.make_fabric(self.config.device)
+        dataset = ImageDataset(store.samples, store, eval_transform(spec))
+        logits = predict_logits(fabric, model, dataset, loop.inference_batch_size(self.config, fabric))
+        return [s.path for s in store.samples], logits.softmax(dim=1)
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""
+        model = self._require_fitted()
+        samples, skipped = labelled_samples(data, self.classes_, self.config.data.path_column,
+                                            self.config.data.label_column)
+        files, probs = self._probabilities(model, samples)
+        readable = set(files)
+        labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)
+        report = classification_report(probs.log(), labels, self.classes_, self.train_counts_)
+        report["skipped"] = len(samples) - len(files) + len(skipped)
+        return report
+
+
+def _summarize_data(data: str | Path, splits: ImageSplits, imdata: ImageData) -> None:
+    counts = {c: 0 for c in splits.classes}
+    for s in imdata.splits["train"]:
+        counts[splits.classes[s.label]] += 1
+    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(imdata.splits['train'])}, "
+        f"val {len(imdata.splits['val'])}" + (f", test {len(imdata.splits['test'])}" if imdata.splits["test"] else "")
+        + f"; train per class {counts}; {imdata.store.memory_mb:.0f} MB decoded in memory")

@@ -1,0 +1,469 @@
+"""Text datasets: read tables (CSV, TSV, JSONL, Parquet, ``datasets`` folders), tokenise once, batch by length.
+
+DATA for text classification is one of:
+  * a ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.json`` / ``.parquet`` file with a text column and a label column
+    (optional ``split`` column: train/val/test; otherwise a seeded, stratified validation split is made);
+  * a folder written by ``datasets``' ``save_to_disk`` (a DatasetDict's train/validation/test splits are kept).
+Texts are tokenised once with dynamic padding per batch; each split is kept sorted by token count so that
+evaluation batches hold texts of similar length, and training batches are length-sorted buckets in a
+seeded random order.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from headstart.core.splits import stratified_split
+from headstart.errors import DataError
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
+TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
+                "tweet", "question", "title")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "y", "sentiment")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+@dataclass
+class TextSample:
+    """One text and its class index (None when unlabelled); ``where`` is file:line for messages."""
+
+    text: str
+    label: int | None = None
+    where: str = ""
+
+
+@dataclass
+class TextSplits:
+    """What was found in DATA: classes, splits, the columns used, and every row left out with the reason."""
+
+    classes: list[str]
+    train: list[TextSample]
+    val: list[TextSample]
+    test: list[TextSample] = field(default_factory=list)
+    layout: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- reading
+def is_datasets_folder(path: Path) -> bool:
+    """A folder written by ``datasets`` ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+
+
+def read_records(path: str | Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Rows of a table file or ``datasets`` folder: ``({split or "": rows}, columns)``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Data not found: {path}")
+    if path.is_dir():
+        if is_datasets_folder(path):
+            return _read_datasets(path)
+        raise DataError(
+            f"{path} is a folder but not a Hugging Face datasets folder (no dataset_dict.json / dataset_info.json). "
+            "Text data is a table (.csv, .tsv, .jsonl, .parquet) or a folder written by datasets' save_to_disk; "
+            "a folder of class subfolders is image data (--task image)."
+        )
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        raise DataError(f"{path} is an image file; text classification reads tables of texts (.csv, .tsv, .jsonl, "
+                        ".parquet): use an image model for images")
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{path}: expected a text table ({', '.join(sorted(TABLE_SUFFIXES))}) or a datasets folder, "
+                        f"found a '{suffix or 'no'}' suffix")
+    if suffix == ".parquet":
+        rows = _read_parquet(path)
+    else:
+        text = read_text_file(path)
+        rows = _read_json(path, text, suffix) if suffix in {".jsonl", ".ndjson", ".json"} else _read_delimited(path, text)
+    if not rows:
+        raise DataError(f"{path} has no data rows")
+    columns = list(rows[0])
+    return {"": rows}, columns
+
+
+def read_text_file(path: Path) -> str:
+    """The file as UTF-8 text; a clear DataError naming the byte when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} cannot be decoded. "
+            "Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)"
+        ) from None
+
+
+def _read_delimited(path: Path, text: str) -> list[dict[str, Any]]:
+    first = text.split("\n", 1)[0]
+    delimiter = "\t" if path.suffix.lower() == ".tsv" or first.count("\t") > first.count(",") else ","
+    rows = _parse_delimited(text, delimiter, csv.QUOTE_MINIMAL)
+    if delimiter == "\t":  # plain TSV, where a quote is part of the text, unless the fields are quoted
+        plain = _parse_delimited(text, delimiter, csv.QUOTE_NONE)
+        well_formed = all(None not in r and None not in r.values() for r in plain)
+        quoted = sum(str(v).startswith('"') and str(v).endswith('"') for r in plain[:500] for v in r.values())
+        if well_formed and quoted < 0.5 * min(len(plain), 500):
+            rows = plain
+    bad = [i + 2 for i, r in enumerate(rows) if None in r or None in r.values()]
+    if bad:
+        raise DataError(f"{path}: rows {bad[:5]} have a different number of fields than the header line; "
+                        "check the delimiter and quoting")
+    return rows
+
+
+def _parse_delimited(text: str, delimiter: str, quoting: int) -> list[dict[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    return [r for r in reader if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+
+
+def _read_json(path: Path, text: str, suffix: str) -> list[dict[str, Any]]:
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not valid JSON: {exc}") from None
+    else:
+        rows = []
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{line_no} is not a JSON object: {exc}") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: expected one JSON object per line (or a list of objects) with text and label keys")
+    return rows
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"Reading {path} needs pyarrow: pip install pyarrow (or convert the file to CSV/JSONL)") from None
+    return pq.read_table(path).to_pylist()
+
+
+def _read_datasets(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path} is a Hugging Face datasets folder; reading it needs: pip install datasets") from None
+    loaded = datasets.load_from_disk(str(path))
+    parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
+    out: dict[str, list[dict[str, Any]]] = {}
+    names = {}
+    for split, ds in parts.items():
+        out[split] = ds.to_list()
+        feature = ds.features
+        names.update({col: f.names for col, f in feature.items() if hasattr(f, "names")})  # ClassLabel names
+    for rows in out.values():
+        for row in rows:
+            for col, label_names in names.items():
+                if isinstance(row.get(col), int) and 0 <= row[col] < len(label_names):
+                    row[col] = label_names[row[col]]
+    first = next(iter(out.values()))
+    if not first:
+        raise DataError(f"{path} has no rows")
+    return out, list(first[0])
+
+
+# ------------------------------------------------------------------------------------------- columns
+def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, where: Path,
+                exclude: str | None = None) -> str:
+    """The column holding the ``what``: as named, or guessed from common names; a DataError lists the columns."""
+    if wanted is not None:
+        if wanted not in columns:
+            raise DataError(f"{where}: no column '{wanted}' for the {what}; columns found: {columns}. "
+                            f"Pass the right one with --{what}-column")
+        return wanted
+    lower = {c.lower(): c for c in columns if c != exclude}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    rest = [c for c in columns if c != exclude and c.lower() != "split"]
+    if what == "text" and len(rest) == 1:
+        return rest[0]
+    raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. "
+                    f"Name it with --{what}-column (config key text.{what}_column)")
+
+
+def _as_label(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _sort_classes(labels: set[str]) -> list[str]:
+    """Numeric labels in numeric order ("2" before "10"), others alphabetically."""
+    try:
+        return sorted(labels, key=lambda s: (float(s), s))
+    except ValueError:
+        return sorted(labels)
+
+
+def _looks_like_image_paths(values: list[str]) -> bool:
+    sample = [v for v in values[:200] if v]
+    return bool(sample) and sum(v.lower().endswith(IMAGE_SUFFIXES) for v in sample) > 0.8 * len(sample)
+
+
+def discover(data: str | Path, text_column: str | None = None, label_column: str | None = None,
+             val_fraction: float = 0.2, seed: int = 0) -> TextSplits:
+    """Classes and train/val(/test) texts of DATA; empty texts and labels are left out and reported."""
+    path = Path(data)
+    parts, columns = read_records(path)
+    lcol = pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
+    tcol = pick_column(columns, text_column, TEXT_COLUMNS, "text", path, exclude=lcol)
+    if tcol == lcol:
+        raise DataError(f"{path}: the text and label columns are both '{tcol}'; columns found: {columns}")
+    rows_all = [r for rows in parts.values() for r in rows]
+    texts = [r.get(tcol) for r in rows_all]
+    if _looks_like_image_paths([str(t or "") for t in texts]):
+        raise DataError(f"{path}: column '{tcol}' holds image file paths, not texts: this is image data; "
+                        "train it with --task image (and an image model)")
+    labels = [_as_label(r.get(lcol)) for r in rows_all]
+    classes = _sort_classes(set(labels) - {""})
+    if len(classes) < 2:
+        raise DataError(f"{path}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
+                        "a classifier needs at least 2 classes")
+    splits = TextSplits(classes, [], [], layout=f"{path.name} (text column '{tcol}', label column '{lcol}')")
+    index = {c: i for i, c in enumerate(classes)}
+    samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
+    has_split_column = "split" in columns and not any(parts.keys() - {""})
+    header = 1 if path.suffix.lower() in {".csv", ".tsv"} else 0
+    for part, rows in parts.items():
+        for row_no, row in enumerate(rows, start=1 + header):
+            where = f"{path.name}:{part + ':' if part else ''}{row_no}"
+            text, label = row.get(tcol), _as_label(row.get(lcol))
+            text = "" if text is None else str(text)
+            if not text.strip() or not label:
+                splits.skipped.append((where, "empty text" if not text.strip() else "empty label"))
+                continue
+            if has_split_column:
+                split = SPLIT_NAMES.get(str(row.get("split") or "").strip().lower(), "train")
+            else:
+                split = SPLIT_NAMES.get(part.lower(), "train") if part else ""
+            samples[split].append(TextSample(text, index[label], where))
+    if any(parts.keys() - {""}) or has_split_column:
+        splits.train, splits.val, splits.test = samples["train"], samples["val"], samples["test"]
+        splits.layout += ", its own train/val splits"
+        if not splits.val and splits.train:  # no validation split given: hold some training texts out
+            train_idx, val_idx = stratified_split([s.label for s in splits.train], val_fraction, seed)
+            splits.train, splits.val = [splits.train[i] for i in train_idx], [splits.train[i] for i in val_idx]
+            splits.layout += f" (no validation split: {val_fraction:.0%} of train held out, seed {seed})"
+    else:
+        items = samples[""]
+        train_idx, val_idx = stratified_split([s.label for s in items], val_fraction, seed)
+        splits.train, splits.val = [items[i] for i in train_idx], [items[i] for i in val_idx]
+        splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+    if not splits.train or not splits.val:
+        raise DataError(f"{path}: no texts left for the {'training' if not splits.train else 'validation'} split "
+                        f"({len(splits.skipped)} row(s) skipped: empty text or label)")
+    train_classes = {s.label for s in splits.train}
+    if len(train_classes) < 2:
+        raise DataError(f"{path}: the training split has one class only ({classes[next(iter(train_classes))]}); "
+                        "a classifier needs at least 2")
+    seen = {s.text for s in splits.train}
+    dup = sum(s.text in seen for s in splits.val)
+    if dup:
+        splits.notes.append(f"{dup} validation text(s) also occur in the training split (duplicate rows): "
+                            "validation scores may be optimistic")
+    return splits
+
+
+def labelled_texts(data: str | Path, classes: list[str], text_column: str | None = None,
+                   label_column: str | None = None) -> tuple[list[TextSample], list[tuple[str, str]]]:
+    """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows)."""
+    path = Path(data)
+    parts, columns = read_records(path)
+    lcol = pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
+    tcol = pick_column(columns, text_column, TEXT_COLUMNS, "text", path, exclude=lcol)
+    rows = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None)
+    if rows is None:
+        rows = [r for rs in parts.values() for r in rs]
+        if "split" in columns:
+            for wanted in ("test", "val"):
+                chosen = [r for r in rows if SPLIT_NAMES.get(str(r.get("split") or "").lower()) == wanted]
+                if chosen:
+                    rows = chosen
+                    break
+    if _looks_like_image_paths([str(r.get(tcol) or "") for r in rows]):
+        raise DataError(f"{path}: column '{tcol}' holds image file paths: this model classifies texts")
+    index = {c: i for i, c in enumerate(classes)}
+    samples, skipped = [], []
+    unknown: Counter = Counter()
+    for line, row in enumerate(rows, start=1):
+        text, label = str(row.get(tcol) or ""), _as_label(row.get(lcol))
+        if not text.strip() or not label:
+            skipped.append((f"{path.name}:{line}", "empty text" if not text.strip() else "empty label"))
+        elif label not in index:
+            unknown[label] += 1
+        else:
+            samples.append(TextSample(text, index[label], f"{path.name}:{line}"))
+    if unknown:
+        raise DataError(f"{path}: labels the model does not know: {dict(unknown.most_common(5))}; "
+                        f"the model's classes are {classes}")
+    if not samples:
+        raise DataError(f"{path}: no labelled texts to evaluate ({len(skipped)} row(s) with an empty text or label)")
+    return samples, skipped
+
+
+def looks_like_text_data(data: str | Path) -> bool:
+    """Whether DATA is plainly text data: a datasets folder, or a table whose columns hold no image paths."""
+    path = Path(data)
+    if path.is_dir():
+        return is_datasets_folder(path)
+    if path.suffix.lower() not in TABLE_SUFFIXES:
+        return False
+    try:
+        parts, columns = read_records(path)
+    except DataError:
+        return path.suffix.lower() != ".csv"  # let the text reader report what is wrong
+    rows = next(iter(parts.values()))[:200]
+    return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) for c in columns)
+
+
+# ------------------------------------------------------------------------------------------- tokens
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text cut to ``max_length`` (special tokens included) and how many texts were cut."""
+    if not texts:
+        return [], 0
+    ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
+    cut = sum(len(i) > max_length for i in ids)
+    if cut:
+        ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return ids, cut
+
+
+class TokenDataset(Dataset):
+    """``(token ids, label)`` pairs (label -1 when unlabelled)."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int]) -> None:
+        self.ids, self.labels = ids, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[list[int], int]:
+        return self.ids[i], self.labels[i]
+
+
+class PadCollate:
+    """Dynamic padding: each batch is padded to its longest text only."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[tuple[list[int], int]]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        longest = max(len(ids) for ids, _ in items)
+        input_ids = torch.full((len(items), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), longest), dtype=torch.long)
+        for row, (ids, _) in enumerate(items):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask}, torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+def length_buckets(lengths: list[int], batch_size: int, seed: int, order: list[int] | None = None,
+                   bucket: int = 50) -> list[list[int]]:
+    """Batches of similar length in a seeded random order: shuffle, sort within buckets of ``bucket`` batches.
+
+    Always ``ceil(n / batch_size)`` batches, like a shuffled DataLoader (the LR schedule counts on it).
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths))) if order is None else list(order)
+    rng.shuffle(order)
+    span = batch_size * bucket
+    chunks = [sorted(order[i: i + span], key=lambda j: lengths[j]) for i in range(0, len(order), span)]
+    flat = [j for chunk in chunks for j in chunk]
+    batches = [flat[i: i + batch_size] for i in range(0, len(flat), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+class TextData:
+    """Tokenised splits as the training loop needs them (``engine.TaskData``)."""
+
+    def __init__(self, splits: TextSplits, tokenizer, max_length: int, class_weights: bool = False,
+                 balanced_sampling: bool = False, tokenizer_id: str = "") -> None:
+        self.classes = splits.classes
+        self.max_length = max_length
+        self.balanced = balanced_sampling
+        self.tokenizer_id = tokenizer_id or type(tokenizer).__name__
+        self.collate = PadCollate(tokenizer.pad_token_id or 0)
+        self.splits: dict[str, list[TextSample]] = {}
+        self.ids: dict[str, list[list[int]]] = {}
+        self.truncated: dict[str, int] = {}
+        for name in ("train", "val", "test"):
+            samples = getattr(splits, name)
+            ids, cut = tokenize(tokenizer, [s.text for s in samples], max_length)
+            order = sorted(range(len(samples)), key=lambda i: len(ids[i]))  # length-sorted evaluation batches
+            self.splits[name] = [samples[i] for i in order]
+            self.ids[name] = [ids[i] for i in order]
+            self.truncated[name] = cut
+        counts = torch.bincount(self.labels("train"), minlength=len(self.classes)).float()
+        self.class_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))) if class_weights else None
+
+    def keys(self, split: str) -> list[str]:
+        return [text_key(s.text) for s in self.splits[split]]
+
+    def labels(self, split: str) -> torch.Tensor:
+        return torch.tensor([s.label for s in self.splits[split]], dtype=torch.long)
+
+    def dataset(self, split: str, train: bool, epoch: int) -> TokenDataset:
+        return TokenDataset(self.ids[split], [s.label for s in self.splits[split]])
+
+    def transform_id(self, train: bool) -> str:
+        return f"text:{self.tokenizer_id}:max_length={self.max_length}"
+
+    def train_batches(self, batch_size: int, seed: int) -> list[list[int]]:
+        """One epoch of training batches: length-sorted buckets; class-balanced draws with ``balanced_sampling``."""
+        lengths = [len(i) for i in self.ids["train"]]
+        order = None
+        if self.balanced:
+            labels = self.labels("train")
+            weights = (1.0 / torch.bincount(labels, minlength=len(self.classes)).clamp(min=1).float())[labels]
+            g = torch.Generator().manual_seed(seed)
+            order = torch.multinomial(weights, len(lengths), replacement=True, generator=g).tolist()
+        return length_buckets(lengths, batch_size, seed, order)
+
+    def lengths(self, split: str) -> list[int]:
+        return [len(i) for i in self.ids[split]]
+
+
+def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -> list[str]:
+    """Texts to classify from the command line: arguments are texts, except existing ``.txt`` files (one text per
+    line); ``file`` adds one text per line. Image files are refused with the fix."""
+    texts: list[str] = []
+    sources = [Path(file)] if file is not None else []
+    for item in items:
+        path = Path(item)
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() or path.is_dir():
+            raise DataError(f"'{item}' is an image file or a folder, and this run holds a text model: pass texts, "
+                            "or --file texts.txt (one text per line); predict images with an image run folder")
+        if path.suffix.lower() == ".txt" and path.is_file():
+            sources.append(path)
+        else:
+            texts.append(item)
+    for source in sources:
+        if not source.is_file():
+            raise DataError(f"Text file not found: {source}")
+        texts += [line for line in read_text_file(source).splitlines() if line.strip()]
+    return texts

@@ -1,0 +1,155 @@
+"""``TextClassifier``: text classification with BERT-family encoders, the same API as ``ImageClassifier``.
+
+>>> clf = TextClassifier(text_column="SMS", label_column="Label").fit("sms.tsv", out="runs/sms")
+>>> clf.predict(["WINNER! Claim your prize now", "see you at lunch"])
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.core import loop, strategies
+from headstart.core.backbones import hf_text, registry
+from headstart.core.estimator import Prepared
+from headstart.errors import ConfigError, DataError, RunFolderError
+from headstart.progress import say, warn
+from headstart.tasks.classification.estimator import ClassifierEstimator
+from headstart.tasks.classification.metrics import classification_report
+from headstart.tasks.classification.model import TransferClassifier
+from headstart.tasks.classification.training import predict_logits
+from headstart.tasks.text.data import (
+    PadCollate,
+    TextData,
+    TextSample,
+    TextSplits,
+    TokenDataset,
+    discover,
+    labelled_texts,
+    texts_from_arguments,
+    tokenize,
+)
+
+TOKENIZER_DIR = "tokenizer"
+
+
+class TextClassifier(ClassifierEstimator):
+    """Fine-tune a pretrained text encoder on a table of labelled texts.
+
+    >>> clf = TextClassifier(model="minilm", strategy="lp-ft").fit("reviews.csv")
+    >>> clf.predict(["great value", "broke after a week"])
+    """
+
+    TASK = "text"
+    NOUN = "texts"
+    SKIPPED = "rows"
+    REPORT_IMAGES = False
+    ITEM_KEY = "text"
+    tokenizer_ = None
+
+    def _prepare(self, data: str | Path, run: Path) -> Prepared:
+        cfg, tc = self.config, self.config.text
+        if not hf_text.is_text_model(cfg.model.name):
+            raise ConfigError(f"Model '{cfg.model.name}' is an image backbone; text classification needs a text "
+                              f"encoder: {', '.join(hf_text.PACKAGED)}, hf:NAME or a Hugging Face model folder")
+        splits = discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed)
+        torch.manual_seed(cfg.train.seed)
+        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        spec = backbone.spec
+        if tc.pooling != "auto":
+            spec.extra["pooling"] = tc.pooling
+        max_length = min(tc.max_length, spec.extra["max_positions"])
+        spec.extra["max_length"] = max_length
+        tokenizer = hf_text.load_tokenizer(spec)
+        say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
+            f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups, {spec.extra['pooling']} pooling)")
+        tdata = TextData(splits, tokenizer, max_length, tc.class_weights, tc.balanced_sampling,
+                         tokenizer_id=f"{spec.name}:{spec.weights}")
+        _summarize_data(data, splits, tdata)
+        self._write_skipped(run, splits)
+        for note in splits.notes:
+            warn(note)
+        if strategies.parse(cfg.train.strategy, backbone.num_groups)[0] == "lora":
+            n = hf_text.add_lora(backbone, tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.lora_targets)
+            say(f"LoRA adapters (r={tc.lora_r}, alpha={tc.lora_alpha}) on {spec.extra['lora']['targets']}: "
+                f"{n:,} parameters")
+        torch.manual_seed(cfg.train.seed)
+        model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
+        self.tokenizer_ = tokenizer
+        return Prepared(model, tdata, splits, {"truncated": tdata.truncated, "max_length": max_length,
+                                               "data_warnings": splits.notes})
+
+    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+        self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
+        super()._write_outputs(run, data, prepared, state)
+
+    def _report_item(self, sample: TextSample) -> str:
+        return sample.text
+
+    def _loaded(self, run: Path, info: dict[str, Any]) -> None:
+        super()._loaded(run, info)
+        if not (run / TOKENIZER_DIR).is_dir():
+            raise RunFolderError(f"{run} has no {TOKENIZER_DIR}/ folder: the run is incomplete; train it again")
+        self.tokenizer_ = hf_text.load_tokenizer(self.model_.backbone.spec, run / TOKENIZER_DIR)
+
+    @classmethod
+    def cli_inputs(cls, items: list[str], file: Path | None) -> list[str]:
+        return texts_from_arguments(items, file)
+
+    # ---------------------------------------------------------------- using the model
+    def predict_proba(self, texts: str | list[str]) -> tuple[list[str], torch.Tensor]:
+        """Class probabilities ``(texts, probs[n_texts, n_classes])``; empty texts are left out (with a warning)."""
+        model = self._require_fitted()
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise DataError(f"predict takes strings; found {type(bad[0]).__name__} ({bad[0]!r}). Read files first "
+                            "(headstart predict RUN --file texts.txt reads one text per line)")
+        kept = [t for t in texts if t.strip()]
+        if len(kept) < len(texts):
+            warn(f"{len(texts) - len(kept)} empty text(s) left out")
+        return kept, self._logits(model, kept).softmax(dim=1)
+
+    def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, len(self.classes_))
+        spec = model.backbone.spec
+        ids, cut = tokenize(self.tokenizer_, texts, spec.extra["max_length"])
+        if cut:
+            say(f"[dim]{cut} of {len(texts)} text(s) cut to {spec.extra['max_length']} tokens[/]")
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+        fabric = loop.make_fabric(self.config.device)
+        logits = predict_logits(fabric, model, TokenDataset([ids[i] for i in order], [-1] * len(ids)),
+                                self.config.train.batch_size * 2, PadCollate(spec.extra.get("pad_token_id", 0)))
+        out = torch.empty_like(logits)
+        out[torch.tensor(order)] = logits
+        return out
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        """Metrics on labelled texts (a table or datasets folder) with the majority baseline and warnings."""
+        model = self._require_fitted()
+        tc = self.config.text
+        samples, skipped = labelled_texts(data, self.classes_, tc.text_column, tc.label_column)
+        logits = self._logits(model, [s.text for s in samples])
+        labels = torch.tensor([s.label for s in samples], dtype=torch.long)
+        report = classification_report(logits, labels, self.classes_, self.train_counts_)
+        report["skipped"] = len(skipped)
+        return report
+
+
+def _summarize_data(data: str | Path, splits: TextSplits, tdata: TextData) -> None:
+    counts = {c: 0 for c in splits.classes}
+    for s in tdata.splits["train"]:
+        counts[splits.classes[s.label]] += 1
+    lengths = tdata.lengths("train")
+    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(tdata.splits['train'])}, "
+        f"val {len(tdata.splits['val'])}" + (f", test {len(tdata.splits['test'])}" if tdata.splits["test"] else "")
+        + f"; train per class {counts}; tokens per text: median {sorted(lengths)[len(lengths) // 2]}, "
+        f"max {max(lengths)} (max_length {tdata.max_length})")
+    cut = sum(tdata.truncated.values())
+    if cut:
+        n = sum(len(v) for v in tdata.splits.values())
+        warn(f"{cut} of {n} text(s) are longer than max_length={tdata.max_length} tokens and were cut "
+             f"(train {tdata.truncated['train']}, val {tdata.truncated['val']}); raise text.max_length to keep more")
