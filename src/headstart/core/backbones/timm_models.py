@@ -1,11 +1,18 @@
 """timm models as backbones (``timm:NAME[.TAG]``).
 
-The layer groups come from timm's own metadata: ``model.group_matcher(coarse=True)`` (the grouping timm's
-layer-wise LR decay uses) decides where one group ends, and the order in which ``forward_features`` calls
-the model's children decides how the groups run. A few families keep a hand-made layout (EfficientNet's
-separate ``head`` group, ViT's position embedding). Every layout is checked on a random input against the
-model's own ``forward_head(forward_features(x), pre_logits=True)``; a model that no layout reproduces stays
-one group, with a warning.
+Layouts, tried in order (the first that reproduces the model wins):
+
+1. hand-made ones for EfficientNet/MobileNet (a separate ``head`` group), ViT/DeiT (position embedding and
+   class token in the ``embed`` group) and EVA-02 (rotary embedding given to every block);
+2. timm's own metadata: ``model.group_matcher(coarse=True)`` (the grouping timm's layer-wise LR decay uses)
+   decides where a group ends, and the order in which ``forward_features`` calls the model's children
+   (traced with hooks) decides how the groups run (ConvNeXt, Swin, ResNet, RegNet, MaxViT, CSPNet, ...);
+3. transformers with a ``blocks`` list: everything ``forward_features`` does before the first block is the
+   ``embed`` group, then one group per block (BEiT, ...).
+
+Every layout is checked on a random input against the model's own
+``forward_head(forward_features(x), pre_logits=True)``. A model that no layout reproduces stays one group,
+with a ``UserWarning`` saying that partial unfreezing and layer decay cannot act on it.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections.abc import Callable
 
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from headstart.core.backbones.base import Backbone, chain, channels_first, count_params, sequential
@@ -29,7 +37,7 @@ def list_names(pattern: str = "*", pretrained: bool = True) -> list[str]:
 
 
 def _known_layout(model: nn.Module, called: list[str]) -> list[Stage] | None:
-    """Hand-made layouts that differ from timm's coarse grouping (EfficientNet's head, ViT's embedding)."""
+    """Hand-made layouts: EfficientNet's separate head, ViT's embedding, EVA-02's rotary embedding."""
     names = dict(model.named_children())
     if {"conv_stem", "bn1", "blocks"} <= names.keys():  # EfficientNet, MobileNetV2/V3, MixNet...
         stages: list[Stage] = [("stem", ["conv_stem", "bn1"], chain(model, "conv_stem", "bn1"))]
@@ -39,7 +47,7 @@ def _known_layout(model: nn.Module, called: list[str]) -> list[Stage] | None:
         if tail:
             stages.append(("head", tail, chain(model, *tail)))
         return stages
-    if {"patch_embed", "blocks", "norm"} <= names.keys() and hasattr(model, "_pos_embed"):  # ViT family
+    if isinstance(model, VisionTransformer):  # ViT, DeiT, ViT-hybrid...
 
         def embed(x: torch.Tensor) -> torch.Tensor:
             x = model._pos_embed(model.patch_embed(x))
@@ -50,7 +58,33 @@ def _known_layout(model: nn.Module, called: list[str]) -> list[Stage] | None:
         last_name, last_prefixes, last_fn = stages[-1]
         stages[-1] = (last_name, [*last_prefixes, "norm"], sequential(last_fn, model.norm))
         return stages
+    if type(model).__name__ == "Eva" and model.patch_drop is None and not getattr(model, "rope_mixed", False) \
+            and not getattr(model, "dynamic_img_size", False):  # EVA-02: every block takes the rotary embedding
+        return _eva_layout(model)
     return None
+
+
+def _eva_layout(model: nn.Module) -> list[Stage]:
+    def rope() -> torch.Tensor | None:  # fixed sin/cos tables (buffers), as Eva._pos_embed computes them
+        r = model.rope
+        if r is None:
+            return None
+        return r.get_embed() if hasattr(r, "feat_shape") else r.get_embed(shape=model.patch_embed.grid_size)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return model.norm_pre(model._pos_embed(model.patch_embed(x))[0])
+
+    def block(i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        def run(x: torch.Tensor) -> torch.Tensor:
+            x = model.blocks[i](x, rope=rope())
+            return model.norm(x) if i == len(model.blocks) - 1 else x
+
+        return run
+
+    stages: list[Stage] = [("embed", ["patch_embed", "cls_token", "reg_token", "pos_embed", "norm_pre"], embed)]
+    stages += [(f"block{i}", [f"blocks.{i}"], block(i)) for i in range(len(model.blocks))]
+    stages[-1] = (stages[-1][0], [*stages[-1][1], "norm"], stages[-1][2])
+    return stages
 
 
 def _is_plain_sequential(module: nn.Module) -> bool:
@@ -116,25 +150,68 @@ def _traced_layout(model: nn.Module, called: list[str]) -> list[Stage] | None:
             for i, (paths, _) in enumerate(stages)]
 
 
+class _Reached(Exception):  # noqa: N818 - control flow, not an error
+    """Raised by a pre-hook on the first block: carries the block's input out of ``forward_features``."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__()
+        self.x = x
+
+
+def _token_layout(model: nn.Module, called: list[str]) -> list[Stage] | None:
+    """Transformers with a ``blocks`` list: whatever ``forward_features`` does before the first block (patch and
+    position embedding, class tokens...) is the first stage, then one stage per block, then the children called
+    after the blocks (the final norm) join the last block."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, (nn.Sequential, nn.ModuleList)) or len(blocks) < 2:
+        return None
+    block_calls = [i for i, n in enumerate(called) if n == "blocks" or n.startswith("blocks.")]
+    if not block_calls or block_calls != list(range(block_calls[0], block_calls[-1] + 1)):
+        return None
+    before, after = called[:block_calls[0]], called[block_calls[-1] + 1:]
+    first = blocks[0]
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        def stop(module: nn.Module, args: tuple) -> None:
+            raise _Reached(args[0])
+
+        hook = first.register_forward_pre_hook(stop)
+        try:
+            model.forward_features(x)
+        except _Reached as reached:
+            return reached.x
+        finally:
+            hook.remove()
+        raise RuntimeError(f"{type(model).__name__}.forward_features never calls its first block")
+
+    stages: list[Stage] = [("embed", [*before, *model._parameters], embed)]
+    stages += [(f"block{i}", [f"blocks.{i}"], chain(model, f"blocks.{i}")) for i in range(len(blocks))]
+    name, prefixes, _ = stages[-1]
+    stages[-1] = (name, [*prefixes, *after], chain(model, f"blocks.{len(blocks) - 1}", *after))
+    return stages
+
+
 @torch.no_grad()
 def _layout(model: nn.Module, size: int, arch: str) -> tuple[list[Stage], Callable, int]:
     """Stages, pooling and feature size of ``model``: the first layout that reproduces its own features."""
     was = model.training
     model.eval()
     try:
-        called: list[str] = []  # children (and items of ModuleList children) in the order forward_features calls them
+        called: list[str] = []  # children (and items of list children) in the order forward_features calls them
         hooks = []
         for name, child in model.named_children():
-            items = child.named_children() if isinstance(child, nn.ModuleList) else [("", child)]
-            for i, item in items:
-                path = f"{name}.{i}" if i else name
-                hooks.append(item.register_forward_hook(lambda *_, n=path: called.append(n)))
+            items = [(f"{name}.{i}", item) for i, item in child.named_children()] \
+                if isinstance(child, (nn.Sequential, nn.ModuleList)) else []
+            for path, module in [(name, child), *items]:
+                hooks.append(module.register_forward_hook(lambda *_, n=path: called.append(n)))
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
         try:
             reference = model.forward_features(x)
         finally:
             for hook in hooks:
                 hook.remove()
+        # a Sequential called as a whole runs its items itself: keep the Sequential, not its items
+        called = [n for n in called if n.rpartition(".")[0] not in called]
         problems = []
         if not isinstance(reference, torch.Tensor):  # several outputs (multi-branch models): no sequential layout
             called, problems = [], [f"forward_features returns a {type(reference).__name__}, not one tensor"]
@@ -147,7 +224,7 @@ def _layout(model: nn.Module, size: int, arch: str) -> tuple[list[Stage], Callab
             return model.forward_head(h.permute(0, 2, 3, 1) if h.ndim == 4 else h, pre_logits=True)
 
         expected = head(reference)
-        for make in (_known_layout, _traced_layout) if called else ():
+        for make in (_known_layout, _traced_layout, _token_layout) if called else ():
             try:
                 stages = make(model, called)
                 if stages is None:

@@ -297,40 +297,62 @@ def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any]
 
 
 def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
-    """The comparison table with CIs, the plots, the best cell's details and every cell."""
+    """The comparison table with CIs, the plots, the best cell's details and every cell.
+
+    The scores are the task's own (``result["metrics"]``: ``{"key", "label"}``, headline first; accuracy
+    and macro-F1 when absent); a detection comparison shows the best cell's PR curve and per-class AP.
+    """
+    metrics = result.get("metrics") or [{"key": "accuracy", "label": "accuracy"},
+                                        {"key": "macro_f1", "label": "macro-F1"}]
+    head = metrics[0]
+    items = result.get("items", "items")
+    ci = f"{result['confidence']:.0%} CI"
     rows, best_row = [], None
     best = result.get("best")
     for i, s in enumerate(result["summary"]):
-        rows.append((s["model"], s["strategy"], s["shots"], s["n"], fmt_ci(s["accuracy"]), fmt_ci(s["macro_f1"]),
+        rows.append((s["model"], s["strategy"], s["shots"], s["n"], *(fmt_ci(s[m["key"]]) for m in metrics),
                      f"{s['wall_seconds']['mean']:.1f}", f"{s['images_per_second']['mean']:.1f}"))
         if best and (s["model"], s["strategy"], s["shots"]) == (best["model"], best["strategy"], best["shots"]):
             best_row = i
     notes = render("compare_notes.html.j2", seeds=result["seeds"], data=result["data"], num_items=result["num_items"],
-                   num_classes=len(result["classes"]), val_fraction=result["val_fraction"],
-                   confidence=f"{result['confidence']:.0%}", budget=result.get("scratch_budget"), best=best,
-                   best_accuracy=fmt_ci(best["accuracy"]) if best else "", verdict=result.get("verdict", ""))
-    summary = table(["model", "strategy", "shots", "seeds", "accuracy (95% CI)", "macro-F1 (95% CI)", "wall s",
-                     "images/s"], rows, "compare", left=3, highlight=best_row)
+                   items=items, num_classes=len(result["classes"]), val_fraction=result["val_fraction"],
+                   split_kind=result.get("split_kind", "stratified"), confidence=f"{result['confidence']:.0%}",
+                   task=result.get("task", ""), metric_labels=", ".join(m["label"] for m in metrics),
+                   budget=result.get("scratch_budget"), best=best, metric_label=head["label"],
+                   best_score=fmt_ci(best[head["key"]]) if best else "", verdict=result.get("verdict", ""))
+    summary = table(["model", "strategy", "shots", "seeds", *(f"{m['label']} ({ci})" for m in metrics), "wall s",
+                     f"{items}/s"], rows, "compare", left=3, highlight=best_row)
+    labels = " and ".join(m["label"] for m in metrics)
+    per_class = "training images per class" if result.get("task") == "detection" else f"training {items} per class"
     sections = [
         Section("Summary", notes + summary, anchor="sec-summary"),
-        figures_section([(out / "scores.png", "Accuracy and macro-F1 per strategy, mean with 95% CI over seeds", "scores"),
-                         (out / "shots.png", "Score against training examples per class (learning curve)", "shots"),
-                         (out / "time.png", "Score against wall time per cell", "time")]),
+        figures_section([(out / "scores.png", f"{labels} per strategy, mean with {ci} over seeds", "scores"),
+                         (out / "shots.png", f"{head['label']} against {per_class} (learning curve)", "shots"),
+                         (out / "time.png", f"{head['label']} against wall time per cell", "time")]),
     ]
     if best and best.get("run"):
         run = out / best["run"]
         metrics_path = run / "metrics.json"
         if metrics_path.is_file():
             val = json.loads(metrics_path.read_text())["val"]
-            body = (figure(run / "learning_curve.png", "Learning curve of the best cell", "best-learning-curve")
-                    + figure(run / "confusion_matrix.png", "Confusion matrix of the best cell", "best-confusion")
-                    + table(["class", "precision", "recall", "F1", "support"], _per_class_rows(val["per_class"]),
-                            "best-per-class"))
+            if "map_50" in val:  # a detection run
+                ap_rows = [(c, "-" if m.get("ap_50") is None else f"{m['ap_50']:.3f}",
+                            "-" if m.get("ap") is None else f"{m['ap']:.3f}", m.get("boxes", ""), m.get("detections", ""))
+                           for c, m in val.get("per_class", {}).items()]
+                body = (figure(run / "pr_curve.png", "Precision-recall at IoU 0.5 of the best cell", "best-pr-curve")
+                        + figure(run / "val_predictions.png", "Validation images of the best cell (true boxes green, "
+                                 "predictions red)", "best-predictions")
+                        + table(["class", "AP@0.5", "AP@0.5:0.95", "boxes", "detections"], ap_rows, "best-per-class"))
+            else:
+                body = (figure(run / "learning_curve.png", "Learning curve of the best cell", "best-learning-curve")
+                        + figure(run / "confusion_matrix.png", "Confusion matrix of the best cell", "best-confusion")
+                        + table(["class", "precision", "recall", "F1", "support"], _per_class_rows(val["per_class"]),
+                                "best-per-class"))
             sections.append(Section(f"Best cell, seed {best.get('seed', 0)}: {best['run']}", body, anchor="sec-best"))
-    cells = [(c["model"], c["strategy"], c["shots"], c["seed"], f"{c['accuracy']:.4f}", f"{c['macro_f1']:.4f}",
+    cells = [(c["model"], c["strategy"], c["shots"], c["seed"], *(f"{c[m['key']]:.4f}" for m in metrics),
               f"{c['wall_seconds']:.1f}", c["run"]) for c in result["cells"]]
     sections.append(Section("Every cell", Markup('<p class="muted">Each run folder holds its own report.html.</p>')
-                            + table(["model", "strategy", "shots", "seed", "accuracy", "macro-F1", "wall s",
+                            + table(["model", "strategy", "shots", "seed", *(m["label"] for m in metrics), "wall s",
                                      "run folder"], cells, "cells", left=4), anchor="sec-cells"))
     return sections
 
@@ -338,7 +360,8 @@ def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
 def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
     """``out/report.html`` of a comparison: the table with CIs, the plots, the best cell's details."""
     out = Path(out)
-    return write_report(out / "report.html", "headstart compare: " + ", ".join(result["models"]),
+    task = f" ({result['task']})" if result.get("task") else ""
+    return write_report(out / "report.html", f"headstart compare{task}: " + ", ".join(result["models"]),
                         compare_sections(out, result), result.get("environment") or environment(), result.get("config"))
 
 

@@ -15,7 +15,7 @@ from rich.table import Table  # noqa: E402
 
 from headstart.core.report import html_report as hr  # noqa: E402
 from headstart.core.report.html_report import Section  # noqa: E402
-from headstart.progress import console, warn  # noqa: E402
+from headstart.progress import say, warn  # noqa: E402
 
 TRUE_COLOUR, PRED_COLOUR = (40, 200, 40), (230, 40, 40)
 
@@ -88,7 +88,7 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
         if m["boxes"] or m["detections"]:
             table.add_row(name, "-" if m["ap"] is None else f"{m['ap']:.4f}",
                           "-" if m["ap_50"] is None else f"{m['ap_50']:.4f}", str(m["boxes"]), str(m["detections"]))
-    console.print(table)
+    say(table)  # quiet (HEADSTART_QUIET, compare's cells) like the classifiers' table; warnings still print
     for w in report["warnings"]:
         warn(w)
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from headstart.core.backbones.spec import BackboneSpec
-from headstart.core.splits import stratified_split
+from headstart.core.splits import Splits, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.image.transforms import decode, describe, eval_transform, train_transform
@@ -44,17 +44,7 @@ class Sample:
     key: str = ""  # sha1 of the file's bytes, filled when the file is read
 
 
-@dataclass
-class ImageSplits:
-    """What was found in DATA: classes, the splits, and every file left out with the reason."""
-
-    classes: list[str]
-    train: list[Sample]
-    val: list[Sample]
-    test: list[Sample] = field(default_factory=list)
-    layout: str = ""
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+ImageSplits = Splits  # classes, train, val, test, layout, skipped, notes
 
 
 def _is_image(path: Path) -> bool:

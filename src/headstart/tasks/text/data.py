@@ -18,14 +18,14 @@ import json
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from headstart.core.splits import stratified_split
+from headstart.core.splits import Splits, stratified_split
 from headstart.errors import DataError
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -45,17 +45,7 @@ class TextSample:
     where: str = ""
 
 
-@dataclass
-class TextSplits:
-    """What was found in DATA: classes, splits, the columns used, and every row left out with the reason."""
-
-    classes: list[str]
-    train: list[TextSample]
-    val: list[TextSample]
-    test: list[TextSample] = field(default_factory=list)
-    layout: str = ""
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+TextSplits = Splits  # classes, train, val, test, layout, skipped, notes
 
 
 # ------------------------------------------------------------------------------------------- reading
