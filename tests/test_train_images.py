@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,6 +164,7 @@ def test_interrupted_run_resumes_to_the_same_result(digits_dir, tmp_path, sessio
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert b["val"]["accuracy"] == a["val"]["accuracy"]
     assert b["val"]["loss"] == pytest.approx(a["val"]["loss"], abs=1e-6)
+
     def history(run: Path) -> list[dict]:  # without the wall-clock columns
         rows = list(csv.DictReader((run / "history.csv").open()))
         return [{k: v for k, v in row.items() if k not in ("seconds", "epoch_seconds")} for row in rows]
