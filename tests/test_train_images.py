@@ -147,7 +147,7 @@ def test_interrupted_run_resumes_to_the_same_result(digits_dir, tmp_path, sessio
     while time.time() < deadline and proc.poll() is None:
         if checkpoint.exists():
             try:
-                epoch = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["epoch"]
+                epoch = torch.load(checkpoint, map_location="cpu", weights_only=True)["state"]["epoch"]
             except Exception:  # noqa: BLE001 - being replaced at this moment
                 epoch = 0
             if epoch >= 3:  # two head epochs and one fine-tuning epoch done

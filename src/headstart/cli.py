@@ -135,7 +135,8 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
 def predict(run: Path = typer.Argument(..., help="run folder"),
             inputs: list[str] | None = typer.Argument(None, help="image files or folders; texts for a text run"),
             file: Path | None = typer.Option(None, "--file", help="text run: a UTF-8 file with one text per line"),
-            top_k: int = typer.Option(1, "--top-k", "-k", min=1),
+            top_k: int | None = typer.Option(None, "--top-k", "-k", min=1,
+                                             help="classes per item (default 1); detection: boxes per image (default all)"),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
             save_images: Path | None = typer.Option(None, "--save-images",
                                                     help="detection: write each image with its boxes drawn here")) -> None:
@@ -153,7 +154,7 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             raise ValueError(f"--save-images applies to detection runs; {run} holds a {chosen.name} model")
         extra = {"save_images": save_images} if save_images is not None else {}
         estimator = cls.load(run)
-        estimator.print_predictions(estimator.predict(items, top_k=top_k, **extra), fmt, top_k)
+        estimator.print_predictions(estimator.predict(items, top_k=top_k, **extra), fmt, top_k or 1)
 
     _run(go)
 
