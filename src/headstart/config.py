@@ -58,6 +58,9 @@ class TrainConfig(_Section):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and at the end of each phase)")
     time_budget: float = Field(0.0, ge=0.0, description="stop training after this many seconds; 0: no limit")
     warmup: float = Field(0.25, gt=0.0, lt=1.0, description="share of each phase's steps spent warming the LR up")
+    head_solver: Literal["adamw", "lbfgs"] = Field(
+        "adamw", description="how a linear phase on cached features fits the head: 'adamw' (epochs of the one-cycle "
+        "schedule) or 'lbfgs' (multinomial logistic regression to convergence, L2 chosen by 5-fold CV)")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; default: no clipping")
     checkpoint_seconds: float = Field(
         10.0, ge=0, description="write the resume checkpoint at most this often (and at every phase end); 0: each epoch")

@@ -64,6 +64,9 @@ class Steps(Protocol):
     def validate(self, fabric: Fabric, model: nn.Module, cut: int) -> tuple[dict[str, float], Any]:
         """``(scores, predictions)`` on the validation split; the best epoch's predictions are kept."""
 
+    # Optional: ``solve(fabric, model, phase, cut) -> dict | None``: fit the phase's trainable part to convergence
+    # without optimizer epochs (classification: the linear head by L-BFGS); returns ``{"loss": ..., parts...}``.
+
 
 @dataclass
 class FitState:
@@ -271,6 +274,8 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         _print_groups(model, frozen, phase, cut)
         started = time.perf_counter()
         steps.prepare(fabric, model, phase, cut)
+        solve = getattr(steps, "solve", None)
+        solved = solve(fabric, model, phase, cut) if solve is not None and state.epoch_in_phase == 0 else None
         groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
         optimizer = torch.optim.AdamW(groups)
         # OneCycleLR needs 5+ steps and a warmup of more than one step (tiny data: 2 batches x 2 epochs)
@@ -290,9 +295,12 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             started = time.perf_counter()
             seed = _epoch_seed(tc.seed, state.epoch)
             torch.manual_seed(seed)
-            batches = steps.train_loader(fabric, cut, state.epoch, seed)
-            fmodel.train()
             total, count, parts = 0.0, 0, {}
+            if solved is not None:  # fitted to convergence: one validation closes the phase
+                total, count, parts = solved["loss"], 1, {k: v for k, v in solved.items() if k != "loss"}
+                state.epoch_in_phase = phase.epochs - 1
+            batches = steps.train_loader(fabric, cut, state.epoch, seed) if solved is None else []
+            fmodel.train()
             with progress_bar(f"Epoch {state.epoch + 1} [{phase.name}]", len(batches)) as advance:
                 for batch in batches:
                     optimizer.zero_grad(set_to_none=True)

@@ -43,6 +43,7 @@ from headstart.evidence.compare import quiet_output
 from headstart.progress import say, warn
 from headstart.tasks import get_task, infer_task
 from headstart.tasks.classification.metrics import classification_report
+from headstart.tasks.classification.probe import logistic_probe
 from headstart.tasks.image.data import ImageDataset, ImageStore, Sample, discover
 from headstart.tasks.image.transforms import describe, eval_transform
 
@@ -109,26 +110,6 @@ def balanced_order(samples: Sequence[Any], seed: int = 0) -> list[Any]:
                 order.append(by_class[label][i])
         i += 1
     return order
-
-
-def logistic_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, classes: int,
-                   l2: float = 1e-3, steps: int = 100) -> torch.Tensor:
-    """Multinomial logistic regression (standardised features, L2, L-BFGS): validation logits."""
-    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
-    xt, xv = (x_train - mean) / std, (x_val - mean) / std
-    w = torch.zeros(xt.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xt @ w + b, y_train) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return xv @ w + b
 
 
 def knn_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, classes: int, k: int = 5) -> torch.Tensor:

@@ -21,7 +21,8 @@ class ClassifierEstimator(Estimator):
     SKIPPED = "files"  # what a skipped input is called
     REPORT_IMAGES = True  # report.html shows mistaken items as thumbnails (else as texts)
     train_counts_: list[int]
-    val_logits_: Any = None
+    val_logits_: Any = None  # validation logits of the final model, in the order of ``splits_val_``
+    splits_val_: Any = None  # the validation samples
 
     def _report_item(self, sample: Any) -> str | Path:
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
@@ -47,6 +48,7 @@ class ClassifierEstimator(Estimator):
 
         cfg, task_data, model = self.config, prepared.data, prepared.model
         self.train_counts_ = steps.train_counts
+        self.splits_val_ = task_data.splits["val"]
         started = time.perf_counter()
         metrics: dict[str, Any] = {"task": self.task().run_kind, "model": cfg.model.name,
                                    "strategy": cfg.train.strategy, "classes": self.classes_,
@@ -104,7 +106,7 @@ class ClassifierEstimator(Estimator):
                    "num_val": metrics["num_val"], "num_skipped": metrics["skipped"], "device": metrics["device"],
                    "items": self.NOUN, "skipped_what": self.SKIPPED}
         outputs.write_report_md(run, metrics, summary)
-        val = prepared.data.splits["val"]
+        val = self.splits_val_
         predictions = ([self._report_item(s) for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
         html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,
                                             is_image=self.REPORT_IMAGES)

@@ -1,0 +1,110 @@
+"""Linear heads fitted to convergence: multinomial logistic regression by full-batch L-BFGS.
+
+One implementation for the advisor's probes and for the training loop's solved linear phase
+(``train.head_solver=lbfgs``): features are standardised, the L2 strength is chosen by stratified
+k-fold cross-validation on the training split (folds keep every augmented view of an item
+together), and the solution is mapped back to the raw feature space so that it drops into the
+model's ``nn.Linear`` head.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+@dataclass
+class LogisticFit:
+    """A fitted head: ``logits = x @ weight.T + bias`` on raw features."""
+
+    weight: torch.Tensor  # [classes, features]
+    bias: torch.Tensor  # [classes]
+    l2: float
+    train_loss: float
+    cv_accuracy: dict[float, float] = field(default_factory=dict)  # L2 -> mean held-out accuracy
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3, steps: int = 200,
+                 class_weight: torch.Tensor | None = None) -> LogisticFit:
+    """Multinomial logistic regression with L2 (on standardised features), full-batch L-BFGS."""
+    x = x.float()
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    xs = (x - mean) / std
+    w = torch.zeros(xs.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(xs @ w + b, y, weight=class_weight) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        weight = (w / std[:, None]).T.contiguous()
+        bias = b - (mean / std) @ w
+        loss = float(F.cross_entropy(x @ weight.T + bias, y, weight=class_weight))
+    return LogisticFit(weight, bias.detach(), l2, loss)
+
+
+def logistic_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, classes: int,
+                   l2: float = 1e-3, steps: int = 100) -> torch.Tensor:
+    """Validation logits of a logistic regression fitted on the training features."""
+    fit = fit_logistic(x_train, y_train, classes, l2, steps)
+    return x_val.float() @ fit.weight.T + fit.bias
+
+
+def _groups_by_class(y: torch.Tensor, groups: torch.Tensor) -> dict[int, list[int]]:
+    """The groups (items) of each class, in order of appearance."""
+    first: dict[int, int] = {}
+    for i, g in enumerate(groups.tolist()):
+        first.setdefault(g, i)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for g, i in first.items():
+        by_class[int(y[i])].append(g)
+    return by_class
+
+
+def stratified_folds(y: torch.Tensor, groups: torch.Tensor, folds: int, seed: int = 0) -> torch.Tensor:
+    """Fold index of each row; every group (an item's views) in one fold, classes spread over the folds."""
+    by_class = _groups_by_class(y, groups)
+    generator = torch.Generator().manual_seed(seed)
+    fold_of: dict[int, int] = {}
+    offset = 0
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        for rank, j in enumerate(order):
+            fold_of[members[j]] = (rank + offset) % folds
+        offset += len(members)
+    return torch.tensor([fold_of[g] for g in groups.tolist()])
+
+
+def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Tensor | None = None,
+                grid: tuple[float, ...] = L2_GRID, folds: int = 5, seed: int = 0,
+                class_weight: torch.Tensor | None = None) -> LogisticFit:
+    """The L2 strength with the best k-fold held-out accuracy (ties: the stronger), refitted on everything."""
+    groups = torch.arange(len(y)) if groups is None else groups
+    folds = max(2, min(folds, min(len(g) for g in _groups_by_class(y, groups).values())))
+    fold = stratified_folds(y, groups, folds, seed)
+    scores: dict[float, float] = {}
+    for l2 in grid:
+        correct = 0
+        for k in range(folds):
+            held = fold == k
+            if held.all() or not held.any():
+                continue
+            fit = fit_logistic(x[~held], y[~held], classes, l2, class_weight=class_weight)
+            correct += int(((x[held].float() @ fit.weight.T + fit.bias).argmax(1) == y[held]).sum())
+        scores[l2] = correct / len(y)
+    best = max(sorted(grid, reverse=True), key=lambda v: scores[v])  # ties: the stronger L2
+    fit = fit_logistic(x, y, classes, best, class_weight=class_weight)
+    fit.cv_accuracy = {k: round(v, 4) for k, v in scores.items()}
+    return fit
