@@ -16,8 +16,8 @@ from headstart.config import DetectionConfig, TrainConfig
 from headstart.core.backbones import registry
 from headstart.core.strategies import Phase, apply
 from headstart.errors import DataError, NotFittedError, WeightsNotFoundError
-from headstart.tasks.detection.model import build_detector, build_tv_detector
 from headstart.tasks.detection import data as dd
+from headstart.tasks.detection.model import build_detector, build_tv_detector
 from headstart.tasks.detection.task import Detector
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"

@@ -35,6 +35,11 @@ class DataConfig(_Section):
         "prediction); default: 8 images on a CPU (activations stay in cache: about 2x faster than 64), "
         "else 2 x train.batch_size")
     augment: Literal["none", "light", "standard"] = "standard"
+    intensity: Literal["auto", "off", "window"] = Field(
+        "auto", description="pixel values -> 8-bit: 'window' stretches every image to its own 0.5-99.5th "
+        "percentiles (min..max when it has few levels: scans stored as 0..2, 16-bit, float); 'off' keeps 8-bit values "
+        "as they are; 'auto' windows when most training images have little range (under 1/8 of 0-255) or are "
+        "16-bit/float. The choice is saved in spec.json and reused by evaluate and predict (image task)")
     augment_seed: int | None = Field(None, description="seed of the augmentation draws (and of the cached views); "
                                      "default: train.seed. compare fixes it so that seeds share cached views")
 

@@ -44,13 +44,16 @@ class BackboneSpec:
 
     def preprocessing_key(self) -> dict[str, Any]:
         """The fields that change what the backbone sees (used in cache keys)."""
-        return {
+        key = {
             "input_size": self.input_size,
             "resize_size": self.resize_size,
             "mean": list(self.mean),
             "std": list(self.std),
             "interpolation": self.interpolation,
         }
+        if self.extra.get("intensity", "off") != "off":  # decoding with intensity windowing (absent: raw values)
+            key["intensity"] = self.extra["intensity"]
+        return key
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

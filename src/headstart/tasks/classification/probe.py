@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 @dataclass

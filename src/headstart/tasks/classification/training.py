@@ -93,14 +93,18 @@ class ClassificationSteps:
     def solve(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> dict[str, float] | None:
         """With ``train.head_solver=lbfgs``, a linear phase on cached pooled features fits the head to convergence.
 
-        Multinomial logistic regression over every cached view of every training item, its L2 strength
+        Multinomial logistic regression over every training item, un-augmented and in each cached view, its L2 strength
         chosen by 5-fold cross-validation (views of one item stay in one fold); it warm-starts any
         fine-tuning phase after it.
         """
         if self.cfg.train.head_solver != "lbfgs" or phase.trainable or cut != model.backbone.num_groups:
             return None
-        views, n = self.train_views.shape[0], self.train_views.shape[1]
-        fit = fit_head_cv(self.train_views.flatten(0, 1), self.train_labels.repeat(views), len(self.data.classes),
+        # the un-augmented images with their augmented views: on 300 tiny digits the augmented views alone
+        # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones
+        plain = self.features(fabric, model, "train", cut, False, 0)
+        x = torch.cat([plain[None], self.train_views])
+        views, n = x.shape[0], x.shape[1]
+        fit = fit_head_cv(x.flatten(0, 1), self.train_labels.repeat(views), len(self.data.classes),
                           torch.arange(n).repeat(views), seed=self.cfg.train.seed, class_weight=self.criterion.weight)
         linear = model.head[-1]
         with torch.no_grad():

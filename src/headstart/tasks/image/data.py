@@ -27,7 +27,17 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.image.transforms import decode, describe, eval_transform, train_transform
+from headstart.tasks.image.transforms import (
+    WINDOW_PERCENTILES,
+    decode,
+    describe,
+    eval_transform,
+    intensity_issue,
+    open_image,
+    resize,
+    to_rgb,
+    train_transform,
+)
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VAL_NAMES = ("val", "valid", "validation")
@@ -239,16 +249,23 @@ class ImageStore:
     """Every image decoded once and resized; kept in memory while it fits ``budget_mb``.
 
     Reading checks each file: unreadable, truncated or empty files are reported (``skipped``) or,
-    with ``strict``, raise a DataError naming the file.
+    with ``strict``, raise a DataError naming the file. ``intensity`` is how pixel values become 8-bit
+    RGB (``transforms.to_rgb``): ``off``, ``window`` or ``auto`` (each image windowed when it needs it,
+    until ``settle`` picks one mode for all from the training images). ``issues`` names the images
+    with little intensity range (or 16-bit / float values).
     """
 
     def __init__(self, samples: list[Sample], short_side: int, interpolation: str, budget_mb: int = 2048,
-                 strict: bool = False, desc: str = "Reading images", threads: int = 4) -> None:
-        self.short_side, self.interpolation = short_side, interpolation
+                 strict: bool = False, desc: str = "Reading images", threads: int = 4,
+                 intensity: str = "off") -> None:
+        self.short_side, self.interpolation, self.intensity = short_side, interpolation, intensity
         self.images: dict[Path, Image.Image] = {}
         self.skipped: list[tuple[str, str]] = []
         self.formats: Counter = Counter()
-        self.blank: list[str] = []
+        self.issues: dict[str, str] = {}  # path -> why it needs windowing
+        self.rendered: dict[Path, str] = {}  # path -> the mode (off/window) its pixels were made with
+        self.flat: set[str] = set()  # nearly uniform as decoded
+        self.threads = threads
         budget, used = budget_mb * 1024 * 1024, 0
         ok: list[Sample] = []
         with ThreadPoolExecutor(threads) as pool, progress_bar(desc, len(samples)) as advance:
@@ -259,11 +276,13 @@ class ImageStore:
                         raise DataError(f"Cannot read image {sample.path}: {result} (drop --strict to skip it)")
                     self.skipped.append((str(sample.path), result))
                     continue
-                image, fmt, key, std = result
+                image, fmt, key, issue, mode, std = result
                 sample.key = key
                 self.formats[fmt] += 1
-                if std < 2.0:
-                    self.blank.append(str(sample.path))
+                if issue:
+                    self.issues[str(sample.path)] = issue
+                self.rendered[sample.path] = mode
+                self._mark_flat(sample.path, std)
                 size = image.width * image.height * 3
                 if used + size <= budget:
                     self.images[sample.path] = image
@@ -272,7 +291,15 @@ class ImageStore:
         self.samples = ok
         self.memory_mb = used / 1024 / 1024
 
-    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, float] | str:
+    @property
+    def blank(self) -> list[str]:
+        """Nearly uniform images as decoded (in reading order)."""
+        return [str(s.path) for s in self.samples if str(s.path) in self.flat]
+
+    def _mark_flat(self, path: Path, std: float) -> None:
+        (self.flat.add if std < 2.0 else self.flat.discard)(str(path))
+
+    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float] | str:
         try:
             data = sample.path.read_bytes()
         except OSError as exc:
@@ -282,15 +309,57 @@ class ImageStore:
         try:
             with Image.open(io.BytesIO(data)) as probe:
                 fmt = probe.format or "?"
-            image = decode(data, self.short_side, self.interpolation)
+            native = open_image(data, self.short_side)
+            issue = intensity_issue(native)
+            mode = self.intensity if self.intensity != "auto" else ("window" if issue else "off")
+            image = resize(to_rgb(native, mode), self.short_side, self.interpolation)
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
             return f"not a readable image ({type(exc).__name__}: {exc})"
-        std = statistics.pstdev(image.convert("L").resize((16, 16)).getdata())
-        return image, fmt, hashlib.sha1(data).hexdigest(), std
+        return image, fmt, hashlib.sha1(data).hexdigest(), issue, mode, _spread(image)
+
+    def settle(self, train: Sequence[Sample]) -> str:
+        """Resolve ``intensity="auto"``: ``window`` for every image when most ``train`` images need it, else ``off``.
+
+        Images decoded with the other mode are decoded again. Returns a line saying what was chosen and why.
+        """
+        flagged = [str(s.path) for s in train if str(s.path) in self.issues]
+        kinds = Counter(self.issues[p].split(" (")[0] for p in flagged)
+        why = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common())
+        example = next((self.issues[p].split(" (", 1)[1].rstrip(")") for p in flagged if " (" in self.issues[p]), "")
+        why += f", e.g. {example}" if example else ""
+        self.intensity = "window" if len(flagged) * 2 > len(train) else "off"
+        self._render(self.intensity)
+        if self.intensity == "window":
+            lo, hi = WINDOW_PERCENTILES
+            return (f"[bold]Intensity[/] windowed (data.intensity=auto): {len(flagged)} of {len(train)} training images "
+                    f"need it ({why}). Each image is stretched to its own "
+                    f"{lo:g}-{hi:g}th percentiles (min..max when it has few levels); data.intensity=off keeps raw values")
+        return (f"[bold]Intensity[/] raw values (data.intensity=auto): {len(flagged)} of {len(train)} training images "
+                "need windowing" + (f" ({why})" if flagged else ""))
+
+    def _render(self, mode: str) -> None:
+        """Decode again, with ``mode``, the images that were decoded with the other one."""
+        redo = [s for s in self.samples if self.rendered.get(s.path) != mode]
+        if not redo:
+            return
+
+        def again(sample: Sample) -> tuple[Image.Image, float]:
+            image = decode(sample.path, self.short_side, self.interpolation, mode)
+            return image, _spread(image)
+
+        with ThreadPoolExecutor(self.threads) as pool, progress_bar("Decoding again", len(redo)) as advance:
+            for sample, (image, std) in zip(redo, pool.map(again, redo)):
+                advance()
+                self.rendered[sample.path] = mode
+                self._mark_flat(sample.path, std)
+                if sample.path in self.images:
+                    self.images[sample.path] = image
 
     def get(self, path: Path) -> Image.Image:
         image = self.images.get(path)
-        return image if image is not None else decode(path, self.short_side, self.interpolation)
+        if image is not None:
+            return image
+        return decode(path, self.short_side, self.interpolation, self.rendered.get(path, self.intensity))
 
     def warnings(self) -> list[str]:
         """Files that were read but look out of place (kept, reported)."""
@@ -300,9 +369,26 @@ class ImageStore:
             odd = {f: n for f, n in self.formats.items() if f != main}
             if odd:
                 notes.append(f"image formats differ: mostly {main}, also {odd}")
-        if self.blank:
-            notes.append(f"{len(self.blank)} nearly uniform image(s), e.g. {self.blank[:3]}")
+        issues = [str(s.path) for s in self.samples if str(s.path) in self.issues]
+        if self.intensity == "window":
+            if issues:
+                notes.append(f"{len(issues)} image(s) with little intensity range (or 16-bit / float values) were "
+                             f"windowed to their own percentiles (data.intensity=window), e.g. {issues[:3]}")
+            if self.blank:
+                notes.append(f"{len(self.blank)} nearly uniform image(s) even after windowing, e.g. {self.blank[:3]}")
+        else:
+            if issues:
+                notes.append(f"{len(issues)} image(s) with little intensity range (or 16-bit / float values) kept "
+                             f"raw (data.intensity={self.intensity}; 'window' stretches each image to its own "
+                             f"percentiles), e.g. {issues[:3]}")
+            if self.blank:
+                notes.append(f"{len(self.blank)} nearly uniform image(s), e.g. {self.blank[:3]}")
         return notes
+
+
+def _spread(image: Image.Image) -> float:
+    """Standard deviation of a 16 x 16 grey thumbnail (under 2: nearly uniform)."""
+    return statistics.pstdev(image.convert("L").resize((16, 16)).getdata())
 
 
 @contextmanager
@@ -350,10 +436,11 @@ class ImageData:
     collate = None
 
     def __init__(self, splits: ImageSplits, spec: BackboneSpec, preload_mb: int = 2048, strict: bool = False,
-                 augment: str = "standard", seed: int = 0) -> None:
+                 augment: str = "standard", seed: int = 0, intensity: str = "off") -> None:
         self.classes = splits.classes
         everything = splits.train + splits.val + splits.test
-        self.store = ImageStore(everything, spec.resize_size, spec.interpolation, preload_mb, strict)
+        self.store = ImageStore(everything, spec.resize_size, spec.interpolation, preload_mb, strict,
+                                intensity=intensity)
         splits.skipped += self.store.skipped
         ok = {id(s) for s in self.store.samples}
         self.splits = {
@@ -364,6 +451,9 @@ class ImageData:
         for name in ("train", "val"):
             if not self.splits[name]:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
+        # data.intensity=auto: decided from the training images; the mode is part of the preprocessing
+        self.intensity_note = self.store.settle(self.splits["train"]) if intensity == "auto" else None
+        spec.extra["intensity"] = self.store.intensity
         self.train_tf = train_transform(spec, augment)
         self.eval_tf = eval_transform(spec)
         self.seed = seed

@@ -53,15 +53,18 @@ class ImageClassifier(ClassifierEstimator):
                               f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
-        imdata = ImageData(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg))
+        imdata = ImageData(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
+                           intensity=cfg.data.intensity)
         _summarize_data(data, splits, imdata)
+        if imdata.intensity_note:
+            say(imdata.intensity_note)
         self._write_skipped(run, splits)
         notes = imdata.store.warnings() + splits.notes
         for note in notes:
             warn(note)
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
-        return Prepared(model, imdata, splits, {"data_warnings": notes})
+        return Prepared(model, imdata, splits, {"data_warnings": notes, "intensity": spec.extra["intensity"]})
 
     def _report_item(self, sample: Sample) -> Path:
         return sample.path
@@ -76,7 +79,8 @@ class ImageClassifier(ClassifierEstimator):
     def _probabilities(self, model: TransferClassifier, samples: list[Sample]) -> tuple[list[Path], torch.Tensor]:
         spec = model.backbone.spec
         store = ImageStore(samples, spec.resize_size, spec.interpolation, self.config.data.preload_mb,
-                           self.config.data.strict, desc="Reading images")
+                           self.config.data.strict, desc="Reading images",
+                           intensity=spec.extra.get("intensity", "off"))  # as trained (older runs: off)
         for path, reason in store.skipped:
             warn(f"skipped {path}: {reason}")
         if not store.samples:
