@@ -48,3 +48,37 @@ def test_the_head_is_fitted_on_raw_features_and_converges(digits):
     weak, strong = fit_logistic(x, y, 10, l2=1e-5), fit_logistic(x, y, 10, l2=1e-1)
     assert weak.train_loss < strong.train_loss < 2.3  # better than chance (ln 10), less so with a strong L2
     assert float(((x @ weak.weight.T + weak.bias).argmax(1) == y).float().mean()) > 0.99
+
+
+@pytest.mark.slow
+def test_lbfgs_linear_phase_matches_scikit_learn_and_fine_tuning_never_ends_below_it(digits_dir, tmp_path,
+                                                                                     session_cache):
+    """On 200 tiny digits (far from ImageNet photos) the solved head is as good as LogisticRegressionCV on the
+    same frozen features; lp-ft after it returns the best of both phases."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from headstart.core import loop
+    from headstart.core.backbones import registry
+    from headstart.tasks.classification.model import TransferClassifier
+    from headstart.tasks.classification.training import ClassificationSteps
+    from headstart.tasks.image.data import ImageData, discover
+    from headstart.tasks.image.task import ImageClassifier
+
+    clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1,
+                          overrides={"train.head_solver": "lbfgs"}).fit(digits_dir, out=tmp_path / "run")
+    linear = [r for r in clf.history_ if r["phase"] == "linear"]
+    assert len(linear) == 1 and linear[0]["head_l2"] > 0  # one solve, no epochs
+    assert clf.metrics_["val_accuracy"] >= max(r["val_accuracy"] for r in clf.history_) - 1e-6
+
+    cfg = clf.config
+    model = TransferClassifier(registry.create_backbone("mobilenet_v2"), 10)  # the pretrained, frozen features
+    images = ImageData(discover(digits_dir, cfg.data.val_fraction, cfg.train.seed), model.backbone.spec)
+    steps, fabric = ClassificationSteps(images, cfg), loop.make_fabric(cfg.device)
+    cut = model.backbone.num_groups
+    xtr, xva = (steps.features(fabric, model, split, cut, False, 0).numpy() for split in ("train", "val"))
+    sk = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000))
+    sk.fit(xtr, images.labels("train").numpy())
+    theirs = float((sk.predict(xva) == images.labels("val").numpy()).mean())
+    assert linear[0]["val_accuracy"] >= theirs - 0.026, (linear[0]["val_accuracy"], theirs)  # 1 of 40 images
