@@ -139,3 +139,19 @@ def test_run_folders_of_the_old_format_are_refused_clearly(digits_dir, tmp_path)
     result = runner.invoke(app, ["predict", str(run), str(Path(digits_dir) / "0")])
     assert result.exit_code == 2
     assert "made by an older version" in result.output
+
+
+def test_os_errors_become_one_line_naming_the_file(tmp_path):
+    import errno
+
+    from headstart.cli import os_error_message
+
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("a file where the run folder should go")
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(blocker / "run")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "taken.txt" in result.output
+    full = os_error_message(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "ckpt")))
+    assert "No space left" in full and "MB free there" in full and "--resume" in full
+    denied = os_error_message(PermissionError(errno.EACCES, "Permission denied", "/read-only/run"))
+    assert "/read-only/run" in denied and "--out" in denied

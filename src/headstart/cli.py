@@ -20,19 +20,54 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 TASKS_HELP = " | ".join(task_names())
 
 
-def _fail(exc: Exception) -> None:
+_DEBUG = {"on": False}  # --debug: let exceptions through with their traceback
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="show the full traceback of an error")) -> None:
+    """Fine-tune pretrained models on your own small dataset."""
+    _DEBUG["on"] = debug
+
+
+def _fail(exc: Exception | str) -> None:
+    from rich.markup import escape
+
     from headstart.progress import console
 
-    console.print(f"[bold red]Error:[/] {exc}")
+    console.print(f"[bold red]Error:[/] {escape(str(exc))}")
     raise typer.Exit(2)
 
 
+def os_error_message(exc: OSError) -> str:
+    """An OSError as one line naming the file and what to do (disk full: the free space left there)."""
+    import errno
+    import shutil
+
+    path = exc.filename or ""
+    what = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        where = Path(path).parent if path else Path.cwd()
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        free = shutil.disk_usage(where).free / 2**20
+        return f"No space left on the device while writing {path or 'a file'} ({free:.0f} MB free there): free some " \
+               "space or write elsewhere (--out, cache.dir), then resume with 'headstart train --resume RUN'"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"Cannot write or read {path or 'a file'}: {what}. Choose a folder you can write to (--out, cache.dir)"
+    return f"{what}: {path}" if path else what
+
+
 def _run(fn):
-    """Call ``fn``; user errors become one red line and exit code 2, Ctrl-C says how to resume."""
+    """Call ``fn``; errors a user can cause become one red line and exit code 2 (``--debug``: the traceback),
+    Ctrl-C says how to resume."""
+    if _DEBUG["on"]:
+        return fn()
     try:
         return fn()
     except (HeadstartError, ValueError) as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(os_error_message(exc))
     except KeyboardInterrupt:
         from headstart.progress import console
 
