@@ -56,7 +56,7 @@ def sklearn_probe(clf: ImageClassifier, data: Path) -> dict:
     cut = model.backbone.num_groups
     xtr, xva = (steps.features(fabric, model, split, cut, False, 0).numpy() for split in ("train", "val"))
     ytr, yva = images.labels("train").numpy(), images.labels("val").numpy()
-    probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000)).fit(xtr, ytr)
+    probe = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000, scoring="accuracy")).fit(xtr, ytr)
     pred = probe.predict(xva)
     return {"accuracy": float((pred == yva).mean()), "macro_f1": float(f1_score(yva, pred, average="macro")),
             "seconds": round(time.perf_counter() - started, 1)}

@@ -36,7 +36,8 @@ def test_cross_validated_head_is_as_good_as_scikit_learns(digits):
     x, y, xv, yv = digits
     fit = fit_head_cv(x, y, 10)
     ours = float(((xv @ fit.weight.T + fit.bias).argmax(1) == yv).float().mean())
-    sk = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000)).fit(x.numpy(), y.numpy())
+    sk = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000, scoring="accuracy"))
+    sk.fit(x.numpy(), y.numpy())
     theirs = float((sk.predict(xv.numpy()) == yv.numpy()).mean())
     assert ours >= theirs - 0.01, (ours, theirs)
     assert set(fit.cv_accuracy) and fit.l2 in fit.cv_accuracy
@@ -78,7 +79,7 @@ def test_lbfgs_linear_phase_matches_scikit_learn_and_fine_tuning_never_ends_belo
     steps, fabric = ClassificationSteps(images, cfg), loop.make_fabric(cfg.device)
     cut = model.backbone.num_groups
     xtr, xva = (steps.features(fabric, model, split, cut, False, 0).numpy() for split in ("train", "val"))
-    sk = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000))
+    sk = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000, scoring="accuracy"))
     sk.fit(xtr, images.labels("train").numpy())
     theirs = float((sk.predict(xva) == images.labels("val").numpy()).mean())
     assert linear[0]["val_accuracy"] >= theirs - 0.026, (linear[0]["val_accuracy"], theirs)  # 1 of 40 images

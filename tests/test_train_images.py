@@ -111,7 +111,7 @@ def _cli(*args, **kw):
                           env={**os.environ, "HEADSTART_QUIET": "1"}, **kw)
 
 
-def test_cli_predict_and_evaluate(runs, hymenoptera):
+def test_cli_predict_and_evaluate(runs, hymenoptera, tmp_path):
     run = runs["linear"].run_dir_
     result = _cli("predict", run, hymenoptera / "val" / "ants", "--format", "json", "--top-k", "2")
     assert result.returncode == 0, result.stderr
@@ -121,6 +121,9 @@ def test_cli_predict_and_evaluate(runs, hymenoptera):
     assert result.stdout.splitlines()[0] == "path,label,probability,top_k"
     result = _cli("evaluate", run, hymenoptera / "val", "--json")
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(runs["linear"].metrics_["val_accuracy"], abs=1e-6)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    result = _cli("predict", run, tmp_path / "broken.jpg")
+    assert result.returncode == 2 and "Nothing could be predicted" in result.stderr and "broken.jpg" in result.stderr
 
 
 def test_cli_errors_are_one_clear_line(tmp_path, hymenoptera):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from headstart.errors import HeadstartError
+from headstart.errors import DataError, HeadstartError
 from headstart.tasks import get_task, infer_task, task_names, task_of_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -189,7 +189,11 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             raise ValueError(f"--save-images applies to detection runs; {run} holds a {chosen.name} model")
         extra = {"save_images": save_images} if save_images is not None else {}
         estimator = cls.load(run)
-        estimator.print_predictions(estimator.predict(items, top_k=top_k, **extra), fmt, top_k or 1)
+        rows = estimator.predict(items, top_k=top_k, **extra)
+        if not rows:
+            raise DataError(f"Nothing could be predicted: none of the {len(items)} input(s) could be read "
+                            "(the reasons are printed above)")
+        estimator.print_predictions(rows, fmt, top_k or 1)
 
     _run(go)
 
