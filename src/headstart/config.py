@@ -127,13 +127,9 @@ class RunConfig(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def dump(self, path: Path, task: Any = None) -> None:
-        """Write the resolved config; ``task`` given: without the sections only other tasks read."""
-        data = self.to_dict()
-        if task is not None:
-            for section in ("text", "detection"):
-                if section != task.section:
-                    data.pop(section, None)
+    def dump(self, path: Path, without: set[str] | frozenset[str] = frozenset()) -> None:
+        """Write the resolved config, leaving out the sections ``without`` (those only other tasks read)."""
+        data = {k: v for k, v in self.to_dict().items() if k not in without}
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 

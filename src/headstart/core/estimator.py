@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from headstart.config import RunConfig, load_config, parse_override
 from headstart.errors import ConfigError, NotFittedError, RunFolderError
-from headstart.tasks import get_task, task_names
+from headstart.tasks import get_task, other_sections, task_names
 from headstart.tasks.base import COMMON_SHORTCUTS, Task
 
 
@@ -60,7 +60,7 @@ def _foreign_keys(task: Task, config: str | Path | None, merged: dict[str, Any])
     """Keys the user gave that sit in another task's config section."""
     import yaml
 
-    other = {get_task(t).section for t in task_names()} - {task.section, None}
+    other = other_sections(task)
     given = list(merged)
     if config is not None:
         loaded = yaml.safe_load(Path(config).read_text()) or {}
@@ -95,6 +95,7 @@ class Estimator:
     """Base of every task's Python API: ``fit`` / ``predict`` / ``predict_proba`` / ``evaluate`` / ``save`` / ``load``."""
 
     TASK: ClassVar[str] = ""  # the task's name in the registry
+    SKIPPED: ClassVar[str] = "files"  # what a skipped input is called in messages
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -136,7 +137,7 @@ class Estimator:
         if resume and runfolder.read_meta(run, self.task().run_kind).get("data_fingerprint") != fingerprint:
             raise RunFolderError(f"The data changed since {run} started (its fingerprint differs): resume needs the "
                                  "same items; start a new run with another --out")
-        cfg.dump(run / "config.yaml", self.task())
+        cfg.dump(run / "config.yaml", without=other_sections(self.task()))
         runfolder.write_meta(run, task=self.task().run_kind, status="running", data=str(Path(data).resolve()),
                              data_fingerprint=fingerprint)
         fabric = loop.make_fabric(cfg.device)
@@ -155,6 +156,16 @@ class Estimator:
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         """Read DATA (reporting what was skipped) and build the model with its new head."""
         raise NotImplementedError
+
+    def _write_skipped(self, run: Path, splits: Any) -> None:
+        """``skipped.txt`` (each file or row left out, and why) and a warning that shows the first ten."""
+        from headstart.progress import console, warn
+
+        if splits.skipped:
+            (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
+            warn(f"{len(splits.skipped)} {self.SKIPPED} skipped (listed in {run / 'skipped.txt'}):")
+            for p, why in splits.skipped[:10]:
+                console.print(f"  {p}: {why}")
 
     def _steps(self, prepared: Prepared) -> Any:
         """The training loop's ``Steps`` for this task."""

@@ -36,6 +36,11 @@ def task_names() -> list[str]:
     return list(_TASKS)
 
 
+def other_sections(task: Task) -> set[str]:
+    """The config sections that only other tasks read (e.g. ``detection`` for the image task)."""
+    return {t.section for t in _TASKS.values()} - {task.section, None}
+
+
 def task_of_run(run: str | Path) -> Task:
     """The task that made a run folder (read from its headstart.json, without loading the model)."""
     path = Path(run) / "headstart.json"

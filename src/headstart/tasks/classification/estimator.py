@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from headstart.core.estimator import Estimator, Prepared
-from headstart.progress import console, warn
+from headstart.progress import console
 
 
 class ClassifierEstimator(Estimator):
     """Base of ``ImageClassifier`` and ``TextClassifier``: single-label classification of items."""
 
     NOUN = "items"  # what one sample is called in messages
-    SKIPPED = "files"  # what a skipped input is called
     REPORT_IMAGES = True  # report.html shows mistaken items as thumbnails (else as texts)
     train_counts_: list[int]
     val_logits_: Any = None  # validation logits of the final model, in the order of ``splits_val_``
@@ -32,13 +31,6 @@ class ClassifierEstimator(Estimator):
         from headstart.tasks.classification.training import ClassificationSteps
 
         return ClassificationSteps(prepared.data, self.config)
-
-    def _write_skipped(self, run: Path, splits: Any) -> None:
-        if splits.skipped:
-            (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
-            warn(f"{len(splits.skipped)} {self.SKIPPED} skipped (listed in {run / 'skipped.txt'}):")
-            for p, why in splits.skipped[:10]:
-                console.print(f"  {p}: {why}")
 
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """Evaluate the best weights on val (and test)."""

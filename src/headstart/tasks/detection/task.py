@@ -88,9 +88,7 @@ class Detector(Estimator):
             f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
         for what, n in issues.items():
             warn(f"{n} {what}")
-        if splits.skipped:
-            (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
-            warn(f"{len(splits.skipped)} file(s) skipped (listed in {run / 'skipped.txt'})")
+        self._write_skipped(run, splits)
         if not sum(counts):
             raise DataError(f"No boxes in the training images of {data}" + (
                 f" for classes {cfg.detection.classes}" if cfg.detection.classes else "") + ": nothing to learn")
@@ -105,8 +103,8 @@ class Detector(Estimator):
         preds = state.best_output
         if preds is None or len(preds) != len(steps.val_targets):  # validated before a resume: predict again
             preds = steps.predict(fabric, prepared.model, 0)
-        self.val_preds_ = preds
-        report = detection_report(preds, steps.val_targets, splits.classes)
+        self.val_preds_, self.val_targets_ = preds, steps.val_targets
+        report = detection_report(preds, self.val_targets_, splits.classes)
         per_phase: dict[str, list[float]] = defaultdict(list)
         for row in state.history:
             per_phase[row["phase"]].append(row["epoch_seconds"])
@@ -130,10 +128,9 @@ class Detector(Estimator):
         outputs.write_history(state.history, run / "history.csv")
         det_report.plot_pr_curves(metrics["val"], run / "pr_curve.png")
         val_set = prepared.data.dataset("val", train=False, epoch=0)
-        targets = training.view_targets(prepared.data, "val", False, 0)
         shown = list(range(min(8, len(val_set))))
         det_report.plot_predictions([val_set[i][0] for i in shown], [self.val_preds_[i] for i in shown],
-                                    [targets[i] for i in shown], self.classes_, cfg.detection.draw_score,
+                                    [self.val_targets_[i] for i in shown], self.classes_, cfg.detection.draw_score,
                                     run / "val_predictions.png")
         det_report.write_report_md(run, metrics)
         det_report.write_detection_report(run, metrics, cfg.to_dict())
