@@ -16,12 +16,47 @@ def test_plans():
     assert [(p.epochs, p.trainable) for p in strategies.plan("gradual", 9, cfg)] == [(1, 0), (1, 1), (1, 2), (1, 3)]
     assert [(p.epochs, p.trainable) for p in strategies.plan("gradual", 2, cfg)] == [(1, 0), (1, 1), (2, 2)]
     defaults = TrainConfig()
-    assert defaults.strategy == "linear" and strategies.plan("linear", 9, defaults)[0].epochs == 10
+    assert strategies.plan("linear", 9, defaults)[0].epochs == 10
     assert [p.epochs for p in strategies.plan("lp-ft", 9, defaults)] == [10, 3]
     with pytest.raises(ConfigError, match="K must be between 1 and 9"):
         strategies.plan("partial:12", 9, cfg)
     with pytest.raises(ConfigError, match="Unknown strategy 'frozen'"):
         strategies.plan("frozen", 9, cfg)
+
+
+def test_auto_is_the_default_and_fine_tuning_has_a_step_floor():
+    defaults = TrainConfig()
+    assert defaults.strategy == "auto" and defaults.head_solver == "lbfgs" and defaults.min_steps == 50
+    auto = strategies.plan("auto", 9, defaults, steps_per_epoch=8)  # 250 images in batches of 32
+    assert [(p.name, p.trainable, p.candidate) for p in auto] == [
+        ("linear", 0, False), ("partial:3", 3, True), ("fine-tune", 9, True)]
+    assert auto[1].epochs == auto[2].epochs == 7  # ceil(50 steps / 8 per epoch)
+    assert auto[2].head_lr_scale == defaults.backbone_lr_ratio  # the solved head moves at the top group's LR
+    assert [p.epochs for p in strategies.plan("lp-ft", 9, defaults, steps_per_epoch=100)] == [10, 3]  # 300 steps
+    assert [p.epochs for p in strategies.plan("lp-ft", 9, defaults, steps_per_epoch=2)] == [10, 25]
+    assert strategies.plan("lp-ft", 9, TrainConfig(epochs=1), steps_per_epoch=2)[1].epochs == 1  # given epochs win
+    assert strategies.plan("linear", 9, defaults, steps_per_epoch=2)[0].epochs == 10  # no floor on frozen phases
+    assert strategies.time_budget(defaults) == strategies.AUTO_BUDGET
+    assert strategies.time_budget(TrainConfig(strategy="lp-ft")) == 0
+    assert strategies.time_budget(TrainConfig(time_budget=20)) == 20
+
+
+@pytest.mark.slow
+def test_auto_respects_its_time_budget_and_never_ends_below_the_linear_head(digits_dir, tmp_path, session_cache):
+    budget = 45.0
+    clf = ImageClassifier(model="mobilenet_v2", time_budget=budget, cache_views=1).fit(digits_dir, out=tmp_path / "r")
+    metrics = clf.metrics_
+    assert metrics["strategy"] == "auto" and metrics["time_budget"] == budget
+    assert metrics["train_seconds"] <= budget * 1.25, metrics["train_seconds"]
+    phases = metrics["phases"]
+    assert [p["phase"] for p in phases] == ["linear", "partial:3", "fine-tune"]
+    linear = phases[0][f"best_val_{metrics['selection_metric']}"]
+    assert metrics["val"][metrics["selection_metric"]] >= linear - 1e-6  # fine-tuning never ends below the head
+    assert sum(p["kept"] for p in phases) == 1 and metrics["chosen"]["phase"] in {p["phase"] for p in phases}
+    for p in phases[1:]:  # each candidate ran within the budget, or says why not
+        assert p["epochs"] >= 1 or p["note"].startswith("skipped")
+    html = (clf.run_dir_ / "report.html").read_text()
+    assert "Phases tried" in html and metrics["chosen"]["why"].split(":")[0] in html
 
 
 def test_discriminative_learning_rates_decay_towards_the_stem():
@@ -90,7 +125,8 @@ def test_fine_tuning_keeps_pretrained_batchnorm_statistics_on_unusual_images(dig
             shutil.copy(f, data / c / f.name)
     jump, fine_tuned, final = {}, {}, {}
     for batchnorm in ("frozen", "train"):
-        clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", overrides={"train.batchnorm": batchnorm})
+        clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft",
+                              overrides={"train.batchnorm": batchnorm, "train.head_solver": "adamw"})
         clf.fit(data, out=tmp_path / batchnorm)
         head = clf.config.train.head_epochs
         jump[batchnorm] = clf.history_[head]["train_loss"] / clf.history_[head - 1]["train_loss"]

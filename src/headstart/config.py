@@ -45,9 +45,13 @@ class DataConfig(_Section):
 
 
 class TrainConfig(_Section):
-    strategy: str = Field("linear", description="chosen by measurement: see README, 'Choosing the default'")
+    strategy: str = Field("auto", description="auto (the linear head, then fine-tuning while validation improves and "
+                          "the time budget lasts), linear, partial:K, full, gradual, lp-ft, lora: README, Strategies")
     epochs: int | None = Field(None, ge=1, description="epochs of the main phase (fine-tuning phase for lp-ft); "
-                               "default per strategy: linear 10, partial 5, gradual groups+1, full 3, lp-ft 3")
+                               "default per strategy: linear 10, partial 5, gradual groups+1, full 3, lp-ft 3, "
+                               "auto 5 per candidate; fine-tuning phases are lengthened to train.min_steps")
+    min_steps: int = Field(50, ge=0, description="optimizer steps a fine-tuning phase runs at least when train.epochs "
+                           "is not given, however small the data (300 images in batches of 32 are 10 steps an epoch)")
     head_epochs: int = Field(10, ge=0, description="epochs of the linear (head-only) phase of lp-ft")
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-2, gt=0, description="learning rate of the new head (measured: README)")
@@ -61,10 +65,12 @@ class TrainConfig(_Section):
         "random initial weights always train them")
     early_stopping: int = Field(0, ge=0, description="stop after this many validations without improvement; 0: off")
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and at the end of each phase)")
-    time_budget: float = Field(0.0, ge=0.0, description="stop training after this many seconds; 0: no limit")
+    time_budget: float | None = Field(
+        None, ge=0.0, description="seconds of training (feature extraction included): no epoch starts that would not "
+        "fit; default: 300 for strategy auto, else no limit; 0: no limit")
     warmup: float = Field(0.25, gt=0.0, lt=1.0, description="share of each phase's steps spent warming the LR up")
     head_solver: Literal["adamw", "lbfgs"] = Field(
-        "adamw", description="how a linear phase on cached features fits the head: 'adamw' (epochs of the one-cycle "
+        "lbfgs", description="how a linear phase on cached features fits the head: 'adamw' (epochs of the one-cycle "
         "schedule) or 'lbfgs' (multinomial logistic regression to convergence, L2 chosen by 5-fold CV)")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; default: no clipping")
     checkpoint_seconds: float = Field(

@@ -13,6 +13,7 @@ a run folder someone hands you cannot run code on your machine.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -83,6 +84,9 @@ class FitState:
     cache_hits: int = 0  # items served from the feature cache (this session)
     cache_computed: int = 0  # items whose frozen features were computed (this session)
     best_output: Any = None  # validation predictions of the best epoch (the final model)
+    phase_epochs: dict[str, int] = field(default_factory=dict)  # epochs decided at run time (auto), by phase index
+    phase_notes: dict[str, str] = field(default_factory=dict)  # why a phase was skipped or stopped, by phase index
+    phases: list[dict[str, Any]] = field(default_factory=list)  # ``phase_summary`` at the end of the fit
 
 
 def augment_seed(cfg: RunConfig) -> int:
@@ -254,7 +258,9 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
     fabric = fabric or make_fabric(cfg.device)
     tc = cfg.train
     backbone = model.backbone
-    phases = strategies.plan(tc.strategy, backbone.num_groups, tc)
+    steps_per_epoch = math.ceil(steps.num_train / tc.batch_size)
+    phases = strategies.plan(tc.strategy, backbone.num_groups, tc, steps_per_epoch)
+    budget = strategies.time_budget(tc)
     pretrained = backbone.spec.weights is not None
     backbone.batchnorm_statistics_frozen = pretrained and tc.batchnorm == "frozen"
     model.to(memory_format=torch.channels_last)
@@ -262,10 +268,22 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
     state, ckpt = load_checkpoint(path, model, len(phases)) if resume else (FitState(), None)
     best_model = ckpt["best_model"] if ckpt else None
     last_saved, stop = time.monotonic(), False
+    if budget and tc.strategy == "auto" and state.epoch == 0:
+        say(f"Strategy auto: the linear head, then fine-tuning while validation improves, within {budget:.0f} s "
+            "(--time-budget)")
 
     for pi, phase in enumerate(phases):
         if pi < state.phase or stop:
             continue
+        phase = dataclasses.replace(phase, epochs=state.phase_epochs.get(str(pi), phase.epochs))
+        fresh = state.epoch_in_phase == 0
+        if phase.candidate and fresh:
+            why = _candidate_skip_reason(state, steps.metric)
+            if why:
+                _skip_phase(state, pi, phase, why)
+                continue
+            if best_model is not None:  # candidates start from the best weights so far
+                model.load_state_dict(best_model)
         if state.epoch_in_phase >= phase.epochs:  # checkpoint taken at the end of this phase
             state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
             continue
@@ -275,23 +293,43 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         started = time.perf_counter()
         steps.prepare(fabric, model, phase, cut)
         solve = getattr(steps, "solve", None)
-        solved = solve(fabric, model, phase, cut) if solve is not None and state.epoch_in_phase == 0 else None
+        solved = solve(fabric, model, phase, cut) if solve is not None and fresh else None
         groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
-        optimizer = torch.optim.AdamW(groups)
+        adamw = torch.optim.AdamW(groups)
+        fmodel, optimizer = fabric.setup(model, adamw)
+        if phase.candidate and fresh and budget:
+            state.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            epoch_s = _estimate_epoch_seconds(fabric, fmodel, optimizer, steps, cut, tc.seed)
+            fits = int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s)
+            if fits < 1:
+                state.seconds += time.perf_counter() - started
+                _skip_phase(state, pi, phase, f"an epoch takes about {epoch_s:.0f} s and "
+                            f"{max(budget - state.seconds, 0):.0f} s of the {budget:.0f} s budget are left")
+                continue
+            if fits < phase.epochs:
+                say(f"Phase '{phase.name}': {fits} of {phase.epochs} epochs fit the time left (~{epoch_s:.0f} s each)")
+                phase = dataclasses.replace(phase, epochs=fits)
+            state.phase_epochs[str(pi)] = phase.epochs
         # OneCycleLR needs 5+ steps and a warmup of more than one step (tiny data: 2 batches x 2 epochs)
-        total_steps = max(phase.epochs * math.ceil(steps.num_train / tc.batch_size) + 1, 5,
-                          math.floor(1 / tc.warmup) + 1)
+        total_steps = max(phase.epochs * steps_per_epoch + 1, 5, math.floor(1 / tc.warmup) + 1)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=tc.warmup,
+            adamw, max_lr=[g["lr"] for g in groups], total_steps=total_steps, pct_start=tc.warmup,
             div_factor=10.0, final_div_factor=100.0,
         )
-        fmodel, optimizer = fabric.setup(model, optimizer)
-        if ckpt is not None and ckpt["state"]["phase"] == pi and state.epoch_in_phase > 0:
+        if ckpt is not None and ckpt["state"]["phase"] == pi and not fresh:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
+        patience = max(tc.early_stopping, strategies.AUTO_PATIENCE) if phase.candidate else tc.early_stopping
         state.seconds += time.perf_counter() - started
+        last_epoch_s = 0.0
 
         while state.epoch_in_phase < phase.epochs and not stop:
+            if budget and state.seconds + last_epoch_s > budget:
+                say(f"Time budget of {budget:.0f} s: the next epoch (~{last_epoch_s:.0f} s) would not fit; "
+                    f"stopping after epoch {state.epoch}")
+                stop = True
+                break
             started = time.perf_counter()
             seed = _epoch_seed(tc.seed, state.epoch)
             torch.manual_seed(seed)
@@ -319,7 +357,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             state.epoch += 1
             state.epoch_in_phase += 1
             elapsed = time.perf_counter() - started
-            out_of_time = bool(tc.time_budget) and state.seconds + elapsed >= tc.time_budget
+            out_of_time = bool(budget) and state.seconds + elapsed >= budget
             row: dict[str, Any] = {"epoch": state.epoch, "phase": phase.name, "train_loss": round(total / max(count, 1), 5),
                                    **{k: round(v / max(count, 1), 5) for k, v in parts.items()},
                                    **{f"val_{k}": None for k in steps.scores}}
@@ -331,30 +369,113 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                     state.best_output, best_model = output, copy.deepcopy(model.state_dict())
                 else:
                     state.bad_epochs += 1
-                if tc.early_stopping and state.bad_epochs >= tc.early_stopping:
+                if patience and state.bad_epochs >= patience and state.epoch_in_phase < phase.epochs:
                     say(f"Early stopping: no better {steps.metric} for {state.bad_epochs} validation(s)")
+                    state.phase_notes[str(pi)] = f"stopped early: no better {steps.metric} in {patience} validations"
                     state.epoch_in_phase = phase.epochs
-            state.seconds += time.perf_counter() - started
-            row.update(lr_head=optimizer.param_groups[0]["lr"], epoch_seconds=round(time.perf_counter() - started, 2),
+            last_epoch_s = time.perf_counter() - started
+            state.seconds += last_epoch_s
+            row.update(lr_head=optimizer.param_groups[0]["lr"], epoch_seconds=round(last_epoch_s, 2),
                        seconds=round(state.seconds, 2))
             state.history.append(row)
             say(f"epoch {row['epoch']:>3} {escape(f'[{phase.name}]')} train loss {row['train_loss']:.4f}  " + "  ".join(
                 f"val {k.replace('_', ' ')} {row[f'val_{k}']:.4f}" for k in steps.scores if row[f"val_{k}"] is not None))
             if out_of_time:
-                say(f"Time budget of {tc.time_budget:.0f} s used up after epoch {state.epoch}")
+                say(f"Time budget of {budget:.0f} s used up after epoch {state.epoch}")
+                state.phase_notes.setdefault(str(pi), "stopped: time budget used up")
                 stop = True
             # epochs on cached features take milliseconds: a checkpoint each would cost more than the epoch
             due = stop or state.epoch_in_phase >= phase.epochs or time.monotonic() - last_saved >= tc.checkpoint_seconds
             if fabric.is_global_zero and due:
                 save_checkpoint(path, model, optimizer, scheduler, state, best_model)
                 last_saved = time.monotonic()
-        if not stop:
+        if stop:
+            state.phase_notes.setdefault(str(pi), "stopped: time budget used up")
+        else:
             state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
     if best_model is not None:
         model.load_state_dict(best_model)
+    state.phases = phase_summary(phases, state, steps.metric)
+    if len(phases) > 1:
+        _print_phases(state.phases, steps.metric)
     state.cache_hits = sum(c.hits for c in steps.caches)
     state.cache_computed = sum(c.computed for c in steps.caches)
     return state
+
+
+def _candidate_skip_reason(state: FitState, metric: str) -> str:
+    """Why an ``auto`` candidate is not worth trying (empty: try it)."""
+    if state.best_score is not None and state.best_score >= 1.0 - 1e-9:
+        return f"validation {metric} is already 1.0"
+    return ""
+
+
+def _skip_phase(state: FitState, pi: int, phase: strategies.Phase, why: str) -> None:
+    say(f"Phase '{phase.name}' skipped: {why}")
+    state.phase_notes[str(pi)] = f"skipped: {why}"
+    state.phase_epochs[str(pi)] = 0
+    state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
+
+
+def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps: Steps, cut: int, seed: int) -> float:
+    """Seconds one epoch of this phase will take: two training batches timed (no step taken), plus validation.
+
+    Validation costs about a third of training per item (a forward pass, no backward).
+    """
+    fmodel.train()
+    times = []
+    for i, batch in enumerate(steps.train_loader(fabric, cut, 0, seed)):
+        started = time.perf_counter()
+        with fabric.autocast():
+            loss, _, n = steps.train_step(fmodel, batch, cut)
+        fabric.backward(loss)
+        times.append((time.perf_counter() - started) / max(n, 1))
+        if i == 1:
+            break
+    optimizer.zero_grad(set_to_none=True)
+    per_item = times[-1] if times else 0.0
+    return max(per_item * (steps.num_train + getattr(steps, "num_val", 0) / 3) * 1.1, 1e-3)
+
+
+def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) -> list[dict[str, Any]]:
+    """What each phase did: epochs, its best validation ``metric``, seconds, and whether the final model is from it."""
+    rows = []
+    for pi, phase in enumerate(phases):
+        history = [r for r in state.history if r["phase"] == phase.name]
+        scores = [r[f"val_{metric}"] for r in history if r.get(f"val_{metric}") is not None]
+        epochs = [r["epoch"] for r in history]
+        seconds = sum(r.get("epoch_seconds", 0.0) for r in history)
+        rows.append({"phase": phase.name, "trainable_groups": phase.trainable, "epochs": len(history),
+                     f"best_val_{metric}": max(scores) if scores else None, "epoch_seconds": round(seconds, 1),
+                     "kept": bool(epochs) and state.best_epoch in epochs,
+                     "note": state.phase_notes.get(str(pi), "")})
+    return rows
+
+
+def chosen_phase(rows: list[dict[str, Any]], metric: str) -> dict[str, str]:
+    """Which phase the final weights come from, and why, in words (``auto``'s decision)."""
+    key = f"best_val_{metric}"
+    kept = next((r for r in rows if r["kept"]), None)
+    if kept is None:
+        return {"phase": "", "why": "no phase was validated"}
+    tried = [r for r in rows if r is not kept and r[key] is not None]
+    if not tried:
+        return {"phase": kept["phase"], "why": f"the only phase validated ({metric} {kept[key]:.4f})"}
+    others = ", ".join(f"{r['phase']} {r[key]:.4f}" for r in tried)
+    return {"phase": kept["phase"], "why": f"best validation {metric}: {kept[key]:.4f} against {others} "
+                                           "(ties go to the earlier, cheaper phase)"}
+
+
+def _print_phases(rows: list[dict[str, Any]], metric: str) -> None:
+    table = Table(title="Phases: what was tried and what was kept")
+    for col in ("phase", "epochs", f"best val {metric.replace('_', '-')}", "seconds", "kept", "note"):
+        table.add_column(col, justify="left" if col in ("phase", "note") else "right")
+    for r in rows:
+        score = r[f"best_val_{metric}"]
+        table.add_row(r["phase"], str(r["epochs"]), "" if score is None else f"{score:.4f}", f"{r['epoch_seconds']:.1f}",
+                      "[green]yes[/]" if r["kept"] else "", escape(r["note"]))
+    say(table)
+    say(f"Final weights: {escape(chosen_phase(rows, metric)['why'])}")
 
 
 # ------------------------------------------------------------------------------------------- checkpoints

@@ -9,6 +9,12 @@ Strategies:
   ``lora``       a linear phase (``head_epochs``), then LoRA adapters on the attention projections and the head
                  train while the backbone's own weights stay frozen (the task adds the adapters before
                  training, e.g. ``hf_text.add_lora``); adapters learn at ``LORA_LR_FACTOR`` x the top group's LR
+  ``auto``       the default: the linear phase (the head fitted to convergence), then fine-tuning candidates,
+                 cheapest first (the top third of the groups, then all of them), each starting from the best
+                 weights so far, tried only while ``train.time_budget`` holds an epoch of it, stopped when
+                 validation stops improving, and kept only where validation improved (the loop does this)
+Fine-tuning phases run at least ``train.min_steps`` optimizer steps when no epoch count is given,
+however small the data is (``plan``'s ``steps_per_epoch``).
 Discriminative learning rates: the top backbone group gets ``lr * backbone_lr_ratio``, each group
 below it ``layer_decay`` times the one above (``layer_decay=1``: the same LR for all groups).
 From random initial weights (``--no-pretrained``) every group and the head get ``lr / 10``.
@@ -16,6 +22,7 @@ From random initial weights (``--no-pretrained``) every group and the head get `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
@@ -24,7 +31,9 @@ from headstart.config import TrainConfig
 from headstart.errors import ConfigError
 
 SCRATCH_LR_SCALE = 0.1
-STRATEGIES = ("linear", "partial:K", "full", "gradual", "lp-ft", "lora")
+STRATEGIES = ("auto", "linear", "partial:K", "full", "gradual", "lp-ft", "lora")
+AUTO_BUDGET = 300.0  # seconds of training for ``auto`` when ``train.time_budget`` is not set: a laptop CPU's 5 minutes
+AUTO_PATIENCE = 3  # validations without a better score before an ``auto`` candidate stops
 LORA_LR_FACTOR = 10.0  # low-rank adapters take about 10x the LR of full fine-tuning
 
 
@@ -37,12 +46,13 @@ class Phase:
     trainable: int  # backbone groups that train, counted from the top; 0: head only
     head_lr_scale: float = 1.0
     adapters: bool = False  # only adapter parameters (``lora_*``) of the backbone train, all at the head's LR
+    candidate: bool = False  # ``auto``: starts from the best weights so far; fitted to the time left, or skipped
 
 
 def parse(strategy: str, num_groups: int) -> tuple[str, int]:
     """``(kind, K)``; K is the number of trainable groups for ``partial``."""
     kind, _, arg = strategy.partition(":")
-    if kind not in {"linear", "partial", "full", "gradual", "lp-ft", "lora"}:
+    if kind not in {"auto", "linear", "partial", "full", "gradual", "lp-ft", "lora"}:
         raise ConfigError(f"Unknown strategy '{strategy}'; expected one of {', '.join(STRATEGIES)}")
     if kind == "partial":
         try:
@@ -57,10 +67,18 @@ def parse(strategy: str, num_groups: int) -> tuple[str, int]:
     return kind, 0
 
 
-def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
-    """The phases of a strategy."""
+def plan(strategy: str, num_groups: int, cfg: TrainConfig, steps_per_epoch: int = 0) -> list[Phase]:
+    """The phases of a strategy; with ``steps_per_epoch``, fine-tuning phases get at least ``cfg.min_steps`` steps."""
     kind, k = parse(strategy, num_groups)
     epochs = cfg.epochs or default_epochs(kind, num_groups)
+    if not cfg.epochs and steps_per_epoch and kind not in ("linear", "gradual"):
+        epochs = max(epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    if kind == "auto":
+        head = [Phase("linear", cfg.head_epochs or default_epochs("linear", num_groups), 0)]
+        # from a converged head the head learns at the top group's LR (LP-FT: one small LR keeps features intact)
+        top, scale = max(1, num_groups // 3), cfg.backbone_lr_ratio
+        partial = [Phase(f"partial:{top}", epochs, top, scale, candidate=True)] if top < num_groups else []
+        return [*head, *partial, Phase("fine-tune", epochs, num_groups, scale, candidate=True)]
     if kind == "linear":
         return [Phase("linear", epochs, 0)]
     if kind == "partial":
@@ -72,7 +90,9 @@ def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
         return [*phases, Phase("lora", epochs, num_groups, head_lr_scale=0.5 if phases else 1.0, adapters=True)]
     if kind == "lp-ft":
         phases = [Phase("linear", cfg.head_epochs, 0)] if cfg.head_epochs else []
-        return [*phases, Phase("fine-tune", epochs, num_groups, head_lr_scale=0.5 if phases else 1.0)]
+        # a head solved to convergence fine-tunes at the top group's LR (LP-FT); one fitted by AdamW epochs at half its own
+        scale = (cfg.backbone_lr_ratio if cfg.head_solver == "lbfgs" else 0.5) if phases else 1.0
+        return [*phases, Phase("fine-tune", epochs, num_groups, head_lr_scale=scale)]
     phases: list[Phase] = []  # gradual
     for epoch in range(epochs):
         trainable = min(epoch, num_groups)
@@ -84,9 +104,16 @@ def plan(strategy: str, num_groups: int, cfg: TrainConfig) -> list[Phase]:
     return phases
 
 
+def time_budget(cfg: TrainConfig) -> float:
+    """Seconds of training allowed (0: no limit): ``train.time_budget``, else ``AUTO_BUDGET`` for ``auto``."""
+    if cfg.time_budget is not None:
+        return cfg.time_budget
+    return AUTO_BUDGET if parse(cfg.strategy, 10**6)[0] == "auto" else 0.0
+
+
 def default_epochs(kind: str, num_groups: int) -> int:
     """Epochs of the main phase when none are given: cheap cached phases get more."""
-    return {"linear": 10, "partial": 5, "gradual": num_groups + 1}.get(kind, 3)
+    return {"linear": 10, "partial": 5, "gradual": num_groups + 1, "auto": 5}.get(kind, 3)
 
 
 def group_lrs(num_groups: int, cfg: TrainConfig, discriminative: bool = True) -> list[float]:

@@ -216,6 +216,22 @@ def _per_class_rows(per_class: dict[str, dict[str, Any]]) -> list[tuple]:
             for c, m in per_class.items()]
 
 
+def phases_section(metrics: dict[str, Any]) -> list[Section]:
+    """What each training phase tried (``auto``'s candidates): epochs, best validation score, seconds, kept or not."""
+    rows, metric = metrics.get("phases") or [], metrics.get("selection_metric", "accuracy")
+    if len(rows) < 2:
+        return []
+    key = f"best_val_{metric}"
+    shown = [(r["phase"], r["epochs"], "" if r[key] is None else f"{r[key]:.4f}", r["epoch_seconds"],
+              "yes" if r["kept"] else "", r["note"]) for r in rows]
+    kept = next((i for i, r in enumerate(rows) if r["kept"]), None)
+    body = table(["phase", "epochs", f"best val {metric}", "seconds", "kept", "note"], shown, "phases", highlight=kept)
+    why = (metrics.get("chosen") or {}).get("why", "")
+    budget = metrics.get("time_budget")
+    note = f"Final weights: {why}." + (f" Time budget: {budget:.0f} s." if budget else "")
+    return [Section("Phases tried", body + Markup('<p class="muted">') + note + Markup("</p>"), anchor="sec-phases")]
+
+
 def mistakes_section(mistakes: Sequence[Mistake], anchor: str = "sec-mistakes") -> Section:
     """A gallery of the most confident mistakes: thumbnail (or text), predicted class (confidence), true class."""
     cards = []
@@ -278,6 +294,7 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
     return [
         summary_section(summary_rows),
         metrics_section(score_rows, f"majority baseline ('{base['class']}')", warnings=val.get("warnings", [])),
+        *phases_section(metrics),
         figures_section([(run / "learning_curve.png", "Loss and validation scores per epoch", "learning-curve"),
                          (run / "confusion_matrix.png", "Validation confusion matrix", "confusion-matrix")],
                         "Learning curve and confusion matrix"),

@@ -34,7 +34,7 @@ class ClassifierEstimator(Estimator):
 
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """Evaluate the best weights on val (and test)."""
-        from headstart.core import loop
+        from headstart.core import loop, strategies
         from headstart.tasks.classification.metrics import classification_report
         from headstart.tasks.classification.training import predict_logits
 
@@ -59,6 +59,8 @@ class ClassifierEstimator(Estimator):
         metrics.update(
             val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
             selection_metric=steps.metric, train_seconds=round(state.seconds, 2),
+            time_budget=strategies.time_budget(cfg.train), phases=state.phases,
+            chosen=loop.chosen_phase(state.phases, steps.metric),
             eval_seconds=round(time.perf_counter() - started, 2),
             num_train=len(task_data.splits["train"]), num_val=len(task_data.splits["val"]),
             skipped=len(prepared.splits.skipped),

@@ -29,15 +29,20 @@ class LogisticFit:
     cv_accuracy: dict[float, float] = field(default_factory=dict)  # L2 -> mean held-out accuracy
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3, steps: int = 200,
-                 class_weight: torch.Tensor | None = None) -> LogisticFit:
-    """Multinomial logistic regression with L2 (on standardised features), full-batch L-BFGS."""
+def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = x.float()
     mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
-    xs = (x - mean) / std
-    w = torch.zeros(xs.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, tolerance_grad=1e-6, line_search_fn="strong_wolfe")
+    return (x - mean) / std, mean, std
+
+
+def _lbfgs(xs: torch.Tensor, y: torch.Tensor, classes: int, l2: float, steps: int,
+           class_weight: torch.Tensor | None, start: tuple[torch.Tensor, torch.Tensor] | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w [features, classes], b)`` minimising mean cross-entropy + ``l2 * |w|^2`` on standardised ``xs``."""
+    w = (start[0].clone() if start else torch.zeros(xs.shape[1], classes)).requires_grad_(True)
+    b = (start[1].clone() if start else torch.zeros(classes)).requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, tolerance_grad=1e-5, tolerance_change=1e-7,
+                            line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -47,11 +52,22 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-
 
     with torch.enable_grad():
         opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _to_raw(w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardised-space ``(w, b)`` as ``(weight [classes, features], bias)`` on raw features."""
+    return (w / std[:, None]).T.contiguous(), b - (mean / std) @ w
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float = 1e-3, steps: int = 200,
+                 class_weight: torch.Tensor | None = None) -> LogisticFit:
+    """Multinomial logistic regression with L2 (on standardised features), full-batch L-BFGS."""
+    xs, mean, std = _standardise(x)
+    weight, bias = _to_raw(*_lbfgs(xs, y, classes, l2, steps, class_weight), mean, std)
     with torch.no_grad():
-        weight = (w / std[:, None]).T.contiguous()
-        bias = b - (mean / std) @ w
-        loss = float(F.cross_entropy(x @ weight.T + bias, y, weight=class_weight))
-    return LogisticFit(weight, bias.detach(), l2, loss)
+        loss = float(F.cross_entropy(x.float() @ weight.T + bias, y, weight=class_weight))
+    return LogisticFit(weight, bias, l2, loss)
 
 
 def logistic_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, classes: int,
@@ -89,22 +105,30 @@ def stratified_folds(y: torch.Tensor, groups: torch.Tensor, folds: int, seed: in
 
 def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Tensor | None = None,
                 grid: tuple[float, ...] = L2_GRID, folds: int = 5, seed: int = 0,
-                class_weight: torch.Tensor | None = None) -> LogisticFit:
-    """The L2 strength with the best k-fold held-out accuracy (ties: the stronger), refitted on everything."""
+                class_weight: torch.Tensor | None = None, steps: int = 100) -> LogisticFit:
+    """The L2 strength with the best k-fold held-out accuracy (ties: the stronger), refitted on everything.
+
+    Each fold walks the grid from the strongest L2 to the weakest, every fit starting from the previous
+    solution (a regularisation path, as glmnet and scikit-learn's ``LogisticRegressionCV`` do): on
+    851 x 5 rows of 1,280 features that is several times faster than six cold fits.
+    """
     groups = torch.arange(len(y)) if groups is None else groups
     folds = max(2, min(folds, min(len(g) for g in _groups_by_class(y, groups).values())))
     fold = stratified_folds(y, groups, folds, seed)
-    scores: dict[float, float] = {}
-    for l2 in grid:
-        correct = 0
-        for k in range(folds):
-            held = fold == k
-            if held.all() or not held.any():
-                continue
-            fit = fit_logistic(x[~held], y[~held], classes, l2, class_weight=class_weight)
-            correct += int(((x[held].float() @ fit.weight.T + fit.bias).argmax(1) == y[held]).sum())
-        scores[l2] = correct / len(y)
-    best = max(sorted(grid, reverse=True), key=lambda v: scores[v])  # ties: the stronger L2
-    fit = fit_logistic(x, y, classes, best, class_weight=class_weight)
+    path = sorted(grid, reverse=True)
+    correct = dict.fromkeys(path, 0)
+    for k in range(folds):
+        held = fold == k
+        if held.all() or not held.any():
+            continue
+        xs, mean, std = _standardise(x[~held])
+        start = None
+        for l2 in path:
+            start = _lbfgs(xs, y[~held], classes, l2, steps, class_weight, start)
+            weight, bias = _to_raw(*start, mean, std)
+            correct[l2] += int(((x[held].float() @ weight.T + bias).argmax(1) == y[held]).sum())
+    scores = {l2: correct[l2] / len(y) for l2 in grid}
+    best = max(path, key=lambda v: scores[v])  # ties: the stronger L2 (first in the path)
+    fit = fit_logistic(x, y, classes, best, steps=2 * steps, class_weight=class_weight)
     fit.cv_accuracy = {k: round(v, 4) for k, v in scores.items()}
     return fit

@@ -52,7 +52,7 @@ class ClassificationSteps:
     def __init__(self, data: Any, cfg: RunConfig) -> None:
         self.data, self.cfg = data, cfg
         self.train_labels, self.val_labels = data.labels("train"), data.labels("val")
-        self.num_train = len(self.train_labels)
+        self.num_train, self.num_val = len(self.train_labels), len(self.val_labels)
         self.train_counts = torch.bincount(self.train_labels, minlength=len(data.classes)).tolist()
         self.metric = selection_metric(cfg.train.select_metric, self.train_counts)
         self.criterion = nn.CrossEntropyLoss(weight=getattr(data, "class_weights", None),
@@ -91,7 +91,7 @@ class ClassificationSteps:
         self.val_inputs = self.features(fabric, model, "val", cut, False, 0)
 
     def solve(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> dict[str, float] | None:
-        """With ``train.head_solver=lbfgs``, a linear phase on cached pooled features fits the head to convergence.
+        """With ``train.head_solver=lbfgs`` (the default), a linear phase on cached pooled features fits the head to convergence.
 
         Multinomial logistic regression over every training item, un-augmented and in each cached view, its L2 strength
         chosen by 5-fold cross-validation (views of one item stay in one fold); it warm-starts any
