@@ -43,7 +43,7 @@ def test_auto_is_the_default_and_fine_tuning_has_a_step_floor():
 
 @pytest.mark.slow
 def test_auto_respects_its_time_budget_and_never_ends_below_the_linear_head(digits_dir, tmp_path, session_cache):
-    budget = 45.0
+    budget = 30.0
     clf = ImageClassifier(model="mobilenet_v2", time_budget=budget, cache_views=1).fit(digits_dir, out=tmp_path / "r")
     metrics = clf.metrics_
     assert metrics["strategy"] == "auto" and metrics["time_budget"] == budget
@@ -125,7 +125,7 @@ def test_fine_tuning_keeps_pretrained_batchnorm_statistics_on_unusual_images(dig
             shutil.copy(f, data / c / f.name)
     jump, fine_tuned, final = {}, {}, {}
     for batchnorm in ("frozen", "train"):
-        clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft",
+        clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=3,
                               overrides={"train.batchnorm": batchnorm, "train.head_solver": "adamw"})
         clf.fit(data, out=tmp_path / batchnorm)
         head = clf.config.train.head_epochs

@@ -35,7 +35,7 @@ def test_pretrained_strategies_reach_90_percent(runs):
     assert runs["linear"].metrics_["val_accuracy"] >= 0.90
     assert runs["lp-ft"].metrics_["val_accuracy"] >= 0.90
     linear_phase = next(r for r in runs["lp-ft"].history_ if r["phase"] == "linear")
-    assert runs["lp-ft"].metrics_["val_accuracy"] >= linear_phase["val_accuracy"]  # never below its linear phase
+    assert runs["lp-ft"].metrics_["val_accuracy"] >= linear_phase["val_accuracy"] - 1e-4  # never below its linear phase
 
 
 def test_scratch_is_at_least_20_points_worse(runs):

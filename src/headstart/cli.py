@@ -114,8 +114,10 @@ def train(
     out: Path | None = typer.Option(None, "--out", "-o", help="run folder to create"),
     model: str | None = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
     strategy: str | None = typer.Option(None, "--strategy", "-s",
-                                        help="linear | partial:K | full | gradual | lp-ft | lora (text)"),
+                                        help="auto (images) | linear | partial:K | full | gradual | lp-ft | lora (text)"),
     epochs: int | None = typer.Option(None, "--epochs", "-e"),
+    time_budget: float | None = typer.Option(None, "--time-budget",
+                                             help="seconds of training (auto's default: 300; 0: no limit)"),
     seed: int | None = typer.Option(None, "--seed"),
     weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
@@ -142,7 +144,7 @@ def train(
         chosen = get_task(task or infer_task(data))
         estimator = chosen.estimator_class()(
             config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
-            weights=str(weights) if weights else None, pretrained=pretrained, strict=strict,
+            weights=str(weights) if weights else None, pretrained=pretrained, strict=strict, time_budget=time_budget,
             **{k: v for k, v in task_keywords.items() if v is not None})
         estimator.fit(data, out=out)
 

@@ -278,7 +278,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         phase = dataclasses.replace(phase, epochs=state.phase_epochs.get(str(pi), phase.epochs))
         fresh = state.epoch_in_phase == 0
         if phase.candidate and fresh:
-            why = _candidate_skip_reason(state, steps.metric)
+            why = _candidate_skip_reason(state, steps.metric, phases[:pi])
             if why:
                 _skip_phase(state, pi, phase, why)
                 continue
@@ -403,10 +403,20 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
     return state
 
 
-def _candidate_skip_reason(state: FitState, metric: str) -> str:
-    """Why an ``auto`` candidate is not worth trying (empty: try it)."""
+def _candidate_skip_reason(state: FitState, metric: str, before: list[strategies.Phase]) -> str:
+    """Why an ``auto`` candidate is not worth trying (empty: try it).
+
+    Candidates go from cheap to costly (gradual unfreezing): one is tried only when the candidate
+    before it improved validation, so photos close to ImageNet, where adapting the top of the
+    backbone does not help, do not pay for fine-tuning all of it.
+    """
     if state.best_score is not None and state.best_score >= 1.0 - 1e-9:
         return f"validation {metric} is already 1.0"
+    previous = next((i for i in range(len(before) - 1, -1, -1) if before[i].candidate), None)
+    if previous is not None:
+        epochs = [r["epoch"] for r in state.history if r["phase"] == before[previous].name]
+        if state.phase_epochs.get(str(previous)) == 0 or state.best_epoch not in epochs:
+            return f"'{before[previous].name}' did not improve validation {metric}"
     return ""
 
 
