@@ -135,6 +135,8 @@ def test_cli_errors_are_one_clear_line(tmp_path, hymenoptera):
     assert result.returncode == 2 and "Unknown model 'resnet9000'" in result.stderr
     result = _cli("train", hymenoptera, "--out", tmp_path / "r", "--task", "image", "--model", "minilm")
     assert result.returncode == 2 and "is a text model" in result.stderr
+    result = _cli("train", hymenoptera, "--out", tmp_path / "r", "--time-budget", "-5")
+    assert result.returncode == 2 and "'train.time_budget'" in result.stderr and "-5" in result.stderr
 
 
 def test_interrupted_run_resumes_to_the_same_result(digits_dir, tmp_path, session_cache):

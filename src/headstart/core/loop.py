@@ -298,8 +298,6 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         adamw = torch.optim.AdamW(groups)
         fmodel, optimizer = fabric.setup(model, adamw)
         if phase.candidate and fresh and budget:
-            state.seconds += time.perf_counter() - started
-            started = time.perf_counter()
             epoch_s = _estimate_epoch_seconds(fabric, fmodel, optimizer, steps, cut, tc.seed)
             fits = int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s)
             if fits < 1:
@@ -382,7 +380,6 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                 f"val {k.replace('_', ' ')} {row[f'val_{k}']:.4f}" for k in steps.scores if row[f"val_{k}"] is not None))
             if out_of_time:
                 say(f"Time budget of {budget:.0f} s used up after epoch {state.epoch}")
-                state.phase_notes.setdefault(str(pi), "stopped: time budget used up")
                 stop = True
             # epochs on cached features take milliseconds: a checkpoint each would cost more than the epoch
             due = stop or state.epoch_in_phase >= phase.epochs or time.monotonic() - last_saved >= tc.checkpoint_seconds
@@ -414,8 +411,8 @@ def _candidate_skip_reason(state: FitState, metric: str, before: list[strategies
         return f"validation {metric} is already 1.0"
     previous = next((i for i in range(len(before) - 1, -1, -1) if before[i].candidate), None)
     if previous is not None:
-        epochs = [r["epoch"] for r in state.history if r["phase"] == before[previous].name]
-        if state.phase_epochs.get(str(previous)) == 0 or state.best_epoch not in epochs:
+        epochs = [r["epoch"] for r in state.history if r["phase"] == before[previous].name]  # none when skipped
+        if state.best_epoch not in epochs:
             return f"'{before[previous].name}' did not improve validation {metric}"
     return ""
 
