@@ -40,3 +40,10 @@ def test_config_roundtrip(tmp_path):
     cfg = load_config(overrides=["train.seed=5"])
     cfg.dump(tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_moved_keys_keep_working():
+    """Class weights and balanced sampling moved from text.* to train.* (images use them too); old configs still load."""
+    cfg = load_config(overrides={"text.class_weights": True, "text.balanced_sampling": True})
+    assert cfg.train.class_weights and cfg.train.balanced_sampling
+    assert "class_weights" not in cfg.to_dict()["text"]

@@ -136,3 +136,35 @@ def test_fine_tuning_keeps_pretrained_batchnorm_statistics_on_unusual_images(dig
     assert jump["train"] > 2.0 > 1.6 > jump["frozen"], jump
     assert fine_tuned["frozen"] > fine_tuned["train"] + 0.1, fine_tuned
     assert final["frozen"] >= final["train"], final
+
+
+def _history(phases: list[tuple[str, list[float]]]) -> list[dict]:
+    rows, epoch = [], 0
+    for name, scores in phases:
+        for score in scores:
+            epoch += 1
+            rows.append({"epoch": epoch, "phase": name, "val_accuracy": score})
+    return rows
+
+
+def test_refit_replays_the_path_to_the_best_epoch():
+    """--refit's recipe: each phase up to the epoch the next phase (or the end) started from, on a fresh schedule."""
+    from types import SimpleNamespace
+
+    from headstart.config import RunConfig
+    from headstart.core.loop import FitState, refit_plan
+
+    model = SimpleNamespace(backbone=SimpleNamespace(num_groups=9))
+    steps = SimpleNamespace(num_train=250, metric="accuracy")
+    # auto: candidates start from the best weights before them (partial's 2nd epoch), lp-ft from the last ones
+    auto = FitState(best_epoch=8, history=_history([("linear", [0.70]), ("partial:3", [0.72, 0.80, 0.78, 0.79, 0.77]),
+                                                    ("fine-tune", [0.81, 0.83, 0.82])]))
+    plan = refit_plan(model, steps, RunConfig(), auto)
+    assert [(p.name, p.epochs, p.trainable, p.candidate) for p in plan] == [
+        ("linear", 1, 0, False), ("partial:3", 2, 3, False), ("fine-tune", 2, 9, False)]
+    assert plan[2].head_lr_scale == RunConfig().train.backbone_lr_ratio  # the same phase, only shorter
+    head_only = FitState(best_epoch=1, history=_history([("linear", [0.90]), ("partial:3", [0.85, 0.88])]))
+    assert [(p.name, p.epochs) for p in refit_plan(model, steps, RunConfig(), head_only)] == [("linear", 1)]
+    lpft = FitState(best_epoch=12, history=_history([("linear", [0.5] * 10), ("fine-tune", [0.7, 0.9, 0.8])]))
+    cfg = RunConfig(train={"strategy": "lp-ft", "head_solver": "adamw"})
+    assert [(p.name, p.epochs) for p in refit_plan(model, steps, cfg, lpft)] == [("linear", 10), ("fine-tune", 2)]

@@ -20,6 +20,7 @@ from headstart.core.backbones import hf_text, registry
 from headstart.core.report import html_report
 from headstart.core.splits import stratified_split
 from headstart.errors import ConfigError, DataError, NotFittedError, RunFolderError, WeightsNotFoundError
+from headstart.tasks.classification.training import balanced_draws, inverse_frequency
 from headstart.tasks.text import data as textdata
 from headstart.tasks.text.task import TextClassifier
 
@@ -170,13 +171,17 @@ def test_text_data_tokenises_sorts_weights_and_balances():
     spec = registry.create_backbone("minilm", pretrained=False).spec
     tokenizer = hf_text.load_tokenizer(spec)
     splits = textdata.discover(SMS, seed=0)
-    data = textdata.TextData(splits, tokenizer, max_length=32, class_weights=True, balanced_sampling=True)
+    data = textdata.TextData(splits, tokenizer, max_length=32)
     lengths = data.lengths("val")
     assert lengths == sorted(lengths) and max(lengths) == 32  # length-sorted, cut to max_length
     assert data.truncated["train"] > 100  # many SMS are longer than 32 tokens, and that is counted
     ham, spam = torch.bincount(data.labels("train")).tolist()
-    torch.testing.assert_close(data.class_weights, torch.tensor([(ham + spam) / (2 * ham), (ham + spam) / (2 * spam)]))
-    drawn = torch.cat([data.labels("train")[b] for b in data.train_batches(32, seed=0)])
+    expected = torch.tensor([(ham + spam) / (2 * ham), (ham + spam) / (2 * spam)])
+    torch.testing.assert_close(inverse_frequency([ham, spam]), expected)
+    batches = data.train_batches(32, seed=0, order=balanced_draws(data.labels("train"), seed=0))
+    lengths = data.lengths("train")
+    assert sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) < 2 * len(batches)  # buckets
+    drawn = torch.cat([data.labels("train")[b] for b in batches])
     assert len(drawn) == ham + spam and 0.45 < drawn.float().mean() < 0.55  # balanced: about half spam
     x, y = data.collate([data.dataset("train", True, 0)[i] for i in (0, -1)])
     assert x["input_ids"].shape == x["attention_mask"].shape and x["attention_mask"][0].sum() < x["attention_mask"][1].sum()

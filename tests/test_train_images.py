@@ -177,3 +177,37 @@ def test_interrupted_run_resumes_to_the_same_result(digits_dir, tmp_path, sessio
         return [{k: v for k, v in row.items() if k not in ("seconds", "epoch_seconds")} for row in rows]
 
     assert history(tmp_path / "whole") == history(tmp_path / "cut")
+
+
+def test_refit_trains_on_train_and_validation_and_says_so(digits_dir, tmp_path, session_cache):
+    """--refit on imbalanced digits (with class weights and balanced batches): validation numbers stay held-out,
+    the saved model trained on train + validation by the recipe validation chose."""
+    data = tmp_path / "digits"
+    for digit, n in zip("01234", (20, 20, 20, 20, 6)):
+        (data / digit).mkdir(parents=True)
+        for f in sorted((digits_dir / digit).iterdir())[:n]:
+            shutil.copy(f, data / digit / f.name)
+    clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1, refit=True, class_weights=True,
+                          balanced_sampling=True, overrides={"cache.views": 1}).fit(data, out=tmp_path / "run")
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["num_train"] + m["num_val"] == m["refit"]["num_train"] == 86
+    assert m["selection_metric"] == "macro_f1"  # imbalanced: selection by macro-F1
+    recipe = m["refit"]["recipe"]
+    assert recipe[0] == {"phase": "linear", "epochs": 1} and {r["phase"] for r in recipe} <= {"linear", "fine-tune"}
+    assert ("fine-tune" in {r["phase"] for r in recipe}) == (m["chosen"]["phase"] == "fine-tune")
+    assert "refit on train + validation" in (tmp_path / "run" / "report.html").read_text()
+    assert not (tmp_path / "run" / "refit" / "checkpoint.pt").exists()
+    # the saved model is the refit one: it has seen the validation images (the held-out score was before)
+    loaded = ImageClassifier.load(tmp_path / "run")
+    val = [(tmp_path / "run").parent / "digits" / s.path.parent.name / s.path.name for s in clf.splits_val_]
+    rows = loaded.predict(val)
+    refit_accuracy = sum(r["label"] == Path(r["path"]).parent.name for r in rows) / len(rows)
+    assert refit_accuracy >= m["val_accuracy"] and refit_accuracy >= 0.9
+    assert not torch.equal(loaded.model_.head[-1].weight, _prefit_head(tmp_path, data))
+
+
+def _prefit_head(tmp_path: Path, data: Path) -> torch.Tensor:
+    """The head the same run saves without --refit."""
+    clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1, class_weights=True, balanced_sampling=True,
+                          overrides={"cache.views": 1}).fit(data, out=tmp_path / "no-refit")
+    return clf.model_.head[-1].weight

@@ -118,6 +118,8 @@ def train(
     epochs: int | None = typer.Option(None, "--epochs", "-e"),
     time_budget: float | None = typer.Option(None, "--time-budget",
                                              help="seconds of training (auto's default: 300; 0: no limit)"),
+    refit: bool | None = typer.Option(None, "--refit", help="after validation chose the recipe, train it again on "
+                                      "train + validation and save that model"),
     seed: int | None = typer.Option(None, "--seed"),
     weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
@@ -145,6 +147,7 @@ def train(
         estimator = chosen.estimator_class()(
             config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
             weights=str(weights) if weights else None, pretrained=pretrained, strict=strict, time_budget=time_budget,
+            refit=refit,
             **{k: v for k, v in task_keywords.items() if v is not None})
         estimator.fit(data, out=out)
 

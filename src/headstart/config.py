@@ -76,6 +76,12 @@ class TrainConfig(_Section):
     checkpoint_seconds: float = Field(
         10.0, ge=0, description="write the resume checkpoint at most this often (and at every phase end); 0: each epoch")
     select_metric: Literal["accuracy", "macro_f1", "auto"] = "auto"
+    class_weights: bool = Field(False, description="weight the loss (and the L-BFGS head) by inverse class frequency")
+    balanced_sampling: bool = Field(False, description="draw training batches with every class equally likely "
+                                    "(one device)")
+    refit: bool = Field(False, description="after the recipe and its epochs are chosen on validation, train again on "
+                        "train + validation with them and save that model (validation numbers stay those of the "
+                        "model chosen before, on items it did not train on)")
     seed: int = 0
 
 
@@ -99,8 +105,6 @@ class TextConfig(_Section):
     label_column: str | None = Field(None, description="column holding the label; default: guessed (label, class...)")
     max_length: int = Field(128, ge=4, le=8192, description="tokens per text; longer texts are cut (and counted)")
     pooling: Literal["auto", "mean", "cls"] = Field("auto", description="auto: what the model was trained with")
-    class_weights: bool = Field(False, description="weight the loss by inverse class frequency")
-    balanced_sampling: bool = Field(False, description="draw training batches with every class equally likely")
     lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (strategy 'lora')")
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -137,6 +141,21 @@ class RunConfig(_Section):
         """Write the resolved config, leaving out the sections ``without`` (those only other tasks read)."""
         data = {k: v for k, v in self.to_dict().items() if k not in without}
         path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# Keys that moved: configs (and run folders) written before keep working.
+MOVED_KEYS = {"text.class_weights": "train.class_weights", "text.balanced_sampling": "train.balanced_sampling"}
+
+
+def _move_keys(data: dict) -> None:
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            value = data[section].pop(key)
+            new_section, new_key = new.split(".")
+            target = data.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(new_key, value)
 
 
 def _check_keys(data: dict, model: type[BaseModel], where: str = "") -> None:
@@ -199,6 +218,7 @@ def load_config(
     items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
     for key, value in items:
         set_dotted(data, key, value)
+    _move_keys(data)
     _check_keys(data, RunConfig)
     try:
         return RunConfig.model_validate(data)

@@ -11,6 +11,7 @@ the model, ``resume``, ``save`` and the not-fitted check. As in scikit-learn, ``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import shutil
 import tempfile
@@ -145,6 +146,9 @@ class Estimator:
         state = loop.fit(prepared.model, steps, cfg, run, resume=resume, fabric=fabric)
         self.model_, self.classes_, self.history_, self.run_dir_ = prepared.model, prepared.splits.classes, state.history, run
         self.metrics_ = self._finish(run, data, prepared, steps, fabric, state)
+        if cfg.train.refit:
+            self.metrics_["refit"] = self._refit(data, run, loop.refit_plan(prepared.model, steps, cfg, state), resume,
+                                                 fabric)
         runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
                                                 **self._spec_info()})
         self._write_outputs(run, data, prepared, state)
@@ -156,6 +160,40 @@ class Estimator:
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         """Read DATA (reporting what was skipped) and build the model with its new head."""
         raise NotImplementedError
+
+    _refitting = False
+
+    def _training_splits(self, splits: Any) -> Any:
+        """What a task's ``_prepare`` trains on: the splits it read, or for ``--refit`` train + validation."""
+        if not self._refitting:
+            return splits
+        return dataclasses.replace(splits, train=splits.train + splits.val)
+
+    def _refit(self, data: str | Path, run: Path, plan: list, resume: bool, fabric: Any) -> dict[str, Any]:
+        """``--refit``: a fresh model trained on train + validation by ``plan``; it becomes the saved model."""
+        from headstart.core import loop
+        from headstart.progress import say
+
+        recipe = ", ".join(f"{p.name} {p.epochs} epoch(s)" for p in plan)
+        say(f"[bold]Refit[/] on train + validation: {recipe} (the recipe validation chose)")
+        self._refitting = True
+        try:
+            prepared = self._prepare(data, run)
+        finally:
+            self._refitting = False
+        folder = run / "refit"
+        folder.mkdir(exist_ok=True)
+        state = loop.fit(prepared.model, self._steps(prepared), self.config, folder,
+                         resume=resume and (folder / loop.CHECKPOINT).is_file(), fabric=fabric, replay=plan)
+        (folder / loop.CHECKPOINT).unlink(missing_ok=True)
+        self.model_ = prepared.model
+        say(f"Saved model: refit on {len(prepared.splits.train)} {getattr(self, 'NOUN', 'items')}; the validation "
+            "numbers above are of the model chosen before refit, on items it did not train on")
+        return {"recipe": [{"phase": p.name, "epochs": p.epochs} for p in plan],
+                "num_train": len(prepared.splits.train), "train_seconds": round(state.seconds, 2),
+                "saved_model": "refit on train + validation",
+                "held_out": "val and test metrics are of the model chosen on validation before refit; the saved "
+                            "model trained on the validation items too and has no held-out validation score"}
 
     def _write_skipped(self, run: Path, splits: Any) -> None:
         """``skipped.txt`` (each file or row left out, and why) and a warning that shows the first ten."""

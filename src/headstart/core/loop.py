@@ -253,14 +253,18 @@ def _print_groups(model: nn.Module, frozen: set[int], phase: strategies.Phase, c
 
 
 def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: bool = False,
-        fabric: Fabric | None = None) -> FitState:
-    """Train ``model`` (a ``backbone`` and a ``head``) by the configured strategy; checkpoints in ``run_dir``."""
+        fabric: Fabric | None = None, replay: list[strategies.Phase] | None = None) -> FitState:
+    """Train ``model`` (a ``backbone`` and a ``head``) by the configured strategy; checkpoints in ``run_dir``.
+
+    ``replay``: run these phases as they are instead (``--refit``): no time budget, no early stopping, and the
+    final weights are the last epoch's, because validation is no longer held out.
+    """
     fabric = fabric or make_fabric(cfg.device)
     tc = cfg.train
     backbone = model.backbone
     steps_per_epoch = math.ceil(steps.num_train / tc.batch_size)
-    phases = strategies.plan(tc.strategy, backbone.num_groups, tc, steps_per_epoch)
-    budget = strategies.time_budget(tc)
+    phases = replay if replay is not None else strategies.plan(tc.strategy, backbone.num_groups, tc, steps_per_epoch)
+    budget = None if replay is not None else strategies.time_budget(tc)
     pretrained = backbone.spec.weights is not None
     backbone.batchnorm_statistics_frozen = pretrained and tc.batchnorm == "frozen"
     model.to(memory_format=torch.channels_last)
@@ -319,6 +323,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
         patience = max(tc.early_stopping, strategies.AUTO_PATIENCE) if phase.candidate else tc.early_stopping
+        patience = 0 if replay is not None else patience
         state.seconds += time.perf_counter() - started
         last_epoch_s = 0.0
 
@@ -390,7 +395,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             state.phase_notes.setdefault(str(pi), "stopped: time budget used up")
         else:
             state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
-    if best_model is not None:
+    if best_model is not None and replay is None:
         model.load_state_dict(best_model)
     state.phases = phase_summary(phases, state, steps.metric)
     if len(phases) > 1:
@@ -457,6 +462,31 @@ def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) 
                      "kept": bool(epochs) and state.best_epoch in epochs,
                      "note": state.phase_notes.get(str(pi), "")})
     return rows
+
+
+def refit_plan(model: nn.Module, steps: Steps, cfg: RunConfig, state: FitState) -> list[strategies.Phase]:
+    """The phases that led to the final weights, each for the epochs up to the one the next phase (or the end) took.
+
+    A candidate phase (``auto``) started from the best weights before it, any other phase from the last ones;
+    walking back from the best epoch gives the path, e.g. ``linear`` 1, ``partial:2`` 3 of 5, ``fine-tune`` 2 of 4.
+    """
+    phases = strategies.plan(cfg.train.strategy, model.backbone.num_groups, cfg.train,
+                             math.ceil(steps.num_train / cfg.train.batch_size))
+    by_name = {p.name: p for p in phases}
+    key, rows, path = f"val_{steps.metric}", state.history, []
+    target = state.best_epoch
+    while target:
+        name = next(r["phase"] for r in rows if r["epoch"] == target)
+        in_phase = [r for r in rows if r["phase"] == name]
+        phase = by_name[name]
+        path.append(dataclasses.replace(phase, epochs=sum(r["epoch"] <= target for r in in_phase), candidate=False))
+        first = in_phase[0]["epoch"]
+        if phase.candidate:
+            before = [r for r in rows if r["epoch"] < first and r.get(key) is not None]
+            target = max(before, key=lambda r: (r[key], -r["epoch"]))["epoch"] if before else 0
+        else:
+            target = first - 1
+    return path[::-1]
 
 
 def chosen_phase(rows: list[dict[str, Any]], metric: str) -> dict[str, str]:

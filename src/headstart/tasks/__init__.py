@@ -99,8 +99,7 @@ register(Task(
                         "layer_decay": 0.85, "batch_size": 32, "label_smoothing": 0.0},
               "cache": {"views": 1}},
     shortcuts={"text_column": "text.text_column", "label_column": "text.label_column",
-               "max_length": "text.max_length", "class_weights": "text.class_weights",
-               "balanced_sampling": "text.balanced_sampling"},
+               "max_length": "text.max_length"},
 ))
 register(Task(
     name="detection", estimator="headstart.tasks.detection.task:Detector", run_kind="detection",

@@ -219,7 +219,7 @@ def _per_class_rows(per_class: dict[str, dict[str, Any]]) -> list[tuple]:
 def phases_section(metrics: dict[str, Any]) -> list[Section]:
     """What each training phase tried (``auto``'s candidates): epochs, best validation score, seconds, kept or not."""
     rows, metric = metrics.get("phases") or [], metrics.get("selection_metric", "accuracy")
-    if len(rows) < 2:
+    if len(rows) < 2 and not metrics.get("refit"):
         return []
     key = f"best_val_{metric}"
     shown = [(r["phase"], r["epochs"], "" if r[key] is None else f"{r[key]:.4f}", r["epoch_seconds"],
@@ -229,6 +229,11 @@ def phases_section(metrics: dict[str, Any]) -> list[Section]:
     why = (metrics.get("chosen") or {}).get("why", "")
     budget = metrics.get("time_budget")
     note = f"Final weights: {why}." + (f" Time budget: {budget:.0f} s." if budget else "")
+    refit = metrics.get("refit")
+    if refit:
+        recipe = ", ".join(f"{r['phase']} {r['epochs']} epoch(s)" for r in refit["recipe"])
+        note += (f" Saved model: refit on train + validation ({refit['num_train']} items: {recipe}); the validation "
+                 "numbers of this report are of the model chosen before refit, on items it did not train on.")
     return [Section("Phases tried", body + Markup('<p class="muted">') + note + Markup("</p>"), anchor="sec-phases")]
 
 

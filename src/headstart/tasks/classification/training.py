@@ -2,7 +2,9 @@
 
 The data object (``ImageData``, ``TextData``) gives ``classes``, ``keys(split)``, ``labels(split)``,
 ``dataset(split, train, epoch)``, ``transform_id(train)`` and ``collate``; optionally
-``train_batches(batch_size, seed)`` (text: length-sorted buckets) and ``class_weights``.
+``train_batches(batch_size, seed, order)`` (text: length-sorted buckets). Imbalanced classes:
+``train.class_weights`` (inverse-frequency loss weights, also in the L-BFGS head) and
+``train.balanced_sampling`` (every class equally likely in the training batches).
 """
 
 from __future__ import annotations
@@ -17,9 +19,23 @@ from torch.utils.data import DataLoader, Dataset
 from headstart.config import RunConfig
 from headstart.core import loop, strategies
 from headstart.core.cache import FeatureCache
+from headstart.errors import ConfigError
 from headstart.progress import say
 from headstart.tasks.classification.metrics import classification_report, selection_metric
 from headstart.tasks.classification.probe import fit_head_cv
+
+
+def inverse_frequency(counts: list[int]) -> torch.Tensor:
+    """Loss weight per class, ``n / (classes x count)``: every class weighs as much in total."""
+    c = torch.tensor(counts, dtype=torch.float).clamp(min=1)
+    return c.sum() / (len(c) * c)
+
+
+def balanced_draws(labels: torch.Tensor, seed: int) -> list[int]:
+    """One epoch of item indices drawn with replacement, every class equally likely (seeded)."""
+    weights = inverse_frequency(torch.bincount(labels).tolist())[labels]
+    g = torch.Generator().manual_seed(seed)
+    return torch.multinomial(weights, len(labels), replacement=True, generator=g).tolist()
 
 
 class CachedViews(Dataset):
@@ -55,8 +71,8 @@ class ClassificationSteps:
         self.num_train, self.num_val = len(self.train_labels), len(self.val_labels)
         self.train_counts = torch.bincount(self.train_labels, minlength=len(data.classes)).tolist()
         self.metric = selection_metric(cfg.train.select_metric, self.train_counts)
-        self.criterion = nn.CrossEntropyLoss(weight=getattr(data, "class_weights", None),
-                                             label_smoothing=cfg.train.label_smoothing)
+        self.criterion = nn.CrossEntropyLoss(weight=inverse_frequency(self.train_counts) if cfg.train.class_weights
+                                             else None, label_smoothing=cfg.train.label_smoothing)
         self.caches: list[FeatureCache] = []
         self.train_views: torch.Tensor | None = None
         self.val_inputs: torch.Tensor | None = None
@@ -116,8 +132,18 @@ class ClassificationSteps:
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
         tc, data = self.cfg.train, self.data
-        batches = data.train_batches(tc.batch_size, seed) if hasattr(data, "train_batches") and fabric.world_size == 1 \
-            else None
+        order = None
+        if tc.balanced_sampling:
+            if fabric.world_size > 1:
+                raise ConfigError("train.balanced_sampling draws the batches on one device; with several devices use "
+                                  "train.class_weights=true instead")
+            order = balanced_draws(self.train_labels, seed)
+        if hasattr(data, "train_batches") and fabric.world_size == 1:
+            batches = data.train_batches(tc.batch_size, seed, order)
+        elif order is not None:
+            batches = [order[i: i + tc.batch_size] for i in range(0, len(order), tc.batch_size)]
+        else:
+            batches = None
         if cut:
             batches_ = loop.loader(CachedViews(self.train_views, self.train_labels, seed), tc.batch_size, None, seed,
                                    fabric=fabric, batches=batches)

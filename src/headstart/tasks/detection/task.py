@@ -72,7 +72,7 @@ class Detector(Estimator):
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config
-        splits = self._read(data)
+        splits = self._training_splits(self._read(data))
         torch.manual_seed(cfg.train.seed)
         model = create_model(cfg, len(splits.classes))
         spec = model.backbone.spec

@@ -45,7 +45,8 @@ class ImageClassifier(ClassifierEstimator):
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config
-        splits = discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
+        splits = self._training_splits(discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column,
+                                                cfg.data.label_column))
         backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
         spec = backbone.spec
         if spec.modality != "image":

@@ -391,11 +391,9 @@ def length_buckets(lengths: list[int], batch_size: int, seed: int, order: list[i
 class TextData:
     """Tokenised splits as the training loop needs them (``engine.TaskData``)."""
 
-    def __init__(self, splits: TextSplits, tokenizer, max_length: int, class_weights: bool = False,
-                 balanced_sampling: bool = False, tokenizer_id: str = "") -> None:
+    def __init__(self, splits: TextSplits, tokenizer, max_length: int, tokenizer_id: str = "") -> None:
         self.classes = splits.classes
         self.max_length = max_length
-        self.balanced = balanced_sampling
         self.tokenizer_id = tokenizer_id or type(tokenizer).__name__
         self.collate = PadCollate(tokenizer.pad_token_id or 0)
         self.splits: dict[str, list[TextSample]] = {}
@@ -408,8 +406,6 @@ class TextData:
             self.splits[name] = [samples[i] for i in order]
             self.ids[name] = [ids[i] for i in order]
             self.truncated[name] = cut
-        counts = torch.bincount(self.labels("train"), minlength=len(self.classes)).float()
-        self.class_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))) if class_weights else None
 
     def keys(self, split: str) -> list[str]:
         return [text_key(s.text) for s in self.splits[split]]
@@ -423,16 +419,9 @@ class TextData:
     def transform_id(self, train: bool) -> str:
         return f"text:{self.tokenizer_id}:max_length={self.max_length}"
 
-    def train_batches(self, batch_size: int, seed: int) -> list[list[int]]:
-        """One epoch of training batches: length-sorted buckets; class-balanced draws with ``balanced_sampling``."""
-        lengths = [len(i) for i in self.ids["train"]]
-        order = None
-        if self.balanced:
-            labels = self.labels("train")
-            weights = (1.0 / torch.bincount(labels, minlength=len(self.classes)).clamp(min=1).float())[labels]
-            g = torch.Generator().manual_seed(seed)
-            order = torch.multinomial(weights, len(lengths), replacement=True, generator=g).tolist()
-        return length_buckets(lengths, batch_size, seed, order)
+    def train_batches(self, batch_size: int, seed: int, order: list[int] | None = None) -> list[list[int]]:
+        """One epoch of training batches in length-sorted buckets, over ``order`` (default: every item once)."""
+        return length_buckets([len(i) for i in self.ids["train"]], batch_size, seed, order)
 
     def lengths(self, split: str) -> list[int]:
         return [len(i) for i in self.ids[split]]

@@ -54,7 +54,7 @@ class TextClassifier(ClassifierEstimator):
         if not hf_text.is_text_model(cfg.model.name):
             raise ConfigError(f"Model '{cfg.model.name}' is an image backbone; text classification needs a text "
                               f"encoder: {', '.join(hf_text.PACKAGED)}, hf:NAME or a Hugging Face model folder")
-        splits = discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed)
+        splits = self._training_splits(discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed))
         torch.manual_seed(cfg.train.seed)
         backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
         spec = backbone.spec
@@ -65,8 +65,7 @@ class TextClassifier(ClassifierEstimator):
         tokenizer = hf_text.load_tokenizer(spec)
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups, {spec.extra['pooling']} pooling)")
-        tdata = TextData(splits, tokenizer, max_length, tc.class_weights, tc.balanced_sampling,
-                         tokenizer_id=f"{spec.name}:{spec.weights}")
+        tdata = TextData(splits, tokenizer, max_length, tokenizer_id=f"{spec.name}:{spec.weights}")
         _summarize_data(data, splits, tdata)
         self._write_skipped(run, splits)
         for note in splits.notes:
