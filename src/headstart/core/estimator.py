@@ -167,7 +167,7 @@ class Estimator:
         """What a task's ``_prepare`` trains on: the splits it read, or for ``--refit`` train + validation."""
         if not self._refitting:
             return splits
-        return dataclasses.replace(splits, train=splits.train + splits.val)
+        return dataclasses.replace(splits, train=splits.train + splits.val, notes=[])  # the first read said them
 
     def _refit(self, data: str | Path, run: Path, plan: list, resume: bool, fabric: Any) -> dict[str, Any]:
         """``--refit``: a fresh model trained on train + validation by ``plan``; it becomes the saved model."""

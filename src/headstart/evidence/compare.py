@@ -439,7 +439,9 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
             for seed in range(seeds):
                 for name in pretrained_names + ([SCRATCH] if SCRATCH in names else []):
                     done += 1
-                    cell_overrides = {**overrides, **columns, "model.name": model, "train.seed": seed}
+                    # cells are judged on validation: a refit would cost a second training and change no score
+                    cell_overrides = {**overrides, **columns, "model.name": model, "train.seed": seed,
+                                      "train.refit": False}
                     if name == SCRATCH:
                         cell_overrides.update({"train.strategy": "full", "model.pretrained": False,
                                                "train.epochs": scratch_epochs})
