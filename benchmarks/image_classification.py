@@ -28,6 +28,7 @@ os.environ.setdefault("HEADSTART_QUIET", "1")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+from torchmetrics.functional.classification import multiclass_f1_score  # noqa: E402
 from torchvision import datasets  # noqa: E402
 from torchvision.transforms import v2  # noqa: E402
 
@@ -107,7 +108,9 @@ def fastai_fine_tune(data: Path) -> dict:
         learn.fine_tune(3)
         wall = time.perf_counter() - started
         _, acc = learn.validate()
-    return {"val_accuracy": float(acc), "wall_seconds": wall}
+        probs, truth = learn.get_preds()
+    return {"val_accuracy": float(acc), "wall_seconds": wall,
+            "val_macro_f1": float(multiclass_f1_score(probs.argmax(1), truth, probs.shape[1], average="macro"))}
 
 
 class _Body(nn.Module):

@@ -186,3 +186,13 @@ def test_low_range_scans_train_predict_and_reuse_the_window(tmp_path, session_ca
     assert got == files
     torch.testing.assert_close(probs, clf.val_logits_.float().softmax(dim=1), atol=2e-4, rtol=0)
     assert loaded.evaluate(data)["accuracy"] >= val["baseline"]["accuracy"] + 0.25
+
+    # advise decodes as training does: its probe sees the windowed scans and reads the run's cached features
+    from headstart.evidence.advise import advise
+
+    advice = advise(data, budget_s=30, models=["mobilenet_v2"])
+    assert advice["dataset"]["intensity"] == "window" and advice["dataset"]["images"]["low_range_fraction"] == 1.0
+    assert "little intensity range" in advice["dataset"]["summary"]
+    probe = advice["probes"][0]
+    assert probe["cache"]["items_computed"] == 0 and probe["cache"]["items_served"] == 40, probe["cache"]
+    assert probe["accuracy"] >= 0.75, probe  # raw values: every scan nearly black, one class for everything

