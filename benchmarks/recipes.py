@@ -1,7 +1,7 @@
 """The default recipe against what a user would otherwise run, on every development set, in one run.
 
     python benchmarks/recipes.py [--only digits,faces,blood_cells,hymenoptera,sms100,sms500,sms2000]
-                                 [--skip fastai,trainer] [--out benchmarks/results/recipes.json]
+                                 [--skip fastai,trainer] [--set KEY=VALUE] [--out benchmarks/results/recipes.json]
 
 Every tool gets the same training items and is scored on the same held-out items that none of them saw:
   images (EfficientNet-Lite0 ImageNet weights): 300 scikit-learn digits (30 per class) and scikit-image's
@@ -36,6 +36,7 @@ os.environ.setdefault("HEADSTART_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sklearn.linear_model import LogisticRegressionCV  # noqa: E402
@@ -124,11 +125,12 @@ def _probe_settings(work: Path) -> dict:
     return {"cache.dir": str(work / "cache-probe"), "train.refit": False}
 
 
-def image_row(name: str, work: Path, skip: set[str]) -> dict:
+def image_row(name: str, work: Path, skip: set[str], settings: dict) -> dict:
     root = image_set(name, work)
     row: dict = {"data": name, "kind": "images", "alternative": "fastai"}
     started = time.perf_counter()
-    clf = ImageClassifier(overrides={"cache.dir": str(work / "cache-headstart")}).fit(root / "train", out=work / "run")
+    clf = ImageClassifier(overrides={"cache.dir": str(work / "cache-headstart"), **settings}).fit(root / "train",
+                                                                                                out=work / "run")
     report = clf.evaluate(root / "val")
     m = clf.metrics_
     row["headstart"] = {"accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
@@ -147,11 +149,12 @@ def image_row(name: str, work: Path, skip: set[str]) -> dict:
     return row
 
 
-def text_row(size: int, work: Path, skip: set[str]) -> dict:
+def text_row(size: int, work: Path, skip: set[str], settings: dict) -> dict:
     from text_classification import run_headstart, run_trainer
 
     table, classes, train, val = text_set(size, work)
-    args = SimpleNamespace(epochs=None, max_length=128, threads=torch.get_num_threads(), set=[], trainer_epochs=3)
+    args = SimpleNamespace(epochs=None, max_length=128, threads=torch.get_num_threads(), trainer_epochs=3,
+                           set=[f"{k}={v}" for k, v in settings.items()])
     row: dict = {"data": f"sms{size}", "kind": "texts", "alternative": "trainer", "num_held_out": len(val)}
     (work / "headstart").mkdir()
     h = run_headstart(classes, train, val, args, work / "headstart")
@@ -182,7 +185,7 @@ def print_table(rows: list[dict]) -> None:
                       f"{h['macro_f1'] - lr['macro_f1']:+.3f}",
                       "-" if alt is None else f"{h['macro_f1'] - alt['macro_f1']:+.3f}",
                       "-" if alt is None else f"{alt['seconds'] / h['seconds']:.2f}")
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 def main() -> None:
@@ -190,15 +193,18 @@ def main() -> None:
     parser.add_argument("--only", default=",".join([*IMAGE_SETS, *(f"sms{n}" for n in TEXT_SIZES)]),
                         help="comma-separated data sets")
     parser.add_argument("--skip", default="", help="alternatives to leave out: fastai, trainer")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="headstart config override, e.g. train.refit=true (repeatable)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipes.json")
     args = parser.parse_args()
     skip, rows = set(filter(None, args.skip.split(","))), []
+    settings = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
     for name in args.only.split(","):
         with tempfile.TemporaryDirectory(prefix="headstart-recipes-") as tmp:
             if name in IMAGE_SETS:
-                rows.append(image_row(name, Path(tmp), skip))
+                rows.append(image_row(name, Path(tmp), skip, settings))
             elif name.startswith("sms") and int(name[3:]) in TEXT_SIZES:
-                rows.append(text_row(int(name[3:]), Path(tmp), skip))
+                rows.append(text_row(int(name[3:]), Path(tmp), skip, settings))
             else:
                 raise SystemExit(f"unknown data set {name!r}; expected one of {IMAGE_SETS} or sms{TEXT_SIZES}")
         r = rows[-1]
@@ -209,6 +215,7 @@ def main() -> None:
     args.out.write_text(json.dumps({
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "image_model": "efficientnet_lite0 (ImageNet)", "text_model": "minilm (all-MiniLM-L6-v2)", "seed": 0,
+        "headstart_settings": settings,
         "rows": rows}, indent=2))
     print(f"Wrote {args.out}")
 

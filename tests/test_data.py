@@ -31,6 +31,29 @@ def test_class_folders_get_a_validation_split(digits_dir):
     assert splits.classes == [str(i) for i in range(10)]
     assert len(splits.train) == 150 and len(splits.val) == 50
     assert not {s.path for s in splits.train} & {s.path for s in splits.val}
+    assert splits.val_held_out  # what train.refit=auto reads: validation came out of the training images
+
+
+def test_every_reader_says_whether_validation_was_held_out_of_the_training_items(digits_dir, tmp_path):
+    from headstart.tasks.text.data import discover as discover_texts
+
+    given = _copy_digits(digits_dir, tmp_path / "given" / "train")
+    shutil.copytree(given, tmp_path / "given" / "val")
+    assert not discover(tmp_path / "given").val_held_out
+    files = sorted(digits_dir.rglob("*.png"))[:40]
+    (tmp_path / "split.csv").write_text("path,label,split\n" + "".join(
+        f"{f},{f.parent.name},{'val' if i % 4 == 0 else 'train'}\n" for i, f in enumerate(files)))
+    (tmp_path / "plain.csv").write_text("path,label\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    assert not discover(tmp_path / "split.csv").val_held_out and discover(tmp_path / "plain.csv").val_held_out
+    rows = [("spam" if i % 3 == 0 else "ham", f"message number {i}") for i in range(30)]
+    (tmp_path / "texts.csv").write_text("label,text\n" + "".join(f"{label},{text}\n" for label, text in rows))
+    (tmp_path / "texts_split.csv").write_text("label,text,split\n" + "".join(
+        f"{label},{text},{'val' if i % 5 == 0 else 'train'}\n" for i, (label, text) in enumerate(rows)))
+    (tmp_path / "texts_train_only.csv").write_text("label,text,split\n" + "".join(
+        f"{label},{text},train\n" for label, text in rows))
+    assert discover_texts(tmp_path / "texts.csv").val_held_out
+    assert not discover_texts(tmp_path / "texts_split.csv").val_held_out
+    assert discover_texts(tmp_path / "texts_train_only.csv").val_held_out  # train rows only: some were held out
 
 
 def test_bad_files_are_skipped_and_listed_or_fail_with_strict(digits_dir, tmp_path):

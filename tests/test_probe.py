@@ -46,6 +46,22 @@ def test_cross_validated_head_is_as_good_as_scikit_learns(digits):
     assert fit.cv_accuracy[fit.l2] == max(fit.cv_accuracy.values())
 
 
+def test_cross_validation_keeps_augmented_views_only_where_they_help(digits):
+    """Mirror images of 8x8 digits are a label-changing augmentation: the head drops them; brightness jitter stays."""
+    x, y, xv, yv = digits
+    x, y = x[:300], y[:300]
+    n, views = len(y), 3
+    groups, plain = torch.arange(n).repeat(views), torch.arange(views * n) < n
+    mirrored = x.view(-1, 8, 8).flip(2).reshape(n, 64)
+    fit = fit_head_cv(torch.cat([x, mirrored, mirrored]), y.repeat(views), 10, groups, plain=plain)
+    assert not fit.augmented and max(fit.cv_accuracy_plain.values()) > max(fit.cv_accuracy.values()) + 0.05
+    plain_only = fit_head_cv(x, y, 10)
+    assert torch.equal((xv @ fit.weight.T + fit.bias).argmax(1), (xv @ plain_only.weight.T + plain_only.bias).argmax(1))
+    jitter = torch.cat([x, x * 1.1, x * 0.9])  # brighter and darker ink: still the same digit
+    fit = fit_head_cv(jitter, y.repeat(views), 10, groups, plain=plain)
+    assert fit.augmented and float(((xv @ fit.weight.T + fit.bias).argmax(1) == yv).float().mean()) > 0.9
+
+
 def test_the_head_is_fitted_on_raw_features_and_converges(digits):
     x, y, _, _ = digits
     weak, strong = fit_logistic(x, y, 10, l2=1e-5), fit_logistic(x, y, 10, l2=1e-1)

@@ -216,7 +216,7 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["strategy"] == "lp-ft" and m["model"] == "minilm"
     defaults = TextClassifier().config.train
-    assert defaults.head_solver == "lbfgs" and defaults.refit  # the measured recipe (README, Text classification)
+    assert defaults.head_solver == "lbfgs" and defaults.refit == "auto"  # the measured recipe (README, Text)
     assert m["refit"]["num_train"] == 800 + 965 + 149 and m["refit"]["recipe"][0] == {"phase": "linear", "epochs": 1}
     assert m["num_val"] == sms_split["num_val"] == 965 + 149 and m["num_train"] == 800
     assert m["selection_metric"] == "macro_f1"  # imbalanced: 6.5 ham per spam
@@ -288,7 +288,10 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
     p_plain = plain._logits(plain.model_, texts).softmax(1)
     torch.testing.assert_close(p_cached, p_plain, atol=2e-3, rtol=0)
     assert torch.equal(p_cached.argmax(1), p_plain.argmax(1))
-    again = TextClassifier(**args).fit(sms_split["small"], out=tmp_path / "again")
+    # train.refit=auto: the table has its own validation split, so it stays held out (no refit)
+    again = TextClassifier(**{**args, "overrides": {**args["overrides"], "train.refit": "auto"}}).fit(
+        sms_split["small"], out=tmp_path / "again")
+    assert "refit" not in again.metrics_ and again.metrics_["num_train"] == 200
     assert again.metrics_["cache"] == {"items_served": 300, "items_computed": 0}
     assert again.metrics_["val_macro_f1"] == cached.metrics_["val_macro_f1"]
     # the run folder predicts through the CLI, text arguments and --file

@@ -187,7 +187,8 @@ def test_refit_trains_on_train_and_validation_and_says_so(digits_dir, tmp_path, 
         (data / digit).mkdir(parents=True)
         for f in sorted((digits_dir / digit).iterdir())[:n]:
             shutil.copy(f, data / digit / f.name)
-    clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1, refit=True, class_weights=True,
+    # refit=auto refits here: the class folders give no validation split, so it was held out of the training images
+    clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1, refit="auto", class_weights=True,
                           balanced_sampling=True, overrides={"cache.views": 1}).fit(data, out=tmp_path / "run")
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["num_train"] + m["num_val"] == m["refit"]["num_train"] == 86
@@ -209,5 +210,5 @@ def test_refit_trains_on_train_and_validation_and_says_so(digits_dir, tmp_path, 
 def _prefit_head(tmp_path: Path, data: Path) -> torch.Tensor:
     """The head the same run saves without --refit."""
     clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1, class_weights=True, balanced_sampling=True,
-                          overrides={"cache.views": 1}).fit(data, out=tmp_path / "no-refit")
+                          refit=False, overrides={"cache.views": 1}).fit(data, out=tmp_path / "no-refit")
     return clf.model_.head[-1].weight

@@ -118,8 +118,10 @@ def train(
     epochs: int | None = typer.Option(None, "--epochs", "-e"),
     time_budget: float | None = typer.Option(None, "--time-budget",
                                              help="seconds of training (auto's default: 300; 0: no limit)"),
-    refit: bool | None = typer.Option(None, "--refit", help="after validation chose the recipe, train it again on "
-                                      "train + validation and save that model"),
+    refit: bool | None = typer.Option(None, "--refit/--no-refit",
+                                      help="after validation chose the recipe, train it again on train + validation and "
+                                      "save that model (default: the task's; auto refits when validation was held "
+                                      "out of DATA, not when DATA has its own validation split)"),
     seed: int | None = typer.Option(None, "--seed"),
     weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",

@@ -79,9 +79,11 @@ class TrainConfig(_Section):
     class_weights: bool = Field(False, description="weight the loss (and the L-BFGS head) by inverse class frequency")
     balanced_sampling: bool = Field(False, description="draw training batches with every class equally likely "
                                     "(one device)")
-    refit: bool = Field(False, description="after the recipe and its epochs are chosen on validation, train again on "
-                        "train + validation with them and save that model (validation numbers stay those of the "
-                        "model chosen before, on items it did not train on)")
+    refit: Literal["auto"] | bool = Field(
+        False, description="after the recipe and its epochs are chosen on validation, train again on train + "
+        "validation with them and save that model (validation numbers stay those of the model chosen before, on items "
+        "it did not train on); auto: only when the validation items were held out of DATA's training items, not when "
+        "DATA gave its own validation split")
     seed: int = 0
 
 

@@ -146,9 +146,12 @@ class Estimator:
         state = loop.fit(prepared.model, steps, cfg, run, resume=resume, fabric=fabric)
         self.model_, self.classes_, self.history_, self.run_dir_ = prepared.model, prepared.splits.classes, state.history, run
         self.metrics_ = self._finish(run, data, prepared, steps, fabric, state)
-        if cfg.train.refit:
+        if cfg.train.refit is True or (cfg.train.refit == "auto" and prepared.splits.val_held_out):
             self.metrics_["refit"] = self._refit(data, run, loop.refit_plan(prepared.model, steps, cfg, state), resume,
                                                  fabric)
+        elif cfg.train.refit == "auto":
+            say("No refit: DATA has its own validation split, kept out of training (train.refit=auto; --refit "
+                "trains on it too)")
         runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
                                                 **self._spec_info()})
         self._write_outputs(run, data, prepared, state)

@@ -93,7 +93,7 @@ register(Task(
     # sentences (Pang & Lee), held-out macro-F1 0.813 in 215 s against transformers' Trainer (3 epochs, LR 5e-5) 0.805
     # in 254 s; without refit 0.792, with the AdamW head 0.766 (benchmarks/text_classification.py, README).
     defaults={"model": {"name": "minilm", "dropout": 0.1},
-              "train": {"strategy": "lp-ft", "head_solver": "lbfgs", "refit": True, "head_epochs": 10, "lr": 2e-2,
+              "train": {"strategy": "lp-ft", "head_solver": "lbfgs", "refit": "auto", "head_epochs": 10, "lr": 2e-2,
                         "backbone_lr_ratio": 0.0025,
                         "layer_decay": 0.85, "batch_size": 32, "label_smoothing": 0.0},
               "cache": {"views": 1}},

@@ -121,14 +121,18 @@ class ClassificationSteps:
         x = torch.cat([plain[None], self.train_views])
         views, n = x.shape[0], x.shape[1]
         fit = fit_head_cv(x.flatten(0, 1), self.train_labels.repeat(views), len(self.data.classes),
-                          torch.arange(n).repeat(views), seed=self.cfg.train.seed, class_weight=self.criterion.weight)
+                          torch.arange(n).repeat(views), seed=self.cfg.train.seed, class_weight=self.criterion.weight,
+                          plain=torch.arange(views * n) < n)
         linear = model.head[-1]
         with torch.no_grad():
             linear.weight.copy_(fit.weight.to(linear.weight))
             linear.bias.copy_(fit.bias.to(linear.bias))
-        say(f"Linear head fitted by L-BFGS to convergence: L2 {fit.l2:g} chosen by cross-validation "
-            f"(held-out accuracy per L2: {fit.cv_accuracy})")
-        return {"loss": fit.train_loss, "head_l2": fit.l2}
+        rows = (f"the plain images and {views - 1} augmented view(s) of each" if fit.augmented else
+                "the plain images only: cross-validation found the augmented views hurt here")
+        say(f"Linear head fitted by L-BFGS to convergence on {rows}: L2 {fit.l2:g} chosen by cross-validation "
+            f"(held-out accuracy per L2: {fit.cv_accuracy}" + (f"; plain images only: {fit.cv_accuracy_plain}"
+                                                                if fit.cv_accuracy_plain else "") + ")")
+        return {"loss": fit.train_loss, "head_l2": fit.l2, "head_augmented": fit.augmented}
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
         tc, data = self.cfg.train, self.data

@@ -200,6 +200,7 @@ def _random_split(splits: DetectionSplits, val_fraction: float, seed: int) -> No
     val = set(order[:n_val])
     splits.train, splits.val = [s for i, s in enumerate(items) if i not in val], [s for i, s in enumerate(items) if i in val]
     splits.layout += f", {val_fraction:.0%} random validation split (seed {seed})"
+    splits.val_held_out = True
 
 
 # ----------------------------------------------------------------------------------------------- COCO

@@ -111,7 +111,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
     samples = _samples(found, classes)
     train_idx, val_idx = stratified_split([s.label for s in samples], val_fraction, seed)
     layout = f"class folders, {val_fraction:.0%} stratified validation split (seed {seed})"
-    return ImageSplits(classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx], layout=layout)
+    return ImageSplits(classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx], layout=layout,
+                       val_held_out=True)
 
 
 def _samples(found: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
@@ -160,6 +161,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     train_idx, val_idx = stratified_split([s.label for s in samples], val_fraction, seed)
     splits.train, splits.val = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
     splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+    splits.val_held_out = True
     return splits
 
 

@@ -254,11 +254,13 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
             train_idx, val_idx = stratified_split([s.label for s in splits.train], val_fraction, seed)
             splits.train, splits.val = [splits.train[i] for i in train_idx], [splits.train[i] for i in val_idx]
             splits.layout += f" (no validation split: {val_fraction:.0%} of train held out, seed {seed})"
+            splits.val_held_out = True
     else:
         items = samples[""]
         train_idx, val_idx = stratified_split([s.label for s in items], val_fraction, seed)
         splits.train, splits.val = [items[i] for i in train_idx], [items[i] for i in val_idx]
         splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+        splits.val_held_out = True
     if not splits.train or not splits.val:
         raise DataError(f"{path}: no texts left for the {'training' if not splits.train else 'validation'} split "
                         f"({len(splits.skipped)} row(s) skipped: empty text or label)")
