@@ -90,3 +90,33 @@ def test_cached_and_uncached_linear_agree_on_hymenoptera(hymenoptera, tmp_path, 
     uncached = ImageClassifier(strategy="linear", epochs=5, cache=False).fit(hymenoptera, out=tmp_path / "uncached")
     assert abs(cached.metrics_["val_accuracy"] - uncached.metrics_["val_accuracy"]) <= 0.02
     assert uncached.metrics_["cache"]["items_computed"] == 0
+
+
+def test_the_heads_pass_keeps_the_partial_candidates_features(digits_dir, tmp_path):
+    """``auto``: the linear phase's extraction also stores the partial candidate's frozen outputs (Phase.prefetch),
+    exactly those the candidate would compute itself, so the candidate runs no image through the backbone."""
+    from headstart.config import load_config
+    from headstart.core import loop, strategies
+    from headstart.tasks.classification.model import TransferClassifier
+    from headstart.tasks.classification.training import ClassificationSteps
+
+    cfg = load_config(overrides={"cache.dir": str(tmp_path / "c"), "model.name": "mobilenet_v2", "cache.views": 2})
+    backbone = registry.create_backbone("mobilenet_v2")
+    data = ImageData(discover(digits_dir), backbone.spec)
+    model = TransferClassifier(backbone, len(data.classes)).eval()
+    fabric = loop.make_fabric(cfg.device)
+    head, partial = strategies.plan("auto", backbone.num_groups, cfg.train)[:2]
+    assert head.prefetch == partial.trainable > 0
+    n = backbone.num_groups
+    steps = ClassificationSteps(data, cfg)
+    steps.prepare(fabric, model, head, n)
+    later = ClassificationSteps(data, cfg)
+    later.prepare(fabric, model, partial, n - partial.trainable)
+    assert sum(c.computed for c in later.caches) == 0  # every view and the validation maps were served
+    assert sum(c.hits for c in later.caches) == 2 * len(data.keys("train")) + len(data.keys("val"))
+    cfg_fresh = load_config(overrides={"cache.dir": str(tmp_path / "fresh"), "model.name": "mobilenet_v2",
+                                       "cache.views": 2})
+    fresh = ClassificationSteps(data, cfg_fresh)
+    fresh.prepare(fabric, model, partial, n - partial.trainable)
+    assert sum(c.computed for c in fresh.caches) > 0
+    assert torch.equal(fresh.train_views, later.train_views) and torch.equal(fresh.val_inputs, later.val_inputs)

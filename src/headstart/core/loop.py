@@ -211,11 +211,16 @@ def feature_namespace(spec, cfg: RunConfig, cut: int, transform_id: str, train: 
 def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int, keys: list[str], dataset: Dataset,
                    namespace: dict[str, Any], run: Callable[[torch.Tensor], torch.Tensor], desc: str,
                    collate: Callable | None = None, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, FeatureCache]:
+                   dtype: torch.dtype = torch.float32,
+                   side: tuple[int, dict[str, Any]] | None = None) -> tuple[torch.Tensor, FeatureCache]:
     """``run(prepare(inputs))`` for every item of ``dataset``, computed once and kept in the feature cache.
 
     ``run`` computes backbone stages ``[0, cut)`` (frozen, eval mode, BatchNorms folded into their
     convolutions while it runs); ``prepare`` turns a loader batch into the backbone's input.
+    ``side=(stage, namespace)`` with ``cut`` the pooled end: the items computed in this pass also keep their
+    outputs of stages ``[0, stage)`` (float16) under ``namespace``, for a later phase that trains the stages above
+    ``stage`` (``auto``'s partial candidate), so that phase reads them instead of running the images again.
+    ``run`` is then not used: the pass is ``backbone.extract(x, stage)`` continued by ``backbone(mid, start=stage)``.
     """
     cache = FeatureCache(namespace, cfg.cache.dir)
     prepare = prepare or (lambda x: x)
@@ -228,9 +233,22 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
         first = (collate or torch.utils.data.default_collate)([dataset[indices[0]]])[0]
         with torch.inference_mode():
             example = prepare(fabric.to_device(first))
-        with batchnorm_folded(backbone, cut, example):
-            return run_batches(fabric, lambda x: run(prepare(x)), batches, desc, dtype)
+        kept: list[torch.Tensor] = []
 
+        def both(x: torch.Tensor) -> torch.Tensor:
+            mid = backbone.extract(x, side[0])
+            kept.append(mid.to("cpu", torch.float16))
+            return backbone(mid, start=side[0])
+
+        with batchnorm_folded(backbone, cut, example):
+            out = run_batches(fabric, lambda x: (both if side else run)(prepare(x)), batches, desc, dtype)
+        if side:
+            mids = torch.cat(kept)
+            FeatureCache(side[1], cfg.cache.dir).get([keys[i] for i in indices], lambda missing: mids[missing])
+        return out
+
+    if side and side[0] >= cut:
+        raise ValueError(f"side stage {side[0]} must lie below the cut {cut}")
     return cache.get(keys, compute), cache
 
 

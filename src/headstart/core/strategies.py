@@ -47,6 +47,7 @@ class Phase:
     head_lr_scale: float = 1.0
     adapters: bool = False  # only adapter parameters (``lora_*``) of the backbone train, all at the head's LR
     candidate: bool = False  # ``auto``: starts from the best weights so far; fitted to the time left, or skipped
+    prefetch: int = 0  # a later phase trains this many top groups: keep its frozen outputs from this phase's pass
 
 
 def parse(strategy: str, num_groups: int) -> tuple[str, int]:
@@ -74,9 +75,11 @@ def plan(strategy: str, num_groups: int, cfg: TrainConfig, steps_per_epoch: int 
     if not cfg.epochs and steps_per_epoch and kind not in ("linear", "gradual"):
         epochs = max(epochs, math.ceil(cfg.min_steps / steps_per_epoch))
     if kind == "auto":
-        head = [Phase("linear", cfg.head_epochs or default_epochs("linear", num_groups), 0)]
         # from a converged head the head learns at the top group's LR (LP-FT: one small LR keeps features intact)
         top, scale = max(1, num_groups // 3), cfg.backbone_lr_ratio
+        # the head's extraction also keeps the partial candidate's frozen outputs: one pass over the images, not two
+        head = [Phase("linear", cfg.head_epochs or default_epochs("linear", num_groups), 0,
+                      prefetch=top if top < num_groups else 0)]
         partial = [Phase(f"partial:{top}", epochs, top, scale, candidate=True)] if top < num_groups else []
         return [*head, *partial, Phase("fine-tune", epochs, num_groups, scale, candidate=True)]
     if kind == "linear":

@@ -86,15 +86,23 @@ class ClassificationSteps:
             return 0  # text stages pass hidden states + masks: only pooled features are cached
         return cut
 
-    def features(self, fabric: Fabric, model: nn.Module, split: str, cut: int, train: bool, view: int) -> torch.Tensor:
-        """Outputs of backbone stages ``[0, cut)`` for a split (augmented ``view`` when ``train``), via the cache."""
+    def features(self, fabric: Fabric, model: nn.Module, split: str, cut: int, train: bool, view: int,
+                 also: int = 0) -> torch.Tensor:
+        """Outputs of backbone stages ``[0, cut)`` for a split (augmented ``view`` when ``train``), via the cache.
+
+        ``also``: a lower cut whose outputs the same pass stores too (a later phase's, see ``Phase.prefetch``).
+        """
         backbone, data, cfg = model.backbone, self.data, self.cfg
-        namespace = loop.feature_namespace(backbone.spec, cfg, cut, data.transform_id(train), train, view)
+
+        def namespace(at: int) -> dict[str, Any]:
+            return loop.feature_namespace(backbone.spec, cfg, at, data.transform_id(train), train, view)
+
         what = f"view {view + 1}" if train else "val"
         out, cache = loop.frozen_outputs(
-            fabric, cfg, backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace,
+            fabric, cfg, backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace(cut),
             lambda x: backbone.extract(x, cut), f"Extracting features ({split}, {what})", data.collate,
-            dtype=torch.float32 if cut == backbone.num_groups else torch.float16)
+            dtype=torch.float32 if cut == backbone.num_groups else torch.float16,
+            side=(also, namespace(also)) if also else None)
         self.caches.append(cache)
         return out.float()
 
@@ -103,8 +111,11 @@ class ClassificationSteps:
             self.train_views = self.val_inputs = None
             return
         views = min(self.cfg.cache.views, phase.epochs)
-        self.train_views = torch.stack([self.features(fabric, model, "train", cut, True, v) for v in range(views)])
-        self.val_inputs = self.features(fabric, model, "val", cut, False, 0)
+        # the later phase's cut, when its frozen outputs come from this phase's pass (auto's partial candidate)
+        also = self.cut(model, strategies.Phase("prefetch", 1, phase.prefetch)) if phase.prefetch else 0
+        also = also if 0 < also < cut == model.backbone.num_groups else 0
+        self.train_views = torch.stack([self.features(fabric, model, "train", cut, True, v, also) for v in range(views)])
+        self.val_inputs = self.features(fabric, model, "val", cut, False, 0, also)
 
     def solve(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> dict[str, float] | None:
         """With ``train.head_solver=lbfgs`` (the default), a linear phase on cached pooled features fits the head to convergence.
