@@ -504,7 +504,10 @@ def refit_plan(model: nn.Module, steps: Steps, cfg: RunConfig, state: FitState) 
             target = max(before, key=lambda r: (r[key], -r["epoch"]))["epoch"] if before else 0
         else:
             target = first - 1
-    return path[::-1]
+    path = path[::-1]
+    # an extraction pass keeps a later phase's frozen outputs only when that phase is on the path
+    return [dataclasses.replace(p, prefetch=p.prefetch if i + 1 < len(path) and path[i + 1].trainable == p.prefetch
+                                else 0) for i, p in enumerate(path)]
 
 
 def chosen_phase(rows: list[dict[str, Any]], metric: str) -> dict[str, str]:
