@@ -171,8 +171,10 @@ def test_low_range_scans_train_predict_and_reuse_the_window(tmp_path, session_ca
 
     data = _low_range_digits(tmp_path / "scans")  # 2 classes x 20 PNGs, values 0..2
     run = tmp_path / "run"
-    clf = ImageClassifier(model="mobilenet_v2", strategy="linear", epochs=5, cache_views=1,
-                          overrides={"data.val_fraction": 0.5}).fit(data, out=run)
+    # the saved model is the validated one (no refit); fp32, so that the cached validation features and predict's
+    # forward pass agree to 2e-4 (under bf16 autocast, folded and unfolded BatchNorms round differently)
+    clf = ImageClassifier(model="mobilenet_v2", strategy="linear", epochs=5, cache_views=1, refit=False,
+                          overrides={"data.val_fraction": 0.5, "device.precision": "32-true"}).fit(data, out=run)
     spec = json.loads((run / "spec.json").read_text())
     assert spec["backbone"]["extra"]["intensity"] == "window"
     assert clf.metrics_["intensity"] == "window"

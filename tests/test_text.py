@@ -225,8 +225,9 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
     assert m["truncated"]["val"] > 0  # max_length 64 cuts a few long messages, and says so
     assert (tmp_path / "run" / "confusion_matrix.png").stat().st_size > 1000
     html = (tmp_path / "run" / "report.html").read_text()  # the report shows the texts the model got wrong
-    wrong = [s.text for s, p in zip(clf.splits_val_, clf.val_logits_.argmax(1).tolist()) if p != s.label]
-    assert (html_report.esc(wrong[0][:60]) in html) if wrong else ("No validation item" in html)
+    labels = torch.tensor([s.label for s in clf.splits_val_])
+    wrong = html_report.confident_mistakes([s.text for s in clf.splits_val_], clf.val_logits_, labels, clf.classes_)
+    assert (html_report.esc(wrong[0].item[:60]) in html) if wrong else ("No validation item" in html)
     assert f"{m['val']['macro_f1']:.4f}" in html and html.count("data:image/png;base64") >= 2  # metrics, figures
     rows = clf.predict(["WINNER!! You have been selected for a £1000 prize. Call 09061701461 now to claim",
                         "Ok, see you at lunch then"])
