@@ -192,7 +192,7 @@ def test_low_range_scans_train_predict_and_reuse_the_window(tmp_path, session_ca
     # advise decodes as training does: its probe sees the windowed scans and reads the run's cached features
     from headstart.evidence.advise import advise
 
-    advice = advise(data, budget_s=30, models=["mobilenet_v2"])
+    advice = advise(data, budget_s=30, models=["mobilenet_v2"], overrides={"device.precision": "32-true"})  # as trained
     assert advice["dataset"]["intensity"] == "window" and advice["dataset"]["images"]["low_range_fraction"] == 1.0
     assert "little intensity range" in advice["dataset"]["summary"]
     probe = advice["probes"][0]

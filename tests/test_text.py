@@ -72,7 +72,10 @@ def test_reader_finds_sms_columns_and_split(tmp_path):
     splits = textdata.discover(SMS, val_fraction=0.2, seed=0)
     assert splits.classes == ["ham", "spam"]
     assert len(splits.train) + len(splits.val) == 5574
-    assert len(splits.val) == round(4827 * 0.2) + round(747 * 0.2)
+    distinct = {c: len({s.text for s in splits.train + splits.val if s.label == c}) for c in (0, 1)}
+    assert distinct == {0: 4518, 1: 653}  # 403 rows repeat an earlier text
+    assert len({s.text for s in splits.val}) == round(4518 * 0.2) + round(653 * 0.2)  # 20% of the distinct texts
+    assert not {s.text for s in splits.train} & {s.text for s in splits.val}  # each repeated text on one side
     assert "text column 'SMS'" in splits.layout and "label column 'Label'" in splits.layout
     assert not splits.skipped
 

@@ -27,8 +27,12 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="validation split when DATA has no val/")
     path_column: str | None = None
     label_column: str | None = None
+    from_detection: bool = Field(False, description="multilabel: DATA is a detection set (YOLO data.yaml, COCO json, "
+                                 "Pascal VOC folder); each image is tagged with the classes of its boxes")
     strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")
     preload_mb: int = Field(2048, ge=0, description="keep decoded, resized images in memory up to this size")
+    max_pixels: int = Field(89_478_485, ge=1, le=89_478_485, description="images with more pixels are skipped "
+                            "(and reported) from their header, before they are decoded; at most PIL's own limit")
     num_workers: int = Field(0, ge=0)
     inference_batch_size: int | None = Field(
         None, ge=1, description="items per forward pass when nothing trains (feature extraction, validation, "

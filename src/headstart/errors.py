@@ -23,3 +23,7 @@ class RunFolderError(HeadstartError):
 
 class NotFittedError(HeadstartError):
     """A model was used before ``fit`` or ``load``."""
+
+
+class ExportError(HeadstartError):
+    """An export could not be made, or the exported model does not reproduce the PyTorch model (parity)."""

@@ -4,7 +4,9 @@ Entries are keyed per item by the hash of the item's content (image bytes, text)
 namespace that holds everything else that changes the output: backbone, weights, preprocessing,
 where the backbone is cut, the transform and the augmentation view. A changed file or a changed
 preprocessing therefore misses; the same files in another split, run or strategy hit.
-Shards are safetensors files with the keys in their metadata.
+Shards are safetensors files with the keys in their metadata. A shard that cannot be written (disk
+full, read-only folder) is not fatal: the features are used from memory, with one warning per cache
+folder, and computed again next time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 
@@ -32,6 +34,9 @@ def default_root() -> Path:
 
 def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_WARNED: set[str] = set()  # cache roots whose failed writes were already reported
 
 
 class FeatureCache:
@@ -68,13 +73,31 @@ class FeatureCache:
         if missing:
             features = compute(list(missing.values())).detach().cpu().contiguous()
             self.computed += len(missing)
-            self._write(list(missing), features)
+            self._store(list(missing), features)
             rows.update(zip(missing, features))
         return torch.stack([rows[k] for k in keys])
+
+    def _store(self, keys: list[str], features: torch.Tensor) -> None:
+        """Write a shard; when that fails (OSError) warn once and carry on without storing it."""
+        try:
+            self._write(keys, features)
+        except (OSError, SafetensorError) as exc:  # safetensors reports I/O errors as SafetensorError
+            root = str(self.dir.parent)
+            if root not in _WARNED:
+                from headstart.progress import warn
+
+                _WARNED.add(root)
+                what = f"{exc.strerror or exc}: {exc.filename or self.dir}" if isinstance(exc, OSError) else str(exc)
+                warn(f"The feature cache cannot be written ({what}): "
+                     "training goes on without storing features (they are computed again next run). Free space "
+                     "there, or set cache.dir (or HEADSTART_CACHE) to a writable folder")
 
     def _write(self, keys: list[str], features: torch.Tensor) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "namespace.json").write_text(json.dumps(self.namespace, indent=2, default=str))
         tmp = self.dir / f".{uuid.uuid4().hex}.tmp"
-        save_file({"features": features}, str(tmp), metadata={"keys": json.dumps(keys)})
-        tmp.replace(self.dir / f"{uuid.uuid4().hex}.safetensors")
+        try:
+            save_file({"features": features}, str(tmp), metadata={"keys": json.dumps(keys)})
+            tmp.replace(self.dir / f"{uuid.uuid4().hex}.safetensors")
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -130,14 +130,20 @@ class Estimator:
             registry.parse(cfg.model.name)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        created = not run.exists()
         run.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.train.seed)
-        prepared = self._prepare(data, run)
-        keys = prepared.data.keys("train") + prepared.data.keys("val")
-        fingerprint = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
-        if resume and runfolder.read_meta(run, self.task().run_kind).get("data_fingerprint") != fingerprint:
-            raise RunFolderError(f"The data changed since {run} started (its fingerprint differs): resume needs the "
-                                 "same items; start a new run with another --out")
+        try:  # until config.yaml is written, a failure (bad data, --strict, Ctrl-C) removes the folder it made
+            torch.manual_seed(cfg.train.seed)
+            prepared = self._prepare(data, run)
+            keys = prepared.data.keys("train") + prepared.data.keys("val")
+            fingerprint = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
+            if resume and runfolder.read_meta(run, self.task().run_kind).get("data_fingerprint") != fingerprint:
+                raise RunFolderError(f"The data changed since {run} started (its fingerprint differs): resume needs "
+                                     "the same items; start a new run with another --out")
+        except BaseException:
+            if created:
+                shutil.rmtree(run, ignore_errors=True)
+            raise
         cfg.dump(run / "config.yaml", without=other_sections(self.task()))
         runfolder.write_meta(run, task=self.task().run_kind, status="running", data=str(Path(data).resolve()),
                              data_fingerprint=fingerprint)
@@ -231,7 +237,8 @@ class Estimator:
             raise NotFittedError(f"This {name} is not fitted yet: call .fit(data) or {name}.load(run)")
         return self.model_
 
-    def predict(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:
+    def predict(self, inputs: Any, top_k: int | None = None, errors: bool = False) -> list[dict[str, Any]]:
+        """One row per readable input; ``errors=True`` adds ``{"path": ..., "error": why}`` rows for the others."""
         raise NotImplementedError
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
@@ -246,7 +253,13 @@ class Estimator:
         runfolder.read_meta(run, cls.task().run_kind, complete=True)
         est = cls(config=run / "config.yaml")
         info = runfolder.read_spec(run)
-        est.model_ = runfolder.load_model(run, est._model_from_spec(info, run))
+        try:
+            model = est._model_from_spec(info, run)
+        except (ValueError, KeyError, TypeError) as exc:  # an unknown architecture, a missing or wrong field
+            raise RunFolderError(f"{run / runfolder.SPEC} describes a model this headstart cannot build "
+                                 f"({type(exc).__name__}: {exc}); the run folder is damaged or from another "
+                                 "version: train it again") from None
+        est.model_ = runfolder.load_model(run, model)
         est.classes_, est.run_dir_ = info["classes"], run
         est._loaded(run, info)
         return est

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -558,10 +559,15 @@ def load_checkpoint(path: Path, model: nn.Module, num_phases: int) -> tuple[FitS
     if not path.exists():
         return FitState(), None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.simplefilter("ignore", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and tensor errors all mean: not a checkpoint we trust
+        text = str(exc)  # torch's advice to load with weights_only=False is left out: that is what runs code
+        why = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0] if "WeightsUnpickler error:" in text \
+            else text.splitlines()[0] if text else type(exc).__name__
         raise RunFolderError(
-            f"{path} cannot be loaded safely: {str(exc).splitlines()[0][:300]}. It is damaged, was written by an "
+            f"{path} cannot be loaded safely ({why[:200]}). It is damaged, was written by an "
             "older headstart, or holds objects other than tensors and plain values (which would run code when "
             f"loaded). Delete it to start the run again, or choose another --out") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
@@ -573,6 +579,6 @@ def load_checkpoint(path: Path, model: nn.Module, num_phases: int) -> tuple[FitS
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise RunFolderError(f"{path} does not fit this model ({model.backbone.spec.arch}): "
-                             f"{str(exc).splitlines()[0][:300]}; resume needs the run's own checkpoint") from None
+                             f"{' '.join(str(exc).split())[:300]}; resume needs the run's own checkpoint") from None
     say(f"Resuming at epoch {state.epoch + 1} (phase {state.phase + 1}/{num_phases})")
     return state, ckpt

@@ -8,7 +8,10 @@ classes, backbone spec, head or detector), ``model.safetensors``, ``history.csv`
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,28 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file beside it, renamed; removed when the write fails)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def as_os_error(exc: Exception, path: Path) -> OSError:
+    """A safetensors I/O failure (it raises SafetensorError with 'os error N' in the text) as an OSError on ``path``."""
+    found = re.search(r"os error (\d+)", str(exc))
+    code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
+
+
 def write_meta(run: Path, **fields: Any) -> None:
     path = run / META
     meta = _read_json(path) if path.exists() else {}
     meta.update(fields, format=FORMAT_VERSION, headstart_version=__version__)
-    path.write_text(json.dumps(meta, indent=2))
+    write_text_atomic(path, json.dumps(meta, indent=2))
 
 
 def read_meta(run: str | Path, task: str | None = None, complete: bool = False) -> dict[str, Any]:
@@ -63,12 +83,16 @@ def read_meta(run: str | Path, task: str | None = None, complete: bool = False) 
 
 def save_model(run: Path, model: Any, info: dict[str, Any]) -> None:
     """``model.safetensors`` (every tensor of the model) and ``spec.json`` (what rebuilds its architecture)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(run / WEIGHTS), metadata={"task": str(info.get("task")),
-                                                   "arch": model.backbone.spec.arch})
-    (run / SPEC).write_text(json.dumps(info, indent=2))
+    try:  # safetensors writes a temporary file and renames it: the old model.safetensors stays whole on failure
+        save_file(state, str(run / WEIGHTS), metadata={"task": str(info.get("task")),
+                                                       "arch": model.backbone.spec.arch})
+    except SafetensorError as exc:
+        raise as_os_error(exc, run / WEIGHTS) from None
+    write_text_atomic(run / SPEC, json.dumps(info, indent=2))
 
 
 def read_spec(run: str | Path) -> dict[str, Any]:

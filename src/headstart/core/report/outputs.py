@@ -30,8 +30,10 @@ def write_json(data: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def plot_learning_curve(history: list[dict[str, Any]], path: Path, metric: str) -> None:
-    """Train/val loss and the validation metric per epoch; phase changes marked."""
+def plot_learning_curve(history: list[dict[str, Any]], path: Path, metric: str,
+                        scores: tuple[tuple[str, str], ...] = (("accuracy", "val accuracy"),
+                                                               ("macro_f1", "val macro-F1"))) -> None:
+    """Train/val loss and the validation ``scores`` (history key after ``val_``, legend) per epoch; phases marked."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
@@ -39,8 +41,8 @@ def plot_learning_curve(history: list[dict[str, Any]], path: Path, metric: str) 
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    ax_metric.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="val accuracy")
-    ax_metric.plot(epochs, [h["val_macro_f1"] for h in history], "s--", label="val macro-F1")
+    for (key, label), style in zip(scores, ("o-", "s--", "^:")):
+        ax_metric.plot(epochs, [h[f"val_{key}"] for h in history], style, label=label)
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylim(0, 1.02)
     ax_metric.legend(loc="lower right")
@@ -98,13 +100,21 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
         warn(w)
 
 
+def md_text(text: Any) -> str:
+    """Text from the data (class names, file names) as inert Markdown: HTML escaped, table pipes escaped."""
+    import html
+
+    return html.escape(str(text), quote=False).replace("|", "\\|")
+
+
 def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
     val = metrics["val"]
     base = val["baseline"]
     lines = [
         f"# headstart run: {summary['model']} / {summary['strategy']}",
         "",
-        f"Data: `{summary['data']}` ({summary['layout']}); classes: {', '.join(summary['classes'])}.",
+        f"Data: `{summary['data']}` ({md_text(summary['layout'])}); classes: "
+        f"{', '.join(md_text(c) for c in summary['classes'])}.",
         f"Train {summary.get('items', 'images')}: {summary['num_train']}, validation {summary.get('items', 'images')}: "
         f"{summary['num_val']}, skipped {summary.get('skipped_what', 'files')}: {summary['num_skipped']}.",
         f"Training time: {metrics['train_seconds']:.1f} s on {summary['device']}.",
@@ -116,11 +126,11 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         "",
     ]
     if val["warnings"]:
-        lines += ["## Warnings", "", *[f"- **{w}**" for w in val["warnings"]], ""]
+        lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
     lines += [
         "| class | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",
-        *[f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        *[f"| {md_text(c)} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
           for c, m in val["per_class"].items()],
         "",
         "![learning curve](learning_curve.png)",

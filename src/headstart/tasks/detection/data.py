@@ -34,6 +34,7 @@ ISSUE_CLIPPED = "boxes clipped to the image"
 ISSUE_DROPPED = "boxes dropped (zero area)"
 ISSUE_BACKGROUND = "images without a label file (background)"
 ISSUE_SUBSET = "boxes of classes left out by detection.classes"
+ISSUE_ORPHAN = "label files without an image (ignored)"
 
 
 @dataclass
@@ -126,6 +127,14 @@ def label_path(image: Path) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
+def orphan_labels(images: Sequence[Path]) -> list[Path]:
+    """Label files in the images' label folders that belong to no image (a misnamed or deleted image)."""
+    expected = {label_path(image) for image in images}
+    folders = {p.parent for p in expected if p.parent.is_dir()}
+    return sorted(p for folder in folders for p in folder.glob("*.txt")
+                  if p not in expected and p.name != "classes.txt")
+
+
 def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Boxes (normalised xyxy, unclipped) and class ids of one YOLO label file; DataError names file:line."""
     boxes, labels = [], []
@@ -187,6 +196,7 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
                 boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
             boxes, labels = _fix_boxes(boxes, labels, splits.issues)
             getattr(splits, split).append(DetSample(image, boxes, labels))
+    splits.issues[ISSUE_ORPHAN] += len(orphan_labels([f for files in lists.values() for f in files]))
     if "val" not in lists:
         _random_split(splits, val_fraction, seed)
     return splits

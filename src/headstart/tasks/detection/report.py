@@ -94,11 +94,14 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
 
 
 def write_report_md(run: Path, metrics: dict[str, Any]) -> None:
+    from headstart.core.report.outputs import md_text
+
     val = metrics["val"]
     lines = [
         f"# headstart detection run: {metrics['model']} / {metrics['family']} / {metrics['strategy']}",
         "",
-        f"Data: `{metrics['data']}` ({metrics['layout']}); classes: {', '.join(metrics['classes'])}.",
+        f"Data: `{metrics['data']}` ({md_text(metrics['layout'])}); classes: "
+        f"{', '.join(md_text(c) for c in metrics['classes'])}.",
         f"Train images: {metrics['num_train']}, validation images: {metrics['num_val']}; "
         f"data issues: {metrics['data_issues'] or 'none'}.",
         f"Training time: {metrics['train_seconds']:.1f} s on {metrics['device']} "
@@ -113,10 +116,10 @@ def write_report_md(run: Path, metrics: dict[str, Any]) -> None:
         "",
         "| class | AP@0.5:0.95 | AP@0.5 | boxes | detections |",
         "| --- | --- | --- | --- | --- |",
-        *[f"| {c} | {m['ap']} | {m['ap_50']} | {m['boxes']} | {m['detections']} |"
+        *[f"| {md_text(c)} | {m['ap']} | {m['ap_50']} | {m['boxes']} | {m['detections']} |"
           for c, m in val["per_class"].items() if m["boxes"] or m["detections"]],
         "",
-        *([f"- **{w}**" for w in val["warnings"]] + [""] if val["warnings"] else []),
+        *([f"- **{md_text(w)}**" for w in val["warnings"]] + [""] if val["warnings"] else []),
         "![PR curve](pr_curve.png)",
         "",
         "![validation predictions (green: true, red: predicted)](val_predictions.png)",

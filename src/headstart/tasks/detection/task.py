@@ -33,7 +33,7 @@ from headstart.tasks.detection import report as det_report
 from headstart.tasks.detection import training
 from headstart.tasks.detection.metrics import detection_report
 from headstart.tasks.detection.model import DetectionModel, build_detector, build_tv_detector
-from headstart.tasks.image.data import ImageStore, Sample, image_files
+from headstart.tasks.image.data import ImageStore, image_samples
 
 
 def is_tv_detector(name: str) -> bool:
@@ -144,15 +144,16 @@ class Detector(Estimator):
 
     # ---------------------------------------------------------------- using the model
     def predict(self, inputs: str | Path | list[str | Path], top_k: int | None = None,
-                save_images: str | Path | None = None) -> list[dict[str, Any]]:
+                save_images: str | Path | None = None, errors: bool = False) -> list[dict[str, Any]]:
         """Per readable image: path, size and detections (label, score, ``[x1, y1, x2, y2]`` pixels), best first.
 
-        ``top_k`` keeps the best k detections per image; ``save_images`` writes each image with its boxes there.
+        ``top_k`` keeps the best k detections per image; ``save_images`` writes each image with its boxes there;
+        ``errors=True`` adds one row ``{"path": ..., "error": why}`` per unreadable image (input order).
         """
         model = self._require_fitted()
-        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        samples = image_samples(inputs)  # files, folders, images in memory
         size = self.config.detection.image_size
-        store = ImageStore([Sample(f) for f in files], size, model.backbone.spec.interpolation or "bilinear",
+        store = ImageStore(samples, size, model.backbone.spec.interpolation or "bilinear",
                            self.config.data.preload_mb,
                            self.config.data.strict, desc="Reading images")
         for path, reason in store.skipped:
@@ -171,7 +172,7 @@ class Detector(Estimator):
             out_dir.mkdir(parents=True, exist_ok=True)
         for sample, pred in zip(store.samples, preds):
             decoded = store.get(sample.path)
-            width, height = original_size(sample.path)
+            width, height = original_size(sample.source)
             factor = width / decoded.width / det_data.letterbox_scale(decoded.width, decoded.height, size)
             boxes = (pred["boxes"] * factor).clamp(min=0)
             boxes[:, 0::2] = boxes[:, 0::2].clamp(max=width)
@@ -183,9 +184,13 @@ class Detector(Estimator):
             if out_dir is not None:
                 keep = [i for i in order.tolist() if float(pred["scores"][i]) >= self.config.detection.draw_score]
                 drawn = det_report.draw_boxes(
-                    load_original(sample.path), boxes[keep], [self.classes_[int(pred["labels"][i]) - 1] for i in keep],
+                    load_original(sample.source), boxes[keep], [self.classes_[int(pred["labels"][i]) - 1] for i in keep],
                     pred["scores"][keep], width=max(2, round(max(width, height) / 300)))
                 drawn.save(out_dir / (sample.path.stem + ".png"))
+        if errors:
+            from headstart.tasks.classification.estimator import with_error_rows
+
+            rows = with_error_rows(rows, store.skipped, "path", [str(s.path) for s in samples])
         return rows
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
@@ -222,10 +227,13 @@ class Detector(Estimator):
         if fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf)
-            writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"])
+            failed = any("error" in r for r in rows)
+            writer.writerow(["path", "label", "score", "x1", "y1", "x2", "y2"] + (["error"] if failed else []))
             for r in rows:
-                for d in r["detections"]:
-                    writer.writerow([r["path"], d["label"], f"{d['score']:.4f}", *d["box"]])
+                if "error" in r:
+                    writer.writerow([r["path"], "", "", "", "", "", "", r["error"]])
+                for d in r.get("detections", []):
+                    writer.writerow([r["path"], d["label"], f"{d['score']:.4f}", *d["box"]] + ([""] if failed else []))
             sys.stdout.write(buf.getvalue())
             return
         from rich.table import Table
@@ -234,22 +242,25 @@ class Detector(Estimator):
         for col in ("file", "boxes", "best detections (label score [x1 y1 x2 y2])"):
             table.add_column(col, overflow="fold")
         for r in rows:
+            if "error" in r:
+                table.add_row(r["path"], "[red]not read[/]", r["error"])
+                continue
             best = "; ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in r["detections"][:5])
             table.add_row(r["path"], str(len(r["detections"])), best)
         console.print(table)
 
 
-def original_size(path: Path) -> tuple[int, int]:
-    """Width and height of an image file as displayed (EXIF rotation applied), read from its header."""
-    with Image.open(path) as im:
+def original_size(path: Path | bytes) -> tuple[int, int]:
+    """Width and height of an image file (or its bytes) as displayed (EXIF rotation applied), read from its header."""
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
         w, h = im.size
         return (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
 
 
-def load_original(path: Path) -> Image.Image:
+def load_original(path: Path | bytes) -> Image.Image:
     from PIL import ImageOps
 
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
         return ImageOps.exif_transpose(im).convert("RGB")
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
+import re
 import statistics
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +27,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from headstart.core.backbones.spec import BackboneSpec
-from headstart.core.splits import Splits, stratified_split
+from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
+from headstart.tasks.image.decode import IMAGE_EXTENSIONS, image_files, is_image_file  # noqa: F401
 from headstart.tasks.image.transforms import (
     WINDOW_PERCENTILES,
     decode,
@@ -39,37 +43,43 @@ from headstart.tasks.image.transforms import (
     train_transform,
 )
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 VAL_NAMES = ("val", "valid", "validation")
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y")
+MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bomb limit (about 9459 x 9459)
 
 
 @dataclass
 class Sample:
-    """One image file and its class index (None when unlabelled)."""
+    """One image file and its class index (None when unlabelled).
+
+    ``data``: the file's bytes when the image is held in memory (an upload), not read from ``path``;
+    ``path`` then only names it and must be unique among the samples read together.
+    """
 
     path: Path
     label: int | None = None
     key: str = ""  # sha1 of the file's bytes, filled when the file is read
+    data: bytes | None = None
+
+    @property
+    def source(self) -> Path | bytes:
+        """What ``transforms.decode`` reads: the bytes in memory, else the file."""
+        return self.path if self.data is None else self.data
 
 
 ImageSplits = Splits  # classes, train, val, test, layout, skipped, notes
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     """``{class name: image paths}`` of a folder of class subfolders."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {f.name: sorted(p for p in f.rglob("*") if _is_image(p)) for f in folders}
+    return {f.name: sorted(p for p in f.rglob("*") if is_image_file(p)) for f in folders}
 
 
 def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
     if not found:
-        loose = [p.name for p in root.iterdir() if _is_image(p)][:3]
+        loose = [p.name for p in root.iterdir() if is_image_file(p)][:3]
         extra = f" It holds images directly ({', '.join(loose)}...): put them in one folder per class." if loose else ""
         raise DataError(f"No class folders in {root}: expected one subfolder of images per class.{extra}")
     empty = [name for name, files in found.items() if not files]
@@ -102,6 +112,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         splits.val = _held_out(val_dir, classes, splits)
         if "test" in subdirs:
             splits.test = _held_out(subdirs["test"], classes, splits)
+        _check_given_splits(splits)
         return splits
     if "train" in subdirs:
         root = subdirs["train"]
@@ -109,10 +120,78 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
     _check_classes(found, root)
     classes = sorted(found)
     samples = _samples(found, classes)
-    train_idx, val_idx = stratified_split([s.label for s in samples], val_fraction, seed)
-    layout = f"class folders, {val_fraction:.0%} stratified validation split (seed {seed})"
-    return ImageSplits(classes, [samples[i] for i in train_idx], [samples[i] for i in val_idx], layout=layout,
-                       val_held_out=True)
+    splits = ImageSplits(classes, [], [], layout=f"class folders, {val_fraction:.0%} stratified validation split "
+                         f"(seed {seed})", val_held_out=True)
+    _split_held_out(splits, samples, val_fraction, seed, str(root))
+    return splits
+
+
+def content_keys(samples: Sequence[Sample]) -> None:
+    """Fill each sample's ``key`` with the sha1 of its file's bytes ("" when it cannot be read: reported later)."""
+    def one(sample: Sample) -> str:
+        try:
+            return hashlib.sha1(sample.path.read_bytes()).hexdigest()
+        except OSError:
+            return ""
+
+    with ThreadPoolExecutor(4) as pool:
+        for sample, key in zip(samples, pool.map(one, samples)):
+            sample.key = key
+
+
+def _duplicate_note(samples: Sequence[Sample], classes: list[str]) -> list[str]:
+    """Exact duplicates (same bytes) among ``samples``: how many, an example, and those under two classes."""
+    groups = []
+    for group in duplicate_groups([s.key for s in samples]):
+        distinct = list({str(samples[i].path): i for i in group}.values())  # a file listed twice is a repeated row
+        if len(distinct) > 1:
+            groups.append(distinct)
+    if not groups:
+        return []
+    extra = sum(len(g) - 1 for g in groups)
+    first = groups[0]
+    notes = [f"{extra} exact-duplicate file(s) (same content as another file; {len(groups)} group(s), e.g. "
+             f"{samples[first[0]].path} = {samples[first[1]].path}): each group is kept on one side of the split"]
+    mixed = [g for g in groups if len({samples[i].label for i in g}) > 1]
+    if mixed:
+        g = mixed[0]
+        notes.append(f"{len(mixed)} group(s) of identical files carry different labels, e.g. "
+                     + ", ".join(f"{samples[i].path} ({classes[samples[i].label]})" for i in g[:2])
+                     + ": check the labels")
+    return notes
+
+
+def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: float, seed: int, where: str) -> None:
+    """The seeded stratified split, with exact duplicates kept together and classes too small for it named."""
+    content_keys(samples)
+    labels = [s.label for s in samples]
+    keys = [s.key for s in samples]
+    units = {(k or f"#{i}") for i, k in enumerate(keys)}
+    if len(units) == len(samples) and len(set(labels)) == len(samples):
+        raise DataError(f"{where}: every class has a single image ({len(samples)} classes, {len(samples)} images): "
+                        "a validation split needs at least 2 images of a class. Add images, or give a val/ folder "
+                        "(or a 'split' column)")
+    train_idx, val_idx = stratified_split(labels, val_fraction, seed, groups=keys)
+    if not val_idx:
+        raise DataError(f"{where}: no class has 2 different images ({len(samples)} images, {len(set(keys))} distinct "
+                        "files): a validation split needs at least 2 of a class. Add images, or give a val/ folder")
+    splits.train, splits.val = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+    splits.notes += _duplicate_note(samples, splits.classes)
+    splits.notes += split_notes(labels, [labels[i] for i in val_idx], splits.classes, "images")
+
+
+def _check_given_splits(splits: ImageSplits) -> None:
+    """DATA's own splits: say loudly how many validation/test files are byte-identical copies of training files."""
+    content_keys(splits.train + splits.val + splits.test)
+    train = {s.key: s for s in splits.train if s.key}
+    for name, items in (("validation", splits.val), ("test", splits.test)):
+        shared = [s for s in items if s.key in train]
+        if shared:
+            s = shared[0]
+            splits.notes.append(
+                f"{len(shared)} of the {len(items)} {name} images are byte-identical copies of training images "
+                f"(e.g. {s.path} = {train[s.key].path}): the {name} scores are optimistic. Remove the copies from one "
+                "side")
 
 
 def _samples(found: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
@@ -143,6 +222,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
         raise DataError(f"{path}: column '{lcol}' has {len(classes)} distinct label(s) {classes}; need at least 2")
     samples, split_of = [], []
     splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', label column '{lcol}')")
+    seen_rows: Counter = Counter()
     for line, (row, label) in enumerate(zip(rows, labels), start=2):
         if not label:
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
@@ -150,6 +230,13 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
         file = Path(str(row[pcol]).strip())
         samples.append(Sample(file if file.is_absolute() else path.parent / file, classes.index(label)))
         split_of.append(str(row.get("split", "")).strip().lower())
+        seen_rows[str(samples[-1].path)] += 1
+    repeated = {p: n for p, n in seen_rows.items() if n > 1}
+    if repeated:
+        example = next(iter(repeated))
+        splits.notes.append(f"{path.name}: {sum(repeated.values()) - len(repeated)} duplicate row(s) (a file listed "
+                            f"more than once, e.g. {example} x{repeated[example]}): the copies stay on one side of the "
+                            "split")
     if any(split_of):
         for sample, split in zip(samples, split_of):
             target = {"val": splits.val, "valid": splits.val, "validation": splits.val, "test": splits.test}
@@ -157,11 +244,11 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
         splits.layout += ", 'split' column"
         if not splits.val:
             raise DataError(f"{path}: the 'split' column has no 'val' rows")
+        _check_given_splits(splits)
         return splits
-    train_idx, val_idx = stratified_split([s.label for s in samples], val_fraction, seed)
-    splits.train, splits.val = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
     splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
     splits.val_held_out = True
+    _split_held_out(splits, samples, val_fraction, seed, str(path))
     return splits
 
 
@@ -172,11 +259,20 @@ def read_table(path: Path) -> tuple[list[dict], list[str]]:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from exc
     delimiter = "\t" if path.suffix.lower() == ".tsv" or text.split("\n", 1)[0].count("\t") else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    rows = list(reader)
+    allow_long_fields()
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: cannot be parsed as CSV ({exc}); check the quoting") from None
     if not rows:
         raise DataError(f"{path} has no data rows")
     return rows, list(reader.fieldnames or [])
+
+
+def allow_long_fields() -> None:
+    """Let the csv module read fields of any length (its default limit is 131,072 characters)."""
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def _pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path) -> str:
@@ -231,20 +327,29 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     return [Sample(p, classes.index(label)) for p, label in pairs], skipped
 
 
-def image_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files from a mix of files and folders (folders searched recursively)."""
-    files: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            files += sorted(q for q in p.rglob("*") if _is_image(q))
-        elif p.is_file():
-            files.append(p)
+def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tuple[str, bytes]]) -> list[Sample]:
+    """Unlabelled samples of image files, folders (searched recursively) and images in memory.
+
+    An image in memory is the bytes of an image file, alone (named ``<memory i>``, i its place in
+    ``inputs``) or as ``(name, bytes)``; it is decoded exactly as the same file on disk would be.
+    """
+    items = [inputs] if isinstance(inputs, (str, Path, bytes)) else list(inputs)
+    samples: list[Sample] = []
+    for i, item in enumerate(items):
+        if isinstance(item, bytes):
+            samples.append(Sample(Path(f"<memory {i}>"), data=item))
+        elif isinstance(item, tuple):
+            name, data = item
+            samples.append(Sample(Path(name), data=bytes(data)))
         else:
-            raise DataError(f"Not found: {p}")
-    if not files:
-        raise DataError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(map(str, inputs))}")
-    return files
+            samples += [Sample(f) for f in image_files([item])]
+    names = Counter(s.path for s in samples if s.data is not None)
+    twice = [str(n) for n, k in names.items() if k > 1]
+    if twice:
+        raise DataError(f"Images in memory need distinct names; found {twice[:3]} more than once")
+    return samples
+
+
 
 
 class ImageStore:
@@ -254,14 +359,17 @@ class ImageStore:
     with ``strict``, raise a DataError naming the file. ``intensity`` is how pixel values become 8-bit
     RGB (``transforms.to_rgb``): ``off``, ``window`` or ``auto`` (each image windowed when it needs it,
     until ``settle`` picks one mode for all from the training images). ``issues`` names the images
-    with little intensity range (or 16-bit / float values).
+    with little intensity range (or 16-bit / float values). An image of more than ``max_pixels``
+    pixels is skipped from its header, before it is decoded.
     """
 
     def __init__(self, samples: list[Sample], short_side: int, interpolation: str, budget_mb: int = 2048,
                  strict: bool = False, desc: str = "Reading images", threads: int = 4,
-                 intensity: str = "off") -> None:
+                 intensity: str = "off", max_pixels: int | None = MAX_PIXELS) -> None:
         self.short_side, self.interpolation, self.intensity = short_side, interpolation, intensity
+        self.max_pixels = max_pixels
         self.images: dict[Path, Image.Image] = {}
+        self.in_memory = {s.path: s.data for s in samples if s.data is not None}  # bytes of images held in memory
         self.skipped: list[tuple[str, str]] = []
         self.formats: Counter = Counter()
         self.issues: dict[str, str] = {}  # path -> why it needs windowing
@@ -270,7 +378,7 @@ class ImageStore:
         self.threads = threads
         budget, used = budget_mb * 1024 * 1024, 0
         ok: list[Sample] = []
-        with ThreadPoolExecutor(threads) as pool, progress_bar(desc, len(samples)) as advance:
+        with _quiet_pil(), ThreadPoolExecutor(threads) as pool, progress_bar(desc, len(samples)) as advance:
             for sample, result in zip(samples, pool.map(self._read, samples)):
                 advance()
                 if isinstance(result, str):
@@ -303,20 +411,23 @@ class ImageStore:
 
     def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float] | str:
         try:
-            data = sample.path.read_bytes()
+            data = sample.path.read_bytes() if sample.data is None else sample.data
         except OSError as exc:
             return f"cannot open file ({exc.strerror or exc})"
         if not data:
             return "empty file (0 bytes)"
         try:
             with Image.open(io.BytesIO(data)) as probe:
-                fmt = probe.format or "?"
+                fmt, (width, height) = probe.format or "?", probe.size
+            if self.max_pixels and width * height > self.max_pixels:
+                return (f"image too large: {width} x {height} = {width * height / 1e6:.1f}M pixels, over "
+                        f"data.max_pixels ({self.max_pixels / 1e6:.1f}M); not decoded. Downscale it")
             native = open_image(data, self.short_side)
             issue = intensity_issue(native)
             mode = self.intensity if self.intensity != "auto" else ("window" if issue else "off")
             image = resize(to_rgb(native, mode), self.short_side, self.interpolation)
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
-            return f"not a readable image ({type(exc).__name__}: {exc})"
+            return unreadable_reason(exc)
         return image, fmt, hashlib.sha1(data).hexdigest(), issue, mode, _spread(image)
 
     def settle(self, train: Sequence[Sample]) -> str:
@@ -346,7 +457,7 @@ class ImageStore:
             return
 
         def again(sample: Sample) -> tuple[Image.Image, float]:
-            image = decode(sample.path, self.short_side, self.interpolation, mode)
+            image = decode(sample.source, self.short_side, self.interpolation, mode)
             return image, _spread(image)
 
         with ThreadPoolExecutor(self.threads) as pool, progress_bar("Decoding again", len(redo)) as advance:
@@ -361,7 +472,8 @@ class ImageStore:
         image = self.images.get(path)
         if image is not None:
             return image
-        return decode(path, self.short_side, self.interpolation, self.rendered.get(path, self.intensity))
+        return decode(self.in_memory.get(path, path), self.short_side, self.interpolation,
+                      self.rendered.get(path, self.intensity))
 
     def warnings(self) -> list[str]:
         """Files that were read but look out of place (kept, reported)."""
@@ -386,6 +498,26 @@ class ImageStore:
             if self.blank:
                 notes.append(f"{len(self.blank)} nearly uniform image(s), e.g. {self.blank[:3]}")
         return notes
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why PIL could not decode a file, in words (never an object's repr or memory address)."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not a readable image (not an image format PIL knows, or a damaged header)"
+    if isinstance(exc, Image.DecompressionBombError):  # over twice PIL's limit: refused by PIL at open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.1f}M pixels" if found else "too many pixels"
+        return f"image too large: {size}, over data.max_pixels; not decoded. Downscale it"
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(exc)).strip()
+    return f"not a readable image ({type(exc).__name__}{': ' + text if text else ''})"
+
+
+@contextmanager
+def _quiet_pil() -> Iterator[None]:
+    """PIL's DecompressionBombWarning silenced while images are read: a too-large image is a reported skip."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def _spread(image: Image.Image) -> float:
@@ -432,18 +564,47 @@ class ImageDataset(Dataset):
         return x, -1 if sample.label is None else sample.label
 
 
+def _check_readable_classes(splits: ImageSplits, everything: list[Sample], store: ImageStore) -> None:
+    """A class whose every file was skipped is an error naming it and its folder; one left without a readable
+    validation image is a note."""
+    readable = Counter(s.label for s in store.samples)
+    listed: dict[int, list[Sample]] = {}
+    for s in everything:
+        listed.setdefault(s.label, []).append(s)
+    dead = [label for label in listed if label is not None and not readable[label]]
+    if dead:
+        why = dict(store.skipped)
+        parts = []
+        for label in dead[:5]:
+            files = listed[label]
+            folder = os.path.commonpath([str(f.path.parent) for f in files])
+            first = files[0]
+            parts.append(f"class '{splits.classes[label]}' ({folder}): all {len(files)} file(s) were skipped, e.g. "
+                         f"{first.path.name}: {why.get(str(first.path), 'unreadable')}")
+        raise DataError(f"{len(dead)} class(es) have no readable image: " + "; ".join(parts)
+                        + ". Replace the files or remove the class")
+    ok = {id(s) for s in store.samples}
+    in_val = {s.label for s in splits.val if id(s) in ok}
+    lost = [splits.classes[c] for c in sorted({s.label for s in splits.val}) if c not in in_val]
+    if lost:
+        splits.notes.append(f"validation has no readable image of {len(lost)} class(es) (its files there were "
+                            f"skipped): {', '.join(lost[:10])}")
+
+
 class ImageData:
     """The image splits read through one ImageStore, as the training loop needs them (``TaskData``)."""
 
     collate = None
 
     def __init__(self, splits: ImageSplits, spec: BackboneSpec, preload_mb: int = 2048, strict: bool = False,
-                 augment: str = "standard", seed: int = 0, intensity: str = "off") -> None:
+                 augment: str = "standard", seed: int = 0, intensity: str = "off",
+                 max_pixels: int | None = MAX_PIXELS) -> None:
         self.classes = splits.classes
-        everything = splits.train + splits.val + splits.test
+        everything = list({id(s): s for s in splits.train + splits.val + splits.test}.values())  # refit: val in train
         self.store = ImageStore(everything, spec.resize_size, spec.interpolation, preload_mb, strict,
-                                intensity=intensity)
+                                intensity=intensity, max_pixels=max_pixels)
         splits.skipped += self.store.skipped
+        self.check_readable(splits, everything)
         ok = {id(s) for s in self.store.samples}
         self.splits = {
             "train": [s for s in splits.train if id(s) in ok],
@@ -460,6 +621,17 @@ class ImageData:
         self.eval_tf = eval_transform(spec)
         self.seed = seed
 
+    DATASET = ImageDataset  # the dataset class of the splits
+
+    def class_counts(self, split: str) -> dict[str, int]:
+        """Items of each class in ``split``."""
+        counts = Counter(s.label for s in self.splits[split])
+        return {c: counts[i] for i, c in enumerate(self.classes)}
+
+    def check_readable(self, splits: ImageSplits, everything: list[Sample]) -> None:
+        """Fail when a class lost every file to unreadable ones (a note when its validation files are gone)."""
+        _check_readable_classes(splits, everything, self.store)
+
     def keys(self, split: str) -> list[str]:
         return [s.key for s in self.splits[split]]
 
@@ -467,7 +639,7 @@ class ImageData:
         return torch.tensor([s.label for s in self.splits[split]], dtype=torch.long)
 
     def dataset(self, split: str, train: bool, epoch: int) -> ImageDataset:
-        ds = ImageDataset(self.splits[split], self.store, self.train_tf if train else self.eval_tf, self.seed)
+        ds = self.DATASET(self.splits[split], self.store, self.train_tf if train else self.eval_tf, self.seed)
         ds.epoch = epoch
         return ds
 

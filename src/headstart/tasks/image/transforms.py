@@ -1,181 +1,27 @@
 """Preprocessing bound to a BackboneSpec: the same function at train, evaluate and predict time.
 
-Decoding turns any image file into 8-bit RGB without clipping: 16-bit (``I;16``), 32-bit integer
-(``I``) and float (``F``) images are scaled to 0-255, never cut at 255. With intensity ``window``
-(``data.intensity``, recorded as ``spec.extra["intensity"]``) every image is also stretched to its
-own 0.5-99.5th percentiles (to its min..max when it has few distinct values): scans stored with
-values 0..2 or 1000..1300 become visible images. ``off`` decodes 8-bit images exactly as PIL does.
+Decoding (``decode``, ``to_rgb``, intensity windowing) lives in ``decode.py``, free of torch, so that the
+ONNX engine reads images exactly as training does; this module adds the torchvision transforms.
 """
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
-import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torchvision.transforms import v2
 
 from headstart.core.backbones.spec import BackboneSpec
-
-_INTERPOLATION = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-INTENSITY_MODES = ("off", "window", "auto")  # auto (decode only): window the images that need it
-WINDOW_PERCENTILES = (0.5, 99.5)
-FEW_LEVELS = 32  # images with at most this many distinct values are windowed to their min..max
-LOW_RANGE = 32  # an 8-bit image whose 0.5-99.5th percentiles span fewer levels (1/8 of 0-255) has little range
-
-
-def decode(data: bytes | Path, short_side: int, interpolation: str, intensity: str = "off") -> Image.Image:
-    """Decode an image file (EXIF-rotated, 8-bit RGB) and resize its shorter side to ``short_side``.
-
-    ``intensity``: ``off`` (8-bit files as PIL decodes them; higher depths scaled to 0-255), ``window``
-    (every image stretched to its own percentiles, see ``to_rgb``) or ``auto`` (``window`` for the images
-    that ``intensity_issue`` flags, ``off`` for the others). Raises whatever PIL raises for unreadable or
-    truncated files.
-    """
-    return resize(to_rgb(open_image(data, short_side), intensity), short_side, interpolation)
-
-
-def open_image(data: bytes | Path, short_side: int) -> Image.Image:
-    """The file's image at its own depth (EXIF-rotated; JPEGs decoded at a reduced scale when much larger)."""
-    image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-    if image.format == "JPEG":  # decode at a reduced scale when the photo is much larger
-        image.draft("RGB", (2 * short_side, 2 * short_side))
-    image.load()
-    return ImageOps.exif_transpose(image)
-
-
-def resize(image: Image.Image, short_side: int, interpolation: str) -> Image.Image:
-    w, h = image.size
-    scale = short_side / min(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return image.resize(size, _INTERPOLATION.get(interpolation, Image.Resampling.BILINEAR), reducing_gap=3.0)
-
-
-def bit_depth(image: Image.Image) -> str | None:
-    """``16-bit``, ``32-bit integer`` or ``float`` for images that 8-bit RGB cannot hold as they are, else None."""
-    if image.mode.startswith("I;16"):
-        return "16-bit"
-    if image.mode.startswith("I"):
-        return "32-bit integer"
-    if image.mode.startswith("F"):
-        return "float"
-    return None
-
-
-def intensity_issue(image: Image.Image) -> str | None:
-    """Why an image (from ``open_image``) needs windowing to be seen, or None.
-
-    16-bit, 32-bit integer and float images, and 8-bit images whose values (0.5-99.5th percentiles,
-    all channels together) span fewer than ``LOW_RANGE`` of the 256 levels.
-    """
-    depth = bit_depth(image)
-    if depth is not None:
-        return depth
-    counts = np.asarray(_eight_bit(image).histogram(), dtype=np.int64).reshape(-1, 256).sum(axis=0)
-    lo, hi = _count_percentiles(counts)
-    if hi - lo < LOW_RANGE:
-        return f"little range (values span {hi - lo + 1} of 256 levels)"
-    return None
-
-
-def to_rgb(image: Image.Image, intensity: str = "off") -> Image.Image:
-    """8-bit RGB of an image from ``open_image`` (same size).
-
-    ``off``: 8-bit images as ``convert("RGB")``; 16-bit values / 257; 32-bit integers in 0..65535 / 257;
-    floats in [0, 1] x 255; other integer or float ranges windowed to the image's min..max.
-    ``window``: every image stretched linearly so that its 0.5th..99.5th percentiles (min..max when it has
-    at most ``FEW_LEVELS`` distinct values) map to 0..255, all channels together; a constant image as ``off``.
-    ``auto``: ``window`` when ``intensity_issue`` flags the image, else ``off``.
-    """
-    if intensity not in INTENSITY_MODES:
-        raise ValueError(f"intensity must be one of {INTENSITY_MODES}, not {intensity!r}")
-    if intensity == "auto":
-        intensity = "window" if intensity_issue(image) else "off"
-    depth = bit_depth(image)
-    if depth is None and intensity == "off":
-        return image.convert("RGB")
-    values = np.asarray(_eight_bit(image)) if depth is None else _native_values(image)
-    lo, hi = _window(values) if intensity == "window" else (None, None)
-    if lo is None or hi <= lo:
-        lo, hi = _fixed_range(values)
-    out = _stretch(values, lo, hi)
-    return Image.fromarray(out, "RGB" if out.ndim == 3 else "L").convert("RGB")
-
-
-def _eight_bit(image: Image.Image) -> Image.Image:
-    return image if image.mode in ("L", "RGB") else image.convert("RGB")
-
-
-def _native_values(image: Image.Image) -> np.ndarray:
-    """A single-channel high-depth image as a numpy array of its values (native byte order; NaN/inf kept)."""
-    values = np.asarray(image)
-    return values.astype(values.dtype.newbyteorder("=")) if not values.dtype.isnative else values
-
-
-def _fixed_range(values: np.ndarray) -> tuple[float, float]:
-    """The 'off' mapping's lo..hi: the full range of the type where it has one, else the image's min..max."""
-    if values.dtype == np.uint8:
-        return 0.0, 255.0
-    finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
-    if finite.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(finite.min()), float(finite.max())
-    if values.dtype.kind in "iu" and lo >= 0 and hi <= 65535:
-        return 0.0, 65535.0
-    if values.dtype.kind == "f" and lo >= 0 and hi <= 1:
-        return 0.0, 1.0
-    return (lo, hi) if hi > lo else (lo, lo + 1.0)
-
-
-def _window(values: np.ndarray) -> tuple[float | None, float]:
-    """The window of ``window``: the 0.5-99.5th percentiles, or min..max for images with few levels."""
-    flat = values.ravel()
-    if flat.dtype.kind == "f":
-        flat = flat[np.isfinite(flat)]
-    if flat.size == 0:
-        return None, 0.0
-    lo, hi = flat.min(), flat.max()
-    if flat.dtype.kind in "iu" and int(hi) - int(lo) <= 1 << 20:  # exact, from the histogram of levels
-        counts = np.bincount(flat)[int(lo):] if lo >= 0 else np.bincount(flat.astype(np.int64) - int(lo))
-        if np.count_nonzero(counts) <= FEW_LEVELS:
-            return float(lo), float(hi)
-        p_lo, p_hi = _count_percentiles(counts)
-        return float(lo) + p_lo, float(lo) + p_hi
-    sample = flat[:: max(1, flat.size // 1_000_000)]
-    if np.unique(sample).size <= FEW_LEVELS:
-        return float(lo), float(hi)
-    p_lo, p_hi = np.percentile(sample.astype(np.float64), WINDOW_PERCENTILES)
-    return (float(p_lo), float(p_hi)) if p_hi > p_lo else (float(lo), float(hi))
-
-
-def _count_percentiles(counts: np.ndarray) -> tuple[int, int]:
-    """The levels at the ``WINDOW_PERCENTILES`` of a histogram of integer levels."""
-    cum = np.cumsum(counts)
-    n = int(cum[-1])
-    lo = int(np.searchsorted(cum, n * WINDOW_PERCENTILES[0] / 100, side="right"))
-    hi = int(np.searchsorted(cum, n * WINDOW_PERCENTILES[1] / 100, side="left"))
-    return min(lo, len(counts) - 1), min(hi, len(counts) - 1)
-
-
-def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """``values`` mapped linearly so that lo..hi -> 0..255, clipped and rounded to uint8 (NaN -> 0)."""
-    scale = 255.0 / (hi - lo)
-    top = int(values.max(initial=0)) if values.dtype.kind in "iu" else -1
-    if 0 <= top <= 65535 and (values.dtype.kind == "u" or values.min(initial=0) >= 0):  # a lookup table per level
-        levels = np.arange(top + 1, dtype=np.float64)
-        table = np.rint(np.clip((levels - lo) * scale, 0, 255)).astype(np.uint8)
-        return table[values]
-    out = (values.astype(np.float64) - lo) * scale
-    out = np.nan_to_num(out, nan=0.0, posinf=255.0, neginf=0.0)
-    return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+from headstart.tasks.image.decode import (  # noqa: F401 - the decoding API, used through this module too
+    FEW_LEVELS,
+    INTENSITY_MODES,
+    LOW_RANGE,
+    WINDOW_PERCENTILES,
+    bit_depth,
+    decode,
+    intensity_issue,
+    open_image,
+    resize,
+    to_rgb,
+)
 
 
 def _normalize(spec: BackboneSpec) -> list:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from headstart.core.splits import Splits, stratified_split
+from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -99,7 +99,10 @@ def read_text_file(path: Path) -> str:
 def _read_delimited(path: Path, text: str) -> list[dict[str, Any]]:
     first = text.split("\n", 1)[0]
     delimiter = "\t" if path.suffix.lower() == ".tsv" or first.count("\t") > first.count(",") else ","
-    rows = _parse_delimited(text, delimiter, csv.QUOTE_MINIMAL)
+    try:
+        rows = _parse_delimited(text, delimiter, csv.QUOTE_MINIMAL)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     if delimiter == "\t":  # plain TSV, where a quote is part of the text, unless the fields are quoted
         plain = _parse_delimited(text, delimiter, csv.QUOTE_NONE)
         well_formed = all(None not in r and None not in r.values() for r in plain)
@@ -114,8 +117,12 @@ def _read_delimited(path: Path, text: str) -> list[dict[str, Any]]:
 
 
 def _parse_delimited(text: str, delimiter: str, quoting: int) -> list[dict[str, Any]]:
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # texts longer than csv's 131,072-character default
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    return [r for r in reader if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+    try:
+        return [r for r in reader if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+    except csv.Error as exc:
+        raise DataError(f"line {reader.line_num} cannot be parsed ({exc}); check the quoting") from None
 
 
 def _read_json(path: Path, text: str, suffix: str) -> list[dict[str, Any]]:
@@ -251,13 +258,15 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
         splits.train, splits.val, splits.test = samples["train"], samples["val"], samples["test"]
         splits.layout += ", its own train/val splits"
         if not splits.val and splits.train:  # no validation split given: hold some training texts out
-            train_idx, val_idx = stratified_split([s.label for s in splits.train], val_fraction, seed)
+            train_idx, val_idx = stratified_split([s.label for s in splits.train], val_fraction, seed,
+                                                  groups=[s.text for s in splits.train])
             splits.train, splits.val = [splits.train[i] for i in train_idx], [splits.train[i] for i in val_idx]
             splits.layout += f" (no validation split: {val_fraction:.0%} of train held out, seed {seed})"
             splits.val_held_out = True
     else:
         items = samples[""]
-        train_idx, val_idx = stratified_split([s.label for s in items], val_fraction, seed)
+        train_idx, val_idx = stratified_split([s.label for s in items], val_fraction, seed,
+                                              groups=[s.text for s in items])
         splits.train, splits.val = [items[i] for i in train_idx], [items[i] for i in val_idx]
         splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
         splits.val_held_out = True
@@ -268,6 +277,14 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     if len(train_classes) < 2:
         raise DataError(f"{path}: the training split has one class only ({classes[next(iter(train_classes))]}); "
                         "a classifier needs at least 2")
+    if splits.val_held_out:
+        pool = splits.train + splits.val
+        groups = duplicate_groups([s.text for s in pool])
+        if groups:
+            splits.notes.append(f"{sum(len(g) - 1 for g in groups)} duplicate text(s) ({len(groups)} text(s) occur "
+                                f"more than once, e.g. {pool[groups[0][0]].where} = {pool[groups[0][1]].where}): "
+                                "each is kept on one side of the validation split")
+        splits.notes += split_notes([s.label for s in pool], [s.label for s in splits.val], classes, "texts")
     seen = {s.text for s in splits.train}
     dup = sum(s.text in seen for s in splits.val)
     if dup:
