@@ -1,0 +1,367 @@
+"""Multi-label image data: each image carries a set of labels (tags), possibly none.
+
+Layouts of DATA:
+  * a CSV with a path column and a labels column holding several labels separated by ``;`` or ``|``
+    (an empty cell: no label), or one 0/1 column per class; optional ``split`` column (train/val/test);
+  * a folder holding such a CSV as ``labels.csv`` (paths relative to the folder);
+  * with ``data.from_detection=true`` (``--from-detection``): a detection set turned into image tags (the
+    classes of each image's boxes): a YOLO folder (``data.yaml``), a COCO json, or a Pascal VOC folder
+    (``JPEGImages/``, ``Annotations/*.xml``, ``ImageSets/Main/{train,val,test}.txt``); a VOC or YOLO
+    folder (without labels.csv) is read so under ``--task multilabel`` without the flag too.
+
+Labels are kept as a sorted tuple of class indices on ``Sample.label``; the datasets hand the loop a
+multi-hot float row per image.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torchvision.transforms import v2
+
+from headstart.core.backbones.spec import BackboneSpec
+from headstart.core.splits import Splits, stratified_split
+from headstart.errors import DataError
+from headstart.tasks.image.data import (
+    LABEL_COLUMNS,
+    MAX_PIXELS,
+    PATH_COLUMNS,
+    ImageData,
+    ImageDataset,
+    Sample,
+    _check_given_splits,
+    _pick_column,
+    content_keys,
+    read_table,
+)
+from headstart.tasks.image.transforms import _normalize
+
+SEPARATORS = (";", "|")
+LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
+LABELS_FILE = "labels.csv"
+SPLIT_COLUMN = "split"
+BINARY = {"0", "1", "0.0", "1.0", ""}
+VAL_SPLITS = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train", "": "train"}
+
+
+def split_labels(cell: str) -> list[str]:
+    """The labels of one cell: ``a;b``, ``a|b`` or ``a`` (blanks around them dropped; empty: none)."""
+    text = str(cell or "")
+    for sep in SEPARATORS[1:]:
+        text = text.replace(sep, SEPARATORS[0])
+    return [part.strip() for part in text.split(SEPARATORS[0]) if part.strip()]
+
+
+def multi_hot(tags: Sequence[int], num_classes: int) -> torch.Tensor:
+    """A float row with 1 at each of ``tags``."""
+    row = torch.zeros(num_classes)
+    row[list(tags)] = 1.0
+    return row
+
+
+def _table_of(root: Path) -> Path:
+    if root.is_dir():
+        table = root / LABELS_FILE
+        if not table.is_file():
+            raise DataError(f"{root}: expected {LABELS_FILE} inside (a path column and a labels column, or one 0/1 "
+                            "column per class), or pass --from-detection for a YOLO, COCO or Pascal VOC folder")
+        return table
+    if root.suffix.lower() not in {".csv", ".tsv"}:
+        raise DataError(f"{root}: expected a .csv/.tsv file of image paths and labels, or a folder with {LABELS_FILE}")
+    return root
+
+
+def read_tags(table: Path, path_column: str | None = None, label_column: str | None = None
+              ) -> tuple[list[tuple[int, Path, list[str], str]], list[str], str]:
+    """Every row of a tag table as ``(line, image path, labels, split)``, the class names and a description.
+
+    The labels column is ``label_column``, else the first of ``LABELS_COLUMNS`` present; without one,
+    every column (besides the path and split) holding only 0/1 values is a class.
+    """
+    rows, columns = read_table(table)
+    pcol = _pick_column(columns, path_column, PATH_COLUMNS, "path", table)
+    lower = {c.lower(): c for c in columns}
+    lcol = label_column or next((lower[c] for c in LABELS_COLUMNS if c in lower and lower[c] != pcol), None)
+    if lcol is not None and lcol not in columns:
+        raise DataError(f"{table}: no column '{lcol}' for the labels; columns found: {columns}")
+    items = []
+    if lcol is not None:
+        for line, row in enumerate(rows, start=2):
+            items.append((line, row[pcol], split_labels(row[lcol]), row.get(SPLIT_COLUMN, "")))
+        if not any(labels for _, _, labels, _ in items):
+            raise DataError(f"{table}: column '{lcol}' holds no label in any of its {len(rows)} rows (labels are "
+                            f"separated by ';' or '|'; an empty cell means no label)")
+        what = f"labels column '{lcol}'"
+    else:
+        others = [c for c in columns if c not in (pcol, SPLIT_COLUMN)]
+        flags = [c for c in others if all(str(r[c] or "").strip() in BINARY for r in rows)]
+        if not flags:
+            raise DataError(f"{table}: cannot tell which column holds the labels; columns found: {columns}. Name it "
+                            f"one of {list(LABELS_COLUMNS[:3])} (labels separated by ';' or '|'), give one 0/1 column "
+                            "per class, or set data.label_column")
+        for line, row in enumerate(rows, start=2):
+            items.append((line, row[pcol], [c for c in flags if str(row[c] or "").strip() in {"1", "1.0"}],
+                          row.get(SPLIT_COLUMN, "")))
+        what = f"{len(flags)} 0/1 columns"
+    classes = sorted({label for _, _, labels, _ in items for label in labels})
+    if lcol is None:
+        classes = sorted(flags)  # a class column without a positive is still a class
+    if len(classes) < 2:
+        raise DataError(f"{table}: {len(classes)} distinct label(s) {classes}; multi-label data needs at least 2")
+    resolved = []
+    for line, file, labels, split in items:
+        path = Path(str(file).strip())
+        resolved.append((line, path if path.is_absolute() else table.parent / path, labels,
+                         str(split or "").strip().lower()))
+    return resolved, classes, f"CSV {table.name} (path column '{pcol}', {what})"
+
+
+def _check_images(table: Path, rows: list[tuple[int, Path, list[str], str]]) -> None:
+    missing = [(line, path) for line, path, _, _ in rows if not path.is_file()]
+    if missing:
+        shown = "; ".join(f"{table.name}:{line}: {path}" for line, path in missing[:5])
+        raise DataError(f"{len(missing)} row(s) of {table} name an image that does not exist: {shown}"
+                        + (" ..." if len(missing) > 5 else "") + ". Fix the paths (relative to the CSV's folder) or "
+                        "remove the rows")
+
+
+def _samples(rows: list[tuple[int, Path, list[str], str]], classes: list[str]) -> list[Sample]:
+    return [Sample(path, tuple(sorted({classes.index(label) for label in labels}))) for _, path, labels, _ in rows]
+
+
+def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_column: str | None = None,
+             label_column: str | None = None, from_detection: bool = False) -> Splits:
+    """The classes and train/val(/test) samples of multi-label DATA (images not read yet)."""
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"Data not found: {root}")
+    if from_detection or is_detection_folder(root):
+        return _from_detection(root, val_fraction, seed)
+    table = _table_of(root)
+    rows, classes, layout = read_tags(table, path_column, label_column)
+    _check_images(table, rows)
+    samples = _samples(rows, classes)
+    splits = Splits(classes, [], [], layout=layout)
+    if any(split for *_, split in rows):
+        unknown = sorted({split for *_, split in rows if split not in VAL_SPLITS})
+        if unknown:
+            raise DataError(f"{table}: the 'split' column has value(s) {unknown}; expected train, val or test")
+        for sample, (*_, split) in zip(samples, rows):
+            getattr(splits, VAL_SPLITS[split]).append(sample)
+        if not splits.val:
+            raise DataError(f"{table}: the 'split' column has no 'val' rows")
+        splits.layout += ", 'split' column"
+        _check_given_splits(splits)
+        return splits
+    return held_out_split(splits, samples, val_fraction, seed)
+
+
+def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, seed: int) -> Splits:
+    """A seeded validation split stratified by each image's rarest label (exact duplicates kept together)."""
+    content_keys(samples)
+    counts = Counter(t for s in samples for t in s.label)
+    strata = [min(s.label, key=lambda t: (counts[t], t)) if s.label else -1 for s in samples]
+    train, val = stratified_split(strata, val_fraction, seed, groups=[s.key for s in samples])
+    if not val:
+        raise DataError(f"{len(samples)} images are too few for a validation split; add images or a 'split' column")
+    splits.train, splits.val = [samples[i] for i in train], [samples[i] for i in val]
+    splits.layout += f", {val_fraction:.0%} validation split stratified by rarest label (seed {seed})"
+    splits.val_held_out = True
+    return splits
+
+
+# ------------------------------------------------------------------------------------- from detection
+def is_detection_folder(root: Path) -> bool:
+    """A folder without labels.csv that is plainly a detection set (VOC Annotations/, YOLO data.yaml)."""
+    return root.is_dir() and not (root / LABELS_FILE).is_file() and (
+        (root / "Annotations").is_dir() or (root / "data.yaml").is_file())
+
+
+def _from_detection(root: Path, val_fraction: float, seed: int) -> Splits:
+    """Image tags of a detection set: Pascal VOC, else YOLO or COCO (the detection task's readers)."""
+    if root.is_dir() and (root / "Annotations").is_dir():
+        return read_voc_tags(root, val_fraction, seed)
+    from headstart.tasks.detection.data import discover as detection_sets
+
+    det = detection_sets(root, val_fraction, seed)
+    splits = Splits(det.classes, [], [], layout=f"{det.layout}, image tags from the boxes",
+                    skipped=list(det.skipped), val_held_out=bool(getattr(det, "val_held_out", False)))
+    splits.train = [Sample(s.path, tuple(sorted(set(s.labels.tolist())))) for s in det.train]
+    splits.val = [Sample(s.path, tuple(sorted(set(s.labels.tolist())))) for s in det.val]
+    return splits
+
+
+def voc_objects(xml: Path) -> tuple[str, list[str]]:
+    """The image file name and the class names of the objects of one VOC annotation."""
+    try:
+        root = ET.parse(xml).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"{xml}: not a readable Pascal VOC annotation ({exc})") from None
+    names = [str(o.findtext("name") or "").strip() for o in root.iter("object")]
+    return str(root.findtext("filename") or "").strip(), [n for n in names if n]
+
+
+def read_voc_tags(root: Path, val_fraction: float = 0.2, seed: int = 0) -> Splits:
+    """A Pascal VOC folder as image tags; splits from ``ImageSets/Main/{train,val,test}.txt`` when present."""
+    images, notes = root / "JPEGImages", root / "Annotations"
+    xmls = sorted(notes.glob("*.xml"))
+    if not xmls:
+        raise DataError(f"{notes}: no .xml annotations (a Pascal VOC folder has Annotations/*.xml and JPEGImages/)")
+    tags: dict[str, tuple[Path, list[str]]] = {}
+    for xml in xmls:
+        filename, names = voc_objects(xml)
+        image = images / (filename or f"{xml.stem}.jpg")
+        if not image.is_file() and (images / f"{xml.stem}.jpg").is_file():
+            image = images / f"{xml.stem}.jpg"  # the <filename> of some VOC exports is stale
+        if not image.is_file():
+            raise DataError(f"{xml}: its image {image} does not exist")
+        tags[xml.stem] = (image, names)
+    classes = sorted({n for _, names in tags.values() for n in names})
+    if len(classes) < 2:
+        raise DataError(f"{notes}: {len(classes)} object class(es) {classes}; multi-label data needs at least 2")
+
+    def sample(stem: str) -> Sample:
+        image, names = tags[stem]
+        return Sample(image, tuple(sorted({classes.index(n) for n in names})))
+
+    lists = root / "ImageSets" / "Main"
+    splits = Splits(classes, [], [], layout=f"Pascal VOC {root.name}, image tags from the boxes")
+    if (lists / "train.txt").is_file() and (lists / "val.txt").is_file():
+        for name in ("train", "val", "test"):
+            path = lists / f"{name}.txt"
+            stems = path.read_text().split() if path.is_file() else []
+            unknown = [s for s in stems if s not in tags]
+            if unknown:
+                raise DataError(f"{path}: {len(unknown)} id(s) without an annotation in {notes}, e.g. {unknown[:3]}")
+            getattr(splits, name).extend(sample(s) for s in stems)
+        splits.layout += ", ImageSets/Main splits"
+        return splits
+    samples = [sample(s) for s in tags]
+    return held_out_split(splits, samples, val_fraction, seed)
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def labelled_tags(data: str | Path, classes: list[str], path_column: str | None = None,
+                  label_column: str | None = None, from_detection: bool = False) -> list[Sample]:
+    """Samples of labelled evaluation data, tagged with the model's ``classes``.
+
+    The test split when DATA has one, else its validation split, else every row; a label the model
+    never saw is an error naming the row. A tag table is read as one even for a model trained with
+    ``from_detection``.
+    """
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"Data not found: {root}")
+    table = root / LABELS_FILE if root.is_dir() else root
+    if (from_detection and not (table.is_file() and table.suffix.lower() in {".csv", ".tsv"})) or \
+            is_detection_folder(root):
+        found = _from_detection(root, 0.2, 0)
+        rows = [(f"{s.path}", s.path, [found.classes[t] for t in s.label], "")
+                for s in (found.test or found.val or found.train)]
+        where = str(root)
+    else:
+        table = _table_of(root)
+        listed, _, _ = read_tags(table, path_column, label_column)
+        _check_images(table, listed)
+        wanted = "test" if any(r[3] == "test" for r in listed) else "val" if any(
+            VAL_SPLITS.get(r[3]) == "val" for r in listed) else None
+        rows = [(f"{table.name}:{line}", path, labels, split) for line, path, labels, split in listed
+                if wanted is None or VAL_SPLITS.get(split) == wanted]
+        where = str(table)
+    unknown = [(row, label) for row, _, labels, _ in rows for label in labels if label not in classes]
+    if unknown:
+        seen = Counter(label for _, label in unknown)
+        first = "; ".join(f"{row}: '{label}'" for row, label in unknown[:3])
+        raise DataError(f"{where} has labels the model never saw: {dict(seen)} ({first}). The model knows: "
+                        f"{', '.join(classes)}. Remove them or train a model that includes them")
+    return [Sample(path, tuple(sorted({classes.index(lab) for lab in labels}))) for _, path, labels, _ in rows]
+
+
+# ------------------------------------------------------------------------------------------- datasets
+class TagDataset(ImageDataset):
+    """``(tensor, multi-hot float row)`` pairs (an unlabelled image: all zeros)."""
+
+    num_classes = 0
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, tags = super().__getitem__(index)
+        return x, multi_hot(() if tags == -1 else tags, self.num_classes)
+
+
+def eval_transform(spec: BackboneSpec) -> v2.Compose:
+    """The whole image resized to the model's input square: a center crop could cut a tagged object away."""
+    return v2.Compose([v2.Resize((spec.input_size, spec.input_size), antialias=True), *_normalize(spec)])
+
+
+def train_transform(spec: BackboneSpec, augment: str = "standard") -> v2.Compose:
+    """The whole image (no random crops: they cut tagged objects away), flipped; ``standard`` adds colour jitter."""
+    steps = [v2.Resize((spec.input_size, spec.input_size), antialias=True)]
+    if augment != "none":
+        steps.append(v2.RandomHorizontalFlip())
+    if augment == "standard":
+        steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
+    return v2.Compose([*steps, *_normalize(spec)])
+
+
+class TagData(ImageData):
+    """The multi-label splits read through one ImageStore, as the training loop needs them; whole images."""
+
+    DATASET = TagDataset
+
+    def __init__(self, splits: Splits, spec: BackboneSpec, preload_mb: int = 2048, strict: bool = False,
+                 augment: str = "standard", seed: int = 0, intensity: str = "off",
+                 max_pixels: int | None = MAX_PIXELS) -> None:
+        super().__init__(splits, spec, preload_mb, strict, augment, seed, intensity, max_pixels)
+        self.train_tf, self.eval_tf = train_transform(spec, augment), eval_transform(spec)
+
+    def check_readable(self, splits: Splits, everything: list[Sample]) -> None:
+        """A class with no readable training image is named in a note (it cannot be learned)."""
+        ok = {id(s) for s in self.store.samples}
+        seen = {t for s in splits.train if id(s) in ok for t in s.label}
+        lost = [c for i, c in enumerate(splits.classes) if i not in seen]
+        if lost:
+            splits.notes.append(f"{len(lost)} label(s) are on no (readable) training image and cannot be learned: "
+                                f"{', '.join(lost[:10])}")
+
+    def class_counts(self, split: str) -> dict[str, int]:
+        counts = Counter(t for s in self.splits[split] for t in s.label)
+        return {c: counts[i] for i, c in enumerate(self.classes)}
+
+    def labels(self, split: str) -> torch.Tensor:
+        rows = [multi_hot(s.label, len(self.classes)) for s in self.splits[split]]
+        return torch.stack(rows) if rows else torch.zeros(0, len(self.classes))
+
+    def dataset(self, split: str, train: bool, epoch: int) -> TagDataset:
+        ds = super().dataset(split, train, epoch)
+        ds.num_classes = len(self.classes)
+        return ds
+
+
+def looks_like_multilabel(data: str | Path) -> bool:
+    """True when DATA is a CSV (or a folder with labels.csv) whose labels column clearly holds label lists.
+
+    Unambiguous only: a column named ``labels``/``tags`` (or a label column) where some cells hold a
+    ``;`` or ``|`` separator between two labels, the paths being image files.
+    """
+    root = Path(data)
+    table = root / LABELS_FILE if root.is_dir() else root
+    if not table.is_file() or table.suffix.lower() not in {".csv", ".tsv"}:
+        return False
+    try:
+        rows, columns = read_table(table)
+    except (DataError, OSError):
+        return False
+    lower = {c.lower(): c for c in columns}
+    pcol = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+    lcol = next((lower[c] for c in LABELS_COLUMNS if c in lower), None)
+    if pcol is None or lcol is None:
+        return False
+    from headstart.tasks.image.data import IMAGE_EXTENSIONS
+
+    head = rows[:200]
+    images = all(Path(str(r[pcol] or "")).suffix.lower() in IMAGE_EXTENSIONS for r in head)
+    return images and any(len(split_labels(r[lcol])) > 1 for r in head)

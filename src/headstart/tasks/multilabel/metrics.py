@@ -1,0 +1,129 @@
+"""Multi-label metrics (torchmetrics): mAP, micro/macro F1 at per-class thresholds, and the frequency baseline.
+
+The baseline is the model that knows only how often each label occurs in training: it gives every
+image each label's training frequency as its score. Its AP per class is that class's prevalence;
+at its own best thresholds it predicts every label for every image, which is its F1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+from torchmetrics.functional.classification import (
+    multilabel_average_precision,
+    multilabel_f1_score,
+    multilabel_precision,
+    multilabel_recall,
+)
+
+FALLBACK_THRESHOLD = 0.5  # a class without a positive validation image
+
+
+def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per class, the threshold (``prob >= t`` is predicted) with the best F1 on these items.
+
+    Candidate cuts lie halfway between consecutive distinct probabilities (and at the lowest one:
+    predict all); ties of F1 go to the higher threshold. A class with no positive gets 0.5.
+    """
+    thresholds = []
+    for c in range(probs.shape[1]):
+        p, t = probs[:, c].double(), targets[:, c].double()
+        positives = float(t.sum())
+        if positives == 0:
+            thresholds.append(FALLBACK_THRESHOLD)
+            continue
+        order = p.argsort(descending=True)
+        p, t = p[order], t[order]
+        true_pos = t.cumsum(0)
+        predicted = torch.arange(1, len(p) + 1, dtype=torch.double)
+        f1 = 2 * true_pos / (predicted + positives)
+        cut = torch.ones(len(p), dtype=torch.bool)  # a cut after item k only where the next probability is lower
+        cut[:-1] = p[:-1] > p[1:]
+        f1[~cut] = -1.0
+        k = int(f1.argmax())  # the first (highest-threshold) best
+        thresholds.append(float((p[k] + p[k + 1]) / 2) if k + 1 < len(p) else float(p[k]))
+    return thresholds
+
+
+def predict_tags(probs: torch.Tensor, thresholds: list[float] | torch.Tensor) -> torch.Tensor:
+    """0/1 predictions: each label whose probability reaches its class's threshold."""
+    return (probs >= torch.as_tensor(thresholds, dtype=probs.dtype)[None]).long()
+
+
+def label_scores(probs: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor) -> dict[str, Any]:
+    """mAP over the classes present, micro/macro F1, and the per-class AP/precision/recall/F1."""
+    n = probs.shape[1]
+    target = targets.long()
+    present = target.sum(0) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchmetrics warns about classes without positives (left out of mAP)
+        ap = (multilabel_average_precision(probs.float(), target, num_labels=n, average=None) if len(target)
+              else torch.zeros(n))
+    args = {"preds": preds, "target": target, "num_labels": n, "zero_division": 0}
+    f1 = multilabel_f1_score(**args, average=None)
+    return {
+        "map": float(ap[present].mean()) if present.any() else 0.0,
+        "micro_f1": float(multilabel_f1_score(**args, average="micro")),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "ap": ap, "f1": f1, "present": present,
+        "precision": multilabel_precision(**args, average=None), "recall": multilabel_recall(**args, average=None),
+    }
+
+
+def multilabel_report(probs: torch.Tensor, targets: torch.Tensor, classes: list[str], train_counts: list[int],
+                      num_train: int, thresholds: list[float] | None = None) -> dict[str, Any]:
+    """mAP, micro/macro F1 at ``thresholds`` (None: tuned on these items), per-class scores, baseline, warnings.
+
+    ``probs``: the model's sigmoid outputs, one column per class; ``targets``: multi-hot rows.
+    """
+    probs = probs.float()
+    if thresholds is None:
+        thresholds = tune_thresholds(probs, targets)
+    model = label_scores(probs, targets, predict_tags(probs, thresholds))
+    frequency = torch.tensor(train_counts, dtype=torch.float) / max(num_train, 1)
+    constant = frequency[None].expand(len(targets), -1)
+    base = label_scores(constant, targets, torch.ones_like(targets, dtype=torch.long))
+    support = targets.sum(0).long()
+    report: dict[str, Any] = {
+        "num_samples": int(len(targets)),
+        "map": model["map"], "micro_f1": model["micro_f1"], "macro_f1": model["macro_f1"],
+        "loss": float(F.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), targets.float())) if len(targets) else 0.0,
+        "labels_per_item": float(targets.sum(1).float().mean()) if len(targets) else 0.0,
+        "predicted_per_item": float(predict_tags(probs, thresholds).sum(1).float().mean()) if len(targets) else 0.0,
+        "thresholds": dict(zip(classes, thresholds)),
+        "per_class": {
+            c: {"ap": float(model["ap"][i]) if model["present"][i] else None, "precision": float(model["precision"][i]),
+                "recall": float(model["recall"][i]), "f1": float(model["f1"][i]), "support": int(support[i]),
+                "threshold": thresholds[i], "train_frequency": round(float(frequency[i]), 4),
+                "baseline_ap": float(base["ap"][i]) if base["present"][i] else None}
+            for i, c in enumerate(classes)
+        },
+        "baseline": {"name": "each label's training frequency", "map": base["map"], "micro_f1": base["micro_f1"],
+                     "macro_f1": base["macro_f1"]},
+    }
+    report["warnings"] = baseline_warnings(report)
+    return report
+
+
+def baseline_warnings(report: dict[str, Any], margin: float = 0.02) -> list[str]:
+    """Loud warnings when the model is no better than predicting each label's training frequency."""
+    base, out = report["baseline"], []
+    if report["num_samples"] and report["map"] <= base["map"] + margin:
+        out.append(f"mAP {report['map']:.3f} is no better than predicting each label's training frequency "
+                   f"(mAP {base['map']:.3f}): the model has not learned which images carry which labels. Try another "
+                   "strategy or backbone, more epochs, or more images of the rare labels")
+    if report["num_samples"] and (report["micro_f1"] <= base["micro_f1"] + margin
+                                  and report["macro_f1"] <= base["macro_f1"] + margin):
+        out.append(f"Micro-F1 {report['micro_f1']:.3f} and macro-F1 {report['macro_f1']:.3f} are no better than the "
+                   f"frequency baseline, which predicts every label for every image (micro-F1 {base['micro_f1']:.3f}, "
+                   f"macro-F1 {base['macro_f1']:.3f})")
+    return out
+
+
+def positive_weights(train_counts: list[int], num_train: int, cap: float = 100.0) -> torch.Tensor:
+    """BCE ``pos_weight`` per class: negatives / positives for rare labels (at least 1, at most ``cap``)."""
+    pos = torch.tensor(train_counts, dtype=torch.float).clamp(min=1)
+    return ((num_train - pos) / pos).clamp(min=1.0, max=cap)

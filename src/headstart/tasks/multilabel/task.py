@@ -1,0 +1,170 @@
+"""Multi-label image classification: ``MultiLabelClassifier(...).fit(data)``, ``.predict(paths)``, ``.evaluate(data)``.
+
+The image classifier (backbone + head, strategies, feature cache, reading images) with one sigmoid
+output per class, per-label decision thresholds tuned on validation and saved in spec.json.
+
+>>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
+>>> clf.predict(["beach.jpg"])  # [{"path": ..., "labels": [{"label": "sea", "probability": 0.93}, ...], ...}]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.core.estimator import Prepared
+from headstart.core.splits import Splits
+from headstart.progress import console
+from headstart.tasks.classification.estimator import with_error_rows
+from headstart.tasks.image.data import Sample
+from headstart.tasks.image.task import ImageClassifier
+from headstart.tasks.multilabel.data import TagData, discover, eval_transform, labelled_tags, multi_hot
+from headstart.tasks.multilabel.metrics import multilabel_report, predict_tags, tune_thresholds
+
+
+class MultiLabelClassifier(ImageClassifier):
+    """Fine-tune a pretrained image backbone to tag each image with every label that applies.
+
+    >>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
+    >>> clf.predict(["beach.jpg"])
+    """
+
+    TASK = "multilabel"
+    DATA = TagData
+    thresholds_: list[float]  # one decision threshold per class, tuned on validation
+    num_train_: int = 0  # training images (the frequency baseline's denominator)
+
+    def _discover(self, data: str | Path) -> Splits:
+        d = self.config.data
+        return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection)
+
+    def _steps(self, prepared: Prepared) -> Any:
+        from headstart.tasks.multilabel.training import MultiLabelSteps
+
+        return MultiLabelSteps(prepared.data, self.config)
+
+    def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
+        self.num_train_ = steps.num_train
+        metrics = super()._finish(run, data, prepared, steps, fabric, state)
+        metrics["thresholds"] = dict(zip(self.classes_, self.thresholds_))
+        return metrics
+
+    def _split_report(self, split: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        probs = self._activate(logits)
+        if split == "val":  # comes first: the thresholds every later score and prediction uses
+            self.thresholds_ = tune_thresholds(probs, labels)
+        return multilabel_report(probs, labels, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+
+    def _headline(self, val: dict[str, Any]) -> dict[str, Any]:
+        return {"val_map": val["map"], "val_micro_f1": val["micro_f1"], "val_macro_f1": val["macro_f1"]}
+
+    def _eval_transform(self, spec: Any) -> Any:
+        return eval_transform(spec)
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().sigmoid()
+
+    def _spec_info(self) -> dict[str, Any]:
+        info = super()._spec_info()
+        return {**info, "head": {**info["head"], "output": "sigmoid"}, "num_train": self.num_train_,
+                "thresholds": self.thresholds_}
+
+    def _loaded(self, run: Path, info: dict[str, Any]) -> None:
+        super()._loaded(run, info)
+        self.thresholds_, self.num_train_ = [float(t) for t in info["thresholds"]], int(info["num_train"])
+
+    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+        from headstart.core.report import html_report, outputs
+        from headstart.tasks.multilabel import report
+
+        cfg, metrics, splits = self.config, self.metrics_, prepared.splits
+        outputs.write_json(metrics, run / "metrics.json")
+        outputs.write_history(state.history, run / "history.csv")
+        outputs.plot_learning_curve(state.history, run / "learning_curve.png", metrics["selection_metric"],
+                                    (("map", "val mAP"), ("macro_f1", "val macro-F1")))
+        probs, targets = self._activate(self.val_logits_), prepared.data.labels("val")
+        report.plot_pr_curves(probs, targets, self.classes_, run / "pr_curves.png")
+        summary = {"model": cfg.model.name, "strategy": cfg.train.strategy, "data": str(data), "layout": splits.layout,
+                   "classes": self.classes_, "num_train": metrics["num_train"], "num_val": metrics["num_val"],
+                   "num_skipped": metrics["skipped"], "device": metrics["device"]}
+        report.write_report_md(run, metrics, summary)
+        mistakes = report.confident_mistakes([s.path for s in self.splits_val_], probs, targets, self.thresholds_,
+                                             self.classes_)
+        seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
+        html_report.write_report(run / "report.html", f"headstart run (multi-label): {cfg.model.name} / "
+                                 f"{cfg.train.strategy}", report.html_sections(run, metrics, summary, mistakes),
+                                 html_report.run_environment(run, metrics.get("device"), seeds), cfg.to_dict())
+        self.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
+
+    # ---------------------------------------------------------------- using the model
+    def predict(self, inputs: Any, top_k: int | None = None, errors: bool = False) -> list[dict[str, Any]]:
+        """One row per readable image: every label at or above its threshold (most probable first, at most
+        ``top_k``) with its probability, and every label's probability.
+
+        ``errors=True``: also one row ``{"path": ..., "error": why}`` per input that could not be read.
+        """
+        items, probs = self.predict_proba(inputs)
+        tags = predict_tags(probs, self.thresholds_)
+        rows = []
+        for item, p, on in zip(items, probs, tags):
+            found = sorted(((self.classes_[i], float(p[i])) for i in on.nonzero().flatten().tolist()),
+                           key=lambda pair: -pair[1])[:top_k]
+            rows.append({self.ITEM_KEY: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
+                         "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}})
+        return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        """mAP, F1 at the saved thresholds, per-label scores and the frequency baseline on labelled data.
+
+        DATA as for training (its test split, else its validation split, else every row).
+        """
+        model, d = self._require_fitted(), self.config.data
+        samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection)
+        files, probs = self._probabilities(model, [Sample(s.path) for s in samples])  # tags kept out of batches
+        readable = set(files)
+        targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
+            if files else torch.zeros(0, len(self.classes_))
+        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+        report["skipped"] = len(samples) - len(files)
+        return report
+
+    def print_metrics(self, report: dict[str, Any], title: str) -> None:
+        from headstart.tasks.multilabel.report import print_metrics
+
+        print_metrics(report, title)
+
+    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+        key = self.ITEM_KEY
+
+        def shown(r: dict[str, Any], sep: str, fmt_p: str) -> str:
+            return sep.join(f"{t['label']}{fmt_p.format(t['probability'])}" for t in r["labels"])
+
+        if fmt == "json":
+            print(json.dumps(rows, indent=2))
+        elif fmt == "csv":
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow([key, "labels", "probabilities", "error"])
+            for r in rows:
+                if "error" in r:
+                    writer.writerow([r[key], "", "", r["error"]])
+                else:
+                    writer.writerow([r[key], ";".join(t["label"] for t in r["labels"]),
+                                     ";".join(f"{c}:{p:.6f}" for c, p in r["probabilities"].items()), ""])
+            sys.stdout.write(buf.getvalue())
+        else:
+            from rich.table import Table
+
+            table = Table()
+            for col in ("file", "labels (probability)"):
+                table.add_column(col, overflow="fold")
+            for r in rows:
+                table.add_row(r[key], f"[red]not read[/]: {r['error']}" if "error" in r
+                              else shown(r, ", ", " {:.3f}") or "(none above its threshold)")
+            console.print(table)
