@@ -10,7 +10,8 @@ from typing import Any
 
 __version__ = "0.2.0"
 
-_ESTIMATORS = {"ImageClassifier": "image", "TextClassifier": "text", "Detector": "detection"}
+_ESTIMATORS = {"ImageClassifier": "image", "TextClassifier": "text", "Detector": "detection",
+               "MultiLabelClassifier": "multilabel"}
 __all__ = [*_ESTIMATORS, "__version__"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from headstart.errors import DataError, HeadstartError
+from headstart.errors import ConfigError, DataError, HeadstartError
 from headstart.tasks import get_task, infer_task, task_names, task_of_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -134,6 +134,9 @@ def train(
     label_column: str | None = typer.Option(None, "--label-column", help="the column holding the labels"),
     max_length: int | None = typer.Option(None, "--max-length", help="text: tokens per text (longer ones are cut)"),
     classes: str | None = typer.Option(None, "--classes", help="detection: train on these classes only, e.g. person,car"),
+    from_detection: bool | None = typer.Option(None, "--from-detection",
+                                               help="multilabel: DATA is a detection set (YOLO, COCO, Pascal VOC); "
+                                               "each image is tagged with the classes of its boxes"),
 ) -> None:
     """Fine-tune a pretrained backbone on DATA and write a run folder."""
     if resume is not None:
@@ -142,10 +145,10 @@ def train(
     if data is None or out is None:
         _fail(ValueError("train needs DATA and --out RUN (or --resume RUN)"))
     task_keywords = {"text_column": text_column, "label_column": label_column, "max_length": max_length,
-                     "classes": classes}
+                     "classes": classes, "from_detection": from_detection}
 
     def go() -> None:
-        chosen = get_task(task or infer_task(data))
+        chosen = get_task(task or ("multilabel" if from_detection else infer_task(data)))
         estimator = chosen.estimator_class()(
             config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
             weights=str(weights) if weights else None, pretrained=pretrained, strict=strict, time_budget=time_budget,
@@ -181,10 +184,15 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                                              help="classes per item (default 1); detection: boxes per image (default all)"),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
             save_images: Path | None = typer.Option(None, "--save-images",
-                                                    help="detection: write each image with its boxes drawn here")) -> None:
+                                                    help="detection: write each image with its boxes drawn here"),
+            engine: str = typer.Option("torch", "--engine",
+                                       help="torch | onnx (ONNX Runtime on RUN/model.onnx, exported first if absent)"),
+            ) -> None:
     """Predict each input with the run's model (classes with probabilities; detection runs: boxes)."""
     if fmt not in {"table", "json", "csv"}:
         _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
+    if engine not in {"torch", "onnx"}:
+        _fail(ValueError(f"--engine must be torch or onnx, found '{engine}'"))
 
     def go() -> None:
         chosen = task_of_run(run)
@@ -195,12 +203,85 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         if save_images is not None and chosen.name != "detection":
             raise ValueError(f"--save-images applies to detection runs; {run} holds a {chosen.name} model")
         extra = {"save_images": save_images} if save_images is not None else {}
-        estimator = cls.load(run)
-        rows = estimator.predict(items, top_k=top_k, **extra)
-        if not rows:
-            raise DataError(f"Nothing could be predicted: none of the {len(items)} input(s) could be read "
-                            "(the reasons are printed above)")
-        estimator.print_predictions(rows, fmt, top_k or 1)
+        if engine == "onnx":
+            from headstart.deploy import export
+
+            predictor = export.onnx_engine_of(run)  # RUN/model.onnx, exported (with its parity check) if absent
+            printer = cls.__new__(cls)  # printing needs the class's columns only, not a loaded model
+        else:
+            predictor = printer = cls.load(run)
+        rows = predictor.predict(items, top_k=top_k, errors=True, **extra)  # unreadable inputs: rows with "error"
+        if rows:
+            printer.print_predictions(rows, fmt, top_k or 1)
+        if not any("error" not in r for r in rows):
+            raise DataError(f"Nothing could be predicted: none of the {len(rows) or len(items)} input(s) could be "
+                            "read (each is listed with its reason)")
+
+    _run(go)
+
+
+@app.command()
+def export(run: Path = typer.Argument(..., help="run folder"),
+           fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript"),
+           dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--no-dynamic-batch",
+                                              help="any batch size (default) or batches of one"),
+           fp16: bool = typer.Option(False, "--fp16", help="half-precision weights"),
+           int8: bool = typer.Option(False, "--int8", help="ONNX int8: dynamic (text) or static, calibrated (images)"),
+           data: Path | None = typer.Option(None, "--data", help="data for the parity check (default: the run's)"),
+           out: Path | None = typer.Option(None, "--out", "-o", help="file to write (default: RUN/model.onnx...)"),
+           items: int = typer.Option(200, "--items", min=1, help="validation items the parity check runs on"),
+           verify: Path | None = typer.Option(None, "--verify", help="check an exported FILE of RUN again instead"),
+           as_json: bool = typer.Option(False, "--json", help="print the sidecar (with the parity results) as JSON")) -> None:
+    """Export the run's model (ONNX or TorchScript) with a sidecar JSON; a parity check against PyTorch ends it."""
+
+    def go() -> None:
+        from headstart.deploy import export as exporter
+
+        if verify is not None:
+            meta = exporter.verify_export(run, verify, data=data, max_items=items)
+        else:
+            meta = exporter.export_run(run, fmt, dynamic_batch=dynamic_batch, fp16=fp16, int8=int8, data=data, out=out,
+                                       max_items=items)
+        if as_json:
+            print(json.dumps(meta, indent=2))
+        else:
+            exporter.print_parity(meta)
+
+    _run(go)
+
+
+@app.command()
+def serve(run: Path = typer.Argument(..., help="run folder"),
+          host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: every interface)"),
+          port: int = typer.Option(8000, "--port", "-p"),
+          workers: int = typer.Option(1, "--workers", min=1, help="processes, each with its own copy of the model"),
+          max_batch: int = typer.Option(32, "--max-batch", min=1,
+                                        help="items of concurrent requests per forward pass (1: no batching)"),
+          max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0,
+                                            help="how long a request waits for others to join its batch"),
+          max_items: int = typer.Option(64, "--max-items", min=1, help="items per request"),
+          max_bytes: int = typer.Option(32 * 2**20, "--max-bytes", min=1, help="request body size in bytes"),
+          max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
+                                         help="pixels per image (checked from its header, before decoding)"),
+          timeout: float = typer.Option(30.0, "--timeout", min=0.001, help="seconds a request may wait for its answer"),
+          ) -> None:
+    """Serve the run's model over HTTP: POST /predict, GET /health, GET /metadata, docs at /docs."""
+
+    def go() -> None:
+        import os
+
+        try:
+            from headstart.deploy.server import Limits
+            from headstart.deploy.server import serve as run_server
+        except ImportError as exc:
+            raise ConfigError(f"headstart serve needs FastAPI and uvicorn ({exc.name} is missing): "
+                              "pip install 'headstart[serve]'") from None
+
+        task_of_run(run)  # a wrong folder fails before anything loads
+        os.environ.setdefault("HEADSTART_QUIET", "1")  # no progress bars per batch
+        limits = Limits(max_batch=max_batch, max_wait_ms=max_wait_ms, max_items=max_items, max_bytes=max_bytes,
+                        timeout=timeout, max_pixels=max_pixels)
+        run_server(run, host=host, port=port, workers=workers, limits=limits)
 
     _run(go)
 

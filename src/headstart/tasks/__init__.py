@@ -60,7 +60,7 @@ def task_of_run(run: str | Path) -> Task:
 
 
 def infer_task(data: str | Path) -> str:
-    """The task a dataset is for, from its files: detection layouts, tables of texts, else images."""
+    """The task a dataset is for, from its files: detection layouts, image tag lists, tables of texts, else images."""
     path = Path(data)
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
         return "detection"
@@ -73,6 +73,10 @@ def infer_task(data: str | Path) -> str:
             head = ""
         if '"annotations"' in head and '"images"' in head:
             return "detection"
+    from headstart.tasks.multilabel.data import looks_like_multilabel
+
+    if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel
+        return "multilabel"
     from headstart.tasks.text.data import looks_like_text_data
 
     return "text" if looks_like_text_data(data) else "image"
@@ -87,6 +91,17 @@ register(Task(
     # (benchmarks/recipes.py, README "Choosing the default"); DATA's own val/ split stays out of training.
     defaults={"train": {"refit": "auto"}},
     shortcuts={"label_column": "data.label_column", "path_column": "data.path_column"},
+))
+register(Task(
+    name="multilabel", estimator="headstart.tasks.multilabel.task:MultiLabelClassifier", run_kind="multilabel",
+    summary="multi-label image classification: a CSV of paths and label lists ('a;b') or 0/1 columns, a folder with "
+            "labels.csv, or a detection set with --from-detection",
+    aliases=("multi-label", "tagging"), metric="map",
+    # the image classifier's defaults with no refit: the per-label thresholds are tuned on validation, which a model
+    # refitted on train + validation would have seen
+    defaults={"train": {"refit": False}},
+    shortcuts={"label_column": "data.label_column", "path_column": "data.path_column",
+               "from_detection": "data.from_detection"},
 ))
 register(Task(
     name="text", estimator="headstart.tasks.text.task:TextClassifier", run_kind="text-classification",

@@ -35,7 +35,6 @@ class ClassifierEstimator(Estimator):
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """Evaluate the best weights on val (and test)."""
         from headstart.core import loop, strategies
-        from headstart.tasks.classification.metrics import classification_report
         from headstart.tasks.classification.training import predict_logits
 
         cfg, task_data, model = self.config, prepared.data, prepared.model
@@ -53,12 +52,11 @@ class ClassifierEstimator(Estimator):
                 batch = loop.inference_batch_size(cfg, fabric, model.backbone.spec.modality)
                 logits = predict_logits(fabric, model, task_data.dataset(split, False, 0), batch, task_data.collate,
                                         desc=f"Evaluating ({split})")
-            metrics[split] = classification_report(logits, task_data.labels(split), self.classes_, self.train_counts_)
+            metrics[split] = self._split_report(split, logits, task_data.labels(split))
             if split == "val":
                 self.val_logits_ = logits
         metrics.update(
-            val_accuracy=metrics["val"]["accuracy"], val_macro_f1=metrics["val"]["macro_f1"],
-            selection_metric=steps.metric, train_seconds=round(state.seconds, 2),
+            **self._headline(metrics["val"]), selection_metric=steps.metric, train_seconds=round(state.seconds, 2),
             time_budget=strategies.time_budget(cfg.train), phases=state.phases,
             chosen=loop.chosen_phase(state.phases, steps.metric),
             eval_seconds=round(time.perf_counter() - started, 2),
@@ -68,6 +66,20 @@ class ClassifierEstimator(Estimator):
             device=str(fabric.device), **prepared.extra,
         )
         return metrics
+
+    def _split_report(self, split: str, logits: Any, labels: Any) -> dict[str, Any]:
+        """The final report of one split (``val`` comes before ``test``)."""
+        from headstart.tasks.classification.metrics import classification_report
+
+        return classification_report(logits, labels, self.classes_, self.train_counts_)
+
+    def _headline(self, val: dict[str, Any]) -> dict[str, Any]:
+        """The validation scores metrics.json also holds at its top level."""
+        return {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
+
+    def _activate(self, logits: Any) -> Any:
+        """Probabilities from the model's logits (one label per item: softmax)."""
+        return logits.softmax(dim=1)
 
     def _spec_info(self) -> dict[str, Any]:
         return {"backbone": self.model_.backbone.spec.to_dict(), "train_counts": self.train_counts_,
@@ -111,8 +123,12 @@ class ClassifierEstimator(Estimator):
         """``(items, probabilities[n_items, n_classes])`` of the items that could be read."""
         raise NotImplementedError
 
-    def predict(self, inputs: Any, top_k: int | None = 1) -> list[dict[str, Any]]:
-        """One row per readable item: the item (``path`` or ``text``), label, probability and the top-k classes."""
+    def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False) -> list[dict[str, Any]]:
+        """One row per readable item: the item (``path`` or ``text``), label, probability and the top-k classes.
+
+        ``errors=True``: also one row ``{"path": ..., "error": why}`` (no label) per input that could not be
+        read, every row in input order.
+        """
         items, probs = self.predict_proba(inputs)
         k = max(1, min(top_k or 1, len(self.classes_)))
         rows = []
@@ -121,9 +137,11 @@ class ClassifierEstimator(Estimator):
             rows.append({self.ITEM_KEY: str(item), "label": self.classes_[int(indices[0])],
                          "probability": float(values[0]),
                          "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)]})
-        return rows
+        return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
     ITEM_KEY = "path"
+    unreadable_: list[tuple[str, str]] = []  # (input, why) of the last predict_proba's inputs that could not be read
+    inputs_: list[str] = []  # the last predict_proba's inputs, in order
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         from headstart.core.report.outputs import print_metrics
@@ -137,10 +155,14 @@ class ClassifierEstimator(Estimator):
         elif fmt == "csv":
             buf = io.StringIO()
             writer = csv.writer(buf)
-            writer.writerow([key, "label", "probability", "top_k"])
+            failed = any("error" in r for r in rows)
+            writer.writerow([key, "label", "probability", "top_k"] + (["error"] if failed else []))
             for r in rows:
+                if "error" in r:
+                    writer.writerow([r[key], "", "", "", r["error"]])
+                    continue
                 writer.writerow([r[key], r["label"], f"{r['probability']:.6f}",
-                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])])
+                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])] + ([""] if failed else []))
             sys.stdout.write(buf.getvalue())
         else:
             from rich.table import Table
@@ -149,7 +171,21 @@ class ClassifierEstimator(Estimator):
             for col in ("text" if key == "text" else "file", "label", "probability", f"top {top_k}"):
                 table.add_column(col, overflow="fold")
             for r in rows:
+                if "error" in r:
+                    table.add_row(r[key], "[red]not read[/]", "-", r["error"])
+                    continue
                 table.add_row(r[key], r["label"], f"{r['probability']:.3f}",
                               ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
             console.print(table)
+
+
+def with_error_rows(rows: list[dict[str, Any]], unreadable: list[tuple[str, str]], key: str = "path",
+                    order: list[str] | None = None) -> list[dict[str, Any]]:
+    """``rows`` and one ``{key: input, "error": why}`` row per unreadable input, in input order (``order``:
+    every input; default: predicted rows first, then the errors)."""
+    merged = rows + [{key: str(item), "error": why} for item, why in unreadable]
+    if order:
+        position = {item: i for i, item in reversed(list(enumerate(order)))}
+        merged.sort(key=lambda r: position.get(r[key], len(position)))
+    return merged
 

@@ -29,6 +29,7 @@ class LogisticFit:
     cv_accuracy: dict[float, float] = field(default_factory=dict)  # L2 -> mean held-out accuracy
     augmented: bool = True  # fitted on the augmented rows too (False: the plain rows only, cross-validation chose)
     cv_accuracy_plain: dict[float, float] = field(default_factory=dict)  # the same, fitted on the plain rows only
+    cv_metric: str = "accuracy"  # what ``cv_accuracy`` holds (multi-label heads: mAP)
 
 
 def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -38,9 +39,13 @@ def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _lbfgs(xs: torch.Tensor, y: torch.Tensor, classes: int, l2: float, steps: int,
-           class_weight: torch.Tensor | None, start: tuple[torch.Tensor, torch.Tensor] | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(w [features, classes], b)`` minimising mean cross-entropy + ``l2 * |w|^2`` on standardised ``xs``."""
+           class_weight: torch.Tensor | None, start: tuple[torch.Tensor, torch.Tensor] | None = None,
+           multilabel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w [features, classes], b)`` minimising mean cross-entropy + ``l2 * |w|^2`` on standardised ``xs``.
+
+    ``multilabel``: ``y`` is multi-hot and the loss is one binary cross-entropy per class (one-vs-rest logistic
+    regressions fitted together), ``class_weight`` then weighs each class's positives (``pos_weight``).
+    """
     w = (start[0].clone() if start else torch.zeros(xs.shape[1], classes)).requires_grad_(True)
     b = (start[1].clone() if start else torch.zeros(classes)).requires_grad_(True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, tolerance_grad=1e-5, tolerance_change=1e-7,
@@ -48,7 +53,9 @@ def _lbfgs(xs: torch.Tensor, y: torch.Tensor, classes: int, l2: float, steps: in
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(xs @ w + b, y, weight=class_weight) + l2 * (w * w).sum()
+        logits = xs @ w + b
+        loss = (F.binary_cross_entropy_with_logits(logits, y, pos_weight=class_weight) * classes if multilabel
+                else F.cross_entropy(logits, y, weight=class_weight)) + l2 * (w * w).sum()
         loss.backward()
         return loss
 

@@ -22,7 +22,7 @@ from headstart.core.cache import FeatureCache
 from headstart.errors import ConfigError
 from headstart.progress import say
 from headstart.tasks.classification.metrics import classification_report, selection_metric
-from headstart.tasks.classification.probe import fit_head_cv
+from headstart.tasks.classification.probe import LogisticFit, fit_head_cv
 
 
 def inverse_frequency(counts: list[int]) -> torch.Tensor:
@@ -49,7 +49,7 @@ class CachedViews(Dataset):
         return self.views.shape[1]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.views[self.choice[i], i], int(self.labels[i])
+        return self.views[self.choice[i], i], self.labels[i]  # a class index, or a multi-hot row (multi-label)
 
 
 def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, batch_size: int, collate=None,
@@ -69,13 +69,35 @@ class ClassificationSteps:
         self.data, self.cfg = data, cfg
         self.train_labels, self.val_labels = data.labels("train"), data.labels("val")
         self.num_train, self.num_val = len(self.train_labels), len(self.val_labels)
-        self.train_counts = torch.bincount(self.train_labels, minlength=len(data.classes)).tolist()
-        self.metric = selection_metric(cfg.train.select_metric, self.train_counts)
-        self.criterion = nn.CrossEntropyLoss(weight=inverse_frequency(self.train_counts) if cfg.train.class_weights
-                                             else None, label_smoothing=cfg.train.label_smoothing)
+        self.train_counts = self.class_counts(self.train_labels)
+        self.metric = self.selection_metric()
+        self.criterion = self.make_criterion()
         self.caches: list[FeatureCache] = []
         self.train_views: torch.Tensor | None = None
         self.val_inputs: torch.Tensor | None = None
+
+    def class_counts(self, labels: torch.Tensor) -> list[int]:
+        """Training items per class."""
+        return torch.bincount(labels, minlength=len(self.data.classes)).tolist()
+
+    def selection_metric(self) -> str:
+        """The validation score that picks the best epoch."""
+        return selection_metric(self.cfg.train.select_metric, self.train_counts)
+
+    def make_criterion(self) -> nn.Module:
+        """The training loss: cross-entropy, inverse-frequency weighted with ``train.class_weights``."""
+        tc = self.cfg.train
+        return nn.CrossEntropyLoss(weight=inverse_frequency(self.train_counts) if tc.class_weights else None,
+                                   label_smoothing=tc.label_smoothing)
+
+    def report(self, logits: torch.Tensor) -> dict[str, Any]:
+        """The validation report of ``logits`` (its ``scores`` are logged each epoch)."""
+        return classification_report(logits, self.val_labels, self.data.classes, self.train_counts)
+
+    def fit_head(self, x: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, plain: torch.Tensor) -> LogisticFit:
+        """The L-BFGS head on rows ``x`` (items' views: ``groups``; un-augmented rows: ``plain``), L2 by CV."""
+        return fit_head_cv(x, labels, len(self.data.classes), groups, seed=self.cfg.train.seed,
+                           class_weight=self.criterion.weight, plain=plain)
 
     def cut(self, model: nn.Module, phase: strategies.Phase) -> int:
         backbone = model.backbone
@@ -131,9 +153,8 @@ class ClassificationSteps:
         plain = self.features(fabric, model, "train", cut, False, 0)
         x = torch.cat([plain[None], self.train_views])
         views, n = x.shape[0], x.shape[1]
-        fit = fit_head_cv(x.flatten(0, 1), self.train_labels.repeat(views), len(self.data.classes),
-                          torch.arange(n).repeat(views), seed=self.cfg.train.seed, class_weight=self.criterion.weight,
-                          plain=torch.arange(views * n) < n)
+        labels = self.train_labels.repeat(views, *[1] * (self.train_labels.dim() - 1))
+        fit = self.fit_head(x.flatten(0, 1), labels, torch.arange(n).repeat(views), torch.arange(views * n) < n)
         linear = model.head[-1]
         with torch.no_grad():
             linear.weight.copy_(fit.weight.to(linear.weight))
@@ -141,7 +162,7 @@ class ClassificationSteps:
         rows = (f"the plain images and {views - 1} augmented view(s) of each" if fit.augmented else
                 "the plain images only: cross-validation found the augmented views hurt here")
         say(f"Linear head fitted by L-BFGS to convergence on {rows}: L2 {fit.l2:g} chosen by cross-validation "
-            f"(held-out accuracy per L2: {fit.cv_accuracy}" + (f"; plain images only: {fit.cv_accuracy_plain}"
+            f"(held-out {fit.cv_metric} per L2: {fit.cv_accuracy}" + (f"; plain images only: {fit.cv_accuracy_plain}"
                                                                 if fit.cv_accuracy_plain else "") + ")")
         return {"loss": fit.train_loss, "head_l2": fit.l2, "head_augmented": fit.augmented}
 
@@ -183,5 +204,5 @@ class ClassificationSteps:
             logits = predict_logits(fabric, model, self.data.dataset("val", train=False, epoch=0),
                                     loop.inference_batch_size(self.cfg, fabric, model.backbone.spec.modality),
                                     self.data.collate, desc="Validating")
-        report = classification_report(logits, self.val_labels, self.data.classes, self.train_counts)
+        report = self.report(logits)
         return {k: report[k] for k in self.scores}, logits

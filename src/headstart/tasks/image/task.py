@@ -27,7 +27,7 @@ from headstart.tasks.image.data import (
     ImageStore,
     Sample,
     discover,
-    image_files,
+    image_samples,
     labelled_samples,
 )
 from headstart.tasks.image.transforms import eval_transform
@@ -45,8 +45,7 @@ class ImageClassifier(ClassifierEstimator):
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config
-        splits = self._training_splits(discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column,
-                                                cfg.data.label_column))
+        splits = self._training_splits(self._discover(data))
         backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
         spec = backbone.spec
         if spec.modality != "image":
@@ -54,8 +53,8 @@ class ImageClassifier(ClassifierEstimator):
                               f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
-        imdata = ImageData(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
-                           intensity=cfg.data.intensity)
+        imdata = self.DATA(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
+                           intensity=cfg.data.intensity, max_pixels=cfg.data.max_pixels)
         _summarize_data(data, splits, imdata)
         if imdata.intensity_note:
             say(imdata.intensity_note)
@@ -67,29 +66,45 @@ class ImageClassifier(ClassifierEstimator):
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
         return Prepared(model, imdata, splits, {"data_warnings": notes, "intensity": spec.extra["intensity"]})
 
+    DATA = ImageData  # the training data's class
+
+    def _eval_transform(self, spec: Any) -> Any:
+        """What an image decoded at ``spec.resize_size`` goes through before the model (as in validation)."""
+        return eval_transform(spec)
+
+    def _discover(self, data: str | Path) -> ImageSplits:
+        """The classes and splits of DATA (files not read yet)."""
+        cfg = self.config
+        return discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
+
     def _report_item(self, sample: Sample) -> Path:
         return sample.path
 
     # ---------------------------------------------------------------- using the model
-    def predict_proba(self, inputs: str | Path | list[str | Path]) -> tuple[list[Path], torch.Tensor]:
-        """Class probabilities ``(files, probs[n_files, n_classes])``; unreadable files are left out."""
+    def predict_proba(self, inputs: str | Path | bytes | list) -> tuple[list[Path], torch.Tensor]:
+        """Class probabilities ``(files, probs[n_files, n_classes])``; unreadable files are left out.
+
+        ``inputs``: image files, folders, and images in memory (a file's ``bytes``, or ``(name, bytes)``:
+        decoded as that file would be; see ``data.image_samples``).
+        """
         model = self._require_fitted()
-        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
-        return self._probabilities(model, [Sample(f) for f in files])
+        return self._probabilities(model, image_samples(inputs))
 
     def _probabilities(self, model: TransferClassifier, samples: list[Sample]) -> tuple[list[Path], torch.Tensor]:
         spec = model.backbone.spec
         store = ImageStore(samples, spec.resize_size, spec.interpolation, self.config.data.preload_mb,
                            self.config.data.strict, desc="Reading images",
-                           intensity=spec.extra.get("intensity", "off"))  # as trained (older runs: off)
+                           intensity=spec.extra.get("intensity", "off"),  # as trained (older runs: off)
+                           max_pixels=self.config.data.max_pixels)
         for path, reason in store.skipped:
             warn(f"skipped {path}: {reason}")
+        self.unreadable_, self.inputs_ = list(store.skipped), [str(s.path) for s in samples]
         if not store.samples:
             return [], torch.empty(0, len(self.classes_))
         fabric = loop.make_fabric(self.config.device)
-        dataset = ImageDataset(store.samples, store, eval_transform(spec))
+        dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
         logits = predict_logits(fabric, model, dataset, loop.inference_batch_size(self.config, fabric))
-        return [s.path for s in store.samples], logits.softmax(dim=1)
+        return [s.path for s in store.samples], self._activate(logits)
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""
@@ -105,9 +120,7 @@ class ImageClassifier(ClassifierEstimator):
 
 
 def _summarize_data(data: str | Path, splits: ImageSplits, imdata: ImageData) -> None:
-    counts = {c: 0 for c in splits.classes}
-    for s in imdata.splits["train"]:
-        counts[splits.classes[s.label]] += 1
+    counts = imdata.class_counts("train")
     say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(imdata.splits['train'])}, "
         f"val {len(imdata.splits['val'])}" + (f", test {len(imdata.splits['test'])}" if imdata.splits["test"] else "")
         + f"; train per class {counts}; {imdata.store.memory_mb:.0f} MB decoded in memory")
