@@ -187,6 +187,9 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                                                     help="detection: write each image with its boxes drawn here"),
             engine: str = typer.Option("torch", "--engine",
                                        help="torch | onnx (ONNX Runtime on RUN/model.onnx, exported first if absent)"),
+            out: Path | None = typer.Option(None, "--out", "-o",
+                                            help="write the rows to FILE.csv or FILE.jsonl as they are predicted, in "
+                                                 "chunks (big folders); run again to continue an interrupted one"),
             ) -> None:
     """Predict each input with the run's model (classes with probabilities; detection runs: boxes)."""
     if fmt not in {"table", "json", "csv"}:
@@ -210,6 +213,20 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             printer = cls.__new__(cls)  # printing needs the class's columns only, not a loaded model
         else:
             predictor = printer = cls.load(run)
+        if out is not None:
+            from headstart.deploy.batch import predict_to_file
+
+            if chosen.inputs != "texts":  # one row per image file, so that a second run skips the done ones
+                from headstart.tasks.image.decode import image_files
+
+                items = image_files(items)
+            key = getattr(cls, "ITEM_KEY", "path")
+            counts = predict_to_file(lambda chunk: predictor.predict(chunk, top_k=top_k, errors=True, **extra), items,
+                                     out, key)
+            if counts["written"] and counts["written"] == counts["errors"]:
+                raise DataError(f"Nothing could be predicted: none of the {counts['written']} input(s) could be read "
+                                f"(each is listed in {out} with its reason)")
+            return
         rows = predictor.predict(items, top_k=top_k, errors=True, **extra)  # unreadable inputs: rows with "error"
         if rows:
             printer.print_predictions(rows, fmt, top_k or 1)
