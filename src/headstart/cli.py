@@ -210,7 +210,7 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             from headstart.deploy import export
 
             predictor = export.onnx_engine_of(run)  # RUN/model.onnx, exported (with its parity check) if absent
-            printer = cls.__new__(cls)  # printing needs the class's columns only, not a loaded model
+            printer = cls  # printing needs the class's columns only, not a loaded model
         else:
             predictor = printer = cls.load(run)
         if out is not None:

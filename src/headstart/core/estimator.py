@@ -306,5 +306,6 @@ class Estimator:
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         raise NotImplementedError
 
-    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+    @classmethod
+    def print_predictions(cls, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
         raise NotImplementedError

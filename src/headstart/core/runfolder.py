@@ -9,6 +9,7 @@ classes, backbone spec, head or detector), ``model.safetensors``, ``history.csv`
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -130,3 +131,12 @@ def load_model(run: str | Path, model: Any) -> Any:
     model.load_state_dict(state)
     model.eval()
     return model
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (the model hash of exports, the server's /metadata)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from headstart import __version__
+from headstart.core.runfolder import file_sha256 as sha256
 from headstart.deploy import onnx_engine
 from headstart.errors import ConfigError, ExportError
 
@@ -69,14 +69,6 @@ class Checked:
 def default_file(fmt: str, precision: str) -> str:
     suffix = "" if precision == "fp32" else f".{precision}"
     return f"model{suffix}.onnx" if fmt == "onnx" else f"model{suffix}.torchscript.pt"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- the API
@@ -443,10 +435,7 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         "inputs": inputs, "outputs": [{"name": "logits", "dtype": "float32", "shape": [batch, n],
                                        "postprocessing": "softmax over classes gives the probabilities"}],
         "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(est, task, run, target),
-        "backbone": {"name": spec.name, "arch": spec.arch, "weights": spec.weights},
-        "run": str(run.resolve()), "weights_sha256": sha256(run / "model.safetensors"),
-        "model_sha256": sha256(target), "headstart_version": __version__, "torch_version": torch.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **_provenance(spec, run, target),
     }
     if fmt == "onnx":
         import onnx
@@ -464,6 +453,32 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
     else:
         meta["exporter"] = f"torch.jit.trace, torch {torch.__version__}"
         meta["load"] = "torch.jit.load(file); call with the inputs above"
+    return meta
+
+
+def _provenance(spec: Any, run: Path, target: Path) -> dict[str, Any]:
+    """Where an exported file comes from: backbone, run, hashes of the run's weights and of the file, versions."""
+    import torch
+
+    return {"backbone": {"name": spec.name, "arch": spec.arch, "weights": spec.weights},
+            "run": str(run.resolve()), "weights_sha256": sha256(run / "model.safetensors"),
+            "model_sha256": sha256(target), "headstart_version": __version__, "torch_version": torch.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _conclude(run: Path, target: Path, meta: dict[str, Any], parity: dict[str, Any], failures: list[str],
+              summary: str, refused: str = "") -> dict[str, Any]:
+    """Record a parity check in the sidecar and export.json, print ``summary``; ExportError when it failed."""
+    from headstart.progress import say
+
+    parity["passed"] = not failures
+    meta["parity"] = parity
+    onnx_engine.sidecar_path(target).write_text(json.dumps(meta, indent=2))
+    _record(run, target, meta)
+    say(summary)
+    if failures:
+        raise ExportError(f"The parity check of {target} failed: {'; '.join(failures)}. The file is kept and marked "
+                          f"as failed in {onnx_engine.sidecar_path(target).name} and {run / EXPORT_JSON}{refused}")
     return meta
 
 
@@ -504,7 +519,6 @@ def _accuracy(logits: np.ndarray, labels: list[int | None]) -> float | None:
 
 
 def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[str, Any], checked: Checked) -> dict:
-    from headstart.progress import say
 
     limits = TOLERANCES[meta["precision"]]
     runner = _exported_runner(meta, target)
@@ -537,17 +551,10 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
             failures.append(f"validation accuracy drops from {acc_ref:.3f} to {acc_got:.3f}")
     if meta["format"] == "onnx":
         parity["engine"] = _engine_parity(est, target, meta, checked, limits, failures)
-    parity["passed"] = not failures
-    meta["parity"] = parity
-    onnx_engine.sidecar_path(target).write_text(json.dumps(meta, indent=2))
-    _record(run, target, meta)
-    say(f"Parity on {parity['items']} validation items: max |logit diff| {parity['max_abs_logit_diff']:.2e}, "
-        f"max |prob diff| {parity['max_abs_probability_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.3f}")
-    if failures:
-        raise ExportError(f"The parity check of {target} failed: {'; '.join(failures)}. The file is kept and marked "
-                          f"as failed in {onnx_engine.sidecar_path(target).name} and {run / EXPORT_JSON}; the ONNX "
-                          "engine will not run it")
-    return meta
+    return _conclude(run, target, meta, parity, failures,
+                     f"Parity on {parity['items']} validation items: max |logit diff| {parity['max_abs_logit_diff']:.2e}, "
+                     f"max |prob diff| {parity['max_abs_probability_diff']:.2e}, top-1 agreement "
+                     f"{parity['top1_agreement']:.3f}", "; the ONNX engine will not run it")
 
 
 def _engine_parity(est: Any, target: Path, meta: dict[str, Any], checked: Checked, limits: dict[str, float],
@@ -683,13 +690,10 @@ def _detection_sidecar(est: Any, run: Path, target: Path) -> dict[str, Any]:
                                "original width / decoded width / letterbox_scale"},
         "postprocessing": {"score_thresh": cfg.detection.score_thresh, "nms_thresh": cfg.detection.nms_thresh,
                            "detections_per_img": cfg.detection.detections_per_img, "in_graph": True},
-        "backbone": {"name": spec.name, "arch": spec.arch, "weights": spec.weights},
-        "run": str(run.resolve()), "weights_sha256": sha256(run / "model.safetensors"),
-        "model_sha256": sha256(target), "headstart_version": __version__, "torch_version": torch.__version__,
+        **_provenance(spec, run, target),
         "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
         "exporter": f"torch.onnx.export(dynamo=False, opset 17), torch {torch.__version__}",
         "onnxruntime_version": onnxruntime.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
 
 
@@ -706,7 +710,6 @@ def _check_detection(est: Any, run: Path, target: Path, meta: dict[str, Any], im
     import onnxruntime as ort
     import torch
 
-    from headstart.progress import say
 
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     cap = est.config.detection.detections_per_img
@@ -739,16 +742,9 @@ def _check_detection(est: Any, run: Path, target: Path, meta: dict[str, Any], im
               "max_abs_box_diff": box_diff, "tolerances": limits}
     failures = [f"{k.replace('_', ' ')} {parity[k]:.3g} " + (f"< {v:g}" if k == "box_agreement" else f"> {v:g}")
                 for k, v in limits.items() if (parity[k] < v if k == "box_agreement" else parity[k] > v)]
-    parity["passed"] = not failures
-    meta["parity"] = parity
-    onnx_engine.sidecar_path(target).write_text(json.dumps(meta, indent=2))
-    _record(run, target, meta)
-    say(f"Parity on {len(images)} validation images: {matched} of {total} boxes matched (IoU >= 0.99, same class), "
-        f"max |score diff| {score_diff:.2e}, max |box diff| {box_diff:.2e} px")
-    if failures:
-        raise ExportError(f"The parity check of {target} failed: {'; '.join(failures)}. The file is kept and marked "
-                          f"as failed in {onnx_engine.sidecar_path(target).name} and {run / EXPORT_JSON}")
-    return meta
+    return _conclude(run, target, meta, parity, failures,
+                     f"Parity on {len(images)} validation images: {matched} of {total} boxes matched (IoU >= 0.99, "
+                     f"same class), max |score diff| {score_diff:.2e}, max |box diff| {box_diff:.2e} px")
 
 
 # ---------------------------------------------------------------------------------------------- using it

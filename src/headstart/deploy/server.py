@@ -10,7 +10,6 @@ run as one forward pass (``batching.Batcher``). Every refused request is a 4xx J
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -96,7 +95,7 @@ class ModelService:
         if workers > 1 and not cfg.device.threads:
             cfg.device.threads = max(1, (os.cpu_count() or 1) // workers)  # workers share the cores
         self.classes = list(self.estimator.classes_)
-        self.sha256 = _sha256(self.run / "model.safetensors")
+        self.sha256 = runfolder.file_sha256(self.run / "model.safetensors")
         self.spec = runfolder.read_spec(self.run)
         self.meta = runfolder.read_meta(self.run)
 
@@ -126,14 +125,6 @@ class ModelService:
                 "model_file": "model.safetensors", "model_sha256": self.sha256, "headstart_version": __version__,
                 "trained_with": self.meta.get("headstart_version"), "run": str(self.run.resolve()),
                 "limits": asdict(self.limits)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- requests

@@ -148,8 +148,9 @@ class ClassifierEstimator(Estimator):
 
         print_metrics(report, title)
 
-    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
-        key = self.ITEM_KEY
+    @classmethod
+    def print_predictions(cls, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+        key = cls.ITEM_KEY
         if fmt == "json":
             print(json.dumps(rows, indent=2))
         elif fmt == "csv":

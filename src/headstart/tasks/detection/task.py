@@ -219,7 +219,8 @@ class Detector(Estimator):
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         det_report.print_metrics(report, title)
 
-    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+    @classmethod
+    def print_predictions(cls, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
         """Detection rows as JSON, CSV (one line per box) or a table."""
         if fmt == "json":
             print(json.dumps(rows, indent=2))

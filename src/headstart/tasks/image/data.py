@@ -428,7 +428,8 @@ class ImageStore:
             image = resize(to_rgb(native, mode), self.short_side, self.interpolation)
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
             return unreadable_reason(exc)
-        return image, fmt, hashlib.sha1(data).hexdigest(), issue, mode, _spread(image)
+        # the split already hashed the file's bytes (content_keys); in-memory uploads are hashed here
+        return image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image)
 
     def settle(self, train: Sequence[Sample]) -> str:
         """Resolve ``intensity="auto"``: ``window`` for every image when most ``train`` images need it, else ``off``.

@@ -139,8 +139,9 @@ class MultiLabelClassifier(ImageClassifier):
 
         print_metrics(report, title)
 
-    def print_predictions(self, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
-        key = self.ITEM_KEY
+    @classmethod
+    def print_predictions(cls, rows: list[dict[str, Any]], fmt: str, top_k: int) -> None:
+        key = cls.ITEM_KEY
 
         def shown(r: dict[str, Any], sep: str, fmt_p: str) -> str:
             return sep.join(f"{t['label']}{fmt_p.format(t['probability'])}" for t in r["labels"])
