@@ -11,7 +11,7 @@ from typing import Any
 __version__ = "0.2.0"
 
 _ESTIMATORS = {"ImageClassifier": "image", "TextClassifier": "text", "Detector": "detection",
-               "MultiLabelClassifier": "multilabel"}
+               "MultiLabelClassifier": "multilabel", "Segmenter": "segmentation"}
 __all__ = [*_ESTIMATORS, "__version__"]
 
 

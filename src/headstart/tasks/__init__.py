@@ -73,6 +73,10 @@ def infer_task(data: str | Path) -> str:
             head = ""
         if '"annotations"' in head and '"images"' in head:
             return "detection"
+    if path.is_dir() and (((path / "images").is_dir() and (path / "masks").is_dir())
+                          or any(path.glob("SegmentationClass")) or any(path.glob("VOC*/SegmentationClass"))
+                          or any(path.glob("VOCdevkit/VOC*/SegmentationClass"))):
+        return "segmentation"  # images/ + masks/, or Pascal VOC with class masks
     from headstart.tasks.multilabel.data import looks_like_multilabel
 
     if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel
@@ -131,4 +135,16 @@ register(Task(
                         "weight_decay": 1e-4, "backbone_lr_ratio": 0.1, "warmup": 0.2, "clip_grad_norm": 10.0},
               "data": {"augment": "standard"}, "device": {"precision": "32-true"}},
     shortcuts={"classes": "detection.classes", "family": "detection.family", "image_size": "detection.image_size"},
+))
+register(Task(
+    name="segmentation", estimator="headstart.tasks.segmentation.task:Segmenter", run_kind="segmentation",
+    summary="semantic segmentation: images/ + masks/ (+ classes.txt), Pascal VOC (SegmentationClass) or COCO json",
+    section="segmentation", aliases=("semantic-segmentation",), metric="miou",
+    # A frozen encoder on cached multi-scale maps: the decoder trains for many cheap epochs (benchmarks/segmentation.py);
+    # partial:K / lp-ft are one flag away. No refit: validation picks the epoch.
+    defaults={"model": {"name": "efficientnet_lite0"},
+              "train": {"strategy": "linear", "epochs": 30, "batch_size": 8, "lr": 3e-3, "weight_decay": 1e-4,
+                        "backbone_lr_ratio": 0.1, "refit": False, "warmup": 0.1},
+              "cache": {"views": 4}},
+    shortcuts={"image_size": "segmentation.image_size"},
 ))

@@ -365,6 +365,12 @@ def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
                         + figure(run / "val_predictions.png", "Validation images of the best cell (true boxes green, "
                                  "predictions red)", "best-predictions")
                         + table(["class", "AP@0.5", "AP@0.5:0.95", "boxes", "detections"], ap_rows, "best-per-class"))
+            elif "miou" in val:  # a segmentation run
+                iou_rows = [(c, "-" if m.get("iou") is None else f"{m['iou']:.3f}", m.get("pixels", ""))
+                            for c, m in val.get("per_class", {}).items()]
+                body = (figure(run / "val_overlays.png", "Validation images of the best cell: image | truth | "
+                               "prediction", "best-overlays")
+                        + table(["class", "IoU", "val pixels"], iou_rows, "best-per-class"))
             else:
                 body = (figure(run / "learning_curve.png", "Learning curve of the best cell", "best-learning-curve")
                         + figure(run / "confusion_matrix.png", "Confusion matrix of the best cell", "best-confusion")

@@ -1,0 +1,599 @@
+"""Segmentation data: find the images and their class-index masks, check every pair once.
+
+Layouts of DATA (told apart by what the folder holds):
+  * ``masks``: ``images/`` + ``masks/`` + ``classes.txt`` (line i names class index i). With split folders
+    ``images/{train,val[,test]}/`` and ``masks/{train,val[,test]}/`` (a test/ without masks is not used), or flat
+    (a seeded validation split is made). A mask is the ``.png`` (or .bmp/.tif) with its image's stem and
+    subfolder: one uint8 class index per pixel.
+  * ``voc``: Pascal VOC, ``JPEGImages/`` + ``SegmentationClass/*.png`` (palette PNGs: the palette index is
+    the class) + ``ImageSets/Segmentation/{train,val[,test]}.txt``; the 21 VOC classes unless a
+    ``classes.txt`` or ``labelmap.txt`` names them. Also found inside ``VOCdevkit/VOC20xx/``.
+  * ``coco``: a COCO instances json (given directly: a seeded split), or a folder with
+    ``annotations/instances_{train,val}*.json``. Polygons and RLE (compressed or not) are rasterised;
+    class 0 is ``background`` (pixels no object covers), categories follow by id; ``iscrowd`` regions are
+    ignored (255). Where objects overlap, smaller ones are drawn over larger ones.
+
+255 (``IGNORE_INDEX``) marks pixels that no loss or metric counts. Every image is decoded and every mask
+read once here: unreadable images and masks are reported skips (``skipped``), like the image task's;
+a mask of another size than its image, or holding a class index without a name, is a DataError naming
+the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from headstart.core.splits import stratified_split
+from headstart.errors import DataError
+from headstart.progress import progress_bar
+from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES, unreadable_reason
+from headstart.tasks.image.decode import IMAGE_EXTENSIONS, is_image_file
+
+IGNORE_INDEX = 255
+MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
+BACKGROUND = "background"
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+CLASS_FILES = ("classes.txt", "labelmap.txt")
+MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask would blur class indices
+_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass
+class CocoObjects:
+    """The annotations of one image of a COCO json: ``(class index, segmentation, iscrowd)`` each."""
+
+    source: Path  # the json
+    image_id: Any
+    height: int
+    width: int
+    objects: list[tuple[int, Any, bool]] = field(default_factory=list)
+
+    def rasterise(self) -> np.ndarray:
+        """(height, width) uint8: 0 background, crowd regions 255, then objects, larger ones first."""
+        from faster_coco_eval.core import mask as coco_mask  # a dependency already (COCO mAP); imported when used
+
+        out = np.zeros((self.height, self.width), dtype=np.uint8)
+        drawn = []
+        for index, segmentation, crowd in self.objects:
+            m = _decode_segmentation(coco_mask, segmentation, self.height, self.width)
+            if m is not None:
+                drawn.append((crowd, -int(m.sum()), index, m))
+        for crowd, _, _, m in drawn:
+            if crowd:
+                out[m] = IGNORE_INDEX
+        for _, _, index, m in sorted((d for d in drawn if not d[0]), key=lambda d: d[1]):  # stable: json order on ties
+            out[m] = index
+        return out
+
+
+def _decode_segmentation(coco_mask: Any, segmentation: Any, h: int, w: int) -> np.ndarray | None:
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as an (h, w) bool mask."""
+    if isinstance(segmentation, list):
+        polygons = [p for p in segmentation if len(p) >= 6]
+        if not polygons:
+            return None
+        rle = coco_mask.merge(coco_mask.frPyObjects([[float(v) for v in p] for p in polygons], h, w))
+    elif isinstance(segmentation["counts"], list):
+        rle = coco_mask.frPyObjects({"size": [h, w], "counts": [int(c) for c in segmentation["counts"]]}, h, w)
+    else:
+        rle = {"size": [h, w], "counts": segmentation["counts"]}
+    return coco_mask.decode(rle).astype(bool)
+
+
+@dataclass
+class SegSample:
+    """One image and where its mask comes from: an index PNG (``mask``) or COCO annotations (``coco``)."""
+
+    image: Path
+    key: str = ""  # sha1 of the image's bytes and of its mask's values, filled when the pair is checked
+    mask: Path | None = None
+    coco: CocoObjects | None = None
+    class_pixels: list[int] = field(default_factory=list)  # pixels of each class (255 not counted), when checked
+
+    def read_mask(self) -> np.ndarray:
+        """(H, W) uint8 class index per pixel, 255 = ignore; the image's size (after EXIF rotation)."""
+        if self.coco is not None:
+            return self.coco.rasterise()
+        if self.mask is None:
+            raise DataError(f"{self.image} has no mask")
+        return read_index_png(self.mask)
+
+
+@dataclass
+class SegmentationSplits:
+    """What ``discover`` found: classes, the splits, what was skipped (with why) and notes for the user."""
+
+    classes: list[str]
+    train: list[SegSample]
+    val: list[SegSample]
+    test: list[SegSample] = field(default_factory=list)
+    layout: str = ""  # "masks" | "voc" | "coco"
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
+    notes: list[str] = field(default_factory=list)  # how it was read (split made, files not used), in words
+    val_held_out: bool = False  # validation was split off the training items (DATA gave none)
+
+
+def pixel_counts(samples: Sequence[SegSample], num_classes: int) -> list[int]:
+    """Pixels of each class over ``samples`` (checked by ``discover``; 255 not counted)."""
+    total = np.zeros(num_classes, dtype=np.int64)
+    for s in samples:
+        if s.class_pixels:
+            total += np.asarray(s.class_pixels[:num_classes], dtype=np.int64)
+    return total.tolist()
+
+
+def read_index_png(path: Path) -> np.ndarray:
+    """A mask file as (H, W) uint8 class indices: grey levels (mode L) or palette indices (mode P, not colours).
+
+    16/32-bit masks are taken as they are when their values fit 0..255; a grey mask saved as RGB (R = G = B)
+    is read as grey. A colour mask is a DataError: the class must be the pixel's value, not its colour.
+    """
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode in ("L", "P"):
+            return np.array(im, dtype=np.uint8)
+        if mode == "1":
+            return np.array(im, dtype=np.uint8)
+        if mode in ("LA", "PA"):
+            return np.array(im.getchannel(0), dtype=np.uint8)
+        if mode.startswith("I") or mode == "F":
+            values = np.array(im)
+            if values.size and (values.min() < 0 or values.max() > 255 or (mode == "F" and (values % 1).any())):
+                raise DataError(f"{path}: a {mode} mask with values {values.min():g}..{values.max():g}; expected "
+                                "whole class indices 0..254 (255 = ignore)")
+            return values.astype(np.uint8)
+        rgb = np.array(im.convert("RGB"))
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return np.ascontiguousarray(rgb[..., 0])
+    raise DataError(f"{path}: a colour ({mode}) mask; expected one class index per pixel (a single-channel "
+                    "PNG, mode L or palette P, whose pixel values are 0..N-1 and 255 = ignore). Convert the colours "
+                    "to class indices")
+
+
+def read_classes(path: Path) -> list[str]:
+    """Class names, line i = index i: ``classes.txt`` (one name a line) or ``labelmap.txt`` (``name:r,g,b::``)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} cannot be read as UTF-8 text: {exc}") from exc
+    lines = text.splitlines()
+    if path.name == "labelmap.txt":
+        lines = [ln.split(":", 1)[0] for ln in lines if not ln.lstrip().startswith("#")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [ln.strip() for ln in lines]
+    if not names:
+        raise DataError(f"{path} names no class: expected one class name per line (line i = class index i)")
+    blank = [i + 1 for i, n in enumerate(names) if not n]
+    if blank:
+        raise DataError(f"{path}: line {blank[0]} is empty; each line names the class of its index (line 1 = "
+                        "index 0), so a gap would shift every class after it. Name the class or remove the line")
+    twice = [n for n, k in Counter(names).items() if k > 1]
+    if twice:
+        raise DataError(f"{path}: class name(s) given twice: {twice[:5]}")
+    if len(names) > MAX_CLASSES:
+        raise DataError(f"{path} names {len(names)} classes; at most {MAX_CLASSES} fit in 8-bit masks (255 = ignore)")
+    return names
+
+
+def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> SegmentationSplits:
+    """Find the classes and the train/val(/test) image-mask pairs of DATA, and check every pair."""
+    root = Path(data)
+    if not root.exists():
+        raise DataError(f"Data not found: {root}")
+    if root.is_file():
+        if root.suffix.lower() != ".json":
+            raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC) or a COCO instances .json")
+        splits = _coco_file(root, val_fraction, seed)
+    else:
+        entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+        if not entries:
+            raise DataError(f"{root} is empty: expected images/ + masks/ + classes.txt, a Pascal VOC folder "
+                            "(JPEGImages/, SegmentationClass/) or a COCO json")
+        voc = _voc_root(root)
+        if (root / "images").is_dir() and (root / "masks").is_dir():
+            splits = _mask_folders(root, val_fraction, seed)
+        elif voc is not None:
+            splits = _voc(voc, val_fraction, seed)
+        elif _coco_jsons(root):
+            splits = _coco_folder(root, val_fraction, seed)
+        else:
+            found = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
+            raise DataError(
+                f"{root}: no segmentation layout recognised. Looked for: images/ + masks/ folders (with classes.txt); "
+                "a Pascal VOC folder with JPEGImages/ and SegmentationClass/ (also under VOCdevkit/VOC20xx/); COCO "
+                f"instances jsons (*.json or annotations/*.json). Found: {', '.join(found[:12])}"
+                + ("..." if len(found) > 12 else "")
+            )
+    for name in ("train", "val"):
+        if not getattr(splits, name):
+            kinds = Counter(why.split(" (")[0] for _, why in splits.skipped)
+            example = f", e.g. {splits.skipped[0][0]}: {splits.skipped[0][1]}" if splits.skipped else ""
+            raise DataError(f"{root}: no usable image-mask pair left in the {name} split ({len(splits.skipped)} "
+                            f"skipped: {', '.join(f'{n} {kind}' for kind, n in kinds.most_common(3))}{example})")
+    return splits
+
+
+# ------------------------------------------------------------------------------------------ checking
+def _image_size(data: bytes, max_pixels: int | None) -> tuple[int, int] | str:
+    """(width, height) after EXIF rotation of a fully decoded image, or why it cannot be used."""
+    if not data:
+        return "empty file (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if max_pixels and w * h > max_pixels:
+                    return (f"image too large: {w} x {h} = {w * h / 1e6:.1f}M pixels, over data.max_pixels "
+                            f"({max_pixels / 1e6:.1f}M); not decoded. Downscale it")
+                im.load()
+                orientation = im.getexif().get(0x0112, 1)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        return unreadable_reason(exc)
+    return (h, w) if orientation in _ROTATED else (w, h)
+
+
+def _mask_name(sample: SegSample) -> str:
+    if sample.coco is not None:
+        return f"{sample.coco.source} (image id {sample.coco.image_id}, {sample.image.name})"
+    return str(sample.mask)
+
+
+def _check(sample: SegSample, classes: list[str], classes_from: str) -> tuple[str, str]:
+    """``("ok", "")``, ``("skip", why)`` or ``("error", message)``; fills ``key`` and ``class_pixels``."""
+    try:
+        data = sample.image.read_bytes()
+    except OSError as exc:
+        return "skip", f"cannot open file ({exc.strerror or exc})"
+    size = _image_size(data, MAX_PIXELS)
+    if isinstance(size, str):
+        return "skip", size
+    try:
+        mask = sample.read_mask()
+    except DataError as exc:
+        return "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
+        why = unreadable_reason(exc).replace("not a readable image", "not a readable PNG")
+        return "skip", f"mask {_mask_name(sample)} unreadable: {why}"
+    w, h = size
+    if mask.shape != (h, w):
+        return "error", (f"{_mask_name(sample)}: the mask is {mask.shape[1]} x {mask.shape[0]} pixels but its image "
+                         f"{sample.image} is {w} x {h} (width x height, after EXIF rotation): a mask must have its "
+                         "image's size. Check that they belong together")
+    counts = np.bincount(mask.ravel(), minlength=256)
+    n = len(classes)
+    bad = [i for i in np.flatnonzero(counts[n:IGNORE_INDEX]) + n]
+    if bad:
+        return "error", (f"{_mask_name(sample)}: class index {bad[0]} ({counts[bad[0]]} pixels"
+                         + (f"; also {', '.join(map(str, bad[1:4]))}" if len(bad) > 1 else "")
+                         + f") but {classes_from} names {n} classes (indices 0..{n - 1}; 255 = ignore). Fix the "
+                         "mask or name the class")
+    sample.class_pixels = counts[:n].tolist()
+    labels = hashlib.sha1(f"{mask.shape}".encode() + mask.tobytes()).hexdigest()
+    sample.key = hashlib.sha1(f"{hashlib.sha1(data).hexdigest()}:{labels}".encode()).hexdigest()
+    return "ok", ""
+
+
+def check_samples(samples: list[SegSample], classes: list[str], classes_from: str,
+                  skipped: list[tuple[str, str]]) -> list[SegSample]:
+    """Decode every image and read every mask once (4 threads): the usable samples, in order.
+
+    Unreadable images or masks are appended to ``skipped``; a mask of the wrong size or with an unnamed class
+    index raises a DataError naming the file (and how many more such files there are).
+    """
+    ok, errors = [], []
+    with ThreadPoolExecutor(4) as pool, progress_bar("Checking images and masks", len(samples)) as advance:
+        for sample, (status, why) in zip(samples, pool.map(lambda s: _check(s, classes, classes_from), samples)):
+            advance()
+            if status == "ok":
+                ok.append(sample)
+            elif status == "skip":
+                skipped.append((str(sample.image), why))
+            else:
+                errors.append(why)
+    if errors:
+        more = f" ({len(errors) - 1} more file(s) have errors like it)" if len(errors) > 1 else ""
+        raise DataError(errors[0] + more)
+    return ok
+
+
+def _held_out(samples: list[SegSample], val_fraction: float, seed: int,
+              where: str) -> tuple[list[SegSample], list[SegSample]]:
+    """A seeded validation split; pairs with the same content stay on one side."""
+    if len(samples) < 2:
+        raise DataError(f"{where}: {len(samples)} usable image-mask pair(s); a validation split needs at least 2 "
+                        "(or give a validation split)")
+    train_idx, val_idx = stratified_split([0] * len(samples), val_fraction, seed, groups=[s.key for s in samples])
+    if not val_idx:
+        raise DataError(f"{where}: all {len(samples)} image-mask pairs are copies of one; a validation split needs 2 "
+                        "different ones")
+    return [samples[i] for i in train_idx], [samples[i] for i in val_idx]
+
+
+def _finish(splits: SegmentationSplits, given: dict[str, list[SegSample]], classes_from: str,
+            val_fraction: float, seed: int, where: Path) -> SegmentationSplits:
+    """Check the pairs of each given split; make the validation split when none was given."""
+    checked = {name: check_samples(items, splits.classes, classes_from, splits.skipped) for name, items in given.items()}
+    if "val" not in checked:
+        splits.train, splits.val = _held_out(checked.get("train", []), val_fraction, seed, where)
+        splits.val_held_out = True
+        splits.notes.append(f"validation: {len(splits.val)} pairs split off the {len(splits.train) + len(splits.val)} "
+                            f"({val_fraction:.0%}, seed {seed})")
+    else:
+        splits.train, splits.val = checked.get("train", []), checked["val"]
+    splits.test = checked.get("test", [])
+    train_keys = {s.key for s in splits.train}
+    for name in ("val", "test"):
+        copies = [s for s in getattr(splits, name) if s.key in train_keys]
+        if copies and not splits.val_held_out:
+            splits.notes.append(f"{len(copies)} {name} pair(s) are identical to training pairs (e.g. {copies[0].image}): "
+                                f"the {name} scores are optimistic")
+    return splits
+
+
+# ------------------------------------------------------------------------------------------ layouts
+def _split_folders(folder: Path) -> dict[str, Path]:
+    subdirs = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+    found = {}
+    if "train" in subdirs:
+        found["train"] = subdirs["train"]
+    val = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
+    if val is not None:
+        found["val"] = val
+    if "test" in subdirs:
+        found["test"] = subdirs["test"]
+    return found
+
+
+def _class_file(root: Path, required: bool, layout: str) -> Path | None:
+    found = next((root / n for n in CLASS_FILES if (root / n).is_file()), None)
+    if found is None and required:
+        raise DataError(f"{root}: no classes.txt; the {layout} layout needs one, with one class name per line "
+                        "(line 1 = class index 0 in the masks, line 2 = index 1, ...)")
+    return found
+
+
+def _mask_folders(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    images, masks = root / "images", root / "masks"
+    classes_file = _class_file(root, required=True, layout="images/ + masks/")
+    splits = SegmentationSplits(read_classes(classes_file), [], [], layout="masks")
+    image_splits = _split_folders(images)
+    folders = ({name: (folder, masks / folder.name) for name, folder in image_splits.items()} if image_splits
+               else {"train": (images, masks)})
+    if image_splits and "train" not in image_splits:
+        raise DataError(f"{images} has {', '.join(f.name + '/' for f in image_splits.values())} but no train/ folder")
+    given: dict[str, list[SegSample]] = {}
+    for name, (image_dir, mask_dir) in folders.items():
+        files = sorted(p for p in image_dir.rglob("*") if is_image_file(p))
+        if name == "test" and not mask_dir.is_dir():
+            splits.notes.append(f"{image_dir} has no {mask_dir}: not used as a test split (no masks to score)")
+            continue
+        if image_splits and not mask_dir.is_dir():
+            raise DataError(f"{mask_dir} not found: the masks of {image_dir} go there (same file stem, .png)")
+        if not files:
+            raise DataError(f"No images in {image_dir} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        given[name] = []
+        wanted = set()
+        for file in files:
+            stem = mask_dir / file.relative_to(image_dir).with_suffix("")
+            candidates = [stem.with_name(stem.name + ext) for ext in MASK_EXTENSIONS]
+            wanted.update(candidates)
+            mask = next((c for c in candidates if c.is_file()), None)
+            if mask is not None:
+                given[name].append(SegSample(file, mask=mask))
+            else:
+                splits.skipped.append((str(file), f"no mask (looked for {candidates[0]})"))
+        orphans = sorted(p for p in mask_dir.rglob("*") if p.suffix in MASK_EXTENSIONS and p not in wanted
+                         and not p.name.startswith("."))
+        if orphans:
+            splits.notes.append(f"{len(orphans)} mask(s) in {mask_dir} have no image (not used), e.g. {orphans[0].name}")
+        if not given[name]:
+            raise DataError(f"No image in {image_dir} has a mask in {mask_dir}: expected masks with the images' stems "
+                            f"and .png (e.g. {mask_dir / files[0].with_suffix('.png').name}); found "
+                            f"{', '.join(p.name for p in sorted(mask_dir.glob('*'))[:3]) or 'nothing'}")
+    return _finish(splits, given, str(classes_file), val_fraction, seed, root)
+
+
+def _voc_root(root: Path) -> Path | None:
+    """The folder holding JPEGImages/ and SegmentationClass/: DATA, or VOC20xx/ or VOCdevkit/VOC20xx/ in it."""
+    candidates = [root, *sorted(root.glob("VOC*")), *sorted(root.glob("VOCdevkit/VOC*"))]
+    return next((c for c in candidates if (c / "JPEGImages").is_dir() and (c / "SegmentationClass").is_dir()), None)
+
+
+def _voc_image(images: Path, stem: str) -> Path | None:
+    for ext in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff", ".webp"):
+        if (images / (stem + ext)).is_file():
+            return images / (stem + ext)
+    return None
+
+
+def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    classes_file = _class_file(root, required=False, layout="voc") or _class_file(root.parent, False, "voc")
+    classes = read_classes(classes_file) if classes_file else list(VOC_CLASSES)
+    classes_from = str(classes_file) if classes_file else "the 21 Pascal VOC classes (no classes.txt or labelmap.txt)"
+    splits = SegmentationSplits(classes, [], [], layout="voc")
+    images, masks = root / "JPEGImages", root / "SegmentationClass"
+    lists = root / "ImageSets" / "Segmentation"
+    ids: dict[str, tuple[Path, list[str]]] = {}
+    for name, file in (("train", "train.txt"), ("val", "val.txt"), ("test", "test.txt")):
+        if (lists / file).is_file():
+            ids[name] = (lists / file, [ln.split()[0] for ln in (lists / file).read_text().splitlines() if ln.strip()])
+    if "val" not in ids:
+        pool = next((lists / f for f in ("trainval.txt", "train.txt") if (lists / f).is_file()), None)
+        if pool is not None:
+            ids = {"train": (pool, [ln.split()[0] for ln in pool.read_text().splitlines() if ln.strip()])}
+        else:
+            stems = sorted(p.stem for p in masks.glob("*.png") if not p.name.startswith("."))
+            if not stems:
+                raise DataError(f"No masks (.png) in {masks}")
+            ids = {"train": (masks, stems)}
+            unused = sum(1 for p in images.iterdir() if is_image_file(p) and not (masks / (p.stem + ".png")).is_file())
+            if unused:
+                splits.notes.append(f"{unused} image(s) in {images} have no mask in {masks} (not used: VOC keeps "
+                                    "detection-only images there too)")
+    given: dict[str, list[SegSample]] = {}
+    for name, (source, stems) in ids.items():
+        if not stems:
+            raise DataError(f"{source} lists no image ids")
+        given[name] = []
+        for stem in stems:
+            image, mask = _voc_image(images, stem), masks / f"{stem}.png"
+            if image is None:
+                splits.skipped.append((str(images / f"{stem}.jpg"), f"listed in {source.name} but the image is missing"))
+            elif not mask.is_file():
+                splits.skipped.append((str(image), f"no mask (looked for {mask})"))
+            else:
+                given[name].append(SegSample(image, mask=mask))
+    return _finish(splits, given, classes_from, val_fraction, seed, root)
+
+
+def _coco_jsons(root: Path) -> list[Path]:
+    return sorted(root.glob("*.json")) + sorted((root / "annotations").glob("*.json"))
+
+
+def _coco_classes(coco: dict, path: Path) -> tuple[list[str], dict[Any, int]]:
+    cats = sorted(coco["categories"], key=lambda c: c["id"])
+    names = [BACKGROUND] + [str(c["name"]) for c in cats]
+    if len(names) > MAX_CLASSES:
+        raise DataError(f"{path}: {len(cats)} categories; at most {MAX_CLASSES - 1} fit in 8-bit masks with background")
+    return names, {c["id"]: i + 1 for i, c in enumerate(cats)}
+
+
+def _load_coco(path: Path) -> dict:
+    try:
+        coco = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a readable COCO json: {exc}") from exc
+    if not isinstance(coco, dict):
+        raise DataError(f"{path}: expected a COCO instances json (an object with 'images', 'annotations', "
+                        f"'categories'), found a {type(coco).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            raise DataError(f"{path}: expected a COCO instances file with a '{key}' list; found keys {sorted(coco)[:8]}")
+    if not coco["categories"]:
+        raise DataError(f"{path}: 'categories' is empty")
+    return coco
+
+
+def _valid_segmentation(seg: Any, h: int, w: int, where: str) -> None:
+    if isinstance(seg, list):
+        if not seg or not all(isinstance(p, list) and len(p) % 2 == 0 and all(isinstance(v, (int, float)) for v in p)
+                              for p in seg):
+            raise DataError(f"{where}: expected 'segmentation' polygons [[x1, y1, x2, y2, ...], ...] (pixels), "
+                            f"found {str(seg)[:80]}")
+        return
+    if isinstance(seg, dict) and isinstance(seg.get("counts"), (list, str)) and isinstance(seg.get("size"), list):
+        if [int(v) for v in seg["size"]] != [h, w]:
+            raise DataError(f"{where}: the RLE mask is {seg['size'][1]} x {seg['size'][0]} but the image is "
+                            f"{w} x {h} ('size' is [height, width])")
+        if isinstance(seg["counts"], list) and sum(int(c) for c in seg["counts"]) != h * w:
+            raise DataError(f"{where}: the uncompressed RLE counts add up to {sum(seg['counts'])} pixels, the image "
+                            f"has {h} x {w} = {h * w}")
+        return
+    raise DataError(f"{where}: expected 'segmentation' as polygons or an RLE {{'size': [h, w], 'counts': ...}}; found "
+                    f"{str(seg)[:80]} (a detection json without masks cannot train segmentation)")
+
+
+def _coco_samples(path: Path, coco: dict, index: dict[Any, int], image_dirs: Sequence[Path],
+                  splits: SegmentationSplits) -> list[SegSample]:
+    if not coco["images"]:
+        raise DataError(f"{path}: 'images' is empty")
+    images = {}
+    for im in coco["images"]:
+        if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):
+            raise DataError(f"{path}: each entry of 'images' needs an 'id' and a 'file_name'; found {str(im)[:80]}")
+        if int(im.get("height") or 0) <= 0 or int(im.get("width") or 0) <= 0:
+            raise DataError(f"{path}: image id {im['id']} ({im['file_name']}) has no width/height; COCO images need both")
+        images[im["id"]] = im
+    objects: dict[Any, list[tuple[int, Any, bool]]] = {i: [] for i in images}
+    tiny = 0
+    for ann in coco["annotations"]:
+        where = f"{path}: annotation id {ann.get('id')}"
+        if ann.get("category_id") not in index:
+            raise DataError(f"{where}: category_id {ann.get('category_id')} has no entry in 'categories' "
+                            f"(known ids {sorted(index)[:10]})")
+        im = images.get(ann.get("image_id"))
+        if im is None:
+            raise DataError(f"{where}: image_id {ann.get('image_id')} has no entry in 'images'")
+        h, w = int(im["height"]), int(im["width"])
+        seg = ann.get("segmentation")
+        _valid_segmentation(seg, h, w, where)
+        if isinstance(seg, list) and not any(len(p) >= 6 for p in seg):
+            tiny += 1
+            continue
+        objects[ann["image_id"]].append((index[ann["category_id"]], seg, bool(ann.get("iscrowd", 0))))
+    if tiny:
+        splits.notes.append(f"{path.name}: {tiny} annotation(s) with polygons of fewer than 3 points were not drawn")
+    dirs = [*image_dirs, path.parent, path.parent / "images", path.parent.parent / "images", path.parent.parent]
+    samples = []
+    for image_id, im in images.items():
+        name = Path(str(im.get("file_name", "")))
+        h, w = int(im["height"]), int(im["width"])
+        file = name if name.is_absolute() else next((d / name for d in dirs if (d / name).is_file()), None)
+        if file is None:
+            splits.skipped.append((str(name), f"listed in {path.name} but not found in {', '.join(map(str, dirs[:3]))}"))
+            continue
+        samples.append(SegSample(file, coco=CocoObjects(path, image_id, h, w, objects[image_id])))
+    if not samples:
+        first = images[next(iter(images))].get("file_name")
+        raise DataError(f"{path}: none of its {len(images)} images was found (e.g. {first}); looked in "
+                        f"{', '.join(map(str, dirs))}")
+    return samples
+
+
+def _coco_file(path: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    coco = _load_coco(path)
+    classes, index = _coco_classes(coco, path)
+    splits = SegmentationSplits(classes, [], [], layout="coco")
+    samples = _coco_samples(path, coco, index, [], splits)
+    return _finish(splits, {"train": samples}, f"{path} (background + {len(classes) - 1} categories)",
+                   val_fraction, seed, path)
+
+
+def _coco_folder(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    jsons = _coco_jsons(root)
+    by_split = {}
+    for name, pattern in (("train", r"train"), ("val", r"val"), ("test", r"test")):
+        match = [p for p in jsons if re.search(pattern, p.stem, re.IGNORECASE)]
+        if match:
+            by_split[name] = match[0]
+    if "train" not in by_split:
+        if len(jsons) == 1:
+            return _coco_file(jsons[0], val_fraction, seed)
+        raise DataError(f"{root}: expected COCO jsons with 'train' and 'val' in their names (e.g. annotations/"
+                        f"instances_train2017.json), found {[p.name for p in jsons]}")
+    splits = SegmentationSplits([], [], [], layout="coco")
+    given: dict[str, list[SegSample]] = {}
+    for name, path in by_split.items():
+        coco = _load_coco(path)
+        if name == "test" and not coco["annotations"]:
+            splits.notes.append(f"{path.name} has no annotations: not used as a test split")
+            continue
+        classes, index = _coco_classes(coco, path)
+        if splits.classes and classes != splits.classes:
+            raise DataError(f"{path} lists other categories than {by_split['train']}: {classes[1:6]}... vs "
+                            f"{splits.classes[1:6]}...")
+        splits.classes = classes
+        sub = path.stem.split("_")[-1]  # instances_val2017 -> val2017
+        dirs = [root / "images" / sub, root / sub, root / "images" / name, root / name]
+        given[name] = _coco_samples(path, coco, index, dirs, splits)
+    return _finish(splits, given, f"{by_split['train']} (background + {len(splits.classes) - 1} categories)",
+                   val_fraction, seed, root)

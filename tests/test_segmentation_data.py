@@ -1,0 +1,383 @@
+"""Segmentation data: CamVid read as it is, masks aligned through augmentation, VOC and COCO readers agreeing on
+the same annotation, and the errors/skips of bad pairs (each naming the file)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED, needs_shared
+from PIL import Image, ImageDraw
+
+from headstart.core.backbones.spec import BackboneSpec
+from headstart.errors import DataError
+from headstart.tasks.segmentation.data import IGNORE_INDEX, discover, pixel_counts
+from headstart.tasks.segmentation.transforms import SegmentationDataset, collate, eval_transform, train_transform
+
+CAMVID = SHARED / "camvid"
+pytestmark = needs_shared(CAMVID)
+SPEC = BackboneSpec("test", "packaged", "none", None, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+@pytest.fixture(scope="module")
+def camvid():
+    return discover(CAMVID)
+
+
+def _frames(n: int) -> list[str]:
+    return sorted(p.stem for p in (CAMVID / "images" / "train").glob("*.jpg"))[:n]
+
+
+def _mask_folder(root: Path, train: int = 3, val: int = 2, flat: bool = False) -> Path:
+    """images/ + masks/ (split folders unless ``flat``) linking real CamVid frames, and classes.txt."""
+    stems = _frames(train + val)
+    for i, stem in enumerate(stems):
+        split = "" if flat else ("train" if i < train else "val")
+        for kind, ext in (("images", ".jpg"), ("masks", ".png")):
+            (root / kind / split).mkdir(parents=True, exist_ok=True)
+            (root / kind / split / f"{stem}{ext}").symlink_to(CAMVID / kind / "train" / f"{stem}{ext}")
+    shutil.copy(CAMVID / "classes.txt", root / "classes.txt")
+    return root
+
+
+def _replace(link: Path, write) -> None:
+    """Replace a linked file by a real one written by ``write(path)``."""
+    link.unlink()
+    write(link)
+
+
+# ------------------------------------------------------------------------------------------ CamVid
+def test_camvid_classes_splits_and_masks(camvid) -> None:
+    names = (CAMVID / "classes.txt").read_text().split()
+    assert camvid.layout == "masks" and camvid.classes == names and len(names) == 11
+    assert (len(camvid.train), len(camvid.val), len(camvid.test)) == (123, 51, 0)
+    assert camvid.skipped == []
+    for s in camvid.train[::10] + camvid.val[::10]:
+        mask = s.read_mask()
+        with Image.open(s.image) as im:
+            assert mask.shape == (im.height, im.width) == (360, 480)
+        values = set(np.unique(mask).tolist())
+        assert values <= set(range(11)) | {IGNORE_INDEX}, (s.mask, values)
+    keys = [s.key for s in camvid.train + camvid.val]
+    assert len(set(keys)) == len(keys) and all(len(k) == 40 for k in keys)
+    known = next(s for s in camvid.train if s.image.name == "0001TP_006690.jpg")
+    direct = np.bincount(np.asarray(Image.open(CAMVID / "masks" / "train" / "0001TP_006690.png")).ravel(), minlength=256)
+    assert np.array_equal(np.bincount(known.read_mask().ravel(), minlength=256), direct)
+    assert known.class_pixels == direct[:11].tolist() and direct[IGNORE_INDEX] > 0  # this frame has unlabelled pixels
+    every = sum(np.bincount(np.asarray(Image.open(s.mask)).ravel(), minlength=256) for s in camvid.train)
+    assert pixel_counts(camvid.train, 11) == every[:11].tolist()
+
+
+def test_exif_rotated_image_needs_the_mask_of_its_displayed_pixels(camvid, tmp_path: Path) -> None:
+    """EXIF orientation 6 (turn 90 degrees clockwise to display): the mask is of the displayed image."""
+    root = _mask_folder(tmp_path, train=2, val=1)
+    stem = _frames(1)[0]
+    mask = np.asarray(Image.open(CAMVID / "masks" / "train" / f"{stem}.png"))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    image = root / "images" / "train" / f"{stem}.jpg"
+    _replace(image, lambda p: Image.fromarray(_coded_image(camvid.train[0])).save(p.with_suffix(".png"), exif=exif))
+    stored_mask = root / "masks" / "train" / f"{stem}.png"
+    with pytest.raises(DataError, match=rf"{stem}.png: the mask is 480 x 360 .* is 360 x 480 .*after EXIF rotation"):
+        discover(root)
+    _replace(stored_mask, lambda p: Image.fromarray(np.ascontiguousarray(np.rot90(mask, k=-1))).save(p))
+    sample = next(s for s in discover(root).train if s.image.stem == stem)
+    x, m = SegmentationDataset([sample], eval_transform(SPEC, 360))[0]
+    assert m.shape == (480, 360)
+    red = ((x[0] * 0.25 + 0.5) * 255 / CODE).round().long()
+    assert torch.equal(red[m != IGNORE_INDEX], m[m != IGNORE_INDEX])  # the pixels and the mask turned together
+
+
+def test_flat_folders_get_a_seeded_split(tmp_path: Path) -> None:
+    root = _mask_folder(tmp_path, train=10, val=0, flat=True)
+    a, b = discover(root, val_fraction=0.2, seed=0), discover(root, val_fraction=0.2, seed=0)
+    assert (len(a.train), len(a.val)) == (8, 2) and a.val_held_out and a.layout == "masks"
+    assert [s.image for s in a.val] == [s.image for s in b.val]
+    assert {s.image for s in a.train} | {s.image for s in a.val} == set((root / "images").glob("*.jpg"))
+    other = [discover(root, val_fraction=0.2, seed=seed).val for seed in (1, 2, 3)]
+    assert any({s.image for s in v} != {s.image for s in a.val} for v in other)
+
+
+# ------------------------------------------------------------------------------------------ transforms
+CODE = 20  # the red channel codes the class: index * 20 (0..200); ignore (255) -> 250
+
+
+def _coded_image(sample) -> np.ndarray:
+    """An image whose red channel encodes the mask, green a left-to-right ramp, blue a top-down ramp (never 0)."""
+    mask = sample.read_mask()
+    h, w = mask.shape
+    red = np.where(mask == IGNORE_INDEX, 250, mask.astype(np.int32) * CODE)
+    green = np.broadcast_to(np.linspace(0, 255, w), (h, w))
+    blue = np.broadcast_to(np.linspace(30, 230, h)[:, None], (h, w))
+    return np.stack([red, green, blue], axis=-1).round().astype(np.uint8)
+
+
+def test_masks_follow_pixels_through_augmentation(camvid, tmp_path: Path) -> None:
+    sample = camvid.train[0]
+    coded = tmp_path / "coded.png"
+    Image.fromarray(_coded_image(sample)).save(coded)
+    sample = type(sample)(coded, key=sample.key, mask=sample.mask)
+    light = SegmentationDataset([sample], train_transform(SPEC, 160, "light"), seed=3)
+    standard = SegmentationDataset([sample], train_transform(SPEC, 160, "standard"), seed=3)
+    flips, padded, sizes = set(), 0, set()
+    for epoch in range(8):
+        light.epoch = standard.epoch = epoch
+        x, m = light[0]
+        assert x.shape == (3, 160, 160) and m.shape == (160, 160) and m.dtype == torch.int64
+        pixels = (x * 0.25 + 0.5) * 255  # undo the normalisation
+        fill = (pixels < 0.5).all(dim=0)  # exactly 0 in every channel: padding (the blue ramp is never 0)
+        assert (m[fill] == IGNORE_INDEX).all()
+        padded += int(fill.any())
+        # interior pixels (3 x 3 neighbourhood of one class): the image there encodes the same class
+        mf = m[None, None].float()
+        same = (torch.nn.functional.max_pool2d(mf, 3, 1, 1) == -torch.nn.functional.max_pool2d(-mf, 3, 1, 1))[0, 0]
+        inside = same & (m != IGNORE_INDEX)
+        decoded = (pixels[0] / CODE).round().long()
+        agree = (decoded[inside] == m[inside]).float().mean().item()
+        assert inside.sum() > 2000 and agree > 0.995, (epoch, agree)
+        valid = ~fill
+        r = int(valid.sum(dim=1).argmax())
+        row = pixels[1, r][valid[r]]
+        flips.add(bool(row[-1] < row[0]))  # the green ramp runs right-to-left after a flip
+        sizes.add(round(float((row[-1] - row[0]).abs()) / max(1, len(row)), 1))  # ramp slope: the scale drawn
+        xs, ms = standard[0]
+        assert torch.equal(ms, m) and not torch.equal(xs, x)  # colour jitter: the image only, the mask as is
+    assert flips == {True, False}, "horizontal flips should happen in some of 8 draws, not all"
+    assert padded > 0 and len(sizes) > 2, (padded, sizes)
+    light.epoch = 5
+    again = SegmentationDataset([sample], train_transform(SPEC, 160, "light"), seed=3)
+    again.epoch = 5
+    assert all(torch.equal(a, b) for a, b in zip(light[0], again[0]))  # reproducible from (seed, epoch, pair)
+
+
+def test_eval_transform_and_collate(camvid) -> None:
+    ds = SegmentationDataset(camvid.val[:2], eval_transform(SPEC, 180))
+    x, m = ds[0]
+    assert x.shape == (3, 180, 240) and m.shape == (180, 240)  # shorter side to 180, aspect kept
+    direct = torch.from_numpy(camvid.val[0].read_mask())[::2, ::2].long()  # 360x480 -> 180x240: nearest = every 2nd
+    assert (m == direct).float().mean() > 0.97
+    small = (x[:, :100, :120], m[:100, :120])
+    images, masks = collate([(x, m), small])
+    assert images.shape == (2, 3, 180, 240) and masks.shape == (2, 180, 240)
+    assert (masks[1, 100:] == IGNORE_INDEX).all() and (images[1, :, :, 120:] == 0).all()
+    assert torch.equal(masks[1, :100, :120], m[:100, :120])
+
+
+# ------------------------------------------------------------------------------------------ VOC == COCO
+def _runs(binary: np.ndarray) -> list[int]:
+    """Uncompressed COCO RLE counts (column-major, starting with zeros), computed here."""
+    flat = binary.T.reshape(-1).astype(np.int8)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    return ([0] + counts) if flat[0] else counts
+
+
+def _voc_palette() -> list[int]:
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+POLYGONS = [[(60, 200), (170, 170), (230, 260), (120, 330)], [(300, 40), (420, 70), (440, 150), (350, 180), (310, 120)]]
+
+
+@pytest.fixture(scope="module")
+def voc_and_coco(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """The same annotation of two CamVid frames (+ two polygon "cars") as a VOC folder and as COCO jsons."""
+    from faster_coco_eval.core import mask as coco_mask
+
+    names = (CAMVID / "classes.txt").read_text().split()
+    tmp_path = tmp_path_factory.mktemp("voc-coco")
+    voc, coco = tmp_path / "voc", tmp_path / "coco"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / d).mkdir(parents=True)
+    (voc / "classes.txt").write_text("\n".join(["background", *names]) + "\n")
+    cat_ids = {c: 3 * c + 5 for c in range(1, 12)}  # non-contiguous ids (their order is the class order), listed shuffled
+    jsons = {}
+    stems = _frames(2)
+    for split, stem in zip(("train", "val"), stems):
+        (voc / "ImageSets/Segmentation" / f"{split}.txt").write_text(stem + "\n")
+        shutil.copy(CAMVID / "images/train" / f"{stem}.jpg", voc / "JPEGImages")
+        (coco / "images" / split).mkdir(parents=True)
+        shutil.copy(CAMVID / "images/train" / f"{stem}.jpg", coco / "images" / split)
+        camvid_mask = np.asarray(Image.open(CAMVID / "masks/train" / f"{stem}.png"))
+        target = np.where(camvid_mask == IGNORE_INDEX, IGNORE_INDEX, camvid_mask + 1).astype(np.uint8)  # 0 = background
+        drawn = Image.fromarray(target)
+        for poly in POLYGONS:
+            ImageDraw.Draw(drawn).polygon(poly, fill=9)  # two "car" objects drawn over the scene (PIL's rasteriser)
+        target = np.asarray(drawn)
+        png = Image.fromarray(target, "P")
+        png.putpalette(_voc_palette())
+        png.save(voc / "SegmentationClass" / f"{stem}.png")
+        polys = np.zeros_like(target, dtype=bool)
+        for poly in POLYGONS:
+            outline = Image.new("L", (480, 360))
+            ImageDraw.Draw(outline).polygon(poly, fill=1)
+            polys |= np.asarray(outline, dtype=bool)
+        anns = []
+        for c in sorted(set(np.unique(target).tolist()) - {0, IGNORE_INDEX}):
+            region = np.asfortranarray((target == c) & ~polys).astype(np.uint8)
+            if c % 2:  # compressed RLE (encoded by faster-coco-eval) for odd classes, uncompressed counts for even
+                rle = coco_mask.encode(region)
+                seg = {"size": [360, 480], "counts": rle["counts"].decode()}
+            else:
+                seg = {"size": [360, 480], "counts": _runs(region.astype(bool))}
+            anns.append({"category_id": cat_ids[c], "segmentation": seg, "iscrowd": 0})
+        for poly in POLYGONS:
+            anns.append({"category_id": cat_ids[9], "segmentation": [[float(v) for xy in poly for v in xy]], "iscrowd": 0})
+        ignore = np.asfortranarray(target == IGNORE_INDEX)
+        anns.append({"category_id": cat_ids[1], "iscrowd": 1,
+                     "segmentation": {"size": [360, 480], "counts": _runs(ignore)}})
+        for i, ann in enumerate(anns):
+            ann.update(id=i + 1, image_id=7, area=0, bbox=[0, 0, 1, 1])
+        jsons[split] = {"images": [{"id": 7, "file_name": f"{stem}.jpg", "height": 360, "width": 480}],
+                        "annotations": anns,
+                        "categories": [{"id": cat_ids[c], "name": names[c - 1]} for c in (5, 2, 11, 1, 8, 3, 4, 6, 7, 9, 10)]}
+    (coco / "annotations").mkdir()
+    for split, content in jsons.items():
+        (coco / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))
+    return voc, coco, names
+
+
+def _agree_up_to_polygon_outlines(va: np.ndarray, vb: np.ndarray) -> None:
+    assert va.shape == vb.shape == (360, 480)
+    assert (va == 9).sum() > 20_000 and (va == IGNORE_INDEX).any()  # the polygons and the ignore region are there
+    agree = (va == vb).mean()
+    assert agree >= 0.99, agree  # tolerance: PIL vs COCO polygon rasterisation on the polygons' boundaries
+    band = Image.new("L", (480, 360))
+    for poly in POLYGONS:
+        ImageDraw.Draw(band).line([*poly, poly[0]], fill=1, width=5)
+    off_boundary = ~np.asarray(band, dtype=bool)
+    assert np.array_equal(va[off_boundary], vb[off_boundary])  # exactly equal more than 2 px from an outline
+
+
+def test_voc_and_coco_readers_give_the_same_masks(voc_and_coco) -> None:
+    voc, coco, names = voc_and_coco
+    from_voc, from_coco = discover(voc), discover(coco)
+    assert (from_voc.layout, from_coco.layout) == ("voc", "coco")
+    assert from_voc.classes == from_coco.classes == ["background", *names]
+    for split in ("train", "val"):
+        (a,), (b,) = getattr(from_voc, split), getattr(from_coco, split)
+        assert a.image.name == b.image.name
+        _agree_up_to_polygon_outlines(a.read_mask(), b.read_mask())
+
+
+def test_voc_devkit_without_lists_and_a_coco_json_given_directly(voc_and_coco, tmp_path: Path) -> None:
+    voc, coco, names = voc_and_coco
+    nested = tmp_path / "VOCdevkit" / "VOC2012"
+    shutil.copytree(voc, nested, ignore=shutil.ignore_patterns("ImageSets", "classes.txt"))
+    (nested / "labelmap.txt").write_text("# label:color_rgb:parts:actions\n" + "".join(
+        f"{n}:{i},0,0::\n" for i, n in enumerate(["background", *names])))
+    from_voc = discover(tmp_path, val_fraction=0.5)
+    assert from_voc.layout == "voc" and from_voc.val_held_out and from_voc.classes == ["background", *names]
+    assert (len(from_voc.train), len(from_voc.val)) == (1, 1)
+    both = {"images": [], "annotations": [], "categories": None}  # the two jsons in one: a split is made here
+    for image_id, split in enumerate(("train", "val"), start=1):
+        content = json.loads((coco / "annotations" / f"instances_{split}.json").read_text())
+        (im,) = content["images"]
+        both["images"].append({**im, "id": image_id, "file_name": f"{split}/{im['file_name']}"})
+        both["annotations"] += [{**a, "id": 100 * image_id + a["id"], "image_id": image_id} for a in content["annotations"]]
+        both["categories"] = content["categories"]
+    shutil.copytree(coco / "images", tmp_path / "images")
+    (tmp_path / "all.json").write_text(json.dumps(both))
+    from_coco = discover(tmp_path / "all.json", val_fraction=0.5)
+    assert from_coco.layout == "coco" and from_coco.classes == from_voc.classes and from_coco.val_held_out
+    by_name = {s.image.name: s for s in from_coco.train + from_coco.val}
+    for a in from_voc.train + from_voc.val:
+        _agree_up_to_polygon_outlines(a.read_mask(), by_name[a.image.name].read_mask())
+
+
+# ------------------------------------------------------------------------------------------ errors and skips
+def test_mask_of_another_size_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = _mask_folder(tmp_path)
+    bad = root / "masks" / "train" / f"{_frames(1)[0]}.png"
+    _replace(bad, lambda p: Image.new("L", (240, 180)).save(p))
+    with pytest.raises(DataError, match=rf"{bad.name}.*240 x 180.*480 x 360"):
+        discover(root)
+
+
+def test_unnamed_class_index_is_an_error_naming_index_file_and_count(tmp_path: Path) -> None:
+    root = _mask_folder(tmp_path)
+    bad = root / "masks" / "val" / f"{_frames(5)[4]}.png"
+    def write(p: Path) -> None:
+        mask = np.array(Image.open(CAMVID / "masks" / "train" / p.name))
+        mask[:5, :5] = 11
+        Image.fromarray(mask).save(p)
+    _replace(bad, write)
+    with pytest.raises(DataError, match=rf"{bad.name}: class index 11 \(25 pixels\).*names 11 classes"):
+        discover(root)
+
+
+def test_colour_mask_is_an_error_naming_it(tmp_path: Path) -> None:
+    root = _mask_folder(tmp_path)
+    bad = root / "masks" / "train" / f"{_frames(2)[1]}.png"
+    _replace(bad, lambda p: Image.new("RGB", (480, 360), (10, 200, 30)).save(p))
+    with pytest.raises(DataError, match=rf"{bad.name}: a colour \(RGB\) mask"):
+        discover(root)
+
+
+def test_missing_masks_and_corrupt_images_are_reported_skips(tmp_path: Path) -> None:
+    root = _mask_folder(tmp_path, train=4)
+    stems = _frames(4)
+    (root / "masks" / "train" / f"{stems[0]}.png").unlink()
+    corrupt = root / "images" / "train" / f"{stems[1]}.jpg"
+    _replace(corrupt, lambda p: p.write_bytes((CAMVID / "images" / "train" / p.name).read_bytes()[:300]))
+    splits = discover(root)
+    assert len(splits.train) == 2 and len(splits.val) == 2
+    why = dict(splits.skipped)
+    assert set(why) == {str(root / "images" / "train" / f"{stems[0]}.jpg"), str(corrupt)}
+    assert "no mask" in why[str(root / "images" / "train" / f"{stems[0]}.jpg")]
+    assert why[str(corrupt)].startswith("not a readable image")
+    for stem in stems[1:]:
+        (root / "masks" / "train" / f"{stem}.png").unlink()
+    (root / "masks" / "train" / "unrelated.png").symlink_to(CAMVID / "masks" / "train" / f"{stems[0]}.png")
+    with pytest.raises(DataError, match=r"No image in .*train has a mask.*unrelated\.png"):
+        discover(root)
+
+
+def test_empty_unknown_and_incomplete_folders_are_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=rf"{empty} is empty"):
+        discover(empty)
+    other = tmp_path / "other"
+    (other / "pictures").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"no segmentation layout.*images/ \+ masks/.*JPEGImages.*COCO.*pictures/"):
+        discover(other)
+    no_classes = _mask_folder(tmp_path / "noclasses")
+    (no_classes / "classes.txt").unlink()
+    with pytest.raises(DataError, match=r"no classes\.txt"):
+        discover(no_classes)
+    no_images = tmp_path / "noimages"
+    for d in ("images/train", "images/val", "masks/train", "masks/val"):
+        (no_images / d).mkdir(parents=True)
+    (no_images / "classes.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match=r"No images in .*images/train"):
+        discover(no_images)
+
+
+def test_coco_unknown_category_names_json_and_annotation(tmp_path: Path) -> None:
+    stem = _frames(1)[0]
+    shutil.copy(CAMVID / "images/train" / f"{stem}.jpg", tmp_path)
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps({
+        "images": [{"id": 1, "file_name": f"{stem}.jpg", "height": 360, "width": 480}],
+        "annotations": [{"id": 42, "image_id": 1, "category_id": 3, "iscrowd": 0,
+                         "segmentation": [[10, 10, 50, 10, 50, 50]]}],
+        "categories": [{"id": 1, "name": "car"}],
+    }))
+    with pytest.raises(DataError, match=r"instances\.json: annotation id 42: category_id 3"):
+        discover(path)
