@@ -63,12 +63,16 @@ def test_rows_equal_predict_and_an_interrupted_file_is_continued(run_and_folder,
 
 
 def test_jsonl_keeps_every_row_and_foreign_files_are_refused(run_and_folder, tmp_path):
-    _, run, folder = run_and_folder
+    clf, run, folder = run_and_folder
     out = tmp_path / "preds.jsonl"
-    result = runner.invoke(app, ["predict", str(run), str(folder / "3"), "--out", str(out)])
+    result = runner.invoke(app, ["predict", str(run), str(folder / "3"), "--out", str(out), "--workers", "2"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 20 and all({"path", "label", "probability", "top_k"} <= set(r) for r in rows)
+    expected = {r["path"]: r for r in clf.predict(sorted((folder / "3").glob("*.png")))}  # decoded in 2 processes
+    assert {r["path"] for r in rows} == set(expected)
+    assert all(r["label"] == expected[r["path"]]["label"] and
+               abs(r["probability"] - expected[r["path"]]["probability"]) < 1e-5 for r in rows)
     foreign = tmp_path / "other.csv"
     foreign.write_text("id,score\n1,0.5\n")
     refused = runner.invoke(app, ["predict", str(run), str(folder / "3"), "--out", str(foreign)])

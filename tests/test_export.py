@@ -1,7 +1,9 @@
 """Export to ONNX / TorchScript with parity checks, and predicting through ONNX Runtime (``--engine onnx``).
 
-Real weights (EfficientNet-Lite0, all-MiniLM-L6-v2) and real data: 24 hymenoptera photos and 36 SMS, trained once
-per module with the linear strategy at fp32 (so that ``predict --engine torch`` is an fp32 reference too).
+Real weights (EfficientNet-Lite0, all-MiniLM-L6-v2, MobileNetV2) and real data: 24 hymenoptera photos, 36 SMS,
+36 BCCD blood smears tagged with their cell types (multi-label) and 24 coco128 photos (an FCOS person detector), each
+trained once per module with the linear strategy at fp32 (so that ``predict --engine torch`` is an fp32 reference
+too).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ pytest.importorskip("onnxruntime", reason="the export extra is not installed: pi
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 HYMENOPTERA = SHARED / "hymenoptera_data"
 SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
+BCCD = SHARED / "bccd"
+COCO128 = SHARED / "coco128"
 FP32 = {"device.threads": 2, "device.precision": "32-true", "train.refit": False, "cache.views": 1}
 runner = CliRunner()
 
@@ -218,8 +222,8 @@ def test_export_errors_name_the_fix(image_run, tmp_path):
     (fake / runfolder.WEIGHTS).write_bytes(b"")
     (fake / runfolder.SPEC).write_text(json.dumps({"task": "detection", "classes": ["cell"], "backbone": {},
                                                    "detector": {"kind": "family", "family": "ssdlite"}}))
-    with pytest.raises(ExportError, match="'ssdlite' detector.*exports image and text classification runs and the "
-                                          "fcos, retinanet, fasterrcnn"):
+    with pytest.raises(ExportError, match="'ssdlite' detector.*exports image, text and multi-label classification "
+                                          "runs and the fcos, retinanet, fasterrcnn"):
         export.export_run(fake, "onnx")
 
 
@@ -259,3 +263,152 @@ def test_text_int8_reports_the_accuracy_change(text_run, text_onnx):
     record = json.loads((text_run / "export.json").read_text())["exports"]
     assert set(record) >= {"model.onnx", "model.int8.onnx"}
 
+
+
+# ------------------------------------------------------------------------------------------ multi-label
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory, session_cache) -> Path:
+    """A linear sigmoid head on EfficientNet-Lite0 over 24 training and 12 validation BCCD smears, tagged with the
+    cell types of their boxes (Platelets, RBC, WBC); per-class thresholds tuned on the 12."""
+    if not (BCCD / "Annotations").is_dir():
+        pytest.skip(f"{BCCD} is absent (the ../shared data folder)")
+    from headstart.tasks.multilabel.data import read_voc_tags
+    from headstart.tasks.multilabel.task import MultiLabelClassifier
+
+    voc = read_voc_tags(BCCD)
+    root = tmp_path_factory.mktemp("export-multilabel")
+    with (root / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "labels", "split"])
+        for split, samples in (("train", voc.train[:24]), ("val", voc.val[:12])):
+            writer.writerows([(s.path, ";".join(voc.classes[t] for t in s.label), split) for s in samples])
+    MultiLabelClassifier(strategy="linear", epochs=3, overrides=FP32).fit(root / "labels.csv", out=root / "run")
+    return root / "run"
+
+
+def test_multilabel_exports_carry_the_thresholds_and_pass_parity(multilabel_run):
+    import torch
+
+    spec = json.loads((multilabel_run / "spec.json").read_text())
+    meta = export.export_run(multilabel_run, "onnx")
+    parity = meta["parity"]
+    assert parity["passed"] and parity["items"] == 12 and parity["tag_agreement"] == 1.0
+    assert parity["max_abs_probability_diff"] < 1e-4 and parity["engine"]["max_abs_probability_diff"] < 1e-3
+    assert parity["engine"]["tag_agreement"] == 1.0
+    assert meta["task"] == "multilabel" and meta["classes"] == spec["classes"] == ["Platelets", "RBC", "WBC"]
+    assert meta["thresholds"] == spec["thresholds"] and len(set(meta["thresholds"])) >= 1
+    assert "sigmoid" in meta["outputs"][0]["postprocessing"]
+    pre = meta["preprocessing"]
+    assert pre["square"] == spec["backbone"]["input_size"] and "center_crop" not in pre  # the whole smear, not a crop
+    script = export.export_run(multilabel_run, "torchscript")
+    assert script["parity"]["passed"] and script["parity"]["tag_agreement"] == 1.0
+    assert script["thresholds"] == spec["thresholds"]
+    module = torch.jit.load(str(multilabel_run / "model.torchscript.pt"))
+    assert module(torch.zeros(2, 3, 224, 224)).shape == (2, 3)
+
+
+def test_multilabel_predict_engine_onnx_gives_the_torch_rows(multilabel_run, tmp_path):
+    folder = tmp_path / "smears"
+    folder.mkdir()
+    for f in sorted((BCCD / "JPEGImages").glob("*.jpg"))[-4:]:  # BCCD's last images: not among the 36 trained on
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = {}
+    for engine in ("torch", "onnx"):
+        result = _cli("predict", multilabel_run, folder, "--engine", engine, "--format", "json")
+        assert result.exit_code == 0, result.output
+        rows[engine] = json.loads(result.stdout)
+    torch_rows, onnx_rows = rows["torch"], rows["onnx"]
+    assert [r["path"] for r in torch_rows] == [r["path"] for r in onnx_rows] and len(onnx_rows) == 5
+    assert [r.get("error") for r in torch_rows] == [r.get("error") for r in onnx_rows]
+    assert sum("error" in r for r in onnx_rows) == 1
+    labelled = [r for r in torch_rows if "error" not in r]
+    assert any(r["labels"] for r in labelled)  # a real model: the smears get tags
+    for a, b in zip(torch_rows, onnx_rows):
+        if "error" in a:
+            continue
+        assert [t["label"] for t in a["labels"]] == [t["label"] for t in b["labels"]]  # above the same thresholds
+        assert a["probabilities"].keys() == b["probabilities"].keys()
+        assert all(abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-4 for c in a["probabilities"])
+    out = tmp_path / "tags.jsonl"  # the batch path: a DataLoader with a decoding worker process, same rows
+    result = _cli("predict", multilabel_run, folder, "--out", out, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    streamed = {r["path"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(streamed) == {r["path"] for r in torch_rows}
+    for a in torch_rows:
+        b = streamed[a["path"]]
+        assert a.get("error") == b.get("error") and [t["label"] for t in a.get("labels", [])] == \
+            [t["label"] for t in b.get("labels", [])]
+        assert all(abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-5 for c in a.get("probabilities", {}))
+
+
+# ------------------------------------------------------------------------------------------ detection
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory, session_cache) -> Path:
+    """An FCOS person detector on MobileNetV2 (frozen backbone, 1 epoch) over 16 + 8 coco128 photos at 256 px."""
+    if not (COCO128 / "images").is_dir():
+        pytest.skip(f"{COCO128} is absent (the ../shared data folder)")
+    from headstart.tasks.detection.task import Detector
+
+    root = tmp_path_factory.mktemp("export-detection") / "data"
+    images = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))
+    for split, chosen in (("train", images[:16]), ("val", images[16:24])):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for f in chosen:
+            shutil.copy(f, root / "images" / split / f.name)
+            label = COCO128 / "labels" / "train2017" / f"{f.stem}.txt"
+            if label.is_file():
+                shutil.copy(label, root / "labels" / split / label.name)
+    names = (COCO128 / "data.yaml").read_text().split("names:")[1]
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nval: images/val\nnames:{names}")
+    Detector(model="mobilenet_v2", family="fcos", strategy="linear", epochs=1, classes="person", image_size=256,
+             cache_views=1, overrides=FP32).fit(root, out=root.parent / "run")
+    return root.parent / "run"
+
+
+def test_detection_predict_engine_onnx_gives_the_torch_boxes(detection_run, tmp_path):
+    meta = export.export_run(detection_run, "onnx")
+    parity = meta["parity"]
+    assert parity["passed"] and parity["box_agreement"] >= 0.98 and parity["detections"] > 0
+    engine = parity["engine"]  # end to end from the 8 validation files, in image pixels
+    assert engine["same_images"] and engine["detections"] > 0 and engine["box_agreement"] >= 0.97
+    assert meta["preprocessing"]["max_pixels"] > 0 and meta["preprocessing"]["letterbox"]["size"] == 256
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for f in sorted((COCO128 / "images" / "val2017").glob("*.jpg"))[-4:]:
+        shutil.copy(f, folder / f.name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    rows = {}
+    for engine_name in ("torch", "onnx"):
+        result = _cli("predict", detection_run, folder, "--engine", engine_name, "--format", "json")
+        assert result.exit_code == 0, result.output
+        rows[engine_name] = json.loads(result.stdout)
+    torch_rows, onnx_rows = rows["torch"], rows["onnx"]
+    assert len(onnx_rows) == 5 and [r["path"] for r in torch_rows] == [r["path"] for r in onnx_rows]
+    broken = [r for r in onnx_rows if "error" in r]
+    assert len(broken) == 1 and broken[0]["path"].endswith("broken.jpg")
+    for a, b in zip(torch_rows, onnx_rows):
+        if "error" not in a:
+            assert (a["width"], a["height"]) == (b["width"], b["height"])
+    match = export.match_detections(torch_rows, onnx_rows, 100)
+    print(f"--engine onnx vs torch on 4 coco128 photos: {match}")
+    # measured: every box above the ties of a full list matched (IoU >= 0.9, same class), |score| <= 1e-3, box 0.2 px
+    assert match["errors_equal"] and match["same_images"] and match["detections"] > 0
+    assert match["box_agreement"] >= 0.97 and match["max_abs_score_diff"] <= 5e-3 and match["max_abs_box_diff"] <= 2.0
+    refused = _cli("predict", detection_run, folder, "--engine", "onnx", "--save-images", tmp_path / "drawn")
+    assert refused.exit_code == 2 and "drop --engine onnx" in " ".join(refused.output.split()), refused.output
+
+
+def test_detection_torchscript_traces_and_fp16_is_refused_with_the_reason(detection_run):
+    import torch
+
+    meta = export.export_run(detection_run, "torchscript")
+    assert meta["format"] == "torchscript" and meta["parity"]["passed"] and meta["parity"]["box_agreement"] == 1.0
+    module = torch.jit.load(str(detection_run / "model.torchscript.pt"))
+    boxes, scores, labels = module(torch.full((1, 3, 256, 256), 114 / 255))  # a blank letterbox: its own box count
+    assert boxes.shape == (len(scores), 4) and labels.shape == scores.shape
+    for flag, words in (("--fp16", "half precision"), ("--int8", "classification graphs only")):
+        result = _cli("export", detection_run, flag)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and words in said and "fp32 only" in said, result.output

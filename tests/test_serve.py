@@ -300,3 +300,42 @@ def test_headstart_serve_command_answers_like_headstart_predict(image_run):
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# ----------------------------------------------------------------------------------------------- multi-label run
+BCCD = SMS.parents[1] / "bccd"
+
+
+def test_multilabel_server_answers_as_predict_with_the_thresholds(tmp_path_factory, session_cache):
+    """A linear sigmoid head on 16 + 8 BCCD smears tagged with their cell types: the server's tags are predict's."""
+    if not (BCCD / "Annotations").is_dir():
+        pytest.skip(f"{BCCD} is absent (the ../shared data folder)")
+    from headstart.tasks.multilabel.data import read_voc_tags
+    from headstart.tasks.multilabel.task import MultiLabelClassifier
+
+    voc = read_voc_tags(BCCD)
+    root = tmp_path_factory.mktemp("serve-multilabel")
+    with (root / "labels.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "labels", "split"])
+        for split, samples in (("train", voc.train[:16]), ("val", voc.val[:8])):
+            writer.writerows([(s.path, ";".join(voc.classes[t] for t in s.label), split) for s in samples])
+    est = MultiLabelClassifier(strategy="linear", epochs=1, overrides=FAST).fit(root / "labels.csv", out=root / "run")
+    files = [s.path for s in voc.test[:4]]
+    expected = est.predict(files)
+    with BackgroundServer(create_app(root / "run", LIMITS)) as url, httpx.Client(base_url=url, timeout=30) as c:
+        meta = c.get("/metadata").json()
+        assert meta["task"] == "multilabel" and meta["thresholds"] == dict(zip(est.classes_, est.thresholds_))
+        got = c.post("/predict", files=_upload(files))
+        assert got.status_code == 200, got.text
+        for g, e in zip(got.json(), expected, strict=True):
+            assert g["path"] == Path(e["path"]).name
+            assert [t["label"] for t in g["labels"]] == [t["label"] for t in e["labels"]]
+            assert all(abs(g["probabilities"][k] - v) < 1e-4 for k, v in e["probabilities"].items())
+        assert any(e["labels"] for e in expected)  # a real model: the smears get tags
+        one = c.post("/predict", params={"top_k": 1}, files=_upload(files[:2])).json()
+        assert all(len(r["labels"]) <= 1 for r in one)
+        assert [r["labels"][:1] for r in one] == [[{**t, "probability": pytest.approx(t["probability"], abs=1e-4)}
+                                                   for t in e["labels"][:1]] for e in expected[:2]]
+        bad = c.post("/predict", files=[("files", ("x.jpg", b"not an image", "image/jpeg"))])
+        assert bad.status_code == 422 and "is not an image" in bad.json()["error"]

@@ -5,6 +5,12 @@ next one starts, so memory stays flat however large the folder is, a progress ba
 interrupted run (Ctrl-C, a killed job) continues where it stopped: items already in the file are skipped, and a
 last line cut off mid-write is dropped first. ``.jsonl`` holds every task's rows as they are (boxes, labels,
 errors); ``.csv`` holds single-label classification rows (``path|text, label, probability, top_k, error``).
+
+Image and multi-label runs on the PyTorch engine stream (``stream_image_rows``): a torch ``DataLoader``
+(``core.loop.loader``) whose worker processes open, decode and transform the files (``--workers``, default
+``data.num_workers`` of the run, else up to 4), pinned memory when the model is on CUDA, the forward pass at
+the run's precision (bf16 autocast where native), rows written chunk by chunk as above. Text and detection
+runs, and the ONNX engine, predict chunk by chunk in this process.
 """
 
 from __future__ import annotations
@@ -12,13 +18,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from headstart.errors import ConfigError, DataError
 
-CHUNK = 256  # items per predict call: a few hundred decoded images in memory at a time
+CHUNK = 256  # items per predict call (or per flush when streaming): a few hundred decoded images in memory at a time
+STREAMED_TASKS = ("image", "multilabel")  # predicted through a DataLoader with decoding worker processes
 FORMATS = (".csv", ".jsonl")
 
 
@@ -64,12 +72,14 @@ def done_items(path: Path, key: str) -> set[str]:
     return {r[0] for r in rows[1:] if r}
 
 
-def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]], items: Sequence[Any], out: str | Path,
-                    key: str = "path") -> dict[str, int]:
+def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]] | None, items: Sequence[Any],
+                    out: str | Path, key: str = "path",
+                    stream: Callable[[list[Any]], Iterator[list[dict[str, Any]]]] | None = None) -> dict[str, int]:
     """Predict ``items`` chunk by chunk into ``out``, skipping the ones already there; counts of what happened.
 
     ``predict(chunk)`` returns one row per item, in order, with ``key`` naming the item and ``error`` for an
-    item it could not read (``Estimator.predict(..., errors=True)``).
+    item it could not read (``Estimator.predict(..., errors=True)``). ``stream(items)`` instead yields such rows a
+    chunk at a time (``stream_image_rows``); each chunk is written and flushed before the next is asked for.
     """
     from headstart.progress import progress_bar, say
 
@@ -87,9 +97,9 @@ def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]], items:
         writer = csv.writer(f)
         if out.suffix == ".csv" and not done:
             writer.writerow(csv_columns(key))
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start: start + CHUNK]
-            rows = predict(chunk)
+        chunks = stream(todo) if stream is not None else \
+            (predict(todo[start: start + CHUNK]) for start in range(0, len(todo), CHUNK))
+        for rows in chunks:
             for row in rows:
                 if out.suffix == ".csv":
                     writer.writerow(csv_row(row, key))
@@ -98,7 +108,99 @@ def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]], items:
                 counts["errors"] += "error" in row
             f.flush()  # a chunk is on disk before the next one starts: an interruption loses at most one chunk
             counts["written"] += len(rows)
-            advance(len(chunk))
+            advance(len(rows))
     say(f"Wrote {counts['written']} row(s) to {out} ({counts['errors']} unreadable, "
         f"{counts['skipped_done']} already there)")
     return counts
+
+
+def default_workers(configured: int = 0) -> int:
+    """Decoding worker processes: ``data.num_workers`` when set, else one per spare CPU core, at most 4."""
+    return configured or max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class _FileImages:
+    """Image files as ``(pixels, index, why)``: decoded and transformed where it is called (a loader's worker).
+
+    ``why`` is empty for a readable file; for an unreadable one the pixels are zeros and ``why`` says why, in
+    the words of the in-process path (``onnx_engine.read_decoded``, which mirrors ``ImageStore``).
+    """
+
+    def __init__(self, files: list[Path], pre: dict[str, Any], transform: Any, shape: tuple[int, int, int]) -> None:
+        self.files, self.pre, self.transform, self.shape = files, pre, transform, shape
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, str]:
+        import torch
+
+        from headstart.deploy.onnx_engine import read_decoded
+
+        image = read_decoded(self.files[index], self.pre)
+        if isinstance(image, str):
+            return torch.zeros(self.shape), index, image
+        return self.transform(image), index, ""
+
+
+def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, workers: int = 0,
+                      chunk: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Rows of ``estimator.predict(files, top_k=top_k, errors=True)``, ``chunk`` files at a time (default ``CHUNK``),
+    from a DataLoader whose ``workers`` processes decode the files (image and multi-label classifiers)."""
+    import torch
+
+    from headstart.core import loop
+    from headstart.progress import warn
+
+    model, cfg = estimator._require_fitted(), estimator.config
+    spec = model.backbone.spec
+    pre = {"resize_shorter_side": spec.resize_size, "interpolation": spec.interpolation,
+           "intensity": spec.extra.get("intensity", "off"), "max_pixels": cfg.data.max_pixels}
+    dataset = _FileImages(files, pre, estimator._eval_transform(spec), (3, spec.input_size, spec.input_size))
+    fabric = loop.make_fabric(cfg.device)
+    model.eval()
+    model.to(fabric.device, memory_format=torch.channels_last)
+    batches = loop.loader(dataset, loop.inference_batch_size(cfg, fabric), num_workers=workers,
+                          pin_memory=fabric.device.type == "cuda")
+    chunk = chunk or CHUNK
+    rows: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        for x, indices, reasons in batches:
+            readable = [i for i, why in enumerate(reasons) if not why]
+            probs = torch.empty(0)
+            if readable:
+                with fabric.autocast():
+                    x = fabric.to_device(x[readable])
+                    logits = model(loop.autocast_images(loop.channels_last(x))).to("cpu", torch.float32)
+                probs = estimator._activate(logits)
+            at = {i: r for r, i in enumerate(readable)}
+            for i, (index, why) in enumerate(zip(indices.tolist(), reasons)):
+                path = str(files[index])
+                if why and cfg.data.strict:
+                    raise DataError(f"{path}: {why} (data.strict is on: unreadable images stop the run)")
+                if why:
+                    warn(f"skipped {path}: {why}")
+                    rows.append({"path": path, "error": why})
+                else:
+                    rows.append(_row(estimator, path, probs[at[i]], top_k))
+            if len(rows) >= chunk:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+def _row(estimator: Any, path: str, p: Any, top_k: int | None) -> dict[str, Any]:
+    """One item's row as the estimator's ``predict`` makes it (multi-label: labels at the thresholds)."""
+    classes = estimator.classes_
+    if estimator.TASK == "multilabel":
+        import torch
+
+        tags = p >= torch.as_tensor(estimator.thresholds_, dtype=p.dtype)  # as metrics.predict_tags compares
+        on = [i for i in range(len(classes)) if bool(tags[i])]
+        found = sorted(((classes[i], float(p[i])) for i in on), key=lambda pair: -pair[1])[:top_k]
+        return {"path": path, "labels": [{"label": c, "probability": v} for c, v in found],
+                "probabilities": {c: float(v) for c, v in zip(classes, p)}}
+    values, indices = p.topk(max(1, min(top_k or 1, len(classes))))
+    return {"path": path, "label": classes[int(indices[0])], "probability": float(values[0]),
+            "top_k": [(classes[int(i)], float(v)) for v, i in zip(values, indices)]}

@@ -2,8 +2,10 @@
 
 The sidecar (``model.onnx.json``, written by ``headstart export``) says what the graph takes: for image
 runs the decoding (EXIF rotation, 8-bit RGB, intensity windowing when the run recorded it), the resize
-of the shorter side, the centre crop and mean/std; for text runs the tokenizer file, ``max_length`` and
-the padding id. The image decoding below mirrors ``headstart.tasks.image.transforms`` step by step
+of the shorter side, the centre crop (multi-label runs: the whole image resized to the input square) and
+mean/std; for text runs the tokenizer file, ``max_length`` and the padding id; for detection runs the
+letterbox (the graph decodes the boxes and runs NMS itself). Multi-label rows use the per-class
+thresholds the sidecar carries. The image decoding below mirrors ``headstart.tasks.image.transforms`` step by step
 (that module imports torch); ``tests/test_export.py`` checks that both decode the same pixels.
 
 >>> engine = OnnxEngine.from_run("runs/ants")          # RUN/model.onnx
@@ -27,6 +29,9 @@ from headstart.errors import DataError, RunFolderError
 from headstart.tasks.image.decode import IMAGE_EXTENSIONS, decode, image_files  # noqa: F401
 
 DEFAULT_FILE = "model.onnx"
+TASKS = ("image", "text", "multilabel", "detection")  # the tasks whose exports this engine runs
+
+
 def sidecar_path(model_file: str | Path) -> Path:
     """``model.onnx`` -> ``model.onnx.json``."""
     return Path(str(model_file) + ".json")
@@ -54,7 +59,14 @@ def decode_image(data: bytes | Path, short_side: int, interpolation: str, intens
 
 
 def image_array(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
-    """A decoded image as the graph's ``(3, crop, crop)`` float32 input: centre crop, /255, mean/std."""
+    """A decoded image as the graph's ``(3, crop, crop)`` float32 input: centre crop (or, with ``square`` in
+    ``pre``, the whole image resized to that square, as torchvision's bilinear Resize of a PIL image), /255,
+    mean/std."""
+    if "square" in pre:
+        side = int(pre["square"])
+        pixels = np.asarray(image.resize((side, side), Image.Resampling.BILINEAR), dtype=np.float32) / np.float32(255)
+        mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
+        return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
     size = int(pre["center_crop"])
     w, h = image.size
     if w < size or h < size:  # torchvision's CenterCrop pads with zeros first
@@ -69,6 +81,12 @@ def image_array(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
 
 def read_image(path: Path, pre: dict[str, Any]) -> np.ndarray | str:
     """The graph input of one image file, or why it cannot be read (the torch path's reasons)."""
+    image = read_decoded(path, pre)
+    return image if isinstance(image, str) else image_array(image, pre)
+
+
+def read_decoded(path: Path, pre: dict[str, Any]) -> Image.Image | str:
+    """One image file decoded as the run decodes it (shorter side to ``resize_shorter_side``), or why it cannot be."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -88,7 +106,28 @@ def read_image(path: Path, pre: dict[str, Any]) -> np.ndarray | str:
                                  pre.get("intensity", "off"))
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         return unreadable_reason(exc)
-    return image_array(image, pre)
+    return image
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """Width and height of an image file as displayed (EXIF rotation applied), from its header."""
+    with Image.open(path) as image:
+        w, h = image.size
+        return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+
+
+def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarray:
+    """A decoded image as the detection graph's ``(3, size, size)`` input in [0, 1]: longer side to ``size``
+    (bilinear, antialiased), padded right and bottom with ``fill``, as ``detection.data.Letterbox``.
+
+    PIL's and torchvision's antialiased uint8 resizes round differently: about 1 pixel value in 1000 differs
+    by 1 (of 255), which moves boxes by a fraction of a pixel."""
+    w, h = image.size
+    scale = size / max(w, h)
+    resized = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (size, size), (fill, fill, fill))
+    canvas.paste(resized, (0, 0))
+    return np.ascontiguousarray(np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0))
 
 
 def unreadable_reason(exc: Exception) -> str:
@@ -101,6 +140,10 @@ def unreadable_reason(exc: Exception) -> str:
     return f"not a readable image ({type(exc).__name__}{': ' + text if text else ''})"
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -109,7 +152,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ the engine
 class OnnxEngine:
-    """An exported classifier run by ONNX Runtime; rows like ``ImageClassifier`` / ``TextClassifier.predict``."""
+    """An exported model run by ONNX Runtime; rows like ``ImageClassifier`` / ``TextClassifier`` /
+    ``MultiLabelClassifier`` / ``Detector.predict``."""
 
     def __init__(self, model_file: str | Path, threads: int | None = None, meta: dict[str, Any] | None = None) -> None:
         """``meta``: the sidecar's content (read from ``<model_file>.json`` when not given)."""
@@ -125,8 +169,8 @@ class OnnxEngine:
         if self.meta.get("format") != "onnx":
             raise RunFolderError(f"{self.model_file} is a {self.meta.get('format')} export; the ONNX engine runs "
                                  "'headstart export RUN --format onnx' files")
-        if self.meta["task"] not in ("image", "text"):
-            raise RunFolderError(f"The ONNX engine predicts image and text classification; {self.model_file} holds "
+        if self.meta["task"] not in TASKS:
+            raise RunFolderError(f"The ONNX engine predicts {', '.join(TASKS)} models; {self.model_file} holds "
                                  f"a '{self.meta['task']}' model")
         self.task, self.classes = self.meta["task"], list(self.meta["classes"])
         self.item_key = "text" if self.task == "text" else "path"
@@ -136,6 +180,10 @@ class OnnxEngine:
         self.session = ort.InferenceSession(str(self.model_file), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
+        self.thresholds = [float(t) for t in self.meta.get("thresholds") or []]  # multi-label: one per class
+        if self.task == "multilabel" and len(self.thresholds) != len(self.classes):
+            raise RunFolderError(f"{sidecar_path(self.model_file).name} holds {len(self.thresholds)} thresholds for "
+                                 f"{len(self.classes)} classes: export the model again")
         self._tokenizer: Any = None
         self.inputs_: list[str] = []  # the last predict_proba's inputs, in order
         self.unreadable_: list[tuple[str, str]] = []  # (input, why) of those that could not be read
@@ -170,8 +218,10 @@ class OnnxEngine:
             arrays.append(result)
         if not kept:
             return [], np.empty((0, len(self.classes)), np.float32)
-        logits = [self.logits({"pixel_values": np.stack(arrays[i:i + 32])}) for i in range(0, len(arrays), 32)]
-        return kept, softmax(np.concatenate(logits))
+        step = max(1, self.batch_size)
+        logits = [self.logits({"pixel_values": np.stack(arrays[i:i + step])}) for i in range(0, len(arrays), step)]
+        activate = sigmoid if self.task == "multilabel" else softmax
+        return kept, activate(np.concatenate(logits))
 
     # ---------------------------------------------------------------- texts
     @property
@@ -220,19 +270,74 @@ class OnnxEngine:
             out[rows] = self.logits({"input_ids": input_ids, "attention_mask": mask})
         return kept, softmax(out)
 
-    # ---------------------------------------------------------------- both
+    # ---------------------------------------------------------------- detection
+    def detect(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:
+        """``Detector.predict``'s rows: ``path``, ``width``, ``height``, ``detections`` (label, score, box in image
+        pixels), best first, at most ``top_k``; unreadable files in ``unreadable_``."""
+        from headstart.progress import warn
+
+        pre = self.meta["preprocessing"]
+        size = int(pre["letterbox"]["size"])
+        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        self.inputs_, self.unreadable_ = [str(f) for f in files], []
+        rows = []
+        for path in files:
+            image = read_decoded(path, pre)
+            if isinstance(image, str):
+                warn(f"skipped {path}: {image}")
+                self.unreadable_.append((str(path), image))
+                continue
+            boxes, scores, labels = self.session.run(["boxes", "scores", "labels"],
+                                                     {"images": letterbox_array(image, size, pre["letterbox"]["fill"])[None]})
+            width, height = displayed_size(path)
+            factor = width / image.width / (size / max(image.width, image.height))
+            boxes = np.clip(boxes.astype(np.float32) * np.float32(factor), 0, None)
+            boxes[:, 0::2], boxes[:, 1::2] = boxes[:, 0::2].clip(max=width), boxes[:, 1::2].clip(max=height)
+            order = np.argsort(-scores, kind="stable")[: top_k or None]
+            rows.append({"path": str(path), "width": width, "height": height, "detections": [
+                {"label": self.classes[int(labels[i]) - 1], "score": round(float(scores[i]), 4),
+                 "box": [round(float(v), 1) for v in boxes[i]]} for i in order]})
+        return rows
+
+    # ---------------------------------------------------------------- every task
     def predict_proba(self, inputs: Any) -> tuple[list[Any], np.ndarray]:
-        """``(items, probabilities[n_items, n_classes])`` of the items that could be read."""
+        """``(items, probabilities[n_items, n_classes])`` of the items that could be read (multi-label: one
+        sigmoid probability per class)."""
+        if self.task == "detection":
+            raise RunFolderError("predict_proba is for classifiers; a detection export predicts boxes: use predict")
         if self.task == "text":
             return self._text_probabilities(inputs)
         return self._image_probabilities([inputs] if isinstance(inputs, (str, Path)) else inputs)
 
     def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False) -> list[dict[str, Any]]:
-        """One row per readable item: ``path``/``text``, ``label``, ``probability``, ``top_k`` (class, probability).
+        """One row per readable item, as the run's estimator gives it: ``path``/``text``, ``label``,
+        ``probability``, ``top_k`` (class, probability); multi-label: ``labels`` (each at or above its threshold,
+        most probable first, at most ``top_k``) and ``probabilities``; detection: boxes (see ``detect``).
 
         ``errors=True``: also a row ``{"path": ..., "error": why}`` per unreadable input, all in input order.
         """
-        items, probs = self.predict_proba(inputs)
+        if self.task == "detection":
+            rows = self.detect(inputs, top_k)
+        elif self.task == "multilabel":
+            rows = self._tag_rows(*self.predict_proba(inputs), top_k)
+        else:
+            rows = self._class_rows(*self.predict_proba(inputs), top_k)
+        if not errors:
+            return rows
+        from headstart.tasks.classification.estimator import with_error_rows  # imports no torch
+
+        return with_error_rows(rows, self.unreadable_, self.item_key, self.inputs_)
+
+    def _tag_rows(self, items: list[Any], probs: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
+        rows = []
+        for item, p in zip(items, probs):
+            on = [i for i in range(len(self.classes)) if p[i] >= np.float32(self.thresholds[i])]
+            found = sorted(((self.classes[i], float(p[i])) for i in on), key=lambda pair: -pair[1])[:top_k]
+            rows.append({self.item_key: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
+                         "probabilities": {c: float(v) for c, v in zip(self.classes, p)}})
+        return rows
+
+    def _class_rows(self, items: list[Any], probs: np.ndarray, top_k: int | None) -> list[dict[str, Any]]:
         k = max(1, min(top_k or 1, len(self.classes)))
         rows = []
         for item, p in zip(items, probs):
@@ -240,8 +345,4 @@ class OnnxEngine:
             rows.append({self.item_key: str(item), "label": self.classes[int(order[0])],
                          "probability": float(p[order[0]]),
                          "top_k": [(self.classes[int(i)], float(p[i])) for i in order]})
-        if not errors:
-            return rows
-        from headstart.tasks.classification.estimator import with_error_rows  # imports no torch
-
-        return with_error_rows(rows, self.unreadable_, self.item_key, self.inputs_)
+        return rows

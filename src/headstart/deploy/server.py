@@ -108,6 +108,8 @@ class ModelService:
             return rows
         top = {"top_k": None} if self.task.name == "detection" else {"top_k": len(self.classes)}
         rows = self.estimator.predict(items, errors=True, **top)  # errors: a row saying why an image was not read
+        if self.task.name == "segmentation":
+            rows = [_mask_as_png(r) for r in rows]
         by_name = {r.get("path"): r for r in rows}
         lost = {"error": "the file could not be decoded as an image (truncated or damaged)"}
         return [by_name.get(name, lost) for name, _ in items]
@@ -118,13 +120,33 @@ class ModelService:
         preprocessing = {k: v for k, v in backbone.items() if k not in skip}
         if self.task.name == "detection":
             preprocessing["image_size"] = self.estimator.config.detection.image_size
+        if self.task.name == "segmentation":  # shorter side resized to it; masks come back at the image's own size
+            preprocessing["image_size"] = self.estimator.config.segmentation.image_size
         item = ({"content_type": "application/json", "body": {"texts": ["..."]}} if self.takes_texts else
                 {"content_type": "multipart/form-data", "field": FIELD, "max_pixels": self.limits.max_pixels})
-        return {"task": self.task.name, "run_kind": self.task.run_kind, "classes": self.classes,
+        meta = {"task": self.task.name, "run_kind": self.task.run_kind, "classes": self.classes,
                 "inputs": self.task.inputs, "request": item, "preprocessing": preprocessing,
                 "model_file": "model.safetensors", "model_sha256": self.sha256, "headstart_version": __version__,
                 "trained_with": self.meta.get("headstart_version"), "run": str(self.run.resolve()),
                 "limits": asdict(self.limits)}
+        if self.task.name == "multilabel":  # a label applies when its probability reaches its class's threshold
+            meta["thresholds"] = dict(zip(self.classes, self.estimator.thresholds_))
+        return meta
+
+
+def _mask_as_png(row: dict[str, Any]) -> dict[str, Any]:
+    """A segmentation row for JSON: the (H, W) class-index mask as a base64 PNG (``mask_png``, one byte per pixel)."""
+    if "mask" not in row:
+        return row
+    import base64
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(row["mask"]).save(buffer, format="PNG")
+    out = {k: v for k, v in row.items() if k != "mask"}
+    out["mask_png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- requests
