@@ -351,8 +351,12 @@ def _garbage_checkpoint(folder: Path, run: Path | None) -> list[str]:
     return ["train", "--resume", str(copy)]
 
 
-def _resume_without_checkpoint(folder: Path, run: Path | None) -> list[str]:
-    return ["train", "--resume", str(_interrupted(run, folder))]
+def _resume_without_config(folder: Path, run: Path | None) -> list[str]:
+    """A folder that stopped before training started (no config.yaml): resume cannot know what to train.
+    (One with config.yaml and no checkpoint starts again from the first epoch: tests/test_kill_resume.py.)"""
+    copy = _interrupted(run, folder)
+    (copy / "config.yaml").unlink()
+    return ["train", "--resume", str(copy)]
 
 
 def _resume_complete_run(folder: Path, run: Path | None) -> list[str]:
@@ -423,7 +427,7 @@ ERRORS: dict[str, Case] = {
     "pickled_checkpoint_that_would_run_code": Case(_pickled_checkpoint, "cannot be loaded safely", needs_run=True),
     "checkpoint_of_another_model": Case(_foreign_checkpoint, "does not fit this model", needs_run=True),
     "checkpoint_of_random_bytes": Case(_garbage_checkpoint, "checkpoint.pt", needs_run=True),
-    "resume_without_a_checkpoint": Case(_resume_without_checkpoint, "no checkpoint yet", needs_run=True),
+    "resume_of_a_folder_without_config": Case(_resume_without_config, "has no config.yaml", needs_run=True),
     "resume_of_a_finished_run": Case(_resume_complete_run, "already complete", needs_run=True),
     "train_into_a_finished_run": Case(_retrain_into_complete_run, "already holds a trained model", needs_run=True),
 }

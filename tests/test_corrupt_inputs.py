@@ -110,6 +110,49 @@ def test_predict_lists_every_unreadable_input_as_a_row_with_an_error(skip_run, t
     assert len(api) == 1 and "error" not in api[0]  # the Python API's rows are unchanged unless errors=True
 
 
+def test_detection_predict_lists_unreadable_images_and_fails_when_nothing_was_read(tmp_path, session_cache):
+    """The torch path of a detection run: one error row per unreadable file, exit 2 when none could be read."""
+    from PIL import Image, ImageDraw
+
+    root = tmp_path / "yolo"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    for i in range(8):  # a red square on grey, somewhere else in each image
+        image = Image.new("RGB", (64, 64), (120, 120, 120))
+        x, y = 4 + 5 * i, 30 - 3 * i
+        ImageDraw.Draw(image).rectangle([x, y, x + 20, y + 20], fill=(220, 30, 30))
+        image.save(root / "images" / "train" / f"{i}.png")
+        (root / "labels" / "train" / f"{i}.txt").write_text(f"0 {(x + 10) / 64} {(y + 10) / 64} {21 / 64} {21 / 64}\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n  0: square\n")
+    run = tmp_path / "run"
+    result = invoke(["train", root, "--task", "detection", "--out", run, "--model", "mobilenet_v2", "--strategy",
+                     "linear", "--epochs", "1", "detection.image_size=64", "cache.views=1", "train.refit=false"])
+    assert result.exit_code == 0, result.output[-3000:]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # two good images: at image_size 64 FCOS's top level is 1x1, and its GroupNorm refuses a batch of one image
+    Image.open(root / "images" / "train" / "0.png").save(inputs / "a_good.png")
+    (inputs / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    Image.open(root / "images" / "train" / "5.png").save(inputs / "c_good.png")
+    result = invoke(["predict", run, inputs, "--format", "json"])
+    assert result.exit_code == 0, result.output[-2000:]
+    rows = json.loads(result.stdout)
+    assert [Path(r["path"]).name for r in rows] == ["a_good.png", "b_broken.png", "c_good.png"]  # input order
+    assert all("detections" in r and "error" not in r for r in (rows[0], rows[2]))
+    assert "detections" not in rows[1] and "not a readable image" in rows[1]["error"]
+    csv = invoke(["predict", run, inputs, "--format", "csv"])
+    assert csv.exit_code == 0
+    lines = list(DictReader(io.StringIO(csv.stdout)))
+    assert [r for r in lines if Path(r["path"]).name == "b_broken.png"] == [
+        {"path": str(inputs / "b_broken.png"), "label": "", "score": "", "x1": "", "y1": "", "x2": "", "y2": "",
+         "error": rows[1]["error"]}]
+    (inputs / "a_good.png").unlink()
+    (inputs / "c_good.png").unlink()
+    nothing = invoke(["predict", run, inputs])
+    assert nothing.exit_code == 2 and "Nothing could be predicted" in flat(nothing.output), nothing.output[-2000:]
+    assert "b_broken.png" in flat(nothing.output) and "not read" in flat(nothing.output)  # the table says why
+
+
 # ------------------------------------------------------------------------------- faults at write time
 def _disk_full(path) -> OSError:
     return OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -134,6 +177,80 @@ def test_a_full_cache_disk_warns_once_and_the_run_goes_on(small_data, tmp_path, 
     assert flat(result.output).count("feature cache cannot be written") == 1
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert not [p.name for p in cache_dir.rglob("*") if p.is_file() and p.name != "namespace.json"]  # no shard, no .tmp
+
+
+def _small_disk(monkeypatch, folder: Path, free: int) -> None:
+    """``shutil.disk_usage`` reports ``free`` bytes for paths under ``folder`` (a small disk mounted there)."""
+    import shutil
+
+    real = shutil.disk_usage
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=free)
+                        if str(Path(path).absolute()).startswith(str(folder)) else real(path))
+
+
+def test_a_run_folder_on_a_disk_too_small_fails_before_any_feature_is_extracted(small_data, tmp_path, monkeypatch):
+    disk, cache_dir = tmp_path / "small-disk", tmp_path / "cache"
+    _small_disk(monkeypatch, disk, 20 * 2**20)
+    result = invoke(["train", small_data, "--out", disk / "run", *TRAIN, f"cache.dir={cache_dir}"])
+    assert result.exit_code == 2, result.output[-3000:]
+    output = flat(result.output)
+    found = re.search(r"Not enough disk space for the checkpoints and the model in (\S+): about (\d+) MB needed, "
+                      r"(\d+) MB free there", output)
+    assert found, output
+    assert found.group(1) == str(disk / "run") and found.group(3) == "20"
+    from headstart.core.backbones import registry
+
+    weights_mb = registry.create_backbone("mobilenet_v2").spec.num_params * 4 / 2**20
+    # each checkpoint holds the weights twice and two checkpoints coexist while one is written; reports: 16 MB
+    assert 4 * weights_mb <= int(found.group(2)) <= 4 * weights_mb + 16 + 2  # + BatchNorm buffers, the head
+    assert not (disk / "run").exists()  # nothing left behind
+    assert not list(cache_dir.rglob("*.safetensors"))  # and nothing extracted
+
+
+def test_a_cache_disk_too_small_for_the_features_warns_once_and_keeps_them_in_memory(small_data, tmp_path,
+                                                                                     monkeypatch):
+    cache_dir = tmp_path / "cache-disk" / "features"
+    _small_disk(monkeypatch, tmp_path / "cache-disk", 50 * 1024)  # 50 KB: 20 images x 2 rows x 1280 floats is 200 KB
+    result = invoke(["train", small_data, "--out", tmp_path / "run", *TRAIN, f"cache.dir={cache_dir}"])
+    assert result.exit_code == 0, result.output[-3000:]
+    output = flat(result.output)
+    assert output.count("needs about 0.2 MB for this run and its disk has 0.0 MB free") == 1, output
+    assert "feature cache cannot be written" not in output  # nothing was tried
+    assert not list(cache_dir.rglob("*.safetensors")) and (tmp_path / "run" / "model.safetensors").is_file()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["val"]["accuracy"] >= 0.75  # red against blue: the features in memory trained the head
+
+
+def test_decoding_and_torch_threads_follow_device_threads(small_data, tmp_path, monkeypatch):
+    """``device.threads`` sets torch's intra-op threads and the image-decoding thread pools, in training (set
+    before any image is read) and in ``predict`` (from the run's config)."""
+    import concurrent.futures
+
+    import torch
+
+    from headstart.tasks.image import data as image_data
+    from headstart.tasks.image.task import ImageClassifier
+
+    pools: list[tuple[int | None, int]] = []  # (decoding threads, torch threads) of each pool opened
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, max_workers=None, *args, **kwargs):
+            pools.append((max_workers, torch.get_num_threads()))
+            super().__init__(max_workers, *args, **kwargs)
+
+    monkeypatch.setattr(image_data, "ThreadPoolExecutor", Recording)
+    before = torch.get_num_threads()
+    try:
+        result = invoke(["train", small_data, "--out", tmp_path / "run", *TRAIN, "device.threads=3"])
+        assert result.exit_code == 0, result.output[-3000:]
+        assert len(pools) >= 2 and set(pools) == {(3, 3)}, pools  # hashing and decoding the files, 3 threads each
+        torch.set_num_threads(1)
+        pools.clear()
+        rows = ImageClassifier.load(tmp_path / "run").predict([small_data / "a" / "0.png"])
+        assert rows[0]["label"] == "a" and pools and set(pools) == {(3, 3)}, pools
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_full_disk_at_a_checkpoint_then_at_the_model_write_is_resumed_to_the_end(small_data, tmp_path,

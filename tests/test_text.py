@@ -109,6 +109,8 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
         textdata.discover(tmp_path)
     with pytest.raises(DataError, match="image file"):
         textdata.texts_from_arguments([str(_touch(tmp_path / "x.jpg"))])
+    long_review = "a long review that goes on " * 20  # over the 255-byte file-name limit: a text, not an error
+    assert textdata.texts_from_arguments([long_review, "short"]) == [long_review, "short"]
 
 
 def test_jsonl_with_split_column_and_numeric_labels(tmp_path):

@@ -27,3 +27,7 @@ class NotFittedError(HeadstartError):
 
 class ExportError(HeadstartError):
     """An export could not be made, or the exported model does not reproduce the PyTorch model (parity)."""
+
+
+class DiskSpaceError(HeadstartError):
+    """The disk of a folder headstart must write to has less free space than the run needs."""

@@ -13,16 +13,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from headstart import __version__
-from headstart.errors import RunFolderError
+from headstart.errors import DiskSpaceError, RunFolderError
 
 FORMAT_VERSION = 2  # 2: one save/load for every task; checkpoints load with weights_only=True
 META = "headstart.json"
 SPEC = "spec.json"
 WEIGHTS = "model.safetensors"
+REPORTS_BYTES = 16 * 2**20  # history, metrics, plots, report.md and report.html: a few MB at most
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -140,3 +142,32 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the disk that holds ``path`` (its nearest existing parent when it does not exist yet)."""
+    where = Path(path).absolute()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return shutil.disk_usage(where).free
+
+
+def bytes_needed(model: Any, trains_backbone: bool, refit: bool = False) -> int:
+    """Peak bytes a training run writes into its run folder: checkpoints, ``model.safetensors``, reports.
+
+    A checkpoint holds the weights twice (last and best) and AdamW's two float32 moments of what trains; while
+    one is written the previous one is still there (during ``--refit``, the main run's as well).
+    """
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trained = [p for n, p in model.named_parameters() if trains_backbone or not n.startswith("backbone.")]
+    checkpoint = 2 * weights + 2 * 4 * sum(p.numel() for p in trained)
+    return (3 if refit else 2) * checkpoint + REPORTS_BYTES
+
+
+def check_free_space(folder: str | Path, need: int, what: str) -> None:
+    """DiskSpaceError naming ``folder``, its free space and the estimate when its disk has less than ``need``."""
+    free = free_bytes(folder)
+    if free < need:
+        raise DiskSpaceError(f"Not enough disk space for {what} in {folder}: about {need / 2**20:.0f} MB needed, "
+                             f"{free / 2**20:.0f} MB free there. Free some space or choose another --out "
+                             "(nothing was trained yet)")

@@ -134,7 +134,7 @@ def content_keys(samples: Sequence[Sample]) -> None:
         except OSError:
             return ""
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(torch.get_num_threads()) as pool:  # device.threads (set before reading)
         for sample, key in zip(samples, pool.map(one, samples)):
             sample.key = key
 
@@ -364,7 +364,7 @@ class ImageStore:
     """
 
     def __init__(self, samples: list[Sample], short_side: int, interpolation: str, budget_mb: int = 2048,
-                 strict: bool = False, desc: str = "Reading images", threads: int = 4,
+                 strict: bool = False, desc: str = "Reading images", threads: int | None = None,
                  intensity: str = "off", max_pixels: int | None = MAX_PIXELS) -> None:
         self.short_side, self.interpolation, self.intensity = short_side, interpolation, intensity
         self.max_pixels = max_pixels
@@ -375,10 +375,10 @@ class ImageStore:
         self.issues: dict[str, str] = {}  # path -> why it needs windowing
         self.rendered: dict[Path, str] = {}  # path -> the mode (off/window) its pixels were made with
         self.flat: set[str] = set()  # nearly uniform as decoded
-        self.threads = threads
+        self.threads = threads or torch.get_num_threads()  # decoding threads: device.threads, set before reading
         budget, used = budget_mb * 1024 * 1024, 0
         ok: list[Sample] = []
-        with _quiet_pil(), ThreadPoolExecutor(threads) as pool, progress_bar(desc, len(samples)) as advance:
+        with _quiet_pil(), ThreadPoolExecutor(self.threads) as pool, progress_bar(desc, len(samples)) as advance:
             for sample, result in zip(samples, pool.map(self._read, samples)):
                 advance()
                 if isinstance(result, str):

@@ -446,6 +446,15 @@ class TextData:
         return [len(i) for i in self.ids[split]]
 
 
+def _names_a_file(item: str) -> bool:
+    """Whether ``item`` can be a path at all (a 300-character sentence makes ``stat`` fail with 'name too long')."""
+    try:
+        Path(item).exists()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -> list[str]:
     """Texts to classify from the command line: arguments are texts, except existing ``.txt`` files (one text per
     line); ``file`` adds one text per line. Image files are refused with the fix."""
@@ -453,6 +462,9 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -
     sources = [Path(file)] if file is not None else []
     for item in items:
         path = Path(item)
+        if not _names_a_file(item):  # a text too long (or too odd) to be a file name: it is a text
+            texts.append(item)
+            continue
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() or path.is_dir():
             raise DataError(f"'{item}' is an image file or a folder, and this run holds a text model: pass texts, "
                             "or --file texts.txt (one text per line); predict images with an image run folder")
