@@ -185,13 +185,20 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             fmt: str = typer.Option("table", "--format", "-f", help="table | json | csv"),
             save_images: Path | None = typer.Option(None, "--save-images",
                                                     help="detection: write each image with its boxes drawn here"),
+            save_masks: Path | None = typer.Option(None, "--save-masks",
+                                                   help="segmentation: write each image's class-index PNG and a "
+                                                   "coloured overlay here"),
             engine: str = typer.Option("torch", "--engine",
                                        help="torch | onnx (ONNX Runtime on RUN/model.onnx, exported first if absent)"),
             out: Path | None = typer.Option(None, "--out", "-o",
                                             help="write the rows to FILE.csv or FILE.jsonl as they are predicted, in "
                                                  "chunks (big folders); run again to continue an interrupted one"),
+            workers: int | None = typer.Option(None, "--workers", min=0,
+                                               help="--out, image runs: processes decoding the files (default: the "
+                                                    "run's data.num_workers, else one per spare core, at most 4)"),
             ) -> None:
-    """Predict each input with the run's model (classes with probabilities; detection runs: boxes)."""
+    """Predict each input with the run's model (classes with probabilities; detection runs: boxes; segmentation
+    runs: the share of pixels per class, --save-masks for the masks)."""
     if fmt not in {"table", "json", "csv"}:
         _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
     if engine not in {"torch", "onnx"}:
@@ -205,7 +212,14 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             raise ValueError(f"predict needs inputs: {chosen.inputs} (or --file for a text run)")
         if save_images is not None and chosen.name != "detection":
             raise ValueError(f"--save-images applies to detection runs; {run} holds a {chosen.name} model")
+        if save_masks is not None and chosen.name != "segmentation":
+            raise ValueError(f"--save-masks applies to segmentation runs; {run} holds a {chosen.name} model")
         extra = {"save_images": save_images} if save_images is not None else {}
+        if save_masks is not None:
+            extra = {"save_masks": save_masks}
+        if engine == "onnx" and extra:
+            raise ValueError(f"--save-{'images' if save_images else 'masks'} draws with the PyTorch engine: drop "
+                             "--engine onnx")
         if engine == "onnx":
             from headstart.deploy import export
 
@@ -214,15 +228,23 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         else:
             predictor = printer = cls.load(run)
         if out is not None:
-            from headstart.deploy.batch import predict_to_file
+            from headstart.deploy.batch import STREAMED_TASKS, default_workers, predict_to_file, stream_image_rows
 
             if chosen.inputs != "texts":  # one row per image file, so that a second run skips the done ones
                 from headstart.tasks.image.decode import image_files
 
                 items = image_files(items)
             key = getattr(cls, "ITEM_KEY", "path")
-            counts = predict_to_file(lambda chunk: predictor.predict(chunk, top_k=top_k, errors=True, **extra), items,
-                                     out, key)
+
+            def rows_of(chunk: list) -> list[dict]:  # segmentation masks (arrays) go to --save-masks, not the file
+                return [{k: v for k, v in r.items() if k != "mask"}
+                        for r in predictor.predict(chunk, top_k=top_k, errors=True, **extra)]
+
+            stream = None
+            if engine == "torch" and chosen.name in STREAMED_TASKS:  # a DataLoader whose workers decode the files
+                n = default_workers(predictor.config.data.num_workers) if workers is None else workers
+                stream = lambda todo: stream_image_rows(predictor, todo, top_k, n)  # noqa: E731
+            counts = predict_to_file(rows_of, items, out, key, stream=stream)
             if counts["written"] and counts["written"] == counts["errors"]:
                 raise DataError(f"Nothing could be predicted: none of the {counts['written']} input(s) could be read "
                                 f"(each is listed in {out} with its reason)")

