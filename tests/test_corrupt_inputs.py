@@ -125,12 +125,14 @@ def test_detection_predict_lists_unreadable_images_and_fails_when_nothing_was_re
         (root / "labels" / "train" / f"{i}.txt").write_text(f"0 {(x + 10) / 64} {(y + 10) / 64} {21 / 64} {21 / 64}\n")
     (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n  0: square\n")
     run = tmp_path / "run"
-    result = invoke(["train", root, "--task", "detection", "--out", run, "--model", "mobilenet_v2", "--strategy",
-                     "linear", "--epochs", "1", "detection.image_size=64", "cache.views=1", "train.refit=false"])
+    args = ["train", root, "--task", "detection", "--out", run, "--model", "mobilenet_v2", "--strategy", "linear",
+            "--epochs", "1", "detection.image_size=64", "cache.views=1", "train.refit=false"]
+    refused = invoke(args)  # FCOS's stride-128 level would be 1x1 with one channel per GroupNorm group
+    assert refused.exit_code == 2 and "detection.neck_channels=64" in refused.output and not run.exists()
+    result = invoke([*args, "detection.neck_channels=64"])
     assert result.exit_code == 0, result.output[-3000:]
     inputs = tmp_path / "in"
     inputs.mkdir()
-    # two good images: at image_size 64 FCOS's top level is 1x1, and its GroupNorm refuses a batch of one image
     Image.open(root / "images" / "train" / "0.png").save(inputs / "a_good.png")
     (inputs / "b_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     Image.open(root / "images" / "train" / "5.png").save(inputs / "c_good.png")
@@ -146,6 +148,8 @@ def test_detection_predict_lists_unreadable_images_and_fails_when_nothing_was_re
     assert [r for r in lines if Path(r["path"]).name == "b_broken.png"] == [
         {"path": str(inputs / "b_broken.png"), "label": "", "score": "", "x1": "", "y1": "", "x2": "", "y2": "",
          "error": rows[1]["error"]}]
+    alone = invoke(["predict", run, inputs / "a_good.png", "--format", "json"])  # one image: a batch of one
+    assert alone.exit_code == 0 and "detections" in json.loads(alone.stdout)[0], alone.output[-2000:]
     (inputs / "a_good.png").unlink()
     (inputs / "c_good.png").unlink()
     nothing = invoke(["predict", run, inputs])

@@ -26,7 +26,7 @@ from headstart.core.backbones import registry
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.estimator import Estimator, Prepared
 from headstart.core.report import outputs
-from headstart.errors import DataError
+from headstart.errors import ConfigError, DataError
 from headstart.progress import console, say, warn
 from headstart.tasks.detection import data as det_data
 from headstart.tasks.detection import report as det_report
@@ -41,6 +41,16 @@ def is_tv_detector(name: str) -> bool:
         module=torchvision.models.detection)
 
 
+def check_pyramid(dc: Any) -> None:
+    """A new FCOS / RetinaNet whose coarsest level (stride 128) would be 1x1 with one channel per GroupNorm group is
+    refused: that level normalises to a constant, and a single image cannot be normalised at all at predict."""
+    if dc.family in ("fcos", "retinanet") and dc.image_size <= 128 and dc.neck_channels < 64:
+        raise ConfigError(f"detection.image_size={dc.image_size} with detection.neck_channels={dc.neck_channels}: "
+                          f"the {dc.family} head's coarsest pyramid level (stride 128) is 1x1 px, and its GroupNorm "
+                          "(32 groups, one channel each) cannot normalise it; use detection.image_size=192 or more, "
+                          "or detection.neck_channels=64")
+
+
 def create_model(cfg: RunConfig, num_classes: int, spec: BackboneSpec | None = None) -> DetectionModel:
     """The configured detector; ``spec`` given: the architecture of a saved run with random weights."""
     dc, frozen_bn = cfg.detection, cfg.train.batchnorm == "frozen"
@@ -51,6 +61,7 @@ def create_model(cfg: RunConfig, num_classes: int, spec: BackboneSpec | None = N
         backbone = registry.rebuild(spec)
         backbone.spec = spec
     else:
+        check_pyramid(dc)
         backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
     return build_detector(backbone, num_classes, dc, freeze_bn=frozen_bn and backbone.spec.weights is not None)
 
