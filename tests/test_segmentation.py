@@ -223,3 +223,66 @@ def test_compare_and_advise_go_through_the_registry(subset, tmp_path, session_ca
     probe = advice["probes"][0]
     assert advice["recommendation"]["model"] == "efficientnet_lite0" and advice["recommendation"]["strategy"] == "linear"
     assert probe["miou"] > probe["baseline_miou"] + 0.05
+
+
+def test_onnx_export_passes_parity_and_the_engine_predicts_torchs_masks(trained, subset, tmp_path):
+    """ONNX fp32 with any height and width; ``predict --engine onnx`` (numpy + PIL) gives torch's masks (fp32)."""
+    from headstart.deploy.export import export_run
+    from headstart.deploy.onnx_engine import OnnxEngine
+    from headstart.tasks.segmentation.task import Segmenter
+
+    run, metrics = trained
+    meta = export_run(run, "onnx", max_items=4)
+    parity = meta["parity"]
+    assert parity["passed"] and parity["items"] == 4
+    assert parity["max_abs_logit_diff"] < 1e-3 * parity["max_abs_reference_logit"]
+    assert parity["pixel_agreement"] >= 0.999 and parity["engine"]["pixel_agreement"] >= 0.995
+    assert json.loads((run / "export.json").read_text())["exports"]["model.onnx"]["parity"]["passed"]
+    sidecar = json.loads((run / "model.onnx.json").read_text())
+    assert sidecar["inputs"][0]["shape"] == ["batch", 3, "height", "width"]
+    assert sidecar["preprocessing"]["resize_shorter_side"] == SIZE and len(sidecar["palette"]) == len(metrics["classes"])
+
+    frames = sorted((subset / "images" / "val").glob("*.jpg"))[3:5]
+    odd = tmp_path / "odd.png"  # another size and aspect ratio: the graph's height and width are dynamic
+    Image.open(frames[0]).resize((301, 200)).save(odd)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    files = [*frames, odd, bad]
+    torch_seg = Segmenter.load(run)
+    torch_seg.config.device.precision = "32-true"  # the engine is fp32; the default here would be bf16 autocast
+    expected = torch_seg.predict(files, errors=True)
+    got = OnnxEngine(run / "model.onnx").predict(files, top_k=None, errors=True)
+    assert [r.get("error") is None for r in got] == [True, True, True, False]
+    assert [r.get("error") for r in got] == [r.get("error") for r in expected]
+    for e, g in zip(expected[:3], got[:3]):
+        assert g["mask"].shape == e["mask"].shape == (g["height"], g["width"])
+        assert (g["mask"] == e["mask"]).mean() >= 0.995
+        assert g["fractions"] == pytest.approx(e["fractions"], abs=5e-3)
+    assert got[2]["mask"].shape == (200, 301)
+
+    out = tmp_path / "masks"
+    res = CliRunner().invoke(app, ["predict", str(run), *map(str, frames), "--engine", "onnx", "--format", "json",
+                                   "--save-masks", str(out)])
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout[res.stdout.index("["):])
+    assert [p["fractions"] for p in printed] == [g["fractions"] for g in got[:2]]
+    for f, g in zip(frames, got):
+        assert (np.array(Image.open(out / f"{f.stem}.png")) == g["mask"]).all()
+        assert Image.open(out / f"{f.stem}_overlay.png").size == (480, 360)
+
+
+def test_torchscript_export_passes_parity_and_int8_and_fp16_are_refused(trained, tmp_path):
+    from headstart.deploy.export import export_run
+
+    run, _ = trained
+    meta = export_run(run, "torchscript", max_items=4, out=tmp_path / "model.torchscript.pt")
+    parity = meta["parity"]
+    assert parity["passed"] and parity["pixel_agreement"] >= 0.999
+    assert parity["max_abs_logit_diff"] < 1e-3 * parity["max_abs_reference_logit"]
+    module = torch.jit.load(str(tmp_path / "model.torchscript.pt"))
+    with torch.no_grad():
+        assert module(torch.zeros(1, 3, 96, 160)).shape == (1, len(meta["classes"]), 96, 160)
+    res = CliRunner().invoke(app, ["export", str(run), "--int8"])
+    assert res.exit_code == 2 and "mIoU change is not measured" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["export", str(run), "--format", "torchscript", "--fp16"])
+    assert res.exit_code == 2 and "Use --format onnx --fp16" in " ".join(res.output.split())

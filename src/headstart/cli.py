@@ -217,9 +217,8 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         extra = {"save_images": save_images} if save_images is not None else {}
         if save_masks is not None:
             extra = {"save_masks": save_masks}
-        if engine == "onnx" and extra:
-            raise ValueError(f"--save-{'images' if save_images else 'masks'} draws with the PyTorch engine: drop "
-                             "--engine onnx")
+        if engine == "onnx" and save_images is not None:  # --save-masks: the ONNX engine writes them too
+            raise ValueError("--save-images draws with the PyTorch engine: drop --engine onnx")
         if engine == "onnx":
             from headstart.deploy import export
 

@@ -15,8 +15,17 @@ fp32 to ONNX or TorchScript (traced), one letterboxed image per call, checked bo
 end through the engine from the files (``match_detections``); fp16 and int8 are refused with the reason
 (``DETECTION_REFUSALS``).
 
+Segmentation runs export to ONNX (fp32, fp16) or TorchScript (fp32; tracing the half model failed on CPU): the
+graph takes ``pixel_values [batch, 3, height, width]`` at any height and width (dynamic axes: an image keeps its
+aspect ratio, its shorter side resized to ``segmentation.image_size`` as ``Segmenter.predict`` does) and returns
+``logits [batch, classes, height, width]``.
+The check compares the logits and the argmax masks pixel by pixel (``SEGMENTATION_TOLERANCES``); for ONNX also
+``OnnxEngine.predict`` from the files (PIL resize, the logits upsampled to each image's own size in numpy) against
+``Segmenter.predict``. int8 and TorchScript fp16 are refused with the reason (``SEGMENTATION_REFUSALS``).
+
 ONNX graphs are made by ``torch.onnx.export(dynamo=True)`` (``torch.export`` + onnxscript): the
-exporter torch recommends and defaults to; the TorchScript-based exporter is deprecated.
+exporter torch recommends and defaults to; the TorchScript-based exporter is deprecated. Detectors and segmenters
+(dynamic height and width) go through the TorchScript-based one (see ``_segmentation_onnx_export``).
 """
 
 from __future__ import annotations
@@ -71,6 +80,24 @@ DETECTION_TOLERANCES = {"box_agreement": 0.98, "max_abs_score_diff": 1e-3, "max_
 # 1000 differently from torchvision's, so boxes (in image pixels) move by a fraction of a pixel and scores in the
 # 4th digit. Matched: same class, IoU >= 0.9; boxes within 0.005 of a full list's lowest score are left out (ties).
 ENGINE_DETECTION_TOLERANCES = {"box_agreement": 0.97, "max_abs_score_diff": 5e-3, "max_abs_box_diff": 2.0}
+SEGMENTATION = "segmentation"
+# Segmentation: logit differences relative to max(1, |reference logit|); pixel_agreement = share of the pixels whose
+# argmax class is the same, on the graph's inputs; engine_pixel_agreement = the same for OnnxEngine.predict's masks
+# against Segmenter.predict's (at fp32) at each image's own size, from the files. The engine's PIL resize rounds
+# about one 8-bit value in 1000 differently from torchvision's, which moves a few boundary pixels.
+SEGMENTATION_TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_logit_diff": 1e-3, "pixel_agreement": 0.999, "engine_pixel_agreement": 0.995},
+    "fp16": {"max_abs_logit_diff": 5e-2, "pixel_agreement": 0.99, "engine_pixel_agreement": 0.985},
+}
+SEGMENTATION_REFUSALS = {
+    "int8": "--int8: headstart's static int8 quantisation is calibrated and checked for classification graphs (top-1 "
+            "and accuracy change on the validation split); for segmentation graphs its mIoU change is not measured, "
+            "so it is not offered. Export at fp32 or with --fp16",
+    "torchscript-fp16": "--format torchscript --fp16: torch.jit.trace of the half-precision segmenter failed on CPU "
+                        "('Cannot insert a Tensor that requires grad as a constant', EfficientNet-Lite0 FPN, torch "
+                        "2.14), so there is no file to check. Use --format onnx --fp16 (checked pixel by pixel) or "
+                        "TorchScript at fp32",
+}
 CALIBRATION_ITEMS = 32  # training images that calibrate static int8 quantisation
 BATCH = 16
 
@@ -113,6 +140,8 @@ def export_run(run: str | Path, fmt: str = "onnx", dynamic_batch: bool = True, f
     est, task = _load(run)
     if task == "detection":
         return _export_detection(est, run, fmt, precision, data, out, max_items)
+    if task == SEGMENTATION:
+        return _export_segmentation(est, run, fmt, precision, dynamic_batch, data, out, max_items)
     target = Path(out) if out is not None else run / default_file(fmt, precision)
     target.parent.mkdir(parents=True, exist_ok=True)
     checked = _checked_items(est, task, run, data, max_items, dynamic_batch, calibrate=int8 and task in IMAGE_TASKS)
@@ -141,6 +170,12 @@ def verify_export(run: str | Path, model_file: str | Path, data: str | Path | No
         images, paths = _detection_items(est, _data_path(run, data), max_items)
         meta["file_changed"] = sha256(model_file) != meta.get("model_sha256")
         return _check_detection(est, run, model_file, meta, images, paths)
+    if task == SEGMENTATION and meta.get("task") == SEGMENTATION and meta.get("classes") == est.classes_:
+        checked = _segmentation_items(est, _data_path(run, data), max_items, meta.get("dynamic_batch", True))
+        now = sha256(model_file)
+        meta["file_changed"] = now != meta.get("model_sha256")
+        meta["model_sha256"] = now
+        return _check_segmentation(est, run, model_file, meta, checked)
     if meta.get("task") != task or meta.get("classes") != est.classes_:
         raise ExportError(f"{model_file} is a '{meta.get('task')}' export with classes {meta.get('classes')}; "
                           f"{run} holds a '{task}' model with classes {est.classes_}: it is not this run's export")
@@ -165,9 +200,10 @@ def _load(run: Path) -> tuple[Any, str]:
                 f"{run} holds a '{family}' detector, which headstart cannot export yet (its ONNX graph does not "
                 f"reproduce the PyTorch boxes); it exports image, text and multi-label classification runs and the "
                 f"{', '.join(DETECTION_FAMILIES)} detection families. Predict it with the PyTorch engine")
-    elif chosen.name not in TASKS:
+    elif chosen.name not in (*TASKS, SEGMENTATION):
         raise ExportError(f"{run} holds a '{chosen.name}' model; headstart exports {', '.join(TASKS)} "
-                          f"classification runs and the {', '.join(DETECTION_FAMILIES)} detection families")
+                          f"classification runs, segmentation runs and the {', '.join(DETECTION_FAMILIES)} detection "
+                          "families")
     est = chosen.estimator_class().load(run)
     est.config.device.precision = "32-true"  # the reference is fp32, whatever the run predicts with
     return est, chosen.name
@@ -289,11 +325,11 @@ def _graph(est: Any, task: str, half: bool = False) -> Any:
         def forward(self, input_ids, attention_mask):
             return self.model({"input_ids": input_ids, "attention_mask": attention_mask}).float()
 
-    return (ImageGraph() if task in IMAGE_TASKS else TextGraph()).eval()
+    return (TextGraph() if task == "text" else ImageGraph()).eval()
 
 
 def _input_names(task: str) -> list[str]:
-    return ["pixel_values"] if task in IMAGE_TASKS else ["input_ids", "attention_mask"]
+    return ["input_ids", "attention_mask"] if task == "text" else ["pixel_values"]
 
 
 def _example(task: str, checked: Checked, dynamic_batch: bool) -> tuple[Any, ...]:
@@ -302,7 +338,9 @@ def _example(task: str, checked: Checked, dynamic_batch: bool) -> tuple[Any, ...
 
     names = _input_names(task)
     first = checked.batches[0]
-    if task in IMAGE_TASKS:
+    if task == SEGMENTATION and first["pixel_values"].shape[-1] == first["pixel_values"].shape[-2]:
+        first = {"pixel_values": first["pixel_values"][..., :-8]}  # height != width, or torch.export ties the two
+    if task != "text":
         x = first["pixel_values"][:1]
         return (x.repeat(2, 1, 1, 1) if dynamic_batch else x,)
     if dynamic_batch:  # two texts of different lengths: the traced graph sees padding and the mask
@@ -339,6 +377,8 @@ def _export_onnx(graph: Any, task: str, checked: Checked, dynamic_batch: bool, p
     batch = torch.export.Dim("batch", min=1, max=4096) if dynamic_batch else None
     if task in IMAGE_TASKS:
         shapes = {"pixel_values": {0: batch} if batch is not None else {}}
+    elif task == SEGMENTATION:  # any height and width, by the TorchScript-based exporter
+        shapes = {}
     else:
         longest = max(int(b["input_ids"].shape[1]) for b in checked.batches)
         limit = max(longest, int(example[0].shape[1]) + 1, 512)
@@ -349,6 +389,8 @@ def _export_onnx(graph: Any, task: str, checked: Checked, dynamic_batch: bool, p
         plain = Path(tmp) / "model.onnx" if precision != "fp32" else target
         if precision != "fp32" and reuse is not None:
             shutil.copy(reuse, plain)
+        elif task == SEGMENTATION:
+            _segmentation_onnx_export(graph, example, dynamic_batch, plain)
         else:
             _torch_onnx_export(graph, task, example, names, shapes, plain)
         if precision == "fp16":
@@ -370,6 +412,23 @@ def _torch_onnx_export(graph: Any, task: str, example: tuple, names: list[str], 
                               external_data=False, dynamic_shapes=shapes, verbose=False, optimize=True)
         except Exception as exc:  # noqa: BLE001 - the exporter raises many types; say which model failed
             raise ExportError(f"torch.onnx.export could not export this {task} model "
+                              f"({type(exc).__name__}: {str(exc)[:500]}); try --format torchscript") from exc
+
+
+def _segmentation_onnx_export(graph: Any, example: tuple, dynamic_batch: bool, path: Path) -> None:
+    """A segmenter with dynamic height and width by the TorchScript-based exporter (opset 17): ``torch.export`` with
+    symbolic height and width did not finish in minutes on EfficientNet-Lite0 (its TF "same" padding is computed
+    from the input size at every strided conv), while tracing keeps those sizes as graph ops."""
+    import torch
+
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_batch else {2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(graph, example, str(path), dynamo=False, opset_version=17, input_names=["pixel_values"],
+                              output_names=["logits"], dynamic_axes={"pixel_values": axes, "logits": dict(axes)})
+        except Exception as exc:  # noqa: BLE001 - the exporter raises many types; say which model failed
+            raise ExportError(f"torch.onnx.export could not export this segmentation model "
                               f"({type(exc).__name__}: {str(exc)[:500]}); try --format torchscript") from exc
 
 
@@ -538,7 +597,7 @@ def _reference(est: Any, task: str, batch: dict[str, Any]) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        x = batch["pixel_values"] if task in IMAGE_TASKS else dict(batch)
+        x = dict(batch) if task == "text" else batch["pixel_values"]
         return est.model_(x).float().numpy()
 
 
@@ -635,6 +694,168 @@ def _record(run: Path, target: Path, meta: dict[str, Any]) -> None:
     exports[key] = {k: meta[k] for k in ("format", "precision", "task", "dynamic_batch", "model_sha256", "created",
                                          "exporter", "opset", "export_seconds", "file_changed", "parity") if k in meta}
     path.write_text(json.dumps({"exports": exports}, indent=2))
+
+
+# ---------------------------------------------------------------------------------------------- segmentation
+def _export_segmentation(est: Any, run: Path, fmt: str, precision: str, dynamic_batch: bool,
+                         data: str | Path | None, out: str | Path | None, max_items: int) -> dict[str, Any]:
+    """A segmenter to ONNX or TorchScript (fp32 / fp16, any height and width), checked pixel by pixel."""
+    from headstart.progress import say
+
+    if precision == "int8":
+        raise ConfigError(f"Segmentation runs export at fp32 or fp16: {SEGMENTATION_REFUSALS['int8']}")
+    if precision == "fp16" and fmt == "torchscript":
+        raise ConfigError(f"Segmentation runs export to TorchScript at fp32: {SEGMENTATION_REFUSALS['torchscript-fp16']}")
+    target = Path(out) if out is not None else run / default_file(fmt, precision)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    checked = _segmentation_items(est, _data_path(run, data), max_items, dynamic_batch)
+    graph = _graph(est, SEGMENTATION)  # fp16 ONNX is converted from the fp32 graph
+    say(f"[bold]Export[/] {run} (segmentation) to {fmt} {precision} -> {target}")
+    started = time.perf_counter()
+    if fmt == "onnx":
+        _export_onnx(graph, SEGMENTATION, checked, dynamic_batch, precision, target)
+    else:
+        _export_torchscript(graph, SEGMENTATION, checked, target)
+    meta = _segmentation_sidecar(est, run, fmt, precision, dynamic_batch, target)
+    meta["export_seconds"] = round(time.perf_counter() - started, 2)
+    return _check_segmentation(est, run, target, meta, checked)
+
+
+def _segmentation_items(est: Any, data: Path, max_items: int, dynamic_batch: bool) -> Checked:
+    """Validation images through the run's eval transform (shorter side to ``segmentation.image_size``), batched
+    by shape (batches of one for a fixed batch axis), as ``Segmenter.predict`` feeds its model."""
+    import torch
+    from torchvision import tv_tensors
+
+    from headstart.tasks.segmentation import data as seg_data
+    from headstart.tasks.segmentation import transforms as seg_tf
+
+    cfg = est.config
+    splits = seg_data.discover(data, cfg.data.val_fraction, cfg.train.seed)
+    samples = _spread(splits.val or splits.train, max_items)
+    if not samples:
+        raise ExportError(f"No validation images in {data} for the parity check: pass --data with image-mask pairs")
+    tf = seg_tf.eval_transform(est.model_.backbone.spec, cfg.segmentation.image_size)
+    batch = BATCH if dynamic_batch else 1
+    batches: list[dict[str, Any]] = []
+    for s in samples:
+        image = np.asarray(seg_tf.read_image(s))
+        x, _ = tf(tv_tensors.Image(torch.from_numpy(image.copy()).permute(2, 0, 1)),
+                  tv_tensors.Mask(torch.zeros(image.shape[:2], dtype=torch.uint8)))
+        x = x.as_subclass(torch.Tensor)[None]
+        last = batches[-1]["pixel_values"] if batches else None
+        if last is not None and len(last) < batch and last.shape[1:] == x.shape[1:]:
+            batches[-1]["pixel_values"] = torch.cat([last, x])
+        else:
+            batches.append({"pixel_values": x})
+    return Checked(batches, [None] * len(samples), [s.image for s in samples])
+
+
+def _segmentation_sidecar(est: Any, run: Path, fmt: str, precision: str, dynamic_batch: bool,
+                          target: Path) -> dict[str, Any]:
+    import torch
+
+    from headstart.tasks.segmentation.report import palette
+
+    spec, n = est.model_.backbone.spec, len(est.classes_)
+    batch: Any = "batch" if dynamic_batch else 1
+    meta: dict[str, Any] = {
+        "format": fmt, "file": target.name, "precision": precision, "task": SEGMENTATION, "classes": est.classes_,
+        "dynamic_batch": dynamic_batch, "dynamic_size": True,
+        "inputs": [{"name": "pixel_values", "dtype": "float32", "shape": [batch, 3, "height", "width"],
+                    "meaning": "any height and width: the image with its shorter side resized to "
+                               "resize_shorter_side, normalised"}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": [batch, n, "height", "width"],
+                     "postprocessing": "resize bilinearly (half-pixel centres, align_corners=False) to the image's "
+                                       "own height and width, then argmax over classes gives the class of each pixel"}],
+        "preprocessing": {
+            "type": "segmentation", "decode": "PIL; EXIF orientation applied; 8-bit RGB at the image's own size "
+                                              "(headstart.tasks.image.decode.to_rgb)",
+            "intensity": "off", "resize_shorter_side": est.config.segmentation.image_size,
+            "longer_side": "int(resize_shorter_side x longer / shorter) (torchvision's Resize)",
+            "interpolation": "bilinear, antialiased", "scale": 1 / 255, "mean": list(spec.mean),
+            "std": list(spec.std), "channels": "RGB", "layout": "NCHW", "dtype": "float32"},
+        "palette": palette(n)[:n].tolist(),  # RGB per class, as --save-masks colours the masks
+        **_provenance(spec, run, target),
+    }
+    if fmt == "onnx":
+        import onnx
+        import onnxruntime
+
+        model = onnx.load(str(target), load_external_data=False)
+        meta["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        meta["exporter"] = f"torch.onnx.export(dynamo=False, opset 17, dynamic height and width), torch " \
+                           f"{torch.__version__}"
+        meta["onnxruntime_version"] = onnxruntime.__version__
+    else:
+        meta["exporter"] = f"torch.jit.trace, torch {torch.__version__}"
+        meta["load"] = "torch.jit.load(file); module(pixel_values) -> logits"
+    return meta
+
+
+def mask_agreement(reference: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well the masks of ``other`` rows (``Segmenter.predict``'s form) reproduce those of ``reference``: the
+    share of all pixels with the same class, and the largest difference of a class's share of an image."""
+    same = total = 0
+    fraction_diff = 0.0
+    for a, b in zip(reference, other):
+        if "mask" not in a or "mask" not in b:
+            continue
+        if a["mask"].shape != b["mask"].shape:
+            total += a["mask"].size
+            continue
+        same += int((a["mask"] == b["mask"]).sum())
+        total += a["mask"].size
+        keys = set(a["fractions"]) | set(b["fractions"])
+        fraction_diff = max([fraction_diff, *(abs(a["fractions"].get(k, 0.0) - b["fractions"].get(k, 0.0))
+                                              for k in keys)])
+    return {"images": len(reference), "same_images": [r["path"] for r in reference] == [r["path"] for r in other],
+            "pixels": total, "pixel_agreement": same / total if total else 1.0, "max_abs_fraction_diff": fraction_diff}
+
+
+def _check_segmentation(est: Any, run: Path, target: Path, meta: dict[str, Any], checked: Checked) -> dict[str, Any]:
+    limits = SEGMENTATION_TOLERANCES[meta["precision"]]
+    runner = _exported_runner(meta, target)
+    diff, scale, same, pixels = 0.0, 1.0, 0, 0
+    for b in checked.batches:
+        ref = _reference(est, SEGMENTATION, b)
+        got = np.asarray(runner(b), np.float32)
+        if got.shape != ref.shape:
+            raise ExportError(f"{target} returned logits of shape {list(got.shape)} for inputs "
+                              f"{list(b['pixel_values'].shape)}; PyTorch {list(ref.shape)}")
+        diff = max(diff, float(np.abs(ref - got).max()))
+        scale = max(scale, float(np.abs(ref).max()))
+        same += int((ref.argmax(1) == got.argmax(1)).sum())
+        pixels += ref.shape[0] * ref.shape[2] * ref.shape[3]
+    parity: dict[str, Any] = {
+        "items": len(checked.items), "pixels": pixels,
+        "reference": "the run's PyTorch model at fp32 (eval mode, no autocast), same inputs (validation images, "
+                     "shorter side resized)",
+        "input_shapes": sorted({str(list(b["pixel_values"].shape[2:])) for b in checked.batches}),
+        "max_abs_logit_diff": diff, "max_abs_reference_logit": scale, "pixel_agreement": same / pixels,
+        "tolerances": limits,
+    }
+    failures = []
+    if diff > limits["max_abs_logit_diff"] * scale:
+        failures.append(f"max |logit difference| {diff:.3g} > {limits['max_abs_logit_diff']:g} x {scale:.3g}")
+    if parity["pixel_agreement"] < limits["pixel_agreement"]:
+        failures.append(f"pixel agreement {parity['pixel_agreement']:.5f} < {limits['pixel_agreement']:g}")
+    summary = f"Parity on {len(checked.items)} validation images ({pixels} pixels): max |logit diff| {diff:.2e}, " \
+              f"argmax pixel agreement {parity['pixel_agreement']:.5f}"
+    if meta["format"] == "onnx":
+        engine = onnx_engine.OnnxEngine(target, meta=meta)
+        result = mask_agreement(est.predict(checked.items), engine.predict(checked.items, top_k=None))
+        result["what"] = "OnnxEngine.predict (PIL resize, numpy bilinear upsampling of the logits) vs " \
+                         "Segmenter.predict at fp32, same files, masks at each image's own size"
+        parity["engine"] = result
+        if not result["same_images"]:
+            failures.append("end to end, the ONNX engine read other images than PyTorch")
+        if result["pixel_agreement"] < limits["engine_pixel_agreement"]:
+            failures.append(f"end to end, the ONNX engine's masks agree with PyTorch's on "
+                            f"{result['pixel_agreement']:.5f} of the pixels < {limits['engine_pixel_agreement']:g}")
+        summary += f"; end to end from the files (ONNX engine): {result['pixel_agreement']:.5f} of " \
+                   f"{result['pixels']} pixels agree, max |class share diff| {result['max_abs_fraction_diff']:.2g}"
+    return _conclude(run, target, meta, parity, failures, summary, "; the ONNX engine will not run it")
 
 
 # ---------------------------------------------------------------------------------------------- detection
@@ -905,6 +1126,27 @@ def print_parity(meta: dict[str, Any]) -> None:
     from rich.table import Table
 
     parity = meta["parity"]
+    if meta["task"] == SEGMENTATION:
+        table = Table(title=f"Parity of {meta['file']} ({meta['format']} {meta['precision']}) with PyTorch fp32, "
+                            f"{parity['items']} validation images")
+        for col in ("check", "value", "limit"):
+            table.add_column(col)
+        limits = parity["tolerances"]
+        table.add_row("max |logit difference|", f"{parity['max_abs_logit_diff']:.3g}",
+                      f"{limits['max_abs_logit_diff']:g} x max(1, |logit|)")
+        table.add_row(f"argmax pixel agreement ({parity['pixels']} pixels)", f"{parity['pixel_agreement']:.5f}",
+                      f">= {limits['pixel_agreement']:g}")
+        engine = parity.get("engine")
+        if engine:
+            table.add_row(f"engine end to end: mask pixel agreement ({engine['pixels']} pixels, image size)",
+                          f"{engine['pixel_agreement']:.5f}", f">= {limits['engine_pixel_agreement']:g}")
+            table.add_row("engine end to end: max |class share difference|", f"{engine['max_abs_fraction_diff']:.3g}",
+                          "-")
+        Console().print(table)
+        Console().print(f"{'[green]passed[/]' if parity['passed'] else '[red]FAILED[/]'}: {meta['file']} "
+                        f"(sha256 {meta['model_sha256'][:12]}), sidecar {meta['file']}.json, "
+                        f"opset {meta.get('opset', '-')}")
+        return
     if meta["task"] == "detection":
         table = Table(title=f"Parity of {meta['file']} ({meta['format']} fp32) with PyTorch fp32, {parity['items']} "
                             "validation images")

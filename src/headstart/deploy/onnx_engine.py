@@ -4,9 +4,11 @@ The sidecar (``model.onnx.json``, written by ``headstart export``) says what the
 runs the decoding (EXIF rotation, 8-bit RGB, intensity windowing when the run recorded it), the resize
 of the shorter side, the centre crop (multi-label runs: the whole image resized to the input square) and
 mean/std; for text runs the tokenizer file, ``max_length`` and the padding id; for detection runs the
-letterbox (the graph decodes the boxes and runs NMS itself). Multi-label rows use the per-class
-thresholds the sidecar carries. The image decoding below mirrors ``headstart.tasks.image.transforms`` step by step
-(that module imports torch); ``tests/test_export.py`` checks that both decode the same pixels.
+letterbox (the graph decodes the boxes and runs NMS itself); for segmentation runs the shorter-side resize
+(the graph takes any height and width) and the upsampling of the logits back to each image's own size.
+Multi-label rows use the per-class thresholds the sidecar carries. The image decoding below mirrors
+``headstart.tasks.image.transforms`` step by step (that module imports torch); ``tests/test_export.py`` checks
+that both decode the same pixels.
 
 >>> engine = OnnxEngine.from_run("runs/ants")          # RUN/model.onnx
 >>> engine.predict(["ant.jpg"], top_k=2)[0]["label"]
@@ -29,7 +31,7 @@ from headstart.errors import DataError, RunFolderError
 from headstart.tasks.image.decode import IMAGE_EXTENSIONS, decode, image_files  # noqa: F401
 
 DEFAULT_FILE = "model.onnx"
-TASKS = ("image", "text", "multilabel", "detection")  # the tasks whose exports this engine runs
+TASKS = ("image", "text", "multilabel", "detection", "segmentation")  # the tasks whose exports this engine runs
 
 
 def sidecar_path(model_file: str | Path) -> Path:
@@ -128,6 +130,81 @@ def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarra
     canvas = Image.new("RGB", (size, size), (fill, fill, fill))
     canvas.paste(resized, (0, 0))
     return np.ascontiguousarray(np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0))
+
+
+def open_full(path: Path) -> Image.Image | str:
+    """An image file as 8-bit RGB at its own size, EXIF rotation applied (``Segmenter.predict``'s decoding), or why
+    it cannot be read, in that path's words."""
+    from PIL import ImageOps
+
+    from headstart.tasks.image.decode import to_rgb
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return to_rgb(ImageOps.exif_transpose(im))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
+        return f"cannot be read as an image ({type(exc).__name__}: {exc})"
+
+
+def shorter_side_size(width: int, height: int, short: int) -> tuple[int, int]:
+    """``(width, height)`` with the shorter side at ``short``, the longer ``int(short x longer / shorter)``
+    (torchvision's ``Resize(short)``)."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def segmentation_array(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
+    """A decoded image as the segmentation graph's ``(3, h, w)`` float32 input: shorter side to
+    ``resize_shorter_side`` (PIL bilinear, antialiased: torchvision's ``Resize(antialias=True)`` rounds about one
+    8-bit value in 1000 differently), /255, mean/std."""
+    size = shorter_side_size(image.width, image.height, int(pre["resize_shorter_side"]))
+    resized = image if size == image.size else image.resize(size, Image.Resampling.BILINEAR)
+    pixels = np.asarray(resized, dtype=np.float32) / np.float32(255.0)
+    mean, std = np.asarray(pre["mean"], np.float32), np.asarray(pre["std"], np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
+
+
+def _linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of a bilinear resize along one axis, half-pixel centres (``align_corners=False``),
+    computed in float32 as torch's CPU kernel does."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.maximum((np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, (src - i0).astype(np.float32)
+
+
+def upsampled_mask(logits: np.ndarray, height: int, width: int, rows: int = 128) -> np.ndarray:
+    """The argmax over classes of ``logits (classes, h, w)`` resized bilinearly to ``height x width``
+    (``F.interpolate(mode="bilinear", align_corners=False)``), as ``(height, width)`` uint8; ``rows`` output rows at
+    a time, so that large images need little memory."""
+    logits = logits.astype(np.float32, copy=False)
+    y0, y1, wy = _linear_taps(height, logits.shape[1])
+    x0, x1, wx = _linear_taps(width, logits.shape[2])
+    mask = np.empty((height, width), np.uint8)
+    for start in range(0, height, rows):
+        sl = slice(start, min(start + rows, height))
+        a, b, t = logits[:, y0[sl]], logits[:, y1[sl]], wy[sl][None, :, None]
+        band = (np.float32(1) - t) * a + t * b  # (classes, rows, w)
+        u = wx[None, None, :]
+        band = (np.float32(1) - u) * band[:, :, x0] + u * band[:, :, x1]
+        mask[sl] = band.argmax(0)
+    return mask
+
+
+def save_mask(mask: np.ndarray, image: Image.Image, palette: list[list[int]], folder: Path, stem: str) -> None:
+    """``stem.png`` (the class indices as a palette PNG) and ``stem_overlay.png`` (the classes' colours blended
+    half over the image), as ``Segmenter.predict(save_masks=...)`` writes them."""
+    colours = np.zeros((256, 3), np.uint8)
+    colours[:len(palette)] = np.asarray(palette, np.uint8).reshape(-1, 3)
+    index = Image.fromarray(mask, mode="P")
+    index.putpalette(colours.ravel().tolist())
+    index.save(folder / f"{stem}.png")
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    blend = np.where((mask == 255)[..., None], rgb, 0.5 * rgb + 0.5 * colours[mask].astype(np.float32))
+    Image.fromarray(blend.clip(0, 255).astype(np.uint8)).save(folder / f"{stem}_overlay.png")
 
 
 def unreadable_reason(exc: Exception) -> str:
@@ -299,24 +376,66 @@ class OnnxEngine:
                  "box": [round(float(v), 1) for v in boxes[i]]} for i in order]})
         return rows
 
+    # ---------------------------------------------------------------- segmentation
+    def segment(self, inputs: Any, top_k: int | None = None, save_masks: str | Path | None = None) -> list[dict[str, Any]]:
+        """``Segmenter.predict``'s rows: ``path``, ``width``, ``height``, ``fractions`` (share of the pixels per class,
+        largest first, the first ``top_k``) and ``mask`` ((H, W) uint8 class indices at the image's own size: the
+        graph's logits upsampled bilinearly, then argmax); ``save_masks``: a folder for ``NAME.png`` and
+        ``NAME_overlay.png``. Unreadable files in ``unreadable_``."""
+        from headstart.progress import warn
+
+        pre = self.meta["preprocessing"]
+        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        self.inputs_, self.unreadable_ = [str(f) for f in files], []
+        folder = Path(save_masks) if save_masks is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        n, rows = len(self.classes), []
+        for path in files:
+            image = open_full(path)
+            if isinstance(image, str):
+                warn(f"skipped {path}: {image}")
+                self.unreadable_.append((str(path), image))
+                continue
+            logits = self.logits({"pixel_values": segmentation_array(image, pre)[None]})[0]
+            mask = upsampled_mask(logits, image.height, image.width)
+            counts = np.bincount(mask.ravel(), minlength=n)[:n]
+            order = np.argsort(-counts, kind="stable")
+            fractions = {self.classes[c]: round(float(counts[c]) / mask.size, 6) for c in order if counts[c]}
+            if top_k:
+                fractions = dict(list(fractions.items())[:top_k])
+            rows.append({"path": str(path), "width": image.width, "height": image.height, "fractions": fractions,
+                         "mask": mask})
+            if folder is not None:
+                save_mask(mask, image, self.meta.get("palette") or [], folder, path.stem)
+        return rows
+
     # ---------------------------------------------------------------- every task
     def predict_proba(self, inputs: Any) -> tuple[list[Any], np.ndarray]:
         """``(items, probabilities[n_items, n_classes])`` of the items that could be read (multi-label: one
         sigmoid probability per class)."""
-        if self.task == "detection":
-            raise RunFolderError("predict_proba is for classifiers; a detection export predicts boxes: use predict")
+        if self.task in ("detection", "segmentation"):
+            raise RunFolderError(f"predict_proba is for classifiers; a {self.task} export predicts "
+                                 f"{'boxes' if self.task == 'detection' else 'masks'}: use predict")
         if self.task == "text":
             return self._text_probabilities(inputs)
         return self._image_probabilities([inputs] if isinstance(inputs, (str, Path)) else inputs)
 
-    def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False) -> list[dict[str, Any]]:
+    def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False,
+                save_masks: str | Path | None = None) -> list[dict[str, Any]]:
         """One row per readable item, as the run's estimator gives it: ``path``/``text``, ``label``,
         ``probability``, ``top_k`` (class, probability); multi-label: ``labels`` (each at or above its threshold,
-        most probable first, at most ``top_k``) and ``probabilities``; detection: boxes (see ``detect``).
+        most probable first, at most ``top_k``) and ``probabilities``; detection: boxes (see ``detect``);
+        segmentation: masks and the share of pixels per class (see ``segment``; ``save_masks`` applies to it only).
 
         ``errors=True``: also a row ``{"path": ..., "error": why}`` per unreadable input, all in input order.
         """
-        if self.task == "detection":
+        if save_masks is not None and self.task != "segmentation":
+            raise RunFolderError(f"save_masks applies to segmentation exports; {self.model_file} holds a "
+                                 f"'{self.task}' model")
+        if self.task == "segmentation":
+            rows = self.segment(inputs, top_k, save_masks)
+        elif self.task == "detection":
             rows = self.detect(inputs, top_k)
         elif self.task == "multilabel":
             rows = self._tag_rows(*self.predict_proba(inputs), top_k)

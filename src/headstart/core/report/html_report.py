@@ -318,11 +318,16 @@ def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any]
                         env or environment(metrics.get("device")), config)
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
     """The comparison table with CIs, the plots, the best cell's details and every cell.
 
     The scores are the task's own (``result["metrics"]``: ``{"key", "label"}``, headline first; accuracy
-    and macro-F1 when absent); a detection comparison shows the best cell's PR curve and per-class AP.
+    and macro-F1 when absent); a detection comparison shows the best cell's PR curve and per-class AP, a
+    multi-label one its per-label PR curves and AP beside the label-frequency baseline's.
     """
     metrics = result.get("metrics") or [{"key": "accuracy", "label": "accuracy"},
                                         {"key": "macro_f1", "label": "macro-F1"}]
@@ -345,7 +350,8 @@ def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
     summary = table(["model", "strategy", "shots", "seeds", *(f"{m['label']} ({ci})" for m in metrics), "wall s",
                      f"{items}/s"], rows, "compare", left=3, highlight=best_row)
     labels = " and ".join(m["label"] for m in metrics)
-    per_class = "training images per class" if result.get("task") == "detection" else f"training {items} per class"
+    per_class = {"detection": "training images per class", "multilabel": "training images per label"}.get(
+        result.get("task", ""), f"training {items} per class")
     sections = [
         Section("Summary", notes + summary, anchor="sec-summary"),
         figures_section([(out / "scores.png", f"{labels} per strategy, mean with {ci} over seeds", "scores"),
@@ -371,6 +377,14 @@ def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
                 body = (figure(run / "val_overlays.png", "Validation images of the best cell: image | truth | "
                                "prediction", "best-overlays")
                         + table(["class", "IoU", "val pixels"], iou_rows, "best-per-class"))
+            elif "thresholds" in val:  # a multi-label run: AP beside the label-frequency baseline's, per label
+                ap_rows = [(c, _score(m.get("ap")), _score(m.get("baseline_ap")), f"{m['threshold']:.3f}",
+                            _score(m["precision"]), _score(m["recall"]), _score(m["f1"]), m["support"])
+                           for c, m in val.get("per_class", {}).items()]
+                body = (figure(run / "pr_curves.png", "Per-label precision-recall curves of the best cell",
+                               "best-pr-curves")
+                        + table(["label", "AP", "frequency-baseline AP", "threshold", "precision", "recall", "F1",
+                                 "support"], ap_rows, "best-per-class"))
             else:
                 body = (figure(run / "learning_curve.png", "Learning curve of the best cell", "best-learning-curve")
                         + figure(run / "confusion_matrix.png", "Confusion matrix of the best cell", "best-confusion")

@@ -62,7 +62,8 @@ class MultiLabelClassifier(ImageClassifier):
         return multilabel_report(probs, labels, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
 
     def _headline(self, val: dict[str, Any]) -> dict[str, Any]:
-        return {"val_map": val["map"], "val_micro_f1": val["micro_f1"], "val_macro_f1": val["macro_f1"]}
+        return {"val_map": val["map"], "val_micro_f1": val["micro_f1"], "val_macro_f1": val["macro_f1"],
+                "val_baseline_map": val["baseline"]["map"]}
 
     def _eval_transform(self, spec: Any) -> Any:
         return eval_transform(spec)
