@@ -897,17 +897,15 @@ def _export_detection(est: Any, run: Path, fmt: str, precision: str, data: str |
             except Exception as exc:  # noqa: BLE001
                 raise ExportError(f"torch.jit.trace could not trace this detector ({type(exc).__name__}: "
                                   f"{str(exc)[:500]}); try --format onnx") from exc
-            meta = _detection_sidecar(est, run, target, fmt)
-            meta["export_seconds"] = round(time.perf_counter() - started, 2)
-            return _check_detection(est, run, target, meta, images, paths)
-        try:  # torch.export cannot capture torchvision's data-dependent box decoding and NMS: the TorchScript-based
-            # exporter can (opset 17), as torchvision's own ONNX tests do
-            torch.onnx.export(graph, (images[0],), str(target), dynamo=False, opset_version=17,
-                              input_names=["images"], output_names=["boxes", "scores", "labels"],
-                              dynamic_axes={n: {0: "detections"} for n in ("boxes", "scores", "labels")})
-        except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"torch.onnx.export could not export this detector ({type(exc).__name__}: "
-                              f"{str(exc)[:500]})") from exc
+        else:
+            try:  # torch.export cannot capture torchvision's data-dependent box decoding and NMS: the TorchScript-
+                # based exporter can (opset 17), as torchvision's own ONNX tests do
+                torch.onnx.export(graph, (images[0],), str(target), dynamo=False, opset_version=17,
+                                  input_names=["images"], output_names=["boxes", "scores", "labels"],
+                                  dynamic_axes={n: {0: "detections"} for n in ("boxes", "scores", "labels")})
+            except Exception as exc:  # noqa: BLE001
+                raise ExportError(f"torch.onnx.export could not export this detector ({type(exc).__name__}: "
+                                  f"{str(exc)[:500]})") from exc
     meta = _detection_sidecar(est, run, target, fmt)
     meta["export_seconds"] = round(time.perf_counter() - started, 2)
     return _check_detection(est, run, target, meta, images, paths)

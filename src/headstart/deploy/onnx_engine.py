@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,14 @@ import numpy as np
 from PIL import Image
 
 from headstart.errors import DataError, RunFolderError
-from headstart.tasks.image.decode import IMAGE_EXTENSIONS, decode, image_files  # noqa: F401
+from headstart.tasks.image.decode import (  # noqa: F401
+    IMAGE_EXTENSIONS,
+    decode,
+    image_files,
+    quiet_pil,
+    too_large_reason,
+    unreadable_reason,
+)
 
 DEFAULT_FILE = "model.onnx"
 TASKS = ("image", "text", "multilabel", "detection", "segmentation")  # the tasks whose exports this engine runs
@@ -95,15 +100,12 @@ def read_decoded(path: Path, pre: dict[str, Any]) -> Image.Image | str:
         return f"cannot open file ({exc.strerror or exc})"
     if not data:
         return "empty file (0 bytes)"
-    limit = pre.get("max_pixels")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with quiet_pil():
             with Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
-            if limit and width * height > limit:
-                return (f"image too large: {width} x {height} = {width * height / 1e6:.1f}M pixels, over "
-                        f"data.max_pixels ({limit / 1e6:.1f}M); not decoded. Downscale it")
+            if (too_large := too_large_reason(width, height, pre.get("max_pixels"))) is not None:
+                return too_large
             image = decode_image(data, int(pre["resize_shorter_side"]), pre["interpolation"],
                                  pre.get("intensity", "off"))
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
@@ -205,16 +207,6 @@ def save_mask(mask: np.ndarray, image: Image.Image, palette: list[list[int]], fo
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
     blend = np.where((mask == 255)[..., None], rgb, 0.5 * rgb + 0.5 * colours[mask].astype(np.float32))
     Image.fromarray(blend.clip(0, 255).astype(np.uint8)).save(folder / f"{stem}_overlay.png")
-
-
-def unreadable_reason(exc: Exception) -> str:
-    """Why PIL could not decode a file, in the torch path's words (``image.data.unreadable_reason``)."""
-    if isinstance(exc, Image.UnidentifiedImageError):
-        return "not a readable image (not an image format PIL knows, or a damaged header)"
-    if isinstance(exc, Image.DecompressionBombError):
-        return f"image too large: {exc}".split(". ")[0]
-    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(exc)).strip()
-    return f"not a readable image ({type(exc).__name__}{': ' + text if text else ''})"
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

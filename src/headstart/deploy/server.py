@@ -252,19 +252,17 @@ async def parse_images(request: Request, body: bytes, media: str, limits: Limits
 
 def _check_image(name: str, data: bytes, content_type: str | None, max_pixels: int) -> None:
     """An image file from its header only (nothing is decoded): a format PIL reads, at most ``max_pixels``."""
-    import warnings
-
     from PIL import Image
+
+    from headstart.tasks.image.decode import quiet_pil
 
     expected = "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF)"
     if not data:
         raise RequestError(422, f"'{name}' is empty", expected, "0 bytes")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
-                fmt = probe.format
+        with quiet_pil(), Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            fmt = probe.format
     except Image.DecompressionBombError as exc:
         raise RequestError(413, f"'{name}' has too many pixels", f"at most {max_pixels} pixels", str(exc)) from None
     except Exception:  # noqa: BLE001 - PIL raises many types for what is not an image

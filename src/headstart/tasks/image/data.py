@@ -12,9 +12,7 @@ import csv
 import hashlib
 import io
 import os
-import re
 import statistics
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,14 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.image.decode import IMAGE_EXTENSIONS, image_files, is_image_file  # noqa: F401
+from headstart.tasks.image.decode import (  # noqa: F401
+    IMAGE_EXTENSIONS,
+    image_files,
+    is_image_file,
+    quiet_pil,
+    too_large_reason,
+    unreadable_reason,
+)
 from headstart.tasks.image.transforms import (
     WINDOW_PERCENTILES,
     decode,
@@ -378,7 +383,7 @@ class ImageStore:
         self.threads = threads or torch.get_num_threads()  # decoding threads: device.threads, set before reading
         budget, used = budget_mb * 1024 * 1024, 0
         ok: list[Sample] = []
-        with _quiet_pil(), ThreadPoolExecutor(self.threads) as pool, progress_bar(desc, len(samples)) as advance:
+        with quiet_pil(), ThreadPoolExecutor(self.threads) as pool, progress_bar(desc, len(samples)) as advance:
             for sample, result in zip(samples, pool.map(self._read, samples)):
                 advance()
                 if isinstance(result, str):
@@ -419,9 +424,8 @@ class ImageStore:
         try:
             with Image.open(io.BytesIO(data)) as probe:
                 fmt, (width, height) = probe.format or "?", probe.size
-            if self.max_pixels and width * height > self.max_pixels:
-                return (f"image too large: {width} x {height} = {width * height / 1e6:.1f}M pixels, over "
-                        f"data.max_pixels ({self.max_pixels / 1e6:.1f}M); not decoded. Downscale it")
+            if (too_large := too_large_reason(width, height, self.max_pixels)) is not None:
+                return too_large
             native = open_image(data, self.short_side)
             issue = intensity_issue(native)
             mode = self.intensity if self.intensity != "auto" else ("window" if issue else "off")
@@ -499,26 +503,6 @@ class ImageStore:
             if self.blank:
                 notes.append(f"{len(self.blank)} nearly uniform image(s), e.g. {self.blank[:3]}")
         return notes
-
-
-def unreadable_reason(exc: Exception) -> str:
-    """Why PIL could not decode a file, in words (never an object's repr or memory address)."""
-    if isinstance(exc, Image.UnidentifiedImageError):
-        return "not a readable image (not an image format PIL knows, or a damaged header)"
-    if isinstance(exc, Image.DecompressionBombError):  # over twice PIL's limit: refused by PIL at open
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)) / 1e6:.1f}M pixels" if found else "too many pixels"
-        return f"image too large: {size}, over data.max_pixels; not decoded. Downscale it"
-    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(exc)).strip()
-    return f"not a readable image ({type(exc).__name__}{': ' + text if text else ''})"
-
-
-@contextmanager
-def _quiet_pil() -> Iterator[None]:
-    """PIL's DecompressionBombWarning silenced while images are read: a too-large image is a reported skip."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
 
 
 def _spread(image: Image.Image) -> float:

@@ -10,7 +10,10 @@ values 0..2 or 1000..1300 become visible images. ``off`` decodes 8-bit images ex
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +202,31 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     if not files:
         raise DataError(f"No image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {', '.join(map(str, inputs))}")
     return files
+
+
+def too_large_reason(width: int, height: int, max_pixels: int | None) -> str | None:
+    """Why an image of ``width`` x ``height`` (read from its header) is not decoded, or None when it may be."""
+    if max_pixels and width * height > max_pixels:
+        return (f"image too large: {width} x {height} = {width * height / 1e6:.1f}M pixels, over data.max_pixels "
+                f"({max_pixels / 1e6:.1f}M); not decoded. Downscale it")
+    return None
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why PIL could not decode a file, in words (never an object's repr or memory address)."""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "not a readable image (not an image format PIL knows, or a damaged header)"
+    if isinstance(exc, Image.DecompressionBombError):  # over twice PIL's limit: refused by PIL at open
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.1f}M pixels" if found else "too many pixels"
+        return f"image too large: {size}, over data.max_pixels; not decoded. Downscale it"
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the file", str(exc)).strip()
+    return f"not a readable image ({type(exc).__name__}{': ' + text if text else ''})"
+
+
+@contextmanager
+def quiet_pil() -> Iterator[None]:
+    """PIL's DecompressionBombWarning silenced while images are read: a too-large image is a reported skip."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield

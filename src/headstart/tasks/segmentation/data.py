@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import re
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +38,8 @@ from PIL import Image
 from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES, unreadable_reason
-from headstart.tasks.image.decode import IMAGE_EXTENSIONS, is_image_file
+from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
+from headstart.tasks.image.decode import IMAGE_EXTENSIONS, is_image_file, quiet_pil, too_large_reason, unreadable_reason
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
@@ -237,15 +236,12 @@ def _image_size(data: bytes, max_pixels: int | None) -> tuple[int, int] | str:
     if not data:
         return "empty file (0 bytes)"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-                if max_pixels and w * h > max_pixels:
-                    return (f"image too large: {w} x {h} = {w * h / 1e6:.1f}M pixels, over data.max_pixels "
-                            f"({max_pixels / 1e6:.1f}M); not decoded. Downscale it")
-                im.load()
-                orientation = im.getexif().get(0x0112, 1)
+        with quiet_pil(), Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if (too_large := too_large_reason(w, h, max_pixels)) is not None:
+                return too_large
+            im.load()
+            orientation = im.getexif().get(0x0112, 1)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         return unreadable_reason(exc)
     return (h, w) if orientation in _ROTATED else (w, h)
