@@ -6,6 +6,7 @@ import pytest
 from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.tasks.image.data import ImageStore, discover, labelled_samples
+from headstart.tasks.image.decode import output_stems
 
 
 def _copy_digits(digits_dir: Path, target: Path, classes=("0", "1", "2"), n: int = 8) -> Path:
@@ -114,3 +115,12 @@ def test_evaluation_labels_the_model_never_saw(digits_dir, tmp_path):
         labelled_samples(root, ["0", "1"])
     samples, _ = labelled_samples(root, ["0", "1", "9"])
     assert len(samples) == 24
+
+
+def test_output_names_of_same_named_inputs_stay_apart():
+    """--save-masks / --save-images name outputs after the inputs; a shared name must not overwrite another's."""
+    assert output_stems(["a/x.jpg", "b/x.jpg", "c.jpg"]) == ["a_x", "b_x", "c"]
+    assert output_stems(["d/a/x.jpg", "e/a/x.jpg"]) == ["d_a_x", "e_a_x"]  # as many folders as tell them apart
+    assert output_stems(["x.jpg", "x.png"]) == ["x_jpg", "x_png"]
+    names = output_stems(["t/x.jpg", "t/sub/x.jpg", "a_x.jpg", "x.jpg", "x.jpg"])
+    assert len(set(names)) == len(names)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from headstart.core.backbones import hf_text
 from headstart.errors import ConfigError
@@ -244,8 +245,10 @@ def test_cli_advise_and_compare_for_text_and_detection(sms40, coco16, tmp_path, 
     saved = json.loads((tmp_path / "det" / "compare.json").read_text())
     assert saved["metric"] == "map_50" and saved["summary"][0]["map_50"]["half_width"] is not None
     run = tmp_path / "advised"
-    res = runner.invoke(app, ["advise", str(sms40), "--task", "text", "--budget", "20", "--run", "--out", str(run)])
+    res = runner.invoke(app, ["advise", str(sms40), "train.seed=7", "--task", "text", "--budget", "20", "--run",
+                              "--out", str(run)])
     assert res.exit_code == 0, res.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 7  # the override reached the run
     advice = json.loads((run / "advice.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["model"], metrics["strategy"]) == (advice["recommendation"]["model"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,16 @@ def test_reload_reproduces_predictions_and_saves_masks(trained, subset, tmp_path
         assert index.shape == (360, 480) and index.max() < len(metrics["classes"])
         assert (index == r["mask"]).all()
         assert Image.open(out / f"{f.stem}_overlay.png").size == (480, 360)
+
+    same = []  # two images of one name in two folders: each keeps its own mask
+    for folder, f in zip("ab", files):
+        (tmp_path / folder).mkdir()
+        same.append(shutil.copy(f, tmp_path / folder / "frame.jpg"))
+    seg.predict(same, save_masks=tmp_path / "same")
+    assert sorted(p.name for p in (tmp_path / "same").iterdir()) == [
+        "a_frame.png", "a_frame_overlay.png", "b_frame.png", "b_frame_overlay.png"]
+    for folder, r in zip("ab", rows):
+        assert (np.array(Image.open(tmp_path / "same" / f"{folder}_frame.png")) == r["mask"]).all()
 
 
 def test_server_answers_masks_as_predict_does(trained, subset):

@@ -353,7 +353,8 @@ def _csv_list(text: str | None) -> list[str] | None:
 
 @app.command()
 def compare(
-    data: Path = typer.Argument(..., help="data of any task (image folder or CSV, text table, detection set)"),
+    data: Path = typer.Argument(..., help="data of any task: image folder or CSV, text table, detection, "
+                                          "multi-label or segmentation set"),
     overrides: list[str] | None = typer.Argument(None, help="dotted config overrides for every cell, e.g. cache.views=2"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for compare.json, the plots, report.html and the runs"),
     task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
@@ -381,7 +382,10 @@ def compare(
 
 @app.command()
 def advise(
-    data: Path = typer.Argument(..., help="data of any task (image folder or CSV, text table, detection set)"),
+    data: Path = typer.Argument(..., help="data of any task: image folder or CSV, text table, detection, "
+                                          "multi-label or segmentation set"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted config overrides for the probes and --run, "
+                                                 "e.g. data.from_detection=true"),
     budget: float = typer.Option(60.0, "--budget", help="seconds to spend probing (about a minute on a CPU)"),
     task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
     models: str | None = typer.Option(None, "--models", help="comma-separated backbones (default: all available)"),
@@ -397,15 +401,17 @@ def advise(
         from headstart.evidence import advise as advisor
 
         chosen = get_task(task or infer_task(data))
-        advice = advisor.advise(data, budget_s=budget, models=_csv_list(models), task=chosen.name)
+        given = _overrides(overrides)
+        advice = advisor.advise(data, budget_s=budget, models=_csv_list(models), overrides=given, task=chosen.name)
         if as_json:
             print(json.dumps(advice, indent=2))
         else:
             advisor.print_advice(advice)
         if run:
             rec = advice["recommendation"]
+            # the advice's own settings (e.g. detection.image_size), then what the command line gave, which wins
             chosen.estimator_class()(model=rec["model"], strategy=rec["strategy"],
-                                     overrides=rec.get("overrides")).fit(data, out=out)  # e.g. detection.image_size
+                                     overrides={**(rec.get("overrides") or {}), **given}).fit(data, out=out)
             (out / "advice.json").write_text(json.dumps(advice, indent=2))  # why this model and strategy
 
     _run(go)

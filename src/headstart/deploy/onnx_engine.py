@@ -30,6 +30,7 @@ from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     decode,
     image_files,
+    output_stems,
     quiet_pil,
     too_large_reason,
     unreadable_reason,
@@ -383,7 +384,8 @@ class OnnxEngine:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         n, rows = len(self.classes), []
-        for path in files:
+        names = output_stems(files)  # x.png of two folders: a_x.png, b_x.png
+        for i, path in enumerate(files):
             image = open_full(path)
             if isinstance(image, str):
                 warn(f"skipped {path}: {image}")
@@ -399,7 +401,7 @@ class OnnxEngine:
             rows.append({"path": str(path), "width": image.width, "height": image.height, "fractions": fractions,
                          "mask": mask})
             if folder is not None:
-                save_mask(mask, image, self.meta.get("palette") or [], folder, path.stem)
+                save_mask(mask, image, self.meta.get("palette") or [], folder, names[i])
         return rows
 
     # ---------------------------------------------------------------- every task

@@ -34,6 +34,7 @@ from headstart.tasks.detection import training
 from headstart.tasks.detection.metrics import detection_report
 from headstart.tasks.detection.model import DetectionModel, build_detector, build_tv_detector
 from headstart.tasks.image.data import ImageStore, image_samples
+from headstart.tasks.image.decode import output_stems
 
 
 def is_tv_detector(name: str) -> bool:
@@ -181,7 +182,8 @@ class Detector(Estimator):
         out_dir = Path(save_images) if save_images is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-        for sample, pred in zip(store.samples, preds):
+        names = output_stems([s.path for s in store.samples])  # x.jpg of two folders: a_x.png, b_x.png
+        for sample, pred, name in zip(store.samples, preds, names):
             decoded = store.get(sample.path)
             width, height = original_size(sample.source)
             factor = width / decoded.width / det_data.letterbox_scale(decoded.width, decoded.height, size)
@@ -197,7 +199,7 @@ class Detector(Estimator):
                 drawn = det_report.draw_boxes(
                     load_original(sample.source), boxes[keep], [self.classes_[int(pred["labels"][i]) - 1] for i in keep],
                     pred["scores"][keep], width=max(2, round(max(width, height) / 300)))
-                drawn.save(out_dir / (sample.path.stem + ".png"))
+                drawn.save(out_dir / f"{name}.png")
         if errors:
             from headstart.tasks.classification.estimator import with_error_rows
 

@@ -204,6 +204,34 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def output_stems(paths: Sequence[str | Path]) -> list[str]:
+    """A distinct output file name (no suffix) per input, for ``--save-masks`` / ``--save-images``.
+
+    Each is the input's name without its suffix; inputs that share one (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg`` and
+    ``x.png``) get as many of their parent folders, joined by ``_``, as tells them apart (``a_x``, ``b_x``), else
+    their suffix too (``x_jpg``), else their position (``x_2``): one image's outputs never overwrite another's.
+    """
+    parts = [Path(p).parts for p in paths]
+    stems = [Path(p).stem for p in paths]
+    names = list(stems)
+    for stem in {s for s in stems if stems.count(s) > 1}:
+        same = [i for i, s in enumerate(stems) if s == stem]
+        for depth in range(1, max(len(parts[i]) for i in same)):
+            tried = ["_".join((*parts[i][-1 - depth: -1], stem)) for i in same]
+            if len(set(tried)) == len(same):
+                break
+        else:
+            tried = [f"{stem}_{Path(paths[i]).suffix.lstrip('.')}" for i in same]
+        for i, name in zip(same, tried):
+            names[i] = name
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # the same file given twice, or a built name that is another file's stem
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name}_{seen[name]}"
+    return names
+
+
 def too_large_reason(width: int, height: int, max_pixels: int | None) -> str | None:
     """Why an image of ``width`` x ``height`` (read from its header) is not decoded, or None when it may be."""
     if max_pixels and width * height > max_pixels:

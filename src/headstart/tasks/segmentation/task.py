@@ -30,6 +30,7 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.estimator import Estimator, Prepared
 from headstart.errors import DataError
 from headstart.progress import console, progress_bar, say, warn
+from headstart.tasks.image.decode import output_stems
 from headstart.tasks.segmentation import data as seg_data
 from headstart.tasks.segmentation import report as seg_report
 from headstart.tasks.segmentation import transforms as seg_tf
@@ -243,6 +244,7 @@ class Segmenter(Estimator):
         out_dir = Path(save_masks) if save_masks is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
+        names = output_stems([s.path for s in samples])  # x.png of two folders: a_x.png, b_x.png
         fabric = loop.make_fabric(self.config.device)
         rows = []
         n = len(self.classes_)
@@ -255,7 +257,7 @@ class Segmenter(Estimator):
             h, w = mask.shape
             rows.append({"path": str(samples[i].path), "width": w, "height": h, "fractions": fractions, "mask": mask})
             if out_dir is not None:
-                seg_report.save_mask(mask, opened[i], self.classes_, out_dir, Path(samples[i].path).stem)
+                seg_report.save_mask(mask, opened[i], self.classes_, out_dir, names[i])
             opened.pop(i, None)
         return with_error_rows(rows, skipped, "path", [str(s.path) for s in samples]) if errors else rows
 
