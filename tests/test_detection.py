@@ -22,6 +22,8 @@ from headstart.tasks.detection.task import Detector
 
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 needs_coco = pytest.mark.skipif(not COCO128.is_dir(), reason=f"coco128 not found at {COCO128} (../shared is absent)")
+BCCD = COCO128.parent / "bccd"
+needs_bccd = pytest.mark.skipif(not (BCCD / "Annotations").is_dir(), reason=f"{BCCD} is absent (../shared)")
 EPOCHS = 5  # the budget of both runs of the pretrained-vs-random comparison (same detector, same epochs)
 
 
@@ -103,6 +105,77 @@ def test_yolo_and_coco_readers_agree(tmp_path: Path) -> None:
     assert persons == sum(int((s.labels == 0).sum()) for s in yolo.val)
     with pytest.raises(DataError, match="Unknown class"):
         coco.select_classes(["unicorn"])
+
+
+def _voc_copy(root: Path, stems: dict[str, list[str]]) -> Path:
+    """Some real BCCD smears (images + VOC xml) with ImageSets/Main lists of the given ids."""
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    for split, ids in stems.items():
+        for stem in ids:
+            shutil.copy(BCCD / "Annotations" / f"{stem}.xml", root / "Annotations")
+            shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", root / "JPEGImages")
+        (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+@needs_bccd
+def test_pascal_voc_folder_is_read_with_its_own_splits_and_errors_name_the_file(tmp_path: Path) -> None:
+    import re
+
+    from headstart.tasks import infer_task
+
+    voc = dd.discover(BCCD)
+    assert infer_task(BCCD) == "detection" and voc.classes == ["Platelets", "RBC", "WBC"]
+    lists = {n: (BCCD / "ImageSets" / "Main" / f"{n}.txt").read_text().split() for n in ("train", "val", "test")}
+    assert [[s.path.stem for s in getattr(voc, n)] for n in lists] == list(lists.values())  # test kept aside
+    objects = sum(len(re.findall("<object>", x.read_text())) for x in (BCCD / "Annotations").glob("*.xml")
+                  if x.stem in set(sum(lists.values(), [])))
+    boxes = sum(len(s.boxes) for s in voc.train + voc.val + voc.test)
+    assert boxes == objects - voc.issues[dd.ISSUE_DROPPED] and voc.issues[dd.ISSUE_DROPPED] <= 5
+    first = next(s for s in voc.train + voc.val + voc.test if s.path.stem == "BloodImage_00000")
+    wbc = first.labels.tolist().index(voc.classes.index("WBC"))  # <bndbox> 260 177 491 376 on 640 x 480
+    assert first.boxes[wbc].tolist() == pytest.approx([260 / 640, 177 / 480, 491 / 640, 376 / 480])
+
+    ids = sorted(lists["train"])[:6]
+    nested = _voc_copy(tmp_path / "mine" / "VOCdevkit" / "VOC2007", {"trainval": ids})
+    (nested / "ImageSets" / "Main" / "trainval.txt").unlink()  # no lists: a seeded split
+    xml = nested / "Annotations" / f"{ids[0]}.xml"
+    xml.write_text(re.sub(r"<size>.*?</size>", "", xml.read_text(), flags=re.S))  # no <size>: the image says
+    mine = dd.discover(tmp_path / "mine", val_fraction=0.34, seed=1)
+    assert infer_task(tmp_path / "mine") == "detection"
+    assert (len(mine.train), len(mine.val)) == (4, 2) and "random validation split" in mine.layout
+    again = {s.path.stem: s.boxes for s in mine.train + mine.val}
+    original = {s.path.stem: s.boxes for s in voc.train + voc.val + voc.test}
+    assert all(torch.allclose(again[k], original[k]) for k in ids)
+
+    xml.write_text(xml.read_text().replace("<bndbox>", "<box>", 1).replace("</bndbox>", "</box>", 1))
+    with pytest.raises(DataError, match=rf"{ids[0]}\.xml: object 1 \('\w+'\) has no <bndbox>"):
+        dd.discover(tmp_path / "mine")
+    (nested / "JPEGImages" / f"{ids[1]}.jpg").unlink()
+    xml.unlink()
+    with pytest.raises(DataError, match=rf"{ids[1]}\.xml: its image .*{ids[1]}\.jpg does not exist"):
+        dd.discover(tmp_path / "mine")
+
+
+@needs_bccd
+def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: Path) -> None:
+    """``headstart train VOC`` infers detection and learns RBCs on 24 real smears (linear, cached features)."""
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    lists = {n: (BCCD / "ImageSets" / "Main" / f"{n}.txt").read_text().split() for n in ("train", "val")}
+    root = _voc_copy(tmp_path / "voc", {"train": lists["train"][:16], "val": lists["val"][:8]})
+    res = CliRunner().invoke(app, ["train", str(root), "detection.image_size=160", "cache.views=1",
+                                   f"cache.dir={tmp_path / 'cache'}", "--strategy", "linear", "--epochs", "4",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["classes"] == ["Platelets", "RBC", "WBC"] and metrics["num_train"] == 16
+    rbc = metrics["val"]["per_class"]["RBC"]
+    print("VOC run:", metrics["val"]["map_50"], rbc)
+    assert rbc["boxes"] > 50 and rbc["ap_50"] > 0.05  # a detector that learned nothing scores ~0 here
 
 
 # ------------------------------------------------------------------------------------- transforms

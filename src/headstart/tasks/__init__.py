@@ -77,6 +77,9 @@ def infer_task(data: str | Path) -> str:
                           or any(path.glob("SegmentationClass")) or any(path.glob("VOC*/SegmentationClass"))
                           or any(path.glob("VOCdevkit/VOC*/SegmentationClass"))):
         return "segmentation"  # images/ + masks/, or Pascal VOC with class masks
+    if path.is_dir() and ((path / "Annotations").is_dir() or any(path.glob("VOC*/Annotations"))
+                          or any(path.glob("VOCdevkit/VOC*/Annotations"))):
+        return "detection"  # Pascal VOC boxes (--task multilabel reads them as image tags)
     from headstart.tasks.multilabel.data import looks_like_multilabel
 
     if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel

@@ -1,10 +1,14 @@
-"""Detection data: YOLO and COCO readers, box-aware transforms (letterbox, flip, scale, colour), dataset.
+"""Detection data: YOLO, COCO and Pascal VOC readers, box-aware transforms (letterbox, flip, scale, colour), dataset.
 
 Layouts of DATA:
   * a YOLO folder (Ultralytics): ``data.yaml`` with ``names`` and ``train``/``val`` image folders, and
     ``labels/`` beside ``images/`` holding one ``class cx cy w h`` (normalised) line per box;
   * a COCO json file (images found beside it or in ``images/``; a seeded validation split is made),
-    or a folder holding ``annotations/*train*.json`` and ``annotations/*val*.json`` (or ``train.json``/``val.json``).
+    or a folder holding ``annotations/*train*.json`` and ``annotations/*val*.json`` (or ``train.json``/``val.json``);
+  * a Pascal VOC folder (also inside ``VOCdevkit/VOC20xx/``): ``Annotations/*.xml`` (``<object>`` with ``<name>``
+    and ``<bndbox>`` in pixels, ``<size>``), ``JPEGImages/``, and ``ImageSets/Main/{train,val,test}.txt`` when
+    present (``test`` is kept aside, never trained on; without lists a seeded validation split is made). Classes
+    are the object names found, sorted; ``<difficult>`` boxes are trained on, as torchvision's references do.
 Boxes are kept as ``xyxy`` normalised to the image; boxes reaching outside the image are clipped and
 zero-area boxes dropped, both counted in ``DetectionSplits.issues``.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +62,7 @@ class DetectionSplits:
     layout: str = ""
     issues: Counter = field(default_factory=Counter)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    test: list[DetSample] = field(default_factory=list)  # a held-out test list of the data's own (VOC test.txt)
 
     def select_classes(self, names: Sequence[str]) -> None:
         """Keep only the boxes of ``names`` (in that order); images left without boxes become background."""
@@ -66,7 +72,7 @@ class DetectionSplits:
         remap = torch.full((len(self.classes),), -1, dtype=torch.long)
         for new, name in enumerate(names):
             remap[self.classes.index(name)] = new
-        for s in self.train + self.val:
+        for s in self.train + self.val + self.test:
             if len(s.labels):
                 new = remap[s.labels]
                 keep = new >= 0
@@ -170,7 +176,8 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
     data = Path(data)
     yaml_path = data if data.is_file() else next((data / n for n in ("data.yaml", "dataset.yaml") if (data / n).exists()), None)
     if yaml_path is None:
-        raise DataError(f"{data} has no data.yaml: a YOLO dataset needs one with 'names' and 'train'/'val' image folders")
+        raise DataError(f"{data} has no data.yaml: a YOLO dataset needs one with 'names' and 'train'/'val' image "
+                        "folders (a COCO json or a Pascal VOC folder with Annotations/ and JPEGImages/ is read too)")
     try:
         cfg = yaml.safe_load(yaml_path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -211,6 +218,100 @@ def _random_split(splits: DetectionSplits, val_fraction: float, seed: int) -> No
     splits.train, splits.val = [s for i, s in enumerate(items) if i not in val], [s for i, s in enumerate(items) if i in val]
     splits.layout += f", {val_fraction:.0%} random validation split (seed {seed})"
     splits.val_held_out = True
+
+
+# ----------------------------------------------------------------------------------------------- Pascal VOC
+def voc_root(data: Path) -> Path | None:
+    """The folder holding ``Annotations/`` (and ``JPEGImages/``): DATA, or ``VOC20xx/`` / ``VOCdevkit/VOC20xx/`` in it."""
+    if not data.is_dir():
+        return None
+    candidates = [data, *sorted(data.glob("VOC*")), *sorted(data.glob("VOCdevkit/VOC*"))]
+    found = [c for c in candidates if (c / "Annotations").is_dir()]
+    if len(found) > 1 and found[0] != data:
+        raise DataError(f"{data} holds several Pascal VOC folders ({', '.join(str(f) for f in found)}): "
+                        "give one of them as DATA")
+    return found[0] if found else None
+
+
+def _voc_number(node: ET.Element | None, tag: str, xml: Path) -> float:
+    text = node.findtext(tag) if node is not None else None
+    try:
+        return float(str(text).strip())
+    except ValueError:
+        raise DataError(f"{xml}: expected a number in <{tag}>, found {text!r}") from None
+
+
+def read_voc_annotation(xml: Path, images: Path) -> tuple[Path, list[str], torch.Tensor]:
+    """The image of one VOC annotation, its objects' class names and their boxes (``xyxy`` normalised)."""
+    try:
+        root = ET.parse(xml).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"{xml}: not a readable Pascal VOC annotation ({exc})") from None
+    filename = str(root.findtext("filename") or "").strip()
+    image = images / (filename or f"{xml.stem}.jpg")
+    if not image.is_file():  # the <filename> of some VOC exports is stale, or lacks its suffix
+        image = next((images / f"{xml.stem}{ext}" for ext in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+                      if (images / f"{xml.stem}{ext}").is_file()), image)
+    if not image.is_file():
+        raise DataError(f"{xml}: its image {image} does not exist")
+    size = root.find("size")
+    width, height = (_voc_number(size, "width", xml), _voc_number(size, "height", xml)) if size is not None else (0, 0)
+    if width <= 0 or height <= 0:  # no <size>, or 0 x 0 as some tools write: the image's own header says
+        try:
+            with Image.open(image) as im:
+                width, height = im.size
+        except OSError as exc:
+            raise DataError(f"{xml}: no <size> and its image {image} cannot be read ({exc})") from None
+    names, boxes = [], []
+    for number, obj in enumerate(root.iter("object"), 1):
+        name = str(obj.findtext("name") or "").strip()
+        if not name:
+            raise DataError(f"{xml}: object {number} has no <name>")
+        box = obj.find("bndbox")
+        if box is None:
+            raise DataError(f"{xml}: object {number} ('{name}') has no <bndbox>")
+        x1, y1, x2, y2 = (_voc_number(box, t, xml) for t in ("xmin", "ymin", "xmax", "ymax"))
+        names.append(name)
+        boxes.append([x1 / width, y1 / height, x2 / width, y2 / height])
+    return image, names, torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+
+
+def read_voc(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """A Pascal VOC folder; splits from ``ImageSets/Main/{train,val,test}.txt`` when present."""
+    root = voc_root(Path(data))
+    if root is None:
+        raise DataError(f"{data}: expected a Pascal VOC folder with Annotations/ and JPEGImages/")
+    notes = root / "Annotations"
+    xmls = sorted(notes.glob("*.xml"))
+    if not xmls:
+        raise DataError(f"{notes}: no .xml annotations (a Pascal VOC folder has Annotations/*.xml and JPEGImages/)")
+    read = {xml.stem: read_voc_annotation(xml, root / "JPEGImages") for xml in xmls}
+    classes = sorted({n for _, names, _ in read.values() for n in names})
+    if not classes:
+        raise DataError(f"{notes}: no <object> in any of its {len(xmls)} annotations")
+    splits = DetectionSplits(classes, [], [], layout=f"Pascal VOC {root.name}")
+
+    def sample(stem: str) -> DetSample:
+        image, names, boxes = read[stem]
+        if not names:
+            splits.issues[ISSUE_BACKGROUND] += 1
+        labels = torch.tensor([classes.index(n) for n in names], dtype=torch.long)
+        return DetSample(image, *_fix_boxes(boxes, labels, splits.issues))
+
+    lists = root / "ImageSets" / "Main"
+    if (lists / "train.txt").is_file() and (lists / "val.txt").is_file():
+        for name in ("train", "val", "test"):
+            path = lists / f"{name}.txt"
+            stems = path.read_text().split() if path.is_file() else []
+            unknown = [s for s in stems if s not in read]
+            if unknown:
+                raise DataError(f"{path}: {len(unknown)} id(s) without an annotation in {notes}, e.g. {unknown[:3]}")
+            getattr(splits, name).extend(sample(s) for s in stems)
+        splits.layout += ", ImageSets/Main splits" + (" (test kept aside)" if splits.test else "")
+        return splits
+    splits.train = [sample(stem) for stem in read]
+    _random_split(splits, val_fraction, seed)
+    return splits
 
 
 # ----------------------------------------------------------------------------------------------- COCO
@@ -286,16 +387,19 @@ def read_coco(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
 
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
-    """YOLO or COCO, told apart by what DATA holds."""
+    """YOLO, COCO or Pascal VOC, told apart by what DATA holds."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"Data not found: {data}")
+    if data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml")) and voc_root(data):
+        return read_voc(data, val_fraction, seed)
     if data.suffix == ".json" or (data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml"))
                                   and (list(data.glob("*.json")) or list((data / "annotations").glob("*.json")))):
         return read_coco(data, val_fraction, seed)
     if data.suffix in {".yaml", ".yml"} or data.is_dir():
         return read_yolo(data, val_fraction, seed)
-    raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/), its data.yaml, or a COCO json")
+    raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/), its data.yaml, a COCO json or a "
+                    "Pascal VOC folder (Annotations/, JPEGImages/)")
 
 
 # ------------------------------------------------------------------------------------------ transforms

@@ -15,7 +15,6 @@ multi-hot float row per image.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -182,66 +181,23 @@ def is_detection_folder(root: Path) -> bool:
 
 
 def _from_detection(root: Path, val_fraction: float, seed: int) -> Splits:
-    """Image tags of a detection set: Pascal VOC, else YOLO or COCO (the detection task's readers)."""
-    if root.is_dir() and (root / "Annotations").is_dir():
-        return read_voc_tags(root, val_fraction, seed)
+    """Image tags of a detection set (Pascal VOC, YOLO or COCO, read by the detection task's readers)."""
     from headstart.tasks.detection.data import discover as detection_sets
 
     det = detection_sets(root, val_fraction, seed)
+    if len(det.classes) < 2:
+        raise DataError(f"{root}: {len(det.classes)} object class(es) {det.classes}; multi-label data needs at least 2")
     splits = Splits(det.classes, [], [], layout=f"{det.layout}, image tags from the boxes",
                     skipped=list(det.skipped), val_held_out=bool(getattr(det, "val_held_out", False)))
-    splits.train = [Sample(s.path, tuple(sorted(set(s.labels.tolist())))) for s in det.train]
-    splits.val = [Sample(s.path, tuple(sorted(set(s.labels.tolist())))) for s in det.val]
+    for name in ("train", "val", "test"):
+        getattr(splits, name).extend(Sample(s.path, tuple(sorted(set(s.labels.tolist()))))
+                                     for s in getattr(det, name))
     return splits
-
-
-def voc_objects(xml: Path) -> tuple[str, list[str]]:
-    """The image file name and the class names of the objects of one VOC annotation."""
-    try:
-        root = ET.parse(xml).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise DataError(f"{xml}: not a readable Pascal VOC annotation ({exc})") from None
-    names = [str(o.findtext("name") or "").strip() for o in root.iter("object")]
-    return str(root.findtext("filename") or "").strip(), [n for n in names if n]
 
 
 def read_voc_tags(root: Path, val_fraction: float = 0.2, seed: int = 0) -> Splits:
     """A Pascal VOC folder as image tags; splits from ``ImageSets/Main/{train,val,test}.txt`` when present."""
-    images, notes = root / "JPEGImages", root / "Annotations"
-    xmls = sorted(notes.glob("*.xml"))
-    if not xmls:
-        raise DataError(f"{notes}: no .xml annotations (a Pascal VOC folder has Annotations/*.xml and JPEGImages/)")
-    tags: dict[str, tuple[Path, list[str]]] = {}
-    for xml in xmls:
-        filename, names = voc_objects(xml)
-        image = images / (filename or f"{xml.stem}.jpg")
-        if not image.is_file() and (images / f"{xml.stem}.jpg").is_file():
-            image = images / f"{xml.stem}.jpg"  # the <filename> of some VOC exports is stale
-        if not image.is_file():
-            raise DataError(f"{xml}: its image {image} does not exist")
-        tags[xml.stem] = (image, names)
-    classes = sorted({n for _, names in tags.values() for n in names})
-    if len(classes) < 2:
-        raise DataError(f"{notes}: {len(classes)} object class(es) {classes}; multi-label data needs at least 2")
-
-    def sample(stem: str) -> Sample:
-        image, names = tags[stem]
-        return Sample(image, tuple(sorted({classes.index(n) for n in names})))
-
-    lists = root / "ImageSets" / "Main"
-    splits = Splits(classes, [], [], layout=f"Pascal VOC {root.name}, image tags from the boxes")
-    if (lists / "train.txt").is_file() and (lists / "val.txt").is_file():
-        for name in ("train", "val", "test"):
-            path = lists / f"{name}.txt"
-            stems = path.read_text().split() if path.is_file() else []
-            unknown = [s for s in stems if s not in tags]
-            if unknown:
-                raise DataError(f"{path}: {len(unknown)} id(s) without an annotation in {notes}, e.g. {unknown[:3]}")
-            getattr(splits, name).extend(sample(s) for s in stems)
-        splits.layout += ", ImageSets/Main splits"
-        return splits
-    samples = [sample(s) for s in tags]
-    return held_out_split(splits, samples, val_fraction, seed)
+    return _from_detection(Path(root), val_fraction, seed)
 
 
 # ------------------------------------------------------------------------------------------ evaluation
