@@ -177,6 +177,12 @@ def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: 
     print("VOC run:", metrics["val"]["map_50"], rbc)
     assert rbc["boxes"] > 50 and rbc["ap_50"] > 0.05  # a detector that learned nothing scores ~0 here
 
+    test = (BCCD / "ImageSets" / "Main" / "test.txt").read_text().split()[:6]
+    _voc_copy(tmp_path / "held", {"train": lists["train"][:2], "val": lists["val"][:2], "test": test})
+    report = Detector.load(tmp_path / "run").evaluate(tmp_path / "held")  # the data's own test split, not val
+    boxes = sum(len(s.boxes) for s in dd.discover(tmp_path / "held").test)
+    assert sum(c["boxes"] for c in report["per_class"].values()) == boxes and len(test) == 6
+
 
 # ------------------------------------------------------------------------------------- transforms
 def _bright_box(image: torch.Tensor) -> list[float]:

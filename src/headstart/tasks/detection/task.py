@@ -207,7 +207,8 @@ class Detector(Estimator):
         return rows
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
-        """COCO mAP on labelled data (its val split when it has one, else all of it), per-class AP, warnings."""
+        """COCO mAP on labelled data (its own test split when it has one, as a VOC test.txt; else its val split;
+        else all of it), per-class AP, warnings."""
         model = self._require_fitted()
         cfg = self.config
         splits = det_data.discover(data, cfg.data.val_fraction, cfg.train.seed)
@@ -215,7 +216,9 @@ class Detector(Estimator):
         if missing:
             raise DataError(f"{data} has no class {missing}; the model detects {', '.join(self.classes_)}")
         splits.select_classes(self.classes_)
-        if "random validation split" in splits.layout:  # no val split of its own: evaluate on everything
+        if splits.test:  # held out of training and of model selection
+            splits.val = splits.test
+        elif "random validation split" in splits.layout:  # no val split of its own: evaluate on everything
             splits.train, splits.val = splits.train[:1], splits.train + splits.val
         ddata = det_data.DetectionData(splits, cfg.detection.image_size, model.backbone.spec.interpolation or "bilinear",
                                        cfg.data.preload_mb,
