@@ -1,6 +1,7 @@
 """The feature cache: hits, invalidation by content and by preprocessing, same numbers as no cache."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -120,3 +121,83 @@ def test_the_heads_pass_keeps_the_partial_candidates_features(digits_dir, tmp_pa
     fresh.prepare(fabric, model, partial, n - partial.trainable)
     assert sum(c.computed for c in fresh.caches) > 0
     assert torch.equal(fresh.train_views, later.train_views) and torch.equal(fresh.val_inputs, later.val_inputs)
+
+
+# ------------------------------------------------------------------------------- memory-mapped shards
+def _rss_anon_mb() -> float | None:
+    """The process's anonymous resident memory (Linux); file-backed pages of mapped shards are not in it."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    line = next(x for x in status.read_text().splitlines() if x.startswith("RssAnon:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16], ids=["fp16", "fp32", "bf16"])
+def test_features_read_back_from_mapped_shards_are_the_computed_ones_bit_for_bit(tmp_path, dtype):
+    features = torch.randn(50, 6, 5, generator=torch.Generator().manual_seed(1)).to(dtype)
+    keys = [f"{i:064x}" for i in range(50)]
+    cache = FeatureCache({"dtype": str(dtype)}, tmp_path)
+    first = cache.get(keys, lambda idx: features[idx], chunk=16)  # 4 shards
+    assert cache.bytes_in_memory == 0 and len(list(cache.dir.glob("*.safetensors"))) == 4
+    again = FeatureCache({"dtype": str(dtype)}, tmp_path)  # another process: everything from the files
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(2)).tolist() + [7, 7]
+    read = again.get([keys[i] for i in order], lambda idx: pytest.fail(f"recomputed {idx}"))
+    bits = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32}[dtype]
+    assert read.dtype == first.dtype == dtype and torch.equal(first.view(bits), features.view(bits))
+    assert torch.equal(read.view(bits), features[order].view(bits)) and again.bytes_in_memory == 0
+    assert torch.equal(again.get(keys, None, dtype=torch.float32), features.float())  # converted as it is copied
+
+
+def test_fill_keeps_no_stored_rows_in_memory_and_keeps_those_it_cannot_store(tmp_path):
+    from headstart.core.cache import reserve
+
+    rows, width, chunk = 8192, 5120, 2048  # 160 MB of float32 in 4 shards of 40 MB
+    keys = [f"{i:064x}" for i in range(rows)]
+
+    def compute(idx):
+        return torch.tensor(idx, dtype=torch.float32)[:, None] + torch.arange(width, dtype=torch.float32)
+
+    cache = FeatureCache({"n": rows}, tmp_path / "disk")
+    before = _rss_anon_mb()
+    cache.fill(keys, range(rows), compute, chunk)
+    grown = None if before is None else _rss_anon_mb() - before
+    assert cache.computed == rows and cache.missing(keys) == [] and cache.bytes_in_memory == 0
+    if grown is not None:
+        assert grown < 60, f"RssAnon grew by {grown:.0f} MB filling 160 MB of stored features"
+    out = cache.get(keys[::1000], None)
+    assert torch.equal(out[:, 0], torch.arange(0, rows, 1000, dtype=torch.float32)) and out.shape == (9, width)
+    # writes off (the run's features do not fit the disk): the rows stay in memory, nothing is written
+    full = tmp_path / "full"
+    assert not reserve(full, need=2**40, free=0)
+    try:
+        kept = FeatureCache({"n": 10}, full)
+        assert torch.equal(kept.get(keys[:10], compute, chunk=4), compute(list(range(10))))
+        assert kept.bytes_in_memory == 10 * width * 4 and not list(full.rglob("*.safetensors"))
+    finally:
+        assert reserve(full, need=0, free=1)
+
+
+def test_a_truncated_or_damaged_shard_is_skipped_and_recomputed(tmp_path):
+    from headstart.core.cache import read_header
+
+    keys = [f"{i:064x}" for i in range(12)]
+    calls: list[list[int]] = []
+
+    def compute(idx):
+        calls.append(list(idx))
+        return torch.tensor(idx, dtype=torch.float16)[:, None].repeat(1, 3)
+
+    FeatureCache({"n": 1}, tmp_path).get(keys, compute, chunk=4)
+    shards = {read_header(p)[0][0]: p for p in FeatureCache({"n": 1}, tmp_path).dir.glob("*.safetensors")}
+    truncated, damaged, removed = shards[keys[4]], shards[keys[8]], shards[keys[0]]
+    truncated.write_bytes(truncated.read_bytes()[:-5])  # a write cut short: the header promises more bytes
+    damaged.write_bytes(b"\xff" * 8 + damaged.read_bytes()[8:])  # a header length beyond the file
+    calls.clear()
+    again = FeatureCache({"n": 1}, tmp_path)
+    assert again.missing(keys) == list(range(4, 12))  # neither is trusted
+    removed.unlink()  # and one goes away after it was indexed (another process cleaning the cache)
+    out = again.get(keys, compute, chunk=4)
+    assert sorted(i for c in calls for i in c) == list(range(12)) and again.computed == 12
+    assert torch.equal(out[:, 0], torch.arange(12, dtype=torch.float16))
+    assert FeatureCache({"n": 1}, tmp_path).missing(keys) == list(range(4))  # the recomputed 4..11 were stored

@@ -145,6 +145,7 @@ def test_pascal_voc_folder_is_read_with_its_own_splits_and_errors_name_the_file(
     mine = dd.discover(tmp_path / "mine", val_fraction=0.34, seed=1)
     assert infer_task(tmp_path / "mine") == "detection"
     assert (len(mine.train), len(mine.val)) == (4, 2) and "random validation split" in mine.layout
+    assert mine.val_held_out and not voc.val_held_out  # train.refit=auto refits only the first
     again = {s.path.stem: s.boxes for s in mine.train + mine.val}
     original = {s.path.stem: s.boxes for s in voc.train + voc.val + voc.test}
     assert all(torch.allclose(again[k], original[k]) for k in ids)
@@ -182,6 +183,15 @@ def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: 
     report = Detector.load(tmp_path / "run").evaluate(tmp_path / "held")  # the data's own test split, not val
     boxes = sum(len(s.boxes) for s in dd.discover(tmp_path / "held").test)
     assert sum(c["boxes"] for c in report["per_class"].values()) == boxes and len(test) == 6
+
+    for path in (root / "ImageSets" / "Main").iterdir():  # no lists: validation held out of the items, then refit
+        path.unlink()
+    res = CliRunner().invoke(app, ["train", str(root), "detection.image_size=160", "cache.views=1", "train.refit=auto",
+                                   f"cache.dir={tmp_path / 'cache'}", "--strategy", "linear", "--epochs", "1",
+                                   "--out", str(tmp_path / "refit")])
+    assert res.exit_code == 0, res.output
+    refit = json.loads((tmp_path / "refit" / "metrics.json").read_text())["refit"]
+    assert refit["num_train"] == 24, refit  # trained again on train + validation
 
 
 # ------------------------------------------------------------------------------------- transforms

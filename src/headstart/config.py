@@ -33,7 +33,9 @@ class DataConfig(_Section):
     preload_mb: int = Field(2048, ge=0, description="keep decoded, resized images in memory up to this size")
     max_pixels: int = Field(89_478_485, ge=1, le=89_478_485, description="images with more pixels are skipped "
                             "(and reported) from their header, before they are decoded; at most PIL's own limit")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int | None = Field(None, ge=0, description="loader worker processes that decode and augment; "
+                                    "default: 0 on a CPU (the cores compute the model), on a GPU one per core but "
+                                    "one, at most 8")
     inference_batch_size: int | None = Field(
         None, ge=1, description="items per forward pass when nothing trains (feature extraction, validation, "
         "prediction); default: 8 images on a CPU (activations stay in cache: about 2x faster than 64), "
@@ -79,6 +81,9 @@ class TrainConfig(_Section):
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this; default: no clipping")
     checkpoint_seconds: float = Field(
         10.0, ge=0, description="write the resume checkpoint at most this often (and at every phase end); 0: each epoch")
+    compile: bool = Field(False, description="torch.compile the model in the phases whose training step runs backbone "
+                          "stages (fine-tuning; not a head on cached features): a one-off compile per phase (reported "
+                          "in seconds, metrics.json 'phases') for faster steps, worth it on a GPU for long runs")
     select_metric: Literal["accuracy", "macro_f1", "auto"] = "auto"
     class_weights: bool = Field(False, description="weight the loss (and the L-BFGS head) by inverse class frequency")
     balanced_sampling: bool = Field(False, description="draw training batches with every class equally likely "

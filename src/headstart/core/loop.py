@@ -88,6 +88,7 @@ class FitState:
     phase_epochs: dict[str, int] = field(default_factory=dict)  # epochs decided at run time (auto), by phase index
     phase_notes: dict[str, str] = field(default_factory=dict)  # why a phase was skipped or stopped, by phase index
     phases: list[dict[str, Any]] = field(default_factory=list)  # ``phase_summary`` at the end of the fit
+    compile_seconds: dict[str, float] = field(default_factory=dict)  # torch.compile's time (train.compile), by phase
 
 
 def augment_seed(cfg: RunConfig) -> int:
@@ -111,6 +112,8 @@ def make_fabric(cfg: DeviceConfig, distributed: bool = False) -> Fabric:
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices if several else 1, precision=precision,
                     strategy=cfg.strategy if several else "auto", num_nodes=cfg.num_nodes if several else 1)
     fabric.launch()
+    if fabric.device.type == "cuda":  # cuDNN picks the fastest convolution for each input shape (fixed image sizes)
+        torch.backends.cudnn.benchmark = True
     if not fabric.is_global_zero:
         console.quiet = True  # the other ranks train the same model: one process reports
     return fabric
@@ -142,17 +145,36 @@ def cpu_has_native_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
+def on_cuda(fabric: Fabric | None = None) -> bool:
+    """Whether this process computes on a CUDA device: ``fabric``'s, else whether it has started CUDA at all."""
+    return fabric.device.type == "cuda" if fabric is not None else torch.cuda.is_initialized()
+
+
+def default_workers(fabric: Fabric | None = None) -> int:
+    """Loader worker processes when ``data.num_workers`` is not set: none on a CPU, where the cores compute the
+    model (on the 2-core CPU workers only took cores from it); on a GPU one per core this process has
+    (``torch.get_num_threads``: the cores shared between the devices' processes) but one, at most 8, so that
+    decoding and augmentation run beside the GPU instead of before each of its steps.
+    """
+    return min(8, max(torch.get_num_threads() - 1, 1)) if on_cuda(fabric) else 0
+
+
 def loader(dataset: Dataset, batch_size: int, collate: Callable | None = None, shuffle_seed: int | None = None,
-           num_workers: int = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None,
-           pin_memory: bool = False) -> DataLoader:
+           num_workers: int | None = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None,
+           pin_memory: bool | None = None) -> DataLoader:
     """Batches of ``dataset``: shuffled by ``shuffle_seed``, or the task's own ``batches``.
 
     On several devices (``fabric``) each global batch, of ``batch_size`` x devices items, is the batch one device
     would draw with that size, split between the devices: DDP then averages the gradient over the same items.
+    ``num_workers=None`` (``data.num_workers`` unset): ``default_workers``. ``pin_memory=None``: pinned on CUDA
+    (``on_cuda``), so that the host-to-device copies (``fabric.to_device``: non-blocking there) overlap compute.
     """
+    num_workers = default_workers(fabric) if num_workers is None else num_workers
+    pin_memory = on_cuda(fabric) if pin_memory is None else pin_memory
     world = fabric.world_size if fabric is not None else 1
     if batches is None and world > 1 and shuffle_seed is not None:
-        batches = [b.tolist() for b in loader(range(len(dataset)), batch_size * world, shuffle_seed=shuffle_seed)]
+        batches = [b.tolist() for b in loader(range(len(dataset)), batch_size * world, shuffle_seed=shuffle_seed,
+                                                 pin_memory=False)]
     if batches is not None:  # the task's batches (global ones on several devices)
         if world > 1:
             batches = shard_batches(batches, world, fabric.global_rank)
@@ -191,9 +213,16 @@ def inference_batch_size(cfg: RunConfig, fabric: Fabric, modality: str = "image"
     On CPUs the depthwise and 1x1 convolutions of mobile backbones are memory-bound; with 8 images
     their activations stay in cache and extraction runs about twice as fast as with 64
     (EfficientNet-Lite0 and MobileNetV2, bf16 and fp32, benchmarks/image_classification.py).
+    On a CUDA device with 16 GiB or more, 256 images (at least 2 x train.batch_size): a mobile backbone's
+    forward pass on a few dozen images is too short to cover a batch's fixed costs (kernel launches, the Python
+    loop, the copy to the device), and 256 images at 224 px in bf16 keep the largest activation of
+    EfficientNet-Lite0 (32 x 112 x 112 per image) near 200 MB, well within such a device.
     """
     if cfg.data.inference_batch_size:
         return cfg.data.inference_batch_size
+    if modality == "image" and fabric.device.type == "cuda":
+        memory = torch.cuda.get_device_properties(fabric.device).total_memory
+        return max(256 if memory >= 16 * 2**30 else 64, cfg.train.batch_size * 2)
     return 8 if modality == "image" and fabric.device.type == "cpu" else cfg.train.batch_size * 2
 
 
@@ -214,14 +243,27 @@ def autocast_images(x):
 def run_batches(fabric: Fabric, fn: Callable, batches: DataLoader, desc: str,
                 dtype: torch.dtype = torch.float32, advance: Callable[[], None] | None = None) -> torch.Tensor:
     """``fn(inputs)`` over ``(inputs, _)`` batches, outputs concatenated on the CPU in ``dtype``, with a progress bar
-    (or ``advance()`` called per batch: a bar shown by the caller)."""
+    (or ``advance()`` called per batch: a bar shown by the caller).
+
+    On CUDA the outputs are copied back without waiting (into pinned memory), once at the end: the device is
+    not stopped after every batch.
+    """
     outputs = []
+    cuda = fabric.device.type == "cuda"
     with progress_bar(desc, len(batches) if advance is None else 0) as own:
         for x, _ in batches:
             with fabric.autocast():
-                outputs.append(fn(autocast_images(channels_last(fabric.to_device(x)))).to("cpu", dtype))
+                outputs.append(fn(autocast_images(channels_last(fabric.to_device(x)))).to("cpu", dtype,
+                                                                                          non_blocking=cuda))
             (advance or own)()
+    synchronize(fabric)  # the asynchronous copies have landed before the host reads them
     return torch.cat(outputs)
+
+
+def synchronize(fabric: Fabric) -> None:
+    """Wait for the device's queued work (CUDA; elsewhere it is done already): before timing or host reads."""
+    if fabric.device.type == "cuda":
+        torch.cuda.synchronize(fabric.device)
 
 
 # ------------------------------------------------------------------------------------------- feature cache
@@ -251,8 +293,8 @@ def feature_namespace(spec, cfg: RunConfig, cut: int, transform_id: str, train: 
 def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int, keys: list[str], dataset: Dataset,
                    namespace: dict[str, Any], run: Callable[[torch.Tensor], torch.Tensor], desc: str,
                    collate: Callable | None = None, prepare: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                   dtype: torch.dtype = torch.float32,
-                   side: tuple[int, dict[str, Any]] | None = None) -> tuple[torch.Tensor, FeatureCache]:
+                   dtype: torch.dtype = torch.float32, side: tuple[int, dict[str, Any]] | None = None,
+                   out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, FeatureCache]:
     """``run(prepare(inputs))`` for every item of ``dataset``, computed once and kept in the feature cache.
 
     ``run`` computes backbone stages ``[0, cut)`` (frozen, eval mode, BatchNorms folded into their
@@ -261,6 +303,8 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
     outputs of stages ``[0, stage)`` (float16) under ``namespace``, for a later phase that trains the stages above
     ``stage`` (``auto``'s partial candidate), so that phase reads them instead of running the images again.
     ``run`` is then not used: the pass is ``backbone.extract(x, stage)`` continued by ``backbone(mid, start=stage)``.
+    ``dtype`` is what the cache stores; the result is ``out_dtype`` (default ``dtype``), converted as it is copied out
+    of the memory-mapped shards: that copy is the only one of the features in memory.
     """
     cache = FeatureCache(namespace, cfg.cache.dir)
     prepare = prepare or (lambda x: x)
@@ -284,8 +328,9 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
         with batchnorm_folded(backbone, cut, example):
             out = run_batches(fabric, lambda x: (both if side else run)(prepare(x)), batches, desc, dtype, bar[0])
         if side:
-            mids = torch.cat(kept)
-            FeatureCache(side[1], cfg.cache.dir).get([keys[i] for i in indices], lambda missing: mids[missing])
+            mids, names = torch.cat(kept), [keys[i] for i in indices]
+            stages = FeatureCache(side[1], cfg.cache.dir)  # per chunk: what it cannot store is not kept past it
+            stages.fill(names, stages.missing(names), lambda missing: mids[missing])
         return out
 
     if side and side[0] >= cut:
@@ -302,7 +347,8 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
         fabric.barrier()
         cache.refresh()
         cache.computed += len(missing) - len(mine)  # computed this session, by the other devices
-    out = cache.get(keys, compute)  # what no device could store (a cache folder that cannot be written) is computed here
+    # what no device could store (a cache folder that cannot be written) is computed here
+    out = cache.get(keys, compute, dtype=out_dtype)
     cache.hits = len(keys) - len(missing)  # served from earlier sessions (``get`` also counted this session's)
     cache.refresh()  # ``out`` holds the features: the cache's own copy of them is let go
     return out, cache
@@ -374,11 +420,21 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         solved = solve(fabric, model, phase, cut) if solve is not None and fresh else None
         groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
         adamw = torch.optim.AdamW(groups)
-        fmodel, optimizer = fabric.setup(model, adamw)
+        # train.compile: only where the step runs backbone stages (a head on cached features is too small to pay)
+        compiled = tc.compile and cut < backbone.num_groups
+        first_steps: list[float] = []  # seconds of the compiled phase's first two training steps
+        noted = False  # compile time reported (once per phase and session)
+        # Fabric compiles its wrapper of the module (DDP's too); ``model`` itself stays uncompiled: checkpoints and
+        # weights keep their keys (no ``_orig_mod.``), and validation runs it in eval mode as before
+        if compiled:  # the graphs of an earlier phase (other trainable layers) are not reused: let them go, so that
+            torch.compiler.reset()  # many phases (gradual) stay under dynamo's recompilation limit
+        fmodel, optimizer = fabric.setup(torch.compile(model) if compiled else model, adamw)
         if phase.candidate and fresh and budget:
-            epoch_s = _estimate_epoch_seconds(fabric, fmodel, optimizer, steps, cut, tc.seed)
+            epoch_s = _estimate_epoch_seconds(fabric, fmodel, optimizer, steps, cut, tc.seed,
+                                              first_steps if compiled else None)
             fits = agree(fabric, int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s))
             if fits < 1:
+                _note_compile(state, pi, phase, first_steps)
                 state.seconds += time.perf_counter() - started
                 _skip_phase(state, pi, phase, f"an epoch takes about {epoch_s:.0f} s and "
                             f"{max(budget - state.seconds, 0):.0f} s of the {budget:.0f} s budget are left")
@@ -416,8 +472,16 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                 state.epoch_in_phase = phase.epochs - 1
             batches = steps.train_loader(fabric, cut, state.epoch, seed) if solved is None else []
             fmodel.train()
+            # the loss sums stay on the device (float64: the same sums as Python floats): reading a loss each step
+            # would stop a GPU until it finished the step; they are read for the progress bar once a second
+            sums: dict[str, torch.Tensor] = {}
+            shown = time.monotonic()
             with progress_bar(f"Epoch {state.epoch + 1} [{phase.name}]", len(batches)) as advance:
-                for batch in batches:
+                for i, batch in enumerate(batches):
+                    timed = compiled and len(first_steps) < 2
+                    if timed:
+                        synchronize(fabric)
+                        step_started = time.perf_counter()
                     optimizer.zero_grad(set_to_none=True)
                     with fabric.autocast():
                         loss, losses, n = steps.train_step(fmodel, batch, cut)
@@ -426,11 +490,23 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                         fabric.clip_gradients(fmodel, optimizer, max_norm=tc.clip_grad_norm)
                     optimizer.step()
                     scheduler.step()
-                    total += float(loss.detach()) * n
+                    if timed:
+                        synchronize(fabric)
+                        first_steps.append(time.perf_counter() - step_started)
                     count += n
-                    for k, v in losses.items():
-                        parts[k] = parts.get(k, 0.0) + float(v.detach()) * n
-                    advance(info=f"loss {total / count:.4f}")
+                    for k, v in {"": loss, **losses}.items():  # "": the loss, then its named parts
+                        v = v.detach().to(torch.float32 if v.device.type == "mps" else torch.float64) * n
+                        sums[k] = sums[k].add_(v) if k in sums else v
+                    if time.monotonic() - shown >= 1.0 or i == len(batches) - 1:
+                        advance(info=f"loss {float(sums['']) / count:.4f}")
+                        shown = time.monotonic()
+                    else:
+                        advance()
+            if sums:
+                total, parts = float(sums.pop("")), {k: float(v) for k, v in sums.items()}
+            if compiled and first_steps and not noted:
+                _note_compile(state, pi, phase, first_steps)
+                noted = True
             if fabric.world_size > 1 and solved is None:  # the epoch's loss over every device's items
                 sums = fabric.all_reduce(torch.tensor([total, count, *parts.values()], dtype=torch.float64),
                                          reduce_op="sum").tolist()
@@ -508,24 +584,41 @@ def _skip_phase(state: FitState, pi: int, phase: strategies.Phase, why: str) -> 
     state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
 
 
-def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps: Steps, cut: int, seed: int) -> float:
+def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps: Steps, cut: int, seed: int,
+                            first_steps: list[float] | None = None) -> float:
     """Seconds one epoch of this phase will take: two training batches timed (no step taken), plus validation.
 
-    Validation costs about a third of training per item (a forward pass, no backward).
+    Validation costs about a third of training per item (a forward pass, no backward). The second batch's time
+    counts: the first one's includes warming up (and ``torch.compile``: both batches' seconds go to ``first_steps``).
     """
     fmodel.train()
     times = []
     for i, batch in enumerate(steps.train_loader(fabric, cut, 0, seed)):
+        synchronize(fabric)  # a GPU runs behind the host: its queued work is not this batch's
         started = time.perf_counter()
         with fabric.autocast():
             loss, _, n = steps.train_step(fmodel, batch, cut)
         fabric.backward(loss)
-        times.append((time.perf_counter() - started) / max(n, 1))
+        synchronize(fabric)
+        seconds = time.perf_counter() - started
+        if first_steps is not None and len(first_steps) < 2:
+            first_steps.append(seconds)
+        times.append(seconds / max(n, 1))
         if i == 1:
             break
     optimizer.zero_grad(set_to_none=True)
     per_item = times[-1] if times else 0.0
     return max(per_item * (steps.num_train / fabric.world_size + getattr(steps, "num_val", 0) / 3) * 1.1, 1e-3)
+
+
+def _note_compile(state: FitState, pi: int, phase: strategies.Phase, first_steps: list[float]) -> None:
+    """Report ``torch.compile``'s time in a phase: its first training step's seconds less the second's."""
+    if not first_steps:
+        return
+    first, then = first_steps[0], (first_steps[1] if len(first_steps) > 1 else 0.0)
+    state.compile_seconds[str(pi)] = round(max(first - then, 0.0), 2)
+    say(f"torch.compile: phase '{phase.name}' compiled in ~{state.compile_seconds[str(pi)]:.1f} s (its first "
+        f"training step took {first:.1f} s" + (f", the next {then:.2f} s)" if len(first_steps) > 1 else ")"))
 
 
 def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) -> list[dict[str, Any]]:
@@ -539,7 +632,9 @@ def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) 
         rows.append({"phase": phase.name, "trainable_groups": phase.trainable, "epochs": len(history),
                      f"best_val_{metric}": max(scores) if scores else None, "epoch_seconds": round(seconds, 1),
                      "kept": bool(epochs) and state.best_epoch in epochs,
-                     "note": state.phase_notes.get(str(pi), "")})
+                     "note": state.phase_notes.get(str(pi), ""),
+                     **({"compile_seconds": state.compile_seconds[str(pi)]} if str(pi) in state.compile_seconds
+                        else {})})
     return rows
 
 

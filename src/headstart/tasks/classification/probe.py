@@ -38,6 +38,21 @@ def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return (x - mean) / std, mean, std
 
 
+def _select(x: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor) -> torch.Tensor:
+    """``x[rows].float()`` written into the first rows of ``buffer`` (float32, reused: no new copy of the features)."""
+    index = rows.nonzero().squeeze(1)
+    out = buffer[: len(index)]
+    if x.dtype == out.dtype:
+        return torch.index_select(x, 0, index, out=out)
+    return out.copy_(x[index])
+
+
+def _standardise_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_standardise`` of a float32 ``x`` in place: the same numbers, no second copy."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    return x.sub_(mean).div_(std), mean, std
+
+
 def _lbfgs(xs: torch.Tensor, y: torch.Tensor, classes: int, l2: float, steps: int,
            class_weight: torch.Tensor | None, start: tuple[torch.Tensor, torch.Tensor] | None = None,
            multilabel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,6 +99,18 @@ def logistic_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
     """Validation logits of a logistic regression fitted on the training features."""
     fit = fit_logistic(x_train, y_train, classes, l2, steps)
     return x_val.float() @ fit.weight.T + fit.bias
+
+
+def _fit_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, classes: int, l2: float, steps: int,
+              class_weight: torch.Tensor | None, buffer: torch.Tensor) -> LogisticFit:
+    """``fit_logistic(x[rows], y[rows], ...)`` worked out in ``buffer``: the same fit, no copies of the features."""
+    xs, mean, std = _standardise_(_select(x, rows, buffer))
+    y = y[rows]
+    weight, bias = _to_raw(*_lbfgs(xs, y, classes, l2, steps, class_weight), mean, std)
+    raw = _select(x, rows, buffer)  # the standardised rows are spent: the raw ones again, for the training loss
+    with torch.no_grad():
+        loss = float(F.cross_entropy(raw @ weight.T + bias, y, weight=class_weight))
+    return LogisticFit(weight, bias, l2, loss)
 
 
 def _groups_by_class(y: torch.Tensor, groups: torch.Tensor) -> dict[int, list[int]]:
@@ -136,25 +163,28 @@ def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Te
         variants[False] = plain  # fitted on the plain rows only
     path = sorted(grid, reverse=True)
     correct = {(v, l2): 0 for v in variants for l2 in path}
+    # every fold's standardised rows and the final fit's are written into this one buffer in turn: the features are
+    # in memory twice at most (before: a new copy per fold and variant, each standardised into another)
+    buffer = torch.empty(len(y), *x.shape[1:], dtype=torch.float32)
     for k in range(folds):
         held = fold == k
         if held.all() or not held.any():
             continue
         test = held & scored
+        x_test, y_test = x[test].float(), y[test]
         for augmented, rows in variants.items():
             fit_rows = rows & ~held
-            xs, mean, std = _standardise(x[fit_rows])
+            xs, mean, std = _standardise_(_select(x, fit_rows, buffer))
             start = None
             for l2 in path:
                 start = _lbfgs(xs, y[fit_rows], classes, l2, steps, class_weight, start)
                 weight, bias = _to_raw(*start, mean, std)
-                correct[augmented, l2] += int(((x[test].float() @ weight.T + bias).argmax(1) == y[test]).sum())
+                correct[augmented, l2] += int(((x_test @ weight.T + bias).argmax(1) == y_test).sum())
     n = int(scored.sum())
     scores = {key: value / n for key, value in correct.items()}
     # ties: with the augmented views (more data), then the stronger L2
     best_views, best = max(((v, l2) for v in variants for l2 in path), key=lambda key: scores[key])
-    rows = variants[best_views]
-    fit = fit_logistic(x[rows], y[rows], classes, best, steps=2 * steps, class_weight=class_weight)
+    fit = _fit_rows(x, y, variants[best_views], classes, best, 2 * steps, class_weight, buffer)
     fit.augmented = best_views
     fit.cv_accuracy = {l2: round(scores[True, l2], 4) for l2 in grid}
     if False in variants:

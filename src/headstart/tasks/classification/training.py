@@ -74,6 +74,7 @@ class ClassificationSteps:
         self.criterion = self.make_criterion()
         self.caches: list[FeatureCache] = []
         self.train_views: torch.Tensor | None = None
+        self.head_rows: torch.Tensor | None = None  # [plain, *train_views] for ``solve`` (train_views is a view of it)
         self.val_inputs: torch.Tensor | None = None
 
     def class_counts(self, labels: torch.Tensor) -> list[int]:
@@ -124,20 +125,39 @@ class ClassificationSteps:
             fabric, cfg, backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace(cut),
             lambda x: backbone.extract(x, cut), f"Extracting features ({split}, {what})", data.collate,
             dtype=torch.float32 if cut == backbone.num_groups else torch.float16,
-            side=(also, namespace(also)) if also else None)
+            side=(also, namespace(also)) if also else None, out_dtype=torch.float32)
         self.caches.append(cache)
-        return out.float()
+        return out
 
     def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> None:
+        """The training views (and, for ``solve``, room for the plain images beside them) and the validation inputs.
+
+        Each view is copied into one buffer as it is read: the features are in memory once, not twice as by stacking.
+        """
+        self.train_views = self.val_inputs = self.head_rows = None
         if not cut:
-            self.train_views = self.val_inputs = None
             return
         views = min(self.cfg.cache.views, phase.epochs)
         # the later phase's cut, when its frozen outputs come from this phase's pass (auto's partial candidate)
         also = self.cut(model, strategies.Phase("prefetch", 1, phase.prefetch)) if phase.prefetch else 0
         also = also if 0 < also < cut == model.backbone.num_groups else 0
-        self.train_views = torch.stack([self.features(fabric, model, "train", cut, True, v, also) for v in range(views)])
+        plain = int(self.solves(model, phase, cut))  # slot 0 left for the plain images (no memory until written)
+        rows = None
+        for v in range(views):
+            view = self.features(fabric, model, "train", cut, True, v, also)
+            if views == 1 and not plain:
+                rows = view[None]  # nothing to stack
+                continue
+            if rows is None:
+                rows = view.new_empty((plain + views, *view.shape))
+            rows[plain + v] = view
+            del view
+        self.train_views, self.head_rows = rows[plain:], rows if plain else None
         self.val_inputs = self.features(fabric, model, "val", cut, False, 0, also)
+
+    def solves(self, model: nn.Module, phase: strategies.Phase, cut: int) -> bool:
+        """Whether ``solve`` fits this phase's head (L-BFGS on the pooled features of a linear phase)."""
+        return self.cfg.train.head_solver == "lbfgs" and not phase.trainable and cut == model.backbone.num_groups
 
     def solve(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> dict[str, float] | None:
         """With ``train.head_solver=lbfgs`` (the default), a linear phase on cached pooled features fits the head to convergence.
@@ -146,15 +166,23 @@ class ClassificationSteps:
         chosen by 5-fold cross-validation (views of one item stay in one fold); it warm-starts any
         fine-tuning phase after it.
         """
-        if self.cfg.train.head_solver != "lbfgs" or phase.trainable or cut != model.backbone.num_groups:
+        if not self.solves(model, phase, cut):
             return None
         # the un-augmented images with their augmented views: on 300 tiny digits the augmented views alone
         # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones
         plain = self.features(fabric, model, "train", cut, False, 0)
-        x = torch.cat([plain[None], self.train_views])
+        x = self.head_rows  # [plain, *train_views], one buffer (``prepare``): no copy of the views here
+        if x is None or x.shape[1:] != plain.shape or x[1:].data_ptr() != self.train_views.data_ptr():
+            x = torch.cat([plain[None], self.train_views])
+        else:
+            x[0] = plain
+        del plain
         views, n = x.shape[0], x.shape[1]
         labels = self.train_labels.repeat(views, *[1] * (self.train_labels.dim() - 1))
         fit = self.fit_head(x.flatten(0, 1), labels, torch.arange(n).repeat(views), torch.arange(views * n) < n)
+        if x is self.head_rows:  # the plain rows are let go (the views stay: an epoch may still be timed on them)
+            self.train_views, self.head_rows = self.train_views.clone(), None
+        del x
         linear = model.head[-1]
         with torch.no_grad():
             linear.weight.copy_(fit.weight.to(linear.weight))

@@ -63,6 +63,7 @@ class DetectionSplits:
     issues: Counter = field(default_factory=Counter)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     test: list[DetSample] = field(default_factory=list)  # a held-out test list of the data's own (VOC test.txt)
+    val_held_out: bool = False  # validation was taken out of the training items (a seeded split), not given
 
     def select_classes(self, names: Sequence[str]) -> None:
         """Keep only the boxes of ``names`` (in that order); images left without boxes become background."""

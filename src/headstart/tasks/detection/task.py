@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -81,6 +82,11 @@ class Detector(Estimator):
         if cfg.detection.classes:
             splits.select_classes(cfg.detection.classes)
         return splits
+
+    def _training_splits(self, splits: det_data.DetectionSplits) -> det_data.DetectionSplits:
+        if not self._refitting:
+            return splits
+        return dataclasses.replace(splits, train=splits.train + splits.val)  # DetectionSplits has no notes
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config

@@ -23,9 +23,14 @@ from headstart.tasks.detection.metrics import SELECT_METRIC, detection_report
 from headstart.tasks.detection.model import DetectionModel
 
 
-def batches(dataset: Dataset, batch_size: int, seed: int | None = None, collate_fn=collate) -> DataLoader:
-    """Detection batches (images stacked, targets listed), shuffled by ``seed``."""
-    return loop.loader(dataset, batch_size, collate_fn, seed)
+def batches(dataset: Dataset, batch_size: int, seed: int | None = None, collate_fn=collate,
+            fabric: Fabric | None = None) -> DataLoader:
+    """Detection batches (images stacked, targets listed), shuffled by ``seed``.
+
+    With ``fabric`` on several devices, each device gets its part of the global batch of ``batch_size`` x devices
+    items (``loop.loader`` splits the index batches, so images and their box lists stay together).
+    """
+    return loop.loader(dataset, batch_size, collate_fn, seed, fabric=fabric)
 
 
 def _placeholders(n: int, size: int, device: torch.device) -> list[torch.Tensor]:
@@ -144,7 +149,7 @@ class DetectionSteps:
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
         bs = self.cfg.train.batch_size
         dataset = CachedViews(self.train_views, self.train_targets, seed) if cut else self.data.dataset("train", True, epoch)
-        return fabric.setup_dataloaders(batches(dataset, bs, seed), use_distributed_sampler=False)
+        return fabric.setup_dataloaders(batches(dataset, bs, seed, fabric=fabric), use_distributed_sampler=False)
 
     def train_step(self, model: Any, batch: Any, cut: int) -> tuple[torch.Tensor, dict, int]:
         inputs, targets = batch

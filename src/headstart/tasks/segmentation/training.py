@@ -128,6 +128,7 @@ class SegmentationSteps:
         self.train_masks: list[torch.Tensor] = []
         self.val_inputs: torch.Tensor | None = None
         self.val_masks: list[torch.Tensor] | None = None
+        self.fabric: Fabric | None = None  # the training run's (set by train_loader): pixel counts across devices
 
     def cut(self, model: SegmentationModel, phase: strategies.Phase) -> int:
         if not model.cacheable:  # a torchvision segmenter: its encoder is not cut into cacheable stages
@@ -170,7 +171,8 @@ class SegmentationSteps:
             self.val_inputs, self.val_masks = self._frozen(fabric, model, "val", cut, False, 0)
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int):
-        bs = self.cfg.train.batch_size
+        bs = self.cfg.train.batch_size  # per device: loop.loader splits each global batch between the devices
+        self.fabric = fabric  # train_step sums the labelled pixels over the devices
         if cut:
             batches = loop.loader(CachedViews(self.train_views, self.train_masks, seed), bs, None, seed, fabric=fabric)
         else:
@@ -182,7 +184,25 @@ class SegmentationSteps:
         x, masks = batch
         masks = masks.long()
         logits = model(loop.channels_last(x) if not cut else x, start=cut, size=tuple(masks.shape[-2:]))
-        return self.criterion(logits.float(), masks), {}, len(masks)
+        return self.pixel_loss(logits.float(), masks), {}, len(masks)
+
+    def pixel_loss(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy averaged over the labelled pixels of the global batch.
+
+        On one device that is ``criterion``. On several, each device's part holds its own number of labelled pixels:
+        its summed loss is divided by the global batch's count (summed over the devices) times the devices, so the
+        gradient DDP averages is the one device's mean over the whole batch, not a mean of per-device means.
+        """
+        fabric = self.fabric
+        if fabric is None or fabric.world_size == 1:
+            return self.criterion(logits, masks)
+        weight = self.criterion.weight
+        weight = weight.to(logits) if weight is not None else None
+        total = F.cross_entropy(logits, masks, weight=weight, ignore_index=IGNORE_INDEX, reduction="sum")
+        labelled = masks[masks != IGNORE_INDEX]
+        count = weight[labelled].sum() if weight is not None else torch.tensor(float(labelled.numel()))
+        count = fabric.all_reduce(count.detach().to(logits.device, torch.float64), reduce_op="sum")
+        return total * fabric.world_size / count.clamp(min=1).to(total.dtype)
 
     @torch.inference_mode()
     def evaluate_batches(self, fabric: Fabric, model: SegmentationModel, cut: int) -> tuple[torch.Tensor, float]:
