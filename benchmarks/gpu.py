@@ -35,9 +35,9 @@ os.environ.setdefault("HEADSTART_QUIET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+from image_classification import _tutorial_transforms  # noqa: E402 - the plain loop's transforms, as benchmarked there
 from torch import nn  # noqa: E402
 from torchvision import datasets  # noqa: E402
-from torchvision.transforms import v2  # noqa: E402
 
 from headstart.core.backbones import registry  # noqa: E402
 
@@ -63,15 +63,23 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def fit_cold(cls, data: Path | None, **kwargs):
+    """``cls(**kwargs).fit`` with an empty feature cache, in a folder removed afterwards (DATA made there if None:
+    the SMS subset); returns the estimator and the wall seconds of its fit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HEADSTART_CACHE"] = str(Path(tmp) / "cache")
+        data = data or sms_subset(Path(tmp))
+        started = time.perf_counter()
+        est = cls(**kwargs).fit(data, out=Path(tmp) / "run")
+        return est, time.perf_counter() - started
+
+
 # ------------------------------------------------------------------------------------ full fine-tuning
 def headstart_finetune(data: Path, device: str, threads: int | None, epochs: int, workers: int) -> dict:
     from headstart.tasks.image.task import ImageClassifier
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["HEADSTART_CACHE"] = str(Path(tmp) / "cache")
-        clf = ImageClassifier(model=MODEL, strategy="full", epochs=epochs,
-                              overrides={**overrides(device, threads), "data.num_workers": workers,
-                                         "train.early_stopping": 0}).fit(data, out=Path(tmp) / "run")
+    clf, _ = fit_cold(ImageClassifier, data, model=MODEL, strategy="full", epochs=epochs,
+                      overrides={**overrides(device, threads), "data.num_workers": workers, "train.early_stopping": 0})
     later = [r["epoch_seconds"] for r in clf.history_[1:]] or [clf.history_[0]["epoch_seconds"]]
     items = clf.metrics_["num_train"] + clf.metrics_["num_val"]
     return {"images_per_s": items / (sum(later) / len(later)), "val_accuracy": clf.metrics_["val_accuracy"],
@@ -83,11 +91,8 @@ def plain_finetune(data: Path, device: str, epochs: int, workers: int, autocast:
     torch.manual_seed(0)
     backbone = registry.create_backbone(MODEL)
     spec = backbone.spec
-    norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))]
-    train_set = datasets.ImageFolder(data / "train", v2.Compose(
-        [v2.RGB(), v2.RandomResizedCrop(spec.input_size), v2.RandomHorizontalFlip(), *norm]))
-    val_set = datasets.ImageFolder(data / "val", v2.Compose(
-        [v2.RGB(), v2.Resize(spec.resize_size), v2.CenterCrop(spec.input_size), *norm]))
+    train_tf, val_tf = _tutorial_transforms(spec)
+    train_set, val_set = datasets.ImageFolder(data / "train", train_tf), datasets.ImageFolder(data / "val", val_tf)
     pin = device == "cuda"
     train = torch.utils.data.DataLoader(train_set, batch_size=32, shuffle=True, num_workers=workers, pin_memory=pin,
                                         persistent_workers=workers > 0)
@@ -124,11 +129,8 @@ def plain_finetune(data: Path, device: str, epochs: int, workers: int, autocast:
 def headstart_extract(data: Path, device: str, threads: int | None, workers: int) -> dict:
     from headstart.tasks.image.task import ImageClassifier
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ["HEADSTART_CACHE"] = str(Path(tmp) / "cache")
-        clf = ImageClassifier(model=MODEL, strategy="linear", epochs=1,
-                              overrides={**overrides(device, threads), "data.num_workers": workers,
-                                         "cache.views": 1}).fit(data, out=Path(tmp) / "run")
+    clf, _ = fit_cold(ImageClassifier, data, model=MODEL, strategy="linear", epochs=1,
+                      overrides={**overrides(device, threads), "data.num_workers": workers, "cache.views": 1})
     computed = clf.metrics_["cache"]["items_computed"]
     return {"images_per_s": computed / clf.history_[0]["seconds"], "items": computed,
             "seconds": clf.history_[0]["seconds"], "val_accuracy": clf.metrics_["val_accuracy"]}
@@ -136,9 +138,7 @@ def headstart_extract(data: Path, device: str, threads: int | None, workers: int
 
 def plain_extract(data: Path, device: str, workers: int, batch: int, autocast: bool) -> dict:
     backbone = registry.create_backbone(MODEL).to(device).eval()
-    spec = backbone.spec
-    tf = v2.Compose([v2.RGB(), v2.Resize(spec.resize_size), v2.CenterCrop(spec.input_size), v2.ToImage(),
-                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(spec.mean), list(spec.std))])
+    tf = _tutorial_transforms(backbone.spec)[1]  # resize, centre crop, normalise
     sets = [datasets.ImageFolder(data / split, tf) for split in ("train", "val")]
     _sync(device)
     started = time.perf_counter()
@@ -181,13 +181,9 @@ def default_runs(device: str, threads: int | None, only: set[str]) -> dict:
     for name, (cls, data, metric) in runs.items():
         if name not in only:
             continue
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["HEADSTART_CACHE"] = str(Path(tmp) / "cache")
-            data = data or sms_subset(Path(tmp))
-            started = time.perf_counter()
-            est = cls(overrides=overrides(device, threads)).fit(data, out=Path(tmp) / "run")
-            wall = time.perf_counter() - started
-        out[name] = {"data": str(data.name), "wall_seconds": round(wall, 2), metric: est.metrics_.get(metric),
+        est, wall = fit_cold(cls, data, overrides=overrides(device, threads))
+        out[name] = {"data": data.name if data else "sms.csv", "wall_seconds": round(wall, 2),
+                     metric: est.metrics_.get(metric),
                      "strategy": est.metrics_.get("strategy"), "device": est.metrics_.get("device")}
         print(f"default {name}: {wall:.1f} s, {metric} {est.metrics_.get(metric)}", flush=True)
     return out

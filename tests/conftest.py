@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,16 @@ def hymenoptera() -> Path:
     if not HYMENOPTERA.exists():
         pytest.skip(f"{HYMENOPTERA} is absent (the ../shared data folder)")
     return HYMENOPTERA
+
+
+def hymenoptera_subset(root: Path, counts: dict[str, int], link: bool = False) -> Path:
+    """The first ``counts[split]`` JPEGs of each class of hymenoptera's splits, copied (or linked) under ``root``."""
+    for split, n in counts.items():
+        for cls in ("ants", "bees"):
+            (root / split / cls).mkdir(parents=True)
+            for f in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]:
+                (os.symlink if link else shutil.copy)(f, root / split / cls / f.name)
+    return root
 
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "test-screenshots"

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import hymenoptera_subset
 
 from headstart.core.cache import FeatureCache
 
@@ -80,13 +81,7 @@ def _shards(cache: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def tiny_images(hymenoptera, tmp_path_factory) -> Path:
     """16 ants and 16 bees to train on, 8 and 8 to validate on (real hymenoptera photos)."""
-    root = tmp_path_factory.mktemp("tiny-hymenoptera")
-    for split, n in (("train", 16), ("val", 8)):
-        for cls in ("ants", "bees"):
-            (root / split / cls).mkdir(parents=True)
-            for f in sorted((hymenoptera / split / cls).glob("*.jpg"))[:n]:
-                shutil.copy(f, root / split / cls / f.name)
-    return root
+    return hymenoptera_subset(tmp_path_factory.mktemp("tiny-hymenoptera"), {"train": 16, "val": 8})
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import hymenoptera_subset
 from typer.testing import CliRunner
 
 from headstart.cli import app
@@ -48,11 +49,7 @@ def image_run(tmp_path_factory, session_cache) -> Path:
     from headstart.tasks.image.task import ImageClassifier
 
     root = tmp_path_factory.mktemp("export-image")
-    for split, n in (("train", 8), ("val", 4)):
-        for cls in ("ants", "bees"):
-            (root / "data" / split / cls).mkdir(parents=True)
-            for f in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]:
-                shutil.copy(f, root / "data" / split / cls / f.name)
+    hymenoptera_subset(root / "data", {"train": 8, "val": 4})
     ImageClassifier(strategy="linear", epochs=3, overrides=FP32).fit(root / "data", out=root / "run")
     return root / "run"
 

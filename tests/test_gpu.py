@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED
+from conftest import SHARED, hymenoptera_subset
 from safetensors.torch import load_file
 from test_segmentation import CAMVID, camvid_subset
 from test_text import FAST, needs_minilm, needs_sms, sms_split  # noqa: F401 - sms_split: the fixture
@@ -45,13 +45,7 @@ def ran_on(metrics: dict, accelerator: str) -> None:
 @pytest.fixture(scope="module")
 def tiny_hymenoptera(hymenoptera, tmp_path_factory) -> Path:
     """32 training images per class (4 full batches of 16: no smaller last batch to compile again), 20 val."""
-    root = tmp_path_factory.mktemp("hymenoptera-tiny")
-    for split, n in (("train", 32), ("val", 20)):
-        for label in ("ants", "bees"):
-            (root / split / label).mkdir(parents=True)
-            for f in sorted(p for p in (hymenoptera / split / label).iterdir() if p.suffix.lower() == ".jpg")[:n]:
-                os.symlink(f, root / split / label / f.name)
-    return root
+    return hymenoptera_subset(tmp_path_factory.mktemp("hymenoptera-tiny"), {"train": 32, "val": 20}, link=True)
 
 
 def compile_runs(data: Path, root: Path, accelerator: str, strategy: str) -> tuple[ImageClassifier, ImageClassifier]:

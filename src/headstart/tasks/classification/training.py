@@ -172,17 +172,11 @@ class ClassificationSteps:
         # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones
         plain = self.features(fabric, model, "train", cut, False, 0)
         x = self.head_rows  # [plain, *train_views], one buffer (``prepare``): no copy of the views here
-        if x is None or x.shape[1:] != plain.shape or x[1:].data_ptr() != self.train_views.data_ptr():
-            x = torch.cat([plain[None], self.train_views])
-        else:
-            x[0] = plain
+        x[0] = plain
         del plain
         views, n = x.shape[0], x.shape[1]
         labels = self.train_labels.repeat(views, *[1] * (self.train_labels.dim() - 1))
         fit = self.fit_head(x.flatten(0, 1), labels, torch.arange(n).repeat(views), torch.arange(views * n) < n)
-        if x is self.head_rows:  # the plain rows are let go (the views stay: an epoch may still be timed on them)
-            self.train_views, self.head_rows = self.train_views.clone(), None
-        del x
         linear = model.head[-1]
         with torch.no_grad():
             linear.weight.copy_(fit.weight.to(linear.weight))
