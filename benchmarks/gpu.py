@@ -75,11 +75,13 @@ def fit_cold(cls, data: Path | None, **kwargs):
 
 
 # ------------------------------------------------------------------------------------ full fine-tuning
-def headstart_finetune(data: Path, device: str, threads: int | None, epochs: int, workers: int) -> dict:
+def headstart_finetune(data: Path, device: str, threads: int | None, epochs: int, workers: int,
+                       augment_on: str = "auto") -> dict:
     from headstart.tasks.image.task import ImageClassifier
 
     clf, _ = fit_cold(ImageClassifier, data, model=MODEL, strategy="full", epochs=epochs,
-                      overrides={**overrides(device, threads), "data.num_workers": workers, "train.early_stopping": 0})
+                      overrides={**overrides(device, threads), "data.num_workers": workers, "train.early_stopping": 0,
+                                 "data.augment_on": augment_on})
     later = [r["epoch_seconds"] for r in clf.history_[1:]] or [clf.history_[0]["epoch_seconds"]]
     items = clf.metrics_["num_train"] + clf.metrics_["num_val"]
     return {"images_per_s": items / (sum(later) / len(later)), "val_accuracy": clf.metrics_["val_accuracy"],
@@ -197,6 +199,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of both loops")
     parser.add_argument("--data", type=Path, default=SHARED / "blood_cells", help="class folders for throughput")
     parser.add_argument("--parts", default="finetune,extract,image,text,detection")
+    parser.add_argument("--augment-on", default="auto", help="data.augment_on of headstart's fine-tuning: auto, "
+                        "loader, device, or several comma-separated (loader,device: both measured, the first is the "
+                        "ratio's)")
     parser.add_argument("--cpu-reference", type=Path, help="this script's JSON from a --device cpu run")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
     args = parser.parse_args()
@@ -209,8 +214,13 @@ def main() -> None:
     result: dict = {"device": device_name(args.device), "workers": workers, "epochs": args.epochs,
                     "data": str(args.data.name)}
     if "finetune" in parts:
+        settings = args.augment_on.split(",")  # the first is "headstart" (the ratio's); each also as headstart_<it>
+        runs = {s: headstart_finetune(args.data, args.device, args.threads, args.epochs, workers, s) for s in settings}
+        for s, run in runs.items():
+            print(f"full fine-tuning, headstart data.augment_on={s}: {run['images_per_s']:.0f} img/s, "
+                  f"val accuracy {run['val_accuracy']:.3f}", flush=True)
         result["finetune"] = {
-            "headstart": headstart_finetune(args.data, args.device, args.threads, args.epochs, workers),
+            "headstart": runs[settings[0]], **({f"headstart_{s}": r for s, r in runs.items()} if len(runs) > 1 else {}),
             "plain_fp32": plain_finetune(args.data, args.device, args.epochs, workers, autocast=False),
             "plain_bf16": plain_finetune(args.data, args.device, args.epochs, workers, autocast=True)}
         f = result["finetune"]

@@ -41,6 +41,14 @@ class DataConfig(_Section):
         "prediction); default: 8 images on a CPU (activations stay in cache: about 2x faster than 64), "
         "else 2 x train.batch_size")
     augment: Literal["none", "light", "standard"] = "standard"
+    augment_on: Literal["auto", "loader", "device"] = Field(
+        "auto", description="where image training batches are augmented when the whole backbone trains (image and "
+        "multi-label classification; phases on cached features always extract with the loader's transform): "
+        "'loader': each item on the CPU (crop, flip, colour jitter, float, normalise); 'device': the loader crops and "
+        "flips as uint8 and draws each item's jitter factors (the same draws: runs resume exactly), the model's "
+        "device jitters each sample, normalises and goes channels-last per batch (a quarter of the bytes to copy); "
+        "jittered pixels differ slightly from the loader's (float formulas, not PIL's uint8 ones). 'auto': device "
+        "on CUDA, else loader")
     intensity: Literal["auto", "off", "window"] = Field(
         "auto", description="pixel values -> 8-bit: 'window' stretches every image to its own 0.5-99.5th "
         "percentiles (min..max when it has few levels: scans stored as 0..2, 16-bit, float); 'off' keeps 8-bit values "
@@ -100,6 +108,9 @@ class CacheConfig(_Section):
     enabled: bool = True
     views: int = Field(4, ge=1, description="augmented views per training image kept in the feature cache")
     dir: str | None = Field(None, description="cache folder; default ~/.cache/headstart/features")
+    memory_mb: int = Field(1024, ge=0, description="feature matrices larger than this are kept in memory-mapped "
+                           "scratch files beside the cache (the temp folder without it) instead of in RAM: memory "
+                           "stays flat in the image count; same numbers")
 
 
 class DeviceConfig(_Section):

@@ -31,6 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from headstart.core.scratch import DEFAULT_LIMIT_MB, Scratch
+
 
 def default_root() -> Path:
     env = os.environ.get("HEADSTART_CACHE")
@@ -127,10 +129,13 @@ class FeatureCache:
     """Per-item cached tensors under one namespace, on disk."""
 
     CHUNK = 2048  # items computed and stored per shard while filling (what an interrupted extraction loses)
+    GATHER_BYTES = 4 * 2**20  # rows copied out of a shard at a time by ``get``: no shard-sized temporary
 
-    def __init__(self, namespace: dict[str, Any], root: str | Path | None = None) -> None:
+    def __init__(self, namespace: dict[str, Any], root: str | Path | None = None,
+                 memory_mb: int = DEFAULT_LIMIT_MB) -> None:
         self.namespace = namespace
         self.dir = Path(root or default_root()) / digest(namespace)[:24]
+        self.scratch = Scratch(self.dir.parent, memory_mb)  # ``get``'s results above ``memory_mb``: mapped files
         self.hits = 0
         self.computed = 0
         self._index: dict[str, tuple[int, int]] | None = None  # key -> (shard, row)
@@ -171,7 +176,8 @@ class FeatureCache:
     def get(self, keys: Sequence[str], compute: Callable[[list[int]], torch.Tensor],
             chunk: int | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Stacked entries of ``keys`` (in ``dtype``, default as stored); ``compute(indices)`` fills the missing
-        ones (then stored). The result is the only copy of the features in memory."""
+        ones (then stored). The result is the only copy of the features in memory (above ``memory_mb``, in a
+        memory-mapped scratch file beside the cache: ``core.scratch``)."""
         missing = self.missing(keys)
         self.hits += len(keys) - len(missing)
         self.fill(keys, missing, compute, chunk)
@@ -191,13 +197,15 @@ class FeatureCache:
         order = torch.argsort(places[:, 0], stable=True)
         numbers, counts = torch.unique_consecutive(places[order, 0], return_counts=True)
         first = self._shards[int(numbers[0])]
-        out = torch.empty((len(keys), *first.shape[1:]), dtype=dtype or first.dtype)
+        out = self.scratch.empty((len(keys), *first.shape[1:]), dtype or first.dtype)
         for number, positions in zip(numbers.tolist(), order.split(counts.tolist())):
             try:
                 rows = self._shards[number].open()
             except (OSError, ValueError) as exc:  # gone, or shorter than its header says (np.memmap's ValueError)
                 raise _Unreadable(number) from exc
-            out.index_copy_(0, positions, rows[places[positions, 1]].to(out.dtype))
+            step = max(1, self.GATHER_BYTES // max(1, math.prod(rows.shape[1:]) * rows.element_size()))
+            for part in positions.split(step):
+                out.index_copy_(0, part, rows[places[part, 1]].to(out.dtype))
         return out
 
     def _forget(self, number: int) -> None:

@@ -202,12 +202,57 @@ def shard_batches(batches: list[list[int]], world: int, rank: int) -> list[list[
     return out
 
 
+def share(n: int, world: int, rank: int) -> range:
+    """Rank ``rank``'s contiguous share of ``n`` items (``n // world`` or one more; the shares in rank order)."""
+    return range(rank * n // world, (rank + 1) * n // world)
+
+
+def share_note(fabric: Fabric, items: range, n: int) -> str:
+    """`` [K of N on this device]`` for a progress bar on several devices, else nothing."""
+    return f" [{len(items)} of {n} on this device]" if fabric.world_size > 1 else ""
+
+
+def gather_split(fabric: Fabric, n: int, compute: Callable[[range], Any]) -> Any:
+    """``compute(items)`` for ``n`` items split between the devices; every device gets all the outputs, in order.
+
+    Each device computes its contiguous ``share`` of ``range(n)`` (validation: each device predicts its part of the
+    split instead of all of it); the shares' outputs are joined in rank order, which is the items' order, on every
+    device, so that all of them compute the same scores. ``compute`` returns a CPU tensor (its rows are joined, on
+    the CPU: shares differ by one item at most, padded to the largest for ``all_gather`` and trimmed) or a list
+    (ragged outputs such as detection boxes: gathered as objects). A device whose share is empty (fewer items than
+    devices) does not call ``compute``. On one device this is ``compute(range(n))``: no collective.
+    """
+    world = fabric.world_size
+    if world == 1:
+        return compute(range(n))
+    items = share(n, world, fabric.global_rank)
+    out = compute(items) if len(items) else None
+    meta = (("tensor", tuple(out.shape), out.dtype) if isinstance(out, torch.Tensor) else
+            ("list", len(out)) if out is not None else None)
+    metas: list[Any] = [None] * world
+    torch.distributed.all_gather_object(metas, meta)
+    tensors = [m for m in metas if m is not None and m[0] == "tensor"]
+    if not tensors:  # lists (or nothing anywhere)
+        parts: list[Any] = [None] * world
+        torch.distributed.all_gather_object(parts, list(out) if out is not None else [])
+        return [x for part in parts for x in part]
+    rows = [m[1][0] if m is not None else 0 for m in metas]
+    _, shape, dtype = tensors[0]
+    padded = torch.zeros((max(rows), *shape[1:]), dtype=dtype)
+    if out is not None:
+        padded[: len(out)] = out
+    padded = padded.to(fabric.device)  # NCCL gathers device tensors
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    torch.distributed.all_gather(gathered, padded)
+    return torch.cat([part[: rows[r]].cpu() for r, part in enumerate(gathered)])
+
+
 def channels_last(x):
     """4-D image batches in channels-last layout: about 2x faster convolutions on CPUs."""
     return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.ndim == 4 else x
 
 
-def inference_batch_size(cfg: RunConfig, fabric: Fabric, modality: str = "image") -> int:
+def inference_batch_size(cfg: RunConfig, fabric: Fabric, modality: str = "image", size: int | None = None) -> int:
     """Items per forward pass when nothing trains: ``data.inference_batch_size``, else 8 images on a CPU.
 
     On CPUs the depthwise and 1x1 convolutions of mobile backbones are memory-bound; with 8 images
@@ -216,13 +261,18 @@ def inference_batch_size(cfg: RunConfig, fabric: Fabric, modality: str = "image"
     On a CUDA device with 16 GiB or more, 256 images (at least 2 x train.batch_size): a mobile backbone's
     forward pass on a few dozen images is too short to cover a batch's fixed costs (kernel launches, the Python
     loop, the copy to the device), and 256 images at 224 px in bf16 keep the largest activation of
-    EfficientNet-Lite0 (32 x 112 x 112 per image) near 200 MB, well within such a device.
+    EfficientNet-Lite0 (32 x 112 x 112 per image) near 200 MB, well within such a device. ``size``: the side of
+    larger square inputs (detection's letterbox, segmentation's scale): the count shrinks with their pixels
+    (320 px: 125 images, 512 px: 49), so that a batch's activations stay those of 256 images at 224 px.
     """
     if cfg.data.inference_batch_size:
         return cfg.data.inference_batch_size
     if modality == "image" and fabric.device.type == "cuda":
         memory = torch.cuda.get_device_properties(fabric.device).total_memory
-        return max(256 if memory >= 16 * 2**30 else 64, cfg.train.batch_size * 2)
+        images = 256 if memory >= 16 * 2**30 else 64
+        if size:
+            images = max(int(images * (224 / max(size, 224)) ** 2), 8)
+        return max(images, cfg.train.batch_size * 2)
     return 8 if modality == "image" and fabric.device.type == "cpu" else cfg.train.batch_size * 2
 
 
@@ -306,7 +356,7 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
     ``dtype`` is what the cache stores; the result is ``out_dtype`` (default ``dtype``), converted as it is copied out
     of the memory-mapped shards: that copy is the only one of the features in memory.
     """
-    cache = FeatureCache(namespace, cfg.cache.dir)
+    cache = FeatureCache(namespace, cfg.cache.dir, cfg.cache.memory_mb)
     prepare = prepare or (lambda x: x)
     batch_size = inference_batch_size(cfg, fabric, backbone.spec.modality)
     bar: list[Callable[[], None]] = [lambda: None]  # advances the progress bar of the whole extraction (set below)
@@ -322,7 +372,7 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
 
         def both(x: torch.Tensor) -> torch.Tensor:
             mid = backbone.extract(x, side[0])
-            kept.append(mid.to("cpu", torch.float16))
+            kept.append(mid.to("cpu", torch.float16, non_blocking=on_cuda(fabric)))  # lands by run_batches' sync
             return backbone(mid, start=side[0])
 
         with batchnorm_folded(backbone, cut, example):
@@ -608,7 +658,8 @@ def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps:
             break
     optimizer.zero_grad(set_to_none=True)
     per_item = times[-1] if times else 0.0
-    return max(per_item * (steps.num_train / fabric.world_size + getattr(steps, "num_val", 0) / 3) * 1.1, 1e-3)
+    # each device trains on its part of every batch and validates its share of the split (``gather_split``)
+    return max(per_item * (steps.num_train + getattr(steps, "num_val", 0) / 3) / fabric.world_size * 1.1, 1e-3)
 
 
 def _note_compile(state: FitState, pi: int, phase: strategies.Phase, first_steps: list[float]) -> None:

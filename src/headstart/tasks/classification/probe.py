@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
+from headstart.core.scratch import Scratch
+
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
@@ -102,15 +104,21 @@ def logistic_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Te
 
 
 def _fit_rows(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, classes: int, l2: float, steps: int,
-              class_weight: torch.Tensor | None, buffer: torch.Tensor) -> LogisticFit:
-    """``fit_logistic(x[rows], y[rows], ...)`` worked out in ``buffer``: the same fit, no copies of the features."""
+              class_weight: torch.Tensor | None, buffer: torch.Tensor, multilabel: bool = False) -> LogisticFit:
+    """``fit_logistic(x[rows], y[rows], ...)`` worked out in ``buffer``: the same fit, no copies of the features.
+
+    ``multilabel``: the one-vs-rest fit of multi-hot ``y`` (``multilabel.probe.fit_multilabel``'s), ``class_weight``
+    then each class's ``pos_weight``.
+    """
     xs, mean, std = _standardise_(_select(x, rows, buffer))
     y = y[rows]
-    weight, bias = _to_raw(*_lbfgs(xs, y, classes, l2, steps, class_weight), mean, std)
+    weight, bias = _to_raw(*_lbfgs(xs, y, classes, l2, steps, class_weight, multilabel=multilabel), mean, std)
     raw = _select(x, rows, buffer)  # the standardised rows are spent: the raw ones again, for the training loss
     with torch.no_grad():
-        loss = float(F.cross_entropy(raw @ weight.T + bias, y, weight=class_weight))
-    return LogisticFit(weight, bias, l2, loss)
+        logits = raw @ weight.T + bias
+        loss = float(F.binary_cross_entropy_with_logits(logits, y, pos_weight=class_weight) if multilabel
+                     else F.cross_entropy(logits, y, weight=class_weight))
+    return LogisticFit(weight, bias, l2, loss, cv_metric="mAP" if multilabel else "accuracy")
 
 
 def _groups_by_class(y: torch.Tensor, groups: torch.Tensor) -> dict[int, list[int]]:
@@ -142,7 +150,7 @@ def stratified_folds(y: torch.Tensor, groups: torch.Tensor, folds: int, seed: in
 def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Tensor | None = None,
                 grid: tuple[float, ...] = L2_GRID, folds: int = 5, seed: int = 0,
                 class_weight: torch.Tensor | None = None, steps: int = 100,
-                plain: torch.Tensor | None = None) -> LogisticFit:
+                plain: torch.Tensor | None = None, scratch: Scratch | None = None) -> LogisticFit:
     """The L2 strength with the best k-fold held-out accuracy (ties: the stronger), refitted on everything.
 
     Each fold walks the grid from the strongest L2 to the weakest, every fit starting from the previous
@@ -153,7 +161,11 @@ def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Te
     held-out score counts the plain rows only, as validation and prediction see items, and the folds also
     fit on the plain rows alone: the augmented views are kept only where they help (a flip turns a 2
     into something else; on 8x8 digits the views cost the head points).
+
+    ``scratch``: where the copies of the rows go (``Scratch.of(cfg.cache)``: above ``cache.memory_mb``, memory-mapped
+    files beside the feature cache; default: the temporary folder above 1 GB). Only where the bytes live changes.
     """
+    scratch = Scratch() if scratch is None else scratch
     groups = torch.arange(len(y)) if groups is None else groups
     folds = max(2, min(folds, min(len(g) for g in _groups_by_class(y, groups).values())))
     fold = stratified_folds(y, groups, folds, seed)
@@ -165,13 +177,13 @@ def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Te
     correct = {(v, l2): 0 for v in variants for l2 in path}
     # every fold's standardised rows and the final fit's are written into this one buffer in turn: the features are
     # in memory twice at most (before: a new copy per fold and variant, each standardised into another)
-    buffer = torch.empty(len(y), *x.shape[1:], dtype=torch.float32)
+    buffer = scratch.empty((len(y), *x.shape[1:]))
     for k in range(folds):
         held = fold == k
         if held.all() or not held.any():
             continue
         test = held & scored
-        x_test, y_test = x[test].float(), y[test]
+        x_test, y_test = _select(x, test, scratch.empty((int(test.sum()), *x.shape[1:]))), y[test]
         for augmented, rows in variants.items():
             fit_rows = rows & ~held
             xs, mean, std = _standardise_(_select(x, fit_rows, buffer))

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.config import RunConfig
 from headstart.core import loop, strategies
 from headstart.core.cache import FeatureCache
+from headstart.core.scratch import Scratch
 from headstart.errors import ConfigError
-from headstart.progress import say
+from headstart.progress import progress_bar, say
 from headstart.tasks.classification.metrics import classification_report, selection_metric
 from headstart.tasks.classification.probe import LogisticFit, fit_head_cv
 
@@ -98,7 +99,7 @@ class ClassificationSteps:
     def fit_head(self, x: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, plain: torch.Tensor) -> LogisticFit:
         """The L-BFGS head on rows ``x`` (items' views: ``groups``; un-augmented rows: ``plain``), L2 by CV."""
         return fit_head_cv(x, labels, len(self.data.classes), groups, seed=self.cfg.train.seed,
-                           class_weight=self.criterion.weight, plain=plain)
+                           class_weight=self.criterion.weight, plain=plain, scratch=Scratch.of(self.cfg.cache))
 
     def cut(self, model: nn.Module, phase: strategies.Phase) -> int:
         backbone = model.backbone
@@ -133,6 +134,7 @@ class ClassificationSteps:
         """The training views (and, for ``solve``, room for the plain images beside them) and the validation inputs.
 
         Each view is copied into one buffer as it is read: the features are in memory once, not twice as by stacking.
+        Above ``cache.memory_mb`` that buffer (like each view read) is a memory-mapped scratch file (``core.scratch``).
         """
         self.train_views = self.val_inputs = self.head_rows = None
         if not cut:
@@ -149,7 +151,7 @@ class ClassificationSteps:
                 rows = view[None]  # nothing to stack
                 continue
             if rows is None:
-                rows = view.new_empty((plain + views, *view.shape))
+                rows = Scratch.of(self.cfg.cache).empty((plain + views, *view.shape), view.dtype)  # big: a mapped file
             rows[plain + v] = view
             del view
         self.train_views, self.head_rows = rows[plain:], rows if plain else None
@@ -207,23 +209,48 @@ class ClassificationSteps:
             batches_ = loop.loader(CachedViews(self.train_views, self.train_labels, seed), tc.batch_size, None, seed,
                                    fabric=fabric, batches=batches)
         else:
-            batches_ = loop.loader(data.dataset("train", train=True, epoch=epoch), tc.batch_size, data.collate, seed,
-                                   self.cfg.data.num_workers, fabric, batches=batches)
+            # data.augment_on: the loader's transform, or uint8 crops + jitter factors that train_step finishes
+            where = self.cfg.data.augment_on
+            on_device = where == "device" or (where == "auto" and loop.on_cuda(fabric))
+            if on_device and not hasattr(data, "device_dataset"):
+                if where == "device":
+                    raise ConfigError("data.augment_on=device augments image batches on the device; this data has no "
+                                      "image augmentation (texts): use data.augment_on=auto or loader")
+                on_device = False
+            self.batch_augment = data.batch_augment() if on_device else None
+            dataset = data.device_dataset("train", epoch) if on_device else data.dataset("train", train=True,
+                                                                                          epoch=epoch)
+            batches_ = loop.loader(dataset, tc.batch_size, data.collate, seed, self.cfg.data.num_workers, fabric,
+                                   batches=batches)
         return fabric.setup_dataloaders(batches_, use_distributed_sampler=False)
 
     def train_step(self, model: nn.Module, batch: Any, cut: int) -> tuple[torch.Tensor, dict, int]:
         x, y = batch
+        augment = getattr(self, "batch_augment", None)  # set by train_loader: data.augment_on=device
+        if augment is not None and not cut:  # uint8 crops and jitter factors, finished per batch here
+            x = augment(x)
         return self.criterion(model(loop.channels_last(x), start=cut).float(), y), {}, len(y)
 
     def validate(self, fabric: Fabric, model: nn.Module, cut: int) -> tuple[dict[str, float], torch.Tensor]:
-        if cut:
-            model.eval()
-            with torch.inference_mode():
-                logits = torch.cat([model(fabric.to_device(chunk), start=cut).float().cpu()
-                                    for chunk in self.val_inputs.split(256)])
-        else:
-            logits = predict_logits(fabric, model, self.data.dataset("val", train=False, epoch=0),
-                                    loop.inference_batch_size(self.cfg, fabric, model.backbone.spec.modality),
-                                    self.data.collate, desc="Validating")
+        """Scores and logits of the validation split; on several devices each predicts its share (``gather_split``)."""
+        n = self.num_val
+
+        def compute(items: range) -> torch.Tensor:
+            note = loop.share_note(fabric, items, n)
+            if cut:  # the head on cached features: a bar only to name this device's share
+                model.eval()
+                chunks = self.val_inputs[items.start: items.stop].split(256)
+                with torch.inference_mode(), progress_bar("Validating" + note, len(chunks) if note else 0) as advance:
+                    out = []
+                    for chunk in chunks:
+                        out.append(model(fabric.to_device(chunk), start=cut).float().cpu())
+                        advance()
+                return torch.cat(out)
+            dataset = self.data.dataset("val", train=False, epoch=0)
+            return predict_logits(fabric, model, dataset if len(items) == n else Subset(dataset, items),
+                                  loop.inference_batch_size(self.cfg, fabric, model.backbone.spec.modality),
+                                  self.data.collate, desc="Validating" + note)
+
+        logits = loop.gather_split(fabric, n, compute)
         report = self.report(logits)
         return {k: report[k] for k in self.scores}, logits

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torchvision
-from torch import nn
+from torch import distributed, nn
 from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -49,6 +49,39 @@ TV_DETECTORS = (
 
 def _is_bn(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm)
+
+
+def global_foreground(losses: dict[str, torch.Tensor], matched_idxs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Losses that torchvision divided by this device's foreground anchors, divided by the whole global batch's.
+
+    FCOS and SSD normalise their summed losses by the number of foreground anchors in the batch. On several
+    devices each device saw only its part of the global batch: each loss is rescaled to
+    ``devices x sum(this device) / foreground(all devices)``, so that DDP's mean of the gradients over the
+    devices is the gradient of the one-device loss ``sum(all) / foreground(all)``. One device: unchanged.
+    """
+    if not (distributed.is_available() and distributed.is_initialized()) or distributed.get_world_size() == 1:
+        return losses
+    local = sum((m >= 0).sum() for m in matched_idxs).float()
+    total = local.clone()
+    distributed.all_reduce(total)
+    scale = distributed.get_world_size() * local.clamp_min(1) / total.clamp_min(1)
+    return {name: loss * scale for name, loss in losses.items()}
+
+
+class GlobalFCOSHead(FCOSHead):
+    """torchvision's FCOS head, its losses normalised over the foreground of all devices (``global_foreground``)."""
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor],
+                     anchors: list[torch.Tensor], matched_idxs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return global_foreground(super().compute_loss(targets, head_outputs, anchors, matched_idxs), matched_idxs)
+
+
+class GlobalSSD(SSD):
+    """torchvision's SSD, its losses normalised over the foreground of all devices (``global_foreground``)."""
+
+    def compute_loss(self, targets: list[dict[str, torch.Tensor]], head_outputs: dict[str, torch.Tensor],
+                     anchors: list[torch.Tensor], matched_idxs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return global_foreground(super().compute_loss(targets, head_outputs, anchors, matched_idxs), matched_idxs)
 
 
 class MultiScaleFeatures(nn.Module):
@@ -190,7 +223,7 @@ def build_detector(backbone: Backbone, num_classes: int, cfg: DetectionConfig, f
     base = [8 * 2**i for i in range(n_maps)]  # 8, 16, 32, ... px at strides 8, 16, 32, ...
     if cfg.family == "fcos":
         anchors = AnchorGenerator(tuple((s,) for s in base), ((1.0,),) * n_maps)
-        head = FCOSHead(ch, 1, n, num_convs=cfg.head_convs)
+        head = GlobalFCOSHead(ch, 1, n, num_convs=cfg.head_convs)
         det = FCOS(features, n, anchor_generator=anchors, head=head, score_thresh=cfg.score_thresh,
                    nms_thresh=cfg.nms_thresh, detections_per_img=cfg.detections_per_img, topk_candidates=300, **common)
     elif cfg.family == "retinanet":
@@ -220,7 +253,7 @@ def build_detector(backbone: Backbone, num_classes: int, cfg: DetectionConfig, f
             head = SSDLiteHead([ch] * n_maps, per_loc, n, partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03))
         else:
             head = SSDHead([ch] * n_maps, per_loc, n)
-        det = SSD(features, anchors, (size, size), n, image_mean=list(spec.mean), image_std=list(spec.std),
+        det = GlobalSSD(features, anchors, (size, size), n, image_mean=list(spec.mean), image_std=list(spec.std),
                   head=head, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
                   detections_per_img=cfg.detections_per_img, topk_candidates=300)
     info = {"kind": "family", "family": cfg.family, "image_size": size, "neck_channels": ch,

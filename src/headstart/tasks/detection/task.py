@@ -179,8 +179,8 @@ class Detector(Estimator):
         tf = det_data.eval_transform(size)
         images = [tf(det_data.to_tv(store.get(s.path), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))[0])
                   for s in store.samples]
-        batch = self.config.train.batch_size * 2
         fabric = loop.make_fabric(self.config.device)
+        batch = loop.inference_batch_size(self.config, fabric, size=size)
         chunks = [(torch.stack([im.as_subclass(torch.Tensor) for im in images[i:i + batch]]), None)
                   for i in range(0, len(images), batch)]
         preds = training.predict_batches(fabric, model, chunks, "Detecting", len(chunks), size)
@@ -231,7 +231,8 @@ class Detector(Estimator):
                                        cfg.data.strict, "none", cfg.train.seed)
         val_set = ddata.dataset("val", train=False, epoch=0)
         fabric = loop.make_fabric(cfg.device)
-        val = training.batches(val_set, cfg.train.batch_size * 2)
+        val = training.batches(val_set, loop.inference_batch_size(cfg, fabric, size=cfg.detection.image_size),
+                               num_workers=cfg.data.num_workers)
         preds = training.predict_batches(fabric, model, val, "Evaluating", len(val), cfg.detection.image_size)
         report = detection_report(preds, training.view_targets(ddata, "val", False, 0), self.classes_)
         report["data_issues"] = {k: v for k, v in splits.issues.items() if v}

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from lightning_fabric import Fabric
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from headstart.config import RunConfig
 from headstart.core import loop, strategies
@@ -24,13 +24,14 @@ from headstart.tasks.detection.model import DetectionModel
 
 
 def batches(dataset: Dataset, batch_size: int, seed: int | None = None, collate_fn=collate,
-            fabric: Fabric | None = None) -> DataLoader:
+            fabric: Fabric | None = None, num_workers: int | None = 0) -> DataLoader:
     """Detection batches (images stacked, targets listed), shuffled by ``seed``.
 
     With ``fabric`` on several devices, each device gets its part of the global batch of ``batch_size`` x devices
     items (``loop.loader`` splits the index batches, so images and their box lists stay together).
+    ``num_workers``: decoding processes (``data.num_workers``; ``None``: ``loop.default_workers``, none on a CPU).
     """
-    return loop.loader(dataset, batch_size, collate_fn, seed, fabric=fabric)
+    return loop.loader(dataset, batch_size, collate_fn, seed, num_workers, fabric=fabric)
 
 
 def _placeholders(n: int, size: int, device: torch.device) -> list[torch.Tensor]:
@@ -148,8 +149,12 @@ class DetectionSteps:
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
         bs = self.cfg.train.batch_size
-        dataset = CachedViews(self.train_views, self.train_targets, seed) if cut else self.data.dataset("train", True, epoch)
-        return fabric.setup_dataloaders(batches(dataset, bs, seed, fabric=fabric), use_distributed_sampler=False)
+        if cut:  # cached features: nothing to decode
+            loader = batches(CachedViews(self.train_views, self.train_targets, seed), bs, seed, fabric=fabric)
+        else:
+            loader = batches(self.data.dataset("train", True, epoch), bs, seed, fabric=fabric,
+                             num_workers=self.cfg.data.num_workers)
+        return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
     def train_step(self, model: Any, batch: Any, cut: int) -> tuple[torch.Tensor, dict, int]:
         inputs, targets = batch
@@ -167,14 +172,21 @@ class DetectionSteps:
         return sum(losses.values()), losses, len(images)
 
     def predict(self, fabric: Fabric, model: DetectionModel, cut: int) -> list[dict]:
-        """Detections on the validation split (from its cached frozen outputs when ``cut``)."""
-        bs = self.cfg.train.batch_size * 2
-        if cut:
-            val = batches(torch.utils.data.TensorDataset(self.val_inputs, torch.zeros(len(self.val_inputs))), bs,
-                          collate_fn=None)
-            return predict_batches(fabric, model, val, "Validating", len(val), self.size, cut, self.shapes)
-        val = batches(self.val_set, bs)
-        return predict_batches(fabric, model, val, "Validating", len(val), self.size)
+        """Detections on the validation split (from its cached frozen outputs when ``cut``); on several devices each
+        predicts its share of the images and every device gets all the detections (``loop.gather_split``)."""
+        bs, n = loop.inference_batch_size(self.cfg, fabric, size=self.size), len(self.val_targets)
+
+        def compute(items: range) -> list[dict]:
+            desc = "Validating" + loop.share_note(fabric, items, n)
+            if cut:
+                inputs = self.val_inputs[items.start: items.stop]
+                val = batches(TensorDataset(inputs, torch.zeros(len(inputs))), bs, collate_fn=None)
+                return predict_batches(fabric, model, val, desc, len(val), self.size, cut, self.shapes)
+            val = batches(self.val_set if len(items) == n else Subset(self.val_set, items), bs,
+                          num_workers=self.cfg.data.num_workers)
+            return predict_batches(fabric, model, val, desc, len(val), self.size)
+
+        return loop.gather_split(fabric, n, compute)
 
     def validate(self, fabric: Fabric, model: DetectionModel, cut: int) -> tuple[dict[str, float], list[dict]]:
         preds = self.predict(fabric, model, cut)

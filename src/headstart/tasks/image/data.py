@@ -28,6 +28,7 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
+from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     image_files,
@@ -627,6 +628,18 @@ class ImageData:
         ds = self.DATASET(self.splits[split], self.store, self.train_tf if train else self.eval_tf, self.seed)
         ds.epoch = epoch
         return ds
+
+    def device_dataset(self, split: str, epoch: int) -> ImageDataset:
+        """``split``'s training items for ``data.augment_on=device``: uint8 crops and flips with each item's jitter
+        factors (``augment.split_transform``), drawn as the loader transform draws them; ``batch_augment``
+        finishes each batch on the device. The feature cache's views keep the loader transform (``dataset``)."""
+        ds = self.dataset(split, train=True, epoch=epoch)  # a subclass's own dataset (multi-label: TagDataset)
+        ds.transform = split_transform(self.train_tf).worker
+        return ds
+
+    def batch_augment(self) -> BatchAugment:
+        """The device's part of ``data.augment_on=device``: float, per-sample colour jitter, normalise, channels-last."""
+        return split_transform(self.train_tf).device
 
     def transform_id(self, train: bool) -> str:
         return describe(self.train_tf if train else self.eval_tf)

@@ -11,7 +11,17 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from headstart.tasks.classification.probe import L2_GRID, LogisticFit, _lbfgs, _standardise, _to_raw
+from headstart.core.scratch import Scratch
+from headstart.tasks.classification.probe import (
+    L2_GRID,
+    LogisticFit,
+    _fit_rows,
+    _lbfgs,
+    _select,
+    _standardise,
+    _standardise_,
+    _to_raw,
+)
 from headstart.tasks.multilabel.metrics import label_scores, predict_tags
 
 
@@ -27,8 +37,14 @@ def fit_multilabel(x: torch.Tensor, y: torch.Tensor, l2: float = 1e-3, steps: in
 
 def fit_multilabel_cv(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | None = None,
                       plain: torch.Tensor | None = None, grid: tuple[float, ...] = L2_GRID, folds: int = 5,
-                      seed: int = 0, pos_weight: torch.Tensor | None = None, steps: int = 100) -> LogisticFit:
-    """The L2 strength with the best out-of-fold mAP (ties: the stronger), refitted on every row."""
+                      seed: int = 0, pos_weight: torch.Tensor | None = None, steps: int = 100,
+                      scratch: Scratch | None = None) -> LogisticFit:
+    """The L2 strength with the best out-of-fold mAP (ties: the stronger), refitted on every row.
+
+    Every fold's rows and the final fit's are standardised in one buffer (``scratch``: where it and the held-out rows
+    go, as in ``fit_head_cv``): the features are in memory twice at most, not once more per fold.
+    """
+    scratch = Scratch() if scratch is None else scratch
     y = y.float()
     groups = torch.arange(len(y)) if groups is None else groups
     scored = torch.ones(len(y), dtype=torch.bool) if plain is None else plain
@@ -40,20 +56,23 @@ def fit_multilabel_cv(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor | N
     fold = fold_of[groups]
     path = sorted(grid, reverse=True)
     held_logits = {l2: torch.zeros(len(y), y.shape[1]) for l2 in path}
+    buffer = scratch.empty((len(y), *x.shape[1:]))
     for k in range(folds):
         held = fold == k
         fit_rows = ~held
-        xs, mean, std = _standardise(x[fit_rows])
+        xs, mean, std = _standardise_(_select(x, fit_rows, buffer))
+        x_held = _select(x, held, scratch.empty((int(held.sum()), *x.shape[1:])))
         start = None
         for l2 in path:
             start = _lbfgs(xs, y[fit_rows], y.shape[1], l2, steps, pos_weight, start, multilabel=True)
             weight, bias = _to_raw(*start, mean, std)
-            held_logits[l2][held] = x[held].float() @ weight.T + bias
+            held_logits[l2][held] = x_held @ weight.T + bias
     scores = {}
     for l2 in path:
         probs = held_logits[l2][scored].sigmoid()
         scores[l2] = label_scores(probs, y[scored], predict_tags(probs, [0.5] * y.shape[1]))["map"]
     best = max(path, key=lambda l2: scores[l2])  # max keeps the first: the strongest of equal scores
-    fit = fit_multilabel(x, y, best, steps=2 * steps, pos_weight=pos_weight)
+    every = torch.ones(len(y), dtype=torch.bool)
+    fit = _fit_rows(x, y, every, y.shape[1], best, 2 * steps, pos_weight, buffer, multilabel=True)
     fit.cv_accuracy = {l2: round(scores[l2], 4) for l2 in grid}
     return fit

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from headstart.config import RunConfig
+from headstart.core.scratch import Scratch
 from headstart.errors import ConfigError
 from headstart.tasks.classification.probe import LogisticFit
 from headstart.tasks.classification.training import ClassificationSteps
@@ -47,4 +48,5 @@ class MultiLabelSteps(ClassificationSteps):
         return multilabel_report(logits.float().sigmoid(), self.val_labels, self.data.classes, self.train_counts, self.num_train)
 
     def fit_head(self, x: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, plain: torch.Tensor) -> LogisticFit:
-        return fit_multilabel_cv(x, labels, groups, plain, seed=self.cfg.train.seed, pos_weight=self.criterion.pos_weight)
+        return fit_multilabel_cv(x, labels, groups, plain, seed=self.cfg.train.seed, pos_weight=self.criterion.pos_weight,
+                                 scratch=Scratch.of(self.cfg.cache))

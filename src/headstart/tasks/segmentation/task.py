@@ -165,7 +165,7 @@ class Segmenter(Estimator):
         model.eval()
         model.to(fabric.device)
         tf = seg_tf.eval_transform(model.backbone.spec, self.config.segmentation.image_size)
-        bs = loop.inference_batch_size(self.config, fabric)
+        bs = loop.inference_batch_size(self.config, fabric, size=self.config.segmentation.image_size)
         pending: list[tuple[Any, tuple[int, int], torch.Tensor]] = []
 
         def flush() -> Iterator[tuple[Any, np.ndarray]]:

@@ -14,7 +14,7 @@ import torch
 from lightning_fabric import Fabric
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from headstart.config import RunConfig
 from headstart.core import loop, strategies
@@ -204,21 +204,33 @@ class SegmentationSteps:
         count = fabric.all_reduce(count.detach().to(logits.device, torch.float64), reduce_op="sum")
         return total * fabric.world_size / count.clamp(min=1).to(total.dtype)
 
-    @torch.inference_mode()
     def evaluate_batches(self, fabric: Fabric, model: SegmentationModel, cut: int) -> tuple[torch.Tensor, float]:
-        """The validation confusion matrix and mean pixel loss at the eval transform's size."""
+        """The validation confusion matrix and mean pixel loss at the eval transform's size.
+
+        On several devices each runs its share of the frames and the sums are gathered (``loop.gather_split``): every
+        device holds the whole split's confusion matrix.
+        """
+        n = len(self.data.classes)
+        sums = loop.gather_split(fabric, self.num_val, lambda items: self._share_sums(fabric, model, cut, items)).sum(0)
+        return sums[: n * n].long().reshape(n, n), float(sums[n * n]) / max(int(sums[n * n + 1]), 1)
+
+    @torch.inference_mode()
+    def _share_sums(self, fabric: Fabric, model: SegmentationModel, cut: int, items: range) -> torch.Tensor:
+        """One float64 row over the validation frames ``items``: the confusion counts, the summed pixel loss, the
+        labelled pixels (exact: counts stay below 2**53)."""
         model.eval()
         model.to(fabric.device)
-        n, bs = len(self.data.classes), loop.inference_batch_size(self.cfg, fabric)
+        n, bs = len(self.data.classes), loop.inference_batch_size(self.cfg, fabric, size=self.cfg.segmentation.image_size)
         cm = torch.zeros(n, n, dtype=torch.long)
         loss_sum, pixels = 0.0, 0
         if cut and self.val_inputs is not None:
-            masks = torch.stack(self.val_masks)
-            chunks = [(self.val_inputs[i:i + bs], masks[i:i + bs]) for i in range(0, len(masks), bs)]
+            inputs, masks = self.val_inputs[items.start: items.stop], torch.stack(self.val_masks[items.start: items.stop])
+            chunks = [(inputs[i:i + bs], masks[i:i + bs]) for i in range(0, len(masks), bs)]
         else:
             cut = 0
-            chunks = loop.loader(self.data.dataset("val", train=False), bs, self.data.collate)
-        with progress_bar("Validating", len(chunks)) as advance:
+            dataset = self.data.dataset("val", train=False)
+            chunks = loop.loader(dataset if len(items) == len(dataset) else Subset(dataset, items), bs, self.data.collate)
+        with progress_bar("Validating" + loop.share_note(fabric, items, self.num_val), len(chunks)) as advance:
             for x, y in chunks:
                 y = fabric.to_device(y.long())
                 with fabric.autocast():
@@ -231,7 +243,7 @@ class SegmentationSteps:
                     pixels += valid
                 cm += confusion(logits.argmax(1), y, n).cpu()
                 advance()
-        return cm, loss_sum / max(pixels, 1)
+        return torch.cat([cm.flatten().double(), torch.tensor([loss_sum, pixels], dtype=torch.float64)])[None]
 
     def validate(self, fabric: Fabric, model: SegmentationModel, cut: int) -> tuple[dict[str, float], torch.Tensor]:
         cm, loss = self.evaluate_batches(fabric, model, cut)
