@@ -96,8 +96,13 @@ def _shards(cache: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def tiny_images(hymenoptera, tmp_path_factory) -> Path:
-    """16 ants and 16 bees to train on, 8 and 8 to validate on (real hymenoptera photos)."""
-    return hymenoptera_subset(tmp_path_factory.mktemp("tiny-hymenoptera"), {"train": 16, "val": 8})
+    """16 ants and 16 bees to train on, 8 and 8 to validate on, 3 and 3 to test on (real hymenoptera photos)."""
+    root = hymenoptera_subset(tmp_path_factory.mktemp("tiny-hymenoptera"), {"train": 16, "val": 8})
+    for cls in ("ants", "bees"):
+        (root / "test" / cls).mkdir(parents=True)
+        for f in sorted((hymenoptera / "val" / cls).glob("*.jpg"))[8:11]:  # not among the 8 validation photos
+            shutil.copy(f, root / "test" / cls / f.name)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +145,10 @@ def test_two_processes_train_images_to_the_metrics_of_one(tiny_images, tmp_path)
     assert one.metrics_["cache"]["items_computed"] == 0  # what the 2 ranks stored is the whole cache
     m1, m2 = _compare(tmp_path / "one", tmp_path / "two", loss=0.005, accuracy_items=1)
     _validated_shares(printed, 8, 16, _history(tmp_path / "two"), "loss")  # 6 validations of 8 photos each
+    # the test split is evaluated the same way: each rank its half, the gathered logits score as one process's
+    assert printed.count("Evaluating (test) [3 of 6 on this device]") == 1
+    assert m1["test"]["loss"] == pytest.approx(m2["test"]["loss"], abs=0.005)
+    assert m1["test"]["accuracy"] == m2["test"]["accuracy"]
     assert m2["cache"]["items_computed"] == 16 + 32 * 2  # val, 2 views of train: each item once, on one rank
     assert m1["val"]["accuracy"] >= 0.75  # it learned (16 val photos, pretrained features)
     files = sorted((tiny_images / "val").rglob("*.jpg"))

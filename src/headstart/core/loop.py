@@ -385,7 +385,10 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
 
     if side and side[0] >= cut:
         raise ValueError(f"side stage {side[0]} must lie below the cut {cut}")
-    missing = cache.missing(keys)
+    # rank 0's list on every device: a device that listed the cache after another had stored its first shard of this
+    # pass would see fewer items missing, take another share of them, and leave items to no device (then computed by
+    # every one of them); the broadcast also makes every device list before any writes
+    missing = agree(fabric, cache.missing(keys))
     world, rank = fabric.world_size, fabric.global_rank
     mine = missing[rank * len(missing) // world: (rank + 1) * len(missing) // world]  # this device's share
     chunks = [mine[i: i + cache.CHUNK] for i in range(0, len(mine), cache.CHUNK)]

@@ -34,6 +34,9 @@ class ClassifierEstimator(Estimator):
 
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """Evaluate the best weights on val (and test)."""
+        import torch
+        from torch.utils.data import Dataset, Subset
+
         from headstart.core import loop, strategies
         from headstart.tasks.classification.training import predict_logits
 
@@ -49,9 +52,17 @@ class ClassifierEstimator(Estimator):
                 continue
             logits = state.best_output if split == "val" else None  # the best epoch's, already computed
             if logits is None or len(logits) != len(task_data.splits[split]):
-                batch = loop.inference_batch_size(cfg, fabric, model.backbone.spec.modality)
-                logits = predict_logits(fabric, model, task_data.dataset(split, False, 0), batch, task_data.collate,
-                                        desc=f"Evaluating ({split})")
+                dataset = task_data.dataset(split, False, 0)
+
+                def compute(items: range, dataset: Dataset = dataset, split: str = split) -> torch.Tensor:
+                    """This device's share of the split (``loop.gather_split``: each device predicts its part)."""
+                    return predict_logits(fabric, model, dataset if len(items) == len(dataset) else
+                                          Subset(dataset, items),
+                                          loop.inference_batch_size(cfg, fabric, model.backbone.spec.modality),
+                                          task_data.collate,
+                                          desc=f"Evaluating ({split})" + loop.share_note(fabric, items, len(dataset)))
+
+                logits = loop.gather_split(fabric, len(dataset), compute)
             metrics[split] = self._split_report(split, logits, task_data.labels(split))
             if split == "val":
                 self.val_logits_ = logits
