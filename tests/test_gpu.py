@@ -152,7 +152,9 @@ def test_multilabel_run(tmp_path, session_cache):
     ran_on(m, ACCELERATOR)
     assert est.metrics_["val"]["map"] == m["val"]["map"]
     assert m["val"]["map"] > m["val"]["baseline"]["map"] + 0.04, m["val"]
-    assert m["test"]["map"] > m["test"]["baseline"]["map"] + 0.02, m["test"]
+    assert m["test"]["map"] > m["test"]["baseline"]["map"], m["test"]  # the CPU test's bars (test_multilabel.py)
+    platelets = m["test"]["per_class"]["Platelets"]
+    assert platelets["ap"] > platelets["baseline_ap"] + 0.05, platelets
 
 
 @gpu_test

@@ -148,13 +148,15 @@ def train(
                      "classes": classes, "from_detection": from_detection}
 
     def go() -> None:
+        from headstart.core.estimator import build_config
+
         chosen = get_task(task or ("multilabel" if from_detection else infer_task(data)))
-        estimator = chosen.estimator_class()(
+        arguments = dict(
             config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
             weights=str(weights) if weights else None, pretrained=pretrained, strict=strict, time_budget=time_budget,
-            refit=refit,
-            **{k: v for k, v in task_keywords.items() if v is not None})
-        estimator.fit(data, out=out)
+            refit=refit, **{k: v for k, v in task_keywords.items() if v is not None})
+        build_config(chosen, **arguments)  # a wrong key or value fails now, before torch and the task's modules load
+        chosen.estimator_class()(**arguments).fit(data, out=out)
 
     _run(go)
 
