@@ -86,7 +86,7 @@ device_setup() {  # on the GPU machine: the carried wheels, the data where the t
   export HEADSTART_SHARED_DATA="$PWD/$KIT/$part/data" HEADSTART_CACHE=/tmp/headstart-cache
   OUT=${OUT:-/tmp/gpu-out}
   mkdir -p "$OUT"
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/device.txt" 2>&1 || true
   python3 -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, torch.cuda.is_available())" \
     | tee -a "$OUT/device.txt"
 }
