@@ -119,6 +119,36 @@ def test_model_beats_the_label_frequency_baseline(trained):
     assert "Per-label metrics" in (run / "report.html").read_text()
 
 
+def test_tuned_thresholds_keep_the_best_f1_and_sit_between_probabilities():
+    import torch
+
+    from headstart.tasks.multilabel.metrics import predict_tags, tune_thresholds
+
+    def f1(pred: torch.Tensor, target: torch.Tensor) -> float:
+        return float(2 * (pred * target).sum() / (pred.sum() + target.sum()))
+
+    g = torch.Generator().manual_seed(0)
+    targets = (torch.rand(60, 3, generator=g) < torch.tensor([0.3, 0.95, 0.6])).long()
+    logits = torch.randn(60, 3, generator=g) + 2.5 * targets
+    logits[:, 1] += 14.0  # a label in nearly every image, probabilities crowded at 1 (apart by ~1e-7)
+    probs = logits.sigmoid()
+    thresholds = tune_thresholds(probs, targets)
+    assert thresholds[1] < 1.0
+    for c, t in enumerate(thresholds):
+        p, y = probs[:, c], targets[:, c]
+        best = max(f1((p >= v).long(), y) for v in p.tolist())  # every cut there is: at each item's probability
+        assert f1((p >= t).long(), y) == pytest.approx(best, abs=1e-9), c
+        z = p.double().clamp(1e-12, 1 - 1e-12).logit()
+        cut = float(torch.logit(torch.tensor(t, dtype=torch.double)))
+        above, below = z[z > cut], z[z < cut]
+        assert len(above) + len(below) == len(z), c  # no item sits on its threshold
+        # halfway (in logits) between the last item predicted and the next, or one logit under the lowest
+        assert cut == pytest.approx(float(above.min() + below.max()) / 2 if len(below) else float(z.min()) - 1, abs=1e-6)
+    nudged = (logits + 1e-5 * torch.randn(60, 3, generator=g)).sigmoid()  # another runtime's last digits
+    assert torch.equal(predict_tags(nudged, thresholds), predict_tags(probs, thresholds))
+    assert tune_thresholds(probs, torch.zeros_like(targets)) == [0.5, 0.5, 0.5]  # no positive: the fallback
+
+
 def test_thresholds_are_saved_and_reproduce_predictions_after_load(trained):
     est, run = trained
     spec = json.loads((run / "spec.json").read_text())

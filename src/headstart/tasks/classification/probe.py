@@ -62,23 +62,37 @@ def _lbfgs(xs: torch.Tensor, y: torch.Tensor, classes: int, l2: float, steps: in
 
     ``multilabel``: ``y`` is multi-hot and the loss is one binary cross-entropy per class (one-vs-rest logistic
     regressions fitted together), ``class_weight`` then weighs each class's positives (``pos_weight``).
+    The gradient is written out (``softmax - one-hot``, ``sigmoid - target``) instead of taken by autograd, and
+    L-BFGS keeps 10 curvature pairs (scipy's and so scikit-learn's default): on a few hundred rows both the autograd
+    graph and the two-loop recursion over 100 pairs cost more than the arithmetic (the cross-validated head of 80
+    digits: 3.4 s -> 2.2 s on 2 cores, the same head to the tolerance of the solver).
     """
-    w = (start[0].clone() if start else torch.zeros(xs.shape[1], classes)).requires_grad_(True)
-    b = (start[1].clone() if start else torch.zeros(classes)).requires_grad_(True)
+    w = start[0].clone() if start else torch.zeros(xs.shape[1], classes)
+    b = start[1].clone() if start else torch.zeros(classes)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, tolerance_grad=1e-5, tolerance_change=1e-7,
-                            line_search_fn="strong_wolfe")
+                            history_size=10, line_search_fn="strong_wolfe")
+    if multilabel:
+        positive = y if class_weight is None else y * class_weight  # pos_weight x target
+        scale = 1.0 / len(y)  # the mean over rows and classes, times the classes
+    else:
+        target = F.one_hot(y, classes).to(xs.dtype)
+        rows = torch.ones(len(y)) if class_weight is None else class_weight[y]  # F.cross_entropy's weighted mean
+        target = target * (rows / rows.sum())[:, None]
 
     def closure() -> torch.Tensor:
-        opt.zero_grad()
         logits = xs @ w + b
-        loss = (F.binary_cross_entropy_with_logits(logits, y, pos_weight=class_weight) * classes if multilabel
-                else F.cross_entropy(logits, y, weight=class_weight)) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
+        if multilabel:
+            loss = F.binary_cross_entropy_with_logits(logits, y, pos_weight=class_weight) * classes
+            grad = (logits.sigmoid() * (positive + 1 - y) - positive) * scale
+        else:
+            loss = F.cross_entropy(logits, y, weight=class_weight)
+            grad = logits.softmax(1) * target.sum(1, keepdim=True) - target
+        w.grad, b.grad = torch.addmm(w, xs.T, grad, alpha=1.0, beta=2 * l2), grad.sum(0)
+        return loss + l2 * (w * w).sum()
 
-    with torch.enable_grad():
+    with torch.no_grad():
         opt.step(closure)
-    return w.detach(), b.detach()
+    return w, b
 
 
 def _to_raw(w: torch.Tensor, b: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

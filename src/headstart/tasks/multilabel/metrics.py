@@ -25,8 +25,10 @@ FALLBACK_THRESHOLD = 0.5  # a class without a positive validation image
 def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """Per class, the threshold (``prob >= t`` is predicted) with the best F1 on these items.
 
-    Candidate cuts lie halfway between consecutive distinct probabilities (and at the lowest one:
-    predict all); ties of F1 go to the higher threshold. A class with no positive gets 0.5.
+    Candidate cuts lie between consecutive distinct probabilities, halfway in logit space, and one logit below the
+    lowest (predict all); ties of F1 go to the higher threshold. A class with no positive gets 0.5. No cut sits on
+    an item's probability: a validation image's tags do not flip with the last digits of another runtime's
+    arithmetic (ONNX, fp16), even where a confident head's probabilities crowd at 1.
     """
     thresholds = []
     for c in range(probs.shape[1]):
@@ -44,7 +46,9 @@ def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
         cut[:-1] = p[:-1] > p[1:]
         f1[~cut] = -1.0
         k = int(f1.argmax())  # the first (highest-threshold) best
-        thresholds.append(float((p[k] + p[k + 1]) / 2) if k + 1 < len(p) else float(p[k]))
+        z = p.clamp(1e-12, 1 - 1e-12).logit()
+        below = z[k + 1] if k + 1 < len(p) else z[k] - 2.0  # halfway to it: one logit under the lowest
+        thresholds.append(float(((z[k] + below) / 2).sigmoid()))
     return thresholds
 
 
