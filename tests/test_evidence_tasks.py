@@ -245,10 +245,12 @@ def test_cli_advise_and_compare_for_text_and_detection(sms40, coco16, tmp_path, 
     saved = json.loads((tmp_path / "det" / "compare.json").read_text())
     assert saved["metric"] == "map_50" and saved["summary"][0]["map_50"]["half_width"] is not None
     run = tmp_path / "advised"
-    res = runner.invoke(app, ["advise", str(sms40), "train.seed=7", "--task", "text", "--budget", "20", "--run",
-                              "--out", str(run)])
+    # the run takes the overrides: the seed, and 5 steps instead of the recipe's 50 (50 epochs of 32 texts, ~100 s)
+    res = runner.invoke(app, ["advise", str(sms40), "train.seed=7", "train.min_steps=5", "--task", "text", "--budget",
+                              "20", "--run", "--out", str(run)])
     assert res.exit_code == 0, res.output
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 7  # the override reached the run
+    trained = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert (trained["seed"], trained["min_steps"]) == (7, 5)  # the overrides reached the run
     advice = json.loads((run / "advice.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["model"], metrics["strategy"]) == (advice["recommendation"]["model"],
