@@ -87,8 +87,8 @@ def test_cached_features_equal_the_uncached_forward(digits_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cached_and_uncached_linear_agree_on_hymenoptera(hymenoptera, tmp_path, session_cache):
-    cached = ImageClassifier(strategy="linear", epochs=5).fit(hymenoptera, out=tmp_path / "cached")
-    uncached = ImageClassifier(strategy="linear", epochs=5, cache=False).fit(hymenoptera, out=tmp_path / "uncached")
+    cached = ImageClassifier(strategy="linear", epochs=3).fit(hymenoptera, out=tmp_path / "cached")
+    uncached = ImageClassifier(strategy="linear", epochs=3, cache=False).fit(hymenoptera, out=tmp_path / "uncached")
     assert abs(cached.metrics_["val_accuracy"] - uncached.metrics_["val_accuracy"]) <= 0.02
     assert uncached.metrics_["cache"]["items_computed"] == 0
 
