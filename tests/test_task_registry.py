@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 from typer.testing import CliRunner
 
 from headstart.cli import app
@@ -74,13 +75,16 @@ def toy_task():
     return TASK
 
 
-def test_a_toy_task_trains_evaluates_predicts_and_reports_through_the_cli(toy_task, hymenoptera, tmp_path,
-                                                                           session_cache):
+def test_a_toy_task_trains_evaluates_predicts_and_reports_through_the_cli(toy_task, tmp_path, session_cache):
+    coco = SHARED / "coco128" / "images" / "train2017"
+    if not coco.is_dir():
+        pytest.skip(f"{coco} is absent (the ../shared data folder)")
     images = tmp_path / "images"
     images.mkdir()
-    for c in ("ants", "bees"):  # 40 photos, 160 rotated items
-        for f in sorted((hymenoptera / "train" / c).iterdir())[:20]:
-            shutil.copy(f, images / f"{c}_{f.name}")
+    # 40 COCO photos, 160 rotated items: scenes have an up (ants and bees on a flower often have none: with
+    # hymenoptera's photos validation hovered at 0.31-0.44, one item above the bar; with these 0.34-0.56)
+    for f in sorted(coco.glob("*.jpg"))[:40]:
+        shutil.copy(f, images / f.name)
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(images), "--task", "rotation", "--out", str(run), "--epochs", "10"])
     assert result.exit_code == 0, result.output
@@ -103,7 +107,7 @@ def test_a_toy_task_trains_evaluates_predicts_and_reports_through_the_cli(toy_ta
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("["):])
     assert len(rows) == 40 and all(r["label"] in ("0", "90", "180", "270") for r in rows)
-    assert sum(r["label"] == "0" for r in rows) > 20  # the stored photos are upright
+    assert sum(r["label"] == "0" for r in rows) > 20  # the stored photos are upright (measured: 38 of 40)
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(digits_dir, tmp_path, session_cache):
