@@ -31,6 +31,18 @@ def test_importing_the_cli_imports_no_torch():
     assert out.stdout.strip() == "[]"
 
 
+def test_a_folder_of_class_folders_is_recognised_without_torch(tmp_path):
+    """``headstart train FOLDER`` knows FOLDER is an image task before torch loads: a wrong key fails at once."""
+    (tmp_path / "imgs" / "cats").mkdir(parents=True)
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "labels.csv").write_text("path,labels\na.jpg,x;y\n")
+    code = ("import sys; from headstart.tasks import infer_task; "
+            f"print(infer_task({str(tmp_path / 'imgs')!r}), 'torch' in sys.modules, "
+            f"infer_task({str(tmp_path / 'ml')!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["image", "False", "multilabel"]  # a labels table is read (with torch loaded)
+
+
 def test_help_names_every_registered_task():
     result = runner.invoke(app, ["train", "--help"])
     assert result.exit_code == 0

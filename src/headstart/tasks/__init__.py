@@ -80,6 +80,12 @@ def infer_task(data: str | Path) -> str:
     if path.is_dir() and ((path / "Annotations").is_dir() or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):
         return "detection"  # Pascal VOC boxes (--task multilabel reads them as image tags)
+    if path.is_dir():
+        from headstart.tasks.multilabel import LABELS_FILE
+        from headstart.tasks.text import is_datasets_folder
+
+        if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path):
+            return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
     from headstart.tasks.multilabel.data import looks_like_multilabel
 
     if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel

@@ -38,10 +38,10 @@ from headstart.tasks.image.data import (
     read_table,
 )
 from headstart.tasks.image.transforms import _normalize
+from headstart.tasks.multilabel import LABELS_FILE
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
-LABELS_FILE = "labels.csv"
 SPLIT_COLUMN = "split"
 BINARY = {"0", "1", "0.0", "1.0", ""}
 VAL_SPLITS = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train", "": "train"}

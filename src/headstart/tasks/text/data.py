@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
+from headstart.tasks.text import is_datasets_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
@@ -49,11 +50,6 @@ TextSplits = Splits  # classes, train, val, test, layout, skipped, notes
 
 
 # ------------------------------------------------------------------------------------------- reading
-def is_datasets_folder(path: Path) -> bool:
-    """A folder written by ``datasets`` ``save_to_disk`` (a Dataset or a DatasetDict)."""
-    return path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
-
-
 def read_records(path: str | Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """Rows of a table file or ``datasets`` folder: ``({split or "": rows}, columns)``."""
     path = Path(path)
