@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from headstart.cli import app
 from headstart.errors import NotFittedError, RunFolderError
 from headstart.tasks.image.task import ImageClassifier
 
@@ -115,10 +117,6 @@ def _cli(*args, **kw):
 def _invoke(*args):
     """The same command in this process (typer's runner: stdout and stderr apart), without a new interpreter's
     10-20 s of imports."""
-    from typer.testing import CliRunner
-
-    from headstart.cli import app
-
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
