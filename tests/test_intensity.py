@@ -150,6 +150,7 @@ def test_store_auto_decides_from_training_images_and_rereads_consistently(digits
 
     raw = ImageStore(splits.train + splits.val, 64, "bilinear", intensity="off")
     assert any("kept raw" in w for w in raw.warnings()) and any("nearly uniform" in w for w in raw.warnings())
+    assert any("(data.intensity=off;" in w for w in raw.warnings())  # the user's own choice, named as such
 
     full = discover(digits_dir, 0.5, 0)  # ordinary 8-bit digits: nothing to window
     some = full.train[:10] + full.val[:10]
@@ -162,6 +163,8 @@ def test_store_auto_decides_from_training_images_and_rereads_consistently(digits
     mixed = [*full.train[:10], *splits.train[:3]]
     store = ImageStore(mixed, 64, "bilinear", intensity="auto")
     assert store.settle(mixed).startswith("[bold]Intensity[/] raw values") and store.intensity == "off"
+    kept = [w for w in store.warnings() if "kept raw" in w]  # auto's choice, not one the user made
+    assert len(kept) == 1 and "data.intensity=auto kept raw values" in kept[0] and "=off" not in kept[0], kept
     for s in splits.train[:3]:
         assert np.asarray(store.get(s.path)).max() <= 2
 

@@ -55,6 +55,11 @@ def test_auto_respects_its_time_budget_and_never_ends_below_the_linear_head(digi
     assert sum(p["kept"] for p in phases) == 1 and metrics["chosen"]["phase"] in {p["phase"] for p in phases}
     for p in phases[1:]:  # each candidate ran within the budget, or says why not
         assert p["epochs"] >= 1 or p["note"].startswith("skipped")
+    # a phase's seconds hold its preparation too: the linear phase's are its head's solve (and any extraction),
+    # not the milliseconds of its one validation; together the phases' seconds are the run's
+    assert phases[0]["seconds"] > phases[0]["epoch_seconds"] + 0.1, phases[0]
+    assert all(p["seconds"] >= p["epoch_seconds"] for p in phases), phases
+    assert sum(p["seconds"] for p in phases) == pytest.approx(metrics["train_seconds"], abs=0.2), phases
     html = (clf.run_dir_ / "report.html").read_text()
     assert "Phases tried" in html and metrics["chosen"]["why"].split(":")[0] in html
 

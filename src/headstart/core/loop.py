@@ -89,6 +89,9 @@ class FitState:
     phase_notes: dict[str, str] = field(default_factory=dict)  # why a phase was skipped or stopped, by phase index
     phases: list[dict[str, Any]] = field(default_factory=list)  # ``phase_summary`` at the end of the fit
     compile_seconds: dict[str, float] = field(default_factory=dict)  # torch.compile's time (train.compile), by phase
+    # each phase's whole time, by phase index: its preparation (feature extraction, the head's solve, timing a
+    # candidate's epoch) and its epochs; ``history``'s ``epoch_seconds`` hold the epochs alone
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def augment_seed(cfg: RunConfig) -> int:
@@ -412,9 +415,10 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def _print_groups(model: nn.Module, frozen: set[int], phase: strategies.Phase, cut: int) -> None:
+def _print_groups(model: nn.Module, frozen: set[int], phase: strategies.Phase, cut: int, solved: bool) -> None:
     rows = strategies.describe(model, frozen)
-    table = Table(title=f"Phase '{phase.name}': {phase.epochs} epoch(s)"
+    table = Table(title=f"Phase '{phase.name}': " + ("the head solved to convergence" if solved else
+                                                      f"{phase.epochs} epoch(s)")
                   + (f", first {cut} group(s) served from the feature cache" if cut else ""))
     for col in ("group", "trainable", "total", "state"):
         table.add_column(col, justify="left" if col in ("group", "state") else "right")
@@ -466,7 +470,8 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             continue
         frozen = strategies.apply(model, phase)
         cut = steps.cut(model, phase) if cfg.cache.enabled else 0
-        _print_groups(model, frozen, phase, cut)
+        solves = getattr(steps, "solves", None)  # a head fitted by L-BFGS instead of epochs (classification)
+        _print_groups(model, frozen, phase, cut, solves is not None and solves(model, phase, cut))
         started = time.perf_counter()
         steps.prepare(fabric, model, phase, cut)
         solve = getattr(steps, "solve", None)
@@ -488,7 +493,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             fits = agree(fabric, int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s))
             if fits < 1:
                 _note_compile(state, pi, phase, first_steps)
-                state.seconds += time.perf_counter() - started
+                _add_seconds(state, pi, time.perf_counter() - started)
                 _skip_phase(state, pi, phase, f"an epoch takes about {epoch_s:.0f} s and "
                             f"{max(budget - state.seconds, 0):.0f} s of the {budget:.0f} s budget are left")
                 continue
@@ -507,7 +512,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             scheduler.load_state_dict(ckpt["scheduler"])
         patience = max(tc.early_stopping, strategies.AUTO_PATIENCE) if phase.candidate else tc.early_stopping
         patience = 0 if replay is not None else patience
-        state.seconds += time.perf_counter() - started
+        _add_seconds(state, pi, time.perf_counter() - started)
         last_epoch_s = 0.0
 
         while state.epoch_in_phase < phase.epochs and not stop:
@@ -585,7 +590,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                     state.phase_notes[str(pi)] = f"stopped early: no better {steps.metric} in {patience} validations"
                     state.epoch_in_phase = phase.epochs
             last_epoch_s = time.perf_counter() - started
-            state.seconds += last_epoch_s
+            _add_seconds(state, pi, last_epoch_s)
             row.update(lr_head=optimizer.param_groups[0]["lr"], epoch_seconds=round(last_epoch_s, 2),
                        seconds=round(state.seconds, 2))
             state.history.append(row)
@@ -628,6 +633,12 @@ def _candidate_skip_reason(state: FitState, metric: str, before: list[strategies
         if state.best_epoch not in epochs:
             return f"'{before[previous].name}' did not improve validation {metric}"
     return ""
+
+
+def _add_seconds(state: FitState, pi: int, seconds: float) -> None:
+    """Count ``seconds`` of phase ``pi`` in the run's time (the budget's) and in the phase's own."""
+    state.seconds += seconds
+    state.phase_seconds[str(pi)] = state.phase_seconds.get(str(pi), 0.0) + seconds
 
 
 def _skip_phase(state: FitState, pi: int, phase: strategies.Phase, why: str) -> None:
@@ -676,7 +687,11 @@ def _note_compile(state: FitState, pi: int, phase: strategies.Phase, first_steps
 
 
 def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) -> list[dict[str, Any]]:
-    """What each phase did: epochs, its best validation ``metric``, seconds, and whether the final model is from it."""
+    """What each phase did: epochs, its best validation ``metric``, seconds, and whether the final model is from it.
+
+    ``seconds``: the phase's whole time, its preparation included (a linear phase on cached features spends nearly
+    all of it extracting them and solving the head); ``epoch_seconds``: its epochs' alone.
+    """
     rows = []
     for pi, phase in enumerate(phases):
         history = [r for r in state.history if r["phase"] == phase.name]
@@ -685,6 +700,7 @@ def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) 
         seconds = sum(r.get("epoch_seconds", 0.0) for r in history)
         rows.append({"phase": phase.name, "trainable_groups": phase.trainable, "epochs": len(history),
                      f"best_val_{metric}": max(scores) if scores else None, "epoch_seconds": round(seconds, 1),
+                     "seconds": round(state.phase_seconds.get(str(pi), seconds), 1),
                      "kept": bool(epochs) and state.best_epoch in epochs,
                      "note": state.phase_notes.get(str(pi), ""),
                      **({"compile_seconds": state.compile_seconds[str(pi)]} if str(pi) in state.compile_seconds
@@ -740,7 +756,7 @@ def _print_phases(rows: list[dict[str, Any]], metric: str) -> None:
         table.add_column(col, justify="left" if col in ("phase", "note") else "right")
     for r in rows:
         score = r[f"best_val_{metric}"]
-        table.add_row(r["phase"], str(r["epochs"]), "" if score is None else f"{score:.4f}", f"{r['epoch_seconds']:.1f}",
+        table.add_row(r["phase"], str(r["epochs"]), "" if score is None else f"{score:.4f}", f"{r['seconds']:.1f}",
                       "[green]yes[/]" if r["kept"] else "", escape(r["note"]))
     say(table)
     say(f"Final weights: {escape(chosen_phase(rows, metric)['why'])}")

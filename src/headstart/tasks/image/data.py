@@ -373,6 +373,7 @@ class ImageStore:
                  strict: bool = False, desc: str = "Reading images", threads: int | None = None,
                  intensity: str = "off", max_pixels: int | None = MAX_PIXELS) -> None:
         self.short_side, self.interpolation, self.intensity = short_side, interpolation, intensity
+        self.settled = False  # ``settle`` chose ``intensity`` (from ``auto``)
         self.max_pixels = max_pixels
         self.images: dict[Path, Image.Image] = {}
         self.in_memory = {s.path: s.data for s in samples if s.data is not None}  # bytes of images held in memory
@@ -446,7 +447,7 @@ class ImageStore:
         why = ", ".join(f"{kind}: {n}" for kind, n in kinds.most_common())
         example = next((self.issues[p].split(" (", 1)[1].rstrip(")") for p in flagged if " (" in self.issues[p]), "")
         why += f", e.g. {example}" if example else ""
-        self.intensity = "window" if len(flagged) * 2 > len(train) else "off"
+        self.intensity, self.settled = "window" if len(flagged) * 2 > len(train) else "off", True
         self._render(self.intensity)
         if self.intensity == "window":
             lo, hi = WINDOW_PERCENTILES
@@ -498,9 +499,11 @@ class ImageStore:
                 notes.append(f"{len(self.blank)} nearly uniform image(s) even after windowing, e.g. {self.blank[:3]}")
         else:
             if issues:
+                why = ("data.intensity=auto kept raw values: most training images do not need windowing" if self.settled
+                       else f"data.intensity={self.intensity}")
                 notes.append(f"{len(issues)} image(s) with little intensity range (or 16-bit / float values) kept "
-                             f"raw (data.intensity={self.intensity}; 'window' stretches each image to its own "
-                             f"percentiles), e.g. {issues[:3]}")
+                             f"raw ({why}; data.intensity=window stretches each image to its own percentiles), "
+                             f"e.g. {issues[:3]}")
             if self.blank:
                 notes.append(f"{len(self.blank)} nearly uniform image(s), e.g. {self.blank[:3]}")
         return notes
