@@ -173,3 +173,20 @@ def test_refit_replays_the_path_to_the_best_epoch():
     lpft = FitState(best_epoch=12, history=_history([("linear", [0.5] * 10), ("fine-tune", [0.7, 0.9, 0.8])]))
     cfg = RunConfig(train={"strategy": "lp-ft", "head_solver": "adamw"})
     assert [(p.name, p.epochs) for p in refit_plan(model, steps, cfg, lpft)] == [("linear", 10), ("fine-tune", 2)]
+
+
+def test_phases_after_a_perfect_validation_score_are_skipped(digits_dir, tmp_path, session_cache):
+    """lp-ft whose head already gets every validation image right: the final weights are the best validation epoch's
+    (ties to the earlier one), so fine-tuning could not be chosen; it is skipped, saying why, and refit keeps the head."""
+    import shutil
+
+    data = tmp_path / "zeros-and-ones"  # 0 against 1: a frozen ImageNet backbone separates them
+    for digit in ("0", "1"):
+        shutil.copytree(digits_dir / digit, data / digit)
+    clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=3, cache_views=1).fit(data, out=tmp_path / "r")
+    m = clf.metrics_
+    assert m["val_accuracy"] == 1.0 and [r["phase"] for r in clf.history_] == ["linear"]
+    linear, fine = m["phases"]
+    assert linear["kept"] and fine["epochs"] == 0 and not fine["kept"]
+    assert fine["note"].startswith("skipped: validation accuracy is already 1.0"), fine
+    assert [p["phase"] for p in m["refit"]["recipe"]] == ["linear"]  # class folders: refit on train + val

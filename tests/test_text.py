@@ -300,6 +300,12 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
     assert "refit" not in again.metrics_ and again.metrics_["num_train"] == 200
     assert again.metrics_["cache"] == {"items_served": 300, "items_computed": 0}
     assert again.metrics_["val_macro_f1"] == cached.metrics_["val_macro_f1"]
+    # the L-BFGS head (the default) on texts, which have no augmentation: the training texts once, not again as
+    # an 'augmented view', and under another seed still the same cached embeddings
+    solved = TextClassifier(strategy="linear", overrides={**FAST, "train.seed": 3}).fit(
+        sms_split["small"], out=tmp_path / "solved")
+    assert solved.metrics_["cache"] == {"items_served": 300, "items_computed": 0}
+    assert solved.metrics_["val"]["macro_f1"] > solved.metrics_["val"]["baseline"]["macro_f1"] + 0.3
     # the run folder predicts through the CLI, text arguments and --file
     from typer.testing import CliRunner
 

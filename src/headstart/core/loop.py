@@ -458,6 +458,12 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             continue
         phase = dataclasses.replace(phase, epochs=state.phase_epochs.get(str(pi), phase.epochs))
         fresh = state.epoch_in_phase == 0
+        if fresh and replay is None and state.best_score is not None and state.best_score >= 1.0 - 1e-9:
+            # the final weights are the best validation epoch's and ties go to the earlier one: nothing this phase
+            # trains could be chosen (lp-ft on a small validation split that the head already gets all right)
+            _skip_phase(state, pi, phase, f"validation {steps.metric} is already 1.0, and no later epoch "
+                        "can be chosen over the one that reached it")
+            continue
         if phase.candidate and fresh:
             why = _candidate_skip_reason(state, steps.metric, phases[:pi])
             if why:
@@ -625,8 +631,6 @@ def _candidate_skip_reason(state: FitState, metric: str, before: list[strategies
     before it improved validation, so photos close to ImageNet, where adapting the top of the
     backbone does not help, do not pay for fine-tuning all of it.
     """
-    if state.best_score is not None and state.best_score >= 1.0 - 1e-9:
-        return f"validation {metric} is already 1.0"
     previous = next((i for i in range(len(before) - 1, -1, -1) if before[i].candidate), None)
     if previous is not None:
         epochs = [r["epoch"] for r in state.history if r["phase"] == before[previous].name]  # none when skipped

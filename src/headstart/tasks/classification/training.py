@@ -139,14 +139,16 @@ class ClassificationSteps:
         self.train_views = self.val_inputs = self.head_rows = None
         if not cut:
             return
-        views = min(self.cfg.cache.views, phase.epochs)
+        # without augmentation (texts) a training view is the plain items again: one, and no slot beside it
+        views = min(self.cfg.cache.views, phase.epochs) if self.augmented else 1
         # the later phase's cut, when its frozen outputs come from this phase's pass (auto's partial candidate)
         also = self.cut(model, strategies.Phase("prefetch", 1, phase.prefetch)) if phase.prefetch else 0
         also = also if 0 < also < cut == model.backbone.num_groups else 0
-        plain = int(self.solves(model, phase, cut))  # slot 0 left for the plain images (no memory until written)
+        plain = int(self.solves(model, phase, cut) and self.augmented)  # slot 0 for the plain images (no memory yet)
         rows = None
         for v in range(views):
-            view = self.features(fabric, model, "train", cut, True, v, also)
+            # unaugmented training items are the plain ones: cached once, whatever train.seed is
+            view = self.features(fabric, model, "train", cut, self.augmented, v, also)
             if views == 1 and not plain:
                 rows = view[None]  # nothing to stack
                 continue
@@ -157,6 +159,11 @@ class ClassificationSteps:
         self.train_views, self.head_rows = rows[plain:], rows if plain else None
         self.val_inputs = self.features(fabric, model, "val", cut, False, 0, also)
 
+    @property
+    def augmented(self) -> bool:
+        """Whether training items are augmented (images), so that a cached training view differs from the plain item."""
+        return self.data.transform_id(True) != self.data.transform_id(False)
+
     def solves(self, model: nn.Module, phase: strategies.Phase, cut: int) -> bool:
         """Whether ``solve`` fits this phase's head (L-BFGS on the pooled features of a linear phase)."""
         return self.cfg.train.head_solver == "lbfgs" and not phase.trainable and cut == model.backbone.num_groups
@@ -164,18 +171,21 @@ class ClassificationSteps:
     def solve(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> dict[str, float] | None:
         """With ``train.head_solver=lbfgs`` (the default), a linear phase on cached pooled features fits the head to convergence.
 
-        Multinomial logistic regression over every training item, un-augmented and in each cached view, its L2 strength
-        chosen by 5-fold cross-validation (views of one item stay in one fold); it warm-starts any
-        fine-tuning phase after it.
+        Multinomial logistic regression over every training item, un-augmented and in each cached view (texts: the
+        items alone), its L2 strength chosen by 5-fold cross-validation (views of one item stay in one fold); it
+        warm-starts any fine-tuning phase after it.
         """
         if not self.solves(model, phase, cut):
             return None
-        # the un-augmented images with their augmented views: on 300 tiny digits the augmented views alone
-        # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones
-        plain = self.features(fabric, model, "train", cut, False, 0)
-        x = self.head_rows  # [plain, *train_views], one buffer (``prepare``): no copy of the views here
-        x[0] = plain
-        del plain
+        if self.augmented:
+            # the un-augmented images with their augmented views: on 300 tiny digits the augmented views alone
+            # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones
+            plain = self.features(fabric, model, "train", cut, False, 0)
+            x = self.head_rows  # [plain, *train_views], one buffer (``prepare``): no copy of the views here
+            x[0] = plain
+            del plain
+        else:
+            x = self.train_views  # [1, items]: the plain items
         views, n = x.shape[0], x.shape[1]
         labels = self.train_labels.repeat(views, *[1] * (self.train_labels.dim() - 1))
         fit = self.fit_head(x.flatten(0, 1), labels, torch.arange(n).repeat(views), torch.arange(views * n) < n)
@@ -183,7 +193,9 @@ class ClassificationSteps:
         with torch.no_grad():
             linear.weight.copy_(fit.weight.to(linear.weight))
             linear.bias.copy_(fit.bias.to(linear.bias))
-        rows = (f"the plain images and {views - 1} augmented view(s) of each" if fit.augmented else
+        noun = "texts" if model.backbone.spec.modality == "text" else "images"
+        rows = (f"the {n} training {noun}" if views == 1 else
+                f"the plain images and {views - 1} augmented view(s) of each" if fit.augmented else
                 "the plain images only: cross-validation found the augmented views hurt here")
         say(f"Linear head fitted by L-BFGS to convergence on {rows}: L2 {fit.l2:g} chosen by cross-validation "
             f"(held-out {fit.cv_metric} per L2: {fit.cv_accuracy}" + (f"; plain images only: {fit.cv_accuracy_plain}"
