@@ -220,7 +220,7 @@ def _strict_with_bad_file(folder: Path, run: Path | None) -> list[str]:
 
 
 def _csv_missing_label_column(folder: Path, run: Path | None) -> list[str]:
-    (folder / "t.csv").write_text("file,what\na.png,x\n")
+    (folder / "t.csv").write_text("file,width,height\na.png,3,4\n")  # no label by name, and two columns left
     return _train(folder / "t.csv", folder)
 
 

@@ -98,10 +98,16 @@ def test_csv_layout_and_missing_columns(digits_dir, tmp_path):
     files = sorted(digits_dir.rglob("*.png"))[:60]
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("file,kind\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
-    with pytest.raises(DataError, match=r"which column holds the label; columns found: \['file', 'kind'\]"):
-        discover(csv_path)
-    splits = discover(csv_path, 0.2, 0, label_column="kind")
+    # the one column besides the paths is the labels, whatever its name
+    inferred = discover(csv_path, 0.2, 0)
+    assert "label column 'kind'" in inferred.layout and inferred.classes == ["0", "1", "2"]  # 20 files each
+    wider = tmp_path / "wider.csv"  # two columns left besides the paths: which one is not guessed
+    wider.write_text("file,kind,size\n" + "".join(f"{f},{f.parent.name},8\n" for f in files))
+    with pytest.raises(DataError, match=r"which column holds the label; columns found: \['file', 'kind', 'size'\]"):
+        discover(wider)
+    splits = discover(wider, 0.2, 0, label_column="kind")
     assert len(splits.train) + len(splits.val) == 60 and "CSV" in splits.layout
+    assert [s.path for s in splits.train] == [s.path for s in inferred.train]
     assert splits.classes == ["0", "1", "2", "3", "4", "5"][: len(splits.classes)]
     bad = tmp_path / "bad.csv"
     bad.write_text("picture,whatever\na.png,x\n")

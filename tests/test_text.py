@@ -85,6 +85,14 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
     table.write_text("review,stars\ngood,5\nbad,1\n")
     with pytest.raises(DataError, match=r"no column 'text'.*columns found: \['review', 'stars'\]"):
         textdata.discover(table, text_column="text", label_column="stars")
+    # 'review' holds the texts by its name; 'stars', the one column left, the labels
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("review,stars\n" + "".join(f"{w} film,{n}\n" for n in (1, 5) for w in "abcdef"))
+    assert "label column 'stars'" in textdata.discover(reviews).layout
+    unnamed = tmp_path / "unnamed.csv"
+    unnamed.write_text("words,stars\ngood,5\nbad,1\n")
+    with pytest.raises(DataError, match=r"cannot tell which column holds the text; columns found: \['words', 'stars'\]"):
+        textdata.discover(unnamed)
     one = tmp_path / "one.csv"
     one.write_text("text,label\nhello,a\nworld,a\nagain,a\n")
     with pytest.raises(DataError, match="1 distinct value"):

@@ -28,6 +28,7 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
+from headstart.tasks.columns import pick_column
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
@@ -221,7 +222,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
               label_column: str | None) -> ImageSplits:
     rows, columns = read_table(path)
     pcol = _pick_column(columns, path_column, PATH_COLUMNS, "path", path)
-    lcol = _pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
+    lcol = _pick_column(columns, label_column, LABEL_COLUMNS, "label", path, exclude=[pcol])
     labels = [str(r[lcol]).strip() for r in rows]
     classes = sorted(set(labels) - {""})
     if len(classes) < 2:
@@ -281,19 +282,10 @@ def allow_long_fields() -> None:
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
-def _pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path) -> str:
-    if wanted is not None:
-        if wanted not in columns:
-            raise DataError(f"{path}: no column '{wanted}' for the {what}; columns found: {columns}")
-        return wanted
-    lower = {c.lower(): c for c in columns}
-    for c in candidates:
-        if c in lower:
-            return lower[c]
-    raise DataError(
-        f"{path}: cannot tell which column holds the {what}; columns found: {columns}. "
-        f"Name it one of {list(candidates)} or set data.{what}_column"
-    )
+def _pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path,
+                 exclude: Sequence[str] = ()) -> str:
+    hint = f"Name it one of {list(candidates)} or set data.{what}_column"
+    return pick_column(columns, wanted, candidates, what, path, hint, exclude=exclude)
 
 
 def labelled_samples(data: str | Path, classes: list[str], path_column: str | None = None,
@@ -318,7 +310,7 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     elif root.is_file():
         rows, columns = read_table(root)
         pcol = _pick_column(columns, path_column, PATH_COLUMNS, "path", root)
-        lcol = _pick_column(columns, label_column, LABEL_COLUMNS, "label", root)
+        lcol = _pick_column(columns, label_column, LABEL_COLUMNS, "label", root, exclude=[pcol])
         pairs = [(Path(r[pcol]) if Path(r[pcol]).is_absolute() else root.parent / r[pcol], str(r[lcol]).strip())
                  for r in rows]
         skipped = []

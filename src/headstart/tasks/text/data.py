@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
+from headstart.tasks.columns import pick_column
 from headstart.tasks.text import is_datasets_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -173,23 +174,21 @@ def _read_datasets(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[st
 
 
 # ------------------------------------------------------------------------------------------- columns
-def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, where: Path,
-                exclude: str | None = None) -> str:
-    """The column holding the ``what``: as named, or guessed from common names; a DataError lists the columns."""
-    if wanted is not None:
-        if wanted not in columns:
-            raise DataError(f"{where}: no column '{wanted}' for the {what}; columns found: {columns}. "
-                            f"Pass the right one with --{what}-column")
-        return wanted
-    lower = {c.lower(): c for c in columns if c != exclude}
-    for c in candidates:
-        if c in lower:
-            return lower[c]
-    rest = [c for c in columns if c != exclude and c.lower() != "split"]
-    if what == "text" and len(rest) == 1:
-        return rest[0]
-    raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. "
-                    f"Name it with --{what}-column (config key text.{what}_column)")
+def text_and_label_columns(columns: list[str], text_column: str | None, label_column: str | None,
+                           where: Path) -> tuple[str, str]:
+    """The text and the label column: as named, by a common name, or the one column left once the other is known
+    (``message, species``: the texts by name, then the labels as the column left)."""
+    def pick(what: str, wanted: str | None, candidates: Sequence[str], exclude: list[str],
+             optional: bool = False) -> str | None:
+        return pick_column(columns, wanted, candidates, what, where, f"Name it with --{what}-column (config key "
+                           f"text.{what}_column)", exclude=exclude, optional=optional)
+
+    lcol = pick("label", label_column, LABEL_COLUMNS, [], optional=True)
+    tcol = pick("text", text_column, TEXT_COLUMNS, [lcol] if lcol else [])
+    lcol = lcol or pick("label", None, LABEL_COLUMNS, [tcol])
+    if tcol == lcol:
+        raise DataError(f"{where}: the text and label columns are both '{tcol}'; columns found: {columns}")
+    return tcol, lcol
 
 
 def _as_label(value: Any) -> str:
@@ -218,10 +217,7 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     """Classes and train/val(/test) texts of DATA; empty texts and labels are left out and reported."""
     path = Path(data)
     parts, columns = read_records(path)
-    lcol = pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
-    tcol = pick_column(columns, text_column, TEXT_COLUMNS, "text", path, exclude=lcol)
-    if tcol == lcol:
-        raise DataError(f"{path}: the text and label columns are both '{tcol}'; columns found: {columns}")
+    tcol, lcol = text_and_label_columns(columns, text_column, label_column, path)
     rows_all = [r for rows in parts.values() for r in rows]
     texts = [r.get(tcol) for r in rows_all]
     if _looks_like_image_paths([str(t or "") for t in texts]):
@@ -294,8 +290,7 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | None
     """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows)."""
     path = Path(data)
     parts, columns = read_records(path)
-    lcol = pick_column(columns, label_column, LABEL_COLUMNS, "label", path)
-    tcol = pick_column(columns, text_column, TEXT_COLUMNS, "text", path, exclude=lcol)
+    tcol, lcol = text_and_label_columns(columns, text_column, label_column, path)
     rows = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None)
     if rows is None:
         rows = [r for rs in parts.values() for r in rs]
