@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,10 @@ def test_torchscript_reloads_with_jit_load_and_agrees(image_run, image_onnx):
 
     from headstart.tasks.image.task import ImageClassifier
 
-    meta = export.export_run(image_run, "torchscript")
+    with warnings.catch_warnings(record=True) as caught:  # torch.jit's deprecation is said once, in our words
+        warnings.simplefilter("always")
+        meta = export.export_run(image_run, "torchscript")
+    assert not [w for w in caught if "torch.jit" in str(w.message)], [str(w.message) for w in caught]
     assert meta["parity"]["passed"] and meta["parity"]["top1_agreement"] == 1.0
     module = torch.jit.load(str(image_run / "model.torchscript.pt"))
     model = ImageClassifier.load(image_run).model_

@@ -465,15 +465,28 @@ def _quantize(plain: Path, target: Path, task: str, checked: Checked, tmp: Path)
 def _export_torchscript(graph: Any, task: str, checked: Checked, target: Path) -> None:
     import torch
 
+    from headstart.progress import say
+
     example = _example(task, checked, True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # tracer warnings, and torch.jit's deprecation (said once below)
         try:
             traced = torch.jit.trace(graph, example, check_trace=False)
         except Exception as exc:  # noqa: BLE001
             raise ExportError(f"torch.jit.trace could not trace this {task} model ({type(exc).__name__}: "
                               f"{str(exc)[:500]}); try --format onnx") from exc
-    torch.jit.save(traced, str(target))
+        torch.jit.save(traced, str(target))
+    say(f"TorchScript: PyTorch {torch.__version__} deprecates torch.jit in favour of torch.export; the file loads with "
+        "torch.jit.load while PyTorch keeps it, ONNX (the default format) is the one to keep")
+
+
+def _load_torchscript(target: Path) -> Any:
+    """``torch.jit.load(target)`` in eval mode, without torch's deprecation warning (the export said it once)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.*deprecated", category=FutureWarning)
+        return torch.jit.load(str(target)).eval()
 
 
 def _preprocessing(est: Any, task: str, run: Path, target: Path) -> dict[str, Any]:
@@ -583,8 +596,7 @@ def _exported_runner(meta: dict[str, Any], target: Path) -> Any:
         return lambda b: session.run(["logits"], {n: b[n].numpy() for n in names})[0]
     import torch
 
-    module = torch.jit.load(str(target))
-    module.eval()
+    module = _load_torchscript(target)
 
     def run(b: dict[str, Any]) -> np.ndarray:
         with torch.no_grad():
@@ -988,7 +1000,7 @@ def _check_detection(est: Any, run: Path, target: Path, meta: dict[str, Any], im
     import torch
 
     if meta["format"] == "torchscript":
-        module = torch.jit.load(str(target)).eval()
+        module = _load_torchscript(target)
 
         def detect(x: Any) -> list[np.ndarray]:
             with torch.no_grad():

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from headstart.core import loop
@@ -85,7 +86,7 @@ def image_statistics(samples: list[Sample], limit: int = 64, seed: int = 0) -> d
         except Exception:  # noqa: BLE001 - counted, reported by training
             unreadable += 1
             continue
-        t = torch.tensor(list(small.getdata()), dtype=torch.float32)
+        t = torch.from_numpy(np.asarray(small, dtype=np.float32).reshape(-1, 3))  # pixels x RGB
         grey += bool((t.max(dim=1).values - t.min(dim=1).values).mean() < 4.0)
         brightness.append(float(t.mean()) / 255)
     read = max(len(picked) - unreadable, 1)

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import os
-import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -503,7 +503,7 @@ class ImageStore:
 
 def _spread(image: Image.Image) -> float:
     """Standard deviation of a 16 x 16 grey thumbnail (under 2: nearly uniform)."""
-    return statistics.pstdev(image.convert("L").resize((16, 16)).getdata())
+    return float(np.asarray(image.convert("L").resize((16, 16)), dtype=np.float64).std())  # population std
 
 
 @contextmanager
