@@ -103,7 +103,8 @@ def test_csv_layout_and_missing_columns(digits_dir, tmp_path):
     assert "label column 'kind'" in inferred.layout and inferred.classes == ["0", "1", "2"]  # 20 files each
     wider = tmp_path / "wider.csv"  # two columns left besides the paths: which one is not guessed
     wider.write_text("file,kind,size\n" + "".join(f"{f},{f.parent.name},8\n" for f in files))
-    with pytest.raises(DataError, match=r"which column holds the label; columns found: \['file', 'kind', 'size'\]"):
+    with pytest.raises(DataError, match=r"which column holds the label; columns found: \['file', 'kind', 'size'\]\. "
+                       r"Name it one of .* or give it with --label-column \(data\.label_column\)"):
         discover(wider)
     splits = discover(wider, 0.2, 0, label_column="kind")
     assert len(splits.train) + len(splits.val) == 60 and "CSV" in splits.layout

@@ -284,7 +284,8 @@ def allow_long_fields() -> None:
 
 def _pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path,
                  exclude: Sequence[str] = ()) -> str:
-    hint = f"Name it one of {list(candidates)} or set data.{what}_column"
+    option = "--label-column (data.label_column)" if what == "label" else f"data.{what}_column"
+    hint = f"Name it one of {list(candidates)} or give it with {option}"
     return pick_column(columns, wanted, candidates, what, path, hint, exclude=exclude)
 
 
