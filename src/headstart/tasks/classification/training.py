@@ -140,15 +140,16 @@ class ClassificationSteps:
         if not cut:
             return
         # without augmentation (texts) a training view is the plain items again: one, and no slot beside it
-        views = min(self.cfg.cache.views, phase.epochs) if self.augmented else 1
+        augmented = self.augmented
+        views = min(self.cfg.cache.views, phase.epochs) if augmented else 1
         # the later phase's cut, when its frozen outputs come from this phase's pass (auto's partial candidate)
         also = self.cut(model, strategies.Phase("prefetch", 1, phase.prefetch)) if phase.prefetch else 0
         also = also if 0 < also < cut == model.backbone.num_groups else 0
-        plain = int(self.solves(model, phase, cut) and self.augmented)  # slot 0 for the plain images (no memory yet)
+        plain = int(self.solves(model, phase, cut) and augmented)  # slot 0 for the plain images (no memory yet)
         rows = None
         for v in range(views):
             # unaugmented training items are the plain ones: cached once, whatever train.seed is
-            view = self.features(fabric, model, "train", cut, self.augmented, v, also)
+            view = self.features(fabric, model, "train", cut, augmented, v, also)
             if views == 1 and not plain:
                 rows = view[None]  # nothing to stack
                 continue

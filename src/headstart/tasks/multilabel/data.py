@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, stratified_split
 from headstart.errors import DataError
+from headstart.tasks.columns import SPLIT_COLUMN
 from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
@@ -42,7 +43,6 @@ from headstart.tasks.multilabel import LABELS_FILE
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
-SPLIT_COLUMN = "split"
 BINARY = {"0", "1", "0.0", "1.0", ""}
 VAL_SPLITS = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train", "": "train"}
 
