@@ -170,6 +170,9 @@ def test_refit_replays_the_path_to_the_best_epoch():
     assert plan[2].head_lr_scale == RunConfig().train.backbone_lr_ratio  # the same phase, only shorter
     head_only = FitState(best_epoch=1, history=_history([("linear", [0.90]), ("partial:3", [0.85, 0.88])]))
     assert [(p.name, p.epochs) for p in refit_plan(model, steps, RunConfig(), head_only)] == [("linear", 1)]
+    # the augmented views each phase extracted (a time budget may have cut them) are replayed as they were
+    auto.phase_views = {"0": 2, "1": 4}
+    assert [p.views for p in refit_plan(model, steps, RunConfig(), auto)] == [2, 4, None]
     lpft = FitState(best_epoch=12, history=_history([("linear", [0.5] * 10), ("fine-tune", [0.7, 0.9, 0.8])]))
     cfg = RunConfig(train={"strategy": "lp-ft", "head_solver": "adamw"})
     assert [(p.name, p.epochs) for p in refit_plan(model, steps, cfg, lpft)] == [("linear", 10), ("fine-tune", 2)]
@@ -190,3 +193,26 @@ def test_phases_after_a_perfect_validation_score_are_skipped(digits_dir, tmp_pat
     assert linear["kept"] and fine["epochs"] == 0 and not fine["kept"]
     assert fine["note"].startswith("skipped: validation accuracy is already 1.0"), fine
     assert [p["phase"] for p in m["refit"]["recipe"]] == ["linear"]  # class folders: refit on train + val
+
+
+def test_a_tight_time_budget_extracts_fewer_views_and_refit_replays_them(digits_dir, tmp_path, capsys, monkeypatch):
+    """auto's head extracts augmented views only while they fit half the time left (large data, slow machines): here
+    none fit, the head fits the plain images alone, the run records 0 views and --refit extracts none either.
+    Extracting the plain images alone takes more than the budget: the head's one (validated) epoch runs all the same,
+    so the run ends with a model (it ended with none, and refit failed, when the budget stopped it)."""
+    cache = tmp_path / "cache"  # nothing cached: the first pass is timed as computed
+    monkeypatch.setenv("HEADSTART_QUIET", "0")  # the run's messages are what is checked
+    clf = ImageClassifier(model="mobilenet_v2", time_budget=0.5, refit=True,
+                          overrides={"cache.dir": str(cache)}).fit(digits_dir, out=tmp_path / "r")
+    out = " ".join(capsys.readouterr().err.split())
+    m = clf.metrics_
+    linear = m["phases"][0]
+    assert linear["phase"] == "linear" and linear["kept"] and linear["views"] == 0 and linear["epochs"] == 1, linear
+    assert m["train_seconds"] > 0.5 and all(p["epochs"] == 0 for p in m["phases"][1:])  # candidates: no time left
+    assert "0 of 4 augmented views of the 160 training images fit the time budget" in out, out
+    assert "the head fits on the plain images (--time-budget or cache.views to choose)" in out
+    assert "Linear head fitted by L-BFGS to convergence on the 160 training images" in out
+    assert m["val_accuracy"] > 0.5  # the plain images alone still make a head (10 classes: baseline 0.1)
+    assert [p["phase"] for p in m["refit"]["recipe"]] == ["linear"]
+    # the refit's head, on train + validation: the plain images again, no view
+    assert "Linear head fitted by L-BFGS to convergence on the 200 training images" in out, out

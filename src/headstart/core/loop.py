@@ -40,6 +40,10 @@ from headstart.progress import console, progress_bar, say
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2  # 2: loads with weights_only=True (tensors and plain values)
+# with a time budget, a phase's augmented views are extracted while they fit this share of the time left (all of it
+# for the last phase): on a large dataset or a slow machine, fewer views and time left for fine-tuning, instead of
+# a budget overrun before fine-tuning starts
+VIEWS_SHARE = 0.5
 FEATURE_CACHE_VERSION = 3  # 3: one namespace builder for every task (BatchNorms folded since 2)
 
 
@@ -54,8 +58,14 @@ class Steps(Protocol):
     def cut(self, model: nn.Module, phase: strategies.Phase) -> int:
         """Backbone stages ``[0, cut)`` served from the feature cache in this phase (0: none)."""
 
-    def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> None:
-        """Compute (or read from the cache) the frozen part's outputs this phase trains on."""
+    def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int,
+                seconds: float | None = None) -> int | None:
+        """Compute (or read from the cache) the frozen part's outputs this phase trains on.
+
+        ``seconds``: how long extracting augmented views may take (the time budget's share; None: no limit), for
+        ``phase.views=None``. Returns the augmented views extracted (recorded, so a resume or refit uses as many),
+        or None for a task without cached views.
+        """
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> Iterable:
         """One epoch of training batches."""
@@ -92,6 +102,7 @@ class FitState:
     # each phase's whole time, by phase index: its preparation (feature extraction, the head's solve, timing a
     # candidate's epoch) and its epochs; ``history``'s ``epoch_seconds`` hold the epochs alone
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    phase_views: dict[str, int] = field(default_factory=dict)  # augmented views cached for each phase (``prepare``)
 
 
 def augment_seed(cfg: RunConfig) -> int:
@@ -411,6 +422,40 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
 
 
 # ------------------------------------------------------------------------------------------- the loop
+class ExtractionClock:
+    """Whether one more extraction pass over the training items (and the validation pass after it) fits ``seconds``.
+
+    Costed at the seconds per computed item of the passes timed so far (``timed``): items served from the feature
+    cache cost nothing. ``seconds=None``: every pass fits. Rank 0 decides for every process (``agree``).
+    """
+
+    def __init__(self, fabric: Fabric, seconds: float | None, num_train: int, num_val: int,
+                 caches: list[FeatureCache]) -> None:
+        self.fabric, self.seconds, self.num_train, self.num_val, self.caches = fabric, seconds, num_train, num_val, caches
+        self.deadline = None if seconds is None else time.perf_counter() + seconds
+        self.per_item = 0.0
+
+    def timed(self, extract: Callable[..., Any], *args: Any) -> Any:
+        """``extract(*args)``, timed against the items it computed (the caches it added to ``caches``)."""
+        started, before = time.perf_counter(), len(self.caches)
+        out = extract(*args)
+        computed = sum(c.computed for c in self.caches[before:])
+        if computed:
+            self.per_item = max(self.per_item, (time.perf_counter() - started) / computed)
+        return out
+
+    def fits(self) -> bool:
+        """Whether another training pass and the validation pass end before the deadline."""
+        if self.deadline is None:  # the same on every process (one config)
+            return True
+        ends = time.perf_counter() + self.per_item * (self.num_train + self.num_val)
+        return bool(agree(self.fabric, ends <= self.deadline))
+
+    def describe(self) -> str:
+        """The cost and the allowance, for the message that says a pass did not fit."""
+        return f"~{self.per_item * self.num_train:.0f} s per pass over them, {self.seconds:.0f} s for the views"
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -479,7 +524,13 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         solves = getattr(steps, "solves", None)  # a head fitted by L-BFGS instead of epochs (classification)
         _print_groups(model, frozen, phase, cut, solves is not None and solves(model, phase, cut))
         started = time.perf_counter()
-        steps.prepare(fabric, model, phase, cut)
+        # a phase whose views were decided (before an interruption) or are replayed (--refit) extracts as many again
+        phase = dataclasses.replace(phase, views=state.phase_views.get(str(pi), phase.views))
+        views_time = (max(budget - state.seconds, 0.0) * (VIEWS_SHARE if pi + 1 < len(phases) else 1.0)
+                      if budget and phase.views is None and fresh else None)
+        views = steps.prepare(fabric, model, phase, cut, views_time)
+        if views is not None:
+            state.phase_views[str(pi)] = views
         solve = getattr(steps, "solve", None)
         solved = solve(fabric, model, phase, cut) if solve is not None and fresh else None
         groups = strategies.param_groups(model, phase, tc, discriminative=pretrained)
@@ -522,7 +573,9 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         last_epoch_s = 0.0
 
         while state.epoch_in_phase < phase.epochs and not stop:
-            if agree(fabric, bool(budget) and state.seconds + last_epoch_s > budget):
+            # the first validated epoch always runs (a solved head's takes milliseconds): a run ends with a model,
+            # even when extracting the features alone took the budget (a large folder)
+            if agree(fabric, bool(budget) and state.best_score is not None and state.seconds + last_epoch_s > budget):
                 say(f"Time budget of {budget:.0f} s: the next epoch (~{last_epoch_s:.0f} s) would not fit; "
                     f"stopping after epoch {state.epoch}")
                 stop = True
@@ -707,6 +760,7 @@ def phase_summary(phases: list[strategies.Phase], state: FitState, metric: str) 
                      "seconds": round(state.phase_seconds.get(str(pi), seconds), 1),
                      "kept": bool(epochs) and state.best_epoch in epochs,
                      "note": state.phase_notes.get(str(pi), ""),
+                     **({"views": state.phase_views[str(pi)]} if str(pi) in state.phase_views else {}),
                      **({"compile_seconds": state.compile_seconds[str(pi)]} if str(pi) in state.compile_seconds
                         else {})})
     return rows
@@ -723,11 +777,12 @@ def refit_plan(model: nn.Module, steps: Steps, cfg: RunConfig, state: FitState) 
     by_name = {p.name: p for p in phases}
     key, rows, path = f"val_{steps.metric}", state.history, []
     target = state.best_epoch
-    while target:
+    while target > 0:
         name = next(r["phase"] for r in rows if r["epoch"] == target)
         in_phase = [r for r in rows if r["phase"] == name]
         phase = by_name[name]
-        path.append(dataclasses.replace(phase, epochs=sum(r["epoch"] <= target for r in in_phase), candidate=False))
+        path.append(dataclasses.replace(phase, epochs=sum(r["epoch"] <= target for r in in_phase), candidate=False,
+                                        views=state.phase_views.get(str(phases.index(phase)))))
         first = in_phase[0]["epoch"]
         if phase.candidate:
             before = [r for r in rows if r["epoch"] < first and r.get(key) is not None]

@@ -48,6 +48,7 @@ class Phase:
     adapters: bool = False  # only adapter parameters (``lora_*``) of the backbone train, all at the head's LR
     candidate: bool = False  # ``auto``: starts from the best weights so far; fitted to the time left, or skipped
     prefetch: int = 0  # a later phase trains this many top groups: keep its frozen outputs from this phase's pass
+    views: int | None = None  # augmented views of the cached training features; None: ``cache.views`` (time allowing)
 
 
 def parse(strategy: str, num_groups: int) -> tuple[str, int]:

@@ -130,35 +130,56 @@ class ClassificationSteps:
         self.caches.append(cache)
         return out
 
-    def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int) -> None:
-        """The training views (and, for ``solve``, room for the plain images beside them) and the validation inputs.
+    def prepare(self, fabric: Fabric, model: nn.Module, phase: strategies.Phase, cut: int,
+                seconds: float | None = None) -> int | None:
+        """The training views (and, for ``solve``, the plain images beside them) and the validation inputs.
 
         Each view is copied into one buffer as it is read: the features are in memory once, not twice as by stacking.
         Above ``cache.memory_mb`` that buffer (like each view read) is a memory-mapped scratch file (``core.scratch``).
+        ``seconds`` (a time budget's share): a view beyond the first (beyond none when the plain images are there
+        for the solved head) is extracted only when it and the validation pass still fit, at the cost per item the
+        passes so far computed; cached items cost nothing. Returns the augmented views extracted.
         """
         self.train_views = self.val_inputs = self.head_rows = None
         if not cut:
-            return
+            return None
         # without augmentation (texts) a training view is the plain items again: one, and no slot beside it
         augmented = self.augmented
-        views = min(self.cfg.cache.views, phase.epochs) if augmented else 1
+        plain = int(self.solves(model, phase, cut) and augmented)  # slot 0: the plain images, for the head's solve
+        # a phase's views: recorded (resume, refit) or cache.views; the solved head may have none beside the plain images
+        views = phase.views if phase.views is not None else min(self.cfg.cache.views, phase.epochs)
+        views = max(views, 1 - plain) if augmented else 1
         # the later phase's cut, when its frozen outputs come from this phase's pass (auto's partial candidate)
         also = self.cut(model, strategies.Phase("prefetch", 1, phase.prefetch)) if phase.prefetch else 0
         also = also if 0 < also < cut == model.backbone.num_groups else 0
-        plain = int(self.solves(model, phase, cut) and augmented)  # slot 0 for the plain images (no memory yet)
-        rows = None
-        for v in range(views):
-            # unaugmented training items are the plain ones: cached once, whatever train.seed is
-            view = self.features(fabric, model, "train", cut, augmented, v, also)
+        clock = loop.ExtractionClock(fabric, seconds, self.num_train, self.num_val, self.caches)
+        rows, done = None, 0
+        passes = [(False, 0, 0)] if plain else []  # (augmented, view, side cut) of each training pass
+        for v, (train, view_index, side) in enumerate([*passes, *[(augmented, v, also) for v in range(views)]]):
+            if v >= 1 and not clock.fits():  # at least the plain images (solved head) or one view
+                kept = ("the plain images" + (f" and {done} view(s)" if done else "")) if plain else f"{done} view(s)"
+                say(f"Feature extraction: {done} of {views} augmented views of the {self.num_train} training "
+                    f"{self.noun(model)} fit the time budget ({clock.describe()}): the "
+                    f"{'head fits on' if plain else 'phase trains on'} {kept} (--time-budget or cache.views to choose)")
+                break
+            features = clock.timed(self.features, fabric, model, "train", cut, train, view_index, side)
             if views == 1 and not plain:
-                rows = view[None]  # nothing to stack
-                continue
-            if rows is None:
-                rows = Scratch.of(self.cfg.cache).empty((plain + views, *view.shape), view.dtype)  # big: a mapped file
-            rows[plain + v] = view
-            del view
+                rows = features[None]  # nothing to stack
+            else:
+                if rows is None:  # big: a mapped file
+                    rows = Scratch.of(self.cfg.cache).empty((plain + views, *features.shape), features.dtype)
+                rows[v] = features
+            done += int(v >= plain)
+            del features
+        rows = rows[: plain + done]
         self.train_views, self.head_rows = rows[plain:], rows if plain else None
         self.val_inputs = self.features(fabric, model, "val", cut, False, 0, also)
+        return done if augmented else None
+
+    @staticmethod
+    def noun(model: nn.Module) -> str:
+        """What the items are called in messages."""
+        return "texts" if model.backbone.spec.modality == "text" else "images"
 
     @property
     def augmented(self) -> bool:
@@ -178,15 +199,10 @@ class ClassificationSteps:
         """
         if not self.solves(model, phase, cut):
             return None
-        if self.augmented:
-            # the un-augmented images with their augmented views: on 300 tiny digits the augmented views alone
-            # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones
-            plain = self.features(fabric, model, "train", cut, False, 0)
-            x = self.head_rows  # [plain, *train_views], one buffer (``prepare``): no copy of the views here
-            x[0] = plain
-            del plain
-        else:
-            x = self.train_views  # [1, items]: the plain items
+        # the un-augmented images with their augmented views: on 300 tiny digits the augmented views alone
+        # reached 0.70 and with the plain images 0.85, as scikit-learn's LogisticRegressionCV on the plain ones.
+        # [plain, *train_views] is one buffer (``prepare``): no copy of the views here; texts: the plain items
+        x = self.head_rows if self.head_rows is not None else self.train_views
         views, n = x.shape[0], x.shape[1]
         labels = self.train_labels.repeat(views, *[1] * (self.train_labels.dim() - 1))
         fit = self.fit_head(x.flatten(0, 1), labels, torch.arange(n).repeat(views), torch.arange(views * n) < n)
@@ -194,8 +210,7 @@ class ClassificationSteps:
         with torch.no_grad():
             linear.weight.copy_(fit.weight.to(linear.weight))
             linear.bias.copy_(fit.bias.to(linear.bias))
-        noun = "texts" if model.backbone.spec.modality == "text" else "images"
-        rows = (f"the {n} training {noun}" if views == 1 else
+        rows = (f"the {n} training {self.noun(model)}" if views == 1 else
                 f"the plain images and {views - 1} augmented view(s) of each" if fit.augmented else
                 "the plain images only: cross-validation found the augmented views hurt here")
         say(f"Linear head fitted by L-BFGS to convergence on {rows}: L2 {fit.l2:g} chosen by cross-validation "

@@ -20,7 +20,7 @@ from headstart.config import RunConfig
 from headstart.core import loop, strategies
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.cache import FeatureCache
-from headstart.progress import progress_bar
+from headstart.progress import progress_bar, say
 from headstart.tasks.segmentation import transforms as seg_tf
 from headstart.tasks.segmentation.data import IGNORE_INDEX, SegmentationSplits
 from headstart.tasks.segmentation.metrics import confusion, segmentation_report
@@ -158,17 +158,25 @@ class SegmentationSteps:
             self.val_masks = [ds[i][1].to(torch.uint8) for i in range(len(ds))]
         return self.val_masks
 
-    def prepare(self, fabric: Fabric, model: SegmentationModel, phase: strategies.Phase, cut: int) -> None:
+    def prepare(self, fabric: Fabric, model: SegmentationModel, phase: strategies.Phase, cut: int,
+                seconds: float | None = None) -> int | None:
         self.train_views = self.val_inputs = None
         if not cut:
-            return
-        views = min(self.cfg.cache.views, phase.epochs)
-        outs = [self._frozen(fabric, model, "train", cut, True, v) for v in range(views)]
+            return None
+        views = phase.views or min(self.cfg.cache.views, phase.epochs)
+        clock = loop.ExtractionClock(fabric, seconds, self.num_train, self.num_val, self.caches)
+        outs = []
+        for v in range(views):
+            if v and not clock.fits():
+                say(f"Feature extraction: {v} of {views} augmented views fit the time budget ({clock.describe()})")
+                break
+            outs.append(clock.timed(self._frozen, fabric, model, "train", cut, True, v))
         self.train_views = torch.stack([o for o, _ in outs])
         self.train_masks = [torch.stack(m) for _, m in outs]  # train crops share one size
         masks = self._val_masks()
         if len({tuple(m.shape) for m in masks}) == 1:  # one size: validation runs on cached maps too
             self.val_inputs, self.val_masks = self._frozen(fabric, model, "val", cut, False, 0)
+        return len(outs)
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int):
         bs = self.cfg.train.batch_size  # per device: loop.loader splits each global batch between the devices
