@@ -216,3 +216,28 @@ def test_a_tight_time_budget_extracts_fewer_views_and_refit_replays_them(digits_
     assert [p["phase"] for p in m["refit"]["recipe"]] == ["linear"]
     # the refit's head, on train + validation: the plain images again, no view
     assert "Linear head fitted by L-BFGS to convergence on the 200 training images" in out, out
+
+
+def test_the_extraction_clock_takes_the_views_that_fit():
+    """Each view after the first is extracted only when it and the validation pass fit the seconds left, at the cost
+    per computed item of the passes so far; items served from the cache cost nothing."""
+    import time
+    from types import SimpleNamespace
+
+    from headstart.core.loop import ExtractionClock
+
+    fabric, caches = SimpleNamespace(world_size=1), []
+
+    def computed(v: int) -> int:  # 10 training items computed in 0.05 s: 0.075 s for a view and 5 validation items
+        time.sleep(0.05)
+        caches.append(SimpleNamespace(computed=10))
+        return v
+
+    def cached(v: int) -> int:
+        caches.append(SimpleNamespace(computed=0))
+        return v
+
+    assert ExtractionClock(fabric, None, 10, 5, caches).views(4, computed) == [0, 1, 2, 3]  # no budget
+    assert ExtractionClock(fabric, 1.0, 10, 5, caches).views(4, computed) == [0, 1, 2, 3]
+    assert ExtractionClock(fabric, 0.08, 10, 5, caches).views(4, computed) == [0]
+    assert ExtractionClock(fabric, 0.08, 10, 5, caches).views(4, cached) == [0, 1, 2, 3]

@@ -451,6 +451,16 @@ class ExtractionClock:
         ends = time.perf_counter() + self.per_item * (self.num_train + self.num_val)
         return bool(agree(self.fabric, ends <= self.deadline))
 
+    def views(self, count: int, extract: Callable[[int], Any]) -> list[Any]:
+        """``extract(v)`` for the views ``v < count``: the first always, each other while it fits, saying when not."""
+        out = []
+        for v in range(count):
+            if v and not self.fits():
+                say(f"Feature extraction: {v} of {count} augmented views fit the time budget ({self.describe()})")
+                break
+            out.append(self.timed(extract, v))
+        return out
+
     def describe(self) -> str:
         """The cost and the allowance, for the message that says a pass did not fit."""
         return f"~{self.per_item * self.num_train:.0f} s per pass over them, {self.seconds:.0f} s for the views"

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from headstart.config import RunConfig
 from headstart.core import loop, strategies
 from headstart.core.cache import FeatureCache
-from headstart.progress import progress_bar, say
+from headstart.progress import progress_bar
 from headstart.tasks.detection.data import DetectionData, collate
 from headstart.tasks.detection.metrics import SELECT_METRIC, detection_report
 from headstart.tasks.detection.model import DetectionModel
@@ -145,12 +145,7 @@ class DetectionSteps:
         views = phase.views or self.cfg.cache.views
         self.shapes = cached_shapes(model, cut, self.size)
         clock = loop.ExtractionClock(fabric, seconds, self.num_train, len(self.data.keys("val")), self.caches)
-        frozen = []
-        for v in range(views):
-            if v and not clock.fits():
-                say(f"Feature extraction: {v} of {views} augmented views fit the time budget ({clock.describe()})")
-                break
-            frozen.append(clock.timed(self._frozen, fabric, model, "train", cut, True, v))
+        frozen = clock.views(views, lambda v: self._frozen(fabric, model, "train", cut, True, v))
         self.train_views = torch.stack(frozen)
         self.train_targets = [view_targets(self.data, "train", True, v) for v in range(len(frozen))]
         self.val_inputs = self._frozen(fabric, model, "val", cut, False, 0)

@@ -20,7 +20,7 @@ from headstart.config import RunConfig
 from headstart.core import loop, strategies
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.cache import FeatureCache
-from headstart.progress import progress_bar, say
+from headstart.progress import progress_bar
 from headstart.tasks.segmentation import transforms as seg_tf
 from headstart.tasks.segmentation.data import IGNORE_INDEX, SegmentationSplits
 from headstart.tasks.segmentation.metrics import confusion, segmentation_report
@@ -165,12 +165,7 @@ class SegmentationSteps:
             return None
         views = phase.views or min(self.cfg.cache.views, phase.epochs)
         clock = loop.ExtractionClock(fabric, seconds, self.num_train, self.num_val, self.caches)
-        outs = []
-        for v in range(views):
-            if v and not clock.fits():
-                say(f"Feature extraction: {v} of {views} augmented views fit the time budget ({clock.describe()})")
-                break
-            outs.append(clock.timed(self._frozen, fabric, model, "train", cut, True, v))
+        outs = clock.views(views, lambda v: self._frozen(fabric, model, "train", cut, True, v))
         self.train_views = torch.stack([o for o, _ in outs])
         self.train_masks = [torch.stack(m) for _, m in outs]  # train crops share one size
         masks = self._val_masks()
