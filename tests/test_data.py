@@ -1,6 +1,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from headstart.core.splits import stratified_split
@@ -80,6 +81,11 @@ def test_gif_placeholder_in_hymenoptera_is_reported(hymenoptera):
     assert len(gif) == 1
     store = ImageStore(gif + splits.train[:5], 64, "bilinear")
     assert any("GIF" in w for w in store.warnings())
+    # a refit reads the data again: the first read lets its decoded images go, and still serves them from the files
+    path = splits.train[0].path
+    before = np.asarray(store.get(path))
+    store.release()
+    assert not store.images and np.array_equal(np.asarray(store.get(path)), before)
 
 
 def test_empty_class_folder_and_single_class(digits_dir, tmp_path):

@@ -208,7 +208,8 @@ def test_a_tight_time_budget_extracts_fewer_views_and_refit_replays_them(digits_
     m = clf.metrics_
     linear = m["phases"][0]
     assert linear["phase"] == "linear" and linear["kept"] and linear["views"] == 0 and linear["epochs"] == 1, linear
-    assert m["train_seconds"] > 0.5 and all(p["epochs"] == 0 for p in m["phases"][1:])  # candidates: no time left
+    assert m["train_seconds"] > 0.5 and all(p["epochs"] == 0 and p["note"] for p in m["phases"][1:]), m["phases"]
+    assert ">cached views</th>" in (clf.run_dir_ / "report.html").read_text()
     assert "0 of 4 augmented views of the 160 training images fit the time budget" in out, out
     assert "the head fits on the plain images (--time-budget or cache.views to choose)" in out
     assert "Linear head fitted by L-BFGS to convergence on the 160 training images" in out

@@ -162,8 +162,11 @@ class Estimator:
         self.model_, self.classes_, self.history_, self.run_dir_ = prepared.model, prepared.splits.classes, state.history, run
         self.metrics_ = self._finish(run, data, prepared, steps, fabric, state)
         if cfg.train.refit is True or (cfg.train.refit == "auto" and prepared.splits.val_held_out):
-            self.metrics_["refit"] = self._refit(data, run, loop.refit_plan(prepared.model, steps, cfg, state), resume,
-                                                 fabric)
+            plan = loop.refit_plan(prepared.model, steps, cfg, state)
+            del steps  # the first fit's features
+            if hasattr(prepared.data, "release"):  # the refit reads DATA again: one copy of its decoded images, not two
+                prepared.data.release()
+            self.metrics_["refit"] = self._refit(data, run, plan, resume, fabric)
         elif cfg.train.refit == "auto":
             say("No refit: DATA has its own validation split, kept out of training (train.refit=auto; --refit "
                 "trains on it too)")

@@ -509,6 +509,8 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             "(--time-budget)")
 
     for pi, phase in enumerate(phases):
+        if stop and pi >= state.phase:
+            state.phase_notes.setdefault(str(pi), "not tried: the time budget was used up")
         if pi < state.phase or stop:
             continue
         phase = dataclasses.replace(phase, epochs=state.phase_epochs.get(str(pi), phase.epochs))
@@ -674,7 +676,8 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
                 save_checkpoint(path, model, optimizer, scheduler, state, best_model)
                 last_saved = time.monotonic()
         if stop:
-            state.phase_notes.setdefault(str(pi), "stopped: time budget used up")
+            state.phase_notes.setdefault(str(pi), "stopped: time budget used up" if state.epoch_in_phase < phase.epochs
+                                         else "the time budget was used up by its end")
         else:
             state.phase, state.epoch_in_phase, state.bad_epochs = pi + 1, 0, 0
     if best_model is not None and replay is None:
@@ -821,12 +824,12 @@ def chosen_phase(rows: list[dict[str, Any]], metric: str) -> dict[str, str]:
 
 def _print_phases(rows: list[dict[str, Any]], metric: str) -> None:
     table = Table(title="Phases: what was tried and what was kept")
-    for col in ("phase", "epochs", f"best val {metric.replace('_', '-')}", "seconds", "kept", "note"):
+    for col in ("phase", "epochs", "cached views", f"best val {metric.replace('_', '-')}", "seconds", "kept", "note"):
         table.add_column(col, justify="left" if col in ("phase", "note") else "right")
     for r in rows:
         score = r[f"best_val_{metric}"]
-        table.add_row(r["phase"], str(r["epochs"]), "" if score is None else f"{score:.4f}", f"{r['seconds']:.1f}",
-                      "[green]yes[/]" if r["kept"] else "", escape(r["note"]))
+        table.add_row(r["phase"], str(r["epochs"]), str(r.get("views", "")), "" if score is None else f"{score:.4f}",
+                      f"{r['seconds']:.1f}", "[green]yes[/]" if r["kept"] else "", escape(r["note"]))
     say(table)
     say(f"Final weights: {escape(chosen_phase(rows, metric)['why'])}")
 

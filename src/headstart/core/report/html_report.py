@@ -222,10 +222,11 @@ def phases_section(metrics: dict[str, Any]) -> list[Section]:
     if len(rows) < 2 and not metrics.get("refit"):
         return []
     key = f"best_val_{metric}"
-    shown = [(r["phase"], r["epochs"], "" if r[key] is None else f"{r[key]:.4f}", r.get("seconds", r["epoch_seconds"]),
-              "yes" if r["kept"] else "", r["note"]) for r in rows]
+    shown = [(r["phase"], r["epochs"], r.get("views", ""), "" if r[key] is None else f"{r[key]:.4f}",
+              r.get("seconds", r["epoch_seconds"]), "yes" if r["kept"] else "", r["note"]) for r in rows]
     kept = next((i for i, r in enumerate(rows) if r["kept"]), None)
-    body = table(["phase", "epochs", f"best val {metric}", "seconds", "kept", "note"], shown, "phases", highlight=kept)
+    body = table(["phase", "epochs", "cached views", f"best val {metric}", "seconds", "kept", "note"], shown, "phases",
+                 highlight=kept)
     why = (metrics.get("chosen") or {}).get("why", "")
     budget = metrics.get("time_budget")
     note = f"Final weights: {why}." + (f" Time budget: {budget:.0f} s." if budget else "")

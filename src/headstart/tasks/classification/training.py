@@ -121,10 +121,10 @@ class ClassificationSteps:
         def namespace(at: int) -> dict[str, Any]:
             return loop.feature_namespace(backbone.spec, cfg, at, data.transform_id(train), train, view)
 
-        what = f"view {view + 1}" if train else "val"
+        what = f", view {view + 1}" if train else ", plain images" if split == "train" else ""
         out, cache = loop.frozen_outputs(
             fabric, cfg, backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace(cut),
-            lambda x: backbone.extract(x, cut), f"Extracting features ({split}, {what})", data.collate,
+            lambda x: backbone.extract(x, cut), f"Extracting features ({split}{what})", data.collate,
             dtype=torch.float32 if cut == backbone.num_groups else torch.float16,
             side=(also, namespace(also)) if also else None, out_dtype=torch.float32)
         self.caches.append(cache)

@@ -509,6 +509,10 @@ class DetectionData:
         self.train_tf = train_transform(image_size, augment)
         self.eval_tf = eval_transform(image_size)
 
+    def release(self) -> None:
+        """Let the decoded images go (read again from their files if still needed)."""
+        self.store.release()
+
     def keys(self, split: str) -> list[str]:
         return [s.key for s in self.splits[split]]
 

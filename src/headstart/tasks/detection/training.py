@@ -128,11 +128,11 @@ class DetectionSteps:
         namespace = loop.feature_namespace(model.backbone.spec, cfg, cut, data.transform_id(train), train, view,
                                            task="detection", letterbox=data.image_size,
                                            parts=model.features.cached_parts(cut))
-        what = f"view {view + 1}/{cfg.cache.views}" if train else "val"
+        what = f", view {view + 1}/{cfg.cache.views}" if train else ""
         out, cache = loop.frozen_outputs(
             fabric, cfg, model.backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace,
             lambda x: torch.cat([p.flatten(1) for p in model.features.run_frozen(x, cut)], dim=1),
-            f"Extracting features ({split}, {what})", collate,
+            f"Extracting features ({split}{what})", collate,
             prepare=lambda images: model.detector.transform(list(images))[0].tensors, dtype=torch.float16)
         self.caches.append(cache)
         return out

@@ -468,6 +468,10 @@ class ImageStore:
                 if sample.path in self.images:
                     self.images[sample.path] = image
 
+    def release(self) -> None:
+        """Let the decoded images go (``get`` decodes from the files again): before a refit reads the data anew."""
+        self.images.clear()
+
     def get(self, path: Path) -> Image.Image:
         image = self.images.get(path)
         if image is not None:
@@ -604,6 +608,10 @@ class ImageData:
         self.seed = seed
 
     DATASET = ImageDataset  # the dataset class of the splits
+
+    def release(self) -> None:
+        """Let the decoded images go (read again from their files if still needed)."""
+        self.store.release()
 
     def class_counts(self, split: str) -> dict[str, int]:
         """Items of each class in ``split``."""

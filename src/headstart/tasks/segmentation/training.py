@@ -143,11 +143,11 @@ class SegmentationSteps:
         data, cfg = self.data, self.cfg
         namespace = loop.feature_namespace(model.backbone.spec, cfg, cut, data.transform_id(train), train, view,
                                            task="segmentation", parts=model.features.cached_parts(cut))
-        what = f"view {view + 1}/{cfg.cache.views}" if train else "val"
+        what = f", view {view + 1}/{cfg.cache.views}" if train else ""
         dataset = _Recording(data.dataset(split, train=train, view=view))
         out, cache = loop.frozen_outputs(
             fabric, cfg, model.backbone, cut, data.keys(split), dataset, namespace,
-            lambda x: model.run_frozen(x, cut), f"Extracting features ({split}, {what})", data.collate,
+            lambda x: model.run_frozen(x, cut), f"Extracting features ({split}{what})", data.collate,
             dtype=torch.float16)
         self.caches.append(cache)
         return out, self._view_masks(dataset.dataset, dataset.masks)
