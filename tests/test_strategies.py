@@ -215,7 +215,8 @@ def test_a_tight_time_budget_extracts_fewer_views_and_refit_replays_them(digits_
     assert "Linear head fitted by L-BFGS to convergence on the 160 training images" in out
     assert m["val_accuracy"] > 0.5  # the plain images alone still make a head (10 classes: baseline 0.1)
     assert [p["phase"] for p in m["refit"]["recipe"]] == ["linear"]
-    # the refit's head, on train + validation: the plain images again, no view
+    # the refit's head, on train + validation: the plain images again, no view; its Data line says what it trains on
+    assert "train 200 (train + validation, for the refit), val 40" in out, out
     assert "Linear head fitted by L-BFGS to convergence on the 200 training images" in out, out
 
 

@@ -24,6 +24,8 @@ from headstart.errors import ConfigError, NotFittedError, RunFolderError
 from headstart.tasks import get_task, other_sections, task_names
 from headstart.tasks.base import COMMON_SHORTCUTS, Task
 
+REFIT_TRAIN = " (train + validation, for the refit)"  # after the training count in a refit's Data line
+
 
 def build_config(task: Task, config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
                  **keywords: Any) -> RunConfig:
@@ -202,7 +204,7 @@ class Estimator:
         """Read DATA (reporting what was skipped) and build the model with its new head."""
         raise NotImplementedError
 
-    _refitting = False
+    _refitting = False  # ``_prepare`` reads the data for --refit (train + validation)
     _lead = True  # this process writes the run folder (with several devices: rank 0 alone)
 
     def _training_splits(self, splits: Any) -> Any:

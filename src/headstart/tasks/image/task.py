@@ -13,7 +13,7 @@ import torch
 
 from headstart.core import loop
 from headstart.core.backbones import registry
-from headstart.core.estimator import Prepared
+from headstart.core.estimator import REFIT_TRAIN, Prepared
 from headstart.errors import ConfigError
 from headstart.progress import say, warn
 from headstart.tasks.classification.estimator import ClassifierEstimator
@@ -55,7 +55,7 @@ class ImageClassifier(ClassifierEstimator):
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
         imdata = self.DATA(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
                            intensity=cfg.data.intensity, max_pixels=cfg.data.max_pixels)
-        _summarize_data(data, splits, imdata)
+        _summarize_data(data, splits, imdata, self._refitting)
         if imdata.intensity_note:
             say(imdata.intensity_note)
         self._write_skipped(run, splits)
@@ -119,8 +119,9 @@ class ImageClassifier(ClassifierEstimator):
         return report
 
 
-def _summarize_data(data: str | Path, splits: ImageSplits, imdata: ImageData) -> None:
+def _summarize_data(data: str | Path, splits: ImageSplits, imdata: ImageData, refitting: bool = False) -> None:
     counts = imdata.class_counts("train")
-    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(imdata.splits['train'])}, "
-        f"val {len(imdata.splits['val'])}" + (f", test {len(imdata.splits['test'])}" if imdata.splits["test"] else "")
+    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(imdata.splits['train'])}"
+        f"{REFIT_TRAIN if refitting else ''}, val {len(imdata.splits['val'])}"
+        + (f", test {len(imdata.splits['test'])}" if imdata.splits["test"] else "")
         + f"; train per class {counts}; {imdata.store.memory_mb:.0f} MB decoded in memory")

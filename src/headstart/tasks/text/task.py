@@ -13,7 +13,7 @@ import torch
 
 from headstart.core import loop, strategies
 from headstart.core.backbones import hf_text, registry
-from headstart.core.estimator import Prepared
+from headstart.core.estimator import REFIT_TRAIN, Prepared
 from headstart.errors import ConfigError, DataError, RunFolderError
 from headstart.progress import say, warn
 from headstart.tasks.classification.estimator import ClassifierEstimator
@@ -66,7 +66,7 @@ class TextClassifier(ClassifierEstimator):
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups, {spec.extra['pooling']} pooling)")
         tdata = TextData(splits, tokenizer, max_length, tokenizer_id=f"{spec.name}:{spec.weights}")
-        _summarize_data(data, splits, tdata)
+        _summarize_data(data, splits, tdata, self._refitting)
         self._write_skipped(run, splits)
         for note in splits.notes:
             warn(note)
@@ -138,13 +138,14 @@ class TextClassifier(ClassifierEstimator):
         return report
 
 
-def _summarize_data(data: str | Path, splits: TextSplits, tdata: TextData) -> None:
+def _summarize_data(data: str | Path, splits: TextSplits, tdata: TextData, refitting: bool = False) -> None:
     counts = {c: 0 for c in splits.classes}
     for s in tdata.splits["train"]:
         counts[splits.classes[s.label]] += 1
     lengths = tdata.lengths("train")
-    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(tdata.splits['train'])}, "
-        f"val {len(tdata.splits['val'])}" + (f", test {len(tdata.splits['test'])}" if tdata.splits["test"] else "")
+    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(tdata.splits['train'])}"
+        f"{REFIT_TRAIN if refitting else ''}, val {len(tdata.splits['val'])}"
+        + (f", test {len(tdata.splits['test'])}" if tdata.splits["test"] else "")
         + f"; train per class {counts}; tokens per text: median {sorted(lengths)[len(lengths) // 2]}, "
         f"max {max(lengths)} (max_length {tdata.max_length})")
     cut = sum(tdata.truncated.values())
