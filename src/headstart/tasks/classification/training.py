@@ -154,7 +154,9 @@ class ClassificationSteps:
         also = also if 0 < also < cut == model.backbone.num_groups else 0
         clock = loop.ExtractionClock(fabric, seconds, self.num_train, self.num_val, self.caches)
         rows, done = None, 0
-        passes = [(False, 0, 0)] if plain else []  # (augmented, view, side cut) of each training pass
+        # (augmented, view, side cut) of each training pass; unaugmented items (texts) are read under the plain
+        # namespace: cached once, whatever train.seed is
+        passes = [(False, 0, 0)] if plain else []
         for v, (train, view_index, side) in enumerate([*passes, *[(augmented, v, also) for v in range(views)]]):
             if v >= 1 and not clock.fits():  # at least the plain images (solved head) or one view
                 kept = ("the plain images" + (f" and {done} view(s)" if done else "")) if plain else f"{done} view(s)"
