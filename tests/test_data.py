@@ -116,10 +116,13 @@ def test_csv_layout_and_missing_columns(digits_dir, tmp_path):
     assert len(splits.train) + len(splits.val) == 60 and "CSV" in splits.layout
     assert [s.path for s in splits.train] == [s.path for s in inferred.train]
     assert splits.classes == ["0", "1", "2", "3", "4", "5"][: len(splits.classes)]
-    bad = tmp_path / "bad.csv"
-    bad.write_text("picture,whatever\na.png,x\n")
+    bad = tmp_path / "bad.csv"  # no path column by name or by its values
+    bad.write_text("picture,whatever\na,x\nb,y\n")
     with pytest.raises(DataError, match=r"columns found: \['picture', 'whatever'\]"):
         discover(bad)
+    named = tmp_path / "named.csv"  # the image file names tell the path column, the one left is the labels
+    named.write_text("picture,whatever\n" + "".join(f"{f},{f.parent.name}\n" for f in files))
+    assert "path column 'picture', label column 'whatever'" in discover(named, 0.2, 0).layout
 
 
 def test_evaluation_labels_the_model_never_saw(digits_dir, tmp_path):

@@ -90,8 +90,8 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
     reviews.write_text("review,stars\n" + "".join(f"{w} film,{n}\n" for n in (1, 5) for w in "abcdef"))
     assert "label column 'stars'" in textdata.discover(reviews).layout
     unnamed = tmp_path / "unnamed.csv"
-    unnamed.write_text("words,stars\ngood,5\nbad,1\n")
-    with pytest.raises(DataError, match=r"cannot tell which column holds the text; columns found: \['words', 'stars'\]"):
+    unnamed.write_text("words,more\ngood,bad\nbad,good\n")  # names and values alike: no guess
+    with pytest.raises(DataError, match=r"cannot tell which column holds the text; columns found: \['words', 'more'\]"):
         textdata.discover(unnamed)
     one = tmp_path / "one.csv"
     one.write_text("text,label\nhello,a\nworld,a\nagain,a\n")
@@ -328,3 +328,20 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
     report = TextClassifier.load(tmp_path / "cached").evaluate(sms_split["small"])
     assert report["num_samples"] == 100
     assert report["macro_f1"] == pytest.approx(cached.metrics_["val_macro_f1"], abs=1e-6)
+    # the same messages as UCI publishes them (no header line, no suffix): evaluated, then trained on, by the CLI
+    with sms_split["small"].open(encoding="utf-8", newline="") as f:
+        table = list(csv.DictReader(f))
+    for split in ("val", "train"):
+        (tmp_path / split / "SMSSpamCollection").parent.mkdir()
+        (tmp_path / split / "SMSSpamCollection").write_text(
+            "".join(f"{r['Label']}\t{r['SMS']}\n" for r in table if r["split"] == split), encoding="utf-8")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "cached"), str(tmp_path / "val" / "SMSSpamCollection"),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["macro_f1"] == pytest.approx(report["macro_f1"], abs=1e-6)
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train" / "SMSSpamCollection"), "--out",
+                                      str(tmp_path / "uci"), "--strategy", "linear", "text.max_length=64"])
+    assert result.exit_code == 0, result.output
+    uci = json.loads((tmp_path / "uci" / "metrics.json").read_text())
+    assert uci["task"] == "text-classification" and uci["num_train"] + uci["num_val"] == 200
+    assert uci["val"]["macro_f1"] > uci["val"]["baseline"]["macro_f1"] + 0.3

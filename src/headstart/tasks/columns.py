@@ -1,23 +1,32 @@
-"""Which column of a table holds what: the one named, else a common name, else the only column left."""
+"""Which column of a table holds what: the one named, else a common name, else the only column left, else (where the
+caller gives the rows) the one whose values look the part: the longest values for texts, the fewest distinct values
+for labels, image file names for paths."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from headstart.errors import DataError
+from headstart.tasks.tables import IMAGE_SUFFIXES
 
 SPLIT_COLUMN = "split"
+SAMPLE_ROWS = 2000  # rows whose values a content guess looks at
+CONTENT_COLUMNS = 3  # columns told apart by their values at most: in wider tables a guess could take the wrong one
 
 
 def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, where: Path,
-                hint: str, exclude: Collection[str] = (), optional: bool = False) -> str | None:
+                hint: str, exclude: Collection[str] = (), optional: bool = False,
+                rows: Sequence[dict[str, Any]] | None = None) -> str | None:
     """The column holding the ``what`` of table ``where``.
 
     ``wanted`` (the user's) must exist; else the first of ``candidates`` present (any case), else the one column
     left besides ``exclude`` (the columns already taken) and the split column: ``path, species`` gives ``species``
-    as the labels once ``path`` is the images'. ``optional``: None instead of a DataError when nothing fits.
-    ``hint`` ends the error: how to name the column (a CLI option or config key).
+    as the labels once ``path`` is the images'; else, given the table's ``rows``, the one column whose values
+    plainly hold the ``what`` (``text``, ``label`` or ``path``: see ``by_content``; tables of up to
+    ``CONTENT_COLUMNS`` columns left). ``optional``: None instead of a
+    DataError when nothing fits. ``hint`` ends the error: how to name the column (a CLI option or config key).
     """
     if wanted is not None:
         if wanted not in columns:
@@ -30,6 +39,48 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     rest = [c for c in columns if c not in exclude and c.lower() != SPLIT_COLUMN]
     if len(rest) == 1 and exclude:
         return rest[0]
-    if optional:
-        return None
+    guess = by_content(what, rest, rows) if rows and len(rest) <= CONTENT_COLUMNS else None
+    if guess is not None or optional:
+        return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
+
+
+def by_content(what: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:
+    """The one of ``columns`` whose values plainly are the ``what``, or None when none or several could be.
+
+    ``text``: the longest values on average (at least 1.5x any other column's, mostly distinct); ``label``: the fewest
+    distinct values (2 or more, at most half the rows, fewer than any other column's); ``path``: the one column of
+    image file names.
+    """
+    rule = _RULES.get(what)
+    if rule is None or not columns:
+        return None
+    sample = rows[:SAMPLE_ROWS]
+    values = {c: [str(r.get(c) if r.get(c) is not None else "").strip() for r in sample] for c in columns}
+    return rule({c: [v for v in vs if v] for c, vs in values.items()}, len(sample))
+
+
+def _text(values: dict[str, list[str]], _: int) -> str | None:
+    mean = {c: sum(map(len, vs)) / len(vs) for c, vs in values.items() if vs and len(set(vs)) > 0.5 * len(vs)}
+    ranked = sorted(mean, key=mean.get, reverse=True)
+    others = [m for c, m in {c: sum(map(len, vs)) / max(len(vs), 1) for c, vs in values.items()}.items()
+              if ranked and c != ranked[0]]
+    if ranked and all(mean[ranked[0]] >= 1.5 * m for m in others):
+        return ranked[0]
+    return None
+
+
+def _label(values: dict[str, list[str]], rows: int) -> str | None:
+    distinct = {c: len(set(vs)) for c, vs in values.items() if 2 <= len(set(vs)) <= max(2, rows // 2)}
+    ranked = sorted(distinct, key=distinct.get)
+    if ranked and (len(ranked) == 1 or distinct[ranked[0]] < distinct[ranked[1]]):
+        return ranked[0]
+    return None
+
+
+def _path(values: dict[str, list[str]], _: int) -> str | None:
+    images = [c for c, vs in values.items() if vs and sum(v.lower().endswith(IMAGE_SUFFIXES) for v in vs) > 0.8 * len(vs)]
+    return images[0] if len(images) == 1 else None
+
+
+_RULES: dict[str, Callable[[dict[str, list[str]], int], str | None]] = {"text": _text, "label": _label, "path": _path}

@@ -8,12 +8,11 @@ Layouts of DATA:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.columns import pick_column
+from headstart.tasks.columns import SPLIT_COLUMN, pick_column
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
@@ -49,10 +48,12 @@ from headstart.tasks.image.transforms import (
     to_rgb,
     train_transform,
 )
+from headstart.tasks.tables import Table, read_delimited
 
 VAL_NAMES = ("val", "valid", "validation")
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y")
+HEADER_NAMES = (*PATH_COLUMNS, *LABEL_COLUMNS, "labels", "tags", SPLIT_COLUMN)  # a first line naming one is a header
 MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bomb limit (about 9459 x 9459)
 
 
@@ -220,17 +221,19 @@ def _held_out(folder: Path, classes: list[str], splits: ImageSplits) -> list[Sam
 
 def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | None,
               label_column: str | None) -> ImageSplits:
-    rows, columns = read_table(path)
-    pcol = _pick_column(columns, path_column, PATH_COLUMNS, "path", path)
-    lcol = _pick_column(columns, label_column, LABEL_COLUMNS, "label", path, exclude=[pcol])
+    table = read_table(path, [path_column, label_column])
+    rows = table.rows
+    pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path)
+    lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", path, exclude=[pcol])
     labels = [str(r[lcol]).strip() for r in rows]
     classes = sorted(set(labels) - {""})
     if len(classes) < 2:
         raise DataError(f"{path}: column '{lcol}' has {len(classes)} distinct label(s) {classes}; need at least 2")
     samples, split_of = [], []
-    splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', label column '{lcol}')")
+    splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', label column '{lcol}'"
+                         f"{'; ' + table.describe() if table.describe() else ''})")
     seen_rows: Counter = Counter()
-    for line, (row, label) in enumerate(zip(rows, labels), start=2):
+    for line, (row, label) in enumerate(zip(rows, labels), start=table.first_line):
         if not label:
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
             continue
@@ -259,34 +262,21 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     return splits
 
 
-def read_table(path: Path) -> tuple[list[dict], list[str]]:
-    """Rows of a CSV/TSV file (delimiter sniffed) and its column names."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (byte {exc.start}): re-save it as UTF-8") from exc
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or text.split("\n", 1)[0].count("\t") else ","
-    allow_long_fields()
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: cannot be parsed as CSV ({exc}); check the quoting") from None
-    if not rows:
-        raise DataError(f"{path} has no data rows")
-    return rows, list(reader.fieldnames or [])
+def read_table(path: Path, names: Collection[str | None] = ()) -> Table:
+    """The rows of a CSV/TSV file of image paths (delimiter sniffed; a first line that is data: ``tables``).
+
+    ``names``: column names the user gave, which mark the first line as a header like the usual ones do.
+    """
+    return read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)])
 
 
-def allow_long_fields() -> None:
-    """Let the csv module read fields of any length (its default limit is 131,072 characters)."""
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-
-
-def _pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, path: Path,
+def _pick_column(table: Table, wanted: str | None, candidates: Sequence[str], what: str, path: Path,
                  exclude: Sequence[str] = ()) -> str:
     option = "--label-column (data.label_column)" if what == "label" else f"data.{what}_column"
     hint = f"Name it one of {list(candidates)} or give it with {option}"
-    return pick_column(columns, wanted, candidates, what, path, hint, exclude=exclude)
+    guess = what == "path" or not table.header  # labels by their values only without names (``pick_column``)
+    return pick_column(table.columns, wanted, candidates, what, path, hint, exclude=exclude,
+                       rows=table.rows if guess else None)
 
 
 def labelled_samples(data: str | Path, classes: list[str], path_column: str | None = None,
@@ -309,11 +299,11 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         pairs = [pair for items in names.values() for pair in items]
         skipped: list[tuple[str, str]] = []
     elif root.is_file():
-        rows, columns = read_table(root)
-        pcol = _pick_column(columns, path_column, PATH_COLUMNS, "path", root)
-        lcol = _pick_column(columns, label_column, LABEL_COLUMNS, "label", root, exclude=[pcol])
+        table = read_table(root, [path_column, label_column])
+        pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", root)
+        lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", root, exclude=[pcol])
         pairs = [(Path(r[pcol]) if Path(r[pcol]).is_absolute() else root.parent / r[pcol], str(r[lcol]).strip())
-                 for r in rows]
+                 for r in table.rows]
         skipped = []
     else:
         raise DataError(f"Data not found: {root}")

@@ -25,7 +25,7 @@ from torchvision.transforms import v2
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, stratified_split
 from headstart.errors import DataError
-from headstart.tasks.columns import SPLIT_COLUMN
+from headstart.tasks.columns import SPLIT_COLUMN, by_content
 from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
@@ -81,15 +81,18 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
     The labels column is ``label_column``, else the first of ``LABELS_COLUMNS`` present; without one,
     every column (besides the path and split) holding only 0/1 values is a class.
     """
-    rows, columns = read_table(table)
-    pcol = _pick_column(columns, path_column, PATH_COLUMNS, "path", table)
+    parsed = read_table(table, [path_column, label_column])
+    rows, columns = parsed.rows, parsed.columns
+    pcol = _pick_column(parsed, path_column, PATH_COLUMNS, "path", table)
     lower = {c.lower(): c for c in columns}
     lcol = label_column or next((lower[c] for c in LABELS_COLUMNS if c in lower and lower[c] != pcol), None)
+    if lcol is None and not parsed.header and len(columns) == 2:  # no header line: the column beside the paths
+        lcol = next(c for c in columns if c != pcol)
     if lcol is not None and lcol not in columns:
         raise DataError(f"{table}: no column '{lcol}' for the labels; columns found: {columns}")
     items = []
     if lcol is not None:
-        for line, row in enumerate(rows, start=2):
+        for line, row in enumerate(rows, start=parsed.first_line):
             items.append((line, row[pcol], split_labels(row[lcol]), row.get(SPLIT_COLUMN, "")))
         if not any(labels for _, _, labels, _ in items):
             raise DataError(f"{table}: column '{lcol}' holds no label in any of its {len(rows)} rows (labels are "
@@ -102,7 +105,7 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
             raise DataError(f"{table}: cannot tell which column holds the labels; columns found: {columns}. Name it "
                             f"one of {list(LABELS_COLUMNS[:3])} (labels separated by ';' or '|'), give one 0/1 column "
                             "per class, or set data.label_column")
-        for line, row in enumerate(rows, start=2):
+        for line, row in enumerate(rows, start=parsed.first_line):
             items.append((line, row[pcol], [c for c in flags if str(row[c] or "").strip() in {"1", "1.0"}],
                           row.get(SPLIT_COLUMN, "")))
         what = f"{len(flags)} 0/1 columns"
@@ -116,7 +119,8 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
         path = Path(str(file).strip())
         resolved.append((line, path if path.is_absolute() else table.parent / path, labels,
                          str(split or "").strip().lower()))
-    return resolved, classes, f"CSV {table.name} (path column '{pcol}', {what})"
+    note = f"; {parsed.describe()}" if parsed.describe() else ""
+    return resolved, classes, f"CSV {table.name} (path column '{pcol}', {what}{note})"
 
 
 def _check_images(table: Path, rows: list[tuple[int, Path, list[str], str]]) -> None:
@@ -308,12 +312,16 @@ def looks_like_multilabel(data: str | Path) -> bool:
     if not table.is_file() or table.suffix.lower() not in {".csv", ".tsv"}:
         return False
     try:
-        rows, columns = read_table(table)
+        parsed = read_table(table)
     except (DataError, OSError):
         return False
+    rows, columns = parsed.rows, parsed.columns
     lower = {c.lower(): c for c in columns}
     pcol = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
     lcol = next((lower[c] for c in LABELS_COLUMNS if c in lower), None)
+    if not parsed.header and len(columns) == 2:  # no header line: image paths and the column beside them
+        pcol = by_content("path", columns, rows)
+        lcol = next((c for c in columns if c != pcol), None) if pcol else None
     if pcol is None or lcol is None:
         return False
     from headstart.tasks.image.data import IMAGE_EXTENSIONS

@@ -11,9 +11,7 @@ seeded random order.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import random
 from collections import Counter
@@ -27,14 +25,16 @@ from torch.utils.data import Dataset
 
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
-from headstart.tasks.columns import pick_column
+from headstart.tasks.columns import SPLIT_COLUMN, pick_column
+from headstart.tasks.tables import IMAGE_SUFFIXES, read_delimited, read_text_file
 from headstart.tasks.text import is_datasets_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
+PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
 TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
                 "tweet", "question", "title")
 LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "y", "sentiment")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+HEADER_NAMES = (*TEXT_COLUMNS, *LABEL_COLUMNS, SPLIT_COLUMN)  # a first line naming one of these is a header line
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
 
@@ -51,8 +51,23 @@ TextSplits = Splits  # classes, train, val, test, layout, skipped, notes
 
 
 # ------------------------------------------------------------------------------------------- reading
-def read_records(path: str | Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Rows of a table file or ``datasets`` folder: ``({split or "": rows}, columns)``."""
+@dataclass
+class Records:
+    """The rows of a text table by split (``""``: no split given), its columns, and how to number its lines."""
+
+    parts: dict[str, list[dict[str, Any]]]
+    columns: list[str]
+    first_line: int = 1  # the file line (or row number) of the first row
+    header: bool = True  # False: a delimited file whose first line is data (columns col1, col2...)
+    note: str = ""  # e.g. a table with no header line
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r for rows in self.parts.values() for r in rows]
+
+
+def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
+    """Rows of a table file or ``datasets`` folder. ``names``: the user's column names (a first line holding one is a
+    header line); a delimited file whose first line is data gets columns ``col1``, ``col2``... (``tables``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"Data not found: {path}")
@@ -68,58 +83,31 @@ def read_records(path: str | Path) -> tuple[dict[str, list[dict[str, Any]]], lis
     if suffix in IMAGE_SUFFIXES:
         raise DataError(f"{path} is an image file; text classification reads tables of texts (.csv, .tsv, .jsonl, "
                         ".parquet): use an image model for images")
-    if suffix not in TABLE_SUFFIXES:
+    if suffix not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
         raise DataError(f"{path}: expected a text table ({', '.join(sorted(TABLE_SUFFIXES))}) or a datasets folder, "
-                        f"found a '{suffix or 'no'}' suffix")
+                        f"found a '{suffix}' suffix")
     if suffix == ".parquet":
-        rows = _read_parquet(path)
-    else:
-        text = read_text_file(path)
-        rows = _read_json(path, text, suffix) if suffix in {".jsonl", ".ndjson", ".json"} else _read_delimited(path, text)
+        return _records(path, _read_parquet(path))
+    text = read_text_file(path)
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        return _records(path, _read_json(path, text, suffix))
+    if suffix in PLAIN_SUFFIXES and not _delimited(text):
+        raise DataError(f"{path}: expected a table of texts and labels separated by a tab or a comma (as in the UCI "
+                        "SMS Spam Collection: 'ham<TAB>text'), found no tab or comma in its first line. Give a .csv, "
+                        ".tsv, .jsonl or .parquet table")
+    table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], text)
+    return Records({"": table.rows}, table.columns, table.first_line, table.header, table.describe())
+
+
+def _records(path: Path, rows: list[dict[str, Any]]) -> Records:
     if not rows:
         raise DataError(f"{path} has no data rows")
-    columns = list(rows[0])
-    return {"": rows}, columns
+    return Records({"": rows}, list(rows[0]))
 
 
-def read_text_file(path: Path) -> str:
-    """The file as UTF-8 text; a clear DataError naming the byte when it is not UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} cannot be decoded. "
-            "Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)"
-        ) from None
-
-
-def _read_delimited(path: Path, text: str) -> list[dict[str, Any]]:
-    first = text.split("\n", 1)[0]
-    delimiter = "\t" if path.suffix.lower() == ".tsv" or first.count("\t") > first.count(",") else ","
-    try:
-        rows = _parse_delimited(text, delimiter, csv.QUOTE_MINIMAL)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    if delimiter == "\t":  # plain TSV, where a quote is part of the text, unless the fields are quoted
-        plain = _parse_delimited(text, delimiter, csv.QUOTE_NONE)
-        well_formed = all(None not in r and None not in r.values() for r in plain)
-        quoted = sum(str(v).startswith('"') and str(v).endswith('"') for r in plain[:500] for v in r.values())
-        if well_formed and quoted < 0.5 * min(len(plain), 500):
-            rows = plain
-    bad = [i + 2 for i, r in enumerate(rows) if None in r or None in r.values()]
-    if bad:
-        raise DataError(f"{path}: rows {bad[:5]} have a different number of fields than the header line; "
-                        "check the delimiter and quoting")
-    return rows
-
-
-def _parse_delimited(text: str, delimiter: str, quoting: int) -> list[dict[str, Any]]:
-    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # texts longer than csv's 131,072-character default
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
-    try:
-        return [r for r in reader if any((v or "").strip() for v in r.values() if isinstance(v, str))]
-    except csv.Error as exc:
-        raise DataError(f"line {reader.line_num} cannot be parsed ({exc}); check the quoting") from None
+def _delimited(text: str) -> bool:
+    first = text.lstrip("\n").split("\n", 1)[0]
+    return "\t" in first or "," in first
 
 
 def _read_json(path: Path, text: str, suffix: str) -> list[dict[str, Any]]:
@@ -149,7 +137,7 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
-def _read_datasets(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+def _read_datasets(path: Path) -> Records:
     try:
         import datasets
     except ImportError:
@@ -170,18 +158,23 @@ def _read_datasets(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[st
     first = next(iter(out.values()))
     if not first:
         raise DataError(f"{path} has no rows")
-    return out, list(first[0])
+    return Records(out, list(first[0]))
 
 
 # ------------------------------------------------------------------------------------------- columns
-def text_and_label_columns(columns: list[str], text_column: str | None, label_column: str | None,
+def text_and_label_columns(records: Records, text_column: str | None, label_column: str | None,
                            where: Path) -> tuple[str, str]:
-    """The text and the label column: as named, by a common name, or the one column left once the other is known
-    (``message, species``: the texts by name, then the labels as the column left)."""
+    """The text and the label column: as named, by a common name, the one column left once the other is known
+    (``message, species``: the texts by name, then the labels as the column left), or by their values
+    (``pick_column``): the longest texts; the fewest distinct labels in a table without a header line only (names
+    such as ``size`` or ``year`` would say what a count of distinct values cannot)."""
+    columns, rows = records.columns, records.rows()
+
     def pick(what: str, wanted: str | None, candidates: Sequence[str], exclude: list[str],
              optional: bool = False) -> str | None:
+        guess = not optional and (what == "text" or not records.header)
         return pick_column(columns, wanted, candidates, what, where, f"Name it with --{what}-column (config key "
-                           f"text.{what}_column)", exclude=exclude, optional=optional)
+                           f"text.{what}_column)", exclude=exclude, optional=optional, rows=rows if guess else None)
 
     lcol = pick("label", label_column, LABEL_COLUMNS, [], optional=True)
     tcol = pick("text", text_column, TEXT_COLUMNS, [lcol] if lcol else [])
@@ -216,9 +209,10 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
              val_fraction: float = 0.2, seed: int = 0) -> TextSplits:
     """Classes and train/val(/test) texts of DATA; empty texts and labels are left out and reported."""
     path = Path(data)
-    parts, columns = read_records(path)
-    tcol, lcol = text_and_label_columns(columns, text_column, label_column, path)
-    rows_all = [r for rows in parts.values() for r in rows]
+    records = read_records(path, [text_column, label_column])
+    parts, columns = records.parts, records.columns
+    tcol, lcol = text_and_label_columns(records, text_column, label_column, path)
+    rows_all = records.rows()
     texts = [r.get(tcol) for r in rows_all]
     if _looks_like_image_paths([str(t or "") for t in texts]):
         raise DataError(f"{path}: column '{tcol}' holds image file paths, not texts: this is image data; "
@@ -228,13 +222,13 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     if len(classes) < 2:
         raise DataError(f"{path}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
                         "a classifier needs at least 2 classes")
-    splits = TextSplits(classes, [], [], layout=f"{path.name} (text column '{tcol}', label column '{lcol}')")
+    note = f"; {records.note}" if records.note else ""
+    splits = TextSplits(classes, [], [], layout=f"{path.name} (text column '{tcol}', label column '{lcol}'{note})")
     index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
-    header = 1 if path.suffix.lower() in {".csv", ".tsv"} else 0
     for part, rows in parts.items():
-        for row_no, row in enumerate(rows, start=1 + header):
+        for row_no, row in enumerate(rows, start=records.first_line):
             where = f"{path.name}:{part + ':' if part else ''}{row_no}"
             text, label = row.get(tcol), _as_label(row.get(lcol))
             text = "" if text is None else str(text)
@@ -289,8 +283,9 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | None
                    label_column: str | None = None) -> tuple[list[TextSample], list[tuple[str, str]]]:
     """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows)."""
     path = Path(data)
-    parts, columns = read_records(path)
-    tcol, lcol = text_and_label_columns(columns, text_column, label_column, path)
+    records = read_records(path, [text_column, label_column])
+    parts, columns = records.parts, records.columns
+    tcol, lcol = text_and_label_columns(records, text_column, label_column, path)
     rows = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None)
     if rows is None:
         rows = [r for rs in parts.values() for r in rs]
@@ -305,7 +300,7 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | None
     index = {c: i for i, c in enumerate(classes)}
     samples, skipped = [], []
     unknown: Counter = Counter()
-    for line, row in enumerate(rows, start=1):
+    for line, row in enumerate(rows, start=records.first_line if len(rows) == len(records.rows()) else 1):
         text, label = str(row.get(tcol) or ""), _as_label(row.get(lcol))
         if not text.strip() or not label:
             skipped.append((f"{path.name}:{line}", "empty text" if not text.strip() else "empty label"))
@@ -326,14 +321,14 @@ def looks_like_text_data(data: str | Path) -> bool:
     path = Path(data)
     if path.is_dir():
         return is_datasets_folder(path)
-    if path.suffix.lower() not in TABLE_SUFFIXES:
+    if path.suffix.lower() not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
         return False
     try:
-        parts, columns = read_records(path)
-    except DataError:
-        return path.suffix.lower() != ".csv"  # let the text reader report what is wrong
-    rows = next(iter(parts.values()))[:200]
-    return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) for c in columns)
+        records = read_records(path)
+    except DataError:  # let the text reader report what is wrong, unless the file may be an image table
+        return path.suffix.lower() not in {".csv", *PLAIN_SUFFIXES}
+    rows = next(iter(records.parts.values()))[:200]
+    return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) for c in records.columns)
 
 
 # ------------------------------------------------------------------------------------------- tokens

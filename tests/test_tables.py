@@ -1,0 +1,110 @@
+"""Tables without a header line, columns told apart by their values: the files users download as they are."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from headstart.errors import DataError
+from headstart.tasks import infer_task
+from headstart.tasks.image import data as imagedata
+from headstart.tasks.multilabel import data as tagdata
+from headstart.tasks.tables import read_delimited
+from headstart.tasks.text import data as textdata
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
+ANTS = SHARED / "hymenoptera_data" / "train"
+needs_sms = pytest.mark.skipif(not SMS.is_file(), reason=f"real SMS data not found at {SMS} (../shared is absent)")
+
+
+def _sms_lines(n: int) -> list[str]:
+    """The first ``n`` messages of the SMS Spam Collection as its lines ('ham<TAB>text'), header line dropped."""
+    return SMS.read_text(encoding="utf-8").splitlines()[1:n + 1]
+
+
+@needs_sms
+def test_the_uci_sms_file_as_published_reads_without_a_header_or_a_suffix(tmp_path):
+    published = tmp_path / "SMSSpamCollection"  # UCI's file: no suffix, no header line, commas inside the texts
+    published.write_text("\n".join(_sms_lines(400)) + "\n", encoding="utf-8")
+    assert infer_task(published) == "text"
+    splits = textdata.discover(published)
+    assert "text column 'col2', label column 'col1'; no header line: columns col1, col2" in splits.layout
+    assert splits.classes == ["ham", "spam"] and len(splits.train) + len(splits.val) == 400
+    first = next(s for s in splits.train + splits.val if s.where == "SMSSpamCollection:1")
+    assert first.text.startswith("Go until jurong point, crazy..")  # the first line is a message, not a header
+    named = textdata.discover(published, text_column="col2", label_column="col1")
+    assert [s.text for s in named.train] == [s.text for s in splits.train]
+    # the same messages under their header line: read as before, lines numbered from 2
+    headed = tmp_path / "sms.tsv"
+    headed.write_text("Label\tSMS\n" + "\n".join(_sms_lines(400)) + "\n", encoding="utf-8")
+    splits = textdata.discover(headed)
+    assert "text column 'SMS', label column 'Label')" in splits.layout
+    assert {s.where for s in splits.train + splits.val} == {f"sms.tsv:{i}" for i in range(2, 402)}
+    words = tmp_path / "words.txt"
+    words.write_text("just some words\nand more words\n")
+    with pytest.raises(DataError, match="no tab or comma in its first line"):
+        textdata.discover(words)
+
+
+@needs_sms
+def test_columns_are_told_apart_by_their_values_when_names_do_not_say(tmp_path):
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    agnews = tmp_path / "train.csv"  # AG News' layout: "class index","title","description", no header line
+    with agnews.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL).writerows(
+            ["1" if label == "ham" else "2", text[:15], text] for label, text in rows)
+    splits = textdata.discover(agnews)
+    assert "text column 'col3', label column 'col1'" in splits.layout and splits.classes == ["1", "2"]
+    kaggle = tmp_path / "spam.csv"  # Kaggle's copy of the same data: a header line of names that say nothing
+    with kaggle.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["v1", "v2"], *rows])
+    splits = textdata.discover(kaggle)
+    assert "text column 'v2', label column 'v1')" in splits.layout and len(splits.train) + len(splits.val) == 300
+    alike = tmp_path / "alike.csv"  # two columns of texts: no guess, the error says how to name them
+    with alike.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["first", "second"], *((a[:20], b[:20]) for (_, a), (_, b) in zip(rows, rows[1:]))])
+    with pytest.raises(DataError, match=r"cannot tell which column holds the text.*--text-column"):
+        textdata.discover(alike)
+
+
+def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
+    def first(text: str, name: str = "t.csv") -> tuple[list[str], bool]:
+        path = tmp_path / name
+        path.write_text(text)
+        table = read_delimited(path, known=("text", "label"))
+        return table.columns, table.header
+
+    # a known name, unknown names whose values never come back, a repeated header line (tables concatenated)
+    assert first("text,label\nham,ham\nspam,ham\n") == (["text", "label"], True)
+    assert first("comment_body,verdict\ngreat,yes\nawful,no\nfine,yes\n") == (["comment_body", "verdict"], True)
+    assert first("x,y\nold,1\nx,y\nnew,2\n") == (["x", "y"], True)
+    # a value that comes back further down its column, or an image file name: data
+    assert first("a lovely day,pos\na dull film,neg\nsunny,pos\n") == (["col1", "col2"], False)
+    assert first("img_001.jpg,cat\nimg_002.jpg,dog\n") == (["col1", "col2"], False)
+    with pytest.raises(DataError, match=r"line\(s\) \[3\] have 3 field\(s\), the header line 2"):
+        first("text,label\nfine,a\ntoo,many,fields\n", "bad.csv")
+    with pytest.raises(DataError, match="has no data rows"):
+        first("text,label\n", "header_only.csv")
+
+
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_an_image_csv_without_a_header_line(tmp_path):
+    files = sorted(ANTS.glob("*/*.jpg"))[::4]
+    table = tmp_path / "labels.csv"
+    table.write_text("".join(f"{p.resolve()},{p.parent.name}\n" for p in files))
+    assert infer_task(table) == "image"
+    splits = imagedata.discover(table)
+    assert "path column 'col1', label column 'col2'; no header line" in splits.layout
+    assert splits.classes == ["ants", "bees"] and len(splits.train) + len(splits.val) == len(files)
+    samples, _ = imagedata.labelled_samples(table, ["ants", "bees"])
+    assert [s.path.name for s in samples] == [p.name for p in files]
+    assert [s.label for s in samples] == [["ants", "bees"].index(p.parent.name) for p in files]
+    tags = tmp_path / "tags.csv"  # multi-label: paths and their label lists, no header line
+    tags.write_text("".join(f"{p.resolve()},{p.parent.name}{';insect' if i % 2 else ''}\n"
+                            for i, p in enumerate(files)))
+    assert infer_task(tags) == "multilabel"
+    rows, classes, layout = tagdata.read_tags(tags)
+    assert classes == ["ants", "bees", "insect"] and "no header line" in layout and rows[0][0] == 1
