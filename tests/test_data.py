@@ -173,3 +173,35 @@ print(anon() - before, sum(pixel_bytes(i) for i in images))
                                              check=True).stdout.split())
     assert 0.85 <= grown / counted <= 1.2, (grown, counted)
     assert pixel_bytes(Image.new("L", (10, 10))) == 100 and pixel_bytes(Image.new("I;16", (10, 10))) == 200
+
+
+def test_a_train_and_test_folder_keeps_test_for_the_final_test(digits_dir, tmp_path):
+    root = tmp_path / "kaggle"
+    _copy_digits(digits_dir, root / "train", n=10)
+    test = sorted((digits_dir / "0").iterdir())[10:13] + sorted((digits_dir / "2").iterdir())[10:12]
+    for f in test:
+        (root / "test" / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / "test" / f.parent.name / f.name)
+    splits = discover(root, 0.2, 0)
+    assert splits.layout == "train/ class folders, 20% stratified validation split (seed 0), test/ for the final test"
+    assert splits.val_held_out and len(splits.train) + len(splits.val) == 30
+    assert sorted((s.path.name, splits.classes[s.label]) for s in splits.test) == sorted(
+        (f.name, f.parent.name) for f in test)
+    assert not {s.path.parent.parent.name for s in splits.train + splits.val} - {"train"}
+    assert "test/ has no images of: 1" in splits.notes  # said, not an error: a test set may lack a class
+    shutil.copy(root / "train" / "1" / sorted(p.name for p in (root / "train" / "1").iterdir())[0],
+                root / "test" / "0" / "copy.png")  # a training image in test/: said loudly
+    assert any("test images are byte-identical copies of training images" in n for n in discover(root).notes)
+    # test/ of images without class folders (Kaggle's unlabelled test set): named, not used
+    shutil.rmtree(root / "test")
+    (root / "test").mkdir()
+    for f in test:
+        shutil.copy(f, root / "test" / f"{f.parent.name}_{f.name}")
+    splits = discover(root, 0.2, 0)
+    assert not splits.test and splits.layout.startswith("train/ class folders")
+    assert [n for n in splits.notes if n.startswith("test/ holds 5 image(s) but no class folders")]
+    # the same beside a val/ folder: not 'test/ has no images of: 0, 1, 2'
+    _copy_digits(digits_dir, root / "val", n=3)
+    splits = discover(root)
+    assert not splits.test and [n for n in splits.notes if n.startswith("test/ holds 5 image(s)")]
+    assert not any("has no images of" in n for n in splits.notes)

@@ -181,3 +181,29 @@ def _prefit_head(tmp_path: Path, data: Path) -> torch.Tensor:
     clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=1, class_weights=True, balanced_sampling=True,
                           refit=False, overrides={"cache.views": 1}).fit(data, out=tmp_path / "no-refit")
     return clf.model_.head[-1].weight
+
+
+def test_a_test_folder_beside_train_is_scored_by_the_saved_model(digits_dir, tmp_path, session_cache):
+    """train/ and test/ (no val/): validation is held out of train/, refit trains on train/, and test/ (seen by
+    neither model) is scored by the model that is saved, shown beside its baseline in the console and the reports."""
+    data = tmp_path / "digits"
+    for digit in "012":
+        files = sorted((digits_dir / digit).iterdir())
+        for split, chosen in (("train", files[:14]), ("test", files[14:20])):
+            (data / split / digit).mkdir(parents=True)
+            for f in chosen:
+                shutil.copy(f, data / split / digit / f.name)
+    run = tmp_path / "run"
+    ImageClassifier(model="mobilenet_v2", strategy="linear", refit="auto", overrides={"cache.views": 1}).fit(data, out=run)
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["num_train"] + m["num_val"] == m["refit"]["num_train"] == 42 and m["test"]["num_samples"] == 18
+    before = m["refit"]["test_before_refit"]
+    assert before["num_samples"] == 18 and before["loss"] != pytest.approx(m["test"]["loss"], abs=1e-6)
+    report = ImageClassifier.load(run).evaluate(data)  # train/ and test/: evaluates test/
+    assert report["num_samples"] == 18 and report["loss"] == pytest.approx(m["test"]["loss"], abs=1e-4)
+    assert report["accuracy"] == pytest.approx(m["test"]["accuracy"])
+    assert report["accuracy"] > report["baseline"]["accuracy"] + 0.3
+    md = (run / "report.md").read_text()
+    assert f"Test (18 images, the saved model): accuracy {m['test']['accuracy']:.4f}" in md
+    html = (run / "report.html").read_text()
+    assert "Test metrics (the saved model)" in html and "test metrics are the saved model" in m["refit"]["held_out"]

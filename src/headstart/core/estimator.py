@@ -168,7 +168,11 @@ class Estimator:
             del steps  # the first fit's features
             if hasattr(prepared.data, "release"):  # the refit reads DATA again: one copy of its decoded images, not two
                 prepared.data.release()
-            self.metrics_["refit"] = self._refit(data, run, plan, resume, fabric)
+            refit = self.metrics_["refit"] = self._refit(data, run, plan, resume, fabric)
+            for split, report in refit.pop("scores", {}).items():  # DATA's test split, scored by the saved model
+                refit[f"{split}_before_refit"] = {k: v for k, v in self.metrics_[split].items()
+                                                  if isinstance(v, (int, float))}
+                self.metrics_[split] = report
         elif cfg.train.refit == "auto":
             say("No refit: DATA has its own validation split, kept out of training (train.refit=auto; --refit "
                 "trains on it too)")
@@ -232,13 +236,24 @@ class Estimator:
         if self._lead:
             (folder / loop.CHECKPOINT).unlink(missing_ok=True)
         self.model_ = prepared.model
+        scores = self._refit_scores(prepared, fabric)
         say(f"Saved model: refit on {len(prepared.splits.train)} {getattr(self, 'NOUN', 'items')}; the validation "
-            "numbers above are of the model chosen before refit, on items it did not train on")
+            "numbers are of the model chosen before refit, on items it did not train on"
+            + ("; the test numbers are the saved model's" if "test" in scores else ""))
+        tested = "val metrics are" if "test" in scores else "val and test metrics are"
         return {"recipe": [{"phase": p.name, "epochs": p.epochs} for p in plan],
                 "num_train": len(prepared.splits.train), "train_seconds": round(state.seconds, 2),
                 "saved_model": "refit on train + validation",
-                "held_out": "val and test metrics are of the model chosen on validation before refit; the saved "
-                            "model trained on the validation items too and has no held-out validation score"}
+                "held_out": f"{tested} of the model chosen on validation before refit; the saved model trained on "
+                            "the validation items too and has no held-out validation score"
+                            + ("; test metrics are the saved model's (test_before_refit: the model chosen before)"
+                               if "test" in scores else ""),
+                "scores": scores}
+
+    def _refit_scores(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:
+        """Reports of DATA's held-out splits (``{"test": report}``) by the refitted model; {}: those of the model
+        chosen before refit stand."""
+        return {}
 
     def _write_skipped(self, run: Path, splits: Any) -> None:
         """``skipped.txt`` (each file or row left out, and why) and a warning that shows the first ten."""

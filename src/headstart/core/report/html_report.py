@@ -31,6 +31,8 @@ import torch
 import yaml
 from markupsafe import Markup, escape
 
+from headstart.core.report import outputs
+
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -293,13 +295,14 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
     if "cache" in metrics:
         summary_rows.append(("feature cache", f"{metrics['cache']['items_served']} served, "
                                               f"{metrics['cache']['items_computed']} computed"))
-    score_rows = [("accuracy", f"{val['accuracy']:.4f}", f"{base['accuracy']:.4f}"),
-                  ("macro-F1", f"{val['macro_f1']:.4f}", f"{base['macro_f1']:.4f}"),
-                  ("balanced accuracy", f"{val.get('balanced_accuracy', float('nan')):.4f}", ""),
-                  ("samples", val["num_samples"], "")]
+    test = metrics.get("test")
+    tested = [metrics_section(_score_rows(test), f"majority baseline ('{test['baseline']['class']}')",
+                              f"Test metrics ({outputs.test_model(metrics)})", "test-metrics", "sec-test",
+                              test.get("warnings", []))] if test else []
     return [
         summary_section(summary_rows),
-        metrics_section(score_rows, f"majority baseline ('{base['class']}')", warnings=val.get("warnings", [])),
+        metrics_section(_score_rows(val), f"majority baseline ('{base['class']}')", warnings=val.get("warnings", [])),
+        *tested,
         *phases_section(metrics),
         figures_section([(run / "learning_curve.png", "Loss and validation scores per epoch", "learning-curve"),
                          (run / "confusion_matrix.png", "Validation confusion matrix", "confusion-matrix")],
@@ -307,6 +310,15 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
         per_class_section(val["per_class"]),
         mistakes_section(mistakes),
     ]
+
+
+def _score_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Accuracy and macro-F1 beside the majority baseline's, balanced accuracy, samples."""
+    base = report["baseline"]
+    return [("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}"),
+            ("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}"),
+            ("balanced accuracy", f"{report.get('balanced_accuracy', float('nan')):.4f}", ""),
+            ("samples", report["num_samples"], "")]
 
 
 def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any],

@@ -100,6 +100,13 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
         warn(w)
 
 
+def test_model(metrics: dict[str, Any]) -> str:
+    """Which model the ``test`` metrics are of: the saved one, or (with --refit, when not scored again) the model
+    chosen on validation before refit."""
+    refit = metrics.get("refit")
+    return "the model chosen before refit" if refit and "test_before_refit" not in refit else "the saved model"
+
+
 def md_text(text: Any) -> str:
     """Text from the data (class names, file names) as inert Markdown: HTML escaped, table pipes escaped."""
     import html
@@ -125,6 +132,11 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         f"| macro-F1 | {val['macro_f1']:.4f} | {base['macro_f1']:.4f} |",
         "",
     ]
+    test = metrics.get("test")
+    if test:
+        lines += [f"Test ({test['num_samples']} {summary.get('items', 'images')}, {test_model(metrics)}): "
+                  f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} (majority baseline "
+                  f"{test['baseline']['accuracy']:.4f}, {test['baseline']['macro_f1']:.4f}).", ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
     lines += [

@@ -34,13 +34,9 @@ class ClassifierEstimator(Estimator):
 
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """Evaluate the best weights on val (and test)."""
-        import torch
-        from torch.utils.data import Dataset, Subset
-
         from headstart.core import loop, strategies
-        from headstart.tasks.classification.training import predict_logits
 
-        cfg, task_data, model = self.config, prepared.data, prepared.model
+        cfg, task_data = self.config, prepared.data
         self.train_counts_ = steps.train_counts
         self.splits_val_ = task_data.splits["val"]
         started = time.perf_counter()
@@ -52,17 +48,7 @@ class ClassifierEstimator(Estimator):
                 continue
             logits = state.best_output if split == "val" else None  # the best epoch's, already computed
             if logits is None or len(logits) != len(task_data.splits[split]):
-                dataset = task_data.dataset(split, False, 0)
-
-                def compute(items: range, dataset: Dataset = dataset, split: str = split) -> torch.Tensor:
-                    """This device's share of the split (``loop.gather_split``: each device predicts its part)."""
-                    return predict_logits(fabric, model, dataset if len(items) == len(dataset) else
-                                          Subset(dataset, items),
-                                          loop.inference_batch_size(cfg, fabric, model.backbone.spec.modality),
-                                          task_data.collate,
-                                          desc=f"Evaluating ({split})" + loop.share_note(fabric, items, len(dataset)))
-
-                logits = loop.gather_split(fabric, len(dataset), compute)
+                logits = self._split_logits(prepared, fabric, split)
             metrics[split] = self._split_report(split, logits, task_data.labels(split))
             if split == "val":
                 self.val_logits_ = logits
@@ -77,6 +63,32 @@ class ClassifierEstimator(Estimator):
             device=str(fabric.device), **prepared.extra,
         )
         return metrics
+
+    def _split_logits(self, prepared: Prepared, fabric: Any, split: str) -> Any:
+        """The logits of ``prepared.model`` on a split, each device predicting its share (``loop.gather_split``)."""
+        import torch
+        from torch.utils.data import Dataset, Subset
+
+        from headstart.core import loop
+        from headstart.tasks.classification.training import predict_logits
+
+        cfg, task_data, model = self.config, prepared.data, prepared.model
+        dataset = task_data.dataset(split, False, 0)
+
+        def compute(items: range, dataset: Dataset = dataset) -> torch.Tensor:
+            return predict_logits(fabric, model, dataset if len(items) == len(dataset) else Subset(dataset, items),
+                                  loop.inference_batch_size(cfg, fabric, model.backbone.spec.modality),
+                                  task_data.collate,
+                                  desc=f"Evaluating ({split})" + loop.share_note(fabric, items, len(dataset)))
+
+        return loop.gather_split(fabric, len(dataset), compute)
+
+    def _refit_scores(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:
+        """DATA's test split scored again with the refitted model, the one saved (neither model saw it)."""
+        if not prepared.data.splits["test"]:
+            return {}
+        logits = self._split_logits(prepared, fabric, "test")
+        return {"test": self._split_report("test", logits, prepared.data.labels("test"))}
 
     def _split_report(self, split: str, logits: Any, labels: Any) -> dict[str, Any]:
         """The final report of one split (``val`` comes before ``test``)."""
@@ -128,6 +140,9 @@ class ClassifierEstimator(Estimator):
         html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,
                                             is_image=self.REPORT_IMAGES)
         outputs.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
+        if metrics.get("test"):
+            outputs.print_metrics(metrics["test"], f"Test ({metrics['test']['num_samples']} {self.NOUN}, "
+                                  f"{outputs.test_model(metrics)})")
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, inputs: Any) -> tuple[list[Any], Any]:

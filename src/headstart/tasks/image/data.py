@@ -119,31 +119,51 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         splits = ImageSplits(classes, _samples(train, classes), [], layout=f"train/ and {val_dir.name}/ folders")
         splits.val = _held_out(val_dir, classes, splits)
         if "test" in subdirs:
-            splits.test = _held_out(subdirs["test"], classes, splits)
+            _given_test(subdirs["test"], splits)
         _check_given_splits(splits)
         return splits
+    test_dir = subdirs.get("test") if "train" in subdirs else None
     if "train" in subdirs:
         root = subdirs["train"]
     found = _class_folders(root)
     _check_classes(found, root)
     classes = sorted(found)
     samples = _samples(found, classes)
-    splits = ImageSplits(classes, [], [], layout=f"class folders, {val_fraction:.0%} stratified validation split "
-                         f"(seed {seed})", val_held_out=True)
+    splits = ImageSplits(classes, [], [], layout=f"{'train/ ' if test_dir or root.name.lower() == 'train' else ''}"
+                         f"class folders, {val_fraction:.0%} stratified validation split (seed {seed})",
+                         val_held_out=True)
     _split_held_out(splits, samples, val_fraction, seed, str(root))
+    if test_dir is not None and _given_test(test_dir, splits):
+        _check_given_splits(splits)
     return splits
 
 
+def _given_test(folder: Path, splits: ImageSplits) -> bool:
+    """DATA's ``test/`` folder: its class folders become the test split (scored once, after training; True); loose
+    images there have no labels, and the notes say how to label them."""
+    if any(_class_folders(folder).values()):
+        splits.test = _held_out(folder, splits.classes, splits)
+        splits.layout += f", {folder.name}/ for the final test"
+        return True
+    loose = [p for p in folder.rglob("*") if is_image_file(p)]
+    if loose:
+        splits.notes.append(f"{folder.name}/ holds {len(loose)} image(s) but no class folders: without labels they "
+                            f"are not used; after training, `headstart predict RUN {folder}` labels them")
+    return False
+
+
 def content_keys(samples: Sequence[Sample]) -> None:
-    """Fill each sample's ``key`` with the sha1 of its file's bytes ("" when it cannot be read: reported later)."""
+    """Fill each sample's ``key`` with the sha1 of its file's bytes ("" when it cannot be read: reported later);
+    samples that have one keep it."""
     def one(sample: Sample) -> str:
         try:
             return hashlib.sha1(sample.path.read_bytes()).hexdigest()
         except OSError:
             return ""
 
+    todo = [s for s in samples if not s.key]  # a key already found is kept (DATA's splits checked after a split)
     with ThreadPoolExecutor(torch.get_num_threads()) as pool:  # device.threads (set before reading)
-        for sample, key in zip(samples, pool.map(one, samples)):
+        for sample, key in zip(todo, pool.map(one, todo)):
             sample.key = key
 
 
