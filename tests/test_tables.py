@@ -84,7 +84,7 @@ def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
     # a value that comes back further down its column, or an image file name: data
     assert first("a lovely day,pos\na dull film,neg\nsunny,pos\n") == (["col1", "col2"], False)
     assert first("img_001.jpg,cat\nimg_002.jpg,dog\n") == (["col1", "col2"], False)
-    with pytest.raises(DataError, match=r"line\(s\) \[3\] have 3 field\(s\), the header line 2"):
+    with pytest.raises(DataError, match=r"line\(s\) \[3\] have 3 field\(s\) where the header line has 2"):
         first("text,label\nfine,a\ntoo,many,fields\n", "bad.csv")
     with pytest.raises(DataError, match="has no data rows"):
         first("text,label\n", "header_only.csv")

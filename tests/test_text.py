@@ -325,6 +325,15 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [r["text"] for r in rows] == ["hi mum", "Call now to claim your free prize!!", "are we still on for dinner"]
+    # a Kaggle-style test.csv (id and texts, commas in them): one prediction per row, not per line of the file
+    with (tmp_path / "test.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "comment"], [7, "WINNER!! Claim your prize, call 09061701461 now"],
+                                 [8, "ok, see you at lunch then"]])
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "cached"), str(tmp_path / "test.csv"), "--format",
+                                      "json"])
+    assert result.exit_code == 0, result.output
+    assert [r["text"] for r in json.loads(result.stdout)] == ["WINNER!! Claim your prize, call 09061701461 now",
+                                                              "ok, see you at lunch then"]
     report = TextClassifier.load(tmp_path / "cached").evaluate(sms_split["small"])
     assert report["num_samples"] == 100
     assert report["macro_f1"] == pytest.approx(cached.metrics_["val_macro_f1"], abs=1e-6)

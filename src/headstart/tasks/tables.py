@@ -81,9 +81,9 @@ def read_delimited(path: Path, known: Collection[str], text: str | None = None) 
     body = lines[1:] if header else lines
     bad = [i + 1 + header for i, line in enumerate(body) if len(line) != len(columns)]
     if bad:
-        raise DataError(f"{path}: line(s) {bad[:5]} have {len(body[bad[0] - 1 - header])} field(s), the "
-                        f"{'header' if header else 'first'} line {len(columns)} ({columns[:6]}); check the delimiter "
-                        "and quoting")
+        raise DataError(f"{path}: line(s) {bad[:5]} have {len(body[bad[0] - 1 - header])} field(s) where the "
+                        f"{'header' if header else 'first'} line has {len(columns)} ({columns[:6]}); check the "
+                        "delimiter and quoting (a field holding a comma needs quotes)")
     if not body:
         raise DataError(f"{path} has no data rows")
     return Table([dict(zip(columns, line)) for line in body], list(columns), header)

@@ -442,8 +442,9 @@ def _names_a_file(item: str) -> bool:
 
 
 def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -> list[str]:
-    """Texts to classify from the command line: arguments are texts, except existing ``.txt`` files (one text per
-    line); ``file`` adds one text per line. Image files are refused with the fix."""
+    """Texts to classify from the command line: arguments are texts, except existing files: ``.txt`` files hold one
+    text per line, tables (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``) one per row, in their text column
+    (``table_texts``); ``file`` is read the same way. Image files are refused with the fix."""
     texts: list[str] = []
     sources = [Path(file)] if file is not None else []
     for item in items:
@@ -454,12 +455,24 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() or path.is_dir():
             raise DataError(f"'{item}' is an image file or a folder, and this run holds a text model: pass texts, "
                             "or --file texts.txt (one text per line); predict images with an image run folder")
-        if path.suffix.lower() == ".txt" and path.is_file():
+        if path.suffix.lower() in TABLE_SUFFIXES | {".txt"} and path.is_file():
             sources.append(path)
         else:
             texts.append(item)
     for source in sources:
         if not source.is_file():
             raise DataError(f"Text file not found: {source}")
-        texts += [line for line in read_text_file(source).splitlines() if line.strip()]
+        if source.suffix.lower() in TABLE_SUFFIXES:
+            texts += table_texts(source)
+        else:
+            texts += [line for line in read_text_file(source).splitlines() if line.strip()]
     return texts
+
+
+def table_texts(path: Path) -> list[str]:
+    """The texts of a table to classify (a Kaggle-style ``test.csv`` of ``id,text``), one per row in the table's
+    order: its text column found as for training (by name, else by its values)."""
+    records = read_records(path)
+    column = pick_column(records.columns, None, TEXT_COLUMNS, "text", path, "Name the column of texts 'text' (or "
+                         "pass the texts with --file texts.txt, one per line)", rows=records.rows())
+    return [str(r.get(column) if r.get(column) is not None else "") for r in records.rows()]
