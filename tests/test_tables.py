@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,34 @@ def test_an_image_csv_without_a_header_line(tmp_path):
     assert infer_task(tags) == "multilabel"
     rows, classes, layout = tagdata.read_tags(tags)
     assert classes == ["ants", "bees", "insect"] and "no header line" in layout and rows[0][0] == 1
+
+
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
+    """Kaggle's layout: labels.csv of ``id,breed`` and the images as ``train/<id>.jpg``; tags separated by blanks."""
+    files = sorted(ANTS.glob("*/*.jpg"))[::4]
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    ids = [f"img{i:04d}" for i in range(len(files))]
+    for ident, f in zip(ids, files):
+        shutil.copy(f, tmp_path / "train" / f"{ident}.jpg")
+    shutil.copy(files[0], tmp_path / "test" / "unlabelled.jpg")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,breed\n" + "".join(f"{i},{f.parent.name}\n" for i, f in zip(ids, files)))
+    assert infer_task(labels) == "image"  # not a text table of ids
+    splits = imagedata.discover(labels)
+    assert "path column 'id', label column 'breed'; files found as train/<value>.jpg, beside labels.csv" in splits.layout
+    found = {s.path: splits.classes[s.label] for s in splits.train + splits.val}
+    assert found == {tmp_path / "train" / f"{i}.jpg": f.parent.name for i, f in zip(ids, files)}
+    samples, _ = imagedata.labelled_samples(labels, ["ants", "bees"])
+    assert all(s.path.is_file() for s in samples) and len(samples) == len(files)
+    tags = tmp_path / "train_v2.csv"  # Kaggle's Planet: image_name,tags with the tags separated by blanks
+    tags.write_text("image_name,tags\n" + "".join(f"{i},{f.parent.name}{' insect' if n % 2 else ''}\n"
+                                                  for n, (i, f) in enumerate(zip(ids, files))))
+    assert infer_task(tags) == "multilabel"
+    rows, classes, layout = tagdata.read_tags(tags)
+    assert classes == ["ants", "bees", "insect"] and "labels separated by blanks" in layout
+    assert rows[1][1:3] == (tmp_path / "train" / f"{ids[1]}.jpg", [files[1].parent.name, "insect"])
+    # ids naming no file anywhere beside the table: paths as written, reported as missing files when read
+    (tmp_path / "other.csv").write_text("id,breed\n" + "".join(f"x{i},{f.parent.name}\n" for i, f in zip(ids, files)))
+    assert "files found" not in imagedata.discover(tmp_path / "other.csv").layout

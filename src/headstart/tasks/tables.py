@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,3 +123,27 @@ def _is_header(first: list[str], below: list[list[str]], known: Collection[str])
         if value and any(len(line) > col and line[col].strip() == value for line in below):
             return False
     return True
+
+
+def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
+    """The image files the path column of ``table`` names, and how they were found ('' when as written).
+
+    A value is a path, absolute or relative to the table; where most are not files, a file name or id of a folder
+    beside the table, with or without an image suffix: Kaggle's ``labels.csv`` of ``id,breed`` and ``train/<id>.jpg``
+    (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win.
+    """
+    values = [str(v or "").strip() for v in values]
+    written = [Path(v) if Path(v).is_absolute() else table.parent / v for v in values]
+    sample = [(v, p) for v, p in zip(values, written) if v][:50]
+    if not sample or 2 * sum(p.is_file() for _, p in sample) >= len(sample):
+        return written, ""
+    folders = [table.parent, *sorted(d for d in table.parent.iterdir() if d.is_dir() and not d.name.startswith("."))]
+    suffixes = ["", *IMAGE_SUFFIXES]
+    found = {(folder, suffix): sum((folder / f"{v}{suffix}").is_file() for v, _ in sample)
+             for folder in folders for suffix in suffixes}
+    (folder, suffix), hits = max(found.items(), key=lambda item: item[1])
+    if 2 * hits < len(sample):
+        return written, ""
+    where = f"{folder.relative_to(table.parent)}/" if folder != table.parent else ""
+    return ([folder / f"{v}{suffix}" for v in values],
+            f"files found as {where}<value>{suffix}, beside {table.name}")

@@ -48,10 +48,11 @@ from headstart.tasks.image.transforms import (
     to_rgb,
     train_transform,
 )
-from headstart.tasks.tables import Table, read_delimited
+from headstart.tasks.tables import Table, read_delimited, table_files
 
 VAL_NAMES = ("val", "valid", "validation")
-PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path")
+PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "file_name", "image_name", "image_id",
+                "img", "id")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y")
 HEADER_NAMES = (*PATH_COLUMNS, *LABEL_COLUMNS, "labels", "tags", SPLIT_COLUMN)  # a first line naming one is a header
 MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bomb limit (about 9459 x 9459)
@@ -250,15 +251,17 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     if len(classes) < 2:
         raise DataError(f"{path}: column '{lcol}' has {len(classes)} distinct label(s) {classes}; need at least 2")
     samples, split_of = [], []
+    files, found_as = table_files(path, [r[pcol] for r in rows])
+    notes = "; ".join(n for n in (found_as, table.describe()) if n)
     splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', label column '{lcol}'"
-                         f"{'; ' + table.describe() if table.describe() else ''})")
+                         f"{'; ' + notes if notes else ''})")
     seen_rows: Counter = Counter()
-    for line, (row, label) in enumerate(zip(rows, labels), start=table.first_line):
+    for line, (file, label) in enumerate(zip(files, labels), start=table.first_line):
         if not label:
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
             continue
-        file = Path(str(row[pcol]).strip())
-        samples.append(Sample(file if file.is_absolute() else path.parent / file, classes.index(label)))
+        row = rows[line - table.first_line]
+        samples.append(Sample(file, classes.index(label)))
         split_of.append(str(row.get("split", "")).strip().lower())
         seen_rows[str(samples[-1].path)] += 1
     repeated = {p: n for p, n in seen_rows.items() if n > 1}
@@ -322,8 +325,8 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         table = read_table(root, [path_column, label_column])
         pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", root)
         lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", root, exclude=[pcol])
-        pairs = [(Path(r[pcol]) if Path(r[pcol]).is_absolute() else root.parent / r[pcol], str(r[lcol]).strip())
-                 for r in table.rows]
+        files, _ = table_files(root, [r[pcol] for r in table.rows])
+        pairs = [(file, str(r[lcol]).strip()) for file, r in zip(files, table.rows)]
         skipped = []
     else:
         raise DataError(f"Data not found: {root}")

@@ -40,6 +40,7 @@ from headstart.tasks.image.data import (
 )
 from headstart.tasks.image.transforms import _normalize
 from headstart.tasks.multilabel import LABELS_FILE
+from headstart.tasks.tables import table_files
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
@@ -47,12 +48,21 @@ BINARY = {"0", "1", "0.0", "1.0", ""}
 VAL_SPLITS = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train", "": "train"}
 
 
-def split_labels(cell: str) -> list[str]:
-    """The labels of one cell: ``a;b``, ``a|b`` or ``a`` (blanks around them dropped; empty: none)."""
+def split_labels(cell: str, spaces: bool = False) -> list[str]:
+    """The labels of one cell: ``a;b``, ``a|b`` or ``a`` (blanks around them dropped; empty: none); ``spaces``: a
+    column whose cells hold no ``;`` or ``|`` separates its labels by blanks (``haze primary``, Kaggle's Planet)."""
     text = str(cell or "")
+    if spaces:
+        return text.split()
     for sep in SEPARATORS[1:]:
         text = text.replace(sep, SEPARATORS[0])
     return [part.strip() for part in text.split(SEPARATORS[0]) if part.strip()]
+
+
+def blank_separated(cells: Sequence[str]) -> bool:
+    """Whether a labels column separates its labels by blanks: no cell holds ``;`` or ``|``, some hold a blank."""
+    texts = [str(c or "").strip() for c in cells]
+    return not any(sep in t for t in texts for sep in SEPARATORS) and any(" " in t for t in texts)
 
 
 def multi_hot(tags: Sequence[int], num_classes: int) -> torch.Tensor:
@@ -92,12 +102,13 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
         raise DataError(f"{table}: no column '{lcol}' for the labels; columns found: {columns}")
     items = []
     if lcol is not None:
+        spaces = blank_separated([r[lcol] for r in rows])
         for line, row in enumerate(rows, start=parsed.first_line):
-            items.append((line, row[pcol], split_labels(row[lcol]), row.get(SPLIT_COLUMN, "")))
+            items.append((line, row[pcol], split_labels(row[lcol], spaces), row.get(SPLIT_COLUMN, "")))
         if not any(labels for _, _, labels, _ in items):
             raise DataError(f"{table}: column '{lcol}' holds no label in any of its {len(rows)} rows (labels are "
                             f"separated by ';' or '|'; an empty cell means no label)")
-        what = f"labels column '{lcol}'"
+        what = f"labels column '{lcol}'" + (", labels separated by blanks (no ';' or '|' in it)" if spaces else "")
     else:
         others = [c for c in columns if c not in (pcol, SPLIT_COLUMN)]
         flags = [c for c in others if all(str(r[c] or "").strip() in BINARY for r in rows)]
@@ -114,12 +125,10 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
         classes = sorted(flags)  # a class column without a positive is still a class
     if len(classes) < 2:
         raise DataError(f"{table}: {len(classes)} distinct label(s) {classes}; multi-label data needs at least 2")
-    resolved = []
-    for line, file, labels, split in items:
-        path = Path(str(file).strip())
-        resolved.append((line, path if path.is_absolute() else table.parent / path, labels,
-                         str(split or "").strip().lower()))
-    note = f"; {parsed.describe()}" if parsed.describe() else ""
+    files, found_as = table_files(table, [file for _, file, _, _ in items])
+    resolved = [(line, path, labels, str(split or "").strip().lower())
+                for (line, _, labels, split), path in zip(items, files)]
+    note = "".join(f"; {n}" for n in (found_as, parsed.describe()) if n)
     return resolved, classes, f"CSV {table.name} (path column '{pcol}', {what}{note})"
 
 
@@ -305,7 +314,8 @@ def looks_like_multilabel(data: str | Path) -> bool:
     """True when DATA is a CSV (or a folder with labels.csv) whose labels column clearly holds label lists.
 
     Unambiguous only: a column named ``labels``/``tags`` (or a label column) where some cells hold a
-    ``;`` or ``|`` separator between two labels, the paths being image files.
+    ``;`` or ``|`` separator between two labels (or, in a column named ``tags``, blanks), the paths being image files
+    (or ids of image files in a folder beside the table).
     """
     root = Path(data)
     table = root / LABELS_FILE if root.is_dir() else root
@@ -327,5 +337,7 @@ def looks_like_multilabel(data: str | Path) -> bool:
     from headstart.tasks.image.data import IMAGE_EXTENSIONS
 
     head = rows[:200]
-    images = all(Path(str(r[pcol] or "")).suffix.lower() in IMAGE_EXTENSIONS for r in head)
-    return images and any(len(split_labels(r[lcol])) > 1 for r in head)
+    images = (all(Path(str(r[pcol] or "")).suffix.lower() in IMAGE_EXTENSIONS for r in head)
+              or bool(table_files(table, [r[pcol] for r in head[:50]])[1]))  # ids of image files beside the table
+    spaces = lcol.lower() == "tags" and blank_separated([r[lcol] for r in head])  # 'tags' of blank-separated words
+    return images and any(len(split_labels(r[lcol], spaces)) > 1 for r in head)

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
-from headstart.tasks.tables import IMAGE_SUFFIXES, read_delimited, read_text_file
+from headstart.tasks.tables import IMAGE_SUFFIXES, read_delimited, read_text_file, table_files
 from headstart.tasks.text import is_datasets_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -328,7 +328,16 @@ def looks_like_text_data(data: str | Path) -> bool:
     except DataError:  # let the text reader report what is wrong, unless the file may be an image table
         return path.suffix.lower() not in {".csv", *PLAIN_SUFFIXES}
     rows = next(iter(records.parts.values()))[:200]
-    return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) for c in records.columns)
+    return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) or _names_image_files(path, rows, c)
+                   for c in records.columns)
+
+
+def _names_image_files(path: Path, rows: list[dict[str, Any]], column: str) -> bool:
+    """Whether a column of ids names image files beside the table (Kaggle's ``id,breed`` and ``train/<id>.jpg``)."""
+    values = [str(r.get(column) or "").strip() for r in rows[:50]]
+    if not any(values) or any(" " in v for v in values) or path.suffix.lower() not in {".csv", ".tsv", *PLAIN_SUFFIXES}:
+        return False
+    return bool(table_files(path, values)[1])
 
 
 # ------------------------------------------------------------------------------------------- tokens
