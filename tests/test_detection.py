@@ -107,6 +107,33 @@ def test_yolo_and_coco_readers_agree(tmp_path: Path) -> None:
         coco.select_classes(["unicorn"])
 
 
+@needs_coco
+def test_a_roboflow_yolo_export_reads_its_parent_relative_folders_and_test_entry(tmp_path: Path) -> None:
+    """Roboflow's YOLO export: data.yaml says '../train/images' beside itself (read as Ultralytics does), and its
+    'test' entry is a test split, kept out of training and of model selection; a test entry it lacks is said."""
+    import yaml
+
+    images = sorted((COCO128 / "images" / "val2017").glob("*.jpg"))[:12]
+    for split, chosen in (("train", images[:6]), ("valid", images[6:9]), ("test", images[9:])):
+        for sub in ("images", "labels"):
+            (tmp_path / split / sub).mkdir(parents=True)
+        for image in chosen:
+            shutil.copy(image, tmp_path / split / "images")
+            label = COCO128 / "labels" / "val2017" / f"{image.stem}.txt"
+            if label.exists():
+                shutil.copy(label, tmp_path / split / "labels")
+    names = yaml.safe_load((COCO128 / "data.yaml").read_text())["names"]
+    entries = {"train": "../train/images", "val": "../valid/images", "test": "../test/images"}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({**entries, "nc": len(names), "names": names}))
+    splits = dd.discover(tmp_path)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 3, 3)
+    assert [s.path.name for s in splits.test] == [p.name for p in images[9:]]
+    assert splits.layout == "YOLO data.yaml, 'test' entry kept aside" and not splits.val_held_out
+    shutil.rmtree(tmp_path / "test")
+    splits = dd.discover(tmp_path)
+    assert not splits.test and "its 'test' entry '../test/images' not found" in splits.layout
+
+
 def _voc_copy(root: Path, stems: dict[str, list[str]]) -> Path:
     """Some real BCCD smears (images + VOC xml) with ImageSets/Main lists of the given ids."""
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
@@ -166,8 +193,9 @@ def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: 
 
     from headstart.cli import app
 
-    lists = {n: (BCCD / "ImageSets" / "Main" / f"{n}.txt").read_text().split() for n in ("train", "val")}
-    root = _voc_copy(tmp_path / "voc", {"train": lists["train"][:16], "val": lists["val"][:8]})
+    lists = {n: (BCCD / "ImageSets" / "Main" / f"{n}.txt").read_text().split() for n in ("train", "val", "test")}
+    root = _voc_copy(tmp_path / "voc", {"train": lists["train"][:16], "val": lists["val"][:8],
+                                        "test": lists["test"][6:10]})
     res = CliRunner().invoke(app, ["train", str(root), "detection.image_size=160", "cache.views=1",
                                    f"cache.dir={tmp_path / 'cache'}", "--strategy", "linear", "--epochs", "4",
                                    "--out", str(tmp_path / "run")])
@@ -177,8 +205,14 @@ def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: 
     rbc = metrics["val"]["per_class"]["RBC"]
     print("VOC run:", metrics["val"]["map_50"], rbc)
     assert rbc["boxes"] > 50 and rbc["ap_50"] > 0.05  # a detector that learned nothing scores ~0 here
+    # the data's test list, kept out of training and of model selection, is scored at the end by the saved model
+    assert metrics["test"]["num_images"] == 4 and "test kept aside" in metrics["layout"]
+    tested = Detector.load(tmp_path / "run").evaluate(root)  # evaluate reads the same test list
+    assert tested["map_50"] == pytest.approx(metrics["test"]["map_50"], abs=1e-4)
+    assert "Test (4 images, the saved model): mAP@0.5:0.95" in (tmp_path / "run" / "report.md").read_text()
+    assert "Test mAP (the saved model)" in (tmp_path / "run" / "report.html").read_text()
 
-    test = (BCCD / "ImageSets" / "Main" / "test.txt").read_text().split()[:6]
+    test = lists["test"][:6]
     _voc_copy(tmp_path / "held", {"train": lists["train"][:2], "val": lists["val"][:2], "test": test})
     report = Detector.load(tmp_path / "run").evaluate(tmp_path / "held")  # the data's own test split, not val
     boxes = sum(len(s.boxes) for s in dd.discover(tmp_path / "held").test)
@@ -191,7 +225,7 @@ def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: 
                                    "--out", str(tmp_path / "refit")])
     assert res.exit_code == 0, res.output
     refit = json.loads((tmp_path / "refit" / "metrics.json").read_text())["refit"]
-    assert refit["num_train"] == 24, refit  # trained again on train + validation
+    assert refit["num_train"] == 16 + 8 + 4, refit  # trained again on train + validation (every image)
 
 
 # ------------------------------------------------------------------------------------- transforms

@@ -114,6 +114,8 @@ def _yolo_images(root: Path, entry: Any, yaml_path: Path) -> list[Path]:
     for e in entries:
         p = Path(str(e))
         p = p if p.is_absolute() else root / p
+        if not p.exists() and str(e).startswith("../") and (root / str(e)[3:]).exists():
+            p = root / str(e)[3:]  # Roboflow's exports say '../train/images' beside data.yaml (as Ultralytics reads it)
         if p.is_dir():
             files += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith("."))
         elif p.is_file() and p.suffix == ".txt":
@@ -192,6 +194,15 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
     lists = {"train": _yolo_images(root, cfg["train"], yaml_path)}
     if cfg.get("val"):
         lists["val"] = _yolo_images(root, cfg["val"], yaml_path)
+    if cfg.get("test"):  # held out of training and of model selection: scored once, at the end
+        try:
+            lists["test"] = _yolo_images(root, cfg["test"], yaml_path)
+            splits.layout += ", 'test' entry kept aside"
+        except DataError:  # exports name a test folder they do not always hold
+            splits.layout += f", its 'test' entry {cfg['test']!r} not found"
+    if not lists.get("test", True):
+        del lists["test"]
+        splits.layout = splits.layout.replace("kept aside", "holds no images")
     for split, files in lists.items():
         if not files:
             raise DataError(f"{yaml_path}: no images in the '{split}' entry {cfg[split]!r}")

@@ -15,6 +15,7 @@ from rich.table import Table  # noqa: E402
 
 from headstart.core.report import html_report as hr  # noqa: E402
 from headstart.core.report.html_report import Section  # noqa: E402
+from headstart.core.report.outputs import md_text, test_model  # noqa: E402
 from headstart.progress import say, warn  # noqa: E402
 
 TRUE_COLOUR, PRED_COLOUR = (40, 200, 40), (230, 40, 40)
@@ -94,8 +95,6 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
 
 
 def write_report_md(run: Path, metrics: dict[str, Any]) -> None:
-    from headstart.core.report.outputs import md_text
-
     val = metrics["val"]
     lines = [
         f"# headstart detection run: {metrics['model']} / {metrics['family']} / {metrics['strategy']}",
@@ -114,6 +113,7 @@ def write_report_md(run: Path, metrics: dict[str, Any]) -> None:
         f"| mAP@0.75 | {val['map_75']:.4f} |",
         f"| recall@100 | {val['mar_100']:.4f} |",
         "",
+        *_test_line(metrics),
         "| class | AP@0.5:0.95 | AP@0.5 | boxes | detections |",
         "| --- | --- | --- | --- | --- |",
         *[f"| {md_text(c)} | {m['ap']} | {m['ap_50']} | {m['boxes']} | {m['detections']} |"
@@ -134,6 +134,21 @@ def _ap(value: float | None) -> str:
     return "-" if value is None or value < 0 else f"{value:.4f}"
 
 
+def _test_line(metrics: dict[str, Any]) -> list[str]:
+    """report.md's line on DATA's test split, when it has one."""
+    test = metrics.get("test")
+    if not test:
+        return []
+    return [f"Test ({test['num_images']} images, {test_model(metrics)}): mAP@0.5:0.95 {test['map']:.4f}, "
+            f"mAP@0.5 {test['map_50']:.4f} (a detector that finds nothing: 0).", ""]
+
+
+def _map_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """mAP lines beside the baseline of a detector that finds nothing (0)."""
+    return [(name, f"{report[key]:.4f}", f"{0:.4f}") for name, key in
+            (("mAP@0.5:0.95", "map"), ("mAP@0.5", "map_50"), ("mAP@0.75", "map_75"), ("mAR@100", "mar_100"))]
+
+
 def html_sections(run: Path, metrics: dict[str, Any]) -> list[Section]:
     """The sections of a detection run's report.html: summary, mAP against a detector that finds nothing,
     per-class AP, the PR curve and the validation images with their boxes drawn, and the warnings."""
@@ -151,15 +166,18 @@ def html_sections(run: Path, metrics: dict[str, Any]) -> list[Section]:
     if "cache" in metrics:
         summary.append(("feature cache", f"{metrics['cache']['items_served']} served, "
                                          f"{metrics['cache']['items_computed']} computed"))
-    scores = [("mAP@0.5:0.95", f"{val['map']:.4f}", f"{0:.4f}"), ("mAP@0.5", f"{val['map_50']:.4f}", f"{0:.4f}"),
-              ("mAP@0.75", f"{val['map_75']:.4f}", f"{0:.4f}"), ("mAR@100", f"{val['mar_100']:.4f}", f"{0:.4f}")]
     per_class = [(name, _ap(m.get("ap")), _ap(m.get("ap_50")), m["boxes"], m["detections"], train_boxes.get(name, ""))
                  for name, m in val["per_class"].items()]
     return [
         hr.summary_section(summary),
-        hr.metrics_section(scores, "baseline (finds nothing)", title="Validation mAP", table_id="map",
+        hr.metrics_section(_map_rows(val), "baseline (finds nothing)", title="Validation mAP", table_id="map",
                            anchor="sec-map", note="COCO box mAP over the validation images. A detector that finds "
                            "nothing scores 0 on every line: the baseline column."),
+        *([hr.metrics_section(_map_rows(metrics["test"]), "baseline (finds nothing)",
+                              title=f"Test mAP ({test_model(metrics)})", table_id="test-map",
+                              anchor="sec-test-map", note=f"DATA's test split ({metrics['test']['num_images']} "
+                              "images), held out of training and of model selection.",
+                              warnings=metrics["test"].get("warnings", []))] if metrics.get("test") else []),
         Section("Per-class AP", hr.table(["class", "AP@0.5:0.95", "AP@0.5", "val boxes", "detections",
                                              "train boxes"], per_class, "per-class-ap"), anchor="sec-per-class-ap"),
         hr.figures_section([(run / "pr_curve.png", "Precision against recall at IoU 0.5, per class", "pr-curve"),

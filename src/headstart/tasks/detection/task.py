@@ -127,6 +127,7 @@ class Detector(Estimator):
         for row in state.history:
             per_phase[row["phase"]].append(row["epoch_seconds"])
         return {
+            **self._score_test(prepared, fabric),
             "task": self.task().run_kind, "model": cfg.model.name, "family": prepared.model.info.get("family", "tv"),
             "strategy": cfg.train.strategy, "classes": splits.classes, "best_epoch": state.best_epoch,
             "data": str(data), "layout": splits.layout, "val": report, "val_map": report["map"],
@@ -153,6 +154,9 @@ class Detector(Estimator):
         det_report.write_report_md(run, metrics)
         det_report.write_detection_report(run, metrics, cfg.to_dict())
         det_report.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
+        if metrics.get("test"):
+            det_report.print_metrics(metrics["test"], f"Test ({metrics['test']['num_images']} images, "
+                                     f"{outputs.test_model(metrics)})")
 
     def _spec_info(self) -> dict[str, Any]:
         return {"backbone": self.model_.backbone.spec.to_dict(), "detector": self.model_.info}
@@ -226,18 +230,33 @@ class Detector(Estimator):
             splits.val = splits.test
         elif "random validation split" in splits.layout:  # no val split of its own: evaluate on everything
             splits.train, splits.val = splits.train[:1], splits.train + splits.val
-        ddata = det_data.DetectionData(splits, cfg.detection.image_size, model.backbone.spec.interpolation or "bilinear",
-                                       cfg.data.preload_mb,
-                                       cfg.data.strict, "none", cfg.train.seed)
-        val_set = ddata.dataset("val", train=False, epoch=0)
-        fabric = loop.make_fabric(cfg.device)
-        val = training.batches(val_set, loop.inference_batch_size(cfg, fabric, size=cfg.detection.image_size),
-                               num_workers=cfg.data.num_workers)
-        preds = training.predict_batches(fabric, model, val, "Evaluating", len(val), cfg.detection.image_size)
-        report = detection_report(preds, training.view_targets(ddata, "val", False, 0), self.classes_)
+        report = self._score(model, splits, loop.make_fabric(cfg.device), "Evaluating")
         report["data_issues"] = {k: v for k, v in splits.issues.items() if v}
         report["skipped"] = len(splits.skipped)
         return report
+
+    def _score(self, model: DetectionModel, splits: det_data.DetectionSplits, fabric: Any, desc: str) -> dict:
+        """The detection report of ``model`` on ``splits.val``, read afresh (un-augmented, not cached)."""
+        cfg = self.config
+        ddata = det_data.DetectionData(splits, cfg.detection.image_size, model.backbone.spec.interpolation or "bilinear",
+                                       cfg.data.preload_mb, cfg.data.strict, "none", cfg.train.seed)
+        val_set = ddata.dataset("val", train=False, epoch=0)
+        val = training.batches(val_set, loop.inference_batch_size(cfg, fabric, size=cfg.detection.image_size),
+                               num_workers=cfg.data.num_workers)
+        preds = training.predict_batches(fabric, model, val, desc, len(val), cfg.detection.image_size)
+        return detection_report(preds, training.view_targets(ddata, "val", False, 0), self.classes_)
+
+    def _score_test(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:
+        """DATA's test split (a VOC test.txt, a YOLO 'test' entry), held out of training and of model selection,
+        scored by ``prepared.model``; {} without one."""
+        splits = prepared.splits
+        if not splits.test:
+            return {}
+        test = dataclasses.replace(splits, train=splits.train[:1], val=splits.test, test=[], skipped=[])
+        return {"test": self._score(prepared.model, test, fabric, "Evaluating (test)")}
+
+    def _refit_scores(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:
+        return self._score_test(prepared, fabric)
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         det_report.print_metrics(report, title)
