@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from headstart.errors import DataError
+from headstart.tasks.tables import IMAGE_SUFFIXES
 
 _INTERPOLATION = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -180,7 +181,7 @@ def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
 
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = set(IMAGE_SUFFIXES)
 
 
 def is_image_file(path: Path) -> bool:
