@@ -130,6 +130,17 @@ def test_cli_predict_and_evaluate(runs, hymenoptera, tmp_path):
     assert result.stdout.splitlines()[0] == "path,label,probability,top_k"
     result = _invoke("evaluate", run, hymenoptera / "val", "--json")
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(runs["linear"].metrics_["val_accuracy"], abs=1e-6)
+    # a Kaggle-style test.csv of ids (file names without their suffix) beside the folder of images: one row each,
+    # in the table's order
+    ants = sorted((hymenoptera / "val" / "ants").glob("*.jpg"))[:5][::-1]
+    (tmp_path / "test").symlink_to(hymenoptera / "val" / "ants")
+    (tmp_path / "test.csv").write_text("id\n" + "".join(f"{p.stem}\n" for p in ants))
+    result = _invoke("predict", run, tmp_path / "test.csv", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [Path(r["path"]).name for r in json.loads(result.stdout)] == [p.name for p in ants]
+    (tmp_path / "gone.csv").write_text("path,label\nnowhere.jpg,ants\n")
+    result = _invoke("predict", run, tmp_path / "gone.csv")
+    assert result.exit_code != 0 and "files its column 'path' names do not exist" in result.output
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
     result = _cli("predict", run, tmp_path / "broken.jpg")  # a real process: exit status 2, the reason on stderr
     assert result.returncode == 2 and "Nothing could be predicted" in result.stderr and "broken.jpg" in result.stderr

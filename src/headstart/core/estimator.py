@@ -356,12 +356,16 @@ class Estimator:
     # ---------------------------------------------------------------- the CLI's view
     @classmethod
     def cli_inputs(cls, items: list[str], file: Path | None) -> list[Any]:
-        """What ``headstart predict RUN ITEMS`` passes to ``predict`` (image tasks: files and folders)."""
+        """What ``headstart predict RUN ITEMS`` passes to ``predict`` (image tasks: files and folders; a CSV or TSV
+        table stands for the image files it lists, in its order: ``image.data.table_images``)."""
         if file is not None or (items and not any(Path(i).exists() for i in items)):
             what = str(file or items[0])
             raise ConfigError(f"{what!r} is not an image file or folder, and this run holds a {cls.TASK} model: pass "
                               "image files or folders (classify texts with a text run folder)")
-        return items
+        from headstart.tasks.image.data import table_images
+
+        return [str(f) for i in items for f in (table_images(Path(i)) if Path(i).is_file() and Path(i).suffix.lower()
+                                                 in {".csv", ".tsv"} else [i])]
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         raise NotImplementedError

@@ -285,6 +285,19 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     return splits
 
 
+def table_images(path: Path) -> list[Path]:
+    """The image files a table lists (Kaggle's ``test.csv`` of ids: ``train/<id>.jpg``-style names resolved by
+    ``table_files``), in its order, to predict; a DataError names the files that are missing."""
+    table = read_table(path)
+    column = _pick_column(table, None, PATH_COLUMNS, "path", path)
+    files, _ = table_files(path, [r[column] for r in table.rows])
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} of the {len(files)} files its column '{column}' names do not exist, "
+                        f"e.g. {missing[:3]}")
+    return files
+
+
 def read_table(path: Path, names: Collection[str | None] = ()) -> Table:
     """The rows of a CSV/TSV file of image paths (delimiter sniffed; a first line that is data: ``tables``).
 
