@@ -329,6 +329,54 @@ def test_colour_mask_is_an_error_naming_it(tmp_path: Path) -> None:
         discover(root)
 
 
+def _colour_camvid(root: Path, mask_folder: str, tail: str, class_file: str) -> tuple[Path, np.ndarray]:
+    """Kaggle's CamVid layout from real CamVid frames: train/ + train_labels/ with colour masks (the mask of x.jpg is
+    x{tail}.png), val/ + val_labels/, and a class file giving each class its colour (255: a 'Void' class)."""
+    names = (CAMVID / "classes.txt").read_text().split() + ["Void"]
+    palette = np.array([(17 * i, 255 - 13 * i, (97 * i) % 256) for i in range(len(names))], dtype=np.uint8)
+    rows = [(n, *map(int, c)) for n, c in zip(names, palette)]
+    if class_file == "class_dict.csv":
+        (root / class_file).parent.mkdir(parents=True, exist_ok=True)
+        (root / class_file).write_text("name,r,g,b\n" + "".join(f"{n},{r},{g},{b}\n" for n, r, g, b in rows))
+    else:  # CVAT's labelmap.txt
+        (root / class_file).parent.mkdir(parents=True, exist_ok=True)
+        (root / class_file).write_text("# label:color_rgb:parts:actions\n"
+                                       + "".join(f"{n}:{r},{g},{b}::\n" for n, r, g, b in rows))
+    for i, stem in enumerate(_frames(5)):
+        split = "train" if i < 3 else "val"
+        for folder in (split, f"{split}{mask_folder}"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / split / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        index = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png"))
+        Image.fromarray(palette[np.where(index == IGNORE_INDEX, len(names) - 1, index)]).save(
+            root / f"{split}{mask_folder}" / f"{stem}{tail}.png")
+    return root, palette
+
+
+def test_colour_masks_of_kaggle_camvid_and_segnet_layouts_read_by_their_class_colours(tmp_path: Path) -> None:
+    from headstart.tasks import infer_task
+
+    root, palette = _colour_camvid(tmp_path / "kaggle", "_labels", "_L", "class_dict.csv")
+    assert infer_task(root) == "segmentation"
+    splits = discover(root)
+    assert splits.classes == (CAMVID / "classes.txt").read_text().split() + ["Void"]
+    assert (len(splits.train), len(splits.val)) == (3, 2) and not splits.val_held_out
+    assert "colour masks read by the colours of class_dict.csv" in splits.notes
+    for sample in splits.train + splits.val:  # every pixel back to its class index (255 became 'Void', 11)
+        original = np.array(Image.open(CAMVID / "masks" / "train" / f"{sample.image.stem}.png"))
+        assert np.array_equal(sample.read_mask(), np.where(original == IGNORE_INDEX, 11, original))
+    # the SegNet tutorial's names (trainannot/) and CVAT's labelmap.txt of colours
+    root, _ = _colour_camvid(tmp_path / "segnet", "annot", "", "labelmap.txt")
+    assert [s.image.stem for s in discover(root).train] == _frames(3)
+    # a colour no class has is named, with its pixels
+    mask = root / "trainannot" / f"{_frames(1)[0]}.png"
+    pixels = np.array(Image.open(mask))
+    pixels[:2, :5] = (1, 2, 3)
+    Image.fromarray(pixels).save(mask)
+    with pytest.raises(DataError, match=r"colour rgb\(1, 2, 3\) on 10 pixel\(s\) is no class's colour"):
+        discover(root)
+
+
 def test_missing_masks_and_corrupt_images_are_reported_skips(tmp_path: Path) -> None:
     root = _mask_folder(tmp_path, train=4)
     stems = _frames(4)

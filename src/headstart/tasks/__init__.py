@@ -77,6 +77,10 @@ def infer_task(data: str | Path) -> str:
                           or any(path.glob("SegmentationClass")) or any(path.glob("VOC*/SegmentationClass"))
                           or any(path.glob("VOCdevkit/VOC*/SegmentationClass"))):
         return "segmentation"  # images/ + masks/, or Pascal VOC with class masks
+    from headstart.tasks.segmentation import paired_folders
+
+    if paired_folders(path):
+        return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's)
     if path.is_dir() and ((path / "Annotations").is_dir() or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):
         return "detection"  # Pascal VOC boxes (--task multilabel reads them as image tags)

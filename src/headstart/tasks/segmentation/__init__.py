@@ -1,0 +1,25 @@
+"""Semantic segmentation. This module imports no torch: ``infer_task`` reads ``paired_folders`` from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MASK_FOLDER_SUFFIXES = ("_labels", "_masks", "_mask", "annot", "_annot")  # train/ + train_labels/, trainannot/...
+SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def paired_folders(root: Path) -> dict[str, tuple[Path, Path]]:
+    """``{split: (images, masks)}`` of a folder of split folders each beside its masks' folder: Kaggle's CamVid
+    (``train/`` + ``train_labels/``, ``val/`` + ``val_labels/``...), the SegNet tutorial's (``train/`` +
+    ``trainannot/``); empty unless ``train/`` has one."""
+    if not root.is_dir():
+        return {}
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    found = {}
+    for split, names in SPLIT_FOLDER_NAMES.items():
+        for name in names:
+            masks = next((subdirs[name + s] for s in MASK_FOLDER_SUFFIXES if name + s in subdirs), None)
+            if name in subdirs and masks is not None:
+                found[split] = (subdirs[name], masks)
+                break
+    return found if "train" in found else {}

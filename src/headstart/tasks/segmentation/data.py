@@ -40,6 +40,7 @@ from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
 from headstart.tasks.image.decode import IMAGE_EXTENSIONS, is_image_file, quiet_pil, too_large_reason, unreadable_reason
+from headstart.tasks.segmentation import paired_folders
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
@@ -48,7 +49,8 @@ VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-CLASS_FILES = ("classes.txt", "labelmap.txt")
+CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv")
+MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels")  # a mask's stem: the image's, or Kaggle CamVid's 'x_L'
 MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask would blur class indices
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
@@ -103,6 +105,7 @@ class SegSample:
     key: str = ""  # sha1 of the image's bytes and of its mask's values, filled when the pair is checked
     mask: Path | None = None
     coco: CocoObjects | None = None
+    colours: dict[int, int] | None = None  # colour masks: 0xRRGGBB -> class index (``read_colours``)
     class_pixels: list[int] = field(default_factory=list)  # pixels of each class (255 not counted), when checked
 
     def read_mask(self) -> np.ndarray:
@@ -111,7 +114,7 @@ class SegSample:
             return self.coco.rasterise()
         if self.mask is None:
             raise DataError(f"{self.image} has no mask")
-        return read_index_png(self.mask)
+        return read_index_png(self.mask, self.colours)
 
 
 @dataclass
@@ -137,15 +140,18 @@ def pixel_counts(samples: Sequence[SegSample], num_classes: int) -> list[int]:
     return total.tolist()
 
 
-def read_index_png(path: Path) -> np.ndarray:
+def read_index_png(path: Path, colours: dict[int, int] | None = None) -> np.ndarray:
     """A mask file as (H, W) uint8 class indices: grey levels (mode L) or palette indices (mode P, not colours).
 
     16/32-bit masks are taken as they are when their values fit 0..255; a grey mask saved as RGB (R = G = B)
-    is read as grey. A colour mask is a DataError: the class must be the pixel's value, not its colour.
+    is read as grey. A colour (RGB) mask needs ``colours``, the class of each colour (``read_colours``: a
+    ``labelmap.txt`` or ``class_dict.csv`` beside the data); without them it is a DataError.
     """
     with Image.open(path) as im:
         im.load()
         mode = im.mode
+        if colours is not None and mode in ("RGB", "RGBA"):
+            return colour_indices(np.array(im.convert("RGB")), colours, path)
         if mode in ("L", "P"):
             return np.array(im, dtype=np.uint8)
         if mode == "1":
@@ -166,15 +172,65 @@ def read_index_png(path: Path) -> np.ndarray:
                     "to class indices")
 
 
-def read_classes(path: Path) -> list[str]:
-    """Class names, line i = index i: ``classes.txt`` (one name a line) or ``labelmap.txt`` (``name:r,g,b::``)."""
+def colour_indices(rgb: np.ndarray, colours: dict[int, int], path: Path) -> np.ndarray:
+    """(H, W) class indices of an (H, W, 3) colour mask; a colour no class has is a DataError naming it."""
+    keys = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    found, inverse = np.unique(keys, return_inverse=True)
+    lut = np.array([colours.get(int(k), -1) for k in found], dtype=np.int32)
+    unknown = found[lut < 0]
+    if unknown.size:
+        k = int(unknown[0])
+        pixels = int((keys == k).sum())
+        raise DataError(f"{path}: colour rgb({k >> 16}, {(k >> 8) & 255}, {k & 255}) on {pixels} pixel(s) is no "
+                        f"class's colour ({len(unknown)} such colour(s)); the class file gives "
+                        f"{len(colours)} colours. Add it to the class file, or repaint those pixels")
+    return lut[inverse].reshape(keys.shape).astype(np.uint8)
+
+
+def _class_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} cannot be read as UTF-8 text: {exc}") from exc
     lines = text.splitlines()
     if path.name == "labelmap.txt":
-        lines = [ln.split(":", 1)[0] for ln in lines if not ln.lstrip().startswith("#")]
+        lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
+    elif path.suffix.lower() == ".csv":
+        lines = lines[1:]  # the header line: name,r,g,b
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def read_colours(path: Path) -> dict[int, int] | None:
+    """The class of each colour (0xRRGGBB -> index) of a class file that gives colours: ``labelmap.txt`` (CVAT's and
+    VOC exports: ``name:r,g,b::``) or ``class_dict.csv`` (Kaggle's CamVid: ``name,r,g,b``); None for
+    ``classes.txt`` or a file without them."""
+    if path.name == "classes.txt":
+        return None
+    colours: dict[int, int] = {}
+    for index, line in enumerate(_class_lines(path)):
+        fields = line.split(",", 1)[1] if path.suffix.lower() == ".csv" else (line.split(":") + [""])[1]
+        try:
+            r, g, b = (int(v) for v in fields.replace(" ", "").split(",")[:3])
+        except ValueError:
+            return None  # names only: masks hold indices
+        key = (r << 16) | (g << 8) | b
+        if key in colours:
+            raise DataError(f"{path}: rgb({r}, {g}, {b}) is the colour of two classes (lines {colours[key] + 1} and "
+                            f"{index + 1})")
+        colours[key] = index
+    return colours or None
+
+
+def read_classes(path: Path) -> list[str]:
+    """Class names, line i = index i: ``classes.txt`` (one name a line), ``labelmap.txt`` (``name:r,g,b::``) or
+    ``class_dict.csv`` (``name,r,g,b`` under a header line)."""
+    lines = _class_lines(path)
+    if path.name == "labelmap.txt":
+        lines = [ln.split(":", 1)[0] for ln in lines]
+    elif path.suffix.lower() == ".csv":
+        lines = [ln.split(",", 1)[0] for ln in lines]
     while lines and not lines[-1].strip():
         lines.pop()
     names = [ln.strip() for ln in lines]
@@ -211,12 +267,15 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             splits = _mask_folders(root, val_fraction, seed)
         elif voc is not None:
             splits = _voc(voc, val_fraction, seed)
+        elif paired := paired_folders(root):
+            splits = _paired(root, paired, val_fraction, seed)
         elif _coco_jsons(root):
             splits = _coco_folder(root, val_fraction, seed)
         else:
             found = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
             raise DataError(
                 f"{root}: no segmentation layout recognised. Looked for: images/ + masks/ folders (with classes.txt); "
+                "train/ + train_labels/ (or trainannot/) folders with a class file; "
                 "a Pascal VOC folder with JPEGImages/ and SegmentationClass/ (also under VOCdevkit/VOC20xx/); COCO "
                 f"instances jsons (*.json or annotations/*.json). Found: {', '.join(found[:12])}"
                 + ("..." if len(found) > 12 else "")
@@ -370,19 +429,40 @@ def _class_file(root: Path, required: bool, layout: str) -> Path | None:
 def _mask_folders(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     images, masks = root / "images", root / "masks"
     classes_file = _class_file(root, required=True, layout="images/ + masks/")
-    splits = SegmentationSplits(read_classes(classes_file), [], [], layout="masks")
     image_splits = _split_folders(images)
     folders = ({name: (folder, masks / folder.name) for name, folder in image_splits.items()} if image_splits
                else {"train": (images, masks)})
     if image_splits and "train" not in image_splits:
         raise DataError(f"{images} has {', '.join(f.name + '/' for f in image_splits.values())} but no train/ folder")
+    return _pairs(root, folders, classes_file, "masks", bool(image_splits), val_fraction, seed)
+
+
+def _paired(root: Path, folders: dict[str, tuple[Path, Path]], val_fraction: float, seed: int) -> SegmentationSplits:
+    """Split folders beside their masks' folders (``paired_folders``), a class file beside them."""
+    layout = f"{folders['train'][0].name}/ + {folders['train'][1].name}/"
+    classes_file = _class_file(root, required=True, layout=layout)
+    splits = _pairs(root, folders, classes_file, "paired folders", True, val_fraction, seed)
+    if not _split_folders(root).keys() <= folders.keys():
+        splits.notes.append(f"split folder(s) without a masks' folder beside them: not used "
+                            f"({', '.join(sorted(set(_split_folders(root)) - set(folders)))})")
+    return splits
+
+
+def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path, layout: str, given_splits: bool,
+           val_fraction: float, seed: int) -> SegmentationSplits:
+    """The image-mask pairs of ``{split: (images folder, masks folder)}``: a mask has its image's relative path and stem
+    (or the stem + ``_L``, ``_mask``...: ``MASK_STEM_SUFFIXES``), a lossless suffix; colours read by the class file's."""
+    splits = SegmentationSplits(read_classes(classes_file), [], [], layout=layout)
+    colours = read_colours(classes_file)
+    if colours is not None:
+        splits.notes.append(f"colour masks read by the colours of {classes_file.name}")
     given: dict[str, list[SegSample]] = {}
     for name, (image_dir, mask_dir) in folders.items():
         files = sorted(p for p in image_dir.rglob("*") if is_image_file(p))
         if name == "test" and not mask_dir.is_dir():
             splits.notes.append(f"{image_dir} has no {mask_dir}: not used as a test split (no masks to score)")
             continue
-        if image_splits and not mask_dir.is_dir():
+        if given_splits and not mask_dir.is_dir():
             raise DataError(f"{mask_dir} not found: the masks of {image_dir} go there (same file stem, .png)")
         if not files:
             raise DataError(f"No images in {image_dir} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -390,11 +470,11 @@ def _mask_folders(root: Path, val_fraction: float, seed: int) -> SegmentationSpl
         wanted = set()
         for file in files:
             stem = mask_dir / file.relative_to(image_dir).with_suffix("")
-            candidates = [stem.with_name(stem.name + ext) for ext in MASK_EXTENSIONS]
+            candidates = [stem.with_name(stem.name + tail + ext) for tail in MASK_STEM_SUFFIXES for ext in MASK_EXTENSIONS]
             wanted.update(candidates)
             mask = next((c for c in candidates if c.is_file()), None)
             if mask is not None:
-                given[name].append(SegSample(file, mask=mask))
+                given[name].append(SegSample(file, mask=mask, colours=colours))
             else:
                 splits.skipped.append((str(file), f"no mask (looked for {candidates[0]})"))
         orphans = sorted(p for p in mask_dir.rglob("*") if p.suffix in MASK_EXTENSIONS and p not in wanted
@@ -426,6 +506,7 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     classes = read_classes(classes_file) if classes_file else list(VOC_CLASSES)
     classes_from = str(classes_file) if classes_file else "the 21 Pascal VOC classes (no classes.txt or labelmap.txt)"
     splits = SegmentationSplits(classes, [], [], layout="voc")
+    colours = read_colours(classes_file) if classes_file else None  # CVAT's exports: colour PNGs and labelmap.txt
     images, masks = root / "JPEGImages", root / "SegmentationClass"
     lists = root / "ImageSets" / "Segmentation"
     ids: dict[str, tuple[Path, list[str]]] = {}
@@ -457,7 +538,7 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
             elif not mask.is_file():
                 splits.skipped.append((str(image), f"no mask (looked for {mask})"))
             else:
-                given[name].append(SegSample(image, mask=mask))
+                given[name].append(SegSample(image, mask=mask, colours=colours))
     return _finish(splits, given, classes_from, val_fraction, seed, root)
 
 
