@@ -205,3 +205,20 @@ def test_a_train_and_test_folder_keeps_test_for_the_final_test(digits_dir, tmp_p
     splits = discover(root)
     assert not splits.test and [n for n in splits.notes if n.startswith("test/ holds 5 image(s)")]
     assert not any("has no images of" in n for n in splits.notes)
+
+
+def test_an_unpacked_archive_folder_is_read_from_the_folder_inside(digits_dir, tmp_path):
+    """``unzip data.zip`` gives data/data/train/... and often a __MACOSX/ beside: the data is the folder inside."""
+    root = tmp_path / "unzipped"
+    _copy_digits(digits_dir, root / "digits" / "train")
+    _copy_digits(digits_dir, root / "digits" / "val", n=3)
+    (root / "__MACOSX" / "digits" / "train" / "0").mkdir(parents=True)
+    (root / "__MACOSX" / "digits" / "train" / "0" / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble
+    splits = discover(root)
+    assert splits.layout == "digits/: train/ and val/ folders" and splits.classes == ["0", "1", "2"]
+    assert (len(splits.train), len(splits.val)) == (24, 9)
+    assert len(labelled_samples(root, ["0", "1", "2"])[0]) == 9  # evaluate reads digits/val/
+    one = tmp_path / "one" / "0"  # one class folder stays one class: an error, not a folder to go into
+    _copy_digits(digits_dir, one.parent, classes=("0",))
+    with pytest.raises(DataError, match=r"Only one class \('0'\)"):
+        discover(one.parent)

@@ -80,10 +80,24 @@ class Sample:
 ImageSplits = Splits  # classes, train, val, test, layout, skipped, notes
 
 
+def _subfolders(root: Path) -> list[Path]:
+    """The folders in ``root`` that may hold data: not hidden, not a zip's ``__MACOSX``."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
+
+
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     """``{class name: image paths}`` of a folder of class subfolders."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {f.name: sorted(p for p in f.rglob("*") if is_image_file(p)) for f in folders}
+    return {f.name: sorted(p for p in f.rglob("*") if is_image_file(p)) for f in _subfolders(root)}
+
+
+def _unwrap(root: Path) -> Path:
+    """The folder that holds the data: ``root``, or the one folder inside it when it holds nothing else (an archive
+    unpacked into a folder of its own name: ``chest_xray/chest_xray/train/...``)."""
+    while True:  # one folder of class folders is one class: never data, so going in loses nothing
+        inner = _subfolders(root)
+        if len(inner) != 1 or not _subfolders(inner[0]) or any(is_image_file(p) for p in root.iterdir()):
+            return root
+        root = inner[0]
 
 
 def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
@@ -111,7 +125,16 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         if root.suffix.lower() not in {".csv", ".tsv"}:
             raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns")
         return _from_csv(root, val_fraction, seed, path_column, label_column)
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    inner = _unwrap(root)
+    splits = _from_folders(inner, val_fraction, seed)
+    if inner != root:
+        splits.layout = f"{inner.relative_to(root)}/: {splits.layout}"
+    return splits
+
+
+def _from_folders(root: Path, val_fraction: float, seed: int) -> ImageSplits:
+    """The splits of a folder: train/ and val/ (and test/), or class folders (in train/, a test/ beside)."""
+    subdirs = {p.name.lower(): p for p in _subfolders(root)}
     val_dir = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
     if "train" in subdirs and val_dir is not None:
         train = _class_folders(subdirs["train"])
@@ -323,7 +346,8 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     """
     root = Path(data)
     if root.is_dir():
-        subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+        root = _unwrap(root)
+        subdirs = {p.name.lower(): p for p in _subfolders(root)}
         for name in ("test", *VAL_NAMES):
             if name in subdirs and "train" in subdirs:
                 root = subdirs[name]
