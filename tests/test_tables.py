@@ -140,3 +140,12 @@ def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
     # ids naming no file anywhere beside the table: paths as written, reported as missing files when read
     (tmp_path / "other.csv").write_text("id,breed\n" + "".join(f"x{i},{f.parent.name}\n" for i, f in zip(ids, files)))
     assert "files found" not in imagedata.discover(tmp_path / "other.csv").layout
+
+
+def test_a_run_without_out_goes_to_runs_named_after_its_data(tmp_path):
+    from headstart.cli import default_run_folder
+
+    assert default_run_folder(Path("data/SMSSpamCollection"), tmp_path / "runs") == tmp_path / "runs" / "SMSSpamCollection"
+    (tmp_path / "runs" / "labels").mkdir(parents=True)
+    (tmp_path / "runs" / "labels-2").mkdir()
+    assert default_run_folder(Path("kaggle/labels.csv"), tmp_path / "runs") == tmp_path / "runs" / "labels-3"

@@ -348,9 +348,10 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["macro_f1"] == pytest.approx(report["macro_f1"], abs=1e-6)
-    result = CliRunner().invoke(app, ["train", str(tmp_path / "train" / "SMSSpamCollection"), "--out",
-                                      str(tmp_path / "uci"), "--strategy", "linear", "text.max_length=64"])
+    monkeypatch.chdir(tmp_path)  # no --out: runs/NAME of DATA
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "train" / "SMSSpamCollection"), "--strategy", "linear",
+                                      "text.max_length=64"])
     assert result.exit_code == 0, result.output
-    uci = json.loads((tmp_path / "uci" / "metrics.json").read_text())
+    uci = json.loads((tmp_path / "runs" / "SMSSpamCollection" / "metrics.json").read_text())
     assert uci["task"] == "text-classification" and uci["num_train"] + uci["num_val"] == 200
     assert uci["val"]["macro_f1"] > uci["val"]["baseline"]["macro_f1"] + 0.3

@@ -57,6 +57,24 @@ def os_error_message(exc: OSError) -> str:
     return f"{what}: {path}" if path else what
 
 
+def default_run_folder(data: Path, root: Path = Path("runs")) -> Path:
+    """``runs/NAME`` for DATA's name (``runs/NAME-2``, ``-3``... when taken), as Ultralytics numbers its runs."""
+    name = (data.resolve().stem or "run").replace(" ", "_")
+    candidate, n = root / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / f"{name}-{n}"
+    return candidate
+
+
+def console_say(text: str) -> None:
+    from rich.markup import escape
+
+    from headstart.progress import say
+
+    say(escape(text))
+
+
 def _run(fn):
     """Call ``fn``; errors a user can cause become one red line and exit code 2 (``--debug``: the traceback),
     Ctrl-C says how to resume."""
@@ -111,7 +129,8 @@ def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lit
 def train(
     data: Path | None = typer.Argument(None, help="data: image folder or CSV, text table, YOLO folder or COCO json"),
     overrides: list[str] | None = typer.Argument(None, help="dotted config overrides, e.g. train.lr=3e-4"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="run folder to create"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run folder to create (default: runs/NAME of DATA, "
+                                    "runs/NAME-2... when taken)"),
     model: str | None = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
     strategy: str | None = typer.Option(None, "--strategy", "-s",
                                         help="auto (images) | linear | partial:K | full | gradual | lp-ft | lora (text)"),
@@ -142,8 +161,11 @@ def train(
     if resume is not None:
         _run(lambda: task_of_run(resume).estimator_class().resume(resume))
         return
-    if data is None or out is None:
-        _fail(ValueError("train needs DATA and --out RUN (or --resume RUN)"))
+    if data is None:
+        _fail(ValueError("train needs DATA (and --out RUN; or --resume RUN)"))
+    if out is None:
+        out = default_run_folder(data)
+        console_say(f"No --out given: the run folder is {out}")
     task_keywords = {"text_column": text_column, "label_column": label_column, "max_length": max_length,
                      "classes": classes, "from_detection": from_detection}
 
