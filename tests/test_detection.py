@@ -134,6 +134,39 @@ def test_a_roboflow_yolo_export_reads_its_parent_relative_folders_and_test_entry
     assert not splits.test and "its 'test' entry '../test/images' not found" in splits.layout
 
 
+@needs_coco
+def test_a_labelimg_yolo_folder_without_data_yaml(tmp_path: Path) -> None:
+    """labelImg's YOLO export: x.jpg beside x.txt and classes.txt; the same boxes as the data.yaml reader's."""
+    import yaml
+
+    from headstart.tasks import infer_task
+
+    names = yaml.safe_load((COCO128 / "data.yaml").read_text())["names"]
+    (tmp_path / "classes.txt").write_text("\n".join(names[i] for i in sorted(names)) + "\n")
+    images = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:10]
+    for image in images:
+        shutil.copy(image, tmp_path)
+        label = COCO128 / "labels" / "train2017" / f"{image.stem}.txt"
+        if label.exists():
+            shutil.copy(label, tmp_path)
+    assert infer_task(tmp_path) == "detection"
+    splits = dd.discover(tmp_path)
+    assert splits.layout.startswith("YOLO boxes with classes.txt (no data.yaml)") and len(splits.classes) == 80
+    assert (len(splits.train), len(splits.val)) == (8, 2) and splits.val_held_out
+    yolo = {s.path.name: s for s in dd.discover(COCO128).train}
+    for sample in splits.train + splits.val:
+        assert torch.equal(sample.boxes, yolo[sample.path.name].boxes)
+        assert torch.equal(sample.labels, yolo[sample.path.name].labels)
+    # class folders with a stray classes.txt and a README.txt stay image classification
+    other = tmp_path / "folders"
+    for name in ("cats", "dogs"):
+        (other / name).mkdir(parents=True)
+        shutil.copy(images[0], other / name / "a.jpg")
+    (other / "classes.txt").write_text("cats\ndogs\n")
+    (other / "README.txt").write_text("pets")
+    assert infer_task(other) == "image"
+
+
 def _voc_copy(root: Path, stems: dict[str, list[str]]) -> Path:
     """Some real BCCD smears (images + VOC xml) with ImageSets/Main lists of the given ids."""
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):

@@ -84,6 +84,10 @@ def infer_task(data: str | Path) -> str:
     if path.is_dir() and ((path / "Annotations").is_dir() or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):
         return "detection"  # Pascal VOC boxes (--task multilabel reads them as image tags)
+    from headstart.tasks.detection import names_file
+
+    if names_file(path) is not None:
+        return "detection"  # labelImg's YOLO export: images, their .txt boxes and classes.txt
     if path.is_dir():
         from headstart.tasks.multilabel import LABELS_FILE
         from headstart.tasks.text import is_datasets_folder

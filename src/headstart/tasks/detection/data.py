@@ -33,6 +33,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from headstart.errors import DataError
+from headstart.tasks.detection import names_file
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
 
 ISSUE_CLIPPED = "boxes clipped to the image"
@@ -175,12 +176,16 @@ def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[to
 
 
 def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
-    """A YOLO dataset from its folder (with ``data.yaml``) or the yaml file itself."""
+    """A YOLO dataset from its folder (with ``data.yaml``; or, without one, a class list: ``read_yolo_plain``) or the
+    yaml file itself."""
     data = Path(data)
     yaml_path = data if data.is_file() else next((data / n for n in ("data.yaml", "dataset.yaml") if (data / n).exists()), None)
+    if yaml_path is None and (names := names_file(data)) is not None:
+        return read_yolo_plain(data, names, val_fraction, seed)
     if yaml_path is None:
         raise DataError(f"{data} has no data.yaml: a YOLO dataset needs one with 'names' and 'train'/'val' image "
-                        "folders (a COCO json or a Pascal VOC folder with Annotations/ and JPEGImages/ is read too)")
+                        "folders, or a classes.txt beside its images and their .txt boxes (a COCO json or a Pascal VOC "
+                        "folder with Annotations/ and JPEGImages/ is read too)")
     try:
         cfg = yaml.safe_load(yaml_path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -218,6 +223,29 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
     splits.issues[ISSUE_ORPHAN] += len(orphan_labels([f for files in lists.values() for f in files]))
     if "val" not in lists:
         _random_split(splits, val_fraction, seed)
+    return splits
+
+
+def read_yolo_plain(root: Path, names: Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """labelImg's YOLO export: images with a ``.txt`` of boxes each (beside them, or ``labels/`` beside ``images/``)
+    and the class list ``names`` (line i = class id i); a seeded validation split."""
+    classes = [line.strip() for line in names.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if not classes:
+        raise DataError(f"{names} names no class: expected one class name per line (line 1 = class id 0)")
+    splits = DetectionSplits(classes, [], [], layout=f"YOLO boxes with {names.name} (no data.yaml)")
+    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if not images:
+        raise DataError(f"No images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    for image in images:
+        label = next((p for p in (label_path(image), image.with_suffix(".txt")) if p.is_file()), None)
+        if label is not None:
+            boxes, labels = read_yolo_labels(label, len(classes), names)
+        else:
+            splits.issues[ISSUE_BACKGROUND] += 1
+            boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+        boxes, labels = _fix_boxes(boxes, labels, splits.issues)
+        splits.train.append(DetSample(image, boxes, labels))
+    _random_split(splits, val_fraction, seed)
     return splits
 
 
@@ -410,8 +438,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         return read_coco(data, val_fraction, seed)
     if data.suffix in {".yaml", ".yml"} or data.is_dir():
         return read_yolo(data, val_fraction, seed)
-    raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/), its data.yaml, a COCO json or a "
-                    "Pascal VOC folder (Annotations/, JPEGImages/)")
+    raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/; or images with their .txt boxes and "
+                    "classes.txt), its data.yaml, a COCO json or a Pascal VOC folder (Annotations/, JPEGImages/)")
 
 
 # ------------------------------------------------------------------------------------------ transforms
