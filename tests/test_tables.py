@@ -137,6 +137,11 @@ def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
     rows, classes, layout = tagdata.read_tags(tags)
     assert classes == ["ants", "bees", "insect"] and "labels separated by blanks" in layout
     assert rows[1][1:3] == (tmp_path / "train" / f"{ids[1]}.jpg", [files[1].parent.name, "insect"])
+    # a table in another folder naming ../train/x.jpg: the path is train/x.jpg (messages name it so)
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "up.csv").write_text("path,label\n" + "".join(
+        f"../train/{i}.jpg,{f.parent.name}\n" for i, f in zip(ids, files)))
+    assert {s.path for s in imagedata.discover(tmp_path / "tables" / "up.csv").train} <= set(found)
     # ids naming no file anywhere beside the table: paths as written, reported as missing files when read
     (tmp_path / "other.csv").write_text("id,breed\n" + "".join(f"x{i},{f.parent.name}\n" for i, f in zip(ids, files)))
     assert "files found" not in imagedata.discover(tmp_path / "other.csv").layout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win.
     """
     values = [str(v or "").strip() for v in values]
-    written = [Path(v) if Path(v).is_absolute() else table.parent / v for v in values]
+    written = [Path(v) if Path(v).is_absolute() else _tidy(table.parent / v) for v in values]
     sample = [(v, p) for v, p in zip(values, written) if v][:50]
     if not sample or 2 * sum(p.is_file() for _, p in sample) >= len(sample):
         return written, ""
@@ -147,3 +148,9 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     where = f"{folder.relative_to(table.parent)}/" if folder != table.parent else ""
     return ([folder / f"{v}{suffix}" for v in values],
             f"files found as {where}<value>{suffix}, beside {table.name}")
+
+
+def _tidy(path: Path) -> Path:
+    """``sub/../data/x.jpg`` as ``data/x.jpg`` (how messages name it), unless a link in it makes them differ."""
+    tidy = Path(os.path.normpath(path))
+    return tidy if tidy.exists() or not path.exists() else path
