@@ -329,11 +329,16 @@ def test_colour_mask_is_an_error_naming_it(tmp_path: Path) -> None:
         discover(root)
 
 
-def _colour_camvid(root: Path, mask_folder: str, tail: str, class_file: str) -> tuple[Path, np.ndarray]:
+def _colour_camvid(root: Path, mask_folder: str, tail: str, class_file: str,
+                   void: str = "Void") -> tuple[Path, np.ndarray]:
     """Kaggle's CamVid layout from real CamVid frames: train/ + train_labels/ with colour masks (the mask of x.jpg is
-    x{tail}.png), val/ + val_labels/, and a class file giving each class its colour (255: a 'Void' class)."""
-    names = (CAMVID / "classes.txt").read_text().split() + ["Void"]
+    x{tail}.png), val/ + val_labels/, and a class file giving each class its colour (255: a ``void`` class, last;
+    first when named 'unlabelled')."""
+    names = (CAMVID / "classes.txt").read_text().split()
+    names = ["unlabelled", *names] if void == "unlabelled" else [*names, void]
     palette = np.array([(17 * i, 255 - 13 * i, (97 * i) % 256) for i in range(len(names))], dtype=np.uint8)
+    index_of = np.full(256, names.index(void), dtype=np.uint8)  # CamVid's index -> the class file's
+    index_of[: len(names) - 1] = [names.index(n) for n in (CAMVID / "classes.txt").read_text().split()]
     rows = [(n, *map(int, c)) for n, c in zip(names, palette)]
     if class_file == "class_dict.csv":
         (root / class_file).parent.mkdir(parents=True, exist_ok=True)
@@ -348,8 +353,7 @@ def _colour_camvid(root: Path, mask_folder: str, tail: str, class_file: str) -> 
             (root / folder).mkdir(parents=True, exist_ok=True)
         (root / split / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
         index = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png"))
-        Image.fromarray(palette[np.where(index == IGNORE_INDEX, len(names) - 1, index)]).save(
-            root / f"{split}{mask_folder}" / f"{stem}{tail}.png")
+        Image.fromarray(palette[index_of[index]]).save(root / f"{split}{mask_folder}" / f"{stem}{tail}.png")
     return root, palette
 
 
@@ -359,15 +363,21 @@ def test_colour_masks_of_kaggle_camvid_and_segnet_layouts_read_by_their_class_co
     root, palette = _colour_camvid(tmp_path / "kaggle", "_labels", "_L", "class_dict.csv")
     assert infer_task(root) == "segmentation"
     splits = discover(root)
-    assert splits.classes == (CAMVID / "classes.txt").read_text().split() + ["Void"]
+    assert splits.classes == (CAMVID / "classes.txt").read_text().split()  # 'Void' marks unlabelled pixels
     assert (len(splits.train), len(splits.val)) == (3, 2) and not splits.val_held_out
     assert "colour masks read by the colours of class_dict.csv" in splits.notes
-    for sample in splits.train + splits.val:  # every pixel back to its class index (255 became 'Void', 11)
+    assert "class(es) ['Void'] of class_dict.csv mark unlabelled pixels: ignored (255), not learned or scored" in (
+        splits.notes)
+    for sample in splits.train + splits.val:  # every pixel back to its class index, 'Void' to 255
         original = np.array(Image.open(CAMVID / "masks" / "train" / f"{sample.image.stem}.png"))
-        assert np.array_equal(sample.read_mask(), np.where(original == IGNORE_INDEX, 11, original))
-    # the SegNet tutorial's names (trainannot/) and CVAT's labelmap.txt of colours
-    root, _ = _colour_camvid(tmp_path / "segnet", "annot", "", "labelmap.txt")
-    assert [s.image.stem for s in discover(root).train] == _frames(3)
+        assert np.array_equal(sample.read_mask(), original)
+    # the SegNet tutorial's names (trainannot/), CVAT's labelmap.txt of colours, the unlabelled class first
+    root, _ = _colour_camvid(tmp_path / "segnet", "annot", "", "labelmap.txt", void="unlabelled")
+    splits = discover(root)
+    assert [s.image.stem for s in splits.train] == _frames(3) and "unlabelled" not in splits.classes
+    for sample in splits.train:  # indices above the unlabelled class moved down by one: CamVid's own again
+        original = np.array(Image.open(CAMVID / "masks" / "train" / f"{sample.image.stem}.png"))
+        assert np.array_equal(sample.read_mask(), original)
     # a colour no class has is named, with its pixels
     mask = root / "trainannot" / f"{_frames(1)[0]}.png"
     pixels = np.array(Image.open(mask))

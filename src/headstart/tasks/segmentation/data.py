@@ -50,6 +50,7 @@ VOC_CLASSES = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv")
+VOID_NAMES = {"void", "unlabelled", "unlabeled", "ignore"}  # classes that mark pixels without a label
 MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels")  # a mask's stem: the image's, or Kaggle CamVid's 'x_L'
 MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask would blur class indices
 _ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -106,6 +107,7 @@ class SegSample:
     mask: Path | None = None
     coco: CocoObjects | None = None
     colours: dict[int, int] | None = None  # colour masks: 0xRRGGBB -> class index (``read_colours``)
+    remap: np.ndarray | None = None  # the class file's index -> the model's (a void class -> 255): ``ignored_classes``
     class_pixels: list[int] = field(default_factory=list)  # pixels of each class (255 not counted), when checked
 
     def read_mask(self) -> np.ndarray:
@@ -114,7 +116,8 @@ class SegSample:
             return self.coco.rasterise()
         if self.mask is None:
             raise DataError(f"{self.image} has no mask")
-        return read_index_png(self.mask, self.colours)
+        mask = read_index_png(self.mask, self.colours)
+        return mask if self.remap is None else self.remap[mask]
 
 
 @dataclass
@@ -221,6 +224,19 @@ def read_colours(path: Path) -> dict[int, int] | None:
                             f"{index + 1})")
         colours[key] = index
     return colours or None
+
+
+def ignored_classes(names: list[str]) -> tuple[list[str], np.ndarray | None, list[str]]:
+    """The classes a model learns, the mask index map and the names left out: a class named ``void``,
+    ``unlabelled``/``unlabeled`` or ``ignore`` (Kaggle's CamVid has 'Void') marks pixels without a label, so its
+    index becomes 255 (``IGNORE_INDEX``), neither learned nor scored, and the indices above it move down."""
+    void = [i for i, n in enumerate(names) if n.strip().lower() in VOID_NAMES]
+    if not void or len(void) == len(names):
+        return names, None, []
+    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    kept = [i for i in range(len(names)) if i not in void]
+    lut[kept] = np.arange(len(kept), dtype=np.uint8)
+    return [names[i] for i in kept], lut, [names[i] for i in void]
 
 
 def read_classes(path: Path) -> list[str]:
@@ -452,7 +468,11 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
            val_fraction: float, seed: int) -> SegmentationSplits:
     """The image-mask pairs of ``{split: (images folder, masks folder)}``: a mask has its image's relative path and stem
     (or the stem + ``_L``, ``_mask``...: ``MASK_STEM_SUFFIXES``), a lossless suffix; colours read by the class file's."""
-    splits = SegmentationSplits(read_classes(classes_file), [], [], layout=layout)
+    classes, remap, void = ignored_classes(read_classes(classes_file))
+    splits = SegmentationSplits(classes, [], [], layout=layout)
+    if void:
+        splits.notes.append(f"class(es) {void} of {classes_file.name} mark unlabelled pixels: ignored (255), not "
+                            "learned or scored")
     colours = read_colours(classes_file)
     if colours is not None:
         splits.notes.append(f"colour masks read by the colours of {classes_file.name}")
@@ -474,7 +494,7 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
             wanted.update(candidates)
             mask = next((c for c in candidates if c.is_file()), None)
             if mask is not None:
-                given[name].append(SegSample(file, mask=mask, colours=colours))
+                given[name].append(SegSample(file, mask=mask, colours=colours, remap=remap))
             else:
                 splits.skipped.append((str(file), f"no mask (looked for {candidates[0]})"))
         orphans = sorted(p for p in mask_dir.rglob("*") if p.suffix in MASK_EXTENSIONS and p not in wanted
@@ -503,10 +523,13 @@ def _voc_image(images: Path, stem: str) -> Path | None:
 
 def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     classes_file = _class_file(root, required=False, layout="voc") or _class_file(root.parent, False, "voc")
-    classes = read_classes(classes_file) if classes_file else list(VOC_CLASSES)
+    classes, remap, void = ignored_classes(read_classes(classes_file) if classes_file else list(VOC_CLASSES))
     classes_from = str(classes_file) if classes_file else "the 21 Pascal VOC classes (no classes.txt or labelmap.txt)"
     splits = SegmentationSplits(classes, [], [], layout="voc")
     colours = read_colours(classes_file) if classes_file else None  # CVAT's exports: colour PNGs and labelmap.txt
+    if void:
+        splits.notes.append(f"class(es) {void} of {classes_from} mark unlabelled pixels: ignored (255), not learned or "
+                            "scored")
     images, masks = root / "JPEGImages", root / "SegmentationClass"
     lists = root / "ImageSets" / "Segmentation"
     ids: dict[str, tuple[Path, list[str]]] = {}
@@ -538,7 +561,7 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
             elif not mask.is_file():
                 splits.skipped.append((str(image), f"no mask (looked for {mask})"))
             else:
-                given[name].append(SegSample(image, mask=mask, colours=colours))
+                given[name].append(SegSample(image, mask=mask, colours=colours, remap=remap))
     return _finish(splits, given, classes_from, val_fraction, seed, root)
 
 
