@@ -365,7 +365,7 @@ def test_colour_masks_of_kaggle_camvid_and_segnet_layouts_read_by_their_class_co
     splits = discover(root)
     assert splits.classes == (CAMVID / "classes.txt").read_text().split()  # 'Void' marks unlabelled pixels
     assert (len(splits.train), len(splits.val)) == (3, 2) and not splits.val_held_out
-    assert "colour masks read by the colours of class_dict.csv" in splits.notes
+    assert "colour (RGB) masks read by the colours of class_dict.csv" in splits.notes
     assert "class(es) ['Void'] of class_dict.csv mark unlabelled pixels: ignored (255), not learned or scored" in (
         splits.notes)
     for sample in splits.train + splits.val:  # every pixel back to its class index, 'Void' to 255

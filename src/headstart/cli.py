@@ -67,14 +67,6 @@ def default_run_folder(data: Path, root: Path = Path("runs")) -> Path:
     return candidate
 
 
-def console_say(text: str) -> None:
-    from rich.markup import escape
-
-    from headstart.progress import say
-
-    say(escape(text))
-
-
 def _run(fn):
     """Call ``fn``; errors a user can cause become one red line and exit code 2 (``--debug``: the traceback),
     Ctrl-C says how to resume."""
@@ -164,8 +156,12 @@ def train(
     if data is None:
         _fail(ValueError("train needs DATA (and --out RUN; or --resume RUN)"))
     if out is None:
+        from rich.markup import escape
+
+        from headstart.progress import say
+
         out = default_run_folder(data)
-        console_say(f"No --out given: the run folder is {out}")
+        say(escape(f"No --out given: the run folder is {out}"))
     task_keywords = {"text_column": text_column, "label_column": label_column, "max_length": max_length,
                      "classes": classes, "from_detection": from_detection}
 

@@ -364,8 +364,11 @@ class Estimator:
                               "image files or folders (classify texts with a text run folder)")
         from headstart.tasks.image.data import table_images
 
-        return [str(f) for i in items for f in (table_images(Path(i)) if Path(i).is_file() and Path(i).suffix.lower()
-                                                 in {".csv", ".tsv"} else [i])]
+        inputs: list[Any] = []
+        for item in map(Path, items):
+            table = item.is_file() and item.suffix.lower() in {".csv", ".tsv"}
+            inputs += [str(f) for f in table_images(item)] if table else [str(item)]
+        return inputs
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         raise NotImplementedError

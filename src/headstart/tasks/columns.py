@@ -61,12 +61,11 @@ def by_content(what: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 
 
 def _text(values: dict[str, list[str]], _: int) -> str | None:
-    mean = {c: sum(map(len, vs)) / len(vs) for c, vs in values.items() if vs and len(set(vs)) > 0.5 * len(vs)}
-    ranked = sorted(mean, key=mean.get, reverse=True)
-    others = [m for c, m in {c: sum(map(len, vs)) / max(len(vs), 1) for c, vs in values.items()}.items()
-              if ranked and c != ranked[0]]
-    if ranked and all(mean[ranked[0]] >= 1.5 * m for m in others):
-        return ranked[0]
+    mean = {c: sum(map(len, vs)) / max(len(vs), 1) for c, vs in values.items()}
+    longest = max(mean, key=mean.get)
+    mostly_distinct = len(set(values[longest])) > 0.5 * len(values[longest])
+    if mostly_distinct and all(mean[longest] >= 1.5 * m for c, m in mean.items() if c != longest):
+        return longest
     return None
 
 

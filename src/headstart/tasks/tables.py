@@ -151,6 +151,9 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
 
 
 def _tidy(path: Path) -> Path:
-    """``sub/../data/x.jpg`` as ``data/x.jpg`` (how messages name it), unless a link in it makes them differ."""
+    """``sub/../data/x.jpg`` as ``data/x.jpg`` (how messages name it), unless a link in it makes them differ; paths
+    without ``..`` as they are (no file system call for them)."""
+    if ".." not in path.parts:
+        return path
     tidy = Path(os.path.normpath(path))
     return tidy if tidy.exists() or not path.exists() else path

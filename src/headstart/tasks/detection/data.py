@@ -200,26 +200,19 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
     if cfg.get("val"):
         lists["val"] = _yolo_images(root, cfg["val"], yaml_path)
     if cfg.get("test"):  # held out of training and of model selection: scored once, at the end
-        try:
-            lists["test"] = _yolo_images(root, cfg["test"], yaml_path)
-            splits.layout += ", 'test' entry kept aside"
-        except DataError:  # exports name a test folder they do not always hold
-            splits.layout += f", its 'test' entry {cfg['test']!r} not found"
-    if not lists.get("test", True):
-        del lists["test"]
-        splits.layout = splits.layout.replace("kept aside", "holds no images")
+        try:  # exports name a test folder they do not always hold
+            test = _yolo_images(root, cfg["test"], yaml_path)
+        except DataError:
+            test = None
+        splits.layout += (f", its 'test' entry {cfg['test']!r} not found" if test is None else
+                          ", 'test' entry kept aside" if test else ", its 'test' entry holds no images")
+        if test:
+            lists["test"] = test
     for split, files in lists.items():
         if not files:
             raise DataError(f"{yaml_path}: no images in the '{split}' entry {cfg[split]!r}")
-        for image in files:
-            lp = label_path(image)
-            if lp.exists():
-                boxes, labels = read_yolo_labels(lp, len(classes), yaml_path)
-            else:
-                splits.issues[ISSUE_BACKGROUND] += 1
-                boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
-            boxes, labels = _fix_boxes(boxes, labels, splits.issues)
-            getattr(splits, split).append(DetSample(image, boxes, labels))
+        getattr(splits, split).extend(_yolo_sample(image, label_path(image), classes, yaml_path, splits.issues)
+                                      for image in files)
     splits.issues[ISSUE_ORPHAN] += len(orphan_labels([f for files in lists.values() for f in files]))
     if "val" not in lists:
         _random_split(splits, val_fraction, seed)
@@ -238,15 +231,20 @@ def read_yolo_plain(root: Path, names: Path, val_fraction: float = 0.2, seed: in
         raise DataError(f"No images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
     for image in images:
         label = next((p for p in (label_path(image), image.with_suffix(".txt")) if p.is_file()), None)
-        if label is not None:
-            boxes, labels = read_yolo_labels(label, len(classes), names)
-        else:
-            splits.issues[ISSUE_BACKGROUND] += 1
-            boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
-        boxes, labels = _fix_boxes(boxes, labels, splits.issues)
-        splits.train.append(DetSample(image, boxes, labels))
+        splits.train.append(_yolo_sample(image, label, classes, names, splits.issues))
     _random_split(splits, val_fraction, seed)
     return splits
+
+
+def _yolo_sample(image: Path, label: Path | None, classes: list[str], names_file: Path, issues: Counter) -> DetSample:
+    """One image and the boxes of its YOLO label file (none: a background image, counted in ``issues``)."""
+    if label is not None and label.exists():
+        boxes, labels = read_yolo_labels(label, len(classes), names_file)
+    else:
+        issues[ISSUE_BACKGROUND] += 1
+        boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    boxes, labels = _fix_boxes(boxes, labels, issues)
+    return DetSample(image, boxes, labels)
 
 
 def _random_split(splits: DetectionSplits, val_fraction: float, seed: int) -> None:

@@ -279,11 +279,10 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', label column '{lcol}'"
                          f"{'; ' + notes if notes else ''})")
     seen_rows: Counter = Counter()
-    for line, (file, label) in enumerate(zip(files, labels), start=table.first_line):
+    for line, (row, file, label) in enumerate(zip(rows, files, labels), start=table.first_line):
         if not label:
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
             continue
-        row = rows[line - table.first_line]
         samples.append(Sample(file, classes.index(label)))
         split_of.append(str(row.get("split", "")).strip().lower())
         seen_rows[str(samples[-1].path)] += 1

@@ -239,6 +239,21 @@ def ignored_classes(names: list[str]) -> tuple[list[str], np.ndarray | None, lis
     return [names[i] for i in kept], lut, [names[i] for i in void]
 
 
+def _class_table(path: Path | None) -> tuple[list[str], np.ndarray | None, dict[int, int] | None, list[str]]:
+    """What a class file says (none: the 21 VOC classes): the classes learned, the index map of a void class
+    (``ignored_classes``), the colour of each class (``read_colours``) and notes saying so."""
+    if path is None:
+        return list(VOC_CLASSES), None, None, []
+    classes, remap, void = ignored_classes(read_classes(path))
+    colours = read_colours(path)
+    notes = []
+    if void:
+        notes.append(f"class(es) {void} of {path.name} mark unlabelled pixels: ignored (255), not learned or scored")
+    if colours is not None:
+        notes.append(f"colour (RGB) masks read by the colours of {path.name}")
+    return classes, remap, colours, notes
+
+
 def read_classes(path: Path) -> list[str]:
     """Class names, line i = index i: ``classes.txt`` (one name a line), ``labelmap.txt`` (``name:r,g,b::``) or
     ``class_dict.csv`` (``name,r,g,b`` under a header line)."""
@@ -247,8 +262,6 @@ def read_classes(path: Path) -> list[str]:
         lines = [ln.split(":", 1)[0] for ln in lines]
     elif path.suffix.lower() == ".csv":
         lines = [ln.split(",", 1)[0] for ln in lines]
-    while lines and not lines[-1].strip():
-        lines.pop()
     names = [ln.strip() for ln in lines]
     if not names:
         raise DataError(f"{path} names no class: expected one class name per line (line i = class index i)")
@@ -468,14 +481,8 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
            val_fraction: float, seed: int) -> SegmentationSplits:
     """The image-mask pairs of ``{split: (images folder, masks folder)}``: a mask has its image's relative path and stem
     (or the stem + ``_L``, ``_mask``...: ``MASK_STEM_SUFFIXES``), a lossless suffix; colours read by the class file's."""
-    classes, remap, void = ignored_classes(read_classes(classes_file))
-    splits = SegmentationSplits(classes, [], [], layout=layout)
-    if void:
-        splits.notes.append(f"class(es) {void} of {classes_file.name} mark unlabelled pixels: ignored (255), not "
-                            "learned or scored")
-    colours = read_colours(classes_file)
-    if colours is not None:
-        splits.notes.append(f"colour masks read by the colours of {classes_file.name}")
+    classes, remap, colours, notes = _class_table(classes_file)
+    splits = SegmentationSplits(classes, [], [], layout=layout, notes=notes)
     given: dict[str, list[SegSample]] = {}
     for name, (image_dir, mask_dir) in folders.items():
         files = sorted(p for p in image_dir.rglob("*") if is_image_file(p))
@@ -523,13 +530,9 @@ def _voc_image(images: Path, stem: str) -> Path | None:
 
 def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     classes_file = _class_file(root, required=False, layout="voc") or _class_file(root.parent, False, "voc")
-    classes, remap, void = ignored_classes(read_classes(classes_file) if classes_file else list(VOC_CLASSES))
+    classes, remap, colours, notes = _class_table(classes_file)  # CVAT's exports: colour PNGs and labelmap.txt
     classes_from = str(classes_file) if classes_file else "the 21 Pascal VOC classes (no classes.txt or labelmap.txt)"
-    splits = SegmentationSplits(classes, [], [], layout="voc")
-    colours = read_colours(classes_file) if classes_file else None  # CVAT's exports: colour PNGs and labelmap.txt
-    if void:
-        splits.notes.append(f"class(es) {void} of {classes_from} mark unlabelled pixels: ignored (255), not learned or "
-                            "scored")
+    splits = SegmentationSplits(classes, [], [], layout="voc", notes=notes)
     images, masks = root / "JPEGImages", root / "SegmentationClass"
     lists = root / "ImageSets" / "Segmentation"
     ids: dict[str, tuple[Path, list[str]]] = {}

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
-from headstart.tasks.tables import IMAGE_SUFFIXES, read_delimited, read_text_file, table_files
+from headstart.tasks.tables import IMAGE_SUFFIXES, Table, read_delimited, read_text_file, table_files
 from headstart.tasks.text import is_datasets_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -57,9 +57,16 @@ class Records:
 
     parts: dict[str, list[dict[str, Any]]]
     columns: list[str]
-    first_line: int = 1  # the file line (or row number) of the first row
-    header: bool = True  # False: a delimited file whose first line is data (columns col1, col2...)
-    note: str = ""  # e.g. a table with no header line
+    table: Table | None = None  # a delimited file's (its header line, or none: columns col1, col2...)
+
+    @property
+    def header(self) -> bool:
+        return self.table is None or self.table.header
+
+    @property
+    def first_line(self) -> int:
+        """The file line (or row number) of the first row."""
+        return self.table.first_line if self.table is not None else 1
 
     def rows(self) -> list[dict[str, Any]]:
         return [r for rows in self.parts.values() for r in rows]
@@ -96,7 +103,7 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
                         "SMS Spam Collection: 'ham<TAB>text'), found no tab or comma in its first line. Give a .csv, "
                         ".tsv, .jsonl or .parquet table")
     table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], text)
-    return Records({"": table.rows}, table.columns, table.first_line, table.header, table.describe())
+    return Records({"": table.rows}, table.columns, table)
 
 
 def _records(path: Path, rows: list[dict[str, Any]]) -> Records:
@@ -222,7 +229,7 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     if len(classes) < 2:
         raise DataError(f"{path}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
                         "a classifier needs at least 2 classes")
-    note = f"; {records.note}" if records.note else ""
+    note = f"; {records.table.describe()}" if not records.header else ""
     splits = TextSplits(classes, [], [], layout=f"{path.name} (text column '{tcol}', label column '{lcol}'{note})")
     index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
@@ -286,21 +293,21 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | None
     records = read_records(path, [text_column, label_column])
     parts, columns = records.parts, records.columns
     tcol, lcol = text_and_label_columns(records, text_column, label_column, path)
-    rows = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None)
+    rows, first = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None), 1
     if rows is None:
-        rows = [r for rs in parts.values() for r in rs]
+        rows, first = records.rows(), records.first_line  # every row: numbered by its file line
         if "split" in columns:
             for wanted in ("test", "val"):
                 chosen = [r for r in rows if SPLIT_NAMES.get(str(r.get("split") or "").lower()) == wanted]
                 if chosen:
-                    rows = chosen
+                    rows, first = chosen, 1
                     break
     if _looks_like_image_paths([str(r.get(tcol) or "") for r in rows]):
         raise DataError(f"{path}: column '{tcol}' holds image file paths: this model classifies texts")
     index = {c: i for i, c in enumerate(classes)}
     samples, skipped = [], []
     unknown: Counter = Counter()
-    for line, row in enumerate(rows, start=records.first_line if len(rows) == len(records.rows()) else 1):
+    for line, row in enumerate(rows, start=first):
         text, label = str(row.get(tcol) or ""), _as_label(row.get(lcol))
         if not text.strip() or not label:
             skipped.append((f"{path.name}:{line}", "empty text" if not text.strip() else "empty label"))
