@@ -16,7 +16,6 @@ that both decode the same pixels.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,8 @@ from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     decode,
     image_files,
+    image_header,
+    open_image,
     output_stems,
     quiet_pil,
     too_large_reason,
@@ -103,8 +104,7 @@ def read_decoded(path: Path, pre: dict[str, Any]) -> Image.Image | str:
         return "empty file (0 bytes)"
     try:
         with quiet_pil():
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height = probe.size
+            _, width, height = image_header(data)
             if (too_large := too_large_reason(width, height, pre.get("max_pixels"))) is not None:
                 return too_large
             image = decode_image(data, int(pre["resize_shorter_side"]), pre["interpolation"],
@@ -116,9 +116,7 @@ def read_decoded(path: Path, pre: dict[str, Any]) -> Image.Image | str:
 
 def displayed_size(path: Path) -> tuple[int, int]:
     """Width and height of an image file as displayed (EXIF rotation applied), from its header."""
-    with Image.open(path) as image:
-        w, h = image.size
-        return (h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+    return image_header(path)[1:]
 
 
 def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarray:
@@ -138,14 +136,10 @@ def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarra
 def open_full(path: Path) -> Image.Image | str:
     """An image file as 8-bit RGB at its own size, EXIF rotation applied (``Segmenter.predict``'s decoding), or why
     it cannot be read, in that path's words."""
-    from PIL import ImageOps
-
     from headstart.tasks.image.decode import to_rgb
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(ImageOps.exif_transpose(im))
+        return to_rgb(open_image(path))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
         return f"cannot be read as an image ({type(exc).__name__}: {exc})"
 

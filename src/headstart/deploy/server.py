@@ -254,15 +254,14 @@ def _check_image(name: str, data: bytes, content_type: str | None, max_pixels: i
     """An image file from its header only (nothing is decoded): a format PIL reads, at most ``max_pixels``."""
     from PIL import Image
 
-    from headstart.tasks.image.decode import quiet_pil
+    from headstart.tasks.image.decode import image_header, quiet_pil
 
-    expected = "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF)"
+    expected = "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF, DICOM)"
     if not data:
         raise RequestError(422, f"'{name}' is empty", expected, "0 bytes")
     try:
-        with quiet_pil(), Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-            fmt = probe.format
+        with quiet_pil():
+            fmt, width, height = image_header(data)
     except Image.DecompressionBombError as exc:
         raise RequestError(413, f"'{name}' has too many pixels", f"at most {max_pixels} pixels", str(exc)) from None
     except Exception:  # noqa: BLE001 - PIL raises many types for what is not an image
@@ -355,7 +354,7 @@ def create_app(run: str | Path, limits: Limits | None = None, workers: int = 1,
             bad = [(name, r["error"]) for (name, _), r in zip(images, results) if "error" in r]
             if bad:
                 raise RequestError(422, f"{len(bad)} of {len(images)} file(s) could not be read as images",
-                                   "complete image files (JPEG, PNG, BMP, GIF, WebP, TIFF)",
+                                   "complete image files (JPEG, PNG, BMP, GIF, WebP, TIFF, DICOM)",
                                    "; ".join(f"'{n}': {why}" for n, why in bad))
             results = [{**r, "path": name} for (name, _), r in zip(images, results)]
         return shape_rows(results, top_k, service.classes)

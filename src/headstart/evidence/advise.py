@@ -49,6 +49,7 @@ from headstart.tasks import get_task, infer_task
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.probe import logistic_probe
 from headstart.tasks.image.data import ImageDataset, ImageStore, Sample, discover
+from headstart.tasks.image.decode import image_header
 from headstart.tasks.image.transforms import describe, eval_transform, intensity_issue, open_image, to_rgb
 
 CHUNK = 16
@@ -70,16 +71,15 @@ SMALL_BOX_SHARE = 0.1  # image_size advice: at most this share of boxes below MI
 # ----------------------------------------------------------------------------------------- statistics
 def image_statistics(samples: list[Sample], limit: int = 64, seed: int = 0) -> dict[str, Any]:
     """Sizes, colour, brightness and intensity range of up to ``limit`` images (headers and small thumbnails)."""
-    from PIL import Image
 
     rng = random.Random(seed)
     picked = rng.sample(samples, min(limit, len(samples)))
     widths, heights, grey, brightness, unreadable, low_range = [], [], 0, [], 0, 0
     for s in picked:
         try:
-            with Image.open(s.path) as im:
-                widths.append(im.width)
-                heights.append(im.height)
+            _, width, height = image_header(s.path)
+            widths.append(width)
+            heights.append(height)
             native = open_image(s.path, 64)
             low_range += intensity_issue(native) is not None
             small = to_rgb(native).resize((32, 32))  # raw values (higher depths scaled to 0-255, not clipped)

@@ -355,11 +355,9 @@ def _class_list(value: Any) -> list[str] | None:
 
 def _image_size(path: Path) -> tuple[int, int]:
     """Width and height as displayed (EXIF rotation applied), from the file's header."""
-    from PIL import Image
+    from headstart.tasks.image.decode import image_header
 
-    with Image.open(path) as im:
-        w, h = im.size
-        return (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+    return image_header(path)[1:]
 
 
 def _write_coco(path: Path, samples: list[Any], classes: list[str]) -> None:

@@ -35,6 +35,7 @@ from torchvision.transforms.v2 import functional as F
 from headstart.errors import DataError
 from headstart.tasks.detection import names_file
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
+from headstart.tasks.image.decode import image_beside, image_header
 
 ISSUE_CLIPPED = "boxes clipped to the image"
 ISSUE_DROPPED = "boxes dropped (zero area)"
@@ -288,17 +289,15 @@ def read_voc_annotation(xml: Path, images: Path) -> tuple[Path, list[str], torch
     filename = str(root.findtext("filename") or "").strip()
     image = images / (filename or f"{xml.stem}.jpg")
     if not image.is_file():  # the <filename> of some VOC exports is stale, or lacks its suffix
-        image = next((images / f"{xml.stem}{ext}" for ext in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
-                      if (images / f"{xml.stem}{ext}").is_file()), image)
+        image = image_beside(images, xml.stem) or image
     if not image.is_file():
         raise DataError(f"{xml}: its image {image} does not exist")
     size = root.find("size")
     width, height = (_voc_number(size, "width", xml), _voc_number(size, "height", xml)) if size is not None else (0, 0)
     if width <= 0 or height <= 0:  # no <size>, or 0 x 0 as some tools write: the image's own header says
         try:
-            with Image.open(image) as im:
-                width, height = im.size
-        except OSError as exc:
+            _, width, height = image_header(image)
+        except (OSError, ValueError) as exc:
             raise DataError(f"{xml}: no <size> and its image {image} cannot be read ({exc})") from None
     names, boxes = [], []
     for number, obj in enumerate(root.iter("object"), 1):

@@ -35,7 +35,7 @@ from headstart.tasks.detection import training
 from headstart.tasks.detection.metrics import detection_report
 from headstart.tasks.detection.model import DetectionModel, build_detector, build_tv_detector
 from headstart.tasks.image.data import ImageStore, image_samples
-from headstart.tasks.image.decode import output_stems
+from headstart.tasks.image.decode import image_header, open_image, output_stems, to_rgb
 
 
 def is_tv_detector(name: str) -> bool:
@@ -295,15 +295,11 @@ class Detector(Estimator):
 
 def original_size(path: Path | bytes) -> tuple[int, int]:
     """Width and height of an image file (or its bytes) as displayed (EXIF rotation applied), read from its header."""
-    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-        w, h = im.size
-        return (h, w) if im.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)
+    return image_header(path)[1:]
 
 
 def load_original(path: Path | bytes) -> Image.Image:
-    from PIL import ImageOps
-
-    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
+    """An image file (or its bytes) at its own size as 8-bit RGB, EXIF-rotated (DICOM as its viewer shows it)."""
+    return to_rgb(open_image(path))
 
 

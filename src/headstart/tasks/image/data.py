@@ -9,7 +9,6 @@ Layouts of DATA:
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -32,6 +31,7 @@ from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     image_files,
+    image_header,
     is_image_file,
     quiet_pil,
     too_large_reason,
@@ -428,6 +428,7 @@ class ImageStore:
         self.in_memory = {s.path: s.data for s in samples if s.data is not None}  # bytes of images held in memory
         self.skipped: list[tuple[str, str]] = []
         self.formats: Counter = Counter()
+        self.dicom: Counter = Counter()  # how DICOM files were shown: 'own window', 'stored values', 'colour'
         self.issues: dict[str, str] = {}  # path -> why it needs windowing
         self.rendered: dict[Path, str] = {}  # path -> the mode (off/window) its pixels were made with
         self.flat: set[str] = set()  # nearly uniform as decoded
@@ -444,7 +445,9 @@ class ImageStore:
                     continue
                 image, fmt, key, issue, mode, std = result
                 sample.key = key
-                self.formats[fmt] += 1
+                self.formats[fmt.split(":")[0]] += 1
+                if fmt.startswith("DICOM:"):
+                    self.dicom[fmt.split(":")[1]] += 1
                 if issue:
                     self.issues[str(sample.path)] = issue
                 self.rendered[sample.path] = mode
@@ -456,6 +459,15 @@ class ImageStore:
                 ok.append(sample)
         self.samples = ok
         self.memory_mb = used / 1024 / 1024
+
+    def dicom_note(self) -> str:
+        """How the DICOM files read were shown ('' when there were none), for the Data line."""
+        if not self.dicom:
+            return ""
+        how = {"own window": "shown with their own window (Window Center / Width or VOI LUT)",
+               "stored values": "as stored values (no window in the file; data.intensity decides)",
+               "colour": "in colour"}
+        return "; DICOM: " + ", ".join(f"{n} {how[kind]}" for kind, n in self.dicom.most_common())
 
     @property
     def blank(self) -> list[str]:
@@ -473,11 +485,12 @@ class ImageStore:
         if not data:
             return "empty file (0 bytes)"
         try:
-            with Image.open(io.BytesIO(data)) as probe:
-                fmt, (width, height) = probe.format or "?", probe.size
+            fmt, width, height = image_header(data)
             if (too_large := too_large_reason(width, height, self.max_pixels)) is not None:
                 return too_large
             native = open_image(data, self.short_side)
+            if fmt == "DICOM":
+                fmt += ":" + {"L": "own window", "RGB": "colour"}.get(native.mode, "stored values")
             issue = intensity_issue(native)
             mode = self.intensity if self.intensity != "auto" else ("window" if issue else "off")
             image = resize(to_rgb(native, mode), self.short_side, self.interpolation)

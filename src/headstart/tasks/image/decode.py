@@ -1,10 +1,11 @@
-"""Decoding image files to 8-bit RGB with numpy and PIL only (no torch): training, predict and the ONNX engine.
+"""Decoding image files to 8-bit RGB with numpy, PIL and pydicom only (no torch): training, predict and the ONNX engine.
 
 Decoding turns any image file into 8-bit RGB without clipping: 16-bit (``I;16``), 32-bit integer
 (``I``) and float (``F``) images are scaled to 0-255, never cut at 255. With intensity ``window``
 (``data.intensity``, recorded as ``spec.extra["intensity"]``) every image is also stretched to its
 own 0.5-99.5th percentiles (to its min..max when it has few distinct values): scans stored with
 values 0..2 or 1000..1300 become visible images. ``off`` decodes 8-bit images exactly as PIL does.
+DICOM files (``dicom``) come in as their viewer shows them: windowed by the file when it says how, else as values.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from headstart.errors import DataError
+from headstart.tasks.image.dicom import DicomError, dicom_size, is_dicom, read_dicom
 from headstart.tasks.tables import IMAGE_SUFFIXES
 
 _INTERPOLATION = {
@@ -46,13 +48,26 @@ def decode(data: bytes | Path, short_side: int, interpolation: str, intensity: s
     return resize(to_rgb(open_image(data, short_side), intensity), short_side, interpolation)
 
 
-def open_image(data: bytes | Path, short_side: int) -> Image.Image:
-    """The file's image at its own depth (EXIF-rotated; JPEGs decoded at a reduced scale when much larger)."""
+def open_image(data: bytes | Path, short_side: int | None = None) -> Image.Image:
+    """The file's image at its own depth (EXIF-rotated; DICOM as a viewer shows it, see ``dicom``).
+
+    With ``short_side``, JPEGs much larger than it are decoded at a reduced scale."""
+    if is_dicom(data):
+        return read_dicom(data)
     image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-    if image.format == "JPEG":  # decode at a reduced scale when the photo is much larger
+    if short_side and image.format == "JPEG":  # decode at a reduced scale when the photo is much larger
         image.draft("RGB", (2 * short_side, 2 * short_side))
     image.load()
     return ImageOps.exif_transpose(image)
+
+
+def image_header(data: bytes | Path) -> tuple[str, int, int]:
+    """(format, width, height) of an image file or its bytes as displayed (EXIF rotation applied), from its header."""
+    if is_dicom(data):
+        return ("DICOM", *dicom_size(data))
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        w, h = image.size
+        return image.format or "?", *((h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h))
 
 
 def resize(image: Image.Image, short_side: int, interpolation: str) -> Image.Image:
@@ -185,8 +200,22 @@ IMAGE_EXTENSIONS = set(IMAGE_SUFFIXES)
 
 
 def is_image_file(path: Path) -> bool:
-    """A file with an image extension that is not hidden."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """A file with an image extension that is not hidden, or a DICOM file named without one (PACS exports)."""
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    numbered = not path.suffix or path.suffix[1:].isdigit()  # IM000001, or a UID: 1.2.840.113619.2.55.3.504
+    return numbered and path.name != "DICOMDIR" and is_dicom(path)
+
+
+def image_beside(folder: Path, stem: str) -> Path | None:
+    """The image file ``folder/stem.<suffix>`` for the first image suffix (any case) that exists, or None."""
+    for suffix in IMAGE_SUFFIXES:
+        for cased in (suffix, suffix.upper()):
+            if (folder / (stem + cased)).is_file():
+                return folder / (stem + cased)
+    return None
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -243,6 +272,8 @@ def too_large_reason(width: int, height: int, max_pixels: int | None) -> str | N
 
 def unreadable_reason(exc: Exception) -> str:
     """Why PIL could not decode a file, in words (never an object's repr or memory address)."""
+    if isinstance(exc, DicomError):
+        return str(exc)
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not a readable image (not an image format PIL knows, or a damaged header)"
     if isinstance(exc, Image.DecompressionBombError):  # over twice PIL's limit: refused by PIL at open

@@ -22,7 +22,6 @@ the file.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from collections import Counter
@@ -39,7 +38,16 @@ from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
-from headstart.tasks.image.decode import IMAGE_EXTENSIONS, is_image_file, quiet_pil, too_large_reason, unreadable_reason
+from headstart.tasks.image.decode import (
+    IMAGE_EXTENSIONS,
+    image_beside,
+    image_header,
+    is_image_file,
+    open_image,
+    quiet_pil,
+    too_large_reason,
+    unreadable_reason,
+)
 from headstart.tasks.segmentation import paired_folders
 
 IGNORE_INDEX = 255
@@ -53,7 +61,6 @@ CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv")
 VOID_NAMES = {"void", "unlabelled", "unlabeled", "ignore"}  # classes that mark pixels without a label
 MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels")  # a mask's stem: the image's, or Kaggle CamVid's 'x_L'
 MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask would blur class indices
-_ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
 @dataclass
@@ -324,15 +331,14 @@ def _image_size(data: bytes, max_pixels: int | None) -> tuple[int, int] | str:
     if not data:
         return "empty file (0 bytes)"
     try:
-        with quiet_pil(), Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
+        with quiet_pil():
+            _, w, h = image_header(data)
             if (too_large := too_large_reason(w, h, max_pixels)) is not None:
                 return too_large
-            im.load()
-            orientation = im.getexif().get(0x0112, 1)
+            open_image(data)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         return unreadable_reason(exc)
-    return (h, w) if orientation in _ROTATED else (w, h)
+    return w, h
 
 
 def _mask_name(sample: SegSample) -> str:
@@ -521,13 +527,6 @@ def _voc_root(root: Path) -> Path | None:
     return next((c for c in candidates if (c / "JPEGImages").is_dir() and (c / "SegmentationClass").is_dir()), None)
 
 
-def _voc_image(images: Path, stem: str) -> Path | None:
-    for ext in (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".tif", ".tiff", ".webp"):
-        if (images / (stem + ext)).is_file():
-            return images / (stem + ext)
-    return None
-
-
 def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     classes_file = _class_file(root, required=False, layout="voc") or _class_file(root.parent, False, "voc")
     classes, remap, colours, notes = _class_table(classes_file)  # CVAT's exports: colour PNGs and labelmap.txt
@@ -558,7 +557,7 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
             raise DataError(f"{source} lists no image ids")
         given[name] = []
         for stem in stems:
-            image, mask = _voc_image(images, stem), masks / f"{stem}.png"
+            image, mask = image_beside(images, stem), masks / f"{stem}.png"
             if image is None:
                 splits.skipped.append((str(images / f"{stem}.jpg"), f"listed in {source.name} but the image is missing"))
             elif not mask.is_file():

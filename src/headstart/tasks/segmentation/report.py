@@ -56,12 +56,13 @@ def plot_overlays(items: list[tuple[Path, np.ndarray, np.ndarray]], classes: lis
     """Rows of image | truth | prediction (coloured by class) for a few validation images, with a legend."""
     if not items:
         return
-    from PIL import ImageDraw, ImageOps
+    from PIL import ImageDraw
+
+    from headstart.tasks.image.decode import open_image, to_rgb
 
     tiles = []
     for image_path, truth, pred in items:
-        with Image.open(image_path) as im:
-            image = ImageOps.exif_transpose(im).convert("RGB")
+        image = to_rgb(open_image(image_path))
         h = max(1, round(image.height * width / image.width))
         row = [image.resize((width, h)),
                Image.fromarray(colourise(truth, len(classes))).resize((width, h), Image.Resampling.NEAREST),

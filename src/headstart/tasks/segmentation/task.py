@@ -41,13 +41,9 @@ from headstart.tasks.segmentation.training import SegData, SegmentationSteps, tr
 
 def _open_rgb(source: Path | bytes):
     """An image file (or its bytes) as 8-bit RGB, EXIF rotation applied, at its own size."""
-    from PIL import Image, ImageOps
+    from headstart.tasks.image.decode import open_image, to_rgb
 
-    from headstart.tasks.image.decode import to_rgb
-
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
-        im.load()
-        return to_rgb(ImageOps.exif_transpose(im))
+    return to_rgb(open_image(source))
 
 
 class Segmenter(Estimator):

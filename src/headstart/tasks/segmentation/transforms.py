@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import DataError
 from headstart.tasks.image.data import item_rng
-from headstart.tasks.image.decode import to_rgb
+from headstart.tasks.image.decode import open_image, to_rgb
 from headstart.tasks.image.transforms import describe  # noqa: F401 - the text of a pipeline, for cache keys
 from headstart.tasks.segmentation.data import IGNORE_INDEX, SegSample
 
@@ -57,9 +57,7 @@ def train_transform(spec: BackboneSpec, size: int, augment: str = "standard") ->
 
 def read_image(sample: SegSample, intensity: str = "off") -> Image.Image:
     """The pair's image at full size, EXIF-rotated, as 8-bit RGB (``decode.to_rgb`` with ``intensity``)."""
-    with Image.open(sample.image) as image:
-        image.load()
-        return to_rgb(ImageOps.exif_transpose(image), intensity)
+    return to_rgb(open_image(sample.image), intensity)
 
 
 class SegmentationDataset(Dataset):
