@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,27 @@ def hymenoptera_subset(root: Path, counts: dict[str, int], link: bool = False) -
             for f in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]:
                 (os.symlink if link else shutil.copy)(f, root / split / cls / f.name)
     return root
+
+
+def write_dicom(path: Path, pixels: Any, photometric: str = "MONOCHROME2", bits: int = 12,
+                intercept: float | None = None, window: tuple[float, float] | None = None) -> Path:
+    """A DICOM file (secondary capture, explicit VR little endian) holding ``pixels`` as an export would."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.set_pixel_data(pixels, photometric, bits)
+    if intercept is not None:
+        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "build" / "test-screenshots"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, needs_shared
+from conftest import SHARED, needs_shared, write_dicom
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,27 +20,6 @@ from headstart.tasks.image.decode import image_header, is_image_file, open_image
 pydicom = pytest.importorskip("pydicom")
 SAMPLES = Path(pydicom.__file__).parent / "data" / "test_files"  # real files from scanners, shipped with pydicom
 BLOOD = SHARED / "blood_cells"
-
-
-def _write(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12,
-           intercept: float | None = None, window: tuple[float, float] | None = None) -> Path:
-    """A DICOM file (secondary capture, explicit VR little endian) holding ``pixels`` as an export would."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "OT"
-    ds.set_pixel_data(pixels, photometric, bits)
-    if intercept is not None:
-        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_scanner_files_read_as_a_viewer_shows_them():
@@ -79,8 +58,8 @@ def test_the_data_line_says_how_dicom_files_were_shown(tmp_path):
     from headstart.tasks.image.data import ImageStore, Sample
 
     pixels = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
-    files = [_write(tmp_path / "a.dcm", pixels, window=(512, 1024)), _write(tmp_path / "b.dcm", pixels),
-             _write(tmp_path / "c.dcm", pixels, window=(512, 1024)), SAMPLES / "examples_palette.dcm"]
+    files = [write_dicom(tmp_path / "a.dcm", pixels, window=(512, 1024)), write_dicom(tmp_path / "b.dcm", pixels),
+             write_dicom(tmp_path / "c.dcm", pixels, window=(512, 1024)), SAMPLES / "examples_palette.dcm"]
     store = ImageStore([Sample(f, 0) for f in files], short_side=32, interpolation="bilinear")
     assert store.dicom == {"own window": 2, "stored values": 1, "colour": 1}
     assert store.formats == {"DICOM": 4}  # one format: no "formats differ" warning
@@ -91,8 +70,8 @@ def test_the_data_line_says_how_dicom_files_were_shown(tmp_path):
 def test_monochrome1_is_inverted_so_dense_is_white_either_way(tmp_path):
     pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096)
     for window in (None, (2048, 4096)):
-        two = open_image(_write(tmp_path / "m2.dcm", pixels, window=window))
-        one = open_image(_write(tmp_path / "m1.dcm", pixels, "MONOCHROME1", window=window))
+        two = open_image(write_dicom(tmp_path / "m2.dcm", pixels, window=window))
+        one = open_image(write_dicom(tmp_path / "m1.dcm", pixels, "MONOCHROME1", window=window))
         a, b = np.asarray(to_rgb(two), dtype=int), np.asarray(to_rgb(one), dtype=int)
         assert np.corrcoef(a[..., 0].ravel(), b[..., 0].ravel())[0, 1] < -0.99  # the same image, negated
         assert abs((a + b).mean() - 255) < 2
@@ -100,9 +79,9 @@ def test_monochrome1_is_inverted_so_dense_is_white_either_way(tmp_path):
 
 def test_pacs_names_without_a_suffix_are_images_but_dicomdir_and_other_files_are_not(tmp_path):
     pixels = np.zeros((8, 8), dtype=np.uint16)
-    assert is_image_file(_write(tmp_path / "IM000001", pixels))
-    assert is_image_file(_write(tmp_path / "1.2.840.113619.2.55.3.504", pixels))
-    assert not is_image_file(_write(tmp_path / "DICOMDIR", pixels))
+    assert is_image_file(write_dicom(tmp_path / "IM000001", pixels))
+    assert is_image_file(write_dicom(tmp_path / "1.2.840.113619.2.55.3.504", pixels))
+    assert not is_image_file(write_dicom(tmp_path / "DICOMDIR", pixels))
     (tmp_path / "notes").write_text("not an image")
     (tmp_path / "1.2.3").write_bytes(b"\0" * 200)
     assert not is_image_file(tmp_path / "notes") and not is_image_file(tmp_path / "1.2.3")
@@ -118,7 +97,7 @@ def _as_scanner_export(src: Path, dst: Path, per_class: int) -> list[Path]:
             grey = np.asarray(Image.open(f).convert("L"), dtype=np.uint16)
             stored = grey * 12 + 300  # 300..3360 of 0..4095, shown by its window
             name = f"1.2.826.0.1.3680043.8.498.{i + 1}" if cls == "WBC" else f"{f.stem}.dcm"
-            written.append(_write(dst / cls / name, stored, intercept=-1024, window=(1830 - 1024, 3200)))
+            written.append(write_dicom(dst / cls / name, stored, intercept=-1024, window=(1830 - 1024, 3200)))
     return written
 
 
@@ -131,7 +110,7 @@ def test_a_folder_of_dicom_scans_trains_predicts_and_reports_what_it_skipped(tmp
     _as_scanner_export(BLOOD / "val", data / "val", per_class=12)
     shutil.copy(SAMPLES / "examples_ybr_color.dcm", data / "train" / "RBC" / "cine.dcm")  # 30 frames: skipped
     shutil.copy(SAMPLES / "rtplan.dcm", data / "train" / "RBC" / "plan.dcm")  # no pixels: skipped
-    _write(data / "train" / "DICOMDIR", np.zeros((8, 8), dtype=np.uint16))  # an export's index: not an image
+    write_dicom(data / "train" / "DICOMDIR", np.zeros((8, 8), dtype=np.uint16))  # an export's index: not an image
     run = tmp_path / "run"
     res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "linear", "--model",
                                    "mobilenet_v2", "cache.views=1"])
@@ -157,7 +136,7 @@ CAMVID, BCCD = SHARED / "camvid", SHARED / "bccd"
 
 
 def _rgb_dicom(jpg: Path, path: Path) -> Path:
-    return _write(path, np.asarray(Image.open(jpg).convert("RGB")), "RGB", bits=8)
+    return write_dicom(path, np.asarray(Image.open(jpg).convert("RGB")), "RGB", bits=8)
 
 
 @needs_shared(CAMVID)

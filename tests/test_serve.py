@@ -98,6 +98,22 @@ def test_predictions_equal_estimator_predict(image_server, image_run):
     assert len(one) == 1 and len(one[0]["top_k"]) == 1 and one[0]["label"] == expected[0]["label"]
 
 
+def test_a_dicom_upload_is_answered_as_the_same_photo_in_jpeg(image_server, image_run, tmp_path):
+    pytest.importorskip("pydicom")
+    import numpy as np
+    from conftest import write_dicom
+    from PIL import Image
+
+    client, _ = image_server
+    photo = image_run["files"][0]
+    scan = write_dicom(tmp_path / f"{photo.stem}.dcm", np.asarray(Image.open(photo).convert("RGB")), "RGB", bits=8)
+    jpeg, dicom = (client.post("/predict", params={"top_k": 2}, files=[("files", (p.name, p.read_bytes(), kind))])
+                   for p, kind in ((photo, "image/jpeg"), (scan, "application/dicom")))
+    assert dicom.status_code == 200, dicom.text
+    (a,), (b,) = jpeg.json(), dicom.json()
+    assert b["label"] == a["label"] and abs(b["probability"] - a["probability"]) < 0.02, (a, b)
+
+
 def test_concurrent_requests_are_batched_and_all_equal(image_server, image_run):
     client, app = image_server
     files = image_run["files"]
