@@ -224,8 +224,9 @@ def _csv_missing_label_column(folder: Path, run: Path | None) -> list[str]:
     return _train(folder / "t.csv", folder)
 
 
-def _csv_not_utf8(folder: Path, run: Path | None) -> list[str]:
-    (folder / "t.csv").write_bytes("path,label\ncaf\xe9.png,x\n".encode("latin-1"))
+def _csv_not_utf8(folder: Path, run: Path | None) -> list[str]:  # Excel's Windows-1252 CSV, names read right
+    (folder / "t.csv").write_bytes("path,label\ncaf\xe9_1.png,x\ncaf\xe9_2.png,x\nth\xe9_1.png,y\nth\xe9_2.png,y\n"
+                                   .encode("cp1252"))
     return _train(folder / "t.csv", folder)
 
 
@@ -410,7 +411,7 @@ ERRORS: dict[str, Case] = {
     "invalid_yaml_config": Case(_invalid_yaml, "bad.yaml"),
     "strict_stops_at_a_bad_file": Case(_strict_with_bad_file, "bad.png"),
     "csv_without_a_label_column": Case(_csv_missing_label_column, "cannot tell which column holds the"),
-    "csv_not_utf8": Case(_csv_not_utf8, "not UTF-8"),
+    "csv_not_utf8_naming_missing_files": Case(_csv_not_utf8, "skipped, e.g. café_"),
     "csv_header_only": Case(_csv_header_only, "has no data rows"),
     "csv_field_over_131072_chars": Case(_csv_field_over_131072, "1 distinct label"),
     "text_field_over_131072_chars": Case(_text_field_over_131072, "at least 2 classes"),

@@ -154,3 +154,54 @@ def test_a_run_without_out_goes_to_runs_named_after_its_data(tmp_path):
     (tmp_path / "runs" / "labels").mkdir(parents=True)
     (tmp_path / "runs" / "labels-2").mkdir()
     assert default_run_folder(Path("kaggle/labels.csv"), tmp_path / "runs") == tmp_path / "runs" / "labels-3"
+
+
+def _as_excel_bytes(text: str) -> bytes:
+    """Text as Excel writes a CSV on Western Windows: Windows-1252, Latin-1 where that has no byte."""
+    out = bytearray()
+    for ch in text:
+        try:
+            out += ch.encode("cp1252")
+        except UnicodeEncodeError:
+            out += ch.encode("latin-1", errors="replace")
+    return bytes(out)
+
+
+@needs_sms
+def test_tables_that_are_not_utf8_are_read_in_their_encoding_and_the_data_line_says_which(tmp_path):
+    rows = [line.split("\t", 1) for line in _sms_lines(600)]
+    # Kaggle's spam.csv as published: Windows-1252, a header of v1, v2 and three unnamed columns
+    buffer = __import__("io").StringIO(newline="")
+    csv.writer(buffer).writerows([["v1", "v2", "", "", ""], *([label, text, "", "", ""] for label, text in rows)])
+    kaggle = tmp_path / "spam.csv"
+    kaggle.write_bytes(_as_excel_bytes(buffer.getvalue()))
+    splits = textdata.discover(kaggle)
+    assert "text column 'v2', label column 'v1'; read as Windows-1252, not UTF-8 (e.g. '" in splits.layout
+    texts = {s.text for s in splits.train + splits.val}
+    pounds = [text for _, text in rows if "£" in text]
+    assert len(texts) > 500 and pounds and all(t in texts for t in pounds)  # '£1000' is read as '£1000'
+    # Excel's "Unicode text": UTF-16 with a byte-order mark, tab-separated
+    unicode = tmp_path / "messages.txt"
+    unicode.write_bytes(("label\ttext\n" + "\n".join(_sms_lines(300)) + "\n").encode("utf-16"))
+    splits = textdata.discover(unicode)
+    assert "read as UTF-16 (byte-order mark)" in splits.layout and len(splits.train) + len(splits.val) == 300
+    # a multi-byte legacy encoding (Shift-JIS) is found, not read as Western bytes
+    japanese = ["今日はとても良い天気ですね", "この映画は本当に面白かった", "明日の会議は午後三時からです",
+                "新しい店のラーメンが美味しい", "電車が遅れて会社に遅刻した", "週末は家族と公園へ行きました"]
+    sjis = tmp_path / "reviews.csv"
+    sjis.write_bytes(("text,label\n" + "".join(f"{t},{'ab'[i % 2]}\n" for i, t in enumerate(japanese * 4)))
+                     .encode("shift_jis"))
+    splits = textdata.discover(sjis)
+    assert {s.text for s in splits.train + splits.val} == set(japanese), splits.layout
+    assert "not UTF-8" in splits.layout and "Windows-1252" not in splits.layout
+    # an image table of names with accents: the names are read as written, the Data line says how
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = []
+    for i, f in enumerate(sorted(ANTS.glob("ants/*.jpg"))[:5] + sorted(ANTS.glob("bees/*.jpg"))[:5]):
+        names.append((f"café_{i}.jpg" if i % 2 else f"thé_{i}.jpg", f.parent.name))
+        shutil.copy(f, folder / names[-1][0])
+    (folder / "labels.csv").write_bytes(_as_excel_bytes("file,label\n" + "".join(f"{n},{c}\n" for n, c in names)))
+    splits = imagedata.discover(folder / "labels.csv")
+    assert "read as Windows-1252" in splits.layout
+    assert sorted(s.path.name for s in splits.train + splits.val) == sorted(n for n, _ in names)

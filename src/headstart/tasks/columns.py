@@ -14,18 +14,20 @@ from headstart.tasks.tables import IMAGE_SUFFIXES
 SPLIT_COLUMN = "split"
 SAMPLE_ROWS = 2000  # rows whose values a content guess looks at
 CONTENT_COLUMNS = 3  # columns told apart by their values at most: in wider tables a guess could take the wrong one
+SPARSE = 0.05  # a column with values in at most this share of the rows is not a candidate (Kaggle's 'Unnamed: 2')
 
 
 def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, where: Path,
                 hint: str, exclude: Collection[str] = (), optional: bool = False,
-                rows: Sequence[dict[str, Any]] | None = None) -> str | None:
+                rows: Sequence[dict[str, Any]] | None = None, by_values: bool = True) -> str | None:
     """The column holding the ``what`` of table ``where``.
 
     ``wanted`` (the user's) must exist; else the first of ``candidates`` present (any case), else the one column
-    left besides ``exclude`` (the columns already taken) and the split column: ``path, species`` gives ``species``
+    left besides ``exclude`` (the columns already taken), the split column and, given ``rows``, columns blank in all
+    but ``SPARSE`` of them: ``path, species`` gives ``species``
     as the labels once ``path`` is the images'; else, given the table's ``rows``, the one column whose values
     plainly hold the ``what`` (``text``, ``label`` or ``path``: see ``by_content``; tables of up to
-    ``CONTENT_COLUMNS`` columns left). ``optional``: None instead of a
+    ``CONTENT_COLUMNS`` columns left; not with ``by_values=False``). ``optional``: None instead of a
     DataError when nothing fits. ``hint`` ends the error: how to name the column (a CLI option or config key).
     """
     if wanted is not None:
@@ -37,9 +39,12 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
         if c in lower:
             return lower[c]
     rest = [c for c in columns if c not in exclude and c.lower() != SPLIT_COLUMN]
+    if rows:  # columns (nearly) always blank hold nothing: trailing commas, the overflow columns of Kaggle's spam.csv
+        sample = rows[:SAMPLE_ROWS]
+        rest = [c for c in rest if sum(bool(str(r.get(c) or "").strip()) for r in sample) > SPARSE * len(sample)]
     if len(rest) == 1 and exclude:
         return rest[0]
-    guess = by_content(what, rest, rows) if rows and len(rest) <= CONTENT_COLUMNS else None
+    guess = by_content(what, rest, rows) if rows and by_values and len(rest) <= CONTENT_COLUMNS else None
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")

@@ -4,10 +4,16 @@ A table's first line is its header unless it plainly is a data line: none of its
 knows (``text``, ``label``, ``path``...) and one of them is an image file name or comes back as a value of its column
 further down (``ham`` in the first line of the UCI SMS Spam Collection, a class index in AG News' CSV). Such a table
 gets the column names ``col1``, ``col2``... (``--text-column col2`` names one).
+
+Files are read as UTF-8 (a byte-order mark says UTF-16 / UTF-32); a file that is not UTF-8 is read in the
+multi-byte encoding charset-normalizer finds (Shift-JIS, GB18030, Big5, EUC-KR...) or else as Windows-1252,
+the encoding of Excel's "CSV" on Western Windows (Kaggle's ``spam.csv``), and the Data line says so with an
+example of what was read.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -21,6 +27,11 @@ from headstart.errors import DataError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")  # files headstart reads
 HEADERLESS_PREFIX = "col"  # columns of a table without a header line: col1, col2, ...
 LOOK_AHEAD = 2000  # data lines searched for a first-line field that comes back
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+MULTI_BYTE = ("cp932", "shift_jis", "euc_jp", "iso2022_jp", "gb2312", "gbk", "gb18030", "hz", "big5", "big5hkscs",
+              "cp950", "euc_kr", "cp949", "johab", "utf_16", "utf_16_le", "utf_16_be", "utf_32")
+ENCODING_NAMES = {"cp1252": "Windows-1252", "latin_1": "Latin-1", "utf-16": "UTF-16", "utf-32": "UTF-32"}
 
 
 @dataclass
@@ -30,6 +41,7 @@ class Table:
     rows: list[dict[str, Any]]
     columns: list[str]
     header: bool = True
+    encoding_note: str = ""  # how a file that is not UTF-8 was read (``Text.note``)
 
     @property
     def first_line(self) -> int:
@@ -37,19 +49,65 @@ class Table:
         return 2 if self.header else 1
 
     def describe(self) -> str:
-        """'' with a header line, else a note for the layout line."""
-        return "" if self.header else f"no header line: columns {', '.join(self.columns)}"
+        """Notes for the layout line: no header line, an encoding other than UTF-8 ('' when neither)."""
+        header = "" if self.header else f"no header line: columns {', '.join(self.columns)}"
+        return "; ".join(n for n in (header, self.encoding_note) if n)
+
+
+@dataclass
+class Text:
+    """A text file's content and the encoding it was read with."""
+
+    text: str
+    encoding: str = "utf-8"
+
+    @property
+    def note(self) -> str:
+        """'' for UTF-8 (and ASCII), else which encoding was used, with the first non-ASCII text as read."""
+        if self.encoding in ("utf-8", "utf-8-sig"):
+            return ""
+        at = next((i for i, ch in enumerate(self.text) if ord(ch) > 127), 0)
+        example = " ".join(self.text[max(0, at - 12): at + 12].split())
+        name = ENCODING_NAMES.get(self.encoding, self.encoding)
+        return (f"read as {name}, not UTF-8 (e.g. '{example}'; if that reads wrong, re-save the file as UTF-8)"
+                if self.encoding not in ("utf-16", "utf-32") else f"read as {name} (byte-order mark)")
+
+
+def decode_text(data: bytes) -> Text:
+    """Bytes as text: a byte-order mark's encoding, else UTF-8, else a multi-byte encoding that charset-normalizer
+    finds, else Windows-1252 (Latin-1 for the 5 bytes it leaves undefined). Never fails."""
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            return Text(data.decode(encoding), encoding)
+    try:
+        return Text(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    guess = from_bytes(data[:1_000_000]).best()  # Western text is guessed as any of a dozen code pages: not used
+    if guess is not None and codecs.lookup(guess.encoding).name.replace("-", "_") in MULTI_BYTE:
+        try:
+            return Text(data.decode(guess.encoding), guess.encoding)
+        except UnicodeDecodeError:
+            pass
+    try:
+        return Text(data.decode("cp1252"), "cp1252")
+    except UnicodeDecodeError:
+        return Text(data.decode("latin-1"), "latin_1")
+
+
+def read_text(path: Path) -> Text:
+    """A text file's content (``decode_text``); a DataError when it cannot be read."""
+    try:
+        return decode_text(path.read_bytes())
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc})") from None
 
 
 def read_text_file(path: Path) -> str:
-    """The file as UTF-8 text; a clear DataError naming the byte when it is not UTF-8."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start} cannot be decoded. "
-            "Re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8 in.csv > out.csv)"
-        ) from None
+    """A text file's content (``read_text``) without its encoding."""
+    return read_text(path).text
 
 
 def allow_long_fields() -> None:
@@ -57,13 +115,14 @@ def allow_long_fields() -> None:
     csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
-def read_delimited(path: Path, known: Collection[str], text: str | None = None) -> Table:
+def read_delimited(path: Path, known: Collection[str], text: Text | None = None) -> Table:
     """The table in ``path`` (``text``: its content when already read).
 
     The delimiter is a tab or a comma (``_delimiter``); tab-separated files keep quotes as text unless their fields
     are quoted. ``known``: column names that mark a header line.
     """
-    text = read_text_file(path) if text is None else text
+    content = read_text(path) if text is None else text
+    text = content.text
     delimiter = _delimiter(path, text)
     try:
         lines = _parse(text, delimiter, csv.QUOTE_MINIMAL)
@@ -78,7 +137,8 @@ def read_delimited(path: Path, known: Collection[str], text: str | None = None) 
     if not lines:
         raise DataError(f"{path} is empty")
     header = _is_header(lines[0], lines[1:LOOK_AHEAD + 1], known)
-    columns = lines[0] if header else [f"{HEADERLESS_PREFIX}{i + 1}" for i in range(len(lines[0]))]
+    columns = [name if header and name.strip() else f"{HEADERLESS_PREFIX}{i + 1}"
+               for i, name in enumerate(lines[0])]  # a header field left empty is named by its position too
     body = lines[1:] if header else lines
     bad = [i + 1 + header for i, line in enumerate(body) if len(line) != len(columns)]
     if bad:
@@ -87,7 +147,7 @@ def read_delimited(path: Path, known: Collection[str], text: str | None = None) 
                         "delimiter and quoting (a field holding a comma needs quotes)")
     if not body:
         raise DataError(f"{path} has no data rows")
-    return Table([dict(zip(columns, line)) for line in body], list(columns), header)
+    return Table([dict(zip(columns, line)) for line in body], list(columns), header, content.note)
 
 
 def _delimiter(path: Path, text: str) -> str:

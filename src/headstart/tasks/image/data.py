@@ -632,7 +632,7 @@ def _check_readable_classes(splits: ImageSplits, everything: list[Sample], store
         parts = []
         for label in dead[:5]:
             files = listed[label]
-            folder = os.path.commonpath([str(f.path.parent) for f in files])
+            folder = os.path.commonpath([str(f.path.parent) for f in files]) or "."
             first = files[0]
             parts.append(f"class '{splits.classes[label]}' ({folder}): all {len(files)} file(s) were skipped, e.g. "
                          f"{first.path.name}: {why.get(str(first.path), 'unreadable')}")

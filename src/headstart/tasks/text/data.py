@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
-from headstart.tasks.tables import IMAGE_SUFFIXES, Table, read_delimited, read_text_file, table_files
+from headstart.tasks.tables import IMAGE_SUFFIXES, Table, read_delimited, read_text, read_text_file, table_files
 from headstart.tasks.text import is_datasets_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -95,14 +95,14 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
                         f"found a '{suffix}' suffix")
     if suffix == ".parquet":
         return _records(path, _read_parquet(path))
-    text = read_text_file(path)
+    content = read_text(path)
     if suffix in {".jsonl", ".ndjson", ".json"}:
-        return _records(path, _read_json(path, text, suffix))
-    if suffix in PLAIN_SUFFIXES and not _delimited(text):
+        return _records(path, _read_json(path, content.text, suffix))
+    if suffix in PLAIN_SUFFIXES and not _delimited(content.text):
         raise DataError(f"{path}: expected a table of texts and labels separated by a tab or a comma (as in the UCI "
                         "SMS Spam Collection: 'ham<TAB>text'), found no tab or comma in its first line. Give a .csv, "
                         ".tsv, .jsonl or .parquet table")
-    table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], text)
+    table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], content)
     return Records({"": table.rows}, table.columns, table)
 
 
@@ -181,7 +181,7 @@ def text_and_label_columns(records: Records, text_column: str | None, label_colu
              optional: bool = False) -> str | None:
         guess = not optional and (what == "text" or not records.header)
         return pick_column(columns, wanted, candidates, what, where, f"Name it with --{what}-column (config key "
-                           f"text.{what}_column)", exclude=exclude, optional=optional, rows=rows if guess else None)
+                           f"text.{what}_column)", exclude=exclude, optional=optional, rows=rows, by_values=guess)
 
     lcol = pick("label", label_column, LABEL_COLUMNS, [], optional=True)
     tcol = pick("text", text_column, TEXT_COLUMNS, [lcol] if lcol else [])
@@ -229,7 +229,7 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     if len(classes) < 2:
         raise DataError(f"{path}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
                         "a classifier needs at least 2 classes")
-    note = f"; {records.table.describe()}" if not records.header else ""
+    note = f"; {records.table.describe()}" if records.table is not None and records.table.describe() else ""
     splits = TextSplits(classes, [], [], layout=f"{path.name} (text column '{tcol}', label column '{lcol}'{note})")
     index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
