@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import HYMENOPTERA, needs_shared
 
 from headstart.core.splits import stratified_split
 from headstart.errors import DataError
@@ -199,7 +200,7 @@ def test_a_train_and_test_folder_keeps_test_for_the_final_test(digits_dir, tmp_p
         shutil.copy(f, root / "test" / f"{f.parent.name}_{f.name}")
     splits = discover(root, 0.2, 0)
     assert not splits.test and splits.layout.startswith("train/ class folders")
-    assert [n for n in splits.notes if n.startswith("test/ holds 5 image(s) but no class folders")]
+    assert [n for n in splits.notes if n.startswith("test/ holds 5 image(s) without labels")]
     # the same beside a val/ folder: not 'test/ has no images of: 0, 1, 2'
     _copy_digits(digits_dir, root / "val", n=3)
     splits = discover(root)
@@ -222,3 +223,39 @@ def test_an_unpacked_archive_folder_is_read_from_the_folder_inside(digits_dir, t
     _copy_digits(digits_dir, one.parent, classes=("0",))
     with pytest.raises(DataError, match=r"Only one class \('0'\)"):
         discover(one.parent)
+
+
+@needs_shared(HYMENOPTERA)
+def test_images_named_by_class_in_one_folder_are_classes(tmp_path):
+    """Kaggle's Dogs vs. Cats (train/cat.0.jpg..., an unlabelled test1/) and the Oxford-IIIT Pets (images/
+    Abyssinian_1.jpg, american_bulldog_10.jpg): no class folders, the class is the name before the number."""
+    ants, bees = (sorted((HYMENOPTERA / "train" / c).glob("*.jpg"))[:12] for c in ("ants", "bees"))
+    kaggle = tmp_path / "dogs-vs-cats"
+    (kaggle / "train").mkdir(parents=True)
+    (kaggle / "test1").mkdir()
+    for i, (a, b) in enumerate(zip(ants, bees)):
+        shutil.copy(a, kaggle / "train" / f"ant.{i}.jpg")
+        shutil.copy(b, kaggle / "train" / f"bee.{i}.jpg")
+        shutil.copy(a if i % 2 else b, kaggle / "test1" / f"{i + 1}.jpg")
+    splits = discover(kaggle, 0.25, 0)
+    assert splits.classes == ["ant", "bee"] and (len(splits.train), len(splits.val)) == (18, 6)
+    assert splits.layout.startswith("train/ images named by class (ant.0.jpg: 'ant'), 25% stratified")
+    assert all(s.path.name.split(".")[0] == splits.classes[s.label] for s in splits.train + splits.val)
+    assert not splits.test and [n for n in splits.notes if n.startswith("test1/ holds 12 image(s) without labels")]
+    with pytest.raises(DataError, match="holds train/ but no labelled test/ or val/"):
+        labelled_samples(kaggle, ["ant", "bee"])  # nothing labelled to evaluate on besides the training images
+    assert len(labelled_samples(kaggle / "train", ["ant", "bee"])[0]) == 24
+
+    pets = tmp_path / "images"  # Oxford-IIIT Pets: capitalised cats, lower-case dogs, underscores in names
+    pets.mkdir()
+    for i, (a, b) in enumerate(zip(ants, bees)):
+        shutil.copy(a, pets / f"Formica_rufa_{i + 1}.jpg")
+        shutil.copy(b, pets / f"honey_bee_{i + 1}.jpg")
+    assert discover(pets).classes == ["Formica_rufa", "honey_bee"]
+
+    camera = tmp_path / "camera"  # IMG_0001.jpg...: one name, no classes; the error says both ways to label
+    camera.mkdir()
+    for i, f in enumerate(ants[:6]):
+        shutil.copy(f, camera / f"IMG_{i:04d}.jpg")
+    with pytest.raises(DataError, match=r"one folder per class, or name them by class \(cat.0.jpg"):
+        discover(camera)

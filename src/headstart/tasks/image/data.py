@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,7 @@ from headstart.tasks.image.transforms import (
 from headstart.tasks.tables import Table, read_delimited, table_files
 
 VAL_NAMES = ("val", "valid", "validation")
+TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "file_name", "image_name", "image_id",
                 "img", "id")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y")
@@ -86,8 +88,45 @@ def _subfolders(root: Path) -> list[Path]:
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
-    """``{class name: image paths}`` of a folder of class subfolders."""
-    return {f.name: sorted(p for p in f.rglob("*") if is_image_file(p)) for f in _subfolders(root)}
+    """``{class name: image paths}`` of a folder of class subfolders, or of a folder of images named by their class
+    (``named_classes``) when it has no subfolders."""
+    folders = {f.name: sorted(p for p in f.rglob("*") if is_image_file(p)) for f in _subfolders(root)}
+    if folders:
+        return folders
+    return named_classes(sorted(p for p in root.iterdir() if is_image_file(p))) or {}
+
+
+_NAMED = re.compile(r"(?P<label>.+?)[\s._-]*(?:\(\d+\)|\d+)")  # cat.0, american_bulldog_10, dog (3), img001
+
+
+def named_classes(files: Sequence[Path]) -> dict[str, list[Path]] | None:
+    """``{class: files}`` of images named ``CLASS<separator>NUMBER`` (Kaggle's Dogs vs. Cats ``cat.0.jpg``, the
+    Oxford-IIIT Pets ``american_bulldog_10.jpg``), or None unless every name is one and they make at least 2
+    classes of at least 2 images, fewer classes than half the images (camera names like ``IMG_0001`` are one class)."""
+    found: dict[str, list[Path]] = {}
+    for f in files:
+        label = _class_in_name(f.stem)
+        if label is None:
+            return None
+        found.setdefault(label, []).append(f)
+    if len(found) < 2 or len(found) > len(files) / 2 or min(map(len, found.values())) < 2:
+        return None
+    return found
+
+
+def _class_in_name(stem: str) -> str | None:
+    """``cat`` of ``cat.0``, ``american_bulldog`` of ``american_bulldog_10``; None without a number or a letter."""
+    m = _NAMED.fullmatch(stem)
+    label = m.group("label").strip(" ._-") if m else ""
+    return label if re.search(r"[^\W\d_]", label) else None
+
+
+def _layout_of(root: Path) -> str:
+    """'class folders', or how the classes were read from the file names of a folder without subfolders."""
+    if _subfolders(root):
+        return "class folders"
+    example = next(p for p in sorted(root.iterdir()) if is_image_file(p))
+    return f"images named by class ({example.name}: '{_class_in_name(example.stem)}')"
 
 
 def _unwrap(root: Path) -> Path:
@@ -103,7 +142,8 @@ def _unwrap(root: Path) -> Path:
 def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
     if not found:
         loose = [p.name for p in root.iterdir() if is_image_file(p)][:3]
-        extra = f" It holds images directly ({', '.join(loose)}...): put them in one folder per class." if loose else ""
+        extra = (f" It holds images directly ({', '.join(loose)}...): put them in one folder per class, or name them "
+                 "by class (cat.0.jpg, cat.1.jpg, dog.0.jpg...: at least 2 classes of 2 images)." if loose else "")
         raise DataError(f"No class folders in {root}: expected one subfolder of images per class.{extra}")
     empty = [name for name, files in found.items() if not files]
     if empty:
@@ -140,13 +180,16 @@ def _from_folders(root: Path, val_fraction: float, seed: int) -> ImageSplits:
         train = _class_folders(subdirs["train"])
         _check_classes(train, subdirs["train"])
         classes = sorted(train)
-        splits = ImageSplits(classes, _samples(train, classes), [], layout=f"train/ and {val_dir.name}/ folders")
+        kind = _layout_of(subdirs["train"])
+        splits = ImageSplits(classes, _samples(train, classes), [], layout=f"train/ and {val_dir.name}/ folders"
+                             + ("" if kind == "class folders" else f" of {kind}"))
         splits.val = _held_out(val_dir, classes, splits)
-        if "test" in subdirs:
-            _given_test(subdirs["test"], splits)
+        test_dir = next((subdirs[n] for n in TEST_NAMES if n in subdirs), None)
+        if test_dir is not None:
+            _given_test(test_dir, splits)
         _check_given_splits(splits)
         return splits
-    test_dir = subdirs.get("test") if "train" in subdirs else None
+    test_dir = next((subdirs[n] for n in TEST_NAMES if n in subdirs), None) if "train" in subdirs else None
     if "train" in subdirs:
         root = subdirs["train"]
     found = _class_folders(root)
@@ -154,7 +197,7 @@ def _from_folders(root: Path, val_fraction: float, seed: int) -> ImageSplits:
     classes = sorted(found)
     samples = _samples(found, classes)
     splits = ImageSplits(classes, [], [], layout=f"{'train/ ' if test_dir or root.name.lower() == 'train' else ''}"
-                         f"class folders, {val_fraction:.0%} stratified validation split (seed {seed})",
+                         f"{_layout_of(root)}, {val_fraction:.0%} stratified validation split (seed {seed})",
                          val_held_out=True)
     _split_held_out(splits, samples, val_fraction, seed, str(root))
     if test_dir is not None and _given_test(test_dir, splits):
@@ -171,8 +214,8 @@ def _given_test(folder: Path, splits: ImageSplits) -> bool:
         return True
     loose = [p for p in folder.rglob("*") if is_image_file(p)]
     if loose:
-        splits.notes.append(f"{folder.name}/ holds {len(loose)} image(s) but no class folders: without labels they "
-                            f"are not used; after training, `headstart predict RUN {folder}` labels them")
+        splits.notes.append(f"{folder.name}/ holds {len(loose)} image(s) without labels (no class folders, no class in "
+                            f"their names): not used; after training, `headstart predict RUN {folder}` labels them")
     return False
 
 
@@ -347,10 +390,14 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     if root.is_dir():
         root = _unwrap(root)
         subdirs = {p.name.lower(): p for p in _subfolders(root)}
-        for name in ("test", *VAL_NAMES):
-            if name in subdirs and "train" in subdirs:
+        for name in (*TEST_NAMES, *VAL_NAMES):  # the first labelled one (Kaggle's test1/ holds no labels)
+            if name in subdirs and "train" in subdirs and any(_class_folders(subdirs[name]).values()):
                 root = subdirs[name]
                 break
+        else:
+            if "train" in subdirs:
+                raise DataError(f"{root} holds train/ but no labelled test/ or val/ images to evaluate on: give the "
+                                f"folder to evaluate (e.g. {subdirs['train']}, the training images)")
         found = {k: v for k, v in _class_folders(root).items() if v}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
