@@ -259,3 +259,64 @@ def test_images_named_by_class_in_one_folder_are_classes(tmp_path):
         shutil.copy(f, camera / f"IMG_{i:04d}.jpg")
     with pytest.raises(DataError, match=r"one folder per class, or name them by class \(cat.0.jpg"):
         discover(camera)
+
+
+BLOOD = HYMENOPTERA.parent / "blood_cells"
+
+
+@needs_shared(BLOOD)
+def test_a_patient_or_lesion_column_keeps_each_group_on_one_side_of_the_split(tmp_path):
+    """HAM10000 as downloaded: HAM10000_metadata.csv (lesion_id, image_id, dx...) and the images spread over two
+    folders; several images of one lesion must never be split between training and validation. Here the lesions are
+    the microscope slides the blood-cell crops were cut from (BloodImage_00044_*: 11 crops of one slide)."""
+    crops = sorted((BLOOD / "train").glob("*/*.jpg"))[::3]
+    rows = []
+    for i, crop in enumerate(crops):
+        part = tmp_path / f"HAM10000_images_part_{1 + i % 2}"
+        part.mkdir(exist_ok=True)
+        shutil.copy(crop, part / f"ISIC_{i:07d}.jpg")
+        rows.append(f"{crop.stem.rsplit('_', 1)[0]},ISIC_{i:07d},{crop.parent.name},histo,{'back' if i % 3 else 'face'}")
+    table = tmp_path / "HAM10000_metadata.csv"
+    table.write_text("lesion_id,image_id,dx,dx_type,localization\n" + "\n".join(rows) + "\n")
+    splits = discover(table, 0.2, 0)
+    assert "label column 'dx'" in splits.layout, splits.layout
+    assert "files found as HAM10000_images_part_1/ or HAM10000_images_part_2/<value>.jpg" in splits.layout
+    lesions = {f"ISIC_{i:07d}": crop.stem.rsplit("_", 1)[0] for i, crop in enumerate(crops)}
+    n_lesions = len(set(lesions.values()))
+    assert f"split by 'lesion_id': {n_lesions} groups of {len(crops)} images" in splits.layout
+    train, val = ({lesions[s.path.stem] for s in part} for part in (splits.train, splits.val))
+    assert train and val and not train & val  # no lesion on both sides
+    assert len(splits.train) + len(splits.val) == len(crops) and all(s.path.is_file() for s in splits.train)
+    # without the group column, a random split puts most multi-image lesions on both sides
+    ungrouped = discover(table, 0.2, 0, group_column="none")
+    assert "split by" not in ungrouped.layout
+    assert {lesions[s.path.stem] for s in ungrouped.train} & {lesions[s.path.stem] for s in ungrouped.val}
+    # a given split column that puts a lesion on both sides is said loudly
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([lines[0] + ",split"] + [f"{r},{'val' if i % 5 == 0 else 'train'}"
+                                                         for i, r in enumerate(lines[1:])]) + "\n")
+    noted = [n for n in discover(table).notes if "'lesion_id' group(s) have items in training and in validation" in n]
+    assert noted and "optimistic" in noted[0]
+    with pytest.raises(DataError, match="no column 'patient' for the groups"):
+        discover(table, group_column="patient")
+
+
+@needs_shared(BLOOD)
+def test_multilabel_tables_keep_a_patient_on_one_side_too(tmp_path):
+    """NIH ChestX-ray14's Data_Entry_2017.csv: 'Image Index', 'Finding Labels' (a|b), 'Patient ID' with blanks."""
+    from headstart.tasks.multilabel import data as tagdata
+
+    crops = sorted((BLOOD / "train").glob("*/*.jpg"))[::4]
+    (tmp_path / "images").mkdir()
+    lines = []
+    for i, crop in enumerate(crops):
+        shutil.copy(crop, tmp_path / "images" / f"{i:08d}_000.png")
+        extra = "|Cell" if i % 3 else ""
+        lines.append(f"{i:08d}_000.png,{crop.parent.name}{extra},0,{crop.stem.rsplit('_', 1)[0][-5:]}")
+    table = tmp_path / "Data_Entry_2017.csv"
+    table.write_text("Image Index,Finding Labels,Follow-up #,Patient ID\n" + "\n".join(lines) + "\n")
+    splits = tagdata.discover(table, 0.25, 0, label_column="Finding Labels")
+    assert "split by 'Patient ID'" in splits.layout and set(splits.classes) == {"Cell", "Platelets", "RBC", "WBC"}
+    patient = {f"{i:08d}_000": crop.stem.rsplit("_", 1)[0] for i, crop in enumerate(crops)}
+    assert not {patient[s.path.stem] for s in splits.train} & {patient[s.path.stem] for s in splits.val}
+    assert len(splits.train) + len(splits.val) == len(crops) and splits.val

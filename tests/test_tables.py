@@ -107,7 +107,7 @@ def test_an_image_csv_without_a_header_line(tmp_path):
     tags.write_text("".join(f"{p.resolve()},{p.parent.name}{';insect' if i % 2 else ''}\n"
                             for i, p in enumerate(files)))
     assert infer_task(tags) == "multilabel"
-    rows, classes, layout = tagdata.read_tags(tags)
+    rows, classes, layout, _, _ = tagdata.read_tags(tags)
     assert classes == ["ants", "bees", "insect"] and "no header line" in layout and rows[0][0] == 1
 
 
@@ -134,7 +134,7 @@ def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
     tags.write_text("image_name,tags\n" + "".join(f"{i},{f.parent.name}{' insect' if n % 2 else ''}\n"
                                                   for n, (i, f) in enumerate(zip(ids, files))))
     assert infer_task(tags) == "multilabel"
-    rows, classes, layout = tagdata.read_tags(tags)
+    rows, classes, layout, _, _ = tagdata.read_tags(tags)
     assert classes == ["ants", "bees", "insect"] and "labels separated by blanks" in layout
     assert rows[1][1:3] == (tmp_path / "train" / f"{ids[1]}.jpg", [files[1].parent.name, "insect"])
     # a table in another folder naming ../train/x.jpg: the path is train/x.jpg (messages name it so)

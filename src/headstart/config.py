@@ -27,6 +27,10 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="validation split when DATA has no val/")
     path_column: str | None = None
     label_column: str | None = None
+    group_column: str | None = Field(None, description="a table's column saying which images belong together (one "
+                                     "patient's scans, one lesion's photos): each group stays on one side of the "
+                                     "validation split. Default: a column named patient_id, patient, subject_id, "
+                                     "lesion_id, case_id or study_id (any case, blanks or '_'); 'none': no groups")
     from_detection: bool = Field(False, description="multilabel: DATA is a detection set (YOLO data.yaml, COCO json, "
                                  "Pascal VOC folder); each image is tagged with the classes of its boxes")
     strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from headstart.errors import DataError
+
+# columns that say which items belong together (one patient's scans, one lesion's photos), by name without case,
+# blanks, '_' or '-': 'Patient ID' (NIH ChestX-ray14), 'lesion_id' (HAM10000), 'patient_id' (ISIC, RSNA)
+GROUP_NAMES = ("patientid", "patient", "subjectid", "lesionid", "caseid", "studyid")  # not 'group': often a class
+NO_GROUPS = "none"  # data.group_column=none: no group column, even one of GROUP_NAMES
 
 
 @dataclass
@@ -46,6 +54,57 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int,
         val += [i for members in idx[:n_val] for i in members]
         train += [i for members in idx[n_val:] for i in members]
     return sorted(train), sorted(val)
+
+
+def group_column(columns: Sequence[str], wanted: str | None, taken: Sequence[str], where: Any) -> str | None:
+    """The column of a table naming each item's group: ``wanted`` (must exist; ``none``: no groups), else the first
+    column named as one of ``GROUP_NAMES`` that is not ``taken`` (the paths', labels'...), else None."""
+    if wanted is not None and wanted.strip().lower() == NO_GROUPS:
+        return None
+    if wanted:
+        if wanted not in columns:
+            raise DataError(f"{where}: no column '{wanted}' for the groups (data.group_column); columns found: "
+                            f"{list(columns)}")
+        return wanted
+    plain = {re.sub(r"[\s_-]+", "", c.lower()): c for c in columns if c not in taken}
+    return next((plain[n] for n in GROUP_NAMES if n in plain), None)
+
+
+def merged_units(*keyings: Sequence[str]) -> list[str]:
+    """One unit key per item: items that share a non-empty key in any of ``keyings`` (content hashes, groups) are one
+    unit, also through chains (a duplicate of another patient's file joins the two patients)."""
+    n = len(keyings[0]) if keyings else 0
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for keys in keyings:
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key:
+                parent[root(i)] = root(first.setdefault(key, i))
+    return [f"unit{root(i)}" for i in range(n)]
+
+
+def group_note(groups: Sequence[str], column: str, what: str) -> str:
+    """How many groups a column makes, for the layout line."""
+    named = [g for g in groups if g]
+    count = len(set(named))
+    return (f"split by '{column}': {count} groups of {len(named)} {what} (each group's {what} stay on one side of the "
+            "split)")
+
+
+def straddling_groups(train: Sequence[str], held: Sequence[str], column: str, name: str) -> str | None:
+    """A note when DATA's own splits put one group (patient...) on both sides, or None."""
+    both = sorted(set(g for g in train if g) & set(g for g in held if g))
+    if not both:
+        return None
+    return (f"{len(both)} '{column}' group(s) have items in training and in {name} (e.g. {both[0]!r}): the {name} scores "
+            "are optimistic, as the model saw those groups. Keep each group on one side")
 
 
 def duplicate_groups(keys: Sequence[str]) -> list[list[int]]:

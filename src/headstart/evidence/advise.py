@@ -358,7 +358,8 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
 
 def _advise_image(data: str | Path, budget_s: float, deadline: float, started: float, models: list[str] | None,
                   overrides: dict[str, Any], val_fraction: float, seed: int) -> dict[str, Any]:
-    splits = discover(data, val_fraction, seed, overrides.get("data.path_column"), overrides.get("data.label_column"))
+    splits = discover(data, val_fraction, seed, overrides.get("data.path_column"), overrides.get("data.label_column"),
+                      overrides.get("data.group_column"))
     classes = splits.classes
     pool = splits.train + splits.val
     counts = Counter(classes[s.label] for s in pool)

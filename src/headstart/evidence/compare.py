@@ -129,7 +129,8 @@ class ClassificationPool:
         if task.name == "image":
             from headstart.tasks.image.data import discover
 
-            splits = discover(data, val_fraction, 0, options.get("data.path_column"), options.get("data.label_column"))
+            splits = discover(data, val_fraction, 0, options.get("data.path_column"), options.get("data.label_column"),
+                              options.get("data.group_column"))
             self.item, self.noun = "path", "images"
             self.columns = {"data.path_column": "path", "data.label_column": "label"}
 
@@ -304,7 +305,7 @@ class MultiLabelPool(DetectionPool):
         from headstart.tasks.multilabel.data import SEPARATORS, discover
 
         d = build_config(task, overrides=options).data
-        splits = discover(data, val_fraction, 0, d.path_column, d.label_column, d.from_detection)
+        splits = discover(data, val_fraction, 0, d.path_column, d.label_column, d.from_detection, d.group_column)
         odd = [c for c in splits.classes if any(sep in c for sep in SEPARATORS)]
         if odd:
             raise DataError(f"compare writes labels separated by ';' and cannot split label names holding ';' or "

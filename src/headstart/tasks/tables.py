@@ -191,7 +191,9 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
 
     A value is a path, absolute or relative to the table; where most are not files, a file name or id of a folder
     beside the table, with or without an image suffix: Kaggle's ``labels.csv`` of ``id,breed`` and ``train/<id>.jpg``
-    (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win.
+    (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win; images
+    spread over several folders beside the table (HAM10000's ``HAM10000_images_part_1/`` and ``_part_2/``) are each
+    found in the first of them that holds it.
     """
     values = [str(v or "").strip() for v in values]
     written = [Path(v) if Path(v).is_absolute() else _tidy(table.parent / v) for v in values]
@@ -203,6 +205,15 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     found = {(folder, suffix): sum((folder / f"{v}{suffix}").is_file() for v, _ in sample)
              for folder in folders for suffix in suffixes}
     (folder, suffix), hits = max(found.items(), key=lambda item: item[1])
+    several = [f for (f, s), n in sorted(found.items(), key=lambda item: -item[1]) if s == suffix and n]
+    if hits < len(sample) and len(several) > 1:  # one dataset's images spread over several folders
+        union = sum(any((f / f"{v}{suffix}").is_file() for f in several) for v, _ in sample)
+        if union > hits and 2 * union >= len(sample):
+            def first(v: str) -> Path:
+                return next((f / f"{v}{suffix}" for f in several if (f / f"{v}{suffix}").is_file()), folder / f"{v}{suffix}")
+
+            names = " or ".join(f"{f.relative_to(table.parent)}/" if f != table.parent else "./" for f in several)
+            return [first(v) for v in values], f"files found as {names}<value>{suffix}, beside {table.name}"
     if 2 * hits < len(sample):
         return written, ""
     where = f"{folder.relative_to(table.parent)}/" if folder != table.parent else ""

@@ -24,7 +24,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from headstart.core.backbones.spec import BackboneSpec
-from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
+from headstart.core.splits import (
+    Splits,
+    duplicate_groups,
+    group_column,
+    group_note,
+    merged_units,
+    split_notes,
+    straddling_groups,
+    stratified_split,
+)
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
@@ -55,7 +64,7 @@ VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "file_name", "image_name", "image_id",
                 "img", "id")
-LABEL_COLUMNS = ("label", "class", "target", "category", "y")
+LABEL_COLUMNS = ("label", "class", "target", "category", "y", "diagnosis", "dx")  # dx: HAM10000
 HEADER_NAMES = (*PATH_COLUMNS, *LABEL_COLUMNS, "labels", "tags", SPLIT_COLUMN)  # a first line naming one is a header
 MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bomb limit (about 9459 x 9459)
 
@@ -72,6 +81,7 @@ class Sample:
     label: int | None = None
     key: str = ""  # sha1 of the file's bytes, filled when the file is read
     data: bytes | None = None
+    group: str = ""  # the item's group (a table's patient / lesion column): a group stays on one side of a split
 
     @property
     def source(self) -> Path | bytes:
@@ -156,15 +166,17 @@ def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
 
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
-             path_column: str | None = None, label_column: str | None = None) -> ImageSplits:
-    """Find the classes and train/val(/test) samples of DATA (files are not read yet)."""
+             path_column: str | None = None, label_column: str | None = None,
+             group_column: str | None = None) -> ImageSplits:
+    """Find the classes and train/val(/test) samples of DATA (files are not read yet). ``group_column``: a table's
+    column of groups (patients...) kept on one side of the split (default: found by name; ``none``: no groups)."""
     root = Path(data)
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
         if root.suffix.lower() not in {".csv", ".tsv"}:
             raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns")
-        return _from_csv(root, val_fraction, seed, path_column, label_column)
+        return _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
     inner = _unwrap(root)
     splits = _from_folders(inner, val_fraction, seed)
     if inner != root:
@@ -260,8 +272,8 @@ def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: fl
     """The seeded stratified split, with exact duplicates kept together and classes too small for it named."""
     content_keys(samples)
     labels = [s.label for s in samples]
-    keys = [s.key for s in samples]
-    units = {(k or f"#{i}") for i, k in enumerate(keys)}
+    keys = merged_units([s.key for s in samples], [s.group for s in samples])  # duplicates and groups stay together
+    units = set(keys)
     if len(units) == len(samples) and len(set(labels)) == len(samples):
         raise DataError(f"{where}: every class has a single image ({len(samples)} classes, {len(samples)} images): "
                         "a validation split needs at least 2 images of a class. Add images, or give a val/ folder "
@@ -269,15 +281,21 @@ def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: fl
     train_idx, val_idx = stratified_split(labels, val_fraction, seed, groups=keys)
     if not val_idx:
         raise DataError(f"{where}: no class has 2 different images ({len(samples)} images, {len(set(keys))} distinct "
-                        "files): a validation split needs at least 2 of a class. Add images, or give a val/ folder")
+                        "files or groups): a validation split needs at least 2 of a class. Add images, or give a val/ "
+                        "folder")
     splits.train, splits.val = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
     splits.notes += _duplicate_note(samples, splits.classes)
     splits.notes += split_notes(labels, [labels[i] for i in val_idx], splits.classes, "images")
 
 
-def _check_given_splits(splits: ImageSplits) -> None:
-    """DATA's own splits: say loudly how many validation/test files are byte-identical copies of training files."""
+def _check_given_splits(splits: ImageSplits, group_by: str | None = None) -> None:
+    """DATA's own splits: say loudly how many validation/test files are byte-identical copies of training files, and
+    how many groups (``group_by``: patients...) are on both sides."""
     content_keys(splits.train + splits.val + splits.test)
+    for name, items in (("validation", splits.val), ("test", splits.test)):
+        both = straddling_groups([s.group for s in splits.train], [s.group for s in items], group_by or "", name)
+        if group_by and both:
+            splits.notes.append(both)
     train = {s.key: s for s in splits.train if s.key}
     for name, items in (("validation", splits.val), ("test", splits.test)):
         shared = [s for s in items if s.key in train]
@@ -307,11 +325,12 @@ def _held_out(folder: Path, classes: list[str], splits: ImageSplits) -> list[Sam
 
 
 def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | None,
-              label_column: str | None) -> ImageSplits:
+              label_column: str | None, group_by: str | None = None) -> ImageSplits:
     table = read_table(path, [path_column, label_column])
     rows = table.rows
-    pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path)
-    lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", path, exclude=[pcol])
+    gcol = group_column(table.columns, group_by, [path_column or "", label_column or ""], path)
+    pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path, exclude=[gcol] if gcol else [])
+    lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", path, exclude=[pcol, *([gcol] if gcol else [])])
     labels = [str(r[lcol]).strip() for r in rows]
     classes = sorted(set(labels) - {""})
     if len(classes) < 2:
@@ -326,7 +345,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
         if not label:
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
             continue
-        samples.append(Sample(file, classes.index(label)))
+        samples.append(Sample(file, classes.index(label), group=str(row[gcol] or "").strip() if gcol else ""))
         split_of.append(str(row.get("split", "")).strip().lower())
         seen_rows[str(samples[-1].path)] += 1
     repeated = {p: n for p, n in seen_rows.items() if n > 1}
@@ -342,9 +361,11 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
         splits.layout += ", 'split' column"
         if not splits.val:
             raise DataError(f"{path}: the 'split' column has no 'val' rows")
-        _check_given_splits(splits)
+        _check_given_splits(splits, gcol)
         return splits
     splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+    if gcol:
+        splits.layout += f", {group_note([s.group for s in samples], gcol, 'images')}"
     splits.val_held_out = True
     _split_held_out(splits, samples, val_fraction, seed, str(path))
     return splits

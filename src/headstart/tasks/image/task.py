@@ -75,7 +75,8 @@ class ImageClassifier(ClassifierEstimator):
     def _discover(self, data: str | Path) -> ImageSplits:
         """The classes and splits of DATA (files not read yet)."""
         cfg = self.config
-        return discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column)
+        return discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column,
+                        cfg.data.group_column)
 
     def _report_item(self, sample: Sample) -> Path:
         return sample.path

@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms import v2
 
 from headstart.core.backbones.spec import BackboneSpec
-from headstart.core.splits import Splits, stratified_split
+from headstart.core.splits import Splits, group_column, group_note, merged_units, stratified_split
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, by_content
 from headstart.tasks.image.data import (
@@ -84,16 +85,28 @@ def _table_of(root: Path) -> Path:
     return root
 
 
-def read_tags(table: Path, path_column: str | None = None, label_column: str | None = None
-              ) -> tuple[list[tuple[int, Path, list[str], str]], list[str], str]:
-    """Every row of a tag table as ``(line, image path, labels, split)``, the class names and a description.
+class Tags(NamedTuple):
+    """A tag table: each row as ``(line, image path, labels, split)``, the class names, a description, each row's
+    group ('' without a group column) and the group column (``core.splits.group_column``)."""
+
+    rows: list[tuple[int, Path, list[str], str]]
+    classes: list[str]
+    layout: str
+    groups: list[str]
+    group_column: str | None
+
+
+def read_tags(table: Path, path_column: str | None = None, label_column: str | None = None,
+              group_by: str | None = None) -> Tags:
+    """Every row of a tag table, its classes and groups (``Tags``).
 
     The labels column is ``label_column``, else the first of ``LABELS_COLUMNS`` present; without one,
-    every column (besides the path and split) holding only 0/1 values is a class.
+    every column (besides the path, split and group) holding only 0/1 values is a class.
     """
     parsed = read_table(table, [path_column, label_column])
     rows, columns = parsed.rows, parsed.columns
-    pcol = _pick_column(parsed, path_column, PATH_COLUMNS, "path", table)
+    gcol = group_column(columns, group_by, [path_column or "", label_column or ""], table)
+    pcol = _pick_column(parsed, path_column, PATH_COLUMNS, "path", table, exclude=[gcol] if gcol else [])
     lower = {c.lower(): c for c in columns}
     lcol = label_column or next((lower[c] for c in LABELS_COLUMNS if c in lower and lower[c] != pcol), None)
     if lcol is None and not parsed.header and len(columns) == 2:  # no header line: the column beside the paths
@@ -110,7 +123,7 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
                             f"separated by ';' or '|'; an empty cell means no label)")
         what = f"labels column '{lcol}'" + (", labels separated by blanks (no ';' or '|' in it)" if spaces else "")
     else:
-        others = [c for c in columns if c not in (pcol, SPLIT_COLUMN)]
+        others = [c for c in columns if c not in (pcol, SPLIT_COLUMN, gcol)]
         flags = [c for c in others if all(str(r[c] or "").strip() in BINARY for r in rows)]
         if not flags:
             raise DataError(f"{table}: cannot tell which column holds the labels; columns found: {columns}. Name it "
@@ -129,7 +142,9 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
     resolved = [(line, path, labels, str(split or "").strip().lower())
                 for (line, _, labels, split), path in zip(items, files)]
     note = "".join(f"; {n}" for n in (found_as, parsed.describe()) if n)
-    return resolved, classes, f"CSV {table.name} (path column '{pcol}', {what}{note})"
+    groups = [str(r[gcol] or "").strip() if gcol else "" for r in rows]
+    layout = f"CSV {table.name} (path column '{pcol}', {what}{note})"
+    return Tags(resolved, classes, layout + (f", {group_note(groups, gcol, 'images')}" if gcol else ""), groups, gcol)
 
 
 def _check_images(table: Path, rows: list[tuple[int, Path, list[str], str]]) -> None:
@@ -141,12 +156,13 @@ def _check_images(table: Path, rows: list[tuple[int, Path, list[str], str]]) -> 
                         "remove the rows")
 
 
-def _samples(rows: list[tuple[int, Path, list[str], str]], classes: list[str]) -> list[Sample]:
-    return [Sample(path, tuple(sorted({classes.index(label) for label in labels}))) for _, path, labels, _ in rows]
+def _samples(rows: list[tuple[int, Path, list[str], str]], classes: list[str], groups: Sequence[str]) -> list[Sample]:
+    return [Sample(path, tuple(sorted({classes.index(label) for label in labels})), group=group)
+            for (_, path, labels, _), group in zip(rows, groups)]
 
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_column: str | None = None,
-             label_column: str | None = None, from_detection: bool = False) -> Splits:
+             label_column: str | None = None, from_detection: bool = False, group_by: str | None = None) -> Splits:
     """The classes and train/val(/test) samples of multi-label DATA (images not read yet)."""
     root = Path(data)
     if not root.exists():
@@ -154,9 +170,10 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
     if from_detection or is_detection_folder(root):
         return _from_detection(root, val_fraction, seed)
     table = _table_of(root)
-    rows, classes, layout = read_tags(table, path_column, label_column)
+    tags = read_tags(table, path_column, label_column, group_by)
+    rows, classes, layout = tags.rows, tags.classes, tags.layout
     _check_images(table, rows)
-    samples = _samples(rows, classes)
+    samples = _samples(rows, classes, tags.groups)
     splits = Splits(classes, [], [], layout=layout)
     if any(split for *_, split in rows):
         unknown = sorted({split for *_, split in rows if split not in VAL_SPLITS})
@@ -167,7 +184,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
         if not splits.val:
             raise DataError(f"{table}: the 'split' column has no 'val' rows")
         splits.layout += ", 'split' column"
-        _check_given_splits(splits)
+        _check_given_splits(splits, tags.group_column)
         return splits
     return held_out_split(splits, samples, val_fraction, seed)
 
@@ -177,7 +194,8 @@ def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, s
     content_keys(samples)
     counts = Counter(t for s in samples for t in s.label)
     strata = [min(s.label, key=lambda t: (counts[t], t)) if s.label else -1 for s in samples]
-    train, val = stratified_split(strata, val_fraction, seed, groups=[s.key for s in samples])
+    train, val = stratified_split(strata, val_fraction, seed,
+                                  groups=merged_units([s.key for s in samples], [s.group for s in samples]))
     if not val:
         raise DataError(f"{len(samples)} images are too few for a validation split; add images or a 'split' column")
     splits.train, splits.val = [samples[i] for i in train], [samples[i] for i in val]
@@ -234,7 +252,7 @@ def labelled_tags(data: str | Path, classes: list[str], path_column: str | None 
         where = str(root)
     else:
         table = _table_of(root)
-        listed, _, _ = read_tags(table, path_column, label_column)
+        listed = read_tags(table, path_column, label_column).rows
         _check_images(table, listed)
         wanted = "test" if any(r[3] == "test" for r in listed) else "val" if any(
             VAL_SPLITS.get(r[3]) == "val" for r in listed) else None

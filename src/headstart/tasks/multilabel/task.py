@@ -42,7 +42,8 @@ class MultiLabelClassifier(ImageClassifier):
 
     def _discover(self, data: str | Path) -> Splits:
         d = self.config.data
-        return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection)
+        return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection,
+                        d.group_column)
 
     def _steps(self, prepared: Prepared) -> Any:
         from headstart.tasks.multilabel.training import MultiLabelSteps
