@@ -320,3 +320,57 @@ def test_multilabel_tables_keep_a_patient_on_one_side_too(tmp_path):
     patient = {f"{i:08d}_000": crop.stem.rsplit("_", 1)[0] for i, crop in enumerate(crops)}
     assert not {patient[s.path.stem] for s in splits.train} & {patient[s.path.stem] for s in splits.val}
     assert len(splits.train) + len(splits.val) == len(crops) and splits.val
+
+
+@needs_shared(BLOOD)
+def test_a_given_validation_split_too_small_to_choose_by_is_held_out_of_training_instead(tmp_path):
+    """Kaggle's chest X-rays come with val/ of 16 images beside 5,216 for training: here 6 against 851 crops."""
+    from headstart.tasks.image.task import ImageClassifier
+
+    root = tmp_path / "chest_xray"
+    shutil.copytree(BLOOD / "train", root / "train")
+    for cls in ("Platelets", "RBC", "WBC"):
+        (root / "val" / cls).mkdir(parents=True)
+        for f in sorted((BLOOD / "val" / cls).glob("*.jpg"))[:2]:
+            shutil.copy(f, root / "val" / cls / f.name)
+    splits = discover(root, 0.2, 0)
+    assert splits.val_held_out and len(splits.train) + len(splits.val) == 851
+    assert len(splits.val) > 150 and all(s.path.parent.parent.name == "train" for s in splits.val)
+    assert sorted(s.path.name for s in splits.test) == sorted(p.name for p in (root / "val").glob("*/*.jpg"))
+    assert "20% stratified validation split of the training items (seed 0) as val/ holds too few (6)" in splits.layout
+    assert any(n.startswith("val/ holds 6 item(s) against 851 for training: too few") and "as the test split" in n
+               for n in splits.notes)
+    kept = ImageClassifier(overrides={"data.small_val": "keep"})._discover(root)
+    assert not kept.val_held_out and len(kept.val) == 6 and not kept.test
+    shutil.copytree(BLOOD / "test", root / "test")  # with a test/ beside: val/ is left out, and said so
+    splits = discover(root, 0.2, 0)
+    assert len(splits.test) == 282 and any("val/ is left out" in n for n in splits.notes)
+    shutil.rmtree(root / "val")
+    _copy_digits(BLOOD / "val", root / "val", classes=("Platelets", "RBC", "WBC"), n=20)  # 60 of 851: kept as given
+    assert not discover(root).val_held_out
+
+
+@needs_shared(BLOOD)
+def test_the_nih_chest_xray_table_reads_as_multilabel_as_downloaded(tmp_path):
+    """Data_Entry_2017.csv as published: 'Image Index' (file names in images/), 'Finding Labels' (a|b, 'No Finding'),
+    'Patient ID' and seven more columns: tags, paths and groups found without naming a column."""
+    from headstart.tasks import infer_task
+    from headstart.tasks.multilabel import data as tagdata
+
+    crops = sorted((BLOOD / "train").glob("*/*.jpg"))[::3]
+    (tmp_path / "images").mkdir()
+    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+              "OriginalImageWidth,OriginalImageHeight,OriginalImagePixelSpacing_x,OriginalImagePixelSpacing_y")
+    lines = []
+    for i, crop in enumerate(crops):
+        shutil.copy(crop, tmp_path / "images" / f"{i:08d}_000.png")
+        tags = "No Finding" if crop.parent.name == "RBC" and i % 2 else crop.parent.name + ("|Cell" if i % 4 else "")
+        lines.append(f"{i:08d}_000.png,{tags},0,{crop.stem.rsplit('_', 1)[0][-5:]},{40 + i % 30},{'MF'[i % 2]},PA,"
+                     "2500,2048,0.143,0.143")
+    table = tmp_path / "Data_Entry_2017.csv"
+    table.write_text(header + "\n" + "\n".join(lines) + "\n")
+    assert infer_task(table) == "multilabel"
+    splits = tagdata.discover(table)
+    assert "path column 'Image Index', labels column 'Finding Labels'" in splits.layout, splits.layout
+    assert "split by 'Patient ID'" in splits.layout
+    assert set(splits.classes) == {"Cell", "No Finding", "Platelets", "RBC", "WBC"}

@@ -31,6 +31,11 @@ class DataConfig(_Section):
                                      "patient's scans, one lesion's photos): each group stays on one side of the "
                                      "validation split. Default: a column named patient_id, patient, subject_id, "
                                      "lesion_id, case_id or study_id (any case, blanks or '_'); 'none': no groups")
+    small_val: Literal["hold_out", "keep"] = Field(
+        "hold_out", description="a validation split DATA gives (val/, a split column) of fewer than 50 items and under "
+        "5% of the training items is too small to choose epochs and phases by: 'hold_out' holds validation out of the "
+        "training items instead and scores the given items as the test split (left out when DATA has a test split); "
+        "'keep' uses it as it is (image and multi-label tasks)")
     from_detection: bool = Field(False, description="multilabel: DATA is a detection set (YOLO data.yaml, COCO json, "
                                  "Pascal VOC folder); each image is tagged with the classes of its boxes")
     strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")

@@ -266,7 +266,7 @@ def _image_items(est: Any, data: Path, max_items: int, batch: int, calibrate: bo
     multilabel = est.TASK == "multilabel"
     splits = est._discover(data) if multilabel else \
         discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column,
-                 cfg.data.group_column)
+                 cfg.data.group_column, cfg.data.small_val)
     wanted = _spread(splits.val or splits.train, max_items)
     extra = _spread(splits.train, CALIBRATION_ITEMS) if calibrate else []
     store = ImageStore(wanted + extra, spec.resize_size, spec.interpolation, cfg.data.preload_mb, False,

@@ -27,7 +27,7 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     but ``SPARSE`` of them: ``path, species`` gives ``species``
     as the labels once ``path`` is the images'; else, given the table's ``rows``, the one column whose values
     plainly hold the ``what`` (``text``, ``label`` or ``path``: see ``by_content``; tables of up to
-    ``CONTENT_COLUMNS`` columns left; not with ``by_values=False``). ``optional``: None instead of a
+    ``CONTENT_COLUMNS`` columns left, any number for paths; not with ``by_values=False``). ``optional``: None instead of a
     DataError when nothing fits. ``hint`` ends the error: how to name the column (a CLI option or config key).
     """
     if wanted is not None:
@@ -44,7 +44,8 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
         rest = [c for c in rest if sum(bool(str(r.get(c) or "").strip()) for r in sample) > SPARSE * len(sample)]
     if len(rest) == 1 and exclude:
         return rest[0]
-    guess = by_content(what, rest, rows) if rows and by_values and len(rest) <= CONTENT_COLUMNS else None
+    few = len(rest) <= CONTENT_COLUMNS or what == "path"  # image file names tell their column in any table
+    guess = by_content(what, rest, rows) if rows and by_values and few else None
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "
                 "img", "id")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y", "diagnosis", "dx")  # dx: HAM10000
 HEADER_NAMES = (*PATH_COLUMNS, *LABEL_COLUMNS, "labels", "tags", SPLIT_COLUMN)  # a first line naming one is a header
+SMALL_VAL = 50  # a given validation split of fewer items, and under 5% of the training items, is too small to choose by
 MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bomb limit (about 9459 x 9459)
 
 
@@ -167,24 +169,54 @@ def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
              path_column: str | None = None, label_column: str | None = None,
-             group_column: str | None = None) -> ImageSplits:
+             group_column: str | None = None, small_val: str = "hold_out") -> ImageSplits:
     """Find the classes and train/val(/test) samples of DATA (files are not read yet). ``group_column``: a table's
-    column of groups (patients...) kept on one side of the split (default: found by name; ``none``: no groups)."""
+    column of groups (patients...) kept on one side of the split (default: found by name; ``none``: no groups).
+    ``small_val``: ``hold_out`` replaces a given validation split too small to choose by (``small_given_val``)."""
     root = Path(data)
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
         if root.suffix.lower() not in {".csv", ".tsv"}:
             raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns")
-        return _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
+        splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
+        return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val)
     inner = _unwrap(root)
-    splits = _from_folders(inner, val_fraction, seed)
+    splits = _from_folders(inner, val_fraction, seed, small_val)
     if inner != root:
         splits.layout = f"{inner.relative_to(root)}/: {splits.layout}"
     return splits
 
 
-def _from_folders(root: Path, val_fraction: float, seed: int) -> ImageSplits:
+def small_given_val(splits: Splits, val_fraction: float, seed: int, name: str, mode: str = "hold_out",
+                    resplit: Callable[[Splits, list[Any]], Any] | None = None) -> Splits:
+    """``splits`` whose given validation split is too small to choose epochs and phases by (under ``SMALL_VAL`` items
+    and 5% of the training items: Kaggle's chest X-rays, 16 of 5,216) with validation held out of training instead
+    (``mode="hold_out"``, by ``resplit(splits, training items)``, default the stratified split of classes); the given
+    items become the test split, or, when DATA has one, are left out, as said."""
+    n = len(splits.val)
+    if mode != "hold_out" or splits.val_held_out or not n or n >= SMALL_VAL or n >= 0.05 * len(splits.train):
+        return splits
+    given = splits.val
+    if resplit is None:
+        _split_held_out(splits, list(splits.train), val_fraction, seed, name)
+    else:
+        resplit(splits, list(splits.train))
+    splits.val_held_out = True
+    why = (f"{name} holds {n} item(s) against {len(splits.train) + len(splits.val)} for training: too few to choose "
+           f"epochs and phases by (a score moves in steps of {1 / n:.0%}); validation is {val_fraction:.0%} of the "
+           "training items instead (data.small_val=keep uses it as it is)")
+    if splits.test:
+        splits.notes.append(why + f"; {name} is left out, as DATA's test split measures the final model")
+    else:
+        splits.test = given
+        splits.notes.append(why + f"; {name} is scored once at the end, as the test split")
+    splits.layout += (f", {val_fraction:.0%} stratified validation split of the training items (seed {seed}) as {name} "
+                      f"holds too few ({n})" if resplit is None else f" as {name} holds too few ({n})")
+    return splits
+
+
+def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "hold_out") -> ImageSplits:
     """The splits of a folder: train/ and val/ (and test/), or class folders (in train/, a test/ beside)."""
     subdirs = {p.name.lower(): p for p in _subfolders(root)}
     val_dir = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
@@ -200,7 +232,7 @@ def _from_folders(root: Path, val_fraction: float, seed: int) -> ImageSplits:
         if test_dir is not None:
             _given_test(test_dir, splits)
         _check_given_splits(splits)
-        return splits
+        return small_given_val(splits, val_fraction, seed, f"{val_dir.name}/", small_val)
     test_dir = next((subdirs[n] for n in TEST_NAMES if n in subdirs), None) if "train" in subdirs else None
     if "train" in subdirs:
         root = subdirs["train"]

@@ -76,7 +76,7 @@ class ImageClassifier(ClassifierEstimator):
         """The classes and splits of DATA (files not read yet)."""
         cfg = self.config
         return discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column,
-                        cfg.data.group_column)
+                        cfg.data.group_column, cfg.data.small_val)
 
     def _report_item(self, sample: Sample) -> Path:
         return sample.path

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torchvision.transforms import v2
@@ -38,6 +38,7 @@ from headstart.tasks.image.data import (
     _pick_column,
     content_keys,
     read_table,
+    small_given_val,
 )
 from headstart.tasks.image.transforms import _normalize
 from headstart.tasks.multilabel import LABELS_FILE
@@ -58,6 +59,22 @@ def split_labels(cell: str, spaces: bool = False) -> list[str]:
     for sep in SEPARATORS[1:]:
         text = text.replace(sep, SEPARATORS[0])
     return [part.strip() for part in text.split(SEPARATORS[0]) if part.strip()]
+
+
+def list_column(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Sequence[str]) -> str | None:
+    """The one column (besides ``exclude``) whose cells are label lists: in 1% or more of the rows a ``;`` or ``|``
+    separates two labels, and its labels repeat (fewer than a tenth as many as the rows, at most 1,000): the
+    'Finding Labels' of NIH ChestX-ray14 (``Effusion|Infiltration``). None when no column or several are."""
+    head = rows[:2000]
+    found = []
+    for c in columns:
+        if c in exclude:
+            continue
+        cells = [split_labels(r.get(c)) for r in head]
+        labels = {label for cell in cells for label in cell}
+        if sum(len(cell) > 1 for cell in cells) >= max(1, 0.01 * len(head)) and len(labels) <= min(1000, len(head) / 10):
+            found.append(c)
+    return found[0] if len(found) == 1 else None
 
 
 def blank_separated(cells: Sequence[str]) -> bool:
@@ -111,6 +128,7 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
     lcol = label_column or next((lower[c] for c in LABELS_COLUMNS if c in lower and lower[c] != pcol), None)
     if lcol is None and not parsed.header and len(columns) == 2:  # no header line: the column beside the paths
         lcol = next(c for c in columns if c != pcol)
+    lcol = lcol or list_column(columns, rows, [pcol, SPLIT_COLUMN, gcol or ""])
     if lcol is not None and lcol not in columns:
         raise DataError(f"{table}: no column '{lcol}' for the labels; columns found: {columns}")
     items = []
@@ -162,7 +180,8 @@ def _samples(rows: list[tuple[int, Path, list[str], str]], classes: list[str], g
 
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_column: str | None = None,
-             label_column: str | None = None, from_detection: bool = False, group_by: str | None = None) -> Splits:
+             label_column: str | None = None, from_detection: bool = False, group_by: str | None = None,
+             small_val: str = "hold_out") -> Splits:
     """The classes and train/val(/test) samples of multi-label DATA (images not read yet)."""
     root = Path(data)
     if not root.exists():
@@ -185,7 +204,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
             raise DataError(f"{table}: the 'split' column has no 'val' rows")
         splits.layout += ", 'split' column"
         _check_given_splits(splits, tags.group_column)
-        return splits
+        return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
+                               lambda s, items: held_out_split(s, items, val_fraction, seed))
     return held_out_split(splits, samples, val_fraction, seed)
 
 
@@ -345,11 +365,12 @@ def looks_like_multilabel(data: str | Path) -> bool:
         return False
     rows, columns = parsed.rows, parsed.columns
     lower = {c.lower(): c for c in columns}
-    pcol = next((lower[c] for c in PATH_COLUMNS if c in lower), None)
+    pcol = next((lower[c] for c in PATH_COLUMNS if c in lower), None) or by_content("path", columns, rows)
     lcol = next((lower[c] for c in LABELS_COLUMNS if c in lower), None)
     if not parsed.header and len(columns) == 2:  # no header line: image paths and the column beside them
         pcol = by_content("path", columns, rows)
         lcol = next((c for c in columns if c != pcol), None) if pcol else None
+    lcol = lcol or (list_column(columns, rows, [pcol, SPLIT_COLUMN]) if pcol else None)
     if pcol is None or lcol is None:
         return False
     from headstart.tasks.image.data import IMAGE_EXTENSIONS

@@ -43,7 +43,7 @@ class MultiLabelClassifier(ImageClassifier):
     def _discover(self, data: str | Path) -> Splits:
         d = self.config.data
         return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection,
-                        d.group_column)
+                        d.group_column, d.small_val)
 
     def _steps(self, prepared: Prepared) -> Any:
         from headstart.tasks.multilabel.training import MultiLabelSteps
