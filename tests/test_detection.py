@@ -220,6 +220,33 @@ def test_pascal_voc_folder_is_read_with_its_own_splits_and_errors_name_the_file(
 
 
 @needs_bccd
+def test_labelimg_voc_xmls_in_annotations_beside_images_are_pascal_voc(tmp_path: Path) -> None:
+    """The raccoon, face-mask and road-sign sets as downloaded: annotations/*.xml (labelImg) beside images/."""
+    from headstart.tasks import infer_task
+    from headstart.tasks.multilabel.data import discover as tag_discover
+
+    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:12]
+    root = tmp_path / "raccoon_dataset"
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    for i in ids:
+        shutil.copy(BCCD / "Annotations" / f"{i}.xml", root / "annotations")
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", root / "images")
+    assert infer_task(root) == "detection"
+    found = dd.discover(root, val_fraction=0.25, seed=0)
+    assert found.layout.startswith("Pascal VOC raccoon_dataset (annotations/, images/)")
+    assert len(found.train) + len(found.val) == 12 and found.val_held_out
+    original = {s.path.stem: s.boxes for s in dd.discover(BCCD).train + dd.discover(BCCD).val + dd.discover(BCCD).test}
+    assert all(torch.equal(s.boxes, original[s.path.stem]) for s in found.train + found.val)
+    assert all(s.path.parent == root / "images" for s in found.train + found.val)
+    assert tag_discover(root, from_detection=True).classes == found.classes  # --task multilabel: image tags
+    coco = tmp_path / "coco"  # annotations/ of COCO jsons stays COCO, not VOC
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "annotations" / "instances_train.json").write_text("{}")
+    assert dd.voc_root(coco) is None
+
+
+@needs_bccd
 def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: Path) -> None:
     """``headstart train VOC`` infers detection and learns RBCs on 24 real smears (linear, cached features)."""
     from typer.testing import CliRunner

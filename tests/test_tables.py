@@ -103,6 +103,10 @@ def test_an_image_csv_without_a_header_line(tmp_path):
     samples, _ = imagedata.labelled_samples(table, ["ants", "bees"])
     assert [s.path.name for s in samples] == [p.name for p in files]
     assert [s.label for s in samples] == [["ants", "bees"].index(p.parent.name) for p in files]
+    headed = tmp_path / "val.csv"  # a run trained with --label-column col2 evaluates a table whose header names them
+    headed.write_text("path,label\n" + table.read_text())
+    again, _ = imagedata.labelled_samples(headed, ["ants", "bees"], path_column="col1", label_column="col2")
+    assert [(s.path, s.label) for s in again] == [(s.path, s.label) for s in samples]
     tags = tmp_path / "tags.csv"  # multi-label: paths and their label lists, no header line
     tags.write_text("".join(f"{p.resolve()},{p.parent.name}{';insect' if i % 2 else ''}\n"
                             for i, p in enumerate(files)))

@@ -346,8 +346,13 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
     assert json.loads(result.stdout)["macro_f1"] == pytest.approx(report["macro_f1"], abs=1e-6)
     monkeypatch.chdir(tmp_path)  # no --out: runs/NAME of DATA
     result = CliRunner().invoke(app, ["train", str(tmp_path / "train" / "SMSSpamCollection"), "--strategy", "linear",
-                                      "text.max_length=64"])
+                                      "--text-column", "col2", "--label-column", "col1", "text.max_length=64"])
     assert result.exit_code == 0, result.output
     uci = json.loads((tmp_path / "runs" / "SMSSpamCollection" / "metrics.json").read_text())
     assert uci["task"] == "text-classification" and uci["num_train"] + uci["num_val"] == 200
     assert uci["val"]["macro_f1"] > uci["val"]["baseline"]["macro_f1"] + 0.3
+    # that run (its columns named col2 / col1) evaluates a table whose header names them: found there by name
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "runs" / "SMSSpamCollection"), str(sms_split["small"]),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_samples"] == 100

@@ -81,10 +81,11 @@ def infer_task(data: str | Path) -> str:
 
     if paired_folders(path):
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's)
-    if path.is_dir() and ((path / "Annotations").is_dir() or any(path.glob("VOC*/Annotations"))
+    from headstart.tasks.detection import names_file, voc_folders
+
+    if path.is_dir() and (voc_folders(path) or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):
-        return "detection"  # Pascal VOC boxes (--task multilabel reads them as image tags)
-    from headstart.tasks.detection import names_file
+        return "detection"  # Pascal VOC boxes, also annotations/*.xml + images/ (--task multilabel: image tags)
 
     if names_file(path) is not None:
         return "detection"  # labelImg's YOLO export: images, their .txt boxes and classes.txt

@@ -7,6 +7,22 @@ from pathlib import Path
 from headstart.tasks.tables import IMAGE_SUFFIXES
 
 NAMES_FILES = ("classes.txt", "obj.names", "names.txt")  # labelImg's and Darknet's class lists, line i = class id i
+VOC_IMAGE_FOLDERS = ("JPEGImages", "images", "Images")  # where a Pascal VOC layout keeps its images
+
+
+def voc_folders(root: Path) -> tuple[Path, Path] | None:
+    """(annotations folder, images folder) when ``root`` is a Pascal VOC layout: ``Annotations/`` (VOC's own), or an
+    ``annotations/`` holding .xml files (labelImg's output as Kaggle and GitHub sets ship it: the raccoon, face-mask
+    and road-sign sets), beside ``JPEGImages/`` or ``images/``; else None (``annotations/*.json`` is COCO)."""
+    if not root.is_dir():
+        return None
+    notes = root / "Annotations"
+    if not notes.is_dir():
+        notes = root / "annotations"
+        if not notes.is_dir() or not any(notes.glob("*.xml")):
+            return None
+    images = next((root / n for n in VOC_IMAGE_FOLDERS if (root / n).is_dir()), root / "JPEGImages")
+    return notes, images
 
 
 def names_file(root: Path) -> Path | None:

@@ -33,7 +33,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from headstart.errors import DataError
-from headstart.tasks.detection import names_file
+from headstart.tasks.detection import names_file, voc_folders
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
 from headstart.tasks.image.decode import image_beside, image_header
 
@@ -265,7 +265,7 @@ def voc_root(data: Path) -> Path | None:
     if not data.is_dir():
         return None
     candidates = [data, *sorted(data.glob("VOC*")), *sorted(data.glob("VOCdevkit/VOC*"))]
-    found = [c for c in candidates if (c / "Annotations").is_dir()]
+    found = [c for c in candidates if voc_folders(c) is not None]
     if len(found) > 1 and found[0] != data:
         raise DataError(f"{data} holds several Pascal VOC folders ({', '.join(str(f) for f in found)}): "
                         "give one of them as DATA")
@@ -318,15 +318,16 @@ def read_voc(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
     root = voc_root(Path(data))
     if root is None:
         raise DataError(f"{data}: expected a Pascal VOC folder with Annotations/ and JPEGImages/")
-    notes = root / "Annotations"
+    notes, images = voc_folders(root) or (root / "Annotations", root / "JPEGImages")
     xmls = sorted(notes.glob("*.xml"))
     if not xmls:
         raise DataError(f"{notes}: no .xml annotations (a Pascal VOC folder has Annotations/*.xml and JPEGImages/)")
-    read = {xml.stem: read_voc_annotation(xml, root / "JPEGImages") for xml in xmls}
+    read = {xml.stem: read_voc_annotation(xml, images) for xml in xmls}
     classes = sorted({n for _, names, _ in read.values() for n in names})
     if not classes:
         raise DataError(f"{notes}: no <object> in any of its {len(xmls)} annotations")
-    splits = DetectionSplits(classes, [], [], layout=f"Pascal VOC {root.name}")
+    where = "" if (notes.name, images.name) == ("Annotations", "JPEGImages") else f" ({notes.name}/, {images.name}/)"
+    splits = DetectionSplits(classes, [], [], layout=f"Pascal VOC {root.name}{where}")
 
     def sample(stem: str) -> DetSample:
         image, names, boxes = read[stem]

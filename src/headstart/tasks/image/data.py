@@ -459,6 +459,8 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         skipped: list[tuple[str, str]] = []
     elif root.is_file():
         table = read_table(root, [path_column, label_column])
+        # the columns named at training where this table has them, else found as training finds them
+        path_column, label_column = (c if c in table.columns else None for c in (path_column, label_column))
         pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", root)
         lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", root, exclude=[pcol])
         files, _ = table_files(root, [r[pcol] for r in table.rows])

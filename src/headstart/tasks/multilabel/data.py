@@ -227,8 +227,10 @@ def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, s
 # ------------------------------------------------------------------------------------- from detection
 def is_detection_folder(root: Path) -> bool:
     """A folder without labels.csv that is plainly a detection set (VOC Annotations/, YOLO data.yaml)."""
+    from headstart.tasks.detection import voc_folders
+
     return root.is_dir() and not (root / LABELS_FILE).is_file() and (
-        (root / "Annotations").is_dir() or (root / "data.yaml").is_file())
+        voc_folders(root) is not None or (root / "data.yaml").is_file())
 
 
 def _from_detection(root: Path, val_fraction: float, seed: int) -> Splits:

@@ -292,6 +292,9 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | None
     path = Path(data)
     records = read_records(path, [text_column, label_column])
     parts, columns = records.parts, records.columns
+    # the columns named at training where this table has them (a run trained on the UCI file's col2 evaluates a
+    # table whose header says 'text'); else found here as training finds them
+    text_column, label_column = (c if c in columns else None for c in (text_column, label_column))
     tcol, lcol = text_and_label_columns(records, text_column, label_column, path)
     rows, first = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None), 1
     if rows is None:
