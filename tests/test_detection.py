@@ -246,6 +246,59 @@ def test_labelimg_voc_xmls_in_annotations_beside_images_are_pascal_voc(tmp_path:
     assert dd.voc_root(coco) is None
 
 
+def _box_rows(ids: list[str]) -> list[str]:
+    """BCCD's VOC boxes as TensorFlow Object Detection CSV rows: filename,width,height,class,xmin,ymin,xmax,ymax."""
+    import xml.etree.ElementTree as ET
+
+    rows = []
+    for i in ids:
+        root = ET.parse(BCCD / "Annotations" / f"{i}.xml").getroot()
+        w, h = root.findtext("size/width"), root.findtext("size/height")
+        for obj in root.iter("object"):
+            box = [obj.findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+            rows.append(",".join([f"{i}.jpg", w, h, obj.findtext("name"), *box]))
+    return rows
+
+
+@needs_bccd
+def test_tables_of_boxes_as_the_raccoon_set_and_roboflow_export_them(tmp_path: Path) -> None:
+    from headstart.tasks import infer_task
+
+    header = "filename,width,height,class,xmin,ymin,xmax,ymax"
+    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:20]
+    voc = {s.path.stem: s for s in dd.discover(BCCD).train + dd.discover(BCCD).val + dd.discover(BCCD).test}
+    # the raccoon set: data/train_labels.csv naming images/ beside data/
+    root = tmp_path / "raccoon_dataset"
+    (root / "data").mkdir(parents=True)
+    (root / "images").mkdir()
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", root / "images")
+    (root / "data" / "train_labels.csv").write_text("\n".join([header, *_box_rows(ids)]) + "\n")
+    table = root / "data" / "train_labels.csv"
+    assert infer_task(table) == "detection"
+    found = dd.discover(table, val_fraction=0.25, seed=0)
+    assert found.classes == ["Platelets", "RBC", "WBC"] and len(found.train) + len(found.val) == 20
+    assert found.layout.startswith("table of boxes train_labels.csv, 25% random validation split")
+    for s in found.train + found.val:
+        assert s.path == root / "images" / f"{s.path.stem}.jpg"
+        assert torch.allclose(s.boxes, voc[s.path.stem].boxes, atol=1e-6)
+        assert sorted(s.labels.tolist()) == sorted(voc[s.path.stem].labels.tolist())
+    # Roboflow's TensorFlow CSV export: train/, valid/, test/ each with _annotations.csv beside its images
+    export = tmp_path / "roboflow"
+    for split, part in (("train", ids[:12]), ("valid", ids[12:16]), ("test", ids[16:])):
+        (export / split).mkdir(parents=True)
+        for i in part:
+            shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", export / split)
+        (export / split / "_annotations.csv").write_text("\n".join([header, *_box_rows(part)]) + "\n")
+    assert infer_task(export) == "detection"
+    found = dd.discover(export)
+    assert (len(found.train), len(found.val), len(found.test)) == (12, 4, 4) and not found.val_held_out
+    assert all(torch.allclose(s.boxes, voc[s.path.stem].boxes, atol=1e-6) for s in found.val + found.test)
+    (export / "valid" / "_annotations.csv").write_text(header + "\nnot_there.jpg,640,480,RBC,1,2,3,4\n")
+    with pytest.raises(DataError, match=r"_annotations.csv: 1 image\(s\) it names do not exist"):
+        dd.discover(export)
+
+
 @needs_bccd
 def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: Path) -> None:
     """``headstart train VOC`` infers detection and learns RBCs on 24 real smears (linear, cached features)."""

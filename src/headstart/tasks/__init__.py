@@ -81,7 +81,10 @@ def infer_task(data: str | Path) -> str:
 
     if paired_folders(path):
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's)
-    from headstart.tasks.detection import names_file, voc_folders
+    from headstart.tasks.detection import box_table_splits, is_box_table, names_file, voc_folders
+
+    if is_box_table(path) or box_table_splits(path):
+        return "detection"  # boxes in a table (TensorFlow Object Detection CSV: Roboflow's export, the raccoon set)
 
     if path.is_dir() and (voc_folders(path) or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):

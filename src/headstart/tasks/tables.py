@@ -190,7 +190,8 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     """The image files the path column of ``table`` names, and how they were found ('' when as written).
 
     A value is a path, absolute or relative to the table; where most are not files, a file name or id of a folder
-    beside the table, with or without an image suffix: Kaggle's ``labels.csv`` of ``id,breed`` and ``train/<id>.jpg``
+    beside the table (or beside its folder), with or without an image suffix: Kaggle's ``labels.csv`` of
+    ``id,breed`` and ``train/<id>.jpg``
     (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win; images
     spread over several folders beside the table (HAM10000's ``HAM10000_images_part_1/`` and ``_part_2/``) are each
     found in the first of them that holds it.
@@ -200,7 +201,11 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     sample = [(v, p) for v, p in zip(values, written) if v][:50]
     if not sample or 2 * sum(p.is_file() for _, p in sample) >= len(sample):
         return written, ""
-    folders = [table.parent, *sorted(d for d in table.parent.iterdir() if d.is_dir() and not d.name.startswith("."))]
+    def inside(folder: Path) -> list[Path]:
+        return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+    # beside the table, then beside its folder (the raccoon set's data/train_labels.csv names images/x.jpg of ../)
+    folders = [table.parent, *inside(table.parent), *[d for d in inside(table.parent.parent) if d != table.parent]]
     suffixes = ["", *IMAGE_SUFFIXES]
     found = {(folder, suffix): sum((folder / f"{v}{suffix}").is_file() for v, _ in sample)
              for folder in folders for suffix in suffixes}
@@ -212,11 +217,11 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
             def first(v: str) -> Path:
                 return next((f / f"{v}{suffix}" for f in several if (f / f"{v}{suffix}").is_file()), folder / f"{v}{suffix}")
 
-            names = " or ".join(f"{f.relative_to(table.parent)}/" if f != table.parent else "./" for f in several)
+            names = " or ".join(f"{os.path.relpath(f, table.parent)}/" if f != table.parent else "./" for f in several)
             return [first(v) for v in values], f"files found as {names}<value>{suffix}, beside {table.name}"
     if 2 * hits < len(sample):
         return written, ""
-    where = f"{folder.relative_to(table.parent)}/" if folder != table.parent else ""
+    where = f"{os.path.relpath(folder, table.parent)}/" if folder != table.parent else ""
     return ([folder / f"{v}{suffix}" for v in values],
             f"files found as {where}<value>{suffix}, beside {table.name}")
 

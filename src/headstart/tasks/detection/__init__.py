@@ -8,6 +8,31 @@ from headstart.tasks.tables import IMAGE_SUFFIXES
 
 NAMES_FILES = ("classes.txt", "obj.names", "names.txt")  # labelImg's and Darknet's class lists, line i = class id i
 VOC_IMAGE_FOLDERS = ("JPEGImages", "images", "Images")  # where a Pascal VOC layout keeps its images
+BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")  # a table of boxes: TensorFlow Object Detection CSV (Roboflow, raccoon)
+BOX_TABLE = "_annotations.csv"  # Roboflow's TensorFlow CSV export: one per split folder, beside the images
+SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
+
+
+def is_box_table(path: Path) -> bool:
+    """Whether a CSV's header line names the four box corners (``filename,width,height,class,xmin,ymin,xmax,ymax``)."""
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
+        return False
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            header = f.readline()
+    except OSError:
+        return False
+    names = {n.strip().strip('"').lower() for n in header.replace("\t", ",").split(",")}
+    return set(BOX_COLUMNS) <= names
+
+
+def box_table_splits(root: Path) -> dict[str, Path]:
+    """``{split: its _annotations.csv}`` of a Roboflow TensorFlow CSV export (train/, valid/, test/ folders)."""
+    if not root.is_dir():
+        return {}
+    found = {SPLIT_FOLDERS[d.name.lower()]: d / BOX_TABLE for d in sorted(root.iterdir())
+             if d.name.lower() in SPLIT_FOLDERS and is_box_table(d / BOX_TABLE)}
+    return {split: found[split] for split in ("train", "val", "test") if split in found}
 
 
 def voc_folders(root: Path) -> tuple[Path, Path] | None:

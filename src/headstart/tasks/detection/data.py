@@ -8,7 +8,11 @@ Layouts of DATA:
   * a Pascal VOC folder (also inside ``VOCdevkit/VOC20xx/``): ``Annotations/*.xml`` (``<object>`` with ``<name>``
     and ``<bndbox>`` in pixels, ``<size>``), ``JPEGImages/``, and ``ImageSets/Main/{train,val,test}.txt`` when
     present (``test`` is kept aside, never trained on; without lists a seeded validation split is made). Classes
-    are the object names found, sorted; ``<difficult>`` boxes are trained on, as torchvision's references do.
+    are the object names found, sorted; ``<difficult>`` boxes are trained on, as torchvision's references do;
+    ``annotations/*.xml`` beside ``images/`` (labelImg's output as datasets ship it) is the same layout;
+  * a table of boxes (TensorFlow Object Detection CSV: ``filename,width,height,class,xmin,ymin,xmax,ymax`` in pixels,
+    one row per box), or a folder of ``train/``, ``valid/`` (and ``test/``) each holding one as ``_annotations.csv``
+    beside its images (Roboflow's export).
 Boxes are kept as ``xyxy`` normalised to the image; boxes reaching outside the image are clipped and
 zero-area boxes dropped, both counted in ``DetectionSplits.issues``.
 """
@@ -33,7 +37,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from headstart.errors import DataError
-from headstart.tasks.detection import names_file, voc_folders
+from headstart.tasks.detection import BOX_COLUMNS, box_table_splits, is_box_table, names_file, voc_folders
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
 from headstart.tasks.image.decode import image_beside, image_header
 
@@ -352,6 +356,75 @@ def read_voc(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
     return splits
 
 
+# ------------------------------------------------------------------------------------------ box tables
+def read_box_table(path: Path, issues: Counter) -> tuple[list[str], list[DetSample]]:
+    """The class names (sorted) and the samples of a table of boxes, one row per box (pixels); the images are named
+    relative to the table or found beside it (``tables.table_files``); without width / height columns, the images'
+    headers give the sizes."""
+    from headstart.tasks.tables import read_delimited, table_files
+
+    table = read_delimited(path, ["filename", "class", *BOX_COLUMNS])
+    lower = {c.strip().lower(): c for c in table.columns}
+    image_col = next((lower[c] for c in ("filename", "file", "image", "path", "image_id", "file_name") if c in lower),
+                     None)
+    class_col = next((lower[c] for c in ("class", "label", "category", "name", "class_name") if c in lower), None)
+    if image_col is None or class_col is None:
+        raise DataError(f"{path}: a table of boxes needs an image column (filename) and a class column (class) beside "
+                        f"{', '.join(BOX_COLUMNS)}; columns found: {table.columns}")
+    files, _ = table_files(path, [r[image_col] for r in table.rows])
+    by_image: dict[Path, list[tuple[str, list[float], int]]] = {}
+    sizes: dict[Path, tuple[float, float]] = {}
+    for line, (row, file) in enumerate(zip(table.rows, files), start=table.first_line):
+        name = str(row[class_col] or "").strip()
+        boxes = by_image.setdefault(file, [])
+        if not name:  # an image listed without a box: background
+            continue
+        try:
+            corners = [float(row[lower[c]]) for c in BOX_COLUMNS]
+            if "width" in lower and "height" in lower and str(row[lower["width"]]).strip():
+                sizes[file] = (float(row[lower["width"]]), float(row[lower["height"]]))
+        except (TypeError, ValueError):
+            raise DataError(f"{path}:{line}: expected numbers in {', '.join(BOX_COLUMNS)} (and width, height), found "
+                            f"{[row[lower[c]] for c in BOX_COLUMNS]}") from None
+        boxes.append((name, corners, line))
+    missing = [f for f in by_image if not f.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} image(s) it names do not exist, e.g. {[str(m) for m in missing[:3]]}")
+    classes = sorted({name for rows in by_image.values() for name, _, _ in rows})
+    samples = []
+    for file, rows in by_image.items():
+        width, height = sizes.get(file) or image_header(file)[1:]
+        if width <= 0 or height <= 0:
+            raise DataError(f"{path}: {file.name} has width x height {width} x {height}")
+        xyxy = torch.tensor([[c[0] / width, c[1] / height, c[2] / width, c[3] / height] for _, c, _ in rows],
+                            dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([classes.index(n) for n, _, _ in rows], dtype=torch.long)
+        if not rows:
+            issues[ISSUE_BACKGROUND] += 1
+        samples.append(DetSample(file, *_fix_boxes(xyxy, labels, issues)))
+    return classes, samples
+
+
+def read_box_tables(data: Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """A table of boxes (a seeded validation split), or a folder of split folders each with its ``_annotations.csv``."""
+    tables = {"train": data} if data.is_file() else box_table_splits(data)
+    if "train" not in tables:
+        raise DataError(f"{data}: expected a table of boxes or train/ (and valid/) folders holding _annotations.csv")
+    issues: Counter = Counter()
+    read = {split: read_box_table(path, issues) for split, path in tables.items()}
+    classes = sorted({c for names, _ in read.values() for c in names})
+    splits = DetectionSplits(classes, [], [], layout=f"table of boxes {data.name}" if data.is_file() else
+                             f"tables of boxes ({', '.join(f'{p.parent.name}/{p.name}' for p in tables.values())})",
+                             issues=issues)
+    for split, (names, samples) in read.items():
+        for s in samples:  # each table's class indices -> the classes of all tables
+            s.labels = torch.tensor([classes.index(names[i]) for i in s.labels.tolist()], dtype=torch.long)
+        getattr(splits, split).extend(samples)
+    if not splits.val:
+        _random_split(splits, val_fraction, seed)
+    return splits
+
+
 # ----------------------------------------------------------------------------------------------- COCO
 def read_coco_json(path: Path, issues: Counter, image_dirs: Sequence[Path] = ()) -> tuple[list[str], list[DetSample]]:
     """Classes (ordered by category id) and samples of one COCO instances json."""
@@ -431,6 +504,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         raise DataError(f"Data not found: {data}")
     if data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml")) and voc_root(data):
         return read_voc(data, val_fraction, seed)
+    if is_box_table(data) or box_table_splits(data):
+        return read_box_tables(data, val_fraction, seed)
     if data.suffix == ".json" or (data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml"))
                                   and (list(data.glob("*.json")) or list((data / "annotations").glob("*.json")))):
         return read_coco(data, val_fraction, seed)
