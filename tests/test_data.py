@@ -374,3 +374,31 @@ def test_the_nih_chest_xray_table_reads_as_multilabel_as_downloaded(tmp_path):
     assert "path column 'Image Index', labels column 'Finding Labels'" in splits.layout, splits.layout
     assert "split by 'Patient ID'" in splits.layout
     assert set(splits.classes) == {"Cell", "No Finding", "Platelets", "RBC", "WBC"}
+
+
+@needs_shared(BLOOD)
+def test_one_hot_label_columns_are_single_label_classes(tmp_path):
+    """ISIC's ground truth as downloaded: image,MEL,NV,...,UNK with 1.0 / 0.0, one 1 per row, images as ids in a
+    folder beside the table; UNK holds no 1 in training."""
+    from headstart.tasks import infer_task
+
+    crops = sorted((BLOOD / "train").glob("*/*.jpg"))[::6]
+    classes = ["Platelets", "RBC", "WBC"]
+    (tmp_path / "ISIC_Training_Input").mkdir()
+    lines = []
+    for i, crop in enumerate(crops):
+        shutil.copy(crop, tmp_path / "ISIC_Training_Input" / f"ISIC_{i:07d}.jpg")
+        lines.append(f"ISIC_{i:07d}," + ",".join("1.0" if c == crop.parent.name else "0.0" for c in classes) + ",0.0")
+    table = tmp_path / "ISIC_GroundTruth.csv"
+    table.write_text("image," + ",".join(classes) + ",UNK\n" + "\n".join(lines) + "\n")
+    assert infer_task(table) == "image"
+    splits = discover(table)
+    assert splits.classes == classes
+    assert "one-hot label columns Platelets, RBC, WBC, UNK; UNK hold(s) no 1: not a class" in splits.layout
+    truth = {f"ISIC_{i:07d}": crop.parent.name for i, crop in enumerate(crops)}
+    assert all(splits.classes[s.label] == truth[s.path.stem] for s in splits.train + splits.val)
+    samples, _ = labelled_samples(table, classes)  # evaluate reads it the same way
+    assert [classes[s.label] for s in samples] == [truth[f"ISIC_{i:07d}"] for i in range(len(crops))]
+    table.write_text(table.read_text().replace(",1.0,0.0,0.0,0.0\n", ",1.0,1.0,0.0,0.0\n", 1))  # two 1s: not one-hot
+    with pytest.raises(DataError, match="cannot tell which column holds the label"):
+        discover(table)

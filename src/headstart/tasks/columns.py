@@ -14,6 +14,7 @@ from headstart.tasks.tables import IMAGE_SUFFIXES
 SPLIT_COLUMN = "split"
 SAMPLE_ROWS = 2000  # rows whose values a content guess looks at
 CONTENT_COLUMNS = 3  # columns told apart by their values at most: in wider tables a guess could take the wrong one
+ONE_HOT = {"0", "1", "0.0", "1.0"}  # the values of a one-hot column
 SPARSE = 0.05  # a column with values in at most this share of the rows is not a candidate (Kaggle's 'Unnamed: 2')
 
 
@@ -49,6 +50,16 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
+
+
+def one_hot_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Collection[str]) -> list[str]:
+    """The columns of a one-hot label encoding: 2 or more columns (besides ``exclude``) of 0/1 values with exactly one
+    1 per row (ISIC's ``image,MEL,NV,BCC...`` ground truth), else []."""
+    found = [c for c in columns if c not in exclude and rows
+             and all(str(r.get(c) if r.get(c) is not None else "").strip() in ONE_HOT for r in rows)]
+    if len(found) < 2 or any(sum(str(r[c]).strip() in ("1", "1.0") for c in found) != 1 for r in rows):
+        return []
+    return found
 
 
 def by_content(what: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:

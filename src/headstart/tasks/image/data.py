@@ -37,7 +37,7 @@ from headstart.core.splits import (
 )
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.columns import SPLIT_COLUMN, pick_column
+from headstart.tasks.columns import SPLIT_COLUMN, one_hot_columns, pick_column
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
@@ -362,15 +362,14 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     rows = table.rows
     gcol = group_column(table.columns, group_by, [path_column or "", label_column or ""], path)
     pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path, exclude=[gcol] if gcol else [])
-    lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", path, exclude=[pcol, *([gcol] if gcol else [])])
-    labels = [str(r[lcol]).strip() for r in rows]
+    labels, lcol = _labels(table, label_column, path, [pcol, *([gcol] if gcol else [])])
     classes = sorted(set(labels) - {""})
     if len(classes) < 2:
-        raise DataError(f"{path}: column '{lcol}' has {len(classes)} distinct label(s) {classes}; need at least 2")
+        raise DataError(f"{path}: {lcol} has {len(classes)} distinct label(s) {classes}; need at least 2")
     samples, split_of = [], []
     files, found_as = table_files(path, [r[pcol] for r in rows])
     notes = "; ".join(n for n in (found_as, table.describe()) if n)
-    splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', label column '{lcol}'"
+    splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', {lcol}"
                          f"{'; ' + notes if notes else ''})")
     seen_rows: Counter = Counter()
     for line, (row, file, label) in enumerate(zip(rows, files, labels), start=table.first_line):
@@ -429,8 +428,24 @@ def _pick_column(table: Table, wanted: str | None, candidates: Sequence[str], wh
     option = "--label-column (data.label_column)" if what == "label" else f"data.{what}_column"
     hint = f"Name it one of {list(candidates)} or give it with {option}"
     guess = what == "path" or not table.header  # labels by their values only without names (``pick_column``)
-    return pick_column(table.columns, wanted, candidates, what, path, hint, exclude=exclude,
-                       rows=table.rows if guess else None)
+    return pick_column(table.columns, wanted, candidates, what, path, hint, exclude=exclude, rows=table.rows,
+                       by_values=guess)
+
+
+def _labels(table: Table, wanted: str | None, path: Path, exclude: Sequence[str]) -> tuple[list[str], str]:
+    """Each row's label and what they were read from: the label column (``_pick_column``), or, where no column is
+    one, one-hot columns (``columns.one_hot_columns``: the name of the row's 1 is its label)."""
+    try:
+        lcol = _pick_column(table, wanted, LABEL_COLUMNS, "label", path, exclude=exclude)
+    except DataError:
+        onehot = one_hot_columns(table.columns, table.rows, [*exclude, SPLIT_COLUMN]) if wanted is None else []
+        if not onehot:
+            raise
+        labels = [next(c for c in onehot if str(r[c]).strip() in ("1", "1.0")) for r in table.rows]
+        unused = [c for c in onehot if c not in labels]
+        return labels, (f"one-hot label columns {', '.join(onehot)}"
+                        + (f"; {', '.join(unused)} hold(s) no 1: not a class" if unused else ""))
+    return [str(r[lcol]).strip() for r in table.rows], f"label column '{lcol}'"
 
 
 def labelled_samples(data: str | Path, classes: list[str], path_column: str | None = None,
@@ -462,9 +477,9 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         # the columns named at training where this table has them, else found as training finds them
         path_column, label_column = (c if c in table.columns else None for c in (path_column, label_column))
         pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", root)
-        lcol = _pick_column(table, label_column, LABEL_COLUMNS, "label", root, exclude=[pcol])
+        labels, _ = _labels(table, label_column, root, [pcol])
         files, _ = table_files(root, [r[pcol] for r in table.rows])
-        pairs = [(file, str(r[lcol]).strip()) for file, r in zip(files, table.rows)]
+        pairs = list(zip(files, labels))
         skipped = []
     else:
         raise DataError(f"Data not found: {root}")
