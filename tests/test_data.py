@@ -402,3 +402,48 @@ def test_one_hot_label_columns_are_single_label_classes(tmp_path):
     table.write_text(table.read_text().replace(",1.0,0.0,0.0,0.0\n", ",1.0,1.0,0.0,0.0\n", 1))  # two 1s: not one-hot
     with pytest.raises(DataError, match="cannot tell which column holds the label"):
         discover(table)
+
+
+@needs_shared(BLOOD)
+def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp_path):
+    """Brain Tumor MRI (Training/, Testing/), Cat and Dog (training_set/training_set/, test_set/test_set/) and Intel
+    Image Classification (seg_train/seg_train/, seg_test/seg_test/, seg_pred/seg_pred/ of unlabelled images) were
+    read as 2-3 classes named after their split folders; a class named train_station stays a class."""
+    def copy(src: Path, dst: Path, n: int) -> None:
+        for cls in ("Platelets", "RBC", "WBC"):
+            (dst / cls).mkdir(parents=True)
+            for f in sorted((src / cls).glob("*.jpg"))[:n]:
+                shutil.copy(f, dst / cls / f.name)
+
+    mri = tmp_path / "brain_tumor_mri"
+    copy(BLOOD / "train", mri / "Training", 10)
+    copy(BLOOD / "test", mri / "Testing", 4)
+    splits = discover(mri, 0.2, 0)
+    assert splits.classes == ["Platelets", "RBC", "WBC"] and len(splits.test) == 12
+    assert splits.layout.startswith("Training/ class folders, 20% stratified") and "Testing/ for the final test" in splits.layout
+    assert len(labelled_samples(mri, splits.classes)[0]) == 12  # evaluate reads Testing/
+
+    cats = tmp_path / "cat-and-dog"
+    copy(BLOOD / "train", cats / "training_set" / "training_set", 10)
+    copy(BLOOD / "val", cats / "test_set" / "test_set", 3)
+    splits = discover(cats, 0.2, 0)
+    assert splits.classes == ["Platelets", "RBC", "WBC"] and len(splits.test) == 9
+    assert splits.layout.startswith("training_set/training_set/ class folders")
+
+    intel = tmp_path / "intel"
+    copy(BLOOD / "train", intel / "seg_train" / "seg_train", 10)
+    copy(BLOOD / "val", intel / "seg_test" / "seg_test", 3)
+    (intel / "seg_pred" / "seg_pred").mkdir(parents=True)
+    for f in sorted((BLOOD / "test" / "RBC").glob("*.jpg"))[:5]:
+        shutil.copy(f, intel / "seg_pred" / "seg_pred" / f.name)
+    splits = discover(intel, 0.2, 0)
+    assert splits.classes == ["Platelets", "RBC", "WBC"] and len(splits.test) == 9
+    assert not any("seg_pred" in str(s.path) for s in splits.train + splits.val + splits.test)
+    assert "seg_pred/ beside the split folders: not a train, validation or test folder, not read" in splits.notes
+
+    places = tmp_path / "places"  # scene classes whose names hold a split word: classes, as they hold images
+    for cls, src in (("train_station", "RBC"), ("testing_lab", "WBC"), ("office", "Platelets")):
+        (places / cls).mkdir(parents=True)
+        for f in sorted((BLOOD / "train" / src).glob("*.jpg"))[:6]:
+            shutil.copy(f, places / cls / f.name)
+    assert discover(places).classes == ["office", "testing_lab", "train_station"]

@@ -63,6 +63,7 @@ from headstart.tasks.tables import Table, read_delimited, table_files
 
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
+SPLIT_WORDS = {"train": ("train", "training", "trainset"), "val": VAL_NAMES, "test": TEST_NAMES}
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "file_name", "image_name", "image_id",
                 "img", "id")
 LABEL_COLUMNS = ("label", "class", "target", "category", "y", "diagnosis", "dx")  # dx: HAM10000
@@ -216,31 +217,71 @@ def small_given_val(splits: Splits, val_fraction: float, seed: int, name: str, m
     return splits
 
 
+def split_of(folder: Path) -> str | None:
+    """``train``, ``val`` or ``test`` when a folder's name says it is a split: one of the usual names (``train``,
+    ``Training``, ``valid``, ``test1``...), or a name holding one (``seg_train``, ``training_set``) for a folder of
+    class folders (after ``_unwrap``), not of images (a class named ``train_station`` stays a class)."""
+    words = [w for w in re.split(r"[^a-z0-9]+", folder.name.lower()) if w]
+    for split, names in SPLIT_WORDS.items():
+        if folder.name.lower() in names:
+            return split
+        if any(w in names for w in words) and _subfolders(_unwrap(folder)):
+            return split
+    return None
+
+
+def _named(folder: Path, root: Path) -> str:
+    """A folder as the layout line names it: its path under DATA, with a slash."""
+    return f"{folder.relative_to(root).as_posix()}/"
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """``{train, val, test: folder}`` of a folder of split folders (each unwrapped: Kaggle's ``training_set/
+    training_set/cats``), the first of each; {} when there is no training folder."""
+    found: dict[str, Path] = {}
+    for folder in _subfolders(root):
+        split = split_of(folder)
+        if split is not None and split not in found:
+            found[split] = _unwrap(folder)
+    return found if "train" in found else {}
+
+
 def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "hold_out") -> ImageSplits:
     """The splits of a folder: train/ and val/ (and test/), or class folders (in train/, a test/ beside)."""
-    subdirs = {p.name.lower(): p for p in _subfolders(root)}
-    val_dir = next((subdirs[n] for n in VAL_NAMES if n in subdirs), None)
-    if "train" in subdirs and val_dir is not None:
-        train = _class_folders(subdirs["train"])
-        _check_classes(train, subdirs["train"])
+    splits = _split_layout(root, val_fraction, seed, small_val)
+    dirs = split_folders(root)
+    used = {d.relative_to(root).parts[0] for d in dirs.values()}
+    other = [p.name for p in _subfolders(root) if dirs and p.name not in used]
+    if other:
+        splits.notes.append(f"{', '.join(f'{n}/' for n in other)} beside the split folders: not a train, validation or "
+                            "test folder, not read")
+    return splits
+
+
+def _split_layout(root: Path, val_fraction: float, seed: int, small_val: str) -> ImageSplits:
+    data_root = root
+    dirs = split_folders(root)
+    val_dir, test_dir = dirs.get("val"), dirs.get("test")
+    if dirs and val_dir is not None:
+        train = _class_folders(dirs["train"])
+        _check_classes(train, dirs["train"])
         classes = sorted(train)
-        kind = _layout_of(subdirs["train"])
-        splits = ImageSplits(classes, _samples(train, classes), [], layout=f"train/ and {val_dir.name}/ folders"
+        kind = _layout_of(dirs["train"])
+        splits = ImageSplits(classes, _samples(train, classes), [],
+                             layout=f"{_named(dirs['train'], root)} and {_named(val_dir, root)} folders"
                              + ("" if kind == "class folders" else f" of {kind}"))
         splits.val = _held_out(val_dir, classes, splits)
-        test_dir = next((subdirs[n] for n in TEST_NAMES if n in subdirs), None)
         if test_dir is not None:
             _given_test(test_dir, splits)
         _check_given_splits(splits)
-        return small_given_val(splits, val_fraction, seed, f"{val_dir.name}/", small_val)
-    test_dir = next((subdirs[n] for n in TEST_NAMES if n in subdirs), None) if "train" in subdirs else None
-    if "train" in subdirs:
-        root = subdirs["train"]
+        return small_given_val(splits, val_fraction, seed, _named(val_dir, root), small_val)
+    if dirs:
+        root = dirs["train"]
     found = _class_folders(root)
     _check_classes(found, root)
     classes = sorted(found)
     samples = _samples(found, classes)
-    splits = ImageSplits(classes, [], [], layout=f"{'train/ ' if test_dir or root.name.lower() == 'train' else ''}"
+    splits = ImageSplits(classes, [], [], layout=f"{_named(root, data_root) + ' ' if dirs else ''}"
                          f"{_layout_of(root)}, {val_fraction:.0%} stratified validation split (seed {seed})",
                          val_held_out=True)
     _split_held_out(splits, samples, val_fraction, seed, str(root))
@@ -457,15 +498,15 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     root = Path(data)
     if root.is_dir():
         root = _unwrap(root)
-        subdirs = {p.name.lower(): p for p in _subfolders(root)}
-        for name in (*TEST_NAMES, *VAL_NAMES):  # the first labelled one (Kaggle's test1/ holds no labels)
-            if name in subdirs and "train" in subdirs and any(_class_folders(subdirs[name]).values()):
-                root = subdirs[name]
+        dirs = split_folders(root)
+        for name in ("test", "val"):  # the first labelled one (Kaggle's test1/ holds no labels)
+            if name in dirs and any(_class_folders(dirs[name]).values()):
+                root = dirs[name]
                 break
         else:
-            if "train" in subdirs:
-                raise DataError(f"{root} holds train/ but no labelled test/ or val/ images to evaluate on: give the "
-                                f"folder to evaluate (e.g. {subdirs['train']}, the training images)")
+            if dirs:
+                raise DataError(f"{root} holds {_named(dirs['train'], root)} but no labelled test/ or val/ images to "
+                                f"evaluate on: give the folder to evaluate (e.g. {dirs['train']}, the training images)")
         found = {k: v for k, v in _class_folders(root).items() if v}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
