@@ -356,3 +356,52 @@ def test_linear_on_cached_embeddings_matches_uncached(sms_split, tmp_path, monke
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["num_samples"] == 100
+
+
+@needs_sms
+@needs_minilm
+def test_class_folders_of_text_files_train_predict_and_evaluate(tmp_path, session_cache):
+    """IMDB's aclImdb as downloaded (train/pos/*.txt, train/unsup/, test/, loose .txt and vocab files beside) and BBC
+    News' flat class folders, here of real SMS messages: text data, not image class folders."""
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+    from headstart.tasks import infer_task
+
+    rows = _sms_rows()
+    ham, spam = [t for y, t in rows if y == "ham"], [t for y, t in rows if y == "spam"]
+    root = tmp_path / "aclImdb"
+    for split, lo, n in (("train", 0, 60), ("test", 60, 20)):
+        for label, texts in (("ham", ham), ("spam", spam)):
+            (root / split / label).mkdir(parents=True)
+            for i, text in enumerate(texts[lo:lo + n]):
+                (root / split / label / f"{i}_{i % 10}.txt").write_text(text, encoding="utf-8")
+    (root / "train" / "unsup").mkdir()
+    for i, text in enumerate(ham[200:230]):
+        (root / "train" / "unsup" / f"{i}_0.txt").write_text(text)
+    (root / "train" / "urls_ham.txt").write_text("http://example.org/1\n")
+    (root / "imdb.vocab").write_text("the\nand\n")
+    assert infer_task(root) == "text"
+    splits = textdata.discover(root, val_fraction=0.25)
+    assert splits.classes == ["ham", "spam"] and len(splits.test) == 40 and len(splits.train) + len(splits.val) == 120
+    assert splits.layout.startswith("aclImdb: class folders of text files in train/ and test/, one text per file")
+    assert "train/unsup/ holds 30 text(s) without a label: not used" in splits.notes
+    assert {s.text for s in splits.test} == set(ham[60:80] + spam[60:80])
+
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(root), "--out", str(run), "--strategy", "linear", "text.max_length=64"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "text-classification"
+    assert metrics["test"]["macro_f1"] > metrics["test"]["baseline"]["macro_f1"] + 0.3, metrics["test"]
+    res = CliRunner().invoke(app, ["predict", str(run), str(root / "test" / "spam"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    predicted = json.loads(res.stdout)
+    assert len(predicted) == 20 and sum(r["label"] == "spam" for r in predicted) >= 14, predicted
+    bbc = tmp_path / "bbc"  # flat class folders: a held-out split
+    for label, texts in (("ham", ham[:30]), ("spam", spam[:30])):
+        (bbc / label).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (bbc / label / f"{i:03d}.txt").write_bytes(text.encode("cp1252", errors="replace"))
+    splits = textdata.discover(bbc)
+    assert infer_task(bbc) == "text" and splits.val_held_out and len(splits.train) + len(splits.val) == 60

@@ -94,8 +94,10 @@ def infer_task(data: str | Path) -> str:
         return "detection"  # labelImg's YOLO export: images, their .txt boxes and classes.txt
     if path.is_dir():
         from headstart.tasks.multilabel import LABELS_FILE
-        from headstart.tasks.text import is_datasets_folder
+        from headstart.tasks.text import is_datasets_folder, is_text_folder
 
+        if is_text_folder(path):
+            return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
         if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path):
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
     from headstart.tasks.multilabel.data import looks_like_multilabel

@@ -243,7 +243,7 @@ def split_folders(root: Path) -> dict[str, Path]:
         split = split_of(folder)
         if split is not None and split not in found:
             found[split] = _unwrap(folder)
-    return found if "train" in found else {}
+    return {split: found[split] for split in SPLIT_WORDS if split in found} if "train" in found else {}
 
 
 def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "hold_out") -> ImageSplits:

@@ -16,7 +16,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from headstart.core.splits import Splits, duplicate_groups, split_notes, stratif
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
 from headstart.tasks.tables import IMAGE_SUFFIXES, Table, read_delimited, read_text, read_text_file, table_files
-from headstart.tasks.text import is_datasets_folder
+from headstart.tasks.text import TEXT_FILE_SUFFIXES, is_datasets_folder, is_text_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
@@ -58,6 +58,8 @@ class Records:
     parts: dict[str, list[dict[str, Any]]]
     columns: list[str]
     table: Table | None = None  # a delimited file's (its header line, or none: columns col1, col2...)
+    layout: str = ""  # how a folder of text files was read (for the Data line), '' for tables
+    notes: list[str] = field(default_factory=list)  # what was left out of a folder of text files
 
     @property
     def header(self) -> bool:
@@ -81,6 +83,8 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
     if path.is_dir():
         if is_datasets_folder(path):
             return _read_datasets(path)
+        if is_text_folder(path):
+            return _read_text_folders(path)
         raise DataError(
             f"{path} is a folder but not a Hugging Face datasets folder (no dataset_dict.json / dataset_info.json). "
             "Text data is a table (.csv, .tsv, .jsonl, .parquet) or a folder written by datasets' save_to_disk; "
@@ -104,6 +108,33 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
                         ".tsv, .jsonl or .parquet table")
     table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], content)
     return Records({"": table.rows}, table.columns, table)
+
+
+UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # IMDB's train/unsup/: texts without a label
+
+
+def _read_text_folders(root: Path) -> Records:
+    """Class folders of .txt files (one text per file, any encoding ``tables.decode_text`` reads), in split folders
+    (``train/``, ``test/``...: ``image.data.split_folders``) or not; ``unsup/`` folders are named and left out."""
+    from headstart.tasks.image.data import split_folders
+
+    dirs = split_folders(root) or {"": root}
+    parts: dict[str, list[dict[str, Any]]] = {}
+    notes = []
+    for split, folder in dirs.items():
+        rows = parts.setdefault(split, [])
+        for cls in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = sorted(f for f in cls.rglob("*") if f.suffix.lower() in TEXT_FILE_SUFFIXES and f.is_file())
+            if cls.name.lower() in UNLABELLED_FOLDERS:
+                notes.append(f"{cls.relative_to(root).as_posix()}/ holds {len(files)} text(s) without a label: not used")
+                continue
+            rows += [{"text": read_text(f).text, "label": cls.name, "file": f.relative_to(root).as_posix()}
+                     for f in files]
+    if not any(parts.values()):
+        raise DataError(f"{root}: no .txt files in its class folders")
+    where = " and ".join(f"{d.relative_to(root).as_posix()}/" for d in dirs.values()) if dirs.get("") != root else ""
+    layout = f"{root.name}: class folders of text files" + (f" in {where}" if where else "") + ", one text per file"
+    return Records(parts, ["text", "label", "file"], layout=layout, notes=notes)
 
 
 def _records(path: Path, rows: list[dict[str, Any]]) -> Records:
@@ -230,7 +261,8 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
         raise DataError(f"{path}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
                         "a classifier needs at least 2 classes")
     note = f"; {records.table.describe()}" if records.table is not None and records.table.describe() else ""
-    splits = TextSplits(classes, [], [], layout=f"{path.name} (text column '{tcol}', label column '{lcol}'{note})")
+    splits = TextSplits(classes, [], [], layout=records.layout
+                        or f"{path.name} (text column '{tcol}', label column '{lcol}'{note})", notes=list(records.notes))
     index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
@@ -463,13 +495,19 @@ def _names_a_file(item: str) -> bool:
 def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -> list[str]:
     """Texts to classify from the command line: arguments are texts, except existing files: ``.txt`` files hold one
     text per line, tables (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``) one per row, in their text column
-    (``table_texts``); ``file`` is read the same way. Image files are refused with the fix."""
+    (``table_texts``), folders of ``.txt`` files one per file (as training reads class folders: IMDB's test/pos/);
+    ``file`` is read the same way. Image files are refused with the fix."""
     texts: list[str] = []
     sources = [Path(file)] if file is not None else []
     for item in items:
         path = Path(item)
         if not _names_a_file(item):  # a text too long (or too odd) to be a file name: it is a text
             texts.append(item)
+            continue
+        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in TEXT_FILE_SUFFIXES and f.is_file()) \
+            if path.is_dir() else []
+        if files:
+            texts += [read_text(f).text for f in files]
             continue
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() or path.is_dir():
             raise DataError(f"'{item}' is an image file or a folder, and this run holds a text model: pass texts, "
