@@ -447,3 +447,13 @@ def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp
         for f in sorted((BLOOD / "train" / src).glob("*.jpg"))[:6]:
             shutil.copy(f, places / cls / f.name)
     assert discover(places).classes == ["office", "testing_lab", "train_station"]
+
+    food = tmp_path / "food-101"  # Food-101, CUB-200: images/ of class folders beside meta/ lists
+    copy(BLOOD / "train", food / "images", 6)
+    (food / "meta").mkdir()
+    (food / "meta" / "train.txt").write_text("RBC/x\n")
+    splits = discover(food)
+    assert splits.classes == ["Platelets", "RBC", "WBC"] and splits.layout.startswith("images/: class folders")
+    (places / "empty_class").mkdir()  # an empty class folder is still an error, not a folder to pass over
+    with pytest.raises(DataError, match="Class folder\\(s\\) with no images"):
+        discover(places)

@@ -144,12 +144,23 @@ def _layout_of(root: Path) -> str:
 
 def _unwrap(root: Path) -> Path:
     """The folder that holds the data: ``root``, or the one folder inside it when it holds nothing else (an archive
-    unpacked into a folder of its own name: ``chest_xray/chest_xray/train/...``)."""
+    unpacked into a folder of its own name: ``chest_xray/chest_xray/train/...``), or nothing else but folders of
+    other files (Food-101's ``images/`` beside ``meta/*.txt``, CUB-200's beside ``attributes/``)."""
     while True:  # one folder of class folders is one class: never data, so going in loses nothing
-        inner = _subfolders(root)
+        inner = [f for f in _subfolders(root) if not _only_other_files(f)]
         if len(inner) != 1 or not _subfolders(inner[0]) or any(is_image_file(p) for p in root.iterdir()):
             return root
         root = inner[0]
+
+
+def _only_other_files(folder: Path) -> bool:
+    """Whether a folder holds files, none of them an image (a dataset's ``meta/`` of lists; not an empty class)."""
+    files = False
+    for p in folder.rglob("*"):
+        if is_image_file(p):
+            return False
+        files = files or p.is_file()
+    return files
 
 
 def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
