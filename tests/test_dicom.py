@@ -37,6 +37,15 @@ def test_scanner_files_read_as_a_viewer_shows_them():
     assert shown.dtype == np.uint8 and np.abs(shown - expected).max() <= 0.5 + 1e-6
     # compressed copies of the same MR decode to the same image (RLE by pydicom, JPEG-LS by the dicom extra)
     assert np.array_equal(np.asarray(open_image(SAMPLES / "MR_small_RLE.dcm")), shown)
+    # the report's thumbnails of misclassified items show scans too (a CT's values windowed to be seen)
+    import base64
+    import io
+
+    from headstart.core.report.html_report import thumbnail_uri
+
+    uri = thumbnail_uri(SAMPLES / "CT_small.dcm", size=64)
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert thumb.shape == (64, 64, 3) and thumb.std() > 20
     # colour: palette and YBR become RGB
     assert open_image(SAMPLES / "examples_palette.dcm").mode == "RGB"
     ybr = open_image(SAMPLES / "SC_ybr_full_422_uncompressed.dcm")

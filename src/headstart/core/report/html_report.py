@@ -100,15 +100,15 @@ def png_data_uri(path: Path) -> str:
 
 
 def thumbnail_uri(path: str | Path, size: int = 140) -> str | None:
-    """A PNG thumbnail of an image file as a data URI; None when the file cannot be read."""
-    from PIL import Image, ImageOps
+    """A PNG thumbnail of an image file as a data URI (decoded as training decodes it: DICOM, 16-bit and low-range
+    scans windowed so that they are seen); None when the file cannot be read."""
+    from headstart.tasks.image.decode import open_image, to_rgb
 
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((size, size))
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
+        image = to_rgb(open_image(Path(path)), "auto")
+        image.thumbnail((size, size))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
     except Exception:  # noqa: BLE001 - a report never fails on one unreadable thumbnail
         return None
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
