@@ -259,8 +259,8 @@ def split_folders(root: Path) -> dict[str, Path]:
 
 def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "hold_out") -> ImageSplits:
     """The splits of a folder: train/ and val/ (and test/), or class folders (in train/, a test/ beside)."""
-    splits = _split_layout(root, val_fraction, seed, small_val)
     dirs = split_folders(root)
+    splits = _split_layout(root, dirs, val_fraction, seed, small_val)
     used = {d.relative_to(root).parts[0] for d in dirs.values()}
     other = [p.name for p in _subfolders(root) if dirs and p.name not in used]
     if other:
@@ -269,9 +269,9 @@ def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "
     return splits
 
 
-def _split_layout(root: Path, val_fraction: float, seed: int, small_val: str) -> ImageSplits:
+def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: int, small_val: str) -> ImageSplits:
+    """The splits of ``root`` given its split folders ``dirs`` ({} for a folder of classes)."""
     data_root = root
-    dirs = split_folders(root)
     val_dir, test_dir = dirs.get("val"), dirs.get("test")
     if dirs and val_dir is not None:
         train = _class_folders(dirs["train"])
@@ -376,9 +376,9 @@ def _check_given_splits(splits: ImageSplits, group_by: str | None = None) -> Non
     """DATA's own splits: say loudly how many validation/test files are byte-identical copies of training files, and
     how many groups (``group_by``: patients...) are on both sides."""
     content_keys(splits.train + splits.val + splits.test)
-    for name, items in (("validation", splits.val), ("test", splits.test)):
-        both = straddling_groups([s.group for s in splits.train], [s.group for s in items], group_by or "", name)
-        if group_by and both:
+    for name, items in (("validation", splits.val), ("test", splits.test)) if group_by else ():
+        both = straddling_groups([s.group for s in splits.train], [s.group for s in items], group_by, name)
+        if both:
             splits.notes.append(both)
     train = {s.key: s for s in splits.train if s.key}
     for name, items in (("validation", splits.val), ("test", splits.test)):
@@ -418,7 +418,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     classes = sorted(set(labels) - {""})
     if len(classes) < 2:
         raise DataError(f"{path}: {lcol} has {len(classes)} distinct label(s) {classes}; need at least 2")
-    samples, split_of = [], []
+    samples, split_names = [], []
     files, found_as = table_files(path, [r[pcol] for r in rows])
     notes = "; ".join(n for n in (found_as, table.describe()) if n)
     splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', {lcol}"
@@ -429,7 +429,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
             continue
         samples.append(Sample(file, classes.index(label), group=str(row[gcol] or "").strip() if gcol else ""))
-        split_of.append(str(row.get("split", "")).strip().lower())
+        split_names.append(str(row.get("split", "")).strip().lower())
         seen_rows[str(samples[-1].path)] += 1
     repeated = {p: n for p, n in seen_rows.items() if n > 1}
     if repeated:
@@ -437,8 +437,8 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
         splits.notes.append(f"{path.name}: {sum(repeated.values()) - len(repeated)} duplicate row(s) (a file listed "
                             f"more than once, e.g. {example} x{repeated[example]}): the copies stay on one side of the "
                             "split")
-    if any(split_of):
-        for sample, split in zip(samples, split_of):
+    if any(split_names):
+        for sample, split in zip(samples, split_names):
             target = {"val": splits.val, "valid": splits.val, "validation": splits.val, "test": splits.test}
             target.get(split, splits.train).append(sample)
         splits.layout += ", 'split' column"
