@@ -209,3 +209,32 @@ def test_tables_that_are_not_utf8_are_read_in_their_encoding_and_the_data_line_s
     splits = imagedata.discover(folder / "labels.csv")
     assert "read as Windows-1252" in splits.layout
     assert sorted(s.path.name for s in splits.train + splits.val) == sorted(n for n, _ in names)
+
+
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_paths_written_on_another_machine_are_found_by_their_file_names(tmp_path):
+    """A labels.csv made on Windows (C:\\Users\\me\\ants\\x.jpg) or on a colleague's machine (/home/...): the files
+    are under the table's folder, in class folders; a file name held twice there is not guessed."""
+    files = sorted(ANTS.glob("*/*.jpg"))[::6]
+    for f in files:
+        (tmp_path / "data" / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, tmp_path / "data" / f.parent.name / f.name)
+    windows = tmp_path / "labels.csv"
+    windows.write_text("path,label\n" + "".join(f"C:\\Users\\me\\hymenoptera\\{f.parent.name}\\{f.name},"
+                                                f"{f.parent.name}\n" for f in files))
+    splits = imagedata.discover(windows)
+    assert "files found by their names under" in splits.layout
+    found = {s.path for s in splits.train + splits.val}
+    assert found == {tmp_path / "data" / f.parent.name / f.name for f in files}
+    posix = tmp_path / "posix.csv"
+    posix.write_text("path,label\n" + "".join(f"/home/ana/data/{f.parent.name}/{f.name},{f.parent.name}\n" for f in files))
+    assert {s.path for s in imagedata.discover(posix).train + imagedata.discover(posix).val} == found
+    (tmp_path / "copies").mkdir()  # the same name in two folders: which one it was is not guessed
+    shutil.copy(files[0], tmp_path / "copies" / files[0].name)
+    paths = {s.path for s in imagedata.discover(posix).train + imagedata.discover(posix).val}
+    assert Path(f"/home/ana/data/{files[0].parent.name}/{files[0].name}") in paths and len(paths & found) == len(files) - 1
+    shutil.rmtree(tmp_path / "copies")
+    relative = tmp_path / "relative.csv"  # Windows separators in paths relative to the table
+    relative.write_text("path,label\n" + "".join(f"data\\{f.parent.name}\\{f.name},{f.parent.name}\n" for f in files))
+    splits = imagedata.discover(relative)
+    assert {s.path for s in splits.train + splits.val} == found and "found by" not in splits.layout

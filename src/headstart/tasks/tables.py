@@ -194,9 +194,10 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     ``id,breed`` and ``train/<id>.jpg``
     (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win; images
     spread over several folders beside the table (HAM10000's ``HAM10000_images_part_1/`` and ``_part_2/``) are each
-    found in the first of them that holds it.
+    found in the first of them that holds it. Paths written on another machine (``C:\\data\\img\\x.jpg``,
+    ``/home/someone/x.jpg``) are found by their file name, beside the table or anywhere under its folder.
     """
-    values = [str(v or "").strip() for v in values]
+    values = [str(v or "").strip().replace("\\", "/") for v in values]  # Windows separators
     written = [Path(v) if Path(v).is_absolute() else _tidy(table.parent / v) for v in values]
     sample = [(v, p) for v, p in zip(values, written) if v][:50]
     if not sample or 2 * sum(p.is_file() for _, p in sample) >= len(sample):
@@ -219,11 +220,31 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
 
             names = " or ".join(f"{os.path.relpath(f, table.parent)}/" if f != table.parent else "./" for f in several)
             return [first(v) for v in values], f"files found as {names}<value>{suffix}, beside {table.name}"
-    if 2 * hits < len(sample):
-        return written, ""
+    if 2 * hits < len(sample):  # paths written elsewhere: their file names, else as written
+        return _by_file_name(table, values, written) if any("/" in v for v, _ in sample) else (written, "")
     where = f"{os.path.relpath(folder, table.parent)}/" if folder != table.parent else ""
     return ([folder / f"{v}{suffix}" for v in values],
             f"files found as {where}<value>{suffix}, beside {table.name}")
+
+
+INDEX_LIMIT = 500_000  # files looked at under a table's folder to find paths written on another machine
+
+
+def _by_file_name(table: Path, values: Sequence[str], written: list[Path]) -> tuple[list[Path], str]:
+    """Paths that do not exist here found by their file name under the table's folder (a name held by two files there
+    is not used), when that finds most; else the paths as written."""
+    index: dict[str, Path | None] = {}
+    for i, p in enumerate(table.parent.rglob("*")):
+        if i >= INDEX_LIMIT:
+            break
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            index[p.name] = None if p.name in index else p
+    names = [v.rsplit("/", 1)[-1] for v in values]
+    sample = [n for n in names if n][:50]
+    if 2 * sum(bool(index.get(n)) for n in sample) < len(sample):
+        return written, ""
+    return ([index.get(n) or w for n, w in zip(names, written)],
+            f"files found by their names under {table.parent.name}/ (the paths as written do not exist here)")
 
 
 def _tidy(path: Path) -> Path:
