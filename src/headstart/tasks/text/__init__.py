@@ -26,7 +26,7 @@ def _holds(folder: Path, suffixes: tuple[str, ...], limit: int = 200) -> bool:
 def is_text_folder(path: Path) -> bool:
     """A folder of class folders of .txt files, one text per file (BBC News' ``bbc/business/001.txt``), or of split
     folders of them (IMDB's ``aclImdb/train/pos/0_9.txt``): 2 or more such class folders and no image files in them."""
-    if not path.is_dir():
+    if not path.is_dir() or ((path / "images").is_dir() and (path / "labels").is_dir()):  # YOLO's .txt boxes
         return False
     for level in (path, *_folders(path)):
         classes = _folders(level)
