@@ -39,7 +39,8 @@ prepare() {
   rm -rf "$KIT"
   mkdir -p "$KIT/image/wheels" "$KIT/image/data" "$KIT/text/wheels" "$KIT/text/data" "$KIT/text/site"
   local common
-  common=$(pinned lightning-fabric pydantic pydantic-core annotated-types typing-inspection typing-extensions)
+  common=$(pinned lightning-fabric pydantic pydantic-core annotated-types typing-inspection typing-extensions pydicom \
+    charset-normalizer)
   # shellcheck disable=SC2086
   wheels "$KIT/text/wheels" $common
   cp "$KIT/text/wheels"/*.whl "$KIT/image/wheels/"  # both calls need them: downloaded once
