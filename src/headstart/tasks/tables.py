@@ -190,8 +190,8 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     """The image files the path column of ``table`` names, and how they were found ('' when as written).
 
     A value is a path, absolute or relative to the table; where most are not files, a file name or id of a folder
-    beside the table (or beside its folder), with or without an image suffix: Kaggle's ``labels.csv`` of
-    ``id,breed`` and ``train/<id>.jpg``
+    beside the table (an image file name also beside the table's folder), with or without an image suffix:
+    Kaggle's ``labels.csv`` of ``id,breed`` and ``train/<id>.jpg``
     (``train/<id>.jpg`` is said in the layout line). The folder and suffix that name the most files win; images
     spread over several folders beside the table (HAM10000's ``HAM10000_images_part_1/`` and ``_part_2/``) are each
     found in the first of them that holds it. Paths written on another machine (``C:\\data\\img\\x.jpg``,
@@ -205,8 +205,11 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     def inside(folder: Path) -> list[Path]:
         return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
-    # beside the table, then beside its folder (the raccoon set's data/train_labels.csv names images/x.jpg of ../)
-    folders = [table.parent, *inside(table.parent), *[d for d in inside(table.parent.parent) if d != table.parent]]
+    # beside the table, then, for image file names (never bare ids or labels), beside its folder: the raccoon set's
+    # data/train_labels.csv names x.jpg of ../images/
+    folders = [table.parent, *inside(table.parent)]
+    if 2 * sum(v.lower().endswith(IMAGE_SUFFIXES) for v, _ in sample) > len(sample):
+        folders += [d for d in inside(table.parent.parent) if d != table.parent]
     suffixes = ["", *IMAGE_SUFFIXES]
     found = {(folder, suffix): sum((folder / f"{v}{suffix}").is_file() for v, _ in sample)
              for folder in folders for suffix in suffixes}
