@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
+from headstart.tasks.image.dicom import DICOM_SUFFIXES, OTHER_IMAGE_SUFFIXES  # numpy and PIL only, no torch
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom")  # files headstart reads
+IMAGE_SUFFIXES = (*OTHER_IMAGE_SUFFIXES, *DICOM_SUFFIXES)  # the image files headstart reads
 HEADERLESS_PREFIX = "col"  # columns of a table without a header line: col1, col2, ...
 LOOK_AHEAD = 2000  # data lines searched for a first-line field that comes back
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),

@@ -20,6 +20,7 @@ from PIL import Image
 DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM file: 128 bytes, then "DICM", then the file meta information
 MAGIC = b"DICM"
+OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # what PIL reads
 CODECS = "pip install 'headstart[dicom]' (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg)"
 
 
@@ -33,6 +34,8 @@ def is_dicom(source: bytes | Path) -> bool:
         return source[PREAMBLE:PREAMBLE + len(MAGIC)] == MAGIC
     if source.suffix.lower() in DICOM_SUFFIXES:
         return True
+    if source.suffix.lower() in OTHER_IMAGE_SUFFIXES:  # a .jpg is not opened to look (decoding's hot path)
+        return False
     try:
         with open(source, "rb") as f:
             return f.read(PREAMBLE + len(MAGIC))[PREAMBLE:] == MAGIC

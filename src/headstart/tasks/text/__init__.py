@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from headstart.tasks.tables import IMAGE_SUFFIXES
+
 DATASETS_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
 TEXT_FILE_SUFFIXES = (".txt",)  # class folders of these are text data (IMDB's aclImdb/, BBC News' bbc/)
-IMAGE_LIKE = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm")
 
 
 def _folders(path: Path) -> list[Path]:
@@ -31,7 +32,7 @@ def is_text_folder(path: Path) -> bool:
     for level in (path, *_folders(path)):
         classes = _folders(level)
         texts = [c for c in classes if _holds(c, TEXT_FILE_SUFFIXES)]
-        if len(texts) >= 2 and not any(_holds(c, IMAGE_LIKE) for c in classes):
+        if len(texts) >= 2 and not any(_holds(c, IMAGE_SUFFIXES) for c in classes):
             return True
     return False
 
