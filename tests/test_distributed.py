@@ -186,13 +186,14 @@ BCCD = SHARED / "bccd"
 
 @pytest.fixture(scope="module")
 def tiny_boxes(tmp_path_factory) -> Path:
-    """BCCD's first 24 training and 12 validation smears (real VOC boxes: RBC, WBC, Platelets) as a YOLO folder."""
+    """BCCD's first 24 training, 12 validation and 6 test smears (real VOC boxes: RBC, WBC, Platelets) as a YOLO
+    folder."""
     import xml.etree.ElementTree as ET
 
     if not (BCCD / "Annotations").is_dir():
         pytest.skip(f"{BCCD} is absent (the ../shared data folder)")
     root, names = tmp_path_factory.mktemp("tiny-bccd-yolo"), ["Platelets", "RBC", "WBC"]
-    for split, n in (("train", 24), ("val", 12)):
+    for split, n in (("train", 24), ("val", 12), ("test", 6)):
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
         for stem in (BCCD / "ImageSets" / "Main" / f"{split}.txt").read_text().split()[:n]:
@@ -205,7 +206,7 @@ def tiny_boxes(tmp_path_factory) -> Path:
                              f"{(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
             shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", root / "images" / split)
             (root / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n"
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\ntest: images/test\nnames:\n"
                                     + "".join(f"  {i}: {c}\n" for i, c in enumerate(names)))
     return root
 
@@ -244,16 +245,21 @@ def test_two_processes_train_a_detector_to_the_metrics_of_one(tiny_boxes, tmp_pa
           {k: (m1["val"][k], m2["val"][k]) for k in ("map", "map_50")})
     assert len(h1) == len(h2) == 12  # the same optimizer steps: a step more on either side would fail OneCycleLR
     _validated_shares(printed, 6, 12, h2, "map")  # the final scores are the best epoch's gathered detections
+    # the test split too: each rank detects on its half, the gathered detections score as one process's
+    assert printed.count("Evaluating (test) [3 of 6 on this device]") == 1
+    assert m1["test"]["num_images"] == m2["test"]["num_images"] == 6
+    assert abs(m1["test"]["map_50"] - m2["test"]["map_50"]) <= 0.02
     for a, b in zip(h1, h2):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) <= 0.005, (a, b)
     assert float(h2[-1]["train_loss"]) < float(h2[0]["train_loss"]) - 1.0  # it learned (2.77 -> 1.31)
     assert m1["val"]["map_50"] >= 0.25 and m2["val"]["map_50"] >= 0.25
     assert abs(m1["val"]["map"] - m2["val"]["map"]) <= 0.01 and abs(m1["val"]["map_50"] - m2["val"]["map_50"]) <= 0.02
-    # trained on 2 devices, evaluated in one process from the images (not the cached features): the same scores
+    # trained on 2 devices, evaluated in one process (on DATA's test split, as evaluate chooses): the same scores
     again = Detector.load(tmp_path / "two").evaluate(tiny_boxes)
     print("detection, the 2-process model evaluated in one process:", again["map"], again["map_50"])
-    assert again["map_50"] == pytest.approx(m2["val"]["map_50"], abs=0.02)
-    assert again["map"] == pytest.approx(m2["val"]["map"], abs=0.02)
+    assert again["num_images"] == 6
+    assert again["map_50"] == pytest.approx(m2["test"]["map_50"], abs=0.005)
+    assert again["map"] == pytest.approx(m2["test"]["map"], abs=0.005)
 
 
 # ------------------------------------------------------------------------------------------- segmentation
@@ -309,6 +315,8 @@ def test_two_processes_train_a_segmenter_to_the_metrics_of_one(tiny_scenes, tmp_
           {k: (m1["val"][k], m2["val"][k]) for k in ("miou", "pixel_accuracy")})
     assert len(h1) == len(h2) == 8
     _validated_shares(printed, 4, 8, h2, "miou")  # the confusion counts of each rank's 4 frames, summed
+    # the final scoring at each frame's own size too, and the 2 overlays (frames 0 and 4) come from both ranks
+    assert printed.count("Evaluating (val) [4 of 8 on this device]") == 1
     for a, b in zip(h1, h2):
         assert abs(float(a["train_loss"]) - float(b["train_loss"])) <= 0.15, (a, b)
         assert abs(float(a["val_loss"]) - float(b["val_loss"])) <= 0.05, (a, b)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torchvision
 from PIL import Image
+from torch.utils.data import Subset
 
 from headstart.config import RunConfig
 from headstart.core import loop
@@ -241,9 +242,15 @@ class Detector(Estimator):
         ddata = det_data.DetectionData(splits, cfg.detection.image_size, model.backbone.spec.interpolation or "bilinear",
                                        cfg.data.preload_mb, cfg.data.strict, "none", cfg.train.seed)
         val_set = ddata.dataset("val", train=False, epoch=0)
-        val = training.batches(val_set, loop.inference_batch_size(cfg, fabric, size=cfg.detection.image_size),
-                               num_workers=cfg.data.num_workers)
-        preds = training.predict_batches(fabric, model, val, desc, len(val), cfg.detection.image_size)
+        bs, n = loop.inference_batch_size(cfg, fabric, size=cfg.detection.image_size), len(val_set)
+
+        def compute(items: range) -> list[dict]:  # on several devices, each predicts its share of the images
+            val = training.batches(val_set if len(items) == n else Subset(val_set, items), bs,
+                                   num_workers=cfg.data.num_workers)
+            return training.predict_batches(fabric, model, val, desc + loop.share_note(fabric, items, n), len(val),
+                                            cfg.detection.image_size)
+
+        preds = loop.gather_split(fabric, n, compute)
         return detection_report(preds, training.view_targets(ddata, "val", False, 0), self.classes_)
 
     def _score_test(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:

@@ -188,23 +188,30 @@ class Segmenter(Estimator):
 
     def _evaluate_samples(self, model: SegmentationModel, samples: list, fabric: Any, keep: set[int],
                           desc: str) -> tuple[dict[str, Any], list]:
-        """The report of ``samples`` at their own size, and the (image, truth, prediction) triples of items ``keep``."""
+        """The report of ``samples`` at their own size, and the (image, truth, prediction) triples of items ``keep``;
+        on several devices each predicts its share of the images and all get the summed confusion."""
         n = len(self.classes_)
-        cm = torch.zeros(n, n, dtype=torch.long)
-        kept = []
 
-        def items():
-            for i, s in enumerate(samples):
-                yield i, _open_rgb(s.image)
+        def compute(share: range) -> list[tuple[torch.Tensor, list, str | None]]:
+            cm, kept = torch.zeros(n, n, dtype=torch.long), []
+            items = ((i, _open_rgb(samples[i].image)) for i in share)
+            note = loop.share_note(fabric, share, len(samples))
+            for i, pred in self._masks(model, items, fabric, len(share), desc + note):
+                truth = samples[i].read_mask()
+                if truth.shape != pred.shape:  # said on every device (a lone raise would leave the others waiting)
+                    return [(cm, kept, f"The mask of {samples[i].image} is {truth.shape[1]}x{truth.shape[0]}, its "
+                                       f"image {pred.shape[1]}x{pred.shape[0]}")]
+                cm += confusion(torch.from_numpy(pred).long(), torch.from_numpy(truth).long(), n)
+                if i in keep:
+                    kept.append((samples[i].image, truth, pred))
+            return [(cm, kept, None)]
 
-        for i, pred in self._masks(model, items(), fabric, len(samples), desc):
-            truth = samples[i].read_mask()
-            if truth.shape != pred.shape:
-                raise DataError(f"The mask of {samples[i].image} is {truth.shape[1]}x{truth.shape[0]}, its image "
-                                f"{pred.shape[1]}x{pred.shape[0]}")
-            cm += confusion(torch.from_numpy(pred).long(), torch.from_numpy(truth).long(), n)
-            if i in keep:
-                kept.append((samples[i].image, truth, pred))
+        shares = loop.gather_split(fabric, len(samples), compute)
+        for _, _, error in shares:
+            if error:
+                raise DataError(error)
+        cm = sum((part[0] for part in shares), torch.zeros(n, n, dtype=torch.long))
+        kept = [k for part in shares for k in part[1]]
         report = segmentation_report(cm, self.classes_, self.train_pixels_, num_images=len(samples))
         return report, kept
 
