@@ -223,7 +223,8 @@ class Estimator:
         from headstart.progress import say
 
         recipe = ", ".join(f"{p.name} {p.epochs} epoch(s)" for p in plan)
-        say(f"[bold]Refit[/] on train + validation: {recipe} (the recipe validation chose)")
+        say(f"[bold]Refit[/] on train + validation: {recipe} (the recipe validation chose; not validated again, "
+            "as it trains on the validation items)")
         self._refitting = True
         try:
             prepared = self._prepare(data, run)

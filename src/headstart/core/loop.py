@@ -488,8 +488,8 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         fabric: Fabric | None = None, replay: list[strategies.Phase] | None = None) -> FitState:
     """Train ``model`` (a ``backbone`` and a ``head``) by the configured strategy; checkpoints in ``run_dir``.
 
-    ``replay``: run these phases as they are instead (``--refit``): no time budget, no early stopping, and the
-    final weights are the last epoch's, because validation is no longer held out.
+    ``replay``: run these phases as they are instead (``--refit``): no time budget, no early stopping, no
+    validation, and the final weights are the last epoch's, because validation is no longer held out.
     """
     fabric = fabric or make_fabric(cfg.device)
     tc = cfg.train
@@ -647,7 +647,8 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
             row: dict[str, Any] = {"epoch": state.epoch, "phase": phase.name, "train_loss": round(total / max(count, 1), 5),
                                    **{k: round(v / max(count, 1), 5) for k, v in parts.items()},
                                    **{f"val_{k}": None for k in steps.scores}}
-            if state.epoch_in_phase >= phase.epochs or out_of_time or state.epoch % tc.eval_every == 0:
+            if replay is None and (state.epoch_in_phase >= phase.epochs or out_of_time or state.epoch % tc.eval_every
+                                   == 0):  # a refit trains on the validation items: their scores would say nothing
                 scores, output = steps.validate(fabric, model, cut)
                 scores = agree(fabric, scores)  # every device stops and keeps the same epochs
                 row.update({f"val_{k}": round(float(v), 5) for k, v in scores.items()})
@@ -683,7 +684,7 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
     if best_model is not None and replay is None:
         model.load_state_dict(best_model)
     state.phases = phase_summary(phases, state, steps.metric)
-    if len(phases) > 1:
+    if len(phases) > 1 and replay is None:
         _print_phases(state.phases, steps.metric)
     state.cache_hits = sum(c.hits for c in steps.caches)
     state.cache_computed = sum(c.computed for c in steps.caches)
