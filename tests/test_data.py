@@ -377,6 +377,42 @@ def test_the_nih_chest_xray_table_reads_as_multilabel_as_downloaded(tmp_path):
 
 
 @needs_shared(BLOOD)
+def test_the_chexpert_table_reads_as_multilabel_with_its_uncertain_labels(tmp_path):
+    """CheXpert's train.csv as downloaded: inside CheXpert-v1.0-small/, its paths begin with that folder's name,
+    metadata columns beside one column per finding holding 1.0, 0.0, -1.0 (uncertain) or blank (not mentioned)."""
+    from headstart.tasks import infer_task
+    from headstart.tasks.multilabel import data as tagdata
+
+    root = tmp_path / "CheXpert-v1.0-small"
+    findings = ["No Finding", "Cardiomegaly", "Edema", "Pleural Effusion"]
+    values = ["1.0", "0.0", "-1.0", ""]
+    lines, truth = [], {}
+    for i, crop in enumerate(sorted((BLOOD / "train").glob("*/*.jpg"))[::8]):
+        rel = f"CheXpert-v1.0-small/train/patient{i // 2:05d}/study1/view{i % 2 + 1}_frontal.jpg"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(crop, tmp_path / rel)
+        cells = [values[(i + k) % 4] for k in range(len(findings))]
+        cells[1] = "1.0" if crop.parent.name == "WBC" else cells[1]
+        truth[rel] = cells
+        lines.append(f"{rel},Female,{30 + i % 50},Frontal,AP," + ",".join(cells))
+    table = root / "train.csv"
+    table.write_text("Path,Sex,Age,Frontal/Lateral,AP/PA," + ",".join(findings) + "\n" + "\n".join(lines) + "\n")
+    assert infer_task(table) == "multilabel"  # rows with two 1s: not ISIC's one-hot single label
+    unsure = sum(c == "-1.0" for cells in truth.values() for c in cells)
+    for policy, positive in (("negative", {"1.0"}), ("positive", {"1.0", "-1.0"})):
+        splits = tagdata.discover(table, uncertain=policy)
+        assert splits.classes == sorted(findings)
+        assert f"4 0/1 columns, {unsure} uncertain (-1) label(s) read as {policy}" in splits.layout, splits.layout
+        assert "paths relative to the folder holding CheXpert-v1.0-small/" in splits.layout
+        for s in splits.train + splits.val:  # the path as written, the labels as the policy reads them
+            cells = truth[s.path.relative_to(tmp_path).as_posix()]
+            assert {splits.classes[t] for t in s.label} == {f for f, c in zip(findings, cells) if c in positive}
+        assert len(splits.train) + len(splits.val) == len(truth)
+        held = tagdata.labelled_tags(table, splits.classes, uncertain=policy)  # evaluate reads it the same way
+        assert sorted((s.path, s.label) for s in held) == sorted((s.path, s.label) for s in splits.train + splits.val)
+
+
+@needs_shared(BLOOD)
 def test_one_hot_label_columns_are_single_label_classes(tmp_path):
     """ISIC's ground truth as downloaded: image,MEL,NV,...,UNK with 1.0 / 0.0, one 1 per row, images as ids in a
     folder beside the table; UNK holds no 1 in training."""

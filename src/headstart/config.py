@@ -36,6 +36,9 @@ class DataConfig(_Section):
         "5% of the training items is too small to choose epochs and phases by: 'hold_out' holds validation out of the "
         "training items instead and scores the given items as the test split (left out when DATA has a test split); "
         "'keep' uses it as it is (image and multi-label tasks)")
+    uncertain: Literal["negative", "positive"] = Field(
+        "negative", description="multilabel: a -1 in a table's 0/1 class columns (CheXpert's uncertain finding) is "
+        "read as this (the CheXpert paper's U-Zeros / U-Ones); a blank is a negative")
     from_detection: bool = Field(False, description="multilabel: DATA is a detection set (YOLO data.yaml, COCO json, "
                                  "Pascal VOC folder); each image is tagged with the classes of its boxes")
     strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")

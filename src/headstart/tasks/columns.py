@@ -15,6 +15,9 @@ SPLIT_COLUMN = "split"
 SAMPLE_ROWS = 2000  # rows whose values a content guess looks at
 CONTENT_COLUMNS = 3  # columns told apart by their values at most: in wider tables a guess could take the wrong one
 ONE_HOT = {"0", "1", "0.0", "1.0"}  # the values of a one-hot column
+POSITIVE = {"1", "1.0"}
+UNCERTAIN = {"-1", "-1.0"}  # a flag neither set nor clear (CheXpert's uncertain findings)
+FLAG = ONE_HOT | UNCERTAIN | {""}  # the values of a multi-hot column (blank: not mentioned, a negative)
 SPARSE = 0.05  # a column with values in at most this share of the rows is not a candidate (Kaggle's 'Unnamed: 2')
 
 
@@ -57,9 +60,16 @@ def one_hot_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]], excl
     1 per row (ISIC's ``image,MEL,NV,BCC...`` ground truth), else []."""
     found = [c for c in columns if c not in exclude and rows
              and all(str(r.get(c) if r.get(c) is not None else "").strip() in ONE_HOT for r in rows)]
-    if len(found) < 2 or any(sum(str(r[c]).strip() in ("1", "1.0") for c in found) != 1 for r in rows):
+    if len(found) < 2 or any(sum(str(r[c]).strip() in POSITIVE for c in found) != 1 for r in rows):
         return []
     return found
+
+
+def flag_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Collection[str]) -> list[str]:
+    """The columns (besides ``exclude``) holding only 0/1 flags, blanks and -1 (uncertain: CheXpert's labels): one
+    column per class of a multi-hot label encoding."""
+    return [c for c in columns if c not in exclude and rows
+            and all(str(r.get(c) if r.get(c) is not None else "").strip() in FLAG for r in rows)]
 
 
 def by_content(what: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:

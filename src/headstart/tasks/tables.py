@@ -203,6 +203,12 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     sample = [(v, p) for v, p in zip(values, written) if v][:50]
     if not sample or 2 * sum(p.is_file() for _, p in sample) >= len(sample):
         return written, ""
+    top = f"{table.parent.name}/"  # CheXpert's train.csv names CheXpert-v1.0-small/train/... from the folder above
+    if 2 * sum(v.startswith(top) for v, _ in sample) > len(sample):
+        above = [p if Path(v).is_absolute() else table.parent.parent / v for v, p in zip(values, written)]
+        if 2 * sum(p.is_file() for p, v in zip(above, values) if v) >= len(sample):
+            return above, f"paths relative to the folder holding {top} (they begin with its name)"
+
     def inside(folder: Path) -> list[Path]:
         return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 

@@ -26,7 +26,7 @@ from torchvision.transforms import v2
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import Splits, group_column, group_note, merged_units, stratified_split
 from headstart.errors import DataError
-from headstart.tasks.columns import SPLIT_COLUMN, by_content
+from headstart.tasks.columns import POSITIVE, SPLIT_COLUMN, UNCERTAIN, by_content, flag_columns
 from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
@@ -46,7 +46,6 @@ from headstart.tasks.tables import table_files
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
-BINARY = {"0", "1", "0.0", "1.0", ""}
 VAL_SPLITS = {"val": "val", "valid": "val", "validation": "val", "test": "test", "train": "train", "": "train"}
 
 
@@ -114,11 +113,12 @@ class Tags(NamedTuple):
 
 
 def read_tags(table: Path, path_column: str | None = None, label_column: str | None = None,
-              group_by: str | None = None) -> Tags:
+              group_by: str | None = None, uncertain: str = "negative") -> Tags:
     """Every row of a tag table, its classes and groups (``Tags``).
 
     The labels column is ``label_column``, else the first of ``LABELS_COLUMNS`` present; without one,
-    every column (besides the path, split and group) holding only 0/1 values is a class.
+    every column (besides the path, split and group) holding only 0/1 flags is a class (``columns.flag_columns``:
+    blank is 0; -1, CheXpert's uncertain finding, is read as ``uncertain``: "negative" or "positive").
     """
     parsed = read_table(table, [path_column, label_column])
     rows, columns = parsed.rows, parsed.columns
@@ -141,16 +141,18 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
                             f"separated by ';' or '|'; an empty cell means no label)")
         what = f"labels column '{lcol}'" + (", labels separated by blanks (no ';' or '|' in it)" if spaces else "")
     else:
-        others = [c for c in columns if c not in (pcol, SPLIT_COLUMN, gcol)]
-        flags = [c for c in others if all(str(r[c] or "").strip() in BINARY for r in rows)]
+        flags = flag_columns(columns, rows, (pcol, SPLIT_COLUMN, gcol))
         if not flags:
             raise DataError(f"{table}: cannot tell which column holds the labels; columns found: {columns}. Name it "
                             f"one of {list(LABELS_COLUMNS[:3])} (labels separated by ';' or '|'), give one 0/1 column "
                             "per class, or set data.label_column")
+        positive = POSITIVE | (UNCERTAIN if uncertain == "positive" else set())
         for line, row in enumerate(rows, start=parsed.first_line):
-            items.append((line, row[pcol], [c for c in flags if str(row[c] or "").strip() in {"1", "1.0"}],
+            items.append((line, row[pcol], [c for c in flags if str(row[c] or "").strip() in positive],
                           row.get(SPLIT_COLUMN, "")))
-        what = f"{len(flags)} 0/1 columns"
+        unsure = sum(str(r[c] or "").strip() in UNCERTAIN for r in rows for c in flags)
+        what = f"{len(flags)} 0/1 columns" + (f", {unsure} uncertain (-1) label(s) read as {uncertain} "
+                                              "(data.uncertain)" if unsure else "")
     classes = sorted({label for _, _, labels, _ in items for label in labels})
     if lcol is None:
         classes = sorted(flags)  # a class column without a positive is still a class
@@ -181,7 +183,7 @@ def _samples(rows: list[tuple[int, Path, list[str], str]], classes: list[str], g
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_column: str | None = None,
              label_column: str | None = None, from_detection: bool = False, group_by: str | None = None,
-             small_val: str = "hold_out") -> Splits:
+             small_val: str = "hold_out", uncertain: str = "negative") -> Splits:
     """The classes and train/val(/test) samples of multi-label DATA (images not read yet)."""
     root = Path(data)
     if not root.exists():
@@ -189,7 +191,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
     if from_detection or is_detection_folder(root):
         return _from_detection(root, val_fraction, seed)
     table = _table_of(root)
-    tags = read_tags(table, path_column, label_column, group_by)
+    tags = read_tags(table, path_column, label_column, group_by, uncertain)
     rows, classes, layout = tags.rows, tags.classes, tags.layout
     _check_images(table, rows)
     samples = _samples(rows, classes, tags.groups)
@@ -255,7 +257,8 @@ def read_voc_tags(root: Path, val_fraction: float = 0.2, seed: int = 0) -> Split
 
 # ------------------------------------------------------------------------------------------ evaluation
 def labelled_tags(data: str | Path, classes: list[str], path_column: str | None = None,
-                  label_column: str | None = None, from_detection: bool = False) -> list[Sample]:
+                  label_column: str | None = None, from_detection: bool = False,
+                  uncertain: str = "negative") -> list[Sample]:
     """Samples of labelled evaluation data, tagged with the model's ``classes``.
 
     The test split when DATA has one, else its validation split, else every row; a label the model
@@ -274,7 +277,7 @@ def labelled_tags(data: str | Path, classes: list[str], path_column: str | None 
         where = str(root)
     else:
         table = _table_of(root)
-        listed = read_tags(table, path_column, label_column).rows
+        listed = read_tags(table, path_column, label_column, uncertain=uncertain).rows
         _check_images(table, listed)
         wanted = "test" if any(r[3] == "test" for r in listed) else "val" if any(
             VAL_SPLITS.get(r[3]) == "val" for r in listed) else None
@@ -373,12 +376,15 @@ def looks_like_multilabel(data: str | Path) -> bool:
         pcol = by_content("path", columns, rows)
         lcol = next((c for c in columns if c != pcol), None) if pcol else None
     lcol = lcol or (list_column(columns, rows, [pcol, SPLIT_COLUMN]) if pcol else None)
-    if pcol is None or lcol is None:
+    head = rows[:200]
+    flags = flag_columns(columns, head, [pcol, SPLIT_COLUMN]) if pcol and lcol is None else []
+    if pcol is None or (lcol is None and len(flags) < 2):
         return False
     from headstart.tasks.image.data import IMAGE_EXTENSIONS
 
-    head = rows[:200]
     images = (all(Path(str(r[pcol] or "")).suffix.lower() in IMAGE_EXTENSIONS for r in head)
               or bool(table_files(table, [r[pcol] for r in head[:50]])[1]))  # ids of image files beside the table
+    if lcol is None:  # one 0/1 column per class (CheXpert): a row with two 1s is not one label (ISIC's one-hot)
+        return images and any(sum(str(r[c] or "").strip() in POSITIVE for c in flags) > 1 for r in head)
     spaces = lcol.lower() == "tags" and blank_separated([r[lcol] for r in head])  # 'tags' of blank-separated words
     return images and any(len(split_labels(r[lcol], spaces)) > 1 for r in head)

@@ -43,7 +43,7 @@ class MultiLabelClassifier(ImageClassifier):
     def _discover(self, data: str | Path) -> Splits:
         d = self.config.data
         return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection,
-                        d.group_column, d.small_val)
+                        d.group_column, d.small_val, d.uncertain)
 
     def _steps(self, prepared: Prepared) -> Any:
         from headstart.tasks.multilabel.training import MultiLabelSteps
@@ -127,7 +127,7 @@ class MultiLabelClassifier(ImageClassifier):
         DATA as for training (its test split, else its validation split, else every row).
         """
         model, d = self._require_fitted(), self.config.data
-        samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection)
+        samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
         files, probs = self._probabilities(model, [Sample(s.path) for s in samples])  # tags kept out of batches
         readable = set(files)
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
