@@ -408,8 +408,44 @@ def test_the_chexpert_table_reads_as_multilabel_with_its_uncertain_labels(tmp_pa
             cells = truth[s.path.relative_to(tmp_path).as_posix()]
             assert {splits.classes[t] for t in s.label} == {f for f, c in zip(findings, cells) if c in positive}
         assert len(splits.train) + len(splits.val) == len(truth)
+        patient = {s.path.parent.parent.name for s in splits.train}  # a patient's two views stay together
+        assert patient and not patient & {s.path.parent.parent.name for s in splits.val}
+        assert f"split by the patients the paths name: {(len(truth) + 1) // 2} of {len(truth)} images" in splits.layout
         held = tagdata.labelled_tags(table, splits.classes, uncertain=policy)  # evaluate reads it the same way
         assert sorted((s.path, s.label) for s in held) == sorted((s.path, s.label) for s in splits.train + splits.val)
+
+
+@needs_shared(BLOOD)
+def test_a_patient_named_in_the_file_names_stays_on_one_side_of_the_split(tmp_path):
+    """Kaggle's chest X-rays name the patient of each pneumonia image (person1_bacteria_1.jpeg, person1_virus_6.jpeg)
+    and not of the normal ones (IM-0115-0001.jpeg); a validation split held out of train/ keeps each person's images
+    on one side. Folders above DATA ('case1/') are not read as a patient."""
+    root = tmp_path / "case1" / "chest_xray" / "train"
+    person = {}
+    for i, crop in enumerate(sorted((BLOOD / "train" / "RBC").glob("*.jpg"))[:60]):
+        (root / "PNEUMONIA").mkdir(parents=True, exist_ok=True)
+        name = f"person{i // 3 + 1}_{('bacteria', 'virus')[i % 2]}_{i}.jpeg"
+        shutil.copy(crop, root / "PNEUMONIA" / name)
+        person[name] = f"person{i // 3 + 1}"
+    for i, crop in enumerate(sorted((BLOOD / "train" / "WBC").glob("*.jpg"))[:40]):
+        (root / "NORMAL").mkdir(parents=True, exist_ok=True)
+        shutil.copy(crop, root / "NORMAL" / f"IM-{i:04d}-0001.jpeg")
+    splits = discover(root.parent)
+    assert "split by the patients the paths name: 20 of 60 images (e.g. 'person10')" in splits.layout, splits.layout
+    train = {person[s.path.name] for s in splits.train if s.path.name in person}
+    val = {person[s.path.name] for s in splits.val if s.path.name in person}
+    assert train and val and not train & val
+    assert sum(s.path.parent.name == "NORMAL" for s in splits.val) == 8  # ungrouped images split as before
+    plain = discover(root.parent, group_column="none")
+    assert "patients" not in plain.layout and {person[s.path.name] for s in plain.train if s.path.name in person} & {
+        person[s.path.name] for s in plain.val if s.path.name in person}
+    faces = tmp_path / "faces"  # classes that are subjects: people to tell apart, not patients to keep together
+    for k, cls in enumerate(("Platelets", "RBC", "WBC")):
+        (faces / f"subject{k + 1}").mkdir(parents=True)
+        for f in sorted((BLOOD / "train" / cls).glob("*.jpg"))[:5]:
+            shutil.copy(f, faces / f"subject{k + 1}" / f.name)
+    people = discover(faces)
+    assert "patients" not in people.layout and len(people.val) == 3
 
 
 @needs_shared(BLOOD)

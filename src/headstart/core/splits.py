@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,9 @@ from headstart.errors import DataError
 # blanks, '_' or '-': 'Patient ID' (NIH ChestX-ray14), 'lesion_id' (HAM10000), 'patient_id' (ISIC, RSNA)
 GROUP_NAMES = ("patientid", "patient", "subjectid", "lesionid", "caseid", "studyid")  # not 'group': often a class
 NO_GROUPS = "none"  # data.group_column=none: no group column, even one of GROUP_NAMES
+# a patient's (subject's, case's) files named by a folder or a file name's start: CheXpert's patient00001/, Kaggle's
+# chest X-rays' person1_bacteria_1.jpeg and person1_virus_6.jpeg
+PATH_GROUP = re.compile(r"(?:patient|person|subject|case)[-_ ]?\d+(?!\d)", re.IGNORECASE)
 
 
 @dataclass
@@ -59,7 +63,7 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int,
 def group_column(columns: Sequence[str], wanted: str | None, taken: Sequence[str], where: Any) -> str | None:
     """The column of a table naming each item's group: ``wanted`` (must exist; ``none``: no groups), else the first
     column named as one of ``GROUP_NAMES`` that is not ``taken`` (the paths', labels'...), else None."""
-    if wanted is not None and wanted.strip().lower() == NO_GROUPS:
+    if no_groups(wanted):
         return None
     if wanted:
         if wanted not in columns:
@@ -68,6 +72,35 @@ def group_column(columns: Sequence[str], wanted: str | None, taken: Sequence[str
         return wanted
     plain = {re.sub(r"[\s_-]+", "", c.lower()): c for c in columns if c not in taken}
     return next((plain[n] for n in GROUP_NAMES if n in plain), None)
+
+
+def no_groups(wanted: str | None) -> bool:
+    """``data.group_column=none``: no groups, neither a table's column nor the patients that paths name."""
+    return wanted is not None and wanted.strip().lower() == NO_GROUPS
+
+
+def path_groups(paths: Sequence[Any], labels: Sequence[Any]) -> tuple[list[str], str]:
+    """Each path's patient (subject, case) as the path names it below the folder all ``paths`` share ('' for none):
+    the first folder, or file name, that begins with ``PATH_GROUP``; and a note for the layout line ('' and no groups
+    unless some group holds 2 or more paths, and none where a class of 2 or more items would be one group: class
+    folders named ``subject1/``, ``subject2/``... are people to tell apart, not patients to keep together)."""
+    if len(paths) < 2:
+        return [""] * len(paths), ""
+    top = os.path.commonpath([os.fspath(p) for p in paths])
+    groups = []
+    for p in paths:
+        match = next((m for part in os.path.relpath(os.fspath(p), top).split(os.sep)
+                      if (m := PATH_GROUP.match(part))), None)
+        groups.append(match.group(0).lower() if match else "")
+    named = [g for g in groups if g]
+    units: dict[Any, set[str]] = defaultdict(set)
+    for i, (group, label) in enumerate(zip(groups, labels)):
+        units[label].add(group or f"#{i}")
+    sizes = Counter(labels)
+    if len(named) == len(set(named)) or any(len(units[c]) < 2 <= n for c, n in sizes.items()):
+        return [""] * len(paths), ""
+    return groups, (f"split by the patients the paths name: {len(set(named))} of {len(named)} images (e.g. "
+                    f"'{named[0]}'), each one's images on one side of the split (data.group_column=none: not)")
 
 
 def merged_units(*keyings: Sequence[str]) -> list[str]:

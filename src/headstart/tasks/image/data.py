@@ -31,6 +31,8 @@ from headstart.core.splits import (
     group_column,
     group_note,
     merged_units,
+    no_groups,
+    path_groups,
     split_notes,
     straddling_groups,
     stratified_split,
@@ -192,16 +194,17 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         if root.suffix.lower() not in {".csv", ".tsv"}:
             raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns")
         splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
-        return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val)
+        return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
+                               by_path=not no_groups(group_column))
     inner = _unwrap(root)
-    splits = _from_folders(inner, val_fraction, seed, small_val)
+    splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
     if inner != root:
         splits.layout = f"{inner.relative_to(root)}/: {splits.layout}"
     return splits
 
 
 def small_given_val(splits: Splits, val_fraction: float, seed: int, name: str, mode: str = "hold_out",
-                    resplit: Callable[[Splits, list[Any]], Any] | None = None) -> Splits:
+                    resplit: Callable[[Splits, list[Any]], Any] | None = None, by_path: bool = True) -> Splits:
     """``splits`` whose given validation split is too small to choose epochs and phases by (under ``SMALL_VAL`` items
     and 5% of the training items: Kaggle's chest X-rays, 16 of 5,216) with validation held out of training instead
     (``mode="hold_out"``, by ``resplit(splits, training items)``, default the stratified split of classes); the given
@@ -211,7 +214,7 @@ def small_given_val(splits: Splits, val_fraction: float, seed: int, name: str, m
         return splits
     given = splits.val
     if resplit is None:
-        _split_held_out(splits, list(splits.train), val_fraction, seed, name)
+        _split_held_out(splits, list(splits.train), val_fraction, seed, name, by_path)
     else:
         resplit(splits, list(splits.train))
     splits.val_held_out = True
@@ -257,10 +260,12 @@ def split_folders(root: Path) -> dict[str, Path]:
     return {split: found[split] for split in SPLIT_WORDS if split in found} if "train" in found else {}
 
 
-def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "hold_out") -> ImageSplits:
-    """The splits of a folder: train/ and val/ (and test/), or class folders (in train/, a test/ beside)."""
+def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "hold_out",
+                  by_path: bool = True) -> ImageSplits:
+    """The splits of a folder: train/ and val/ (and test/), or class folders (in train/, a test/ beside);
+    ``by_path``: a validation split held out of training keeps the patients the paths name on one side."""
     dirs = split_folders(root)
-    splits = _split_layout(root, dirs, val_fraction, seed, small_val)
+    splits = _split_layout(root, dirs, val_fraction, seed, small_val, by_path)
     used = {d.relative_to(root).parts[0] for d in dirs.values()}
     other = [p.name for p in _subfolders(root) if dirs and p.name not in used]
     if other:
@@ -269,7 +274,8 @@ def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "
     return splits
 
 
-def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: int, small_val: str) -> ImageSplits:
+def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: int, small_val: str,
+                  by_path: bool = True) -> ImageSplits:
     """The splits of ``root`` given its split folders ``dirs`` ({} for a folder of classes)."""
     data_root = root
     val_dir, test_dir = dirs.get("val"), dirs.get("test")
@@ -285,7 +291,7 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
         if test_dir is not None:
             _given_test(test_dir, splits)
         _check_given_splits(splits)
-        return small_given_val(splits, val_fraction, seed, _named(val_dir, root), small_val)
+        return small_given_val(splits, val_fraction, seed, _named(val_dir, root), small_val, by_path=by_path)
     if dirs:
         root = dirs["train"]
     found = _class_folders(root)
@@ -295,7 +301,7 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
     splits = ImageSplits(classes, [], [], layout=f"{_named(root, data_root) + ' ' if dirs else ''}"
                          f"{_layout_of(root)}, {val_fraction:.0%} stratified validation split (seed {seed})",
                          val_held_out=True)
-    _split_held_out(splits, samples, val_fraction, seed, str(root))
+    _split_held_out(splits, samples, val_fraction, seed, str(root), by_path)
     if test_dir is not None and _given_test(test_dir, splits):
         _check_given_splits(splits)
     return splits
@@ -352,8 +358,16 @@ def _duplicate_note(samples: Sequence[Sample], classes: list[str]) -> list[str]:
     return notes
 
 
-def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: float, seed: int, where: str) -> None:
-    """The seeded stratified split, with exact duplicates kept together and classes too small for it named."""
+def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: float, seed: int, where: str,
+                    by_path: bool = True) -> None:
+    """The seeded stratified split, with exact duplicates kept together and classes too small for it named; without
+    a table's groups, ``by_path`` keeps the patients the paths name together (``core.splits.path_groups``)."""
+    if by_path and not any(s.group for s in samples):
+        groups, note = path_groups([s.path for s in samples], [s.label for s in samples])
+        if note:
+            for sample, group in zip(samples, groups):
+                sample.group = group
+            splits.layout += f", {note}"
     content_keys(samples)
     labels = [s.label for s in samples]
     keys = merged_units([s.key for s in samples], [s.group for s in samples])  # duplicates and groups stay together
@@ -450,7 +464,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     if gcol:
         splits.layout += f", {group_note([s.group for s in samples], gcol, 'images')}"
     splits.val_held_out = True
-    _split_held_out(splits, samples, val_fraction, seed, str(path))
+    _split_held_out(splits, samples, val_fraction, seed, str(path), not no_groups(group_by))
     return splits
 
 

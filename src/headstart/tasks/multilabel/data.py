@@ -24,7 +24,15 @@ import torch
 from torchvision.transforms import v2
 
 from headstart.core.backbones.spec import BackboneSpec
-from headstart.core.splits import Splits, group_column, group_note, merged_units, stratified_split
+from headstart.core.splits import (
+    Splits,
+    group_column,
+    group_note,
+    merged_units,
+    no_groups,
+    path_groups,
+    stratified_split,
+)
 from headstart.errors import DataError
 from headstart.tasks.columns import POSITIVE, SPLIT_COLUMN, UNCERTAIN, by_content, flag_columns
 from headstart.tasks.image.data import (
@@ -206,22 +214,31 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
             raise DataError(f"{table}: the 'split' column has no 'val' rows")
         splits.layout += ", 'split' column"
         _check_given_splits(splits, tags.group_column)
+        by_path = tags.group_column is None and not no_groups(group_by)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
-                               lambda s, items: held_out_split(s, items, val_fraction, seed))
-    return held_out_split(splits, samples, val_fraction, seed)
+                               lambda s, items: held_out_split(s, items, val_fraction, seed, by_path))
+    return held_out_split(splits, samples, val_fraction, seed, tags.group_column is None and not no_groups(group_by))
 
 
-def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, seed: int) -> Splits:
-    """A seeded validation split stratified by each image's rarest label (exact duplicates kept together)."""
-    content_keys(samples)
+def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, seed: int,
+                   by_path: bool = False) -> Splits:
+    """A seeded validation split stratified by each image's rarest label (exact duplicates kept together; ``by_path``:
+    the patients the paths name too, ``core.splits.path_groups``)."""
     counts = Counter(t for s in samples for t in s.label)
     strata = [min(s.label, key=lambda t: (counts[t], t)) if s.label else -1 for s in samples]
+    note = ""
+    if by_path:
+        groups, note = path_groups([s.path for s in samples], strata)
+        for sample, group in zip(samples, groups) if note else ():
+            sample.group = group
+    content_keys(samples)
     train, val = stratified_split(strata, val_fraction, seed,
                                   groups=merged_units([s.key for s in samples], [s.group for s in samples]))
     if not val:
         raise DataError(f"{len(samples)} images are too few for a validation split; add images or a 'split' column")
     splits.train, splits.val = [samples[i] for i in train], [samples[i] for i in val]
-    splits.layout += f", {val_fraction:.0%} validation split stratified by rarest label (seed {seed})"
+    splits.layout += f", {val_fraction:.0%} validation split stratified by rarest label (seed {seed})" + (
+        f", {note}" if note else "")
     splits.val_held_out = True
     return splits
 
