@@ -274,3 +274,25 @@ def test_advisor_fine_tunes_images_unlike_imagenet_even_when_few():
     far = recommend([probe], greyscale, per_class_train=24, n_val=60)
     assert far["strategy"] == "lp-ft" and any("unlike ImageNet" in r for r in far["reasons"])
     assert recommend([{**probe, "accuracy": 0.95}], greyscale, 24, 60)["strategy"] == "linear"  # already separable
+
+
+def test_compare_splits_keep_each_patient_on_one_side(tmp_path):
+    """compare's seeded splits keep a table's groups (HAM10000's lesion_id) together, as training's split does."""
+    from conftest import SHARED
+
+    from headstart.tasks import get_task
+
+    blood = SHARED / "blood_cells" / "train"
+    if not blood.is_dir():
+        pytest.skip(f"{blood} is absent (the ../shared data folder)")
+    lines = []
+    for cls in ("Platelets", "RBC", "WBC"):
+        for i, f in enumerate(sorted((blood / cls).glob("*.jpg"))[:24]):
+            lines.append(f"{f},{cls},{cls}_lesion{i // 4}")  # 6 lesions of 4 images per class
+    table = tmp_path / "metadata.csv"
+    table.write_text("image,dx,lesion_id\n" + "\n".join(lines) + "\n")
+    pool = comparison.ClassificationPool(get_task("image"), table, 0.25, {})
+    for seed in range(4):
+        train, val = pool.split(seed, 0.25)
+        assert len(train) + len(val) == 72 and val
+        assert not {pool.groups[i] for i in train} & {pool.groups[i] for i in val}

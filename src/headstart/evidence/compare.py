@@ -41,7 +41,7 @@ from typing import Any
 
 from headstart.core import strategies
 from headstart.core.report import html_report, outputs
-from headstart.core.splits import stratified_split
+from headstart.core.splits import merged_units, stratified_split
 from headstart.errors import ConfigError, DataError
 from headstart.progress import console, say, warnings_once
 from headstart.tasks import get_task
@@ -149,6 +149,7 @@ class ClassificationPool:
         self.classes, self.layout = splits.classes, splits.layout
         self.items = [value(s) for s in pool]
         self.labels = [s.label for s in pool]
+        self.groups = [getattr(s, "group", "") for s in pool]  # a table's patients, the patients paths name
         self.test = [(value(s), s.label) for s in splits.test]
 
     def check(self) -> None:
@@ -158,7 +159,8 @@ class ClassificationPool:
                             f"{dict(zip(self.classes, counts))}")
 
     def split(self, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
-        return stratified_split(self.labels, val_fraction, seed)
+        """A seeded stratified split; each group (patient) on one side of it, as in training."""
+        return stratified_split(self.labels, val_fraction, seed, groups=self.groups)
 
     def shot_subset(self, train: list[int], shots: int | str, seed: int) -> list[int]:
         return _shot_subset(train, self.labels, shots, seed)
@@ -329,7 +331,8 @@ class MultiLabelPool(DetectionPool):
             for t in labels:
                 counts[t] += 1
         strata = [min(labels, key=lambda t: (counts[t], t)) if labels else -1 for labels in self.labels]
-        train, val = stratified_split(strata, val_fraction, seed, groups=[s.key for s in self.items])
+        train, val = stratified_split(strata, val_fraction, seed,
+                                      groups=merged_units([s.key for s in self.items], [s.group for s in self.items]))
         if not val or not train:
             raise DataError(f"Seed {seed}: {len(self.items)} images are too few for a training and a validation "
                             "split; add images or change --val-fraction")
