@@ -278,7 +278,7 @@ def test_tables_of_boxes_as_the_raccoon_set_and_roboflow_export_them(tmp_path: P
     assert infer_task(table) == "detection"
     found = dd.discover(table, val_fraction=0.25, seed=0)
     assert found.classes == ["Platelets", "RBC", "WBC"] and len(found.train) + len(found.val) == 20
-    assert found.layout.startswith("table of boxes train_labels.csv, 25% random validation split")
+    assert found.layout.startswith("table of boxes train_labels.csv (files found as ../images/<value>")
     for s in found.train + found.val:
         assert s.path == root / "images" / f"{s.path.stem}.jpg"
         assert torch.allclose(s.boxes, voc[s.path.stem].boxes, atol=1e-6)
@@ -522,3 +522,52 @@ def test_interrupted_run_resumes_from_its_checkpoint(pretrained_run: Detector, c
     assert resumed.metrics_["cache"]["items_computed"] == 0  # the features of the first run were reused
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     assert 0 <= resumed.metrics_["val_map_50"] <= 1
+
+
+@needs_bccd
+def test_tables_of_boxes_as_rsna_pneumonia_and_global_wheat_write_them(tmp_path: Path) -> None:
+    """Boxes as a top-left corner and a size, without a class column: RSNA Pneumonia's stage_2_train_labels.csv
+    (patientId,x,y,width,height,Target; a row of blank box cells for an image without one; ids of a folder of
+    images) and Global Wheat's train.csv (image_id,width,height,bbox,source; bbox "[x, y, w, h]")."""
+    import xml.etree.ElementTree as ET
+
+    from headstart.tasks import infer_task
+
+    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:24]
+    truth: dict[str, list[list[float]]] = {}
+    rsna, wheat = ["patientId,x,y,width,height,Target"], ["image_id,width,height,bbox,source"]
+    (tmp_path / "stage_2_train_images").mkdir()
+    (tmp_path / "wheat" / "train").mkdir(parents=True)
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", tmp_path / "stage_2_train_images")
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", tmp_path / "wheat" / "train")
+        root = ET.parse(BCCD / "Annotations" / f"{i}.xml").getroot()
+        w, h = float(root.findtext("size/width")), float(root.findtext("size/height"))
+        truth[i] = []
+        for obj in root.iter("object"):
+            if obj.findtext("name") != "Platelets":  # one class, as both sets have
+                continue
+            x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
+            truth[i].append([x1 / w, y1 / h, min(x2, w) / w, min(y2, h) / h])
+            rsna.append(f"{i},{x1},{y1},{x2 - x1},{y2 - y1},1")
+            wheat.append(f'{i},{w:.0f},{h:.0f},"[{x1}, {y1}, {x2 - x1}, {y2 - y1}]",bccd')
+        if not truth[i]:
+            rsna.append(f"{i},,,,,0")
+    assert any(not boxes for boxes in truth.values())  # images without a platelet: listed, without a box
+    (tmp_path / "stage_2_train_labels.csv").write_text("\n".join(rsna) + "\n")
+    (tmp_path / "wheat" / "train.csv").write_text("\n".join(wheat) + "\n")
+    for table, how in ((tmp_path / "stage_2_train_labels.csv", "boxes as x, y, width, height; "),
+                       (tmp_path / "wheat" / "train.csv", "boxes as bbox; ")):
+        assert infer_task(table) == "detection"
+        found = dd.discover(table, val_fraction=0.25, seed=0)
+        assert found.classes == ["object"]
+        assert f"({how}no class column: one class 'object'; files found as " in found.layout, found.layout
+        read = {s.path.stem: s for s in found.train + found.val}
+        expected = truth if "x, y" in how else {i: b for i, b in truth.items() if b}  # Global Wheat lists boxes only
+        assert sorted(read) == sorted(expected)
+        for i, boxes in expected.items():
+            assert torch.allclose(read[i].boxes, torch.tensor(boxes).reshape(-1, 4), atol=1e-5), i
+            assert read[i].labels.tolist() == [0] * len(boxes)
+    (tmp_path / "bad.csv").write_text("image_id,bbox\n" + f'{ids[0]}.jpg,"[1, 2, 3]"\n')
+    with pytest.raises(DataError, match=r"bad.csv:2: expected numbers in bbox, found \['\[1, 2, 3\]'\]"):
+        dd.discover(tmp_path / "bad.csv")

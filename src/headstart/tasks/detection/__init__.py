@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from headstart.tasks.tables import IMAGE_SUFFIXES
@@ -9,12 +10,25 @@ from headstart.tasks.tables import IMAGE_SUFFIXES
 NAMES_FILES = ("classes.txt", "obj.names", "names.txt")  # labelImg's and Darknet's class lists, line i = class id i
 VOC_IMAGE_FOLDERS = ("JPEGImages", "images", "Images")  # where a Pascal VOC layout keeps its images
 BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")  # a table of boxes: TensorFlow Object Detection CSV (Roboflow, raccoon)
+BOX_FORMS = (  # the columns that write a box in a table, tried in this order
+    BOX_COLUMNS,  # the corners, in pixels
+    ("x", "y", "width", "height"),  # the top-left corner and the size (RSNA Pneumonia's stage_2_train_labels.csv)
+    ("x", "y", "w", "h"),
+    ("bbox",),  # one cell "[x, y, width, height]", COCO's order (Global Wheat's train.csv)
+)
 BOX_TABLE = "_annotations.csv"  # Roboflow's TensorFlow CSV export: one per split folder, beside the images
 SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 
 
+def box_form(columns: Iterable[str]) -> tuple[str, ...] | None:
+    """The first of ``BOX_FORMS`` whose columns a table has (names without case), or None."""
+    names = {c.strip().lower() for c in columns}
+    return next((form for form in BOX_FORMS if set(form) <= names), None)
+
+
 def is_box_table(path: Path) -> bool:
-    """Whether a CSV's header line names the four box corners (``filename,width,height,class,xmin,ymin,xmax,ymax``)."""
+    """Whether a CSV's header line names the columns of a box (``BOX_FORMS``: ``filename,width,height,class,xmin,ymin,
+    xmax,ymax``; ``patientId,x,y,width,height,Target``; ``image_id,width,height,bbox,source``)."""
     if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
         return False
     try:
@@ -22,8 +36,7 @@ def is_box_table(path: Path) -> bool:
             header = f.readline()
     except OSError:
         return False
-    names = {n.strip().strip('"').lower() for n in header.replace("\t", ",").split(",")}
-    return set(BOX_COLUMNS) <= names
+    return box_form(n.strip().strip('"') for n in header.replace("\t", ",").split(",")) is not None
 
 
 def box_table_splits(root: Path) -> dict[str, Path]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
@@ -37,13 +38,21 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from headstart.errors import DataError
-from headstart.tasks.detection import BOX_COLUMNS, box_table_splits, is_box_table, names_file, voc_folders
+from headstart.tasks.detection import (
+    BOX_COLUMNS,
+    BOX_FORMS,
+    box_form,
+    box_table_splits,
+    is_box_table,
+    names_file,
+    voc_folders,
+)
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
 from headstart.tasks.image.decode import image_beside, image_header
 
 ISSUE_CLIPPED = "boxes clipped to the image"
 ISSUE_DROPPED = "boxes dropped (zero area)"
-ISSUE_BACKGROUND = "images without a label file (background)"
+ISSUE_BACKGROUND = "images without a box (background: no label file, or listed without one)"
 ISSUE_SUBSET = "boxes of classes left out by detection.classes"
 ISSUE_ORPHAN = "label files without an image (ignored)"
 
@@ -357,35 +366,41 @@ def read_voc(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
 
 
 # ------------------------------------------------------------------------------------------ box tables
-def read_box_table(path: Path, issues: Counter) -> tuple[list[str], list[DetSample]]:
-    """The class names (sorted) and the samples of a table of boxes, one row per box (pixels); the images are named
-    relative to the table or found beside it (``tables.table_files``); without width / height columns, the images'
-    headers give the sizes."""
+ONE_CLASS = "object"  # the class of a table of boxes without a class column
+
+
+def read_box_table(path: Path, issues: Counter) -> tuple[list[str], list[DetSample], str]:
+    """The class names (sorted), the samples of a table of boxes (one row per box, in pixels, as ``BOX_FORMS`` write
+    them; a row whose box cells or class are blank lists an image without boxes) and how it was read. The images are
+    named relative to the table or found beside it (``tables.table_files``); without width / height columns beside
+    the corners, the images' headers give the sizes. Without a class column, every box is of one class."""
     from headstart.tasks.tables import read_delimited, table_files
 
     table = read_delimited(path, ["filename", "class", *BOX_COLUMNS])
     lower = {c.strip().lower(): c for c in table.columns}
-    image_col = next((lower[c] for c in ("filename", "file", "image", "path", "image_id", "file_name") if c in lower),
-                     None)
+    form = box_form(table.columns)
+    image_col = next((lower[c] for c in ("filename", "file", "image", "path", "image_id", "file_name", "imageid",
+                                         "patientid") if c in lower), None)
     class_col = next((lower[c] for c in ("class", "label", "category", "name", "class_name") if c in lower), None)
-    if image_col is None or class_col is None:
-        raise DataError(f"{path}: a table of boxes needs an image column (filename) and a class column (class) beside "
-                        f"{', '.join(BOX_COLUMNS)}; columns found: {table.columns}")
-    files, _ = table_files(path, [r[image_col] for r in table.rows])
+    if image_col is None or form is None:
+        raise DataError(f"{path}: a table of boxes needs an image column (filename) and box columns "
+                        f"({' or '.join(', '.join(f) for f in BOX_FORMS)}); columns found: {table.columns}")
+    files, found_as = table_files(path, [r[image_col] for r in table.rows])
     by_image: dict[Path, list[tuple[str, list[float], int]]] = {}
     sizes: dict[Path, tuple[float, float]] = {}
     for line, (row, file) in enumerate(zip(table.rows, files), start=table.first_line):
-        name = str(row[class_col] or "").strip()
+        name = str(row[class_col] or "").strip() if class_col else ONE_CLASS
+        cells = [str(row[lower[c]] or "").strip() for c in form]
         boxes = by_image.setdefault(file, [])
-        if not name:  # an image listed without a box: background
+        if not name or not any(cells):  # an image listed without a box: background
             continue
         try:
-            corners = [float(row[lower[c]]) for c in BOX_COLUMNS]
-            if "width" in lower and "height" in lower and str(row[lower["width"]]).strip():
+            corners = _corners(form, cells)
+            if form == BOX_COLUMNS and "width" in lower and "height" in lower and str(row[lower["width"]]).strip():
                 sizes[file] = (float(row[lower["width"]]), float(row[lower["height"]]))
         except (TypeError, ValueError):
-            raise DataError(f"{path}:{line}: expected numbers in {', '.join(BOX_COLUMNS)} (and width, height), found "
-                            f"{[row[lower[c]] for c in BOX_COLUMNS]}") from None
+            raise DataError(f"{path}:{line}: expected numbers in {', '.join(form)}"
+                            f"{' (and width, height)' if form == BOX_COLUMNS else ''}, found {cells}") from None
         boxes.append((name, corners, line))
     missing = [f for f in by_image if not f.is_file()]
     if missing:
@@ -402,7 +417,23 @@ def read_box_table(path: Path, issues: Counter) -> tuple[list[str], list[DetSamp
         if not rows:
             issues[ISSUE_BACKGROUND] += 1
         samples.append(DetSample(file, *_fix_boxes(xyxy, labels, issues)))
-    return classes, samples
+    how = [f"boxes as {', '.join(form)}" if form != BOX_COLUMNS else "",
+           "" if class_col else f"no class column: one class '{ONE_CLASS}'", found_as]
+    return classes, samples, "; ".join(h for h in how if h)
+
+
+def _corners(form: tuple[str, ...], cells: list[str]) -> list[float]:
+    """``[x1, y1, x2, y2]`` in pixels of one row's box cells written as ``form``."""
+    if form == ("bbox",):  # "[x, y, width, height]"
+        values = [float(v) for v in re.split(r"[\s,;]+", cells[0].strip("[]() ")) if v]
+        if len(values) != 4:
+            raise ValueError(cells[0])
+    else:
+        values = [float(c) for c in cells]
+    if form == BOX_COLUMNS:
+        return values
+    x, y, w, h = values
+    return [x, y, x + w, y + h]
 
 
 def read_box_tables(data: Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
@@ -412,11 +443,12 @@ def read_box_tables(data: Path, val_fraction: float = 0.2, seed: int = 0) -> Det
         raise DataError(f"{data}: expected a table of boxes or train/ (and valid/) folders holding _annotations.csv")
     issues: Counter = Counter()
     read = {split: read_box_table(path, issues) for split, path in tables.items()}
-    classes = sorted({c for names, _ in read.values() for c in names})
-    splits = DetectionSplits(classes, [], [], layout=f"table of boxes {data.name}" if data.is_file() else
-                             f"tables of boxes ({', '.join(f'{p.parent.name}/{p.name}' for p in tables.values())})",
-                             issues=issues)
-    for split, (names, samples) in read.items():
+    classes = sorted({c for names, _, _ in read.values() for c in names})
+    how = next(iter(read.values()))[2]
+    splits = DetectionSplits(classes, [], [], layout=(f"table of boxes {data.name}" if data.is_file() else
+                             f"tables of boxes ({', '.join(f'{p.parent.name}/{p.name}' for p in tables.values())})")
+                             + (f" ({how})" if how else ""), issues=issues)
+    for split, (names, samples, _) in read.items():
         for s in samples:  # each table's class indices -> the classes of all tables
             s.labels = torch.tensor([classes.index(names[i]) for i in s.labels.tolist()], dtype=torch.long)
         getattr(splits, split).extend(samples)

@@ -102,7 +102,8 @@ class Detector(Estimator):
                                        cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg))
         issues = {k: v for k, v in splits.issues.items() if v}
         counts = ddata.box_counts("train")
-        say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(ddata.splits['train'])} "
+        n = len(splits.classes)
+        say(f"[bold]Data[/] {data}: {splits.layout}; {n} class{'es' if n != 1 else ''}; train {len(ddata.splits['train'])} "
             f"images, val {len(ddata.splits['val'])}; train boxes per class "
             f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
         for what, n in issues.items():
