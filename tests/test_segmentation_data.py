@@ -417,8 +417,8 @@ def test_empty_unknown_and_incomplete_folders_are_errors(tmp_path: Path) -> None
         discover(other)
     no_classes = _mask_folder(tmp_path / "noclasses")
     (no_classes / "classes.txt").unlink()
-    with pytest.raises(DataError, match=r"no classes\.txt"):
-        discover(no_classes)
+    with pytest.raises(DataError, match=r"no class file, and the masks hold values \[0, 1, 2, 3, .*classes\.txt"):
+        discover(no_classes)  # CamVid's 11 classes: not binary
     no_images = tmp_path / "noimages"
     for d in ("images/train", "images/val", "masks/train", "masks/val"):
         (no_images / d).mkdir(parents=True)
@@ -439,3 +439,42 @@ def test_coco_unknown_category_names_json_and_annotation(tmp_path: Path) -> None
     }))
     with pytest.raises(DataError, match=r"instances\.json: annotation id 42: category_id 3"):
         discover(path)
+
+
+def test_binary_masks_without_a_class_file_as_kvasir_carvana_and_isic_ship_them(tmp_path: Path) -> None:
+    """Medical and other binary sets come without a class file: Kvasir-SEG (images/ + masks/ of JPEGs, in the one
+    folder of its archive), Carvana (train/ + train_masks/, x_mask.gif of 0/1) and ISIC's 0/255 PNGs; each reads
+    as background and foreground with the same pixels. A JPEG mask beside a class file is refused."""
+    from headstart.tasks import infer_task
+
+    stems = _frames(6)
+    truth = {}
+    for root in ("kvasir-seg/Kvasir-SEG", "carvana", "isic"):
+        (tmp_path / root).mkdir(parents=True)
+    for stem in stems:
+        road = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")) == 3  # CamVid's road
+        truth[stem] = road.astype(np.uint8)
+        for folder in ("kvasir-seg/Kvasir-SEG/images", "carvana/train", "isic/images"):
+            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+            (tmp_path / folder / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        for folder, name, values, fmt in (("kvasir-seg/Kvasir-SEG/masks", f"{stem}.jpg", road * 255, {"quality": 90}),
+                                          ("carvana/train_masks", f"{stem}_mask.gif", road * 1, {}),
+                                          ("isic/masks", f"{stem}.png", road * 255, {})):
+            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+            image = Image.fromarray(values.astype(np.uint8))
+            (image.convert("P") if name.endswith(".gif") else image).save(tmp_path / folder / name, **fmt)
+    (tmp_path / "kvasir-seg" / "Kvasir-SEG" / "kavsir_bboxes.json").write_text("{}")
+    for root, how in (("kvasir-seg", "JPEG, grey level 128 and up the foreground"), ("carvana", "0 and 1"),
+                      ("isic", "0 and 255")):
+        assert infer_task(tmp_path / root) == "segmentation"
+        splits = discover(tmp_path / root)
+        assert splits.classes == ["background", "foreground"]
+        assert f"no class file: binary masks ({how}) read as background and foreground" in " ".join(splits.notes)
+        for s in splits.train + splits.val:
+            mask = s.read_mask()
+            edges = mask != truth[s.image.stem]
+            assert edges.mean() < (0.002 if root == "kvasir-seg" else 1e-9), (root, s.image.stem, edges.mean())
+    assert "read inside Kvasir-SEG/" in discover(tmp_path / "kvasir-seg").notes[0]
+    (tmp_path / "kvasir-seg" / "Kvasir-SEG" / "classes.txt").write_text("background\npolyp\n")
+    with pytest.raises(DataError, match=r"a JPEG mask \(6 of them\) blurs the class indices of classes\.txt"):
+        discover(tmp_path / "kvasir-seg")

@@ -73,12 +73,13 @@ def infer_task(data: str | Path) -> str:
             head = ""
         if '"annotations"' in head and '"images"' in head:
             return "detection"
-    if path.is_dir() and (((path / "images").is_dir() and (path / "masks").is_dir())
+    from headstart.tasks.segmentation import inner_folder, paired_folders
+
+    inner = inner_folder(path)
+    if path.is_dir() and (((inner / "images").is_dir() and (inner / "masks").is_dir())
                           or any(path.glob("SegmentationClass")) or any(path.glob("VOC*/SegmentationClass"))
                           or any(path.glob("VOCdevkit/VOC*/SegmentationClass"))):
-        return "segmentation"  # images/ + masks/, or Pascal VOC with class masks
-    from headstart.tasks.segmentation import paired_folders
-
+        return "segmentation"  # images/ + masks/ (also in an archive's one folder), or Pascal VOC with class masks
     if paired_folders(path):
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's)
     from headstart.tasks.detection import box_table_splits, is_box_table, names_file, voc_folders

@@ -23,3 +23,20 @@ def paired_folders(root: Path) -> dict[str, tuple[Path, Path]]:
                 found[split] = (subdirs[name], masks)
                 break
     return found if "train" in found else {}
+
+
+NOTE_SUFFIXES = (".txt", ".md", ".pdf", ".html", ".rst", ".json")  # files an archive keeps beside its one folder
+
+
+def inner_folder(root: Path) -> Path:
+    """``root``, or the folder inside it when it holds one folder and nothing else but notes (an unpacked archive:
+    ``kvasir-seg/Kvasir-SEG/images``; a zip's ``__MACOSX/`` is not counted), looked into up to 3 levels deep."""
+    for _ in range(3):
+        if not root.is_dir() or (root / "images").is_dir():
+            return root
+        entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        folders = [p for p in entries if p.is_dir()]
+        if len(folders) != 1 or any(p.is_file() and p.suffix.lower() not in NOTE_SUFFIXES for p in entries):
+            return root
+        root = folders[0]
+    return root

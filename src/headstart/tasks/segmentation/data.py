@@ -48,7 +48,7 @@ from headstart.tasks.image.decode import (
     too_large_reason,
     unreadable_reason,
 )
-from headstart.tasks.segmentation import paired_folders
+from headstart.tasks.segmentation import inner_folder, paired_folders
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
@@ -60,7 +60,10 @@ VOC_CLASSES = (
 CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv")
 VOID_NAMES = {"void", "unlabelled", "unlabeled", "ignore"}  # classes that mark pixels without a label
 MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels")  # a mask's stem: the image's, or Kaggle CamVid's 'x_L'
-MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff")  # lossless: a JPEG mask would blur class indices
+MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff", ".gif")  # lossless (Carvana's masks are GIFs)
+LOSSY_MASKS = (".jpg", ".jpeg", ".JPG", ".JPEG")  # blurred class indices: read only as binary masks (Kvasir-SEG)
+BINARY_CLASSES = ["background", "foreground"]  # the classes of binary masks without a class file
+MASKS_LOOKED_AT = 32  # masks read to tell binary ones (0/1, 0/255) without a class file
 
 
 @dataclass
@@ -115,6 +118,7 @@ class SegSample:
     coco: CocoObjects | None = None
     colours: dict[int, int] | None = None  # colour masks: 0xRRGGBB -> class index (``read_colours``)
     remap: np.ndarray | None = None  # the class file's index -> the model's (a void class -> 255): ``ignored_classes``
+    binary: bool = False  # a lossy (JPEG) binary mask: a grey level from 128 up is the foreground (1), else 0
     class_pixels: list[int] = field(default_factory=list)  # pixels of each class (255 not counted), when checked
 
     def read_mask(self) -> np.ndarray:
@@ -123,6 +127,9 @@ class SegSample:
             return self.coco.rasterise()
         if self.mask is None:
             raise DataError(f"{self.image} has no mask")
+        if self.binary:
+            with Image.open(self.mask) as im:
+                return (np.array(im.convert("L")) >= 128).astype(np.uint8)
         mask = read_index_png(self.mask, self.colours)
         return mask if self.remap is None else self.remap[mask]
 
@@ -294,6 +301,11 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC) or a COCO instances .json")
         splits = _coco_file(root, val_fraction, seed)
     else:
+        inner = inner_folder(root)
+        if inner != root and (inner / "images").is_dir() and (inner / "masks").is_dir():
+            splits = discover(inner, val_fraction, seed)
+            splits.notes.insert(0, f"read inside {inner.relative_to(root)}/, the one folder {root.name}/ holds")
+            return splits
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
         if not entries:
             raise DataError(f"{root} is empty: expected images/ + masks/ + classes.txt, a Pascal VOC folder "
@@ -463,7 +475,7 @@ def _class_file(root: Path, required: bool, layout: str) -> Path | None:
 
 def _mask_folders(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     images, masks = root / "images", root / "masks"
-    classes_file = _class_file(root, required=True, layout="images/ + masks/")
+    classes_file = _class_file(root, required=False, layout="images/ + masks/")
     image_splits = _split_folders(images)
     folders = ({name: (folder, masks / folder.name) for name, folder in image_splits.items()} if image_splits
                else {"train": (images, masks)})
@@ -475,7 +487,7 @@ def _mask_folders(root: Path, val_fraction: float, seed: int) -> SegmentationSpl
 def _paired(root: Path, folders: dict[str, tuple[Path, Path]], val_fraction: float, seed: int) -> SegmentationSplits:
     """Split folders beside their masks' folders (``paired_folders``), a class file beside them."""
     layout = f"{folders['train'][0].name}/ + {folders['train'][1].name}/"
-    classes_file = _class_file(root, required=True, layout=layout)
+    classes_file = _class_file(root, required=False, layout=layout)
     splits = _pairs(root, folders, classes_file, "paired folders", True, val_fraction, seed)
     if not _split_folders(root).keys() <= folders.keys():
         splits.notes.append(f"split folder(s) without a masks' folder beside them: not used "
@@ -483,11 +495,13 @@ def _paired(root: Path, folders: dict[str, tuple[Path, Path]], val_fraction: flo
     return splits
 
 
-def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path, layout: str, given_splits: bool,
-           val_fraction: float, seed: int) -> SegmentationSplits:
+def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path | None, layout: str,
+           given_splits: bool, val_fraction: float, seed: int) -> SegmentationSplits:
     """The image-mask pairs of ``{split: (images folder, masks folder)}``: a mask has its image's relative path and stem
-    (or the stem + ``_L``, ``_mask``...: ``MASK_STEM_SUFFIXES``), a lossless suffix; colours read by the class file's."""
-    classes, remap, colours, notes = _class_table(classes_file)
+    (or the stem + ``_L``, ``_mask``...: ``MASK_STEM_SUFFIXES``), a lossless suffix; colours read by the class file's.
+    Without a class file the masks must be binary (``_binary_masks``); JPEG masks are read only as binary ones."""
+    classes, remap, colours, notes = (_class_table(classes_file) if classes_file is not None
+                                      else (list(BINARY_CLASSES), None, None, []))
     splits = SegmentationSplits(classes, [], [], layout=layout, notes=notes)
     given: dict[str, list[SegSample]] = {}
     for name, (image_dir, mask_dir) in folders.items():
@@ -503,22 +517,62 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
         wanted = set()
         for file in files:
             stem = mask_dir / file.relative_to(image_dir).with_suffix("")
-            candidates = [stem.with_name(stem.name + tail + ext) for tail in MASK_STEM_SUFFIXES for ext in MASK_EXTENSIONS]
+            candidates = [stem.with_name(stem.name + tail + ext) for ext in (*MASK_EXTENSIONS, *LOSSY_MASKS)
+                          for tail in MASK_STEM_SUFFIXES]
+            candidates.sort(key=lambda c: c.suffix in LOSSY_MASKS)  # a lossless mask first, any stem
             wanted.update(candidates)
             mask = next((c for c in candidates if c.is_file()), None)
             if mask is not None:
                 given[name].append(SegSample(file, mask=mask, colours=colours, remap=remap))
             else:
                 splits.skipped.append((str(file), f"no mask (looked for {candidates[0]})"))
-        orphans = sorted(p for p in mask_dir.rglob("*") if p.suffix in MASK_EXTENSIONS and p not in wanted
-                         and not p.name.startswith("."))
+        orphans = sorted(p for p in mask_dir.rglob("*") if p.suffix in (*MASK_EXTENSIONS, *LOSSY_MASKS)
+                         and p not in wanted and not p.name.startswith("."))
         if orphans:
             splits.notes.append(f"{len(orphans)} mask(s) in {mask_dir} have no image (not used), e.g. {orphans[0].name}")
         if not given[name]:
             raise DataError(f"No image in {image_dir} has a mask in {mask_dir}: expected masks with the images' stems "
                             f"and .png (e.g. {mask_dir / files[0].with_suffix('.png').name}); found "
                             f"{', '.join(p.name for p in sorted(mask_dir.glob('*'))[:3]) or 'nothing'}")
-    return _finish(splits, given, str(classes_file), val_fraction, seed, root)
+    samples = [s for items in given.values() for s in items]
+    lossy = [s for s in samples if s.mask is not None and s.mask.suffix in LOSSY_MASKS]
+    if classes_file is not None:
+        if lossy:
+            raise DataError(f"{lossy[0].mask}: a JPEG mask ({len(lossy)} of them) blurs the class indices of "
+                            f"{classes_file.name} at every edge; save the masks as PNG (JPEG masks are read only as "
+                            "binary ones, without a class file)")
+        return _finish(splits, given, str(classes_file), val_fraction, seed, root)
+    classes_from, note = _binary_masks(root, samples, layout)
+    splits.notes.append(note)
+    return _finish(splits, given, classes_from, val_fraction, seed, root)
+
+
+def _binary_masks(root: Path, samples: list[SegSample], layout: str) -> tuple[str, str]:
+    """Masks without a class file: binary ones (0/1, or 0/255 as most tools save them, 255 then the foreground, or
+    JPEGs thresholded at 128) are ``background`` and ``foreground`` (each sample told how to read its mask); any
+    other values need a class file (a DataError naming them). Returns what the classes come from, and a note."""
+    lossless = [s for s in samples if s.mask is not None and s.mask.suffix not in LOSSY_MASKS]
+    values: set[int] = set()
+    for s in lossless[:: max(1, len(lossless) // MASKS_LOOKED_AT)][:MASKS_LOOKED_AT]:
+        values.update(np.unique(read_index_png(s.mask)).tolist())
+    if not values <= {0, 1, IGNORE_INDEX}:
+        raise DataError(f"{root}: no class file, and the masks hold values {sorted(values)[:12]}: name the class of each "
+                        f"value in a classes.txt beside {layout} (line 1 = value 0, line 2 = value 1...; 255 = ignore). "
+                        "Without one, masks must be binary: 0 and 1, or 0 and 255")
+    zero_255 = values == {0, IGNORE_INDEX} or (not lossless)
+    lut = None
+    if zero_255:  # 0/255: 255 is the foreground here, not the ignore index
+        lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+        lut[0], lut[IGNORE_INDEX] = 0, 1
+    for s in samples:
+        s.binary = s.mask is not None and s.mask.suffix in LOSSY_MASKS
+        s.remap = lut
+    how = ("JPEG, grey level 128 and up the foreground" if not lossless else "0 and 255" if zero_255
+           else "0 and 1" + (" (255 ignored)" if IGNORE_INDEX in values else ""))
+    jpeg = (f"; {len(samples) - len(lossless)} JPEG mask(s) read as grey level >= 128"
+            if lossless and len(lossless) < len(samples) else "")
+    return (f"binary masks ({how}: background, foreground)",
+            f"no class file: binary masks ({how}) read as background and foreground{jpeg} (a classes.txt names them)")
 
 
 def _voc_root(root: Path) -> Path | None:
