@@ -405,3 +405,15 @@ def test_class_folders_of_text_files_train_predict_and_evaluate(tmp_path, sessio
             (bbc / label / f"{i:03d}.txt").write_bytes(text.encode("cp1252", errors="replace"))
     splits = textdata.discover(bbc)
     assert infer_task(bbc) == "text" and splits.val_held_out and len(splits.train) + len(splits.val) == 60
+    news = tmp_path / "20news-bydate"  # the 20 Newsgroups: posts named by number, no suffix, Latin-1
+    for split, lo in (("20news-bydate-train", 0), ("20news-bydate-test", 30)):
+        for label, texts in (("rec.ham", ham), ("sci.spam", spam)):
+            (news / split / label).mkdir(parents=True)
+            for i, text in enumerate(texts[lo:lo + 10]):
+                post = f"From: someone@example.org\nSubject: re: caf\u00e9 {i}\n\n{text}\n"
+                (news / split / label / f"{51000 + lo + i}").write_bytes(post.encode("latin-1", errors="replace"))
+    (news / "20news-bydate-train" / "sci.spam" / "IM000001").write_bytes(b"\0" * 128 + b"DICM")  # not a text
+    assert infer_task(news) == "text"
+    splits = textdata.discover(news)
+    assert splits.classes == ["rec.ham", "sci.spam"] and len(splits.test) == 20
+    assert len(splits.train) + len(splits.val) == 20 and all("café" in s.text for s in splits.train + splits.val)

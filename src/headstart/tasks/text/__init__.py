@@ -14,19 +14,39 @@ def _folders(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
 
 
+def is_text_file(path: Path) -> bool:
+    """A ``.txt`` file, or a file without a suffix whose first KiB holds no NUL byte: the 20 Newsgroups' posts are
+    named by number (``alt.atheism/49960``); a DICOM scan named ``IM000001`` starts with NUL bytes."""
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    if path.suffix.lower() in TEXT_FILE_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return False
+    return bool(head) and b"\0" not in head
+
+
 def _holds(folder: Path, suffixes: tuple[str, ...], limit: int = 200) -> bool:
-    """Whether ``folder`` holds (directly, among its first ``limit`` entries) a file with one of ``suffixes``."""
+    """Whether ``folder`` holds (directly, among its first ``limit`` entries) a file with one of ``suffixes`` (for
+    ``TEXT_FILE_SUFFIXES``: a text file, ``is_text_file``)."""
+    texts = suffixes == TEXT_FILE_SUFFIXES
     for i, p in enumerate(folder.iterdir()):
         if i >= limit:
             return False
-        if p.suffix.lower() in suffixes and not p.name.startswith("."):
+        if (is_text_file(p) if texts else p.suffix.lower() in suffixes and not p.name.startswith(".")):
             return True
     return False
 
 
 def is_text_folder(path: Path) -> bool:
-    """A folder of class folders of .txt files, one text per file (BBC News' ``bbc/business/001.txt``), or of split
-    folders of them (IMDB's ``aclImdb/train/pos/0_9.txt``): 2 or more such class folders and no image files in them."""
+    """A folder of class folders of text files (``is_text_file``), one text per file (BBC News' ``bbc/business/001.txt``),
+    or of split folders of them (IMDB's ``aclImdb/train/pos/0_9.txt``, the 20 Newsgroups' ``20news-bydate-train/
+    alt.atheism/49960``): 2 or more such class folders and no image files in them."""
     if not path.is_dir() or ((path / "images").is_dir() and (path / "labels").is_dir()):  # YOLO's .txt boxes
         return False
     for level in (path, *_folders(path)):

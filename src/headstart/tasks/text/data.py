@@ -27,7 +27,7 @@ from headstart.core.splits import Splits, duplicate_groups, split_notes, stratif
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
 from headstart.tasks.tables import IMAGE_SUFFIXES, Table, read_delimited, read_text, read_text_file, table_files
-from headstart.tasks.text import TEXT_FILE_SUFFIXES, is_datasets_folder, is_text_folder
+from headstart.tasks.text import is_datasets_folder, is_text_file, is_text_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
@@ -124,14 +124,14 @@ def _read_text_folders(root: Path) -> Records:
     for split, folder in dirs.items():
         rows = parts.setdefault(split, [])
         for cls in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = sorted(f for f in cls.rglob("*") if f.suffix.lower() in TEXT_FILE_SUFFIXES and f.is_file())
+            files = sorted(f for f in cls.rglob("*") if is_text_file(f))
             if cls.name.lower() in UNLABELLED_FOLDERS:
                 notes.append(f"{cls.relative_to(root).as_posix()}/ holds {len(files)} text(s) without a label: not used")
                 continue
             rows += [{"text": read_text(f).text, "label": cls.name, "file": f.relative_to(root).as_posix()}
                      for f in files]
     if not any(parts.values()):
-        raise DataError(f"{root}: no .txt files in its class folders")
+        raise DataError(f"{root}: no text files (.txt, or without a suffix) in its class folders")
     where = " and ".join(f"{d.relative_to(root).as_posix()}/" for d in dirs.values()) if dirs.get("") != root else ""
     layout = f"{root.name}: class folders of text files" + (f" in {where}" if where else "") + ", one text per file"
     return Records(parts, ["text", "label", "file"], layout=layout, notes=notes)
@@ -504,7 +504,7 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -
         if not _names_a_file(item):  # a text too long (or too odd) to be a file name: it is a text
             texts.append(item)
             continue
-        files = sorted(f for f in path.rglob("*") if f.suffix.lower() in TEXT_FILE_SUFFIXES and f.is_file()) \
+        files = sorted(f for f in path.rglob("*") if is_text_file(f)) \
             if path.is_dir() else []
         if files:
             texts += [read_text(f).text for f in files]
