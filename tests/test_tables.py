@@ -71,6 +71,35 @@ def test_columns_are_told_apart_by_their_values_when_names_do_not_say(tmp_path):
         textdata.discover(alike)
 
 
+@needs_sms
+def test_sentiment140_and_fasttext_files_as_downloaded(tmp_path):
+    """Sentiment140's six columns without a header line (polarity 0/4, id, date, query, user, text; Latin-1) and
+    fastText's '__label__2 text' lines (the Amazon reviews' train.ft.txt): texts and labels found without flags."""
+    rows = [line.split("\t", 1) for line in _sms_lines(400)]
+    s140 = tmp_path / "training.1600000.processed.noemoticon.csv"
+    with s140.open("w", newline="", encoding="latin-1", errors="replace") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL).writerows(
+            ["4" if label == "spam" else "0", 1467810369 + i, f"Mon Apr 06 22:{i % 60:02d}:{i * 7 % 60:02d} PDT 2009",
+             "NO_QUERY", f"user_{i * 7 % 1000}", text] for i, (label, text) in enumerate(rows))
+    assert infer_task(s140) == "text"
+    splits = textdata.discover(s140)
+    assert "text column 'col6', label column 'col1'; no header line: columns col1, col2, col3, col4, col5, col6" \
+        in splits.layout, splits.layout
+    assert splits.classes == ["0", "4"] and len(splits.train) + len(splits.val) == 400
+    truth = {t.strip(): "4" if y == "spam" else "0" for y, t in rows}
+    assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.train[:50] if s.text.strip() in truth)
+    fasttext = tmp_path / "train.ft.txt"
+    fasttext.write_text("".join(f"__label__{2 if y == 'spam' else 1} {t}\n" for y, t in rows)
+                        + "__label__1 __label__2 both at once\n", encoding="utf-8")
+    assert infer_task(fasttext) == "text"
+    splits = textdata.discover(fasttext)
+    assert splits.layout.startswith("train.ft.txt: fastText lines ('__label__X text')")
+    assert splits.classes == ["1", "2"] and len(splits.train) + len(splits.val) == 401
+    assert "1 line(s) have several labels: each keeps its first" in splits.notes
+    first = next(s for s in splits.train + splits.val if s.where == "train.ft.txt:1")
+    assert first.text == rows[0][1].strip() and splits.classes[first.label] == "1"
+
+
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
     def first(text: str, name: str = "t.csv") -> tuple[list[str], bool]:
         path = tmp_path / name

@@ -14,6 +14,7 @@ from headstart.tasks.tables import IMAGE_SUFFIXES
 SPLIT_COLUMN = "split"
 SAMPLE_ROWS = 2000  # rows whose values a content guess looks at
 CONTENT_COLUMNS = 3  # columns told apart by their values at most: in wider tables a guess could take the wrong one
+WIDE_LABELS = 50  # distinct values at most of a label column found by its values among more columns
 ONE_HOT = {"0", "1", "0.0", "1.0"}  # the values of a one-hot column
 POSITIVE = {"1", "1.0"}
 UNCERTAIN = {"-1", "-1.0"}  # a flag neither set nor clear (CheXpert's uncertain findings)
@@ -48,8 +49,8 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
         rest = [c for c in rest if sum(bool(str(r.get(c) or "").strip()) for r in sample) > SPARSE * len(sample)]
     if len(rest) == 1 and exclude:
         return rest[0]
-    few = len(rest) <= CONTENT_COLUMNS or what == "path"  # image file names tell their column in any table
-    guess = by_content(what, rest, rows) if rows and by_values and few else None
+    few = len(rest) <= CONTENT_COLUMNS or what in ("path", "text")  # image file names, long texts: in any table
+    guess = by_content(what if few else f"{what}:wide", rest, rows) if rows and by_values else None
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
@@ -104,9 +105,17 @@ def _label(values: dict[str, list[str]], rows: int) -> str | None:
     return None
 
 
+def _label_wide(values: dict[str, list[str]], rows: int) -> str | None:
+    """A label column among more than ``CONTENT_COLUMNS`` (Sentiment140's six, without a header line): the only column
+    of 2 to ``WIDE_LABELS`` distinct values, fewer than a tenth of the rows (ids, dates and user names have more)."""
+    few = [c for c, vs in values.items() if 2 <= len(set(vs)) <= min(WIDE_LABELS, max(2, rows // 10))]
+    return few[0] if len(few) == 1 else None
+
+
 def _path(values: dict[str, list[str]], _: int) -> str | None:
     images = [c for c, vs in values.items() if vs and sum(v.lower().endswith(IMAGE_SUFFIXES) for v in vs) > 0.8 * len(vs)]
     return images[0] if len(images) == 1 else None
 
 
-_RULES: dict[str, Callable[[dict[str, list[str]], int], str | None]] = {"text": _text, "label": _label, "path": _path}
+_RULES: dict[str, Callable[[dict[str, list[str]], int], str | None]] = {
+    "text": _text, "label": _label, "path": _path, "label:wide": _label_wide}
