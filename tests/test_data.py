@@ -449,6 +449,25 @@ def test_a_patient_named_in_the_file_names_stays_on_one_side_of_the_split(tmp_pa
 
 
 @needs_shared(BLOOD)
+def test_versions_of_one_dataset_side_by_side_are_not_taken_for_classes(tmp_path):
+    """PlantVillage as downloaded: color/, grayscale/ and segmented/, each holding the same class folders; read as
+    3 classes they would teach colour against grey. An error says to give one of them; inside one, it trains."""
+    root = tmp_path / "plantvillage dataset"
+    for version in ("color", "grayscale", "segmented"):
+        _copy_digits(BLOOD / "train", root / version, classes=("Platelets", "RBC", "WBC"), n=4)
+    with pytest.raises(DataError, match=r"every folder in it \(color/, grayscale/, segmented/\) holds the same 3 "
+                                        r"subfolders \(Platelets, RBC, WBC\).*Give one of them as DATA"):
+        discover(root)
+    assert discover(root / "color").classes == ["Platelets", "RBC", "WBC"]
+    for cls, source in (("cats", "RBC"), ("dogs", "WBC")):  # class folders that each hold train/ and test/: classes
+        for split in ("train", "test"):
+            (tmp_path / "pets" / cls / split).mkdir(parents=True)
+            for f in sorted((BLOOD / "train" / source).glob("*.jpg"))[:3]:
+                shutil.copy(f, tmp_path / "pets" / cls / split / f.name)
+    assert discover(tmp_path / "pets").classes == ["cats", "dogs"]
+
+
+@needs_shared(BLOOD)
 def test_one_hot_label_columns_are_single_label_classes(tmp_path):
     """ISIC's ground truth as downloaded: image,MEL,NV,...,UNK with 1.0 / 0.0, one 1 per row, images as ids in a
     folder beside the table; UNK holds no 1 in training."""

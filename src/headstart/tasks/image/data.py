@@ -179,6 +179,15 @@ def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
         )
     if len(found) < 2:
         raise DataError(f"Only one class ('{next(iter(found))}') in {root}: a classifier needs at least 2 classes.")
+    inner = [{f.name for f in _subfolders(root / name)} if (root / name).is_dir() else set() for name in found]
+    splits = {w for words in SPLIT_WORDS.values() for w in words}
+    if len(inner[0]) >= 2 and all(names == inner[0] for names in inner) and not {n.lower() for n in inner[0]} <= splits:
+        # PlantVillage's color/, grayscale/ and segmented/, each of the same 38 class folders
+        tops = ", ".join(f"{name}/" for name in list(found)[:4])
+        some = ", ".join(sorted(inner[0])[:3]) + (", ..." if len(inner[0]) > 3 else "")
+        raise DataError(f"{root}: every folder in it ({tops}) holds the same {len(inner[0])} subfolders "
+                        f"({some}): they look like versions of one dataset, each with "
+                        f"its class folders, not classes. Give one of them as DATA (e.g. {root / next(iter(found))})")
 
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
