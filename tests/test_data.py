@@ -465,6 +465,19 @@ def test_versions_of_one_dataset_side_by_side_are_not_taken_for_classes(tmp_path
             for f in sorted((BLOOD / "train" / source).glob("*.jpg"))[:3]:
                 shutil.copy(f, tmp_path / "pets" / cls / split / f.name)
     assert discover(tmp_path / "pets").classes == ["cats", "dogs"]
+    covid = tmp_path / "COVID-19_Radiography_Dataset"  # class folders of images/ and masks/ (lung masks)
+    for cls in ("COVID", "Normal", "Viral Pneumonia"):
+        _copy_digits(BLOOD / "train", covid / cls, classes=("Platelets",), n=6)
+        (covid / cls / "Platelets").rename(covid / cls / "images")
+        shutil.copytree(covid / cls / "images", covid / cls / "masks")
+    (covid / "COVID.metadata.xlsx").write_bytes(b"PK")
+    from headstart.tasks import infer_task
+
+    assert infer_task(covid) == "image"
+    splits = discover(covid)
+    assert splits.classes == ["COVID", "Normal", "Viral Pneumonia"] and len(splits.train) + len(splits.val) == 18
+    assert all(s.path.parent.name == "images" for s in splits.train + splits.val)
+    assert "class folders (each one's images/; masks/ beside them not read)" in splits.layout
 
 
 @needs_shared(BLOOD)

@@ -102,10 +102,21 @@ def _subfolders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
 
 
+MASK_FOLDERS = ("masks", "mask", "Masks")  # beside a class folder's images/: segmentation masks, not its images
+
+
+def _class_images(folder: Path) -> Path:
+    """Where a class folder's images are: the folder, or its ``images/`` when ``masks/`` is beside it (the COVID-19
+    Radiography Database: ``COVID/images/``, ``COVID/masks/``)."""
+    if (folder / "images").is_dir() and any((folder / m).is_dir() for m in MASK_FOLDERS):
+        return folder / "images"
+    return folder
+
+
 def _class_folders(root: Path) -> dict[str, list[Path]]:
-    """``{class name: image paths}`` of a folder of class subfolders, or of a folder of images named by their class
-    (``named_classes``) when it has no subfolders."""
-    folders = {f.name: sorted(p for p in f.rglob("*") if is_image_file(p)) for f in _subfolders(root)}
+    """``{class name: image paths}`` of a folder of class subfolders (``_class_images``), or of a folder of images named
+    by their class (``named_classes``) when it has no subfolders."""
+    folders = {f.name: sorted(p for p in _class_images(f).rglob("*") if is_image_file(p)) for f in _subfolders(root)}
     if folders:
         return folders
     return named_classes(sorted(p for p in root.iterdir() if is_image_file(p))) or {}
@@ -139,7 +150,8 @@ def _class_in_name(stem: str) -> str | None:
 def _layout_of(root: Path) -> str:
     """'class folders', or how the classes were read from the file names of a folder without subfolders."""
     if _subfolders(root):
-        return "class folders"
+        masked = any(_class_images(f) != f for f in _subfolders(root))
+        return "class folders" + (" (each one's images/; masks/ beside them not read)" if masked else "")
     example = next(p for p in sorted(root.iterdir()) if is_image_file(p))
     return f"images named by class ({example.name}: '{_class_in_name(example.stem)}')"
 
@@ -179,7 +191,9 @@ def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
         )
     if len(found) < 2:
         raise DataError(f"Only one class ('{next(iter(found))}') in {root}: a classifier needs at least 2 classes.")
-    inner = [{f.name for f in _subfolders(root / name)} if (root / name).is_dir() else set() for name in found]
+    inner = [{f.name for f in _subfolders(root / name)}
+             if (root / name).is_dir() and _class_images(root / name) == root / name else set()
+             for name in found]  # (root / name: a class folder, not a class of file names, nor images/ + masks/)
     splits = {w for words in SPLIT_WORDS.values() for w in words}
     if len(inner[0]) >= 2 and all(names == inner[0] for names in inner) and not {n.lower() for n in inner[0]} <= splits:
         # PlantVillage's color/, grayscale/ and segmented/, each of the same 38 class folders
