@@ -571,3 +571,52 @@ def test_tables_of_boxes_as_rsna_pneumonia_and_global_wheat_write_them(tmp_path:
     (tmp_path / "bad.csv").write_text("image_id,bbox\n" + f'{ids[0]}.jpg,"[1, 2, 3]"\n')
     with pytest.raises(DataError, match=r"bad.csv:2: expected numbers in bbox, found \['\[1, 2, 3\]'\]"):
         dd.discover(tmp_path / "bad.csv")
+
+
+@needs_bccd
+def test_roboflow_coco_and_voc_exports_in_split_folders(tmp_path: Path) -> None:
+    """Roboflow's "COCO JSON" export (train/, valid/, test/ each with its images and _annotations.coco.json, whose
+    first category, named after the dataset, is the others' supercategory) and its "Pascal VOC" export (each split's
+    images beside their .xml files): the boxes of BCCD's own VOC annotations."""
+    import json as jsonlib
+    import xml.etree.ElementTree as ET
+
+    from headstart.tasks import infer_task
+
+    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:20]
+    voc = {s.path.stem: s for s in dd.discover(BCCD).train + dd.discover(BCCD).val + dd.discover(BCCD).test}
+    names = ["Platelets", "RBC", "WBC"]
+    coco, pascal = tmp_path / "coco-export", tmp_path / "voc-export"
+    for split, part in (("train", ids[:12]), ("valid", ids[12:16]), ("test", ids[16:])):
+        (coco / split).mkdir(parents=True)
+        (pascal / split).mkdir(parents=True)
+        images, annotations = [], []
+        for n, i in enumerate(part):
+            for folder in (coco, pascal):
+                shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", folder / split / f"{i}_jpg.rf.{n:04x}.jpg")
+            root = ET.parse(BCCD / "Annotations" / f"{i}.xml").getroot()
+            root.find("filename").text = f"{i}_jpg.rf.{n:04x}.jpg"
+            ET.ElementTree(root).write(pascal / split / f"{i}_jpg.rf.{n:04x}.xml")
+            w, h = int(root.findtext("size/width")), int(root.findtext("size/height"))
+            images.append({"id": n, "file_name": f"{i}_jpg.rf.{n:04x}.jpg", "width": w, "height": h})
+            for obj in root.iter("object"):
+                x1, y1, x2, y2 = (float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
+                annotations.append({"id": len(annotations), "image_id": n, "category_id": names.index(
+                    obj.findtext("name")) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0})
+        categories = [{"id": 0, "name": "cells", "supercategory": "none"},
+                      *({"id": k + 1, "name": c, "supercategory": "cells"} for k, c in enumerate(names))]
+        (coco / split / "_annotations.coco.json").write_text(jsonlib.dumps(
+            {"images": images, "annotations": annotations, "categories": categories}))
+    (coco / "README.roboflow.txt").write_text("exported from roboflow.com\n")
+    for export, kind in ((coco, "COCO"), (pascal, "Pascal VOC")):
+        assert infer_task(export) == "detection"
+        found = dd.discover(export)
+        assert found.classes == names, found.classes
+        assert found.layout.startswith(f"{kind} files in train/, valid/, test/"), found.layout
+        assert (len(found.train), len(found.val), len(found.test)) == (12, 4, 4) and not found.val_held_out
+        for s in found.train + found.val + found.test:
+            truth = voc[s.path.name.split("_jpg")[0]]
+            assert torch.allclose(s.boxes, truth.boxes, atol=1e-5)
+            assert sorted(s.labels.tolist()) == sorted(truth.labels.tolist())
+    assert "('cells', the other categories' supercategory without a box, is not a class)" in dd.discover(coco).layout

@@ -82,10 +82,12 @@ def infer_task(data: str | Path) -> str:
         return "segmentation"  # images/ + masks/ (also in an archive's one folder), or Pascal VOC with class masks
     if paired_folders(path):
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's)
-    from headstart.tasks.detection import box_table_splits, is_box_table, names_file, voc_folders
+    from headstart.tasks.detection import box_table_splits, is_box_table, names_file, split_exports, voc_folders
 
     if is_box_table(path) or box_table_splits(path):
         return "detection"  # boxes in a table (TensorFlow Object Detection CSV: Roboflow's export, the raccoon set)
+    if split_exports(path) is not None:
+        return "detection"  # train/, valid/, test/ of images beside a COCO json or VOC .xml files (Roboflow's exports)
 
     if path.is_dir() and (voc_folders(path) or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):

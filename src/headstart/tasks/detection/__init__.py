@@ -48,6 +48,26 @@ def box_table_splits(root: Path) -> dict[str, Path]:
     return {split: found[split] for split in ("train", "val", "test") if split in found}
 
 
+def split_exports(root: Path) -> tuple[str, dict[str, Path]] | None:
+    """``("coco" | "voc", {split: folder})`` of an export in split folders (``train/``, ``valid/``, ``test/``) each
+    holding its images beside one COCO json (Roboflow's "COCO JSON": ``_annotations.coco.json``) or beside their VOC
+    ``.xml`` files (Roboflow's "Pascal VOC"); None otherwise (a YOLO export has its ``data.yaml``)."""
+    if not root.is_dir() or any((root / n).exists() for n in ("data.yaml", "dataset.yaml")):
+        return None
+    folders = {SPLIT_FOLDERS[d.name.lower()]: d for d in sorted(root.iterdir())
+               if d.is_dir() and d.name.lower() in SPLIT_FOLDERS}
+    if "train" not in folders:
+        return None
+    if len(list(folders["train"].glob("*.json"))) == 1:
+        kind, pattern = "coco", "*.json"
+    elif any(folders["train"].glob("*.xml")):
+        kind, pattern = "voc", "*.xml"
+    else:
+        return None
+    found = {split: d for split, d in folders.items() if any(d.glob(pattern))}
+    return kind, {split: found[split] for split in ("train", "val", "test") if split in found}
+
+
 def voc_folders(root: Path) -> tuple[Path, Path] | None:
     """(annotations folder, images folder) when ``root`` is a Pascal VOC layout: ``Annotations/`` (VOC's own), or an
     ``annotations/`` holding .xml files (labelImg's output as Kaggle and GitHub sets ship it: the raccoon, face-mask

@@ -45,6 +45,7 @@ from headstart.tasks.detection import (
     box_table_splits,
     is_box_table,
     names_file,
+    split_exports,
     voc_folders,
 )
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
@@ -529,11 +530,64 @@ def read_coco(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
                            layout=f"COCO {train[0].name} + {val[0].name}", issues=issues)
 
 
+def read_split_exports(data: Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """An export in split folders (``split_exports``): each folder's COCO json or VOC .xml files beside its images.
+    A COCO category that is only the others' supercategory and has no box (Roboflow's first one, named after the
+    dataset) is not a class."""
+    found = split_exports(data)
+    if found is None:
+        raise DataError(f"{data}: expected train/ (and valid/, test/) folders holding a COCO json or VOC .xml files")
+    kind, folders = found
+    issues: Counter = Counter()
+    read: dict[str, tuple[list[str], list[DetSample]]] = {}
+    for split, folder in folders.items():
+        if kind == "coco":
+            read[split] = read_coco_json(next(folder.glob("*.json")), issues, [folder])
+        else:
+            notes = [read_voc_annotation(xml, folder) for xml in sorted(folder.glob("*.xml"))]
+            names = sorted({n for _, found_names, _ in notes for n in found_names})
+            read[split] = names, [DetSample(image, boxes, torch.tensor([names.index(n) for n in found_names],
+                                                                      dtype=torch.long))
+                                  for image, found_names, boxes in notes]
+    classes = sorted({c for names, _ in read.values() for c in names}) if kind == "voc" else read["train"][0]
+    if kind == "coco" and any(names != classes for names, _ in read.values()):
+        raise DataError(f"{data}: the COCO jsons of {', '.join(f'{d.name}/' for d in folders.values())} list different "
+                        "categories")
+    splits = DetectionSplits(classes, [], [], issues=issues, layout=f"{'COCO' if kind == 'coco' else 'Pascal VOC'} "
+                             f"files in {', '.join(f'{d.name}/' for d in folders.values())}")
+    for split, (names, samples) in read.items():
+        for s in samples:  # each split's class indices -> those of all splits (VOC boxes checked as COCO's were)
+            s.labels = torch.tensor([classes.index(names[i]) for i in s.labels.tolist()], dtype=torch.long)
+            if kind == "voc":
+                issues[ISSUE_BACKGROUND] += not len(s.labels)
+                s.boxes, s.labels = _fix_boxes(s.boxes, s.labels, issues)
+            getattr(splits, split).append(s)
+    if kind == "coco":
+        counts = Counter(int(t) for s in splits.train + splits.val + splits.test for t in s.labels)
+        unused = [c for i, c in enumerate(classes) if not counts[i] and _supercategory(next(folders["train"].glob(
+            "*.json")), c)]
+        if unused:
+            splits.select_classes([c for c in classes if c not in unused])
+            splits.layout += f" ('{unused[0]}', the other categories' supercategory without a box, is not a class)"
+    if not splits.val:
+        _random_split(splits, val_fraction, seed)
+    return splits
+
+
+def _supercategory(path: Path, name: str) -> bool:
+    """Whether category ``name`` of a COCO json is the supercategory of the others (Roboflow names it after the
+    dataset)."""
+    categories = json.loads(path.read_text()).get("categories", [])
+    return any(str(c.get("supercategory", "")) == name for c in categories if str(c.get("name")) != name)
+
+
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
     """YOLO, COCO or Pascal VOC, told apart by what DATA holds."""
     data = Path(data)
     if not data.exists():
         raise DataError(f"Data not found: {data}")
+    if split_exports(data) is not None:
+        return read_split_exports(data, val_fraction, seed)
     if data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml")) and voc_root(data):
         return read_voc(data, val_fraction, seed)
     if is_box_table(data) or box_table_splits(data):
