@@ -478,3 +478,30 @@ def test_binary_masks_without_a_class_file_as_kvasir_carvana_and_isic_ship_them(
     (tmp_path / "kvasir-seg" / "Kvasir-SEG" / "classes.txt").write_text("background\npolyp\n")
     with pytest.raises(DataError, match=r"a JPEG mask \(6 of them\) blurs the class indices of classes\.txt"):
         discover(tmp_path / "kvasir-seg")
+
+
+def test_a_folder_of_images_beside_a_folder_named_for_their_masks(tmp_path: Path) -> None:
+    """ISIC 2018's task 1 as downloaded: ISIC2018_Task1-2_Training_Input/ (images, and LICENSE.txt) beside
+    ISIC2018_Task1_Training_GroundTruth/ (ISIC_0000000_segmentation.png, 0/255). Two class folders whose names hold
+    'mask' (with_mask/, without_mask/) share no file stem: image data, not segmentation."""
+    from headstart.tasks import infer_task
+
+    root = tmp_path / "isic2018"
+    images, masks = root / "ISIC2018_Task1-2_Training_Input", root / "ISIC2018_Task1_Training_GroundTruth"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    for stem in _frames(6):
+        (images / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        road = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")) == 3
+        Image.fromarray((road * 255).astype(np.uint8)).save(masks / f"{stem}_segmentation.png")
+    (images / "LICENSE.txt").write_text("CC-BY-NC\n")
+    assert infer_task(root) == "segmentation"
+    splits = discover(root)
+    assert splits.classes == ["background", "foreground"] and len(splits.train) + len(splits.val) == 6
+    assert all(s.mask.name == f"{s.image.stem}_segmentation.png" for s in splits.train + splits.val)
+    faces = tmp_path / "face-mask"
+    for cls, frames in (("with_mask", _frames(4)[:2]), ("without_mask", _frames(4)[2:])):
+        (faces / cls).mkdir(parents=True)
+        for stem in frames:
+            (faces / cls / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+    assert infer_task(faces) == "image"

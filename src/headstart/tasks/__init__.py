@@ -73,15 +73,15 @@ def infer_task(data: str | Path) -> str:
             head = ""
         if '"annotations"' in head and '"images"' in head:
             return "detection"
-    from headstart.tasks.segmentation import inner_folder, paired_folders
+    from headstart.tasks.segmentation import inner_folder, named_mask_folder, paired_folders
 
     inner = inner_folder(path)
     if path.is_dir() and (((inner / "images").is_dir() and (inner / "masks").is_dir())
                           or any(path.glob("SegmentationClass")) or any(path.glob("VOC*/SegmentationClass"))
                           or any(path.glob("VOCdevkit/VOC*/SegmentationClass"))):
         return "segmentation"  # images/ + masks/ (also in an archive's one folder), or Pascal VOC with class masks
-    if paired_folders(path):
-        return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's)
+    if paired_folders(path) or named_mask_folder(inner):
+        return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's), ISIC's
     from headstart.tasks.detection import box_table_splits, is_box_table, names_file, split_exports, voc_folders
 
     if is_box_table(path) or box_table_splits(path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 MASK_FOLDER_SUFFIXES = ("_labels", "_masks", "_mask", "annot", "_annot")  # train/ + train_labels/, trainannot/...
+MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels", "_segmentation", "_Segmentation")  # x.png, x_L.png...
+MASK_WORDS = ("mask", "groundtruth", "ground_truth", "label", "annot", "segmentation")  # a masks folder's name holds one
 SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 
 
@@ -40,3 +42,33 @@ def inner_folder(root: Path) -> Path:
             return root
         root = folders[0]
     return root
+
+
+def _stems(folder: Path, limit: int = 200) -> set[str]:
+    stems = set()
+    for i, p in enumerate(folder.iterdir()):
+        if i >= limit:
+            break
+        if p.is_file() and not p.name.startswith("."):
+            stems.add(p.stem)
+    return stems
+
+
+def named_mask_folder(root: Path) -> tuple[Path, Path] | None:
+    """``(images, masks)`` of a folder holding two folders, one named for masks (``MASK_WORDS``) whose files carry
+    the other's file stems (``MASK_STEM_SUFFIXES``): ISIC 2018's ``ISIC2018_Task1-2_Training_Input/`` and
+    ``ISIC2018_Task1_Training_GroundTruth/`` (``ISIC_0000000_segmentation.png``), a lung set's ``CXR_png/`` and
+    ``masks/``; None otherwise (two class folders, ``with_mask/`` and ``without_mask/``, share no file stem)."""
+    if not root.is_dir():
+        return None
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
+    if len(folders) != 2:
+        return None
+    named = [f for f in folders if any(w in f.name.lower() for w in MASK_WORDS)]
+    if len(named) != 1:
+        return None
+    masks = named[0]
+    images = next(f for f in folders if f != masks)
+    image_stems, mask_stems = _stems(images), _stems(masks)
+    matched = sum(any(f"{stem}{tail}" in mask_stems for tail in MASK_STEM_SUFFIXES) for stem in image_stems)
+    return (images, masks) if image_stems and 2 * matched > len(image_stems) else None

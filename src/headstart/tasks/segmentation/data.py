@@ -48,7 +48,7 @@ from headstart.tasks.image.decode import (
     too_large_reason,
     unreadable_reason,
 )
-from headstart.tasks.segmentation import inner_folder, paired_folders
+from headstart.tasks.segmentation import MASK_STEM_SUFFIXES, inner_folder, named_mask_folder, paired_folders
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
@@ -59,7 +59,6 @@ VOC_CLASSES = (
 )
 CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv")
 VOID_NAMES = {"void", "unlabelled", "unlabeled", "ignore"}  # classes that mark pixels without a label
-MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels")  # a mask's stem: the image's, or Kaggle CamVid's 'x_L'
 MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff", ".gif")  # lossless (Carvana's masks are GIFs)
 LOSSY_MASKS = (".jpg", ".jpeg", ".JPG", ".JPEG")  # blurred class indices: read only as binary masks (Kvasir-SEG)
 BINARY_CLASSES = ["background", "foreground"]  # the classes of binary masks without a class file
@@ -317,6 +316,9 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             splits = _voc(voc, val_fraction, seed)
         elif paired := paired_folders(root):
             splits = _paired(root, paired, val_fraction, seed)
+        elif named := named_mask_folder(root):
+            splits = _pairs(root, {"train": named}, _class_file(root, False, "masks"),
+                            f"{named[0].name}/ + {named[1].name}/", False, val_fraction, seed)
         elif _coco_jsons(root):
             splits = _coco_folder(root, val_fraction, seed)
         else:
