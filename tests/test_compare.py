@@ -296,3 +296,21 @@ def test_compare_splits_keep_each_patient_on_one_side(tmp_path):
         train, val = pool.split(seed, 0.25)
         assert len(train) + len(val) == 72 and val
         assert not {pool.groups[i] for i in train} & {pool.groups[i] for i in val}
+
+
+def test_advise_probes_keep_each_patient_on_one_side():
+    """Features that only tell patients apart (no class in them): a probe split with a patient on both sides scores
+    near 1.0 by recognising the patient; advise's probes keep each patient on one side, as training does, and
+    score near chance."""
+    from headstart.evidence.advise import _fit_probes
+
+    g = torch.Generator().manual_seed(0)
+    groups = [f"patient{i // 4}" for i in range(120)]  # 30 patients of 4 images, a patient's images of one class
+    labels = [(i // 4) % 3 for i in range(120)]
+    centre = {p: torch.randn(64, generator=g) for p in sorted(set(groups))}
+    feats = [torch.stack([centre[p] + 0.05 * torch.randn(64, generator=g) for p in groups])]
+    leaky = _fit_probes({}, feats, labels, ["a", "b", "c"], 0, "images")
+    kept = _fit_probes({}, feats, labels, ["a", "b", "c"], 0, "images", groups)
+    print("probe accuracy, patients on both sides / kept apart:", leaky["knn_accuracy"], kept["knn_accuracy"])
+    assert leaky["knn_accuracy"] > 0.95
+    assert kept["knn_accuracy"] < 0.7 and kept["accuracy"] < 0.7

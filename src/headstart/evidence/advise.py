@@ -203,9 +203,10 @@ def _extract_within(total: int, deadline: float, run_chunk: Callable[[int, int],
 
 
 def _fit_probes(result: dict[str, Any], feats: list[torch.Tensor], labels: list[int], classes: list[str],
-                seed: int, noun: str) -> dict[str, Any]:
-    """Logistic and kNN probes on a stratified 70/30 split of the probed items; classes probed fewer than
-    twice are left out (and named). Adds the scores (or a reason) to ``result``."""
+                seed: int, noun: str, groups: list[str] | None = None) -> dict[str, Any]:
+    """Logistic and kNN probes on a stratified 70/30 split of the probed items (``groups``: each item's patient or
+    lesion, kept on one side as training's split does); classes probed fewer than twice are left out (and named).
+    Adds the scores (or a reason) to ``result``."""
     y = torch.tensor(labels, dtype=torch.long)
     counts = torch.bincount(y, minlength=len(classes)) if labels else torch.zeros(len(classes), dtype=torch.long)
     kept = [c for c in range(len(classes)) if int(counts[c]) >= 2]
@@ -220,7 +221,8 @@ def _fit_probes(result: dict[str, Any], feats: list[torch.Tensor], labels: list[
     x, y = x[rows], torch.tensor([remap[labels[i]] for i in rows], dtype=torch.long)
     names = [classes[c] for c in kept]
     result["_features"], result["_labels"] = torch.cat(feats), torch.tensor(labels)  # for the paired comparison
-    train, val = stratified_split(y.tolist(), 0.3, seed)
+    result["_groups"] = groups
+    train, val = stratified_split(y.tolist(), 0.3, seed, groups=[groups[i] for i in rows] if groups else None)
     logits = logistic_probe(x[train], y[train], x[val], len(names))
     knn = knn_probe(x[train], y[train], x[val], len(names))
     lin = classification_report(logits, y[val], names)
@@ -311,6 +313,8 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
     # the namespace and the extraction path of training's validation features, so that cached features are shared
     cache = FeatureCache(loop.feature_namespace(spec, cfg, cut, describe(tf), False, 0), cfg.cache.dir)
     batch = loop.inference_batch_size(cfg, fabric)
+    group_of = {s.path: s.group for s in order if s.group}  # a table's patients, the patients paths name
+    groups: list[str] = []  # of the probed images, in order
 
     def forward(dataset: ImageDataset, indices: list[int]) -> torch.Tensor:
         batches = loop.loader(torch.utils.data.Subset(dataset, indices), batch)
@@ -328,6 +332,7 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
         with quiet_output(True):
             f = cache.get([s.key for s in store.samples], lambda idx: forward(dataset, idx))
         computed = cache.computed - before
+        groups.extend(group_of.get(s.path, "") for s in store.samples)
         return f, [s.label for s in store.samples], computed, (time.perf_counter() - t0) if computed else 0.0
 
     with batchnorm_folded(backbone, cut, fabric.to_device(torch.zeros(3, spec.input_size, spec.input_size))):
@@ -351,7 +356,7 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
                               "load_seconds": round(load_seconds, 2)}
     if "timed" in info:
         result["images_per_second_from"] = info["timed"]
-    _fit_probes(result, feats, labels, classes, seed, "images")
+    _fit_probes(result, feats, labels, classes, seed, "images", groups if any(groups) else None)
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
 
@@ -1044,7 +1049,8 @@ def paired_scores(probes: list[dict[str, Any]], classes: list[str], seed: int) -
         rows = [i for i, label in enumerate(labels) if counts[label] >= 2]
         remap = {c: i for i, c in enumerate(kept)}
         y = torch.tensor([remap[labels[i]] for i in rows])
-        train, val = stratified_split(y.tolist(), 0.3, seed)
+        groups = scored[0].get("_groups")
+        train, val = stratified_split(y.tolist(), 0.3, seed, groups=[groups[i] for i in rows] if groups else None)
         for p in scored:
             x = p["_features"][:common][rows]
             logits = logistic_probe(x[train], y[train], x[val], len(kept))
@@ -1054,6 +1060,7 @@ def paired_scores(probes: list[dict[str, Any]], classes: list[str], seed: int) -
     for p in probes:
         p.pop("_features", None)
         p.pop("_labels", None)
+        p.pop("_groups", None)
 
 
 def _pick(scored: list[dict[str, Any]], noun: str) -> tuple[dict[str, Any], list[str]]:
