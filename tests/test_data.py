@@ -465,6 +465,10 @@ def test_versions_of_one_dataset_side_by_side_are_not_taken_for_classes(tmp_path
             for f in sorted((BLOOD / "train" / source).glob("*.jpg"))[:3]:
                 shutil.copy(f, tmp_path / "pets" / cls / split / f.name)
     assert discover(tmp_path / "pets").classes == ["cats", "dogs"]
+    stl = _copy_digits(BLOOD / "train", tmp_path / "stl10", classes=("RBC", "WBC"), n=6)  # STL-10's unlabeled/
+    _copy_digits(BLOOD / "train", stl / "unlabeled", classes=("Platelets",), n=6)
+    splits = discover(stl)
+    assert splits.classes == ["RBC", "WBC"] and "(unlabeled/: images without a class, not read)" in splits.layout
     covid = tmp_path / "COVID-19_Radiography_Dataset"  # class folders of images/ and masks/ (lung masks)
     for cls in ("COVID", "Normal", "Viral Pneumonia"):
         _copy_digits(BLOOD / "train", covid / cls, classes=("Platelets",), n=6)

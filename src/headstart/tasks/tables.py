@@ -26,6 +26,7 @@ from headstart.errors import DataError
 from headstart.tasks.image.dicom import DICOM_SUFFIXES, OTHER_IMAGE_SUFFIXES  # numpy and PIL only, no torch
 
 IMAGE_SUFFIXES = (*OTHER_IMAGE_SUFFIXES, *DICOM_SUFFIXES)  # the image files headstart reads
+UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # beside class folders, items without a class (IMDB, STL-10)
 HEADERLESS_PREFIX = "col"  # columns of a table without a header line: col1, col2, ...
 LOOK_AHEAD = 2000  # data lines searched for a first-line field that comes back
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),

@@ -61,7 +61,7 @@ from headstart.tasks.image.transforms import (
     to_rgb,
     train_transform,
 )
-from headstart.tasks.tables import Table, read_delimited, table_files
+from headstart.tasks.tables import UNLABELLED_FOLDERS, Table, read_delimited, table_files
 
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
@@ -116,7 +116,8 @@ def _class_images(folder: Path) -> Path:
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     """``{class name: image paths}`` of a folder of class subfolders (``_class_images``), or of a folder of images named
     by their class (``named_classes``) when it has no subfolders."""
-    folders = {f.name: sorted(p for p in _class_images(f).rglob("*") if is_image_file(p)) for f in _subfolders(root)}
+    folders = {f.name: sorted(p for p in _class_images(f).rglob("*") if is_image_file(p)) for f in _subfolders(root)
+               if f.name.lower() not in UNLABELLED_FOLDERS}
     if folders:
         return folders
     return named_classes(sorted(p for p in root.iterdir() if is_image_file(p))) or {}
@@ -151,7 +152,9 @@ def _layout_of(root: Path) -> str:
     """'class folders', or how the classes were read from the file names of a folder without subfolders."""
     if _subfolders(root):
         masked = any(_class_images(f) != f for f in _subfolders(root))
-        return "class folders" + (" (each one's images/; masks/ beside them not read)" if masked else "")
+        unlabelled = [f.name for f in _subfolders(root) if f.name.lower() in UNLABELLED_FOLDERS]
+        return ("class folders" + (" (each one's images/; masks/ beside them not read)" if masked else "")
+                + (f" ({unlabelled[0]}/: images without a class, not read)" if unlabelled else ""))
     example = next(p for p in sorted(root.iterdir()) if is_image_file(p))
     return f"images named by class ({example.name}: '{_class_in_name(example.stem)}')"
 

@@ -26,7 +26,15 @@ from torch.utils.data import Dataset
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
-from headstart.tasks.tables import IMAGE_SUFFIXES, Table, read_delimited, read_text, read_text_file, table_files
+from headstart.tasks.tables import (
+    IMAGE_SUFFIXES,
+    UNLABELLED_FOLDERS,
+    Table,
+    read_delimited,
+    read_text,
+    read_text_file,
+    table_files,
+)
 from headstart.tasks.text import is_datasets_folder, is_text_file, is_text_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
@@ -136,7 +144,6 @@ def _fasttext_records(path: Path, text: str) -> Records | None:
                    notes=notes)
 
 
-UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # IMDB's train/unsup/: texts without a label
 
 
 def _read_text_folders(root: Path) -> Records:
