@@ -505,3 +505,10 @@ def test_a_folder_of_images_beside_a_folder_named_for_their_masks(tmp_path: Path
         for stem in frames:
             (faces / cls / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
     assert infer_task(faces) == "image"
+    boxes = tmp_path / "raccoon_dataset"  # labelImg's annotations/*.xml beside images/: boxes, not masks
+    (boxes / "annotations").mkdir(parents=True)
+    (boxes / "images").mkdir()
+    for stem in _frames(3):
+        (boxes / "images" / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        (boxes / "annotations" / f"{stem}.xml").write_text("<annotation></annotation>")
+    assert infer_task(boxes) == "detection"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from headstart.tasks.tables import IMAGE_SUFFIXES
+
 MASK_FOLDER_SUFFIXES = ("_labels", "_masks", "_mask", "annot", "_annot")  # train/ + train_labels/, trainannot/...
 MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels", "_segmentation", "_Segmentation")  # x.png, x_L.png...
 MASK_WORDS = ("mask", "groundtruth", "ground_truth", "label", "annot", "segmentation")  # a masks folder's name holds one
@@ -45,11 +47,12 @@ def inner_folder(root: Path) -> Path:
 
 
 def _stems(folder: Path, limit: int = 200) -> set[str]:
+    """The stems of the image files among the first ``limit`` entries of ``folder`` (not labelImg's .xml boxes)."""
     stems = set()
     for i, p in enumerate(folder.iterdir()):
         if i >= limit:
             break
-        if p.is_file() and not p.name.startswith("."):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
             stems.add(p.stem)
     return stems
 
