@@ -103,6 +103,17 @@ def path_groups(paths: Sequence[Any], labels: Sequence[Any]) -> tuple[list[str],
                     f"'{named[0]}'), each one's images on one side of the split (data.group_column=none: not)")
 
 
+def group_by_path(samples: Sequence[Any], labels: Sequence[Any]) -> str:
+    """Set ``group`` of each sample (``.path``, ``.group``) to the patient its path names (``path_groups``), unless
+    a sample already has a group (a table's column); the layout note, '' when no groups were set."""
+    if any(s.group for s in samples):
+        return ""
+    groups, note = path_groups([s.path for s in samples], labels)
+    for sample, group in zip(samples, groups) if note else ():
+        sample.group = group
+    return note
+
+
 def merged_units(*keyings: Sequence[str]) -> list[str]:
     """One unit key per item: items that share a non-empty key in any of ``keyings`` (content hashes, groups) are one
     unit, also through chains (a duplicate of another patient's file joins the two patients)."""

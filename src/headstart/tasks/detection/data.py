@@ -564,21 +564,15 @@ def read_split_exports(data: Path, val_fraction: float = 0.2, seed: int = 0) -> 
             getattr(splits, split).append(s)
     if kind == "coco":
         counts = Counter(int(t) for s in splits.train + splits.val + splits.test for t in s.labels)
-        unused = [c for i, c in enumerate(classes) if not counts[i] and _supercategory(next(folders["train"].glob(
-            "*.json")), c)]
+        categories = json.loads(next(folders["train"].glob("*.json")).read_text()).get("categories", [])
+        parents = {str(c.get("supercategory", "")) for c in categories}
+        unused = [c for i, c in enumerate(classes) if not counts[i] and c in parents]
         if unused:
             splits.select_classes([c for c in classes if c not in unused])
             splits.layout += f" ('{unused[0]}', the other categories' supercategory without a box, is not a class)"
     if not splits.val:
         _random_split(splits, val_fraction, seed)
     return splits
-
-
-def _supercategory(path: Path, name: str) -> bool:
-    """Whether category ``name`` of a COCO json is the supercategory of the others (Roboflow names it after the
-    dataset)."""
-    categories = json.loads(path.read_text()).get("categories", [])
-    return any(str(c.get("supercategory", "")) == name for c in categories if str(c.get("name")) != name)
 
 
 def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:

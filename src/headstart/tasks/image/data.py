@@ -28,11 +28,11 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import (
     Splits,
     duplicate_groups,
+    group_by_path,
     group_column,
     group_note,
     merged_units,
     no_groups,
-    path_groups,
     split_notes,
     straddling_groups,
     stratified_split,
@@ -150,9 +150,10 @@ def _class_in_name(stem: str) -> str | None:
 
 def _layout_of(root: Path) -> str:
     """'class folders', or how the classes were read from the file names of a folder without subfolders."""
-    if _subfolders(root):
-        masked = any(_class_images(f) != f for f in _subfolders(root))
-        unlabelled = [f.name for f in _subfolders(root) if f.name.lower() in UNLABELLED_FOLDERS]
+    folders = _subfolders(root)
+    if folders:
+        masked = any(_class_images(f) != f for f in folders)
+        unlabelled = [f.name for f in folders if f.name.lower() in UNLABELLED_FOLDERS]
         return ("class folders" + (" (each one's images/; masks/ beside them not read)" if masked else "")
                 + (f" ({unlabelled[0]}/: images without a class, not read)" if unlabelled else ""))
     example = next(p for p in sorted(root.iterdir()) if is_image_file(p))
@@ -387,13 +388,9 @@ def _duplicate_note(samples: Sequence[Sample], classes: list[str]) -> list[str]:
 def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: float, seed: int, where: str,
                     by_path: bool = True) -> None:
     """The seeded stratified split, with exact duplicates kept together and classes too small for it named; without
-    a table's groups, ``by_path`` keeps the patients the paths name together (``core.splits.path_groups``)."""
-    if by_path and not any(s.group for s in samples):
-        groups, note = path_groups([s.path for s in samples], [s.label for s in samples])
-        if note:
-            for sample, group in zip(samples, groups):
-                sample.group = group
-            splits.layout += f", {note}"
+    a table's groups, ``by_path`` keeps the patients the paths name together (``core.splits.group_by_path``)."""
+    note = group_by_path(samples, [s.label for s in samples]) if by_path else ""
+    splits.layout += f", {note}" if note else ""
     content_keys(samples)
     labels = [s.label for s in samples]
     keys = merged_units([s.key for s in samples], [s.group for s in samples])  # duplicates and groups stay together

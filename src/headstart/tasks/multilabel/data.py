@@ -26,11 +26,11 @@ from torchvision.transforms import v2
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.splits import (
     Splits,
+    group_by_path,
     group_column,
     group_note,
     merged_units,
     no_groups,
-    path_groups,
     stratified_split,
 )
 from headstart.errors import DataError
@@ -214,23 +214,18 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
             raise DataError(f"{table}: the 'split' column has no 'val' rows")
         splits.layout += ", 'split' column"
         _check_given_splits(splits, tags.group_column)
-        by_path = tags.group_column is None and not no_groups(group_by)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
-                               lambda s, items: held_out_split(s, items, val_fraction, seed, by_path))
-    return held_out_split(splits, samples, val_fraction, seed, tags.group_column is None and not no_groups(group_by))
+                               lambda s, items: held_out_split(s, items, val_fraction, seed, not no_groups(group_by)))
+    return held_out_split(splits, samples, val_fraction, seed, not no_groups(group_by))
 
 
 def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, seed: int,
                    by_path: bool = False) -> Splits:
     """A seeded validation split stratified by each image's rarest label (exact duplicates kept together; ``by_path``:
-    the patients the paths name too, ``core.splits.path_groups``)."""
+    the patients the paths name too, ``core.splits.group_by_path``)."""
     counts = Counter(t for s in samples for t in s.label)
     strata = [min(s.label, key=lambda t: (counts[t], t)) if s.label else -1 for s in samples]
-    note = ""
-    if by_path:
-        groups, note = path_groups([s.path for s in samples], strata)
-        for sample, group in zip(samples, groups) if note else ():
-            sample.group = group
+    note = group_by_path(samples, strata) if by_path else ""
     content_keys(samples)
     train, val = stratified_split(strata, val_fraction, seed,
                                   groups=merged_units([s.key for s in samples], [s.group for s in samples]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 from headstart.tasks.tables import IMAGE_SUFFIXES
@@ -31,16 +33,13 @@ def is_text_file(path: Path) -> bool:
     return bool(head) and b"\0" not in head
 
 
-def _holds(folder: Path, suffixes: tuple[str, ...], limit: int = 200) -> bool:
-    """Whether ``folder`` holds (directly, among its first ``limit`` entries) a file with one of ``suffixes`` (for
-    ``TEXT_FILE_SUFFIXES``: a text file, ``is_text_file``)."""
-    texts = suffixes == TEXT_FILE_SUFFIXES
-    for i, p in enumerate(folder.iterdir()):
-        if i >= limit:
-            return False
-        if (is_text_file(p) if texts else p.suffix.lower() in suffixes and not p.name.startswith(".")):
-            return True
-    return False
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _holds(folder: Path, wanted: Callable[[Path], bool], limit: int = 200) -> bool:
+    """Whether ``folder`` holds (directly, among its first ``limit`` entries) a ``wanted`` file."""
+    return any(wanted(p) for p in itertools.islice(folder.iterdir(), limit))
 
 
 def is_text_folder(path: Path) -> bool:
@@ -51,8 +50,8 @@ def is_text_folder(path: Path) -> bool:
         return False
     for level in (path, *_folders(path)):
         classes = _folders(level)
-        texts = [c for c in classes if _holds(c, TEXT_FILE_SUFFIXES)]
-        if len(texts) >= 2 and not any(_holds(c, IMAGE_SUFFIXES) for c in classes):
+        texts = [c for c in classes if _holds(c, is_text_file)]
+        if len(texts) >= 2 and not any(_holds(c, _is_image_name) for c in classes):
             return True
     return False
 
