@@ -562,6 +562,17 @@ def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp
     (food / "meta" / "train.txt").write_text("RBC/x\n")
     splits = discover(food)
     assert splits.classes == ["Platelets", "RBC", "WBC"] and splits.layout.startswith("images/: class folders")
+    dogs = tmp_path / "stanford-dogs"  # Images/ beside Annotation/: the same class folders of XML files without a suffix
+    copy(BLOOD / "train", dogs / "Images", 6)
+    for cls in ("Platelets", "RBC", "WBC"):
+        (dogs / "Annotation" / cls).mkdir(parents=True)
+        for f in (dogs / "Images" / cls).iterdir():
+            (dogs / "Annotation" / cls / f.stem).write_text(f"<annotation>\n<filename>{f.stem}</filename>\n")
+    from headstart.tasks import infer_task
+    from headstart.tasks.text import is_text_file
+
+    assert infer_task(dogs) == "image" and not is_text_file(next((dogs / "Annotation" / "RBC").iterdir()))
+    assert discover(dogs).layout.startswith("Images/: class folders")
     (places / "empty_class").mkdir()  # an empty class folder is still an error, not a folder to pass over
     with pytest.raises(DataError, match="Class folder\\(s\\) with no images"):
         discover(places)

@@ -17,8 +17,9 @@ def _folders(path: Path) -> list[Path]:
 
 
 def is_text_file(path: Path) -> bool:
-    """A ``.txt`` file, or a file without a suffix whose first KiB holds no NUL byte: the 20 Newsgroups' posts are
-    named by number (``alt.atheism/49960``); a DICOM scan named ``IM000001`` starts with NUL bytes."""
+    """A ``.txt`` file, or a file without a suffix whose first KiB holds no NUL byte and is not markup: the 20
+    Newsgroups' posts are named by number (``alt.atheism/49960``); a DICOM scan named ``IM000001`` starts with NUL
+    bytes, and Stanford Dogs' ``Annotation/n02085620-Chihuahua/n02085620_10074`` is XML (boxes, not a text)."""
     if path.name.startswith(".") or not path.is_file():
         return False
     if path.suffix.lower() in TEXT_FILE_SUFFIXES:
@@ -30,7 +31,7 @@ def is_text_file(path: Path) -> bool:
             head = f.read(1024)
     except OSError:
         return False
-    return bool(head) and b"\0" not in head
+    return bool(head) and b"\0" not in head and not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<")
 
 
 def _is_image_name(path: Path) -> bool:
@@ -45,14 +46,17 @@ def _holds(folder: Path, wanted: Callable[[Path], bool], limit: int = 200) -> bo
 def is_text_folder(path: Path) -> bool:
     """A folder of class folders of text files (``is_text_file``), one text per file (BBC News' ``bbc/business/001.txt``),
     or of split folders of them (IMDB's ``aclImdb/train/pos/0_9.txt``, the 20 Newsgroups' ``20news-bydate-train/
-    alt.atheism/49960``): 2 or more such class folders and no image files in them."""
+    alt.atheism/49960``): 2 or more such class folders and no image files in them, nor in the class folders of the
+    folders beside a split (Stanford Dogs' ``Annotation/`` of boxes beside ``Images/``)."""
     if not path.is_dir() or ((path / "images").is_dir() and (path / "labels").is_dir()):  # YOLO's .txt boxes
         return False
-    for level in (path, *_folders(path)):
+    levels = [path, *_folders(path)]
+    for level in levels:
         classes = _folders(level)
         texts = [c for c in classes if _holds(c, is_text_file)]
         if len(texts) >= 2 and not any(_holds(c, _is_image_name) for c in classes):
-            return True
+            beside = [] if level == path else [c for other in levels[1:] if other != level for c in _folders(other)]
+            return not any(_holds(c, _is_image_name) for c in beside)
     return False
 
 
