@@ -100,6 +100,34 @@ def test_sentiment140_and_fasttext_files_as_downloaded(tmp_path):
     assert first.text == rows[0][1].strip() and splits.classes[first.label] == "1"
 
 
+@needs_sms
+def test_semicolon_lines_and_a_label_column_named_by_one_of_its_words(tmp_path):
+    """The emotion dataset's 'i feel good;joy' lines (no header, commas inside the texts) were read as a 2-column CSV
+    and refused; Twitter US Airline Sentiment's Tweets.csv names its label 'airline_sentiment' among 9 columns."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    emotion = tmp_path / "train.txt"
+    emotion.write_text("".join(f"{t.replace(';', ' ')};{'anger' if y == 'spam' else 'joy'}\n" for y, t in rows))
+    assert sum("," in t for _, t in rows) > 50  # commas in the texts, one semicolon per line
+    assert infer_task(emotion) == "text"
+    splits = textdata.discover(emotion)
+    assert "text column 'col1', label column 'col2'; no header line" in splits.layout
+    assert splits.classes == ["anger", "joy"] and len(splits.train) + len(splits.val) == 300
+    tweets = tmp_path / "Tweets.csv"
+    with tweets.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["tweet_id", "airline_sentiment", "airline_sentiment_confidence", "negativereason", "airline",
+                      "retweet_count", "text"])
+        out.writerows([570306133677760513 + i, "negative" if y == "spam" else "positive", f"{0.3 + i % 7 / 10:.4f}",
+                       "Late Flight" if y == "spam" else "", ("United", "Delta", "Virgin America")[i % 3], i % 2, t]
+                      for i, (y, t) in enumerate(rows))
+    splits = textdata.discover(tweets)
+    assert "(text column 'text', label column 'airline_sentiment')" in splits.layout, splits.layout
+    assert splits.classes == ["negative", "positive"]
+    grades = tmp_path / "grades.csv"  # Excel's CSV where a comma is the decimal mark: semicolons
+    grades.write_text("image;label;score\n" + "".join(f"{i}.jpg;{'ab'[i % 2]};0,{i}\n" for i in range(8)))
+    assert read_delimited(grades, ["label"]).columns == ["image", "label", "score"]
+
+
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
     def first(text: str, name: str = "t.csv") -> tuple[list[str], bool]:
         path = tmp_path / name

@@ -4,6 +4,7 @@ for labels, image file names for paths."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     """The column holding the ``what`` of table ``where``.
 
     ``wanted`` (the user's) must exist; else the first of ``candidates`` present (any case), else the one column
+    whose name holds a candidate as one of its words (``_named_like``: ``airline_sentiment``), else the one column
     left besides ``exclude`` (the columns already taken), the split column and, given ``rows``, columns blank in all
     but ``SPARSE`` of them: ``path, species`` gives ``species``
     as the labels once ``path`` is the images'; else, given the table's ``rows``, the one column whose values
@@ -43,6 +45,9 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     for c in candidates:
         if c in lower:
             return lower[c]
+    named = _named_like([c for c in columns if c not in exclude], candidates)
+    if named is not None:
+        return named
     rest = [c for c in columns if c not in exclude and c.lower() != SPLIT_COLUMN]
     if rows:  # columns (nearly) always blank hold nothing: trailing commas, the overflow columns of Kaggle's spam.csv
         sample = rows[:SAMPLE_ROWS]
@@ -54,6 +59,23 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
+
+
+def _words(name: str) -> list[str]:
+    """A column name's words, lower case: ``airline_sentiment`` and ``imagePath`` give two each."""
+    return [w.lower() for w in re.split(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])", name) if w]
+
+
+def _named_like(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
+    """The one column with a name of several words, one of them a candidate's (Twitter US Airline Sentiment's
+    ``airline_sentiment``, ``tweet_text``); among several, the one whose last word is (``airline_sentiment``, not
+    ``airline_sentiment_confidence``); else None."""
+    wanted = {c.lower() for c in candidates if len(c) > 1}  # not 'y' of 'y_min'
+    several = {c: _words(c) for c in columns if len(_words(c)) > 1}
+    named = [c for c, words in several.items() if wanted & set(words)]
+    if len(named) > 1:
+        named = [c for c in named if several[c][-1] in wanted]
+    return named[0] if len(named) == 1 else None
 
 
 def one_hot_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Collection[str]) -> list[str]:

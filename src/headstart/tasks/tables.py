@@ -120,8 +120,8 @@ def allow_long_fields() -> None:
 def read_delimited(path: Path, known: Collection[str], text: Text | None = None) -> Table:
     """The table in ``path`` (``text``: its content when already read).
 
-    The delimiter is a tab or a comma (``_delimiter``); tab-separated files keep quotes as text unless their fields
-    are quoted. ``known``: column names that mark a header line.
+    The delimiter is a tab, a comma, a semicolon or a bar (``_delimiter``); tab-separated files keep quotes as text
+    unless their fields are quoted. ``known``: column names that mark a header line.
     """
     content = read_text(path) if text is None else text
     text = content.text
@@ -154,12 +154,16 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
 
 def _delimiter(path: Path, text: str) -> str:
     """A tab for ``.tsv`` files, first lines with more tabs than commas, and lines with the same number of tabs but not
-    of commas (``ham<TAB>Go until jurong point, crazy..``); else a comma."""
+    of commas (``ham<TAB>Go until jurong point, crazy..``); a semicolon or a bar in lines with the same number of it but
+    not of commas (Excel's CSV where the decimal mark is a comma, ``i feel good;joy`` as the emotion dataset writes
+    it); else a comma."""
     lines = [line for line in text.split("\n", 40)[:40] if line.strip()][:20]
     if not lines or path.suffix.lower() == ".tsv" or lines[0].count("\t") > lines[0].count(","):
         return "\t"
-    tabs, commas = {line.count("\t") for line in lines}, {line.count(",") for line in lines}
-    return "\t" if len(tabs) == 1 and min(tabs) > 0 and len(commas) > 1 else ","
+    counts = {d: {line.count(d) for line in lines} for d in ("\t", ";", "|", ",")}
+    if len(counts[","]) == 1 and min(counts[","]) > 0:
+        return ","
+    return next((d for d in ("\t", ";", "|") if len(counts[d]) == 1 and min(counts[d]) > 0), ",")
 
 
 def _parse(text: str, delimiter: str, quoting: int) -> list[list[str]]:
