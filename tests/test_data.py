@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import HYMENOPTERA, needs_shared
+from PIL import Image
 
 from headstart.core.splits import stratified_split
 from headstart.errors import DataError
@@ -246,12 +247,22 @@ def test_images_named_by_class_in_one_folder_are_classes(tmp_path):
         labelled_samples(kaggle, ["ant", "bee"])  # nothing labelled to evaluate on besides the training images
     assert len(labelled_samples(kaggle / "train", ["ant", "bee"])[0]) == 24
 
-    pets = tmp_path / "images"  # Oxford-IIIT Pets: capitalised cats, lower-case dogs, underscores in names
-    pets.mkdir()
+    pets = tmp_path / "oxford-iiit-pet"  # capitalised cats, lower-case dogs, underscores in names; images/ beside
+    (pets / "images").mkdir(parents=True)  # annotations/ of trimaps (PNGs named as the images), xmls/ and lists
+    (pets / "annotations" / "trimaps").mkdir(parents=True)
+    (pets / "annotations" / "xmls").mkdir()
     for i, (a, b) in enumerate(zip(ants, bees)):
-        shutil.copy(a, pets / f"Formica_rufa_{i + 1}.jpg")
-        shutil.copy(b, pets / f"honey_bee_{i + 1}.jpg")
-    assert discover(pets).classes == ["Formica_rufa", "honey_bee"]
+        for src, name in ((a, f"Formica_rufa_{i + 1}"), (b, f"honey_bee_{i + 1}")):
+            shutil.copy(src, pets / "images" / f"{name}.jpg")
+            Image.new("L", (40, 30), 2).save(pets / "annotations" / "trimaps" / f"{name}.png")
+            (pets / "annotations" / "xmls" / f"{name}.xml").write_text(f"<annotation><filename>{name}.jpg</filename>")
+    (pets / "annotations" / "trainval.txt").write_text("Formica_rufa_1 1 1 1\n")
+    from headstart.tasks import infer_task
+
+    assert infer_task(pets) == "image"  # was: 2 classes, 'annotations' (of its trimaps) and 'images'
+    splits = discover(pets)
+    assert splits.classes == ["Formica_rufa", "honey_bee"] and len(splits.train) + len(splits.val) == 24
+    assert splits.layout.startswith("images/: images named by class (Formica_rufa_1.jpg: 'Formica_rufa')")
 
     camera = tmp_path / "camera"  # IMG_0001.jpg...: one name, no classes; the error says both ways to label
     camera.mkdir()

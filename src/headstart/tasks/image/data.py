@@ -103,6 +103,9 @@ def _subfolders(root: Path) -> list[Path]:
 
 
 MASK_FOLDERS = ("masks", "mask", "Masks")  # beside a class folder's images/: segmentation masks, not its images
+# beside one folder of images: what annotates them (the Oxford-IIIT Pets' annotations/trimaps/, Stanford Dogs' Annotation/)
+ANNOTATION_FOLDERS = ("annotations", "annotation", "masks", "trimaps", "xmls", "segmentations", "groundtruth",
+                      "ground_truth")
 
 
 def _class_images(folder: Path) -> Path:
@@ -163,10 +166,14 @@ def _layout_of(root: Path) -> str:
 def _unwrap(root: Path) -> Path:
     """The folder that holds the data: ``root``, or the one folder inside it when it holds nothing else (an archive
     unpacked into a folder of its own name: ``chest_xray/chest_xray/train/...``), or nothing else but folders of
-    other files (Food-101's ``images/`` beside ``meta/*.txt``, CUB-200's beside ``attributes/``)."""
+    other files (Food-101's ``images/`` beside ``meta/*.txt``, CUB-200's beside ``attributes/``) or of annotations
+    (``ANNOTATION_FOLDERS``: the Oxford-IIIT Pets' ``images/`` of ``american_bulldog_10.jpg``... beside
+    ``annotations/trimaps/``)."""
     while True:  # one folder of class folders is one class: never data, so going in loses nothing
-        inner = [f for f in _subfolders(root) if not _only_other_files(f)]
-        if len(inner) != 1 or not _subfolders(inner[0]) or any(is_image_file(p) for p in root.iterdir()):
+        folders = _subfolders(root)
+        inner = [f for f in folders if not _only_other_files(f) and f.name.lower() not in ANNOTATION_FOLDERS]
+        named = len(folders) > 1 and len(inner) == 1 and any(is_image_file(p) for p in inner[0].iterdir())
+        if len(inner) != 1 or not (_subfolders(inner[0]) or named) or any(is_image_file(p) for p in root.iterdir()):
             return root
         root = inner[0]
 
