@@ -172,7 +172,8 @@ def _unwrap(root: Path) -> Path:
     while True:  # one folder of class folders is one class: never data, so going in loses nothing
         folders = _subfolders(root)
         inner = [f for f in folders if not _only_other_files(f) and f.name.lower() not in ANNOTATION_FOLDERS]
-        named = len(folders) > 1 and len(inner) == 1 and any(is_image_file(p) for p in inner[0].iterdir())
+        named = (len(inner) == 1 and 1 < len(folders) == 1 + sum(f.name.lower() in ANNOTATION_FOLDERS for f in folders)
+                 and named_classes(sorted(p for p in inner[0].iterdir() if is_image_file(p))) is not None)
         if len(inner) != 1 or not (_subfolders(inner[0]) or named) or any(is_image_file(p) for p in root.iterdir()):
             return root
         root = inner[0]
