@@ -245,6 +245,29 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
 
 @needs_sms
 @needs_minilm
+def test_a_fine_tuning_epoch_that_would_not_fit_the_time_budget_is_not_started(sms_split, tmp_path, monkeypatch):
+    """The text default's lp-ft within TEXT_BUDGET: on a big table on a CPU, an epoch of fine-tuning takes hours; it is
+    timed on a few batches and not started when it would not fit. The run ends with the head on frozen embeddings."""
+    from headstart.tasks import TEXT_BUDGET
+
+    assert TextClassifier().config.train.time_budget == TEXT_BUDGET > 0
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    clf = TextClassifier(time_budget=0.01, overrides={**FAST, "train.refit": True}).fit(sms_split["small"],
+                                                                                       out=tmp_path / "run")
+    m = clf.metrics_
+    linear, fine_tune = m["phases"]
+    assert m["strategy"] == "lp-ft" and m["time_budget"] == 0.01
+    assert fine_tune["phase"] == "fine-tune" and fine_tune["epochs"] == 0, fine_tune
+    # timed and skipped, or (the head alone took the budget) not tried
+    assert fine_tune["note"].startswith(("skipped: an epoch takes about", "not tried: the time budget")), fine_tune
+    assert [h["phase"] for h in clf.history_] == ["linear"] and m["chosen"]["phase"] == "linear"
+    assert m["refit"]["recipe"] == [{"phase": "linear", "epochs": 1}]  # the refit replays what ran, nothing more
+    assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.3  # the head alone, but learned
+    assert [r["label"] for r in clf.predict(["WINNER!! Claim your £1000 prize, call 09061701461 now"])] == ["spam"]
+
+
+@needs_sms
+@needs_minilm
 @pytest.mark.slow
 def test_lora_run_reloads_to_identical_predictions(sms_split, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))

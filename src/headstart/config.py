@@ -93,7 +93,8 @@ class TrainConfig(_Section):
     eval_every: int = Field(1, ge=1, description="validate every this many epochs (and at the end of each phase)")
     time_budget: float | None = Field(
         None, ge=0.0, description="seconds of training (feature extraction included): no epoch starts that would not "
-        "fit; default: 300 for strategy auto, else no limit; 0: no limit")
+        "fit (after the first phase: a run ends with a model); default: 300 for strategy auto, 600 for the text "
+        "task, else no limit; 0: no limit")
     warmup: float = Field(0.25, gt=0.0, lt=1.0, description="share of each phase's steps spent warming the LR up")
     head_solver: Literal["adamw", "lbfgs"] = Field(
         "lbfgs", description="how a linear phase on cached features fits the head: 'adamw' (epochs of the one-cycle "

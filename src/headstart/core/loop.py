@@ -504,9 +504,10 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
     state, ckpt = load_checkpoint(path, model, len(phases)) if resume else (FitState(), None)
     best_model = ckpt["best_model"] if ckpt else None
     last_saved, stop = time.monotonic(), False
-    if budget and tc.strategy == "auto" and state.epoch == 0:
+    if budget and state.epoch == 0:
         say(f"Strategy auto: the linear head, then fine-tuning while validation improves, within {budget:.0f} s "
-            "(--time-budget)")
+            "(--time-budget)" if tc.strategy == "auto" else f"Time budget {budget:.0f} s (--time-budget; 0: no "
+            "limit): after the first phase, an epoch that would not fit is not started")
 
     for pi, phase in enumerate(phases):
         if stop and pi >= state.phase:
@@ -556,7 +557,9 @@ def fit(model: nn.Module, steps: Steps, cfg: RunConfig, run_dir: Path, resume: b
         if compiled:  # the graphs of an earlier phase (other trainable layers) are not reused: let them go, so that
             torch.compiler.reset()  # many phases (gradual) stay under dynamo's recompilation limit
         fmodel, optimizer = fabric.setup(torch.compile(model) if compiled else model, adamw)
-        if phase.candidate and fresh and budget:
+        # a phase after the first (a model exists: the run may end without it) is fitted to the time left, as are
+        # auto's candidates: lp-ft's fine-tuning on a big text table on a CPU (an epoch of hours) is not started
+        if fresh and budget and (phase.candidate or state.best_score is not None):
             epoch_s = _estimate_epoch_seconds(fabric, fmodel, optimizer, steps, cut, tc.seed,
                                               first_steps if compiled else None)
             fits = agree(fabric, int((budget - state.seconds - (time.perf_counter() - started)) // epoch_s))
@@ -721,13 +724,15 @@ def _skip_phase(state: FitState, pi: int, phase: strategies.Phase, why: str) -> 
 
 def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps: Steps, cut: int, seed: int,
                             first_steps: list[float] | None = None) -> float:
-    """Seconds one epoch of this phase will take: two training batches timed (no step taken), plus validation.
+    """Seconds one epoch of this phase will take: a few training batches timed (no step taken), plus validation.
 
-    Validation costs about a third of training per item (a forward pass, no backward). The second batch's time
-    counts: the first one's includes warming up (and ``torch.compile``: both batches' seconds go to ``first_steps``).
+    Validation costs about a third of training per item (a forward pass, no backward). The batches after the first
+    count (``steps.timed_batches`` of them, default 1: texts batched by length vary more): the first one's includes
+    warming up (and ``torch.compile``: the first two batches' seconds go to ``first_steps``).
     """
     fmodel.train()
     times = []
+    timed = getattr(steps, "timed_batches", 1)
     for i, batch in enumerate(steps.train_loader(fabric, cut, 0, seed)):
         synchronize(fabric)  # a GPU runs behind the host: its queued work is not this batch's
         started = time.perf_counter()
@@ -738,11 +743,12 @@ def _estimate_epoch_seconds(fabric: Fabric, fmodel: nn.Module, optimizer, steps:
         seconds = time.perf_counter() - started
         if first_steps is not None and len(first_steps) < 2:
             first_steps.append(seconds)
-        times.append(seconds / max(n, 1))
-        if i == 1:
+        times.append((seconds, max(n, 1)))
+        if i == timed:
             break
     optimizer.zero_grad(set_to_none=True)
-    per_item = times[-1] if times else 0.0
+    counted = times[1:] or times
+    per_item = sum(t for t, _ in counted) / sum(n for _, n in counted) if counted else 0.0
     # each device trains on its part of every batch and validates its share of the split (``gather_split``)
     return max(per_item * (steps.num_train + getattr(steps, "num_val", 0) / 3) / fabric.world_size * 1.1, 1e-3)
 

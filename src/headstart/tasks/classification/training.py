@@ -77,6 +77,7 @@ class ClassificationSteps:
         self.train_views: torch.Tensor | None = None
         self.head_rows: torch.Tensor | None = None  # [plain, *train_views] for ``solve`` (train_views is a view of it)
         self.val_inputs: torch.Tensor | None = None
+        self.timed_batches = getattr(data, "timed_batches", 1)  # batches an epoch's time is estimated from
 
     def class_counts(self, labels: torch.Tensor) -> list[int]:
         """Training items per class."""

@@ -480,6 +480,8 @@ def length_buckets(lengths: list[int], batch_size: int, seed: int, order: list[i
 class TextData:
     """Tokenised splits as the training loop needs them (``engine.TaskData``)."""
 
+    timed_batches = 4  # batches of similar length in a random order cost more or less: an epoch's estimate times 4
+
     def __init__(self, splits: TextSplits, tokenizer, max_length: int, tokenizer_id: str = "") -> None:
         self.classes = splits.classes
         self.max_length = max_length
