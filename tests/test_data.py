@@ -587,3 +587,53 @@ def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp
     (places / "empty_class").mkdir()  # an empty class folder is still an error, not a folder to pass over
     with pytest.raises(DataError, match="Class folder\\(s\\) with no images"):
         discover(places)
+
+
+@needs_shared(BLOOD)
+def test_a_split_folder_labelled_by_a_table_is_read_with_its_labels(tmp_path):
+    """Tiny ImageNet's val/ is images/ beside val_annotations.txt (file, class, box; no header, tabs), GTSRB's Test/ is
+    loose PNGs labelled by Test.csv beside it (Width,...,Roi.X1,...,ClassId,Path): both were an error or left out as
+    unlabelled. The label column is the one holding training's classes only, not a small box coordinate."""
+    cells = {c: sorted((BLOOD / "test" / c).glob("*.jpg")) for c in ("Platelets", "RBC", "WBC")}
+    tiny = tmp_path / "tiny-imagenet-200"
+    lines = []
+    for k, files in enumerate(cells.values()):
+        wnid = f"n0{k + 1}443537"
+        (tiny / "train" / wnid / "images").mkdir(parents=True)
+        for i, f in enumerate(files[:8]):
+            shutil.copy(f, tiny / "train" / wnid / "images" / f"{wnid}_{i}.JPEG")
+        (tiny / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t10\t10\n")
+        (tiny / "val" / "images").mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(files[8:12]):
+            shutil.copy(f, tiny / "val" / "images" / f"val_{k * 4 + i}.JPEG")
+            lines.append(f"val_{k * 4 + i}.JPEG\t{wnid}\t{i}\t{i + 1}\t30\t40\n")
+        (tiny / "test" / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copy(files[12], tiny / "test" / "images" / f"test_{k}.JPEG")
+    (tiny / "val" / "val_annotations.txt").write_text("".join(lines))
+    (tiny / "wnids.txt").write_text("n01443537\nn02443537\nn03443537\n")
+    splits = discover(tiny)
+    truth = {f"val_{k * 4 + i}.JPEG": f"n0{k + 1}443537" for k in range(3) for i in range(4)}
+    assert splits.classes == sorted(set(truth.values())) and len(splits.train) == 24 and len(splits.val) == 12
+    assert all(splits.classes[s.label] == truth[s.path.name] for s in splits.val)
+    assert "val/: 12 image(s) labelled by val/val_annotations.txt" in splits.notes
+    assert not splits.test and any(n.startswith("test/ holds 3 image(s) without labels") for n in splits.notes)
+    evaluated, _ = labelled_samples(tiny, splits.classes)  # evaluate: the labelled val/, not test/images/
+    assert sorted((s.path.name, splits.classes[s.label]) for s in evaluated) == sorted(truth.items())
+
+    gtsrb = tmp_path / "gtsrb"
+    rows = ["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path"]
+    (gtsrb / "Test").mkdir(parents=True)
+    for k, files in enumerate(cells.values()):
+        (gtsrb / "Train" / str(k)).mkdir(parents=True)
+        for i, f in enumerate(files[:8]):
+            Image.open(f).save(gtsrb / "Train" / str(k) / f"{k:05d}_{i:05d}.png")
+        for i, f in enumerate(files[8:11]):
+            name = f"{k * 3 + i:05d}.png"
+            Image.open(f).save(gtsrb / "Test" / name)
+            rows.append(f"36,37,{i + 4},{i % 2},30,31,{k},Test/{name}")  # Roi.Y1: only class names, fewer of them
+    (gtsrb / "Test.csv").write_text("\n".join(rows) + "\n")
+    splits = discover(gtsrb)
+    assert splits.classes == ["0", "1", "2"] and len(splits.test) == 9 and "Test/ for the final test" in splits.layout
+    assert all(splits.classes[s.label] == str(int(s.path.stem) // 3) for s in splits.test)
+    assert "Test/: 9 image(s) labelled by Test.csv" in splits.notes
+    assert len(labelled_samples(gtsrb, splits.classes)[0]) == len(labelled_samples(gtsrb / "Test", ["0", "1", "2"])[0]) == 9

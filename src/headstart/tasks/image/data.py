@@ -61,7 +61,7 @@ from headstart.tasks.image.transforms import (
     to_rgb,
     train_transform,
 )
-from headstart.tasks.tables import UNLABELLED_FOLDERS, Table, read_delimited, table_files
+from headstart.tasks.tables import IMAGE_SUFFIXES, UNLABELLED_FOLDERS, Table, read_delimited, table_files
 
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
@@ -345,7 +345,7 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
 def _given_test(folder: Path, splits: ImageSplits) -> bool:
     """DATA's ``test/`` folder: its class folders become the test split (scored once, after training; True); loose
     images there have no labels, and the notes say how to label them."""
-    if any(_class_folders(folder).values()):
+    if any(_split_classes(folder, splits.classes)[0].values()):
         splits.test = _held_out(folder, splits.classes, splits)
         splits.layout += f", {folder.name}/ for the final test"
         return True
@@ -440,8 +440,59 @@ def _samples(found: dict[str, list[Path]], classes: list[str]) -> list[Sample]:
     return [Sample(p, classes.index(name)) for name in classes for p in found.get(name, [])]
 
 
-def _held_out(folder: Path, classes: list[str], splits: ImageSplits) -> list[Sample]:
+LIST_SUFFIXES = (".csv", ".tsv", ".txt")  # tables that label a split folder's images (``_listed_classes``)
+IMAGE_FOLDERS = ("images", "imgs", "img")  # a split folder's one folder of unlabelled images (Tiny ImageNet's test/)
+
+
+def _listed_classes(folder: Path, classes: Sequence[str]) -> tuple[dict[str, list[Path]], str] | None:
+    """``({class: images}, table)`` of a split folder without class folders whose images a table labels: a table in it
+    (Tiny ImageNet's ``val/val_annotations.txt``: file, class, box; its images in ``val/images/``) or beside it, named
+    after it (GTSRB's ``Test.csv``: ``...,ClassId,Path``, beside ``Test/``). The label column is the one holding only
+    training's ``classes`` (of several, the one of most distinct values: not a box coordinate), the path column the
+    one of image file names; the table must find most of its images. None when no table does."""
+    tables = sorted(p for p in folder.iterdir() if p.suffix.lower() in LIST_SUFFIXES and p.is_file())
+    tables += [p for p in folder.parent.iterdir() if p.is_file() and p.stem.lower() == folder.name.lower()
+               and p.suffix.lower() in LIST_SUFFIXES]
+    known = set(classes)
+    for table in tables:
+        try:
+            rows = read_table(table)
+        except DataError:
+            continue
+        values = {c: [str(r.get(c) or "").strip() for r in rows.rows] for c in rows.columns}
+        labels = [c for c, vs in values.items() if any(vs) and set(vs) - {""} <= known]
+        paths = [c for c, vs in values.items() if sum(v.lower().endswith(IMAGE_SUFFIXES) for v in vs) > 0.8 * len(vs)]
+        if not labels or len(paths) != 1:
+            continue
+        label = max(labels, key=lambda c: len(set(values[c])))
+        files, _ = table_files(table, values[paths[0]])
+        found: dict[str, list[Path]] = {c: [] for c in classes}
+        for file, name in zip(files, values[label]):
+            if name and file.is_file() and is_image_file(file):
+                found[name].append(file)
+        if 2 * sum(map(len, found.values())) > len(files):
+            return found, table.relative_to(folder.parent).as_posix()
+    return None
+
+
+def _split_classes(folder: Path, classes: Sequence[str]) -> tuple[dict[str, list[Path]], str]:
+    """``({class: images}, table)`` of a given validation or test folder: its class folders (a lone ``images/`` of
+    unlabelled images is none), else, where those are none or not training's, a table's labels (``_listed_classes``;
+    ``table`` names it, else '')."""
     found = _class_folders(folder)
+    if set(found) <= set(IMAGE_FOLDERS) - set(classes):  # Tiny ImageNet's test/images/: not a class
+        found = {}
+    if not any(found.values()) or any(v and k not in classes for k, v in found.items()):
+        listed = _listed_classes(folder, classes)
+        if listed is not None:
+            return listed
+    return found, ""
+
+
+def _held_out(folder: Path, classes: list[str], splits: ImageSplits) -> list[Sample]:
+    found, table = _split_classes(folder, classes)
+    if table:
+        splits.notes.append(f"{folder.name}/: {sum(map(len, found.values()))} image(s) labelled by {table}")
     unknown = {k: len(v) for k, v in found.items() if k not in classes and v}
     if unknown:
         raise DataError(
@@ -556,14 +607,14 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         root = _unwrap(root)
         dirs = split_folders(root)
         for name in ("test", "val"):  # the first labelled one (Kaggle's test1/ holds no labels)
-            if name in dirs and any(_class_folders(dirs[name]).values()):
+            if name in dirs and any(_split_classes(dirs[name], classes)[0].values()):
                 root = dirs[name]
                 break
         else:
             if dirs:
                 raise DataError(f"{root} holds {_named(dirs['train'], root)} but no labelled test/ or val/ images to "
                                 f"evaluate on: give the folder to evaluate (e.g. {dirs['train']}, the training images)")
-        found = {k: v for k, v in _class_folders(root).items() if v}
+        found = {k: v for k, v in _split_classes(root, classes)[0].items() if v}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
         names = {k: [(p, k) for p in v] for k, v in found.items()}
