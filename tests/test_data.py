@@ -637,3 +637,39 @@ def test_a_split_folder_labelled_by_a_table_is_read_with_its_labels(tmp_path):
     assert all(splits.classes[s.label] == str(int(s.path.stem) // 3) for s in splits.test)
     assert "Test/: 9 image(s) labelled by Test.csv" in splits.notes
     assert len(labelled_samples(gtsrb, splits.classes)[0]) == len(labelled_samples(gtsrb / "Test", ["0", "1", "2"])[0]) == 9
+
+
+@needs_shared(HYMENOPTERA)
+def test_archives_and_arrays_are_named_with_what_to_do(tmp_path):
+    """A Kaggle download given as its .zip, a folder holding it, CIFAR-10's 'python version' (pickled arrays without
+    a suffix) and .npz arrays: the error says what the files are and how to get image files."""
+    import pickle
+    import zipfile
+
+    archive = tmp_path / "hymenoptera.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted((HYMENOPTERA / "val" / "ants").glob("*.jpg"))[:4]:
+            z.write(f, f"hymenoptera/ants/{f.name}")
+    with pytest.raises(DataError, match=r"It is an archive \(hymenoptera.zip\): unpack it first \(`unzip '.*"
+                       r"hymenoptera.zip' -d '.*hymenoptera'`\) and give the folder"):
+        discover(archive)
+    (tmp_path / "download").mkdir()
+    shutil.move(archive, tmp_path / "download" / archive.name)
+    with pytest.raises(DataError, match=r"No class folders in .*It holds an archive \(hymenoptera.zip\)"):
+        discover(tmp_path / "download")
+    cifar = tmp_path / "cifar" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("data_batch_1", "data_batch_2", "test_batch"):
+        with open(cifar / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8), b"labels": [0, 1] * 5}, f)
+    for data in (cifar.parent, cifar):  # a class folder without images, or no class folders: both say what it holds
+        with pytest.raises(DataError, match=r"CIFAR-10's Python pickles of arrays .*\(data_batch_1, data_batch_2, "
+                           r"test_batch\), not image files: write them out as image files, one folder per class"):
+            discover(data)
+    arrays = tmp_path / "arrays"
+    for cls in ("a", "b"):
+        (arrays / cls).mkdir(parents=True)
+        np.savez(arrays / cls / "x.npz", x=np.zeros((4, 4)))
+    with pytest.raises(DataError, match=r"Class folder\(s\) with no images .* It holds NumPy arrays \(x.npz\)"):
+        discover(arrays)

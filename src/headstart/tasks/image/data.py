@@ -40,6 +40,7 @@ from headstart.core.splits import (
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.columns import SPLIT_COLUMN, one_hot_columns, pick_column
+from headstart.tasks.formats import not_data_hint
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
@@ -194,12 +195,14 @@ def _check_classes(found: dict[str, list[Path]], root: Path) -> None:
         loose = [p.name for p in root.iterdir() if is_image_file(p)][:3]
         extra = (f" It holds images directly ({', '.join(loose)}...): put them in one folder per class, or name them "
                  "by class (cat.0.jpg, cat.1.jpg, dog.0.jpg...: at least 2 classes of 2 images)." if loose else "")
-        raise DataError(f"No class folders in {root}: expected one subfolder of images per class.{extra}")
+        raise DataError(f"No class folders in {root}: expected one subfolder of images per class."
+                        f"{extra or not_data_hint(root)}")
     empty = [name for name, files in found.items() if not files]
     if empty:
         raise DataError(
             f"Class folder(s) with no images in {root}: {', '.join(empty)}. Add images "
             f"({', '.join(sorted(IMAGE_EXTENSIONS))}) or remove the folder(s)."
+            + not_data_hint(root / empty[0])
         )
     if len(found) < 2:
         raise DataError(f"Only one class ('{next(iter(found))}') in {root}: a classifier needs at least 2 classes.")
@@ -227,7 +230,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         raise DataError(f"Data not found: {root}")
     if root.is_file():
         if root.suffix.lower() not in {".csv", ".tsv"}:
-            raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns")
+            raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns."
+                            + not_data_hint(root))
         splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))

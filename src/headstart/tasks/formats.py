@@ -1,0 +1,69 @@
+"""Files that hold data in a form headstart does not read (archives, arrays, pickles): what they are and what to do,
+for the error that says DATA holds no images or texts. Importing this module imports no torch."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from pathlib import Path
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".gz", ".tar.bz2", ".bz2", ".tar.xz", ".xz", ".7z", ".rar")
+# suffix -> what such files hold; the fix is to write them out as image files (``ARRAY_FIX``)
+ARRAY_SUFFIXES = {
+    ".npy": "NumPy arrays", ".npz": "NumPy arrays", ".h5": "HDF5 arrays (PCam's, for one)",
+    ".hdf5": "HDF5 arrays", ".mat": "MATLAB files", ".pkl": "Python pickles", ".pickle": "Python pickles",
+    ".tfrecord": "TFRecords", ".tfrecords": "TFRecords", ".parquet": "Parquet tables (a Hugging Face dataset's images "
+    "stored as bytes)", ".arrow": "Arrow tables (a Hugging Face dataset's cache)", ".mdb": "an LMDB database",
+    ".lmdb": "an LMDB database",
+}
+# names without a telling suffix: CIFAR-10's and CIFAR-100's Python pickles, MNIST's IDX files
+ARRAY_NAMES = (
+    (re.compile(r"(data_batch_\d+|test_batch|batches\.meta)"), "CIFAR-10's Python pickles of arrays (the 'python "
+     "version'; the Kaggle CIFAR-10 download has PNG files and trainLabels.csv)"),
+    (re.compile(r".*-idx\d-ubyte(\.gz)?"), "MNIST's IDX files of arrays"),
+)
+ARRAY_FIX = ("write them out as image files, one folder per class (e.g. PIL.Image.fromarray(array).save("
+             "f'{label}/{i}.png')), or download the dataset's image-file version")
+LOOKED_AT = 200  # files looked at under a folder
+
+
+def what_it_is(path: Path) -> str | None:
+    """What a file holds when it is an archive or arrays headstart does not read (None otherwise)."""
+    name = path.name.lower()
+    if name.endswith(ARCHIVE_SUFFIXES):
+        return "an archive"
+    if path.suffix.lower() in ARRAY_SUFFIXES:
+        return ARRAY_SUFFIXES[path.suffix.lower()]
+    return next((what for pattern, what in ARRAY_NAMES if pattern.fullmatch(path.name)), None)
+
+
+def not_data_hint(path: Path) -> str:
+    """A sentence for an error about DATA that held no images: what ``path`` (a file, or the files under a folder) is
+    instead and what to do, or '' when nothing telling was found."""
+    files = [path] if path.is_file() else [p for p in itertools.islice(path.rglob("*"), LOOKED_AT) if p.is_file()]
+    found: dict[str, list[Path]] = {}
+    for f in files:
+        what = what_it_is(f)
+        if what is not None:
+            found.setdefault(what, []).append(f)
+    if not found:
+        return ""
+    what, examples = max(found.items(), key=lambda item: len(item[1]))
+    names = ", ".join(sorted(p.name for p in examples)[:3]) + (", ..." if len(examples) > 3 else "")
+    if what == "an archive":
+        return f" {'It is' if path.is_file() else 'It holds'} {what} ({names}): {_unpack(examples[0])}."
+    return f" It holds {what} ({names}), not image files: {ARRAY_FIX}."
+
+
+def _unpack(archive: Path) -> str:
+    """How to unpack ``archive`` into a folder to give as DATA."""
+    name = archive.name.lower()
+    suffix = next(s for s in ARCHIVE_SUFFIXES if name.endswith(s))
+    folder = archive.parent / archive.name[: -len(suffix)]
+    if suffix == ".zip":
+        command = f"unzip '{archive}' -d '{folder}'"
+    elif ".tar" in suffix or suffix == ".tgz":
+        command = f"mkdir -p '{folder}' && tar -xf '{archive}' -C '{folder}'"
+    else:
+        command = f"7z x '{archive}' -o'{folder}'"
+    return f"unpack it first (`{command}`) and give the folder"
