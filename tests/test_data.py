@@ -657,6 +657,10 @@ def test_archives_and_arrays_are_named_with_what_to_do(tmp_path):
     shutil.move(archive, tmp_path / "download" / archive.name)
     with pytest.raises(DataError, match=r"No class folders in .*It holds an archive \(hymenoptera.zip\)"):
         discover(tmp_path / "download")
+    from headstart.tasks.text import data as textdata
+
+    with pytest.raises(DataError, match=r"found a '.zip' suffix. It is an archive \(hymenoptera.zip\): unpack it"):
+        textdata.discover(tmp_path / "download" / archive.name)  # --task text: the same advice
     cifar = tmp_path / "cifar" / "cifar-10-batches-py"
     cifar.mkdir(parents=True)
     rng = np.random.default_rng(0)
