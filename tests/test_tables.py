@@ -295,3 +295,38 @@ def test_paths_written_on_another_machine_are_found_by_their_file_names(tmp_path
     relative.write_text("path,label\n" + "".join(f"data\\{f.parent.name}\\{f.name},{f.parent.name}\n" for f in files))
     splits = imagedata.discover(relative)
     assert {s.path for s in splits.train + splits.val} == found and "found by" not in splits.layout
+
+
+@needs_sms
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS}")
+def test_fastai_tables_is_valid_column_and_blank_separated_labels(tmp_path):
+    """fastai's tables: an 'is_valid' column of True/False is the split (it was a candidate label column); PASCAL VOC
+    2007's 'labels' of 'car person' beside 'car' is multi-label, while 'honey bee' beside 'ants' stays one label."""
+    images = [f for c in ("ants", "bees") for f in sorted((ANTS / c).glob("*.jpg"))[:20]]
+    for f in images:
+        (tmp_path / f.parent.name).mkdir(exist_ok=True)
+        shutil.copy(f, tmp_path / f.parent.name / f.name)
+    rows = [(f"{f.parent.name}/{f.name}", f.parent.name) for f in images]
+    single = tmp_path / "train.csv"
+    with single.open("w", newline="") as f:
+        csv.writer(f).writerows([("fname", "labels", "is_valid")]
+                                + [(p, "honey bee" if y == "bees" else y, i % 4 == 0) for i, (p, y) in enumerate(rows)])
+    assert infer_task(single) == "image"
+    splits = imagedata.discover(single)
+    assert splits.classes == ["ants", "honey bee"] and (len(splits.train), len(splits.val)) == (30, 10)
+    assert "fastai's 'is_valid' column as the split (True: validation)" in splits.layout
+    assert {s.path.name for s in splits.val} == {Path(p).name for i, (p, _) in enumerate(rows) if i % 4 == 0}
+    pascal = tmp_path / "pascal.csv"
+    with pascal.open("w", newline="") as f:
+        csv.writer(f).writerows([("fname", "labels", "is_valid")] + [
+            (p, f"{y} insect" if i % 3 == 0 else ("insect" if i % 5 == 0 else y), i % 4 == 0)
+            for i, (p, y) in enumerate(rows)])
+    assert infer_task(pascal) == "multilabel"
+    tags = tagdata.discover(pascal)
+    assert tags.classes == ["ants", "bees", "insect"] and len(tags.val) == 10
+    texts = tmp_path / "texts.csv"
+    with texts.open("w", newline="") as f:
+        csv.writer(f).writerows([("label", "text", "is_valid")] + [
+            (*line.split("\t", 1), i % 5 == 0) for i, line in enumerate(_sms_lines(200))])
+    splits = textdata.discover(texts)
+    assert (len(splits.train), len(splits.val)) == (160, 40) and "is_valid" in splits.layout

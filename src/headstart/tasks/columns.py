@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
-from headstart.tasks.tables import IMAGE_SUFFIXES
+from headstart.tasks.tables import IMAGE_SUFFIXES, SPLIT_COLUMN
 
-SPLIT_COLUMN = "split"
 SAMPLE_ROWS = 2000  # rows whose values a content guess looks at
 CONTENT_COLUMNS = 3  # columns told apart by their values at most: in wider tables a guess could take the wrong one
 WIDE_LABELS = 50  # distinct values at most of a label column found by its values among more columns

@@ -44,6 +44,7 @@ class Table:
     columns: list[str]
     header: bool = True
     encoding_note: str = ""  # how a file that is not UTF-8 was read (``Text.note``)
+    split_note: str = ""  # a column read as the split column (fastai's ``is_valid``)
 
     @property
     def first_line(self) -> int:
@@ -51,9 +52,10 @@ class Table:
         return 2 if self.header else 1
 
     def describe(self) -> str:
-        """Notes for the layout line: no header line, an encoding other than UTF-8 ('' when neither)."""
+        """Notes for the layout line: no header line, an encoding other than UTF-8, a split column read from another
+        ('' when none)."""
         header = "" if self.header else f"no header line: columns {', '.join(self.columns)}"
-        return "; ".join(n for n in (header, self.encoding_note) if n)
+        return "; ".join(n for n in (header, self.encoding_note, self.split_note) if n)
 
 
 @dataclass
@@ -149,7 +151,27 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
                         "delimiter and quoting (a field holding a comma needs quotes)")
     if not body:
         raise DataError(f"{path} has no data rows")
-    return Table([dict(zip(columns, line)) for line in body], list(columns), header, content.note)
+    table = Table([dict(zip(columns, line)) for line in body], list(columns), header, content.note)
+    _valid_flags_as_split(table)
+    return table
+
+
+SPLIT_COLUMN = "split"  # a table's column of train / val / test
+VALID_FLAG_COLUMN = "is_valid"  # fastai's split column: True for validation rows, False for training rows
+TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def _valid_flags_as_split(table: Table) -> None:
+    """Read fastai's ``is_valid`` column of True/False as the split column (``split``: val or train), in place, where
+    the table has no ``split`` column."""
+    lower = {c.lower(): c for c in table.columns}
+    flag = lower.get(VALID_FLAG_COLUMN)
+    if flag is None or SPLIT_COLUMN in lower or not all(str(r[flag]).strip().lower() in TRUE | FALSE for r in table.rows):
+        return
+    for row in table.rows:
+        row[SPLIT_COLUMN] = "val" if str(row.pop(flag)).strip().lower() in TRUE else "train"
+    table.columns = [SPLIT_COLUMN if c == flag else c for c in table.columns]
+    table.split_note = f"fastai's '{flag}' column as the split (True: validation)"
 
 
 def _delimiter(path: Path, text: str) -> str:

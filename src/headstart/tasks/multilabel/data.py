@@ -90,6 +90,15 @@ def blank_separated(cells: Sequence[str]) -> bool:
     return not any(sep in t for t in texts for sep in SEPARATORS) and any(" " in t for t in texts)
 
 
+def words_are_labels(cells: Sequence[str]) -> bool:
+    """Whether the words of a blank-separated column's cells of several words are labels of cells of one (fastai's
+    PASCAL VOC 2007 ``labels``: ``car person`` beside ``car`` and ``person``); ``golden retriever`` is one label."""
+    texts = [str(c or "").strip() for c in cells]
+    alone = {t for t in texts if t and " " not in t}
+    words = [w for t in texts if " " in t for w in t.split()]
+    return bool(words) and sum(w in alone for w in words) >= 0.9 * len(words)
+
+
 def multi_hot(tags: Sequence[int], num_classes: int) -> torch.Tensor:
     """A float row with 1 at each of ``tags``."""
     row = torch.zeros(num_classes)
@@ -398,5 +407,6 @@ def looks_like_multilabel(data: str | Path) -> bool:
               or bool(table_files(table, [r[pcol] for r in head[:50]])[1]))  # ids of image files beside the table
     if lcol is None:  # one 0/1 column per class (CheXpert): a row with two 1s is not one label (ISIC's one-hot)
         return images and any(sum(str(r[c] or "").strip() in POSITIVE for c in flags) > 1 for r in head)
-    spaces = lcol.lower() == "tags" and blank_separated([r[lcol] for r in head])  # 'tags' of blank-separated words
+    cells = [r[lcol] for r in head]  # 'tags' of blank-separated words, or words that are labels alone elsewhere
+    spaces = blank_separated(cells) and (lcol.lower() == "tags" or words_are_labels(cells))
     return images and any(len(split_labels(r[lcol], spaces)) > 1 for r in head)
