@@ -298,6 +298,16 @@ def test_a_patient_or_lesion_column_keeps_each_group_on_one_side_of_the_split(tm
     train, val = ({lesions[s.path.stem] for s in part} for part in (splits.train, splits.val))
     assert train and val and not train & val  # no lesion on both sides
     assert len(splits.train) + len(splits.val) == len(crops) and all(s.path.is_file() for s in splits.train)
+    # the folder as downloaded from Kaggle: its image folders twice (HAM10000_images_part_1/, ham10000_images_part_1/),
+    # hmnist_*.csv tables of pixels: the metadata labels every image, so the folders are not classes
+    for part in ("HAM10000_images_part_1", "HAM10000_images_part_2"):
+        shutil.copytree(tmp_path / part, tmp_path / part.lower())
+    (tmp_path / "hmnist_8_8_L.csv").write_text("pixel0000,pixel0001,label\n" + "12,200,2\n" * 30)
+    folder = discover(tmp_path, 0.2, 0)
+    assert folder.classes == splits.classes and folder.layout.startswith(
+        "labels from HAM10000_metadata.csv (not the folder names (HAM10000_images_part_1, HAM10000_images_part_2, "
+        "ham10000_images_part_1...)): CSV HAM10000_metadata.csv (path column 'image_id', label column 'dx'")
+    assert sorted(s.path.name for s in folder.val) == sorted(s.path.name for s in splits.val)
     # without the group column, a random split puts most multi-image lesions on both sides
     ungrouped = discover(table, 0.2, 0, group_column="none")
     assert "split by" not in ungrouped.layout

@@ -191,6 +191,12 @@ def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
     assert found == {tmp_path / "train" / f"{i}.jpg": f.parent.name for i, f in zip(ids, files)}
     samples, _ = imagedata.labelled_samples(labels, ["ants", "bees"])
     assert all(s.path.is_file() for s in samples) and len(samples) == len(files)
+    # the competition's folder as downloaded, given as DATA: labels.csv is the one table labelling its images
+    (tmp_path / "sample_submission.csv").write_text("id,ants,bees\nunlabelled,0.5,0.5\n")
+    assert infer_task(tmp_path) == "image"
+    folder = imagedata.discover(tmp_path)
+    assert folder.layout == f"labels from labels.csv: {splits.layout}" and folder.classes == ["ants", "bees"]
+    assert {s.path: folder.classes[s.label] for s in folder.train + folder.val} == found
     tags = tmp_path / "train_v2.csv"  # Kaggle's Planet: image_name,tags with the tags separated by blanks
     tags.write_text("image_name,tags\n" + "".join(f"{i},{f.parent.name}{' insect' if n % 2 else ''}\n"
                                                   for n, (i, f) in enumerate(zip(ids, files))))

@@ -236,9 +236,75 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))
     inner = _unwrap(root)
-    splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
+    try:
+        splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
+    except DataError:
+        table = _labelling_table(inner, path_column, label_column)  # Kaggle's labels.csv beside train/ of ids
+        if table is None:
+            raise
+        return _from_folder_table(root, table, val_fraction, seed, path_column, label_column, group_column, small_val)
+    table = _labelling_table(inner, path_column, label_column, covering=True)
+    if table is not None and _table_classes(table, path_column, label_column) != set(splits.classes):
+        # HAM10000's metadata labels every image of the folders HAM10000_images_part_1/ and _part_2/: not classes
+        return _from_folder_table(root, table, val_fraction, seed, path_column, label_column, group_column, small_val,
+                                  f"not the folder names ({', '.join(splits.classes[:3])}...)")
     if inner != root:
         splits.layout = f"{inner.relative_to(root)}/: {splits.layout}"
+    return splits
+
+
+TABLE_SKIP = re.compile(r"submission|^test|prediction")  # Kaggle's sample_submission.csv, test.csv: no labels
+TABLE_BYTES = 64 * 2**20  # larger tables in a folder are not looked at (HAM10000's hmnist_28_28_RGB.csv of pixels)
+TABLE_COVERS = 0.9  # share of a folder's images (by name) a table must label to be read instead of the folder names
+
+
+def _labelled_rows(table: Path, path_column: str | None, label_column: str | None) -> tuple[list[Path], list[str]]:
+    """The existing image files a table in DATA's folder names and their labels; a DataError when it is not such a
+    table (no path or label column, files mostly missing)."""
+    rows = read_table(table, [path_column, label_column])
+    pcol = _pick_column(rows, path_column, PATH_COLUMNS, "path", table)
+    labels, _ = _labels(rows, label_column, table, [pcol])
+    files, _ = table_files(table, [r[pcol] for r in rows.rows])
+    kept = [(f, label) for f, label in zip(files, labels) if label and f.is_file()]
+    if len({label for _, label in kept}) < 2 or len(kept) < TABLE_COVERS * len(files):
+        raise DataError(f"{table}: not a table of labelled image files")
+    return [f for f, _ in kept], [label for _, label in kept]
+
+
+def _table_classes(table: Path, path_column: str | None, label_column: str | None) -> set[str]:
+    return set(_labelled_rows(table, path_column, label_column)[1])
+
+
+def _labelling_table(folder: Path, path_column: str | None, label_column: str | None,
+                     covering: bool = False) -> Path | None:
+    """The one table (CSV/TSV, not a submission or test table) in ``folder`` that labels image files; ``covering``:
+    and labels nearly all the images under it (``TABLE_COVERS``, by file name). None when none or several do."""
+    from headstart.tasks.multilabel.data import looks_like_multilabel
+
+    found = []
+    for table in sorted(folder.iterdir()):
+        if (not table.is_file() or table.suffix.lower() not in (".csv", ".tsv") or TABLE_SKIP.search(table.stem.lower())
+                or table.stat().st_size > TABLE_BYTES or looks_like_multilabel(table)):
+            continue
+        try:
+            files, _ = _labelled_rows(table, path_column, label_column)
+        except DataError:
+            continue
+        if covering:
+            names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p)}
+            if len({f.name.lower() for f in files} & names) < TABLE_COVERS * len(names):
+                continue
+        found.append(table)
+    return found[0] if len(found) == 1 else None
+
+
+def _from_folder_table(root: Path, table: Path, val_fraction: float, seed: int, path_column: str | None,
+                       label_column: str | None, group_column: str | None, small_val: str,
+                       instead: str = "") -> ImageSplits:
+    """DATA's folder read as the table in it that labels its images (``_labelling_table``), as said in the layout."""
+    splits = discover(table, val_fraction, seed, path_column, label_column, group_column, small_val)
+    where = table.relative_to(root).as_posix()
+    splits.layout = f"labels from {where}{' (' + instead + ')' if instead else ''}: {splits.layout}"
     return splits
 
 
