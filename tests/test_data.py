@@ -308,6 +308,7 @@ def test_a_patient_or_lesion_column_keeps_each_group_on_one_side_of_the_split(tm
         "labels from HAM10000_metadata.csv (not the folder names (HAM10000_images_part_1, HAM10000_images_part_2, "
         "ham10000_images_part_1...)): CSV HAM10000_metadata.csv (path column 'image_id', label column 'dx'")
     assert sorted(s.path.name for s in folder.val) == sorted(s.path.name for s in splits.val)
+    assert len(labelled_samples(tmp_path, splits.classes)[0]) == len(crops)  # evaluate: the same labels
     # without the group column, a random split puts most multi-image lesions on both sides
     ungrouped = discover(table, 0.2, 0, group_column="none")
     assert "split by" not in ungrouped.layout

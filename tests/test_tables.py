@@ -197,6 +197,8 @@ def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
     folder = imagedata.discover(tmp_path)
     assert folder.layout == f"labels from labels.csv: {splits.layout}" and folder.classes == ["ants", "bees"]
     assert {s.path: folder.classes[s.label] for s in folder.train + folder.val} == found
+    evaluated, _ = imagedata.labelled_samples(tmp_path, ["ants", "bees"])  # evaluate reads the folder the same way
+    assert {s.path: ["ants", "bees"][s.label] for s in evaluated} == found
     tags = tmp_path / "train_v2.csv"  # Kaggle's Planet: image_name,tags with the tags separated by blanks
     tags.write_text("image_name,tags\n" + "".join(f"{i},{f.parent.name}{' insect' if n % 2 else ''}\n"
                                                   for n, (i, f) in enumerate(zip(ids, files))))

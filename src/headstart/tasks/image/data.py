@@ -675,6 +675,10 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     root = Path(data)
     if root.is_dir():
         root = _unwrap(root)
+        table = _labelling_table(root, path_column, label_column)
+        if table is not None and (_labelling_table(root, path_column, label_column, covering=True) is not None
+                                  or not set(_class_folders(root)) & set(classes)):
+            return labelled_samples(table, classes, path_column, label_column)  # as training read such a folder
         dirs = split_folders(root)
         for name in ("test", "val"):  # the first labelled one (Kaggle's test1/ holds no labels)
             if name in dirs and any(_split_classes(dirs[name], classes)[0].values()):
