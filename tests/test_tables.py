@@ -123,6 +123,11 @@ def test_semicolon_lines_and_a_label_column_named_by_one_of_its_words(tmp_path):
     splits = textdata.discover(tweets)
     assert "(text column 'text', label column 'airline_sentiment')" in splits.layout, splits.layout
     assert splits.classes == ["negative", "positive"]
+    from headstart.tasks.columns import pick_column
+
+    rows = [{"Patient ID": f"{i:05d}", "Image Index": f"{i:08d}_000.png", "airline_sentiment_gold": ""}
+            for i in range(10)]  # paths by their values: 'Patient ID' is a word away from the candidate 'id'
+    assert pick_column(list(rows[0]), None, imagedata.PATH_COLUMNS, "path", tweets, "", rows=rows) == "Image Index"
     grades = tmp_path / "grades.csv"  # Excel's CSV where a comma is the decimal mark: semicolons
     grades.write_text("image;label;score\n" + "".join(f"{i}.jpg;{'ab'[i % 2]};0,{i}\n" for i in range(8)))
     assert read_delimited(grades, ["label"]).columns == ["image", "label", "score"]

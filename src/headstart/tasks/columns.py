@@ -44,7 +44,8 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     for c in candidates:
         if c in lower:
             return lower[c]
-    named = _named_like([c for c in columns if c not in exclude], candidates)
+    # not for paths, found by their values in any table: 'Patient ID' is no image id, 'Image Index' names the files
+    named = _named_like([c for c in columns if c not in exclude], candidates) if what != "path" else None
     if named is not None:
         return named
     rest = [c for c in columns if c not in exclude and c.lower() != SPLIT_COLUMN]
