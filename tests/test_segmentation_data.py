@@ -512,3 +512,21 @@ def test_a_folder_of_images_beside_a_folder_named_for_their_masks(tmp_path: Path
         (boxes / "images" / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
         (boxes / "annotations" / f"{stem}.xml").write_text("<annotation></annotation>")
     assert infer_task(boxes) == "detection"
+    pets = tmp_path / "oxford-iiit-pet"  # images/ (named by breed) beside annotations/{trimaps,xmls}/ and lists
+    for folder in ("images", "annotations/trimaps", "annotations/xmls"):
+        (pets / folder).mkdir(parents=True)
+    for i, stem in enumerate(_frames(6)):
+        name = f"{'Bengal' if i % 2 else 'beagle'}_{i + 1}"
+        (pets / "images" / f"{name}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        road = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")) == 3
+        Image.fromarray(np.where(road, 1, 2).astype(np.uint8)).save(pets / "annotations" / "trimaps" / f"{name}.png")
+        (pets / "annotations" / "xmls" / f"{name}.xml").write_text("<annotation></annotation>")
+    (pets / "annotations" / "trainval.txt").write_text("beagle_1 1 2 1\n")
+    assert infer_task(pets) == "image"  # classes in the file names: classification unless --task segmentation
+    with pytest.raises(DataError, match=r"masks hold values \[1, 2\]: name the class of each value in a classes.txt "
+                       r"beside images/ \+ annotations/trimaps/"):
+        discover(pets)
+    (pets / "classes.txt").write_text("unused\npet\nbackground\n")
+    splits = discover(pets)
+    assert splits.layout.startswith("images/ + annotations/trimaps/") and len(splits.train) + len(splits.val) == 6
+    assert splits.classes == ["unused", "pet", "background"]

@@ -57,11 +57,13 @@ def _stems(folder: Path, limit: int = 200) -> set[str]:
     return stems
 
 
-def named_mask_folder(root: Path) -> tuple[Path, Path] | None:
+def named_mask_folder(root: Path, nested: bool = False) -> tuple[Path, Path] | None:
     """``(images, masks)`` of a folder holding two folders, one named for masks (``MASK_WORDS``) whose files carry
     the other's file stems (``MASK_STEM_SUFFIXES``): ISIC 2018's ``ISIC2018_Task1-2_Training_Input/`` and
     ``ISIC2018_Task1_Training_GroundTruth/`` (``ISIC_0000000_segmentation.png``), a lung set's ``CXR_png/`` and
-    ``masks/``; None otherwise (two class folders, ``with_mask/`` and ``without_mask/``, share no file stem)."""
+    ``masks/``; None otherwise (two class folders, ``with_mask/`` and ``without_mask/``, share no file stem).
+    ``nested``: the masks may be a folder inside the one named for them (the Oxford-IIIT Pets' ``annotations/
+    trimaps/``, whose images ``infer_task`` leaves to classification, their names being classes)."""
     if not root.is_dir():
         return None
     folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
@@ -70,8 +72,12 @@ def named_mask_folder(root: Path) -> tuple[Path, Path] | None:
     named = [f for f in folders if any(w in f.name.lower() for w in MASK_WORDS)]
     if len(named) != 1:
         return None
-    masks = named[0]
-    images = next(f for f in folders if f != masks)
-    image_stems, mask_stems = _stems(images), _stems(masks)
-    matched = sum(any(f"{stem}{tail}" in mask_stems for tail in MASK_STEM_SUFFIXES) for stem in image_stems)
-    return (images, masks) if image_stems and 2 * matched > len(image_stems) else None
+    images = next(f for f in folders if f != named[0])
+    image_stems = _stems(images)
+    inside = [p for p in named[0].iterdir() if p.is_dir() and not p.name.startswith(".")] if nested else []
+    for masks in (named[0], *sorted(inside)):
+        mask_stems = _stems(masks)
+        matched = sum(any(f"{stem}{tail}" in mask_stems for tail in MASK_STEM_SUFFIXES) for stem in image_stems)
+        if image_stems and 2 * matched > len(image_stems):
+            return images, masks
+    return None

@@ -316,9 +316,9 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             splits = _voc(voc, val_fraction, seed)
         elif paired := paired_folders(root):
             splits = _paired(root, paired, val_fraction, seed)
-        elif named := named_mask_folder(root):
+        elif named := named_mask_folder(root, nested=True):
             splits = _pairs(root, {"train": named}, _class_file(root, False, "masks"),
-                            f"{named[0].name}/ + {named[1].name}/", False, val_fraction, seed)
+                            f"{named[0].name}/ + {named[1].relative_to(root).as_posix()}/", False, val_fraction, seed)
         elif _coco_jsons(root):
             splits = _coco_folder(root, val_fraction, seed)
         else:
