@@ -263,6 +263,12 @@ def test_images_named_by_class_in_one_folder_are_classes(tmp_path):
     splits = discover(pets)
     assert splits.classes == ["Formica_rufa", "honey_bee"] and len(splits.train) + len(splits.val) == 24
     assert splits.layout.startswith("images/: images named by class (Formica_rufa_1.jpg: 'Formica_rufa')")
+    (pets / "annotations" / "test.txt").write_text("".join(f"Formica_rufa_{i} 1 1 1\nhoney_bee_{i} 2 2 1\n"
+                                                         for i in range(1, 13, 3)))
+    splits = discover(pets)
+    assert sorted(s.path.stem for s in splits.test) == sorted(f"{c}_{i}" for c in ("Formica_rufa", "honey_bee")
+                                                              for i in range(1, 13, 3))
+    assert len(splits.train) + len(splits.val) == 16 and "annotations/test.txt does not list" in splits.layout
 
     camera = tmp_path / "camera"  # IMG_0001.jpg...: one name, no classes; the error says both ways to label
     camera.mkdir()
@@ -584,6 +590,11 @@ def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp
     (food / "meta" / "train.txt").write_text("RBC/x\n")
     splits = discover(food)
     assert splits.classes == ["Platelets", "RBC", "WBC"] and splits.layout.startswith("images/: class folders")
+    listed = sorted(f"{f.parent.name}/{f.stem}" for f in (food / "images").rglob("*.jpg"))[::3]
+    (food / "meta" / "test.txt").write_text("\n".join(listed) + "\n")  # the dataset's own test split
+    splits = discover(food)
+    assert sorted(f"{s.path.parent.name}/{s.path.stem}" for s in splits.test) == listed
+    assert len(splits.train) + len(splits.val) == 18 - len(listed) and "the 6 it lists the test split" in splits.layout
     dogs = tmp_path / "stanford-dogs"  # Images/ beside Annotation/: the same class folders of XML files without a suffix
     copy(BLOOD / "train", dogs / "Images", 6)
     for cls in ("Platelets", "RBC", "WBC"):

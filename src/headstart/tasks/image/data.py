@@ -62,7 +62,14 @@ from headstart.tasks.image.transforms import (
     to_rgb,
     train_transform,
 )
-from headstart.tasks.tables import IMAGE_SUFFIXES, UNLABELLED_FOLDERS, Table, read_delimited, table_files
+from headstart.tasks.tables import (
+    IMAGE_SUFFIXES,
+    UNLABELLED_FOLDERS,
+    Table,
+    read_delimited,
+    read_text_file,
+    table_files,
+)
 
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
@@ -406,10 +413,42 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
     splits = ImageSplits(classes, [], [], layout=f"{_named(root, data_root) + ' ' if dirs else ''}"
                          f"{_layout_of(root)}, {val_fraction:.0%} stratified validation split (seed {seed})",
                          val_held_out=True)
+    listed = None if dirs or test_dir is not None else _test_list(root, samples)
+    if listed is not None:  # the dataset's own test split: Food-101's meta/test.txt, the Oxford-IIIT Pets' test.txt
+        test_list, keep = listed
+        splits.test = [s for s, out in zip(samples, keep) if out]
+        samples = [s for s, out in zip(samples, keep) if not out]
+        splits.layout += f" of the images {test_list} does not list, the {len(splits.test)} it lists the test split"
     _split_held_out(splits, samples, val_fraction, seed, str(root), by_path)
     if test_dir is not None and _given_test(test_dir, splits):
         _check_given_splits(splits)
     return splits
+
+
+SPLIT_LIST_FOLDERS = ("meta", "annotations", "lists", "splits")  # where a dataset keeps its split lists
+TEST_LISTS = ("test.txt", "test.csv")
+LISTED = 0.9  # share of a test list's lines that must name DATA's images
+
+
+def _test_list(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] | None:
+    """``(list, which samples it names)`` of the dataset's own test list: a ``test.txt`` in ``root``, or in a
+    ``meta/``, ``annotations/``, ``lists/`` or ``splits/`` folder in it or beside it (Food-101's ``meta/test.txt`` of
+    ``apple_pie/1011328``, the Oxford-IIIT Pets' ``annotations/test.txt`` of ``Abyssinian_201 1 1 1``), whose lines
+    begin with the images' paths under ``root`` or names, with or without a suffix; None when there is none, when it
+    names few of the images, or all of them."""
+    places = [root, *(base / name for base in (root, root.parent) for name in SPLIT_LIST_FOLDERS)]
+    lists = [folder / name for folder in places for name in TEST_LISTS if (folder / name).is_file()]
+    for test_list in lists:
+        try:
+            lines = [line.replace(",", " ").split() for line in read_text_file(test_list).splitlines()]
+        except DataError:
+            continue
+        names = {line[0] for line in lines if line}
+        keys = {Path(n).with_suffix("").as_posix() if Path(n).suffix.lower() in IMAGE_SUFFIXES else n for n in names}
+        keep = [s.path.relative_to(root).with_suffix("").as_posix() in keys or s.path.stem in keys for s in samples]
+        if names and LISTED * len(names) <= sum(keep) < len(samples):
+            return test_list.relative_to(root.parent).as_posix(), keep
+    return None
 
 
 def _given_test(folder: Path, splits: ImageSplits) -> bool:
