@@ -288,7 +288,7 @@ def _labelling_table(folder: Path, path_column: str | None, label_column: str | 
     and labels nearly all the images under it (``TABLE_COVERS``, by file name). None when none or several do."""
     from headstart.tasks.multilabel.data import looks_like_multilabel
 
-    found = []
+    found, names = [], None
     for table in sorted(folder.iterdir()):
         if (not table.is_file() or table.suffix.lower() not in (".csv", ".tsv") or TABLE_SKIP.search(table.stem.lower())
                 or table.stat().st_size > TABLE_BYTES or looks_like_multilabel(table)):
@@ -298,7 +298,8 @@ def _labelling_table(folder: Path, path_column: str | None, label_column: str | 
         except DataError:
             continue
         if covering:
-            names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p)}
+            if names is None:  # the images under the folder, by name: listed once
+                names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p)}
             if len({f.name.lower() for f in files} & names) < TABLE_COVERS * len(names):
                 continue
         found.append(table)
