@@ -315,6 +315,14 @@ def test_a_patient_or_lesion_column_keeps_each_group_on_one_side_of_the_split(tm
         "ham10000_images_part_1...)): CSV HAM10000_metadata.csv (path column 'image_id', label column 'dx'")
     assert sorted(s.path.name for s in folder.val) == sorted(s.path.name for s in splits.val)
     assert len(labelled_samples(tmp_path, splits.classes)[0]) == len(crops)  # evaluate: the same labels
+    named = tmp_path / "named"  # class folders and a table of the same classes by number: the folder names stay
+    for cls in ("Platelets", "RBC"):
+        (named / cls).mkdir(parents=True)
+        for crop in sorted((BLOOD / "train" / cls).glob("*.jpg"))[:6]:
+            shutil.copy(crop, named / cls / crop.name)
+    (named / "labels.csv").write_text("file,label\n" + "".join(
+        f"{cls}/{f.name},{i}\n" for i, cls in enumerate(("Platelets", "RBC")) for f in sorted((named / cls).iterdir())))
+    assert discover(named).classes == ["Platelets", "RBC"]
     # without the group column, a random split puts most multi-image lesions on both sides
     ungrouped = discover(table, 0.2, 0, group_column="none")
     assert "split by" not in ungrouped.layout

@@ -251,7 +251,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
             raise
         return _from_folder_table(root, table, val_fraction, seed, path_column, label_column, group_column, small_val)
     table = _labelling_table(inner, path_column, label_column, covering=True)
-    if table is not None and _table_classes(table, path_column, label_column) != set(splits.classes):
+    if table is not None and _cuts_across(table, splits, path_column, label_column):
         # HAM10000's metadata labels every image of the folders HAM10000_images_part_1/ and _part_2/: not classes
         return _from_folder_table(root, table, val_fraction, seed, path_column, label_column, group_column, small_val,
                                   f"not the folder names ({', '.join(splits.classes[:3])}...)")
@@ -278,8 +278,17 @@ def _labelled_rows(table: Path, path_column: str | None, label_column: str | Non
     return [f for f, _ in kept], [label for _, label in kept]
 
 
-def _table_classes(table: Path, path_column: str | None, label_column: str | None) -> set[str]:
-    return set(_labelled_rows(table, path_column, label_column)[1])
+def _cuts_across(table: Path, splits: ImageSplits, path_column: str | None, label_column: str | None) -> bool:
+    """Whether a table gives the images of one of the folders read as classes different labels (HAM10000's metadata:
+    each image folder holds every diagnosis); a table that only names the folders' classes otherwise (ids for names)
+    leaves the folder names the classes."""
+    files, labels = _labelled_rows(table, path_column, label_column)
+    by_name = {f.name.lower(): label for f, label in zip(files, labels)}
+    seen: dict[int, set[str]] = {}
+    for s in splits.train + splits.val + splits.test:
+        if s.path.name.lower() in by_name:
+            seen.setdefault(s.label, set()).add(by_name[s.path.name.lower()])
+    return any(len(found) > 1 for found in seen.values())
 
 
 def _labelling_table(folder: Path, path_column: str | None, label_column: str | None,
