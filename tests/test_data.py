@@ -323,6 +323,7 @@ def test_a_patient_or_lesion_column_keeps_each_group_on_one_side_of_the_split(tm
     (named / "labels.csv").write_text("file,label\n" + "".join(
         f"{cls}/{f.name},{i}\n" for i, cls in enumerate(("Platelets", "RBC")) for f in sorted((named / cls).iterdir())))
     assert discover(named).classes == ["Platelets", "RBC"]
+    assert len(labelled_samples(named, ["Platelets", "RBC"])[0]) == 12  # evaluate: the folders too
     # without the group column, a random split puts most multi-image lesions on both sides
     ungrouped = discover(table, 0.2, 0, group_column="none")
     assert "split by" not in ungrouped.layout

@@ -71,7 +71,7 @@ def _named_like(columns: Sequence[str], candidates: Sequence[str]) -> str | None
     ``airline_sentiment``, ``tweet_text``); among several, the one whose last word is (``airline_sentiment``, not
     ``airline_sentiment_confidence``); else None."""
     wanted = {c.lower() for c in candidates if len(c) > 1}  # not 'y' of 'y_min'
-    several = {c: _words(c) for c in columns if len(_words(c)) > 1}
+    several = {c: words for c in columns if len(words := _words(c)) > 1}
     named = [c for c, words in several.items() if wanted & set(words)]
     if len(named) > 1:
         named = [c for c in named if several[c][-1] in wanted]

@@ -7,6 +7,7 @@ import itertools
 import re
 from pathlib import Path
 
+ARCHIVE = "an archive"  # what_it_is of .zip, .tar.gz...
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".tar.gz", ".gz", ".tar.bz2", ".bz2", ".tar.xz", ".xz", ".7z", ".rar")
 # suffix -> what such files hold; the fix is to write them out as image files (``ARRAY_FIX``)
 ARRAY_SUFFIXES = {
@@ -31,7 +32,7 @@ def what_it_is(path: Path) -> str | None:
     """What a file holds when it is an archive or arrays headstart does not read (None otherwise)."""
     name = path.name.lower()
     if name.endswith(ARCHIVE_SUFFIXES):
-        return "an archive"
+        return ARCHIVE
     if path.suffix.lower() in ARRAY_SUFFIXES:
         return ARRAY_SUFFIXES[path.suffix.lower()]
     return next((what for pattern, what in ARRAY_NAMES if pattern.fullmatch(path.name)), None)
@@ -50,7 +51,7 @@ def not_data_hint(path: Path) -> str:
         return ""
     what, examples = max(found.items(), key=lambda item: len(item[1]))
     names = ", ".join(sorted(p.name for p in examples)[:3]) + (", ..." if len(examples) > 3 else "")
-    if what == "an archive":
+    if what == ARCHIVE:
         return f" {'It is' if path.is_file() else 'It holds'} {what} ({names}): {_unpack(examples[0])}."
     return f" It holds {what} ({names}), not image files: {ARRAY_FIX}."
 

@@ -39,7 +39,7 @@ from headstart.core.splits import (
 )
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.columns import SPLIT_COLUMN, one_hot_columns, pick_column
+from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
 from headstart.tasks.formats import not_data_hint
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.decode import (  # noqa: F401
@@ -243,18 +243,19 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))
     inner = _unwrap(root)
+    tables = _label_tables(inner, path_column, label_column)
     try:
         splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
     except DataError:
-        table = _labelling_table(inner, path_column, label_column)  # Kaggle's labels.csv beside train/ of ids
-        if table is None:
+        if len(tables) != 1:  # Kaggle's labels.csv beside train/ of ids: the one table that labels the images
             raise
-        return _from_folder_table(root, table, val_fraction, seed, path_column, label_column, group_column, small_val)
-    table = _labelling_table(inner, path_column, label_column, covering=True)
-    if table is not None and _cuts_across(table, splits, path_column, label_column):
+        return _from_folder_table(root, tables[0].path, val_fraction, seed, path_column, label_column, group_column,
+                                  small_val)
+    covering = [t for t in tables if t.covers]
+    if len(covering) == 1 and covering[0].cuts_across(splits):
         # HAM10000's metadata labels every image of the folders HAM10000_images_part_1/ and _part_2/: not classes
-        return _from_folder_table(root, table, val_fraction, seed, path_column, label_column, group_column, small_val,
-                                  f"not the folder names ({', '.join(splits.classes[:3])}...)")
+        return _from_folder_table(root, covering[0].path, val_fraction, seed, path_column, label_column, group_column,
+                                  small_val, f"not the folder names ({', '.join(splits.classes[:3])}...)")
     if inner != root:
         splits.layout = f"{inner.relative_to(root)}/: {splits.layout}"
     return splits
@@ -265,60 +266,59 @@ TABLE_BYTES = 64 * 2**20  # larger tables in a folder are not looked at (HAM1000
 TABLE_COVERS = 0.9  # share of a folder's images (by name) a table must label to be read instead of the folder names
 
 
-def _labelled_rows(table: Path, path_column: str | None, label_column: str | None) -> tuple[list[Path], list[str]]:
-    """The existing image files a table in DATA's folder names and their labels; a DataError when it is not such a
-    table (no path or label column, files mostly missing)."""
-    rows = read_table(table, [path_column, label_column])
-    pcol = _pick_column(rows, path_column, PATH_COLUMNS, "path", table)
-    labels, _ = _labels(rows, label_column, table, [pcol])
-    files, _ = table_files(table, [r[pcol] for r in rows.rows])
-    kept = [(f, label) for f, label in zip(files, labels) if label and f.is_file()]
-    if len({label for _, label in kept}) < 2 or len(kept) < TABLE_COVERS * len(files):
-        raise DataError(f"{table}: not a table of labelled image files")
-    return [f for f, _ in kept], [label for _, label in kept]
+@dataclass
+class LabelTable:
+    """A table in DATA's folder that labels image files: the existing ones it names, their labels, and whether they
+    are nearly all the images under the folder (``TABLE_COVERS``, by file name)."""
+
+    path: Path
+    files: list[Path]
+    labels: list[str]
+    covers: bool = False
+
+    def cuts_across(self, splits: ImageSplits) -> bool:
+        """Whether the table gives the images of one of the folders read as classes different labels (HAM10000's
+        metadata: each image folder holds every diagnosis); a table that only names the folders' classes otherwise
+        (ids for names) leaves the folder names the classes."""
+        by_name = {f.name.lower(): label for f, label in zip(self.files, self.labels)}
+        seen: dict[int, set[str]] = {}
+        for s in splits.train + splits.val + splits.test:
+            if s.path.name.lower() in by_name:
+                seen.setdefault(s.label, set()).add(by_name[s.path.name.lower()])
+        return any(len(found) > 1 for found in seen.values())
 
 
-def _cuts_across(table: Path, splits: ImageSplits, path_column: str | None, label_column: str | None) -> bool:
-    """Whether a table gives the images of one of the folders read as classes different labels (HAM10000's metadata:
-    each image folder holds every diagnosis); a table that only names the folders' classes otherwise (ids for names)
-    leaves the folder names the classes."""
-    files, labels = _labelled_rows(table, path_column, label_column)
-    by_name = {f.name.lower(): label for f, label in zip(files, labels)}
-    seen: dict[int, set[str]] = {}
-    for s in splits.train + splits.val + splits.test:
-        if s.path.name.lower() in by_name:
-            seen.setdefault(s.label, set()).add(by_name[s.path.name.lower()])
-    return any(len(found) > 1 for found in seen.values())
-
-
-def _labelling_table(folder: Path, path_column: str | None, label_column: str | None,
-                     covering: bool = False) -> Path | None:
-    """The one table (CSV/TSV, not a submission or test table) in ``folder`` that labels image files; ``covering``:
-    and labels nearly all the images under it (``TABLE_COVERS``, by file name). None when none or several do."""
+def _label_tables(folder: Path, path_column: str | None, label_column: str | None) -> list[LabelTable]:
+    """The tables (CSV/TSV, not a submission, test or multi-label table) in ``folder`` that label image files, each
+    read once; a folder without such a table costs a listing of its entries."""
     from headstart.tasks.multilabel.data import looks_like_multilabel
 
-    found, names = [], None
+    found = []
     for table in sorted(folder.iterdir()):
         if (not table.is_file() or table.suffix.lower() not in (".csv", ".tsv") or TABLE_SKIP.search(table.stem.lower())
                 or table.stat().st_size > TABLE_BYTES or looks_like_multilabel(table)):
             continue
         try:
-            files, _ = _labelled_rows(table, path_column, label_column)
+            rows = read_table(table, [path_column, label_column])
+            pcol = _pick_column(rows, path_column, PATH_COLUMNS, "path", table)
+            labels, _ = _labels(rows, label_column, table, [pcol])
         except DataError:
             continue
-        if covering:
-            if names is None:  # the images under the folder, by name: listed once
-                names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p)}
-            if len({f.name.lower() for f in files} & names) < TABLE_COVERS * len(names):
-                continue
-        found.append(table)
-    return found[0] if len(found) == 1 else None
+        files, _ = table_files(table, [r[pcol] for r in rows.rows])
+        kept = [(f, label) for f, label in zip(files, labels) if label and f.is_file()]
+        if len({label for _, label in kept}) >= 2 and len(kept) >= TABLE_COVERS * len(files):
+            found.append(LabelTable(table, [f for f, _ in kept], [label for _, label in kept]))
+    if found:  # the images under the folder, by name: listed once
+        names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p)}
+        for t in found:
+            t.covers = len({f.name.lower() for f in t.files} & names) >= TABLE_COVERS * len(names)
+    return found
 
 
 def _from_folder_table(root: Path, table: Path, val_fraction: float, seed: int, path_column: str | None,
                        label_column: str | None, group_column: str | None, small_val: str,
                        instead: str = "") -> ImageSplits:
-    """DATA's folder read as the table in it that labels its images (``_labelling_table``), as said in the layout."""
+    """DATA's folder read as the table in it that labels its images (``_label_tables``), as said in the layout."""
     splits = discover(table, val_fraction, seed, path_column, label_column, group_column, small_val)
     where = table.relative_to(root).as_posix()
     splits.layout = f"labels from {where}{' (' + instead + ')' if instead else ''}: {splits.layout}"
@@ -464,8 +464,9 @@ def _test_list(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] 
 def _given_test(folder: Path, splits: ImageSplits) -> bool:
     """DATA's ``test/`` folder: its class folders become the test split (scored once, after training; True); loose
     images there have no labels, and the notes say how to label them."""
-    if any(_split_classes(folder, splits.classes)[0].values()):
-        splits.test = _held_out(folder, splits.classes, splits)
+    found = _split_classes(folder, splits.classes)
+    if any(found[0].values()):
+        splits.test = _held_out(folder, splits.classes, splits, found)
         splits.layout += f", {folder.name}/ for the final test"
         return True
     loose = [p for p in folder.rglob("*") if is_image_file(p)]
@@ -580,11 +581,11 @@ def _listed_classes(folder: Path, classes: Sequence[str]) -> tuple[dict[str, lis
             continue
         values = {c: [str(r.get(c) or "").strip() for r in rows.rows] for c in rows.columns}
         labels = [c for c, vs in values.items() if any(vs) and set(vs) - {""} <= known]
-        paths = [c for c, vs in values.items() if sum(v.lower().endswith(IMAGE_SUFFIXES) for v in vs) > 0.8 * len(vs)]
-        if not labels or len(paths) != 1:
+        path = by_content("path", rows.columns, rows.rows)  # the one column of image file names
+        if not labels or path is None:
             continue
         label = max(labels, key=lambda c: len(set(values[c])))
-        files, _ = table_files(table, values[paths[0]])
+        files, _ = table_files(table, values[path])
         found: dict[str, list[Path]] = {c: [] for c in classes}
         for file, name in zip(files, values[label]):
             if name and file.is_file() and is_image_file(file):
@@ -608,8 +609,10 @@ def _split_classes(folder: Path, classes: Sequence[str]) -> tuple[dict[str, list
     return found, ""
 
 
-def _held_out(folder: Path, classes: list[str], splits: ImageSplits) -> list[Sample]:
-    found, table = _split_classes(folder, classes)
+def _held_out(folder: Path, classes: list[str], splits: ImageSplits,
+              split: tuple[dict[str, list[Path]], str] | None = None) -> list[Sample]:
+    """The samples of a given validation or test folder (``split``: its ``_split_classes`` when already found)."""
+    found, table = split or _split_classes(folder, classes)
     if table:
         splits.notes.append(f"{folder.name}/: {sum(map(len, found.values()))} image(s) labelled by {table}")
     unknown = {k: len(v) for k, v in found.items() if k not in classes and v}
@@ -724,20 +727,26 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     root = Path(data)
     if root.is_dir():
         root = _unwrap(root)
-        table = _labelling_table(root, path_column, label_column)
-        if table is not None and (_labelling_table(root, path_column, label_column, covering=True) is not None
+        tables = _label_tables(root, path_column, label_column)
+        covering = [t for t in tables if t.covers]
+        table = covering[0] if len(covering) == 1 else tables[0] if len(tables) == 1 else None
+        # as training read such a folder: a table of the model's classes over nearly all its images, or the table
+        # where no folder is a class (a table numbering the class folders leaves them the classes)
+        if table is not None and ((table.covers and set(table.labels) <= set(classes))
                                   or not set(_class_folders(root)) & set(classes)):
-            return labelled_samples(table, classes, path_column, label_column)  # as training read such a folder
+            return labelled_samples(table.path, classes, path_column, label_column)
         dirs = split_folders(root)
+        found = {}
         for name in ("test", "val"):  # the first labelled one (Kaggle's test1/ holds no labels)
-            if name in dirs and any(_split_classes(dirs[name], classes)[0].values()):
+            found = {k: v for k, v in _split_classes(dirs[name], classes)[0].items() if v} if name in dirs else {}
+            if found:
                 root = dirs[name]
                 break
         else:
             if dirs:
                 raise DataError(f"{root} holds {_named(dirs['train'], root)} but no labelled test/ or val/ images to "
                                 f"evaluate on: give the folder to evaluate (e.g. {dirs['train']}, the training images)")
-        found = {k: v for k, v in _split_classes(root, classes)[0].items() if v}
+        found = found or {k: v for k, v in _split_classes(root, classes)[0].items() if v}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
         names = {k: [(p, k) for p in v] for k, v in found.items()}

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, pick_column
-from headstart.tasks.formats import not_data_hint, what_it_is
+from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
     UNLABELLED_FOLDERS,
@@ -105,7 +105,7 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
                         ".parquet): use an image model for images")
     if suffix not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
         raise DataError(f"{path}: expected a text table ({', '.join(sorted(TABLE_SUFFIXES))}) or a datasets folder, "
-                        f"found a '{suffix}' suffix." + (not_data_hint(path) if what_it_is(path) == "an archive" else ""))
+                        f"found a '{suffix}' suffix." + (not_data_hint(path) if what_it_is(path) == ARCHIVE else ""))
     if suffix == ".parquet":
         return _records(path, _read_parquet(path))
     content = read_text(path)
