@@ -58,7 +58,8 @@ def test_columns_are_told_apart_by_their_values_when_names_do_not_say(tmp_path):
         csv.writer(f, quoting=csv.QUOTE_ALL).writerows(
             ["1" if label == "ham" else "2", text[:15], text] for label, text in rows)
     splits = textdata.discover(agnews)
-    assert "text column 'col3', label column 'col1'" in splits.layout and splits.classes == ["1", "2"]
+    assert "text columns 'col2' + 'col3' (joined by the tokenizer's separator), label column 'col1'" in splits.layout
+    assert splits.classes == ["1", "2"] and splits.text_columns == ["col2", "col3"]
     kaggle = tmp_path / "spam.csv"  # Kaggle's copy of the same data: a header line of names that say nothing
     with kaggle.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["v1", "v2"], *rows])

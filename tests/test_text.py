@@ -440,3 +440,118 @@ def test_class_folders_of_text_files_train_predict_and_evaluate(tmp_path, sessio
     splits = textdata.discover(news)
     assert splits.classes == ["rec.ham", "sci.spam"] and len(splits.test) == 20
     assert len(splits.train) + len(splits.val) == 20 and all("café" in s.text for s in splits.train + splits.val)
+
+
+def _write_rows(path: Path, header: list[str] | None, rows: list[list], quote_all: bool = False) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, quoting=csv.QUOTE_ALL if quote_all else csv.QUOTE_MINIMAL)
+        writer.writerows(([header] if header else []) + rows)
+    return path
+
+
+def _titled(rows: list[tuple[str, str]], n: int, offset: int = 0) -> list[list]:
+    """AG News' rows (class index, title, description), here real SMS messages cut after their fourth word."""
+    out = []
+    for label, text in rows[offset:]:
+        words = text.split()
+        if len(words) >= 6:
+            out.append([1 if label == "ham" else 2, " ".join(words[:4]), " ".join(words[4:])])
+        if len(out) == n:
+            return out
+    return out
+
+
+@needs_sms
+def test_texts_of_several_columns_are_found_and_joined_by_the_separator(tmp_path):
+    """AG News (``Class Index,Title,Description``; as first published, headerless and quoted), the Amazon reviews'
+    ``Summary`` before ``Text``, GLUE's ``sentence1, sentence2`` and MRPC's ``#1 String``: one text of several parts,
+    which the tokenizer separates with its [SEP] token. Columns that only look like texts are not joined."""
+    rows = _sms_rows()
+    titled = _titled(rows, 60)
+    ag = textdata.discover(_write_rows(tmp_path / "train.csv", ["Class Index", "Title", "Description"], titled))
+    assert ag.text_columns == ["Title", "Description"] and ag.classes == ["1", "2"]
+    assert "text columns 'Title' + 'Description' (joined by the tokenizer's separator), label column 'Class Index'" \
+        in ag.layout
+    first = next(s for s in ag.train + ag.val if s.where.endswith(":2"))
+    assert first.text == f"{titled[0][1]}{textdata.PART_SEP}{titled[0][2]}"
+    raw = textdata.discover(_write_rows(tmp_path / "ag_news_csv.csv", None, titled, quote_all=True))
+    assert raw.text_columns == ["col2", "col3"] and {s.text for s in raw.train} == {s.text for s in ag.train}
+    reviews = [[i, f"user{i}", d, t, int(c) * 2 + 1] for i, (c, t, d) in enumerate(titled)]
+    amazon = textdata.discover(_write_rows(tmp_path / "Reviews.csv", ["Id", "UserId", "Text", "Summary", "Score"],
+                                           reviews))
+    assert amazon.text_columns == ["Summary", "Text"]
+    pairs = [[a, b, "x" if i % 3 else "y"] for i, (_, a, b) in enumerate(titled)]
+    for names in (["sentence1", "sentence2", "label"], ["premise", "hypothesis", "label"],
+                  ["#1 String", "#2 String", "Quality"], ["text_a", "text_b", "label"]):
+        found = textdata.discover(_write_rows(tmp_path / "pairs.csv", names, pairs), label_column=names[2])
+        assert found.text_columns == names[:2], names
+    # not joined: a movie's title repeated over its reviews, dates and user names beside a tweet (Sentiment140)
+    movies = [[f"Movie {i % 3}", text, label] for i, (label, text) in enumerate(rows[:60])]
+    assert textdata.discover(_write_rows(tmp_path / "rt.csv", ["movie_title", "review", "label"], movies)) \
+        .text_columns == ["review"]
+    tweets = [[0 if y == "ham" else 4, 1467810369 + i, f"Mon Apr 06 22:{i % 60:02d}:45 PDT 2009", "NO_QUERY",
+               f"user_{i}", t] for i, (y, t) in enumerate(rows[:80])]
+    assert textdata.discover(_write_rows(tmp_path / "s140.csv", None, tweets)).text_columns == ["col6"]
+    named = textdata.discover(tmp_path / "train.csv", text_column="Description")  # one column, as asked
+    assert named.text_columns == ["Description"] and textdata.PART_SEP not in named.train[0].text
+    assert textdata.discover(tmp_path / "train.csv", text_column="Description,Title").text_columns == \
+        ["Description", "Title"]
+    with pytest.raises(DataError, match="no column 'Body'.*'Title', 'Description'"):
+        textdata.discover(tmp_path / "train.csv", text_column="Title,Body")
+    tokenizer = hf_text.load_tokenizer(registry.create_backbone("minilm", False).spec) \
+        if hf_text.PACKAGED["minilm"].locate() else None
+    if tokenizer is not None:  # [CLS] title [SEP] description [SEP]
+        ids, _ = textdata.tokenize(tokenizer, [first.text], 64)
+        assert ids[0].count(tokenizer.sep_token_id) == 2
+        assert ids[0] == tokenizer(titled[0][1], titled[0][2], truncation=True, max_length=64)["input_ids"]
+
+
+@needs_sms
+@needs_minilm
+def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tmp_path, session_cache):
+    """Trained on AG News' layout (Title + Description, here real SMS messages), the run records its columns: predict
+    reads a test table's Title and Description, the Python API takes (title, description) tuples, the server lists,
+    and evaluate reads the same texts from a table without a header line."""
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+    from headstart.core import runfolder
+    from headstart.deploy.server import parse_texts
+
+    rows = _sms_rows()
+    header = ["Class Index", "Title", "Description"]
+    train = _write_rows(tmp_path / "train.csv", header, _titled(rows, 300))
+    test_rows = _titled(rows, 120, offset=1500)
+    test = _write_rows(tmp_path / "test.csv", header, test_rows)
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(train), "--out", str(run), "--strategy", "linear",
+                                   "text.max_length=64", "train.refit=false"])
+    assert res.exit_code == 0, res.output
+    assert "text columns 'Title' + 'Description'" in (run / "report.md").read_text()
+    assert runfolder.read_spec(run)["text_columns"] == ["Title", "Description"]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.3, m["val"]
+
+    res = CliRunner().invoke(app, ["predict", str(run), str(test), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    predicted = json.loads(res.stdout)
+    assert [r["text"] for r in predicted] == [f"{t} | {d}" for _, t, d in test_rows]
+    clf = TextClassifier.load(run)
+    tuples = clf.predict([(t, d) for _, t, d in test_rows])
+    assert [r["label"] for r in tuples] == [r["label"] for r in predicted]
+    assert [r["probability"] for r in tuples] == pytest.approx([r["probability"] for r in predicted], abs=1e-5)
+    correct = sum(r["label"] == str(c) for r, (c, _, _) in zip(predicted, test_rows))
+    assert correct / len(test_rows) >= 0.9  # 1 in 7 is spam: the majority scores 0.87
+    assert clf.predict([test_rows[0][1]])[0]["label"]  # one part: answered, with a warning
+    headerless = _write_rows(tmp_path / "test_raw.csv", None, test_rows, quote_all=True)
+    report = clf.evaluate(headerless)
+    assert report["num_samples"] == 120 and report["accuracy"] == pytest.approx(correct / 120)
+    body = json.dumps({"texts": [[t, d] for _, t, d in test_rows[:2]]}).encode()
+    assert parse_texts(body, "application/json", 8) == [f"{t}{textdata.PART_SEP}{d}" for _, t, d in test_rows[:2]]
+    from headstart.deploy import export, onnx_engine
+
+    meta = export.export_run(run, "onnx", max_items=24)  # the ONNX engine separates the parts as the tokenizer did
+    assert meta["parity"]["passed"] and meta["preprocessing"]["part_separator"] == " [SEP] "
+    engine = onnx_engine.OnnxEngine(run / "model.onnx")
+    assert [r["label"] for r in engine.predict([(t, d) for _, t, d in test_rows[:24]])] == \
+        [r["label"] for r in predicted[:24]]

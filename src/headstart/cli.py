@@ -141,7 +141,8 @@ def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     resume: Path | None = typer.Option(None, "--resume", help="continue an interrupted run folder"),
     task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
-    text_column: str | None = typer.Option(None, "--text-column", help="text: the column holding the texts"),
+    text_column: str | None = typer.Option(None, "--text-column", help="text: the column holding the texts, or several "
+                                               "read as one (title,description; sentence1,sentence2)"),
     label_column: str | None = typer.Option(None, "--label-column", help="the column holding the labels"),
     max_length: int | None = typer.Option(None, "--max-length", help="text: tokens per text (longer ones are cut)"),
     classes: str | None = typer.Option(None, "--classes", help="detection: train on these classes only, e.g. person,car"),
@@ -227,7 +228,7 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
     def go() -> None:
         chosen = task_of_run(run)
         cls = chosen.estimator_class()
-        items = cls.cli_inputs(list(inputs or []), file)
+        items = cls.cli_inputs(list(inputs or []), file, run)
         if not items:
             raise ValueError(f"predict needs inputs: {chosen.inputs} (or --file for a text run)")
         if save_images is not None and chosen.name != "detection":
@@ -263,7 +264,7 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             if engine == "torch" and chosen.name in STREAMED_TASKS:  # a DataLoader whose workers decode the files
                 n = default_workers(predictor.config.data.num_workers) if workers is None else workers
                 stream = lambda todo: stream_image_rows(predictor, todo, top_k, n)  # noqa: E731
-            counts = predict_to_file(rows_of, items, out, key, stream=stream)
+            counts = predict_to_file(rows_of, items, out, key, stream=stream, name=getattr(cls, "item_name", str))
             if counts["written"] and counts["written"] == counts["errors"]:
                 raise DataError(f"Nothing could be predicted: none of the {counts['written']} input(s) could be read "
                                 f"(each is listed in {out} with its reason)")

@@ -139,7 +139,9 @@ class DeviceConfig(_Section):
 
 
 class TextConfig(_Section):
-    text_column: str | None = Field(None, description="column holding the text; default: guessed (text, sentence...)")
+    text_column: str | list[str] | None = Field(
+        None, description="column holding the text, or several read as one text (title,description; a pair: "
+        "sentence1,sentence2); default: guessed (text, sentence...; a title before its body; a pair of texts)")
     label_column: str | None = Field(None, description="column holding the label; default: guessed (label, class...)")
     max_length: int = Field(128, ge=4, le=8192, description="tokens per text; longer texts are cut (and counted)")
     pooling: Literal["auto", "mean", "cls"] = Field("auto", description="auto: what the model was trained with")

@@ -356,7 +356,7 @@ class Estimator:
 
     # ---------------------------------------------------------------- the CLI's view
     @classmethod
-    def cli_inputs(cls, items: list[str], file: Path | None) -> list[Any]:
+    def cli_inputs(cls, items: list[str], file: Path | None, run: Path | None = None) -> list[Any]:
         """What ``headstart predict RUN ITEMS`` passes to ``predict`` (image tasks: files and folders; a CSV or TSV
         table stands for the image files it lists, in its order: ``image.data.table_images``)."""
         if file is not None or (items and not any(Path(i).exists() for i in items)):

@@ -74,12 +74,14 @@ def done_items(path: Path, key: str) -> set[str]:
 
 def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]] | None, items: Sequence[Any],
                     out: str | Path, key: str = "path",
-                    stream: Callable[[list[Any]], Iterator[list[dict[str, Any]]]] | None = None) -> dict[str, int]:
+                    stream: Callable[[list[Any]], Iterator[list[dict[str, Any]]]] | None = None,
+                    name: Callable[[Any], str] = str) -> dict[str, int]:
     """Predict ``items`` chunk by chunk into ``out``, skipping the ones already there; counts of what happened.
 
     ``predict(chunk)`` returns one row per item, in order, with ``key`` naming the item and ``error`` for an
     item it could not read (``Estimator.predict(..., errors=True)``). ``stream(items)`` instead yields such rows a
     chunk at a time (``stream_image_rows``); each chunk is written and flushed before the next is asked for.
+    ``name(item)``: how the rows name an item (a text of several parts shows them joined by " | ").
     """
     from headstart.progress import progress_bar, say
 
@@ -87,7 +89,7 @@ def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]] | None,
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out must end in {' or '.join(FORMATS)}, found '{out.name}'")
     done = done_items(out, key)
-    todo = [item for item in items if str(item) not in done]
+    todo = [item for item in items if name(item) not in done]
     if done:
         say(f"Resuming {out}: {len(done)} item(s) already predicted, {len(todo)} to go")
         out.write_bytes(_complete_lines(out))

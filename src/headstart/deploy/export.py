@@ -513,8 +513,11 @@ def _preprocessing(est: Any, task: str, run: Path, target: Path) -> dict[str, An
     source = run / "tokenizer"
     if target.parent.resolve() != run.resolve():  # the tokenizer travels with the exported file
         shutil.copytree(source, target.parent / "tokenizer", dirs_exist_ok=True)
+    from headstart.tasks.text.data import part_separator
+
     return {"type": "text", "tokenizer": "tokenizer/tokenizer.json", "max_length": spec.extra["max_length"],
             "pad_token_id": spec.extra.get("pad_token_id", 0), "special_tokens": True,
+            "text_columns": est.text_columns_, "part_separator": part_separator(est.tokenizer_),
             "truncation": "to max_length tokens (special tokens included)",
             "padding": "right, to the longest text of the batch; attention_mask 1 for tokens, 0 for padding"}
 

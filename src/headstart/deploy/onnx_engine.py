@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from headstart.errors import DataError, RunFolderError
+from headstart.errors import RunFolderError
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     decode,
@@ -36,6 +36,7 @@ from headstart.tasks.image.decode import (  # noqa: F401
     too_large_reason,
     unreadable_reason,
 )
+from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
 
 DEFAULT_FILE = "model.onnx"
 TASKS = ("image", "text", "multilabel", "detection", "segmentation")  # the tasks whose exports this engine runs
@@ -304,18 +305,18 @@ class OnnxEngine:
         return self._tokenizer
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Token ids with special tokens, cut to ``max_length``, as the run's ``transformers`` tokenizer gives them."""
+        """Token ids with special tokens, cut to ``max_length``, as the run's ``transformers`` tokenizer gives them
+        (a text's parts, read from several columns, separated as ``tokenize`` separates them)."""
+        sep = self.meta["preprocessing"].get("part_separator", " ")
+        texts = [t.replace(PART_SEP, sep) for t in texts]
         return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
 
     def _text_probabilities(self, texts: str | Sequence[str]) -> tuple[list[str], np.ndarray]:
         from headstart.progress import warn
 
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        bad = [t for t in texts if not isinstance(t, str)]
-        if bad:
-            raise DataError(f"predict takes strings; found {type(bad[0]).__name__} ({bad[0]!r})")
-        kept = [t for t in texts if t.strip()]
-        self.inputs_, self.unreadable_ = list(texts), []
+        texts = as_texts(texts)
+        kept = [t for t in texts if not is_blank(t)]
+        self.inputs_, self.unreadable_ = [shown(t) for t in texts], []
         if len(kept) < len(texts):
             warn(f"{len(texts) - len(kept)} empty text(s) left out")
         if not kept:
@@ -332,7 +333,7 @@ class OnnxEngine:
             for r, i in enumerate(rows):
                 input_ids[r, :len(ids[i])], mask[r, :len(ids[i])] = ids[i], 1
             out[rows] = self.logits({"input_ids": input_ids, "attention_mask": mask})
-        return kept, softmax(out)
+        return [shown(t) for t in kept], softmax(out)
 
     # ---------------------------------------------------------------- detection
     def detect(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from headstart.core import runfolder
 from headstart.deploy.batching import Batcher
 from headstart.errors import HeadstartError
 from headstart.tasks import task_of_run
+from headstart.tasks.text import joined
 
 FIELD = "files"  # the multipart field that holds the images of a request
 ENVIRONMENT = "HEADSTART_SERVE"  # --workers N: how each worker process learns its run and limits
@@ -170,7 +171,8 @@ def _media_type(request: Request) -> str:
 
 
 def parse_texts(body: bytes, media: str, max_items: int) -> list[str]:
-    """The texts of a JSON request ``{"texts": [...]}``; RequestError naming what is wrong."""
+    """The texts of a JSON request ``{"texts": [...]}``, each a string or a list of its parts (``[title, body]``,
+    ``[premise, hypothesis]``); RequestError naming what is wrong."""
     expected = 'a JSON body {"texts": ["a text", ...]} (Content-Type: application/json)'
     if media.startswith("multipart/") or media.startswith("image/"):
         raise RequestError(415, "this server classifies texts, the request sends files", expected, media)
@@ -196,11 +198,13 @@ def parse_texts(body: bytes, media: str, max_items: int) -> list[str]:
     if len(texts) > max_items:
         raise RequestError(413, "too many texts in one request", f"at most {max_items} (--max-items)", len(texts))
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise RequestError(422, f"texts[{i}] is not a string", "strings", f"a {_json_type(text)}: {text!r:.60}")
-        if not text.strip():
+        parts = text if isinstance(text, list) and text else [text]
+        if not all(isinstance(p, str) for p in parts):
+            raise RequestError(422, f"texts[{i}] is not a string", "strings (or lists of strings: a text's parts, for "
+                               "a model trained on several text columns)", f"a {_json_type(text)}: {text!r:.60}")
+        if not "".join(parts).strip():
             raise RequestError(422, f"texts[{i}] is empty", "non-empty strings", repr(text))
-    return texts
+    return [joined(t) for t in texts]
 
 
 def _json_type(value: Any) -> str:

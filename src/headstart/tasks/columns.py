@@ -61,7 +61,7 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
 
 
-def _words(name: str) -> list[str]:
+def name_words(name: str) -> list[str]:
     """A column name's words, lower case: ``airline_sentiment`` and ``imagePath`` give two each."""
     return [w.lower() for w in re.split(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])", name) if w]
 
@@ -71,7 +71,7 @@ def _named_like(columns: Sequence[str], candidates: Sequence[str]) -> str | None
     ``airline_sentiment``, ``tweet_text``); among several, the one whose last word is (``airline_sentiment``, not
     ``airline_sentiment_confidence``); else None."""
     wanted = {c.lower() for c in candidates if len(c) > 1}  # not 'y' of 'y_min'
-    several = {c: words for c in columns if len(words := _words(c)) > 1}
+    several = {c: words for c in columns if len(words := name_words(c)) > 1}
     named = [c for c, words in several.items() if wanted & set(words)]
     if len(named) > 1:
         named = [c for c in named if several[c][-1] in wanted]

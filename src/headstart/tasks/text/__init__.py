@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from headstart.errors import DataError
 from headstart.tasks.tables import IMAGE_SUFFIXES
 
 DATASETS_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
 TEXT_FILE_SUFFIXES = (".txt",)  # class folders of these are text data (IMDB's aclImdb/, BBC News' bbc/)
+PART_SEP = "\x1f"  # joins the parts of a text read from several columns; the tokenizer's separator token replaces it
+SHOWN_SEP = " | "  # how such a text's parts are shown (reports, predictions)
+
+
+def joined(parts: str | Sequence[str]) -> str:
+    """One text of several parts (a pair given as a tuple), as a text read from several columns is held."""
+    return parts if isinstance(parts, str) else PART_SEP.join(str(p).strip() for p in parts)
+
+
+def as_texts(texts: str | Sequence[str | Sequence[str]]) -> list[str]:
+    """The texts to predict: one or several strings, each a text or a tuple of its parts (a model trained on a title
+    and its body, or on pairs, takes them in its columns' order); DataError on anything else."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    bad = [t for t in texts if not (isinstance(t, str) or isinstance(t, (tuple, list))
+                                    and all(isinstance(p, str) for p in t))]
+    if bad:
+        raise DataError(f"predict takes strings (or tuples of strings: a text's parts); found {type(bad[0]).__name__} "
+                        f"({bad[0]!r}). Read files first (headstart predict RUN --file texts.txt reads one text per "
+                        "line)")
+    return [joined(t) for t in texts]
+
+
+def is_blank(text: str) -> bool:
+    return not text.replace(PART_SEP, "").strip()
+
+
+def shown(text: str) -> str:
+    """A text as people read it: its parts separated by ``SHOWN_SEP``."""
+    return text.replace(PART_SEP, SHOWN_SEP)
 
 
 def _folders(path: Path) -> list[Path]:

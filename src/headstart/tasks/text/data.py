@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset
 
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
-from headstart.tasks.columns import SPLIT_COLUMN, pick_column
+from headstart.tasks.columns import SAMPLE_ROWS, SPLIT_COLUMN, by_content, name_words, pick_column
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
@@ -36,13 +37,17 @@ from headstart.tasks.tables import (
     read_text_file,
     table_files,
 )
-from headstart.tasks.text import is_datasets_folder, is_text_file, is_text_folder
+from headstart.tasks.text import PART_SEP, is_datasets_folder, is_text_file, is_text_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
 TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
-                "tweet", "question", "title")
-LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "y", "sentiment")
+                "tweet", "description", "abstract", "article", "question", "title")
+TITLE_COLUMNS = ("title", "headline", "subject", "summary")  # a text's own title, read before it (AG News)
+PAIR_COLUMNS = (("premise", "hypothesis"), ("question", "sentence"), ("question", "passage"), ("query", "passage"),
+                ("claim", "evidence"))  # texts classified as pairs (NLI, QNLI, BoolQ...), besides numbered ones
+TITLE_DISTINCT = 0.3  # a title column holds a title per text (movie names, repeated over their reviews, are not)
+LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "y", "sentiment", "rating", "stars", "score")
 HEADER_NAMES = (*TEXT_COLUMNS, *LABEL_COLUMNS, SPLIT_COLUMN)  # a first line naming one of these is a header line
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
@@ -56,7 +61,11 @@ class TextSample:
     where: str = ""
 
 
-TextSplits = Splits  # classes, train, val, test, layout, skipped, notes
+@dataclass
+class TextSplits(Splits):
+    """``Splits`` of texts, with the column(s) their texts were read from (predict and evaluate read the same)."""
+
+    text_columns: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -234,12 +243,13 @@ def _read_datasets(path: Path) -> Records:
 
 
 # ------------------------------------------------------------------------------------------- columns
-def text_and_label_columns(records: Records, text_column: str | None, label_column: str | None,
-                           where: Path) -> tuple[str, str]:
-    """The text and the label column: as named, by a common name, the one column left once the other is known
-    (``message, species``: the texts by name, then the labels as the column left), or by their values
+def text_and_label_columns(records: Records, text_column: str | Sequence[str] | None, label_column: str | None,
+                           where: Path) -> tuple[list[str], str]:
+    """The text column(s) and the label column: as named, by a common name, the one column left once the other is
+    known (``message, species``: the texts by name, then the labels as the column left), or by their values
     (``pick_column``): the longest texts; the fewest distinct labels in a table without a header line only (names
-    such as ``size`` or ``year`` would say what a count of distinct values cannot)."""
+    such as ``size`` or ``year`` would say what a count of distinct values cannot). Several text columns make one
+    text (``text_columns``): a pair, a title and its body."""
     columns, rows = records.columns, records.rows()
 
     def pick(what: str, wanted: str | None, candidates: Sequence[str], exclude: list[str],
@@ -249,11 +259,115 @@ def text_and_label_columns(records: Records, text_column: str | None, label_colu
                            f"text.{what}_column)", exclude=exclude, optional=optional, rows=rows, by_values=guess)
 
     lcol = pick("label", label_column, LABEL_COLUMNS, [], optional=True)
-    tcol = pick("text", text_column, TEXT_COLUMNS, [lcol] if lcol else [])
-    lcol = lcol or pick("label", None, LABEL_COLUMNS, [tcol])
-    if tcol == lcol:
-        raise DataError(f"{where}: the text and label columns are both '{tcol}'; columns found: {columns}")
-    return tcol, lcol
+    tcols = text_columns(records, text_column, [lcol] if lcol else [], where)
+    lcol = lcol or pick("label", None, LABEL_COLUMNS, tcols)
+    if lcol in tcols:
+        raise DataError(f"{where}: the text and label columns are both '{lcol}'; columns found: {columns}")
+    return tcols, lcol
+
+
+def text_columns(records: Records, wanted: str | Sequence[str] | None, exclude: Sequence[str], where: Path,
+                 hint: str = "Name it with --text-column (config key text.text_column)") -> list[str]:
+    """The column(s) whose values make the texts, in the order they are read.
+
+    As named (``title,description`` or a list: several); else a pair of texts (``PAIR_COLUMNS``, or two columns
+    numbered 1 and 2 or a and b: ``sentence1, sentence2``, ``text_a, text_b``); else the text column
+    (``pick_column``) after its title (``TITLE_COLUMNS``: AG News' ``Title, Description``, the Amazon reviews'
+    ``Summary, Text``); in a table without a header line, after the other columns of distinct sentences (AG News as
+    first published: ``"3","Wall St. Bears...","Reuters - Short-sellers..."``).
+    """
+    columns, rows = records.columns, records.rows()
+    named = [wanted] if isinstance(wanted, str) and wanted in columns else column_names(wanted, split=True)
+    if named:
+        for c in named:
+            pick_column(columns, c, (), "text", where, hint)  # the error naming the columns found
+        return named
+    pair = _pair_columns(columns, rows, exclude)
+    if pair:
+        return pair
+    tcol = pick_column(columns, None, TEXT_COLUMNS, "text", where, hint, exclude=exclude, rows=rows)
+    values = _column_values(rows)
+    if _is_title(tcol, values):  # a title chosen by its name: its body, when one is longer, follows it
+        body = by_content("text", [c for c in columns if c not in exclude and c.lower() != SPLIT_COLUMN], rows)
+        return [tcol, body] if body not in (None, tcol) and _prose(values(body)) else [tcol]
+    if records.header:
+        titles = [c for c in columns if c not in (tcol, *exclude) and _is_title(c, values)]
+        return [titles[0], tcol] if len(titles) == 1 else [tcol]
+    others = [c for c in columns if c not in (tcol, *exclude) and c.lower() != SPLIT_COLUMN
+              and _prose(vs := values(c)) and len(set(vs)) > 0.5 * len(vs)]
+    return [c for c in columns if c in others or c == tcol]
+
+
+def _column_values(rows: Sequence[dict[str, Any]]):
+    """A column's non-blank values in the first ``SAMPLE_ROWS`` rows, read once per column."""
+    cache: dict[str, list[str]] = {}
+
+    def values(column: str) -> list[str]:
+        if column not in cache:
+            cache[column] = [v for r in rows[:SAMPLE_ROWS] if (v := str(r.get(column) or "").strip())]
+        return cache[column]
+    return values
+
+
+def _prose(values: Sequence[str]) -> bool:
+    """Whether values read as sentences or titles: two words or more on average, nearly all letters and blanks (not
+    dates, numbers, ids or links)."""
+    if not values:
+        return False
+    chars = sum(map(len, values))
+    words = sum(len(v.split()) for v in values)
+    letters = sum(ch.isalpha() or ch.isspace() for v in values for ch in v)
+    return words >= 2 * len(values) and letters >= 0.7 * chars
+
+
+def _is_title(column: str, values) -> bool:
+    """A column named as a title (``Title``, ``review_title``) holding one per text, read as prose."""
+    words = name_words(column)
+    vs = values(column)
+    return bool(words) and words[-1] in TITLE_COLUMNS and _prose(vs) and len(set(vs)) > TITLE_DISTINCT * len(vs)
+
+
+def _pair_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Sequence[str]) -> list[str]:
+    """Two columns of texts classified together: named as a pair (``PAIR_COLUMNS``), or named alike but for 1 and 2,
+    a and b (``sentence1``, ``#1 String``, ``text_a``), both holding sentences; else []."""
+    lower = {c.lower(): c for c in columns if c not in exclude}
+    for first, second in PAIR_COLUMNS:
+        if first in lower and second in lower:
+            return [lower[first], lower[second]]
+    values = _column_values(rows)
+    for column in lower.values():
+        for m in re.finditer(r"(?<![0-9])1(?![0-9])|(?<=[_ ])[aA]$", column):
+            other = column[:m.start()] + {"1": "2", "a": "b", "A": "B"}[m.group()] + column[m.end():]
+            if other in lower.values() and _prose(values(column)) and _prose(values(other)):
+                return [column, other]
+    return []
+
+
+def column_names(text_column: str | Sequence[str] | None, split: bool = False) -> list[str]:
+    """The names in a ``text_column`` setting: one, a list, or ``a,b`` (``split``: its parts only; else the name
+    itself too, as a column may hold a comma)."""
+    if text_column is None:
+        return []
+    if not isinstance(text_column, str):
+        return list(text_column)
+    parts = [c.strip() for c in text_column.split(",")] if "," in text_column else []
+    return parts if split and parts else [text_column, *parts]
+
+
+def text_of(row: dict[str, Any], columns: Sequence[str]) -> str:
+    """A row's text: its one text column's value, or its text columns' values joined by ``PART_SEP`` ("" when all
+    are blank)."""
+    parts = ["" if row.get(c) is None else str(row.get(c)) for c in columns]
+    if len(parts) == 1:
+        return parts[0]
+    return PART_SEP.join(p.strip() for p in parts) if any(p.strip() for p in parts) else ""
+
+
+def columns_note(columns: Sequence[str]) -> str:
+    """How the Data line names the text column(s)."""
+    if len(columns) == 1:
+        return f"text column '{columns[0]}'"
+    return "text columns " + " + ".join(f"'{c}'" for c in columns) + " (joined by the tokenizer's separator)"
 
 
 def _as_label(value: Any) -> str:
@@ -281,13 +395,12 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
              val_fraction: float = 0.2, seed: int = 0) -> TextSplits:
     """Classes and train/val(/test) texts of DATA; empty texts and labels are left out and reported."""
     path = Path(data)
-    records = read_records(path, [text_column, label_column])
+    records = read_records(path, [*column_names(text_column), label_column])
     parts, columns = records.parts, records.columns
-    tcol, lcol = text_and_label_columns(records, text_column, label_column, path)
+    tcols, lcol = text_and_label_columns(records, text_column, label_column, path)
     rows_all = records.rows()
-    texts = [r.get(tcol) for r in rows_all]
-    if _looks_like_image_paths([str(t or "") for t in texts]):
-        raise DataError(f"{path}: column '{tcol}' holds image file paths, not texts: this is image data; "
+    if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in rows_all]):
+        raise DataError(f"{path}: column '{tcols[0]}' holds image file paths, not texts: this is image data; "
                         "train it with --task image (and an image model)")
     labels = [_as_label(r.get(lcol)) for r in rows_all]
     classes = _sort_classes(set(labels) - {""})
@@ -296,15 +409,15 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
                         "a classifier needs at least 2 classes")
     note = f"; {records.table.describe()}" if records.table is not None and records.table.describe() else ""
     splits = TextSplits(classes, [], [], layout=records.layout
-                        or f"{path.name} (text column '{tcol}', label column '{lcol}'{note})", notes=list(records.notes))
+                        or f"{path.name} ({columns_note(tcols)}, label column '{lcol}'{note})", notes=list(records.notes),
+                        text_columns=tcols)
     index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
     for part, rows in parts.items():
         for row_no, row in enumerate(rows, start=records.first_line):
             where = f"{path.name}:{part + ':' if part else ''}{row_no}"
-            text, label = row.get(tcol), _as_label(row.get(lcol))
-            text = "" if text is None else str(text)
+            text, label = text_of(row, tcols), _as_label(row.get(lcol))
             if not text.strip() or not label:
                 splits.skipped.append((where, "empty text" if not text.strip() else "empty label"))
                 continue
@@ -352,16 +465,18 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     return splits
 
 
-def labelled_texts(data: str | Path, classes: list[str], text_column: str | None = None,
+def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequence[str] | None = None,
                    label_column: str | None = None) -> tuple[list[TextSample], list[tuple[str, str]]]:
     """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows)."""
     path = Path(data)
-    records = read_records(path, [text_column, label_column])
+    names = column_names(text_column)
+    records = read_records(path, [*names, label_column])
     parts, columns = records.parts, records.columns
-    # the columns named at training where this table has them (a run trained on the UCI file's col2 evaluates a
-    # table whose header says 'text'); else found here as training finds them
-    text_column, label_column = (c if c in columns else None for c in (text_column, label_column))
-    tcol, lcol = text_and_label_columns(records, text_column, label_column, path)
+    # the columns named (or found) at training where this table has them (a run trained on the UCI file's col2
+    # evaluates a table whose header says 'text'); else found here as training finds them
+    text_column = text_column if names and all(c in columns for c in column_names(text_column, split=True)) else None
+    label_column = label_column if label_column in columns else None
+    tcols, lcol = text_and_label_columns(records, text_column, label_column, path)
     rows, first = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None), 1
     if rows is None:
         rows, first = records.rows(), records.first_line  # every row: numbered by its file line
@@ -371,13 +486,13 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | None
                 if chosen:
                     rows, first = chosen, 1
                     break
-    if _looks_like_image_paths([str(r.get(tcol) or "") for r in rows]):
-        raise DataError(f"{path}: column '{tcol}' holds image file paths: this model classifies texts")
+    if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in rows]):
+        raise DataError(f"{path}: column '{tcols[0]}' holds image file paths: this model classifies texts")
     index = {c: i for i, c in enumerate(classes)}
     samples, skipped = [], []
     unknown: Counter = Counter()
     for line, row in enumerate(rows, start=first):
-        text, label = str(row.get(tcol) or ""), _as_label(row.get(lcol))
+        text, label = text_of(row, tcols), _as_label(row.get(lcol))
         if not text.strip() or not label:
             skipped.append((f"{path.name}:{line}", "empty text" if not text.strip() else "empty label"))
         elif label not in index:
@@ -422,14 +537,25 @@ def text_key(text: str) -> str:
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids of each text cut to ``max_length`` (special tokens included) and how many texts were cut."""
+    """Token ids of each text cut to ``max_length`` (special tokens included) and how many texts were cut. The parts
+    of a text read from several columns are separated by the tokenizer's separator token (``part_separator``)."""
     if not texts:
         return [], 0
+    if any(PART_SEP in t for t in texts):
+        sep = part_separator(tokenizer)
+        texts = [t.replace(PART_SEP, sep) for t in texts]
     ids = tokenizer(texts, truncation=True, max_length=max_length + 1)["input_ids"]
     cut = sum(len(i) > max_length for i in ids)
     if cut:
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     return ids, cut
+
+
+def part_separator(tokenizer) -> str:
+    """What stands between the parts of a text (a title and its body, a pair): the separator token BERT-family models
+    were pre-trained to read between two segments, ``" [SEP] "`` (RoBERTa ``" </s> "``); a blank without one."""
+    sep = getattr(tokenizer, "sep_token", None)
+    return f" {sep} " if sep else " "
 
 
 class TokenDataset(Dataset):
@@ -528,11 +654,13 @@ def _names_a_file(item: str) -> bool:
     return True
 
 
-def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -> list[str]:
+def texts_from_arguments(items: Sequence[str], file: str | Path | None = None,
+                         columns: Sequence[str] = ()) -> list[str]:
     """Texts to classify from the command line: arguments are texts, except existing files: ``.txt`` files hold one
     text per line, tables (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``) one per row, in their text column
     (``table_texts``), folders of ``.txt`` files one per file (as training reads class folders: IMDB's test/pos/);
-    ``file`` is read the same way. Image files are refused with the fix."""
+    ``file`` is read the same way. Image files are refused with the fix. ``columns``: the text column(s) the model
+    was trained on, read from a table that has them all."""
     texts: list[str] = []
     sources = [Path(file)] if file is not None else []
     for item in items:
@@ -556,16 +684,18 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None) -
         if not source.is_file():
             raise DataError(f"Text file not found: {source}")
         if source.suffix.lower() in TABLE_SUFFIXES:
-            texts += table_texts(source)
+            texts += table_texts(source, columns)
         else:
             texts += [line for line in read_text_file(source).splitlines() if line.strip()]
     return texts
 
 
-def table_texts(path: Path) -> list[str]:
+def table_texts(path: Path, columns: Sequence[str] = ()) -> list[str]:
     """The texts of a table to classify (a Kaggle-style ``test.csv`` of ``id,text``), one per row in the table's
-    order: its text column found as for training (by name, else by its values)."""
-    records = read_records(path)
-    column = pick_column(records.columns, None, TEXT_COLUMNS, "text", path, "Name the column of texts 'text' (or "
-                         "pass the texts with --file texts.txt, one per line)", rows=records.rows())
-    return [str(r.get(column) if r.get(column) is not None else "") for r in records.rows()]
+    order: in ``columns`` (those the model was trained on) where it has them all, else in its text column(s) found as
+    for training (by name, else by their values)."""
+    records = read_records(path, columns)
+    if not (columns and all(c in records.columns for c in columns)):
+        columns = text_columns(records, None, [], path, "Name the column of texts 'text' (or pass the texts with "
+                               "--file texts.txt, one per line)")
+    return [text_of(r, columns) for r in records.rows()]

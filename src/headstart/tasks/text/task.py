@@ -14,12 +14,13 @@ import torch
 from headstart.core import loop, strategies
 from headstart.core.backbones import hf_text, registry
 from headstart.core.estimator import REFIT_TRAIN, Prepared
-from headstart.errors import ConfigError, DataError, RunFolderError
+from headstart.errors import ConfigError, RunFolderError
 from headstart.progress import say, warn
 from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
+from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
 from headstart.tasks.text.data import (
     PadCollate,
     TextData,
@@ -48,6 +49,8 @@ class TextClassifier(ClassifierEstimator):
     REPORT_IMAGES = False
     ITEM_KEY = "text"
     tokenizer_ = None
+    text_columns_: list[str] = []  # the column(s) the texts were read from at training
+    item_name = staticmethod(shown)  # how a prediction's row names its text
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg, tc = self.config, self.config.text
@@ -76,7 +79,7 @@ class TextClassifier(ClassifierEstimator):
                 f"{n:,} parameters")
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
-        self.tokenizer_ = tokenizer
+        self.tokenizer_, self.text_columns_ = tokenizer, splits.text_columns
         return Prepared(model, tdata, splits, {"truncated": tdata.truncated, "max_length": max_length,
                                                "data_warnings": splits.notes})
 
@@ -85,31 +88,44 @@ class TextClassifier(ClassifierEstimator):
         super()._write_outputs(run, data, prepared, state)
 
     def _report_item(self, sample: TextSample) -> str:
-        return sample.text
+        return shown(sample.text)
+
+    def _spec_info(self) -> dict[str, Any]:
+        return {**super()._spec_info(), "text_columns": self.text_columns_}
 
     def _loaded(self, run: Path, info: dict[str, Any]) -> None:
         super()._loaded(run, info)
+        self.text_columns_ = list(info.get("text_columns") or [])
         if not (run / TOKENIZER_DIR).is_dir():
             raise RunFolderError(f"{run} has no {TOKENIZER_DIR}/ folder: the run is incomplete; train it again")
         self.tokenizer_ = hf_text.load_tokenizer(self.model_.backbone.spec, run / TOKENIZER_DIR)
 
     @classmethod
-    def cli_inputs(cls, items: list[str], file: Path | None) -> list[str]:
-        return texts_from_arguments(items, file)
+    def cli_inputs(cls, items: list[str], file: Path | None, run: Path | None = None) -> list[str]:
+        """Texts from the command line; a table's are read from the run's text column(s) where it has them."""
+        from headstart.core import runfolder
+
+        columns = runfolder.read_spec(run).get("text_columns") or [] if run is not None else []
+        return texts_from_arguments(items, file, columns)
 
     # ---------------------------------------------------------------- using the model
-    def predict_proba(self, texts: str | list[str]) -> tuple[list[str], torch.Tensor]:
-        """Class probabilities ``(texts, probs[n_texts, n_classes])``; empty texts are left out (with a warning)."""
+    def predict_proba(self, texts: str | list[str] | list[tuple[str, ...]]) -> tuple[list[str], torch.Tensor]:
+        """Class probabilities ``(texts, probs[n_texts, n_classes])``; empty texts are left out (with a warning).
+
+        A model trained on several text columns (a title and its body, a pair) takes each text as a tuple of its
+        parts in the columns' order (``text_columns_``); the texts returned show them joined by " | ".
+        """
         model = self._require_fitted()
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        bad = [t for t in texts if not isinstance(t, str)]
-        if bad:
-            raise DataError(f"predict takes strings; found {type(bad[0]).__name__} ({bad[0]!r}). Read files first "
-                            "(headstart predict RUN --file texts.txt reads one text per line)")
-        kept = [t for t in texts if t.strip()]
+        texts = as_texts(texts)
+        kept = [t for t in texts if not is_blank(t)]
         if len(kept) < len(texts):
             warn(f"{len(texts) - len(kept)} empty text(s) left out")
-        return kept, self._logits(model, kept).softmax(dim=1)
+        parts = len(self.text_columns_)
+        odd = sum(t.count(PART_SEP) + 1 != parts for t in kept) if parts > 1 else 0
+        if odd:
+            warn(f"{odd} of {len(kept)} text(s) are not in {parts} parts, while this model was trained on texts read "
+                 f"from {' + '.join(self.text_columns_)}: pass each as a tuple of its {parts} parts")
+        return [shown(t) for t in kept], self._logits(model, kept).softmax(dim=1)
 
     def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
         if not texts:
@@ -130,7 +146,8 @@ class TextClassifier(ClassifierEstimator):
         """Metrics on labelled texts (a table or datasets folder) with the majority baseline and warnings."""
         model = self._require_fitted()
         tc = self.config.text
-        samples, skipped = labelled_texts(data, self.classes_, tc.text_column, tc.label_column)
+        samples, skipped = labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None,
+                                          tc.label_column)
         logits = self._logits(model, [s.text for s in samples])
         labels = torch.tensor([s.label for s in samples], dtype=torch.long)
         report = classification_report(logits, labels, self.classes_, self.train_counts_)
