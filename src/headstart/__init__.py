@@ -11,7 +11,8 @@ from typing import Any
 __version__ = "0.2.0"
 
 _ESTIMATORS = {"ImageClassifier": "image", "TextClassifier": "text", "Detector": "detection",
-               "MultiLabelClassifier": "multilabel", "Segmenter": "segmentation"}
+               "MultiLabelClassifier": "multilabel", "MultiLabelTextClassifier": "text-multilabel",
+               "Segmenter": "segmentation"}
 __all__ = [*_ESTIMATORS, "__version__"]
 
 

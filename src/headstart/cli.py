@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from headstart.errors import ConfigError, DataError, HeadstartError
-from headstart.tasks import get_task, infer_task, task_names, task_of_run
+from headstart.tasks import get_task, infer_task, resolve_task, task_names, task_of_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune pretrained models on your own small dataset.")
@@ -169,7 +169,7 @@ def train(
     def go() -> None:
         from headstart.core.estimator import build_config
 
-        chosen = get_task(task or ("multilabel" if from_detection else infer_task(data)))
+        chosen = resolve_task(task or ("multilabel" if from_detection else None), data)
         arguments = dict(
             config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
             weights=str(weights) if weights else None, pretrained=pretrained, strict=strict, time_budget=time_budget,
@@ -249,6 +249,10 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             predictor = printer = cls.load(run)
         if out is not None:
             from headstart.deploy.batch import STREAMED_TASKS, default_workers, predict_to_file, stream_image_rows
+
+            if out.suffix == ".csv" and chosen.name not in ("image", "text"):  # before a line is written
+                raise ConfigError(f"--out FILE.csv holds single-label classification rows; write this {chosen.name} "
+                                  "run's predictions to a .jsonl file instead")
 
             if chosen.inputs != "texts":  # one row per image file, so that a second run skips the done ones
                 from headstart.tasks.image.decode import image_files

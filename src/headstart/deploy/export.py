@@ -51,8 +51,9 @@ from headstart.deploy import onnx_engine
 from headstart.errors import ConfigError, ExportError
 
 FORMATS = ("onnx", "torchscript")
-TASKS = ("image", "text", "multilabel")  # tasks whose runs export with every option (and run in the ONNX engine)
+TASKS = ("image", "text", "multilabel", "text-multilabel")  # runs that export with every option (and run in the engine)
 IMAGE_TASKS = ("image", "multilabel")  # their graphs take ``pixel_values``
+TEXT_TASKS, TAG_TASKS = onnx_engine.TEXT_TASKS, onnx_engine.TAG_TASKS  # token ids in; a sigmoid per class out
 DETECTION_FAMILIES = ("fcos", "retinanet", "fasterrcnn")  # detectors that export (ONNX fp32, one image per call)
 EXPORT_JSON = "export.json"
 # Limits of the parity check, by precision of the exported file. Logit differences are relative to the largest
@@ -289,10 +290,10 @@ def _image_items(est: Any, data: Path, max_items: int, batch: int, calibrate: bo
 
 
 def _text_items(est: Any, data: Path, max_items: int, batch: int) -> Checked:
-    from headstart.tasks.text.data import PadCollate, discover, tokenize
+    from headstart.tasks.text.data import PadCollate, tokenize
 
-    cfg, spec = est.config, est.model_.backbone.spec
-    splits = discover(data, cfg.text.text_column, cfg.text.label_column, cfg.data.val_fraction, cfg.train.seed)
+    spec = est.model_.backbone.spec
+    splits = est._discover(data)  # multi-label texts as their estimator reads them
     val = _spread(splits.val or splits.train, max_items)
     if not val:
         raise ExportError(f"No validation texts in {data} for the parity check: pass --data with labelled texts")
@@ -301,7 +302,9 @@ def _text_items(est: Any, data: Path, max_items: int, batch: int) -> Checked:
     collate = PadCollate(spec.extra.get("pad_token_id", 0))
     batches = [collate([(ids[i], 0) for i in order[s:s + batch]])[0] for s in range(0, len(order), batch)]
     val = [val[i] for i in order]
-    return Checked(batches, _relabel([s.label for s in val], splits.classes, est.classes_), [s.text for s in val])
+    labels = [None] * len(val) if est.TASK in TAG_TASKS else _relabel([s.label for s in val], splits.classes,
+                                                                      est.classes_)
+    return Checked(batches, labels, [s.text for s in val])
 
 
 def _graph(est: Any, task: str, half: bool = False) -> Any:
@@ -326,11 +329,11 @@ def _graph(est: Any, task: str, half: bool = False) -> Any:
         def forward(self, input_ids, attention_mask):
             return self.model({"input_ids": input_ids, "attention_mask": attention_mask}).float()
 
-    return (TextGraph() if task == "text" else ImageGraph()).eval()
+    return (TextGraph() if task in TEXT_TASKS else ImageGraph()).eval()
 
 
 def _input_names(task: str) -> list[str]:
-    return ["input_ids", "attention_mask"] if task == "text" else ["pixel_values"]
+    return ["input_ids", "attention_mask"] if task in TEXT_TASKS else ["pixel_values"]
 
 
 def _example(task: str, checked: Checked, dynamic_batch: bool) -> tuple[Any, ...]:
@@ -341,7 +344,7 @@ def _example(task: str, checked: Checked, dynamic_batch: bool) -> tuple[Any, ...
     first = checked.batches[0]
     if task == SEGMENTATION and first["pixel_values"].shape[-1] == first["pixel_values"].shape[-2]:
         first = {"pixel_values": first["pixel_values"][..., :-8]}  # height != width, or torch.export ties the two
-    if task != "text":
+    if task not in TEXT_TASKS:
         x = first["pixel_values"][:1]
         return (x.repeat(2, 1, 1, 1) if dynamic_batch else x,)
     if dynamic_batch:  # two texts of different lengths: the traced graph sees padding and the mask
@@ -439,7 +442,7 @@ def _quantize(plain: Path, target: Path, task: str, checked: Checked, tmp: Path)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its 'consider pre-processing' hint
-    if task == "text":
+    if task in TEXT_TASKS:
         quantize_dynamic(str(plain), str(target), weight_type=QuantType.QInt8)
         return
     feeds = [{"pixel_values": b["pixel_values"].numpy()} for b in checked.calibration or checked.batches]
@@ -538,11 +541,11 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         "inputs": inputs, "outputs": [{"name": "logits", "dtype": "float32", "shape": [batch, n],
                                        "postprocessing": "sigmoid of each logit gives its class's probability; a "
                                        "label applies when its probability >= its class's threshold (thresholds)"
-                                       if task == "multilabel" else "softmax over classes gives the probabilities"}],
+                                       if task in TAG_TASKS else "softmax over classes gives the probabilities"}],
         "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(est, task, run, target),
         **_provenance(spec, run, target),
     }
-    if task == "multilabel":
+    if task in TAG_TASKS:
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
     if fmt == "onnx":
         import onnx
@@ -553,7 +556,7 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         meta["exporter"] = f"torch.onnx.export(dynamo=True), torch {torch.__version__}"
         meta["onnxruntime_version"] = onnxruntime.__version__
         if precision == "int8":
-            meta["quantization"] = "dynamic (int8 weights, onnxruntime.quantization.quantize_dynamic)" if task == "text" \
+            meta["quantization"] = "dynamic (int8 weights, onnxruntime.quantization.quantize_dynamic)" if task in TEXT_TASKS \
                 else f"static QDQ: per-channel int8 weights, symmetric int8 activations calibrated (min-max) on up to " \
                      f"{CALIBRATION_ITEMS} training images; the classifier layer stays fp32 " \
                      "(onnxruntime.quantization.quantize_static)"
@@ -613,7 +616,7 @@ def _reference(est: Any, task: str, batch: dict[str, Any]) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        x = dict(batch) if task == "text" else batch["pixel_values"]
+        x = dict(batch) if task in TEXT_TASKS else batch["pixel_values"]
         return est.model_(x).float().numpy()
 
 
@@ -630,7 +633,7 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
     runner = _exported_runner(meta, target)
     ref = np.concatenate([_reference(est, task, b) for b in checked.batches])
     got = np.concatenate([runner(b) for b in checked.batches]).astype(np.float32)
-    activate = onnx_engine.sigmoid if task == "multilabel" else onnx_engine.softmax
+    activate = onnx_engine.sigmoid if task in TAG_TASKS else onnx_engine.softmax
     p_ref, p_got = activate(ref), activate(got)
     scale = max(1.0, float(np.abs(ref).max()))
     agree, agreement = _agreement(task, p_ref, p_got, meta)
@@ -667,7 +670,7 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
 def _agreement(task: str, a: np.ndarray, b: np.ndarray, meta: dict[str, Any]) -> tuple[str, float]:
     """How often two sets of probabilities decide the same: top-1 class, or (multi-label) every label at its
     class's threshold (the share of items whose label sets are equal)."""
-    if task == "multilabel":
+    if task in TAG_TASKS:
         t = np.asarray(meta["thresholds"], np.float32)[None]
         return "tag_agreement", float(np.mean(((a >= t) == (b >= t)).all(1)))
     return "top1_agreement", float(np.mean(a.argmax(1) == b.argmax(1)))

@@ -39,7 +39,9 @@ from headstart.tasks.image.decode import (  # noqa: F401
 from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
 
 DEFAULT_FILE = "model.onnx"
-TASKS = ("image", "text", "multilabel", "detection", "segmentation")  # the tasks whose exports this engine runs
+TASKS = ("image", "text", "multilabel", "text-multilabel", "detection", "segmentation")  # the exports it runs
+TEXT_TASKS = ("text", "text-multilabel")  # their models take token ids
+TAG_TASKS = ("multilabel", "text-multilabel")  # a sigmoid and a threshold per class
 
 
 def sidecar_path(model_file: str | Path) -> Path:
@@ -238,7 +240,7 @@ class OnnxEngine:
             raise RunFolderError(f"The ONNX engine predicts {', '.join(TASKS)} models; {self.model_file} holds "
                                  f"a '{self.meta['task']}' model")
         self.task, self.classes = self.meta["task"], list(self.meta["classes"])
-        self.item_key = "text" if self.task == "text" else "path"
+        self.item_key = "text" if self.task in TEXT_TASKS else "path"
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -246,7 +248,7 @@ class OnnxEngine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
         self.thresholds = [float(t) for t in self.meta.get("thresholds") or []]  # multi-label: one per class
-        if self.task == "multilabel" and len(self.thresholds) != len(self.classes):
+        if self.task in TAG_TASKS and len(self.thresholds) != len(self.classes):
             raise RunFolderError(f"{sidecar_path(self.model_file).name} holds {len(self.thresholds)} thresholds for "
                                  f"{len(self.classes)} classes: export the model again")
         self._tokenizer: Any = None
@@ -285,8 +287,7 @@ class OnnxEngine:
             return [], np.empty((0, len(self.classes)), np.float32)
         step = max(1, self.batch_size)
         logits = [self.logits({"pixel_values": np.stack(arrays[i:i + step])}) for i in range(0, len(arrays), step)]
-        activate = sigmoid if self.task == "multilabel" else softmax
-        return kept, activate(np.concatenate(logits))
+        return kept, self._activate(np.concatenate(logits))
 
     # ---------------------------------------------------------------- texts
     @property
@@ -333,7 +334,10 @@ class OnnxEngine:
             for r, i in enumerate(rows):
                 input_ids[r, :len(ids[i])], mask[r, :len(ids[i])] = ids[i], 1
             out[rows] = self.logits({"input_ids": input_ids, "attention_mask": mask})
-        return [shown(t) for t in kept], softmax(out)
+        return [shown(t) for t in kept], self._activate(out)
+
+    def _activate(self, logits: np.ndarray) -> np.ndarray:
+        return sigmoid(logits) if self.task in TAG_TASKS else softmax(logits)
 
     # ---------------------------------------------------------------- detection
     def detect(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:
@@ -406,7 +410,7 @@ class OnnxEngine:
         if self.task in ("detection", "segmentation"):
             raise RunFolderError(f"predict_proba is for classifiers; a {self.task} export predicts "
                                  f"{'boxes' if self.task == 'detection' else 'masks'}: use predict")
-        if self.task == "text":
+        if self.task in TEXT_TASKS:
             return self._text_probabilities(inputs)
         return self._image_probabilities([inputs] if isinstance(inputs, (str, Path)) else inputs)
 
@@ -426,7 +430,7 @@ class OnnxEngine:
             rows = self.segment(inputs, top_k, save_masks)
         elif self.task == "detection":
             rows = self.detect(inputs, top_k)
-        elif self.task == "multilabel":
+        elif self.task in TAG_TASKS:
             rows = self._tag_rows(*self.predict_proba(inputs), top_k)
         else:
             rows = self._class_rows(*self.predict_proba(inputs), top_k)

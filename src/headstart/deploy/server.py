@@ -130,7 +130,7 @@ class ModelService:
                 "model_file": "model.safetensors", "model_sha256": self.sha256, "headstart_version": __version__,
                 "trained_with": self.meta.get("headstart_version"), "run": str(self.run.resolve()),
                 "limits": asdict(self.limits)}
-        if self.task.name == "multilabel":  # a label applies when its probability reaches its class's threshold
+        if hasattr(self.estimator, "thresholds_"):  # multi-label: a label applies at its class's threshold
             meta["thresholds"] = dict(zip(self.classes, self.estimator.thresholds_))
         return meta
 

@@ -108,9 +108,23 @@ def infer_task(data: str | Path) -> str:
 
     if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel
         return "multilabel"
-    from headstart.tasks.text.data import looks_like_text_data
+    from headstart.tasks.text.data import looks_like_text_data, looks_like_text_tags
 
-    return "text" if looks_like_text_data(data) else "image"
+    if looks_like_text_data(data):
+        return "text-multilabel" if looks_like_text_tags(data) else "text"
+    return "image"
+
+
+def resolve_task(task: str | None, data: str | Path) -> Task:
+    """The task of ``--task`` (inferred from DATA when None); ``multilabel`` of a table of texts is
+    ``text-multilabel``."""
+    chosen = get_task(task or infer_task(data))
+    if chosen.name == "multilabel" and task is not None:
+        from headstart.tasks.text.data import looks_like_text_data
+
+        if looks_like_text_data(data):
+            return get_task("text-multilabel")
+    return chosen
 
 
 register(Task(
@@ -134,23 +148,31 @@ register(Task(
     shortcuts={"label_column": "data.label_column", "path_column": "data.path_column",
                "from_detection": "data.from_detection"},
 ))
+# lp-ft: the L-BFGS head, then fine-tuning of every layer (top layer at 5e-5, 0.85x per layer below; a cached linear
+# phase needs no LR); one cached view (texts are not augmented); --refit by default: 2,000 movie-review sentences
+# (Pang & Lee), held-out macro-F1 0.813 in 215 s against transformers' Trainer (3 epochs, LR 5e-5) 0.805 in 254 s;
+# without refit 0.792, with the AdamW head 0.766 (benchmarks/text_classification.py, README). Fine-tuning epochs that
+# would not fit TEXT_BUDGET are not started: on a CPU, a table of 25,000 reviews gets the head on frozen embeddings in
+# minutes, not an epoch of hours.
+TEXT_DEFAULTS = {"model": {"name": "minilm", "dropout": 0.1},
+                 "train": {"strategy": "lp-ft", "head_solver": "lbfgs", "refit": "auto", "head_epochs": 10, "lr": 2e-2,
+                           "backbone_lr_ratio": 0.0025, "time_budget": TEXT_BUDGET,
+                           "layer_decay": 0.85, "batch_size": 32, "label_smoothing": 0.0},
+                 "cache": {"views": 1}}
+TEXT_SHORTCUTS = {"text_column": "text.text_column", "label_column": "text.label_column",
+                  "max_length": "text.max_length"}
 register(Task(
     name="text", estimator="headstart.tasks.text.task:TextClassifier", run_kind="text-classification",
     summary="text classification: a csv/tsv/jsonl/json/parquet table or a datasets folder", section="text",
-    aliases=("text-classification",), inputs="texts",
-    # lp-ft: the L-BFGS head, then fine-tuning of every layer (top layer at 5e-5, 0.85x per layer below; a cached
-    # linear phase needs no LR); one cached view (texts are not augmented); --refit by default: 2,000 movie-review
-    # sentences (Pang & Lee), held-out macro-F1 0.813 in 215 s against transformers' Trainer (3 epochs, LR 5e-5) 0.805
-    # in 254 s; without refit 0.792, with the AdamW head 0.766 (benchmarks/text_classification.py, README).
-    # Fine-tuning epochs that would not fit TEXT_BUDGET are not started: on a CPU, a table of 25,000 reviews gets the
-    # head on frozen embeddings in minutes, not an epoch of hours.
-    defaults={"model": {"name": "minilm", "dropout": 0.1},
-              "train": {"strategy": "lp-ft", "head_solver": "lbfgs", "refit": "auto", "head_epochs": 10, "lr": 2e-2,
-                        "backbone_lr_ratio": 0.0025, "time_budget": TEXT_BUDGET,
-                        "layer_decay": 0.85, "batch_size": 32, "label_smoothing": 0.0},
-              "cache": {"views": 1}},
-    shortcuts={"text_column": "text.text_column", "label_column": "text.label_column",
-               "max_length": "text.max_length"},
+    aliases=("text-classification",), inputs="texts", defaults=TEXT_DEFAULTS, shortcuts=TEXT_SHORTCUTS,
+))
+register(Task(
+    name="text-multilabel", estimator="headstart.tasks.multilabel.task:MultiLabelTextClassifier",
+    run_kind="text-multilabel",
+    summary="multi-label text classification: a table with a 0/1 column per label (Jigsaw) or a column of label lists",
+    section="text", aliases=("multilabel-text",), inputs="texts", metric="map",
+    # the text default with no refit: the per-label thresholds are tuned on validation (as for multilabel images)
+    defaults={**TEXT_DEFAULTS, "train": {**TEXT_DEFAULTS["train"], "refit": False}}, shortcuts=TEXT_SHORTCUTS,
 ))
 register(Task(
     name="detection", estimator="headstart.tasks.detection.task:Detector", run_kind="detection",

@@ -122,7 +122,8 @@ class ClassificationSteps:
         def namespace(at: int) -> dict[str, Any]:
             return loop.feature_namespace(backbone.spec, cfg, at, data.transform_id(train), train, view)
 
-        what = f", view {view + 1}" if train else ", plain images" if split == "train" else ""
+        plain = ", plain texts" if backbone.spec.modality == "text" else ", plain images"
+        what = f", view {view + 1}" if train else plain if split == "train" else ""
         out, cache = loop.frozen_outputs(
             fabric, cfg, backbone, cut, data.keys(split), data.dataset(split, train=train, epoch=view), namespace(cut),
             lambda x: backbone.extract(x, cut), f"Extracting features ({split}{what})", data.collate,

@@ -74,7 +74,7 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key, label in SCORES:
         table.add_row(label, f"{report[key]:.4f}", f"{base[key]:.4f}")
-    table.add_row("images", str(report["num_samples"]), "")
+    table.add_row("samples", str(report["num_samples"]), "")
     say(table)
     per = Table(title="per label (F1, precision, recall at the tuned thresholds)")
     for col in PER_CLASS:
@@ -87,13 +87,13 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
 
 
 def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
-    val = metrics["val"]
+    val, noun = metrics["val"], summary.get("items", "images")
     base = val["baseline"]
     lines = [
         f"# headstart run (multi-label): {summary['model']} / {summary['strategy']}", "",
         f"Data: `{summary['data']}` ({md_text(summary['layout'])}); labels: "
         f"{', '.join(md_text(c) for c in summary['classes'])}.",
-        f"Train images: {summary['num_train']}, validation images: {summary['num_val']}, skipped files: "
+        f"Train {noun}: {summary['num_train']}, validation {noun}: {summary['num_val']}, skipped: "
         f"{summary['num_skipped']}. Training time: {metrics['train_seconds']:.1f} s on {summary['device']}.", "",
         "| metric | model | baseline: training frequency |", "| --- | --- | --- |",
         *[f"| {label} | {val[key]:.4f} | {base[key]:.4f} |" for key, label in SCORES], "",
@@ -101,7 +101,7 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
     ]
     if metrics.get("test"):
         test = metrics["test"]
-        lines += [f"Test ({test['num_samples']} images, the validation thresholds): " + ", ".join(
+        lines += [f"Test ({test['num_samples']} {noun}, the validation thresholds): " + ", ".join(
             f"{label} {test[key]:.4f} (baseline {test['baseline'][key]:.4f})" for key, label in SCORES) + ".", ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
@@ -112,9 +112,11 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
     (run / "report.md").write_text("\n".join(lines))
 
 
-def confident_mistakes(items: list[Path], probs: torch.Tensor, targets: torch.Tensor, thresholds: list[float],
-                       classes: list[str], k: int = 12) -> list[hr.Mistake]:
-    """The ``k`` validation images whose wrong label is the most confident (a false tag or a missed one)."""
+def confident_mistakes(items: list[Path] | list[str], probs: torch.Tensor, targets: torch.Tensor,
+                       thresholds: list[float], classes: list[str], k: int = 12,
+                       is_image: bool = True) -> list[hr.Mistake]:
+    """The ``k`` validation items whose wrong label is the most confident (a false tag or a missed one); images are
+    shown as thumbnails, texts as text (``is_image``)."""
     thr = torch.tensor(thresholds)[None]
     predicted = probs >= thr
     wrong = predicted != targets.bool()
@@ -125,23 +127,24 @@ def confident_mistakes(items: list[Path], probs: torch.Tensor, targets: torch.Te
     def names(row: torch.Tensor) -> str:
         return ", ".join(classes[int(j)] for j in row.nonzero().flatten()) or "(none)"
 
-    return [hr.Mistake(str(items[i]), names(targets[i]), names(predicted[i]), float(worst[i])) for i in order]
+    return [hr.Mistake(str(items[i]), names(targets[i]), names(predicted[i]), float(worst[i]), is_image)
+            for i in order]
 
 
 def html_sections(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
                   mistakes: list[hr.Mistake]) -> list[hr.Section]:
     """Summary, scores beside the baseline, phases, learning curve and PR curves, per-label table, mistakes."""
-    val = metrics["val"]
+    val, noun = metrics["val"], summary.get("items", "images")
     base = val["baseline"]
     rows = [(label, f"{val[key]:.4f}", f"{base[key]:.4f}") for key, label in SCORES]
-    rows.append(("images", val["num_samples"], ""))
+    rows.append((noun, val["num_samples"], ""))
     test = metrics.get("test")
     if test:
         rows += [(f"test {label}", f"{test[key]:.4f}", f"{test['baseline'][key]:.4f}") for key, label in SCORES]
-        rows.append(("test images", test["num_samples"], ""))
+        rows.append((f"test {noun}", test["num_samples"], ""))
     note = ("F1, precision and recall at per-label thresholds tuned on validation (each label's best F1; 0.5 for a "
-            "label without a validation positive). The baseline scores every image with each label's training "
-            "frequency; at its best thresholds it predicts every label for every image.")
+            "label without a validation positive). The baseline scores every item with each label's training "
+            "frequency; at its best thresholds it predicts every label for every item.")
     summary_rows = [*summary.items(), ("training seconds", metrics.get("train_seconds", ""))]
     return [
         hr.summary_section(summary_rows),

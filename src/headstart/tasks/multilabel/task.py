@@ -1,10 +1,11 @@
-"""Multi-label image classification: ``MultiLabelClassifier(...).fit(data)``, ``.predict(paths)``, ``.evaluate(data)``.
+"""Multi-label classification: ``MultiLabelClassifier`` (images) and ``MultiLabelTextClassifier`` (texts).
 
-The image classifier (backbone + head, strategies, feature cache, reading images) with one sigmoid
-output per class, per-label decision thresholds tuned on validation and saved in spec.json.
+``MultiLabel`` makes a single-label classifier (backbone + head, strategies, feature cache, reading its items) one
+with a sigmoid output per class and per-label decision thresholds tuned on validation and saved in spec.json.
 
 >>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
 >>> clf.predict(["beach.jpg"])  # [{"path": ..., "labels": [{"label": "sea", "probability": 0.93}, ...], ...}]
+>>> MultiLabelTextClassifier().fit("train.csv").predict(["you are an idiot"])  # Jigsaw: toxic, insult...
 """
 
 from __future__ import annotations
@@ -26,24 +27,17 @@ from headstart.tasks.image.data import Sample
 from headstart.tasks.image.task import ImageClassifier
 from headstart.tasks.multilabel.data import TagData, discover, eval_transform, labelled_tags, multi_hot
 from headstart.tasks.multilabel.metrics import multilabel_report, predict_tags, tune_thresholds
+from headstart.tasks.text.data import TextSplits, labelled_texts
+from headstart.tasks.text.data import discover as discover_texts
+from headstart.tasks.text.task import TOKENIZER_DIR, TextClassifier
 
 
-class MultiLabelClassifier(ImageClassifier):
-    """Fine-tune a pretrained image backbone to tag each image with every label that applies.
+class MultiLabel:
+    """What a multi-label classifier changes in a single-label one (a mixin before it: ``MultiLabel, ImageClassifier``):
+    sigmoid outputs, thresholds tuned on validation, tag reports, predictions of every label that applies."""
 
-    >>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
-    >>> clf.predict(["beach.jpg"])
-    """
-
-    TASK = "multilabel"
-    DATA = TagData
     thresholds_: list[float]  # one decision threshold per class, tuned on validation
-    num_train_: int = 0  # training images (the frequency baseline's denominator)
-
-    def _discover(self, data: str | Path) -> Splits:
-        d = self.config.data
-        return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection,
-                        d.group_column, d.small_val, d.uncertain)
+    num_train_: int = 0  # training items (the frequency baseline's denominator)
 
     def _steps(self, prepared: Prepared) -> Any:
         from headstart.tasks.multilabel.training import MultiLabelSteps
@@ -94,15 +88,15 @@ class MultiLabelClassifier(ImageClassifier):
         report.plot_pr_curves(probs, targets, self.classes_, run / "pr_curves.png")
         summary = {"model": cfg.model.name, "strategy": cfg.train.strategy, "data": str(data), "layout": splits.layout,
                    "classes": self.classes_, "num_train": metrics["num_train"], "num_val": metrics["num_val"],
-                   "num_skipped": metrics["skipped"], "device": metrics["device"]}
+                   "num_skipped": metrics["skipped"], "device": metrics["device"], "items": self.NOUN}
         report.write_report_md(run, metrics, summary)
-        mistakes = report.confident_mistakes([s.path for s in self.splits_val_], probs, targets, self.thresholds_,
-                                             self.classes_)
+        mistakes = report.confident_mistakes([self._report_item(s) for s in self.splits_val_], probs, targets,
+                                             self.thresholds_, self.classes_, is_image=self.REPORT_IMAGES)
         seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
         html_report.write_report(run / "report.html", f"headstart run (multi-label): {cfg.model.name} / "
                                  f"{cfg.train.strategy}", report.html_sections(run, metrics, summary, mistakes),
                                  html_report.run_environment(run, metrics.get("device"), seeds), cfg.to_dict())
-        self.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} images)")
+        self.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
 
     # ---------------------------------------------------------------- using the model
     def predict(self, inputs: Any, top_k: int | None = None, errors: bool = False) -> list[dict[str, Any]]:
@@ -120,21 +114,6 @@ class MultiLabelClassifier(ImageClassifier):
             rows.append({self.ITEM_KEY: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
                          "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}})
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
-
-    def evaluate(self, data: str | Path) -> dict[str, Any]:
-        """mAP, F1 at the saved thresholds, per-label scores and the frequency baseline on labelled data.
-
-        DATA as for training (its test split, else its validation split, else every row).
-        """
-        model, d = self._require_fitted(), self.config.data
-        samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
-        files, probs = self._probabilities(model, [Sample(s.path) for s in samples])  # tags kept out of batches
-        readable = set(files)
-        targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
-            if files else torch.zeros(0, len(self.classes_))
-        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
-        report["skipped"] = len(samples) - len(files)
-        return report
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         from headstart.tasks.multilabel.report import print_metrics
@@ -165,9 +144,74 @@ class MultiLabelClassifier(ImageClassifier):
             from rich.table import Table
 
             table = Table()
-            for col in ("file", "labels (probability)"):
+            for col in ("file" if key == "path" else key, "labels (probability)"):
                 table.add_column(col, overflow="fold")
             for r in rows:
                 table.add_row(r[key], f"[red]not read[/]: {r['error']}" if "error" in r
                               else shown(r, ", ", " {:.3f}") or "(none above its threshold)")
             console.print(table)
+
+
+class MultiLabelClassifier(MultiLabel, ImageClassifier):
+    """Fine-tune a pretrained image backbone to tag each image with every label that applies.
+
+    >>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
+    >>> clf.predict(["beach.jpg"])
+    """
+
+    TASK = "multilabel"
+    DATA = TagData
+
+    def _discover(self, data: str | Path) -> Splits:
+        d = self.config.data
+        return discover(data, d.val_fraction, self.config.train.seed, d.path_column, d.label_column, d.from_detection,
+                        d.group_column, d.small_val, d.uncertain)
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        """mAP, F1 at the saved thresholds, per-label scores and the frequency baseline on labelled data.
+
+        DATA as for training (its test split, else its validation split, else every row).
+        """
+        model, d = self._require_fitted(), self.config.data
+        samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
+        files, probs = self._probabilities(model, [Sample(s.path) for s in samples])  # tags kept out of batches
+        readable = set(files)
+        targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
+            if files else torch.zeros(0, len(self.classes_))
+        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+        report["skipped"] = len(samples) - len(files)
+        return report
+
+
+class MultiLabelTextClassifier(MultiLabel, TextClassifier):
+    """Fine-tune a pretrained text encoder to tag each text with every label that applies (Jigsaw's toxic comments:
+    a 0/1 column per label; GoEmotions: a list of labels per text).
+
+    >>> clf = MultiLabelTextClassifier().fit("train.csv")
+    >>> clf.predict(["you are an idiot"])
+    """
+
+    TASK = "text-multilabel"
+
+    def _discover(self, data: str | Path) -> TextSplits:
+        tc, cfg = self.config.text, self.config
+        return discover_texts(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed, tags=True,
+                              uncertain=cfg.data.uncertain)
+
+    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+        self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
+        MultiLabel._write_outputs(self, run, data, prepared, state)
+
+    def evaluate(self, data: str | Path) -> dict[str, Any]:
+        """mAP, F1 at the saved thresholds, per-label scores and the frequency baseline on labelled texts.
+
+        DATA as for training (its test split, else its validation split, else every row).
+        """
+        model, tc = self._require_fitted(), self.config.text
+        samples, skipped = labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None,
+                                          tc.label_column, tags=True, uncertain=self.config.data.uncertain)
+        probs = self._activate(self._logits(model, [s.text for s in samples]))
+        targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples])
+        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+        report["skipped"] = len(skipped)
+        return report

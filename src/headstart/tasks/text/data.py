@@ -16,7 +16,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,16 @@ from torch.utils.data import Dataset
 
 from headstart.core.splits import Splits, duplicate_groups, split_notes, stratified_split
 from headstart.errors import DataError
-from headstart.tasks.columns import SAMPLE_ROWS, SPLIT_COLUMN, by_content, name_words, pick_column
+from headstart.tasks.columns import (
+    POSITIVE,
+    SAMPLE_ROWS,
+    SPLIT_COLUMN,
+    UNCERTAIN,
+    by_content,
+    flag_columns,
+    name_words,
+    pick_column,
+)
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
@@ -37,7 +46,7 @@ from headstart.tasks.tables import (
     read_text_file,
     table_files,
 )
-from headstart.tasks.text import PART_SEP, is_datasets_folder, is_text_file, is_text_folder
+from headstart.tasks.text import PART_SEP, is_blank, is_datasets_folder, is_text_file, is_text_folder
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
@@ -57,7 +66,7 @@ class TextSample:
     """One text and its class index (None when unlabelled); ``where`` is file:line for messages."""
 
     text: str
-    label: int | None = None
+    label: int | tuple[int, ...] | None = None  # a class index; multi-label: the indices of the labels that apply
     where: str = ""
 
 
@@ -391,64 +400,66 @@ def _looks_like_image_paths(values: list[str]) -> bool:
     return bool(sample) and sum(v.lower().endswith(IMAGE_SUFFIXES) for v in sample) > 0.8 * len(sample)
 
 
-def discover(data: str | Path, text_column: str | None = None, label_column: str | None = None,
-             val_fraction: float = 0.2, seed: int = 0) -> TextSplits:
-    """Classes and train/val(/test) texts of DATA; empty texts and labels are left out and reported."""
+def discover(data: str | Path, text_column: str | Sequence[str] | None = None, label_column: str | None = None,
+             val_fraction: float = 0.2, seed: int = 0, tags: bool = False, uncertain: str = "negative") -> TextSplits:
+    """Classes and train/val(/test) texts of DATA; empty texts and labels are left out and reported.
+
+    ``tags``: multi-label texts, each with a tuple of class indices (none, one or several: ``tag_reader``;
+    ``uncertain`` reads CheXpert-style -1 flags as "negative" or "positive"); the validation split is then stratified
+    by each text's rarest label.
+    """
     path = Path(data)
     records = read_records(path, [*column_names(text_column), label_column])
     parts, columns = records.parts, records.columns
-    tcols, lcol = text_and_label_columns(records, text_column, label_column, path)
-    rows_all = records.rows()
-    if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in rows_all]):
+    if tags:
+        tcols, classes, what, label_of = tag_reader(records, text_column, label_column, uncertain, path)
+    else:
+        tcols, classes, what, label_of = _label_reader(records, text_column, label_column, path)
+    if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in records.rows()]):
         raise DataError(f"{path}: column '{tcols[0]}' holds image file paths, not texts: this is image data; "
                         "train it with --task image (and an image model)")
-    labels = [_as_label(r.get(lcol)) for r in rows_all]
-    classes = _sort_classes(set(labels) - {""})
-    if len(classes) < 2:
-        raise DataError(f"{path}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
-                        "a classifier needs at least 2 classes")
     note = f"; {records.table.describe()}" if records.table is not None and records.table.describe() else ""
     splits = TextSplits(classes, [], [], layout=records.layout
-                        or f"{path.name} ({columns_note(tcols)}, label column '{lcol}'{note})", notes=list(records.notes),
+                        or f"{path.name} ({columns_note(tcols)}, {what}{note})", notes=list(records.notes),
                         text_columns=tcols)
-    index = {c: i for i, c in enumerate(classes)}
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
     for part, rows in parts.items():
         for row_no, row in enumerate(rows, start=records.first_line):
             where = f"{path.name}:{part + ':' if part else ''}{row_no}"
-            text, label = text_of(row, tcols), _as_label(row.get(lcol))
-            if not text.strip() or not label:
-                splits.skipped.append((where, "empty text" if not text.strip() else "empty label"))
+            text, label = text_of(row, tcols), label_of(row)
+            if is_blank(text) or label is None:
+                splits.skipped.append((where, "empty text" if is_blank(text) else "empty label"))
                 continue
             if has_split_column:
                 split = SPLIT_NAMES.get(str(row.get("split") or "").strip().lower(), "train")
             else:
                 split = SPLIT_NAMES.get(part.lower(), "train") if part else ""
-            samples[split].append(TextSample(text, index[label], where))
+            samples[split].append(TextSample(text, label, where))
+    strata = _rarest_label if tags else (lambda items: [s.label for s in items])
     if any(parts.keys() - {""}) or has_split_column:
         splits.train, splits.val, splits.test = samples["train"], samples["val"], samples["test"]
         splits.layout += ", its own train/val splits"
         if not splits.val and splits.train:  # no validation split given: hold some training texts out
-            train_idx, val_idx = stratified_split([s.label for s in splits.train], val_fraction, seed,
+            train_idx, val_idx = stratified_split(strata(splits.train), val_fraction, seed,
                                                   groups=[s.text for s in splits.train])
             splits.train, splits.val = [splits.train[i] for i in train_idx], [splits.train[i] for i in val_idx]
             splits.layout += f" (no validation split: {val_fraction:.0%} of train held out, seed {seed})"
             splits.val_held_out = True
     else:
         items = samples[""]
-        train_idx, val_idx = stratified_split([s.label for s in items], val_fraction, seed,
-                                              groups=[s.text for s in items])
+        train_idx, val_idx = stratified_split(strata(items), val_fraction, seed, groups=[s.text for s in items])
         splits.train, splits.val = [items[i] for i in train_idx], [items[i] for i in val_idx]
-        splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+        splits.layout += f", {val_fraction:.0%} " + ("validation split stratified by rarest label" if tags else
+                                                     "stratified validation split") + f" (seed {seed})"
         splits.val_held_out = True
     if not splits.train or not splits.val:
         raise DataError(f"{path}: no texts left for the {'training' if not splits.train else 'validation'} split "
                         f"({len(splits.skipped)} row(s) skipped: empty text or label)")
-    train_classes = {s.label for s in splits.train}
-    if len(train_classes) < 2:
-        raise DataError(f"{path}: the training split has one class only ({classes[next(iter(train_classes))]}); "
-                        "a classifier needs at least 2")
+    train_classes = {t for s in splits.train for t in s.label} if tags else {s.label for s in splits.train}
+    if len(train_classes) < (1 if tags else 2):
+        raise DataError(f"{path}: the training split has " + ("no label at all" if tags else
+                        f"one class only ({classes[next(iter(train_classes))]})") + "; a classifier needs at least 2")
     if splits.val_held_out:
         pool = splits.train + splits.val
         groups = duplicate_groups([s.text for s in pool])
@@ -456,7 +467,8 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
             splits.notes.append(f"{sum(len(g) - 1 for g in groups)} duplicate text(s) ({len(groups)} text(s) occur "
                                 f"more than once, e.g. {pool[groups[0][0]].where} = {pool[groups[0][1]].where}): "
                                 "each is kept on one side of the validation split")
-        splits.notes += split_notes([s.label for s in pool], [s.label for s in splits.val], classes, "texts")
+        if not tags:
+            splits.notes += split_notes([s.label for s in pool], [s.label for s in splits.val], classes, "texts")
     seen = {s.text for s in splits.train}
     dup = sum(s.text in seen for s in splits.val)
     if dup:
@@ -465,9 +477,82 @@ def discover(data: str | Path, text_column: str | None = None, label_column: str
     return splits
 
 
+LabelOf = Callable[[dict[str, Any]], Any]  # a row's label: a class index (a tuple of them for tags), None if blank
+
+
+def _label_reader(records: Records, text_column: str | Sequence[str] | None, label_column: str | None,
+                  where: Path) -> tuple[list[str], list[str], str, LabelOf]:
+    """Single-label texts: the text columns, the classes (the label column's values), what the Data line says of the
+    labels and each row's class index."""
+    tcols, lcol = text_and_label_columns(records, text_column, label_column, where)
+    classes = _sort_classes({_as_label(r.get(lcol)) for r in records.rows()} - {""})
+    if len(classes) < 2:
+        raise DataError(f"{where}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
+                        "a classifier needs at least 2 classes")
+    index = {c: i for i, c in enumerate(classes)}
+    return tcols, classes, f"label column '{lcol}'", lambda row: index.get(_as_label(row.get(lcol)))
+
+
+def tag_reader(records: Records, text_column: str | Sequence[str] | None, label_column: str | None,
+               uncertain: str, where: Path) -> tuple[list[str], list[str], str, LabelOf]:
+    """Multi-label texts: the text columns, the classes, what the Data line says of the labels, and each row's tuple
+    of class indices (empty: no label applies, as for most of Jigsaw's comments).
+
+    The labels are ``label_column``'s, else those of a column named ``labels``, ``tags``, ``label``... (lists in
+    JSON, or ``a;b``, ``a|b``, blank-separated words that are labels alone elsewhere); else one 0/1 column per class
+    (Jigsaw's ``toxic, severe_toxic, obscene...``; -1 as ``uncertain``); else the one column of label lists.
+    """
+    from headstart.tasks.multilabel import data as tags
+
+    columns, rows = records.columns, records.rows()
+    lower = {c.lower(): c for c in columns}
+    lcol = label_column or next((lower[c] for c in tags.LABELS_COLUMNS if c in lower), None)
+    flags = [] if lcol else flag_columns(columns, rows, (SPLIT_COLUMN,))
+    if lcol is None and len(flags) < 2:
+        flags, lcol = [], tags.list_column(columns, rows, [SPLIT_COLUMN])
+    if lcol is None and not flags:
+        raise DataError(f"{where}: cannot tell which column holds the labels; columns found: {columns}. Name it with "
+                        "--label-column (labels separated by ';' or '|', or a JSON list), or give one 0/1 column per "
+                        "class")
+    if lcol is not None and lcol not in columns:
+        raise DataError(f"{where}: no column '{lcol}' for the labels; columns found: {columns}")
+    tcols = text_columns(records, text_column, [lcol] if lcol else flags, where)
+    if lcol is None:
+        positive = POSITIVE | (UNCERTAIN if uncertain == "positive" else set())
+        classes = sorted(flags)
+        unsure = sum(str(r.get(c) or "").strip() in UNCERTAIN for r in rows for c in flags)
+        what = f"{len(flags)} 0/1 label columns" + (f", {unsure} uncertain (-1) label(s) read as {uncertain} "
+                                                    "(data.uncertain)" if unsure else "")
+        return tcols, classes, what, lambda row: tuple(i for i, c in enumerate(classes)
+                                                      if str(row.get(c) or "").strip() in positive)
+    cells = [r.get(lcol) for r in rows]
+    words = [c for c in cells if not isinstance(c, list)]
+    spaces = tags.blank_separated(words) and (lcol.lower() == "tags" or tags.words_are_labels(words))
+
+    def labels_of(cell: Any) -> list[str]:
+        return [_as_label(v) for v in cell if _as_label(v)] if isinstance(cell, list) else \
+            tags.split_labels(_as_label(cell), spaces)
+
+    classes = _sort_classes({label for cell in cells for label in labels_of(cell)})
+    if len(classes) < 2:
+        raise DataError(f"{where}: the labels column '{lcol}' holds {len(classes)} distinct label(s) {classes}; "
+                        "multi-label data needs at least 2")
+    index = {c: i for i, c in enumerate(classes)}
+    what = f"labels column '{lcol}'" + (", labels separated by blanks" if spaces else "")
+    return tcols, classes, what, lambda row: tuple(sorted({index[t] for t in labels_of(row.get(lcol))}))
+
+
+def _rarest_label(items: Sequence[TextSample]) -> list[int]:
+    """Each tagged text's rarest label (-1 without one): the stratum of a multi-label validation split."""
+    counts = Counter(t for s in items for t in s.label)
+    return [min(s.label, key=lambda t: (counts[t], t)) if s.label else -1 for s in items]
+
+
 def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequence[str] | None = None,
-                   label_column: str | None = None) -> tuple[list[TextSample], list[tuple[str, str]]]:
-    """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows)."""
+                   label_column: str | None = None, tags: bool = False,
+                   uncertain: str = "negative") -> tuple[list[TextSample], list[tuple[str, str]]]:
+    """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows);
+    ``tags``: multi-label texts (``tag_reader``), each labelled with a tuple of the model's class indices."""
     path = Path(data)
     names = column_names(text_column)
     records = read_records(path, [*names, label_column])
@@ -476,7 +561,16 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     # evaluates a table whose header says 'text'); else found here as training finds them
     text_column = text_column if names and all(c in columns for c in column_names(text_column, split=True)) else None
     label_column = label_column if label_column in columns else None
-    tcols, lcol = text_and_label_columns(records, text_column, label_column, path)
+    if tags:
+        tcols, found, _, tags_of = tag_reader(records, text_column, label_column, uncertain, path)
+
+        def label_of(row: dict[str, Any]) -> tuple[str, ...] | str:
+            return tuple(found[i] for i in tags_of(row))
+    else:
+        tcols, lcol = text_and_label_columns(records, text_column, label_column, path)
+
+        def label_of(row: dict[str, Any]) -> tuple[str, ...] | str:
+            return _as_label(row.get(lcol))
     rows, first = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None), 1
     if rows is None:
         rows, first = records.rows(), records.first_line  # every row: numbered by its file line
@@ -492,13 +586,15 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     samples, skipped = [], []
     unknown: Counter = Counter()
     for line, row in enumerate(rows, start=first):
-        text, label = text_of(row, tcols), _as_label(row.get(lcol))
-        if not text.strip() or not label:
-            skipped.append((f"{path.name}:{line}", "empty text" if not text.strip() else "empty label"))
-        elif label not in index:
-            unknown[label] += 1
+        text, label = text_of(row, tcols), label_of(row)
+        names = label if isinstance(label, tuple) else (label,)
+        if is_blank(text) or label == "":
+            skipped.append((f"{path.name}:{line}", "empty text" if is_blank(text) else "empty label"))
+        elif any(n not in index for n in names):
+            unknown.update(n for n in names if n not in index)
         else:
-            samples.append(TextSample(text, index[label], f"{path.name}:{line}"))
+            samples.append(TextSample(text, tuple(sorted(index[n] for n in names)) if tags else index[label],
+                                      f"{path.name}:{line}"))
     if unknown:
         raise DataError(f"{path}: labels the model does not know: {dict(unknown.most_common(5))}; "
                         f"the model's classes are {classes}")
@@ -521,6 +617,27 @@ def looks_like_text_data(data: str | Path) -> bool:
     rows = next(iter(records.parts.values()))[:200]
     return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) or _names_image_files(path, rows, c)
                    for c in records.columns)
+
+
+def looks_like_text_tags(data: str | Path) -> bool:
+    """Whether a table of texts plainly holds several labels per text: one 0/1 column per label with two 1s in a
+    row (Jigsaw's toxic comments; one-hot columns, a single 1 per row, are one label), or a column named ``labels``
+    or ``tags`` (or the one column) of label lists: JSON lists, or ``a;b``, ``a|b`` in some rows."""
+    from headstart.tasks.multilabel import data as tags
+
+    try:
+        records = read_records(data)
+    except DataError:
+        return False
+    columns, rows = records.columns, records.rows()[:SAMPLE_ROWS]
+    lower = {c.lower(): c for c in columns}
+    named = next((lower[c] for c in ("labels", "tags") if c in lower), None)
+    if named is not None and any(isinstance(r.get(named), list) and len(r[named]) > 1 for r in rows):
+        return True
+    if tags.list_column(columns, rows, [SPLIT_COLUMN]) is not None:
+        return True
+    flags = flag_columns(columns, rows, (SPLIT_COLUMN,))
+    return len(flags) >= 2 and any(sum(str(r.get(c) or "").strip() in POSITIVE for c in flags) > 1 for r in rows)
 
 
 def _names_image_files(path: Path, rows: list[dict[str, Any]], column: str) -> bool:
@@ -558,8 +675,18 @@ def part_separator(tokenizer) -> str:
     return f" {sep} " if sep else " "
 
 
+def label_tensor(labels: Sequence[Any], num_classes: int) -> torch.Tensor:
+    """Class indices as a long tensor, or tuples of them (multi-label) as multi-hot float rows."""
+    if labels and isinstance(labels[0], tuple):
+        rows = torch.zeros(len(labels), num_classes)
+        for i, tags in enumerate(labels):
+            rows[i, list(tags)] = 1.0
+        return rows
+    return torch.tensor(labels, dtype=torch.long)
+
+
 class TokenDataset(Dataset):
-    """``(token ids, label)`` pairs (label -1 when unlabelled)."""
+    """``(token ids, label)`` pairs (label -1 when unlabelled; a multi-hot row for multi-label texts)."""
 
     def __init__(self, ids: list[list[int]], labels: list[int]) -> None:
         self.ids, self.labels = ids, labels
@@ -584,7 +711,9 @@ class PadCollate:
         for row, (ids, _) in enumerate(items):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             mask[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": mask}, torch.tensor([y for _, y in items], dtype=torch.long)
+        labels = [y for _, y in items]
+        targets = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels, dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": mask}, targets
 
 
 def length_buckets(lengths: list[int], batch_size: int, seed: int, order: list[int] | None = None,
@@ -629,10 +758,17 @@ class TextData:
         return [text_key(s.text) for s in self.splits[split]]
 
     def labels(self, split: str) -> torch.Tensor:
-        return torch.tensor([s.label for s in self.splits[split]], dtype=torch.long)
+        """Class indices, or (multi-label texts) a multi-hot row per text."""
+        return label_tensor([s.label for s in self.splits[split]], len(self.classes))
 
     def dataset(self, split: str, train: bool, epoch: int) -> TokenDataset:
-        return TokenDataset(self.ids[split], [s.label for s in self.splits[split]])
+        labels = [s.label for s in self.splits[split]]
+        return TokenDataset(self.ids[split], list(label_tensor(labels, len(self.classes))) if self.tags else labels)
+
+    @property
+    def tags(self) -> bool:
+        """Whether each text has a tuple of labels (multi-label) rather than one."""
+        return any(isinstance(s.label, tuple) for samples in self.splits.values() for s in samples)
 
     def transform_id(self, train: bool) -> str:
         return f"text:{self.tokenizer_id}:max_length={self.max_length}"

@@ -57,7 +57,7 @@ class TextClassifier(ClassifierEstimator):
         if not hf_text.is_text_model(cfg.model.name):
             raise ConfigError(f"Model '{cfg.model.name}' is an image backbone; text classification needs a text "
                               f"encoder: {', '.join(hf_text.PACKAGED)}, hf:NAME or a Hugging Face model folder")
-        splits = self._training_splits(discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed))
+        splits = self._training_splits(self._discover(data))
         torch.manual_seed(cfg.train.seed)
         backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
         spec = backbone.spec
@@ -82,6 +82,10 @@ class TextClassifier(ClassifierEstimator):
         self.tokenizer_, self.text_columns_ = tokenizer, splits.text_columns
         return Prepared(model, tdata, splits, {"truncated": tdata.truncated, "max_length": max_length,
                                                "data_warnings": splits.notes})
+
+    def _discover(self, data: str | Path) -> TextSplits:
+        tc, cfg = self.config.text, self.config
+        return discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed)
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
@@ -125,7 +129,7 @@ class TextClassifier(ClassifierEstimator):
         if odd:
             warn(f"{odd} of {len(kept)} text(s) are not in {parts} parts, while this model was trained on texts read "
                  f"from {' + '.join(self.text_columns_)}: pass each as a tuple of its {parts} parts")
-        return [shown(t) for t in kept], self._logits(model, kept).softmax(dim=1)
+        return [shown(t) for t in kept], self._activate(self._logits(model, kept))
 
     def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
         if not texts:
@@ -158,7 +162,8 @@ class TextClassifier(ClassifierEstimator):
 def _summarize_data(data: str | Path, splits: TextSplits, tdata: TextData, refitting: bool = False) -> None:
     counts = {c: 0 for c in splits.classes}
     for s in tdata.splits["train"]:
-        counts[splits.classes[s.label]] += 1
+        for label in s.label if isinstance(s.label, tuple) else (s.label,):
+            counts[splits.classes[label]] += 1
     lengths = tdata.lengths("train")
     say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(tdata.splits['train'])}"
         f"{REFIT_TRAIN if refitting else ''}, val {len(tdata.splits['val'])}"
