@@ -79,7 +79,11 @@ def test_tagged_texts_are_read_from_label_columns_lists_and_separators(tmp_path)
     with single.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["text", "ham", "spam"], *([t, int(y == "ham"), int(y == "spam")]
                                                            for y, t in messages)])
-    assert infer_task(single) == "text" and infer_task(SMS) == "text"
+    features = tmp_path / "features.csv"  # a label column beside 0/1 columns of features: one label per text
+    with features.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "label", "has_number", "asks"], *([t, y, int(any(c.isdigit() for c in t)),
+                                                                             int("?" in t)] for y, t in messages)])
+    assert infer_task(single) == "text" and infer_task(SMS) == "text" and infer_task(features) == "text"
     assert resolve_task("multilabel", jigsaw).name == "text-multilabel"  # --task multilabel on a table of texts
     unknown = tmp_path / "unknown.csv"  # evaluate: a label the model never saw is an error naming it
     with unknown.open("w", newline="", encoding="utf-8") as f:
@@ -97,7 +101,7 @@ def test_text_multilabel_run_trains_predicts_evaluates_exports_and_serves(tmp_pa
 
     from headstart.cli import app
     from headstart.deploy import export, onnx_engine
-    from headstart.tasks.multilabel.task import MultiLabelTextClassifier
+    from headstart.tasks.multilabel.text import MultiLabelTextClassifier
 
     messages = _messages()
     train = _jigsaw(tmp_path / "train.csv", messages[:500])

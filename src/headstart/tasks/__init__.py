@@ -167,7 +167,7 @@ register(Task(
     aliases=("text-classification",), inputs="texts", defaults=TEXT_DEFAULTS, shortcuts=TEXT_SHORTCUTS,
 ))
 register(Task(
-    name="text-multilabel", estimator="headstart.tasks.multilabel.task:MultiLabelTextClassifier",
+    name="text-multilabel", estimator="headstart.tasks.multilabel.text:MultiLabelTextClassifier",
     run_kind="text-multilabel",
     summary="multi-label text classification: a table with a 0/1 column per label (Jigsaw) or a column of label lists",
     section="text", aliases=("multilabel-text",), inputs="texts", metric="map",

@@ -1,11 +1,10 @@
-"""Multi-label classification: ``MultiLabelClassifier`` (images) and ``MultiLabelTextClassifier`` (texts).
+"""Multi-label classification: ``MultiLabelClassifier`` (images; ``text.MultiLabelTextClassifier`` for texts).
 
 ``MultiLabel`` makes a single-label classifier (backbone + head, strategies, feature cache, reading its items) one
 with a sigmoid output per class and per-label decision thresholds tuned on validation and saved in spec.json.
 
 >>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
 >>> clf.predict(["beach.jpg"])  # [{"path": ..., "labels": [{"label": "sea", "probability": 0.93}, ...], ...}]
->>> MultiLabelTextClassifier().fit("train.csv").predict(["you are an idiot"])  # Jigsaw: toxic, insult...
 """
 
 from __future__ import annotations
@@ -27,9 +26,6 @@ from headstart.tasks.image.data import Sample
 from headstart.tasks.image.task import ImageClassifier
 from headstart.tasks.multilabel.data import TagData, discover, eval_transform, labelled_tags, multi_hot
 from headstart.tasks.multilabel.metrics import multilabel_report, predict_tags, tune_thresholds
-from headstart.tasks.text.data import TextSplits, labelled_texts
-from headstart.tasks.text.data import discover as discover_texts
-from headstart.tasks.text.task import TOKENIZER_DIR, TextClassifier
 
 
 class MultiLabel:
@@ -180,38 +176,4 @@ class MultiLabelClassifier(MultiLabel, ImageClassifier):
             if files else torch.zeros(0, len(self.classes_))
         report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
         report["skipped"] = len(samples) - len(files)
-        return report
-
-
-class MultiLabelTextClassifier(MultiLabel, TextClassifier):
-    """Fine-tune a pretrained text encoder to tag each text with every label that applies (Jigsaw's toxic comments:
-    a 0/1 column per label; GoEmotions: a list of labels per text).
-
-    >>> clf = MultiLabelTextClassifier().fit("train.csv")
-    >>> clf.predict(["you are an idiot"])
-    """
-
-    TASK = "text-multilabel"
-
-    def _discover(self, data: str | Path) -> TextSplits:
-        tc, cfg = self.config.text, self.config
-        return discover_texts(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed, tags=True,
-                              uncertain=cfg.data.uncertain)
-
-    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
-        self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
-        MultiLabel._write_outputs(self, run, data, prepared, state)
-
-    def evaluate(self, data: str | Path) -> dict[str, Any]:
-        """mAP, F1 at the saved thresholds, per-label scores and the frequency baseline on labelled texts.
-
-        DATA as for training (its test split, else its validation split, else every row).
-        """
-        model, tc = self._require_fitted(), self.config.text
-        samples, skipped = labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None,
-                                          tc.label_column, tags=True, uncertain=self.config.data.uncertain)
-        probs = self._activate(self._logits(model, [s.text for s in samples]))
-        targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples])
-        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
-        report["skipped"] = len(skipped)
         return report

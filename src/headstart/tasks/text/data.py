@@ -620,9 +620,10 @@ def looks_like_text_data(data: str | Path) -> bool:
 
 
 def looks_like_text_tags(data: str | Path) -> bool:
-    """Whether a table of texts plainly holds several labels per text: one 0/1 column per label with two 1s in a
-    row (Jigsaw's toxic comments; one-hot columns, a single 1 per row, are one label), or a column named ``labels``
-    or ``tags`` (or the one column) of label lists: JSON lists, or ``a;b``, ``a|b`` in some rows."""
+    """Whether a table of texts plainly holds several labels per text: a labels column (``labels``, ``tags``,
+    ``label``...; else the one column of label lists) with JSON lists or ``a;b``, ``a|b`` cells of two labels, or,
+    without one, 0/1 columns with two 1s in a row (Jigsaw's toxic comments; one-hot columns, a single 1 per row,
+    are one label)."""
     from headstart.tasks.multilabel import data as tags
 
     try:
@@ -631,9 +632,10 @@ def looks_like_text_tags(data: str | Path) -> bool:
         return False
     columns, rows = records.columns, records.rows()[:SAMPLE_ROWS]
     lower = {c.lower(): c for c in columns}
-    named = next((lower[c] for c in ("labels", "tags") if c in lower), None)
-    if named is not None and any(isinstance(r.get(named), list) and len(r[named]) > 1 for r in rows):
-        return True
+    named = next((lower[c] for c in tags.LABELS_COLUMNS if c in lower), None)
+    if named is not None:  # a label column: lists in it, or one label a text (0/1 columns beside it are features)
+        return any(isinstance(r.get(named), list) and len(r[named]) > 1 for r in rows) or \
+            tags.list_column([named], rows, []) is not None
     if tags.list_column(columns, rows, [SPLIT_COLUMN]) is not None:
         return True
     flags = flag_columns(columns, rows, (SPLIT_COLUMN,))
