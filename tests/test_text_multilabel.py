@@ -146,3 +146,27 @@ def test_text_multilabel_run_trains_predicts_evaluates_exports_and_serves(tmp_pa
         assert got.status_code == 200, got.text
         assert [[t["label"] for t in r["labels"]] for r in got.json()] == \
             [[t["label"] for t in r["labels"]] for r in rows[:4]]
+
+
+@needs_sms
+@needs_minilm
+def test_compare_tagged_texts_puts_the_frequency_baseline_beside_the_strategies(tmp_path, session_cache):
+    """``headstart compare`` on Jigsaw's layout: seeded splits stratified by rarest label, mAP of the pretrained
+    encoder's head and of scratch training beside the label-frequency baseline on the same validation splits."""
+    from headstart.evidence.compare import compare
+
+    table = _jigsaw(tmp_path / "train.csv", _messages()[:300])
+    result = compare(table, tmp_path / "cmp", task=resolve_task("multilabel", table).name,
+                     strategy_names=["linear", "scratch"], seeds=2, epochs=2,
+                     overrides={"text.max_length": 48, "device.threads": 2})
+    assert result["task"] == "text-multilabel" and result["split_kind"] == "stratified by rarest label"
+    assert result["items"] == "texts" and result["shots_unit"] == "texts carrying the label, per label"
+    cells = {(c["strategy"], c["seed"]): c for c in result["cells"]}
+    assert set(cells) == {("linear", 0), ("linear", 1), ("scratch", 0), ("scratch", 1)}
+    for seed in (0, 1):  # the baseline is the validation split's, the same for both strategies of a seed
+        linear, scratch = cells["linear", seed], cells["scratch", seed]
+        assert linear["baseline_map"] == pytest.approx(scratch["baseline_map"])
+        assert linear["map"] > linear["baseline_map"] + 0.3 and linear["map"] > scratch["map"], (linear, scratch)
+    split = (tmp_path / "cmp" / "splits" / "seed0-shotsall.csv").read_text(encoding="utf-8").splitlines()
+    assert split[0] == "text,labels,split" and any(";" in line for line in split[1:])
+    assert (tmp_path / "cmp" / "report.html").is_file() and "training frequency scores mAP" in result["verdict"]

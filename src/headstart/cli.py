@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from headstart.errors import ConfigError, DataError, HeadstartError
-from headstart.tasks import get_task, infer_task, resolve_task, task_names, task_of_run
+from headstart.tasks import resolve_task, task_names, task_of_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune pretrained models on your own small dataset.")
@@ -397,7 +397,7 @@ def compare(
     def go() -> None:
         from headstart.evidence import compare as comparison
 
-        comparison.compare(data, out, task=task or infer_task(data), models=_csv_list(models),
+        comparison.compare(data, out, task=resolve_task(task, data).name, models=_csv_list(models),
                            strategy_names=_csv_list(strategies) or [], seeds=seeds,
                            shots=comparison.parse_shots(shots), val_fraction=val_fraction, epochs=epochs,
                            overrides=_overrides(overrides), verbose=verbose)
@@ -425,7 +425,7 @@ def advise(
     def go() -> None:
         from headstart.evidence import advise as advisor
 
-        chosen = get_task(task or infer_task(data))
+        chosen = resolve_task(task, data)
         given = _overrides(overrides)
         advice = advisor.advise(data, budget_s=budget, models=_csv_list(models), overrides=given, task=chosen.name)
         if as_json:

@@ -45,7 +45,7 @@ from headstart.core.splits import stratified_split
 from headstart.errors import ConfigError, DataError
 from headstart.evidence.compare import quiet_output
 from headstart.progress import say, warn
-from headstart.tasks import get_task, infer_task
+from headstart.tasks import get_task, resolve_task
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.probe import logistic_probe
 from headstart.tasks.image.data import ImageDataset, ImageStore, Sample, discover
@@ -1022,7 +1022,7 @@ def advise(data: str | Path, budget_s: float = 60.0, models: list[str] | None = 
     deadline = started + budget_s
     if budget_s <= 0:
         raise ConfigError(f"--budget must be positive seconds, found {budget_s}")
-    chosen = get_task(task or infer_task(data))
+    chosen = resolve_task(task, data)
     run = {"image": _advise_image, "text": _advise_text, "detection": _advise_detection,
            "segmentation": _advise_segmentation, "multilabel": _advise_multilabel}.get(chosen.name)
     if run is None:

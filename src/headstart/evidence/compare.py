@@ -74,7 +74,7 @@ MULTILABEL_SCORES = (Score("map", "mAP", "val_map"), Score("macro_f1", "macro-F1
                      Score("baseline_map", "frequency-baseline mAP", "val_baseline_map"))
 SCORES: dict[str, tuple[Score, ...]] = {"image": CLASSIFICATION_SCORES, "text": CLASSIFICATION_SCORES,
                                         "detection": DETECTION_SCORES, "segmentation": SEGMENTATION_SCORES,
-                                        "multilabel": MULTILABEL_SCORES}
+                                        "multilabel": MULTILABEL_SCORES, "text-multilabel": MULTILABEL_SCORES}
 
 
 def task_scores(task: Task) -> tuple[Score, ...]:
@@ -331,24 +331,67 @@ class MultiLabelPool(DetectionPool):
             for t in labels:
                 counts[t] += 1
         strata = [min(labels, key=lambda t: (counts[t], t)) if labels else -1 for labels in self.labels]
-        train, val = stratified_split(strata, val_fraction, seed,
-                                      groups=merged_units([s.key for s in self.items], [s.group for s in self.items]))
+        train, val = stratified_split(strata, val_fraction, seed, groups=self._units())
         if not val or not train:
-            raise DataError(f"Seed {seed}: {len(self.items)} images are too few for a training and a validation "
-                            "split; add images or change --val-fraction")
+            raise DataError(f"Seed {seed}: {len(self.items)} {self.noun} are too few for a training and a validation "
+                            "split; add some or change --val-fraction")
         return train, val
+
+    def _units(self) -> list[str]:
+        """What stays on one side of a split: exact duplicates, a patient's images."""
+        return merged_units([s.key for s in self.items], [s.group for s in self.items])
+
+    def _value(self, item: Any) -> str:
+        return str(Path(item.path).resolve())
 
     def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
         path = folder / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [(str(Path(self.items[i].path).resolve()), self.labels[i], split)
+        rows = [(self._value(self.items[i]), self.labels[i], split)
                 for split, idx in (("train", train), ("val", val)) for i in idx]
         rows += [(p, labels, "test") for p, labels in self.test]
         with path.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "labels", "split"])
+            writer.writerow([self.item, "labels", "split"])
             writer.writerows((p, ";".join(self.classes[t] for t in labels), split) for p, labels, split in rows)
         return path
+
+
+class TextTagPool(MultiLabelPool):
+    """Every tagged text of a multi-label text dataset (train and val pooled; test kept aside): splits as for images
+    (an exact duplicate on one side); each (seed, shots) split a CSV (text, labels separated by ';', split)."""
+
+    item, noun = "text", "texts"
+    columns = {"text.text_column": "text", "text.label_column": "labels"}
+
+    def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
+        from headstart.core.estimator import build_config
+        from headstart.tasks.multilabel.data import SEPARATORS
+        from headstart.tasks.text.data import discover
+
+        cfg = build_config(task, overrides=options)
+        splits = discover(data, cfg.text.text_column, cfg.text.label_column, val_fraction, 0, tags=True,
+                          uncertain=cfg.data.uncertain)
+        odd = [c for c in splits.classes if any(sep in c for sep in SEPARATORS)]
+        if odd:
+            raise DataError(f"compare writes labels separated by ';' and cannot split label names holding ';' or "
+                            f"'|': found {odd}; rename those classes")
+        self.classes, self.layout, self.issues = splits.classes, splits.layout, {}
+        self.items = splits.train + splits.val
+        self.labels = [list(s.label) for s in self.items]
+        self.test = [(s.text, list(s.label)) for s in splits.test]
+
+    def check(self) -> None:
+        tagged = sum(bool(labels) for labels in self.labels)
+        if len(self.items) < 4 or tagged < 2:
+            raise DataError(f"compare needs at least 4 texts, 2 of them with labels, for seeded splits; found "
+                            f"{len(self.items)} texts, {tagged} with labels")
+
+    def _units(self) -> list[str]:
+        return [s.text for s in self.items]
+
+    def _value(self, item: Any) -> str:
+        return item.text
 
 
 def _class_list(value: Any) -> list[str] | None:
@@ -392,8 +435,10 @@ def make_pool(task: Task, data: str | Path, val_fraction: float, options: dict[s
         return SegmentationPool(task, data, val_fraction, options)
     if task.name == "multilabel":
         return MultiLabelPool(task, data, val_fraction, options)
+    if task.name == "text-multilabel":
+        return TextTagPool(task, data, val_fraction, options)
     raise ConfigError(f"compare has no split writer for task '{task.name}' (it knows image, text, detection, "
-                      "segmentation, multilabel)")
+                      "segmentation, multilabel, text-multilabel)")
 
 
 def _shot_subset(train: list[int], labels: list[int], shots: int | str, seed: int) -> list[int]:
@@ -469,8 +514,8 @@ def _check_model(task: Task, model: str) -> None:
         registry.parse(model)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if (task.name == "text") != hf_text.is_text_model(model):
-        kind = "a text encoder" if task.name == "text" else "an image backbone"
+    if (task.inputs == "texts") != hf_text.is_text_model(model):
+        kind = "a text encoder" if task.inputs == "texts" else "an image backbone"
         raise ConfigError(f"Model '{model}' cannot train --task {task.name}: it needs {kind} (see 'headstart models')")
 
 
@@ -516,7 +561,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     for name in names:
         if name != SCRATCH:
             kind, _ = strategies.parse(name, 10**6)  # K is checked against the backbone when it is built
-            if kind == "lora" and chosen.name != "text":
+            if kind == "lora" and chosen.inputs != "texts":
                 raise ConfigError(f"Strategy 'lora' adapts text encoders; --task {chosen.name} cannot use it")
     pretrained_names = [n for n in names if n != SCRATCH]
     shot_list = parse_shots(list(shots) if shots is not None else None)
@@ -616,9 +661,9 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     if chosen.name == "detection":
         result["shots_unit"] = "images holding a box of the class, per class"
         result["data_issues"] = pool.issues
-    if chosen.name == "multilabel":
-        result["shots_unit"] = "images carrying the label, per label"
-        result["baseline"] = {"key": "baseline_map", "name": "each label's training frequency as every image's score"}
+    if chosen.name in ("multilabel", "text-multilabel"):
+        result["shots_unit"] = f"{pool.noun} carrying the label, per label"
+        result["baseline"] = {"key": "baseline_map", "name": "each label's training frequency as every item's score"}
         result["verdict"] = (result["verdict"] + baseline_sentence(summary, shot_list[-1])).strip()
     if isinstance(result["scratch_budget"], dict) and len(models) == 1:
         result["scratch_budget"]["strategy"] = "full"
@@ -773,8 +818,8 @@ def plot_scores(result: dict[str, Any], path: Path) -> None:
 
 
 def _per_class_axis(result: dict[str, Any]) -> str:
-    if result.get("task") == "multilabel":
-        return "training images per label (carrying it)"
+    if result.get("task") in ("multilabel", "text-multilabel"):
+        return f"training {result.get('items', 'images')} per label (carrying it)"
     return ("training images per class (holding a box of it)" if result.get("task") == "detection"
             else f"training {result.get('items', 'examples')} per class")
 

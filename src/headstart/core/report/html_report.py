@@ -363,8 +363,8 @@ def compare_sections(out: Path, result: dict[str, Any]) -> list[Section]:
     summary = table(["model", "strategy", "shots", "seeds", *(f"{m['label']} ({ci})" for m in metrics), "wall s",
                      f"{items}/s"], rows, "compare", left=3, highlight=best_row)
     labels = " and ".join(m["label"] for m in metrics)
-    per_class = {"detection": "training images per class", "multilabel": "training images per label"}.get(
-        result.get("task", ""), f"training {items} per class")
+    per_class = {"detection": "training images per class", "multilabel": "training images per label",
+                 "text-multilabel": "training texts per label"}.get(result.get("task", ""), f"training {items} per class")
     sections = [
         Section("Summary", notes + summary, anchor="sec-summary"),
         figures_section([(out / "scores.png", f"{labels} per strategy, mean with {ci} over seeds", "scores"),
