@@ -170,3 +170,12 @@ def test_compare_tagged_texts_puts_the_frequency_baseline_beside_the_strategies(
     split = (tmp_path / "cmp" / "splits" / "seed0-shotsall.csv").read_text(encoding="utf-8").splitlines()
     assert split[0] == "text,labels,split" and any(";" in line for line in split[1:])
     assert (tmp_path / "cmp" / "report.html").is_file() and "training frequency scores mAP" in result["verdict"]
+    from headstart.evidence.advise import advise
+
+    advice = advise(table, budget_s=60, task="multilabel", overrides={"text.max_length": 48, "device.threads": 2})
+    probe = advice["probes"][0]
+    assert advice["task"] == "text-multilabel" and probe["model"] == "minilm" and probe["probe_val"] > 50
+    assert probe["map"] > probe["baseline_map"] + 0.2, probe  # the sample's frozen embeddings beat the frequencies
+    rec = advice["recommendation"]
+    assert rec["model"] == "minilm" and rec["strategy"] == ("linear" if probe["map"] >= 0.95 else "lp-ft")
+    assert "texts" in advice["dataset"]["summary"] and "label-frequency baseline" in rec["reasons"][0]
