@@ -303,21 +303,28 @@ class MultiLabelPool(DetectionPool):
 
     def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
         from headstart.core.estimator import build_config
-        from headstart.tasks.image.data import content_keys
-        from headstart.tasks.multilabel.data import SEPARATORS, discover
+        from headstart.tasks.multilabel.data import SEPARATORS
 
-        d = build_config(task, overrides=options).data
-        splits = discover(data, val_fraction, 0, d.path_column, d.label_column, d.from_detection, d.group_column)
+        splits = self._discover(build_config(task, overrides=options), data, val_fraction)
         odd = [c for c in splits.classes if any(sep in c for sep in SEPARATORS)]
         if odd:
             raise DataError(f"compare writes labels separated by ';' and cannot split label names holding ';' or "
                             f"'|': found {odd}; rename those classes")
         self.classes, self.layout, self.issues = splits.classes, splits.layout, {}
         self.items = splits.train + splits.val
-        if any(not s.key for s in self.items):
-            content_keys(self.items)
         self.labels = [list(s.label) for s in self.items]
-        self.test = [(str(Path(s.path).resolve()), list(s.label)) for s in splits.test]
+        self.test = [(self._value(s), list(s.label)) for s in splits.test]
+
+    def _discover(self, cfg: Any, data: str | Path, val_fraction: float) -> Any:
+        """The task's own reading of DATA (each image's content key computed: duplicates stay together)."""
+        from headstart.tasks.image.data import content_keys
+        from headstart.tasks.multilabel.data import discover
+
+        d = cfg.data
+        splits = discover(data, val_fraction, 0, d.path_column, d.label_column, d.from_detection, d.group_column)
+        if any(not s.key for s in splits.train + splits.val):
+            content_keys(splits.train + splits.val)
+        return splits
 
     def check(self) -> None:
         tagged = sum(bool(labels) for labels in self.labels)
@@ -364,22 +371,11 @@ class TextTagPool(MultiLabelPool):
     item, noun = "text", "texts"
     columns = {"text.text_column": "text", "text.label_column": "labels"}
 
-    def __init__(self, task: Task, data: str | Path, val_fraction: float, options: dict[str, Any]) -> None:
-        from headstart.core.estimator import build_config
-        from headstart.tasks.multilabel.data import SEPARATORS
+    def _discover(self, cfg: Any, data: str | Path, val_fraction: float) -> Any:
         from headstart.tasks.text.data import discover
 
-        cfg = build_config(task, overrides=options)
-        splits = discover(data, cfg.text.text_column, cfg.text.label_column, val_fraction, 0, tags=True,
-                          uncertain=cfg.data.uncertain)
-        odd = [c for c in splits.classes if any(sep in c for sep in SEPARATORS)]
-        if odd:
-            raise DataError(f"compare writes labels separated by ';' and cannot split label names holding ';' or "
-                            f"'|': found {odd}; rename those classes")
-        self.classes, self.layout, self.issues = splits.classes, splits.layout, {}
-        self.items = splits.train + splits.val
-        self.labels = [list(s.label) for s in self.items]
-        self.test = [(s.text, list(s.label)) for s in splits.test]
+        return discover(data, cfg.text.text_column, cfg.text.label_column, val_fraction, 0, tags=True,
+                        uncertain=cfg.data.uncertain)
 
     def check(self) -> None:
         tagged = sum(bool(labels) for labels in self.labels)
