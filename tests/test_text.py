@@ -548,6 +548,11 @@ def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tm
     assert report["num_samples"] == 120 and report["accuracy"] == pytest.approx(correct / 120)
     body = json.dumps({"texts": [[t, d] for _, t, d in test_rows[:2]]}).encode()
     assert parse_texts(body, "application/json", 8) == [f"{t}{textdata.PART_SEP}{d}" for _, t, d in test_rows[:2]]
+    from headstart.deploy.server import create_app
+
+    served = create_app(run).state.service.metadata()  # /metadata tells API users the parts and their order
+    assert served["text_columns"] == ["Title", "Description"]
+    assert served["request"]["body"] == {"texts": [["<Title>", "<Description>"]]}
     from headstart.deploy import export, onnx_engine
 
     meta = export.export_run(run, "onnx", max_items=24)  # the ONNX engine separates the parts as the tokenizer did

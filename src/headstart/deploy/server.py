@@ -130,6 +130,9 @@ class ModelService:
                 "model_file": "model.safetensors", "model_sha256": self.sha256, "headstart_version": __version__,
                 "trained_with": self.meta.get("headstart_version"), "run": str(self.run.resolve()),
                 "limits": asdict(self.limits)}
+        if self.takes_texts and len(self.spec.get("text_columns") or []) > 1:  # each text as a list of its parts
+            item["body"] = {"texts": [[f"<{c}>" for c in self.spec["text_columns"]]]}
+            meta["text_columns"] = self.spec["text_columns"]
         if hasattr(self.estimator, "thresholds_"):  # multi-label: a label applies at its class's threshold
             meta["thresholds"] = dict(zip(self.classes, self.estimator.thresholds_))
         return meta
@@ -324,7 +327,10 @@ def create_app(run: str | Path, limits: Limits | None = None, workers: int = 1,
     if service.takes_texts:
         body_doc = {"application/json": {"schema": {
             "type": "object", "required": ["texts"],
-            "properties": {"texts": {"type": "array", "items": {"type": "string"}, "maxItems": limits.max_items}}}}}
+            "properties": {"texts": {"type": "array", "maxItems": limits.max_items, "items": {"oneOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "string"}, "description": "a text's parts (GET /metadata: "
+                 "text_columns), for a model trained on several text columns"}]}}}}}}
     else:
         body_doc = {"multipart/form-data": {"schema": {
             "type": "object", "required": [FIELD],
