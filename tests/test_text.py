@@ -508,7 +508,7 @@ def test_texts_of_several_columns_are_found_and_joined_by_the_separator(tmp_path
 
 @needs_sms
 @needs_minilm
-def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tmp_path, session_cache):
+def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tmp_path, session_cache, capsys):
     """Trained on AG News' layout (Title + Description, here real SMS messages), the run records its columns: predict
     reads a test table's Title and Description, the Python API takes (title, description) tuples, the server lists,
     and evaluate reads the same texts from a table without a header line."""
@@ -542,7 +542,9 @@ def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tm
     assert [r["probability"] for r in tuples] == pytest.approx([r["probability"] for r in predicted], abs=1e-5)
     correct = sum(r["label"] == str(c) for r, (c, _, _) in zip(predicted, test_rows))
     assert correct / len(test_rows) >= 0.9  # 1 in 7 is spam: the majority scores 0.87
+    capsys.readouterr()
     assert clf.predict([test_rows[0][1]])[0]["label"]  # one part: answered, with a warning
+    assert "1 of 1 text(s) are not in 2 parts" in " ".join(capsys.readouterr().err.split())
     headerless = _write_rows(tmp_path / "test_raw.csv", None, test_rows, quote_all=True)
     report = clf.evaluate(headerless)
     assert report["num_samples"] == 120 and report["accuracy"] == pytest.approx(correct / 120)

@@ -124,16 +124,17 @@ class TextClassifier(ClassifierEstimator):
         kept = [t for t in texts if not is_blank(t)]
         if len(kept) < len(texts):
             warn(f"{len(texts) - len(kept)} empty text(s) left out")
-        parts = len(self.text_columns_)
-        odd = sum(t.count(PART_SEP) + 1 != parts for t in kept) if parts > 1 else 0
-        if odd:
-            warn(f"{odd} of {len(kept)} text(s) are not in {parts} parts, while this model was trained on texts read "
-                 f"from {' + '.join(self.text_columns_)}: pass each as a tuple of its {parts} parts")
         return [shown(t) for t in kept], self._activate(self._logits(model, kept))
 
     def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
         if not texts:
             return torch.empty(0, len(self.classes_))
+        parts = len(self.text_columns_)
+        odd = sum(t.count(PART_SEP) + 1 != parts for t in texts) if parts > 1 else 0
+        if odd:
+            warn(f"{odd} of {len(texts)} text(s) are not in {parts} parts, while this model was trained on texts read "
+                 f"from {' + '.join(self.text_columns_)}: give tables those columns, or predict tuples of {parts} "
+                 "parts; a text of other parts is classified, less well")
         spec = model.backbone.spec
         ids, cut = tokenize(self.tokenizer_, texts, spec.extra["max_length"])
         if cut:
