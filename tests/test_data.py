@@ -269,6 +269,7 @@ def test_images_named_by_class_in_one_folder_are_classes(tmp_path):
     assert sorted(s.path.stem for s in splits.test) == sorted(f"{c}_{i}" for c in ("Formica_rufa", "honey_bee")
                                                               for i in range(1, 13, 3))
     assert len(splits.train) + len(splits.val) == 16 and "annotations/test.txt does not list" in splits.layout
+    assert sorted(s.path for s in labelled_samples(pets, splits.classes)[0]) == sorted(s.path for s in splits.test)
 
     camera = tmp_path / "camera"  # IMG_0001.jpg...: one name, no classes; the error says both ways to label
     camera.mkdir()
@@ -604,6 +605,21 @@ def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp
     splits = discover(food)
     assert sorted(f"{s.path.parent.name}/{s.path.stem}" for s in splits.test) == listed
     assert len(splits.train) + len(splits.val) == 18 - len(listed) and "the 6 it lists the test split" in splits.layout
+    cub = tmp_path / "CUB_200_2011"  # images/ numbered in images.txt, the split by number in train_test_split.txt
+    copy(BLOOD / "train", cub / "images", 6)
+    files = sorted(f.relative_to(cub / "images").as_posix() for f in (cub / "images").rglob("*.jpg"))
+    (cub / "images.txt").write_text("".join(f"{i} {f}\n" for i, f in enumerate(files, start=1)))
+    (cub / "train_test_split.txt").write_text("".join(f"{i} {int(i % 3 != 0)}\n" for i in range(1, len(files) + 1)))
+    (cub / "classes.txt").write_text("1 Platelets\n2 RBC\n3 WBC\n")
+    for folder, name in (("attributes", "image_attribute_labels.txt"), ("parts", "part_locs.txt")):
+        (cub / folder).mkdir()
+        (cub / folder / name).write_text("1 1 0\n")
+    splits = discover(cub)
+    assert splits.classes == ["Platelets", "RBC", "WBC"] and splits.layout.startswith("images/: class folders")
+    assert sorted(s.path.relative_to(cub / "images").as_posix() for s in splits.test) == files[2::3]
+    assert "the 6 it lists the test split" in splits.layout and "train_test_split.txt (is_training 0" in splits.layout
+    assert sorted(s.path for s in labelled_samples(cub, splits.classes)[0]) == sorted(s.path for s in splits.test)
+    assert len(labelled_samples(food, splits.classes)[0]) == 6  # evaluate: the listed images, not the training ones
     dogs = tmp_path / "stanford-dogs"  # Images/ beside Annotation/: the same class folders of XML files without a suffix
     copy(BLOOD / "train", dogs / "Images", 6)
     for cls in ("Platelets", "RBC", "WBC"):

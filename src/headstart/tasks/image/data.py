@@ -444,8 +444,8 @@ def _test_list(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] 
     """``(list, which samples it names)`` of the dataset's own test list: a ``test.txt`` in ``root``, or in a
     ``meta/``, ``annotations/``, ``lists/`` or ``splits/`` folder in it or beside it (Food-101's ``meta/test.txt`` of
     ``apple_pie/1011328``, the Oxford-IIIT Pets' ``annotations/test.txt`` of ``Abyssinian_201 1 1 1``), whose lines
-    begin with the images' paths under ``root`` or names, with or without a suffix; None when there is none, when it
-    names few of the images, or all of them."""
+    begin with the images' paths under ``root`` or names, with or without a suffix; else CUB-200's numbered split
+    (``_id_split``); None when there is none, when it names few of the images, or all of them."""
     places = [root, *(base / name for base in (root, root.parent) for name in SPLIT_LIST_FOLDERS)]
     lists = [folder / name for folder in places for name in TEST_LISTS if (folder / name).is_file()]
     for test_list in lists:
@@ -458,6 +458,31 @@ def _test_list(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] 
         keep = [s.path.relative_to(root).with_suffix("").as_posix() in keys or s.path.stem in keys for s in samples]
         if names and LISTED * len(names) <= sum(keep) < len(samples):
             return test_list.relative_to(root.parent).as_posix(), keep
+    return _id_split(root, samples)
+
+
+ID_SPLIT = ("images.txt", "train_test_split.txt")  # CUB-200-2011's and NABirds': id -> image path, id -> is_training
+
+
+def _id_split(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] | None:
+    """The test split of a dataset that numbers its images: ``images.txt`` (``1 001.Black_footed_Albatross/x.jpg``:
+    id and path under ``root``) beside ``train_test_split.txt`` (``1 0``: id and is_training), in ``root`` or the
+    folder above it (CUB-200-2011, NABirds); None as for ``_test_list``."""
+    for base in (root, root.parent):
+        paths_file, flags_file = (base / name for name in ID_SPLIT)
+        if not (paths_file.is_file() and flags_file.is_file()):
+            continue
+        try:
+            paths = dict(line.split(maxsplit=1) for line in read_text_file(paths_file).splitlines()
+                         if len(line.split(maxsplit=1)) == 2)
+            flags = dict(line.split()[:2] for line in read_text_file(flags_file).splitlines() if len(line.split()) >= 2)
+        except DataError:
+            continue
+        test = {Path(paths[i].strip()).with_suffix("").as_posix() for i, flag in flags.items()
+                if flag == "0" and i in paths}
+        keep = [s.path.relative_to(root).with_suffix("").as_posix() in test for s in samples]
+        if test and LISTED * len(test) <= sum(keep) < len(samples):
+            return f"{flags_file.relative_to(root.parent).as_posix()} (is_training 0, ids of {paths_file.name})", keep
     return None
 
 
@@ -722,7 +747,8 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
                      label_column: str | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Samples of labelled evaluation data, labelled with the model's ``classes``.
 
-    DATA: a folder of class subfolders, a train/val/test folder (test/ then val/ is used) or a CSV.
+    DATA: a folder of class subfolders (the images of its own test list when it has one: Food-101's meta/test.txt,
+    CUB-200's train_test_split.txt), a train/val/test folder (test/ then val/ is used) or a CSV.
     """
     root = Path(data)
     if root.is_dir():
@@ -746,7 +772,13 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
             if dirs:
                 raise DataError(f"{root} holds {_named(dirs['train'], root)} but no labelled test/ or val/ images to "
                                 f"evaluate on: give the folder to evaluate (e.g. {dirs['train']}, the training images)")
-        found = found or {k: v for k, v in _split_classes(root, classes)[0].items() if v}
+        if not found:  # one folder of classes: the images of the dataset's own test list, as training's test split
+            found = {k: v for k, v in _split_classes(root, classes)[0].items() if v}
+            every = [p for v in found.values() for p in v]
+            listed = _test_list(root, [Sample(p) for p in every]) if not dirs else None
+            if listed is not None:
+                test = {p for p, out in zip(every, listed[1]) if out}
+                found = {k: [p for p in v if p in test] for k, v in found.items() if any(p in test for p in v)}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
         names = {k: [(p, k) for p in v] for k, v in found.items()}
