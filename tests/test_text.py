@@ -10,6 +10,7 @@ import csv
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -126,14 +127,61 @@ def test_jsonl_with_split_column_and_numeric_labels(tmp_path):
     assert splits.classes == ["0", "1", "2"] and (len(splits.train), len(splits.val)) == (32, 8)
 
 
-def test_datasets_folder(tmp_path):
+@needs_sms
+def test_datasets_folders_as_load_dataset_saves_them(tmp_path):
+    """``save_to_disk`` folders: splits kept, ClassLabel names as the classes, GLUE's pairs (``sentence1``,
+    ``sentence2``), -1 ("no label": GLUE's test split, SNLI's texts without a gold label) left out as a blank label,
+    and GoEmotions' ``Sequence(ClassLabel)`` as multi-label texts."""
     datasets = pytest.importorskip("datasets", reason="the datasets package is not installed")
+    from headstart.tasks import infer_task
+
     rows = [{"sentence": f"sentence number {i}", "y": i % 3} for i in range(40)]
     folder = tmp_path / "hf"
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:30]),
                           "validation": datasets.Dataset.from_list(rows[30:])}).save_to_disk(str(folder))
     splits = textdata.discover(folder)
     assert (len(splits.train), len(splits.val)) == (30, 10)
+
+    messages = _sms_rows()[:90]
+    halves = [(" ".join(t.split()[:3]), " ".join(t.split()[3:]) or "ok") for _, t in messages]
+    label = datasets.ClassLabel(names=["not_equivalent", "equivalent"])
+    features = datasets.Features({"sentence1": datasets.Value("string"), "sentence2": datasets.Value("string"),
+                                  "label": label, "idx": datasets.Value("int32")})
+
+    def part(lo: int, hi: int, test: bool = False) -> Any:
+        return datasets.Dataset.from_list([{"sentence1": a, "sentence2": b, "idx": i,
+                                            "label": -1 if test or i == lo else int(y == "spam")}
+                                           for i, ((a, b), (y, _)) in enumerate(zip(halves[lo:hi], messages[lo:hi]),
+                                                                                start=lo)], features=features)
+    mrpc = tmp_path / "glue_mrpc"
+    datasets.DatasetDict({"train": part(0, 60), "validation": part(60, 75),
+                          "test": part(75, 90, test=True)}).save_to_disk(str(mrpc))
+    assert infer_task(mrpc) == "text"
+    splits = textdata.discover(mrpc)
+    assert splits.classes == ["equivalent", "not_equivalent"] and splits.text_columns == ["sentence1", "sentence2"]
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (59, 14, 0)  # -1: no label, left out
+    assert len(splits.skipped) == 17 and {why for _, why in splits.skipped} == {"empty label"}
+    assert splits.train[0].text == f"{halves[1][0]}{textdata.PART_SEP}{halves[1][1]}"
+    arrow = pytest.importorskip("pyarrow")
+    from pyarrow import parquet  # SNLI as a parquet table (the Hub's format)
+
+    parquet.write_table(arrow.Table.from_pylist([{"premise": a, "hypothesis": b, "label": i % 3}
+                                                 for i, (a, b) in enumerate(halves)]), tmp_path / "snli.parquet")
+    splits = textdata.discover(tmp_path / "snli.parquet")
+    assert splits.text_columns == ["premise", "hypothesis"] and len(splits.train) + len(splits.val) == 90
+
+    tags = datasets.Sequence(datasets.ClassLabel(names=["spam", "money", "question"]))
+    emotions = tmp_path / "go_emotions"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(
+        [{"text": t, "labels": [i for i, on in enumerate((y == "spam", "£" in t, "?" in t)) if on], "id": str(n)}
+         for n, (y, t) in enumerate(messages)],
+        features=datasets.Features({"text": datasets.Value("string"), "labels": tags,
+                                    "id": datasets.Value("string")}))}).save_to_disk(str(emotions))
+    assert infer_task(emotions) == "text-multilabel"
+    splits = textdata.discover(emotions, tags=True)
+    assert splits.classes == ["money", "question", "spam"] and len(splits.train) + len(splits.val) == 90
+    spam = {t for y, t in messages if y == "spam"}
+    assert all((splits.classes.index("spam") in s.label) == (s.text in spam) for s in splits.train + splits.val)
 
 
 def _touch(path: Path) -> Path:

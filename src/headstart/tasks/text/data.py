@@ -228,6 +228,9 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_datasets(path: Path) -> Records:
+    """The splits of a ``save_to_disk`` folder, ClassLabel columns as their names (a list of them for
+    ``Sequence(ClassLabel)``, GoEmotions' ``labels``); -1, the datasets' "no label" (GLUE's and SNLI's test splits,
+    SNLI's texts without a gold label), is a blank label."""
     try:
         import datasets
     except ImportError:
@@ -235,16 +238,26 @@ def _read_datasets(path: Path) -> Records:
     loaded = datasets.load_from_disk(str(path))
     parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"": loaded}
     out: dict[str, list[dict[str, Any]]] = {}
-    names = {}
+    names: dict[str, list[str]] = {}
     for split, ds in parts.items():
         out[split] = ds.to_list()
-        feature = ds.features
-        names.update({col: f.names for col, f in feature.items() if hasattr(f, "names")})  # ClassLabel names
+        for col, f in ds.features.items():
+            inner = getattr(f, "feature", None)
+            if hasattr(f, "names") or hasattr(inner, "names"):  # ClassLabel, Sequence(ClassLabel)
+                names[col] = f.names if hasattr(f, "names") else inner.names
+
+    def name(value: Any, label_names: list[str]) -> Any:
+        if isinstance(value, list):
+            return [n for v in value if (n := name(v, label_names)) is not None]
+        if isinstance(value, int) and not isinstance(value, bool):
+            return label_names[value] if 0 <= value < len(label_names) else None
+        return value
+
     for rows in out.values():
         for row in rows:
             for col, label_names in names.items():
-                if isinstance(row.get(col), int) and 0 <= row[col] < len(label_names):
-                    row[col] = label_names[row[col]]
+                if col in row:
+                    row[col] = name(row[col], label_names)
     first = next(iter(out.values()))
     if not first:
         raise DataError(f"{path} has no rows")
