@@ -166,11 +166,18 @@ def _summarize_data(data: str | Path, splits: TextSplits, tdata: TextData, refit
         for label in s.label if isinstance(s.label, tuple) else (s.label,):
             counts[splits.classes[label]] += 1
     lengths = tdata.lengths("train")
-    say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(tdata.splits['train'])}"
+    train = tdata.splits["train"]
+    if tdata.tags:  # multi-label: how many labels a text carries
+        per = [len(s.label) for s in train]
+        what = (f"{len(splits.classes)} labels (multi-label: {sum(per) / max(len(per), 1):.2f} per text, "
+                f"{per.count(0)} training text(s) with none, at most {max(per, default=0)})")
+    else:
+        what = f"{len(splits.classes)} classes"
+    say(f"[bold]Data[/] {data}: {splits.layout}; {what}; train {len(train)}"
         f"{REFIT_TRAIN if refitting else ''}, val {len(tdata.splits['val'])}"
         + (f", test {len(tdata.splits['test'])}" if tdata.splits["test"] else "")
-        + f"; train per class {counts}; tokens per text: median {sorted(lengths)[len(lengths) // 2]}, "
-        f"max {max(lengths)} (max_length {tdata.max_length})")
+        + f"; train per {'label' if tdata.tags else 'class'} {counts}; tokens per text: median "
+        f"{sorted(lengths)[len(lengths) // 2]}, max {max(lengths)} (max_length {tdata.max_length})")
     cut = sum(tdata.truncated.values())
     if cut:
         n = sum(len(v) for v in tdata.splits.values())
