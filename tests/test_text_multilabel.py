@@ -119,6 +119,18 @@ def test_text_multilabel_run_trains_predicts_evaluates_exports_and_serves(tmp_pa
     clf = MultiLabelTextClassifier.load(run)
     report = clf.evaluate(test)
     assert report["num_samples"] == 150 and report["map"] > report["baseline"]["map"] + 0.3, report
+    kaggle = tmp_path / "kaggle"  # Jigsaw's test set: texts in test.csv, labels in test_labels.csv (-1: not scored)
+    kaggle.mkdir()
+    with (test.open(encoding="utf-8", newline="") as f, (kaggle / "test.csv").open("w", newline="") as texts,
+          (kaggle / "test_labels.csv").open("w", newline="") as labels):
+        rows = list(csv.reader(f))
+        csv.writer(texts).writerows(r[:2] for r in rows)
+        csv.writer(labels).writerows([rows[0][:1] + rows[0][2:]] + [[r[0], *(r[2:] if i % 3 else ["-1"] * 3)]
+                                                                      for i, r in enumerate(rows[1:])])
+    scored = _jigsaw(tmp_path / "scored.csv", [m for i, m in enumerate(messages[2000:2150]) if i % 3])
+    joined = clf.evaluate(kaggle / "test_labels.csv")
+    assert joined["num_samples"] == 100 and joined["skipped"] == 50
+    assert joined["map"] == pytest.approx(clf.evaluate(scored)["map"])
     res = CliRunner().invoke(app, ["predict", str(run), str(test), "--format", "json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)

@@ -309,6 +309,10 @@ def text_columns(records: Records, wanted: str | Sequence[str] | None, exclude: 
         return pair
     tcol = pick_column(columns, None, TEXT_COLUMNS, "text", where, hint, exclude=exclude, rows=rows)
     values = _column_values(rows)
+    if _are_ids(values(tcol)) and not _looks_like_image_paths(values(tcol)):  # image paths: said later, and how
+        # the one column left is Jigsaw's test_labels.csv's 'id': no texts here
+        raise DataError(f"{where}: no column of texts: '{tcol}', the one left, holds ids ({values(tcol)[0]!r}...); "
+                        f"columns found: {columns}. {hint}")
     if _is_title(tcol, values):  # a title chosen by its name: its body, when one is longer, follows it
         body = by_content("text", [c for c in columns if c not in exclude and c.lower() != SPLIT_COLUMN], rows)
         return [tcol, body] if body not in (None, tcol) and _prose(values(body)) else [tcol]
@@ -340,6 +344,12 @@ def _prose(values: Sequence[str]) -> bool:
     words = sum(len(v.split()) for v in values)
     letters = sum(ch.isalpha() or ch.isspace() for v in values for ch in v)
     return words >= 2 * len(values) and letters >= 0.7 * chars
+
+
+def _are_ids(values: Sequence[str]) -> bool:
+    """Whether values are ids, not texts: single tokens holding a digit (``0001ea8717f6de06``, ``12345``), distinct."""
+    return bool(values) and len(set(values)) > 0.9 * len(values) and \
+        sum(" " not in v and any(ch.isdigit() for ch in v) for v in values) >= 0.95 * len(values)
 
 
 def _is_title(column: str, values) -> bool:
@@ -536,8 +546,12 @@ def tag_reader(records: Records, text_column: str | Sequence[str] | None, label_
         unsure = sum(str(r.get(c) or "").strip() in UNCERTAIN for r in rows for c in flags)
         what = f"{len(flags)} 0/1 label columns" + (f", {unsure} uncertain (-1) label(s) read as {uncertain} "
                                                     "(data.uncertain)" if unsure else "")
-        return tcols, classes, what, lambda row: tuple(i for i, c in enumerate(classes)
-                                                      if str(row.get(c) or "").strip() in positive)
+        def flags_of(row: dict[str, Any]) -> tuple[int, ...] | None:  # -1 in every column: not labelled (Jigsaw's
+            cells = [str(row.get(c) or "").strip() for c in classes]  # unscored test rows), not all uncertain
+            if all(cell in UNCERTAIN for cell in cells):
+                return None
+            return tuple(i for i, cell in enumerate(cells) if cell in positive)
+        return tcols, classes, what, flags_of
     cells = [r.get(lcol) for r in rows]
     words = [c for c in cells if not isinstance(c, list)]
     spaces = tags.blank_separated(words) and (lcol.lower() == "tags" or tags.words_are_labels(words))
@@ -574,16 +588,22 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     # evaluates a table whose header says 'text'); else found here as training finds them
     text_column = text_column if names and all(c in columns for c in column_names(text_column, split=True)) else None
     label_column = label_column if label_column in columns else None
-    if tags:
-        tcols, found, _, tags_of = tag_reader(records, text_column, label_column, uncertain, path)
 
-        def label_of(row: dict[str, Any]) -> tuple[str, ...] | str:
-            return tuple(found[i] for i in tags_of(row))
-    else:
+    def readers(records: Records) -> tuple[list[str], Callable[[dict[str, Any]], Any]]:
+        if tags:
+            tcols, found, _, tags_of = tag_reader(records, text_column, label_column, uncertain, path)
+            return tcols, lambda row: None if (t := tags_of(row)) is None else tuple(found[i] for i in t)
         tcols, lcol = text_and_label_columns(records, text_column, label_column, path)
+        return tcols, lambda row: _as_label(row.get(lcol))
 
-        def label_of(row: dict[str, Any]) -> tuple[str, ...] | str:
-            return _as_label(row.get(lcol))
+    try:
+        tcols, label_of = readers(records)
+    except DataError:  # labels without their texts (Jigsaw's test_labels.csv): the texts of the table beside
+        joined = _texts_beside(path, records)
+        if joined is None:
+            raise
+        records, parts, columns = joined, joined.parts, joined.columns
+        tcols, label_of = readers(records)
     rows, first = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None), 1
     if rows is None:
         rows, first = records.rows(), records.first_line  # every row: numbered by its file line
@@ -601,7 +621,7 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     for line, row in enumerate(rows, start=first):
         text, label = text_of(row, tcols), label_of(row)
         names = label if isinstance(label, tuple) else (label,)
-        if is_blank(text) or label == "":
+        if is_blank(text) or label in ("", None):
             skipped.append((f"{path.name}:{line}", "empty text" if is_blank(text) else "empty label"))
         elif any(n not in index for n in names):
             unknown.update(n for n in names if n not in index)
@@ -614,6 +634,37 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     if not samples:
         raise DataError(f"{path}: no labelled texts to evaluate ({len(skipped)} row(s) with an empty text or label)")
     return samples, skipped
+
+
+BESIDE_MB = 512  # tables beside a labels table read for its texts at most this large
+
+
+def _texts_beside(path: Path, records: Records) -> Records | None:
+    """A labels table's rows with the texts of the table beside it that shares its first column (the id) and has
+    texts, for 90 % of its ids or more (Jigsaw's ``test_labels.csv`` of ``id`` and 0/1 columns beside
+    ``test.csv`` of ``id, comment_text``); None when there is none."""
+    if path.is_dir() or not records.header or not records.columns:
+        return None
+    key = records.columns[0]
+    ids = [str(r.get(key)) for r in records.rows()]
+    for other in sorted(path.parent.iterdir()):
+        if other == path or other.suffix.lower() not in TABLE_SUFFIXES or not other.is_file() \
+                or other.stat().st_size > BESIDE_MB * 2**20:
+            continue
+        try:
+            found = read_records(other)
+            if key not in found.columns:
+                continue
+            tcols = text_columns(found, None, [key], other)
+        except DataError:
+            continue
+        texts = {str(r.get(key)): r for r in found.rows()}
+        if sum(i in texts for i in ids) < 0.9 * len(ids):
+            continue
+        rows = [{**{c: texts.get(str(r.get(key)), {}).get(c) for c in tcols}, **r} for r in records.rows()]
+        return Records({"": rows}, [*records.columns, *(c for c in tcols if c not in records.columns)], records.table,
+                       notes=[f"texts from {other.name} by '{key}'"])
+    return None
 
 
 def looks_like_text_data(data: str | Path) -> bool:
