@@ -85,6 +85,9 @@ def test_tagged_texts_are_read_from_label_columns_lists_and_separators(tmp_path)
                                                                              int("?" in t)] for y, t in messages)])
     assert infer_task(single) == "text" and infer_task(SMS) == "text" and infer_task(features) == "text"
     assert resolve_task("multilabel", jigsaw).name == "text-multilabel"  # --task multilabel on a table of texts
+    with pytest.raises(DataError, match=r"look like several labels per text: train them together with --task "
+                                        r"multilabel, or one of them with --label-column spam"):
+        textdata.discover(jigsaw)  # --task text
     unknown = tmp_path / "unknown.csv"  # evaluate: a label the model never saw is an error naming it
     with unknown.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["text", "labels"], [messages[0][1], "spam|urgent"], [messages[1][1], "money"]])

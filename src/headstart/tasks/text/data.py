@@ -507,7 +507,14 @@ def _label_reader(records: Records, text_column: str | Sequence[str] | None, lab
                   where: Path) -> tuple[list[str], list[str], str, LabelOf]:
     """Single-label texts: the text columns, the classes (the label column's values), what the Data line says of the
     labels and each row's class index."""
-    tcols, lcol = text_and_label_columns(records, text_column, label_column, where)
+    try:
+        tcols, lcol = text_and_label_columns(records, text_column, label_column, where)
+    except DataError as exc:  # Jigsaw's 0/1 columns given as --task text: say what they are
+        flags = flag_columns(records.columns, records.rows()[:SAMPLE_ROWS], (SPLIT_COLUMN,))
+        if len(flags) < 2:
+            raise
+        raise DataError(f"{exc}. Its 0/1 columns {flags} look like several labels per text: train them together "
+                        f"with --task multilabel, or one of them with --label-column {flags[0]}") from None
     classes = _sort_classes({_as_label(r.get(lcol)) for r in records.rows()} - {""})
     if len(classes) < 2:
         raise DataError(f"{where}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
