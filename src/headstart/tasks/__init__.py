@@ -108,11 +108,9 @@ def infer_task(data: str | Path) -> str:
 
     if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel
         return "multilabel"
-    from headstart.tasks.text.data import looks_like_text_data, looks_like_text_tags
+    from headstart.tasks.text.data import text_task_of
 
-    if looks_like_text_data(data):
-        return "text-multilabel" if looks_like_text_tags(data) else "text"
-    return "image"
+    return text_task_of(data) or "image"
 
 
 def resolve_task(task: str | None, data: str | Path) -> Task:

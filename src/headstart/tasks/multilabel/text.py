@@ -1,8 +1,7 @@
 """Multi-label text classification: ``MultiLabelTextClassifier(...).fit(table)``, ``.predict(texts)``, ``.evaluate``.
 
-The text classifier (encoder + head, strategies, embedding cache, tokenised texts) made multi-label by ``MultiLabel``:
-a sigmoid per label, thresholds tuned on validation. Its own module, so that multi-label images import no
-``transformers``.
+The text classifier (encoder + head, strategies, embedding cache, tokenised texts, its reading with ``TAGS``) made
+multi-label by ``MultiLabel``: a sigmoid per label, thresholds tuned on validation.
 
 >>> MultiLabelTextClassifier().fit("train.csv").predict(["you are an idiot"])  # Jigsaw: toxic, insult...
 """
@@ -18,8 +17,6 @@ from headstart.core.estimator import Prepared
 from headstart.tasks.multilabel.data import multi_hot
 from headstart.tasks.multilabel.metrics import multilabel_report
 from headstart.tasks.multilabel.task import MultiLabel
-from headstart.tasks.text.data import TextSplits, labelled_texts
-from headstart.tasks.text.data import discover as discover_texts
 from headstart.tasks.text.task import TOKENIZER_DIR, TextClassifier
 
 
@@ -32,11 +29,7 @@ class MultiLabelTextClassifier(MultiLabel, TextClassifier):
     """
 
     TASK = "text-multilabel"
-
-    def _discover(self, data: str | Path) -> TextSplits:
-        tc, cfg = self.config.text, self.config
-        return discover_texts(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed, tags=True,
-                              uncertain=cfg.data.uncertain)
+    TAGS = True
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
@@ -47,9 +40,8 @@ class MultiLabelTextClassifier(MultiLabel, TextClassifier):
 
         DATA as for training (its test split, else its validation split, else every row).
         """
-        model, tc = self._require_fitted(), self.config.text
-        samples, skipped = labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None,
-                                          tc.label_column, tags=True, uncertain=self.config.data.uncertain)
+        model = self._require_fitted()
+        samples, skipped = self._labelled(data)
         probs = self._activate(self._logits(model, [s.text for s in samples]))
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples])
         report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)

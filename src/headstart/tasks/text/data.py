@@ -304,11 +304,11 @@ def text_columns(records: Records, wanted: str | Sequence[str] | None, exclude: 
         for c in named:
             pick_column(columns, c, (), "text", where, hint)  # the error naming the columns found
         return named
-    pair = _pair_columns(columns, rows, exclude)
+    values = _column_values(rows)
+    pair = _pair_columns(columns, values, exclude)
     if pair:
         return pair
     tcol = pick_column(columns, None, TEXT_COLUMNS, "text", where, hint, exclude=exclude, rows=rows)
-    values = _column_values(rows)
     if _are_ids(values(tcol)) and not _looks_like_image_paths(values(tcol)):  # image paths: said later, and how
         # the one column left is Jigsaw's test_labels.csv's 'id': no texts here
         raise DataError(f"{where}: no column of texts: '{tcol}', the one left, holds ids ({values(tcol)[0]!r}...); "
@@ -359,14 +359,13 @@ def _is_title(column: str, values) -> bool:
     return bool(words) and words[-1] in TITLE_COLUMNS and _prose(vs) and len(set(vs)) > TITLE_DISTINCT * len(vs)
 
 
-def _pair_columns(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Sequence[str]) -> list[str]:
+def _pair_columns(columns: Sequence[str], values: Callable[[str], list[str]], exclude: Sequence[str]) -> list[str]:
     """Two columns of texts classified together: named as a pair (``PAIR_COLUMNS``), or named alike but for 1 and 2,
     a and b (``sentence1``, ``#1 String``, ``text_a``), both holding sentences; else []."""
     lower = {c.lower(): c for c in columns if c not in exclude}
     for first, second in PAIR_COLUMNS:
         if first in lower and second in lower:
             return [lower[first], lower[second]]
-    values = _column_values(rows)
     for column in lower.values():
         for m in re.finditer(r"(?<![0-9])1(?![0-9])|(?<=[_ ])[aA]$", column):
             other = column[:m.start()] + {"1": "2", "a": "b", "A": "B"}[m.group()] + column[m.end():]
@@ -676,31 +675,33 @@ def _texts_beside(path: Path, records: Records) -> Records | None:
 
 def looks_like_text_data(data: str | Path) -> bool:
     """Whether DATA is plainly text data: a datasets folder, or a table whose columns hold no image paths."""
+    return text_task_of(data) is not None
+
+
+def text_task_of(data: str | Path) -> str | None:
+    """``text``, ``text-multilabel`` (``holds_tags``) or None (not plainly text data), reading DATA once."""
     path = Path(data)
-    if path.is_dir():
-        return is_datasets_folder(path)
-    if path.suffix.lower() not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
-        return False
+    if path.is_dir() and not is_datasets_folder(path) or not path.is_dir() \
+            and path.suffix.lower() not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
+        return None
     try:
         records = read_records(path)
     except DataError:  # let the text reader report what is wrong, unless the file may be an image table
-        return path.suffix.lower() not in {".csv", *PLAIN_SUFFIXES}
+        return "text" if path.is_dir() or path.suffix.lower() not in {".csv", *PLAIN_SUFFIXES} else None
     rows = next(iter(records.parts.values()))[:200]
-    return not any(_looks_like_image_paths([str(r.get(c) or "") for r in rows]) or _names_image_files(path, rows, c)
-                   for c in records.columns)
+    if not path.is_dir() and any(_looks_like_image_paths([str(r.get(c) or "") for r in rows])
+                                 or _names_image_files(path, rows, c) for c in records.columns):
+        return None
+    return "text-multilabel" if holds_tags(records) else "text"
 
 
-def looks_like_text_tags(data: str | Path) -> bool:
+def holds_tags(records: Records) -> bool:
     """Whether a table of texts plainly holds several labels per text: a labels column (``labels``, ``tags``,
     ``label``...; else the one column of label lists) with JSON lists or ``a;b``, ``a|b`` cells of two labels, or,
     without one, 0/1 columns with two 1s in a row (Jigsaw's toxic comments; one-hot columns, a single 1 per row,
     are one label)."""
     from headstart.tasks.multilabel import data as tags
 
-    try:
-        records = read_records(data)
-    except DataError:
-        return False
     columns, rows = records.columns, records.rows()[:SAMPLE_ROWS]
     lower = {c.lower(): c for c in columns}
     named = next((lower[c] for c in tags.LABELS_COLUMNS if c in lower), None)
@@ -749,12 +750,11 @@ def part_separator(tokenizer) -> str:
 
 
 def label_tensor(labels: Sequence[Any], num_classes: int) -> torch.Tensor:
-    """Class indices as a long tensor, or tuples of them (multi-label) as multi-hot float rows."""
+    """Class indices as a long tensor, or tuples of them (multi-label) as multi-hot float rows (``multi_hot``)."""
     if labels and isinstance(labels[0], tuple):
-        rows = torch.zeros(len(labels), num_classes)
-        for i, tags in enumerate(labels):
-            rows[i, list(tags)] = 1.0
-        return rows
+        from headstart.tasks.multilabel.data import multi_hot
+
+        return torch.stack([multi_hot(tags, num_classes) for tags in labels])
     return torch.tensor(labels, dtype=torch.long)
 
 
@@ -826,6 +826,7 @@ class TextData:
             self.splits[name] = [samples[i] for i in order]
             self.ids[name] = [ids[i] for i in order]
             self.truncated[name] = cut
+        self.tags = any(isinstance(s.label, tuple) for s in splits.train)  # multi-label: a tuple of labels a text
 
     def keys(self, split: str) -> list[str]:
         return [text_key(s.text) for s in self.splits[split]]
@@ -835,13 +836,8 @@ class TextData:
         return label_tensor([s.label for s in self.splits[split]], len(self.classes))
 
     def dataset(self, split: str, train: bool, epoch: int) -> TokenDataset:
-        labels = [s.label for s in self.splits[split]]
-        return TokenDataset(self.ids[split], list(label_tensor(labels, len(self.classes))) if self.tags else labels)
-
-    @property
-    def tags(self) -> bool:
-        """Whether each text has a tuple of labels (multi-label) rather than one."""
-        return any(isinstance(s.label, tuple) for samples in self.splits.values() for s in samples)
+        labels = self.labels(split)
+        return TokenDataset(self.ids[split], list(labels) if self.tags else labels.tolist())
 
     def transform_id(self, train: bool) -> str:
         return f"text:{self.tokenizer_id}:max_length={self.max_length}"

@@ -48,6 +48,7 @@ class TextClassifier(ClassifierEstimator):
     SKIPPED = "rows"
     REPORT_IMAGES = False
     ITEM_KEY = "text"
+    TAGS = False  # multi-label: a tuple of labels a text (``MultiLabelTextClassifier``)
     tokenizer_ = None
     text_columns_: list[str] = []  # the column(s) the texts were read from at training
     item_name = staticmethod(shown)  # how a prediction's row names its text
@@ -85,7 +86,14 @@ class TextClassifier(ClassifierEstimator):
 
     def _discover(self, data: str | Path) -> TextSplits:
         tc, cfg = self.config.text, self.config
-        return discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed)
+        return discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed, tags=self.TAGS,
+                        uncertain=cfg.data.uncertain)
+
+    def _labelled(self, data: str | Path) -> tuple[list[TextSample], list[tuple[str, str]]]:
+        """Labelled texts to evaluate, read from the columns of training where DATA has them."""
+        tc = self.config.text
+        return labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None, tc.label_column,
+                              tags=self.TAGS, uncertain=self.config.data.uncertain)
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
@@ -150,9 +158,7 @@ class TextClassifier(ClassifierEstimator):
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled texts (a table or datasets folder) with the majority baseline and warnings."""
         model = self._require_fitted()
-        tc = self.config.text
-        samples, skipped = labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None,
-                                          tc.label_column)
+        samples, skipped = self._labelled(data)
         logits = self._logits(model, [s.text for s in samples])
         labels = torch.tensor([s.label for s in samples], dtype=torch.long)
         report = classification_report(logits, labels, self.classes_, self.train_counts_)
