@@ -18,6 +18,7 @@ import torch
 from headstart.config import TrainConfig
 from headstart.core import strategies
 from headstart.core.backbones import hf_text, registry
+from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.report import html_report
 from headstart.core.splits import stratified_split
 from headstart.errors import ConfigError, DataError, NotFittedError, RunFolderError, WeightsNotFoundError
@@ -261,6 +262,46 @@ def test_staged_backbone_matches_transformers_forward():
         expected = (hidden * mask).sum(1) / mask.sum(1)
         got = backbone.eval().extract({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@needs_minilm
+def test_a_text_of_two_parts_is_read_as_bert_reads_a_pair_with_its_segment_ids():
+    """A title and its body (or a pair) gets the token_type_ids the tokenizer gives ``tokenizer(a, b)``: the staged
+    backbone reproduces ``model(**tokenizer(a, b))``. A spec saved without ``segment_token`` (runs before segments)
+    still reads one segment, as it was trained."""
+    import transformers
+
+    backbone = registry.create_backbone("minilm")
+    tok = hf_text.load_tokenizer(backbone.spec)
+    assert hf_text.use_segments(backbone, tok) and backbone.spec.extra["segment_token"] == tok.sep_token_id
+    path = hf_text.PACKAGED["minilm"].locate()
+    ref = transformers.AutoModel.from_pretrained(path).eval()
+    a, b = ["Free entry in 2 a wkly comp", "Ok lar"], ["to win FA Cup final tkts", "Joking wif u oni"]
+    batch = tok(a, b, padding=True, return_tensors="pt")
+    assert batch["token_type_ids"].sum() > 0  # segment B is 1
+    ids, _ = textdata.tokenize(tok, [textdata.PART_SEP.join(p) for p in zip(a, b)], 64)
+    assert ids == [row[: int(m.sum())] for row, m in zip(batch["input_ids"].tolist(), batch["attention_mask"])]
+    assert torch.equal(hf_text.segment_ids(batch["input_ids"], tok.sep_token_id) * batch["attention_mask"],
+                       batch["token_type_ids"])
+
+    def pooled(hidden: torch.Tensor) -> torch.Tensor:
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        return (hidden * mask).sum(1) / mask.sum(1)
+
+    x = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.inference_mode():
+        expected = pooled(ref(**batch).last_hidden_state)
+        one_segment = pooled(ref(**x).last_hidden_state)
+        torch.testing.assert_close(backbone.eval().extract(x), expected, atol=1e-5, rtol=1e-4)
+        assert (expected - one_segment).abs().max() > 1e-3  # the segment ids change what the model reads
+        old = BackboneSpec.from_dict({**backbone.spec.to_dict(), "extra": {
+            k: v for k, v in backbone.spec.extra.items() if k != "segment_token"}})
+        rebuilt = registry.rebuild(old)
+        rebuilt.body.load_state_dict(backbone.body.state_dict())
+        torch.testing.assert_close(rebuilt.eval().extract(x), one_segment, atol=1e-5, rtol=1e-4)
+        again = registry.rebuild(backbone.spec)  # a saved run with segments rebuilds with them
+        again.body.load_state_dict(backbone.body.state_dict())
+        torch.testing.assert_close(again.eval().extract(x), expected, atol=1e-5, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -577,6 +618,7 @@ def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tm
     assert res.exit_code == 0, res.output
     assert "text columns 'Title' + 'Description'" in (run / "report.md").read_text()
     assert runfolder.read_spec(run)["text_columns"] == ["Title", "Description"]
+    assert runfolder.read_spec(run)["backbone"]["extra"]["segment_token"] == 102  # BERT's [SEP]: pairs as segments
     m = json.loads((run / "metrics.json").read_text())
     assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.3, m["val"]
 

@@ -33,6 +33,7 @@ class Splits:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file or row, why)
     notes: list[str] = field(default_factory=list)  # what the user should know about the data
     val_held_out: bool = False  # validation was held out of the training items (DATA gave no validation split)
+    aliases: dict[str, str] = field(default_factory=dict)  # a code naming a class in DATA -> the class's name
 
 
 def stratified_split(labels: Sequence[int], fraction: float, seed: int,

@@ -396,7 +396,7 @@ def _advise_image(data: str | Path, budget_s: float, deadline: float, started: f
 def _probe_text(name: str, order: list[Any], classes: list[str], deadline: float, overrides: dict,
                 seed: int) -> dict[str, Any]:
     """Pooled sentence features (through the cache) of as many texts as fit before ``deadline``; the probes."""
-    from headstart.tasks.text.data import PadCollate, TokenDataset, text_key, tokenize
+    from headstart.tasks.text.data import PadCollate, TokenDataset, text_key, text_transform, tokenize, tokenizer_id
 
     started = time.perf_counter()
     if not hf_text.is_text_model(name):
@@ -409,6 +409,7 @@ def _probe_text(name: str, order: list[Any], classes: list[str], deadline: float
         spec.extra["pooling"] = cfg.text.pooling
     max_length = min(cfg.text.max_length, spec.extra["max_positions"])
     tokenizer = hf_text.load_tokenizer(spec)
+    hf_text.use_segments(backbone, tokenizer)
     collate = PadCollate(tokenizer.pad_token_id or 0)
     fabric = loop.make_fabric(cfg.device)
     backbone.eval().to(fabric.device)
@@ -417,8 +418,8 @@ def _probe_text(name: str, order: list[Any], classes: list[str], deadline: float
         backbone.extract(fabric.to_device(collate([(tokenize(tokenizer, ["warm up"], max_length)[0][0], 0)])[0]), cut)
     load_seconds = time.perf_counter() - started
     # training's namespace for a linear run's validation texts (TextData.transform_id), so the cache is shared
-    transform_id = f"text:{spec.name}:{spec.weights}:max_length={max_length}"
-    cache = FeatureCache(loop.feature_namespace(spec, cfg, cut, transform_id, False, 0), cfg.cache.dir)
+    cache = FeatureCache(loop.feature_namespace(spec, cfg, cut, text_transform(tokenizer_id(spec), max_length), False, 0),
+                         cfg.cache.dir)
     batch = loop.inference_batch_size(cfg, fabric, "text")
     lengths: list[int] = []
     truncated = 0

@@ -7,8 +7,10 @@ Sources:
 
 Stages pass a dict ``{"hidden", "mask", "bias"}`` (hidden states, the 2-D padding mask, and the
 attention bias the layers take; DeBERTa adds its relative positions) from one to the next; the first
-stage takes the tokenizer's ``{"input_ids", "attention_mask"}``. The stages are checked against the
-model's own forward when the backbone is built: an encoder whose layers do not reproduce its
+stage takes the tokenizer's ``{"input_ids", "attention_mask"}``. Segment ids (BERT's ``token_type_ids``) are not an
+input: the first stage counts them from the separator tokens in ``input_ids`` (``segment_ids``), as the tokenizer
+gives them for a pair (``use_segments``), so a text of two parts is read as BERT reads two segments.
+The stages are checked against the model's own forward when the backbone is built: an encoder whose layers do not reproduce its
 ``last_hidden_state`` when run one by one is refused with a ``ConfigError``. Pooling is masked mean
 pooling (what sentence-transformers models were trained with) or the first token (``cls``). The model
 config and the tokenizer's origin live in ``spec.extra`` so that a run folder rebuilds the
@@ -180,7 +182,31 @@ def _layers(body: nn.Module) -> tuple[nn.Module, nn.ModuleList, str]:
 Stage = tuple[str, list[str], Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]]
 
 
-def _bert_stages(body: nn.Module) -> list[Stage]:
+def use_segments(backbone: Backbone, tokenizer: Any) -> bool:
+    """Read the parts of a text (a title and its body, a pair) as the segments A and B the model was pre-trained on,
+    where its tokenizer gives a pair ``token_type_ids`` (BERT, MiniLM, ELECTRA; not RoBERTa or DistilBERT). Recorded in
+    the spec (``segment_token``), so a saved run reads texts the same way; runs saved before it read one segment."""
+    config = backbone.body.config
+    sep = getattr(tokenizer, "sep_token_id", None)
+    if sep is None or int(getattr(config, "type_vocab_size", 0) or 0) < 2 or \
+            "token_type_ids" not in getattr(tokenizer, "model_input_names", ()):
+        return False
+    backbone.spec.extra["segment_token"] = int(sep)
+    return True
+
+
+def segment_ids(input_ids: torch.Tensor, sep: int) -> torch.Tensor:
+    """BERT's ``token_type_ids`` of ``[CLS] A [SEP] B [SEP]``: 0 up to the first separator (included), 1 after it."""
+    is_sep = (input_ids == sep).int()
+    return (is_sep.cumsum(1) - is_sep).clamp(max=1).long()
+
+
+def _segments(spec: BackboneSpec, input_ids: torch.Tensor) -> torch.Tensor | None:
+    sep = spec.extra.get("segment_token")
+    return None if sep is None else segment_ids(input_ids, sep)
+
+
+def _bert_stages(body: nn.Module, spec: BackboneSpec) -> list[Stage]:
     """BERT-style encoders: embeddings (+ ELECTRA's ``embeddings_project``), then ``layer(hidden, bias)`` per layer."""
     from transformers.masking_utils import create_bidirectional_mask
 
@@ -189,7 +215,9 @@ def _bert_stages(body: nn.Module) -> list[Stage]:
     project = getattr(body, "embeddings_project", None)  # ELECTRA: embedding_size -> hidden_size
 
     def embed(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        hidden = embeddings(input_ids=x["input_ids"])
+        segments = _segments(spec, x["input_ids"])
+        hidden = embeddings(input_ids=x["input_ids"]) if segments is None else \
+            embeddings(input_ids=x["input_ids"], token_type_ids=segments)
         if project is not None:
             hidden = project(hidden)
         mask = x["attention_mask"]
@@ -207,7 +235,7 @@ def _bert_stages(body: nn.Module) -> list[Stage]:
     return stages + [(f"layer{i}", [f"{prefix}.{i}"], layer_fn(layer)) for i, layer in enumerate(layers)]
 
 
-def _deberta_stages(body: nn.Module) -> list[Stage]:
+def _deberta_stages(body: nn.Module, spec: BackboneSpec) -> list[Stage]:
     """DeBERTa (v1, v2): masked embeddings, then layers with relative positions and relative embeddings.
 
     The relative embeddings (and their LayerNorm) are shared by every layer and belong to the embeddings group;
@@ -222,7 +250,9 @@ def _deberta_stages(body: nn.Module) -> list[Stage]:
     def embed(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         mask = x["attention_mask"]
         ids = x["input_ids"]
-        hidden = body.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids), mask=mask)
+        segments = _segments(spec, ids)
+        hidden = body.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids) if segments is None else segments,
+                                 mask=mask)
         return {"hidden": hidden, "mask": mask, "bias": encoder.get_attention_mask(mask),
                 "relative_pos": encoder.get_rel_pos(hidden), "embedded": hidden}
 
@@ -244,7 +274,7 @@ def _deberta_stages(body: nn.Module) -> list[Stage]:
 
 
 @torch.no_grad()
-def _check(body: nn.Module, stages: list[Stage]) -> None:
+def _check(body: nn.Module, stages: list[Stage], spec: BackboneSpec) -> None:
     """The staged hidden states must equal the model's own ``last_hidden_state`` on a padded dummy batch."""
     config = body.config
     vocab = int(getattr(config, "vocab_size", 100) or 100)
@@ -255,7 +285,9 @@ def _check(body: nn.Module, stages: list[Stage]) -> None:
     was = body.training
     body.eval()
     try:
-        expected = body(input_ids=ids, attention_mask=mask).last_hidden_state
+        segments = _segments(spec, ids)
+        expected = body(input_ids=ids, attention_mask=mask,
+                        **({} if segments is None else {"token_type_ids": segments})).last_hidden_state
         x: Any = {"input_ids": ids, "attention_mask": mask}
         for _, _, fn in stages:
             x = fn(x)
@@ -285,8 +317,8 @@ def build(body: nn.Module, spec: BackboneSpec) -> Backbone:
     if getattr(body, "pooler", None) is not None:
         body.pooler = None  # unused by mean/CLS pooling: it would only hold parameters without gradients
     config = body.config
-    stages = _deberta_stages(body) if config.model_type in ("deberta", "deberta-v2") else _bert_stages(body)
-    _check(body, stages)
+    stages = (_deberta_stages if config.model_type in ("deberta", "deberta-v2") else _bert_stages)(body, spec)
+    _check(body, stages, spec)
 
     def pool(x: dict[str, torch.Tensor]) -> torch.Tensor:
         hidden = x["hidden"]

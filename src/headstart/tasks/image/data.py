@@ -42,6 +42,7 @@ from headstart.progress import progress_bar
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
 from headstart.tasks.formats import not_data_hint
 from headstart.tasks.image.augment import BatchAugment, split_transform
+from headstart.tasks.image.class_names import alias, name_classes
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     image_files,
@@ -231,8 +232,24 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0,
              group_column: str | None = None, small_val: str = "hold_out") -> ImageSplits:
     """Find the classes and train/val(/test) samples of DATA (files are not read yet). ``group_column``: a table's
     column of groups (patients...) kept on one side of the split (default: found by name; ``none``: no groups).
-    ``small_val``: ``hold_out`` replaces a given validation split too small to choose by (``small_given_val``)."""
+    ``small_val``: ``hold_out`` replaces a given validation split too small to choose by (``small_given_val``).
+    Classes named by numbers or WordNet ids get the names a file beside them gives (``class_names``)."""
     root = Path(data)
+    splits = _discover(root, val_fraction, seed, path_column, label_column, group_column, small_val)
+    return name_classes(splits, _beside(root))
+
+
+def _beside(root: Path) -> Iterator[Path]:
+    """Where a file naming DATA's classes may be: the table's folder and the one above it, or the folder, the one its
+    data is in (``_unwrap``) and the one above it (Udacity's ``cat_to_name.json`` beside ``flower_data/``)."""
+    if root.is_file():
+        yield from (root.parent, root.parent.parent)
+    else:
+        yield from (root, _unwrap(root), root.parent)
+
+
+def _discover(root: Path, val_fraction: float, seed: int, path_column: str | None, label_column: str | None,
+              group_column: str | None, small_val: str) -> ImageSplits:
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
@@ -744,13 +761,30 @@ def _labels(table: Table, wanted: str | None, path: Path, exclude: Sequence[str]
 
 
 def labelled_samples(data: str | Path, classes: list[str], path_column: str | None = None,
-                     label_column: str | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
+                     label_column: str | None = None,
+                     aliases: dict[str, str] | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Samples of labelled evaluation data, labelled with the model's ``classes``.
 
     DATA: a folder of class subfolders (the images of its own test list when it has one: Food-101's meta/test.txt,
-    CUB-200's train_test_split.txt), a train/val/test folder (test/ then val/ is used) or a CSV.
+    CUB-200's train_test_split.txt), a train/val/test folder (test/ then val/ is used) or a CSV. ``aliases``: the codes
+    that named training's classes in its data (``class_names``: a ``valid/21/`` folder is the class ``fire lily``).
     """
-    root = Path(data)
+    aliases = aliases or {}
+    named = classes
+    classes = [*named, *(code for code in aliases if code not in named)]  # what DATA's labels may be
+    pairs, skipped = _labelled(Path(data), classes, path_column, label_column)
+    unseen = Counter(label for _, label in pairs if alias(label, named, aliases) not in named)
+    if unseen:
+        raise DataError(
+            f"{data} has labels the model never saw: {dict(unseen)}. The model knows: {', '.join(named)}. "
+            "Remove those images or train a model that includes these classes."
+        )
+    return [Sample(p, named.index(alias(label, named, aliases))) for p, label in pairs], skipped
+
+
+def _labelled(root: Path, classes: list[str], path_column: str | None,
+              label_column: str | None) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """``labelled_samples``' ``(file, label)`` pairs of DATA, its labels among ``classes`` where it has their folders."""
     if root.is_dir():
         root = _unwrap(root)
         tables = _label_tables(root, path_column, label_column)
@@ -760,7 +794,7 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         # where no folder is a class (a table numbering the class folders leaves them the classes)
         if table is not None and ((table.covers and set(table.labels) <= set(classes))
                                   or not set(_class_folders(root)) & set(classes)):
-            return labelled_samples(table.path, classes, path_column, label_column)
+            return _labelled(table.path, classes, path_column, label_column)
         dirs = split_folders(root)
         found = {}
         for name in ("test", "val"):  # the first labelled one (Kaggle's test1/ holds no labels)
@@ -795,13 +829,7 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         skipped = []
     else:
         raise DataError(f"Data not found: {root}")
-    unseen = Counter(label for _, label in pairs if label not in classes)
-    if unseen:
-        raise DataError(
-            f"{data} has labels the model never saw: {dict(unseen)}. The model knows: {', '.join(classes)}. "
-            "Remove those images or train a model that includes these classes."
-        )
-    return [Sample(p, classes.index(label)) for p, label in pairs], skipped
+    return pairs, skipped
 
 
 def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tuple[str, bytes]]) -> list[Sample]:

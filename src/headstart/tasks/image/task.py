@@ -42,6 +42,7 @@ class ImageClassifier(ClassifierEstimator):
 
     TASK = "image"
     NOUN = "images"
+    class_aliases_: dict[str, str] = {}  # the codes (folder names) DATA named the classes by (``class_names``)
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config
@@ -64,6 +65,7 @@ class ImageClassifier(ClassifierEstimator):
             warn(note)
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
+        self.class_aliases_ = splits.aliases
         return Prepared(model, imdata, splits, {"data_warnings": notes, "intensity": spec.extra["intensity"]})
 
     DATA = ImageData  # the training data's class
@@ -80,6 +82,13 @@ class ImageClassifier(ClassifierEstimator):
 
     def _report_item(self, sample: Sample) -> Path:
         return sample.path
+
+    def _spec_info(self) -> dict[str, Any]:
+        return {**super()._spec_info(), **({"class_aliases": self.class_aliases_} if self.class_aliases_ else {})}
+
+    def _loaded(self, run: Path, info: dict[str, Any]) -> None:
+        super()._loaded(run, info)
+        self.class_aliases_ = info.get("class_aliases", {})
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, inputs: str | Path | bytes | list) -> tuple[list[Path], torch.Tensor]:
@@ -111,7 +120,7 @@ class ImageClassifier(ClassifierEstimator):
         """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""
         model = self._require_fitted()
         samples, skipped = labelled_samples(data, self.classes_, self.config.data.path_column,
-                                            self.config.data.label_column)
+                                            self.config.data.label_column, self.class_aliases_)
         files, probs = self._probabilities(model, samples)
         readable = set(files)
         labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)

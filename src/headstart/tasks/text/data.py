@@ -742,6 +742,17 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[in
     return ids, cut
 
 
+def tokenizer_id(spec) -> str:
+    """What names how a text backbone's spec turns texts into tokens (its source and weights, whether the parts of a
+    text are read as segments) in feature cache keys."""
+    return f"{spec.name}:{spec.weights}" + (":segments" if spec.extra.get("segment_token") is not None else "")
+
+
+def text_transform(tokenizer: str, max_length: int) -> str:
+    """The feature cache's transform of texts (``TextData.transform_id``; advise's probe shares training's cache)."""
+    return f"text:{tokenizer}:max_length={max_length}"
+
+
 def part_separator(tokenizer) -> str:
     """What stands between the parts of a text (a title and its body, a pair): the separator token BERT-family models
     were pre-trained to read between two segments, ``" [SEP] "`` (RoBERTa ``" </s> "``); a blank without one."""
@@ -840,7 +851,7 @@ class TextData:
         return TokenDataset(self.ids[split], list(labels) if self.tags else labels.tolist())
 
     def transform_id(self, train: bool) -> str:
-        return f"text:{self.tokenizer_id}:max_length={self.max_length}"
+        return text_transform(self.tokenizer_id, self.max_length)
 
     def train_batches(self, batch_size: int, seed: int, order: list[int] | None = None) -> list[list[int]]:
         """One epoch of training batches in length-sorted buckets, over ``order`` (default: every item once)."""

@@ -31,6 +31,7 @@ from headstart.tasks.text.data import (
     labelled_texts,
     texts_from_arguments,
     tokenize,
+    tokenizer_id,
 )
 
 TOKENIZER_DIR = "tokenizer"
@@ -67,9 +68,10 @@ class TextClassifier(ClassifierEstimator):
         max_length = min(tc.max_length, spec.extra["max_positions"])
         spec.extra["max_length"] = max_length
         tokenizer = hf_text.load_tokenizer(spec)
+        hf_text.use_segments(backbone, tokenizer)
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups, {spec.extra['pooling']} pooling)")
-        tdata = TextData(splits, tokenizer, max_length, tokenizer_id=f"{spec.name}:{spec.weights}")
+        tdata = TextData(splits, tokenizer, max_length, tokenizer_id=tokenizer_id(spec))
         _summarize_data(data, splits, tdata, self._refitting)
         self._write_skipped(run, splits)
         for note in splits.notes:

@@ -1,0 +1,119 @@
+"""Class folders named by number or WordNet id get readable names (``tasks/image/class_names.py``), from a file beside
+the data as downloaded or from WordNet; data labelled by the codes still evaluates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import HYMENOPTERA, needs_shared
+
+from headstart.tasks.image.class_names import readable_names
+from headstart.tasks.image.data import discover, labelled_samples
+
+pytestmark = needs_shared(HYMENOPTERA)
+ANT, BEE = "n02219486", "n02206856"  # WordNet ids of ants and bees
+
+
+def _images(split: str, cls: str, n: int) -> list[Path]:
+    return sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]
+
+
+def _copy(files: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy(f, folder / f.name)
+
+
+def _labels(samples, classes) -> dict[str, str]:
+    return {s.path.name: classes[s.label] for s in samples}
+
+
+def test_udacity_flowers_numbered_folders_are_named_by_cat_to_name_json_and_evaluate_by_number(tmp_path):
+    """Udacity's flowers: flower_data/{train,valid}/<number>/ with cat_to_name.json beside flower_data/. Training
+    shows the names; evaluating valid/ (folders by number, no names file near it) maps them through the run."""
+    from headstart import ImageClassifier
+
+    root = tmp_path / "flowers"
+    for split, n in (("train", 10), ("val", 6)):
+        _copy(_images(split, "ants", n), root / "flower_data" / ("valid" if split == "val" else "train") / "21")
+        _copy(_images(split, "bees", n), root / "flower_data" / ("valid" if split == "val" else "train") / "3")
+    (root / "cat_to_name.json").write_text(json.dumps({"21": "fire lily", "3": "canterbury bells", "7": "moon orchid"}))
+    splits = discover(root / "flower_data")
+    assert splits.classes == ["canterbury bells", "fire lily"]  # sorted by name, not by number
+    assert splits.aliases == {"21": "fire lily", "3": "canterbury bells"}
+    assert "cat_to_name.json" in splits.layout
+    labels = _labels(splits.train + splits.val, splits.classes)
+    assert {labels[f.name] for f in _images("train", "ants", 10)} == {"fire lily"}
+    assert {labels[f.name] for f in _images("train", "bees", 10)} == {"canterbury bells"}
+
+    run = tmp_path / "run"
+    clf = ImageClassifier(model="mobilenet_v2", strategy="linear", epochs=1, cache_views=1, refit=False).fit(
+        root / "flower_data", out=run)
+    assert clf.classes_ == ["canterbury bells", "fire lily"]
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["class_aliases"] == {"21": "fire lily", "3": "canterbury bells"}
+    loaded = ImageClassifier.load(run)
+    report = loaded.evaluate(root / "flower_data" / "valid")  # class folders 21/ and 3/: the codes of training
+    assert report["num_samples"] == 12 and set(report["per_class"]) == {"canterbury bells", "fire lily"}
+    assert report["accuracy"] > report["baseline"]["accuracy"]  # ants and bees, told apart by name
+    assert loaded.predict([_images("val", "ants", 1)[0]])[0]["label"] in clf.classes_
+    (root / "flower_data" / "valid" / "99").mkdir()
+    _copy(_images("val", "ants", 1), root / "flower_data" / "valid" / "99")
+    with pytest.raises(Exception, match=r"never saw: \{'99': 1\}.*knows: canterbury bells, fire lily"):
+        loaded.evaluate(root / "flower_data" / "valid")
+
+
+def test_tiny_imagenet_wordnet_folders_are_named_by_words_txt_and_its_val_table_follows(tmp_path):
+    """Tiny ImageNet: train/<wnid>/images/, words.txt of every WordNet id (first synonym kept), val/images/ labelled
+    by val_annotations.txt in WordNet ids."""
+    root = tmp_path / "tiny-imagenet-200"
+    for cls, wnid in (("ants", ANT), ("bees", BEE)):
+        _copy(_images("train", cls, 6), root / "train" / wnid / "images")
+    (root / "wnids.txt").write_text(f"{ANT}\n{BEE}\n")
+    (root / "words.txt").write_text(f"n00001740\tentity\n{ANT}\tant, emmet, pismire\n{BEE}\tbee\n"
+                                    "n01443537\tgoldfish, Carassius auratus\n")
+    rows = []
+    for cls, wnid in (("ants", ANT), ("bees", BEE)):
+        for f in _images("val", cls, 5):
+            _copy([f], root / "val" / "images")
+            rows.append(f"{f.name}\t{wnid}\t0\t0\t10\t10")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(rows) + "\n")
+    splits = discover(root)
+    assert splits.classes == ["ant", "bee"] and "words.txt" in splits.layout
+    assert _labels(splits.val, splits.classes) == {f.name: name for cls, name in (("ants", "ant"), ("bees", "bee"))
+                                                   for f in _images("val", cls, 5)}
+    samples, _ = labelled_samples(root, splits.classes, aliases=splits.aliases)  # evaluate: the val/ table in wnids
+    assert sorted(splits.classes[s.label] for s in samples) == ["ant"] * 5 + ["bee"] * 5
+
+
+def test_wordnet_folders_without_a_names_file_are_named_by_wordnet_and_prefixed_ones_lose_the_id(tmp_path):
+    """Imagenette-style n01440764/ folders: WordNet's first lemma; Stanford Dogs' n02085620-Chihuahua/: the name."""
+    for cls, wnid in (("ants", ANT), ("bees", BEE)):
+        _copy(_images("train", cls, 4), tmp_path / "nette" / wnid)
+        _copy(_images("train", cls, 4), tmp_path / "dogs" / "Images" / f"{wnid}-{cls.title()}")
+    (tmp_path / "dogs" / "Annotation").mkdir(parents=True)
+    (tmp_path / "dogs" / "Annotation" / "note").write_text("<annotation/>")
+    nette = discover(tmp_path / "nette")
+    assert nette.classes == ["ant", "bee"] and "WordNet" in nette.layout
+    dogs = discover(tmp_path / "dogs")
+    assert dogs.classes == ["Ants", "Bees"] and dogs.aliases == {f"{ANT}-Ants": "Ants", f"{BEE}-Bees": "Bees"}
+    assert {dogs.classes[s.label] for s in dogs.train + dogs.val if s.path.parent.name.endswith("Ants")} == {"Ants"}
+    # ImageNet's two cranes (a bird and a machine) keep their ids apart
+    names, _ = readable_names(["n02012849", "n03126707", ANT], [])
+    assert names == {"n02012849": "crane (n02012849)", "n03126707": "crane (n03126707)", ANT: "ant"}
+
+
+def test_numbered_classes_keep_their_numbers_without_a_file_naming_them(digits_dir, tmp_path):
+    """Digits 0-9 are their names; a table of numbered items (ids to numbers) names nothing; neither do words."""
+    root = tmp_path / "digits"
+    for c in ("0", "1"):
+        shutil.copytree(digits_dir / c, root / "train" / c)
+    (root / "labels.csv").write_text("id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    assert discover(root).classes == ["0", "1"] and discover(root).aliases == {}
+    (root / "names.json").write_text(json.dumps({"0": "zero", "1": "one"}))
+    assert discover(root).classes == ["one", "zero"]
+    assert readable_names(["cat", "dog"], [root]) is None  # classes named by words keep them
+    assert readable_names(["0", "1", "2"], [root]) is None  # a file must name every class
