@@ -254,10 +254,11 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                 raise ConfigError(f"--out FILE.csv holds single-label classification rows; write this {chosen.name} "
                                   "run's predictions to a .jsonl file instead")
 
-            if chosen.inputs != "texts":  # one row per image file, so that a second run skips the done ones
-                from headstart.tasks.image.decode import image_files
+            name = getattr(cls, "item_name", str)
+            if chosen.inputs != "texts":  # one row per image file (or table row), so a second run skips done ones
+                from headstart.tasks.image.pixel_tables import item_name, prediction_items
 
-                items = image_files(items)
+                items, name = prediction_items(items), item_name
             key = getattr(cls, "ITEM_KEY", "path")
 
             def rows_of(chunk: list) -> list[dict]:  # segmentation masks (arrays) go to --save-masks, not the file
@@ -265,10 +266,11 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                         for r in predictor.predict(chunk, top_k=top_k, errors=True, **extra)]
 
             stream = None
-            if engine == "torch" and chosen.name in STREAMED_TASKS:  # a DataLoader whose workers decode the files
+            if engine == "torch" and chosen.name in STREAMED_TASKS and all(isinstance(i, Path) for i in items):
+                # a DataLoader whose workers decode the files (a table's rows are already in memory)
                 n = default_workers(predictor.config.data.num_workers) if workers is None else workers
                 stream = lambda todo: stream_image_rows(predictor, todo, top_k, n)  # noqa: E731
-            counts = predict_to_file(rows_of, items, out, key, stream=stream, name=getattr(cls, "item_name", str))
+            counts = predict_to_file(rows_of, items, out, key, stream=stream, name=name)
             if counts["written"] and counts["written"] == counts["errors"]:
                 raise DataError(f"Nothing could be predicted: none of the {counts['written']} input(s) could be read "
                                 f"(each is listed in {out} with its reason)")

@@ -364,11 +364,12 @@ class Estimator:
             raise ConfigError(f"{what!r} is not an image file or folder, and this run holds a {cls.TASK} model: pass "
                               "image files or folders (classify texts with a text run folder)")
         from headstart.tasks.image.data import table_images
+        from headstart.tasks.image.pixel_tables import is_pixel_table
 
         inputs: list[Any] = []
         for item in map(Path, items):
-            table = item.is_file() and item.suffix.lower() in {".csv", ".tsv"}
-            inputs += [str(f) for f in table_images(item)] if table else [str(item)]
+            table = item.is_file() and item.suffix.lower() in {".csv", ".tsv"} and not is_pixel_table(item)
+            inputs += [str(f) for f in table_images(item)] if table else [str(item)]  # (pixels: its rows)
         return inputs
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:

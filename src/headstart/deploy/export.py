@@ -286,7 +286,7 @@ def _image_items(est: Any, data: Path, max_items: int, batch: int, calibrate: bo
     calibration = stack([s for s in extra if id(s) in readable]) if calibrate else []
     labels = [None] * len(val) if multilabel else _relabel([s.label for s in val], splits.classes, est.classes_)
     return Checked(stack(val), labels,
-                   [s.path for s in val], calibration)
+                   [s.path if s.data is None else (str(s.path), s.data) for s in val], calibration)
 
 
 def _text_items(est: Any, data: Path, max_items: int, batch: int) -> Checked:
@@ -1122,7 +1122,7 @@ def onnx_engine_of(run: str | Path) -> onnx_engine.OnnxEngine:
         raise ExportError(f"--engine onnx predicts {', '.join(onnx_engine.TASKS)} runs; {run} holds a '{task}' "
                           "model: predict it with --engine torch")
     target = run / onnx_engine.DEFAULT_FILE
-    if not target.is_file():
+    if not target.is_file() or not onnx_engine.sidecar_path(target).is_file():  # (an export that stopped part way)
         try:
             _data_path(run, None)
         except ExportError as exc:

@@ -36,6 +36,7 @@ from headstart.tasks.image.decode import (  # noqa: F401
     too_large_reason,
     unreadable_reason,
 )
+from headstart.tasks.image.pixel_tables import item_name, prediction_items
 from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
 
 DEFAULT_FILE = "model.onnx"
@@ -91,16 +92,18 @@ def image_array(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1))
 
 
-def read_image(path: Path, pre: dict[str, Any]) -> np.ndarray | str:
-    """The graph input of one image file, or why it cannot be read (the torch path's reasons)."""
+def read_image(path: Path | tuple[str, bytes], pre: dict[str, Any]) -> np.ndarray | str:
+    """The graph input of one image file (or ``(name, bytes)`` in memory), or why it cannot be read (the torch path's
+    reasons)."""
     image = read_decoded(path, pre)
     return image if isinstance(image, str) else image_array(image, pre)
 
 
-def read_decoded(path: Path, pre: dict[str, Any]) -> Image.Image | str:
-    """One image file decoded as the run decodes it (shorter side to ``resize_shorter_side``), or why it cannot be."""
+def read_decoded(path: Path | tuple[str, bytes], pre: dict[str, Any]) -> Image.Image | str:
+    """One image file (or ``(name, bytes)``: a table of pixels' row) decoded as the run decodes it (shorter side to
+    ``resize_shorter_side``), or why it cannot be."""
     try:
-        data = path.read_bytes()
+        data = path[1] if isinstance(path, tuple) else path.read_bytes()
     except OSError as exc:
         return f"cannot open file ({exc.strerror or exc})"
     if not data:
@@ -273,15 +276,15 @@ class OnnxEngine:
 
         pre = self.meta["preprocessing"]
         kept, arrays = [], []
-        files = image_files(inputs)
-        self.inputs_, self.unreadable_ = [str(f) for f in files], []
+        files = prediction_items(inputs)  # files, folders' files, a table of pixels' rows
+        self.inputs_, self.unreadable_ = [item_name(f) for f in files], []
         for path in files:
             result = read_image(path, pre)
             if isinstance(result, str):
-                warn(f"skipped {path}: {result}")
-                self.unreadable_.append((str(path), result))
+                warn(f"skipped {item_name(path)}: {result}")
+                self.unreadable_.append((item_name(path), result))
                 continue
-            kept.append(path)
+            kept.append(Path(item_name(path)))
             arrays.append(result)
         if not kept:
             return [], np.empty((0, len(self.classes)), np.float32)

@@ -104,6 +104,10 @@ def infer_task(data: str | Path) -> str:
             return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
         if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path):
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
+    from headstart.tasks.image.pixel_tables import is_pixel_table
+
+    if is_pixel_table(path):
+        return "image"  # rows of pixel values (Kaggle's Digit Recognizer, Fashion-MNIST, FER-2013)
     from headstart.tasks.multilabel.data import looks_like_multilabel
 
     if looks_like_multilabel(data):  # image paths with label lists ('a;b'): unambiguous, else --task multilabel

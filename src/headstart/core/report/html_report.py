@@ -58,6 +58,7 @@ class Mistake:
     predicted: str
     confidence: float
     is_image: bool = True
+    data: bytes | None = None  # an image in memory (a table of pixels' row), shown from these bytes
 
 
 @dataclass
@@ -82,16 +83,20 @@ class Section:
         return escape(self.html)
 
 
-def confident_mistakes(items: Sequence[str | Path], logits: torch.Tensor, labels: torch.Tensor,
+def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: torch.Tensor, labels: torch.Tensor,
                        classes: list[str], k: int = 12, is_image: bool = True) -> list[Mistake]:
-    """The ``k`` wrong predictions with the highest probability on the predicted class."""
+    """The ``k`` wrong predictions with the highest probability on the predicted class (an item: a path, a text, or
+    an image in memory as ``(name, bytes)``)."""
     if len(items) == 0 or logits.numel() == 0:
         return []
     probs = logits.float().softmax(dim=1)
     conf, pred = probs.max(dim=1)
     wrong = (pred != labels).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(conf[i]))
-    return [Mistake(str(items[i]), classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image)
+    def item(i: int) -> tuple[str, bytes | None]:
+        return (items[i][0], items[i][1]) if isinstance(items[i], tuple) else (str(items[i]), None)
+
+    return [Mistake(item(i)[0], classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, item(i)[1])
             for i in wrong[:k]]
 
 
@@ -99,13 +104,13 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def thumbnail_uri(path: str | Path, size: int = 140) -> str | None:
-    """A PNG thumbnail of an image file as a data URI (decoded as training decodes it: DICOM, 16-bit and low-range
-    scans windowed so that they are seen); None when the file cannot be read."""
+def thumbnail_uri(path: str | Path | bytes, size: int = 140) -> str | None:
+    """A PNG thumbnail of an image file (or its bytes) as a data URI (decoded as training decodes it: DICOM, 16-bit
+    and low-range scans windowed so that they are seen); None when the file cannot be read."""
     from headstart.tasks.image.decode import open_image, to_rgb
 
     try:
-        image = to_rgb(open_image(Path(path)), "auto")
+        image = to_rgb(open_image(path if isinstance(path, bytes) else Path(path)), "auto")
         image.thumbnail((size, size))
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -247,7 +252,7 @@ def mistakes_section(mistakes: Sequence[Mistake], anchor: str = "sec-mistakes") 
         card = {"is_image": m.is_image, "predicted": m.predicted, "true": m.true, "percent": f"{m.confidence:.0%}",
                 "item": m.item, "name": Path(m.item).name if m.is_image else "", "uri": None, "text": ""}
         if m.is_image:
-            card["uri"] = thumbnail_uri(m.item)
+            card["uri"] = thumbnail_uri(m.item if m.data is None else m.data)
         else:
             card["text"] = m.item[:300]
         cards.append(card)

@@ -52,6 +52,15 @@ from headstart.tasks.image.decode import (  # noqa: F401
     too_large_reason,
     unreadable_reason,
 )
+from headstart.tasks.image.pixel_tables import (
+    PixelRow,
+    PixelTable,
+    pixel_table,
+    prediction_items,
+    read_rows,
+    split_of_name,
+    tables_in,
+)
 from headstart.tasks.image.transforms import (
     WINDOW_PERCENTILES,
     decode,
@@ -253,6 +262,9 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
+        pixels = pixel_table(root, label_column)
+        if pixels is not None:  # Kaggle's Digit Recognizer train.csv, FER-2013's fer2013.csv
+            return _from_pixel_tables(root, [pixels], val_fraction, seed)
         if root.suffix.lower() not in {".csv", ".tsv"}:
             raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns."
                             + not_data_hint(root))
@@ -264,6 +276,9 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     try:
         splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
     except DataError:
+        pixels = tables_in(inner)
+        if pixels:  # no class folders of images, but Fashion-MNIST's fashion-mnist_train.csv and _test.csv
+            return _from_pixel_tables(root, pixels, val_fraction, seed)
         if len(tables) != 1:  # Kaggle's labels.csv beside train/ of ids: the one table that labels the images
             raise
         return _from_folder_table(root, tables[0].path, val_fraction, seed, path_column, label_column, group_column,
@@ -714,6 +729,75 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     return splits
 
 
+def _class_order(labels: Collection[str]) -> list[str]:
+    """Labels sorted, numbers by value (Sign Language MNIST's 0...24: 2 before 10)."""
+    return sorted(labels, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
+
+
+def _pixel_sample(row: PixelRow, classes: Sequence[str]) -> Sample:
+    return Sample(row.name, classes.index(row.label) if row.label is not None else None, key=row.key, data=row.data)
+
+
+def _labelled_tables(tables: list[PixelTable], root: Path) -> tuple[dict[str, PixelTable], list[str]]:
+    """``{split: table}`` of a folder's tables of pixels (train / val / test by name; one table: ``train``) and notes
+    on those left out (unlabelled: Kaggle's ``test.csv``)."""
+    labelled = [t for t in tables if t.label is not None]
+    notes = [f"{t.path.relative_to(root) if t.path.is_relative_to(root) else t.path.name}: images without labels, "
+             "not read (predict RUN on it classifies them)" for t in tables if t.label is None]
+    if len(labelled) == 1:
+        return {"train": labelled[0]}, notes
+    by_split: dict[str, PixelTable] = {}
+    for table in labelled:
+        split = split_of_name(table.path)
+        if split is None or split in by_split:
+            names = ", ".join(t.path.name for t in labelled)
+            raise DataError(f"{root} holds several tables of pixels ({names}) that are not one train and one test "
+                            "(or val) table by their names: give the one to train on")
+        by_split[split] = table
+    if "train" not in by_split:
+        raise DataError(f"{root}: no table of pixels named as the training one among "
+                        f"{', '.join(t.path.name for t in labelled) or 'none labelled'}")
+    return by_split, notes
+
+
+def _from_pixel_tables(root: Path, tables: list[PixelTable], val_fraction: float, seed: int) -> ImageSplits:
+    """Splits of images held as rows of pixel values (``pixel_tables``): a table's split column, or tables named
+    train / val / test, else a held-out validation split."""
+    if len(tables) == 1 and tables[0].label is None:
+        raise DataError(f"{tables[0].path}: a table of pixels without a label column (found "
+                        f"{', '.join(repr(c) for c in tables[0].columns[:3])}...): nothing to train on. Predict it with "
+                        "a trained run (headstart predict RUN TABLE), or give the table with the labels")
+    by_split, notes = _labelled_tables(tables, root if root.is_dir() else root.parent)
+    skipped: list[tuple[str, str]] = []
+    rows = {split: read_rows(table, skipped) for split, table in by_split.items()}
+    blank = [r for split_rows in rows.values() for r in split_rows if not r.label]
+    skipped += [(r.name.name, "empty label") for r in blank]
+    named = {r.split for split_rows in rows.values() for r in split_rows}
+    if len(rows) == 1 and named - {""}:  # FER-2013's Usage column
+        rows = {split: [r for r in rows["train"] if r.split == split] for split in ("train", "val", "test")}
+    rows = {split: [r for r in split_rows if r.label] for split, split_rows in rows.items()}
+    classes = _class_order({r.label for r in rows.get("train", []) if r.label})
+    if len(classes) < 2:
+        raise DataError(f"{by_split['train'].path}: {len(classes)} distinct label(s) {classes}; need at least 2")
+    unknown = Counter(r.label for split in ("val", "test") for r in rows.get(split, []) if r.label not in classes)
+    if unknown:
+        raise DataError(f"{root}: labels the training table does not have: {dict(unknown)}. Known: "
+                        f"{', '.join(classes)}")
+    layout = "; ".join(t.describe() for t in by_split.values())
+    splits = ImageSplits(classes, [], [], layout=layout, skipped=skipped, notes=notes)
+    splits.test = [_pixel_sample(r, classes) for r in rows.get("test", [])]
+    if rows.get("val"):
+        splits.train, splits.val = ([_pixel_sample(r, classes) for r in rows[split]] for split in ("train", "val"))
+        _check_given_splits(splits)
+        return splits
+    splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+    splits.val_held_out = True
+    _split_held_out(splits, [_pixel_sample(r, classes) for r in rows["train"]], val_fraction, seed, str(root), False)
+    if splits.test:
+        _check_given_splits(splits)
+    return splits
+
+
 def table_images(path: Path) -> list[Path]:
     """The image files a table lists (Kaggle's ``test.csv`` of ids: ``train/<id>.jpg``-style names resolved by
     ``table_files``), in its order, to predict; a DataError names the files that are missing."""
@@ -779,12 +863,31 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
             f"{data} has labels the model never saw: {dict(unseen)}. The model knows: {', '.join(named)}. "
             "Remove those images or train a model that includes these classes."
         )
-    return [Sample(p, named.index(alias(label, named, aliases))) for p, label in pairs], skipped
+    for sample, label in pairs:
+        sample.label = named.index(alias(label, named, aliases))
+    return [sample for sample, _ in pairs], skipped
 
 
 def _labelled(root: Path, classes: list[str], path_column: str | None,
-              label_column: str | None) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
-    """``labelled_samples``' ``(file, label)`` pairs of DATA, its labels among ``classes`` where it has their folders."""
+              label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
+    """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
+    folders (a table of pixels: its rows, the test table's of a folder of them)."""
+    pixels = pixel_table(root, label_column) if root.is_file() else None
+    if pixels is None and root.is_dir() and not any(_class_folders(_unwrap(root)).values()):
+        found = tables_in(root)  # a folder of tables of pixels: its test (else val, else only) table
+        tables = _labelled_tables(found, root)[0] if found else {}
+        pixels = next((tables[s] for s in ("test", "val", "train") if s in tables), None)
+        if pixels is not None and len(found) > 1 and split_of_name(pixels.path) == "train":
+            raise DataError(f"{root} holds {pixels.path.name} but no labelled test or val table to evaluate on: give "
+                            f"the table to evaluate (e.g. {pixels.path}, the training images)")
+    if pixels is not None:
+        if pixels.label is None:
+            raise DataError(f"{pixels.path}: a table of pixels without labels: nothing to score (predict classifies "
+                            "its images)")
+        skipped: list[tuple[str, str]] = []
+        rows = read_rows(pixels, skipped)
+        skipped += [(r.name.name, "empty label") for r in rows if not r.label]
+        return [(Sample(r.name, key=r.key, data=r.data), r.label) for r in rows if r.label], skipped
     if root.is_dir():
         root = _unwrap(root)
         tables = _label_tables(root, path_column, label_column)
@@ -815,9 +918,8 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
                 found = {k: [p for p in v if p in test] for k, v in found.items() if any(p in test for p in v)}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
-        names = {k: [(p, k) for p in v] for k, v in found.items()}
-        pairs = [pair for items in names.values() for pair in items]
-        skipped: list[tuple[str, str]] = []
+        pairs = [(Sample(p), k) for k, v in found.items() for p in v]
+        skipped = []
     elif root.is_file():
         table = read_table(root, [path_column, label_column])
         # the columns named at training where this table has them, else found as training finds them
@@ -825,7 +927,7 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
         pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", root)
         labels, _ = _labels(table, label_column, root, [pcol])
         files, _ = table_files(root, [r[pcol] for r in table.rows])
-        pairs = list(zip(files, labels))
+        pairs = [(Sample(f), label) for f, label in zip(files, labels)]
         skipped = []
     else:
         raise DataError(f"Data not found: {root}")
@@ -846,8 +948,9 @@ def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tup
         elif isinstance(item, tuple):
             name, data = item
             samples.append(Sample(Path(name), data=bytes(data)))
-        else:
-            samples += [Sample(f) for f in image_files([item])]
+        else:  # files, folders' files, and the rows of a table of pixels (Kaggle's Digit Recognizer test.csv)
+            samples += [Sample(Path(x[0]), data=x[1]) if isinstance(x, tuple) else Sample(x)
+                        for x in prediction_items([item])]
     names = Counter(s.path for s in samples if s.data is not None)
     twice = [str(n) for n, k in names.items() if k > 1]
     if twice:

@@ -80,8 +80,8 @@ class ImageClassifier(ClassifierEstimator):
         return discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column,
                         cfg.data.group_column, cfg.data.small_val)
 
-    def _report_item(self, sample: Sample) -> Path:
-        return sample.path
+    def _report_item(self, sample: Sample) -> Path | tuple[str, bytes]:
+        return sample.path if sample.data is None else (str(sample.path), sample.data)  # a table of pixels' row
 
     def _spec_info(self) -> dict[str, Any]:
         return {**super()._spec_info(), **({"class_aliases": self.class_aliases_} if self.class_aliases_ else {})}
