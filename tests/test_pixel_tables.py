@@ -182,3 +182,25 @@ def test_tables_that_are_not_images_and_bad_rows(tmp_path):
         discover(unlabelled)
     assert [s.path.name for s in image_samples(str(unlabelled))] == [f"test.csv:{i}" for i in range(2, 7)]
     assert json.dumps(pixel_table(unlabelled).describe())  # described for the Data line
+
+
+def test_advise_and_compare_read_a_table_of_pixels(tmp_path):
+    """advise's image statistics decode the rows in memory; compare writes them once as PNG files that its seeded
+    split tables name, each the row's image."""
+    from headstart.evidence.advise import image_statistics
+    from headstart.evidence.compare import ClassificationPool
+    from headstart.tasks import get_task
+
+    images, labels = _digits()
+    table = _write(tmp_path / "train.csv", ["label", *(f"pixel{i}" for i in range(784))],
+                   [[y, *im.reshape(-1)] for im, y in zip(images[:60], labels)])
+    stats = image_statistics(discover(table).train)
+    assert stats["unreadable"] == 0 and stats["median_width"] == 28 and stats["greyscale_fraction"] == 1.0
+    pool = ClassificationPool(get_task("image"), table, 0.2, {})
+    written = pool.write(tmp_path / "splits", "seed0", list(range(45)), list(range(45, 60)))
+    rows = list(csv.DictReader(written.open()))
+    assert len(rows) == 60 and all(Path(r["path"]).parent == tmp_path / "splits" / "images" for r in rows)
+    by_line = {int(Path(r["path"]).stem.rsplit("_", 1)[1]): r for r in rows}
+    for line, row in list(by_line.items())[:10]:  # train.csv:LINE is the table's row LINE - 1
+        assert np.array_equal(np.asarray(Image.open(row["path"])), images[line - 2])
+        assert row["label"] == str(labels[line - 2])

@@ -78,10 +78,10 @@ def image_statistics(samples: list[Sample], limit: int = 64, seed: int = 0) -> d
     widths, heights, grey, brightness, unreadable, low_range = [], [], 0, [], 0, 0
     for s in picked:
         try:
-            _, width, height = image_header(s.path)
+            _, width, height = image_header(s.source)  # (a file, or a table of pixels' row in memory)
             widths.append(width)
             heights.append(height)
-            native = open_image(s.path, 64)
+            native = open_image(s.source, 64)
             low_range += intensity_issue(native) is not None
             small = to_rgb(native).resize((32, 32))  # raw values (higher depths scaled to 0-255, not clipped)
         except Exception:  # noqa: BLE001 - counted, reported by training
@@ -322,7 +322,7 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
         return loop.run_batches(fabric, lambda x: backbone.extract(x, cut), batches, "Probing")
 
     def run_chunk(pos: int, size: int) -> tuple:
-        chunk = [Sample(s.path, s.label) for s in order[pos:pos + size]]
+        chunk = [Sample(s.path, s.label, data=s.data) for s in order[pos:pos + size]]
         with quiet_output(True):
             store = ImageStore(chunk, spec.resize_size, spec.interpolation, budget_mb=512, desc="Reading (probe)",
                                intensity=intensity)
@@ -341,8 +341,8 @@ def _probe_image(name: str, order: list[Sample], classes: list[str], deadline: f
         ips = _per_second(info)
         if ips is None and order and time.perf_counter() + fit_reserve(len(classes)) + 2.0 < deadline:  # all cached: time a batch
             with quiet_output(True):
-                one = ImageStore([Sample(order[0].path, order[0].label)], spec.resize_size, spec.interpolation,
-                                 desc="Timing", intensity=intensity)
+                one = ImageStore([Sample(order[0].path, order[0].label, data=order[0].data)], spec.resize_size,
+                                 spec.interpolation, desc="Timing", intensity=intensity)
             if one.samples:
                 x4 = torch.stack([ImageDataset(one.samples, one, tf)[0][0]] * 4)
                 t0 = time.perf_counter()

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import time
 from collections import defaultdict
@@ -147,6 +148,8 @@ class ClassificationPool:
                 return s.text
         pool = splits.train + splits.val
         self.classes, self.layout = splits.classes, splits.layout
+        # images held in memory (a table of pixels' rows): written as files beside the splits when they are
+        self.memory = {value(s): s.data for s in [*pool, *splits.test] if getattr(s, "data", None) is not None}
         self.items = [value(s) for s in pool]
         self.labels = [s.label for s in pool]
         self.groups = [getattr(s, "group", "") for s in pool]  # a table's patients, the patients paths name
@@ -170,10 +173,25 @@ class ClassificationPool:
         return len(train) / len(self.classes)
 
     def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
+        if self.memory:  # once: the splits' CSVs name files
+            self._write_images(folder / "images")
         path = folder / f"{name}.csv"
         _write_split(path, {"item": self.item, "classes": self.classes, "items": self.items, "labels": self.labels,
                             "test": self.test}, train, val)
         return path
+
+
+    def _write_images(self, folder: Path) -> None:
+        """The images in memory as PNG files in ``folder`` (``train.csv:2`` is ``train.csv_2.png``); the items name
+        them from then on."""
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for item, data in self.memory.items():
+            files[item] = folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', Path(item).name)}.png"
+            files[item].write_bytes(data)
+        self.items = [str(files.get(i, i)) for i in self.items]
+        self.test = [(str(files.get(i, i)), label) for i, label in self.test]
+        self.memory = {}
 
 
 class DetectionPool:
