@@ -130,6 +130,8 @@ def test_advise_text_recommends_an_encoder_within_its_budget(sms40, tmp_path):
     assert first["dataset"]["per_class"] == {"ham": 20, "spam": 20}
     second = advise(sms40, budget_s=budget, task="text", overrides=overrides)  # the features come from the cache
     assert second["probes"][0]["cache"] == {"items_served": 40, "items_computed": 0}
+    assert second["probes"][0]["images_per_second"] > 0 and "timed batch" in second["probes"][0][
+        "images_per_second_from"]  # speed measured on one batch, not shown as 0 texts/s
     json.dumps(second)
 
 
