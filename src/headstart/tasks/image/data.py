@@ -52,6 +52,7 @@ from headstart.tasks.image.decode import (  # noqa: F401
     too_large_reason,
     unreadable_reason,
 )
+from headstart.tasks.image.listed import Listed, listed
 from headstart.tasks.image.pixel_tables import (
     PixelRow,
     PixelTable,
@@ -272,6 +273,9 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))
     inner = _unwrap(root)
+    given = listed(inner) or (listed(root) if inner != root else None)
+    if given is not None:  # labels and splits in files beside one folder of images (Flowers-102, Stanford Cars)
+        return _from_listed(given, val_fraction, seed, small_val)
     tables = _label_tables(inner, path_column, label_column)
     try:
         splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
@@ -729,6 +733,33 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     return splits
 
 
+def _from_listed(given: Listed, val_fraction: float, seed: int, small_val: str) -> ImageSplits:
+    """The splits of a set whose labels and splits are files (``listed``); a listed image that is missing is
+    skipped, named; without a validation split one is held out of training."""
+    classes = given.classes
+    splits = ImageSplits(classes, [], [], layout=given.layout)
+    for split, pairs in given.splits.items():
+        kept = []
+        for path, label in pairs:
+            if path.is_file():
+                kept.append(Sample(path, classes.index(label)))
+            else:
+                splits.skipped.append((str(path), "listed, but not found"))
+        setattr(splits, split, kept)
+    if not splits.train:
+        raise DataError(f"{given.layout}: none of the {len(given.splits.get('train', []))} training images it lists "
+                        "was found")
+    if splits.val:
+        _check_given_splits(splits)
+        return small_given_val(splits, val_fraction, seed, "the listed validation split", small_val)
+    splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
+    splits.val_held_out = True
+    _split_held_out(splits, list(splits.train), val_fraction, seed, given.layout, False)
+    if splits.test:
+        _check_given_splits(splits)
+    return splits
+
+
 def _class_order(labels: Collection[str]) -> list[str]:
     """Labels sorted, numbers by value (Sign Language MNIST's 0...24: 2 before 10)."""
     return sorted(labels, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
@@ -872,6 +903,13 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
               label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
+    given = listed(_unwrap(root)) if root.is_dir() else None
+    if given is not None:  # the listed test split (else validation)
+        pairs = next((given.splits[s] for s in ("test", "val") if given.splits.get(s)), None)
+        if pairs is None:
+            raise DataError(f"{root} ({given.layout}) lists no test or validation images to evaluate on")
+        return [(Sample(p), label) for p, label in pairs if p.is_file()], \
+            [(str(p), "listed, but not found") for p, _ in pairs if not p.is_file()]
     pixels = pixel_table(root, label_column) if root.is_file() else None
     if pixels is None and root.is_dir() and not any(_class_folders(_unwrap(root)).values()):
         found = tables_in(root)  # a folder of tables of pixels: its test (else val, else only) table
@@ -912,9 +950,9 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
         if not found:  # one folder of classes: the images of the dataset's own test list, as training's test split
             found = {k: v for k, v in _split_classes(root, classes)[0].items() if v}
             every = [p for v in found.values() for p in v]
-            listed = _test_list(root, [Sample(p) for p in every]) if not dirs else None
-            if listed is not None:
-                test = {p for p, out in zip(every, listed[1]) if out}
+            test_list = _test_list(root, [Sample(p) for p in every]) if not dirs else None
+            if test_list is not None:
+                test = {p for p, out in zip(every, test_list[1]) if out}
                 found = {k: [p for p in v if p in test] for k, v in found.items() if any(p in test for p in v)}
         if not found:
             raise DataError(f"No labelled images in {root}: expected one subfolder of images per class")
