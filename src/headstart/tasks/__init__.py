@@ -102,6 +102,10 @@ def infer_task(data: str | Path) -> str:
 
         if is_text_folder(path):
             return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
+        from headstart.tasks.image.hf_datasets import is_image_datasets_folder
+
+        if is_image_datasets_folder(path):
+            return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
         if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path):
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
     from headstart.tasks.image.pixel_tables import is_pixel_table

@@ -41,6 +41,7 @@ from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
 from headstart.tasks.formats import not_data_hint
+from headstart.tasks.image import hf_datasets
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.class_names import alias, name_classes
 from headstart.tasks.image.decode import (  # noqa: F401
@@ -272,6 +273,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))
+    if hf_datasets.is_image_datasets_folder(root):  # load_dataset("beans").save_to_disk(...)
+        return _from_datasets(root, label_column, val_fraction, seed)
     inner = _unwrap(root)
     given = listed(inner) or (listed(root) if inner != root else None)
     if given is not None:  # labels and splits in files beside one folder of images (Flowers-102, Stanford Cars)
@@ -801,20 +804,33 @@ def _from_pixel_tables(root: Path, tables: list[PixelTable], val_fraction: float
     by_split, notes = _labelled_tables(tables, root if root.is_dir() else root.parent)
     skipped: list[tuple[str, str]] = []
     rows = {split: read_rows(table, skipped) for split, table in by_split.items()}
-    blank = [r for split_rows in rows.values() for r in split_rows if not r.label]
-    skipped += [(r.name.name, "empty label") for r in blank]
-    named = {r.split for split_rows in rows.values() for r in split_rows}
-    if len(rows) == 1 and named - {""}:  # FER-2013's Usage column
+    if len(rows) == 1 and {r.split for r in rows["train"]} - {""}:  # FER-2013's Usage column
         rows = {split: [r for r in rows["train"] if r.split == split] for split in ("train", "val", "test")}
+    layout = "; ".join(t.describe() for t in by_split.values())
+    return _from_rows(by_split["train"].path, rows, layout, val_fraction, seed, skipped=skipped, notes=notes)
+
+
+def _from_rows(where: Path, rows: dict[str, list[PixelRow]], layout: str, val_fraction: float, seed: int,
+               classes: list[str] | None = None, skipped: list[tuple[str, str]] | None = None,
+               notes: list[str] | None = None) -> ImageSplits:
+    """Splits of images in memory (a table of pixels' rows, a datasets folder's images) by split: rows without a
+    label skipped (a split of none: left out, said), a validation split held out of training unless given."""
+    skipped, notes = list(skipped or []), list(notes or [])
+    for split in [s for s in rows if s != "train"]:
+        if rows[split] and not any(r.label for r in rows[split]):
+            notes.append(f"the {split} split ({len(rows[split])} images) has no labels: not read")
+            rows[split] = []
+    skipped += [(r.name.name, "empty label") for split_rows in rows.values() for r in split_rows if not r.label]
     rows = {split: [r for r in split_rows if r.label] for split, split_rows in rows.items()}
-    classes = _class_order({r.label for r in rows.get("train", []) if r.label})
+    used = {r.label for split_rows in rows.values() for r in split_rows}
+    classes = [c for c in classes if c in used] + sorted(used - set(classes)) if classes else \
+        _class_order({r.label for r in rows.get("train", [])})
     if len(classes) < 2:
-        raise DataError(f"{by_split['train'].path}: {len(classes)} distinct label(s) {classes}; need at least 2")
+        raise DataError(f"{where}: {len(classes)} distinct label(s) {classes}; need at least 2")
     unknown = Counter(r.label for split in ("val", "test") for r in rows.get(split, []) if r.label not in classes)
     if unknown:
-        raise DataError(f"{root}: labels the training table does not have: {dict(unknown)}. Known: "
+        raise DataError(f"{where}: labels the training split does not have: {dict(unknown)}. Known: "
                         f"{', '.join(classes)}")
-    layout = "; ".join(t.describe() for t in by_split.values())
     splits = ImageSplits(classes, [], [], layout=layout, skipped=skipped, notes=notes)
     splits.test = [_pixel_sample(r, classes) for r in rows.get("test", [])]
     if rows.get("val"):
@@ -823,10 +839,16 @@ def _from_pixel_tables(root: Path, tables: list[PixelTable], val_fraction: float
         return splits
     splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"
     splits.val_held_out = True
-    _split_held_out(splits, [_pixel_sample(r, classes) for r in rows["train"]], val_fraction, seed, str(root), False)
+    _split_held_out(splits, [_pixel_sample(r, classes) for r in rows["train"]], val_fraction, seed, str(where), False)
     if splits.test:
         _check_given_splits(splits)
     return splits
+
+
+def _from_datasets(root: Path, label_column: str | None, val_fraction: float, seed: int) -> ImageSplits:
+    """Splits of a Hugging Face datasets folder of images (``hf_datasets``), its ClassLabel names the classes."""
+    found = hf_datasets.read(root, label_column)
+    return _from_rows(root, found.rows, found.layout, val_fraction, seed, found.classes, found.skipped, found.notes)
 
 
 def table_images(path: Path) -> list[Path]:
@@ -903,6 +925,12 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
               label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
+    if hf_datasets.is_image_datasets_folder(root):  # its test split, else its validation split
+        found = hf_datasets.read(root, label_column)
+        rows = next((found.rows[s] for s in ("test", "val") if any(r.label for r in found.rows.get(s, []))), None)
+        if rows is None:
+            raise DataError(f"{root} has no labelled test or validation split to evaluate on")
+        return [(Sample(r.name, key=r.key, data=r.data), r.label) for r in rows if r.label], found.skipped
     given = listed(_unwrap(root)) if root.is_dir() else None
     if given is not None:  # the listed test split (else validation)
         pairs = next((given.splits[s] for s in ("test", "val") if given.splits.get(s)), None)

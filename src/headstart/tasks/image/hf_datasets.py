@@ -1,0 +1,129 @@
+"""Image classification data as Hugging Face ``datasets`` writes it: ``load_dataset("beans").save_to_disk("beans")``
+gives a folder of splits (``train/``, ``validation/``, ``test/``), each with an ``Image`` column (the files' bytes
+inside the Arrow file) and a ``ClassLabel`` column (its names are the classes, in their order).
+
+Each image is read as the bytes of its file, held in memory (``Sample.data``) and decoded as that file would be;
+nothing is written to disk. Recognising such a folder reads only its ``dataset_info.json`` files (no ``datasets``
+import); reading its images needs ``pip install datasets``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headstart.errors import DataError
+from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow
+
+LABEL_NAMES = ("label", "labels", "class", "target", "category", "y")
+
+
+def _features(path: Path) -> list[dict[str, Any]]:
+    """The ``features`` of each split's ``dataset_info.json`` (a DatasetDict's split folders, or the folder)."""
+    folders = [path]
+    splits_file = path / "dataset_dict.json"
+    if splits_file.is_file():
+        try:
+            folders = [path / s for s in json.loads(splits_file.read_text()).get("splits", [])]
+        except (OSError, ValueError):
+            return []
+    out = []
+    for folder in folders:
+        try:
+            out.append(json.loads((folder / "dataset_info.json").read_text()).get("features") or {})
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def image_column(features: dict[str, Any]) -> str | None:
+    return next((name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"), None)
+
+
+def is_image_datasets_folder(path: str | Path) -> bool:
+    """A ``save_to_disk`` folder whose rows hold an image (an ``Image`` feature)."""
+    path = Path(path)
+    return path.is_dir() and any(image_column(f) for f in _features(path))
+
+
+@dataclass
+class DatasetImages:
+    """What a datasets folder holds: its images in memory by split, the classes in ``ClassLabel`` order (None: the
+    labels' own values), and how it was read."""
+
+    layout: str
+    classes: list[str] | None
+    rows: dict[str, list[PixelRow]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def read(path: Path, label_column: str | None = None) -> DatasetImages:
+    """The images and labels of a datasets folder (DataError when its labels are not one class an image)."""
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path} is a Hugging Face datasets folder; reading it needs: pip install datasets") from None
+    loaded = datasets.load_from_disk(str(path))
+    parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+    out = DatasetImages("", None)
+    described, lcol = [], None
+    for name, ds in parts.items():
+        split = SPLIT_VALUES.get(name.lower())
+        if split is None:  # the unlabelled 'unsupervised' split of some sets
+            out.notes.append(f"{path.name}/{name}: a split that is not train, validation or test, not read")
+            continue
+        icol = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+        if icol is None:
+            raise DataError(f"{path}/{name} holds no Image column (columns: {', '.join(ds.column_names)})")
+        lcol = _label_column(ds, icol, label_column, path / name)
+        feature = ds.features[lcol] if lcol else None
+        if feature is not None and hasattr(getattr(feature, "feature", None), "names"):
+            raise DataError(f"{path}: the column '{lcol}' holds several labels an image (a Sequence of ClassLabel); "
+                            "headstart reads single-label images from datasets folders: export them as a table of "
+                            "image paths and label lists for --task multilabel")
+        names = list(feature.names) if hasattr(feature, "names") else None
+        out.classes = out.classes or names
+        ds = ds.cast_column(icol, datasets.Image(decode=False))
+        rows = []
+        for i, record in enumerate(ds):
+            where = f"{name}:{i}"
+            image = record[icol] or {}
+            data = image.get("bytes")
+            if data is None and image.get("path") and Path(image["path"]).is_file():
+                data = Path(image["path"]).read_bytes()
+            if not data:
+                out.skipped.append((f"{path.name}/{where}", "no image bytes in the row"))
+                continue
+            value = record[lcol] if lcol else None
+            label = None if value is None or value == -1 else names[value] if names else str(value).strip()
+            rows.append(PixelRow(path / where, data, hashlib.sha1(data).hexdigest(), label or None, split))
+        out.rows.setdefault(split, []).extend(rows)
+        described.append(f"{name}/ {len(rows)}")
+    if "train" not in out.rows:
+        raise DataError(f"{path}: no train split among {', '.join(parts)}")
+    out.layout = (f"datasets folder {path.name} ({', '.join(described)}; images from the Image column, labels from "
+                  f"'{lcol}'" + (", ClassLabel names" if out.classes else "") + ")")
+    return out
+
+
+def _label_column(ds: Any, icol: str, wanted: str | None, where: Path) -> str | None:
+    columns = [c for c in ds.column_names if c != icol]
+    if wanted:
+        if wanted not in columns:
+            raise DataError(f"{where}: no column '{wanted}' (--label-column); its columns: {', '.join(columns)}")
+        return wanted
+    labelled = [c for c in columns if hasattr(ds.features[c], "names")
+                or hasattr(getattr(ds.features[c], "feature", None), "names")]
+    if len(labelled) == 1:
+        return labelled[0]
+    named = [c for c in columns if c.lower() in LABEL_NAMES]
+    if len(named) == 1:
+        return named[0]
+    if len(columns) == 1:
+        return columns[0]
+    raise DataError(f"{where}: cannot tell which column holds the labels ({', '.join(columns)}): name it with "
+                    "--label-column")

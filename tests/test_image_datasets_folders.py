@@ -1,0 +1,65 @@
+"""Image classification from a Hugging Face ``datasets`` folder, as ``load_dataset(...).save_to_disk(...)`` writes it
+(``tasks/image/hf_datasets.py``): the images' bytes inside Arrow files, a ClassLabel column, train / validation /
+test splits. Built from hymenoptera's real photos with the real ``datasets`` library."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import HYMENOPTERA, needs_shared
+
+from headstart.errors import DataError
+from headstart.tasks import infer_task
+from headstart.tasks.image.data import discover, labelled_samples
+
+datasets = pytest.importorskip("datasets")
+pytestmark = needs_shared(HYMENOPTERA)
+CLASSES = ["ants", "bees"]
+
+
+def _split(split: str, n: int, labelled: bool = True, tags: bool = False):
+    files, labels = [], []
+    for i, cls in enumerate(CLASSES):
+        found = sorted(str(p) for p in (HYMENOPTERA / split / cls).glob("*.jpg"))[:n]
+        files += found
+        labels += [([i] if tags else i) if labelled else ([] if tags else -1)] * len(found)
+    label = datasets.Sequence(datasets.ClassLabel(names=CLASSES)) if tags else datasets.ClassLabel(names=CLASSES)
+    features = datasets.Features({"image": datasets.Image(), "labels": label})
+    return datasets.Dataset.from_dict({"image": files, "labels": labels}, features=features)
+
+
+def test_a_datasets_folder_of_images_trains_on_its_splits_and_evaluates_its_labelled_split(tmp_path):
+    """train/ and validation/ as given, a test/ of -1 labels (a competition's) named and left out; the classes are the
+    ClassLabel names in their order; the images decode from the Arrow file's bytes."""
+    from headstart import ImageClassifier
+
+    folder = tmp_path / "beans"
+    datasets.DatasetDict({"train": _split("train", 20), "validation": _split("val", 8),
+                          "test": _split("val", 3, labelled=False)}).save_to_disk(str(folder))
+    assert infer_task(folder) == "image"
+    splits = discover(folder)
+    assert splits.classes == CLASSES and (len(splits.train), len(splits.val), len(splits.test)) == (40, 16, 0)
+    assert "datasets folder beans (train/ 40, validation/ 16, test/ 6" in splits.layout
+    assert any("the test split (6 images) has no labels" in n for n in splits.notes)
+    first = splits.train[0]
+    assert first.data == (sorted((HYMENOPTERA / "train" / "ants").glob("*.jpg"))[0]).read_bytes()  # the file's bytes
+
+    clf = ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False).fit(
+        folder, out=tmp_path / "run")
+    report = ImageClassifier.load(tmp_path / "run").evaluate(folder)  # no labelled test split: its validation split
+    assert report["num_samples"] == 16 and report["accuracy"] == pytest.approx(clf.metrics_["val"]["accuracy"])
+    assert report["accuracy"] > report["baseline"]["accuracy"]
+
+
+def test_one_dataset_gets_a_held_out_split_and_multi_label_rows_are_refused(tmp_path):
+    """A Dataset saved alone is the training split (validation held out of it; nothing held out to evaluate); rows
+    of several ClassLabels are refused with what to do."""
+    one = tmp_path / "one"
+    _split("train", 12).save_to_disk(str(one))
+    splits = discover(one)
+    assert splits.val_held_out and len(splits.train) + len(splits.val) == 24
+    with pytest.raises(DataError, match="no labelled test or validation split to evaluate on"):
+        labelled_samples(one, splits.classes)
+    tagged = tmp_path / "tagged"
+    datasets.DatasetDict({"train": _split("train", 4, tags=True)}).save_to_disk(str(tagged))
+    with pytest.raises(DataError, match="several labels an image"):
+        discover(tagged)
