@@ -204,3 +204,39 @@ def test_advise_and_compare_read_a_table_of_pixels(tmp_path):
     for line, row in list(by_line.items())[:10]:  # train.csv:LINE is the table's row LINE - 1
         assert np.array_equal(np.asarray(Image.open(row["path"])), images[line - 2])
         assert row["label"] == str(labels[line - 2])
+
+
+def test_arrays_in_npz_files_as_medmnist_and_keras_ship_them(tmp_path):
+    """MedMNIST's pathmnist.npz (train_images N x 28 x 28 x 3, train_labels N x 1, val_*, test_*) and Keras' mnist.npz
+    (x_train, y_train, x_test, y_test): every image decodes to the array written; evaluate scores the test arrays;
+    multi-label arrays (ChestMNIST) and arrays of objects are refused."""
+    images, labels = _digits()
+    grey, y = np.stack(images[:150]), np.array(labels[:150])
+    photos = np.stack(_photos(24))
+    med = tmp_path / "pathmnist.npz"
+    np.savez_compressed(med, train_images=photos[:16], train_labels=np.arange(16)[:, None] % 2,
+                        val_images=photos[16:20], val_labels=np.arange(4)[:, None] % 2,
+                        test_images=photos[20:], test_labels=np.arange(4)[:, None] % 2)
+    assert infer_task(med) == "image"
+    splits = discover(med)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (16, 4, 4) and splits.classes == ["0", "1"]
+    assert "arrays pathmnist.npz (train_images 16 of 16x16x3 + train_labels" in splits.layout
+    assert np.array_equal(_decoded(splits.train[3].data), photos[3])
+    samples, _ = labelled_samples(med, splits.classes)
+    assert len(samples) == 4 and [s.label for s in samples] == [0, 1, 0, 1]
+
+    keras = tmp_path / "mnist.npz"
+    np.savez(keras, x_train=grey[:120], y_train=y[:120], x_test=grey[120:], y_test=y[120:])
+    found = discover(keras)
+    assert found.val_held_out and len(found.train) + len(found.val) == 120 and len(found.test) == 30
+    sample = next(s for s in found.train if s.path.name == "mnist.npz:train:7")
+    assert np.array_equal(_decoded(sample.data), grey[7]) and found.classes[sample.label] == str(y[7])
+
+    chest = tmp_path / "chestmnist.npz"
+    np.savez(chest, train_images=grey[:10], train_labels=np.zeros((10, 14), np.uint8))
+    with pytest.raises(DataError, match="14 labels an image"):
+        discover(chest)
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, x_train=np.array([grey[0], "not pixels"], dtype=object), y_train=y[:2])
+    with pytest.raises(DataError, match="never unpickles"):
+        discover(pickled)

@@ -41,7 +41,7 @@ from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
 from headstart.tasks.formats import not_data_hint
-from headstart.tasks.image import hf_datasets
+from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.class_names import alias, name_classes
 from headstart.tasks.image.decode import (  # noqa: F401
@@ -264,6 +264,9 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
+        if arrays.is_array_file(root):  # MedMNIST's pathmnist.npz, Keras' mnist.npz
+            rows, layout = arrays.read(root)
+            return _from_rows(root, rows, layout, val_fraction, seed)
         pixels = pixel_table(root, label_column)
         if pixels is not None:  # Kaggle's Digit Recognizer train.csv, FER-2013's fer2013.csv
             return _from_pixel_tables(root, [pixels], val_fraction, seed)
@@ -925,12 +928,14 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
               label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
-    if hf_datasets.is_image_datasets_folder(root):  # its test split, else its validation split
-        found = hf_datasets.read(root, label_column)
-        rows = next((found.rows[s] for s in ("test", "val") if any(r.label for r in found.rows.get(s, []))), None)
+    if hf_datasets.is_image_datasets_folder(root) or arrays.is_array_file(root):  # its test split, else validation
+        found = hf_datasets.read(root, label_column) if root.is_dir() else None
+        by_split = found.rows if found is not None else arrays.read(root)[0]
+        rows = next((by_split[s] for s in ("test", "val") if any(r.label for r in by_split.get(s, []))), None)
         if rows is None:
             raise DataError(f"{root} has no labelled test or validation split to evaluate on")
-        return [(Sample(r.name, key=r.key, data=r.data), r.label) for r in rows if r.label], found.skipped
+        return [(Sample(r.name, key=r.key, data=r.data), r.label) for r in rows if r.label], \
+            (found.skipped if found is not None else [])
     given = listed(_unwrap(root)) if root.is_dir() else None
     if given is not None:  # the listed test split (else validation)
         pairs = next((given.splits[s] for s in ("test", "val") if given.splits.get(s)), None)

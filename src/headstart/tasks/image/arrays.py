@@ -1,0 +1,120 @@
+"""Images as NumPy arrays in a ``.npz`` file, as MedMNIST (``pathmnist.npz``: ``train_images`` (N, 28, 28, 3),
+``train_labels`` (N, 1), ``val_*``, ``test_*``) and Keras' ``mnist.npz`` (``x_train`` (N, 28, 28), ``y_train``,
+``x_test``, ``y_test``) ship them.
+
+Each split's images are an array of N images (N x H x W grey, N x H x W x 3 colour, or channels first N x 3 x H x W)
+and its labels N integers (or N x 1). Values up to 1 are scaled to 255, other integer ranges above 255 read as 16
+bits. Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX``. The file is read with
+``allow_pickle=False``: an array of Python objects is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from headstart.errors import DataError
+from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow
+
+SUFFIXES = (".npz",)
+_IMAGES = re.compile(r"(?:(?P<a>train|training|val|valid|validation|test|testing)_(?:images?|x|imgs?|data))"
+                     r"|(?:(?:x|images?|imgs?)_(?P<b>train|training|val|valid|validation|test|testing))", re.I)
+
+
+@dataclass
+class ArraySplit:
+    images: str  # the array's name in the file
+    labels: str | None
+
+
+def _keys(names: list[str]) -> dict[str, ArraySplit]:
+    """``{split: (images key, labels key)}`` of the arrays a file names."""
+    found: dict[str, ArraySplit] = {}
+    for name in names:
+        m = _IMAGES.fullmatch(name)
+        if not m:
+            continue
+        word = (m.group("a") or m.group("b")).lower()
+        split = SPLIT_VALUES.get(word)
+        if split is None:
+            continue
+        candidates = [name.replace(k, v) for k, v in (("images", "labels"), ("image", "label"), ("imgs", "labels"),
+                                                      ("x_", "y_"), ("_x", "_y"), ("data", "labels"))] + \
+            [f"y_{word}", f"{word}_labels", f"labels_{word}"]
+        found[split] = ArraySplit(name, next((c for c in candidates if c in names and c != name), None))
+    return found
+
+
+def is_array_file(path: str | Path) -> bool:
+    """A ``.npz`` file holding arrays named as images of a split (``train_images``, ``x_train``...)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in SUFFIXES:
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return "train" in _keys(list(f.files))
+    except (OSError, ValueError):
+        return False
+
+
+def _as_images(array: np.ndarray, where: str) -> np.ndarray:
+    """N x H x W (grey) or N x H x W x 3 uint8 images from an array of images."""
+    if array.dtype == object:
+        raise DataError(f"{where}: an array of Python objects, not of pixel values")
+    if array.ndim == 4 and array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(0, 2, 3, 1)  # channels first
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 3 or (array.ndim == 4 and array.shape[-1] == 3)):
+        raise DataError(f"{where}: images of shape {array.shape[1:]}; expected H x W, H x W x 3 or 3 x H x W")
+    if array.dtype == np.uint8:
+        return array
+    peak = float(array.max()) if array.size else 0.0
+    top = 1.0 if peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
+    return np.clip(np.rint(array.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def read(path: Path) -> tuple[dict[str, list[PixelRow]], str]:
+    """The images of each split as rows in memory, and how the file was read (DataError for labels that are not one
+    class an image: MedMNIST's ChestMNIST has 14 a scan)."""
+    from headstart.progress import progress_bar
+
+    rows: dict[str, list[PixelRow]] = {}
+    described = []
+    with np.load(path, allow_pickle=False) as f:
+        keys = _keys(list(f.files))
+        for split, key in keys.items():
+            try:
+                images = _as_images(f[key.images], f"{path.name}:{key.images}")
+                labels = f[key.labels] if key.labels else None
+            except ValueError as exc:  # an array of Python objects: numpy refuses it without pickle
+                raise DataError(f"{path}: {exc} (headstart never unpickles a data file: save the images as numbers)"
+                                ) from None
+            if labels is not None:
+                labels = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels[:, None]
+                if labels.shape[1] != 1:
+                    raise DataError(f"{path}: {key.labels} holds {labels.shape[1]} labels an image (multi-label); "
+                                    "headstart reads one class an image from arrays")
+                if len(labels) != len(images):
+                    raise DataError(f"{path}: {len(images)} images in {key.images}, {len(labels)} labels in "
+                                    f"{key.labels}")
+            out = []
+            with progress_bar(f"Reading {path.name}:{key.images}", len(images)) as advance:
+                for i, image in enumerate(images):
+                    buf = io.BytesIO()
+                    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+                    data = buf.getvalue()
+                    label = None if labels is None else str(labels[i, 0].item())
+                    out.append(PixelRow(path.with_name(f"{path.name}:{split}:{i}"), data,
+                                        hashlib.sha1(data).hexdigest(), label, split))
+                    advance()
+            rows[split] = out
+            shape = "x".join(map(str, images.shape[1:]))
+            described.append(f"{key.images} {len(images)} of {shape}" + (f" + {key.labels}" if key.labels else ""))
+    return rows, f"arrays {path.name} ({'; '.join(described)})"
