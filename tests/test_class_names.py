@@ -115,5 +115,14 @@ def test_numbered_classes_keep_their_numbers_without_a_file_naming_them(digits_d
     assert discover(root).classes == ["0", "1"] and discover(root).aliases == {}
     (root / "names.json").write_text(json.dumps({"0": "zero", "1": "one"}))
     assert discover(root).classes == ["one", "zero"]
+    (root / "names.json").unlink()
+    (root / "signnames.csv").write_text("ClassId,SignName\n0,Speed limit (20km/h)\n1,Speed limit (30km/h)\n")
+    assert discover(root).classes == ["Speed limit (20km/h)", "Speed limit (30km/h)"]  # GTSRB's, as Udacity ships it
+    assert readable_names(["0", "1"], [root])[1] == "signnames.csv"
+    (root / "signnames.csv").unlink()
+    (root / "imagenet_class_index.json").write_text(json.dumps({"0": ["n01440764", "tench"],
+                                                                "1": ["n01443537", "goldfish"]}))
+    assert readable_names(["n01443537", "n01440764"], [root]) == (
+        {"n01443537": "goldfish", "n01440764": "tench"}, "imagenet_class_index.json")
     assert readable_names(["cat", "dog"], [root]) is None  # classes named by words keep them
     assert readable_names(["0", "1", "2"], [root]) is None  # a file must name every class
