@@ -80,9 +80,9 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
     return np.clip(np.rint(array.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
-def read(path: Path) -> tuple[dict[str, list[PixelRow]], str]:
-    """The images of each split as rows in memory, and how the file was read (DataError for labels that are not one
-    class an image: MedMNIST's ChestMNIST has 14 a scan)."""
+def read(path: Path, only: tuple[str, ...] = ()) -> tuple[dict[str, list[PixelRow]], str]:
+    """The images of each split (``only`` these, when given) as rows in memory, and how the file was read (DataError
+    for labels that are not one class an image: MedMNIST's ChestMNIST has 14 a scan)."""
     from headstart.progress import progress_bar
 
     rows: dict[str, list[PixelRow]] = {}
@@ -90,6 +90,8 @@ def read(path: Path) -> tuple[dict[str, list[PixelRow]], str]:
     with np.load(path, allow_pickle=False) as f:
         keys = _keys(list(f.files))
         for split, key in keys.items():
+            if only and split not in only:
+                continue
             try:
                 images = _as_images(f[key.images], f"{path.name}:{key.images}")
                 labels = f[key.labels] if key.labels else None

@@ -929,8 +929,9 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
     if hf_datasets.is_image_datasets_folder(root) or arrays.is_array_file(root):  # its test split, else validation
-        found = hf_datasets.read(root, label_column) if root.is_dir() else None
-        by_split = found.rows if found is not None else arrays.read(root)[0]
+        held_out = ("test", "val")  # (the training images are not read)
+        found = hf_datasets.read(root, label_column, held_out) if root.is_dir() else None
+        by_split = found.rows if found is not None else arrays.read(root, held_out)[0]
         rows = next((by_split[s] for s in ("test", "val") if any(r.label for r in by_split.get(s, []))), None)
         if rows is None:
             raise DataError(f"{root} has no labelled test or validation split to evaluate on")

@@ -61,8 +61,9 @@ class DatasetImages:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read(path: Path, label_column: str | None = None) -> DatasetImages:
-    """The images and labels of a datasets folder (DataError when its labels are not one class an image)."""
+def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()) -> DatasetImages:
+    """The images and labels of a datasets folder (``only`` these splits, when given; DataError when its labels are
+    not one class an image)."""
     try:
         import datasets
     except ImportError:
@@ -75,6 +76,8 @@ def read(path: Path, label_column: str | None = None) -> DatasetImages:
         split = SPLIT_VALUES.get(name.lower())
         if split is None:  # the unlabelled 'unsupervised' split of some sets
             out.notes.append(f"{path.name}/{name}: a split that is not train, validation or test, not read")
+            continue
+        if only and split not in only:
             continue
         icol = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
         if icol is None:
@@ -103,7 +106,7 @@ def read(path: Path, label_column: str | None = None) -> DatasetImages:
             rows.append(PixelRow(path / where, data, hashlib.sha1(data).hexdigest(), label or None, split))
         out.rows.setdefault(split, []).extend(rows)
         described.append(f"{name}/ {len(rows)}")
-    if "train" not in out.rows:
+    if "train" not in out.rows and not only:
         raise DataError(f"{path}: no train split among {', '.join(parts)}")
     out.layout = (f"datasets folder {path.name} ({', '.join(described)}; images from the Image column, labels from "
                   f"'{lcol}'" + (", ClassLabel names" if out.classes else "") + ")")
