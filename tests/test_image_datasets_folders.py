@@ -48,6 +48,8 @@ def test_a_datasets_folder_of_images_trains_on_its_splits_and_evaluates_its_labe
     report = ImageClassifier.load(tmp_path / "run").evaluate(folder)  # no labelled test split: its validation split
     assert report["num_samples"] == 16 and report["accuracy"] == pytest.approx(clf.metrics_["val"]["accuracy"])
     assert report["accuracy"] > report["baseline"]["accuracy"]
+    predicted = clf.predict(str(folder))  # the competition's unlabelled test split
+    assert [r["path"] for r in predicted] == [str(folder / f"test:{i}") for i in range(6)]
 
 
 def test_one_dataset_gets_a_held_out_split_and_multi_label_rows_are_refused(tmp_path):

@@ -224,6 +224,7 @@ def test_arrays_in_npz_files_as_medmnist_and_keras_ship_them(tmp_path):
     assert np.array_equal(_decoded(splits.train[3].data), photos[3])
     samples, _ = labelled_samples(med, splits.classes)
     assert len(samples) == 4 and [s.label for s in samples] == [0, 1, 0, 1]
+    assert [s.path.name for s in image_samples(str(med))] == [f"pathmnist.npz:test:{i}" for i in range(4)]  # predict
 
     keras = tmp_path / "mnist.npz"
     np.savez(keras, x_train=grey[:120], y_train=y[:120], x_test=grey[120:], y_test=y[120:])

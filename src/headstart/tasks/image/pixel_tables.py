@@ -283,15 +283,26 @@ def split_of_name(path: Path) -> str | None:
 
 
 def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Path | tuple[str, bytes]]:
-    """What predict classifies of each input: an image file, a folder's image files, or a table of pixels' rows as
-    ``(TABLE:LINE, PNG bytes)`` (rows that are no image are warned about and left out); ``(name, bytes)`` as given."""
+    """What predict classifies of each input: an image file, a folder's image files, a table of pixels' rows as
+    ``(TABLE:LINE, PNG bytes)`` (rows that are no image are warned about and left out), the test images (else every
+    image) of a ``.npz`` of arrays or of a datasets folder; ``(name, bytes)`` as given."""
     from headstart.progress import warn
+    from headstart.tasks.image import arrays, hf_datasets
     from headstart.tasks.image.decode import image_files
 
     out: list[Path | tuple[str, bytes]] = []
     for item in items:
         if isinstance(item, tuple):
             out.append(item)
+            continue
+        if arrays.is_array_file(item) or hf_datasets.is_image_datasets_folder(item):
+            path = Path(item)
+
+            def read(only: tuple[str, ...], path: Path = path) -> dict[str, list[PixelRow]]:
+                return arrays.read(path, only)[0] if path.is_file() else hf_datasets.read(path, None, only).rows
+
+            rows = read(("test",)) or read(())
+            out += [(str(r.name), r.data) for split_rows in rows.values() for r in split_rows]
             continue
         table = pixel_table(item)
         if table is None:
