@@ -179,6 +179,7 @@ class Estimator:
         if lead:
             runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
                                                     **self._spec_info()})
+            self._save_files(run)
             self._write_outputs(run, data, prepared, state)
             runfolder.write_meta(run, status="complete")
             (run / loop.CHECKPOINT).unlink(missing_ok=True)
@@ -273,6 +274,9 @@ class Estimator:
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """The final metrics of the best weights (validation and test splits)."""
         raise NotImplementedError
+
+    def _save_files(self, run: Path) -> None:
+        """What the run folder needs besides the model to load it again (a text run: its tokenizer)."""
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
         """metrics.json, history.csv, plots, report.md, report.html and the task's own files."""

@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 
-from headstart.core.estimator import Prepared
 from headstart.tasks.multilabel.data import multi_hot
 from headstart.tasks.multilabel.metrics import multilabel_report
 from headstart.tasks.multilabel.task import MultiLabel
-from headstart.tasks.text.task import TOKENIZER_DIR, TextClassifier
+from headstart.tasks.text.task import TextClassifier
 
 
 class MultiLabelTextClassifier(MultiLabel, TextClassifier):
@@ -30,10 +29,6 @@ class MultiLabelTextClassifier(MultiLabel, TextClassifier):
 
     TASK = "text-multilabel"
     TAGS = True
-
-    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
-        self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
-        MultiLabel._write_outputs(self, run, data, prepared, state)
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """mAP, F1 at the saved thresholds, per-label scores and the frequency baseline on labelled texts.

@@ -97,9 +97,8 @@ class TextClassifier(ClassifierEstimator):
         return labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None, tc.label_column,
                               tags=self.TAGS, uncertain=self.config.data.uncertain)
 
-    def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
+    def _save_files(self, run: Path) -> None:
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
-        super()._write_outputs(run, data, prepared, state)
 
     def _report_item(self, sample: TextSample) -> str:
         return shown(sample.text)
