@@ -65,3 +65,21 @@ def test_one_dataset_gets_a_held_out_split_and_multi_label_rows_are_refused(tmp_
     datasets.DatasetDict({"train": _split("train", 4, tags=True)}).save_to_disk(str(tagged))
     with pytest.raises(DataError, match="several labels an image"):
         discover(tagged)
+
+
+def test_a_hub_dataset_repository_of_parquet_files_reads_as_its_splits(tmp_path):
+    """A dataset repository as snapshot_download or git clone gives it: data/{split}-00000-of-00001.parquet written by
+    datasets (the features in the schema's metadata); one such file alone is the training split."""
+    repo = tmp_path / "beans"
+    parts = {"train": _split("train", 15), "validation": _split("val", 5), "test": _split("val", 5)}
+    for name, ds in parts.items():
+        ds.to_parquet(str(repo / "data" / f"{name}-00000-of-00001.parquet"))
+    assert infer_task(repo) == "image" and infer_task(repo / "data" / "train-00000-of-00001.parquet") == "image"
+    splits = discover(repo)
+    assert splits.classes == CLASSES and (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 10)
+    assert splits.layout.startswith("Parquet files beans (train/ 30, validation/ 10, test/ 10")
+    assert splits.val[0].data == sorted((HYMENOPTERA / "val" / "ants").glob("*.jpg"))[0].read_bytes()
+    samples, _ = labelled_samples(repo, CLASSES)
+    assert len(samples) == 10 and [s.label for s in samples] == [0] * 5 + [1] * 5
+    alone = discover(repo / "data" / "train-00000-of-00001.parquet")
+    assert alone.val_held_out and len(alone.train) + len(alone.val) == 30

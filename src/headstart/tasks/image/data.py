@@ -267,6 +267,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         if arrays.is_array_file(root):  # MedMNIST's pathmnist.npz, Keras' mnist.npz
             rows, layout = arrays.read(root)
             return _from_rows(root, rows, layout, val_fraction, seed)
+        if hf_datasets.is_image_dataset(root):  # a Hub dataset's Parquet file of images
+            return _from_datasets(root, label_column, val_fraction, seed)
         pixels = pixel_table(root, label_column)
         if pixels is not None:  # Kaggle's Digit Recognizer train.csv, FER-2013's fer2013.csv
             return _from_pixel_tables(root, [pixels], val_fraction, seed)
@@ -276,7 +278,7 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))
-    if hf_datasets.is_image_datasets_folder(root):  # load_dataset("beans").save_to_disk(...)
+    if hf_datasets.is_image_dataset(root):  # load_dataset("beans").save_to_disk(...)
         return _from_datasets(root, label_column, val_fraction, seed)
     inner = _unwrap(root)
     given = listed(inner) or (listed(root) if inner != root else None)
@@ -928,9 +930,9 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
               label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
-    if hf_datasets.is_image_datasets_folder(root) or arrays.is_array_file(root):  # its test split, else validation
+    if hf_datasets.is_image_dataset(root) or arrays.is_array_file(root):  # its test split, else validation
         held_out = ("test", "val")  # (the training images are not read)
-        found = hf_datasets.read(root, label_column, held_out) if root.is_dir() else None
+        found = None if arrays.is_array_file(root) else hf_datasets.read(root, label_column, held_out)
         by_split = found.rows if found is not None else arrays.read(root, held_out)[0]
         rows = next((by_split[s] for s in ("test", "val") if any(r.label for r in by_split.get(s, []))), None)
         if rows is None:

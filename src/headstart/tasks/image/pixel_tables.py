@@ -295,11 +295,12 @@ def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Pa
         if isinstance(item, tuple):
             out.append(item)
             continue
-        if arrays.is_array_file(item) or hf_datasets.is_image_datasets_folder(item):
+        if arrays.is_array_file(item) or hf_datasets.is_image_dataset(item):
             path = Path(item)
 
             def read(only: tuple[str, ...], path: Path = path) -> dict[str, list[PixelRow]]:
-                return arrays.read(path, only)[0] if path.is_file() else hf_datasets.read(path, None, only).rows
+                return arrays.read(path, only)[0] if arrays.is_array_file(path) else \
+                    hf_datasets.read(path, None, only).rows
 
             rows = read(("test",)) or read(())
             out += [(str(r.name), r.data) for split_rows in rows.values() for r in split_rows]
