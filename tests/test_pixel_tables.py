@@ -241,3 +241,7 @@ def test_arrays_in_npz_files_as_medmnist_and_keras_ship_them(tmp_path):
     np.savez(pickled, x_train=np.array([grey[0], "not pixels"], dtype=object), y_train=y[:2])
     with pytest.raises(DataError, match="never unpickles"):
         discover(pickled)
+    cut = tmp_path / "cut.npz"  # an interrupted download
+    cut.write_bytes(med.read_bytes()[: med.stat().st_size // 2])
+    with pytest.raises(DataError, match="damaged or cut short"):
+        infer_task(cut)

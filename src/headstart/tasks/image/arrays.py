@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,8 +61,15 @@ def is_array_file(path: str | Path) -> bool:
     try:
         with np.load(path, allow_pickle=False) as f:
             return "train" in _keys(list(f.files))
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise _damaged(path, exc) from None
     except (OSError, ValueError):
         return False
+
+
+def _damaged(path: Path, exc: BaseException) -> DataError:
+    return DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc}); it is damaged or cut short (an "
+                     "interrupted download?): download it again")
 
 
 def _as_images(array: np.ndarray, where: str) -> np.ndarray:
@@ -98,6 +107,8 @@ def read(path: Path, only: tuple[str, ...] = ()) -> tuple[dict[str, list[PixelRo
             except ValueError as exc:  # an array of Python objects: numpy refuses it without pickle
                 raise DataError(f"{path}: {exc} (headstart never unpickles a data file: save the images as numbers)"
                                 ) from None
+            except (zipfile.BadZipFile, EOFError, zlib.error) as exc:  # an entry cut short
+                raise _damaged(path, exc) from None
             if labels is not None:
                 labels = labels.reshape(len(labels), -1) if labels.ndim > 1 else labels[:, None]
                 if labels.shape[1] != 1:
