@@ -93,11 +93,11 @@ def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: 
     conf, pred = probs.max(dim=1)
     wrong = (pred != labels).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(conf[i]))
-    def item(i: int) -> tuple[str, bytes | None]:
-        return (items[i][0], items[i][1]) if isinstance(items[i], tuple) else (str(items[i]), None)
-
-    return [Mistake(item(i)[0], classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, item(i)[1])
-            for i in wrong[:k]]
+    mistakes = []
+    for i in wrong[:k]:
+        name, data = (items[i][0], items[i][1]) if isinstance(items[i], tuple) else (str(items[i]), None)
+        mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data))
+    return mistakes
 
 
 def png_data_uri(path: Path) -> str:

@@ -10,8 +10,6 @@ bits. Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX``. Th
 
 from __future__ import annotations
 
-import hashlib
-import io
 import re
 import zipfile
 import zlib
@@ -19,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from headstart.errors import DataError
-from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow
+from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow, png_bytes, white
 
 SUFFIXES = (".npz",)
 _IMAGES = re.compile(r"(?:(?P<a>train|training|val|valid|validation|test|testing)_(?:images?|x|imgs?|data))"
@@ -84,8 +81,7 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: images of shape {array.shape[1:]}; expected H x W, H x W x 3 or 3 x H x W")
     if array.dtype == np.uint8:
         return array
-    peak = float(array.max()) if array.size else 0.0
-    top = 1.0 if peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
+    top = white(float(array.max()) if array.size else 0.0)
     return np.clip(np.rint(array.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
@@ -120,12 +116,8 @@ def read(path: Path, only: tuple[str, ...] = ()) -> tuple[dict[str, list[PixelRo
             out = []
             with progress_bar(f"Reading {path.name}:{key.images}", len(images)) as advance:
                 for i, image in enumerate(images):
-                    buf = io.BytesIO()
-                    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-                    data = buf.getvalue()
                     label = None if labels is None else str(labels[i, 0].item())
-                    out.append(PixelRow(path.with_name(f"{path.name}:{split}:{i}"), data,
-                                        hashlib.sha1(data).hexdigest(), label, split))
+                    out.append(PixelRow(path.with_name(f"{path.name}:{split}:{i}"), png_bytes(image), label, split))
                     advance()
             rows[split] = out
             shape = "x".join(map(str, images.shape[1:]))

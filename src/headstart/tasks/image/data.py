@@ -9,6 +9,7 @@ Layouts of DATA:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 from collections import Counter
@@ -768,13 +769,21 @@ def _from_listed(given: Listed, val_fraction: float, seed: int, small_val: str) 
     return splits
 
 
+def _holds_class_images(root: Path, limit: int = 200) -> bool:
+    """Whether a folder of ``root`` holds an image among its first ``limit`` entries (class folders: not a folder of
+    tables of pixels), without listing whole class folders."""
+    return any(is_image_file(p) for f in _subfolders(root) for p in itertools.islice(f.iterdir(), limit))
+
+
 def _class_order(labels: Collection[str]) -> list[str]:
     """Labels sorted, numbers by value (Sign Language MNIST's 0...24: 2 before 10)."""
     return sorted(labels, key=lambda c: (0, int(c), "") if c.isdigit() else (1, 0, c))
 
 
-def _pixel_sample(row: PixelRow, classes: Sequence[str]) -> Sample:
-    return Sample(row.name, classes.index(row.label) if row.label is not None else None, key=row.key, data=row.data)
+def _pixel_sample(row: PixelRow, classes: Sequence[str] = ()) -> Sample:
+    """The sample of an image in memory, labelled by its index in ``classes`` (none given: unlabelled)."""
+    label = classes.index(row.label) if classes and row.label is not None else None
+    return Sample(row.name, label, key=row.key, data=row.data)
 
 
 def _labelled_tables(tables: list[PixelTable], root: Path) -> tuple[dict[str, PixelTable], list[str]]:
@@ -937,7 +946,7 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
         rows = next((by_split[s] for s in ("test", "val") if any(r.label for r in by_split.get(s, []))), None)
         if rows is None:
             raise DataError(f"{root} has no labelled test or validation split to evaluate on")
-        return [(Sample(r.name, key=r.key, data=r.data), r.label) for r in rows if r.label], \
+        return [(_pixel_sample(r), r.label) for r in rows if r.label], \
             (found.skipped if found is not None else [])
     given = listed(_unwrap(root)) if root.is_dir() else None
     if given is not None:  # the listed test split (else validation)
@@ -947,7 +956,7 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
         return [(Sample(p), label) for p, label in pairs if p.is_file()], \
             [(str(p), "listed, but not found") for p, _ in pairs if not p.is_file()]
     pixels = pixel_table(root, label_column) if root.is_file() else None
-    if pixels is None and root.is_dir() and not any(_class_folders(_unwrap(root)).values()):
+    if pixels is None and root.is_dir() and not _holds_class_images(root):
         found = tables_in(root)  # a folder of tables of pixels: its test (else val, else only) table
         tables = _labelled_tables(found, root)[0] if found else {}
         pixels = next((tables[s] for s in ("test", "val", "train") if s in tables), None)
@@ -961,7 +970,7 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
         skipped: list[tuple[str, str]] = []
         rows = read_rows(pixels, skipped)
         skipped += [(r.name.name, "empty label") for r in rows if not r.label]
-        return [(Sample(r.name, key=r.key, data=r.data), r.label) for r in rows if r.label], skipped
+        return [(_pixel_sample(r), r.label) for r in rows if r.label], skipped
     if root.is_dir():
         root = _unwrap(root)
         tables = _label_tables(root, path_column, label_column)

@@ -12,7 +12,6 @@ import); reading its images needs ``pip install datasets``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -21,10 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
-from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow
+from headstart.tasks.image.pixel_tables import LABEL_NAMES, SPLIT_VALUES, PixelRow
 from headstart.tasks.text import is_datasets_folder
-
-LABEL_NAMES = ("label", "labels", "class", "target", "category", "y")
 
 
 def _features(path: Path) -> list[dict[str, Any]]:
@@ -63,11 +60,12 @@ _SHARD = re.compile(r"(?P<split>[A-Za-z]+)(?:[-_.].*)?")  # train-00000-of-00003
 
 
 def parquet_splits(path: Path) -> dict[str, list[Path]]:
-    """``{split name: Parquet files}`` of a file or of a folder (and the folders in it: ``data/``), by file name."""
+    """``{split name: Parquet files}`` of a file or of a folder (or its ``data/``, as the Hub lays them out), by file
+    name. Only those two folders are listed: every image folder that training reads is asked."""
     if path.is_file():
         files = [path] if path.suffix.lower() == ".parquet" else []
     elif path.is_dir():
-        files = sorted([*path.glob("*.parquet"), *path.glob("*/*.parquet")])
+        files = sorted([*path.glob("*.parquet"), *(path / "data").glob("*.parquet")])
     else:
         files = []
     out: dict[str, list[Path]] = {}
@@ -142,13 +140,12 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
                 continue
             value = record[lcol] if lcol else None
             label = None if value is None or value == -1 else names[value] if names else str(value).strip()
-            rows.append(PixelRow(path / where, data, hashlib.sha1(data).hexdigest(), label or None, split))
+            rows.append(PixelRow(path / where, data, label or None, split))
         out.rows.setdefault(split, []).extend(rows)
         described.append(f"{name}/ {len(rows)}")
     if "train" not in out.rows and not only:
         raise DataError(f"{path}: no train split among {', '.join(parts)}")
-    what = "Parquet files" if parquet_splits(path) and not (path / "dataset_dict.json").is_file() \
-        and not (path / "dataset_info.json").is_file() else "datasets folder"
+    what = "datasets folder" if is_datasets_folder(path) else "Parquet files"
     out.layout = (f"{what} {path.name} ({', '.join(described)}; images from the Image column, labels from "
                   f"'{lcol}'" + (", ClassLabel names" if out.classes else "") + ")")
     return out

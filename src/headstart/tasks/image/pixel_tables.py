@@ -81,14 +81,10 @@ class PixelTable:
             raise ValueError(f"{values.size} values, expected {self.size * self.size * self.channels} from 0 up")
         pixels = np.clip(np.rint(values * (255.0 / self.top)), 0, 255).astype(np.uint8)
         if self.channels == 1:
-            image = Image.fromarray(pixels.reshape(self.size, self.size), "L")
-        elif self.channels_first:
-            image = Image.fromarray(np.ascontiguousarray(pixels.reshape(3, self.size, self.size).transpose(1, 2, 0)))
-        else:
-            image = Image.fromarray(pixels.reshape(self.size, self.size, 3), "RGB")
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
+            return png_bytes(pixels.reshape(self.size, self.size))
+        if self.channels_first:
+            return png_bytes(np.ascontiguousarray(pixels.reshape(3, self.size, self.size).transpose(1, 2, 0)))
+        return png_bytes(pixels.reshape(self.size, self.size, 3))
 
 
 def _square(n: int) -> tuple[int, int] | None:
@@ -151,8 +147,7 @@ def pixel_table(path: str | Path, label_column: str | None = None) -> PixelTable
     if not complete:
         return None
     values = np.stack(complete)
-    peak = float(values.max())
-    top = 1.0 if peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
+    top = white(float(values.max()))
     first = channels == 3 and _channels_first(values, size)
     return PixelTable(path, columns, header, delimiter, pixels, label, split, size, channels, first, top)
 
@@ -228,14 +223,30 @@ def is_pixel_table(path: str | Path) -> bool:
 
 @dataclass
 class PixelRow:
-    """A table row's image: its name (``TABLE:LINE``), PNG bytes, label (None: unlabelled) and split ('' or the
-    split column's train / val / test)."""
+    """An image in memory (a table's row, an array's image, a datasets folder's row): its name (``TABLE:LINE``), the
+    bytes of its file, label (None: unlabelled) and split ('' or the split column's train / val / test)."""
 
     name: Path
     data: bytes
-    key: str
     label: str | None
     split: str
+
+    @property
+    def key(self) -> str:
+        """The content key training's duplicate check and feature cache use (the sha1 of the bytes, as of a file)."""
+        return hashlib.sha1(self.data).hexdigest()
+
+
+def white(peak: float) -> float:
+    """The value that is white, from the largest one: 1 (floats), 255, else 65535 (16 bits)."""
+    return 1.0 if peak <= 1.0 else 255.0 if peak <= 255 else 65535.0
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A uint8 H x W (grey) or H x W x 3 image as the bytes of a PNG file (fast compression)."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def read_rows(table: PixelTable, skipped: list[tuple[str, str]]) -> list[PixelRow]:
@@ -257,7 +268,7 @@ def read_rows(table: PixelTable, skipped: list[tuple[str, str]]) -> list[PixelRo
                 continue
             label = row[table.label].strip() if table.label is not None and table.label < len(row) else None
             split = SPLIT_VALUES.get(row[table.split].strip().lower(), "") if table.split is not None else ""
-            out.append(PixelRow(table.path.with_name(where), data, hashlib.sha1(data).hexdigest(), label, split))
+            out.append(PixelRow(table.path.with_name(where), data, label, split))
     return out
 
 
@@ -274,12 +285,7 @@ def tables_in(folder: Path) -> list[PixelTable]:
 
 def split_of_name(path: Path) -> str | None:
     """train / val / test, from a table's name (``fashion-mnist_train.csv``, ``sign_mnist_test.csv``)."""
-    words = set(re.split(r"[^a-z]+", path.stem.lower()))
-    for word, split in (("train", "train"), ("training", "train"), ("val", "val"), ("valid", "val"),
-                        ("validation", "val"), ("test", "test"), ("testing", "test")):
-        if word in words:
-            return split
-    return None
+    return next((SPLIT_VALUES[w] for w in re.split(r"[^a-z]+", path.stem.lower()) if w in SPLIT_VALUES), None)
 
 
 def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Path | tuple[str, bytes]]:
