@@ -53,6 +53,12 @@ class DataConfig(_Section):
         "prediction); default: 8 images on a CPU (activations stay in cache: about 2x faster than 64), "
         "else 2 x train.batch_size")
     augment: Literal["none", "light", "standard"] = "standard"
+    flip: Literal["auto", "horizontal", "vertical", "both", "none"] = Field(
+        "auto", description="random flips in training (image tasks; augment light or standard): 'auto' flips "
+        "horizontally unless the classes come in mirror pairs (names differing only by left/right, as a traffic "
+        "sign's 'Turn left' / 'Turn right', or the letters b/d, p/q: a flipped item would carry the wrong label), "
+        "then not at all; 'vertical' and 'both' add up-down flips, for images without an up (microscopy, "
+        "aerial views)")
     augment_on: Literal["auto", "loader", "device"] = Field(
         "auto", description="where image training batches are augmented when the whole backbone trains (image and "
         "multi-label classification; phases on cached features always extract with the loader's transform): "

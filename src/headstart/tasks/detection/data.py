@@ -48,6 +48,7 @@ from headstart.tasks.detection import (
     split_exports,
     voc_folders,
 )
+from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
 from headstart.tasks.image.decode import image_beside, image_header
 
@@ -623,11 +624,11 @@ def letterbox_scale(width: int, height: int, size: int) -> float:
     return size / max(width, height)
 
 
-def train_transform(size: int, augment: str = "standard") -> v2.Compose:
-    """Letterbox, then flips and scale/translate jitter (``light``), plus colour (``standard``)."""
+def train_transform(size: int, augment: str = "standard", flips: Flips = DEFAULT) -> v2.Compose:
+    """Letterbox, then ``flips`` and scale/translate jitter (``light``), plus colour (``standard``)."""
     steps: list[Any] = [Letterbox(size)]
     if augment in ("light", "standard"):
-        steps += [v2.RandomHorizontalFlip(),
+        steps += [*flips.steps(),
                   v2.RandomAffine(degrees=0.0, translate=(0.1, 0.1), scale=(0.7, 1.3), fill=114)]
     if augment == "standard":
         steps.append(v2.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.25))
@@ -682,7 +683,8 @@ class DetectionData:
     """Detection splits read through one ImageStore; what the detection loop needs."""
 
     def __init__(self, splits: DetectionSplits, image_size: int, interpolation: str = "bilinear",
-                 preload_mb: int = 2048, strict: bool = False, augment: str = "standard", seed: int = 0) -> None:
+                 preload_mb: int = 2048, strict: bool = False, augment: str = "standard", seed: int = 0,
+                 flips: Flips = DEFAULT) -> None:
         self.classes, self.image_size, self.seed = splits.classes, image_size, seed
         samples = splits.train + splits.val
         proxies = [Sample(s.path) for s in samples]
@@ -698,7 +700,7 @@ class DetectionData:
         for name in ("train", "val"):
             if not self.splits[name]:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
-        self.train_tf = train_transform(image_size, augment)
+        self.train_tf = train_transform(image_size, augment, flips)
         self.eval_tf = eval_transform(image_size)
 
     def release(self) -> None:

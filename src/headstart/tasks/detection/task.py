@@ -30,6 +30,7 @@ from headstart.core.estimator import Estimator, Prepared
 from headstart.core.report import outputs
 from headstart.errors import ConfigError, DataError
 from headstart.progress import console, say, warn
+from headstart.tasks import flips
 from headstart.tasks.detection import data as det_data
 from headstart.tasks.detection import report as det_report
 from headstart.tasks.detection import training
@@ -98,8 +99,10 @@ class Detector(Estimator):
         say(f"[bold]Detector[/] {model.info.get('family', model.info.get('name'))} on {spec.name} "
             f"(weights: {spec.weights or 'random init'}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, "
             f"{model.backbone.num_groups} backbone groups + neck + heads)")
+        chosen = flips.choose(cfg.data.flip, splits.classes)
         ddata = det_data.DetectionData(splits, cfg.detection.image_size, spec.interpolation or "bilinear",
-                                       cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg))
+                                       cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
+                                       chosen)
         issues = {k: v for k, v in splits.issues.items() if v}
         counts = ddata.box_counts("train")
         n = len(splits.classes)
@@ -108,11 +111,12 @@ class Detector(Estimator):
             f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
         for what, n in issues.items():
             warn(f"{n} {what}")
+        flips.announce(chosen)
         self._write_skipped(run, splits)
         if not sum(counts):
             raise DataError(f"No boxes in the training images of {data}" + (
                 f" for classes {cfg.detection.classes}" if cfg.detection.classes else "") + ": nothing to learn")
-        return Prepared(model, ddata, splits, {"issues": issues, "counts": counts})
+        return Prepared(model, ddata, splits, {"issues": issues, "counts": counts, "flips": chosen.name})
 
     def _steps(self, prepared: Prepared) -> training.DetectionSteps:
         return training.DetectionSteps(prepared.data, self.config)
@@ -138,7 +142,7 @@ class Detector(Estimator):
             "epochs_run": len(state.history), "eval_seconds": round(time.perf_counter() - started, 2),
             "num_train": len(ddata.splits["train"]), "num_val": len(ddata.splits["val"]),
             "train_boxes": dict(zip(splits.classes, prepared.extra["counts"])), "data_issues": prepared.extra["issues"],
-            "skipped": len(splits.skipped),
+            "skipped": len(splits.skipped), "flips": prepared.extra["flips"],
             "cache": {"items_served": state.cache_hits, "items_computed": state.cache_computed},
             "device": str(fabric.device),
         }

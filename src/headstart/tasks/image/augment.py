@@ -23,7 +23,8 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 BRIGHTNESS, CONTRAST, SATURATION = 0, 1, 2  # v2.ColorJitter's op ids (3, hue, is not supported here)
-GEOMETRY = (v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.CenterCrop, v2.Resize)  # what the worker part runs
+# what the worker part runs
+GEOMETRY = (v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.RandomVerticalFlip, v2.CenterCrop, v2.Resize)
 
 
 def jitter_steps(jitter: v2.ColorJitter) -> torch.Tensor:

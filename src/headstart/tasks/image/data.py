@@ -41,6 +41,7 @@ from headstart.core.splits import (
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
+from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.formats import not_data_hint
 from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.augment import BatchAugment, split_transform
@@ -1296,7 +1297,7 @@ class ImageData:
 
     def __init__(self, splits: ImageSplits, spec: BackboneSpec, preload_mb: int = 2048, strict: bool = False,
                  augment: str = "standard", seed: int = 0, intensity: str = "off",
-                 max_pixels: int | None = MAX_PIXELS) -> None:
+                 max_pixels: int | None = MAX_PIXELS, flips: Flips = DEFAULT) -> None:
         self.classes = splits.classes
         everything = list({id(s): s for s in splits.train + splits.val + splits.test}.values())  # refit: val in train
         self.store = ImageStore(everything, spec.resize_size, spec.interpolation, preload_mb, strict,
@@ -1315,7 +1316,7 @@ class ImageData:
         # data.intensity=auto: decided from the training images; the mode is part of the preprocessing
         self.intensity_note = self.store.settle(self.splits["train"]) if intensity == "auto" else None
         spec.extra["intensity"] = self.store.intensity
-        self.train_tf = train_transform(spec, augment)
+        self.train_tf = train_transform(spec, augment, flips)
         self.eval_tf = eval_transform(spec)
         self.seed = seed
 

@@ -16,6 +16,7 @@ from headstart.core.backbones import registry
 from headstart.core.estimator import REFIT_TRAIN, Prepared
 from headstart.errors import ConfigError
 from headstart.progress import say, warn
+from headstart.tasks import flips
 from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.model import TransferClassifier
@@ -54,9 +55,12 @@ class ImageClassifier(ClassifierEstimator):
                               f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
+        chosen = flips.choose(cfg.data.flip, splits.classes)
         imdata = self.DATA(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
-                           intensity=cfg.data.intensity, max_pixels=cfg.data.max_pixels)
+                           intensity=cfg.data.intensity, max_pixels=cfg.data.max_pixels,
+                           flips=chosen)
         _summarize_data(data, splits, imdata, self._refitting)
+        flips.announce(chosen)
         if imdata.intensity_note:
             say(imdata.intensity_note)
         self._write_skipped(run, splits)
@@ -66,7 +70,8 @@ class ImageClassifier(ClassifierEstimator):
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
         self.class_aliases_ = splits.aliases
-        return Prepared(model, imdata, splits, {"data_warnings": notes, "intensity": spec.extra["intensity"]})
+        return Prepared(model, imdata, splits, {"data_warnings": notes, "intensity": spec.extra["intensity"],
+                                                  "flips": chosen.name})
 
     DATA = ImageData  # the training data's class
 

@@ -10,6 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 from headstart.core.backbones.spec import BackboneSpec
+from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.decode import (  # noqa: F401 - the decoding API, used through this module too
     FEW_LEVELS,
     INTENSITY_MODES,
@@ -33,14 +34,11 @@ def eval_transform(spec: BackboneSpec) -> v2.Compose:
     return v2.Compose([v2.CenterCrop(spec.input_size), *_normalize(spec)])
 
 
-def train_transform(spec: BackboneSpec, augment: str = "standard") -> v2.Compose:
-    """Random crops and flips (``standard`` adds colour jitter); ``none`` is the eval transform."""
+def train_transform(spec: BackboneSpec, augment: str = "standard", flips: Flips = DEFAULT) -> v2.Compose:
+    """Random crops and ``flips`` (``standard`` adds colour jitter); ``none`` is the eval transform."""
     if augment == "none":
         return eval_transform(spec)
-    steps = [
-        v2.RandomResizedCrop(spec.input_size, scale=(0.35, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-    ]
+    steps = [v2.RandomResizedCrop(spec.input_size, scale=(0.35, 1.0), antialias=True), *flips.steps()]
     if augment == "standard":
         steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
     return v2.Compose([*steps, *_normalize(spec)])

@@ -35,6 +35,7 @@ from headstart.core.splits import (
 )
 from headstart.errors import DataError
 from headstart.tasks.columns import POSITIVE, SPLIT_COLUMN, UNCERTAIN, by_content, flag_columns
+from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
@@ -330,11 +331,11 @@ def eval_transform(spec: BackboneSpec) -> v2.Compose:
     return v2.Compose([v2.Resize((spec.input_size, spec.input_size), antialias=True), *_normalize(spec)])
 
 
-def train_transform(spec: BackboneSpec, augment: str = "standard") -> v2.Compose:
-    """The whole image (no random crops: they cut tagged objects away), flipped; ``standard`` adds colour jitter."""
+def train_transform(spec: BackboneSpec, augment: str = "standard", flips: Flips = DEFAULT) -> v2.Compose:
+    """The whole image (no random crops: they cut tagged objects away), ``flips``; ``standard`` adds colour jitter."""
     steps = [v2.Resize((spec.input_size, spec.input_size), antialias=True)]
     if augment != "none":
-        steps.append(v2.RandomHorizontalFlip())
+        steps += flips.steps()
     if augment == "standard":
         steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
     return v2.Compose([*steps, *_normalize(spec)])
@@ -347,9 +348,9 @@ class TagData(ImageData):
 
     def __init__(self, splits: Splits, spec: BackboneSpec, preload_mb: int = 2048, strict: bool = False,
                  augment: str = "standard", seed: int = 0, intensity: str = "off",
-                 max_pixels: int | None = MAX_PIXELS) -> None:
-        super().__init__(splits, spec, preload_mb, strict, augment, seed, intensity, max_pixels)
-        self.train_tf, self.eval_tf = train_transform(spec, augment), eval_transform(spec)
+                 max_pixels: int | None = MAX_PIXELS, flips: Flips = DEFAULT) -> None:
+        super().__init__(splits, spec, preload_mb, strict, augment, seed, intensity, max_pixels, flips)
+        self.train_tf, self.eval_tf = train_transform(spec, augment, flips), eval_transform(spec)
 
     def check_readable(self, splits: Splits, everything: list[Sample]) -> None:
         """A class with no readable training image is named in a note (it cannot be learned)."""

@@ -30,6 +30,7 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.estimator import Estimator, Prepared
 from headstart.errors import DataError
 from headstart.progress import console, progress_bar, say, warn
+from headstart.tasks import flips
 from headstart.tasks.image.decode import output_stems
 from headstart.tasks.segmentation import data as seg_data
 from headstart.tasks.segmentation import report as seg_report
@@ -77,7 +78,9 @@ class Segmenter(Estimator):
         say(f"[bold]Segmenter[/] {model.info['kind']} on {spec.name} (weights: {spec.weights or 'random init'}, "
             f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {model.backbone.num_groups} backbone "
             "groups + decoder + classifier)")
-        sdata = SegData(splits, spec, cfg.segmentation.image_size, cfg.data.augment, loop.augment_seed(cfg))
+        chosen = flips.choose(cfg.data.flip, splits.classes)
+        sdata = SegData(splits, spec, cfg.segmentation.image_size, cfg.data.augment, loop.augment_seed(cfg),
+                        flips=chosen)
         pixels = [sum(s.class_pixels[i] for s in splits.train if s.class_pixels) for i in range(len(splits.classes))] \
             if all(s.class_pixels for s in splits.train) else train_pixel_counts(splits)
         total = max(sum(pixels), 1)
@@ -86,6 +89,7 @@ class Segmenter(Estimator):
             + ", ".join(f"{c} {p / total:.1%}" for c, p in list(zip(splits.classes, pixels))[:12]))
         for note in splits.notes:
             say(note)
+        flips.announce(chosen)
         self._write_skipped(run, splits)
         if not sum(pixels):
             raise DataError(f"No labelled pixel in the training masks of {data} (all 255): nothing to learn")
@@ -93,7 +97,7 @@ class Segmenter(Estimator):
         if missing:
             warn(f"{len(missing)} class(es) have no training pixel and cannot be learned: {', '.join(missing[:10])}")
         self.train_pixels_ = pixels
-        return Prepared(model, sdata, splits, {"train_pixels": pixels})
+        return Prepared(model, sdata, splits, {"train_pixels": pixels, "flips": chosen.name})
 
     def _steps(self, prepared: Prepared) -> SegmentationSteps:
         return SegmentationSteps(prepared.data, self.config, prepared.extra["train_pixels"])
@@ -113,7 +117,7 @@ class Segmenter(Estimator):
             "baseline_miou": val["baseline"]["miou"], "selection_metric": steps.metric,
             "train_seconds": round(state.seconds, 2), "epochs_run": len(state.history),
             "num_train": len(splits.train), "num_val": len(splits.val), "skipped": len(splits.skipped),
-            "train_pixels": dict(zip(splits.classes, prepared.extra["train_pixels"])),
+            "train_pixels": dict(zip(splits.classes, prepared.extra["train_pixels"])), "flips": prepared.extra["flips"],
             "cache": {"items_served": state.cache_hits, "items_computed": state.cache_computed},
             "phases": state.phases, "chosen": loop.chosen_phase(state.phases, steps.metric),
             "device": str(fabric.device),

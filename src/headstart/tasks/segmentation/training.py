@@ -21,6 +21,7 @@ from headstart.core import loop, strategies
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.cache import FeatureCache
 from headstart.progress import progress_bar
+from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.segmentation import transforms as seg_tf
 from headstart.tasks.segmentation.data import IGNORE_INDEX, SegmentationSplits
 from headstart.tasks.segmentation.metrics import confusion, segmentation_report
@@ -31,10 +32,10 @@ class SegData:
     """The splits with the backbone's preprocessing: seeded datasets per split and view, content keys."""
 
     def __init__(self, splits: SegmentationSplits, spec: BackboneSpec, size: int, augment: str, seed: int,
-                 intensity: str = "off") -> None:
+                 intensity: str = "off", flips: Flips = DEFAULT) -> None:
         self.splits, self.spec, self.size, self.augment, self.seed = splits, spec, size, augment, seed
         self.intensity, self.classes = intensity, splits.classes
-        self.train_tf = seg_tf.train_transform(spec, size, augment)
+        self.train_tf = seg_tf.train_transform(spec, size, augment, flips)
         self.eval_tf = seg_tf.eval_transform(spec, size)
         self.collate = seg_tf.collate
         self._sets: dict[tuple[str, bool], seg_tf.SegmentationDataset] = {}

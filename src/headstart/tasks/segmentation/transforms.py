@@ -19,6 +19,7 @@ from torchvision.transforms import v2
 
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import DataError
+from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import item_rng
 from headstart.tasks.image.decode import open_image, to_rgb
 from headstart.tasks.image.transforms import describe  # noqa: F401 - the text of a pipeline, for cache keys
@@ -38,9 +39,9 @@ def eval_transform(spec: BackboneSpec, size: int) -> v2.Compose:
     return v2.Compose([v2.Resize(size, antialias=True), *_normalize(spec)])
 
 
-def train_transform(spec: BackboneSpec, size: int, augment: str = "standard") -> v2.Compose:
+def train_transform(spec: BackboneSpec, size: int, augment: str = "standard", flips: Flips = DEFAULT) -> v2.Compose:
     """Scale jitter (shorter side in 0.5-2 x ``size``), a ``size`` x ``size`` crop (padded: image 0, mask 255),
-    horizontal flip; ``standard`` adds mild colour jitter (image only). ``none`` is the eval transform."""
+    ``flips``; ``standard`` adds mild colour jitter (image only). ``none`` is the eval transform."""
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, not {augment!r}")
     if augment == "none":
@@ -48,7 +49,7 @@ def train_transform(spec: BackboneSpec, size: int, augment: str = "standard") ->
     steps: list[Any] = [
         v2.RandomResize(round(size * SCALE_RANGE[0]), round(size * SCALE_RANGE[1]), antialias=True),
         v2.RandomCrop(size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
-        v2.RandomHorizontalFlip(),
+        *flips.steps(),
     ]
     if augment == "standard":
         steps.append(v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2))
