@@ -123,7 +123,8 @@ def measure(csv_path: str, cache_dir: str, preload_mb: int, memory_mb: int) -> d
     from headstart.core.backbones import registry
     from headstart.tasks.classification.model import TransferClassifier
     from headstart.tasks.classification.training import ClassificationSteps
-    from headstart.tasks.image.data import ImageData, discover
+    from headstart.tasks.image.data import discover
+    from headstart.tasks.image.dataset import ImageData
 
     sampler: list[AnonPeak] = []
 

@@ -19,7 +19,8 @@ from headstart.core.backbones import registry
 from headstart.errors import ConfigError
 from headstart.tasks.classification.training import ClassificationSteps
 from headstart.tasks.image.augment import color_jitter, split_transform
-from headstart.tasks.image.data import ImageData, discover, item_rng
+from headstart.tasks.image.data import discover
+from headstart.tasks.image.dataset import ImageData, item_rng
 from headstart.tasks.image.task import ImageClassifier
 from headstart.tasks.multilabel.data import train_transform as tag_transform
 

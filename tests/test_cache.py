@@ -8,7 +8,8 @@ import torch
 
 from headstart.core.backbones import registry
 from headstart.core.cache import FeatureCache
-from headstart.tasks.image.data import ImageData, discover
+from headstart.tasks.image.data import discover
+from headstart.tasks.image.dataset import ImageData
 from headstart.tasks.image.task import ImageClassifier
 
 

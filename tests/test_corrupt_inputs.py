@@ -234,6 +234,7 @@ def test_decoding_and_torch_threads_follow_device_threads(small_data, tmp_path, 
     import torch
 
     from headstart.tasks.image import data as image_data
+    from headstart.tasks.image import dataset as image_dataset
     from headstart.tasks.image.task import ImageClassifier
 
     pools: list[tuple[int | None, int]] = []  # (decoding threads, torch threads) of each pool opened
@@ -243,7 +244,8 @@ def test_decoding_and_torch_threads_follow_device_threads(small_data, tmp_path, 
             pools.append((max_workers, torch.get_num_threads()))
             super().__init__(max_workers, *args, **kwargs)
 
-    monkeypatch.setattr(image_data, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(image_data, "ThreadPoolExecutor", Recording)  # hashing the files
+    monkeypatch.setattr(image_dataset, "ThreadPoolExecutor", Recording)  # decoding them
     before = torch.get_num_threads()
     try:
         result = invoke(["train", small_data, "--out", tmp_path / "run", *TRAIN, "device.threads=3"])

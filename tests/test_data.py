@@ -8,7 +8,8 @@ from PIL import Image
 
 from headstart.core.splits import stratified_split
 from headstart.errors import DataError
-from headstart.tasks.image.data import ImageStore, discover, labelled_samples
+from headstart.tasks.image.data import discover, labelled_samples
+from headstart.tasks.image.dataset import ImageStore
 from headstart.tasks.image.decode import output_stems
 
 
@@ -152,7 +153,7 @@ def test_the_preload_budget_counts_the_memory_pil_takes():
 
     from PIL import Image
 
-    from headstart.tasks.image.data import pixel_bytes
+    from headstart.tasks.image.dataset import pixel_bytes
 
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc (Linux) to read a process's memory")
@@ -161,7 +162,7 @@ def test_the_preload_budget_counts_the_memory_pil_takes():
 import numpy as np
 from pathlib import Path
 from PIL import Image
-from headstart.tasks.image.data import pixel_bytes
+from headstart.tasks.image.dataset import pixel_bytes
 def anon():
     line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("RssAnon"))
     return int(line.split()[1]) * 1024

@@ -64,7 +64,8 @@ def test_files_without_a_single_image_are_refused_with_their_reason():
 
 
 def test_the_data_line_says_how_dicom_files_were_shown(tmp_path):
-    from headstart.tasks.image.data import ImageStore, Sample
+    from headstart.tasks.image.data import Sample
+    from headstart.tasks.image.dataset import ImageStore
 
     pixels = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
     files = [write_dicom(tmp_path / "a.dcm", pixels, window=(512, 1024)), write_dicom(tmp_path / "b.dcm", pixels),

@@ -19,7 +19,8 @@ from headstart.errors import ConfigError
 from headstart.tasks import flips
 from headstart.tasks.detection.data import train_transform as box_transform
 from headstart.tasks.image.augment import split_transform
-from headstart.tasks.image.data import ImageData, discover
+from headstart.tasks.image.data import discover
+from headstart.tasks.image.dataset import ImageData
 from headstart.tasks.image.task import ImageClassifier
 from headstart.tasks.image.transforms import train_transform
 from headstart.tasks.multilabel.data import train_transform as tag_transform

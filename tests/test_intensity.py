@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageOps
 
 from headstart.core.backbones.spec import BackboneSpec
-from headstart.tasks.image.data import ImageStore, discover
+from headstart.tasks.image.data import discover
+from headstart.tasks.image.dataset import ImageStore
 from headstart.tasks.image.transforms import decode, intensity_issue, open_image
 
 

@@ -79,7 +79,8 @@ def _sklearn_probe_accuracy(clf, data) -> float:
     from headstart.core.backbones import registry
     from headstart.tasks.classification.model import TransferClassifier
     from headstart.tasks.classification.training import ClassificationSteps
-    from headstart.tasks.image.data import ImageData, discover
+    from headstart.tasks.image.data import discover
+    from headstart.tasks.image.dataset import ImageData
 
     cfg = clf.config
     model = TransferClassifier(registry.create_backbone(cfg.model.name), len(clf.classes_))  # pretrained, frozen

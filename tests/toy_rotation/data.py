@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from headstart.tasks.image.data import ImageData, ImageDataset, ImageSplits, Sample, image_files
+from headstart.tasks.image.data import ImageSplits, Sample, image_files
+from headstart.tasks.image.dataset import ImageData, ImageDataset
 
 ROTATIONS = ["0", "90", "180", "270"]
 

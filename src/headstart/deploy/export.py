@@ -260,7 +260,8 @@ def _relabel(labels: list[int | None], found: list[str], classes: list[str]) -> 
 def _image_items(est: Any, data: Path, max_items: int, batch: int, calibrate: bool) -> Checked:
     import torch
 
-    from headstart.tasks.image.data import ImageStore, discover
+    from headstart.tasks.image.data import discover
+    from headstart.tasks.image.dataset import ImageStore
     from headstart.tasks.image.transforms import eval_transform
 
     cfg, spec = est.config, est.model_.backbone.spec
@@ -935,7 +936,8 @@ def _detection_items(est: Any, data: Path, max_items: int) -> tuple[list[Any], l
     import torch
 
     from headstart.tasks.detection import data as det_data
-    from headstart.tasks.image.data import ImageStore, Sample
+    from headstart.tasks.image.data import Sample
+    from headstart.tasks.image.dataset import ImageStore
 
     cfg = est.config
     size = cfg.detection.image_size

@@ -49,7 +49,8 @@ from headstart.progress import say, warn
 from headstart.tasks import get_task, resolve_task
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.probe import logistic_probe
-from headstart.tasks.image.data import ImageDataset, ImageStore, Sample, discover
+from headstart.tasks.image.data import Sample, discover
+from headstart.tasks.image.dataset import ImageDataset, ImageStore
 from headstart.tasks.image.decode import image_header
 from headstart.tasks.image.transforms import describe, eval_transform, intensity_issue, open_image, to_rgb
 

@@ -49,7 +49,8 @@ from headstart.tasks.detection import (
     voc_folders,
 )
 from headstart.tasks.flips import DEFAULT, Flips
-from headstart.tasks.image.data import IMAGE_EXTENSIONS, ImageStore, Sample, item_rng
+from headstart.tasks.image.data import IMAGE_EXTENSIONS, Sample
+from headstart.tasks.image.dataset import ImageStore, item_rng
 from headstart.tasks.image.decode import image_beside, image_header
 
 ISSUE_CLIPPED = "boxes clipped to the image"

@@ -36,7 +36,8 @@ from headstart.tasks.detection import report as det_report
 from headstart.tasks.detection import training
 from headstart.tasks.detection.metrics import detection_report
 from headstart.tasks.detection.model import DetectionModel, build_detector, build_tv_detector
-from headstart.tasks.image.data import ImageStore, image_samples
+from headstart.tasks.image.data import image_samples
+from headstart.tasks.image.dataset import ImageStore
 from headstart.tasks.image.decode import image_header, open_image, output_stems, to_rgb
 
 

@@ -21,16 +21,8 @@ from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
-from headstart.tasks.image.data import (
-    ImageData,
-    ImageDataset,
-    ImageSplits,
-    ImageStore,
-    Sample,
-    discover,
-    image_samples,
-    labelled_samples,
-)
+from headstart.tasks.image.data import ImageSplits, Sample, discover, image_samples, labelled_samples
+from headstart.tasks.image.dataset import ImageData, ImageDataset, ImageStore
 from headstart.tasks.image.transforms import eval_transform
 
 

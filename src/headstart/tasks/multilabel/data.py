@@ -40,8 +40,6 @@ from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
     PATH_COLUMNS,
-    ImageData,
-    ImageDataset,
     Sample,
     _check_given_splits,
     _pick_column,
@@ -49,6 +47,7 @@ from headstart.tasks.image.data import (
     read_table,
     small_given_val,
 )
+from headstart.tasks.image.dataset import ImageData, ImageDataset
 from headstart.tasks.image.transforms import _normalize
 from headstart.tasks.multilabel import LABELS_FILE
 from headstart.tasks.tables import table_files

@@ -20,7 +20,7 @@ from torchvision.transforms import v2
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import DataError
 from headstart.tasks.flips import DEFAULT, Flips
-from headstart.tasks.image.data import item_rng
+from headstart.tasks.image.dataset import item_rng
 from headstart.tasks.image.decode import open_image, to_rgb
 from headstart.tasks.image.transforms import describe  # noqa: F401 - the text of a pipeline, for cache keys
 from headstart.tasks.segmentation.data import IGNORE_INDEX, SegSample
