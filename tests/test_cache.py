@@ -115,7 +115,8 @@ def test_the_heads_pass_keeps_the_partial_candidates_features(digits_dir, tmp_pa
     later = ClassificationSteps(data, cfg)
     later.prepare(fabric, model, partial, n - partial.trainable)
     assert sum(c.computed for c in later.caches) == 0  # every view and the validation maps were served
-    assert sum(c.hits for c in later.caches) == 2 * len(data.keys("train")) + len(data.keys("val"))
+    # the plain images and 2 views of each, then validation
+    assert sum(c.hits for c in later.caches) == 3 * len(data.keys("train")) + len(data.keys("val"))
     cfg_fresh = load_config(overrides={"cache.dir": str(tmp_path / "fresh"), "model.name": "mobilenet_v2",
                                        "cache.views": 2})
     fresh = ClassificationSteps(data, cfg_fresh)
