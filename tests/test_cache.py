@@ -115,6 +115,10 @@ def test_the_heads_pass_keeps_the_partial_candidates_features(digits_dir, tmp_pa
     later = ClassificationSteps(data, cfg)
     later.prepare(fabric, model, partial, n - partial.trainable)
     assert sum(c.computed for c in later.caches) == 0  # every view and the validation maps were served
+    assert steps.head_rows.shape[0] == 3 and steps.train_views.shape[0] == 2  # the head: plain rows + 2 views
+    assert later.head_rows is None and later.train_views.shape[0] == 3  # fine-tuning draws among all three
+    plain = ClassificationSteps(data, cfg).features(fabric, model, "train", n - partial.trainable, False, 0)
+    assert torch.equal(later.train_views[0], plain)  # slot 0: the un-augmented maps
     # the plain images and 2 views of each, then validation
     assert sum(c.hits for c in later.caches) == 3 * len(data.keys("train")) + len(data.keys("val"))
     cfg_fresh = load_config(overrides={"cache.dir": str(tmp_path / "fresh"), "model.name": "mobilenet_v2",
