@@ -725,3 +725,19 @@ def test_archives_and_arrays_are_named_with_what_to_do(tmp_path):
         np.savez(arrays / cls / "x.npz", x=np.zeros((4, 4)))
     with pytest.raises(DataError, match=r"Class folder\(s\) with no images .* It holds NumPy arrays \(x.npz\)"):
         discover(arrays)
+
+
+@needs_shared(HYMENOPTERA)
+def test_caltechs_clutter_folder_is_no_class(tmp_path):
+    """Caltech-101 as downloaded: 101_ObjectCategories/<class>/ beside BACKGROUND_Google/ (clutter, no object class),
+    left out of training and of evaluation as torchvision's Caltech101 leaves it."""
+    root = tmp_path / "caltech101" / "101_ObjectCategories"
+    for name, source in (("ants", "train/ants"), ("bees", "train/bees"), ("BACKGROUND_Google", "val/ants")):
+        (root / name).mkdir(parents=True)
+        for f in sorted((HYMENOPTERA / source).glob("*.jpg"))[:10]:
+            shutil.copy(f, root / name / f.name)
+    splits = discover(tmp_path / "caltech101")
+    assert splits.classes == ["ants", "bees"] and len(splits.train) + len(splits.val) == 20
+    assert "BACKGROUND_Google/: clutter images of no class" in splits.layout
+    samples, _ = labelled_samples(root, splits.classes)
+    assert len(samples) == 20 and all("BACKGROUND_Google" not in str(s.path) for s in samples)

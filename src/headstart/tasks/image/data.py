@@ -121,11 +121,16 @@ def _class_images(folder: Path) -> Path:
     return folder
 
 
+# beside class folders, images of no class: Caltech-101's and Caltech-256's clutter, left out as torchvision's
+# Caltech101 and the datasets' evaluation protocols leave it
+CLUTTER_FOLDERS = ("background_google", "257.clutter")
+
+
 def _class_folders(root: Path) -> dict[str, list[Path]]:
     """``{class name: image paths}`` of a folder of class subfolders (``_class_images``), or of a folder of images named
     by their class (``named_classes``) when it has no subfolders."""
     folders = {f.name: sorted(p for p in _class_images(f).rglob("*") if is_image_file(p)) for f in _subfolders(root)
-               if f.name.lower() not in UNLABELLED_FOLDERS}
+               if f.name.lower() not in (*UNLABELLED_FOLDERS, *CLUTTER_FOLDERS)}
     if folders:
         return folders
     return named_classes(sorted(p for p in root.iterdir() if is_image_file(p))) or {}
@@ -162,8 +167,11 @@ def _layout_of(root: Path) -> str:
     if folders:
         masked = any(_class_images(f) != f for f in folders)
         unlabelled = [f.name for f in folders if f.name.lower() in UNLABELLED_FOLDERS]
+        clutter = [f.name for f in folders if f.name.lower() in CLUTTER_FOLDERS]
         return ("class folders" + (" (each one's images/; masks/ beside them not read)" if masked else "")
-                + (f" ({unlabelled[0]}/: images without a class, not read)" if unlabelled else ""))
+                + (f" ({unlabelled[0]}/: images without a class, not read)" if unlabelled else "")
+                + (f" ({clutter[0]}/: clutter images of no class, left out as Caltech's protocol does)"
+                   if clutter else ""))
     example = next(p for p in sorted(root.iterdir()) if is_image_file(p))
     return f"images named by class ({example.name}: '{_class_in_name(example.stem)}')"
 
