@@ -123,3 +123,17 @@ def test_a_run_on_mirror_classes_trains_without_flips_and_says_why(mirrored, tmp
     # the plain view and validation come from the first run's cache; the flipped view is new
     assert metrics["cache"]["items_computed"] == metrics["num_train"]
     assert "'Turn left' / 'Turn right' are mirror images of each other" in " ".join(capsys.readouterr().err.split())
+
+
+def test_when_the_views_hurt_the_head_the_partial_candidate_trains_on_the_plain_images(mirrored, tmp_path):
+    """Flipped views of mirror classes carry the wrong label: the solved head's cross-validation fits on the plain
+    images only, and auto's partial candidate, on cached maps, then trains on the plain images too (0 views)."""
+    clf = ImageClassifier(model="mobilenet_v2", strategy="auto", epochs=2, cache_views=2, refit=False,
+                          overrides=[f"cache.dir={tmp_path / 'cache'}", "data.flip=horizontal"])
+    clf.fit(mirrored, out=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    head, partial = metrics["phases"][:2]
+    assert head["phase"] == "linear" and head["views"] == 2 and partial["phase"].startswith("partial:")
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    assert history[1].split(",")[history[0].split(",").index("head_augmented")] == "0.0"  # views hurt the head
+    assert partial["views"] == 0 and partial["epochs"] >= 1
