@@ -621,6 +621,20 @@ def test_split_folders_named_as_kaggle_sets_name_them_are_splits_not_classes(tmp
     assert "the 6 it lists the test split" in splits.layout and "train_test_split.txt (is_training 0" in splits.layout
     assert sorted(s.path for s in labelled_samples(cub, splits.classes)[0]) == sorted(s.path for s in splits.test)
     assert len(labelled_samples(food, splits.classes)[0]) == 6  # evaluate: the listed images, not the training ones
+    dtd = tmp_path / "dtd"  # images/ beside labels/{train,val,test}{1..10}.txt of class/file.jpg and imdb/imdb.mat
+    copy(BLOOD / "train", dtd / "images", 6)
+    files = sorted(f.relative_to(dtd / "images").as_posix() for f in (dtd / "images").rglob("*.jpg"))
+    (dtd / "labels").mkdir()
+    for k in (1, 2):
+        for name, part in (("train", files[k::3]), ("val", files[k + 1::3] if k == 1 else files[0::3]),
+                           ("test", files[(k + 1) % 3::3])):
+            (dtd / "labels" / f"{name}{k}.txt").write_text("".join(f"{f}\n" for f in part))
+    (dtd / "imdb").mkdir()
+    (dtd / "imdb" / "imdb.mat").write_bytes(b"MATLAB 5.0 MAT-file")
+    splits = discover(dtd)
+    assert splits.classes == ["Platelets", "RBC", "WBC"] and splits.layout.startswith("images/: class folders")
+    assert sorted(s.path.relative_to(dtd / "images").as_posix() for s in splits.test) == files[2::3]  # test1.txt
+    assert "labels/test1.txt" in splits.layout
     dogs = tmp_path / "stanford-dogs"  # Images/ beside Annotation/: the same class folders of XML files without a suffix
     copy(BLOOD / "train", dogs / "Images", 6)
     for cls in ("Platelets", "RBC", "WBC"):

@@ -472,15 +472,16 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
     return splits
 
 
-SPLIT_LIST_FOLDERS = ("meta", "annotations", "lists", "splits")  # where a dataset keeps its split lists
-TEST_LISTS = ("test.txt", "test.csv")
+SPLIT_LIST_FOLDERS = ("meta", "annotations", "lists", "splits", "labels")  # where a dataset keeps its split lists
+TEST_LISTS = ("test.txt", "test.csv", "test1.txt")  # test1.txt: the first of DTD's ten splits (labels/test1.txt)
 LISTED = 0.9  # share of a test list's lines that must name DATA's images
 
 
 def _test_list(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] | None:
     """``(list, which samples it names)`` of the dataset's own test list: a ``test.txt`` in ``root``, or in a
     ``meta/``, ``annotations/``, ``lists/`` or ``splits/`` folder in it or beside it (Food-101's ``meta/test.txt`` of
-    ``apple_pie/1011328``, the Oxford-IIIT Pets' ``annotations/test.txt`` of ``Abyssinian_201 1 1 1``), whose lines
+    ``apple_pie/1011328``, the Oxford-IIIT Pets' ``annotations/test.txt`` of ``Abyssinian_201 1 1 1``, DTD's
+    ``labels/test1.txt`` of ``banded/banded_0002.jpg``), whose lines
     begin with the images' paths under ``root`` or names, with or without a suffix; else CUB-200's numbered split
     (``_id_split``); None when there is none, when it names few of the images, or all of them."""
     places = [root, *(base / name for base in (root, root.parent) for name in SPLIT_LIST_FOLDERS)]
