@@ -135,7 +135,8 @@ def test_two_processes_train_images_to_the_metrics_of_one(tiny_images, tmp_path)
                          overrides + ["train.batch_size=8"])
     assert printed.count("Run folder:") == 1  # rank 1 trains in silence
     shards = _shards(cache)
-    assert len(shards) == 3 and all(n == 2 for n in shards.values())  # 2 views + val: one shard from each rank
+    # 2 views, and the plain images with val (one namespace: the eval transform's): one shard of each from each rank
+    assert len(shards) == 3 and sorted(shards.values()) == [2, 2, 4]
     for name in ("metrics.json", "history.csv", "model.safetensors", "spec.json", "report.html"):
         assert (tmp_path / "two" / name).is_file(), name
     assert not (tmp_path / "two" / "checkpoint.pt").exists()
@@ -149,7 +150,8 @@ def test_two_processes_train_images_to_the_metrics_of_one(tiny_images, tmp_path)
     assert printed.count("Evaluating (test) [3 of 6 on this device]") == 1
     assert m1["test"]["loss"] == pytest.approx(m2["test"]["loss"], abs=0.005)
     assert m1["test"]["accuracy"] == m2["test"]["accuracy"]
-    assert m2["cache"]["items_computed"] == 16 + 32 * 2  # val, 2 views of train: each item once, on one rank
+    # val, the plain images and 2 views of train: each item once, on one rank
+    assert m2["cache"]["items_computed"] == 16 + 32 * 3
     assert m1["val"]["accuracy"] >= 0.75  # it learned (16 val photos, pretrained features)
     files = sorted((tiny_images / "val").rglob("*.jpg"))
     _, probs = ImageClassifier.load(tmp_path / "two").predict_proba(files)  # trained on 2 devices, predicts on 1

@@ -48,12 +48,14 @@ def tiny_hymenoptera(hymenoptera, tmp_path_factory) -> Path:
     return hymenoptera_subset(tmp_path_factory.mktemp("hymenoptera-tiny"), {"train": 32, "val": 20}, link=True)
 
 
-def compile_runs(data: Path, root: Path, accelerator: str, strategy: str) -> tuple[ImageClassifier, ImageClassifier]:
+def compile_runs(data: Path, root: Path, accelerator: str, strategy: str,
+                 precision: str | None = None) -> tuple[ImageClassifier, ImageClassifier]:
     """The same run without and with ``train.compile`` (the second reads the features the first cached)."""
     def run(compiled: bool) -> ImageClassifier:
         return ImageClassifier(model="mobilenet_v2", strategy=strategy, epochs=2, overrides={
             "device.accelerator": accelerator, "train.batch_size": 16, "train.refit": False,
-            "train.compile": compiled, "cache.views": 1}).fit(data, out=root / f"compile-{compiled}")
+            "train.compile": compiled, "cache.views": 1, **({"device.precision": precision} if precision else {})}
+        ).fit(data, out=root / f"compile-{compiled}")
 
     eager = run(False)
     # dropout (the head's, and torchvision MobileNetV2's own before it) draws its masks from eager's generator in
@@ -62,9 +64,11 @@ def compile_runs(data: Path, root: Path, accelerator: str, strategy: str) -> tup
         return eager, run(True)
 
 
-def check_compiled(eager: ImageClassifier, compiled: ImageClassifier, data: Path, accelerator: str) -> float:
-    """The compiled run trained as the eager one did (the same batches and dropout masks through other kernels:
-    the bf16 rounding differs), reported its compile time, and saved plain weights that reload to its predictions; its seconds."""
+def check_compiled(eager: ImageClassifier, compiled: ImageClassifier, data: Path, accelerator: str,
+                   tolerance: float = 0.02) -> float:
+    """The compiled run trained as the eager one did (the same batches and dropout masks through other kernels: in
+    bf16 the rounding differs, so each epoch's train loss within ``tolerance``), reported its compile time, and saved
+    plain weights that reload to its predictions; its seconds."""
     ran_on(compiled.metrics_, accelerator)
     phase = compiled.metrics_["phases"][0]
     assert "compile_seconds" not in eager.metrics_["phases"][0]
@@ -72,7 +76,7 @@ def check_compiled(eager: ImageClassifier, compiled: ImageClassifier, data: Path
     losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(eager.history_, compiled.history_)]
     assert len(eager.history_) == len(compiled.history_) == 2
     print(f"train loss per epoch, eager against compiled: {losses}")
-    assert all(abs(a - b) <= 0.01 for a, b in losses), losses  # measured on the CPU: at most 0.0014
+    assert all(abs(a - b) <= tolerance for a, b in losses), losses
     assert abs(eager.metrics_["val_accuracy"] - compiled.metrics_["val_accuracy"]) <= 0.1
     assert compiled.metrics_["val_accuracy"] >= 0.75  # 40 validation images, half of each class
     weights = load_file(str(compiled.run_dir_ / "model.safetensors"))
@@ -86,16 +90,19 @@ def check_compiled(eager: ImageClassifier, compiled: ImageClassifier, data: Path
 
 @pytest.mark.slow
 def test_compile_trains_like_eager_and_reports_its_seconds(tiny_hymenoptera, tmp_path, session_cache):
-    """partial:1: the top stage of MobileNetV2 and the head compiled (the stages below come from the cache)."""
-    eager, compiled = compile_runs(tiny_hymenoptera, tmp_path, "cpu", "partial:1")
-    print(f"torch.compile on the CPU: {check_compiled(eager, compiled, tiny_hymenoptera, 'cpu')} s")
+    """partial:1: the top stage of MobileNetV2 and the head compiled (the stages below come from the cache). In fp32
+    the compiled kernels train to the eager losses (measured: equal to 5 decimals); in bf16 the two roundings drift
+    apart by up to 0.011 in an epoch's loss on these 40 photos (measured here; the GPU test, in bf16, allows 0.02)."""
+    eager, compiled = compile_runs(tiny_hymenoptera, tmp_path, "cpu", "partial:1", precision="32-true")
+    print(f"torch.compile on the CPU: {check_compiled(eager, compiled, tiny_hymenoptera, 'cpu', 1e-4)} s")
 
 
 @gpu_test
 @pytest.mark.parametrize("strategy", ["partial:2", "full"])
 def test_compile_on_the_gpu(tiny_hymenoptera, tmp_path, session_cache, strategy):
     eager, compiled = compile_runs(tiny_hymenoptera, tmp_path, ACCELERATOR, strategy)
-    print(f"torch.compile ({strategy}) on {ACCELERATOR}: {check_compiled(eager, compiled, tiny_hymenoptera, ACCELERATOR)} s")
+    seconds = check_compiled(eager, compiled, tiny_hymenoptera, ACCELERATOR, 0.02)  # bf16: CPU measured 0.011 at most
+    print(f"torch.compile ({strategy}) on {ACCELERATOR}: {seconds} s")
 
 
 # ------------------------------------------------------------------------------------------- every task
