@@ -932,9 +932,10 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
               label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
-    if hf_datasets.is_image_dataset(root) or arrays.is_array_file(root):  # its test split, else validation
+    array_file = arrays.is_array_file(root)
+    if array_file or hf_datasets.is_image_dataset(root):  # its test split, else validation
         held_out = ("test", "val")  # (the training images are not read)
-        found = None if arrays.is_array_file(root) else hf_datasets.read(root, label_column, held_out)
+        found = None if array_file else hf_datasets.read(root, label_column, held_out)
         by_split = found.rows if found is not None else arrays.read(root, held_out)[0]
         rows = next((by_split[s] for s in ("test", "val") if any(r.label for r in by_split.get(s, []))), None)
         if rows is None:
