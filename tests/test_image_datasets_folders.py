@@ -4,14 +4,19 @@ test splits. Built from hymenoptera's real photos with the real ``datasets`` lib
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+
 import pytest
 from conftest import HYMENOPTERA, needs_shared
 
 from headstart.errors import DataError
 from headstart.tasks import infer_task
+from headstart.tasks.image import hf_datasets
 from headstart.tasks.image.data import discover, labelled_samples
 
 datasets = pytest.importorskip("datasets")
+pq = pytest.importorskip("pyarrow.parquet")
 pytestmark = needs_shared(HYMENOPTERA)
 CLASSES = ["ants", "bees"]
 
@@ -40,8 +45,10 @@ def test_a_datasets_folder_of_images_trains_on_its_splits_and_evaluates_its_labe
     assert splits.classes == CLASSES and (len(splits.train), len(splits.val), len(splits.test)) == (40, 16, 0)
     assert "datasets folder beans (train/ 40, validation/ 16, test/ 6" in splits.layout
     assert any("the test split (6 images) has no labels" in n for n in splits.notes)
-    first = splits.train[0]
-    assert first.data == (sorted((HYMENOPTERA / "train" / "ants").glob("*.jpg"))[0]).read_bytes()  # the file's bytes
+    first, file = splits.train[0], sorted((HYMENOPTERA / "train" / "ants").glob("*.jpg"))[0]
+    assert first.source == file.read_bytes() and first.key == hashlib.sha1(file.read_bytes()).hexdigest()
+    # not held in memory: where the Arrow file stores them, read when asked, in data-loading workers too
+    assert isinstance(first.data, hf_datasets.DatasetRow) and pickle.loads(pickle.dumps(first)).source == first.source
 
     clf = ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False).fit(
         folder, out=tmp_path / "run")
@@ -73,12 +80,17 @@ def test_a_hub_dataset_repository_of_parquet_files_reads_as_its_splits(tmp_path)
     repo = tmp_path / "beans"
     parts = {"train": _split("train", 15), "validation": _split("val", 5), "test": _split("val", 5)}
     for name, ds in parts.items():
-        ds.to_parquet(str(repo / "data" / f"{name}-00000-of-00001.parquet"))
+        ds.to_parquet(str(repo / "data" / f"{name}-00000-of-00001.parquet"), batch_size=4)  # row groups of 4 images
     assert infer_task(repo) == "image" and infer_task(repo / "data" / "train-00000-of-00001.parquet") == "image"
     splits = discover(repo)
     assert splits.classes == CLASSES and (len(splits.train), len(splits.val), len(splits.test)) == (30, 10, 10)
     assert splits.layout.startswith("Parquet files beans (train/ 30, validation/ 10, test/ 10")
-    assert splits.val[0].data == sorted((HYMENOPTERA / "val" / "ants").glob("*.jpg"))[0].read_bytes()
+    first = splits.val[0]
+    assert first.source == sorted((HYMENOPTERA / "val" / "ants").glob("*.jpg"))[0].read_bytes()
+    assert isinstance(first.data, hf_datasets.ParquetRow) and pickle.loads(pickle.dumps(first)).source == first.source
+    files = [f for cls in CLASSES for f in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:15]]
+    assert pq.ParquetFile(repo / "data" / "train-00000-of-00001.parquet").num_row_groups > 1
+    assert [s.source for s in splits.train[::-1]] == [f.read_bytes() for f in files[::-1]]  # any order, any group
     samples, _ = labelled_samples(repo, CLASSES)
     assert len(samples) == 10 and [s.label for s in samples] == [0] * 5 + [1] * 5
     alone = discover(repo / "data" / "train-00000-of-00001.parquet")

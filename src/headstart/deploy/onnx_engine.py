@@ -37,6 +37,7 @@ from headstart.tasks.image.decode import (  # noqa: F401
     unreadable_reason,
 )
 from headstart.tasks.image.pixel_tables import item_name, prediction_items
+from headstart.tasks.image.stored import payload
 from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
 
 DEFAULT_FILE = "model.onnx"
@@ -103,7 +104,7 @@ def read_decoded(path: Path | tuple[str, bytes], pre: dict[str, Any]) -> Image.I
     """One image file (or ``(name, bytes)``: a table of pixels' row) decoded as the run decodes it (shorter side to
     ``resize_shorter_side``), or why it cannot be."""
     try:
-        data = path[1] if isinstance(path, tuple) else path.read_bytes()
+        data = payload(path[1]) if isinstance(path, tuple) else path.read_bytes()
     except OSError as exc:
         return f"cannot open file ({exc.strerror or exc})"
     if not data:

@@ -32,6 +32,7 @@ import yaml
 from markupsafe import Markup, escape
 
 from headstart.core.report import outputs
+from headstart.tasks.image.stored import payload
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
 TEMPLATES = Path(__file__).with_name("templates")
@@ -95,7 +96,7 @@ def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: 
     wrong.sort(key=lambda i: -float(conf[i]))
     mistakes = []
     for i in wrong[:k]:
-        name, data = (items[i][0], items[i][1]) if isinstance(items[i], tuple) else (str(items[i]), None)
+        name, data = (items[i][0], payload(items[i][1])) if isinstance(items[i], tuple) else (str(items[i]), None)
         mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data))
     return mistakes
 

@@ -59,6 +59,7 @@ from headstart.tasks.image.pixel_tables import (
     split_of_name,
     tables_in,
 )
+from headstart.tasks.image.stored import Stored, payload
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
     UNLABELLED_FOLDERS,
@@ -83,20 +84,21 @@ MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bom
 class Sample:
     """One image file and its class index (None when unlabelled).
 
-    ``data``: the file's bytes when the image is held in memory (an upload), not read from ``path``;
-    ``path`` then only names it and must be unique among the samples read together.
+    ``data``: the file's bytes when the image is held in memory (an upload), or where they are stored (a row of a
+    dataset's Arrow file: ``stored.Stored``), not read from ``path``; ``path`` then only names it and must be unique
+    among the samples read together.
     """
 
     path: Path
     label: int | None = None
     key: str = ""  # sha1 of the file's bytes, filled when the file is read
-    data: bytes | None = None
+    data: bytes | Stored | None = None
     group: str = ""  # the item's group (a table's patient / lesion column): a group stays on one side of a split
 
     @property
     def source(self) -> Path | bytes:
         """What ``transforms.decode`` reads: the bytes in memory, else the file."""
-        return self.path if self.data is None else self.data
+        return self.path if self.data is None else payload(self.data)
 
 
 ImageSplits = Splits  # classes, train, val, test, layout, skipped, notes
@@ -1011,11 +1013,13 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
     return pairs, skipped
 
 
-def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tuple[str, bytes]]) -> list[Sample]:
+def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tuple[str, bytes | Stored]]
+                  ) -> list[Sample]:
     """Unlabelled samples of image files, folders (searched recursively) and images in memory.
 
     An image in memory is the bytes of an image file, alone (named ``<memory i>``, i its place in
-    ``inputs``) or as ``(name, bytes)``; it is decoded exactly as the same file on disk would be.
+    ``inputs``) or as ``(name, bytes)`` (or ``(name, Stored)``: a dataset row's); it is decoded exactly as the same
+    file on disk would be.
     """
     items = [inputs] if isinstance(inputs, (str, Path, bytes)) else list(inputs)
     samples: list[Sample] = []
@@ -1024,7 +1028,7 @@ def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tup
             samples.append(Sample(Path(f"<memory {i}>"), data=item))
         elif isinstance(item, tuple):
             name, data = item
-            samples.append(Sample(Path(name), data=bytes(data)))
+            samples.append(Sample(Path(name), data=data if isinstance(data, Stored) else bytes(data)))
         else:  # files, folders' files, and the rows of a table of pixels (Kaggle's Digit Recognizer test.csv)
             samples += [Sample(Path(x[0]), data=x[1]) if isinstance(x, tuple) else Sample(x)
                         for x in prediction_items([item])]

@@ -25,6 +25,7 @@ from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.data import MAX_PIXELS, ImageSplits, Sample
 from headstart.tasks.image.decode import image_header, quiet_pil, too_large_reason, unreadable_reason
+from headstart.tasks.image.stored import payload
 from headstart.tasks.image.transforms import (
     WINDOW_PERCENTILES,
     decode,
@@ -63,7 +64,8 @@ class ImageStore:
         self.settled = False  # ``settle`` chose ``intensity`` (from ``auto``)
         self.max_pixels = max_pixels
         self.images: dict[Path, Image.Image] = {}
-        self.in_memory = {s.path: s.data for s in samples if s.data is not None}  # bytes of images held in memory
+        # images held in memory, or stored in a dataset's files: their bytes, or where to read them (``stored``)
+        self.in_memory = {s.path: s.data for s in samples if s.data is not None}
         self.skipped: list[tuple[str, str]] = []
         self.formats: Counter = Counter()
         self.dicom: Counter = Counter()  # how DICOM files were shown: 'own window', 'stored values', 'colour'
@@ -117,7 +119,7 @@ class ImageStore:
 
     def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float] | str:
         try:
-            data = sample.path.read_bytes() if sample.data is None else sample.data
+            data = sample.path.read_bytes() if sample.data is None else payload(sample.data)
         except OSError as exc:
             return f"cannot open file ({exc.strerror or exc})"
         if not data:
@@ -183,7 +185,8 @@ class ImageStore:
         image = self.images.get(path)
         if image is not None:
             return image
-        return decode(self.in_memory.get(path, path), self.short_side, self.interpolation,
+        data = self.in_memory.get(path)
+        return decode(path if data is None else payload(data), self.short_side, self.interpolation,
                       self.rendered.get(path, self.intensity))
 
     def warnings(self) -> list[str]:

@@ -5,13 +5,18 @@ of the Hub as downloaded (``snapshot_download`` or ``git clone``) holds the same
 (``data/train-00000-of-00001.parquet``...; the features in their schema's ``huggingface`` metadata); one such file
 is read too.
 
-Each image is read as the bytes of its file, held in memory (``Sample.data``) and decoded as that file would be;
-nothing is written to disk. Recognising such a folder reads only its ``dataset_info.json`` files (no ``datasets``
-import); reading its images needs ``pip install datasets``.
+Each image is the bytes of its file, decoded as that file would be; nothing is written to disk. They are not held in
+memory: reading the folder hashes each image's bytes once (the content key) and keeps where they are stored
+(``DatasetRow``: a row of the Arrow files, which ``datasets`` memory-maps; ``ParquetRow``: a row of a Parquet file's
+row group, read with its group when asked), so memory stays flat in the number of images. Recognising such a folder
+reads only its ``dataset_info.json`` files (no ``datasets`` import); reading its images needs
+``pip install datasets``.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -21,6 +26,7 @@ from typing import Any
 
 from headstart.errors import DataError
 from headstart.tasks.image.pixel_tables import LABEL_NAMES, SPLIT_VALUES, PixelRow
+from headstart.tasks.image.stored import Stored
 from headstart.tasks.text import is_datasets_folder
 
 
@@ -129,20 +135,18 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
         names = list(feature.names) if hasattr(feature, "names") else None
         out.classes = out.classes or names
         rows = []
-        for i, record in enumerate(records()):
+        for i, (record, stored) in enumerate(records(icol)):
             where = f"{name}:{i}"
-            image = record[icol] or {}
-            data = image.get("bytes")
-            if data is None and image.get("path") and Path(image["path"]).is_file():
-                data = Path(image["path"]).read_bytes()
+            data = _file_bytes(record[icol])
             if not data:
                 out.skipped.append((f"{path.name}/{where}", "no image bytes in the row"))
                 continue
             value = record[lcol] if lcol else None
             label = None if value is None or value == -1 else names[value] if names else str(value).strip()
-            rows.append(PixelRow(path / where, data, label or None, split))
+            rows.append(PixelRow(path / where, stored, label or None, split, hashlib.sha1(data).hexdigest()))
         out.rows.setdefault(split, []).extend(rows)
         described.append(f"{name}/ {len(rows)}")
+    _release_arrow_memory()
     if "train" not in out.rows and not only:
         raise DataError(f"{path}: no train split among {', '.join(parts)}")
     what = "datasets folder" if is_datasets_folder(path) else "Parquet files"
@@ -151,9 +155,12 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
     return out
 
 
-def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Callable[[], Iterator[dict[str, Any]]]]]:
-    """``{split name: (features, rows)}``: a ``save_to_disk`` folder's splits, or Parquet files' by name; an image's
-    row holds ``{"bytes", "path"}`` (not decoded)."""
+Rows = Callable[[str], Iterator[tuple[dict[str, Any], Stored]]]
+
+
+def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
+    """``{split name: (features, rows)}``: a ``save_to_disk`` folder's splits, or Parquet files' by name. ``rows(column)``
+    yields each row (its image as ``{"bytes", "path"}``, not decoded) and where that column's image is stored."""
     if is_datasets_folder(path):
         loaded = datasets.load_from_disk(str(path))
         parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
@@ -162,17 +169,82 @@ def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Callable[[], Itera
             for column, feature in ds.features.items():
                 if isinstance(feature, datasets.Image):
                     ds = ds.cast_column(column, datasets.Image(decode=False))
-            out[name] = (ds.features, lambda ds=ds: iter(ds))
+
+            def rows(column: str, ds: Any = ds) -> Iterator[tuple[dict[str, Any], Stored]]:
+                return ((record, DatasetRow(ds, i, column)) for i, record in enumerate(ds))
+
+            out[name] = (ds.features, rows)
         return out
     import pyarrow.parquet as pq
 
-    def rows(files: list[Path]) -> Iterator[dict[str, Any]]:
-        for f in files:  # a batch at a time: a shard's images are not all decoded from Parquet at once
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=256):
-                yield from batch.to_pylist()
+    def parquet_rows(files: list[Path]) -> Rows:
+        def rows(column: str) -> Iterator[tuple[dict[str, Any], Stored]]:
+            for f in files:  # a row group at a time: a shard's images are not all read from Parquet at once
+                pf = pq.ParquetFile(f)
+                for group in range(pf.num_row_groups):
+                    for i, record in enumerate(pf.read_row_group(group, use_threads=False).to_pylist()):
+                        yield record, ParquetRow(str(f), group, i, column)
+        return rows
 
-    return {name: (datasets.Features.from_arrow_schema(pq.read_schema(files[0])), lambda files=files: rows(files))
+    return {name: (datasets.Features.from_arrow_schema(pq.read_schema(files[0])), parquet_rows(files))
             for name, files in parquet_splits(path).items()}
+
+
+def _file_bytes(image: dict[str, Any] | None) -> bytes:
+    """An Image column's value, ``{"bytes", "path"}``, as the bytes of the file (b"" when it holds none)."""
+    image = image or {}
+    data = image.get("bytes")
+    if data is None and image.get("path") and Path(image["path"]).is_file():
+        data = Path(image["path"]).read_bytes()
+    return data or b""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DatasetRow:
+    """Where a ``save_to_disk`` folder stores an image: row ``index`` of a split (its Arrow files, memory-mapped by
+    ``datasets``; its Image column not decoded), read when asked."""
+
+    dataset: Any
+    index: int
+    column: str
+
+    def read(self) -> bytes:
+        return _file_bytes(self.dataset[self.index][self.column])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ParquetRow:
+    """Where a Parquet file stores an image: row ``index`` of its row group ``group``, read with that group's image
+    column (the last few groups read are kept: reading in order reads each group once)."""
+
+    file: str
+    group: int
+    index: int
+    column: str
+
+    def read(self) -> bytes:
+        return _file_bytes(_row_group(self.file, self.group, self.column)[self.index].as_py())
+
+
+def _release_arrow_memory() -> None:
+    """Hand back to the system the memory Arrow's allocator kept from the row groups read (mimalloc or jemalloc keep
+    freed pages for reuse: over a whole dataset read once, that is tens of MB)."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return
+    release = getattr(pa.default_memory_pool(), "release_unused", None)  # pyarrow >= 9
+    if release is not None:
+        release()
+
+
+@functools.lru_cache(maxsize=2)
+def _row_group(file: str, group: int, column: str) -> Any:
+    import pyarrow.parquet as pq
+
+    images = pq.ParquetFile(file).read_row_group(group, columns=[column], use_threads=False).column(column)
+    _release_arrow_memory()  # what the groups read before kept in this thread's heap
+    return images
 
 
 def _label_column(features: Any, icol: str, wanted: str | None, where: Path) -> str | None:

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from headstart.errors import DataError
+from headstart.tasks.image.stored import Stored, payload
 
 MIN_PIXELS = 64  # 8 x 8, scikit-learn's digits; fewer values a row are features, not an image
 SAMPLE_ROWS = 50  # rows read to recognise a table of pixels
@@ -224,17 +225,19 @@ def is_pixel_table(path: str | Path) -> bool:
 @dataclass
 class PixelRow:
     """An image in memory (a table's row, an array's image, a datasets folder's row): its name (``TABLE:LINE``), the
-    bytes of its file, label (None: unlabelled) and split ('' or the split column's train / val / test)."""
+    bytes of its file (or where a dataset's file stores them: ``stored.Stored``), label (None: unlabelled), split
+    ('' or the split column's train / val / test) and the sha1 of its bytes when they were hashed as read."""
 
     name: Path
-    data: bytes
+    data: bytes | Stored
     label: str | None
     split: str
+    digest: str = ""
 
     @property
     def key(self) -> str:
         """The content key training's duplicate check and feature cache use (the sha1 of the bytes, as of a file)."""
-        return hashlib.sha1(self.data).hexdigest()
+        return self.digest or hashlib.sha1(payload(self.data)).hexdigest()
 
 
 def white(peak: float) -> float:
@@ -288,7 +291,7 @@ def split_of_name(path: Path) -> str | None:
     return next((SPLIT_VALUES[w] for w in re.split(r"[^a-z]+", path.stem.lower()) if w in SPLIT_VALUES), None)
 
 
-def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Path | tuple[str, bytes]]:
+def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Path | tuple[str, bytes | Stored]]:
     """What predict classifies of each input: an image file, a folder's image files, a table of pixels' rows as
     ``(TABLE:LINE, PNG bytes)`` (rows that are no image are warned about and left out), the test images (else every
     image) of a ``.npz`` of arrays or of a datasets folder; ``(name, bytes)`` as given."""
@@ -296,7 +299,7 @@ def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Pa
     from headstart.tasks.image import arrays, hf_datasets
     from headstart.tasks.image.decode import image_files
 
-    out: list[Path | tuple[str, bytes]] = []
+    out: list[Path | tuple[str, bytes | Stored]] = []
     for item in items:
         if isinstance(item, tuple):
             out.append(item)
