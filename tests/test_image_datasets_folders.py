@@ -95,3 +95,36 @@ def test_a_hub_dataset_repository_of_parquet_files_reads_as_its_splits(tmp_path)
     assert len(samples) == 10 and [s.label for s in samples] == [0] * 5 + [1] * 5
     alone = discover(repo / "data" / "train-00000-of-00001.parquet")
     assert alone.val_held_out and len(alone.train) + len(alone.val) == 30
+
+
+def test_a_parquet_table_of_image_bytes_without_datasets_metadata_reads_as_images(tmp_path):
+    """A table written by pandas / pyarrow: no Hugging Face metadata, the images as their files' bytes (or as datasets'
+    {bytes, path} struct) beside a label column; the labels' values are the classes. Another binary column that is
+    not images is not taken for them."""
+    pa = pytest.importorskip("pyarrow")
+    files = {cls: sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:10] for cls in CLASSES}
+    images = [f.read_bytes() for cls in CLASSES for f in files[cls]]
+    labels = [cls for cls in CLASSES for _ in files[cls]]
+    plain = tmp_path / "plain" / "train.parquet"
+    plain.parent.mkdir()
+    pq.write_table(pa.table({"checksum": pa.array([b"\x00\x01"] * 20, pa.binary()),
+                             "img": pa.array(images, pa.binary()), "label": labels}), plain, row_group_size=6)
+    assert infer_task(plain) == "image"
+    splits = discover(plain)
+    assert splits.classes == CLASSES and len(splits.train) + len(splits.val) == 20
+    assert sorted(s.source for s in [*splits.train, *splits.val]) == sorted(images)
+    assert "labels from 'label'" in splits.layout
+
+    structs = tmp_path / "structs"
+    (structs / "data").mkdir(parents=True)
+    for split, n in (("train", 8), ("test", 2)):
+        chosen = [(f, i) for i, cls in enumerate(CLASSES) for f in files[cls][:n]]
+        pq.write_table(pa.table({"image": [{"bytes": f.read_bytes(), "path": f.name} for f, _ in chosen],
+                                 "label": [i for _, i in chosen]}), structs / "data" / f"{split}-00000.parquet")
+    splits = discover(structs)
+    assert splits.classes == ["0", "1"] and (len(splits.train) + len(splits.val), len(splits.test)) == (16, 4)
+    assert splits.test[0].source == files["ants"][0].read_bytes()
+
+    not_images = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"blob": pa.array([b"\x00\x01"] * 4, pa.binary()), "label": [0, 1, 0, 1]}), not_images)
+    assert not hf_datasets.is_image_dataset(not_images)

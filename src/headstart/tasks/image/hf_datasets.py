@@ -3,7 +3,9 @@ gives a folder of splits (``train/``, ``validation/``, ``test/``), each with an 
 inside the Arrow file) and a ``ClassLabel`` column (its names are the classes, in their order). A dataset repository
 of the Hub as downloaded (``snapshot_download`` or ``git clone``) holds the same as Parquet files
 (``data/train-00000-of-00001.parquet``...; the features in their schema's ``huggingface`` metadata); one such file
-is read too.
+is read too, and so is a Parquet table written by other tools (pandas, polars, pyarrow: no such metadata) whose column
+holds image files, as ``datasets`` stores them (a struct of ``bytes`` and ``path``) or as their bytes alone; its
+labels are then the label column's values.
 
 Each image is the bytes of its file, decoded as that file would be; nothing is written to disk. They are not held in
 memory: reading the folder hashes each image's bytes once (the content key) and keeps where they are stored
@@ -84,14 +86,51 @@ def parquet_splits(path: Path) -> dict[str, list[Path]]:
 
 
 def _parquet_features(path: Path) -> dict[str, Any]:
-    """The features a Parquet file's ``huggingface`` metadata records ({} without it, or without pyarrow)."""
+    """The features a Parquet file's ``huggingface`` metadata records; without it (a table written by pandas, polars
+    or pyarrow), its columns with an ``Image`` column inferred (``_image_in_schema``). {} without pyarrow."""
     try:
         import pyarrow.parquet as pq
 
-        meta = pq.read_schema(path).metadata or {}
-        return json.loads(meta.get(b"huggingface", b"{}")).get("info", {}).get("features") or {}
+        schema = pq.read_schema(path)
+        meta = schema.metadata or {}
+        features = json.loads(meta.get(b"huggingface", b"{}")).get("info", {}).get("features") or {}
     except (ImportError, OSError, ValueError):
         return {}
+    if features:
+        return features
+    inferred = _image_in_schema(path, schema)
+    return {name: {"_type": "Image" if name == inferred else "Value"} for name in schema.names}
+
+
+def _image_in_schema(path: Path, schema: Any) -> str | None:
+    """The column of a Parquet file without ``datasets``' metadata that holds image files: a struct of ``bytes`` (and
+    ``path``), as ``datasets`` stores an image, or a binary column whose first value is an image file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def is_binary(t: Any) -> bool:
+        return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+    for f in schema:
+        if pa.types.is_struct(f.type) and any(c.name == "bytes" and is_binary(c.type) for c in f.type):
+            return f.name
+    for f in schema:
+        if is_binary(f.type):
+            batch = next(pq.ParquetFile(path).iter_batches(batch_size=8, columns=[f.name]), None)
+            first = next((v for v in (batch.column(0).to_pylist() if batch is not None else []) if v), None)
+            if first and _is_image_bytes(first):
+                return f.name
+    return None
+
+
+def _is_image_bytes(data: bytes) -> bool:
+    from headstart.tasks.image.decode import image_header
+
+    try:
+        image_header(data)
+    except Exception:  # noqa: BLE001 - PIL raises many types for what is not an image
+        return False
+    return True
 
 
 @dataclass
@@ -186,12 +225,21 @@ def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
                         yield record, ParquetRow(str(f), group, i, column)
         return rows
 
-    return {name: (datasets.Features.from_arrow_schema(pq.read_schema(files[0])), parquet_rows(files))
-            for name, files in parquet_splits(path).items()}
+    def features(file: Path) -> Any:
+        found = datasets.Features.from_arrow_schema(pq.read_schema(file))
+        icol = image_column(_parquet_features(file))
+        if icol is not None and not isinstance(found.get(icol), datasets.Image):  # a table without datasets' metadata
+            found[icol] = datasets.Image(decode=False)
+        return found
+
+    return {name: (features(files[0]), parquet_rows(files)) for name, files in parquet_splits(path).items()}
 
 
-def _file_bytes(image: dict[str, Any] | None) -> bytes:
-    """An Image column's value, ``{"bytes", "path"}``, as the bytes of the file (b"" when it holds none)."""
+def _file_bytes(image: dict[str, Any] | bytes | None) -> bytes:
+    """An Image column's value, ``{"bytes", "path"}`` (or a binary column's bytes), as the bytes of the file (b"" when
+    it holds none)."""
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
     image = image or {}
     data = image.get("bytes")
     if data is None and image.get("path") and Path(image["path"]).is_file():
