@@ -704,7 +704,7 @@ def test_a_split_folder_labelled_by_a_table_is_read_with_its_labels(tmp_path):
 @needs_shared(HYMENOPTERA)
 def test_archives_and_arrays_are_named_with_what_to_do(tmp_path):
     """A Kaggle download given as its .zip, a folder holding it, CIFAR-10's 'python version' (pickled arrays without
-    a suffix) and .npz arrays: the error says what the files are and how to get image files."""
+    a suffix) without its training batches, and .npz arrays: the error says what the files are and what to do."""
     import pickle
     import zipfile
 
@@ -726,12 +726,13 @@ def test_archives_and_arrays_are_named_with_what_to_do(tmp_path):
     cifar = tmp_path / "cifar" / "cifar-10-batches-py"
     cifar.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    for name in ("data_batch_1", "data_batch_2", "test_batch"):
+    for name in ("batches.meta", "test_batch"):  # the training batches missing
         with open(cifar / name, "wb") as f:
             pickle.dump({b"data": rng.integers(0, 255, (10, 3072), dtype=np.uint8), b"labels": [0, 1] * 5}, f)
     for data in (cifar.parent, cifar):  # a class folder without images, or no class folders: both say what it holds
-        with pytest.raises(DataError, match=r"CIFAR-10's Python pickles of arrays .*\(data_batch_1, data_batch_2, "
-                           r"test_batch\), not image files: write them out as image files, one folder per class"):
+        with pytest.raises(DataError, match=r"CIFAR-10's Python pickles of arrays .*\(batches.meta, test_batch\), not "
+                           r"image files: headstart reads them as torchvision downloads them: give the folder "
+                           r"cifar-10-batches-py/ with data_batch_1"):
             discover(data)
     arrays = tmp_path / "arrays"
     for cls in ("a", "b"):

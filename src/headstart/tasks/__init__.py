@@ -108,11 +108,11 @@ def infer_task(data: str | Path) -> str:
             return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
         if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path):
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
-    from headstart.tasks.image.arrays import is_array_file
+    from headstart.tasks.image.arrays import is_array_data
     from headstart.tasks.image.hf_datasets import is_image_dataset
     from headstart.tasks.image.pixel_tables import is_pixel_table
 
-    if is_pixel_table(path) or is_array_file(path) or is_image_dataset(path):
+    if is_pixel_table(path) or is_array_data(path) or is_image_dataset(path):
         return "image"  # rows of pixel values (Kaggle's Digit Recognizer, Fashion-MNIST, FER-2013)
     from headstart.tasks.multilabel.data import looks_like_multilabel
 

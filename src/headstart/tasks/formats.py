@@ -17,12 +17,19 @@ ARRAY_SUFFIXES = {
     "stored as bytes)", ".arrow": "Arrow tables (a Hugging Face dataset's cache)", ".mdb": "an LMDB database",
     ".lmdb": "an LMDB database",
 }
-# names without a telling suffix: CIFAR-10's and CIFAR-100's Python pickles, MNIST's IDX files
+# names without a telling suffix: CIFAR-10's and CIFAR-100's Python pickles, MNIST's IDX files (read when laid out
+# as torchvision downloads them: ``arrays.py``; what to do when they are not)
 ARRAY_NAMES = (
-    (re.compile(r"(data_batch_\d+|test_batch|batches\.meta)"), "CIFAR-10's Python pickles of arrays (the 'python "
-     "version'; the Kaggle CIFAR-10 download has PNG files and trainLabels.csv)"),
+    (re.compile(r"(data_batch_\d+|test_batch|batches\.meta)"), "CIFAR-10's Python pickles of arrays"),
     (re.compile(r".*-idx\d-ubyte(\.gz)?"), "MNIST's IDX files of arrays"),
 )
+READ_AS_DOWNLOADED = {
+    "CIFAR-10's Python pickles of arrays": "headstart reads them as torchvision downloads them: give the folder "
+    "cifar-10-batches-py/ with data_batch_1 ... data_batch_5 (test_batch and batches.meta beside them), or "
+    "cifar-100-python/ with train, test and meta",
+    "MNIST's IDX files of arrays": "headstart reads them as torchvision downloads them: give the folder with "
+    "train-images-idx3-ubyte and train-labels-idx1-ubyte (t10k-* beside them: the test split), or MNIST/raw/",
+}
 ARRAY_FIX = ("write them out as image files, one folder per class (e.g. PIL.Image.fromarray(array).save("
              "f'{label}/{i}.png')), or download the dataset's image-file version")
 LOOKED_AT = 200  # files looked at under a folder
@@ -53,7 +60,7 @@ def not_data_hint(path: Path) -> str:
     names = ", ".join(sorted(p.name for p in examples)[:3]) + (", ..." if len(examples) > 3 else "")
     if what == ARCHIVE:
         return f" {'It is' if path.is_file() else 'It holds'} {what} ({names}): {_unpack(examples[0])}."
-    return f" It holds {what} ({names}), not image files: {ARRAY_FIX}."
+    return f" It holds {what} ({names}), not image files: {READ_AS_DOWNLOADED.get(what, ARRAY_FIX)}."
 
 
 def _unpack(archive: Path) -> str:

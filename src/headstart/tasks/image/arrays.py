@@ -1,11 +1,16 @@
-"""Images as NumPy arrays in a ``.npz`` file, as MedMNIST (``pathmnist.npz``: ``train_images`` (N, 28, 28, 3),
-``train_labels`` (N, 1), ``val_*``, ``test_*``) and Keras' ``mnist.npz`` (``x_train`` (N, 28, 28), ``y_train``,
-``x_test``, ``y_test``) ship them.
+"""Images stored as arrays, read into memory one PNG an image:
 
-Each split's images are an array of N images (N x H x W grey, N x H x W x 3 colour, or channels first N x 3 x H x W)
-and its labels N integers (or N x 1). Values up to 1 are scaled to 255, other integer ranges above 255 read as 16
-bits. Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX``. The file is read with
-``allow_pickle=False``: an array of Python objects is refused, never unpickled.
+- a ``.npz`` file, as MedMNIST (``pathmnist.npz``: ``train_images`` (N, 28, 28, 3), ``train_labels`` (N, 1),
+  ``val_*``, ``test_*``) and Keras' ``mnist.npz`` (``x_train`` (N, 28, 28), ``y_train``, ``x_test``, ``y_test``) ship
+  them. Each split's images are an array of N images (N x H x W grey, N x H x W x 3 colour, or channels first
+  N x 3 x H x W) and its labels N integers (or N x 1). Values up to 1 are scaled to 255, other integer ranges above
+  255 read as 16 bits. The file is read with ``allow_pickle=False``: an array of Python objects is refused, never
+  unpickled;
+- the MNIST family's IDX files as torchvision downloads them (``idx.py``: MNIST, Fashion-MNIST, KMNIST, EMNIST);
+- CIFAR-10's and CIFAR-100's "python version" batches as torchvision downloads them (``cifar.py``, read by an
+  unpickler that builds arrays and lists only).
+
+Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX`` (a folder's: ``FOLDER/SPLIT:INDEX``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.errors import DataError
+from headstart.tasks.image import cifar, idx
 from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow, png_bytes, white
 
 SUFFIXES = (".npz",)
@@ -50,9 +56,27 @@ def _keys(names: list[str]) -> dict[str, ArraySplit]:
     return found
 
 
-def is_array_file(path: str | Path) -> bool:
-    """A ``.npz`` file holding arrays named as images of a split (``train_images``, ``x_train``...)."""
+@dataclass
+class ArrayImages:
+    """The images of array data by split (in memory), how they were read, and the classes in order when the data
+    names them (None: the labels' own values)."""
+
+    rows: dict[str, list[PixelRow]]
+    layout: str
+    classes: list[str] | None = None
+
+
+def is_array_data(path: str | Path) -> bool:
+    """A ``.npz`` file of arrays named as images of a split (``train_images``, ``x_train``...), or a folder of IDX
+    files (MNIST's) or of CIFAR batches."""
     path = Path(path)
+    if path.is_dir():
+        return bool(idx.find(path)) or cifar.find(path) is not None
+    return is_npz_images(path)
+
+
+def is_npz_images(path: Path) -> bool:
+    """A ``.npz`` file of arrays named as images of a split."""
     if not path.is_file() or path.suffix.lower() not in SUFFIXES:
         return False
     try:
@@ -85,11 +109,69 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
     return np.clip(np.rint(array.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
 
 
-def read(path: Path, only: tuple[str, ...] = ()) -> tuple[dict[str, list[PixelRow]], str]:
-    """The images of each split (``only`` these, when given) as rows in memory, and how the file was read (DataError
-    for labels that are not one class an image: MedMNIST's ChestMNIST has 14 a scan)."""
+def read(path: Path, only: tuple[str, ...] = ()) -> ArrayImages:
+    """The images of each split of array data (``only`` these splits, when given) as rows in memory; DataError for
+    labels that are not one class an image (MedMNIST's ChestMNIST has 14 a scan)."""
+    if path.is_dir():
+        found = cifar.find(path)
+        if found is not None:
+            return _read_cifar(found, only)
+        sets = idx.find(path)
+        if len(sets) > 1:
+            names = ", ".join(f"{s.folder.relative_to(path) if s.folder != path else '.'}/{s.name or 'MNIST-style'}"
+                              for s in sets)
+            raise DataError(f"{path} holds several sets of IDX files ({names}): give the folder of one (or move one "
+                            "set's files into a folder of their own)")
+        return _read_idx(sets[0], only)
+    return _read_npz(path, only)
+
+
+def _rows(images: np.ndarray, labels: np.ndarray | None, split: str, name: Path, desc: str,
+          names: dict[int, str] | None = None) -> list[PixelRow]:
+    """Each image as a row in memory (a PNG's bytes) named ``NAME:INDEX``, labelled by its value's name in ``names``
+    (else the value as text)."""
     from headstart.progress import progress_bar
 
+    out = []
+    with progress_bar(f"Reading {desc}", len(images)) as advance:
+        for i, image in enumerate(images):
+            value = None if labels is None else labels[i].item()
+            label = None if value is None else names.get(int(value), str(value)) if names else str(value)
+            out.append(PixelRow(name.with_name(f"{name.name}:{i}"), png_bytes(image), label, split))
+            advance()
+    return out
+
+
+def _read_idx(found: idx.IdxSet, only: tuple[str, ...]) -> ArrayImages:
+    rows, described, classes = {}, [], None
+    for split in found.files:
+        if only and split not in only:
+            continue
+        images, labels = idx.images(found, split)
+        named = idx.class_names(found, labels) if labels is not None else None
+        classes = named[0] if named else classes
+        rows[split] = _rows(images, labels, split, found.folder / split, found.files[split][0].name,
+                            named[1] if named else None)
+        described.append(f"{found.files[split][0].name} {len(images)} of {images.shape[1]}x{images.shape[2]}"
+                         + ("" if labels is not None else ", no labels file"))
+    return ArrayImages(rows, f"IDX files {idx.shown(found)} ({'; '.join(described)})", classes)
+
+
+def _read_cifar(found: cifar.CifarSet, only: tuple[str, ...]) -> ArrayImages:
+    names = cifar.classes(found)
+    rows, described = {}, []
+    for split, files in found.files.items():
+        if not files or (only and split not in only):
+            continue
+        images, labels = cifar.images(found, split)
+        rows[split] = _rows(images, labels, split, found.folder / split, f"{found.folder.name}/{split}",
+                            dict(enumerate(names)) if names else None)
+        described.append(f"{split} {len(images)} ({', '.join(f.name for f in files)})")
+    what = "CIFAR-100 (fine labels)" if found.hundred else "CIFAR-10"
+    return ArrayImages(rows, f"{what} batches {found.folder.name}/ ({'; '.join(described)})", names)
+
+
+def _read_npz(path: Path, only: tuple[str, ...]) -> ArrayImages:
     rows: dict[str, list[PixelRow]] = {}
     described = []
     with np.load(path, allow_pickle=False) as f:
@@ -113,13 +195,8 @@ def read(path: Path, only: tuple[str, ...] = ()) -> tuple[dict[str, list[PixelRo
                 if len(labels) != len(images):
                     raise DataError(f"{path}: {len(images)} images in {key.images}, {len(labels)} labels in "
                                     f"{key.labels}")
-            out = []
-            with progress_bar(f"Reading {path.name}:{key.images}", len(images)) as advance:
-                for i, image in enumerate(images):
-                    label = None if labels is None else str(labels[i, 0].item())
-                    out.append(PixelRow(path.with_name(f"{path.name}:{split}:{i}"), png_bytes(image), label, split))
-                    advance()
-            rows[split] = out
+            rows[split] = _rows(images, None if labels is None else labels[:, 0], split,
+                                path.with_name(f"{path.name}:{split}"), f"{path.name}:{key.images}")
             shape = "x".join(map(str, images.shape[1:]))
             described.append(f"{key.images} {len(images)} of {shape}" + (f" + {key.labels}" if key.labels else ""))
-    return rows, f"arrays {path.name} ({'; '.join(described)})"
+    return ArrayImages(rows, f"arrays {path.name} ({'; '.join(described)})")

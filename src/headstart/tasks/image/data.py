@@ -259,9 +259,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
-        if arrays.is_array_file(root):  # MedMNIST's pathmnist.npz, Keras' mnist.npz
-            rows, layout = arrays.read(root)
-            return _from_rows(root, rows, layout, val_fraction, seed)
+        if arrays.is_array_data(root):  # MedMNIST's pathmnist.npz, Keras' mnist.npz
+            return _from_arrays(root, val_fraction, seed)
         if hf_datasets.is_image_dataset(root):  # a Hub dataset's Parquet file of images
             return _from_datasets(root, label_column, val_fraction, seed)
         pixels = pixel_table(root, label_column)
@@ -275,6 +274,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
                                by_path=not no_groups(group_column))
     if hf_datasets.is_image_dataset(root):  # load_dataset("beans").save_to_disk(...)
         return _from_datasets(root, label_column, val_fraction, seed)
+    if arrays.is_array_data(root):  # torchvision's MNIST/raw/ (IDX files), cifar-10-batches-py/
+        return _from_arrays(root, val_fraction, seed)
     inner = _unwrap(root)
     given = listed(inner) or (listed(root) if inner != root else None)
     if given is not None:  # labels and splits in files beside one folder of images (Flowers-102, Stanford Cars)
@@ -854,6 +855,12 @@ def _from_rows(where: Path, rows: dict[str, list[PixelRow]], layout: str, val_fr
     return splits
 
 
+def _from_arrays(root: Path, val_fraction: float, seed: int) -> ImageSplits:
+    """Splits of images stored as arrays (``arrays``: a .npz file, IDX files, CIFAR batches)."""
+    found = arrays.read(root)
+    return _from_rows(root, found.rows, found.layout, val_fraction, seed, found.classes)
+
+
 def _from_datasets(root: Path, label_column: str | None, val_fraction: float, seed: int) -> ImageSplits:
     """Splits of a Hugging Face datasets folder of images (``hf_datasets``), its ClassLabel names the classes."""
     found = hf_datasets.read(root, label_column)
@@ -934,11 +941,11 @@ def _labelled(root: Path, classes: list[str], path_column: str | None,
               label_column: str | None) -> tuple[list[tuple[Sample, str]], list[tuple[str, str]]]:
     """``labelled_samples``' ``(sample, label)`` pairs of DATA, its labels among ``classes`` where it has their
     folders (a table of pixels: its rows, the test table's of a folder of them)."""
-    array_file = arrays.is_array_file(root)
-    if array_file or hf_datasets.is_image_dataset(root):  # its test split, else validation
+    array_data = arrays.is_array_data(root)
+    if array_data or hf_datasets.is_image_dataset(root):  # its test split, else validation
         held_out = ("test", "val")  # (the training images are not read)
-        found = None if array_file else hf_datasets.read(root, label_column, held_out)
-        by_split = found.rows if found is not None else arrays.read(root, held_out)[0]
+        found = None if array_data else hf_datasets.read(root, label_column, held_out)
+        by_split = found.rows if found is not None else arrays.read(root, held_out).rows
         rows = next((by_split[s] for s in ("test", "val") if any(r.label for r in by_split.get(s, []))), None)
         if rows is None:
             raise DataError(f"{root} has no labelled test or validation split to evaluate on")

@@ -304,11 +304,11 @@ def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Pa
         if isinstance(item, tuple):
             out.append(item)
             continue
-        if arrays.is_array_file(item) or hf_datasets.is_image_dataset(item):
+        if arrays.is_array_data(item) or hf_datasets.is_image_dataset(item):
             path = Path(item)
 
             def read(only: tuple[str, ...], path: Path = path) -> dict[str, list[PixelRow]]:
-                return arrays.read(path, only)[0] if arrays.is_array_file(path) else \
+                return arrays.read(path, only).rows if arrays.is_array_data(path) else \
                     hf_datasets.read(path, None, only).rows
 
             rows = read(("test",)) or read(())

@@ -1,0 +1,196 @@
+"""Image sets stored as arrays, as torchvision's ``datasets`` download them (``tasks/image/idx.py``, ``cifar.py``,
+dispatched by ``arrays.py``): the MNIST family's IDX files and CIFAR's pickled batches. Written here from real images
+(scikit-learn's digits, hymenoptera's photos) in the files' own formats."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HYMENOPTERA, needs_shared
+from PIL import Image
+
+from headstart.errors import DataError
+from headstart.tasks import infer_task
+from headstart.tasks.image.data import discover, image_samples, labelled_samples
+
+
+def _digits(n: int, size: int = 28) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` of scikit-learn's digits as MNIST has them: white ink on black, ``size`` x ``size`` uint8."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.stack([np.asarray(Image.fromarray((im * 255 / 16).astype(np.uint8)).resize((size, size)))
+                       for im in d.images[:n]])
+    return images, d.target[:n].astype(np.uint8)
+
+
+def _idx(path: Path, array: np.ndarray, packed: bool = False) -> None:
+    """``array`` (uint8) as an IDX file: 0, 0, the type (0x08: unsigned bytes), the dimensions, the values."""
+    data = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if packed else data)
+
+
+def _mnist(raw: Path, images: np.ndarray, labels: np.ndarray, n_train: int, prefix: str = "",
+           sep: str = "-") -> None:
+    """torchvision's MNIST/raw/: train-* and t10k-* images and labels, unpacked beside their .gz."""
+    for split, part in (("train", slice(0, n_train)), ("t10k", slice(n_train, None))):
+        for kind, array in (("images", images[part]), ("labels", labels[part])):
+            name = f"{prefix}{split}-{kind}{sep}idx{3 if kind == 'images' else 1}-ubyte"
+            _idx(raw / name, array)
+            _idx(raw / f"{name}.gz", array, packed=True)
+
+
+def _pixels(sample) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(sample.source)))
+
+
+def test_mnist_as_torchvision_downloads_it_trains_evaluates_on_t10k_and_predicts(tmp_path, session_cache):
+    """data/MNIST/raw/ as MNIST("data", download=True) leaves it: the folder given trains on train-* (validation held
+    out of it), evaluate scores the t10k-* test split, predict classifies it; the pixels are the files' own."""
+    from headstart import ImageClassifier
+
+    images, labels = _digits(360)
+    _mnist(tmp_path / "data" / "MNIST" / "raw", images, labels, 300)
+    data = tmp_path / "data"
+    assert infer_task(data) == "image"
+    splits = discover(data)
+    assert splits.classes == [str(d) for d in range(10)]
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (300, 60)
+    assert splits.layout.startswith("IDX files MNIST/raw/ (train-images-idx3-ubyte 300 of 28x28; "
+                                    "t10k-images-idx3-ubyte 60 of 28x28)")
+    first = splits.test[0]
+    assert np.array_equal(_pixels(first), images[300]) and splits.classes[first.label] == str(labels[300])
+
+    clf = ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False).fit(
+        data, out=tmp_path / "run")
+    report = ImageClassifier.load(tmp_path / "run").evaluate(data)
+    assert report["num_samples"] == 60 and report["accuracy"] > report["baseline"]["accuracy"] + 0.3
+    predicted = clf.predict(str(data))
+    assert [r["path"] for r in predicted] == [str(data / "MNIST" / "raw" / f"test:{i}") for i in range(60)]
+    assert np.mean([r["label"] == str(y) for r, y in zip(predicted, labels[300:])]) == pytest.approx(report["accuracy"])
+
+
+def test_fashion_mnist_names_kaggle_layout_and_emnist_letters_upright(tmp_path):
+    """FashionMNIST/raw/ gets torchvision's class names; Kaggle's MNIST (train-images.idx3-ubyte inside a folder of
+    its name) reads the same; EMNIST's transposed images are turned upright and named by its mapping file."""
+    images, labels = _digits(120)
+    _mnist(tmp_path / "FashionMNIST" / "raw", images, labels, 100)
+    splits = discover(tmp_path / "FashionMNIST")
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert splits.classes == names  # torchvision's, in label order
+    assert [splits.classes[s.label] for s in splits.test] == [names[y] for y in labels[100:]]
+
+    kaggle = tmp_path / "kaggle"
+    for split, part in (("train", slice(0, 100)), ("t10k", slice(100, None))):
+        for kind, array, dims in (("images", images[part], 3), ("labels", labels[part], 1)):
+            name = f"{split}-{kind}.idx{dims}-ubyte"
+            _idx(kaggle / name / name, array)
+    splits = discover(kaggle)
+    assert splits.classes == [str(d) for d in range(10)] and len(splits.test) == 20
+
+    gzip_dir = tmp_path / "EMNIST" / "raw" / "gzip"
+    letters = np.array([1 + y % 2 for y in labels], np.uint8)  # 1: a, 2: b
+    _mnist(gzip_dir, images.transpose(0, 2, 1).copy(), letters, 100, prefix="emnist-letters-")
+    (gzip_dir / "emnist-letters-mapping.txt").write_text("1 65 97\n2 66 98\n")  # label, upper, lower case codes
+    splits = discover(tmp_path / "EMNIST")
+    assert splits.classes == ["a", "b"]
+    assert np.array_equal(_pixels(splits.test[0]), images[100])  # upright, as written
+
+    _mnist(gzip_dir, images, labels, 100, prefix="emnist-digits-")  # a second set in the folder
+    with pytest.raises(DataError, match=r"several sets of IDX files .*emnist-digits.*emnist-letters.*give the folder"):
+        discover(tmp_path / "EMNIST")
+
+
+def test_a_damaged_idx_file_is_named_with_what_to_do(tmp_path):
+    images, labels = _digits(40)
+    raw = tmp_path / "MNIST" / "raw"
+    _mnist(raw, images, labels, 30)
+    for f in raw.glob("train-images*"):
+        f.write_bytes(f.read_bytes()[:1000] if f.suffix != ".gz" else b"")
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte: holds 984 bytes of values, 23520 expected for "
+                                        r"\(30, 28, 28\); it is cut short .*download it again"):
+        discover(tmp_path / "MNIST")
+
+
+def _batch(images: list[np.ndarray], labels: list[int], key: str = "labels") -> dict:
+    """A CIFAR batch as the python version holds it: N x 3072 rows of the red, green then blue planes."""
+    data = np.stack([im.transpose(2, 0, 1).reshape(-1) for im in images]).astype(np.uint8)
+    return {b"batch_label": b"training batch", key.encode(): labels, b"data": data,
+            b"filenames": [f"{i}.png".encode() for i in range(len(images))]}
+
+
+def _photos(split: str, n: int) -> tuple[list[np.ndarray], list[int]]:
+    """``n`` ants then ``n`` bees of hymenoptera's ``split``, 32 x 32."""
+    images, labels = [], []
+    for label, cls in enumerate(("ants", "bees")):
+        for f in sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]:
+            images.append(np.asarray(Image.open(f).convert("RGB").resize((32, 32))))
+            labels.append(label)
+    return images, labels
+
+
+@needs_shared(HYMENOPTERA)
+def test_cifar_batches_as_torchvision_downloads_them(tmp_path):
+    """cifar-10-batches-py/ (data_batch_*, test_batch, batches.meta) under the folder given: the classes are
+    label_names, in their order; test_batch is the test split that evaluate scores; CIFAR-100's train/test/meta with
+    fine labels read the same."""
+    cifar = tmp_path / "data" / "cifar-10-batches-py"
+    cifar.mkdir(parents=True)
+    train, train_labels = _photos("train", 12)
+    for i, part in enumerate((slice(0, 24, 2), slice(1, 24, 2)), 1):  # two batches, each of both classes
+        (cifar / f"data_batch_{i}").write_bytes(pickle.dumps(_batch(train[part], train_labels[part]), protocol=2))
+    test, test_labels = _photos("val", 5)
+    (cifar / "test_batch").write_bytes(pickle.dumps(_batch(test, test_labels), protocol=2))
+    names = ["bee", "ant"] + [f"class{i}" for i in range(8)]  # label order, not sorted: label 0 is 'bee'
+    (cifar / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in names]}, protocol=2))
+    assert infer_task(tmp_path / "data") == "image"
+    splits = discover(tmp_path / "data")
+    assert splits.classes == ["bee", "ant"]  # the names of the labels used, in label order
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (24, 10)
+    assert splits.layout.startswith("CIFAR-10 batches cifar-10-batches-py/ (train 24 (data_batch_1, data_batch_2); "
+                                    "test 10 (test_batch)")
+    assert np.array_equal(_pixels(splits.test[0]), test[0]) and splits.classes[splits.test[0].label] == "bee"
+    samples, _ = labelled_samples(cifar, splits.classes)
+    assert len(samples) == 10 and [splits.classes[s.label] for s in samples] == ["bee"] * 5 + ["ant"] * 5
+    assert len(image_samples(str(cifar))) == 10  # predict: the test batch
+
+    hundred = tmp_path / "cifar-100-python"
+    hundred.mkdir()
+    (hundred / "train").write_bytes(pickle.dumps(_batch(train, train_labels, "fine_labels"), protocol=4))
+    (hundred / "test").write_bytes(pickle.dumps(_batch(test, test_labels, "fine_labels"), protocol=5))
+    (hundred / "meta").write_bytes(pickle.dumps({"fine_label_names": ["apple", "aquarium_fish"],
+                                                 "coarse_label_names": ["fruit", "fish"]}))
+    splits = discover(hundred)
+    assert splits.classes == ["apple", "aquarium_fish"] and len(splits.test) == 10
+    assert splits.layout.startswith("CIFAR-100 (fine labels) batches cifar-100-python/")
+
+
+class _Payload:
+    """What a hostile pickle holds: a call made while it loads."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    marker = tmp_path / "ran"
+    images, labels = _digits(4, 32)
+    batch = _batch([np.repeat(im[..., None], 3, axis=2) for im in images], labels.tolist())
+    batch[b"labels"] = [_Payload(marker)] * 4
+    (cifar / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1: not a CIFAR batch, not read \(UnpicklingError: it asks for "
+                                        r"posix.mkdir"):
+        discover(cifar)
+    assert not marker.exists()
