@@ -194,3 +194,44 @@ def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
                                         r"posix.mkdir"):
         discover(cifar)
     assert not marker.exists()
+
+
+@needs_shared(HYMENOPTERA)
+def test_pcam_hdf5_files_are_read_when_needed_and_train(tmp_path, session_cache):
+    """data/pcam/ as PCAM("data") leaves it: camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5, 'x' N x 96 x 96
+    x 3 and 'y' N x 1 x 1 x 1; the patches stay in their files (read, as PNGs, when needed: by data-loading workers
+    too), valid is the validation split, test what evaluate scores; classes 'normal' (0) and 'tumor' (1)."""
+    h5py = pytest.importorskip("h5py")
+    from headstart import ImageClassifier
+    from headstart.tasks.image import hdf5
+
+    pcam = tmp_path / "data" / "pcam"
+    pcam.mkdir(parents=True)
+    written = {}
+    for split, source, part in (("train", "train", slice(12)), ("valid", "val", slice(-5, None)),
+                                ("test", "val", slice(4))):
+        images, labels = [], []
+        for label, cls in enumerate(("ants", "bees")):
+            for f in sorted((HYMENOPTERA / source / cls).glob("*.jpg"))[part]:
+                images.append(np.asarray(Image.open(f).convert("RGB").resize((96, 96))))
+                labels.append(label)
+        stem = f"camelyonpatch_level_2_split_{split}"
+        with h5py.File(pcam / f"{stem}_x.h5", "w") as f:
+            f.create_dataset("x", data=np.stack(images), chunks=(1, 96, 96, 3), compression="gzip")
+        with h5py.File(pcam / f"{stem}_y.h5", "w") as f:
+            f.create_dataset("y", data=np.array(labels, np.uint8).reshape(-1, 1, 1, 1))
+        written[split] = images
+    data = tmp_path / "data"
+    splits = discover(data)
+    assert splits.classes == ["normal", "tumor"]
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 10, 8)
+    assert splits.layout.startswith("HDF5 files pcam/ (camelyonpatch_level_2_split_train_x.h5 24 of 96x96x3 + "
+                                    "camelyonpatch_level_2_split_train_y.h5; ")
+    first = splits.test[-1]
+    assert isinstance(first.data, hdf5.H5Row) and np.array_equal(_pixels(first), written["test"][-1])
+    assert pickle.loads(pickle.dumps(first)).source == first.source and splits.classes[first.label] == "tumor"
+    assert len({s.key for s in [*splits.train, *splits.val, *splits.test]}) == 42  # a content key each
+
+    ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1).fit(data, out=tmp_path / "run")
+    report = ImageClassifier.load(tmp_path / "run").evaluate(data)
+    assert report["num_samples"] == 8 and report["accuracy"] >= report["baseline"]["accuracy"]

@@ -29,6 +29,8 @@ READ_AS_DOWNLOADED = {
     "cifar-100-python/ with train, test and meta",
     "MNIST's IDX files of arrays": "headstart reads them as torchvision downloads them: give the folder with "
     "train-images-idx3-ubyte and train-labels-idx1-ubyte (t10k-* beside them: the test split), or MNIST/raw/",
+    "HDF5 arrays (PCam's, for one)": "headstart reads PCam's as torchvision downloads them: give the folder with "
+    "*_train_x.h5 and *_train_y.h5 (datasets 'x' and 'y'; _valid_ and _test_ beside them), unpacked from .h5.gz",
 }
 ARRAY_FIX = ("write them out as image files, one folder per class (e.g. PIL.Image.fromarray(array).save("
              "f'{label}/{i}.png')), or download the dataset's image-file version")

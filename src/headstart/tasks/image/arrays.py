@@ -8,7 +8,8 @@
   unpickled;
 - the MNIST family's IDX files as torchvision downloads them (``idx.py``: MNIST, Fashion-MNIST, KMNIST, EMNIST);
 - CIFAR-10's and CIFAR-100's "python version" batches as torchvision downloads them (``cifar.py``, read by an
-  unpickler that builds arrays and lists only).
+  unpickler that builds arrays and lists only);
+- PatchCamelyon's HDF5 files (``hdf5.py``), whose images stay in their files until needed (``hdf5.H5Row``).
 
 Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX`` (a folder's: ``FOLDER/SPLIT:INDEX``).
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.errors import DataError
-from headstart.tasks.image import cifar, idx
+from headstart.tasks.image import cifar, hdf5, idx
 from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow, png_bytes, white
 
 SUFFIXES = (".npz",)
@@ -71,7 +72,7 @@ def is_array_data(path: str | Path) -> bool:
     files (MNIST's) or of CIFAR batches."""
     path = Path(path)
     if path.is_dir():
-        return bool(idx.find(path)) or cifar.find(path) is not None
+        return bool(idx.find(path)) or cifar.find(path) is not None or hdf5.find(path) is not None
     return is_npz_images(path)
 
 
@@ -116,6 +117,9 @@ def read(path: Path, only: tuple[str, ...] = ()) -> ArrayImages:
         found = cifar.find(path)
         if found is not None:
             return _read_cifar(found, only)
+        h5 = hdf5.find(path)
+        if h5 is not None:
+            return _read_h5(h5, only)
         sets = idx.find(path)
         if len(sets) > 1:
             names = ", ".join(f"{s.folder.relative_to(path) if s.folder != path else '.'}/{s.name or 'MNIST-style'}"
@@ -169,6 +173,25 @@ def _read_cifar(found: cifar.CifarSet, only: tuple[str, ...]) -> ArrayImages:
         described.append(f"{split} {len(images)} ({', '.join(f.name for f in files)})")
     what = "CIFAR-100 (fine labels)" if found.hundred else "CIFAR-10"
     return ArrayImages(rows, f"{what} batches {found.folder.name}/ ({'; '.join(described)})", names)
+
+
+def _read_h5(found: hdf5.H5Set, only: tuple[str, ...]) -> ArrayImages:
+    """PCam's HDF5 files: not held in memory, each image read from its file when needed (``hdf5.H5Row``)."""
+    from headstart.progress import progress_bar
+
+    names = hdf5.class_names(found)
+    rows, described = {}, []
+    for split, (image_file, label_file) in found.files.items():
+        if only and split not in only:
+            continue
+        with progress_bar(f"Reading {image_file.name}", hdf5.image_count(found, split)) as advance:
+            items, shape = hdf5.rows(found, split, advance)
+        rows[split] = [PixelRow(found.folder / f"{split}:{i}", where,
+                                None if label is None else names[label] if names and label < len(names) else str(label),
+                                split, key) for i, (where, key, label) in enumerate(items)]
+        described.append(f"{image_file.name} {len(items)} of {'x'.join(map(str, shape[1:]))}"
+                         + (f" + {label_file.name}" if label_file is not None else ", no labels file"))
+    return ArrayImages(rows, f"HDF5 files {found.folder.name}/ ({'; '.join(described)})", names)
 
 
 def _read_npz(path: Path, only: tuple[str, ...]) -> ArrayImages:
