@@ -5,12 +5,13 @@
 
 Synthetic JPEGs (``scale.write_images``: two classes, every file distinct; ``--size`` px, about 60 kB at 256 px) are
 written once as a folder of class folders (``files``), as ``load_dataset(...).save_to_disk`` writes them (``datasets``:
-the bytes inside Arrow files) and as a Hub dataset repository (``parquet``: ``data/train-00000-of-00001.parquet``,
-row groups of 100 images as ``datasets`` writes image sets). Each layout and count is read in a fresh process as
+the bytes inside Arrow files), as a Hub dataset repository (``parquet``: ``data/train-00000-of-00001.parquet``,
+row groups of 100 images as ``datasets`` writes image sets) and as PatchCamelyon's HDF5 files (``hdf5``: the decoded
+pixels, ``*_train_x.h5`` and ``*_train_y.h5``). Each layout and count is read in a fresh process as
 training reads it: the splits found (``discover``), then every image hashed, decoded and checked (``ImageStore``, with
 ``data.preload_mb=0``: no decoded image kept). Memory is ``RssAnon`` (the process's own memory; file-backed pages of
 memory-mapped files, which the kernel drops at will, are ``RssFile``) after glibc's ``malloc_trim``, above what the
-process held before reading (``datasets`` and ``pyarrow`` already imported, in every layout). Flat memory: the same
+process held before reading (``datasets``, ``pyarrow`` and ``h5py`` already imported, in every layout). Flat memory: the same
 RssAnon at every count, near the ``files`` layout's, far below the images' bytes.
 """
 
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scale import machine, status_mb, trim, write_images  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "dataset_memory.json"
-LAYOUTS = ("files", "datasets", "parquet")
+LAYOUTS = ("files", "datasets", "parquet", "hdf5")
 
 
 def write_layouts(root: Path, n: int, size: int) -> dict[str, Path]:
@@ -47,12 +48,25 @@ def write_layouts(root: Path, n: int, size: int) -> dict[str, Path]:
     ds = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(root / "hf_cache"))
     datasets.DatasetDict({"train": ds}).save_to_disk(str(root / "datasets"))
     ds.to_parquet(str(root / "parquet" / "data" / "train-00000-of-00001.parquet"), batch_size=100)
-    return {"files": root / "files", "datasets": root / "datasets", "parquet": root / "parquet"}
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    (root / "hdf5").mkdir()
+    with h5py.File(root / "hdf5" / "camelyonpatch_level_2_split_train_x.h5", "w") as f:
+        x = f.create_dataset("x", (n, size, size, 3), np.uint8, chunks=(1, size, size, 3))
+        for i, (path, _) in enumerate(files):
+            x[i] = np.asarray(Image.open(path).convert("RGB"))
+    with h5py.File(root / "hdf5" / "camelyonpatch_level_2_split_train_y.h5", "w") as f:
+        f.create_dataset("y", data=np.array(["ab".index(label) for _, label in files], np.uint8).reshape(-1, 1, 1, 1))
+    return {"files": root / "files", "datasets": root / "datasets", "parquet": root / "parquet",
+            "hdf5": root / "hdf5"}
 
 
 def measure(folder: str) -> dict:
     """Read ``folder`` as training does, in this process: seconds and RssAnon above the start."""
     import datasets  # noqa: F401 - imported before the start: its modules are a fixed cost, not the images'
+    import h5py  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
     from headstart.core.backbones import registry

@@ -199,7 +199,7 @@ def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path):
 @needs_shared(HYMENOPTERA)
 def test_pcam_hdf5_files_are_read_when_needed_and_train(tmp_path, session_cache):
     """data/pcam/ as PCAM("data") leaves it: camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5, 'x' N x 96 x 96
-    x 3 and 'y' N x 1 x 1 x 1; the patches stay in their files (read, as PNGs, when needed: by data-loading workers
+    x 3 and 'y' N x 1 x 1 x 1; the patches stay in their files (read, as BMPs, when needed: by data-loading workers
     too), valid is the validation split, test what evaluate scores; classes 'normal' (0) and 'tumor' (1)."""
     h5py = pytest.importorskip("h5py")
     from headstart import ImageClassifier

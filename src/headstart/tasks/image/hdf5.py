@@ -8,7 +8,7 @@ an ``x`` and a ``y`` dataset is read the same way.
 
 262,144 training patches are 7 GB of pixels: they are not read into memory. Reading the folder hashes each patch
 (the content key) a block at a time and keeps where it is (``H5Row``: a file, a dataset and an index); the patch is
-read from the file when it is needed and handed on as a PNG's bytes. Reading needs ``pip install h5py``.
+read from the file when it is needed and handed on as an uncompressed BMP file's bytes. Reading needs ``pip install h5py``.
 """
 
 from __future__ import annotations
@@ -87,23 +87,25 @@ def _dataset(path: Path, name: str) -> Any:
     return f[name]
 
 
-def png(pixels: np.ndarray) -> bytes:
+def bitmap(pixels: np.ndarray) -> bytes:
+    """An image as the bytes of an uncompressed BMP file: 0.2 ms to write and read at 256 x 256 where a PNG takes
+    10 ms (the bytes are not kept, so their size does not matter)."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(pixels).save(buf, format="BMP")
     return buf.getvalue()
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class H5Row:
-    """Where an HDF5 file stores an image: index ``index`` of its dataset ``x``; read as a PNG's bytes."""
+    """Where an HDF5 file stores an image: index ``index`` of its dataset ``x``; read as a BMP file's bytes."""
 
     file: str
     index: int
 
     def read(self) -> bytes:
-        return png(_upright(np.asarray(_dataset(Path(self.file), "x")[self.index])))
+        return bitmap(_upright(np.asarray(_dataset(Path(self.file), "x")[self.index])))
 
 
 def _upright(pixels: np.ndarray) -> np.ndarray:
