@@ -235,3 +235,24 @@ def test_pcam_hdf5_files_are_read_when_needed_and_train(tmp_path, session_cache)
     ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1).fit(data, out=tmp_path / "run")
     report = ImageClassifier.load(tmp_path / "run").evaluate(data)
     assert report["num_samples"] == 8 and report["accuracy"] >= report["baseline"]["accuracy"]
+
+
+def test_svhn_mat_files_as_torchvision_downloads_them(tmp_path):
+    """train_32x32.mat and test_32x32.mat: 'X' 32 x 32 x 3 x N, 'y' N x 1 with 10 for the digit 0 (as torchvision
+    reads it); extra_32x32.mat beside them is named, not read."""
+    from scipy.io import savemat
+
+    images, labels = _digits(150, 32)
+    colour = np.repeat(images[..., None], 3, axis=3)  # N x 32 x 32 x 3
+    stored = np.where(labels == 0, 10, labels).reshape(-1, 1)
+    savemat(tmp_path / "train_32x32.mat", {"X": colour[:120].transpose(1, 2, 3, 0), "y": stored[:120]})
+    savemat(tmp_path / "test_32x32.mat", {"X": colour[120:].transpose(1, 2, 3, 0), "y": stored[120:]})
+    (tmp_path / "extra_32x32.mat").write_bytes(b"")
+    assert infer_task(tmp_path) == "image"
+    splits = discover(tmp_path)
+    assert splits.classes == [str(d) for d in range(10)] and len(splits.test) == 30
+    assert [splits.classes[s.label] for s in splits.test] == [str(y) for y in labels[120:]]
+    assert np.array_equal(_pixels(splits.test[0]).reshape(32, 32, 3), colour[120])
+    assert "SVHN train_32x32.mat 120; test_32x32.mat 30 (extra_32x32.mat not read" in splits.layout
+    alone = discover(tmp_path / "train_32x32.mat")
+    assert alone.val_held_out and len(alone.train) + len(alone.val) == 120

@@ -9,7 +9,8 @@
 - the MNIST family's IDX files as torchvision downloads them (``idx.py``: MNIST, Fashion-MNIST, KMNIST, EMNIST);
 - CIFAR-10's and CIFAR-100's "python version" batches as torchvision downloads them (``cifar.py``, read by an
   unpickler that builds arrays and lists only);
-- PatchCamelyon's HDF5 files (``hdf5.py``), whose images stay in their files until needed (``hdf5.H5Row``).
+- PatchCamelyon's HDF5 files (``hdf5.py``), whose images stay in their files until needed (``hdf5.H5Row``);
+- SVHN's cropped digits, ``train_32x32.mat`` and ``test_32x32.mat``, as torchvision downloads them.
 
 Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX`` (a folder's: ``FOLDER/SPLIT:INDEX``).
 """
@@ -72,8 +73,9 @@ def is_array_data(path: str | Path) -> bool:
     files (MNIST's) or of CIFAR batches."""
     path = Path(path)
     if path.is_dir():
-        return bool(idx.find(path)) or cifar.find(path) is not None or hdf5.find(path) is not None
-    return is_npz_images(path)
+        return bool(idx.find(path)) or cifar.find(path) is not None or hdf5.find(path) is not None or \
+            bool(svhn_files(path))
+    return is_npz_images(path) or bool(svhn_files(path))
 
 
 def is_npz_images(path: Path) -> bool:
@@ -120,6 +122,8 @@ def read(path: Path, only: tuple[str, ...] = ()) -> ArrayImages:
         h5 = hdf5.find(path)
         if h5 is not None:
             return _read_h5(h5, only)
+        if svhn_files(path):
+            return _read_svhn(svhn_files(path), only)
         sets = idx.find(path)
         if len(sets) > 1:
             names = ", ".join(f"{s.folder.relative_to(path) if s.folder != path else '.'}/{s.name or 'MNIST-style'}"
@@ -127,7 +131,45 @@ def read(path: Path, only: tuple[str, ...] = ()) -> ArrayImages:
             raise DataError(f"{path} holds several sets of IDX files ({names}): give the folder of one (or move one "
                             "set's files into a folder of their own)")
         return _read_idx(sets[0], only)
-    return _read_npz(path, only)
+    return _read_svhn(svhn_files(path), only) if svhn_files(path) else _read_npz(path, only)
+
+
+SVHN = re.compile(r"(?P<split>train|test|extra)_32x32\.mat")
+
+
+def svhn_files(path: Path) -> dict[str, Path]:
+    """SVHN's cropped digits as torchvision downloads them (``train_32x32.mat``, ``test_32x32.mat``, in the folder
+    given, or the one file given): ``{split: file}``. ``extra_32x32.mat`` (531,131 more training digits) is left out."""
+    files = [path] if path.is_file() else sorted(path.glob("*_32x32.mat")) if path.is_dir() else []
+    found = {m.group("split"): f for f in files if (m := SVHN.fullmatch(f.name)) and m.group("split") != "extra"}
+    found = dict(sorted(found.items(), key=lambda item: item[0] != "train"))
+    return found if path.is_file() or "train" in found else {}
+
+
+def _read_svhn(files: dict[str, Path], only: tuple[str, ...]) -> ArrayImages:
+    """SVHN's ``X`` (32 x 32 x 3 x N) and ``y`` (N x 1, 1...10: 10 is the digit 0, as torchvision reads it)."""
+    from scipy.io import loadmat
+
+    rows, described = {}, []
+    for split, path in files.items():
+        if only and split not in only:
+            continue
+        try:
+            mat = loadmat(str(path))
+        except (OSError, ValueError, NotImplementedError) as exc:
+            raise DataError(f"Cannot read {path} as SVHN's MATLAB file ({type(exc).__name__}: {exc}); it is damaged "
+                            "or cut short (an interrupted download?): download it again") from None
+        images, labels = mat.get("X"), mat.get("y")
+        if images is None or labels is None or images.ndim != 4 or images.shape[2] != 3:
+            raise DataError(f"{path}: expected SVHN's 'X' (32 x 32 x 3 x N) and 'y'; found "
+                            f"{', '.join(k for k in mat if not k.startswith('__'))}")
+        labels = labels.reshape(-1) % 10  # 10 is the digit 0
+        rows[split] = _rows(images.transpose(3, 0, 1, 2), labels, split, path.with_name(f"{path.name}:{split}"),
+                            path.name)
+        described.append(f"{path.name} {len(labels)}")
+    left = " (extra_32x32.mat not read: add its digits yourself for more training data)" \
+        if any((f.parent / "extra_32x32.mat").is_file() for f in files.values()) else ""
+    return ArrayImages(rows, f"SVHN {'; '.join(described)}{left}")
 
 
 def _rows(images: np.ndarray, labels: np.ndarray | None, split: str, name: Path, desc: str,
