@@ -256,3 +256,35 @@ def test_svhn_mat_files_as_torchvision_downloads_them(tmp_path):
     assert "SVHN train_32x32.mat 120; test_32x32.mat 30 (extra_32x32.mat not read" in splits.layout
     alone = discover(tmp_path / "train_32x32.mat")
     assert alone.val_held_out and len(alone.train) + len(alone.val) == 120
+
+
+@needs_shared(HYMENOPTERA)
+def test_stl10_binary_files_are_read_from_their_offsets(tmp_path):
+    """stl10_binary/ as STL10("data") leaves it: train_X.bin of 96 x 96 images stored channel by channel, column by
+    column, train_y.bin of labels 1...10, test_*, class_names.txt; the images stay in the file (read at their offset
+    when needed), unlabeled_X.bin is named, not read; a file cut short is named with what to do."""
+    folder = tmp_path / "data" / "stl10_binary"
+    folder.mkdir(parents=True)
+    written = {}
+    for split, source, part in (("train", "train", slice(10)), ("test", "val", slice(4))):
+        images, labels = [], []
+        for label, cls in enumerate(("ants", "bees"), 1):
+            for f in sorted((HYMENOPTERA / source / cls).glob("*.jpg"))[part]:
+                images.append(np.asarray(Image.open(f).convert("RGB").resize((96, 96))))
+                labels.append(label)
+        (folder / f"{split}_X.bin").write_bytes(b"".join(im.transpose(2, 1, 0).tobytes() for im in images))
+        (folder / f"{split}_y.bin").write_bytes(bytes(labels))
+        written[split] = images
+    (folder / "class_names.txt").write_text("airplane\nbird\ncar\ncat\ndeer\ndog\nhorse\nmonkey\nship\ntruck\n")
+    (folder / "unlabeled_X.bin").write_bytes(b"")
+    splits = discover(tmp_path / "data")
+    assert splits.classes == ["airplane", "bird"] and (len(splits.train) + len(splits.val), len(splits.test)) == (20, 8)
+    assert splits.layout.startswith("STL-10 stl10_binary/ (train_X.bin 20; test_X.bin 8, unlabeled_X.bin not read")
+    last = splits.test[-1]
+    assert np.array_equal(_pixels(last), written["test"][-1]) and splits.classes[last.label] == "bird"
+    assert pickle.loads(pickle.dumps(last)).source == last.source
+    with open(folder / "train_X.bin", "ab") as f:
+        f.write(b"\x00" * 100)
+    with pytest.raises(DataError, match=r"train_X.bin: 553060 bytes, not a whole number of 96 x 96 x 3 images .*cut "
+                                        r"short"):
+        discover(tmp_path / "data")

@@ -1,4 +1,4 @@
-"""Images stored as arrays, read into memory one PNG an image:
+"""Images stored as arrays, as the datasets ship them:
 
 - a ``.npz`` file, as MedMNIST (``pathmnist.npz``: ``train_images`` (N, 28, 28, 3), ``train_labels`` (N, 1),
   ``val_*``, ``test_*``) and Keras' ``mnist.npz`` (``x_train`` (N, 28, 28), ``y_train``, ``x_test``, ``y_test``) ship
@@ -10,9 +10,11 @@
 - CIFAR-10's and CIFAR-100's "python version" batches as torchvision downloads them (``cifar.py``, read by an
   unpickler that builds arrays and lists only);
 - PatchCamelyon's HDF5 files (``hdf5.py``), whose images stay in their files until needed (``hdf5.H5Row``);
-- SVHN's cropped digits, ``train_32x32.mat`` and ``test_32x32.mat``, as torchvision downloads them.
+- SVHN's cropped digits, ``train_32x32.mat`` and ``test_32x32.mat``, as torchvision downloads them;
+- STL-10's binary files (``stl10.py``), read from their offsets when needed (``stl10.BinRow``).
 
-Each image becomes a PNG's bytes in memory, named ``FILE:SPLIT:INDEX`` (a folder's: ``FOLDER/SPLIT:INDEX``).
+Each image becomes a PNG's bytes in memory (PCam's and STL-10's stay in their files until needed), named
+``FILE:SPLIT:INDEX`` (a folder's: ``FOLDER/SPLIT:INDEX``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from headstart.errors import DataError
-from headstart.tasks.image import cifar, hdf5, idx
+from headstart.tasks.image import cifar, hdf5, idx, stl10
 from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow, png_bytes, white
+from headstart.tasks.image.stored import Stored
 
 SUFFIXES = (".npz",)
 _IMAGES = re.compile(r"(?:(?P<a>train|training|val|valid|validation|test|testing)_(?:images?|x|imgs?|data))"
@@ -74,7 +77,7 @@ def is_array_data(path: str | Path) -> bool:
     path = Path(path)
     if path.is_dir():
         return bool(idx.find(path)) or cifar.find(path) is not None or hdf5.find(path) is not None or \
-            bool(svhn_files(path))
+            stl10.find(path) is not None or bool(svhn_files(path))
     return is_npz_images(path) or bool(svhn_files(path))
 
 
@@ -124,6 +127,9 @@ def read(path: Path, only: tuple[str, ...] = ()) -> ArrayImages:
             return _read_h5(h5, only)
         if svhn_files(path):
             return _read_svhn(svhn_files(path), only)
+        stl = stl10.find(path)
+        if stl is not None:
+            return _read_stl10(stl, only)
         sets = idx.find(path)
         if len(sets) > 1:
             names = ", ".join(f"{s.folder.relative_to(path) if s.folder != path else '.'}/{s.name or 'MNIST-style'}"
@@ -217,6 +223,14 @@ def _read_cifar(found: cifar.CifarSet, only: tuple[str, ...]) -> ArrayImages:
     return ArrayImages(rows, f"{what} batches {found.folder.name}/ ({'; '.join(described)})", names)
 
 
+def _stored_rows(folder: Path, split: str, items: list[tuple[Stored, str, int | None]],
+                 names: list[str] | None) -> list[PixelRow]:
+    """Rows of images stored in their files (``(where, content key, label value)``), named ``FOLDER/SPLIT:INDEX``."""
+    return [PixelRow(folder / f"{split}:{i}", where,
+                     None if label is None else names[label] if names and label < len(names) else str(label),
+                     split, key) for i, (where, key, label) in enumerate(items)]
+
+
 def _read_h5(found: hdf5.H5Set, only: tuple[str, ...]) -> ArrayImages:
     """PCam's HDF5 files: not held in memory, each image read from its file when needed (``hdf5.H5Row``)."""
     from headstart.progress import progress_bar
@@ -228,12 +242,26 @@ def _read_h5(found: hdf5.H5Set, only: tuple[str, ...]) -> ArrayImages:
             continue
         with progress_bar(f"Reading {image_file.name}", hdf5.image_count(found, split)) as advance:
             items, shape = hdf5.rows(found, split, advance)
-        rows[split] = [PixelRow(found.folder / f"{split}:{i}", where,
-                                None if label is None else names[label] if names and label < len(names) else str(label),
-                                split, key) for i, (where, key, label) in enumerate(items)]
+        rows[split] = _stored_rows(found.folder, split, items, names)
         described.append(f"{image_file.name} {len(items)} of {'x'.join(map(str, shape[1:]))}"
                          + (f" + {label_file.name}" if label_file is not None else ", no labels file"))
     return ArrayImages(rows, f"HDF5 files {found.folder.name}/ ({'; '.join(described)})", names)
+
+
+def _read_stl10(found: stl10.Stl10Set, only: tuple[str, ...]) -> ArrayImages:
+    """STL-10's binary files: not held in memory, each image read from its offset when needed (``stl10.BinRow``)."""
+    from headstart.progress import progress_bar
+
+    rows, described = {}, []
+    for split, (image_file, _) in found.files.items():
+        if only and split not in only:
+            continue
+        with progress_bar(f"Reading {image_file.name}", stl10.count(image_file)) as advance:
+            items = stl10.rows(found, split, advance)
+        rows[split] = _stored_rows(found.folder, split, items, found.names)
+        described.append(f"{image_file.name} {len(items)}")
+    left = ", unlabeled_X.bin not read (no labels)" if found.unlabeled else ""
+    return ArrayImages(rows, f"STL-10 {found.folder.name}/ ({'; '.join(described)}{left})", found.names)
 
 
 def _read_npz(path: Path, only: tuple[str, ...]) -> ArrayImages:
