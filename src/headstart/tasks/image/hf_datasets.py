@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
+from headstart.progress import progress_bar
 from headstart.tasks.image.pixel_tables import LABEL_NAMES, SPLIT_VALUES, PixelRow
 from headstart.tasks.image.stored import Stored
 from headstart.tasks.text import is_datasets_folder
@@ -174,15 +175,17 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
         names = list(feature.names) if hasattr(feature, "names") else None
         out.classes = out.classes or names
         rows = []
-        for i, (record, stored) in enumerate(records(icol)):
-            where = f"{name}:{i}"
-            data = _file_bytes(record[icol])
-            if not data:
-                out.skipped.append((f"{path.name}/{where}", "no image bytes in the row"))
-                continue
-            value = record[lcol] if lcol else None
-            label = None if value is None or value == -1 else names[value] if names else str(value).strip()
-            rows.append(PixelRow(path / where, stored, label or None, split, hashlib.sha1(data).hexdigest()))
+        with progress_bar(f"Reading {path.name}/{name}", records.count) as advance:
+            for i, (record, stored) in enumerate(records(icol)):
+                advance()
+                where = f"{name}:{i}"
+                data = _file_bytes(record[icol])
+                if not data:
+                    out.skipped.append((f"{path.name}/{where}", "no image bytes in the row"))
+                    continue
+                value = record[lcol] if lcol else None
+                label = None if value is None or value == -1 else names[value] if names else str(value).strip()
+                rows.append(PixelRow(path / where, stored, label or None, split, hashlib.sha1(data).hexdigest()))
         out.rows.setdefault(split, []).extend(rows)
         described.append(f"{name}/ {len(rows)}")
     _release_arrow_memory()
@@ -194,12 +197,20 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
     return out
 
 
-Rows = Callable[[str], Iterator[tuple[dict[str, Any], Stored]]]
+@dataclass
+class Rows:
+    """A split's rows: ``rows(column)`` yields each row (its image as ``{"bytes", "path"}``, not decoded) and where
+    that column's image is stored; ``count`` rows."""
+
+    read: Callable[[str], Iterator[tuple[dict[str, Any], Stored]]]
+    count: int
+
+    def __call__(self, column: str) -> Iterator[tuple[dict[str, Any], Stored]]:
+        return self.read(column)
 
 
 def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
-    """``{split name: (features, rows)}``: a ``save_to_disk`` folder's splits, or Parquet files' by name. ``rows(column)``
-    yields each row (its image as ``{"bytes", "path"}``, not decoded) and where that column's image is stored."""
+    """``{split name: (features, rows)}``: a ``save_to_disk`` folder's splits, or Parquet files' by name."""
     if is_datasets_folder(path):
         loaded = datasets.load_from_disk(str(path))
         parts = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
@@ -212,7 +223,7 @@ def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
             def rows(column: str, ds: Any = ds) -> Iterator[tuple[dict[str, Any], Stored]]:
                 return ((record, DatasetRow(ds, i, column)) for i, record in enumerate(ds))
 
-            out[name] = (ds.features, rows)
+            out[name] = (ds.features, Rows(rows, len(ds)))
         return out
     import pyarrow.parquet as pq
 
@@ -223,7 +234,7 @@ def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
                 for group in range(pf.num_row_groups):
                     for i, record in enumerate(pf.read_row_group(group, use_threads=False).to_pylist()):
                         yield record, ParquetRow(str(f), group, i, column)
-        return rows
+        return Rows(rows, sum(pq.ParquetFile(f).metadata.num_rows for f in files))
 
     def features(file: Path) -> Any:
         found = datasets.Features.from_arrow_schema(pq.read_schema(file))
