@@ -44,6 +44,7 @@ from headstart.tasks.detection import (
     box_form,
     box_table_splits,
     is_box_table,
+    labelme_splits,
     names_file,
     split_exports,
     voc_folders,
@@ -100,7 +101,7 @@ class DetectionSplits:
         self.classes = list(names)
 
 
-def _fix_boxes(boxes: torch.Tensor, labels: torch.Tensor, issues: Counter) -> tuple[torch.Tensor, torch.Tensor]:
+def fix_boxes(boxes: torch.Tensor, labels: torch.Tensor, issues: Counter) -> tuple[torch.Tensor, torch.Tensor]:
     """Clip normalised xyxy boxes to the image and drop those with no area; counted in ``issues``."""
     if not len(boxes):
         return boxes.reshape(0, 4), labels.reshape(0)
@@ -232,7 +233,7 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
                                       for image in files)
     splits.issues[ISSUE_ORPHAN] += len(orphan_labels([f for files in lists.values() for f in files]))
     if "val" not in lists:
-        _random_split(splits, val_fraction, seed)
+        random_split(splits, val_fraction, seed)
     return splits
 
 
@@ -249,7 +250,7 @@ def read_yolo_plain(root: Path, names: Path, val_fraction: float = 0.2, seed: in
     for image in images:
         label = next((p for p in (label_path(image), image.with_suffix(".txt")) if p.is_file()), None)
         splits.train.append(_yolo_sample(image, label, classes, names, splits.issues))
-    _random_split(splits, val_fraction, seed)
+    random_split(splits, val_fraction, seed)
     return splits
 
 
@@ -260,11 +261,12 @@ def _yolo_sample(image: Path, label: Path | None, classes: list[str], names_file
     else:
         issues[ISSUE_BACKGROUND] += 1
         boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
-    boxes, labels = _fix_boxes(boxes, labels, issues)
+    boxes, labels = fix_boxes(boxes, labels, issues)
     return DetSample(image, boxes, labels)
 
 
-def _random_split(splits: DetectionSplits, val_fraction: float, seed: int) -> None:
+def random_split(splits: DetectionSplits, val_fraction: float, seed: int) -> None:
+    """Hold a seeded ``val_fraction`` of the training items out as the validation split."""
     items = splits.train
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
@@ -350,7 +352,7 @@ def read_voc(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         if not names:
             splits.issues[ISSUE_BACKGROUND] += 1
         labels = torch.tensor([classes.index(n) for n in names], dtype=torch.long)
-        return DetSample(image, *_fix_boxes(boxes, labels, splits.issues))
+        return DetSample(image, *fix_boxes(boxes, labels, splits.issues))
 
     lists = root / "ImageSets" / "Main"
     if (lists / "train.txt").is_file() and (lists / "val.txt").is_file():
@@ -364,7 +366,7 @@ def read_voc(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         splits.layout += ", ImageSets/Main splits" + (" (test kept aside)" if splits.test else "")
         return splits
     splits.train = [sample(stem) for stem in read]
-    _random_split(splits, val_fraction, seed)
+    random_split(splits, val_fraction, seed)
     return splits
 
 
@@ -419,7 +421,7 @@ def read_box_table(path: Path, issues: Counter) -> tuple[list[str], list[DetSamp
         labels = torch.tensor([classes.index(n) for n, _, _ in rows], dtype=torch.long)
         if not rows:
             issues[ISSUE_BACKGROUND] += 1
-        samples.append(DetSample(file, *_fix_boxes(xyxy, labels, issues)))
+        samples.append(DetSample(file, *fix_boxes(xyxy, labels, issues)))
     how = [f"boxes as {', '.join(form)}" if form != BOX_COLUMNS else "",
            "" if class_col else f"no class column: one class '{ONE_CLASS}'", found_as]
     return classes, samples, "; ".join(h for h in how if h)
@@ -456,7 +458,7 @@ def read_box_tables(data: Path, val_fraction: float = 0.2, seed: int = 0) -> Det
             s.labels = torch.tensor([classes.index(names[i]) for i in s.labels.tolist()], dtype=torch.long)
         getattr(splits, split).extend(samples)
     if not splits.val:
-        _random_split(splits, val_fraction, seed)
+        random_split(splits, val_fraction, seed)
     return splits
 
 
@@ -500,7 +502,7 @@ def read_coco_json(path: Path, issues: Counter, image_dirs: Sequence[Path] = ())
         boxes = torch.tensor([[x / w, y / h, (x + bw) / w, (y + bh) / h] for (x, y, bw, bh), _ in anns],
                              dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([c for _, c in anns], dtype=torch.long)
-        boxes, labels = _fix_boxes(boxes, labels, issues)
+        boxes, labels = fix_boxes(boxes, labels, issues)
         samples.append(DetSample(file, boxes, labels))
     return classes, samples
 
@@ -512,7 +514,7 @@ def read_coco(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
         issues: Counter = Counter()
         classes, samples = read_coco_json(data, issues)
         splits = DetectionSplits(classes, samples, [], layout=f"COCO {data.name}", issues=issues)
-        _random_split(splits, val_fraction, seed)
+        random_split(splits, val_fraction, seed)
         return splits
     jsons = sorted(data.glob("*.json")) + sorted((data / "annotations").glob("*.json"))
     train = [p for p in jsons if "train" in p.stem]
@@ -562,7 +564,7 @@ def read_split_exports(data: Path, val_fraction: float = 0.2, seed: int = 0) -> 
             s.labels = torch.tensor([classes.index(names[i]) for i in s.labels.tolist()], dtype=torch.long)
             if kind == "voc":
                 issues[ISSUE_BACKGROUND] += not len(s.labels)
-                s.boxes, s.labels = _fix_boxes(s.boxes, s.labels, issues)
+                s.boxes, s.labels = fix_boxes(s.boxes, s.labels, issues)
             getattr(splits, split).append(s)
     if kind == "coco":
         counts = Counter(int(t) for s in splits.train + splits.val + splits.test for t in s.labels)
@@ -573,7 +575,7 @@ def read_split_exports(data: Path, val_fraction: float = 0.2, seed: int = 0) -> 
             splits.select_classes([c for c in classes if c not in unused])
             splits.layout += f" ('{unused[0]}', the other categories' supercategory without a box, is not a class)"
     if not splits.val:
-        _random_split(splits, val_fraction, seed)
+        random_split(splits, val_fraction, seed)
     return splits
 
 
@@ -584,6 +586,10 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         raise DataError(f"Data not found: {data}")
     if split_exports(data) is not None:
         return read_split_exports(data, val_fraction, seed)
+    if labelme_splits(data):  # a .json beside each image, as LabelMe saves them
+        from headstart.tasks.detection.labelme import read_labelme
+
+        return read_labelme(data, val_fraction, seed)
     if data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml")) and voc_root(data):
         return read_voc(data, val_fraction, seed)
     if is_box_table(data) or box_table_splits(data):
@@ -594,7 +600,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
     if data.suffix in {".yaml", ".yml"} or data.is_dir():
         return read_yolo(data, val_fraction, seed)
     raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/; or images with their .txt boxes and "
-                    "classes.txt), its data.yaml, a COCO json or a Pascal VOC folder (Annotations/, JPEGImages/)")
+                    "classes.txt), its data.yaml, a COCO json, a Pascal VOC folder (Annotations/, JPEGImages/) or "
+                    "LabelMe's .json beside each image")
 
 
 # ------------------------------------------------------------------------------------------ transforms
