@@ -8,6 +8,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_detection import BCCD, needs_bccd
@@ -15,7 +16,7 @@ from test_detection import BCCD, needs_bccd
 from headstart.errors import DataError
 from headstart.tasks import infer_task
 from headstart.tasks.detection import data as dd
-from headstart.tasks.detection.labelme import ISSUE_NOT_AREAS, ISSUE_UNANNOTATED
+from headstart.tasks.labelme import ISSUE_NOT_AREAS, ISSUE_UNANNOTATED
 
 pytestmark = needs_bccd
 
@@ -92,3 +93,41 @@ def test_labelme_split_folders_and_errors_name_the_file(tmp_path):
     (root / "val" / f"{stems[6]}.jpg").unlink()
     with pytest.raises(DataError, match=r"missing.jpg does not exist \(an image embedded as imageData is not read"):
         dd.discover(root)
+
+
+def test_labelme_outlines_read_as_segmentation_masks_and_train(tmp_path):
+    """--task segmentation on LabelMe files: background + the labels, each outline drawn (an ellipse-like polygon
+    inside each BCCD cell's box, a circle, a rectangle) as COCO polygons are; a point is not drawn; a short run trains
+    and scores above the all-background baseline's mIoU."""
+    from headstart.tasks.segmentation import data as sd
+    from headstart.tasks.segmentation.task import Segmenter
+
+    stems = [p.stem for p in sorted((BCCD / "Annotations").glob("*.xml"))[:16]]
+    folder = tmp_path / "outlines"
+    for stem in stems:
+        _labelme(folder, stem)
+        path = folder / f"{stem}.json"
+        data = json.loads(path.read_text())
+        for shape in data["shapes"]:  # a cell's outline: the octagon inside its box
+            (x1, y1), (x2, y2) = sorted(shape["points"])
+            w, h = x2 - x1, y2 - y1
+            shape["shape_type"] = "polygon"
+            shape["points"] = [[x1 + w * fx, y1 + h * fy] for fx, fy in ((0.3, 0), (0.7, 0), (1, 0.3), (1, 0.7),
+                                                                         (0.7, 1), (0.3, 1), (0, 0.7), (0, 0.3))]
+        data["shapes"] += [{"label": "RBC", "points": [[100, 100], [100, 120]], "shape_type": "circle"},
+                           {"label": "WBC", "points": [[600, 440], [630, 470]], "shape_type": "rectangle"},
+                           {"label": "WBC", "points": [[3, 3]], "shape_type": "point"}] if stem == stems[0] else []
+        path.write_text(json.dumps(data))
+    assert infer_task(folder) == "detection"  # boxes by default; --task segmentation reads the outlines
+    assert "only polygons" not in dd.discover(folder).layout  # (the first file has a circle and a rectangle)
+    splits = sd.discover(folder, val_fraction=0.25, seed=0)
+    assert splits.classes == ["background", "Platelets", "RBC", "WBC"] and (len(splits.train), len(splits.val)) == (12, 4)
+    assert any("1 LabelMe shape(s) that mark no area" in n for n in splits.notes)
+    first = next(s for s in splits.train + splits.val if s.image.stem == stems[0])
+    mask = first.read_mask()
+    assert mask.shape == (480, 640) and mask[110, 100] == 2 and (mask[445:465, 605:625] == 3).all()
+    assert mask[0, 0] == 0 and {0, 2, 3} <= set(np.unique(mask).tolist()) <= {0, 1, 2, 3}
+
+    seg = Segmenter(epochs=2, image_size=128).fit(folder, task_out := tmp_path / "run")
+    assert seg.metrics_["val_miou"] > seg.metrics_["val"]["baseline"]["miou"]
+    assert task_out.is_dir()

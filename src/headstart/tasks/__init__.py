@@ -83,14 +83,8 @@ def infer_task(data: str | Path) -> str:
         return "segmentation"  # images/ + masks/ (also in an archive's one folder), or Pascal VOC with class masks
     if paired_folders(path) or named_mask_folder(inner):
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's), ISIC's
-    from headstart.tasks.detection import (
-        box_table_splits,
-        is_box_table,
-        labelme_splits,
-        names_file,
-        split_exports,
-        voc_folders,
-    )
+    from headstart.tasks.detection import box_table_splits, is_box_table, names_file, split_exports, voc_folders
+    from headstart.tasks.labelme import labelme_splits
 
     if labelme_splits(path):
         return "detection"  # LabelMe's .json beside each image (its shapes' boxes)

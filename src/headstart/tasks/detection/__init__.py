@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -97,32 +96,3 @@ def names_file(root: Path) -> Path | None:
     stems = {p.stem for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     return found if any(p.stem in stems for p in root.glob("*.txt") if p.name not in NAMES_FILES) else None
 
-
-def is_labelme_file(path: Path) -> bool:
-    """Whether a ``.json`` file is a LabelMe annotation (an object with ``shapes`` and ``imagePath``)."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            head = f.read(1 << 16)
-        if '"shapes"' not in head:
-            return False
-        data = json.loads(head + f.read()) if len(head) == 1 << 16 else json.loads(head)
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("shapes"), list) and "imagePath" in data
-
-
-def labelme_splits(root: Path) -> dict[str, Path]:
-    """``{split: folder}`` of LabelMe annotations (a ``.json`` beside each image): the folder itself (``train``), or
-    its ``train/``, ``val/`` (``valid/``), ``test/`` folders holding them; {} otherwise. One file a folder is looked at."""
-    if not root.is_dir():
-        return {}
-
-    def holds(folder: Path) -> bool:
-        first = next(iter(sorted(folder.glob("*.json"))), None)
-        return first is not None and is_labelme_file(first)
-
-    if holds(root):
-        return {"train": root}
-    found = {SPLIT_FOLDERS[d.name.lower()]: d for d in sorted(root.iterdir())
-             if d.is_dir() and d.name.lower() in SPLIT_FOLDERS and holds(d)}
-    return {split: found[split] for split in ("train", "val", "test") if split in found} if "train" in found else {}

@@ -44,7 +44,6 @@ from headstart.tasks.detection import (
     box_form,
     box_table_splits,
     is_box_table,
-    labelme_splits,
     names_file,
     split_exports,
     voc_folders,
@@ -53,6 +52,7 @@ from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, Sample
 from headstart.tasks.image.dataset import ImageStore, item_rng
 from headstart.tasks.image.decode import image_beside, image_header
+from headstart.tasks.labelme import labelme_splits
 
 ISSUE_CLIPPED = "boxes clipped to the image"
 ISSUE_DROPPED = "boxes dropped (zero area)"

@@ -12,6 +12,8 @@ Layouts of DATA (told apart by what the folder holds):
     ``annotations/instances_{train,val}*.json``. Polygons and RLE (compressed or not) are rasterised;
     class 0 is ``background`` (pixels no object covers), categories follow by id; ``iscrowd`` regions are
     ignored (255). Where objects overlap, smaller ones are drawn over larger ones.
+  * ``labelme``: LabelMe's ``.json`` beside each image (``tasks/labelme.py``), in the folder or its ``train/``,
+    ``val/`` folders: its polygons, rectangles and circles drawn as COCO's polygons are, ``background`` first.
 
 255 (``IGNORE_INDEX``) marks pixels that no loss or metric counts. Every image is decoded and every mask
 read once here: unreadable images and masks are reported skips (``skipped``), like the image task's;
@@ -48,6 +50,7 @@ from headstart.tasks.image.decode import (
     too_large_reason,
     unreadable_reason,
 )
+from headstart.tasks.labelme import labelme_splits, read_file, unannotated
 from headstart.tasks.segmentation import MASK_STEM_SUFFIXES, inner_folder, named_mask_folder, paired_folders
 
 IGNORE_INDEX = 255
@@ -319,6 +322,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
         elif named := named_mask_folder(root, nested=True):
             splits = _pairs(root, {"train": named}, _class_file(root, False, "masks"),
                             f"{named[0].name}/ + {named[1].relative_to(root).as_posix()}/", False, val_fraction, seed)
+        elif labelme_splits(root):  # LabelMe's .json beside each image: their shapes drawn as masks
+            splits = _labelme(root, val_fraction, seed)
         elif _coco_jsons(root):
             splits = _coco_folder(root, val_fraction, seed)
         else:
@@ -621,6 +626,40 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
             else:
                 given[name].append(SegSample(image, mask=mask, colours=colours, remap=remap))
     return _finish(splits, given, classes_from, val_fraction, seed, root)
+
+
+def _labelme(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    """LabelMe's annotations (``tasks/labelme.py``): class 0 is ``background`` (pixels no shape covers), the labels
+    follow sorted; each area shape is drawn as COCO's polygons are (smaller ones over larger ones)."""
+    folders = labelme_splits(root)
+    read = {split: [read_file(f) for f in sorted(folder.glob("*.json"))] for split, folder in folders.items()}
+    labels = sorted({s.label for files in read.values() for f in files for s in f.shapes if s.outline() is not None})
+    if not labels:
+        raise DataError(f"{root}: no labelled area shape (polygon, rectangle, circle) in its LabelMe files")
+    classes = [BACKGROUND, *[label for label in labels if label != BACKGROUND]]
+    splits = SegmentationSplits(classes, [], [], layout="labelme")
+    given, lines = {}, 0
+    for split, files in read.items():
+        given[split] = []
+        for found in files:
+            objects = []
+            for shape in found.shapes:
+                outline = shape.outline()
+                if outline is None:
+                    lines += 1
+                    continue
+                objects.append((classes.index(shape.label), [outline], False))
+            given[split].append(SegSample(found.image, coco=CocoObjects(found.path, found.path.stem,
+                                                                        round(found.height), round(found.width),
+                                                                        objects)))
+        if unannotated_images := unannotated(folders[split], files):
+            splits.notes.append(f"{folders[split].name}/: {unannotated_images} image(s) without a LabelMe .json (not "
+                                "annotated yet), not read")
+    if lines:
+        splits.notes.append(f"{lines} LabelMe shape(s) that mark no area (points, lines), not drawn")
+    where = ", ".join(f"{folder.name}/ {len(read[split])}" for split, folder in folders.items())
+    return _finish(splits, given, f"LabelMe {root.name} ({where}; background + {len(labels)} labels)", val_fraction,
+                   seed, root)
 
 
 def _coco_jsons(root: Path) -> list[Path]:
