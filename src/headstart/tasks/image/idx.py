@@ -16,6 +16,7 @@ stored transposed: they are turned upright, as torchvision does).
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,9 @@ def _folders(path: Path) -> list[Path]:
     and a dataset folder's below it (``data/`` as ``MNIST("data")`` was given)."""
     found = [path, path / "raw", path / "raw" / "gzip", path / "gzip"]
     if path.is_dir():
-        for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            found += [sub / "raw", sub / "raw" / "gzip"]
+        with os.scandir(path) as entries:  # the entries' types without a stat each (a folder of 100k images)
+            subs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+        found += [path / sub / raw for sub in subs for raw in ("raw", "raw/gzip")]
     return [f for f in found if f.is_dir()]
 
 
