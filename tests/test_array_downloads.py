@@ -16,7 +16,7 @@ from conftest import HYMENOPTERA, needs_shared
 from PIL import Image
 
 from headstart.errors import DataError
-from headstart.tasks import infer_task
+from headstart.tasks import flips, infer_task
 from headstart.tasks.image.data import discover, image_samples, labelled_samples
 
 
@@ -68,8 +68,11 @@ def test_mnist_as_torchvision_downloads_it_trains_evaluates_on_t10k_and_predicts
     first = splits.test[0]
     assert np.array_equal(_pixels(first), images[300]) and splits.classes[first.label] == str(labels[300])
 
+    assert "handwritten digits, and a mirrored digit is none of them" in splits.unmirrored
+
     clf = ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False).fit(
         data, out=tmp_path / "run")
+    assert clf.metrics_["flips"] == "none"  # data.flip=auto: handwriting is not flipped
     report = ImageClassifier.load(tmp_path / "run").evaluate(data)
     assert report["num_samples"] == 60 and report["accuracy"] > report["baseline"]["accuracy"] + 0.3
     predicted = clf.predict(str(data))
@@ -86,6 +89,7 @@ def test_fashion_mnist_names_kaggle_layout_and_emnist_letters_upright(tmp_path):
     names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     assert splits.classes == names  # torchvision's, in label order
     assert [splits.classes[s.label] for s in splits.test] == [names[y] for y in labels[100:]]
+    assert splits.unmirrored == ""  # clothes are flipped
 
     kaggle = tmp_path / "kaggle"
     for split, part in (("train", slice(0, 100)), ("t10k", slice(100, None))):
@@ -254,6 +258,8 @@ def test_svhn_mat_files_as_torchvision_downloads_them(tmp_path):
     assert [splits.classes[s.label] for s in splits.test] == [str(y) for y in labels[120:]]
     assert np.array_equal(_pixels(splits.test[0]).reshape(32, 32, 3), colour[120])
     assert "SVHN train_32x32.mat 120; test_32x32.mat 30 (extra_32x32.mat not read" in splits.layout
+    assert flips.choose("auto", splits.classes, splits.unmirrored).name == "none"
+    assert flips.choose("horizontal", splits.classes, splits.unmirrored).name == "horizontal"
     alone = discover(tmp_path / "train_32x32.mat")
     assert alone.val_held_out and len(alone.train) + len(alone.val) == 120
 

@@ -34,6 +34,7 @@ class Splits:
     notes: list[str] = field(default_factory=list)  # what the user should know about the data
     val_held_out: bool = False  # validation was held out of the training items (DATA gave no validation split)
     aliases: dict[str, str] = field(default_factory=dict)  # a code naming a class in DATA -> the class's name
+    unmirrored: str = ""  # why a mirror image of an item is no item of the data (handwriting): data.flip=auto: none
 
 
 def stratified_split(labels: Sequence[int], fraction: float, seed: int,

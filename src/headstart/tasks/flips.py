@@ -82,15 +82,18 @@ def _shown(pairs: list[tuple[str, str]]) -> str:
     return ", ".join(f"'{a}' / '{b}'" for a, b in pairs[:3]) + (f" and {len(pairs) - 3} more" if len(pairs) > 3 else "")
 
 
-def choose(setting: str, classes: Sequence[str]) -> Flips:
+def choose(setting: str, classes: Sequence[str], unmirrored: str = "") -> Flips:
     """The flips for ``data.flip`` = ``setting`` on these classes (ValueError for an unknown setting).
 
-    ``auto``: horizontal unless the classes come in horizontal mirror pairs, then none. A flip asked for by name is
-    drawn even then, with a note naming the pairs it swaps."""
+    ``auto``: horizontal unless the classes come in horizontal mirror pairs, or the data's reader knows that a mirror
+    image of its items is none of them (``unmirrored``, why: MNIST's handwriting), then none. A flip asked for by name
+    is drawn even then, with a note naming the pairs it swaps."""
     if setting not in FLIPS:
         raise ValueError(f"data.flip must be one of {', '.join(FLIPS)}, not {setting!r}")
     if setting == "none":
         return Flips(False, False)
+    if setting == "auto" and unmirrored:
+        return Flips(False, False, f"No flips in training: {unmirrored} (data.flip=horizontal to flip anyway)")
     if setting == "auto":
         pairs = mirror_pairs(classes, "horizontal")
         if not pairs:

@@ -112,7 +112,8 @@ class Detector(Estimator):
             f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
         for what, n in issues.items():
             warn(f"{n} {what}")
-        flips.announce(chosen)
+        if not self._refitting:  # the first read said it
+            flips.announce(chosen)
         self._write_skipped(run, splits)
         if not sum(counts):
             raise DataError(f"No boxes in the training images of {data}" + (

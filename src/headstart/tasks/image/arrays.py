@@ -69,6 +69,7 @@ class ArrayImages:
     rows: dict[str, list[PixelRow]]
     layout: str
     classes: list[str] | None = None
+    unmirrored: str = ""  # why a mirrored image is none of the data's (``Splits.unmirrored``)
 
 
 def is_array_data(path: str | Path) -> bool:
@@ -175,7 +176,8 @@ def _read_svhn(files: dict[str, Path], only: tuple[str, ...]) -> ArrayImages:
         described.append(f"{path.name} {len(labels)}")
     left = " (extra_32x32.mat not read: add its digits yourself for more training data)" \
         if any((f.parent / "extra_32x32.mat").is_file() for f in files.values()) else ""
-    return ArrayImages(rows, f"SVHN {'; '.join(described)}{left}")
+    return ArrayImages(rows, f"SVHN {'; '.join(described)}{left}",
+                       unmirrored="SVHN's digits are house numbers, and a mirrored digit is no digit")
 
 
 def _rows(images: np.ndarray, labels: np.ndarray | None, split: str, name: Path, desc: str,
@@ -206,7 +208,7 @@ def _read_idx(found: idx.IdxSet, only: tuple[str, ...]) -> ArrayImages:
                             named[1] if named else None)
         described.append(f"{found.files[split][0].name} {len(images)} of {images.shape[1]}x{images.shape[2]}"
                          + ("" if labels is not None else ", no labels file"))
-    return ArrayImages(rows, f"IDX files {idx.shown(found)} ({'; '.join(described)})", classes)
+    return ArrayImages(rows, f"IDX files {idx.shown(found)} ({'; '.join(described)})", classes, idx.unmirrored(found))
 
 
 def _read_cifar(found: cifar.CifarSet, only: tuple[str, ...]) -> ArrayImages:

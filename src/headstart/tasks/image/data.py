@@ -858,7 +858,9 @@ def _from_rows(where: Path, rows: dict[str, list[PixelRow]], layout: str, val_fr
 def _from_arrays(root: Path, val_fraction: float, seed: int) -> ImageSplits:
     """Splits of images stored as arrays (``arrays``: a .npz file, IDX files, CIFAR batches)."""
     found = arrays.read(root)
-    return _from_rows(root, found.rows, found.layout, val_fraction, seed, found.classes)
+    splits = _from_rows(root, found.rows, found.layout, val_fraction, seed, found.classes)
+    splits.unmirrored = found.unmirrored
+    return splits
 
 
 def _from_datasets(root: Path, label_column: str | None, val_fraction: float, seed: int) -> ImageSplits:

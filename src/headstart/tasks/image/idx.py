@@ -130,13 +130,28 @@ def class_names(found: IdxSet, labels: np.ndarray) -> tuple[list[str], dict[int,
             if codes:
                 return [codes[k] for k in sorted(codes)], codes
         return None
-    folder = found.folder
-    while folder.name in ("raw", "gzip") and folder.parent != folder:
-        folder = folder.parent  # FashionMNIST/raw/: the dataset's folder
-    names = NAMES.get(re.sub(r"[^a-z]", "", folder.name.lower()))  # FashionMNIST, fashion-mnist, fashion_mnist
+    names = NAMES.get(_set_name(found))
     if names is None or int(labels.max(initial=0)) >= len(names):
         return None
     return names, dict(enumerate(names))
+
+
+def _set_name(found: IdxSet) -> str:
+    """The dataset's folder name in lower-case letters: ``fashionmnist`` of ``FashionMNIST/raw/`` (or
+    ``fashion-mnist/``), ``kmnist``, ``mnist``."""
+    folder = found.folder
+    while folder.name in ("raw", "gzip") and folder.parent != folder:
+        folder = folder.parent
+    return re.sub(r"[^a-z]", "", folder.name.lower())
+
+
+def unmirrored(found: IdxSet) -> str:
+    """Why a mirrored image is none of the set's: handwritten digits or characters ('' for Fashion-MNIST's clothes)."""
+    name = _set_name(found)
+    if name == "fashionmnist":
+        return ""
+    what = "characters" if found.name.startswith("emnist-") or name == "kmnist" else "digits"
+    return f"the IDX files hold handwritten {what}, and a mirrored {what[:-1]} is none of them"
 
 
 def images(found: IdxSet, split: str) -> tuple[np.ndarray, np.ndarray | None]:

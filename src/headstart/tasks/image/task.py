@@ -47,12 +47,13 @@ class ImageClassifier(ClassifierEstimator):
                               f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
         say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
             f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
-        chosen = flips.choose(cfg.data.flip, splits.classes)
+        chosen = flips.choose(cfg.data.flip, splits.classes, splits.unmirrored)
         imdata = self.DATA(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
                            intensity=cfg.data.intensity, max_pixels=cfg.data.max_pixels,
                            flips=chosen)
         _summarize_data(data, splits, imdata, self._refitting)
-        flips.announce(chosen)
+        if not self._refitting:  # the first read said it
+            flips.announce(chosen)
         if imdata.intensity_note:
             say(imdata.intensity_note)
         self._write_skipped(run, splits)

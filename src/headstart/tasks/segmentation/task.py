@@ -89,7 +89,8 @@ class Segmenter(Estimator):
             + ", ".join(f"{c} {p / total:.1%}" for c, p in list(zip(splits.classes, pixels))[:12]))
         for note in splits.notes:
             say(note)
-        flips.announce(chosen)
+        if not self._refitting:  # the first read said it
+            flips.announce(chosen)
         self._write_skipped(run, splits)
         if not sum(pixels):
             raise DataError(f"No labelled pixel in the training masks of {data} (all 255): nothing to learn")
