@@ -73,8 +73,8 @@ class ArrayImages:
 
 
 def is_array_data(path: str | Path) -> bool:
-    """A ``.npz`` file of arrays named as images of a split (``train_images``, ``x_train``...), or a folder of IDX
-    files (MNIST's) or of CIFAR batches."""
+    """A ``.npz`` file of arrays named as images of a split (``train_images``, ``x_train``...), SVHN's ``.mat``, or a
+    folder of IDX files (the MNIST family's), CIFAR batches, PCam's HDF5 files, STL-10's binaries or SVHN's files."""
     path = Path(path)
     if path.is_dir():
         return bool(idx.find(path)) or cifar.find(path) is not None or hdf5.find(path) is not None or \
