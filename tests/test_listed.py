@@ -104,3 +104,34 @@ def test_stanford_cars_and_fgvc_aircraft_as_torchvision_lays_them_out(tmp_path):
     assert "FGVC-Aircraft (images/ labelled by images_variant_train.txt, images_variant_val.txt" in air.layout
     first = next(s for s in air.train if s.path.stem == lines["train"][0].split()[0])
     assert air.classes[first.label] == "Cessna 172"
+
+
+def test_gtsrb_as_torchvision_downloads_it_keeps_each_track_on_one_side(tmp_path):
+    """gtsrb/GTSRB/Training/00000/00003_00001.ppm (class 0, track 3, frame 1) and Final_Test/Images/*.ppm labelled by
+    gtsrb/GT-final_test.csv (semicolons, ClassId): read from torchvision's root; classes 0, 1 as numbers; the frames
+    of a track never straddle the validation split; evaluate scores the test images."""
+    from PIL import Image
+
+    base = tmp_path / "data" / "gtsrb" / "GTSRB"
+    for c, cls in enumerate(("ants", "bees")):
+        folder = base / "Training" / f"{c:05d}"
+        folder.mkdir(parents=True)
+        for i, photo in enumerate(_photos(cls, 24)):  # 6 tracks of 4 frames
+            Image.open(photo).convert("RGB").resize((48, 48)).save(folder / f"{i // 4:05d}_{i % 4:05d}.ppm")
+        (folder / f"GT-{c:05d}.csv").write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n")
+    images = base / "Final_Test" / "Images"
+    images.mkdir(parents=True)
+    lines = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i, photo in enumerate(sorted((HYMENOPTERA / "val" / "bees").glob("*.jpg"))[:3]):
+        Image.open(photo).convert("RGB").resize((48, 48)).save(images / f"{i:05d}.ppm")
+        lines.append(f"{i:05d}.ppm;48;48;5;5;43;43;1")
+    (base.parent / "GT-final_test.csv").write_text("\n".join(lines) + "\n")
+    splits = discover(tmp_path / "data")
+    assert splits.classes == ["0", "1"] and len(splits.train) + len(splits.val) == 48 and len(splits.test) == 3
+    assert splits.layout.startswith("GTSRB (Training/ a folder a class, Final_Test/Images/ labelled by "
+                                    "GT-final_test.csv; each track's frames on one side")
+    train_tracks = {(s.label, s.path.name[:5]) for s in splits.train}
+    val_tracks = {(s.label, s.path.name[:5]) for s in splits.val}
+    assert val_tracks and not train_tracks & val_tracks
+    samples, _ = labelled_samples(tmp_path / "data", splits.classes)
+    assert [s.label for s in samples] == [1, 1, 1]

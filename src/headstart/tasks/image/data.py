@@ -747,7 +747,7 @@ def _from_listed(given: Listed, val_fraction: float, seed: int, small_val: str) 
         kept = []
         for path, label in pairs:
             if path.is_file():
-                kept.append(Sample(path, classes.index(label)))
+                kept.append(Sample(path, classes.index(label), group=given.groups.get(path, "")))
             else:
                 splits.skipped.append((str(path), "listed, but not found"))
         setattr(splits, split, kept)

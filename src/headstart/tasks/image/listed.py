@@ -6,7 +6,8 @@
 - Stanford Cars (``stanford_cars/``): ``cars_train/00001.jpg``..., ``devkit/cars_train_annos.mat`` (``fname``,
   ``class``), ``devkit/cars_meta.mat`` (``class_names``), ``cars_test/`` with ``cars_test_annos_withlabels.mat``;
 - FGVC-Aircraft (``fgvc-aircraft-2013b/data/``): ``images/1025794.jpg``..., ``images_variant_train.txt``,
-  ``_val.txt``, ``_test.txt`` (or ``_trainval.txt``) of ``1025794 707-320`` lines, ``variants.txt``.
+  ``_val.txt``, ``_test.txt`` (or ``_trainval.txt``) of ``1025794 707-320`` lines, ``variants.txt``;
+- GTSRB (``gtsrb/GTSRB/``): ``Training/00000/*.ppm``... and ``Final_Test/Images/*.ppm`` with ``GT-final_test.csv``.
 
 ``listed(folder)`` reads one, or returns None; ``image.data.discover`` makes its splits.
 """
@@ -27,6 +28,7 @@ class Listed:
     layout: str
     classes: list[str]
     splits: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)  # train, val, test
+    groups: dict[Path, str] = field(default_factory=dict)  # images that stay on one side of a validation split
 
 
 def _mat(path: Path) -> dict[str, Any]:
@@ -119,7 +121,42 @@ def aircraft(root: Path) -> Listed | None:
     return Listed(f"FGVC-Aircraft ({images.name}/ labelled by {files}, variants)", classes, splits)
 
 
-READERS = (flowers, cars, aircraft)
+def gtsrb(root: Path) -> Listed | None:
+    """GTSRB as its site and torchvision's ``GTSRB`` download it: ``GTSRB/Training/00000/*.ppm`` (a folder a class, 0
+    to 42) and ``GTSRB/Final_Test/Images/*.ppm`` labelled by ``GT-final_test.csv`` (``Filename;...;ClassId``: beside
+    ``GTSRB/``, where torchvision puts it, or inside it, ``Final_Test/`` or ``Images/``). Given as ``GTSRB/``, the
+    folder holding it, or torchvision's root (``gtsrb/GTSRB/``)."""
+    import csv
+
+    from headstart.tasks.image.decode import is_image_file
+
+    base = next((b for b in (root, root / "GTSRB", root / "gtsrb" / "GTSRB") if (b / "Training").is_dir()), None)
+    if base is None:
+        return None
+    folders = sorted(d for d in (base / "Training").iterdir() if d.is_dir())
+    if not folders or not all(d.name.isdigit() and len(d.name) == 5 for d in folders):
+        return None
+    splits = {"train": [(f, str(int(d.name))) for d in folders for f in sorted(d.iterdir()) if is_image_file(f)]}
+    images = base / "Final_Test" / "Images"
+    table = next((t for t in (base.parent / "GT-final_test.csv", base / "GT-final_test.csv",
+                              base / "Final_Test" / "GT-final_test.csv", images / "GT-final_test.csv") if t.is_file()),
+                 None)
+    if table is not None and images.is_dir():
+        with open(table, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter=";"))
+        if not rows or not {"Filename", "ClassId"} <= set(rows[0]):
+            raise DataError(f"{table}: expected GTSRB's 'Filename;...;ClassId' columns, found "
+                            f"{';'.join(rows[0]) if rows else 'no rows'}")
+        splits["test"] = [(images / r["Filename"], str(int(r["ClassId"]))) for r in rows]
+    classes = sorted({c for pairs in splits.values() for _, c in pairs}, key=int)
+    test = f", Final_Test/Images/ labelled by {table.name}" if "test" in splits else ""
+    # 00012_00029.ppm: frame 29 of track 12, thirty photos of one sign as a car passed it: a track is one unit
+    groups = {f: f"{f.parent.name}/{f.name.split('_')[0]}" for f, _ in splits["train"] if "_" in f.name}
+    return Listed(f"GTSRB (Training/ a folder a class{test}; each track's frames on one side of the validation split)",
+                  classes, splits, groups)
+
+
+READERS = (flowers, cars, aircraft, gtsrb)
 
 
 def listed(root: Path) -> Listed | None:
