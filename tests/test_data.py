@@ -756,3 +756,23 @@ def test_caltechs_clutter_folder_is_no_class(tmp_path):
     assert "BACKGROUND_Google/: clutter images of no class" in splits.layout
     samples, _ = labelled_samples(root, splits.classes)
     assert len(samples) == 20 and all("BACKGROUND_Google" not in str(s.path) for s in samples)
+
+
+@needs_shared(HYMENOPTERA)
+def test_kaggles_gtsrb_keeps_each_track_on_one_side_of_the_validation_split(tmp_path):
+    """Kaggle's GTSRB names its training images class_track_frame (Train/1/00001_00004_00012.png): a track's frames,
+    one sign photographed as a car passed it, stay together when validation is held out; a class of one track
+    leaves the names alone (no split could hold it out otherwise)."""
+    root = tmp_path / "gtsrb"
+    for k, cls in enumerate(("ants", "bees")):
+        (root / "Train" / str(k)).mkdir(parents=True)
+        for i, f in enumerate(sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:30]):  # 6 tracks of 5 frames
+            shutil.copy(f, root / "Train" / str(k) / f"{k:05d}_{i // 5:05d}_{i % 5:05d}.jpg")
+    splits = discover(root)
+    assert "split by GTSRB's tracks (file names class_track_frame): 12 tracks" in splits.layout
+    train = {(s.label, s.path.name[6:11]) for s in splits.train}
+    val = {(s.label, s.path.name[6:11]) for s in splits.val}
+    assert val and not train & val
+    for i, f in enumerate(sorted((root / "Train" / "1").iterdir())):  # class 1 as one track: no grouping
+        f.rename(f.with_name(f"00001_00000_{i:05d}.jpg"))
+    assert "GTSRB's tracks" not in discover(root).layout

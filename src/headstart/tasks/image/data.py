@@ -583,7 +583,7 @@ def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: fl
                     by_path: bool = True) -> None:
     """The seeded stratified split, with exact duplicates kept together and classes too small for it named; without
     a table's groups, ``by_path`` keeps the patients the paths name together (``core.splits.group_by_path``)."""
-    note = group_by_path(samples, [s.label for s in samples]) if by_path else ""
+    note = (_track_groups(samples) or group_by_path(samples, [s.label for s in samples])) if by_path else ""
     splits.layout += f", {note}" if note else ""
     content_keys(samples)
     labels = [s.label for s in samples]
@@ -601,6 +601,31 @@ def _split_held_out(splits: ImageSplits, samples: list[Sample], val_fraction: fl
     splits.train, splits.val = [samples[i] for i in train_idx], [samples[i] for i in val_idx]
     splits.notes += _duplicate_note(samples, splits.classes)
     splits.notes += split_notes(labels, [labels[i] for i in val_idx], splits.classes, "images")
+
+
+GTSRB_FRAME = re.compile(r"(\d{5})_(\d{5})_\d{5}\.\w+")  # Kaggle's GTSRB: Train/0/00000_00003_00012.png
+
+
+def _track_groups(samples: list[Sample]) -> str:
+    """GTSRB's frames (``class_track_frame`` file names, as Kaggle's GTSRB names its training images): each track, some
+    thirty photos of one sign as a car passed it, becomes a group, kept on one side of the split; the layout note ('',
+    no groups, when the names are not GTSRB's, or when a class would be a single track)."""
+    if not samples or any(s.group for s in samples):
+        return ""
+    matches = [GTSRB_FRAME.fullmatch(s.path.name) for s in samples]
+    if sum(m is not None for m in matches) < 0.9 * len(samples):
+        return ""
+    tracks = [f"track {m.group(1)}_{m.group(2)}" if m else "" for m in matches]
+    per_class: dict[Any, set[str]] = {}
+    for sample, track in zip(samples, tracks):
+        per_class.setdefault(sample.label, set()).add(track or str(sample.path))
+    sizes = Counter(s.label for s in samples)
+    if any(len(found) < 2 <= sizes[label] for label, found in per_class.items()):
+        return ""
+    for sample, track in zip(samples, tracks):
+        sample.group = track
+    return (f"split by GTSRB's tracks (file names class_track_frame): {len(set(tracks) - {''})} tracks, each one's "
+            "frames on one side of the split")
 
 
 def _check_given_splits(splits: ImageSplits, group_by: str | None = None) -> None:
