@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +77,33 @@ class ArrayImages:
 def is_array_data(path: str | Path) -> bool:
     """A ``.npz`` file of arrays named as images of a split (``train_images``, ``x_train``...), SVHN's ``.mat``, or a
     folder of IDX files (the MNIST family's), CIFAR batches, PCam's HDF5 files, STL-10's binaries or SVHN's files."""
-    path = Path(path)
-    if path.is_dir():
-        return bool(idx.find(path)) or cifar.find(path) is not None or hdf5.find(path) is not None or \
-            stl10.find(path) is not None or bool(svhn_files(path))
-    return is_npz_images(path) or bool(svhn_files(path))
+    return _reader(Path(path)) is not None
+
+
+def _reader(path: Path) -> Callable[[tuple[str, ...]], ArrayImages] | None:
+    """What reads ``path``'s splits (given the splits wanted), found once: None when it holds no array data."""
+    if not path.is_dir():
+        files = svhn_files(path)
+        return partial(_read_svhn, files) if files else partial(_read_npz, path) if is_npz_images(path) else None
+    if (found := cifar.find(path)) is not None:
+        return partial(_read_cifar, found)
+    if (h5 := hdf5.find(path)) is not None:
+        return partial(_read_h5, h5)
+    if files := svhn_files(path):
+        return partial(_read_svhn, files)
+    if (stl := stl10.find(path)) is not None:
+        return partial(_read_stl10, stl)
+    sets = idx.find(path)
+    if len(sets) > 1:
+        return partial(_several_idx_sets, path, sets)
+    return partial(_read_idx, sets[0]) if sets else None
+
+
+def _several_idx_sets(path: Path, sets: list[idx.IdxSet], only: tuple[str, ...]) -> ArrayImages:
+    names = ", ".join(f"{s.folder.relative_to(path) if s.folder != path else '.'}/{s.name or 'MNIST-style'}"
+                      for s in sets)
+    raise DataError(f"{path} holds several sets of IDX files ({names}): give the folder of one (or move one set's "
+                    "files into a folder of their own)")
 
 
 def is_npz_images(path: Path) -> bool:
@@ -118,27 +142,13 @@ def _as_images(array: np.ndarray, where: str) -> np.ndarray:
 
 def read(path: Path, only: tuple[str, ...] = ()) -> ArrayImages:
     """The images of each split of array data (``only`` these splits, when given) as rows in memory; DataError for
-    labels that are not one class an image (MedMNIST's ChestMNIST has 14 a scan)."""
-    if path.is_dir():
-        found = cifar.find(path)
-        if found is not None:
-            return _read_cifar(found, only)
-        h5 = hdf5.find(path)
-        if h5 is not None:
-            return _read_h5(h5, only)
-        if svhn_files(path):
-            return _read_svhn(svhn_files(path), only)
-        stl = stl10.find(path)
-        if stl is not None:
-            return _read_stl10(stl, only)
-        sets = idx.find(path)
-        if len(sets) > 1:
-            names = ", ".join(f"{s.folder.relative_to(path) if s.folder != path else '.'}/{s.name or 'MNIST-style'}"
-                              for s in sets)
-            raise DataError(f"{path} holds several sets of IDX files ({names}): give the folder of one (or move one "
-                            "set's files into a folder of their own)")
-        return _read_idx(sets[0], only)
-    return _read_svhn(svhn_files(path), only) if svhn_files(path) else _read_npz(path, only)
+    data that holds none (``is_array_data``), or labels that are not one class an image (MedMNIST's ChestMNIST has
+    14 a scan)."""
+    reader = _reader(path)
+    if reader is None:
+        raise DataError(f"{path}: no images stored as arrays (a .npz file, IDX files, CIFAR batches, PCam's HDF5, "
+                        "STL-10's or SVHN's files)")
+    return reader(only)
 
 
 SVHN = re.compile(r"(?P<split>train|test|extra)_32x32\.mat")
