@@ -114,6 +114,23 @@ def test_a_dicom_upload_is_answered_as_the_same_photo_in_jpeg(image_server, imag
     assert b["label"] == a["label"] and abs(b["probability"] - a["probability"]) < 0.02, (a, b)
 
 
+def test_a_heic_upload_is_answered_as_the_same_photo_in_jpeg(image_server, image_run):
+    import io
+
+    from PIL import Image
+
+    client, _ = image_server
+    photo = image_run["files"][1]
+    heic = io.BytesIO()
+    Image.open(photo).convert("RGB").save(heic, format="HEIF", quality=90)  # an iPhone's photo
+    jpeg, phone = (client.post("/predict", params={"top_k": 2}, files=[("files", (name, data, kind))])
+                   for name, data, kind in ((photo.name, photo.read_bytes(), "image/jpeg"),
+                                            ("IMG_0001.HEIC", heic.getvalue(), "image/heic")))
+    assert phone.status_code == 200, phone.text
+    (a,), (b,) = jpeg.json(), phone.json()
+    assert b["label"] == a["label"] and abs(b["probability"] - a["probability"]) < 0.05, (a, b)
+
+
 def test_concurrent_requests_are_batched_and_all_equal(image_server, image_run):
     client, app = image_server
     files = image_run["files"]

@@ -261,9 +261,9 @@ def _check_image(name: str, data: bytes, content_type: str | None, max_pixels: i
     """An image file from its header only (nothing is decoded): a format PIL reads, at most ``max_pixels``."""
     from PIL import Image
 
-    from headstart.tasks.image.decode import image_header, quiet_pil
+    from headstart.tasks.image.decode import CodecError, image_header, quiet_pil
 
-    expected = "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF, DICOM)"
+    expected = "an image file (JPEG, PNG, BMP, GIF, WebP, TIFF, HEIC, AVIF, DICOM)"
     if not data:
         raise RequestError(422, f"'{name}' is empty", expected, "0 bytes")
     try:
@@ -271,6 +271,8 @@ def _check_image(name: str, data: bytes, content_type: str | None, max_pixels: i
             fmt, width, height = image_header(data)
     except Image.DecompressionBombError as exc:
         raise RequestError(413, f"'{name}' has too many pixels", f"at most {max_pixels} pixels", str(exc)) from None
+    except CodecError as exc:  # a format the server cannot decode until a package is installed
+        raise RequestError(415, f"'{name}' cannot be decoded here", expected, str(exc)) from None
     except Exception:  # noqa: BLE001 - PIL raises many types for what is not an image
         raise RequestError(422, f"'{name}' is not an image", expected, _describe_bytes(data, content_type)) from None
     if width * height > max_pixels:

@@ -37,6 +37,56 @@ FEW_LEVELS = 32  # images with at most this many distinct values are windowed to
 LOW_RANGE = 32  # an 8-bit image whose 0.5-99.5th percentiles span fewer levels (1/8 of 0-255) has little range
 
 
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")  # iPhone photos
+AVIF_BRANDS = (b"avif", b"avis")
+
+
+class CodecError(ValueError):
+    """An image in a format whose decoder is not installed; the message names what to install."""
+
+
+def _register_heif() -> bool:
+    """Register pillow-heif's HEIF opener with PIL (its documented plugin hook); False when it is not installed."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+HEIF_READABLE = _register_heif()
+
+
+def _missing_codec(head: bytes) -> str | None:
+    """Why PIL cannot open an image whose first bytes are ``head``, when a decoder is missing, else None."""
+    brand = head[8:12] if head[4:8] == b"ftyp" else b""  # ISO base media file: HEIF and AVIF
+    if brand in HEIF_BRANDS and not HEIF_READABLE:
+        return "a HEIC/HEIF photo (what iPhones take), and pillow-heif is not installed: pip install pillow-heif"
+    if brand in AVIF_BRANDS:
+        from PIL import features
+
+        if not features.check("avif"):
+            return f"an AVIF image, which this Pillow ({Image.__version__}) cannot read: pip install 'pillow>=11.3'"
+    return None
+
+
+def _open(data: bytes | Path) -> Image.Image:
+    """``Image.open``, with CodecError naming what to install for a format whose decoder is missing."""
+    try:
+        return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except Image.UnidentifiedImageError:
+        if isinstance(data, bytes):
+            head = data[:16]
+        else:
+            with Path(data).open("rb") as f:
+                head = f.read(16)
+        why = _missing_codec(head)
+        if why is None:
+            raise
+        raise CodecError(why) from None
+
+
 def decode(data: bytes | Path, short_side: int, interpolation: str, intensity: str = "off") -> Image.Image:
     """Decode an image file (EXIF-rotated, 8-bit RGB) and resize its shorter side to ``short_side``.
 
@@ -54,7 +104,7 @@ def open_image(data: bytes | Path, short_side: int | None = None) -> Image.Image
     With ``short_side``, JPEGs much larger than it are decoded at a reduced scale."""
     if is_dicom(data):
         return read_dicom(data)
-    image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+    image = _open(data)
     if short_side and image.format == "JPEG":  # decode at a reduced scale when the photo is much larger
         image.draft("RGB", (2 * short_side, 2 * short_side))
     image.load()
@@ -65,7 +115,7 @@ def image_header(data: bytes | Path) -> tuple[str, int, int]:
     """(format, width, height) of an image file or its bytes as displayed (EXIF rotation applied), from its header."""
     if is_dicom(data):
         return ("DICOM", *dicom_size(data))
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+    with _open(data) as image:
         w, h = image.size
         return image.format or "?", *((h, w) if image.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h))
 
@@ -272,7 +322,7 @@ def too_large_reason(width: int, height: int, max_pixels: int | None) -> str | N
 
 def unreadable_reason(exc: Exception) -> str:
     """Why PIL could not decode a file, in words (never an object's repr or memory address)."""
-    if isinstance(exc, DicomError):
+    if isinstance(exc, (DicomError, CodecError)):
         return str(exc)
     if isinstance(exc, Image.UnidentifiedImageError):
         return "not a readable image (not an image format PIL knows, or a damaged header)"

@@ -1,0 +1,91 @@
+"""Phone photos: HEIC/HEIF (what iPhones take) and AVIF, read like JPEGs in training, predict and the server.
+
+The photos are hymenoptera's, written in those formats by pillow-heif and Pillow as a phone or an export would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import HYMENOPTERA, needs_shared
+from PIL import Image
+from typer.testing import CliRunner
+
+from headstart.tasks.image import decode
+
+pytestmark = needs_shared(HYMENOPTERA)
+ORIENTATION = 0x0112
+
+
+def _photo(jpg: Path, fmt: str, rotated: bool = False) -> bytes:
+    """The photo in ``fmt``; ``rotated``: its pixels turned on their side with EXIF orientation 6 saying so,
+    as a phone held upright stores them."""
+    image = Image.open(jpg).convert("RGB")
+    exif = Image.Exif()
+    if rotated:
+        image = image.transpose(Image.Transpose.ROTATE_90)  # what orientation 6 turns back
+        exif[ORIENTATION] = 6
+    out = io.BytesIO()
+    image.save(out, format=fmt, quality=90, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _write_photos(root: Path, counts: dict[str, int]) -> Path:
+    """hymenoptera's first photos of each class, alternately as .HEIC and .avif (a phone's and a web export's)."""
+    for split, n in counts.items():
+        for cls in ("ants", "bees"):
+            (root / split / cls).mkdir(parents=True)
+            for i, jpg in enumerate(sorted((HYMENOPTERA / split / cls).glob("*.jpg"))[:n]):
+                fmt, suffix = ("HEIF", ".HEIC") if i % 2 == 0 else ("AVIF", ".avif")
+                (root / split / cls / f"{jpg.stem}{suffix}").write_bytes(_photo(jpg, fmt, rotated=i % 3 == 0))
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_decode_upright_with_the_pixels_of_the_jpeg(fmt):
+    jpg = sorted((HYMENOPTERA / "train" / "bees").glob("*.jpg"))[3]
+    upright = np.asarray(decode.open_image(jpg.read_bytes()).convert("RGB"), dtype=np.float32)
+    for rotated in (False, True):
+        data = _photo(jpg, fmt, rotated=rotated)
+        image = decode.open_image(data)
+        assert image.size == (upright.shape[1], upright.shape[0]), (fmt, rotated, image.size)
+        assert decode.image_header(data) == (fmt, upright.shape[1], upright.shape[0])
+        diff = np.abs(np.asarray(image.convert("RGB"), dtype=np.float32) - upright).mean()
+        assert diff < 6, (fmt, rotated, diff)  # lossy re-encoding, not another picture (a wrong turn gives > 30)
+
+
+def test_a_heic_photo_without_its_decoder_names_the_package_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(decode, "HEIF_READABLE", False)  # as where pillow-heif is not installed
+    jpg = sorted((HYMENOPTERA / "train" / "ants").glob("*.jpg"))[0]
+    damaged = _photo(jpg, "HEIF")[:64]  # the ISO header only: no plugin reads it either
+    with pytest.raises(decode.CodecError, match="pip install pillow-heif") as caught:
+        decode.open_image(damaged)
+    assert "HEIC" in decode.unreadable_reason(caught.value)
+    (tmp_path / "x.heic").write_bytes(damaged)
+    with pytest.raises(decode.CodecError, match="iPhones"):
+        decode.image_header(tmp_path / "x.heic")
+    monkeypatch.setattr(decode, "HEIF_READABLE", True)
+    with pytest.raises(Image.UnidentifiedImageError):  # the decoder is there: a damaged file is only damaged
+        decode.open_image(damaged)
+
+
+def test_a_folder_of_phone_photos_trains_and_predicts(tmp_path, session_cache):
+    from headstart.cli import app
+
+    data = _write_photos(tmp_path / "photos", {"train": 30, "val": 15})
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "linear", "cache.views=1"])
+    assert res.exit_code == 0, res.output
+    assert not (run / "skipped.txt").exists() or not (run / "skipped.txt").read_text().strip()
+    val = json.loads((run / "metrics.json").read_text())["val"]
+    assert val["num_samples"] == 30 and val["accuracy"] >= val["baseline"]["accuracy"] + 0.25, val
+
+    res = CliRunner().invoke(app, ["predict", str(run), str(data / "val" / "bees"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert {Path(r["path"]).suffix for r in rows} == {".HEIC", ".avif"} and len(rows) == 15
+    assert sum(r["label"] == "bees" for r in rows) >= 10, rows
