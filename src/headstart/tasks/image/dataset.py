@@ -25,6 +25,7 @@ from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.data import MAX_PIXELS, ImageSplits, Sample
 from headstart.tasks.image.decode import image_header, quiet_pil, too_large_reason, unreadable_reason
+from headstart.tasks.image.shortcuts import traits
 from headstart.tasks.image.stored import payload
 from headstart.tasks.image.transforms import (
     WINDOW_PERCENTILES,
@@ -37,6 +38,8 @@ from headstart.tasks.image.transforms import (
     to_rgb,
     train_transform,
 )
+
+ODD_FORMAT, ODD_SHARE = 2, 0.05  # a format of at most 2 images or 5% of them is out of place among the others
 
 
 def pixel_bytes(image: Image.Image) -> int:
@@ -68,6 +71,7 @@ class ImageStore:
         self.in_memory = {s.path: s.data for s in samples if s.data is not None}
         self.skipped: list[tuple[str, str]] = []
         self.formats: Counter = Counter()
+        self.traits: dict[Path, tuple[str, str, str]] = {}  # path -> (format, grey/colour, size): ``shortcuts``
         self.dicom: Counter = Counter()  # how DICOM files were shown: 'own window', 'stored values', 'colour'
         self.issues: dict[str, str] = {}  # path -> why it needs windowing
         self.rendered: dict[Path, str] = {}  # path -> the mode (off/window) its pixels were made with
@@ -83,9 +87,10 @@ class ImageStore:
                         raise DataError(f"Cannot read image {sample.path}: {result} (drop --strict to skip it)")
                     self.skipped.append((str(sample.path), result))
                     continue
-                image, fmt, key, issue, mode, std = result
+                image, fmt, key, issue, mode, std, trait = result
                 sample.key = key
                 self.formats[fmt.split(":")[0]] += 1
+                self.traits[sample.path] = trait
                 if fmt.startswith("DICOM:"):
                     self.dicom[fmt.split(":")[1]] += 1
                 if issue:
@@ -117,7 +122,7 @@ class ImageStore:
     def _mark_flat(self, path: Path, std: float) -> None:
         (self.flat.add if std < 2.0 else self.flat.discard)(str(path))
 
-    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float] | str:
+    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float, tuple[str, str, str]] | str:
         try:
             data = sample.path.read_bytes() if sample.data is None else payload(sample.data)
         except OSError as exc:
@@ -137,7 +142,8 @@ class ImageStore:
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
             return unreadable_reason(exc)
         # the split already hashed the file's bytes (content_keys); in-memory uploads are hashed here
-        return image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image)
+        return (image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image),
+                traits(image, fmt, width, height))
 
     def settle(self, train: Sequence[Sample]) -> str:
         """Resolve ``intensity="auto"``: ``window`` for every image when most ``train`` images need it, else ``off``.
@@ -192,11 +198,13 @@ class ImageStore:
     def warnings(self) -> list[str]:
         """Files that were read but look out of place (kept, reported)."""
         notes = []
-        if self.formats:
+        if self.formats:  # a stray file among many (a GIF placeholder among JPEGs); whole classes: ``shortcuts``
             main, _ = self.formats.most_common(1)[0]
-            odd = {f: n for f, n in self.formats.items() if f != main}
+            few = max(ODD_FORMAT, ODD_SHARE * len(self.samples))
+            odd = {f: n for f, n in self.formats.items() if f != main and n <= few}
             if odd:
-                notes.append(f"image formats differ: mostly {main}, also {odd}")
+                examples = [str(p) for p, t in self.traits.items() if t[0] in odd][:3]
+                notes.append(f"image formats differ: mostly {main}, also {odd}, e.g. {examples}")
         issues = [str(s.path) for s in self.samples if str(s.path) in self.issues]
         if self.intensity == "window":
             if issues:

@@ -23,6 +23,7 @@ from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
 from headstart.tasks.image.data import ImageSplits, Sample, discover, image_samples, labelled_samples
 from headstart.tasks.image.dataset import ImageData, ImageDataset, ImageStore
+from headstart.tasks.image.shortcuts import shortcut_notes
 from headstart.tasks.image.transforms import eval_transform
 
 
@@ -57,7 +58,8 @@ class ImageClassifier(ClassifierEstimator):
         if imdata.intensity_note:
             say(imdata.intensity_note)
         self._write_skipped(run, splits)
-        notes = imdata.store.warnings() + splits.notes
+        notes = imdata.store.warnings() + shortcut_notes(imdata.store.traits, splits.train, splits.classes)
+        notes += splits.notes
         for note in notes:
             warn(note)
         torch.manual_seed(cfg.train.seed)
