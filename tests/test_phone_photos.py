@@ -89,3 +89,24 @@ def test_a_folder_of_phone_photos_trains_and_predicts(tmp_path, session_cache):
     rows = json.loads(res.stdout)
     assert {Path(r["path"]).suffix for r in rows} == {".HEIC", ".avif"} and len(rows) == 15
     assert sum(r["label"] == "bees" for r in rows) >= 10, rows
+
+
+def test_videos_and_raw_files_in_class_folders_are_named_and_jfif_is_read(tmp_path):
+    from headstart.tasks.image.data import discover
+
+    data = _write_photos(tmp_path / "photos", {"train": 6, "val": 3})
+    ants, bees = data / "train" / "ants", data / "train" / "bees"
+    jpg = sorted((HYMENOPTERA / "train" / "bees").glob("*.jpg"))[10]
+    (bees / "from_the_web.jfif").write_bytes(jpg.read_bytes())  # how browsers save some JPEGs
+    (ants / "IMG_0007.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  " + bytes(64))  # a Live Photo's clip
+    (bees / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    (ants / "DSC_0001.NEF").write_bytes(b"MM\x00*" + bytes(64))  # a camera's RAW photo
+    for sidecar in ("IMG_0007.AAE", "Thumbs.db", "desktop.ini"):  # metadata beside photos: not worth a word
+        (ants / sidecar).write_bytes(b"x")
+    splits = discover(data, 0.0, 0)
+    assert "from_the_web.jfif" in {s.path.name for s in splits.train} and len(splits.train) == 13
+    note = next(n for n in splits.notes if "not images" in n)
+    assert note.startswith("3 file(s) in the class folders are not images") and "1 .mov" in note, note
+    assert "ffmpeg -i" in note and "RAW photos (.nef)" in note, note
+    assert not any(s in note.lower() for s in (".aae", "thumbs", "desktop")), note
+    assert decode.image_header(bees / "from_the_web.jfif")[0] == "JPEG"

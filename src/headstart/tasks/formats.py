@@ -4,7 +4,10 @@ for the error that says DATA holds no images or texts. Importing this module imp
 from __future__ import annotations
 
 import itertools
+import os
 import re
+from collections import Counter
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 ARCHIVE = "an archive"  # what_it_is of .zip, .tar.gz...
@@ -77,3 +80,42 @@ def _unpack(archive: Path) -> str:
     else:
         command = f"7z x '{archive}' -o'{folder}'"
     return f"unpack it first (`{command}`) and give the folder"
+
+
+# in a class folder, files that are not images: named and counted by ``unread_note``, not read
+VIDEO_SUFFIXES = (".mov", ".mp4", ".m4v", ".avi", ".mkv", ".webm", ".3gp", ".wmv", ".mpg", ".mpeg")  # a phone's clips
+RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".pef", ".srw")  # cameras' RAW photos
+SIDECARS = (".aae", ".xmp", ".json", ".db", ".ini", ".txt", ".xml", ".csv", ".md", ".log")  # beside photos: not said
+SHOWN = 4  # suffixes named in the note
+
+
+def unread_note(folders: Sequence[Path], readable: Collection[str]) -> str | None:
+    """A note on the files under ``folders`` (class folders) whose suffix is not in ``readable``: counted by suffix,
+    with what to do for videos and cameras' RAW photos; None when there are none. Hidden files, files without a
+    suffix and metadata beside photos (``SIDECARS``: Thumbs.db, an iPhone's .AAE, Lightroom's .xmp) are not said."""
+    found: Counter = Counter()
+    example: dict[str, Path] = {}
+    for folder in folders:
+        for top, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__MACOSX"]
+            for name in names:
+                suffix = os.path.splitext(name)[1].lower()
+                if name.startswith(".") or not suffix or suffix[1:].isdigit() or suffix in readable or suffix in SIDECARS:
+                    continue
+                found[suffix] += 1
+                example.setdefault(suffix, Path(top, name))
+    if not found:
+        return None
+    kinds = ", ".join(f"{n} {s}" for s, n in found.most_common(SHOWN)) + (", ..." if len(found) > SHOWN else "")
+    first = example[found.most_common(1)[0][0]]
+    note = (f"{sum(found.values())} file(s) in the class folders are not images headstart reads and were left out "
+            f"({kinds}; e.g. {first})")
+    videos = sorted(s for s in found if s in VIDEO_SUFFIXES)
+    if videos:
+        clip = example[videos[0]]
+        note += (f"; videos ({', '.join(videos)}): to learn from their frames, write them out as images, e.g. "
+                 f"`ffmpeg -i '{clip}' -vf fps=2 '{clip.with_suffix('')}_%03d.jpg'`")
+    raw = sorted(s for s in found if s in RAW_SUFFIXES)
+    if raw:
+        note += f"; cameras' RAW photos ({', '.join(raw)}): export them as JPEG (the camera's software, darktable, rawpy)"
+    return note

@@ -37,7 +37,7 @@ from headstart.core.splits import (
 )
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
-from headstart.tasks.formats import not_data_hint
+from headstart.tasks.formats import not_data_hint, unread_note
 from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.class_names import alias, name_classes
 from headstart.tasks.image.decode import (  # noqa: F401
@@ -433,6 +433,10 @@ def _from_folders(root: Path, val_fraction: float, seed: int, small_val: str = "
     if other:
         splits.notes.append(f"{', '.join(f'{n}/' for n in other)} beside the split folders: not a train, validation or "
                             "test folder, not read")
+    classes = [c for d in (list(dirs.values()) or [root]) for c in _subfolders(d)]
+    unread = unread_note(classes, IMAGE_EXTENSIONS)  # a phone's videos, cameras' RAW files, documents
+    if unread:
+        splits.notes.append(unread)
     return splits
 
 

@@ -21,6 +21,7 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 PREAMBLE = 128  # a DICOM file: 128 bytes, then "DICM", then the file meta information
 MAGIC = b"DICM"
 OTHER_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",  # what PIL reads
+                        ".jfif", ".jpe", ".pbm", ".pnm", ".tga", ".jp2", ".j2k",  # .jfif: JPEGs as browsers save them
                         ".heic", ".heif", ".avif")  # phone photos: HEIF via pillow-heif, AVIF via Pillow >= 11.3
 # (.ppm: GTSRB's images as first published, and torchvision's GTSRB)
 CODECS = "pip install 'headstart[dicom]' (pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg)"
