@@ -22,9 +22,11 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.flips import DEFAULT, Flips
+from headstart.tasks.image import near_copies
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.data import MAX_PIXELS, ImageSplits, Sample
 from headstart.tasks.image.decode import image_header, quiet_pil, too_large_reason, unreadable_reason
+from headstart.tasks.image.near_copies import thumbnail
 from headstart.tasks.image.shortcuts import traits
 from headstart.tasks.image.stored import payload
 from headstart.tasks.image.transforms import (
@@ -72,6 +74,7 @@ class ImageStore:
         self.skipped: list[tuple[str, str]] = []
         self.formats: Counter = Counter()
         self.traits: dict[Path, tuple[str, str, str]] = {}  # path -> (format, grey/colour, size): ``shortcuts``
+        self.thumbs: dict[Path, bytes] = {}  # path -> 16 x 16 grey thumbnail: ``near_copies``
         self.dicom: Counter = Counter()  # how DICOM files were shown: 'own window', 'stored values', 'colour'
         self.issues: dict[str, str] = {}  # path -> why it needs windowing
         self.rendered: dict[Path, str] = {}  # path -> the mode (off/window) its pixels were made with
@@ -87,10 +90,10 @@ class ImageStore:
                         raise DataError(f"Cannot read image {sample.path}: {result} (drop --strict to skip it)")
                     self.skipped.append((str(sample.path), result))
                     continue
-                image, fmt, key, issue, mode, std, trait = result
+                image, fmt, key, issue, mode, std, trait, thumb = result
                 sample.key = key
                 self.formats[fmt.split(":")[0]] += 1
-                self.traits[sample.path] = trait
+                self.traits[sample.path], self.thumbs[sample.path] = trait, thumb
                 if fmt.startswith("DICOM:"):
                     self.dicom[fmt.split(":")[1]] += 1
                 if issue:
@@ -122,7 +125,8 @@ class ImageStore:
     def _mark_flat(self, path: Path, std: float) -> None:
         (self.flat.add if std < 2.0 else self.flat.discard)(str(path))
 
-    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float, tuple[str, str, str]] | str:
+    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float, tuple[str, str, str],
+                                             bytes] | str:
         try:
             data = sample.path.read_bytes() if sample.data is None else payload(sample.data)
         except OSError as exc:
@@ -143,7 +147,7 @@ class ImageStore:
             return unreadable_reason(exc)
         # the split already hashed the file's bytes (content_keys); in-memory uploads are hashed here
         return (image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image),
-                traits(image, fmt, width, height))
+                traits(image, fmt, width, height), thumbnail(image))
 
     def settle(self, train: Sequence[Sample]) -> str:
         """Resolve ``intensity="auto"``: ``window`` for every image when most ``train`` images need it, else ``off``.
@@ -182,6 +186,12 @@ class ImageStore:
                 self._mark_flat(sample.path, std)
                 if sample.path in self.images:
                     self.images[sample.path] = image
+
+    def near_copies(self, splits: dict[str, list[Sample]], held_out: bool, classes: Sequence[str]) -> list[str]:
+        """Notes on pictures saved twice across ``splits`` (``near_copies.settle``; nearly uniform images are not
+        compared); a validation split headstart drew gives its near-copies of training images to training."""
+        thumbs = {p: t for p, t in self.thumbs.items() if str(p) not in self.flat}
+        return near_copies.settle(splits, thumbs, self.get, held_out, classes)
 
     def release(self) -> None:
         """Let the decoded images go (``get`` decodes from the files again): before a refit reads the data anew."""
@@ -318,6 +328,12 @@ class ImageData:
         for name in ("train", "val"):
             if not self.splits[name]:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
+        splits.notes += self.store.near_copies(self.splits, splits.val_held_out, splits.classes)
+        kept = {id(s) for s in self.splits["val"]}
+        moved = [s for s in splits.val if id(s) in ok and id(s) not in kept]  # near-copies given to training
+        if moved:
+            splits.val = [s for s in splits.val if id(s) not in {id(m) for m in moved}]
+            splits.train += moved
         # data.intensity=auto: decided from the training images; the mode is part of the preprocessing
         self.intensity_note = self.store.settle(self.splits["train"]) if intensity == "auto" else None
         spec.extra["intensity"] = self.store.intensity
