@@ -73,7 +73,7 @@ def test_the_data_line_says_how_dicom_files_were_shown(tmp_path):
     store = ImageStore([Sample(f, 0) for f in files], short_side=32, interpolation="bilinear")
     assert store.dicom == {"own window": 2, "stored values": 1, "colour": 1}
     assert store.formats == {"DICOM": 4}  # one format: no "formats differ" warning
-    note = store.dicom_note()
+    note = store.read_note()
     assert note.startswith("; DICOM: 2 shown with their own window") and "1 as stored values" in note
 
 

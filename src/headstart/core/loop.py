@@ -44,7 +44,8 @@ CHECKPOINT_FORMAT = 2  # 2: loads with weights_only=True (tensors and plain valu
 # for the last phase): on a large dataset or a slow machine, fewer views and time left for fine-tuning, instead of
 # a budget overrun before fine-tuning starts
 VIEWS_SHARE = 0.5
-FEATURE_CACHE_VERSION = 3  # 3: one namespace builder for every task (BatchNorms folded since 2)
+FEATURE_CACHE_VERSION = 4  # 3: one namespace builder for every task (BatchNorms folded since 2); 4: images with
+# transparent pixels are decoded on white (``decode.on_white``), no longer on what the file keeps under them
 
 
 class Steps(Protocol):

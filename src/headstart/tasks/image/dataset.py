@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image import near_copies
 from headstart.tasks.image.augment import BatchAugment, split_transform
 from headstart.tasks.image.data import MAX_PIXELS, ImageSplits, Sample
-from headstart.tasks.image.decode import image_header, quiet_pil, too_large_reason, unreadable_reason
+from headstart.tasks.image.decode import TRANSPARENT, image_header, quiet_pil, too_large_reason, unreadable_reason
 from headstart.tasks.image.near_copies import thumbnail
 from headstart.tasks.image.shortcuts import traits
 from headstart.tasks.image.stored import payload
@@ -49,6 +50,22 @@ def pixel_bytes(image: Image.Image) -> int:
     4 bytes a pixel (RGB too: 1,000 RGB images of 256 x 256 took 254 MB, not the 188 MB of 3 bytes a pixel)."""
     per_pixel = 4 if len(image.getbands()) > 1 or image.mode in ("I", "F") else 2 if image.mode.startswith("I;16") else 1
     return image.width * image.height * per_pixel
+
+
+@dataclass
+class Read:
+    """What reading one file gives ``ImageStore``."""
+
+    image: Image.Image  # decoded, 8-bit RGB, resized
+    format: str  # PIL's name of the file's format (DICOM for DICOM files)
+    key: str  # sha1 of the file's bytes
+    issue: str | None  # why it needs windowing (``intensity_issue``)
+    mode: str  # the intensity mode its pixels were made with: off / window
+    spread: float  # standard deviation of its grey thumbnail (``_spread``)
+    traits: tuple[str, str, str]  # ``shortcuts.traits``
+    thumb: bytes  # ``near_copies.thumbnail``
+    dicom: str  # how a DICOM file was shown ('' for other files)
+    transparent: bool  # it had transparent pixels, put on white
 
 
 class ImageStore:
@@ -76,6 +93,7 @@ class ImageStore:
         self.traits: dict[Path, tuple[str, str, str]] = {}  # path -> (format, grey/colour, size): ``shortcuts``
         self.thumbs: dict[Path, bytes] = {}  # path -> 16 x 16 grey thumbnail: ``near_copies``
         self.dicom: Counter = Counter()  # how DICOM files were shown: 'own window', 'stored values', 'colour'
+        self.transparent = 0  # images with transparent pixels, put on white (``decode.on_white``)
         self.issues: dict[str, str] = {}  # path -> why it needs windowing
         self.rendered: dict[Path, str] = {}  # path -> the mode (off/window) its pixels were made with
         self.flat: set[str] = set()  # nearly uniform as decoded
@@ -90,32 +108,36 @@ class ImageStore:
                         raise DataError(f"Cannot read image {sample.path}: {result} (drop --strict to skip it)")
                     self.skipped.append((str(sample.path), result))
                     continue
-                image, fmt, key, issue, mode, std, trait, thumb = result
-                sample.key = key
-                self.formats[fmt.split(":")[0]] += 1
-                self.traits[sample.path], self.thumbs[sample.path] = trait, thumb
-                if fmt.startswith("DICOM:"):
-                    self.dicom[fmt.split(":")[1]] += 1
-                if issue:
-                    self.issues[str(sample.path)] = issue
-                self.rendered[sample.path] = mode
-                self._mark_flat(sample.path, std)
-                size = pixel_bytes(image)
+                sample.key = result.key
+                self.formats[result.format] += 1
+                self.traits[sample.path], self.thumbs[sample.path] = result.traits, result.thumb
+                if result.dicom:
+                    self.dicom[result.dicom] += 1
+                self.transparent += result.transparent
+                if result.issue:
+                    self.issues[str(sample.path)] = result.issue
+                self.rendered[sample.path] = result.mode
+                self._mark_flat(sample.path, result.spread)
+                size = pixel_bytes(result.image)
                 if used + size <= budget:
-                    self.images[sample.path] = image
+                    self.images[sample.path] = result.image
                     used += size
                 ok.append(sample)
         self.samples = ok
         self.memory_mb = used / 1024 / 1024
 
-    def dicom_note(self) -> str:
-        """How the DICOM files read were shown ('' when there were none), for the Data line."""
-        if not self.dicom:
-            return ""
-        how = {"own window": "shown with their own window (Window Center / Width or VOI LUT)",
-               "stored values": "as stored values (no window in the file; data.intensity decides)",
-               "colour": "in colour"}
-        return "; DICOM: " + ", ".join(f"{n} {how[kind]}" for kind, n in self.dicom.most_common())
+    def read_note(self) -> str:
+        """How the DICOM files and the images with transparent pixels were shown ('' when there were none), for
+        the Data line."""
+        note = ""
+        if self.dicom:
+            how = {"own window": "shown with their own window (Window Center / Width or VOI LUT)",
+                   "stored values": "as stored values (no window in the file; data.intensity decides)",
+                   "colour": "in colour"}
+            note += "; DICOM: " + ", ".join(f"{n} {how[kind]}" for kind, n in self.dicom.most_common())
+        if self.transparent:
+            note += f"; {self.transparent} image(s) with transparent pixels shown on white"
+        return note
 
     @property
     def blank(self) -> list[str]:
@@ -125,8 +147,8 @@ class ImageStore:
     def _mark_flat(self, path: Path, std: float) -> None:
         (self.flat.add if std < 2.0 else self.flat.discard)(str(path))
 
-    def _read(self, sample: Sample) -> tuple[Image.Image, str, str, str | None, str, float, tuple[str, str, str],
-                                             bytes] | str:
+    def _read(self, sample: Sample) -> Read | str:
+        """The sample decoded and looked at, or why it cannot be read."""
         try:
             data = sample.path.read_bytes() if sample.data is None else payload(sample.data)
         except OSError as exc:
@@ -138,16 +160,15 @@ class ImageStore:
             if (too_large := too_large_reason(width, height, self.max_pixels)) is not None:
                 return too_large
             native = open_image(data, self.short_side)
-            if fmt == "DICOM":
-                fmt += ":" + {"L": "own window", "RGB": "colour"}.get(native.mode, "stored values")
+            dicom = {"L": "own window", "RGB": "colour"}.get(native.mode, "stored values") if fmt == "DICOM" else ""
             issue = intensity_issue(native)
             mode = self.intensity if self.intensity != "auto" else ("window" if issue else "off")
             image = resize(to_rgb(native, mode), self.short_side, self.interpolation)
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
             return unreadable_reason(exc)
         # the split already hashed the file's bytes (content_keys); in-memory uploads are hashed here
-        return (image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image),
-                traits(image, fmt, width, height), thumbnail(image))
+        return Read(image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image),
+                    traits(image, fmt, width, height), thumbnail(image), dicom, bool(native.info.get(TRANSPARENT)))
 
     def settle(self, train: Sequence[Sample]) -> str:
         """Resolve ``intensity="auto"``: ``window`` for every image when most ``train`` images need it, else ``off``.

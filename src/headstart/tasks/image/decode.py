@@ -108,7 +108,24 @@ def open_image(data: bytes | Path, short_side: int | None = None) -> Image.Image
     if short_side and image.format == "JPEG":  # decode at a reduced scale when the photo is much larger
         image.draft("RGB", (2 * short_side, 2 * short_side))
     image.load()
-    return ImageOps.exif_transpose(image)
+    return on_white(ImageOps.exif_transpose(image))
+
+
+TRANSPARENT = "transparent"  # ``Image.info`` key of an image ``on_white`` composited
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """An image with transparent pixels composited onto white, as a viewer shows it (RGB; ``info["transparent"]``
+    set); others unchanged. ``convert("RGB")`` alone would show what the file keeps under its transparent pixels:
+    black in most cutouts, anything in some, so that one object would be seen on several backgrounds."""
+    if image.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and "transparency" not in image.info:
+        return image
+    rgba = image.convert("RGBA")
+    if rgba.getchannel("A").getextrema()[0] == 255:  # an alpha channel that hides nothing
+        return image
+    flat = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    flat.info[TRANSPARENT] = True
+    return flat
 
 
 def image_header(data: bytes | Path) -> tuple[str, int, int]:

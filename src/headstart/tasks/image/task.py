@@ -134,4 +134,4 @@ def _summarize_data(data: str | Path, splits: ImageSplits, imdata: ImageData, re
     say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(imdata.splits['train'])}"
         f"{REFIT_TRAIN if refitting else ''}, val {len(imdata.splits['val'])}"
         + (f", test {len(imdata.splits['test'])}" if imdata.splits["test"] else "")
-        + f"; train per class {counts}; {imdata.store.memory_mb:.0f} MB decoded in memory{imdata.store.dicom_note()}")
+        + f"; train per class {counts}; {imdata.store.memory_mb:.0f} MB decoded in memory{imdata.store.read_note()}")
