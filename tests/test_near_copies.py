@@ -135,3 +135,40 @@ def test_training_leaves_validation_without_near_copies_of_training(tmp_path, se
     n = int(moved.split()[0])
     assert metrics["num_train"] + metrics["num_val"] == 80 and metrics["val"]["num_samples"] == metrics["num_val"]
     assert metrics["num_val"] == 16 - n, (metrics["num_val"], n)  # 20% of 80 drawn, the moved ones gone
+
+
+COCO128 = SHARED / "coco128"
+
+
+@needs_shared(COCO128)
+def test_a_detection_split_headstart_draws_gives_validations_near_copies_to_training(tmp_path):
+    """coco128 photos in a YOLO folder (boxes relative to the image size), 12 of them also saved smaller with the same
+    label file, as an export that holds one photo at two sizes."""
+    from headstart.tasks.detection import data as dd
+
+    root = tmp_path / "yolo"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    photos = [p for p in sorted((COCO128 / "images" / "train2017").glob("*.jpg"))
+              if (COCO128 / "labels" / "train2017" / f"{p.stem}.txt").exists()][:40]
+    for i, jpg in enumerate(photos):
+        label = (COCO128 / "labels" / "train2017" / f"{jpg.stem}.txt").read_text()
+        shutil.copy(jpg, root / "images" / "train")
+        (root / "labels" / "train" / f"{jpg.stem}.txt").write_text(label)
+        if i < 12:
+            _resaved(jpg, root / "images" / "train" / f"{jpg.stem}_small.jpg")
+            (root / "labels" / "train" / f"{jpg.stem}_small.txt").write_text(label)
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nnames:\n" +
+                                    "".join(f"  {i}: c{i}\n" for i in range(80)))
+    splits = dd.read_yolo(root, val_fraction=0.25, seed=0)
+    assert splits.val_held_out
+    train_stems = {s.path.stem.removesuffix("_small") for s in splits.train}
+    crossing = [s for s in splits.val if s.path.stem.removesuffix("_small") in train_stems]
+    assert crossing, "the seeded draw put no pair on both sides: the test needs another seed"
+    data = dd.DetectionData(splits, 256, training=True)
+    assert len(data.notes) == 1 and data.notes[0].startswith(f"{len(crossing)} validation image(s) were near-copies")
+    train = {s.path.stem.removesuffix("_small") for s in data.splits["train"]}
+    assert not [s for s in data.splits["val"] if s.path.stem.removesuffix("_small") in train]
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 52 and len(splits.val) == len(data.splits["val"])
+    moved = next(s for s in data.splits["train"] if s in crossing)  # a moved image keeps its boxes
+    assert len(moved.boxes) == len(moved.labels) > 0

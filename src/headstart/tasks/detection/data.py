@@ -692,8 +692,10 @@ class DetectionData:
 
     def __init__(self, splits: DetectionSplits, image_size: int, interpolation: str = "bilinear",
                  preload_mb: int = 2048, strict: bool = False, augment: str = "standard", seed: int = 0,
-                 flips: Flips = DEFAULT) -> None:
+                 flips: Flips = DEFAULT, training: bool = False) -> None:
+        """``training``: the splits are a training run's, so near-copies across them are looked for (``notes``)."""
         self.classes, self.image_size, self.seed = splits.classes, image_size, seed
+        self.notes: list[str] = []  # what reading found, to warn of
         samples = splits.train + splits.val
         proxies = [Sample(s.path) for s in samples]
         self.store = ImageStore(proxies, image_size, interpolation, preload_mb, strict)
@@ -708,6 +710,18 @@ class DetectionData:
         for name in ("train", "val"):
             if not self.splits[name]:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
+        if training:  # a picture saved twice, one copy on each side (the images' keys are their proxies' now)
+            by_path = {s.path: s for s in self.store.samples}
+            halves = {name: [by_path[s.path] for s in self.splits[name]] for name in ("train", "val")}
+            halves["test"] = []
+            self.notes = self.store.near_copies(halves, splits.val_held_out, self.classes, conflicts=False)
+            kept = {p.path for p in halves["val"]}
+            moved = [s for s in self.splits["val"] if s.path not in kept]
+            if moved:  # validation's near-copies of training images, given to training
+                self.splits["val"] = [s for s in self.splits["val"] if s.path in kept]
+                self.splits["train"] += moved
+                splits.val = [s for s in splits.val if s.path in kept]
+                splits.train += moved
         self.train_tf = train_transform(image_size, augment, flips)
         self.eval_tf = eval_transform(image_size)
 

@@ -103,7 +103,7 @@ class Detector(Estimator):
         chosen = flips.choose(cfg.data.flip, splits.classes)
         ddata = det_data.DetectionData(splits, cfg.detection.image_size, spec.interpolation or "bilinear",
                                        cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
-                                       chosen)
+                                       chosen, training=True)
         issues = {k: v for k, v in splits.issues.items() if v}
         counts = ddata.box_counts("train")
         n = len(splits.classes)
@@ -112,13 +112,16 @@ class Detector(Estimator):
             f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
         for what, n in issues.items():
             warn(f"{n} {what}")
+        for note in ddata.notes:
+            warn(note)
         if not self._refitting:  # the first read said it
             flips.announce(chosen)
         self._write_skipped(run, splits)
         if not sum(counts):
             raise DataError(f"No boxes in the training images of {data}" + (
                 f" for classes {cfg.detection.classes}" if cfg.detection.classes else "") + ": nothing to learn")
-        return Prepared(model, ddata, splits, {"issues": issues, "counts": counts, "flips": chosen.name})
+        return Prepared(model, ddata, splits, {"issues": issues, "counts": counts, "flips": chosen.name,
+                                               "data_warnings": ddata.notes})
 
     def _steps(self, prepared: Prepared) -> training.DetectionSteps:
         return training.DetectionSteps(prepared.data, self.config)
@@ -144,7 +147,7 @@ class Detector(Estimator):
             "epochs_run": len(state.history), "eval_seconds": round(time.perf_counter() - started, 2),
             "num_train": len(ddata.splits["train"]), "num_val": len(ddata.splits["val"]),
             "train_boxes": dict(zip(splits.classes, prepared.extra["counts"])), "data_issues": prepared.extra["issues"],
-            "skipped": len(splits.skipped), "flips": prepared.extra["flips"],
+            "skipped": len(splits.skipped), "flips": prepared.extra["flips"], "data_warnings": prepared.extra["data_warnings"],
             "cache": {"items_served": state.cache_hits, "items_computed": state.cache_computed},
             "device": str(fabric.device),
         }

@@ -108,8 +108,9 @@ def find(items: Sequence, pool: Sequence, thumbs: dict[Path, bytes], picture: Ca
 
 
 def settle(splits: dict[str, list], thumbs: dict[Path, bytes], picture: Callable[[Path], Image.Image],
-           held_out: bool, classes: Sequence[str]) -> list[str]:
-    """Notes on near-copies between training and the other splits, and within training under other labels.
+           held_out: bool, classes: Sequence[str], conflicts: bool = True) -> list[str]:
+    """Notes on near-copies between training and the other splits, and (``conflicts``: items with a ``label``)
+    within training under other labels.
 
     ``held_out``: headstart drew the validation split, so validation's near-copies of training pictures join
     training (``splits`` is changed), as byte-identical copies are kept on one side; DATA's own splits are said,
@@ -129,12 +130,14 @@ def settle(splits: dict[str, list], thumbs: dict[Path, bytes], picture: Callable
         else:
             notes.append(f"{len(pairs)} of the {len(splits[name])} {what} images are near-copies of training images "
                          f"({ALIKE}), e.g. {said}: the {what} scores are optimistic. Remove the copies from one side")
-    conflicts = [p for p in find(splits["train"], splits["train"], thumbs, picture, same_pool=True)
-                 if p.item.label != p.of.label]
-    if conflicts:
+    if not conflicts:
+        return notes
+    differ = [p for p in find(splits["train"], splits["train"], thumbs, picture, same_pool=True)
+              if p.item.label != p.of.label]
+    if differ:
         said = "; ".join(f"{p.item.path} ({_names(p.item.label, classes)}) ≈ {p.of.path} ({_names(p.of.label, classes)})"
-                         for p in conflicts[:SHOWN])
-        notes.append(f"{len(conflicts)} training image(s) are near-copies of training images under another label, "
+                         for p in differ[:SHOWN])
+        notes.append(f"{len(differ)} training image(s) are near-copies of training images under another label, "
                      f"e.g. {said}: one of each pair is mislabelled, or the classes overlap")
     return notes
 
