@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,6 +37,16 @@ def as_texts(texts: str | Sequence[str | Sequence[str]]) -> list[str]:
 
 def is_blank(text: str) -> bool:
     return not text.replace(PART_SEP, "").strip()
+
+
+def same_key(text: str) -> str:
+    """What two copies of one text share: its words, compared without case, spacing and punctuation, and its long
+    numbers (5 digits or more: phone numbers, codes, ids) without their digits (``"Call 09061209465 now! "`` and
+    ``"call 09061209466 now"`` are one message; ``"room 101"`` and ``"room 102"`` are not). A text of no letters
+    keeps its own characters."""
+    folded = re.sub(r"\d{5,}", "#", unicodedata.normalize("NFKC", text).casefold())
+    folded = re.sub(r"[\W_]+", " ", folded.replace("#", " 00000 ")).strip()
+    return folded if re.search(r"[^\W\d_]", folded) else text
 
 
 def shown(text: str) -> str:

@@ -46,10 +46,11 @@ from headstart.tasks.tables import (
     read_text_file,
     table_files,
 )
-from headstart.tasks.text import PART_SEP, is_blank, is_datasets_folder, is_text_file, is_text_folder
+from headstart.tasks.text import PART_SEP, is_blank, is_datasets_folder, is_text_file, is_text_folder, same_key
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
+SAME = "copies compared without case, spacing, punctuation and the digits of long numbers"  # ``same_key``
 TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
                 "tweet", "description", "abstract", "article", "question", "title")
 TITLE_COLUMNS = ("title", "headline", "subject", "summary")  # a text's own title, read before it (AG News)
@@ -464,13 +465,14 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
         splits.layout += ", its own train/val splits"
         if not splits.val and splits.train:  # no validation split given: hold some training texts out
             train_idx, val_idx = stratified_split(strata(splits.train), val_fraction, seed,
-                                                  groups=[s.text for s in splits.train])
+                                                  groups=[same_key(s.text) for s in splits.train])
             splits.train, splits.val = [splits.train[i] for i in train_idx], [splits.train[i] for i in val_idx]
             splits.layout += f" (no validation split: {val_fraction:.0%} of train held out, seed {seed})"
             splits.val_held_out = True
     else:
         items = samples[""]
-        train_idx, val_idx = stratified_split(strata(items), val_fraction, seed, groups=[s.text for s in items])
+        train_idx, val_idx = stratified_split(strata(items), val_fraction, seed,
+                                              groups=[same_key(s.text) for s in items])
         splits.train, splits.val = [items[i] for i in train_idx], [items[i] for i in val_idx]
         splits.layout += f", {val_fraction:.0%} " + ("validation split stratified by rarest label" if tags else
                                                      "stratified validation split") + f" (seed {seed})"
@@ -484,17 +486,17 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
                         f"one class only ({classes[next(iter(train_classes))]})") + "; a classifier needs at least 2")
     if splits.val_held_out:
         pool = splits.train + splits.val
-        groups = duplicate_groups([s.text for s in pool])
+        groups = duplicate_groups([same_key(s.text) for s in pool])
         if groups:
             splits.notes.append(f"{sum(len(g) - 1 for g in groups)} duplicate text(s) ({len(groups)} text(s) occur "
-                                f"more than once, e.g. {pool[groups[0][0]].where} = {pool[groups[0][1]].where}): "
-                                "each is kept on one side of the validation split")
+                                f"more than once, e.g. {pool[groups[0][0]].where} = {pool[groups[0][1]].where}; "
+                                f"{SAME}): each is kept on one side of the validation split")
         if not tags:
             splits.notes += split_notes([s.label for s in pool], [s.label for s in splits.val], classes, "texts")
-    seen = {s.text for s in splits.train}
-    dup = sum(s.text in seen for s in splits.val)
+    seen = {same_key(s.text) for s in splits.train}
+    dup = sum(same_key(s.text) in seen for s in splits.val)
     if dup:
-        splits.notes.append(f"{dup} validation text(s) also occur in the training split (duplicate rows): "
+        splits.notes.append(f"{dup} validation text(s) also occur in the training split (duplicate rows; {SAME}): "
                             "validation scores may be optimistic")
     return splits
 
