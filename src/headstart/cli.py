@@ -181,6 +181,30 @@ def train(
 
 
 @app.command()
+def check(
+    data: Path = typer.Argument(..., help="data of any task, as train takes it"),
+    overrides: list[str] | None = typer.Argument(None, help="dotted config overrides, e.g. data.val_fraction=0.3"),
+    task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
+    model: str | None = typer.Option(None, "--model", "-m", help="the backbone whose preprocessing reads the images"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    fail_on_warnings: bool = typer.Option(False, "--fail-on-warnings",
+                                          help="exit with code 1 when an item was skipped or a warning was given"),
+) -> None:
+    """Read DATA as train would, without training: its layout, classes and splits, what was skipped and why, and
+    every warning (duplicates and near-copies across the splits, shortcuts, small classes...)."""
+
+    def go() -> None:
+        chosen = resolve_task(task, data)
+        report = chosen.estimator_class()(overrides=_overrides(overrides), model=model).check(data)
+        if as_json:
+            print(json.dumps(report, indent=2))
+        if fail_on_warnings and (report["skipped"] or report["warnings"]):
+            raise typer.Exit(1)
+
+    _run(go)
+
+
+@app.command()
 def evaluate(run: Path = typer.Argument(..., help="run folder"),
              data: Path = typer.Argument(..., help="labelled data in the layout the run was trained on"),
              as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON")) -> None:

@@ -209,7 +209,39 @@ class Estimator:
         """Read DATA (reporting what was skipped) and build the model with its new head."""
         raise NotImplementedError
 
+    def check(self, data: str | Path) -> dict[str, Any]:
+        """Read DATA as ``fit`` reads it, without training, and say what it holds and what is wrong with it: the
+        layout, the classes, each split's size, the items skipped (and why) and every warning about the data
+        (duplicates and near-copies across the splits, shortcuts, small classes...). Writes nothing."""
+        import torch
+
+        from headstart.progress import say
+
+        self._checking = True
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"headstart-check-{self.TASK}-") as tmp:
+                torch.manual_seed(self.config.train.seed)
+                prepared = self._prepare(data, Path(tmp))
+        finally:
+            self._checking = False
+        sizes = {}
+        for split in ("train", "val", "test"):
+            try:
+                sizes[split] = len(prepared.data.keys(split))
+            except (KeyError, AttributeError):  # a task without that split
+                continue
+        warnings = list(prepared.extra.get("data_warnings") or [])
+        warnings += [f"{n} {what}" for what, n in (prepared.extra.get("issues") or {}).items()]
+        report = {"task": self.TASK, "data": str(data), "layout": prepared.splits.layout,
+                  "classes": list(prepared.splits.classes), "sizes": sizes,
+                  "skipped": [{"item": str(item), "why": why} for item, why in prepared.splits.skipped],
+                  "warnings": warnings}
+        say(f"[bold]Check[/] {data}: {', '.join(f'{k} {n}' for k, n in sizes.items() if n)}; "
+            f"{len(report['skipped'])} {self.SKIPPED} skipped; {len(warnings)} warning(s)")
+        return report
+
     _refitting = False  # ``_prepare`` reads the data for --refit (train + validation)
+    _checking = False  # ``_prepare`` reads the data for ``check``: skipped items are said, not written
     _lead = True  # this process writes the run folder (with several devices: rank 0 alone)
 
     def _training_splits(self, splits: Any) -> Any:
@@ -262,8 +294,11 @@ class Estimator:
         from headstart.progress import console, warn
 
         if splits.skipped and self._lead:
-            (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
-            warn(f"{len(splits.skipped)} {self.SKIPPED} skipped (listed in {run / 'skipped.txt'}):")
+            if self._checking:
+                warn(f"{len(splits.skipped)} {self.SKIPPED} skipped:")
+            else:
+                (run / "skipped.txt").write_text("".join(f"{p}\t{why}\n" for p, why in splits.skipped))
+                warn(f"{len(splits.skipped)} {self.SKIPPED} skipped (listed in {run / 'skipped.txt'}):")
             for p, why in splits.skipped[:10]:
                 console.print(f"  {p}: {why}")
 

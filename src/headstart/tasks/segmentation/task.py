@@ -95,10 +95,13 @@ class Segmenter(Estimator):
         if not sum(pixels):
             raise DataError(f"No labelled pixel in the training masks of {data} (all 255): nothing to learn")
         missing = [c for c, p in zip(splits.classes, pixels) if not p]
+        notes = list(splits.notes)
         if missing:
-            warn(f"{len(missing)} class(es) have no training pixel and cannot be learned: {', '.join(missing[:10])}")
+            notes.append(f"{len(missing)} class(es) have no training pixel and cannot be learned: "
+                         f"{', '.join(missing[:10])}")
+            warn(notes[-1])
         self.train_pixels_ = pixels
-        return Prepared(model, sdata, splits, {"train_pixels": pixels, "flips": chosen.name})
+        return Prepared(model, sdata, splits, {"train_pixels": pixels, "flips": chosen.name, "data_warnings": notes})
 
     def _steps(self, prepared: Prepared) -> SegmentationSteps:
         return SegmentationSteps(prepared.data, self.config, prepared.extra["train_pixels"])
@@ -119,6 +122,7 @@ class Segmenter(Estimator):
             "train_seconds": round(state.seconds, 2), "epochs_run": len(state.history),
             "num_train": len(splits.train), "num_val": len(splits.val), "skipped": len(splits.skipped),
             "train_pixels": dict(zip(splits.classes, prepared.extra["train_pixels"])), "flips": prepared.extra["flips"],
+            "data_warnings": prepared.extra["data_warnings"],
             "cache": {"items_served": state.cache_hits, "items_computed": state.cache_computed},
             "phases": state.phases, "chosen": loop.chosen_phase(state.phases, steps.metric),
             "device": str(fabric.device),
