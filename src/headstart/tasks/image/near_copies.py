@@ -28,6 +28,8 @@ LOOSE = 0.2  # at 16 x 16: mean |difference| of standardized thumbnails under wh
 CLOSE = 0.1  # at 32 x 32: under it, a pair is one picture
 BANDS = 4  # 64 hash bits in 4 bands of 16
 CROWDED = 500  # a band value shared by more images than this (plain backgrounds) is not used to find pairs
+CHECKED = 5  # an item's closest candidates at 16 x 16 that are compared at 32 x 32
+KEPT = 4096  # 32 x 32 thumbnails kept while looking (4 kB each)
 SHOWN = 2  # pairs named in a note
 ALIKE = ("alike at 32 x 32 pixels: one picture saved again, resized, recompressed or in another format, or two pictures "
          "as good as identical")
@@ -79,10 +81,12 @@ def find(items: Sequence, pool: Sequence, thumbs: dict[Path, bytes], picture: Ca
             index[b][int(value)].append(i)
     item_thumbs = pool_thumbs if same_pool else _standard(
         np.frombuffer(b"".join(thumbs[s.path] for s in items), np.uint8).reshape(len(items), -1))
-    sharp: dict[Path, np.ndarray] = {}
+    sharp: dict[Path, np.ndarray] = {}  # 32 x 32 thumbnails made, at most KEPT of them
 
     def sharp_of(path: Path) -> np.ndarray:
         if path not in sharp:
+            if len(sharp) >= KEPT:
+                sharp.clear()
             small = picture(path).convert("L").resize((SHARP, SHARP), Image.Resampling.BILINEAR)
             sharp[path] = _standard(np.asarray(small).reshape(-1))
         return sharp[path]
@@ -91,19 +95,16 @@ def find(items: Sequence, pool: Sequence, thumbs: dict[Path, bytes], picture: Ca
     for n, (item, bands) in enumerate(zip(items, _hashes(item_thumbs))):
         near = {i for b, value in enumerate(bands) if len(found := index[b].get(int(value), ())) <= CROWDED
                 for i in found}
-        near = sorted(i for i in near if pool[i].key != item.key and (not same_pool or i > n))
-        if not near:
+        near = np.array(sorted(i for i in near if pool[i].key != item.key and (not same_pool or i > n)), dtype=np.int64)
+        if not len(near):
             continue
         loose = np.abs(pool_thumbs[near] - item_thumbs[n]).mean(axis=1)
-        best = None
-        for i, gap in sorted(zip(near, loose), key=lambda pair: pair[1]):
-            if gap >= LOOSE:
-                break
-            distance = float(np.abs(sharp_of(pool[i].path) - sharp_of(item.path)).mean())
-            if distance < CLOSE and (best is None or distance < best.distance):
-                best = Pair(item, pool[i], distance)
-        if best is not None:
-            pairs.append(best)
+        closest = np.argsort(loose, kind="stable")[:CHECKED]
+        distances = [(float(np.abs(sharp_of(pool[i].path) - sharp_of(item.path)).mean()), int(i))
+                     for i in near[closest[loose[closest] < LOOSE]]]
+        best = min(distances, default=None)
+        if best is not None and best[0] < CLOSE:
+            pairs.append(Pair(item, pool[best[1]], best[0]))
     return pairs
 
 
