@@ -776,3 +776,25 @@ def test_kaggles_gtsrb_keeps_each_track_on_one_side_of_the_validation_split(tmp_
     for i, f in enumerate(sorted((root / "Train" / "1").iterdir())):  # class 1 as one track: no grouping
         f.rename(f.with_name(f"00001_00000_{i:05d}.jpg"))
     assert "GTSRB's tracks" not in discover(root).layout
+
+
+@needs_shared(HYMENOPTERA)
+def test_split_folders_named_as_trainings_but_for_case_or_spacing_are_its_classes(tmp_path):
+    from conftest import hymenoptera_subset
+
+    root = hymenoptera_subset(tmp_path / "d", {"train": 6, "val": 4})
+    (root / "train" / "ants").rename(root / "train" / "Ants")
+    (root / "val" / "bees").rename(root / "val" / "Bees ")  # a trailing space, as some zips keep
+    splits = discover(root)
+    assert splits.classes == ["Ants", "bees"]
+    by_class = {c: sorted(s.path.parent.name for s in splits.val if s.label == i) for i, c in enumerate(splits.classes)}
+    assert by_class == {"Ants": ["ants"] * 4, "bees": ["Bees "] * 4}
+    assert any("2 class folder(s) named as training's but for case" in n and "'ants' → 'Ants'" in n
+               for n in splits.notes), splits.notes
+    samples, _ = labelled_samples(root / "val", splits.classes)  # evaluate reads them the same way
+    assert sorted(splits.classes[s.label] for s in samples) == ["Ants"] * 4 + ["bees"] * 4
+    (root / "train" / "ANTS").mkdir()  # two training classes that fold alike: nothing is guessed
+    shutil.copy(next((root / "train" / "Ants").iterdir()), root / "train" / "ANTS")
+    shutil.copy(next((root / "train" / "bees").iterdir()), root / "train" / "ANTS" / "b.jpg")
+    with pytest.raises(DataError, match=r"val has classes that train/ does not: \{'ants': 4\}"):
+        discover(root)

@@ -710,6 +710,7 @@ def _held_out(folder: Path, classes: list[str], splits: ImageSplits,
     found, table = split or _split_classes(folder, classes)
     if table:
         splits.notes.append(f"{folder.name}/: {sum(map(len, found.values()))} image(s) labelled by {table}")
+    found = _matched(found, classes, folder, splits)
     unknown = {k: len(v) for k, v in found.items() if k not in classes and v}
     if unknown:
         raise DataError(
@@ -719,6 +720,34 @@ def _held_out(folder: Path, classes: list[str], splits: ImageSplits,
     if missing:
         splits.notes.append(f"{folder.name}/ has no images of: {', '.join(missing)}")
     return _samples(found, classes)
+
+
+def _folded(name: str) -> str:
+    """A class folder's name without case, spacing or separators: ``Golden_Retriever `` is ``golden retriever``."""
+    return re.sub(r"[\s_\-]+", " ", name.casefold()).strip()
+
+
+def _matched(found: dict[str, list[Path]], classes: Sequence[str], folder: Path,
+             splits: ImageSplits) -> dict[str, list[Path]]:
+    """``found`` with the class folders that training's names but for case, spacing or separators (``val/ants``
+    for ``train/Ants``, ``val/Bees `` for ``train/bees``) given training's names, and a note saying so."""
+    known = {}
+    for c in classes:
+        known.setdefault(_folded(c), []).append(c)
+    renamed: dict[str, str] = {}
+    for name in found:
+        match = known.get(_folded(name), [])
+        if name not in classes and found[name] and len(match) == 1:
+            renamed[name] = match[0]
+    if not renamed:
+        return found
+    out: dict[str, list[Path]] = {}
+    for name, files in found.items():
+        out.setdefault(renamed.get(name, name), []).extend(files)
+    said = ", ".join(f"'{a}' → '{b}'" for a, b in list(renamed.items())[:5]) + (", ..." if len(renamed) > 5 else "")
+    splits.notes.append(f"{folder.name}/: {len(renamed)} class folder(s) named as training's but for case, spacing or "
+                        f"separators were read as training's classes: {said}")
+    return out
 
 
 def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | None,
@@ -957,14 +986,23 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     named = classes
     classes = [*named, *(code for code in aliases if code not in named)]  # what DATA's labels may be
     pairs, skipped = _labelled(Path(data), classes, path_column, label_column)
-    unseen = Counter(label for _, label in pairs if alias(label, named, aliases) not in named)
+    folded: dict[str, list[str]] = {}
+    for c in named:
+        folded.setdefault(_folded(c), []).append(c)
+
+    def known(label: str) -> str:  # the model's class; a folder named as it but for case, spacing or separators too
+        name = alias(label, named, aliases)
+        match = folded.get(_folded(label), [])
+        return match[0] if name not in named and len(match) == 1 else name
+
+    unseen = Counter(label for _, label in pairs if known(label) not in named)
     if unseen:
         raise DataError(
             f"{data} has labels the model never saw: {dict(unseen)}. The model knows: {', '.join(named)}. "
             "Remove those images or train a model that includes these classes."
         )
     for sample, label in pairs:
-        sample.label = named.index(alias(label, named, aliases))
+        sample.label = named.index(known(label))
     return [sample for sample, _ in pairs], skipped
 
 
