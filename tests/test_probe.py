@@ -123,3 +123,24 @@ def test_default_head_is_within_a_point_of_scikit_learn_on_microscopy(tmp_path, 
     clf = ImageClassifier(strategy="linear", cache_views=1).fit(BLOOD_CELLS, out=tmp_path / "run")
     theirs = _sklearn_probe_accuracy(clf, BLOOD_CELLS)
     assert clf.metrics_["val_accuracy"] >= theirs - 0.01, (clf.metrics_["val_accuracy"], theirs)
+
+
+def test_held_out_predictions_score_the_cross_validation_and_find_flipped_labels(digits):
+    from headstart.tasks.classification.probe import label_doubts
+
+    x, y, _, _ = digits
+    noisy = y.clone()
+    flipped = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))[:12]
+    noisy[flipped] = (noisy[flipped] + 1 + torch.randint(0, 9, (12,), generator=torch.Generator().manual_seed(2))) % 10
+    assert bool((noisy[flipped] != y[flipped]).all())
+    fit = fit_head_cv(x, noisy, 10)
+    own, guess, sure = fit.held_out
+    assert len(own) == len(y) and not torch.isnan(own).any()
+    # the held-out predictions are the ones cross-validation scored: their accuracy is the chosen L2's
+    assert round(float((guess == noisy).float().mean()), 4) == fit.cv_accuracy[fit.l2]
+    assert torch.allclose(sure, torch.maximum(sure, own))  # the predicted class is the most probable
+    doubted = {row for row, *_ in label_doubts(fit.held_out, noisy)}
+    found = doubted & set(flipped.tolist())
+    assert len(found) >= 7 and len(doubted - found) <= 2, (sorted(found), sorted(doubted - found))  # 8 and 0 here
+    for row, predicted, p_label, p_predicted in label_doubts(fit.held_out, noisy):
+        assert predicted != int(noisy[row]) and p_label < 0.1 < 0.7 < p_predicted

@@ -53,8 +53,13 @@ def test_report_renders_in_chromium_with_figures_and_metrics(run, chromium):
     per_class = per_class[:per_class.index("</table>")]
     assert per_class.count("<tr") == 1 + 10  # header and the ten digits
     wrong = val["num_samples"] - round(val["accuracy"] * val["num_samples"])
-    cards = dom.count('class="card mistake"')
+    mistakes = dom[dom.index('id="sec-mistakes"'):]
+    mistakes = mistakes[:mistakes.index("</section>")]
+    cards = mistakes.count('class="card mistake"')
     assert cards == min(12, wrong)
-    assert dom.count('data-thumb="1"') == cards  # each mistake shows its image
-    shown = [int(p) for p in re.findall(r"</b> \((\d+)%\)", dom)]
+    assert mistakes.count('data-thumb="1"') == cards  # each mistake shows its image
+    shown = [int(p) for p in re.findall(r"</b> \((\d+)%\)", mistakes)]
     assert shown == sorted(shown, reverse=True)  # most confident first
+    doubts = dom[dom.index('id="sec-doubts"'):]
+    doubts = doubts[:doubts.index("</section>")]  # the training labels the held-out heads doubt, in their gallery
+    assert doubts.count('data-thumb="1"') == min(12, run.metrics_["label_doubts"]["count"])

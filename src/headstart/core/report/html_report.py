@@ -248,6 +248,20 @@ def phases_section(metrics: dict[str, Any]) -> list[Section]:
 
 def mistakes_section(mistakes: Sequence[Mistake], anchor: str = "sec-mistakes") -> Section:
     """A gallery of the most confident mistakes: thumbnail (or text), predicted class (confidence), true class."""
+    return Section("Most confident mistakes", template="mistakes.html.j2", context={"cards": _cards(mistakes)},
+                   anchor=anchor)
+
+
+def doubts_section(doubts: Sequence[Mistake], counted: dict[str, Any]) -> Section:
+    """A gallery of the training items whose label the cross-validation heads doubt (``counted``: metrics.json's
+    ``label_doubts``, with how many there are of how many)."""
+    return Section("Training labels to check", template="doubts.html.j2",
+                   context={"cards": _cards(doubts), "count": counted["count"], "of": counted["of"]},
+                   anchor="sec-doubts")
+
+
+def _cards(mistakes: Sequence[Mistake]) -> list[dict[str, Any]]:
+    """What a gallery shows of each item: its thumbnail (or text), the predicted and the given class."""
     cards = []
     for m in mistakes:
         card = {"is_image": m.is_image, "predicted": m.predicted, "true": m.true, "percent": f"{m.confidence:.0%}",
@@ -257,7 +271,7 @@ def mistakes_section(mistakes: Sequence[Mistake], anchor: str = "sec-mistakes") 
         else:
             card["text"] = m.item[:300]
         cards.append(card)
-    return Section("Most confident mistakes", template="mistakes.html.j2", context={"cards": cards}, anchor=anchor)
+    return cards
 
 
 def environment_sections(env: dict[str, Any], config: dict[str, Any] | None) -> list[Section]:
@@ -329,12 +343,15 @@ def _score_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
 
 def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
                      config: dict[str, Any] | None = None, mistakes: Sequence[Mistake] = (),
-                     env: dict[str, Any] | None = None) -> Path:
-    """``run/report.html``: summary, learning curve, confusion matrix, per-class metrics, mistakes, env."""
+                     env: dict[str, Any] | None = None, doubts: Sequence[Mistake] = ()) -> Path:
+    """``run/report.html``: summary, learning curve, confusion matrix, per-class metrics, mistakes, doubted
+    training labels (when the head was cross-validated), env."""
     run = Path(run)
     title = f"headstart run: {summary.get('model', '')} / {summary.get('strategy', '')}"
-    return write_report(run / "report.html", title, classification_sections(run, metrics, summary, mistakes),
-                        env or environment(metrics.get("device")), config)
+    sections = classification_sections(run, metrics, summary, mistakes)
+    if "label_doubts" in metrics:
+        sections.append(doubts_section(doubts, metrics["label_doubts"]))
+    return write_report(run / "report.html", title, sections, env or environment(metrics.get("device")), config)
 
 
 def _score(value: float | None) -> str:
@@ -427,9 +444,11 @@ def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
 
 
 def write_classifier_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any], cfg: Any,
-                            classes: list[str], predictions: tuple | None = None, is_image: bool = True) -> Path:
-    """``report.html`` of a classification run: mistakes from ``predictions`` = (items, logits, labels)."""
+                            classes: list[str], predictions: tuple | None = None, is_image: bool = True,
+                            doubts: Sequence[Mistake] = ()) -> Path:
+    """``report.html`` of a classification run: mistakes from ``predictions`` = (items, logits, labels); ``doubts``:
+    training items whose label the cross-validation heads doubt (``probe.label_doubts``)."""
     mistakes = confident_mistakes(*predictions, classes, is_image=is_image) if predictions else []
     seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
     env = run_environment(Path(run), metrics.get("device"), seeds)
-    return write_run_report(Path(run), metrics, summary, cfg.to_dict(), mistakes, env)
+    return write_run_report(Path(run), metrics, summary, cfg.to_dict(), mistakes, env, doubts)

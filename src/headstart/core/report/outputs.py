@@ -139,6 +139,13 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
                   f"{test['baseline']['accuracy']:.4f}, {test['baseline']['macro_f1']:.4f}).", ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
+    doubts = metrics.get("label_doubts")
+    if doubts and doubts["count"]:
+        lines += ["## Training labels to check", "",
+                  f"{doubts['count']} of the {doubts['of']} training {summary.get('items', 'images')} are predicted as "
+                  "another class, with confidence, by the cross-validation heads that did not train on them:", "",
+                  *[f"- `{md_text(d['item'])}`: given {md_text(d['label'])}, predicted {md_text(d['predicted'])} "
+                    f"({d['p_predicted']:.0%})" for d in doubts["items"][:12]], ""]
     lines += [
         "| class | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",

@@ -13,6 +13,8 @@ from typing import Any
 from headstart.core.estimator import Estimator, Prepared
 from headstart.progress import console
 
+DOUBTS_KEPT, DOUBTS_SHOWN = 50, 12  # doubted training labels in metrics.json, and shown in report.html
+
 
 class ClassifierEstimator(Estimator):
     """Base of ``ImageClassifier`` and ``TextClassifier``: single-label classification of items."""
@@ -22,6 +24,14 @@ class ClassifierEstimator(Estimator):
     train_counts_: list[int]
     val_logits_: Any = None  # validation logits of the final model, in the order of ``splits_val_``
     splits_val_: Any = None  # the validation samples
+    doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
+
+    def _report_card(self, sample: Any) -> tuple[str, bytes | None]:
+        """(name, image bytes or None) of a sample for a report's card."""
+        from headstart.tasks.image.stored import payload
+
+        item = self._report_item(sample)
+        return (item[0], payload(item[1])) if isinstance(item, tuple) else (str(item), None)
 
     def _report_item(self, sample: Any) -> str | Path:
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
@@ -62,7 +72,18 @@ class ClassifierEstimator(Estimator):
             cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
             device=str(fabric.device), **prepared.extra,
         )
+        self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in getattr(steps, "doubts", [])]
+        metrics["label_doubts"] = {
+            "count": len(self.doubts_), "of": len(task_data.splits["train"]),
+            "items": [{"item": self._doubt_name(sample), "label": self.classes_[sample.label],
+                       "predicted": self.classes_[c], "p_label": round(own, 4), "p_predicted": round(sure, 4)}
+                      for sample, c, own, sure in self.doubts_[:DOUBTS_KEPT]]}
         return metrics
+
+    def _doubt_name(self, sample: Any) -> str:
+        """How metrics.json names a doubted training item: its path, or its text."""
+        item = self._report_item(sample)
+        return item[0] if isinstance(item, tuple) else str(item)
 
     def _split_logits(self, prepared: Prepared, fabric: Any, split: str) -> Any:
         """The logits of ``prepared.model`` on a split, each device predicting its share (``loop.gather_split``)."""
@@ -137,8 +158,13 @@ class ClassifierEstimator(Estimator):
         outputs.write_report_md(run, metrics, summary)
         val = self.splits_val_
         predictions = ([self._report_item(s) for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
+        doubts = []
+        for sample, c, _, sure in self.doubts_[:DOUBTS_SHOWN]:
+            name, image = self._report_card(sample)
+            doubts.append(html_report.Mistake(name, self.classes_[sample.label], self.classes_[c], sure,
+                                              self.REPORT_IMAGES, image))
         html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,
-                                            is_image=self.REPORT_IMAGES)
+                                            is_image=self.REPORT_IMAGES, doubts=doubts)
         outputs.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
         if metrics.get("test"):
             outputs.print_metrics(metrics["test"], f"Test ({metrics['test']['num_samples']} {self.NOUN}, "

@@ -32,6 +32,24 @@ class LogisticFit:
     augmented: bool = True  # fitted on the augmented rows too (False: the plain rows only, cross-validation chose)
     cv_accuracy_plain: dict[float, float] = field(default_factory=dict)  # the same, fitted on the plain rows only
     cv_metric: str = "accuracy"  # what ``cv_accuracy`` holds (multi-label heads: mAP)
+    # the chosen L2's held-out predictions of each scored (plain) row, by the fold's head that did not fit on it:
+    # the probability of its own label, the class predicted and its probability (``label_doubts``)
+    held_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+
+DOUBT_OWN, DOUBT_OTHER = 0.1, 0.7  # a label is doubted: below 10% held out, another class above 70%
+
+
+def label_doubts(held_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                 labels: torch.Tensor) -> list[tuple[int, int, float, float]]:
+    """The scored rows whose label the held-out heads doubt: ``(row, predicted class, probability of its label,
+    probability of the predicted class)``, the most doubted first. A head that did not fit on a row gave its own
+    label under ``DOUBT_OWN`` and another class over ``DOUBT_OTHER`` (confident learning's idea, with fixed
+    thresholds): a mislabelled item, or one of two classes that overlap."""
+    own, guess, sure = held_out
+    doubted = ((own < DOUBT_OWN) & (sure > DOUBT_OTHER) & (guess != labels[: len(own)])).nonzero().squeeze(1)
+    order = sorted(doubted.tolist(), key=lambda i: (float(own[i]), -float(sure[i])))
+    return [(i, int(guess[i]), float(own[i]), float(sure[i])) for i in order]
 
 
 def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -189,6 +207,11 @@ def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Te
         variants[False] = plain  # fitted on the plain rows only
     path = sorted(grid, reverse=True)
     correct = {(v, l2): 0 for v in variants for l2 in path}
+    rows_scored = scored.nonzero().squeeze(1)
+    position = torch.full((len(y),), -1, dtype=torch.long)
+    position[rows_scored] = torch.arange(len(rows_scored))
+    held_out = {key: (torch.full((len(rows_scored),), float("nan")), torch.full((len(rows_scored),), -1),
+                      torch.full((len(rows_scored),), float("nan"))) for key in correct}
     # every fold's standardised rows and the final fit's are written into this one buffer in turn: the features are
     # in memory twice at most (before: a new copy per fold and variant, each standardised into another)
     buffer = scratch.empty((len(y), *x.shape[1:]))
@@ -205,13 +228,19 @@ def fit_head_cv(x: torch.Tensor, y: torch.Tensor, classes: int, groups: torch.Te
             for l2 in path:
                 start = _lbfgs(xs, y[fit_rows], classes, l2, steps, class_weight, start)
                 weight, bias = _to_raw(*start, mean, std)
-                correct[augmented, l2] += int(((x_test @ weight.T + bias).argmax(1) == y_test).sum())
+                probs = (x_test @ weight.T + bias).softmax(1)
+                sure, predicted = probs.max(1)
+                correct[augmented, l2] += int((predicted == y_test).sum())
+                own, guess, guess_p = held_out[augmented, l2]
+                at = position[test]
+                own[at], guess[at], guess_p[at] = probs.gather(1, y_test[:, None]).squeeze(1), predicted, sure
     n = int(scored.sum())
     scores = {key: value / n for key, value in correct.items()}
     # ties: with the augmented views (more data), then the stronger L2
     best_views, best = max(((v, l2) for v in variants for l2 in path), key=lambda key: scores[key])
     fit = _fit_rows(x, y, variants[best_views], classes, best, 2 * steps, class_weight, buffer)
     fit.augmented = best_views
+    fit.held_out = held_out[best_views, best]
     fit.cv_accuracy = {l2: round(scores[True, l2], 4) for l2 in grid}
     if False in variants:
         fit.cv_accuracy_plain = {l2: round(scores[False, l2], 4) for l2 in grid}
