@@ -73,6 +73,14 @@ class ClassifierEstimator(Estimator):
             device=str(fabric.device), **prepared.extra,
         )
         self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in getattr(steps, "doubts", [])]
+        if self.doubts_:
+            from headstart.progress import say
+            from headstart.tasks.classification.probe import DOUBT_OTHER
+
+            n = len(task_data.splits["train"])
+            say(f"[bold]Label check[/] {len(self.doubts_)} training {self.NOUN} ({len(self.doubts_) / n:.1%}) are "
+                f"predicted as another class, with over {DOUBT_OTHER:.0%} confidence, by the cross-validation heads "
+                "that did not train on them: check their labels (metrics.json label_doubts, report.html)")
         metrics["label_doubts"] = {
             "count": len(self.doubts_), "of": len(task_data.splits["train"]),
             "items": [{"item": self._doubt_name(sample), "label": self.classes_[sample.label],

@@ -23,7 +23,7 @@ from headstart.core.scratch import Scratch
 from headstart.errors import ConfigError
 from headstart.progress import progress_bar, say
 from headstart.tasks.classification.metrics import classification_report, selection_metric
-from headstart.tasks.classification.probe import DOUBT_OTHER, LogisticFit, fit_head_cv, label_doubts
+from headstart.tasks.classification.probe import LogisticFit, fit_head_cv, label_doubts
 
 
 def inverse_frequency(counts: list[int]) -> torch.Tensor:
@@ -227,13 +227,8 @@ class ClassificationSteps:
         say(f"Linear head fitted by L-BFGS to convergence on {rows}: L2 {fit.l2:g} chosen by cross-validation "
             f"(held-out {fit.cv_metric} per L2: {fit.cv_accuracy}" + (f"; plain images only: {fit.cv_accuracy_plain}"
                                                                 if fit.cv_accuracy_plain else "") + ")")
-        if fit.held_out is not None:
+        if fit.held_out is not None:  # said once the run is done (``ClassifierEstimator._finish``)
             self.doubts = label_doubts(fit.held_out, self.train_labels)
-            if self.doubts:
-                say(f"[bold]Label check[/] {len(self.doubts)} training {self.noun(model)} "
-                    f"({len(self.doubts) / n:.1%}) are predicted as another class, with over {DOUBT_OTHER:.0%} "
-                    f"confidence, by the cross-validation heads that did not train on them: check their labels "
-                    "(metrics.json label_doubts, report.html)")
         return {"loss": fit.train_loss, "head_l2": fit.l2, "head_augmented": fit.augmented}
 
     def train_loader(self, fabric: Fabric, cut: int, epoch: int, seed: int) -> DataLoader:
