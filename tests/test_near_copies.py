@@ -172,3 +172,25 @@ def test_a_detection_split_headstart_draws_gives_validations_near_copies_to_trai
     assert len(data.splits["train"]) + len(data.splits["val"]) == 52 and len(splits.val) == len(data.splits["val"])
     moved = next(s for s in data.splits["train"] if s in crossing)  # a moved image keeps its boxes
     assert len(moved.boxes) == len(moved.labels) > 0
+
+
+@needs_shared(COCO128)
+def test_a_detection_sets_own_validation_split_with_a_copied_training_image_is_said(tmp_path):
+    from headstart.tasks.detection import data as dd
+
+    root = tmp_path / "yolo"
+    photos = [p for p in sorted((COCO128 / "images" / "train2017").glob("*.jpg"))
+              if (COCO128 / "labels" / "train2017" / f"{p.stem}.txt").exists()][:24]
+    for split, chosen in (("train", photos[:16]), ("val", photos[16:] + photos[:1])):  # val: a training photo too
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for jpg in chosen:
+            shutil.copy(jpg, root / "images" / split)
+            shutil.copy(COCO128 / "labels" / "train2017" / f"{jpg.stem}.txt", root / "labels" / split)
+    (root / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames:\n" +
+                                    "".join(f"  {i}: c{i}\n" for i in range(80)))
+    splits = dd.read_yolo(root)
+    assert not splits.val_held_out
+    data = dd.DetectionData(splits, 256, training=True)
+    assert len(data.notes) == 1 and data.notes[0].startswith("1 of the 9 validation images are near-copies"), data.notes
+    assert photos[0].name in data.notes[0] and len(data.splits["val"]) == 9  # said, not moved

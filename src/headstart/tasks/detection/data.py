@@ -714,7 +714,7 @@ class DetectionData:
             by_path = {s.path: s for s in self.store.samples}
             halves = {name: [by_path[s.path] for s in self.splits[name]] for name in ("train", "val")}
             halves["test"] = []
-            self.notes = self.store.near_copies(halves, splits.val_held_out, self.classes, conflicts=False)
+            self.notes = self.store.near_copies(halves, splits.val_held_out, self.classes, conflicts=False, exact=True)
             kept = {p.path for p in halves["val"]}
             moved = [s for s in self.splits["val"] if s.path not in kept]
             if moved:  # validation's near-copies of training images, given to training

@@ -209,11 +209,11 @@ class ImageStore:
                     self.images[sample.path] = image
 
     def near_copies(self, splits: dict[str, list[Sample]], held_out: bool, classes: Sequence[str],
-                    conflicts: bool = True) -> list[str]:
+                    conflicts: bool = True, exact: bool = False) -> list[str]:
         """Notes on pictures saved twice across ``splits`` (``near_copies.settle``; nearly uniform images are not
         compared); a validation split headstart drew gives its near-copies of training images to training."""
         thumbs = {p: t for p, t in self.thumbs.items() if str(p) not in self.flat}
-        return near_copies.settle(splits, thumbs, self.get, held_out, classes, conflicts)
+        return near_copies.settle(splits, thumbs, self.get, held_out, classes, conflicts, exact)
 
     def release(self) -> None:
         """Let the decoded images go (``get`` decodes from the files again): before a refit reads the data anew."""

@@ -64,12 +64,13 @@ class Pair:
 
 
 def find(items: Sequence, pool: Sequence, thumbs: dict[Path, bytes], picture: Callable[[Path], Image.Image],
-         same_pool: bool = False) -> list[Pair]:
+         same_pool: bool = False, exact: bool = False) -> list[Pair]:
     """For each of ``items`` (samples with ``path`` and ``key``) the closest near-copy among ``pool``, if any.
 
     ``thumbs``: each path's ``thumbnail`` (items without one are not looked at: unread, or nearly uniform);
     ``picture``: a path's decoded image, for the 32 x 32 check. ``same_pool``: ``items`` is ``pool`` (pairs within
-    one split, each said once). Byte-identical pairs (same ``key``) are left to the content keys."""
+    one split, each said once). Byte-identical pairs (same ``key``) are left to the content keys, unless ``exact``
+    (a reader that does not look at the keys: detection)."""
     pool = [s for s in pool if s.path in thumbs]
     items = [s for s in items if s.path in thumbs]
     if not pool or not items:
@@ -95,7 +96,8 @@ def find(items: Sequence, pool: Sequence, thumbs: dict[Path, bytes], picture: Ca
     for n, (item, bands) in enumerate(zip(items, _hashes(item_thumbs))):
         near = {i for b, value in enumerate(bands) if len(found := index[b].get(int(value), ())) <= CROWDED
                 for i in found}
-        near = np.array(sorted(i for i in near if pool[i].key != item.key and (not same_pool or i > n)), dtype=np.int64)
+        near = np.array(sorted(i for i in near if (exact or pool[i].key != item.key) and (not same_pool or i > n)),
+                        dtype=np.int64)
         if not len(near):
             continue
         loose = np.abs(pool_thumbs[near] - item_thumbs[n]).mean(axis=1)
@@ -109,16 +111,16 @@ def find(items: Sequence, pool: Sequence, thumbs: dict[Path, bytes], picture: Ca
 
 
 def settle(splits: dict[str, list], thumbs: dict[Path, bytes], picture: Callable[[Path], Image.Image],
-           held_out: bool, classes: Sequence[str], conflicts: bool = True) -> list[str]:
+           held_out: bool, classes: Sequence[str], conflicts: bool = True, exact: bool = False) -> list[str]:
     """Notes on near-copies between training and the other splits, and (``conflicts``: items with a ``label``)
     within training under other labels.
 
     ``held_out``: headstart drew the validation split, so validation's near-copies of training pictures join
     training (``splits`` is changed), as byte-identical copies are kept on one side; DATA's own splits are said,
-    not changed. The test split is never changed."""
+    not changed. The test split is never changed. ``exact``: byte-identical copies count too (``find``)."""
     notes = []
     for name, what in (("val", "validation"), ("test", "test")):
-        pairs = find(splits[name], splits["train"], thumbs, picture)
+        pairs = find(splits[name], splits["train"], thumbs, picture, exact=exact)
         if not pairs:
             continue
         said = "; ".join(f"{p.item.path} ≈ {p.of.path}" for p in pairs[:SHOWN])
