@@ -57,3 +57,18 @@ def test_a_text_table_is_checked_with_its_duplicates(tmp_path):
     assert code == 0 and report["task"] == "text" and report["classes"] == ["ham", "spam"]
     assert report["sizes"]["train"] + report["sizes"]["val"] == 5574
     assert any(w.startswith("464 duplicate text(s)") for w in report["warnings"]), report["warnings"]
+
+
+@needs_shared(HYMENOPTERA)
+def test_check_labels_lists_the_training_labels_to_check(tmp_path, session_cache):
+    root = hymenoptera_subset(tmp_path / "d", {"train": 40, "val": 10})
+    ant = sorted((root / "train" / "ants").iterdir())[4]  # 116570827_e9c126745d.jpg: a plain photo of ants
+    ant.rename(root / "train" / "bees" / f"filed_{ant.name}")
+    code, report = _check(str(root), "--labels", "--fail-on-warnings")
+    assert code == 1 and report["sizes"] == {"train": 80, "val": 20}, report
+    doubts = report["label_doubts"]
+    assert doubts["of"] == 80 and doubts["count"] >= 1, doubts
+    assert doubts["items"][0]["item"].endswith(f"filed_{ant.name}") and doubts["items"][0]["predicted"] == "ants"
+    assert not list(tmp_path.rglob("metrics.json"))  # its run folder was temporary
+    code, report = _check(str(root), "--labels", "--task", "multilabel")
+    assert code == 2 and "single-label image and text classification" in " ".join(report["output"].split())

@@ -186,19 +186,27 @@ def check(
     overrides: list[str] | None = typer.Argument(None, help="dotted config overrides, e.g. data.val_fraction=0.3"),
     task: str | None = typer.Option(None, "--task", "-t", help=f"{TASKS_HELP} (default: inferred from DATA)"),
     model: str | None = typer.Option(None, "--model", "-m", help="the backbone whose preprocessing reads the images"),
+    labels: bool = typer.Option(False, "--labels", help="image and text classification: also fit the linear head "
+                                "by cross-validation on the items' features and list the training labels to check"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     fail_on_warnings: bool = typer.Option(False, "--fail-on-warnings",
-                                          help="exit with code 1 when an item was skipped or a warning was given"),
+                                          help="exit with code 1 when an item was skipped, a warning was given or "
+                                          "(--labels) a label was doubted"),
 ) -> None:
     """Read DATA as train would, without training: its layout, classes and splits, what was skipped and why, and
     every warning (duplicates and near-copies across the splits, shortcuts, small classes...)."""
 
     def go() -> None:
         chosen = resolve_task(task, data)
-        report = chosen.estimator_class()(overrides=_overrides(overrides), model=model).check(data)
+        estimator = chosen.estimator_class()(overrides=_overrides(overrides), model=model)
+        if labels and not getattr(estimator, "LABEL_CHECK", False):
+            raise ValueError(f"check --labels lists doubted labels of single-label image and text classification; "
+                             f"DATA is read as {chosen.name} data (check it without --labels)")
+        report = estimator.check_labels(data) if labels else estimator.check(data)
         if as_json:
             print(json.dumps(report, indent=2))
-        if fail_on_warnings and (report["skipped"] or report["warnings"]):
+        doubted = report.get("label_doubts", {}).get("count", 0)
+        if fail_on_warnings and (report["skipped"] or report["warnings"] or doubted):
             raise typer.Exit(1)
 
     _run(go)

@@ -25,6 +25,7 @@ class ClassifierEstimator(Estimator):
     val_logits_: Any = None  # validation logits of the final model, in the order of ``splits_val_``
     splits_val_: Any = None  # the validation samples
     doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
+    LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
 
     def _report_card(self, sample: Any) -> tuple[str, bytes | None]:
         """(name, image bytes or None) of a sample for a report's card."""
@@ -67,7 +68,7 @@ class ClassifierEstimator(Estimator):
             time_budget=strategies.time_budget(cfg.train), phases=state.phases,
             chosen=loop.chosen_phase(state.phases, steps.metric),
             eval_seconds=round(time.perf_counter() - started, 2),
-            num_train=len(task_data.splits["train"]), num_val=len(task_data.splits["val"]),
+            num_train=len(task_data.splits["train"]), num_val=len(task_data.splits["val"]), layout=prepared.splits.layout,
             skipped=len(prepared.splits.skipped),
             cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
             device=str(fabric.device), **prepared.extra,
@@ -87,6 +88,28 @@ class ClassifierEstimator(Estimator):
                        "predicted": self.classes_[c], "p_label": round(own, 4), "p_predicted": round(sure, 4)}
                       for sample, c, own, sure in self.doubts_[:DOUBTS_KEPT]]}
         return metrics
+
+    def check_labels(self, data: str | Path) -> dict[str, Any]:
+        """``check``, with the training labels to check: the linear head is fitted on DATA's features by
+        cross-validation (``--strategy linear``, no refit, in a temporary folder), and the items its held-out heads
+        put in another class are listed (``label_doubts``, as a run's metrics.json has them)."""
+        import tempfile
+
+        saved = self.config
+        self.config = saved.model_copy(deep=True)
+        self.config.train.strategy, self.config.train.refit = "linear", False
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"headstart-check-{self.TASK}-") as tmp:
+                self.fit(data, out=Path(tmp) / "run")
+                listed = Path(tmp) / "run" / "skipped.txt"
+                skipped = [dict(zip(("item", "why"), line.split("\t", 1)))
+                           for line in (listed.read_text().splitlines() if listed.exists() else [])]
+        finally:
+            self.config, self.run_dir_ = saved, None
+        m = self.metrics_
+        return {"task": self.TASK, "data": str(data), "layout": m["layout"], "classes": list(self.classes_),
+                "sizes": {"train": m["num_train"], "val": m["num_val"]}, "skipped": skipped,
+                "warnings": list(m.get("data_warnings") or []), "label_doubts": m["label_doubts"]}
 
     def _doubt_name(self, sample: Any) -> str:
         """How metrics.json names a doubted training item: its path, or its text."""

@@ -34,6 +34,7 @@ class MultiLabel:
 
     thresholds_: list[float]  # one decision threshold per class, tuned on validation
     num_train_: int = 0  # training items (the frequency baseline's denominator)
+    LABEL_CHECK = False  # its head is fitted per label: no held-out class to doubt a label by (``label_doubts``)
 
     def _steps(self, prepared: Prepared) -> Any:
         from headstart.tasks.multilabel.training import MultiLabelSteps
