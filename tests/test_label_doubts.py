@@ -45,3 +45,16 @@ def test_a_run_without_doubted_labels_says_so(tmp_path, session_cache):
     assert res.exit_code == 0, res.output
     assert json.loads((run / "metrics.json").read_text())["label_doubts"] == {"count": 0, "of": 40, "items": []}
     assert "No training label was doubted" in (run / "report.html").read_text()
+
+
+@needs_shared(HYMENOPTERA)
+def test_a_run_without_a_cross_validated_head_does_not_claim_a_label_check(tmp_path, session_cache):
+    from conftest import hymenoptera_subset
+
+    data = hymenoptera_subset(tmp_path / "d", {"train": 8, "val": 4})
+    run = tmp_path / "run"
+    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "full", "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "metrics.json").read_text())["label_doubts"] is None  # fine-tuning alone: not checked
+    html = (run / "report.html").read_text()
+    assert 'id="sec-doubts"' not in html and "No training label was doubted" not in html

@@ -205,7 +205,7 @@ def check(
         report = estimator.check_labels(data) if labels else estimator.check(data)
         if as_json:
             print(json.dumps(report, indent=2))
-        doubted = report.get("label_doubts", {}).get("count", 0)
+        doubted = (report.get("label_doubts") or {}).get("count", 0)
         if fail_on_warnings and (report["skipped"] or report["warnings"] or doubted):
             raise typer.Exit(1)
 

@@ -349,7 +349,7 @@ def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any]
     run = Path(run)
     title = f"headstart run: {summary.get('model', '')} / {summary.get('strategy', '')}"
     sections = classification_sections(run, metrics, summary, mistakes)
-    if "label_doubts" in metrics:
+    if metrics.get("label_doubts") is not None:  # None: no head was fitted by cross-validation
         sections.append(doubts_section(doubts, metrics["label_doubts"]))
     return write_report(run / "report.html", title, sections, env or environment(metrics.get("device")), config)
 

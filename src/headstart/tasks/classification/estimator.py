@@ -73,7 +73,8 @@ class ClassifierEstimator(Estimator):
             cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
             device=str(fabric.device), **prepared.extra,
         )
-        self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in getattr(steps, "doubts", [])]
+        found = getattr(steps, "doubts", None)  # None: no head was fitted by cross-validation (no linear phase)
+        self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in found or []]
         if self.doubts_:
             from headstart.progress import say
             from headstart.tasks.classification.probe import DOUBT_OTHER
@@ -82,7 +83,7 @@ class ClassifierEstimator(Estimator):
             say(f"[bold]Label check[/] {len(self.doubts_)} training {self.NOUN} ({len(self.doubts_) / n:.1%}) are "
                 f"predicted as another class, with over {DOUBT_OTHER:.0%} confidence, by the cross-validation heads "
                 "that did not train on them: check their labels (metrics.json label_doubts, report.html)")
-        metrics["label_doubts"] = {
+        metrics["label_doubts"] = None if found is None else {
             "count": len(self.doubts_), "of": len(task_data.splits["train"]),
             "items": [{"item": self._doubt_name(sample), "label": self.classes_[sample.label],
                        "predicted": self.classes_[c], "p_label": round(own, 4), "p_predicted": round(sure, 4)}

@@ -73,7 +73,8 @@ class ClassificationSteps:
         self.train_counts = self.class_counts(self.train_labels)
         self.metric = self.selection_metric()
         self.criterion = self.make_criterion()
-        self.doubts: list[tuple[int, int, float, float]] = []  # training items whose label the head doubts (``solve``)
+        # training items whose label the held-out heads doubt; None until ``solve`` fits a head by cross-validation
+        self.doubts: list[tuple[int, int, float, float]] | None = None
         self.caches: list[FeatureCache] = []
         self.train_views: torch.Tensor | None = None
         self.head_rows: torch.Tensor | None = None  # [plain, *train_views] for ``solve`` (train_views is a view of it)
