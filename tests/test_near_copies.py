@@ -127,14 +127,14 @@ def test_training_leaves_validation_without_near_copies_of_training(tmp_path, se
             if i < 10:
                 _resaved(jpg, root / cls / f"{jpg.stem}_small.jpg")
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(root), "--out", str(run), "--strategy", "linear", "cache.views=1",
-                                   "train.refit=false"])
+    res = CliRunner().invoke(app, ["train", str(root), "--out", str(run), "--strategy", "linear", "cache.views=1"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((run / "metrics.json").read_text())
     moved = next(w for w in metrics["data_warnings"] if "moved to training" in w)
     n = int(moved.split()[0])
     assert metrics["num_train"] + metrics["num_val"] == 80 and metrics["val"]["num_samples"] == metrics["num_val"]
     assert metrics["num_val"] == 16 - n, (metrics["num_val"], n)  # 20% of 80 drawn, the moved ones gone
+    assert metrics["refit"]["num_train"] == 80  # the refit on train + validation: every image once, none moved twice
 
 
 COCO128 = SHARED / "coco128"

@@ -710,7 +710,9 @@ class DetectionData:
         for name in ("train", "val"):
             if not self.splits[name]:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
-        if training:  # a picture saved twice, one copy on each side (the images' keys are their proxies' now)
+        in_train = {s.path for s in self.splits["train"]}
+        if training and not any(s.path in in_train for s in self.splits["val"]):  # (a refit trains on validation)
+            # a picture saved twice, one copy on each side (the images' keys are their proxies' now)
             by_path = {s.path: s for s in self.store.samples}
             halves = {name: [by_path[s.path] for s in self.splits[name]] for name in ("train", "val")}
             halves["test"] = []

@@ -350,7 +350,9 @@ class ImageData:
         for name in ("train", "val"):
             if not self.splits[name]:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
-        splits.notes += self.store.near_copies(self.splits, splits.val_held_out, splits.classes)
+        in_train = {id(s) for s in self.splits["train"]}
+        if not any(id(s) in in_train for s in self.splits["val"]):  # (a refit trains on validation: nothing to settle)
+            splits.notes += self.store.near_copies(self.splits, splits.val_held_out, splits.classes)
         kept = {id(s) for s in self.splits["val"]}
         moved = [s for s in splits.val if id(s) in ok and id(s) not in kept]  # near-copies given to training
         if moved:

@@ -60,7 +60,7 @@ class ImageClassifier(ClassifierEstimator):
         self._write_skipped(run, splits)
         notes = imdata.store.warnings() + shortcut_notes(imdata.store.traits, splits.train, splits.classes)
         notes += splits.notes
-        for note in notes:
+        for note in notes if not self._refitting else ():  # the first read said them
             warn(note)
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
