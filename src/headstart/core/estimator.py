@@ -163,11 +163,13 @@ class Estimator:
         state = loop.fit(prepared.model, steps, cfg, run, resume=resume, fabric=fabric)
         self.model_, self.classes_, self.history_, self.run_dir_ = prepared.model, prepared.splits.classes, state.history, run
         self.metrics_ = self._finish(run, data, prepared, steps, fabric, state)
+        trained = prepared.data.keys("train")  # the items the saved model learned from (``evaluate`` says overlaps)
         if cfg.train.refit is True or (cfg.train.refit == "auto" and prepared.splits.val_held_out):
             plan = loop.refit_plan(prepared.model, steps, cfg, state)
             del steps  # the first fit's features
             if hasattr(prepared.data, "release"):  # the refit reads DATA again: one copy of its decoded images, not two
                 prepared.data.release()
+            trained += prepared.data.keys("val")  # the saved model trains on validation too
             refit = self.metrics_["refit"] = self._refit(data, run, plan, resume, fabric)
             for split, report in refit.pop("scores", {}).items():  # DATA's test split, scored by the saved model
                 refit[f"{split}_before_refit"] = {k: v for k, v in self.metrics_[split].items()
@@ -180,6 +182,7 @@ class Estimator:
             runfolder.save_model(run, self.model_, {"task": self.task().run_kind, "classes": self.classes_,
                                                     **self._spec_info()})
             self._save_files(run)
+            runfolder.write_trained_keys(run, trained)
             self._write_outputs(run, data, prepared, state)
             runfolder.write_meta(run, status="complete")
             (run / loop.CHECKPOINT).unlink(missing_ok=True)

@@ -98,6 +98,20 @@ def save_model(run: Path, model: Any, info: dict[str, Any]) -> None:
     write_text_atomic(run / SPEC, json.dumps(info, indent=2))
 
 
+TRAINED = "trained_items.txt"  # the content keys of the items the saved model trained on, one a line
+
+
+def write_trained_keys(run: Path, keys: list[str]) -> None:
+    """``trained_items.txt``: what ``evaluate`` compares its items with (41 bytes an item)."""
+    write_text_atomic(run / TRAINED, "".join(f"{k}\n" for k in sorted(set(keys)) if k))
+
+
+def read_trained_keys(run: str | Path) -> set[str] | None:
+    """The content keys of the items a run's saved model trained on; None for runs saved without them."""
+    path = Path(run) / TRAINED
+    return set(path.read_text().split()) if path.is_file() else None
+
+
 def read_spec(run: str | Path) -> dict[str, Any]:
     """spec.json of a run, checked for the fields every task records."""
     path = Path(run) / SPEC

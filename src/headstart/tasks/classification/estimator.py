@@ -112,6 +112,21 @@ class ClassifierEstimator(Estimator):
                 "sizes": {"train": m["num_train"], "val": m["num_val"]}, "skipped": skipped,
                 "warnings": list(m.get("data_warnings") or []), "label_doubts": m["label_doubts"]}
 
+    def _seen_in_training(self, report: dict[str, Any], keys: list[str]) -> None:
+        """``evaluate``: count in ``report`` (``seen_in_training``) the evaluated items that are identical to items the
+        saved model trained on (their content keys), with a warning: their scores are optimistic."""
+        from headstart.core import runfolder
+
+        trained = runfolder.read_trained_keys(self.run_dir_) if self.run_dir_ is not None else None
+        if trained is None:  # a run saved before trained_items.txt
+            return
+        seen = sum(k in trained for k in keys)
+        report["seen_in_training"] = seen
+        if seen:
+            report.setdefault("warnings", []).append(
+                f"{seen} of the {len(keys)} evaluated {self.NOUN} are identical copies of {self.NOUN} the model trained "
+                f"on: these scores are optimistic; evaluate on {self.NOUN} it never saw")
+
     def _doubt_name(self, sample: Any) -> str:
         """How metrics.json names a doubted training item: its path, or its text."""
         item = self._report_item(sample)

@@ -126,6 +126,7 @@ class ImageClassifier(ClassifierEstimator):
         labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)
         report = classification_report(probs.log(), labels, self.classes_, self.train_counts_)
         report["skipped"] = len(samples) - len(files) + len(skipped)
+        self._seen_in_training(report, [s.key for s in samples if s.path in readable])
         return report
 
 

@@ -171,10 +171,13 @@ class MultiLabelClassifier(MultiLabel, ImageClassifier):
         """
         model, d = self._require_fitted(), self.config.data
         samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
-        files, probs = self._probabilities(model, [Sample(s.path) for s in samples])  # tags kept out of batches
+        read = [Sample(s.path) for s in samples]  # tags kept out of batches
+        files, probs = self._probabilities(model, read)
         readable = set(files)
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
             if files else torch.zeros(0, len(self.classes_))
         report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
         report["skipped"] = len(samples) - len(files)
+        keys = {s.path: s.key for s in read}
+        self._seen_in_training(report, [keys[f] for f in files])
         return report

@@ -29,6 +29,7 @@ from headstart.tasks.text.data import (
     TokenDataset,
     discover,
     labelled_texts,
+    text_key,
     texts_from_arguments,
     tokenize,
     tokenizer_id,
@@ -164,6 +165,7 @@ class TextClassifier(ClassifierEstimator):
         labels = torch.tensor([s.label for s in samples], dtype=torch.long)
         report = classification_report(logits, labels, self.classes_, self.train_counts_)
         report["skipped"] = len(skipped)
+        self._seen_in_training(report, [text_key(s.text) for s in samples])
         return report
 
 
