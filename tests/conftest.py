@@ -53,6 +53,19 @@ def hymenoptera_subset(root: Path, counts: dict[str, int], link: bool = False) -
     return root
 
 
+def train_cli(data: Path, run: Path, *args: str) -> dict[str, Any]:
+    """``headstart train DATA --out RUN ARGS...`` as a user types it; the run's metrics.json (the run must succeed)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), *args])
+    assert res.exit_code == 0, res.output
+    return json.loads((run / "metrics.json").read_text())
+
+
 def write_dicom(path: Path, pixels: Any, photometric: str = "MONOCHROME2", bits: int = 12,
                 intercept: float | None = None, window: tuple[float, float] | None = None) -> Path:
     """A DICOM file (secondary capture, explicit VR little endian) holding ``pixels`` as an export would."""

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
-from conftest import HYMENOPTERA, needs_shared
-from typer.testing import CliRunner
-
-from headstart.cli import app
+from conftest import HYMENOPTERA, needs_shared, train_cli
 
 ANTS_FILED_AS_BEES = ("116570827_e9c126745d.jpg", "1225872729_6f0856588f.jpg")  # plain photos of ants
 
@@ -20,9 +16,7 @@ def test_ants_filed_as_bees_are_listed_with_their_thumbnails(tmp_path, session_c
     for name in ANTS_FILED_AS_BEES:
         (data / "train" / "ants" / name).rename(data / "train" / "bees" / f"filed_{name}")
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "linear", "cache.views=1"])
-    assert res.exit_code == 0, res.output
-    doubts = json.loads((run / "metrics.json").read_text())["label_doubts"]
+    doubts = train_cli(data, run, "--strategy", "linear", "cache.views=1")["label_doubts"]
     named = {item["item"].rsplit("/", 1)[-1]: item for item in doubts["items"]}
     assert {f"filed_{n}" for n in ANTS_FILED_AS_BEES} <= set(named), doubts
     assert doubts["of"] == 245 and doubts["count"] <= 4, doubts  # the rest of hymenoptera's labels hold
@@ -41,9 +35,8 @@ def test_a_run_without_doubted_labels_says_so(tmp_path, session_cache):
 
     data = hymenoptera_subset(tmp_path / "d", {"train": 20, "val": 10})
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "linear", "cache.views=1"])
-    assert res.exit_code == 0, res.output
-    assert json.loads((run / "metrics.json").read_text())["label_doubts"] == {"count": 0, "of": 40, "items": []}
+    assert train_cli(data, run, "--strategy", "linear", "cache.views=1")["label_doubts"] == {"count": 0, "of": 40,
+                                                                                           "items": []}
     assert "No training label was doubted" in (run / "report.html").read_text()
 
 
@@ -53,8 +46,6 @@ def test_a_run_without_a_cross_validated_head_does_not_claim_a_label_check(tmp_p
 
     data = hymenoptera_subset(tmp_path / "d", {"train": 8, "val": 4})
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "full", "--epochs", "1"])
-    assert res.exit_code == 0, res.output
-    assert json.loads((run / "metrics.json").read_text())["label_doubts"] is None  # fine-tuning alone: not checked
+    assert train_cli(data, run, "--strategy", "full", "--epochs", "1")["label_doubts"] is None  # not checked
     html = (run / "report.html").read_text()
     assert 'id="sec-doubts"' not in html and "No training label was doubted" not in html

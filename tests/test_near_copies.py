@@ -5,14 +5,12 @@ hymenoptera's photos, with some saved again as a second source would have saved 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HYMENOPTERA, SHARED, needs_shared
+from conftest import HYMENOPTERA, SHARED, needs_shared, train_cli
 from PIL import Image
-from typer.testing import CliRunner
 
 from headstart.tasks.image import near_copies
 from headstart.tasks.image.data import discover
@@ -117,7 +115,6 @@ def test_the_band_index_finds_what_comparing_every_pair_finds(tmp_path):
 
 
 def test_training_leaves_validation_without_near_copies_of_training(tmp_path, session_cache):
-    from headstart.cli import app
 
     root = tmp_path / "d"
     for cls in ("ants", "bees"):
@@ -127,9 +124,7 @@ def test_training_leaves_validation_without_near_copies_of_training(tmp_path, se
             if i < 10:
                 _resaved(jpg, root / cls / f"{jpg.stem}_small.jpg")
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(root), "--out", str(run), "--strategy", "linear", "cache.views=1"])
-    assert res.exit_code == 0, res.output
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = train_cli(root, run, "--strategy", "linear", "cache.views=1")
     moved = next(w for w in metrics["data_warnings"] if "moved to training" in w)
     n = int(moved.split()[0])
     assert metrics["num_train"] + metrics["num_val"] == 80 and metrics["val"]["num_samples"] == metrics["num_val"]

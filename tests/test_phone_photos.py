@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HYMENOPTERA, needs_shared
+from conftest import HYMENOPTERA, needs_shared, train_cli
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -78,10 +78,8 @@ def test_a_folder_of_phone_photos_trains_and_predicts(tmp_path, session_cache):
 
     data = _write_photos(tmp_path / "photos", {"train": 30, "val": 15})
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "linear", "cache.views=1"])
-    assert res.exit_code == 0, res.output
-    assert not (run / "skipped.txt").exists() or not (run / "skipped.txt").read_text().strip()
-    val = json.loads((run / "metrics.json").read_text())["val"]
+    val = train_cli(data, run, "--strategy", "linear", "cache.views=1")["val"]
+    assert not (run / "skipped.txt").exists()
     assert val["num_samples"] == 30 and val["accuracy"] >= val["baseline"]["accuracy"] + 0.25, val
 
     res = CliRunner().invoke(app, ["predict", str(run), str(data / "val" / "bees"), "--format", "json"])

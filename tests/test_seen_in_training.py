@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import HYMENOPTERA, SHARED, hymenoptera_subset, needs_shared
+from conftest import HYMENOPTERA, SHARED, hymenoptera_subset, needs_shared, train_cli
 from typer.testing import CliRunner
 
 from headstart.cli import app
@@ -24,8 +24,7 @@ def _evaluate(run, data) -> dict:
 def test_evaluating_on_training_images_is_said(tmp_path, session_cache):
     data = hymenoptera_subset(tmp_path / "d", {"train": 12, "val": 6})
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--strategy", "linear", "cache.views=1"])
-    assert res.exit_code == 0, res.output
+    train_cli(data, run, "--strategy", "linear", "cache.views=1")
     assert len(runfolder.read_trained_keys(run)) == 24  # DATA's own validation split: no refit, the 24 training images
     assert _evaluate(run, data / "val")["seen_in_training"] == 0
     mixed = tmp_path / "mixed"
@@ -45,9 +44,7 @@ def test_evaluating_on_training_texts_is_said_and_a_refit_counts_validation(tmp_
     table = tmp_path / "sms.tsv"
     table.write_text("\n".join(rows[:401]) + "\n", encoding="utf-8")  # header and 400 messages: a split is drawn
     run = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", str(table), "--out", str(run), "--strategy", "linear"])
-    assert res.exit_code == 0, res.output
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = train_cli(table, run, "--strategy", "linear")
     assert "refit" in metrics  # the saved model trained on validation too: every distinct text is a trained one
     assert len(runfolder.read_trained_keys(run)) == len({row.split("\t", 1)[1] for row in rows[1:401]})
     report = _evaluate(run, table)
