@@ -96,9 +96,14 @@ def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: 
     wrong.sort(key=lambda i: -float(conf[i]))
     mistakes = []
     for i in wrong[:k]:
-        name, data = (items[i][0], payload(items[i][1])) if isinstance(items[i], tuple) else (str(items[i]), None)
+        name, data = card_item(items[i])
         mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data))
     return mistakes
+
+
+def card_item(item: str | Path | tuple[str, Any]) -> tuple[str, bytes | None]:
+    """(name, image bytes or None) of a report's item: a path, a text, or an image in memory as ``(name, stored)``."""
+    return (item[0], payload(item[1])) if isinstance(item, tuple) else (str(item), None)
 
 
 def png_data_uri(path: Path) -> str:

@@ -27,13 +27,6 @@ class ClassifierEstimator(Estimator):
     doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
     LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
 
-    def _report_card(self, sample: Any) -> tuple[str, bytes | None]:
-        """(name, image bytes or None) of a sample for a report's card."""
-        from headstart.tasks.image.stored import payload
-
-        item = self._report_item(sample)
-        return (item[0], payload(item[1])) if isinstance(item, tuple) else (str(item), None)
-
     def _report_item(self, sample: Any) -> str | Path:
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
         raise NotImplementedError
@@ -207,7 +200,7 @@ class ClassifierEstimator(Estimator):
         predictions = ([self._report_item(s) for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
         doubts = []
         for sample, c, _, sure in self.doubts_[:DOUBTS_SHOWN]:
-            name, image = self._report_card(sample)
+            name, image = html_report.card_item(self._report_item(sample))
             doubts.append(html_report.Mistake(name, self.classes_[sample.label], self.classes_[c], sure,
                                               self.REPORT_IMAGES, image))
         html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,

@@ -95,4 +95,3 @@ def names_file(root: Path) -> Path | None:
         return found
     stems = {p.stem for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     return found if any(p.stem in stems for p in root.glob("*.txt") if p.name not in NAMES_FILES) else None
-

@@ -712,17 +712,15 @@ class DetectionData:
                 raise DataError(f"No readable images left in the {name} split ({len(splits.skipped)} skipped)")
         in_train = {s.path for s in self.splits["train"]}
         if training and not any(s.path in in_train for s in self.splits["val"]):  # (a refit trains on validation)
-            # a picture saved twice, one copy on each side (the images' keys are their proxies' now)
-            by_path = {s.path: s for s in self.store.samples}
-            halves = {name: [by_path[s.path] for s in self.splits[name]] for name in ("train", "val")}
-            halves["test"] = []
+            # a picture saved twice, one copy on each side (the samples carry their proxies' keys)
+            halves = {name: list(self.splits[name]) for name in ("train", "val")} | {"test": []}
             self.notes = self.store.near_copies(halves, splits.val_held_out, self.classes, conflicts=False, exact=True)
-            kept = {p.path for p in halves["val"]}
-            moved = [s for s in self.splits["val"] if s.path not in kept]
-            if moved:  # validation's near-copies of training images, given to training
-                self.splits["val"] = [s for s in self.splits["val"] if s.path in kept]
+            moved = [s for s in halves["train"] if s.path not in in_train]  # validation's, given to training
+            if moved:
+                gone = {s.path for s in moved}
+                self.splits["val"] = [s for s in self.splits["val"] if s.path not in gone]
                 self.splits["train"] += moved
-                splits.val = [s for s in splits.val if s.path in kept]
+                splits.val = [s for s in splits.val if s.path not in gone]
                 splits.train += moved
         self.train_tf = train_transform(image_size, augment, flips)
         self.eval_tf = eval_transform(image_size)

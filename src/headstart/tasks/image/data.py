@@ -727,18 +727,26 @@ def _folded(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", name.casefold()).strip()
 
 
+def _folded_class(classes: Sequence[str]) -> Callable[[str], str | None]:
+    """The class of ``classes`` a name is but for case, spacing or separators (``ants`` for ``Ants``), or None when
+    none is, or when two classes fold alike (nothing is guessed)."""
+    known: dict[str, list[str]] = {}
+    for c in classes:
+        known.setdefault(_folded(c), []).append(c)
+
+    def match(name: str) -> str | None:
+        found = known.get(_folded(name), [])
+        return found[0] if len(found) == 1 else None
+
+    return match
+
+
 def _matched(found: dict[str, list[Path]], classes: Sequence[str], folder: Path,
              splits: ImageSplits) -> dict[str, list[Path]]:
     """``found`` with the class folders that training's names but for case, spacing or separators (``val/ants``
     for ``train/Ants``, ``val/Bees `` for ``train/bees``) given training's names, and a note saying so."""
-    known = {}
-    for c in classes:
-        known.setdefault(_folded(c), []).append(c)
-    renamed: dict[str, str] = {}
-    for name in found:
-        match = known.get(_folded(name), [])
-        if name not in classes and found[name] and len(match) == 1:
-            renamed[name] = match[0]
+    match = _folded_class(classes)
+    renamed = {name: match(name) for name, files in found.items() if name not in classes and files and match(name)}
     if not renamed:
         return found
     out: dict[str, list[Path]] = {}
@@ -986,14 +994,11 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     named = classes
     classes = [*named, *(code for code in aliases if code not in named)]  # what DATA's labels may be
     pairs, skipped = _labelled(Path(data), classes, path_column, label_column)
-    folded: dict[str, list[str]] = {}
-    for c in named:
-        folded.setdefault(_folded(c), []).append(c)
+    match = _folded_class(named)
 
     def known(label: str) -> str:  # the model's class; a folder named as it but for case, spacing or separators too
         name = alias(label, named, aliases)
-        match = folded.get(_folded(label), [])
-        return match[0] if name not in named and len(match) == 1 else name
+        return name if name in named else match(label) or name
 
     unseen = Counter(label for _, label in pairs if known(label) not in named)
     if unseen:

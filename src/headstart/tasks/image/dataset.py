@@ -57,7 +57,6 @@ class Read:
     """What reading one file gives ``ImageStore``."""
 
     image: Image.Image  # decoded, 8-bit RGB, resized
-    format: str  # PIL's name of the file's format (DICOM for DICOM files)
     key: str  # sha1 of the file's bytes
     issue: str | None  # why it needs windowing (``intensity_issue``)
     mode: str  # the intensity mode its pixels were made with: off / window
@@ -89,7 +88,6 @@ class ImageStore:
         # images held in memory, or stored in a dataset's files: their bytes, or where to read them (``stored``)
         self.in_memory = {s.path: s.data for s in samples if s.data is not None}
         self.skipped: list[tuple[str, str]] = []
-        self.formats: Counter = Counter()
         self.traits: dict[Path, tuple[str, str, str]] = {}  # path -> (format, grey/colour, size): ``shortcuts``
         self.thumbs: dict[Path, bytes] = {}  # path -> 16 x 16 grey thumbnail: ``near_copies``
         self.dicom: Counter = Counter()  # how DICOM files were shown: 'own window', 'stored values', 'colour'
@@ -109,7 +107,6 @@ class ImageStore:
                     self.skipped.append((str(sample.path), result))
                     continue
                 sample.key = result.key
-                self.formats[result.format] += 1
                 self.traits[sample.path], self.thumbs[sample.path] = result.traits, result.thumb
                 if result.dicom:
                     self.dicom[result.dicom] += 1
@@ -140,6 +137,11 @@ class ImageStore:
         return note
 
     @property
+    def formats(self) -> Counter:
+        """How many images read are of each format (``traits``' first field)."""
+        return Counter(t[0] for t in self.traits.values())
+
+    @property
     def blank(self) -> list[str]:
         """Nearly uniform images as decoded (in reading order)."""
         return [str(s.path) for s in self.samples if str(s.path) in self.flat]
@@ -167,8 +169,9 @@ class ImageStore:
         except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
             return unreadable_reason(exc)
         # the split already hashed the file's bytes (content_keys); in-memory uploads are hashed here
-        return Read(image, fmt, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(image),
-                    traits(image, fmt, width, height), thumbnail(image), dicom, bool(native.info.get(TRANSPARENT)))
+        thumb = thumbnail(image)
+        return Read(image, sample.key or hashlib.sha1(data).hexdigest(), issue, mode, _spread(thumb),
+                    traits(image, fmt, width, height), thumb, dicom, bool(native.info.get(TRANSPARENT)))
 
     def settle(self, train: Sequence[Sample]) -> str:
         """Resolve ``intensity="auto"``: ``window`` for every image when most ``train`` images need it, else ``off``.
@@ -198,7 +201,7 @@ class ImageStore:
 
         def again(sample: Sample) -> tuple[Image.Image, float]:
             image = decode(sample.source, self.short_side, self.interpolation, mode)
-            return image, _spread(image)
+            return image, _spread(thumbnail(image))
 
         with ThreadPoolExecutor(self.threads) as pool, progress_bar("Decoding again", len(redo)) as advance:
             for sample, (image, std) in zip(redo, pool.map(again, redo)):
@@ -230,10 +233,11 @@ class ImageStore:
     def warnings(self) -> list[str]:
         """Files that were read but look out of place (kept, reported)."""
         notes = []
-        if self.formats:  # a stray file among many (a GIF placeholder among JPEGs); whole classes: ``shortcuts``
-            main, _ = self.formats.most_common(1)[0]
+        formats = self.formats
+        if formats:  # a stray file among many (a GIF placeholder among JPEGs); whole classes: ``shortcuts``
+            main, _ = formats.most_common(1)[0]
             few = max(ODD_FORMAT, ODD_SHARE * len(self.samples))
-            odd = {f: n for f, n in self.formats.items() if f != main and n <= few}
+            odd = {f: n for f, n in formats.items() if f != main and n <= few}
             if odd:
                 examples = [str(p) for p, t in self.traits.items() if t[0] in odd][:3]
                 notes.append(f"image formats differ: mostly {main}, also {odd}, e.g. {examples}")
@@ -256,9 +260,9 @@ class ImageStore:
         return notes
 
 
-def _spread(image: Image.Image) -> float:
-    """Standard deviation of a 16 x 16 grey thumbnail (under 2: nearly uniform)."""
-    return float(np.asarray(image.convert("L").resize((16, 16)), dtype=np.float64).std())  # population std
+def _spread(thumb: bytes) -> float:
+    """Standard deviation of an image's 16 x 16 grey thumbnail (``near_copies.thumbnail``; under 2: nearly uniform)."""
+    return float(np.frombuffer(thumb, dtype=np.uint8).std())  # population std
 
 
 @contextmanager
@@ -353,11 +357,11 @@ class ImageData:
         in_train = {id(s) for s in self.splits["train"]}
         if not any(id(s) in in_train for s in self.splits["val"]):  # (a refit trains on validation: nothing to settle)
             splits.notes += self.store.near_copies(self.splits, splits.val_held_out, splits.classes)
-        kept = {id(s) for s in self.splits["val"]}
-        moved = [s for s in splits.val if id(s) in ok and id(s) not in kept]  # near-copies given to training
-        if moved:
-            splits.val = [s for s in splits.val if id(s) not in {id(m) for m in moved}]
-            splits.train += moved
+            moved = [s for s in self.splits["train"] if id(s) not in in_train]  # validation's, given to training
+            if moved:
+                gone = {id(s) for s in moved}
+                splits.val = [s for s in splits.val if id(s) not in gone]
+                splits.train += moved
         # data.intensity=auto: decided from the training images; the mode is part of the preprocessing
         self.intensity_note = self.store.settle(self.splits["train"]) if intensity == "auto" else None
         spec.extra["intensity"] = self.store.intensity

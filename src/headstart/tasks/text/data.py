@@ -484,17 +484,18 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
     if len(train_classes) < (1 if tags else 2):
         raise DataError(f"{path}: the training split has " + ("no label at all" if tags else
                         f"one class only ({classes[next(iter(train_classes))]})") + "; a classifier needs at least 2")
+    train_keys, val_keys = [same_key(s.text) for s in splits.train], [same_key(s.text) for s in splits.val]
     if splits.val_held_out:
         pool = splits.train + splits.val
-        groups = duplicate_groups([same_key(s.text) for s in pool])
+        groups = duplicate_groups(train_keys + val_keys)
         if groups:
             splits.notes.append(f"{sum(len(g) - 1 for g in groups)} duplicate text(s) ({len(groups)} text(s) occur "
                                 f"more than once, e.g. {pool[groups[0][0]].where} = {pool[groups[0][1]].where}; "
                                 f"{SAME}): each is kept on one side of the validation split")
         if not tags:
             splits.notes += split_notes([s.label for s in pool], [s.label for s in splits.val], classes, "texts")
-    seen = {same_key(s.text) for s in splits.train}
-    dup = sum(same_key(s.text) in seen for s in splits.val)
+    seen = set(train_keys)
+    dup = sum(k in seen for k in val_keys)
     if dup:
         splits.notes.append(f"{dup} validation text(s) also occur in the training split (duplicate rows; {SAME}): "
                             "validation scores may be optimistic")
