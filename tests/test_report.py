@@ -45,8 +45,8 @@ def test_report_is_self_contained(run):
 
 def test_report_renders_in_chromium_with_figures_and_metrics(run, chromium):
     dom = chromium(run.run_dir_ / "report.html", "run-report.png")
-    assert "figures rendered: 2 of 2" in dom  # learning curve and confusion matrix decoded by the browser
-    assert dom.count('data-rendered="yes"') == 2
+    assert "figures rendered: 3 of 3" in dom  # learning curve, confusion matrix, calibration decoded by the browser
+    assert dom.count('data-rendered="yes"') == 3
     val = run.metrics_["val"]
     assert f"{val['accuracy']:.4f}" in dom and f"{val['macro_f1']:.4f}" in dom
     per_class = dom[dom.index('id="per-class"'):]

@@ -91,6 +91,9 @@ class TrainConfig(_Section):
     layer_decay: float = Field(0.7, gt=0, le=1.0, description="LR multiplier per group going down")
     weight_decay: float = Field(0.01, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
+    calibrate: bool = Field(True, description="single-label classification: divide the logits by one temperature "
+                            "fitted on validation, so predicted probabilities match how often the model is right "
+                            "(classes and scores unchanged; metrics.json 'calibration', calibration.png)")
     batchnorm: Literal["frozen", "train"] = Field(
         "frozen", description="BatchNorm statistics of a pretrained backbone while it fine-tunes: 'frozen' keeps the "
         "pretrained ones (batch statistics of small, unusual data shift every feature the head learned: README); "

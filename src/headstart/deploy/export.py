@@ -542,12 +542,15 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         "inputs": inputs, "outputs": [{"name": "logits", "dtype": "float32", "shape": [batch, n],
                                        "postprocessing": "sigmoid of each logit gives its class's probability; a "
                                        "label applies when its probability >= its class's threshold (thresholds)"
-                                       if task in TAG_TASKS else "softmax over classes gives the probabilities"}],
+                                       if task in TAG_TASKS else "softmax over classes of the logits divided by "
+                                       "the temperature (temperature) gives the probabilities"}],
         "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(est, task, run, target),
         **_provenance(spec, run, target),
     }
     if task in TAG_TASKS:
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
+    else:
+        meta["temperature"] = est.temperature_  # fitted on validation (calibration)
     if fmt == "onnx":
         import onnx
         import onnxruntime

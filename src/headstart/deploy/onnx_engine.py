@@ -252,6 +252,7 @@ class OnnxEngine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
         self.thresholds = [float(t) for t in self.meta.get("thresholds") or []]  # multi-label: one per class
+        self.temperature = float(self.meta.get("temperature", 1.0))  # single-label: the logits' divisor (calibration)
         if self.task in TAG_TASKS and len(self.thresholds) != len(self.classes):
             raise RunFolderError(f"{sidecar_path(self.model_file).name} holds {len(self.thresholds)} thresholds for "
                                  f"{len(self.classes)} classes: export the model again")
@@ -341,7 +342,7 @@ class OnnxEngine:
         return [shown(t) for t in kept], self._activate(out)
 
     def _activate(self, logits: np.ndarray) -> np.ndarray:
-        return sigmoid(logits) if self.task in TAG_TASKS else softmax(logits)
+        return sigmoid(logits) if self.task in TAG_TASKS else softmax(logits / self.temperature)
 
     # ---------------------------------------------------------------- detection
     def detect(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:

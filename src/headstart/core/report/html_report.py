@@ -330,8 +330,10 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
         *tested,
         *phases_section(metrics),
         figures_section([(run / "learning_curve.png", "Loss and validation scores per epoch", "learning-curve"),
-                         (run / "confusion_matrix.png", "Validation confusion matrix", "confusion-matrix")],
-                        "Learning curve and confusion matrix"),
+                         (run / "confusion_matrix.png", "Validation confusion matrix", "confusion-matrix"),
+                         (run / "calibration.png", "Validation calibration: accuracy against confidence, before and "
+                          "after the temperature", "calibration")],
+                        "Learning curve, confusion matrix and calibration"),
         per_class_section(val["per_class"]),
         mistakes_section(mistakes),
     ]
@@ -343,6 +345,8 @@ def _score_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     return [("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}"),
             ("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}"),
             ("balanced accuracy", f"{report.get('balanced_accuracy', float('nan')):.4f}", ""),
+            *([("calibration error (ECE)", outputs.calibration_text(report["calibration"]), "")]
+              if "calibration" in report else []),
             ("samples", report["num_samples"], "")]
 
 

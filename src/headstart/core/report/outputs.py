@@ -88,6 +88,8 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
     table.add_column(f"majority baseline ('{base['class']}')", justify="right")
     table.add_row("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}")
     table.add_row("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}")
+    if "calibration" in report:
+        table.add_row("calibration error (ECE)", calibration_text(report["calibration"]), "")
     table.add_row("samples", str(report["num_samples"]), "")
     say(table)
     per = Table(title="per class")
@@ -98,6 +100,13 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
     say(per)
     for w in report["warnings"]:
         warn(w)
+
+
+def calibration_text(cal: dict[str, Any]) -> str:
+    """A report's calibration in a few words: '0.018 (T 0.62; softmax alone 0.071)'."""
+    if "ece_uncalibrated" not in cal:
+        return f"{cal['ece']:.3f}"
+    return f"{cal['ece']:.3f} (T {cal['temperature']:.3g}; softmax alone {cal['ece_uncalibrated']:.3f})"
 
 
 def test_model(metrics: dict[str, Any]) -> str:
@@ -130,13 +139,29 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         "| --- | --- | --- |",
         f"| accuracy | {val['accuracy']:.4f} | {base['accuracy']:.4f} |",
         f"| macro-F1 | {val['macro_f1']:.4f} | {base['macro_f1']:.4f} |",
+        *([f"| calibration error (ECE) | {calibration_text(val['calibration'])} | |"] if "calibration" in val else []),
         "",
     ]
     test = metrics.get("test")
     if test:
         lines += [f"Test ({test['num_samples']} {summary.get('items', 'images')}, {test_model(metrics)}): "
                   f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} (majority baseline "
-                  f"{test['baseline']['accuracy']:.4f}, {test['baseline']['macro_f1']:.4f}).", ""]
+                  f"{test['baseline']['accuracy']:.4f}, {test['baseline']['macro_f1']:.4f})"
+                  + (f"; calibration error {calibration_text(test['calibration'])}" if "calibration" in test else "")
+                  + ".", ""]
+    cal = val.get("calibration")
+    if cal:
+        lines += ["## Calibration", "",
+                  f"Predicted probabilities are `softmax(logits / {cal['temperature']:g})`: temperature "
+                  f"{md_text(cal.get('temperature_fit', ''))}. The expected calibration error (ECE) is the mean gap "
+                  "between confidence and accuracy (0: a prediction made with probability 0.9 is right 90% of the "
+                  "time)" + (f"; on validation, where T was fitted, it is {cal['ece']:.3f} (softmax alone "
+                             f"{cal['ece_uncalibrated']:.3f})" if "ece_uncalibrated" in cal else "")
+                  + (f"; on the test split, which T never saw, {test['calibration']['ece']:.3f}"
+                     + (f" (softmax alone {test['calibration']['ece_uncalibrated']:.3f})"
+                        if "ece_uncalibrated" in test["calibration"] else "")
+                     if test and "calibration" in test else "") + ".", "",
+                  "![calibration](calibration.png)", ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
     doubts = metrics.get("label_doubts")

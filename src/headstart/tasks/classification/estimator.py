@@ -26,6 +26,7 @@ class ClassifierEstimator(Estimator):
     splits_val_: Any = None  # the validation samples
     doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
     LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
+    temperature_: float = 1.0  # the logits' divisor before the softmax, fitted on validation (``calibration``)
 
     def _report_item(self, sample: Any) -> str | Path:
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
@@ -152,22 +153,31 @@ class ClassifierEstimator(Estimator):
         return {"test": self._split_report("test", logits, prepared.data.labels("test"))}
 
     def _split_report(self, split: str, logits: Any, labels: Any) -> dict[str, Any]:
-        """The final report of one split (``val`` comes before ``test``)."""
+        """The final report of one split (``val`` comes first: it fits the temperature every later score and
+        prediction uses, unless ``train.calibrate`` is off)."""
+        from headstart.tasks.classification import calibration
         from headstart.tasks.classification.metrics import classification_report
 
-        return classification_report(logits, labels, self.classes_, self.train_counts_)
+        how = None
+        if split == "val":
+            self.temperature_, how = calibration.fit_temperature(logits, labels) if self.config.train.calibrate \
+                else (1.0, "off (train.calibrate=false)")
+        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
+        if how:
+            report["calibration"]["temperature_fit"] = how
+        return report
 
     def _headline(self, val: dict[str, Any]) -> dict[str, Any]:
         """The validation scores metrics.json also holds at its top level."""
         return {"val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
 
     def _activate(self, logits: Any) -> Any:
-        """Probabilities from the model's logits (one label per item: softmax)."""
-        return logits.softmax(dim=1)
+        """Probabilities from the model's logits (one label per item: softmax of the logits / the temperature)."""
+        return (logits.float() / self.temperature_).softmax(dim=1)
 
     def _spec_info(self) -> dict[str, Any]:
         return {"backbone": self.model_.backbone.spec.to_dict(), "train_counts": self.train_counts_,
-                "head": {"type": "linear", "dropout": self.config.model.dropout}}
+                "head": {"type": "linear", "dropout": self.config.model.dropout}, "temperature": self.temperature_}
 
     def _model_from_spec(self, info: dict[str, Any], run: Path) -> Any:
         from headstart.core.backbones import registry
@@ -179,11 +189,13 @@ class ClassifierEstimator(Estimator):
 
     def _loaded(self, run: Path, info: dict[str, Any]) -> None:
         self.train_counts_ = info.get("train_counts", [])
+        self.temperature_ = float(info.get("temperature", 1.0))  # runs saved before calibration: the plain softmax
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
         import torch
 
         from headstart.core.report import html_report, outputs
+        from headstart.tasks.classification import calibration
 
         cfg, metrics, splits = self.config, self.metrics_, prepared.splits
         outputs.write_json(metrics, run / "metrics.json")
@@ -197,7 +209,10 @@ class ClassifierEstimator(Estimator):
                    "items": self.NOUN, "skipped_what": self.SKIPPED}
         outputs.write_report_md(run, metrics, summary)
         val = self.splits_val_
-        predictions = ([self._report_item(s) for s in val], self.val_logits_, torch.tensor([s.label for s in val]))
+        labels = torch.tensor([s.label for s in val])
+        predictions = ([self._report_item(s) for s in val], self.val_logits_.float() / self.temperature_, labels)
+        calibration.plot(self.val_logits_, labels, self.temperature_, run / "calibration.png",
+                         f"Validation calibration ({len(val)} {self.NOUN})")
         doubts = []
         for sample, c, _, sure in self.doubts_[:DOUBTS_SHOWN]:
             name, image = html_report.card_item(self._report_item(sample))

@@ -13,11 +13,15 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from headstart.tasks.classification import calibration
+
 
 def classification_report(
-    logits: torch.Tensor, targets: torch.Tensor, classes: list[str], train_counts: list[int] | None = None
+    logits: torch.Tensor, targets: torch.Tensor, classes: list[str], train_counts: list[int] | None = None,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class metrics, confusion matrix, baseline and warnings."""
+    """Accuracy, macro-F1, per-class metrics, confusion matrix, baseline, warnings, and the calibration of the
+    probabilities ``softmax(logits / temperature)`` (``calibration.summary``)."""
     n = len(classes)
     preds = logits.argmax(dim=1)
     args = {"preds": preds, "target": targets, "num_classes": n}
@@ -39,6 +43,7 @@ def classification_report(
         },
         "confusion_matrix": multiclass_confusion_matrix(**args).tolist(),
         "predicted_counts": dict(zip(classes, torch.bincount(preds, minlength=n).tolist())),
+        "calibration": calibration.summary(logits, targets, temperature),
     }
     report["baseline"] = majority_baseline(targets, n, classes, train_counts)
     report["warnings"] = collapse_warnings(report, classes)

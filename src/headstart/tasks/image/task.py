@@ -98,9 +98,11 @@ class ImageClassifier(ClassifierEstimator):
         decoded as that file would be; see ``data.image_samples``).
         """
         model = self._require_fitted()
-        return self._probabilities(model, image_samples(inputs))
+        files, logits = self._logits(model, image_samples(inputs))
+        return files, self._activate(logits)
 
-    def _probabilities(self, model: TransferClassifier, samples: list[Sample]) -> tuple[list[Path], torch.Tensor]:
+    def _logits(self, model: TransferClassifier, samples: list[Sample]) -> tuple[list[Path], torch.Tensor]:
+        """``(files, logits[n_files, n_classes])`` of the samples that could be read."""
         spec = model.backbone.spec
         store = ImageStore(samples, spec.resize_size, spec.interpolation, self.config.data.preload_mb,
                            self.config.data.strict, desc="Reading images",
@@ -114,17 +116,17 @@ class ImageClassifier(ClassifierEstimator):
         fabric = loop.make_fabric(self.config.device)
         dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
         logits = predict_logits(fabric, model, dataset, loop.inference_batch_size(self.config, fabric))
-        return [s.path for s in store.samples], self._activate(logits)
+        return [s.path for s in store.samples], logits
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""
         model = self._require_fitted()
         samples, skipped = labelled_samples(data, self.classes_, self.config.data.path_column,
                                             self.config.data.label_column, self.class_aliases_)
-        files, probs = self._probabilities(model, samples)
+        files, logits = self._logits(model, samples)
         readable = set(files)
         labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)
-        report = classification_report(probs.log(), labels, self.classes_, self.train_counts_)
+        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
         report["skipped"] = len(samples) - len(files) + len(skipped)
         self._seen_in_training(report, [s.key for s in samples if s.path in readable])
         return report

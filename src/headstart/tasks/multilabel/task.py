@@ -65,6 +65,7 @@ class MultiLabel:
 
     def _spec_info(self) -> dict[str, Any]:
         info = super()._spec_info()
+        info.pop("temperature")  # sigmoid outputs: their thresholds are tuned instead
         return {**info, "head": {**info["head"], "output": "sigmoid"}, "num_train": self.num_train_,
                 "thresholds": self.thresholds_}
 
@@ -172,8 +173,8 @@ class MultiLabelClassifier(MultiLabel, ImageClassifier):
         model, d = self._require_fitted(), self.config.data
         samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
         read = [Sample(s.path) for s in samples]  # tags kept out of batches
-        files, probs = self._probabilities(model, read)
-        readable = set(files)
+        files, logits = self._logits(model, read)
+        probs, readable = self._activate(logits), set(files)
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
             if files else torch.zeros(0, len(self.classes_))
         report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)

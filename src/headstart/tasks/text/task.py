@@ -163,7 +163,7 @@ class TextClassifier(ClassifierEstimator):
         samples, skipped = self._labelled(data)
         logits = self._logits(model, [s.text for s in samples])
         labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-        report = classification_report(logits, labels, self.classes_, self.train_counts_)
+        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
         report["skipped"] = len(skipped)
         self._seen_in_training(report, [text_key(s.text) for s in samples])
         return report
