@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def test_the_uci_sms_file_as_published_reads_without_a_header_or_a_suffix(tmp_pa
     assert {s.where for s in splits.train + splits.val} == {f"sms.tsv:{i}" for i in range(2, 402)}
     words = tmp_path / "words.txt"
     words.write_text("just some words\nand more words\n")
-    with pytest.raises(DataError, match="no tab or comma in its first line"):
+    with pytest.raises(DataError, match="no tab, comma, semicolon or bar in its first line"):
         textdata.discover(words)
 
 
@@ -344,3 +345,71 @@ def test_fastai_tables_is_valid_column_and_blank_separated_labels(tmp_path):
             (*line.split("\t", 1), i % 5 == 0) for i, line in enumerate(_sms_lines(200))])
     splits = textdata.discover(texts)
     assert (len(splits.train), len(splits.val)) == (160, 40) and "is_valid" in splits.layout
+
+
+def _kaggle_text_folder(root: Path, n: int = 240) -> Path:
+    """Kaggle's "NLP with Disaster Tweets" as downloaded and unpacked, with real SMS for its tweets: ``train.csv``
+    (``id,keyword,location,text,target``), ``test.csv`` without ``target``, ``sample_submission.csv``."""
+    rows = [line.split("\t", 1) for line in _sms_lines(n + 80)]
+    folder = root / "nlp-getting-started"
+    folder.mkdir(parents=True)
+    with (folder / "train.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("id", "keyword", "location", "text", "target"),
+                                 *((i, "", "", t, int(y == "spam")) for i, (y, t) in enumerate(rows[:n]))])
+    with (folder / "test.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("id", "keyword", "location", "text"),
+                                 *((i, "", "", t) for i, (_, t) in enumerate(rows[n:]))])
+    (folder / "sample_submission.csv").write_text("id,target\n" + "".join(f"{i},0\n" for i in range(80)))
+    return root
+
+
+@needs_sms
+def test_a_folder_of_text_tables_as_kaggle_gives_it(tmp_path):
+    data = _kaggle_text_folder(tmp_path / "download")  # the folder the archive unpacked into
+    assert infer_task(data) == "text"
+    splits = textdata.discover(data)
+    assert "text column 'text', label column 'target'" in splits.layout and splits.classes == ["0", "1"]
+    assert len(splits.train) + len(splits.val) == 240 and not splits.test  # test.csv has no labels
+    assert any("test.csv has no 'target' column" in n and "predict RUN test.csv" in n for n in splits.notes)
+    assert not any("sample_submission" in n for n in splits.notes)  # not data, not mentioned
+    assert all(":train:" in s.where for s in splits.train + splits.val)
+
+    alone = tmp_path / "spam"  # Kaggle's SMS spam: one table in a folder
+    alone.mkdir()
+    shutil.copy(SMS, alone / "spam.tsv")
+    assert infer_task(alone) == "text" and textdata.discover(alone).classes == ["ham", "spam"]
+    shutil.copy(SMS, alone / "more.tsv")  # two tables, neither named train: nothing is guessed
+    with pytest.raises(DataError, match=r"more.tsv, spam.tsv\) is named train"):
+        textdata.discover(alone)
+
+    kaggle_images = tmp_path / "dog-breed"  # a table beside a folder of images is image data, as before
+    (kaggle_images / "train").mkdir(parents=True)
+    for f in sorted(ANTS.glob("ants/*.jpg"))[:2]:
+        shutil.copy(f, kaggle_images / "train" / f.name)
+    (kaggle_images / "labels.csv").write_text("id,breed\n" + "".join(
+        f"{f.stem},ant\n" for f in sorted((kaggle_images / "train").iterdir())))
+    assert infer_task(kaggle_images) == "image"
+
+
+@needs_sms
+def test_a_folder_of_split_tables_trains_on_train_and_evaluates_its_test(tmp_path):
+    """The emotion dataset's folder (``train.txt``, ``val.txt``, ``test.txt`` of ``text;label`` lines, no header): each
+    table is its split; ``evaluate RUN FOLDER`` scores the test table."""
+    from conftest import train_cli
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    rows = [line.split("\t", 1) for line in _sms_lines(420)]
+    data = tmp_path / "emotion"
+    data.mkdir()
+    for name, part in (("train", rows[:240]), ("val", rows[240:330]), ("test", rows[330:])):
+        (data / f"{name}.txt").write_text("".join(f"{t.replace(';', ' ')};{y}\n" for y, t in part), encoding="utf-8")
+    assert infer_task(data) == "text"
+    metrics = train_cli(data, tmp_path / "run", "--strategy", "linear", "text.max_length=64")
+    assert (metrics["num_train"], metrics["num_val"], metrics["test"]["num_samples"]) == (240, 90, 90)
+    assert metrics["val_accuracy"] > metrics["val"]["baseline"]["accuracy"] + 0.05  # it learned spam from ham
+    res = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout[res.stdout.index("{"):])
+    assert report["num_samples"] == 90 and report["accuracy"] == pytest.approx(metrics["test"]["accuracy"])

@@ -17,6 +17,7 @@ import codecs
 import csv
 import io
 import os
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,16 @@ from typing import Any
 
 from headstart.errors import DataError
 from headstart.tasks.image.dicom import DICOM_SUFFIXES, OTHER_IMAGE_SUFFIXES  # numpy and PIL only, no torch
+
+# split values as datasets write them (FER-2013's Usage: Training, PublicTest, PrivateTest)
+SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                "publictest": "val", "dev": "val", "test": "test", "privatetest": "test", "testing": "test"}
+
+
+def split_of_name(path: Path) -> str | None:
+    """train / val / test, from a table's name (``fashion-mnist_train.csv``, ``sign_mnist_test.csv``,
+    ``twitter_validation.csv``)."""
+    return next((SPLIT_VALUES[w] for w in re.split(r"[^a-z]+", path.stem.lower()) if w in SPLIT_VALUES), None)
 
 IMAGE_SUFFIXES = (*OTHER_IMAGE_SUFFIXES, *DICOM_SUFFIXES)  # the image files headstart reads
 UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # beside class folders, items without a class (IMDB, STL-10)

@@ -31,8 +31,9 @@ import numpy as np
 
 from headstart.errors import DataError
 from headstart.tasks.image import cifar, hdf5, idx, stl10
-from headstart.tasks.image.pixel_tables import SPLIT_VALUES, PixelRow, png_bytes, white
+from headstart.tasks.image.pixel_tables import PixelRow, png_bytes, white
 from headstart.tasks.image.stored import Stored
+from headstart.tasks.tables import SPLIT_VALUES
 
 SUFFIXES = (".npz",)
 _IMAGES = re.compile(r"(?:(?P<a>train|training|val|valid|validation|test|testing)_(?:images?|x|imgs?|data))"

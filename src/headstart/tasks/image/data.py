@@ -56,7 +56,6 @@ from headstart.tasks.image.pixel_tables import (
     pixel_table,
     prediction_items,
     read_rows,
-    split_of_name,
     tables_in,
 )
 from headstart.tasks.image.stored import Stored, payload
@@ -66,6 +65,7 @@ from headstart.tasks.tables import (
     Table,
     read_delimited,
     read_text_file,
+    split_of_name,
     table_files,
 )
 

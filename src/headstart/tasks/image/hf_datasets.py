@@ -28,8 +28,9 @@ from typing import Any
 
 from headstart.errors import DataError
 from headstart.progress import progress_bar
-from headstart.tasks.image.pixel_tables import LABEL_NAMES, SPLIT_VALUES, PixelRow
+from headstart.tasks.image.pixel_tables import LABEL_NAMES, PixelRow
 from headstart.tasks.image.stored import Stored
+from headstart.tasks.tables import SPLIT_VALUES
 from headstart.tasks.text import is_datasets_folder
 
 

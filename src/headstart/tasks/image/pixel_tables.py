@@ -29,15 +29,13 @@ from PIL import Image
 
 from headstart.errors import DataError
 from headstart.tasks.image.stored import Stored, payload
+from headstart.tasks.tables import SPLIT_VALUES
 
 MIN_PIXELS = 64  # 8 x 8, scikit-learn's digits; fewer values a row are features, not an image
 SAMPLE_ROWS = 50  # rows read to recognise a table of pixels
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
 LABEL_NAMES = ("label", "labels", "class", "target", "category", "y", "emotion", "diagnosis", "dx")
 SPLIT_NAMES = ("split", "usage", "subset", "set", "fold")
-# split values as datasets write them (FER-2013's Usage: Training, PublicTest, PrivateTest)
-SPLIT_VALUES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-                "publictest": "val", "dev": "val", "test": "test", "privatetest": "test", "testing": "test"}
 _NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
 
 
@@ -284,11 +282,6 @@ def tables_in(folder: Path) -> list[PixelTable]:
             if table is not None:
                 found.append(table)
     return found
-
-
-def split_of_name(path: Path) -> str | None:
-    """train / val / test, from a table's name (``fashion-mnist_train.csv``, ``sign_mnist_test.csv``)."""
-    return next((SPLIT_VALUES[w] for w in re.split(r"[^a-z]+", path.stem.lower()) if w in SPLIT_VALUES), None)
 
 
 def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Path | tuple[str, bytes | Stored]]:

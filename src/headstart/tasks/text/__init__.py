@@ -6,10 +6,13 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from headstart.errors import DataError
-from headstart.tasks.tables import IMAGE_SUFFIXES
+from headstart.tasks.tables import IMAGE_SUFFIXES, split_of_name
+
+TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 
 DATASETS_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
 TEXT_FILE_SUFFIXES = (".txt",)  # class folders of these are text data (IMDB's aclImdb/, BBC News' bbc/)
@@ -105,3 +108,50 @@ def is_text_folder(path: Path) -> bool:
 def is_datasets_folder(path: Path) -> bool:
     """A folder written by ``datasets`` ``save_to_disk`` (a Dataset or a DatasetDict)."""
     return path.is_dir() and any((path / f).is_file() for f in DATASETS_FILES)
+
+
+@dataclass
+class TableFolder:
+    """The tables of a folder of text tables (``table_folder``): one per split (``""``: the one table, no split
+    named), and the tables beside them that are not read."""
+
+    tables: dict[str, Path]
+    beside: list[Path]
+
+    @property
+    def first(self) -> Path:
+        """The table to train on."""
+        return self.tables.get("train") or self.tables[""]
+
+
+def table_folder(path: Path) -> TableFolder | None:
+    """A folder of text tables as Kaggle and others download them: ``train.csv`` (and ``test.csv``, ``valid.csv``,
+    ``twitter_training.csv`` + ``twitter_validation.csv``, the emotion dataset's ``train.txt`` / ``val.txt`` /
+    ``test.txt``; a split's table is found by a word of its name), or one table alone (Kaggle's ``spam.csv``, ``IMDB
+    Dataset.csv``), in the folder or in the one folder an archive unpacks to. ``sample_submission.csv`` is not data.
+    None where the folder, or a folder in it, holds images (a table labelling images: image data), where no table is
+    found, or where several tables name no split (the error names them)."""
+    from headstart.tasks.segmentation import inner_folder
+
+    if not path.is_dir():
+        return None
+    root = inner_folder(path)
+    files = [p for p in itertools.islice(root.iterdir(), 1000) if p.is_file() and not p.name.startswith(".")]
+    if any(_is_image_name(p) for p in files) or any(_holds(f, _is_image_name) or any(
+            _holds(g, _is_image_name) for g in _folders(f)[:20]) for f in _folders(root)[:50]):
+        return None
+    tables: dict[str, list[Path]] = {}
+    for f in sorted(files):
+        split = split_of_name(f)
+        if "submission" in f.stem.lower() or not (f.suffix.lower() in TABLE_SUFFIXES
+                                                   or f.suffix.lower() == ".txt" and split):
+            continue
+        tables.setdefault(split or "", []).append(f)
+    found = [t for ts in tables.values() for t in ts]
+    if "train" not in tables:
+        return TableFolder({"": found[0]}, []) if len(found) == 1 else None
+    chosen = {split: next((t for t in found if t.stem.lower() == split), found[0]) for split, found in tables.items()}
+    if "train" in chosen:
+        chosen.pop("", None)
+    beside = [t for found in tables.values() for t in found if t not in chosen.values()]
+    return TableFolder(chosen, beside)

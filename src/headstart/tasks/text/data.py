@@ -46,9 +46,18 @@ from headstart.tasks.tables import (
     read_text_file,
     table_files,
 )
-from headstart.tasks.text import PART_SEP, is_blank, is_datasets_folder, is_text_file, is_text_folder, same_key
+from headstart.tasks.text import (
+    PART_SEP,
+    TABLE_SUFFIXES,
+    TableFolder,
+    is_blank,
+    is_datasets_folder,
+    is_text_file,
+    is_text_folder,
+    same_key,
+    table_folder,
+)
 
-TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
 SAME = "copies compared without case, spacing, punctuation and the digits of long numbers"  # ``same_key``
 TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
@@ -113,10 +122,16 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
             return _read_datasets(path)
         if is_text_folder(path):
             return _read_text_folders(path)
+        found = table_folder(path)
+        if found is not None:
+            return _read_table_folder(path, found, names)
+        tables = sorted(p.name for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
         raise DataError(
-            f"{path} is a folder but not a Hugging Face datasets folder (no dataset_dict.json / dataset_info.json). "
-            "Text data is a table (.csv, .tsv, .jsonl, .parquet) or a folder written by datasets' save_to_disk; "
-            "a folder of class subfolders is image data (--task image)."
+            f"{path} is a folder but not a Hugging Face datasets folder (no dataset_dict.json / dataset_info.json)"
+            + (f", and none of its tables ({', '.join(tables[:8])}) is named train: give the table to train on"
+               if len(tables) > 1 else "") + ". Text data is a table (.csv, .tsv, .jsonl, .parquet), a folder of "
+            "them (train.csv, test.csv...) or a folder written by datasets' save_to_disk; a folder of class "
+            "subfolders is image data (--task image)."
         )
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -135,10 +150,38 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
         return fasttext
     if suffix in PLAIN_SUFFIXES and not _delimited(content.text):
         raise DataError(f"{path}: expected a table of texts and labels separated by a tab or a comma (as in the UCI "
-                        "SMS Spam Collection: 'ham<TAB>text'), found no tab or comma in its first line. Give a .csv, "
-                        ".tsv, .jsonl or .parquet table")
+                        "SMS Spam Collection: 'ham<TAB>text'), found no tab, comma, semicolon or bar in its first "
+                        "line. Give a .csv, .tsv, .jsonl or .parquet table")
     table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], content)
     return Records({"": table.rows}, table.columns, table)
+
+
+def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | None]) -> Records:
+    """The tables of ``table_folder`` as one table's splits: the train table's rows and columns, and the rows of a
+    validation and a test table that hold every column of the train table (Kaggle's ``test.csv`` without the
+    ``target`` column is unlabelled: named and not read)."""
+    first = found.first
+    base = read_records(first, names)
+    parts = {("train" if found.tables.get("train") else ""): base.rows()}
+    notes, read = list(base.notes), [first.name]
+    for split in ("val", "test"):
+        table = found.tables.get(split)
+        if table is None:
+            continue
+        other = read_records(table, names)
+        missing = [c for c in base.columns if c not in other.columns]
+        if missing:
+            notes.append(f"{table.name} has no {', '.join(repr(c) for c in missing[:3])} column"
+                         f"{'s' if len(missing) > 1 else ''} that {first.name} has: unlabelled, not read (`headstart "
+                         f"predict RUN {table.name}` classifies its texts)")
+            continue
+        parts[split] = other.rows()
+        read.append(table.name)
+    if len(read) > 1:
+        notes.insert(0, f"tables read: {' and '.join(read)}")
+    if found.beside:
+        notes.append(f"not read: {', '.join(t.name for t in found.beside)} (beside {first.name})")
+    return Records(parts, base.columns, base.table, notes=notes)
 
 
 FASTTEXT_LABEL = "__label__"  # fastText's format: '__label__2 Great CD: ...', a text a line after its label
@@ -198,7 +241,7 @@ def _records(path: Path, rows: list[dict[str, Any]]) -> Records:
 
 def _delimited(text: str) -> bool:
     first = text.lstrip("\n").split("\n", 1)[0]
-    return "\t" in first or "," in first
+    return any(c in first for c in "\t,;|")  # the delimiters ``tables.read_delimited`` finds
 
 
 def _read_json(path: Path, text: str, suffix: str) -> list[dict[str, Any]]:
@@ -684,16 +727,19 @@ def looks_like_text_data(data: str | Path) -> bool:
 def text_task_of(data: str | Path) -> str | None:
     """``text``, ``text-multilabel`` (``holds_tags``) or None (not plainly text data), reading DATA once."""
     path = Path(data)
-    if path.is_dir() and not is_datasets_folder(path) or not path.is_dir() \
+    tables = table_folder(path) if path.is_dir() and not is_datasets_folder(path) else None
+    table = path if not path.is_dir() else tables and tables.first
+    if path.is_dir() and not is_datasets_folder(path) and tables is None or not path.is_dir() \
             and path.suffix.lower() not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
         return None
     try:
         records = read_records(path)
     except DataError:  # let the text reader report what is wrong, unless the file may be an image table
-        return "text" if path.is_dir() or path.suffix.lower() not in {".csv", *PLAIN_SUFFIXES} else None
+        return "text" if is_datasets_folder(path) or table and table.suffix.lower() not in {".csv", *PLAIN_SUFFIXES} \
+            else None
     rows = next(iter(records.parts.values()))[:200]
-    if not path.is_dir() and any(_looks_like_image_paths([str(r.get(c) or "") for r in rows])
-                                 or _names_image_files(path, rows, c) for c in records.columns):
+    if table and any(_looks_like_image_paths([str(r.get(c) or "") for r in rows])
+                     or _names_image_files(table, rows, c) for c in records.columns):
         return None
     return "text-multilabel" if holds_tags(records) else "text"
 
