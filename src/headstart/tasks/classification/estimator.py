@@ -27,6 +27,8 @@ class ClassifierEstimator(Estimator):
     doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
     LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
     temperature_: float = 1.0  # the logits' divisor before the softmax, fitted on validation (``calibration``)
+    familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
+    unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
 
     def _report_item(self, sample: Any) -> str | Path:
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
@@ -40,6 +42,7 @@ class ClassifierEstimator(Estimator):
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         """Evaluate the best weights on val (and test)."""
         from headstart.core import loop, strategies
+        from headstart.tasks.classification import familiarity
 
         cfg, task_data = self.config, prepared.data
         self.train_counts_ = steps.train_counts
@@ -67,6 +70,8 @@ class ClassifierEstimator(Estimator):
             cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
             device=str(fabric.device), **prepared.extra,
         )
+        self.familiar_ = familiarity.fit(self._features(prepared, fabric, "train"),
+                                         self._features(prepared, fabric, "val"))
         found = getattr(steps, "doubts", None)  # None: no head was fitted by cross-validation (no linear phase)
         self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in found or []]
         if self.doubts_:
@@ -121,6 +126,21 @@ class ClassifierEstimator(Estimator):
                 f"{seen} of the {len(keys)} evaluated {self.NOUN} are identical copies of {self.NOUN} the model trained "
                 f"on: these scores are optimistic; evaluate on {self.NOUN} it never saw")
 
+    def _count_unfamiliar(self, report: dict[str, Any]) -> None:
+        """``evaluate``: count in ``report`` (``unfamiliar``) the evaluated items unlike the training items, with a
+        warning when they are over 5 times the share of validation items beyond the cut (5%: a cut measured on a
+        small validation split varies)."""
+        from headstart.tasks.classification.familiarity import QUANTILE
+
+        if self.familiar_ is None:
+            return
+        odd, n = sum(self.unfamiliar_), len(self.unfamiliar_)
+        report["unfamiliar"] = odd
+        if odd > max(3, 5 * (1 - QUANTILE) * n):
+            report.setdefault("warnings", []).append(
+                f"{odd} of the {n} evaluated {self.NOUN} ({odd / n:.0%}) are unlike the training {self.NOUN}, against "
+                f"{1 - QUANTILE:.0%} of validation items: this data differs from what the model learned from")
+
     def _doubt_name(self, sample: Any) -> str:
         """How metrics.json names a doubted training item: its path, or its text."""
         item = self._report_item(sample)
@@ -145,8 +165,29 @@ class ClassifierEstimator(Estimator):
 
         return loop.gather_split(fabric, len(dataset), compute)
 
+    def _features(self, prepared: Prepared, fabric: Any, split: str) -> Any:
+        """The backbone's features (the head's inputs) of a split's items, at most ``familiarity.KEPT`` of them (a
+        seeded random subset), unaugmented."""
+        from torch.utils.data import Subset
+
+        from headstart.core import loop
+        from headstart.tasks.classification import familiarity
+        from headstart.tasks.classification.training import predict_logits
+
+        dataset, model = prepared.data.dataset(split, False, 0), prepared.model
+        rows = familiarity.kept_rows(len(dataset), self.config.train.seed)
+        return predict_logits(fabric, model, Subset(dataset, rows.tolist()),
+                              loop.inference_batch_size(self.config, fabric, model.backbone.spec.modality),
+                              prepared.data.collate, desc=f"Features ({split}, for unfamiliar inputs)",
+                              features=True)[1]
+
     def _refit_scores(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:
-        """DATA's test split scored again with the refitted model, the one saved (neither model saw it)."""
+        """DATA's test split scored again with the refitted model, the one saved (neither model saw it); the
+        unfamiliar-input check moved to the refitted model's features (``familiarity.refitted``)."""
+        from headstart.tasks.classification import familiarity
+
+        if self.familiar_ is not None:
+            self.familiar_ = familiarity.refitted(self.familiar_, self._features(prepared, fabric, "train"))
         if not prepared.data.splits["test"]:
             return {}
         logits = self._split_logits(prepared, fabric, "test")
@@ -188,8 +229,21 @@ class ClassifierEstimator(Estimator):
         return TransferClassifier(backbone, len(info["classes"]), info["head"]["dropout"])
 
     def _loaded(self, run: Path, info: dict[str, Any]) -> None:
+        from headstart.tasks.classification import familiarity
+
         self.train_counts_ = info.get("train_counts", [])
         self.temperature_ = float(info.get("temperature", 1.0))  # runs saved before calibration: the plain softmax
+        self.familiar_ = familiarity.Familiarity.load(run)  # None: a run saved before the check
+
+    def _save_files(self, run: Path) -> None:
+        if self.familiar_ is not None:
+            self.familiar_.save(run)
+
+    def _unfamiliar(self, logits_and_features: tuple[Any, Any]) -> Any:
+        """The logits of a prediction pass; its features set ``unfamiliar_`` (all False without the check)."""
+        logits, features = logits_and_features
+        self.unfamiliar_ = self.familiar_.unfamiliar(features) if self.familiar_ is not None else [False] * len(logits)
+        return logits
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:
         import torch
@@ -239,12 +293,25 @@ class ClassifierEstimator(Estimator):
         items, probs = self.predict_proba(inputs)
         k = max(1, min(top_k or 1, len(self.classes_)))
         rows = []
-        for item, p in zip(items, probs):
+        for item, p, odd in zip(items, probs, self.unfamiliar_):
             values, indices = p.topk(k)
             rows.append({self.ITEM_KEY: str(item), "label": self.classes_[int(indices[0])],
                          "probability": float(values[0]),
-                         "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)]})
+                         "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)],
+                         "unfamiliar": odd})
+        self._warn_unfamiliar(len(rows))
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
+
+    def _warn_unfamiliar(self, n: int) -> None:
+        """One warning when some of the last ``n`` predicted items are unfamiliar."""
+        from headstart.progress import warn
+        from headstart.tasks.classification.familiarity import QUANTILE
+
+        odd = sum(self.unfamiliar_)
+        if odd:
+            warn(f"{odd} of {n} {self.NOUN} are unlike the training {self.NOUN} (farther from the nearest ones than "
+                 f"{QUANTILE:.0%} of the validation {self.NOUN}; 'unfamiliar' in the rows): their labels are guesses "
+                 f"among classes they may belong to none of")
 
     ITEM_KEY = "path"
     unreadable_: list[tuple[str, str]] = []  # (input, why) of the last predict_proba's inputs that could not be read
@@ -264,13 +331,14 @@ class ClassifierEstimator(Estimator):
             buf = io.StringIO()
             writer = csv.writer(buf)
             failed = any("error" in r for r in rows)
-            writer.writerow([key, "label", "probability", "top_k"] + (["error"] if failed else []))
+            writer.writerow([key, "label", "probability", "top_k", "unfamiliar"] + (["error"] if failed else []))
             for r in rows:
                 if "error" in r:
-                    writer.writerow([r[key], "", "", "", r["error"]])
+                    writer.writerow([r[key], "", "", "", "", r["error"]])
                     continue
                 writer.writerow([r[key], r["label"], f"{r['probability']:.6f}",
-                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"])] + ([""] if failed else []))
+                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"]), int(r.get("unfamiliar", False))]
+                                + ([""] if failed else []))
             sys.stdout.write(buf.getvalue())
         else:
             from rich.table import Table
@@ -282,8 +350,8 @@ class ClassifierEstimator(Estimator):
                 if "error" in r:
                     table.add_row(r[key], "[red]not read[/]", "-", r["error"])
                     continue
-                table.add_row(r[key], r["label"], f"{r['probability']:.3f}",
-                              ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
+                table.add_row(r[key], r["label"] + (" [yellow](unfamiliar)[/]" if r.get("unfamiliar") else ""),
+                              f"{r['probability']:.3f}", ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
             console.print(table)
 
 

@@ -54,11 +54,22 @@ class CachedViews(Dataset):
 
 
 def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, batch_size: int, collate=None,
-                   start: int = 0, desc: str = "Predicting") -> torch.Tensor:
-    """Logits of a classifier over a dataset of ``(input, label)`` items."""
+                   start: int = 0, desc: str = "Predicting", features: bool = False) -> Any:
+    """Logits of a classifier over a dataset of ``(input, label)`` items; ``features``: ``(logits, features)``, the
+    backbone's outputs (the head's inputs) too, from the same pass."""
     model.eval()
     model = model.to(fabric.device, memory_format=torch.channels_last)
-    return loop.run_batches(fabric, lambda x: model(x, start=start), loop.loader(dataset, batch_size, collate), desc)
+    batches = loop.loader(dataset, batch_size, collate)
+    if not features:
+        return loop.run_batches(fabric, lambda x: model(x, start=start), batches, desc)
+
+    def both(x: Any) -> torch.Tensor:
+        pooled = model.backbone(x, start=start)
+        return torch.cat([model.head(pooled), pooled], 1)
+
+    out = loop.run_batches(fabric, both, batches, desc)
+    n = model.head[-1].out_features
+    return out[:, :n], out[:, n:]
 
 
 class ClassificationSteps:

@@ -112,10 +112,12 @@ class ImageClassifier(ClassifierEstimator):
             warn(f"skipped {path}: {reason}")
         self.unreadable_, self.inputs_ = list(store.skipped), [str(s.path) for s in samples]
         if not store.samples:
+            self.unfamiliar_ = []
             return [], torch.empty(0, len(self.classes_))
         fabric = loop.make_fabric(self.config.device)
         dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
-        logits = predict_logits(fabric, model, dataset, loop.inference_batch_size(self.config, fabric))
+        logits = self._unfamiliar(predict_logits(fabric, model, dataset, loop.inference_batch_size(self.config, fabric),
+                                                 features=True))
         return [s.path for s in store.samples], logits
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
@@ -129,6 +131,7 @@ class ImageClassifier(ClassifierEstimator):
         report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
         report["skipped"] = len(samples) - len(files) + len(skipped)
         self._seen_in_training(report, [s.key for s in samples if s.path in readable])
+        self._count_unfamiliar(report)
         return report
 
 

@@ -106,11 +106,12 @@ class MultiLabel:
         items, probs = self.predict_proba(inputs)
         tags = predict_tags(probs, self.thresholds_)
         rows = []
-        for item, p, on in zip(items, probs, tags):
+        for item, p, on, odd in zip(items, probs, tags, self.unfamiliar_):
             found = sorted(((self.classes_[i], float(p[i])) for i in on.nonzero().flatten().tolist()),
                            key=lambda pair: -pair[1])[:top_k]
             rows.append({self.ITEM_KEY: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
-                         "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}})
+                         "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}, "unfamiliar": odd})
+        self._warn_unfamiliar(len(rows))
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
@@ -181,4 +182,5 @@ class MultiLabelClassifier(MultiLabel, ImageClassifier):
         report["skipped"] = len(samples) - len(files)
         keys = {s.path: s.key for s in read}
         self._seen_in_training(report, [keys[f] for f in files])
+        self._count_unfamiliar(report)
         return report

@@ -41,4 +41,5 @@ class MultiLabelTextClassifier(MultiLabel, TextClassifier):
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples])
         report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
         report["skipped"] = len(skipped)
+        self._count_unfamiliar(report)
         return report

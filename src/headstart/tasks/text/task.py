@@ -99,6 +99,7 @@ class TextClassifier(ClassifierEstimator):
                               tags=self.TAGS, uncertain=self.config.data.uncertain)
 
     def _save_files(self, run: Path) -> None:
+        super()._save_files(run)
         self.tokenizer_.save_pretrained(str(run / TOKENIZER_DIR))
 
     def _report_item(self, sample: TextSample) -> str:
@@ -138,6 +139,7 @@ class TextClassifier(ClassifierEstimator):
 
     def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
         if not texts:
+            self.unfamiliar_ = []
             return torch.empty(0, len(self.classes_))
         parts = len(self.text_columns_)
         odd = sum(t.count(PART_SEP) + 1 != parts for t in texts) if parts > 1 else 0
@@ -151,10 +153,12 @@ class TextClassifier(ClassifierEstimator):
             say(f"[dim]{cut} of {len(texts)} text(s) cut to {spec.extra['max_length']} tokens[/]")
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
         fabric = loop.make_fabric(self.config.device)
-        logits = predict_logits(fabric, model, TokenDataset([ids[i] for i in order], [-1] * len(ids)),
-                                self.config.train.batch_size * 2, PadCollate(spec.extra.get("pad_token_id", 0)))
+        logits = self._unfamiliar(predict_logits(fabric, model, TokenDataset([ids[i] for i in order], [-1] * len(ids)),
+                                                 self.config.train.batch_size * 2,
+                                                 PadCollate(spec.extra.get("pad_token_id", 0)), features=True))
         out = torch.empty_like(logits)
         out[torch.tensor(order)] = logits
+        self.unfamiliar_ = [self.unfamiliar_[i] for i in sorted(range(len(order)), key=order.__getitem__)]
         return out
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
@@ -166,6 +170,7 @@ class TextClassifier(ClassifierEstimator):
         report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
         report["skipped"] = len(skipped)
         self._seen_in_training(report, [text_key(s.text) for s in samples])
+        self._count_unfamiliar(report)
         return report
 
 
