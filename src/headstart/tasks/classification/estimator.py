@@ -29,6 +29,7 @@ class ClassifierEstimator(Estimator):
     temperature_: float = 1.0  # the logits' divisor before the softmax, fitted on validation (``calibration``)
     familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
     unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
+    _listing_doubts = False  # ``check_labels``'s temporary run
 
     def _report_item(self, sample: Any) -> str | Path:
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
@@ -70,8 +71,8 @@ class ClassifierEstimator(Estimator):
             cache={"items_served": state.cache_hits, "items_computed": state.cache_computed},
             device=str(fabric.device), **prepared.extra,
         )
-        self.familiar_ = familiarity.fit(self._features(prepared, fabric, "train"),
-                                         self._features(prepared, fabric, "val"))
+        self.familiar_ = None if self._listing_doubts else familiarity.fit(
+            self._features(prepared, fabric, "train"), self._features(prepared, fabric, "val"))
         found = getattr(steps, "doubts", None)  # None: no head was fitted by cross-validation (no linear phase)
         self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in found or []]
         if self.doubts_:
@@ -98,6 +99,7 @@ class ClassifierEstimator(Estimator):
         saved = self.config
         self.config = saved.model_copy(deep=True)
         self.config.train.strategy, self.config.train.refit = "linear", False
+        self._listing_doubts = True  # a temporary run: no unfamiliar-input check to save
         try:
             with tempfile.TemporaryDirectory(prefix=f"headstart-check-{self.TASK}-") as tmp:
                 self.fit(data, out=Path(tmp) / "run")
@@ -105,7 +107,7 @@ class ClassifierEstimator(Estimator):
                 skipped = [dict(zip(("item", "why"), line.split("\t", 1)))
                            for line in (listed.read_text().splitlines() if listed.exists() else [])]
         finally:
-            self.config, self.run_dir_ = saved, None
+            self.config, self.run_dir_, self._listing_doubts = saved, None, False
         m = self.metrics_
         return {"task": self.TASK, "data": str(data), "layout": m["layout"], "classes": list(self.classes_),
                 "sizes": {"train": m["num_train"], "val": m["num_val"]}, "skipped": skipped,
