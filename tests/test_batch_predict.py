@@ -40,16 +40,16 @@ def test_rows_equal_predict_and_an_interrupted_file_is_continued(run_and_folder,
     result = runner.invoke(app, ["predict", str(run), str(folder), "--out", str(out), "--top-k", "2"])
     assert result.exit_code == 0, result.output
     rows = _csv_rows(out)
-    assert rows[0] == ["path", "label", "probability", "top_k", "error"]
+    assert rows[0] == ["path", "label", "probability", "top_k", "unfamiliar", "error"]
     files = sorted(str(p) for p in folder.rglob("*.png"))
     assert sorted(r[0] for r in rows[1:]) == files  # one row per file, the unreadable one included
-    errors = [r for r in rows[1:] if r[4]]
-    assert len(errors) == 1 and errors[0][0].endswith("broken.png") and errors[0][1] == ""
+    errors = [r for r in rows[1:] if r[5]]
+    assert len(errors) == 1 and errors[0][0].endswith("broken.png") and errors[0][1] == errors[0][4] == ""
     expected = {r["path"]: r for r in clf.predict([f for f in files if "broken" not in f], top_k=2)}
     for r in rows[1:]:
-        if not r[4]:
+        if not r[5]:
             assert r[1] == expected[r[0]]["label"] and abs(float(r[2]) - expected[r[0]]["probability"]) < 1e-5
-            assert len(r[3].split(";")) == 2
+            assert len(r[3].split(";")) == 2 and r[4] == str(int(expected[r[0]]["unfamiliar"]))
 
     # interrupted after 10 rows, in the middle of writing the 11th: a second run adds only the rest
     lines = out.read_text().splitlines(keepends=True)

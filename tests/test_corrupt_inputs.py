@@ -101,7 +101,7 @@ def test_predict_lists_every_unreadable_input_as_a_row_with_an_error(skip_run, t
     csv = invoke(["predict", run, tmp_path / "in", "--format", "csv"])
     assert csv.exit_code == 0
     table_rows = list(DictReader(io.StringIO(csv.stdout)))
-    assert list(table_rows[0]) == ["path", "label", "probability", "top_k", "error"]
+    assert list(table_rows[0]) == ["path", "label", "probability", "top_k", "unfamiliar", "error"]
     assert table_rows[1]["label"] == "" and "not a readable image" in table_rows[1]["error"]
     assert table_rows[0]["error"] == "" and table_rows[0]["label"] in corpus.CLASSES
     table = invoke(["predict", run, tmp_path / "in"])

@@ -127,7 +127,7 @@ def test_cli_predict_and_evaluate(runs, hymenoptera, tmp_path):
     rows = json.loads(result.stdout)
     assert len(rows) == 70 and sum(r["label"] == "ants" for r in rows) >= 60
     result = _invoke("predict", run, hymenoptera / "val" / "ants", "--format", "csv")
-    assert result.stdout.splitlines()[0] == "path,label,probability,top_k"
+    assert result.stdout.splitlines()[0] == "path,label,probability,top_k,unfamiliar,error"
     result = _invoke("evaluate", run, hymenoptera / "val", "--json")
     assert json.loads(result.stdout)["accuracy"] == pytest.approx(runs["linear"].metrics_["val_accuracy"], abs=1e-6)
     # a Kaggle-style test.csv of ids (file names without their suffix) beside the folder of images: one row each,

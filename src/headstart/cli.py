@@ -101,7 +101,7 @@ def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lit
 
     from headstart.core.backbones import registry
 
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
     rows = _run(lambda: registry.list_models(pattern))
     if as_json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))

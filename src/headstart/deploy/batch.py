@@ -4,7 +4,8 @@ Inputs are predicted in chunks of ``CHUNK`` items and each chunk's rows are appe
 next one starts, so memory stays flat however large the folder is, a progress bar shows the ETA, and an
 interrupted run (Ctrl-C, a killed job) continues where it stopped: items already in the file are skipped, and a
 last line cut off mid-write is dropped first. ``.jsonl`` holds every task's rows as they are (boxes, labels,
-errors); ``.csv`` holds single-label classification rows (``path|text, label, probability, top_k, error``).
+errors); ``.csv`` holds single-label classification rows (``path|text, label, probability, top_k, unfamiliar,
+error``).
 
 Image and multi-label runs on the PyTorch engine stream (``stream_image_rows``): a torch ``DataLoader``
 (``core.loop.loader``) whose worker processes open, decode and transform the files (``--workers``, default
@@ -31,18 +32,19 @@ FORMATS = (".csv", ".jsonl")
 
 
 def csv_columns(key: str) -> list[str]:
-    return [key, "label", "probability", "top_k", "error"]
+    return [key, "label", "probability", "top_k", "unfamiliar", "error"]
 
 
 def csv_row(row: dict[str, Any], key: str) -> list[str]:
-    """One classification row as CSV cells (``top_k`` as ``class:probability;...``)."""
+    """One classification row as CSV cells (``top_k`` as ``class:probability;...``; ``unfamiliar`` 1 or 0, empty
+    where the run has no such check, as the ONNX engine)."""
     if "error" in row:
-        return [row[key], "", "", "", row["error"]]
+        return [row[key], "", "", "", "", row["error"]]
     if "top_k" not in row or "label" not in row:
         raise ConfigError("--out FILE.csv holds single-label classification rows; write this run's predictions to a "
                           ".jsonl file instead")
-    return [row[key], row["label"], f"{row['probability']:.6f}",
-            ";".join(f"{c}:{p:.6f}" for c, p in row["top_k"]), ""]
+    return [row[key], row["label"], f"{row['probability']:.6f}", ";".join(f"{c}:{p:.6f}" for c, p in row["top_k"]),
+            str(int(row["unfamiliar"])) if "unfamiliar" in row else "", ""]
 
 
 def _complete_lines(path: Path) -> bytes:

@@ -329,18 +329,11 @@ class ClassifierEstimator(Estimator):
         key = cls.ITEM_KEY
         if fmt == "json":
             print(json.dumps(rows, indent=2))
-        elif fmt == "csv":
+        elif fmt == "csv":  # the columns of predict --out FILE.csv
+            from headstart.deploy.batch import csv_columns, csv_row
+
             buf = io.StringIO()
-            writer = csv.writer(buf)
-            failed = any("error" in r for r in rows)
-            writer.writerow([key, "label", "probability", "top_k", "unfamiliar"] + (["error"] if failed else []))
-            for r in rows:
-                if "error" in r:
-                    writer.writerow([r[key], "", "", "", "", r["error"]])
-                    continue
-                writer.writerow([r[key], r["label"], f"{r['probability']:.6f}",
-                                 ";".join(f"{c}:{p:.6f}" for c, p in r["top_k"]), int(r.get("unfamiliar", False))]
-                                + ([""] if failed else []))
+            csv.writer(buf).writerows([csv_columns(key), *(csv_row(r, key) for r in rows)])
             sys.stdout.write(buf.getvalue())
         else:
             from rich.table import Table
