@@ -64,6 +64,10 @@ def test_photos_of_other_things_are_unfamiliar_to_an_ants_and_bees_model(tmp_pat
     clf = ImageClassifier(strategy="linear", overrides={"cache.views": 1}).fit(data, out=run)
     assert ("refit" in clf.metrics_) == refit
     assert (run / familiarity.FILE).is_file()
+    saved = json.loads((run / "metrics.json").read_text())["familiarity"]
+    assert saved["cut"] == pytest.approx(clf.familiar_.cut, abs=1e-4) and ("cut_from" in saved) == refit
+    assert saved["kept_training_items"] == clf.metrics_["refit"]["num_train"] if refit else clf.metrics_["num_train"]
+    assert "## Unfamiliar inputs" in (run / "report.md").read_text()
     unseen = sorted((HYMENOPTERA / "val").rglob("*.jpg"))[-60:]  # hymenoptera photos no split of DATA holds
 
     loaded = ImageClassifier.load(run)

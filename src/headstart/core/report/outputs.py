@@ -171,6 +171,13 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
                   "another class, with confidence, by the cross-validation heads that did not train on them:", "",
                   *[f"- `{md_text(d['item'])}`: given {md_text(d['label'])}, predicted {md_text(d['predicted'])} "
                     f"({d['p_predicted']:.0%})" for d in doubts["items"][:12]], ""]
+    found = metrics.get("familiarity")
+    if found:
+        lines += ["## Unfamiliar inputs", "",
+                  f"Predictions say `unfamiliar` for inputs whose features lie farther from the k-th nearest (k = "
+                  f"{found['k']}) of {found['kept_training_items']} kept training {summary.get('items', 'images')} "
+                  f"than {found['validation_within']:.0%} of the validation items do (cosine distance over "
+                  f"{found['cut']:.3f}): their labels are guesses.", ""]
     lines += [
         "| class | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",

@@ -73,6 +73,7 @@ class ClassifierEstimator(Estimator):
         )
         self.familiar_ = None if self._listing_doubts else familiarity.fit(
             self._features(prepared, fabric, "train"), self._features(prepared, fabric, "val"))
+        metrics["familiarity"] = None if self.familiar_ is None else self.familiar_.summary()
         found = getattr(steps, "doubts", None)  # None: no head was fitted by cross-validation (no linear phase)
         self.doubts_ = [(task_data.splits["train"][i], c, own, sure) for i, c, own, sure in found or []]
         if self.doubts_:
@@ -190,6 +191,8 @@ class ClassifierEstimator(Estimator):
 
         if self.familiar_ is not None:
             self.familiar_ = familiarity.refitted(self.familiar_, self._features(prepared, fabric, "train"))
+            self.metrics_["familiarity"] = {**self.familiar_.summary(), "cut_from": "the refitted training items' "
+                                            "spread, scaled as validation's was before the refit"}
         if not prepared.data.splits["test"]:
             return {}
         logits = self._split_logits(prepared, fabric, "test")

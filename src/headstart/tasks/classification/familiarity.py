@@ -36,6 +36,11 @@ class Familiarity:
         the bank's own, each not counted as its own neighbour)."""
         return _kth_distances(_unit(features), self.bank, self.k, leave_one_out)
 
+    def summary(self) -> dict:
+        """What metrics.json says of the check."""
+        return {"kept_training_items": len(self.bank), "features": self.bank.shape[1], "k": self.k,
+                "cut": round(self.cut, 4), "validation_within": QUANTILE}
+
     def unfamiliar(self, features: torch.Tensor) -> list[bool]:
         """Whether each item lies farther from the training items than the cut."""
         return (self.distances(features) > self.cut).tolist()
