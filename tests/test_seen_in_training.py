@@ -49,3 +49,18 @@ def test_evaluating_on_training_texts_is_said_and_a_refit_counts_validation(tmp_
     assert len(runfolder.read_trained_keys(run)) == len({row.split("\t", 1)[1] for row in rows[1:401]})
     report = _evaluate(run, table)
     assert report["seen_in_training"] == report["num_samples"] == 400, report
+
+
+@needs_shared(SMS)
+def test_multilabel_texts_seen_in_training_are_said(tmp_path, session_cache):
+    """GoEmotions-style label lists: evaluating on the training table counts every text the model trained on."""
+    rows = [line.split("\t", 1) for line in SMS.read_text(encoding="utf-8").splitlines()[1:241]]
+    table = tmp_path / "tags.jsonl"
+    table.write_text("".join(json.dumps({"text": t, "labels": [y] + (["long"] if len(t) > 80 else [])}) + "\n"
+                             for y, t in rows), encoding="utf-8")
+    run = tmp_path / "run"
+    train_cli(table, run, "--strategy", "linear", "--task", "multilabel")
+    report = _evaluate(run, table)
+    distinct = len({t for _, t in rows})
+    assert report["seen_in_training"] >= 0.75 * distinct  # no refit for multi-label: validation stays unseen
+    assert any("identical copies of texts the model trained on" in w for w in report["warnings"])

@@ -16,6 +16,7 @@ import torch
 from headstart.tasks.multilabel.data import multi_hot
 from headstart.tasks.multilabel.metrics import multilabel_report
 from headstart.tasks.multilabel.task import MultiLabel
+from headstart.tasks.text.data import text_key
 from headstart.tasks.text.task import TextClassifier
 
 
@@ -41,5 +42,6 @@ class MultiLabelTextClassifier(MultiLabel, TextClassifier):
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples])
         report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
         report["skipped"] = len(skipped)
+        self._seen_in_training(report, [text_key(s.text) for s in samples])
         self._count_unfamiliar(report)
         return report
