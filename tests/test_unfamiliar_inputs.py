@@ -39,7 +39,7 @@ def test_the_cut_flags_about_one_percent_of_familiar_items_and_every_far_one():
     assert after.cut == pytest.approx(found.cut, rel=0.25)
     fresh = after.unfamiliar(_cloud(4000, here, 5))
     assert sum(fresh) / len(fresh) < 0.1 and all(after.unfamiliar(_cloud(200, there, 6)))
-    assert familiarity.kept_rows(10_000).tolist() == familiarity.kept_rows(10_000).tolist()  # seeded
+    assert familiarity.kept_rows(10_000) == familiarity.kept_rows(10_000)  # seeded
     assert len(familiarity.kept_rows(10_000)) == familiarity.KEPT
 
 
@@ -104,6 +104,21 @@ def test_the_cli_shows_unfamiliar_rows_and_warns(tmp_path, session_cache):
     res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), *map(str, blood), "--format", "csv"])
     assert res.stdout.splitlines()[0].split(",")[:5] == ["path", "label", "probability", "top_k", "unfamiliar"]
     assert [line.split(",")[4] for line in res.stdout.splitlines()[1:4]] == ["1", "1", "1"]
+
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'headstart[export]'")
+    familiar = sorted((HYMENOPTERA / "val" / "bees").glob("*.jpg"))[-3:]  # photos no split of DATA holds
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), *map(str, blood + familiar), "--engine", "onnx",
+                                   "--format", "json"])  # exports RUN/model.onnx first, with its features output
+    assert res.exit_code == 0, res.output
+    engine_rows = json.loads(res.stdout[res.stdout.index("["):])
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), *map(str, blood + familiar), "--format", "json"])
+    torch_rows = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["unfamiliar"] for r in engine_rows] == [r["unfamiliar"] for r in torch_rows]
+    assert [r["unfamiliar"] for r in engine_rows][:3] == [True, True, True]
+    sidecar = json.loads((tmp_path / "run" / "model.onnx.json").read_text())
+    assert [o["name"] for o in sidecar["outputs"]] == ["logits", "features"]
+    assert sidecar["familiarity"]["file"] == familiarity.FILE
+    assert sidecar["parity"]["engine"]["unfamiliar_agreement"] == 1.0
 
 
 SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"

@@ -49,6 +49,7 @@ from headstart import __version__
 from headstart.core.runfolder import file_sha256 as sha256
 from headstart.deploy import onnx_engine
 from headstart.errors import ConfigError, ExportError
+from headstart.tasks.classification import familiarity
 
 FORMATS = ("onnx", "torchscript")
 TASKS = ("image", "text", "multilabel", "text-multilabel")  # runs that export with every option (and run in the engine)
@@ -146,11 +147,13 @@ def export_run(run: str | Path, fmt: str = "onnx", dynamic_batch: bool = True, f
     target = Path(out) if out is not None else run / default_file(fmt, precision)
     target.parent.mkdir(parents=True, exist_ok=True)
     checked = _checked_items(est, task, run, data, max_items, dynamic_batch, calibrate=int8 and task in IMAGE_TASKS)
-    graph = _graph(est, task, half=fp16 and fmt == "torchscript")
+    features = fmt == "onnx" and est.familiar_ is not None  # a second output: the unfamiliar-input check's features
+    graph = _graph(est, task, half=fp16 and fmt == "torchscript", features=features)
     started = time.perf_counter()
     say(f"[bold]Export[/] {run} ({task}) to {fmt} {precision} -> {target}")
     if fmt == "onnx":
-        _export_onnx(graph, task, checked, dynamic_batch, precision, target, _reusable_fp32(run, dynamic_batch))
+        _export_onnx(graph, task, checked, dynamic_batch, precision, target, _reusable_fp32(run, dynamic_batch, features),
+                     features)
     else:
         _export_torchscript(graph, task, checked, target)
     seconds = time.perf_counter() - started
@@ -308,27 +311,31 @@ def _text_items(est: Any, data: Path, max_items: int, batch: int) -> Checked:
     return Checked(batches, labels, [s.text for s in val])
 
 
-def _graph(est: Any, task: str, half: bool = False) -> Any:
-    """The run's model as a module of the exported graph's inputs, returning float32 ``logits``."""
+def _graph(est: Any, task: str, half: bool = False, features: bool = False) -> Any:
+    """The run's model as a module of the exported graph's inputs, returning float32 ``logits`` (``features``: and
+    the backbone's output, the head's input, as a second output ``features``)."""
     from torch import nn
 
     model = copy.deepcopy(est.model_).half().eval() if half else est.model_.float().eval()
 
-    class ImageGraph(nn.Module):
+    class Graph(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
+        def outputs(self, x):
+            if not features:
+                return self.model(x).float()
+            pooled = self.model.backbone(x)
+            return self.model.head(pooled).float(), pooled.float()
+
+    class ImageGraph(Graph):
         def forward(self, pixel_values):
-            return self.model(pixel_values.half() if half else pixel_values).float()
+            return self.outputs(pixel_values.half() if half else pixel_values)
 
-    class TextGraph(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
+    class TextGraph(Graph):
         def forward(self, input_ids, attention_mask):
-            return self.model({"input_ids": input_ids, "attention_mask": attention_mask}).float()
+            return self.outputs({"input_ids": input_ids, "attention_mask": attention_mask})
 
     return (TextGraph() if task in TEXT_TASKS else ImageGraph()).eval()
 
@@ -360,8 +367,9 @@ def _example(task: str, checked: Checked, dynamic_batch: bool) -> tuple[Any, ...
     return tuple(first[n][:1] for n in names)
 
 
-def _reusable_fp32(run: Path, dynamic_batch: bool) -> Path | None:
-    """``RUN/model.onnx`` when it is a passed fp32 export of the run's current weights with the same batch axis."""
+def _reusable_fp32(run: Path, dynamic_batch: bool, features: bool) -> Path | None:
+    """``RUN/model.onnx`` when it is a passed fp32 export of the run's current weights with the same batch axis and
+    outputs (``features``: the second output)."""
     path = run / onnx_engine.DEFAULT_FILE
     try:
         meta = onnx_engine.read_sidecar(path)
@@ -369,11 +377,12 @@ def _reusable_fp32(run: Path, dynamic_batch: bool) -> Path | None:
         return None
     same = meta.get("weights_sha256") == sha256(run / "model.safetensors") and meta.get("model_sha256") == sha256(path)
     ok = same and meta.get("precision") == "fp32" and meta.get("parity", {}).get("passed")
-    return path if ok and meta.get("dynamic_batch") == dynamic_batch else None
+    outputs = [o.get("name") for o in meta.get("outputs", [])]
+    return path if ok and meta.get("dynamic_batch") == dynamic_batch and ("features" in outputs) == features else None
 
 
 def _export_onnx(graph: Any, task: str, checked: Checked, dynamic_batch: bool, precision: str, target: Path,
-                 reuse: Path | None = None) -> None:
+                 reuse: Path | None = None, features: bool = False) -> None:
     """The graph by torch.onnx (dynamo); fp16 / int8 are made from the fp32 graph (``reuse``: one made before)."""
     import torch
 
@@ -397,7 +406,7 @@ def _export_onnx(graph: Any, task: str, checked: Checked, dynamic_batch: bool, p
         elif task == SEGMENTATION:
             _segmentation_onnx_export(graph, example, dynamic_batch, plain)
         else:
-            _torch_onnx_export(graph, task, example, names, shapes, plain)
+            _torch_onnx_export(graph, task, example, names, shapes, plain, ["logits", "features"][:1 + features])
         if precision == "fp16":
             import onnx
             from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -407,13 +416,14 @@ def _export_onnx(graph: Any, task: str, checked: Checked, dynamic_batch: bool, p
             _quantize(plain, target, task, checked, Path(tmp))
 
 
-def _torch_onnx_export(graph: Any, task: str, example: tuple, names: list[str], shapes: dict, path: Path) -> None:
+def _torch_onnx_export(graph: Any, task: str, example: tuple, names: list[str], shapes: dict, path: Path,
+                       outputs: list[str]) -> None:
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(graph, example, str(path), input_names=names, output_names=["logits"], dynamo=True,
+            torch.onnx.export(graph, example, str(path), input_names=names, output_names=outputs, dynamo=True,
                               external_data=False, dynamic_shapes=shapes, verbose=False, optimize=True)
         except Exception as exc:  # noqa: BLE001 - the exporter raises many types; say which model failed
             raise ExportError(f"torch.onnx.export could not export this {task} model "
@@ -551,6 +561,14 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
     else:
         meta["temperature"] = est.temperature_  # fitted on validation (calibration)
+    if fmt == "onnx" and est.familiar_ is not None:  # the unfamiliar-input check, with its bank beside the file
+        meta["outputs"].append({"name": "features", "dtype": "float32", "shape": [batch, spec.feature_dim],
+                                "postprocessing": "an input is unfamiliar when the cosine distance from its features "
+                                "to the k-th nearest row of the familiarity file's bank is over its cut"})
+        bank = target.parent / familiarity.FILE
+        if bank.resolve() != (run / familiarity.FILE).resolve():
+            shutil.copy(run / familiarity.FILE, bank)
+        meta["familiarity"] = {"file": bank.name, **est.familiar_.summary()}
     if fmt == "onnx":
         import onnx
         import onnxruntime
@@ -694,6 +712,8 @@ def _engine_parity(est: Any, target: Path, meta: dict[str, Any], checked: Checke
     result = {"what": "OnnxEngine (numpy/PIL or tokenizers preprocessing) vs the estimator's predict_proba at fp32, "
                       "from the same files / texts",
               "items": len(kept), "max_abs_probability_diff": float(np.abs(probs - ref_probs).max()), agree: agreement}
+    if engine.familiar is not None:  # the unfamiliar-input flags, from the exported features (said, not required)
+        result["unfamiliar_agreement"] = float(np.mean([a == b for a, b in zip(engine.unfamiliar_, est.unfamiliar_)]))
     if result["max_abs_probability_diff"] > limits["engine_max_abs_probability_diff"]:
         failures.append(f"end to end, the ONNX engine's probabilities differ by {result['max_abs_probability_diff']:.3g}"
                         f" > {limits['engine_max_abs_probability_diff']:g}")

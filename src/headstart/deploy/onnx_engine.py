@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from headstart.errors import RunFolderError
+from headstart.tasks.classification.familiarity import Familiarity
+from headstart.tasks.classification.familiarity import warning as familiarity_warning
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     decode,
@@ -259,6 +261,23 @@ class OnnxEngine:
         self._tokenizer: Any = None
         self.inputs_: list[str] = []  # the last predict_proba's inputs, in order
         self.unreadable_: list[tuple[str, str]] = []  # (input, why) of those that could not be read
+        self.familiar = self._familiarity()  # the unfamiliar-input check (None: the export has none)
+        self.unfamiliar_: list[bool] = []  # the last predict_proba's items that are unlike the training items
+
+    def _familiarity(self) -> Familiarity | None:
+        """The check the sidecar names: its bank file beside the model file (an export without the ``features``
+        output, or whose bank file is missing, predicts without it, the latter with a warning)."""
+        found = self.meta.get("familiarity")
+        if not found or "features" not in [o.name for o in self.session.get_outputs()]:
+            return None
+        path = self.model_file.parent / found["file"]
+        if not path.is_file():
+            from headstart.progress import warn
+
+            warn(f"{path} not found (the sidecar names it): predicting without flagging unfamiliar inputs; copy it "
+                 "beside the model file")
+            return None
+        return Familiarity.load(path)
 
     @classmethod
     def from_run(cls, run: str | Path, threads: int | None = None) -> OnnxEngine:
@@ -267,10 +286,23 @@ class OnnxEngine:
 
     def logits(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """The graph's logits for one batch of its inputs (split into batches of one for fixed-batch exports)."""
+        return self._outputs(inputs)[0]
+
+    def _outputs(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(logits, features)`` of one batch (features: None without the unfamiliar-input check)."""
         n = len(next(iter(inputs.values())))
         if self.batch_size == 1 and n > 1:
-            return np.concatenate([self.logits({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)])
-        return self.session.run(["logits"], {k: inputs[k] for k in self.input_names})[0].astype(np.float32)
+            parts = [self._outputs({k: v[i:i + 1] for k, v in inputs.items()}) for i in range(n)]
+            return np.concatenate([p[0] for p in parts]), \
+                None if self.familiar is None else np.concatenate([p[1] for p in parts])
+        names = ["logits"] + (["features"] if self.familiar is not None else [])
+        out = self.session.run(names, {k: inputs[k] for k in self.input_names})
+        return out[0].astype(np.float32), out[1].astype(np.float32) if len(out) > 1 else None
+
+    def _flag(self, features: list[np.ndarray | None]) -> None:
+        """``unfamiliar_`` of the items whose features (batches, in the items' order) these are."""
+        self.unfamiliar_ = self.familiar.unfamiliar(np.concatenate(features)) if self.familiar is not None and \
+            features else []
 
     # ---------------------------------------------------------------- images
     def _image_probabilities(self, inputs: Sequence[str | Path]) -> tuple[list[Path], np.ndarray]:
@@ -288,11 +320,13 @@ class OnnxEngine:
                 continue
             kept.append(Path(item_name(path)))
             arrays.append(result)
+        self.unfamiliar_ = []
         if not kept:
             return [], np.empty((0, len(self.classes)), np.float32)
         step = max(1, self.batch_size)
-        logits = [self.logits({"pixel_values": np.stack(arrays[i:i + step])}) for i in range(0, len(arrays), step)]
-        return kept, self._activate(np.concatenate(logits))
+        outs = [self._outputs({"pixel_values": np.stack(arrays[i:i + step])}) for i in range(0, len(arrays), step)]
+        self._flag([f for _, f in outs])
+        return kept, self._activate(np.concatenate([logits for logits, _ in outs]))
 
     # ---------------------------------------------------------------- texts
     @property
@@ -325,12 +359,14 @@ class OnnxEngine:
         self.inputs_, self.unreadable_ = [shown(t) for t in texts], []
         if len(kept) < len(texts):
             warn(f"{len(texts) - len(kept)} empty text(s) left out")
+        self.unfamiliar_ = []
         if not kept:
             return [], np.empty((0, len(self.classes)), np.float32)
         ids = self.token_ids(kept)
         pad = int(self.meta["preprocessing"].get("pad_token_id", 0))
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
         out = np.empty((len(ids), len(self.classes)), np.float32)
+        features: list[Any] = [None] * len(ids)
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             longest = max(len(ids[i]) for i in rows)
@@ -338,7 +374,10 @@ class OnnxEngine:
             mask = np.zeros((len(rows), longest), np.int64)
             for r, i in enumerate(rows):
                 input_ids[r, :len(ids[i])], mask[r, :len(ids[i])] = ids[i], 1
-            out[rows] = self.logits({"input_ids": input_ids, "attention_mask": mask})
+            out[rows], found = self._outputs({"input_ids": input_ids, "attention_mask": mask})
+            for r, i in enumerate(rows):
+                features[i] = None if found is None else found[r:r + 1]
+        self._flag(features if self.familiar is not None else [])
         return [shown(t) for t in kept], self._activate(out)
 
     def _activate(self, logits: np.ndarray) -> np.ndarray:
@@ -439,6 +478,13 @@ class OnnxEngine:
             rows = self._tag_rows(*self.predict_proba(inputs), top_k)
         else:
             rows = self._class_rows(*self.predict_proba(inputs), top_k)
+        if self.familiar is not None and self.task not in ("detection", "segmentation"):
+            from headstart.progress import warn
+
+            rows = [{**r, "unfamiliar": odd} for r, odd in zip(rows, self.unfamiliar_)]
+            said = familiarity_warning(self.unfamiliar_, "texts" if self.task in TEXT_TASKS else "images")
+            if said:
+                warn(said)
         if not errors:
             return rows
         from headstart.tasks.classification.estimator import with_error_rows  # imports no torch

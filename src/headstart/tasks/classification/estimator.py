@@ -179,7 +179,7 @@ class ClassifierEstimator(Estimator):
 
         dataset, model = prepared.data.dataset(split, False, 0), prepared.model
         rows = familiarity.kept_rows(len(dataset), self.config.train.seed)
-        return predict_logits(fabric, model, Subset(dataset, rows.tolist()),
+        return predict_logits(fabric, model, Subset(dataset, rows),
                               loop.inference_batch_size(self.config, fabric, model.backbone.spec.modality),
                               prepared.data.collate, desc=f"Features ({split}, for unfamiliar inputs)",
                               features=True)[1]
@@ -238,11 +238,13 @@ class ClassifierEstimator(Estimator):
 
         self.train_counts_ = info.get("train_counts", [])
         self.temperature_ = float(info.get("temperature", 1.0))  # runs saved before calibration: the plain softmax
-        self.familiar_ = familiarity.Familiarity.load(run)  # None: a run saved before the check
+        self.familiar_ = familiarity.Familiarity.load(run / familiarity.FILE)  # None: a run saved before the check
 
     def _save_files(self, run: Path) -> None:
+        from headstart.tasks.classification import familiarity
+
         if self.familiar_ is not None:
-            self.familiar_.save(run)
+            self.familiar_.save(run / familiarity.FILE)
 
     def _unfamiliar(self, logits_and_features: tuple[Any, Any]) -> Any:
         """The logits of a prediction pass; its features set ``unfamiliar_`` (all False without the check)."""
@@ -304,19 +306,17 @@ class ClassifierEstimator(Estimator):
                          "probability": float(values[0]),
                          "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)],
                          "unfamiliar": odd})
-        self._warn_unfamiliar(len(rows))
+        self._warn_unfamiliar()
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
-    def _warn_unfamiliar(self, n: int) -> None:
-        """One warning when some of the last ``n`` predicted items are unfamiliar."""
+    def _warn_unfamiliar(self) -> None:
+        """One warning when some of the last predicted items are unfamiliar."""
         from headstart.progress import warn
-        from headstart.tasks.classification.familiarity import QUANTILE
+        from headstart.tasks.classification.familiarity import warning
 
-        odd = sum(self.unfamiliar_)
-        if odd:
-            warn(f"{odd} of {n} {self.NOUN} are unlike the training {self.NOUN} (farther from the nearest ones than "
-                 f"{QUANTILE:.0%} of the validation {self.NOUN}; 'unfamiliar' in the rows): their labels are guesses "
-                 f"among classes they may belong to none of")
+        said = warning(self.unfamiliar_, self.NOUN)
+        if said:
+            warn(said)
 
     ITEM_KEY = "path"
     unreadable_: list[tuple[str, str]] = []  # (input, why) of the last predict_proba's inputs that could not be read

@@ -14,97 +14,108 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np  # numpy only: the ONNX engine, which runs without torch, flags inputs with this module too
 
 KEPT = 2000  # training items whose features are kept (a seeded random subset of larger training sets)
 K = 5  # the neighbour whose distance counts (the k-th nearest)
 QUANTILE = 0.95  # the share of validation items within the cut (the literature's operating point: 95% kept)
-FILE = "familiar.safetensors"  # in the run folder
+FILE = "familiar.safetensors"  # in the run folder (and beside an ONNX export)
 
 
 @dataclass
 class Familiarity:
     """The kept training features (unit length) and the distance beyond which an input is unfamiliar."""
 
-    bank: torch.Tensor
+    bank: np.ndarray
     cut: float
     k: int = K
 
-    def distances(self, features: torch.Tensor, leave_one_out: bool = False) -> torch.Tensor:
+    def distances(self, features: Any, leave_one_out: bool = False) -> np.ndarray:
         """Cosine distance of each item to its ``k``-th nearest kept training item (``leave_one_out``: the items are
         the bank's own, each not counted as its own neighbour)."""
         return _kth_distances(_unit(features), self.bank, self.k, leave_one_out)
 
-    def summary(self) -> dict:
-        """What metrics.json says of the check."""
-        return {"kept_training_items": len(self.bank), "features": self.bank.shape[1], "k": self.k,
-                "cut": round(self.cut, 4), "validation_within": QUANTILE}
-
-    def unfamiliar(self, features: torch.Tensor) -> list[bool]:
-        """Whether each item lies farther from the training items than the cut."""
+    def unfamiliar(self, features: Any) -> list[bool]:
+        """Whether each item (a row of features: numpy, or a torch tensor on the CPU) lies farther than the cut."""
         return (self.distances(features) > self.cut).tolist()
 
-    def save(self, run: Path) -> None:
-        from safetensors.torch import save_file
+    def summary(self) -> dict:
+        """What metrics.json says of the check."""
+        return {"kept_training_items": len(self.bank), "features": int(self.bank.shape[1]), "k": self.k,
+                "cut": round(self.cut, 4), "validation_within": QUANTILE}
 
-        save_file({"bank": self.bank.to(torch.float16).contiguous(), "cut": torch.tensor([self.cut]),
-                   "k": torch.tensor([self.k])}, str(run / FILE))
+    def save(self, path: Path) -> None:
+        """To ``path`` (a run folder's ``FILE``)."""
+        from safetensors.numpy import save_file
+
+        save_file({"bank": self.bank.astype(np.float16), "cut": np.array([self.cut], np.float64),
+                   "k": np.array([self.k], np.int64)}, str(path))
 
     @classmethod
-    def load(cls, run: Path) -> Familiarity | None:
-        """The run's, or None (a run saved before this check, a task without it)."""
-        from safetensors.torch import load_file
+    def load(cls, path: Path) -> Familiarity | None:
+        """The check saved at ``path``, or None (a run saved before this check, a task without it)."""
+        from safetensors.numpy import load_file
 
-        path = run / FILE
         if not path.is_file():
             return None
         found = load_file(str(path))
-        return cls(found["bank"].float(), float(found["cut"][0]), int(found["k"][0]))
+        return cls(found["bank"].astype(np.float32), float(found["cut"][0]), int(found["k"][0]))
 
 
-def kept_rows(n: int, seed: int = 0) -> torch.Tensor:
+def warning(flags: list[bool], noun: str) -> str | None:
+    """The one warning of a prediction call whose items include unfamiliar ones (None when none is)."""
+    odd = sum(flags)
+    if not odd:
+        return None
+    return (f"{odd} of {len(flags)} {noun} are unlike the training {noun} (farther from the nearest ones than "
+            f"{QUANTILE:.0%} of the validation {noun}; 'unfamiliar' in the rows): their labels are guesses among "
+            "classes they may belong to none of")
+
+
+def kept_rows(n: int, seed: int = 0) -> list[int]:
     """The training rows whose features are kept: all of them, or ``KEPT`` drawn at random (seeded)."""
     if n <= KEPT:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:KEPT].sort().values
+        return list(range(n))
+    return sorted(np.random.default_rng(seed).permutation(n)[:KEPT].tolist())
 
 
-def fit(train_features: torch.Tensor, val_features: torch.Tensor) -> Familiarity:
+def fit(train_features: Any, val_features: Any) -> Familiarity:
     """The bank of training features, cut at the ``QUANTILE`` of the validation items' distances."""
     bank = _unit(train_features)
     k = min(K, len(bank))
-    cut = float(torch.quantile(_kth_distances(_unit(val_features), bank, k), QUANTILE))
-    return Familiarity(bank, cut, k)
+    return Familiarity(bank, float(np.quantile(_kth_distances(_unit(val_features), bank, k), QUANTILE)), k)
 
 
 def spread(found: Familiarity) -> float:
     """How far apart the bank's own items lie: the ``QUANTILE`` of their leave-one-out distances."""
-    return float(torch.quantile(found.distances(found.bank, leave_one_out=True), QUANTILE)) if len(found.bank) > found.k \
-        else found.cut
+    if len(found.bank) <= found.k:
+        return found.cut
+    return float(np.quantile(found.distances(found.bank, leave_one_out=True), QUANTILE))
 
 
-def refitted(before: Familiarity, train_features: torch.Tensor) -> Familiarity:
+def refitted(before: Familiarity, train_features: Any) -> Familiarity:
     """The bank of a refitted model's training features, its cut scaled from ``before``'s: the cut over the
     training spread, as measured before the refit, times the refitted bank's spread."""
     after = Familiarity(_unit(train_features), 0.0, min(K, len(train_features)))
-    ratio = before.cut / max(spread(before), 1e-6)
-    after.cut = ratio * spread(after)
+    after.cut = before.cut / max(spread(before), 1e-6) * spread(after)
     return after
 
 
-def _unit(features: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(features.float(), dim=1)
+def _unit(features: Any) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def _kth_distances(items: torch.Tensor, bank: torch.Tensor, k: int, leave_one_out: bool = False,
-                   chunk: int = 1024) -> torch.Tensor:
+def _kth_distances(items: np.ndarray, bank: np.ndarray, k: int, leave_one_out: bool = False,
+                   chunk: int = 1024) -> np.ndarray:
     """1 - the cosine similarity of each unit row of ``items`` to its ``k``-th most similar row of ``bank``."""
-    out = []
+    k = min(k, bank.shape[0])
+    out = [np.empty(0, np.float32)]
     for start in range(0, len(items), chunk):
         sims = items[start:start + chunk] @ bank.T
         if leave_one_out:
-            rows = torch.arange(start, start + len(sims))
-            sims[torch.arange(len(sims)), rows] = -2.0  # not its own neighbour
-        out.append(1.0 - sims.topk(min(k, bank.shape[0]), dim=1).values[:, -1])
-    return torch.cat(out) if out else torch.empty(0)
+            sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -2.0  # not its own neighbour
+        out.append(1.0 - np.partition(sims, -k, axis=1)[:, -k])
+    return np.concatenate(out)

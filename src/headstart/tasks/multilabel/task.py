@@ -111,7 +111,7 @@ class MultiLabel:
                            key=lambda pair: -pair[1])[:top_k]
             rows.append({self.ITEM_KEY: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
                          "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}, "unfamiliar": odd})
-        self._warn_unfamiliar(len(rows))
+        self._warn_unfamiliar()
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
