@@ -403,7 +403,8 @@ def test_a_folder_of_split_tables_trains_on_train_and_evaluates_its_test(tmp_pat
     rows = [line.split("\t", 1) for line in _sms_lines(420)]
     data = tmp_path / "emotion"
     data.mkdir()
-    for name, part in (("train", rows[:240]), ("val", rows[240:330]), ("test", rows[330:])):
+    rows_of_test = rows[330:]
+    for name, part in (("train", rows[:240]), ("val", rows[240:330]), ("test", rows_of_test)):
         (data / f"{name}.txt").write_text("".join(f"{t.replace(';', ' ')};{y}\n" for y, t in part), encoding="utf-8")
     assert infer_task(data) == "text"
     metrics = train_cli(data, tmp_path / "run", "--strategy", "linear", "text.max_length=64")
@@ -413,3 +414,8 @@ def test_a_folder_of_split_tables_trains_on_train_and_evaluates_its_test(tmp_pat
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout[res.stdout.index("{"):])
     assert report["num_samples"] == 90 and report["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), str(data), "--format", "json"])  # its test table
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["text"] for r in rows] == [t.replace(";", " ") for _, t in rows_of_test] and \
+        all(r["label"] in ("ham", "spam") for r in rows)

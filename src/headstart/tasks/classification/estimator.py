@@ -297,26 +297,34 @@ class ClassifierEstimator(Estimator):
         ``errors=True``: also one row ``{"path": ..., "error": why}`` (no label) per input that could not be
         read, every row in input order.
         """
-        items, probs = self.predict_proba(inputs)
+        items, probs = self._predicted(inputs)
         k = max(1, min(top_k or 1, len(self.classes_)))
         rows = []
-        for item, p, odd in zip(items, probs, self.unfamiliar_):
+        for item, p, odd in zip(items, probs, self._flags(items)):
             values, indices = p.topk(k)
             rows.append({self.ITEM_KEY: str(item), "label": self.classes_[int(indices[0])],
                          "probability": float(values[0]),
-                         "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)],
-                         "unfamiliar": odd})
-        self._warn_unfamiliar()
+                         "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)], **odd})
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
-    def _warn_unfamiliar(self) -> None:
-        """One warning when some of the last predicted items are unfamiliar."""
+    def _predicted(self, inputs: Any) -> tuple[list[Any], Any]:
+        """``predict_proba(inputs)``, with one warning when some of its items are unfamiliar (``unfamiliar_``: set
+        by the built-in tasks' ``predict_proba``; a task registered from outside may not set it)."""
         from headstart.progress import warn
         from headstart.tasks.classification.familiarity import warning
 
-        said = warning(self.unfamiliar_, self.NOUN)
+        self.unfamiliar_ = []
+        items, probs = self.predict_proba(inputs)
+        said = warning(self.unfamiliar_, self.NOUN) if len(self.unfamiliar_) == len(items) else None
         if said:
             warn(said)
+        return items, probs
+
+    def _flags(self, items: list[Any]) -> list[dict[str, bool]]:
+        """Each predicted item's ``{"unfamiliar": flag}`` for its row (``{}`` where ``predict_proba`` set none)."""
+        if len(self.unfamiliar_) != len(items):
+            return [{}] * len(items)
+        return [{"unfamiliar": odd} for odd in self.unfamiliar_]
 
     ITEM_KEY = "path"
     unreadable_: list[tuple[str, str]] = []  # (input, why) of the last predict_proba's inputs that could not be read

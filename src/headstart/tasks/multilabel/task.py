@@ -103,15 +103,14 @@ class MultiLabel:
 
         ``errors=True``: also one row ``{"path": ..., "error": why}`` per input that could not be read.
         """
-        items, probs = self.predict_proba(inputs)
+        items, probs = self._predicted(inputs)
         tags = predict_tags(probs, self.thresholds_)
         rows = []
-        for item, p, on, odd in zip(items, probs, tags, self.unfamiliar_):
+        for item, p, on, odd in zip(items, probs, tags, self._flags(items)):
             found = sorted(((self.classes_[i], float(p[i])) for i in on.nonzero().flatten().tolist()),
                            key=lambda pair: -pair[1])[:top_k]
             rows.append({self.ITEM_KEY: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
-                         "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}, "unfamiliar": odd})
-        self._warn_unfamiliar()
+                         "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}, **odd})
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:

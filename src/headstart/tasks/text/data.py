@@ -923,7 +923,8 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None,
                          columns: Sequence[str] = ()) -> list[str]:
     """Texts to classify from the command line: arguments are texts, except existing files: ``.txt`` files hold one
     text per line, tables (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``) one per row, in their text column
-    (``table_texts``), folders of ``.txt`` files one per file (as training reads class folders: IMDB's test/pos/);
+    (``table_texts``), a folder of text tables (``table_folder``) its test table's, folders of ``.txt`` files one per
+    file (as training reads class folders: IMDB's test/pos/);
     ``file`` is read the same way. Image files are refused with the fix. ``columns``: the text column(s) the model
     was trained on, read from a table that has them all."""
     texts: list[str] = []
@@ -932,6 +933,14 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None,
         path = Path(item)
         if not _names_a_file(item):  # a text too long (or too odd) to be a file name: it is a text
             texts.append(item)
+            continue
+        tables = table_folder(path) if path.is_dir() else None
+        if tables is not None:  # a folder of text tables (Kaggle's): its test table, else its one table
+            chosen = tables.tables.get("test") or tables.tables.get("")
+            if chosen is None:
+                raise DataError(f"{path} holds text tables but none named test: give the table to classify "
+                                f"({', '.join(t.name for t in tables.tables.values())})")
+            texts += table_texts(chosen, columns)
             continue
         files = sorted(f for f in path.rglob("*") if is_text_file(f)) \
             if path.is_dir() else []
