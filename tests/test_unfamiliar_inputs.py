@@ -149,3 +149,19 @@ def test_texts_of_another_kind_are_unfamiliar_to_an_sms_model(tmp_path, session_
                for name, texts in (("sms", unseen), ("prose", prose), ("code", code))}
     assert flagged["sms"] <= 0.2 and flagged["prose"] >= 0.8 and flagged["code"] >= 0.8, flagged
     assert clf.familiar_.bank.shape[1] == 384  # MiniLM's features
+
+
+@needs_shared(HYMENOPTERA)
+def test_a_run_saved_before_the_check_predicts_without_the_flag(tmp_path, session_cache):
+    from headstart import ImageClassifier
+    from headstart.deploy.batch import stream_image_rows
+
+    data = hymenoptera_subset(tmp_path / "data", {"train": 20, "val": 10}, link=True)
+    ImageClassifier(strategy="linear", overrides={"cache.views": 1}).fit(data, out=tmp_path / "run")
+    (tmp_path / "run" / familiarity.FILE).unlink()  # as a run of an earlier version has it
+    old = ImageClassifier.load(tmp_path / "run")
+    files = sorted((data / "val" / "ants").glob("*.jpg"))[:3]
+    rows = old.predict(files)
+    assert len(rows) == 3 and not any("unfamiliar" in r for r in rows)
+    assert not any("unfamiliar" in r for chunk in stream_image_rows(old, files, None) for r in chunk)
+    assert "unfamiliar" not in old.evaluate(data / "val")

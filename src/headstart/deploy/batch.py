@@ -171,15 +171,14 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
     with torch.inference_mode():
         for x, indices, reasons in batches:
             readable = [i for i, why in enumerate(reasons) if not why]
-            probs, odd = torch.empty(0), []
+            probs, flags = torch.empty(0), [{}] * len(readable)
             if readable:
                 with fabric.autocast():
                     x = fabric.to_device(x[readable])
                     features = model.backbone(loop.autocast_images(loop.channels_last(x)))
                     logits = model.head(features).to("cpu", torch.float32)
-                probs = estimator._activate(logits)
-                estimator._unfamiliar((logits, features.to("cpu", torch.float32)))
-                odd = estimator.unfamiliar_
+                probs = estimator._activate(estimator._unfamiliar((logits, features.to("cpu", torch.float32))))
+                flags = estimator._flags(readable)  # as predict's rows: {"unfamiliar": ...}, {} without the check
             at = {i: r for r, i in enumerate(readable)}
             for i, (index, why) in enumerate(zip(indices.tolist(), reasons)):
                 path = str(files[index])
@@ -189,7 +188,7 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
                     warn(f"skipped {path}: {why}")
                     rows.append({"path": path, "error": why})
                 else:
-                    rows.append({**_row(estimator, path, probs[at[i]], top_k), "unfamiliar": odd[at[i]]})
+                    rows.append({**_row(estimator, path, probs[at[i]], top_k), **flags[at[i]]})
             if len(rows) >= chunk:
                 yield rows
                 rows = []

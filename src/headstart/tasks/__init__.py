@@ -99,9 +99,12 @@ def infer_task(data: str | Path) -> str:
 
     if names_file(path) is not None:
         return "detection"  # labelImg's YOLO export: images, their .txt boxes and classes.txt
+    from headstart.tasks.text import table_folder
+
+    tables = table_folder(path)  # a folder of text tables (Kaggle's), or of pixel tables: its train table tells
     if path.is_dir():
         from headstart.tasks.multilabel import LABELS_FILE
-        from headstart.tasks.text import is_datasets_folder, is_text_folder, table_folder
+        from headstart.tasks.text import is_datasets_folder, is_text_folder
 
         if is_text_folder(path):
             return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
@@ -109,14 +112,12 @@ def infer_task(data: str | Path) -> str:
 
         if is_image_dataset(path):
             return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
-        if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path) and table_folder(path) is None:
+        if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path) and tables is None:
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
     from headstart.tasks.image.arrays import is_array_data
     from headstart.tasks.image.hf_datasets import is_image_dataset
     from headstart.tasks.image.pixel_tables import is_pixel_table
-    from headstart.tasks.text import table_folder
 
-    tables = table_folder(path)  # a folder of tables: its train table tells (Kaggle's Digit Recognizer's train.csv)
     if is_pixel_table(path) or tables and is_pixel_table(tables.first) or is_array_data(path) or is_image_dataset(path):
         return "image"  # rows of pixel values (Kaggle's Digit Recognizer, Fashion-MNIST, FER-2013)
     from headstart.tasks.multilabel.data import looks_like_multilabel

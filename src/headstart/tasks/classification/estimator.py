@@ -247,9 +247,10 @@ class ClassifierEstimator(Estimator):
             self.familiar_.save(run / familiarity.FILE)
 
     def _unfamiliar(self, logits_and_features: tuple[Any, Any]) -> Any:
-        """The logits of a prediction pass; its features set ``unfamiliar_`` (all False without the check)."""
+        """The logits of a prediction pass; its features set ``unfamiliar_`` (empty for a run without the check:
+        its rows have no ``unfamiliar``)."""
         logits, features = logits_and_features
-        self.unfamiliar_ = self.familiar_.unfamiliar(features) if self.familiar_ is not None else [False] * len(logits)
+        self.unfamiliar_ = self.familiar_.unfamiliar(features) if self.familiar_ is not None else []
         return logits
 
     def _write_outputs(self, run: Path, data: str | Path, prepared: Prepared, state: Any) -> None:

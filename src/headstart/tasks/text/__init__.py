@@ -147,11 +147,9 @@ def table_folder(path: Path) -> TableFolder | None:
                                                    or f.suffix.lower() == ".txt" and split):
             continue
         tables.setdefault(split or "", []).append(f)
-    found = [t for ts in tables.values() for t in ts]
+    every = [t for named in tables.values() for t in named]
     if "train" not in tables:
-        return TableFolder({"": found[0]}, []) if len(found) == 1 else None
-    chosen = {split: next((t for t in found if t.stem.lower() == split), found[0]) for split, found in tables.items()}
-    if "train" in chosen:
-        chosen.pop("", None)
-    beside = [t for found in tables.values() for t in found if t not in chosen.values()]
-    return TableFolder(chosen, beside)
+        return TableFolder({"": every[0]}, []) if len(every) == 1 else None
+    chosen = {split: next((t for t in named if t.stem.lower() == split), named[0])  # train.csv before train_2.csv
+              for split, named in tables.items() if split}  # beside train.csv, a table naming no split is not read
+    return TableFolder(chosen, [t for t in every if t not in chosen.values()])
