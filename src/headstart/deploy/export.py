@@ -157,7 +157,7 @@ def export_run(run: str | Path, fmt: str = "onnx", dynamic_batch: bool = True, f
     else:
         _export_torchscript(graph, task, checked, target)
     seconds = time.perf_counter() - started
-    meta = _sidecar(est, task, run, fmt, precision, dynamic_batch, target)
+    meta = _sidecar(est, task, run, fmt, precision, dynamic_batch, target, features)
     meta["export_seconds"] = round(seconds, 2)
     return _check_and_record(est, task, run, target, meta, checked)
 
@@ -536,7 +536,9 @@ def _preprocessing(est: Any, task: str, run: Path, target: Path) -> dict[str, An
             "padding": "right, to the longest text of the batch; attention_mask 1 for tokens, 0 for padding"}
 
 
-def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_batch: bool, target: Path) -> dict:
+def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_batch: bool, target: Path,
+             features: bool = False) -> dict:
+    """The export's ``<file>.json`` (``features``: the graph has the unfamiliar-input check's second output)."""
     import torch
 
     spec = est.model_.backbone.spec
@@ -561,7 +563,7 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
     else:
         meta["temperature"] = est.temperature_  # fitted on validation (calibration)
-    if fmt == "onnx" and est.familiar_ is not None:  # the unfamiliar-input check, with its bank beside the file
+    if features:  # the unfamiliar-input check, with its bank beside the file
         meta["outputs"].append({"name": "features", "dtype": "float32", "shape": [batch, spec.feature_dim],
                                 "postprocessing": "an input is unfamiliar when the cosine distance from its features "
                                 "to the k-th nearest row of the familiarity file's bank is over its cut"})

@@ -727,16 +727,22 @@ def looks_like_text_data(data: str | Path) -> bool:
 def text_task_of(data: str | Path) -> str | None:
     """``text``, ``text-multilabel`` (``holds_tags``) or None (not plainly text data), reading DATA once."""
     path = Path(data)
-    tables = table_folder(path) if path.is_dir() and not is_datasets_folder(path) else None
-    table = path if not path.is_dir() else tables and tables.first
-    if path.is_dir() and not is_datasets_folder(path) and tables is None or not path.is_dir() \
-            and path.suffix.lower() not in TABLE_SUFFIXES | PLAIN_SUFFIXES:
+    datasets = is_datasets_folder(path)
+    if path.is_dir() and not datasets:
+        tables = table_folder(path)
+        if tables is None:
+            return None
+        table: Path | None = tables.first  # the table whose columns may name image files
+    elif path.is_dir():
+        table = None
+    elif path.suffix.lower() in TABLE_SUFFIXES | PLAIN_SUFFIXES:
+        table = path
+    else:
         return None
     try:
         records = read_records(path)
     except DataError:  # let the text reader report what is wrong, unless the file may be an image table
-        return "text" if is_datasets_folder(path) or table and table.suffix.lower() not in {".csv", *PLAIN_SUFFIXES} \
-            else None
+        return "text" if datasets or table.suffix.lower() not in {".csv", *PLAIN_SUFFIXES} else None
     rows = next(iter(records.parts.values()))[:200]
     if table and any(_looks_like_image_paths([str(r.get(c) or "") for r in rows])
                      or _names_image_files(table, rows, c) for c in records.columns):
