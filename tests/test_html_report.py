@@ -162,8 +162,8 @@ def test_classifier_report_keeps_its_ids_mistakes_and_environment(tmp_path):
     cfg = SimpleNamespace(train=SimpleNamespace(seed=3), data=SimpleNamespace(augment_seed=11),
                           to_dict=lambda: {"train": {"seed": 3}})
     summary = {"model": "mobilenet_v2", "strategy": "linear", "classes": classes, "num_train": 40}
-    path = html_report.write_classifier_report(run, _classification_metrics(classes), summary, cfg, classes,
-                                               (items, logits, labels))
+    mistakes = html_report.confident_mistakes(items, logits, labels, classes)
+    path = html_report.write_classifier_report(run, _classification_metrics(classes), summary, cfg, mistakes)
     html = path.read_text()
     _assert_self_contained(html)
     assert EVIL not in html

@@ -55,9 +55,10 @@ def test_report_renders_in_chromium_with_figures_and_metrics(run, chromium):
     wrong = val["num_samples"] - round(val["accuracy"] * val["num_samples"])
     mistakes = dom[dom.index('id="sec-mistakes"'):]
     mistakes = mistakes[:mistakes.index("</section>")]
-    cards = mistakes.count('class="card mistake"')
+    cards = mistakes.count('class="card mistake')
     assert cards == min(12, wrong)
     assert mistakes.count('data-thumb="1"') == cards  # each mistake shows its image
+    assert mistakes.count('data-heat="1"') == cards  # and where the model looked
     shown = [int(p) for p in re.findall(r"</b> \((\d+)%\)", mistakes)]
     assert shown == sorted(shown, reverse=True)  # most confident first
     doubts = dom[dom.index('id="sec-doubts"'):]

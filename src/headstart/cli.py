@@ -229,6 +229,12 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
     _run(go)
 
 
+# predict's options that write files per image: (option, the tasks it applies to, PyTorch engine only)
+SAVED_OUTPUTS = {"save_images": ("--save-images", {"detection"}, True),
+                 "save_masks": ("--save-masks", {"segmentation"}, False),  # the ONNX engine writes them too
+                 "save_heatmaps": ("--save-heatmaps", {"image", "multilabel"}, True)}
+
+
 @app.command()
 def predict(run: Path = typer.Argument(..., help="run folder"),
             inputs: list[str] | None = typer.Argument(None, help="image files or folders; texts for a text run"),
@@ -241,6 +247,9 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             save_masks: Path | None = typer.Option(None, "--save-masks",
                                                    help="segmentation: write each image's class-index PNG and a "
                                                    "coloured overlay here"),
+            save_heatmaps: Path | None = typer.Option(None, "--save-heatmaps",
+                                                      help="image classification: write where the model looked for "
+                                                           "its prediction (a Grad-CAM heat map over each image) here"),
             engine: str = typer.Option("torch", "--engine",
                                        help="torch | onnx (ONNX Runtime on RUN/model.onnx, exported first if absent)"),
             out: Path | None = typer.Option(None, "--out", "-o",
@@ -263,15 +272,15 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         items = cls.cli_inputs(list(inputs or []), file, run)
         if not items:
             raise ValueError(f"predict needs inputs: {chosen.inputs} (or --file for a text run)")
-        if save_images is not None and chosen.name != "detection":
-            raise ValueError(f"--save-images applies to detection runs; {run} holds a {chosen.name} model")
-        if save_masks is not None and chosen.name != "segmentation":
-            raise ValueError(f"--save-masks applies to segmentation runs; {run} holds a {chosen.name} model")
-        extra = {"save_images": save_images} if save_images is not None else {}
-        if save_masks is not None:
-            extra = {"save_masks": save_masks}
-        if engine == "onnx" and save_images is not None:  # --save-masks: the ONNX engine writes them too
-            raise ValueError("--save-images draws with the PyTorch engine: drop --engine onnx")
+        given = {"save_images": save_images, "save_masks": save_masks, "save_heatmaps": save_heatmaps}
+        extra = {k: v for k, v in given.items() if v is not None}
+        for key in extra:
+            option, tasks, torch_only = SAVED_OUTPUTS[key]
+            if chosen.name not in tasks:
+                raise ValueError(f"{option} applies to {' and '.join(sorted(tasks))} runs; {run} holds a "
+                                 f"{chosen.name} model")
+            if torch_only and engine == "onnx":
+                raise ValueError(f"{option} draws with the PyTorch engine: drop --engine onnx")
         if engine == "onnx":
             from headstart.deploy import export
 
@@ -298,7 +307,8 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                         for r in predictor.predict(chunk, top_k=top_k, errors=True, **extra)]
 
             stream = None
-            if engine == "torch" and chosen.name in STREAMED_TASKS and all(isinstance(i, Path) for i in items):
+            if engine == "torch" and chosen.name in STREAMED_TASKS and all(isinstance(i, Path) for i in items) \
+                    and not extra:  # heat maps are drawn in the model's own pass
                 # a DataLoader whose workers decode the files (a table's rows are already in memory)
                 n = default_workers(predictor.config.data.num_workers) if workers is None else workers
                 stream = lambda todo: stream_image_rows(predictor, todo, top_k, n)  # noqa: E731
@@ -310,6 +320,12 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         rows = predictor.predict(items, top_k=top_k, errors=True, **extra)  # unreadable inputs: rows with "error"
         if rows:
             printer.print_predictions(rows, fmt, top_k or 1)
+        drawn = sum("heatmap" in r for r in rows)
+        if drawn:
+            from headstart.progress import say
+
+            say(f"Heat maps of {drawn} image(s), where the model looked for its prediction: "
+                f"{save_heatmaps}/NAME_heatmap.png")
         if not any("error" not in r for r in rows):
             raise DataError(f"Nothing could be predicted: none of the {len(rows) or len(items)} input(s) could be "
                             "read (each is listed with its reason)")

@@ -304,18 +304,19 @@ def autocast_images(x):
     return x.to(torch.get_autocast_dtype(device)) if torch.is_autocast_enabled(device) else x
 
 
-@torch.inference_mode()
 def run_batches(fabric: Fabric, fn: Callable, batches: DataLoader, desc: str,
-                dtype: torch.dtype = torch.float32, advance: Callable[[], None] | None = None) -> torch.Tensor:
+                dtype: torch.dtype = torch.float32, advance: Callable[[], None] | None = None,
+                gradients: bool = False) -> torch.Tensor:
     """``fn(inputs)`` over ``(inputs, _)`` batches, outputs concatenated on the CPU in ``dtype``, with a progress bar
-    (or ``advance()`` called per batch: a bar shown by the caller).
+    (or ``advance()`` called per batch: a bar shown by the caller). ``fn`` runs in inference mode unless
+    ``gradients`` (a pass that takes gradients, as heat maps do).
 
     On CUDA the outputs are copied back without waiting (into pinned memory), once at the end: the device is
     not stopped after every batch.
     """
     outputs = []
     cuda = fabric.device.type == "cuda"
-    with progress_bar(desc, len(batches) if advance is None else 0) as own:
+    with torch.inference_mode(not gradients), progress_bar(desc, len(batches) if advance is None else 0) as own:
         for x, _ in batches:
             with fabric.autocast():
                 outputs.append(fn(autocast_images(channels_last(fabric.to_device(x)))).to("cpu", dtype,

@@ -88,11 +88,16 @@ class Backbone(nn.Module):
         end = self.num_groups if end is None else end
         for fn in self._stage_fns[:end]:
             x = fn(x)
-        return self._pool(x) if end == self.num_groups else x
+        return self.pool(x) if end == self.num_groups else x
 
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``index`` alone (multi-scale users such as detection necks take every stage's output)."""
         return self._stage_fns[index](x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output as ``(batch, feature_dim)`` features (spatial users such as heat maps run the
+        stages themselves)."""
+        return self._pool(x)
 
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """Continue from stage ``start`` (0: raw input; ``num_groups``: already pooled features)."""
@@ -100,7 +105,7 @@ class Backbone(nn.Module):
             return x
         for fn in self._stage_fns[start:]:
             x = fn(x)
-        return self._pool(x)
+        return self.pool(x)
 
 
 def sequential(*modules: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -60,6 +60,8 @@ class Mistake:
     confidence: float
     is_image: bool = True
     data: bytes | None = None  # an image in memory (a table of pixels' row), shown from these bytes
+    index: int = -1  # its position in the items it was found among
+    heatmap: bytes | None = None  # a PNG of where the model looked for the predicted class (image runs)
 
 
 @dataclass
@@ -97,7 +99,8 @@ def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: 
     mistakes = []
     for i in wrong[:k]:
         name, data = card_item(items[i])
-        mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data))
+        mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
+                                index=i))
     return mistakes
 
 
@@ -110,7 +113,10 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
-def thumbnail_uri(path: str | Path | bytes, size: int = 140) -> str | None:
+THUMBNAIL = 140  # pixels a side of a gallery's images (report.css: .card img)
+
+
+def thumbnail_uri(path: str | Path | bytes, size: int = THUMBNAIL) -> str | None:
     """A PNG thumbnail of an image file (or its bytes) as a data URI (decoded as training decodes it: DICOM, 16-bit
     and low-range scans windowed so that they are seen); None when the file cannot be read."""
     from headstart.tasks.image.decode import open_image, to_rgb
@@ -270,7 +276,8 @@ def _cards(mistakes: Sequence[Mistake]) -> list[dict[str, Any]]:
     cards = []
     for m in mistakes:
         card = {"is_image": m.is_image, "predicted": m.predicted, "true": m.true, "percent": f"{m.confidence:.0%}",
-                "item": m.item, "name": Path(m.item).name if m.is_image else "", "uri": None, "text": ""}
+                "item": m.item, "name": Path(m.item).name if m.is_image else "", "uri": None, "text": "",
+                "heat_uri": None if m.heatmap is None else "data:image/png;base64," + base64.b64encode(m.heatmap).decode()}
         if m.is_image:
             card["uri"] = thumbnail_uri(m.item if m.data is None else m.data)
         else:
@@ -453,11 +460,9 @@ def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
 
 
 def write_classifier_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any], cfg: Any,
-                            classes: list[str], predictions: tuple | None = None, is_image: bool = True,
-                            doubts: Sequence[Mistake] = ()) -> Path:
-    """``report.html`` of a classification run: mistakes from ``predictions`` = (items, logits, labels); ``doubts``:
+                            mistakes: Sequence[Mistake] = (), doubts: Sequence[Mistake] = ()) -> Path:
+    """``report.html`` of a classification run: its validation ``mistakes`` (``confident_mistakes``); ``doubts``:
     training items whose label the cross-validation heads doubt (``probe.label_doubts``)."""
-    mistakes = confident_mistakes(*predictions, classes, is_image=is_image) if predictions else []
     seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
     env = run_environment(Path(run), metrics.get("device"), seeds)
     return write_run_report(Path(run), metrics, summary, cfg.to_dict(), mistakes, env, doubts)

@@ -272,7 +272,10 @@ class ClassifierEstimator(Estimator):
         outputs.write_report_md(run, metrics, summary)
         val = self.splits_val_
         labels = torch.tensor([s.label for s in val])
-        predictions = ([self._report_item(s) for s in val], self.val_logits_.float() / self.temperature_, labels)
+        mistakes = html_report.confident_mistakes([self._report_item(s) for s in val],
+                                                  self.val_logits_.float() / self.temperature_, labels, self.classes_,
+                                                  is_image=self.REPORT_IMAGES)
+        self._explain_mistakes(mistakes)
         calibration.plot(self.val_logits_, labels, self.temperature_, run / "calibration.png",
                          f"Validation calibration ({len(val)} {self.NOUN})")
         doubts = []
@@ -280,25 +283,27 @@ class ClassifierEstimator(Estimator):
             name, image = html_report.card_item(self._report_item(sample))
             doubts.append(html_report.Mistake(name, self.classes_[sample.label], self.classes_[c], sure,
                                               self.REPORT_IMAGES, image))
-        html_report.write_classifier_report(run, metrics, summary, cfg, self.classes_, predictions,
-                                            is_image=self.REPORT_IMAGES, doubts=doubts)
+        html_report.write_classifier_report(run, metrics, summary, cfg, mistakes, doubts)
         outputs.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
         if metrics.get("test"):
             outputs.print_metrics(metrics["test"], f"Test ({metrics['test']['num_samples']} {self.NOUN}, "
                                   f"{outputs.test_model(metrics)})")
+
+    def _explain_mistakes(self, mistakes: list[Any]) -> None:
+        """Give the report's validation mistakes what shows why the model erred (images: heat maps)."""
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, inputs: Any) -> tuple[list[Any], Any]:
         """``(items, probabilities[n_items, n_classes])`` of the items that could be read."""
         raise NotImplementedError
 
-    def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False) -> list[dict[str, Any]]:
+    def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False, **options: Any) -> list[dict[str, Any]]:
         """One row per readable item: the item (``path`` or ``text``), label, probability and the top-k classes.
 
         ``errors=True``: also one row ``{"path": ..., "error": why}`` (no label) per input that could not be
-        read, every row in input order.
+        read, every row in input order. ``options`` go to ``predict_proba`` (images: ``save_heatmaps``).
         """
-        items, probs = self._predicted(inputs)
+        items, probs = self._predicted(inputs, **options)
         k = max(1, min(top_k or 1, len(self.classes_)))
         rows = []
         for item, p, odd in zip(items, probs, self._flags(items)):
@@ -308,20 +313,21 @@ class ClassifierEstimator(Estimator):
                          "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)], **odd})
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
-    def _predicted(self, inputs: Any) -> tuple[list[Any], Any]:
-        """``predict_proba(inputs)``, with one warning when some of its items are unfamiliar (``unfamiliar_``: set
-        by the built-in tasks' ``predict_proba``; a task registered from outside may not set it)."""
+    def _predicted(self, inputs: Any, **options: Any) -> tuple[list[Any], Any]:
+        """``predict_proba(inputs, **options)``, with one warning when some of its items are unfamiliar
+        (``unfamiliar_``: set by the built-in tasks' ``predict_proba``; a task registered from outside may not set
+        it)."""
         from headstart.progress import warn
         from headstart.tasks.classification.familiarity import warning
 
         self.unfamiliar_ = []
-        items, probs = self.predict_proba(inputs)
+        items, probs = self.predict_proba(inputs, **options)
         said = warning(self.unfamiliar_, self.NOUN) if len(self.unfamiliar_) == len(items) else None
         if said:
             warn(said)
         return items, probs
 
-    def _flags(self, items: list[Any]) -> list[dict[str, bool]]:
+    def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
         """Each predicted item's ``{"unfamiliar": flag}`` for its row (``{}`` where ``predict_proba`` set none)."""
         if len(self.unfamiliar_) != len(items):
             return [{}] * len(items)

@@ -9,6 +9,7 @@ The data object (``ImageData``, ``TextData``) gives ``classes``, ``keys(split)``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -54,9 +55,11 @@ class CachedViews(Dataset):
 
 
 def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, batch_size: int, collate=None,
-                   start: int = 0, desc: str = "Predicting", features: bool = False) -> Any:
+                   start: int = 0, desc: str = "Predicting", features: bool = False,
+                   forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
     """Logits of a classifier over a dataset of ``(input, label)`` items; ``features``: ``(logits, features)``, the
-    backbone's outputs (the head's inputs) too, from the same pass."""
+    backbone's outputs (the head's inputs) too, from the same pass; ``forward(x) -> (logits, features)`` replaces
+    that pass (one that also draws heat maps)."""
     model.eval()
     model = model.to(fabric.device, memory_format=torch.channels_last)
     batches = loop.loader(dataset, batch_size, collate)
@@ -64,10 +67,12 @@ def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, batch_siz
         return loop.run_batches(fabric, lambda x: model(x, start=start), batches, desc)
 
     def both(x: Any) -> torch.Tensor:
+        if forward is not None:
+            return torch.cat(forward(x), 1)
         pooled = model.backbone(x, start=start)
         return torch.cat([model.head(pooled), pooled], 1)
 
-    out = loop.run_batches(fabric, both, batches, desc)
+    out = loop.run_batches(fabric, both, batches, desc, gradients=forward is not None)
     n = model.head[-1].out_features
     return out[:, :n], out[:, n:]
 

@@ -23,8 +23,11 @@ from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
 from headstart.tasks.image.data import ImageSplits, Sample, discover, image_samples, labelled_samples
 from headstart.tasks.image.dataset import ImageData, ImageDataset, ImageStore
+from headstart.tasks.image.decode import output_stems
 from headstart.tasks.image.shortcuts import shortcut_notes
 from headstart.tasks.image.transforms import eval_transform
+
+HEATMAP_BATCH = 32  # images per heat-map pass: it keeps the backbone's activations for the backward pass
 
 
 class ImageClassifier(ClassifierEstimator):
@@ -36,6 +39,7 @@ class ImageClassifier(ClassifierEstimator):
 
     TASK = "image"
     NOUN = "images"
+    heatmaps_: list[str] = []  # the heat maps the last predict_proba(..., save_heatmaps=FOLDER) wrote, in order
     class_aliases_: dict[str, str] = {}  # the codes (folder names) DATA named the classes by (``class_names``)
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
@@ -91,34 +95,89 @@ class ImageClassifier(ClassifierEstimator):
         self.class_aliases_ = info.get("class_aliases", {})
 
     # ---------------------------------------------------------------- using the model
-    def predict_proba(self, inputs: str | Path | bytes | list) -> tuple[list[Path], torch.Tensor]:
+    def predict_proba(self, inputs: str | Path | bytes | list,
+                      save_heatmaps: str | Path | None = None) -> tuple[list[Path], torch.Tensor]:
         """Class probabilities ``(files, probs[n_files, n_classes])``; unreadable files are left out.
 
         ``inputs``: image files, folders, and images in memory (a file's ``bytes``, or ``(name, bytes)``:
-        decoded as that file would be; see ``data.image_samples``).
+        decoded as that file would be; see ``data.image_samples``). ``save_heatmaps``: a folder receiving
+        ``NAME_heatmap.png`` per image, where the model looked for its predicted class (``heatmaps.grad_cam``).
         """
         model = self._require_fitted()
-        files, logits = self._logits(model, image_samples(inputs))
+        files, logits = self._logits(model, image_samples(inputs), save_heatmaps)
         return files, self._activate(logits)
 
-    def _logits(self, model: TransferClassifier, samples: list[Sample]) -> tuple[list[Path], torch.Tensor]:
-        """``(files, logits[n_files, n_classes])`` of the samples that could be read."""
-        spec = model.backbone.spec
+    def _store(self, samples: list[Sample], spec: Any) -> ImageStore:
+        """The samples decoded as the run's model reads them (unreadable ones skipped, each said)."""
         store = ImageStore(samples, spec.resize_size, spec.interpolation, self.config.data.preload_mb,
                            self.config.data.strict, desc="Reading images",
                            intensity=spec.extra.get("intensity", "off"),  # as trained (older runs: off)
                            max_pixels=self.config.data.max_pixels)
         for path, reason in store.skipped:
             warn(f"skipped {path}: {reason}")
+        return store
+
+    def _logits(self, model: TransferClassifier, samples: list[Sample],
+                heatmaps: str | Path | None = None) -> tuple[list[Path], torch.Tensor]:
+        """``(files, logits[n_files, n_classes])`` of the samples that could be read; ``heatmaps``: a folder that
+        receives each one's heat map, from the same pass (``heatmaps_``: their files)."""
+        spec = model.backbone.spec
+        store = self._store(samples, spec)
         self.unreadable_, self.inputs_ = list(store.skipped), [str(s.path) for s in samples]
+        self.heatmaps_ = []
         if not store.samples:
             self.unfamiliar_ = []
             return [], torch.empty(0, len(self.classes_))
         fabric = loop.make_fabric(self.config.device)
         dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
-        logits = self._unfamiliar(predict_logits(fabric, model, dataset, loop.inference_batch_size(self.config, fabric),
-                                                 features=True))
+        batch_size, forward = loop.inference_batch_size(self.config, fabric), None
+        if heatmaps is not None:
+            batch_size, forward = min(batch_size, HEATMAP_BATCH), self._heatmap_pass(
+                model, Path(heatmaps), output_stems([s.path for s in store.samples]))
+        logits = self._unfamiliar(predict_logits(fabric, model, dataset, batch_size, features=True, forward=forward,
+                                                 desc="Predicting" if forward is None else "Drawing heat maps"))
         return [s.path for s in store.samples], logits
+
+    def _heatmap_pass(self, model: TransferClassifier, folder: Path, stems: list[str]) -> Any:
+        """A forward pass for ``predict_logits`` that also writes each image's heat map (``stems[i]_heatmap.png``,
+        in order) and lists the files in ``heatmaps_``."""
+        from headstart.tasks.image import heatmaps
+
+        spec = model.backbone.spec
+
+        def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            found = heatmaps.grad_cam(model, x)
+            for image, heat in zip(x, found.heat):
+                path = folder / f"{stems[len(self.heatmaps_)]}_heatmap.png"
+                self.heatmaps_.append(str(heatmaps.save(heatmaps.shown_image(image, spec), heat, path)))
+            return found.logits, found.features
+
+        return forward
+
+    def _explain_mistakes(self, mistakes: list[Any]) -> None:
+        """Each mistake's heat map for the class the model wrongly predicted (report.html shows it beside the image)."""
+        from headstart.core.report.html_report import THUMBNAIL
+        from headstart.tasks.image import heatmaps
+
+        if not mistakes:
+            return
+        model = self.model_
+        spec = model.backbone.spec
+        store = self._store([self.splits_val_[m.index] for m in mistakes], spec)
+        if len(store.samples) != len(mistakes):  # a file changed since training: the report shows none
+            return
+        dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
+        x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(next(model.parameters()).device)
+        found = heatmaps.grad_cam(model, x, torch.tensor([self.classes_.index(m.predicted) for m in mistakes]))
+        for m, image, heat in zip(mistakes, x, found.heat):
+            m.heatmap = heatmaps.png(heatmaps.shown_image(image, spec), heat, THUMBNAIL)
+
+    def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
+        """The unfamiliar flag, and the heat map's file where ``predict(..., save_heatmaps=FOLDER)`` drew one."""
+        flags = super()._flags(items)
+        if len(self.heatmaps_) != len(items):
+            return flags
+        return [{**flag, "heatmap": path} for flag, path in zip(flags, self.heatmaps_)]
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""

@@ -97,13 +97,15 @@ class MultiLabel:
         self.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
 
     # ---------------------------------------------------------------- using the model
-    def predict(self, inputs: Any, top_k: int | None = None, errors: bool = False) -> list[dict[str, Any]]:
+    def predict(self, inputs: Any, top_k: int | None = None, errors: bool = False,
+                **options: Any) -> list[dict[str, Any]]:
         """One row per readable image: every label at or above its threshold (most probable first, at most
         ``top_k``) with its probability, and every label's probability.
 
         ``errors=True``: also one row ``{"path": ..., "error": why}`` per input that could not be read.
+        ``options`` go to ``predict_proba`` (images: ``save_heatmaps``, drawn for the most probable label).
         """
-        items, probs = self._predicted(inputs)
+        items, probs = self._predicted(inputs, **options)
         tags = predict_tags(probs, self.thresholds_)
         rows = []
         for item, p, on, odd in zip(items, probs, tags, self._flags(items)):
