@@ -169,6 +169,11 @@ def test_cli_predicts_several_labels_and_fails_cleanly(trained, tags, tmp_path):
     row = json.loads(res.output[res.output.index("["):])[0]
     assert len(row["labels"]) >= 2 and set(row["probabilities"]) == {"Platelets", "RBC", "WBC"}
     assert all(t["probability"] >= est.thresholds_[est.classes_.index(t["label"])] for t in row["labels"])
+    res = runner.invoke(app, ["predict", str(run), str(full), "--format", "json", "--save-heatmaps",
+                              str(tmp_path / "heat")])  # where the model looked for its most probable label
+    assert res.exit_code == 0, res.output
+    drawn = json.loads(res.output[res.output.index("["):res.output.rindex("]") + 1])[0]
+    assert drawn["labels"] == row["labels"] and Path(drawn["heatmap"]).is_file()
 
     bad = _write(tmp_path / "bad.csv", ["path", "labels"], [[full, "RBC;Neutrophil"]])
     res = runner.invoke(app, ["evaluate", str(run), str(bad)])
