@@ -20,6 +20,29 @@ def test_confident_mistakes_are_the_wrong_ones_by_confidence():
     assert found[0].confidence == pytest.approx(torch.tensor([0.0, 3.0]).softmax(0)[1].item())
 
 
+def test_auroc_ranks_as_scikit_learn_and_the_baseline_ranks_nothing():
+    from sklearn.metrics import roc_auc_score
+
+    from headstart.core.report.outputs import score_rows
+    from headstart.tasks.classification.metrics import classification_report
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (300,), generator=g)
+    logits = torch.randn(300, 3, generator=g) + 1.5 * torch.nn.functional.one_hot(labels, 3)  # informative, noisy
+    report = classification_report(logits, labels, ["a", "b", "c"])
+    probs = logits.softmax(1).numpy()
+    assert report["auroc"] == pytest.approx(roc_auc_score(labels.numpy(), probs, multi_class="ovr"), abs=1e-5)
+    assert 0.75 < report["auroc"] < 0.95 and report["baseline"]["auroc"] == 0.5
+    assert report["baseline"]["balanced_accuracy"] == pytest.approx(1 / 3)
+    binary = classification_report(logits[:, :2], (labels == 1).long(), ["no", "yes"])
+    assert binary["auroc"] == pytest.approx(roc_auc_score((labels == 1).numpy(), logits[:, :2].softmax(1)[:, 1]),
+                                            abs=1e-5)  # the positive class's AUROC
+    rows = {name: (model, base) for name, model, base in score_rows(binary)}
+    assert rows["AUROC"] == (f"{binary['auroc']:.4f}", "0.5000") and rows["samples"] == ("300", "")
+    one = classification_report(logits[:5], torch.zeros(5, dtype=torch.long), ["a", "b", "c"])
+    assert one["auroc"] is None and "AUROC" not in {r[0] for r in score_rows(one)}  # nothing to rank against
+
+
 @pytest.fixture(scope="module")
 def run(digits_dir, tmp_path_factory, session_cache):
     """A linear run on 6 images of each digit (50 train, 10 val): some mistakes to show."""

@@ -328,12 +328,12 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
         summary_rows.append(("feature cache", f"{metrics['cache']['items_served']} served, "
                                               f"{metrics['cache']['items_computed']} computed"))
     test = metrics.get("test")
-    tested = [metrics_section(_score_rows(test), f"majority baseline ('{test['baseline']['class']}')",
+    tested = [metrics_section(outputs.score_rows(test), f"majority baseline ('{test['baseline']['class']}')",
                               f"Test metrics ({outputs.test_model(metrics)})", "test-metrics", "sec-test",
                               test.get("warnings", []))] if test else []
     return [
         summary_section(summary_rows),
-        metrics_section(_score_rows(val), f"majority baseline ('{base['class']}')", warnings=val.get("warnings", [])),
+        metrics_section(outputs.score_rows(val), f"majority baseline ('{base['class']}')", warnings=val.get("warnings", [])),
         *tested,
         *phases_section(metrics),
         figures_section([(run / "learning_curve.png", "Loss and validation scores per epoch", "learning-curve"),
@@ -344,17 +344,6 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
         per_class_section(val["per_class"]),
         mistakes_section(mistakes),
     ]
-
-
-def _score_rows(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """Accuracy and macro-F1 beside the majority baseline's, balanced accuracy, samples."""
-    base = report["baseline"]
-    return [("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}"),
-            ("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}"),
-            ("balanced accuracy", f"{report.get('balanced_accuracy', float('nan')):.4f}", ""),
-            *([("calibration error (ECE)", outputs.calibration_text(report["calibration"]), "")]
-              if "calibration" in report else []),
-            ("samples", report["num_samples"], "")]
 
 
 def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any],

@@ -86,11 +86,8 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column(f"majority baseline ('{base['class']}')", justify="right")
-    table.add_row("accuracy", f"{report['accuracy']:.4f}", f"{base['accuracy']:.4f}")
-    table.add_row("macro-F1", f"{report['macro_f1']:.4f}", f"{base['macro_f1']:.4f}")
-    if "calibration" in report:
-        table.add_row("calibration error (ECE)", calibration_text(report["calibration"]), "")
-    table.add_row("samples", str(report["num_samples"]), "")
+    for row in score_rows(report):
+        table.add_row(*row)
     say(table)
     per = Table(title="per class")
     for col in ("class", "precision", "recall", "F1", "support"):
@@ -100,6 +97,19 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
     say(per)
     for w in report["warnings"]:
         warn(w)
+
+
+def score_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A classification report's scores as ``(metric, model, majority baseline)`` rows: the console's, report.md's
+    and report.html's table (a report saved before a score was added leaves its row out)."""
+    base = report["baseline"]
+    rows = [(name, f"{report[key]:.4f}", f"{base[key]:.4f}" if key in base else "")
+            for name, key in (("accuracy", "accuracy"), ("macro-F1", "macro_f1"),
+                              ("balanced accuracy", "balanced_accuracy"), ("AUROC", "auroc"))
+            if report.get(key) is not None]
+    if "calibration" in report:
+        rows.append(("calibration error (ECE)", calibration_text(report["calibration"]), ""))
+    return [*rows, ("samples", str(report["num_samples"]), "")]
 
 
 def calibration_text(cal: dict[str, Any]) -> str:
@@ -125,7 +135,6 @@ def md_text(text: Any) -> str:
 
 def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
     val = metrics["val"]
-    base = val["baseline"]
     lines = [
         f"# headstart run: {summary['model']} / {summary['strategy']}",
         "",
@@ -137,9 +146,7 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         "",
         "| metric | model | majority baseline |",
         "| --- | --- | --- |",
-        f"| accuracy | {val['accuracy']:.4f} | {base['accuracy']:.4f} |",
-        f"| macro-F1 | {val['macro_f1']:.4f} | {base['macro_f1']:.4f} |",
-        *([f"| calibration error (ECE) | {calibration_text(val['calibration'])} | |"] if "calibration" in val else []),
+        *[f"| {name} | {model} | {baseline} |" for name, model, baseline in score_rows(val)],
         "",
     ]
     test = metrics.get("test")
@@ -147,6 +154,7 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         lines += [f"Test ({test['num_samples']} {summary.get('items', 'images')}, {test_model(metrics)}): "
                   f"accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} (majority baseline "
                   f"{test['baseline']['accuracy']:.4f}, {test['baseline']['macro_f1']:.4f})"
+                  + (f", AUROC {test['auroc']:.4f}" if test.get("auroc") is not None else "")
                   + (f"; calibration error {calibration_text(test['calibration'])}" if "calibration" in test else "")
                   + ".", ""]
     cal = val.get("calibration")

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
+    multiclass_auroc,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_precision,
@@ -41,6 +42,7 @@ def classification_report(
                 "support": int(support[i])}
             for i, c in enumerate(classes)
         },
+        "auroc": auroc(logits, targets, n),
         "confusion_matrix": multiclass_confusion_matrix(**args).tolist(),
         "predicted_counts": dict(zip(classes, torch.bincount(preds, minlength=n).tolist())),
         "calibration": calibration.summary(logits, targets, temperature),
@@ -50,6 +52,17 @@ def classification_report(
     return report
 
 
+def auroc(logits: torch.Tensor, targets: torch.Tensor, n: int) -> float | None:
+    """The area under the ROC curve: of the positive class for two classes, else one class against the rest averaged
+    over the classes present (None with fewer than two). It does not depend on a threshold or a temperature: how well
+    the scores rank the items (0.5: no better than chance; what a constant score, such as the baseline's, gets)."""
+    present = torch.bincount(targets, minlength=n) > 0
+    if int(present.sum()) < 2:
+        return None
+    per_class = multiclass_auroc(logits.float().softmax(dim=1), targets, num_classes=n, average=None, thresholds=None)
+    return float(per_class[present].mean())
+
+
 def majority_baseline(targets: torch.Tensor, n: int, classes: list[str], train_counts: list[int] | None) -> dict:
     """Scores of always predicting the most frequent class (of the training data when known)."""
     counts = torch.tensor(train_counts) if train_counts else torch.bincount(targets, minlength=n)
@@ -57,10 +70,13 @@ def majority_baseline(targets: torch.Tensor, n: int, classes: list[str], train_c
     preds = torch.full_like(targets, majority)
     support = torch.bincount(targets, minlength=n)
     f1 = multiclass_f1_score(preds, targets, num_classes=n, average=None, zero_division=0)
+    present = support > 0
     return {
         "class": classes[majority],
         "accuracy": float((targets == majority).float().mean()) if targets.numel() else 0.0,
-        "macro_f1": float(f1[support > 0].mean()) if (support > 0).any() else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "balanced_accuracy": float(present[majority]) / int(present.sum()) if present.any() else 0.0,
+        "auroc": 0.5,  # one score for every item ranks none above another
     }
 
 
