@@ -143,6 +143,9 @@ def test_output_names_of_same_named_inputs_stay_apart():
     assert output_stems(["x.jpg", "x.png"]) == ["x_jpg", "x_png"]
     names = output_stems(["t/x.jpg", "t/sub/x.jpg", "a_x.jpg", "x.jpg", "x.jpg"])
     assert len(set(names)) == len(names)
+    # images in memory keep their place (a table's row), in characters any file system takes
+    assert output_stems(["<memory 0>", "train.csv:12", "x/train.csv:13", "scan.DCM", "a b.JPG"]) == [
+        "memory_0", "train.csv_12", "train.csv_13", "scan", "a_b"]
 
 
 def test_the_preload_budget_counts_the_memory_pil_takes():

@@ -301,15 +301,24 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _file_stem(name: str) -> str:
+    """``name`` without an image suffix, any character outside letters, digits, ``.``, ``-`` and ``_`` as ``_``."""
+    suffix = Path(name).suffix
+    stem = name[:-len(suffix)] if suffix.lower() in IMAGE_EXTENSIONS else name
+    return re.sub(r"[^\w.-]+", "_", stem).strip("_") or "image"
+
+
 def output_stems(paths: Sequence[str | Path]) -> list[str]:
     """A distinct output file name (no suffix) per input, for ``--save-masks`` / ``--save-images``.
 
-    Each is the input's name without its suffix; inputs that share one (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg`` and
-    ``x.png``) get as many of their parent folders, joined by ``_``, as tells them apart (``a_x``, ``b_x``), else
-    their suffix too (``x_jpg``), else their position (``x_2``): one image's outputs never overwrite another's.
+    Each is the input's name without its image suffix; inputs that share one (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg``
+    and ``x.png``) get as many of their parent folders, joined by ``_``, as tells them apart (``a_x``, ``b_x``), else
+    their suffix too (``x_jpg``), else their position (``x_2``): one image's outputs never overwrite another's. Images
+    in memory keep their place in the name, in characters every file system takes (a table's row ``train.csv:12``:
+    ``train.csv_12``; ``<memory 0>``: ``memory_0``).
     """
     parts = [Path(p).parts for p in paths]
-    stems = [Path(p).stem for p in paths]
+    stems = [_file_stem(Path(p).name) for p in paths]
     names = list(stems)
     for stem in {s for s in stems if stems.count(s) > 1}:
         same = [i for i, s in enumerate(stems) if s == stem]
