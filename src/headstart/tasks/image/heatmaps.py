@@ -84,8 +84,11 @@ def grad_cam(model: TransferClassifier, x: torch.Tensor, targets: torch.Tensor |
             grads = torch.autograd.grad(score, [m for _, m in kept], allow_unused=True)
     finally:
         model.train(was_training)
-    reaching = [(i, _grid(m.detach()), _grid(g)) for (i, m), g in zip(kept, grads) if g is not None
-                and bool(((_grid(g).abs().sum(dim=1) > 0).flatten(1).sum(dim=1) > 1).all())]
+    reaching = []  # (stage, map, its gradient) where the score depends on more than one place of every image
+    for (i, m), g in zip(kept, grads):
+        grad = _grid(g) if g is not None else None
+        if grad is not None and bool(((grad.abs().sum(dim=1) > 0).flatten(1).sum(dim=1) > 1).all()):
+            reaching.append((i, _grid(m.detach()), grad))
     if not reaching:
         raise ConfigError(f"the class score of {backbone.spec.name} reaches no spatial map of its stages: no heat map")
     stage, grid, grad = reaching[-1]  # the latest map the score depends on at more than one place
