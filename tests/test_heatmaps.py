@@ -94,6 +94,8 @@ def test_predict_saves_a_heat_map_per_image_and_predicts_as_without(ants_and_bee
     res = CliRunner().invoke(app, [*args, "--save-heatmaps", str(tmp_path / "x"), "--engine", "onnx"])
     assert res.exit_code == 2 and "drop --engine onnx" in res.output
     assert not (tmp_path / "x").exists()
+    res = CliRunner().invoke(app, [*args, "--evidence"])  # the words of a text prediction: text runs only
+    assert res.exit_code == 2 and "--evidence applies to text and text-multilabel runs" in " ".join(res.output.split())
 
 
 @needs_shared(HYMENOPTERA)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -330,11 +331,53 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
     html = (tmp_path / "run" / "report.html").read_text()  # the report shows the texts the model got wrong
     labels = torch.tensor([s.label for s in clf.splits_val_])
     wrong = html_report.confident_mistakes([s.text for s in clf.splits_val_], clf.val_logits_, labels, clf.classes_)
-    assert (html_report.esc(wrong[0].item[:60]) in html) if wrong else ("No validation item" in html)
+    unmarked = re.sub(r"</?mark[^>]*>", "", html)  # the words each mistake rests on are marked
+    assert (html_report.esc(wrong[0].item[:60]) in unmarked) if wrong else ("No validation item" in html)
+    assert html.count("<mark") >= len(wrong[:12])
     assert f"{m['val']['macro_f1']:.4f}" in html and html.count("data:image/png;base64") >= 2  # metrics, figures
     rows = clf.predict(["WINNER!! You have been selected for a £1000 prize. Call 09061701461 now to claim",
                         "Ok, see you at lunch then"])
     assert [r["label"] for r in rows] == ["spam", "ham"]
+
+    # The words a prediction rests on: taking the 3 found out of texts the model never saw lowers its class's
+    # probability far more than taking out 3 words at random (measured on another SMS model: 0.057 against 0.0045 a
+    # text on 120 texts; 8 predictions change against none).
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+    from headstart.tasks.text.evidence import without_each_word
+
+    sms = _sms_rows()
+    train, _ = stratified_split([r[0] == "spam" for r in sms], 0.2, seed=0)  # as sms_split draws it
+    used = set(_subsample(sms, train, 800, 0))  # the 800 the run trained on
+    unseen = [sms[i][1] for i in train if i not in used][:80]
+    rows = clf.predict(unseen, evidence=True)
+    assert all(len(r["evidence"]) <= 5 and all(w > 0 for _, w in r["evidence"]) for r in rows)
+    pick = random.Random(0)
+
+    def without(text: str, words: list[str]) -> str:
+        for word in words:
+            text = text.replace(word, "", 1)
+        return text.strip() or "."
+
+    found = clf.predict([without(t, [w for w, _ in r["evidence"][:3]]) for t, r in zip(unseen, rows)])
+    chance = clf.predict([without(t, pick.sample(without_each_word(t)[0], min(3, len(without_each_word(t)[0]))))
+                          for t in unseen])
+
+    def drop(after: list[dict]) -> float:  # the mean fall of each text's class probability (two classes)
+        kept = [a["probability"] if a["label"] == r["label"] else 1 - a["probability"] for r, a in zip(rows, after)]
+        return sum(r["probability"] - k for r, k in zip(rows, kept)) / len(rows)
+
+    assert drop(found) > 3 * max(drop(chance), 0.001), (drop(found), drop(chance))
+    assert sum(a["label"] != r["label"] for a, r in zip(found, rows)) > sum(
+        a["label"] != r["label"] for a, r in zip(chance, rows))
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), "FREE entry to win £100, text WIN to 80086",
+                                   "--evidence", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout[res.stdout.index("["):])[0]
+    assert row["label"] == "spam" and row["evidence"] and row["evidence"][0][1] > 0
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), "hi", "--save-heatmaps", str(tmp_path / "h")])
+    assert res.exit_code == 2 and "--save-heatmaps applies to image and multilabel runs" in " ".join(res.output.split())
 
 
 @needs_sms

@@ -229,10 +229,11 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
     _run(go)
 
 
-# predict's options that write files per image: (option, the tasks it applies to, PyTorch engine only)
+# predict's options that add to each item's output: (option, the tasks it applies to, PyTorch engine only)
 SAVED_OUTPUTS = {"save_images": ("--save-images", {"detection"}, True),
                  "save_masks": ("--save-masks", {"segmentation"}, False),  # the ONNX engine writes them too
-                 "save_heatmaps": ("--save-heatmaps", {"image", "multilabel"}, True)}
+                 "save_heatmaps": ("--save-heatmaps", {"image", "multilabel"}, True),
+                 "evidence": ("--evidence", {"text", "text-multilabel"}, True)}
 
 
 @app.command()
@@ -250,6 +251,9 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             save_heatmaps: Path | None = typer.Option(None, "--save-heatmaps",
                                                       help="image classification: write where the model looked for "
                                                            "its prediction (a Grad-CAM heat map over each image) here"),
+            evidence: bool = typer.Option(False, "--evidence",
+                                          help="text classification: the words each prediction rests on, with their "
+                                               "weights (how much the class's log-odds drop without each)"),
             engine: str = typer.Option("torch", "--engine",
                                        help="torch | onnx (ONNX Runtime on RUN/model.onnx, exported first if absent)"),
             out: Path | None = typer.Option(None, "--out", "-o",
@@ -272,13 +276,14 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         items = cls.cli_inputs(list(inputs or []), file, run)
         if not items:
             raise ValueError(f"predict needs inputs: {chosen.inputs} (or --file for a text run)")
-        given = {"save_images": save_images, "save_masks": save_masks, "save_heatmaps": save_heatmaps}
+        given = {"save_images": save_images, "save_masks": save_masks, "save_heatmaps": save_heatmaps,
+                 "evidence": evidence or None}
         extra = {k: v for k, v in given.items() if v is not None}
         for key in extra:
             option, tasks, torch_only = SAVED_OUTPUTS[key]
             if chosen.name not in tasks:
-                raise ValueError(f"{option} applies to {' and '.join(sorted(tasks))} runs; {run} holds a "
-                                 f"{chosen.name} model")
+                raise ValueError(f"{option} applies to {' and '.join(sorted(tasks))} runs, not to {run} "
+                                 f"({chosen.name})")
             if torch_only and engine == "onnx":
                 raise ValueError(f"{option} draws with the PyTorch engine: drop --engine onnx")
         if engine == "onnx":

@@ -18,6 +18,7 @@ import base64
 import io
 import json
 import platform
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Mistake:
     data: bytes | None = None  # an image in memory (a table of pixels' row), shown from these bytes
     index: int = -1  # its position in the items it was found among
     heatmap: bytes | None = None  # a PNG of where the model looked for the predicted class (image runs)
+    evidence: list[tuple[str, float]] = field(default_factory=list)  # the words the prediction rests on (texts)
 
 
 @dataclass
@@ -271,17 +273,31 @@ def doubts_section(doubts: Sequence[Mistake], counted: dict[str, Any]) -> Sectio
                    anchor="sec-doubts")
 
 
+TEXT_SHOWN = 300  # characters of a text a gallery shows
+
+
+def _marked(text: str, evidence: list[tuple[str, float]]) -> Markup:
+    """``text`` (escaped) with the words of ``evidence`` in ``<mark>``, their weight as the title."""
+    weights = dict(reversed(evidence))  # a word listed twice: its largest weight
+    parts = []
+    for piece in re.split(r"(\s+)", text):
+        parts.append(Markup('<mark title="{:.2f}">{}</mark>').format(weights[piece], piece) if piece in weights
+                     else escape(piece))
+    return Markup("").join(parts)
+
+
 def _cards(mistakes: Sequence[Mistake]) -> list[dict[str, Any]]:
     """What a gallery shows of each item: its thumbnail (or text), the predicted and the given class."""
     cards = []
     for m in mistakes:
         card = {"is_image": m.is_image, "predicted": m.predicted, "true": m.true, "percent": f"{m.confidence:.0%}",
                 "item": m.item, "name": Path(m.item).name if m.is_image else "", "uri": None, "text": "",
-                "heat_uri": None if m.heatmap is None else "data:image/png;base64," + base64.b64encode(m.heatmap).decode()}
+                "heat_uri": None if m.heatmap is None else "data:image/png;base64," + base64.b64encode(m.heatmap).decode(),
+                "weighed": bool(m.evidence)}
         if m.is_image:
             card["uri"] = thumbnail_uri(m.item if m.data is None else m.data)
         else:
-            card["text"] = m.item[:300]
+            card["text"] = _marked(m.item[:TEXT_SHOWN], m.evidence)
         cards.append(card)
     return cards
 

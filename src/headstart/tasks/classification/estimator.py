@@ -357,14 +357,17 @@ class ClassifierEstimator(Estimator):
             from rich.table import Table
 
             table = Table()
-            for col in ("text" if key == "text" else "file", "label", "probability", f"top {top_k}"):
+            weighed = any("evidence" in r for r in rows)
+            for col in ("text" if key == "text" else "file", "label", "probability", f"top {top_k}",
+                        *(["words it rests on"] if weighed else [])):
                 table.add_column(col, overflow="fold")
             for r in rows:
                 if "error" in r:
-                    table.add_row(r[key], "[red]not read[/]", "-", r["error"])
+                    table.add_row(r[key], "[red]not read[/]", "-", r["error"], *([""] if weighed else []))
                     continue
                 table.add_row(r[key], r["label"] + (" [yellow](unfamiliar)[/]" if r.get("unfamiliar") else ""),
-                              f"{r['probability']:.3f}", ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]))
+                              f"{r['probability']:.3f}", ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]),
+                              *([", ".join(f"{w} {v:.2f}" for w, v in r.get("evidence", []))] if weighed else []))
             console.print(table)
 
 

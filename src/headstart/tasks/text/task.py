@@ -51,6 +51,7 @@ class TextClassifier(ClassifierEstimator):
     REPORT_IMAGES = False
     ITEM_KEY = "text"
     TAGS = False  # multi-label: a tuple of labels a text (``MultiLabelTextClassifier``)
+    evidence_: list[list[tuple[str, float]]] = []  # the last predict_proba(..., evidence=True)'s words per text
     tokenizer_ = None
     text_columns_: list[str] = []  # the column(s) the texts were read from at training
     item_name = staticmethod(shown)  # how a prediction's row names its text
@@ -124,20 +125,34 @@ class TextClassifier(ClassifierEstimator):
         return texts_from_arguments(items, file, columns)
 
     # ---------------------------------------------------------------- using the model
-    def predict_proba(self, texts: str | list[str] | list[tuple[str, ...]]) -> tuple[list[str], torch.Tensor]:
+    def predict_proba(self, texts: str | list[str] | list[tuple[str, ...]],
+                      evidence: bool = False) -> tuple[list[str], torch.Tensor]:
         """Class probabilities ``(texts, probs[n_texts, n_classes])``; empty texts are left out (with a warning).
 
         A model trained on several text columns (a title and its body, a pair) takes each text as a tuple of its
         parts in the columns' order (``text_columns_``); the texts returned show them joined by " | ".
+        ``evidence``: also weigh each text's words for its most probable class (``evidence_``; rows' ``evidence``).
         """
         model = self._require_fitted()
         texts = as_texts(texts)
         kept = [t for t in texts if not is_blank(t)]
         if len(kept) < len(texts):
             warn(f"{len(texts) - len(kept)} empty text(s) left out")
-        return [shown(t) for t in kept], self._activate(self._logits(model, kept))
+        probs = self._activate(self._logits(model, kept))
+        self.evidence_ = self._weighed(model, kept, probs.argmax(dim=1).tolist()) if evidence and kept else []
+        return [shown(t) for t in kept], probs
+
+    def _weighed(self, model: TransferClassifier, texts: list[str],
+                 classes: list[int]) -> list[list[tuple[str, float]]]:
+        """The words each text's class ``classes[i]`` rests on (``evidence.weigh``), on the model's calibrated
+        log-odds computed in float32."""
+        from headstart.tasks.text import evidence
+
+        return evidence.weigh(texts, classes, lambda many: evidence.log_odds(
+            self._pass(model, many, "Weighing words", precise=True)[0] / self.temperature_, sigmoid=self.TAGS))
 
     def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
+        """The texts' logits; sets ``unfamiliar_`` from the same pass."""
         if not texts:
             self.unfamiliar_ = []
             return torch.empty(0, len(self.classes_))
@@ -147,19 +162,44 @@ class TextClassifier(ClassifierEstimator):
             warn(f"{odd} of {len(texts)} text(s) are not in {parts} parts, while this model was trained on texts read "
                  f"from {' + '.join(self.text_columns_)}: give tables those columns, or predict tuples of {parts} "
                  "parts; a text of other parts is classified, less well")
+        max_length = model.backbone.spec.extra["max_length"]
+        logits, features, cut = self._pass(model, texts)
+        if cut:
+            say(f"[dim]{cut} of {len(texts)} text(s) cut to {max_length} tokens[/]")
+        return self._unfamiliar((logits, features))
+
+    def _pass(self, model: TransferClassifier, texts: list[str], desc: str = "Predicting",
+              precise: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(logits, features, how many texts were cut)`` of the texts, in their order (batched by length);
+        ``precise``: in float32 whatever the run's precision (bf16 logits move in steps of 0.06 near 10: a word's
+        weight would be such a step)."""
         spec = model.backbone.spec
         ids, cut = tokenize(self.tokenizer_, texts, spec.extra["max_length"])
-        if cut:
-            say(f"[dim]{cut} of {len(texts)} text(s) cut to {spec.extra['max_length']} tokens[/]")
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch
-        fabric = loop.make_fabric(self.config.device)
-        logits = self._unfamiliar(predict_logits(fabric, model, TokenDataset([ids[i] for i in order], [-1] * len(ids)),
-                                                 self.config.train.batch_size * 2,
-                                                 PadCollate(spec.extra.get("pad_token_id", 0)), features=True))
-        out = torch.empty_like(logits)
-        out[torch.tensor(order)] = logits
-        self.unfamiliar_ = [self.unfamiliar_[i] for i in sorted(range(len(order)), key=order.__getitem__)]
-        return out
+        device = self.config.device.model_copy(update={"precision": "32-true"}) if precise else self.config.device
+        fabric = loop.make_fabric(device)
+        logits, features = predict_logits(fabric, model, TokenDataset([ids[i] for i in order], [-1] * len(ids)),
+                                          self.config.train.batch_size * 2,
+                                          PadCollate(spec.extra.get("pad_token_id", 0)), desc=desc, features=True)
+        back = torch.empty(len(order), dtype=torch.long)
+        back[torch.tensor(order)] = torch.arange(len(order))
+        return logits[back], features[back], cut
+
+    def _explain_mistakes(self, mistakes: list[Any]) -> None:
+        """Each mistake's words that its wrong class rests on (report.html marks them in the text)."""
+        if not mistakes:
+            return
+        found = self._weighed(self.model_, [self.splits_val_[m.index].text for m in mistakes],
+                              [self.classes_.index(m.predicted) for m in mistakes])
+        for m, weighed in zip(mistakes, found):
+            m.evidence = weighed
+
+    def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
+        """The unfamiliar flag, and each text's words with their weights where ``predict(..., evidence=True)``."""
+        flags = super()._flags(items)
+        if len(self.evidence_) != len(items):
+            return flags
+        return [{**flag, "evidence": [list(pair) for pair in found]} for flag, found in zip(flags, self.evidence_)]
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled texts (a table or datasets folder) with the majority baseline and warnings."""
