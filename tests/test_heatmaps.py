@@ -98,15 +98,23 @@ def test_predict_saves_a_heat_map_per_image_and_predicts_as_without(ants_and_bee
     assert res.exit_code == 2 and "--evidence applies to text and text-multilabel runs" in " ".join(res.output.split())
 
 
+def _section(html: str, anchor: str) -> str:
+    part = html[html.index(f'id="{anchor}"'):]
+    return part[:part.index("</section>")]
+
+
 @needs_shared(HYMENOPTERA)
-def test_report_shows_where_the_model_looked_beside_each_mistake(ants_and_bees):
+def test_report_shows_where_the_model_looked_beside_each_mistake_and_its_surest_hits(ants_and_bees):
     html = (ants_and_bees / "report.html").read_text()
-    wrong = json.loads((ants_and_bees / "metrics.json").read_text())["val"]
-    mistakes = html.count('class="card mistake')
-    assert mistakes == min(12, round(wrong["num_samples"] * (1 - wrong["accuracy"])))
-    assert html.count('data-heat="1"') == mistakes and html.count('class="card mistake heat"') == mistakes
-    if mistakes:
-        assert "Grad-CAM" in html
+    val = json.loads((ants_and_bees / "metrics.json").read_text())["val"]
+    mistakes = _section(html, "sec-mistakes")
+    shown = mistakes.count('class="card mistake')
+    assert shown == min(12, round(val["num_samples"] * (1 - val["accuracy"])))
+    assert mistakes.count('data-heat="1"') == shown and mistakes.count('class="card mistake heat"') == shown
+    assert "Grad-CAM" in mistakes or not shown
+    hits = _section(html, "sec-hits")  # the two surest right predictions of each class, with their heat maps
+    assert hits.count('class="card mistake heat"') == hits.count('data-heat="1"') == 4
+    assert hits.count("<b>ants</b>") == hits.count("true: ants") == 2 and hits.count("<b>bees</b>") == 2
 
 
 @pytest.mark.parametrize("name, last", [("timm:vit_tiny_patch16_224", False), ("timm:convnext_atto", True),

@@ -20,6 +20,17 @@ def test_confident_mistakes_are_the_wrong_ones_by_confidence():
     assert found[0].confidence == pytest.approx(torch.tensor([0.0, 3.0]).softmax(0)[1].item())
 
 
+def test_confident_hits_are_the_surest_right_ones_of_each_class_in_turn():
+    from headstart.core.report.html_report import confident_hits
+
+    logits = torch.tensor([[4.0, 0.0], [1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 5.0], [6.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 0])  # 5 is wrong (a confident 'x' for a 'y'), 6 too
+    found = confident_hits(list("abcdefg"), logits, labels, ["x", "y"], per_class=2, is_image=False)
+    assert [m.item for m in found] == ["a", "e", "c", "d"]  # x's surest, y's surest, then the second of each
+    assert all(m.true == m.predicted for m in found) and [m.index for m in found] == [0, 4, 2, 3]
+    assert [m.item for m in confident_hits(list("abcdefg"), logits, labels, ["x", "y"], k=3)] == ["a", "e", "c"]
+
+
 def test_auroc_ranks_as_scikit_learn_and_the_baseline_ranks_nothing():
     from sklearn.metrics import roc_auc_score
 

@@ -334,6 +334,9 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
     unmarked = re.sub(r"</?mark[^>]*>", "", html)  # the words each mistake rests on are marked
     assert (html_report.esc(wrong[0].item[:60]) in unmarked) if wrong else ("No validation item" in html)
     assert html.count("<mark") >= len(wrong[:12])
+    hits = html[html.index('id="sec-hits"'):]  # the surest right predictions, with the words they rest on
+    hits = hits[:hits.index("</section>")]
+    assert hits.count('class="card mistake') == 4 and hits.count("<mark") >= 4
     assert f"{m['val']['macro_f1']:.4f}" in html and html.count("data:image/png;base64") >= 2  # metrics, figures
     rows = clf.predict(["WINNER!! You have been selected for a £1000 prize. Call 09061701461 now to claim",
                         "Ok, see you at lunch then"])

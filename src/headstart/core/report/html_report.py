@@ -53,7 +53,8 @@ def render(template: str, **context: Any) -> Markup:
 
 @dataclass
 class Mistake:
-    """A validation item the model got wrong, with its confidence in the wrong class."""
+    """An item a gallery shows: a validation item the model got wrong (or right: ``confident_hits``), a training item
+    whose label is doubted; its given and predicted class, the confidence in the prediction."""
 
     item: str  # image path or text
     true: str
@@ -104,6 +105,23 @@ def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: 
         mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
                                 index=i))
     return mistakes
+
+
+def confident_hits(items: Sequence[str | Path | tuple[str, bytes]], logits: torch.Tensor, labels: torch.Tensor,
+                   classes: list[str], per_class: int = 2, k: int = 12, is_image: bool = True) -> list[Mistake]:
+    """The ``per_class`` right predictions of highest confidence of each class (at most ``k``, classes in turn): what
+    the model rests on where it is surest, where a shortcut (a ruler, a watermark, a phone number) shows."""
+    if len(items) == 0 or logits.numel() == 0:
+        return []
+    conf, pred = logits.float().softmax(dim=1).max(dim=1)
+    ranked = [sorted(((pred == labels) & (labels == c)).nonzero().flatten().tolist(), key=lambda i: -float(conf[i]))
+              for c in range(len(classes))]
+    hits = []
+    for i in [r[j] for j in range(per_class) for r in ranked if j < len(r)][:k]:
+        name, data = card_item(items[i])
+        hits.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
+                            index=i))
+    return hits
 
 
 def card_item(item: str | Path | tuple[str, Any]) -> tuple[str, bytes | None]:
@@ -265,6 +283,12 @@ def mistakes_section(mistakes: Sequence[Mistake], anchor: str = "sec-mistakes") 
                    anchor=anchor)
 
 
+def hits_section(hits: Sequence[Mistake]) -> Section:
+    """A gallery of the surest right predictions of each class, with what they rest on (heat maps, marked words)."""
+    return Section("What the model rests on when it is right", template="hits.html.j2", context={"cards": _cards(hits)},
+                   anchor="sec-hits")
+
+
 def doubts_section(doubts: Sequence[Mistake], counted: dict[str, Any]) -> Section:
     """A gallery of the training items whose label the cross-validation heads doubt (``counted``: metrics.json's
     ``label_doubts``, with how many there are of how many)."""
@@ -334,8 +358,9 @@ def write_report(path: Path, title: str, sections: Sequence[Section], environmen
 
 # ------------------------------------------------------------------------------------------- reports
 def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
-                            mistakes: Sequence[Mistake] = ()) -> list[Section]:
-    """Summary, validation metrics against the majority baseline, figures, per-class metrics, mistakes."""
+                            mistakes: Sequence[Mistake] = (), hits: Sequence[Mistake] = ()) -> list[Section]:
+    """Summary, validation metrics against the majority baseline, figures, per-class metrics, mistakes, and the
+    surest right predictions when they show what the model rests on (``hits``)."""
     val = metrics["val"]
     base = val["baseline"]
     summary_rows = list(summary.items())
@@ -359,17 +384,19 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
                         "Learning curve, confusion matrix and calibration"),
         per_class_section(val["per_class"]),
         mistakes_section(mistakes),
+        *([hits_section(hits)] if hits else []),
     ]
 
 
 def write_run_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
                      config: dict[str, Any] | None = None, mistakes: Sequence[Mistake] = (),
-                     env: dict[str, Any] | None = None, doubts: Sequence[Mistake] = ()) -> Path:
-    """``run/report.html``: summary, learning curve, confusion matrix, per-class metrics, mistakes, doubted
-    training labels (when the head was cross-validated), env."""
+                     env: dict[str, Any] | None = None, doubts: Sequence[Mistake] = (),
+                     hits: Sequence[Mistake] = ()) -> Path:
+    """``run/report.html``: summary, learning curve, confusion matrix, per-class metrics, mistakes, the surest right
+    predictions with what they rest on, doubted training labels (when the head was cross-validated), env."""
     run = Path(run)
     title = f"headstart run: {summary.get('model', '')} / {summary.get('strategy', '')}"
-    sections = classification_sections(run, metrics, summary, mistakes)
+    sections = classification_sections(run, metrics, summary, mistakes, hits)
     if metrics.get("label_doubts") is not None:  # None: no head was fitted by cross-validation
         sections.append(doubts_section(doubts, metrics["label_doubts"]))
     return write_report(run / "report.html", title, sections, env or environment(metrics.get("device")), config)
@@ -465,9 +492,11 @@ def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
 
 
 def write_classifier_report(run: Path, metrics: dict[str, Any], summary: dict[str, Any], cfg: Any,
-                            mistakes: Sequence[Mistake] = (), doubts: Sequence[Mistake] = ()) -> Path:
-    """``report.html`` of a classification run: its validation ``mistakes`` (``confident_mistakes``); ``doubts``:
-    training items whose label the cross-validation heads doubt (``probe.label_doubts``)."""
+                            mistakes: Sequence[Mistake] = (), doubts: Sequence[Mistake] = (),
+                            hits: Sequence[Mistake] = ()) -> Path:
+    """``report.html`` of a classification run: its validation ``mistakes`` (``confident_mistakes``) and surest right
+    predictions (``confident_hits``, shown with what they rest on); ``doubts``: training items whose label the
+    cross-validation heads doubt (``probe.label_doubts``)."""
     seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
     env = run_environment(Path(run), metrics.get("device"), seeds)
-    return write_run_report(Path(run), metrics, summary, cfg.to_dict(), mistakes, env, doubts)
+    return write_run_report(Path(run), metrics, summary, cfg.to_dict(), mistakes, env, doubts, hits)

@@ -272,10 +272,12 @@ class ClassifierEstimator(Estimator):
         outputs.write_report_md(run, metrics, summary)
         val = self.splits_val_
         labels = torch.tensor([s.label for s in val])
-        mistakes = html_report.confident_mistakes([self._report_item(s) for s in val],
-                                                  self.val_logits_.float() / self.temperature_, labels, self.classes_,
-                                                  is_image=self.REPORT_IMAGES)
-        self._explain_mistakes(mistakes)
+        shown = ([self._report_item(s) for s in val], self.val_logits_.float() / self.temperature_, labels,
+                 self.classes_)
+        mistakes = html_report.confident_mistakes(*shown, is_image=self.REPORT_IMAGES)
+        hits = html_report.confident_hits(*shown, is_image=self.REPORT_IMAGES)
+        if not self._explain(mistakes + hits):  # nothing to show of what the right predictions rest on
+            hits = []
         calibration.plot(self.val_logits_, labels, self.temperature_, run / "calibration.png",
                          f"Validation calibration ({len(val)} {self.NOUN})")
         doubts = []
@@ -283,14 +285,16 @@ class ClassifierEstimator(Estimator):
             name, image = html_report.card_item(self._report_item(sample))
             doubts.append(html_report.Mistake(name, self.classes_[sample.label], self.classes_[c], sure,
                                               self.REPORT_IMAGES, image))
-        html_report.write_classifier_report(run, metrics, summary, cfg, mistakes, doubts)
+        html_report.write_classifier_report(run, metrics, summary, cfg, mistakes, doubts, hits)
         outputs.print_metrics(metrics["val"], f"Validation ({metrics['num_val']} {self.NOUN})")
         if metrics.get("test"):
             outputs.print_metrics(metrics["test"], f"Test ({metrics['test']['num_samples']} {self.NOUN}, "
                                   f"{outputs.test_model(metrics)})")
 
-    def _explain_mistakes(self, mistakes: list[Any]) -> None:
-        """Give the report's validation mistakes what shows why the model erred (images: heat maps)."""
+    def _explain(self, shown: list[Any]) -> bool:
+        """Give the report's validation items (``html_report.Mistake``) what their prediction rests on (images: heat
+        maps; texts: words); False where the task has no such explanation."""
+        return False
 
     # ---------------------------------------------------------------- using the model
     def predict_proba(self, inputs: Any) -> tuple[list[Any], Any]:

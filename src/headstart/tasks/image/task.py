@@ -154,23 +154,25 @@ class ImageClassifier(ClassifierEstimator):
 
         return forward
 
-    def _explain_mistakes(self, mistakes: list[Any]) -> None:
-        """Each mistake's heat map for the class the model wrongly predicted (report.html shows it beside the image)."""
+    def _explain(self, shown: list[Any]) -> bool:
+        """Each shown validation item's heat map for the class the model predicted (report.html shows it beside the
+        image); False when an image can no longer be read (the report shows none)."""
         from headstart.core.report.html_report import THUMBNAIL
         from headstart.tasks.image import heatmaps
 
-        if not mistakes:
-            return
+        if not shown:
+            return True
         model = self.model_
         spec = model.backbone.spec
-        store = self._store([self.splits_val_[m.index] for m in mistakes], spec)
-        if len(store.samples) != len(mistakes):  # a file changed since training: the report shows none
-            return
+        store = self._store([self.splits_val_[m.index] for m in shown], spec)
+        if len(store.samples) != len(shown):  # a file changed since training
+            return False
         dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
         x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(next(model.parameters()).device)
-        found = heatmaps.grad_cam(model, x, torch.tensor([self.classes_.index(m.predicted) for m in mistakes]))
-        for m, image, heat in zip(mistakes, x, found.heat):
+        found = heatmaps.grad_cam(model, x, torch.tensor([self.classes_.index(m.predicted) for m in shown]))
+        for m, image, heat in zip(shown, x, found.heat):
             m.heatmap = heatmaps.png(heatmaps.shown_image(image, spec), heat, THUMBNAIL)
+        return True
 
     def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
         """The unfamiliar flag, and the heat map's file where ``predict(..., save_heatmaps=FOLDER)`` drew one."""

@@ -185,14 +185,13 @@ class TextClassifier(ClassifierEstimator):
         back[torch.tensor(order)] = torch.arange(len(order))
         return logits[back], features[back], cut
 
-    def _explain_mistakes(self, mistakes: list[Any]) -> None:
-        """Each mistake's words that its wrong class rests on (report.html marks them in the text)."""
-        if not mistakes:
-            return
-        found = self._weighed(self.model_, [self.splits_val_[m.index].text for m in mistakes],
-                              [self.classes_.index(m.predicted) for m in mistakes])
-        for m, weighed in zip(mistakes, found):
+    def _explain(self, shown: list[Any]) -> bool:
+        """Each shown validation text's words that its predicted class rests on (report.html marks them)."""
+        found = self._weighed(self.model_, [self.splits_val_[m.index].text for m in shown],
+                              [self.classes_.index(m.predicted) for m in shown]) if shown else []
+        for m, weighed in zip(shown, found):
             m.evidence = weighed
+        return True
 
     def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
         """The unfamiliar flag, and each text's words with their weights where ``predict(..., evidence=True)``."""
