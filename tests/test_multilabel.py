@@ -116,7 +116,11 @@ def test_model_beats_the_label_frequency_baseline(trained):
     assert not val["warnings"] or "F1" in val["warnings"][0]  # no mAP warning
     for name in ("report.md", "report.html", "history.csv", "learning_curve.png", "pr_curves.png"):
         assert (run / name).is_file(), name
-    assert "Per-label metrics" in (run / "report.html").read_text()
+    html = (run / "report.html").read_text()
+    assert "Per-label metrics" in html
+    mistakes = html[html.index('id="sec-mistakes"'):]
+    mistakes = mistakes[:mistakes.index("</section>")]  # each with where the model looked for its wrong label
+    assert mistakes.count('class="card mistake') == mistakes.count('data-heat="1"') > 0
 
 
 def test_tuned_thresholds_keep_the_best_f1_and_sit_between_probabilities():

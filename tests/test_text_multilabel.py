@@ -118,6 +118,10 @@ def test_text_multilabel_run_trains_predicts_evaluates_exports_and_serves(tmp_pa
     assert m["val"]["map"] > m["val"]["baseline"]["map"] + 0.3, m["val"]
     assert m["val"]["per_class"]["spam"]["ap"] > 0.8, m["val"]["per_class"]
     assert (run / "pr_curves.png").stat().st_size > 1000 and "Train texts: " in (run / "report.md").read_text()
+    html = (run / "report.html").read_text()  # each mistaken text marks the words its wrong label rests on
+    mistakes = html[html.index('id="sec-mistakes"'):]
+    mistakes = mistakes[:mistakes.index("</section>")]
+    assert "No validation item" in mistakes or "<mark" in mistakes
 
     clf = MultiLabelTextClassifier.load(run)
     report = clf.evaluate(test)

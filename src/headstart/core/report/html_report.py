@@ -63,6 +63,7 @@ class Mistake:
     is_image: bool = True
     data: bytes | None = None  # an image in memory (a table of pixels' row), shown from these bytes
     index: int = -1  # its position in the items it was found among
+    target: int = -1  # the class its explanation is for (-1: the predicted one; multi-label: the label it got wrong)
     heatmap: bytes | None = None  # a PNG of where the model looked for the predicted class (image runs)
     evidence: list[tuple[str, float]] = field(default_factory=list)  # the words the prediction rests on (texts)
 
@@ -122,6 +123,11 @@ def confident_hits(items: Sequence[str | Path | tuple[str, bytes]], logits: torc
         hits.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
                             index=i))
     return hits
+
+
+def explained_class(shown: Mistake, classes: list[str]) -> int:
+    """The class a shown item's explanation is for: its ``target``, else the class predicted."""
+    return shown.target if shown.target >= 0 else classes.index(shown.predicted)
 
 
 def card_item(item: str | Path | tuple[str, Any]) -> tuple[str, bytes | None]:

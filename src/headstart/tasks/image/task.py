@@ -157,7 +157,7 @@ class ImageClassifier(ClassifierEstimator):
     def _explain(self, shown: list[Any]) -> bool:
         """Each shown validation item's heat map for the class the model predicted (report.html shows it beside the
         image); False when an image can no longer be read (the report shows none)."""
-        from headstart.core.report.html_report import THUMBNAIL
+        from headstart.core.report.html_report import THUMBNAIL, explained_class
         from headstart.tasks.image import heatmaps
 
         if not shown:
@@ -169,7 +169,7 @@ class ImageClassifier(ClassifierEstimator):
             return False
         dataset = ImageDataset(store.samples, store, self._eval_transform(spec))
         x = torch.stack([dataset[i][0] for i in range(len(dataset))]).to(next(model.parameters()).device)
-        found = heatmaps.grad_cam(model, x, torch.tensor([self.classes_.index(m.predicted) for m in shown]))
+        found = heatmaps.grad_cam(model, x, torch.tensor([explained_class(m, self.classes_) for m in shown]))
         for m, image, heat in zip(shown, x, found.heat):
             m.heatmap = heatmaps.png(heatmaps.shown_image(image, spec), heat, THUMBNAIL)
         return True

@@ -121,14 +121,14 @@ def confident_mistakes(items: list[Path] | list[str], probs: torch.Tensor, targe
     predicted = probs >= thr
     wrong = predicted != targets.bool()
     confidence = torch.where(predicted, probs, 1 - probs).masked_fill(~wrong, -1.0)
-    worst, _ = confidence.max(1)
+    worst, label = confidence.max(1)
     order = [int(i) for i in worst.argsort(descending=True) if worst[i] >= 0][:k]
 
     def names(row: torch.Tensor) -> str:
         return ", ".join(classes[int(j)] for j in row.nonzero().flatten()) or "(none)"
 
-    return [hr.Mistake(str(items[i]), names(targets[i]), names(predicted[i]), float(worst[i]), is_image)
-            for i in order]
+    return [hr.Mistake(str(items[i]), names(targets[i]), names(predicted[i]), float(worst[i]), is_image, index=i,
+                       target=int(label[i])) for i in order]
 
 
 def html_sections(run: Path, metrics: dict[str, Any], summary: dict[str, Any],

@@ -187,8 +187,10 @@ class TextClassifier(ClassifierEstimator):
 
     def _explain(self, shown: list[Any]) -> bool:
         """Each shown validation text's words that its predicted class rests on (report.html marks them)."""
+        from headstart.core.report.html_report import explained_class
+
         found = self._weighed(self.model_, [self.splits_val_[m.index].text for m in shown],
-                              [self.classes_.index(m.predicted) for m in shown]) if shown else []
+                              [explained_class(m, self.classes_) for m in shown]) if shown else []
         for m, weighed in zip(shown, found):
             m.evidence = weighed
         return True
