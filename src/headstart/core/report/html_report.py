@@ -100,12 +100,7 @@ def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: 
     conf, pred = probs.max(dim=1)
     wrong = (pred != labels).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(conf[i]))
-    mistakes = []
-    for i in wrong[:k]:
-        name, data = card_item(items[i])
-        mistakes.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
-                                index=i))
-    return mistakes
+    return _gallery(items, wrong[:k], labels, pred, conf, classes, is_image)
 
 
 def confident_hits(items: Sequence[str | Path | tuple[str, bytes]], logits: torch.Tensor, labels: torch.Tensor,
@@ -117,12 +112,19 @@ def confident_hits(items: Sequence[str | Path | tuple[str, bytes]], logits: torc
     conf, pred = logits.float().softmax(dim=1).max(dim=1)
     ranked = [sorted(((pred == labels) & (labels == c)).nonzero().flatten().tolist(), key=lambda i: -float(conf[i]))
               for c in range(len(classes))]
-    hits = []
-    for i in [r[j] for j in range(per_class) for r in ranked if j < len(r)][:k]:
+    chosen = [r[j] for j in range(per_class) for r in ranked if j < len(r)][:k]
+    return _gallery(items, chosen, labels, pred, conf, classes, is_image)
+
+
+def _gallery(items: Sequence[str | Path | tuple[str, bytes]], chosen: list[int], labels: torch.Tensor,
+             pred: torch.Tensor, conf: torch.Tensor, classes: list[str], is_image: bool) -> list[Mistake]:
+    """The chosen items as a gallery shows them: given and predicted class, confidence, position."""
+    shown = []
+    for i in chosen:
         name, data = card_item(items[i])
-        hits.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
-                            index=i))
-    return hits
+        shown.append(Mistake(name, classes[int(labels[i])], classes[int(pred[i])], float(conf[i]), is_image, data,
+                             index=i))
+    return shown
 
 
 def explained_class(shown: Mistake, classes: list[str]) -> int:

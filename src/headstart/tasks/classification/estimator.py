@@ -305,7 +305,8 @@ class ClassifierEstimator(Estimator):
         """One row per readable item: the item (``path`` or ``text``), label, probability and the top-k classes.
 
         ``errors=True``: also one row ``{"path": ..., "error": why}`` (no label) per input that could not be
-        read, every row in input order. ``options`` go to ``predict_proba`` (images: ``save_heatmaps``).
+        read, every row in input order. ``options`` go to ``predict_proba`` (images: ``save_heatmaps``; texts:
+        ``evidence``).
         """
         items, probs = self._predicted(inputs, **options)
         k = max(1, min(top_k or 1, len(self.classes_)))
