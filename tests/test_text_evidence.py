@@ -37,6 +37,8 @@ def test_a_text_of_several_columns_keeps_its_separator_and_long_texts_are_capped
     assert all(t.count(PART_SEP) == 1 for t in texts) and texts[1] == f"Great {PART_SEP}broke after a week"
     words, texts = without_each_word(" ".join(f"w{i}" for i in range(MAX_WORDS + 50)))
     assert len(words) == len(texts) == MAX_WORDS
+    assert without_each_word("aa bb cc", within=5)[0] == ["aa", "bb"]  # a report weighs the words it shows
+    assert weigh(["call FREE now"], [1], _spam_scorer, within=4) == [[("call", 1.0)]]
 
 
 def test_log_odds_do_not_round_a_confident_probability_to_one():

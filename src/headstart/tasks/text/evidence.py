@@ -24,9 +24,10 @@ SHOWN = 5  # words kept per row: the ones the prediction rests on most
 WORD = re.compile(rf"[^\s{PART_SEP}]+")
 
 
-def without_each_word(text: str) -> tuple[list[str], list[str]]:
-    """``(words, texts)``: the first ``MAX_WORDS`` words of ``text`` and the text without each of them."""
-    spans = [m.span() for m in WORD.finditer(text)][:MAX_WORDS]
+def without_each_word(text: str, within: int | None = None) -> tuple[list[str], list[str]]:
+    """``(words, texts)``: the first ``MAX_WORDS`` words of ``text`` (those that end within its first ``within``
+    characters: what a report shows) and the text without each of them."""
+    spans = [m.span() for m in WORD.finditer(text) if within is None or m.end() <= within][:MAX_WORDS]
     return [text[s:e] for s, e in spans], [(text[:s] + text[e:]).strip() for s, e in spans]
 
 
@@ -42,14 +43,14 @@ def log_odds(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
 
 
 def weigh(texts: list[str], classes: list[int], scores: Callable[[list[str]], torch.Tensor],
-          shown: int = SHOWN) -> list[list[tuple[str, float]]]:
+          shown: int = SHOWN, within: int | None = None) -> list[list[tuple[str, float]]]:
     """Per text, the words that most support its class ``classes[i]`` with their weights (largest first; only words
-    whose removal lowers the class's log-odds).
+    whose removal lowers the class's log-odds); ``within``: only the words in the first so many characters.
 
     ``scores(texts) -> (n, n_classes)`` is the model's log-odds (``log_odds`` of its calibrated logits); it is called
     once, on the texts and all their one-word-short versions.
     """
-    pieces = [without_each_word(t) for t in texts]
+    pieces = [without_each_word(t, within) for t in texts]
     variants = [v for _, vs in pieces for v in vs]
     odds = scores(list(texts) + variants)
     full, rest = odds[:len(texts)], odds[len(texts):]

@@ -142,14 +142,15 @@ class TextClassifier(ClassifierEstimator):
         self.evidence_ = self._weighed(model, kept, probs.argmax(dim=1).tolist()) if evidence and kept else []
         return [shown(t) for t in kept], probs
 
-    def _weighed(self, model: TransferClassifier, texts: list[str],
-                 classes: list[int]) -> list[list[tuple[str, float]]]:
-        """The words each text's class ``classes[i]`` rests on (``evidence.weigh``), on the model's calibrated
-        log-odds computed in float32."""
+    def _weighed(self, model: TransferClassifier, texts: list[str], classes: list[int],
+                 within: int | None = None) -> list[list[tuple[str, float]]]:
+        """The words each text's class ``classes[i]`` rests on (``evidence.weigh``; ``within``: of its first so many
+        characters), on the model's calibrated log-odds computed in float32."""
         from headstart.tasks.text import evidence
 
         return evidence.weigh(texts, classes, lambda many: evidence.log_odds(
-            self._pass(model, many, "Weighing words", precise=True)[0] / self.temperature_, sigmoid=self.TAGS))
+            self._pass(model, many, "Weighing words", precise=True)[0] / self.temperature_, sigmoid=self.TAGS),
+            within=within)
 
     def _logits(self, model: TransferClassifier, texts: list[str]) -> torch.Tensor:
         """The texts' logits; sets ``unfamiliar_`` from the same pass."""
@@ -187,10 +188,11 @@ class TextClassifier(ClassifierEstimator):
 
     def _explain(self, shown: list[Any]) -> bool:
         """Each shown validation text's words that its predicted class rests on (report.html marks them)."""
-        from headstart.core.report.html_report import explained_class
+        from headstart.core.report.html_report import TEXT_SHOWN, explained_class
 
         found = self._weighed(self.model_, [self.splits_val_[m.index].text for m in shown],
-                              [explained_class(m, self.classes_) for m in shown]) if shown else []
+                              [explained_class(m, self.classes_) for m in shown],
+                              within=TEXT_SHOWN) if shown else []  # the words the report shows: one pass each
         for m, weighed in zip(shown, found):
             m.evidence = weighed
         return True
