@@ -70,6 +70,29 @@ def test_the_heat_of_each_class_lies_on_its_insect(ants_and_bees):
 
 
 @needs_shared(HYMENOPTERA)
+def test_the_map_is_captums_grad_cam_of_the_last_stage(ants_and_bees):
+    """Where both apply (a convolutional map that one module outputs), the map is the field's reference: captum's
+    ``LayerGradCam`` on that module, scaled to the image and to a peak of 1."""
+    captum = pytest.importorskip("captum.attr", reason="captum is a test dependency: pip install -e '.[dev]'")
+    from headstart import ImageClassifier
+    from headstart.tasks.image.transforms import eval_transform
+
+    model = ImageClassifier.load(ants_and_bees).model_.eval()
+    backbone = model.backbone
+    spec = backbone.spec
+    photos = sorted((HYMENOPTERA / "val" / "bees").glob("*.jpg"))[-3:] + sorted((HYMENOPTERA / "val" / "ants").glob(
+        "*.jpg"))[-3:]
+    x = torch.stack([eval_transform(spec)(Image.open(p).convert("RGB").resize((spec.resize_size,) * 2))
+                     for p in photos])
+    ours = heatmaps.grad_cam(model, x)
+    layer = backbone.body.get_submodule(spec.groups[-1].prefixes[-1])  # the module ending the last stage
+    theirs = captum.LayerGradCam(model, layer).attribute(x, target=ours.logits.argmax(1), relu_attributions=True)
+    theirs = captum.LayerAttribution.interpolate(theirs, tuple(x.shape[-2:]), "bilinear")[:, 0].detach()
+    theirs = theirs / theirs.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
+    assert torch.allclose(ours.heat, theirs, atol=1e-4)
+
+
+@needs_shared(HYMENOPTERA)
 def test_predict_saves_a_heat_map_per_image_and_predicts_as_without(ants_and_bees, tmp_path):
     from typer.testing import CliRunner
 

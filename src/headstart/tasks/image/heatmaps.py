@@ -12,7 +12,7 @@ same cut that freezing and the feature cache use), so it works for every image b
 The map used is the last stage whose gradient reaches more than one position: a ViT pooled on its class token gets
 no gradient through the last block's patch tokens, so its map is the input of that block (as pytorch-grad-cam's ViT
 recipe does). The libraries (captum's ``LayerGradCam``, torchcam) take channels-first maps of a layer named by hand;
-this module finds the map on its own and reads tokens too.
+this module finds the map on its own and reads tokens too. Where both apply, its maps are captum's (tested).
 """
 
 from __future__ import annotations
