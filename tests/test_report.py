@@ -54,6 +54,27 @@ def test_auroc_ranks_as_scikit_learn_and_the_baseline_ranks_nothing():
     assert one["auroc"] is None and "AUROC" not in {r[0] for r in score_rows(one)}  # nothing to rank against
 
 
+def test_roc_figure_draws_each_class_against_the_rest(tmp_path):
+    from PIL import Image
+
+    from headstart.core.report.outputs import plot_roc
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (120,), generator=g)
+    logits = torch.randn(120, 3, generator=g) + 2 * torch.nn.functional.one_hot(labels, 3)
+    from headstart.tasks.classification.metrics import auroc
+
+    three = plot_roc(logits, labels, ["a", "b", "c"], tmp_path / "three.png", "three")
+    assert list(three) == ["a", "b", "c"] and sum(three.values()) / 3 == pytest.approx(auroc(logits, labels, 3))
+    binary = (labels == 1).long()  # 'b' is the rarer class: its curve is the one drawn
+    assert plot_roc(logits[:, :2], binary, ["a", "b"], tmp_path / "two.png", "two") == {
+        "b": pytest.approx(auroc(logits[:, :2], binary, 2))}
+    assert plot_roc(logits, torch.zeros(120, dtype=torch.long), ["a", "b", "c"], tmp_path / "one.png", "one") == {}
+    for name in ("three", "two", "one"):
+        with Image.open(tmp_path / f"{name}.png") as shown:
+            assert shown.size[0] > 400
+
+
 @pytest.fixture(scope="module")
 def run(digits_dir, tmp_path_factory, session_cache):
     """A linear run on 6 images of each digit (50 train, 10 val): some mistakes to show."""
@@ -79,8 +100,8 @@ def test_report_is_self_contained(run):
 
 def test_report_renders_in_chromium_with_figures_and_metrics(run, chromium):
     dom = chromium(run.run_dir_ / "report.html", "run-report.png")
-    assert "figures rendered: 3 of 3" in dom  # learning curve, confusion matrix, calibration decoded by the browser
-    assert dom.count('data-rendered="yes"') == 3
+    assert "figures rendered: 4 of 4" in dom  # learning curve, confusion matrix, calibration, ROC decoded by the browser
+    assert dom.count('data-rendered="yes"') == 4
     val = run.metrics_["val"]
     assert f"{val['accuracy']:.4f}" in dom and f"{val['macro_f1']:.4f}" in dom
     per_class = dom[dom.index('id="per-class"'):]

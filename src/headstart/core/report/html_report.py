@@ -388,8 +388,10 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
         figures_section([(run / "learning_curve.png", "Loss and validation scores per epoch", "learning-curve"),
                          (run / "confusion_matrix.png", "Validation confusion matrix", "confusion-matrix"),
                          (run / "calibration.png", "Validation calibration: accuracy against confidence, before and "
-                          "after the temperature", "calibration")],
-                        "Learning curve, confusion matrix and calibration"),
+                          "after the temperature", "calibration"),
+                         (run / "roc.png", "Validation ROC: recall against false-positive rate, one class against the "
+                          "rest", "roc")],
+                        "Learning curve, confusion matrix, calibration and ROC"),
         per_class_section(val["per_class"]),
         mistakes_section(mistakes),
         *([hits_section(hits)] if hits else []),

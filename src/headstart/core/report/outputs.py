@@ -1,4 +1,4 @@
-"""Run outputs people read: history CSV, metrics JSON, learning-curve and confusion-matrix PNGs, report.md."""
+"""Run outputs people read: history CSV, metrics JSON, learning-curve, confusion-matrix and ROC PNGs, report.md."""
 
 from __future__ import annotations
 
@@ -77,6 +77,50 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+ROC_CURVES = 10  # classes drawn with a legend; more are drawn thin, unnamed
+
+
+def plot_roc(logits: Any, targets: Any, classes: list[str], path: Path, title: str) -> dict[str, float]:
+    """ROC curves, one class against the rest, with the point of the model's own decisions on each (its recall
+    against its false-positive rate). Two classes: the rarer one's curve alone (the other's is the same curve).
+    Returns the area under each curve drawn, by class."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_roc
+
+    n = len(classes)
+    probs = logits.detach().float().softmax(dim=1)
+    pred = probs.argmax(dim=1)
+    support = torch.bincount(targets, minlength=n)
+    drawn = [c for c in range(n) if 0 < support[c] < len(targets)]
+    if n == 2 and len(drawn) == 2:
+        drawn = [int(support.argmin()) if support[0] != support[1] else 1]
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUROC 0.5)")
+    areas = {}
+    if drawn:
+        fpr, tpr, _ = multiclass_roc(probs, targets, num_classes=n, thresholds=None)
+        named = len(drawn) <= ROC_CURVES
+        for c in drawn:
+            positive, chosen = targets == c, pred == c
+            area = areas[classes[c]] = float(torch.trapezoid(tpr[c], fpr[c]))
+            line, = ax.plot(fpr[c].numpy(), tpr[c].numpy(), lw=1.5 if named else 0.7, alpha=1 if named else 0.4,
+                            label=f"{classes[c]} vs {classes[1 - c] if n == 2 else 'rest'}: AUROC {area:.3f}"
+                            if named else None)
+            ax.plot([float((chosen & ~positive).sum() / (~positive).sum())],
+                    [float((chosen & positive).sum() / positive.sum())], "o", color=line.get_color(), markersize=5)
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_xlabel("false-positive rate (1 - specificity)")
+    ax.set_ylabel("true-positive rate (recall, sensitivity)")
+    ax.legend(loc="lower right", fontsize=8, title="dot: the model's decisions", title_fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return areas
 
 
 def print_metrics(report: dict[str, Any], title: str) -> None:

@@ -280,6 +280,8 @@ class ClassifierEstimator(Estimator):
             hits = []
         calibration.plot(self.val_logits_, labels, self.temperature_, run / "calibration.png",
                          f"Validation calibration ({len(val)} {self.NOUN})")
+        outputs.plot_roc(self.val_logits_, labels, self.classes_, run / "roc.png", f"Validation ROC ({len(val)} "
+                         f"{self.NOUN})")
         doubts = []
         for sample, c, _, sure in self.doubts_[:DOUBTS_SHOWN]:
             name, image = html_report.card_item(self._report_item(sample))
