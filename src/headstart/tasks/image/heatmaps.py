@@ -9,10 +9,12 @@ same cut that freezing and the feature cache use), so it works for every image b
 - transformer tokens ``(batch, tokens, channels)`` whose patch tokens make a square grid after the class and register
   tokens (ViT, DeiT, BEiT, EVA).
 
-The map used is the last stage whose gradient reaches more than one position: a ViT pooled on its class token gets
-no gradient through the last block's patch tokens, so its map is the input of that block (as pytorch-grad-cam's ViT
-recipe does). The libraries (captum's ``LayerGradCam``, torchcam) take channels-first maps of a layer named by hand;
-this module finds the map on its own and reads tokens too. Where both apply, its maps are captum's (tested).
+The map used is the later of the last two stages' outputs whose gradient reaches more than one position: a ViT pooled
+on its class token gets no gradient through the last block's patch tokens, so its map is the input of that block (as
+pytorch-grad-cam's ViT recipe does). The stages before run without a graph, and the backward pass stops at those two:
+a heat map costs little more than a prediction. The libraries (captum's ``LayerGradCam``, torchcam) take
+channels-first maps of a layer named by hand; this module finds the map on its own and reads tokens too. Where both
+apply, its maps are captum's (tested).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from headstart.tasks.classification.model import TransferClassifier
 
 ALPHA = 0.5  # how much of the colour map covers the image where the heat is highest
 MAX_PREFIX_TOKENS = 16  # class and register tokens before a transformer's patch tokens
+CANDIDATE_STAGES = 2  # the last stages whose outputs may be weighed: a CNN's last, a class-token ViT's last input
 
 
 def _grid(h: torch.Tensor) -> torch.Tensor | None:
@@ -66,22 +69,27 @@ def grad_cam(model: TransferClassifier, x: torch.Tensor, targets: torch.Tensor |
     was_training = model.training
     model.eval()
     backbone = model.backbone
+    first = max(0, backbone.num_groups - CANDIDATE_STAGES)
     try:
-        with torch.enable_grad():
-            h = x.detach().requires_grad_(True)  # a graph through a frozen backbone too
-            maps: list[torch.Tensor] = []
-            for i in range(backbone.num_groups):
+        with torch.no_grad():  # the stages before the candidates keep no activations for a backward pass
+            h = x
+            for i in range(first):
                 h = backbone.run_stage(i, h)
-                maps.append(h)
+        with torch.enable_grad():
+            h = h.detach().requires_grad_(True)  # a graph through a frozen backbone too
+            maps: list[tuple[int, torch.Tensor]] = []
+            for i in range(first, backbone.num_groups):
+                h = backbone.run_stage(i, h)
+                maps.append((i, h))
             features = backbone.pool(h)
             logits = model.head(features)
             chosen = logits.argmax(dim=1) if targets is None else targets.to(logits.device)
             score = logits.gather(1, chosen[:, None]).sum()
-            kept = [(i, m) for i, m in enumerate(maps) if _grid(m) is not None]
+            kept = [(i, m) for i, m in maps if _grid(m) is not None]
             if not kept:
-                raise ConfigError(f"{backbone.spec.name} gives no spatial map to explain (stage outputs "
-                                 f"{[tuple(m.shape[1:]) for m in maps]})")
-            grads = torch.autograd.grad(score, [m for _, m in kept], allow_unused=True)
+                raise ConfigError(f"{backbone.spec.name} gives no spatial map to explain (its last stages' outputs "
+                                  f"{[tuple(m.shape[1:]) for _, m in maps]})")
+            grads = torch.autograd.grad(score, [m for _, m in kept], allow_unused=True)  # back to these stages only
     finally:
         model.train(was_training)
     reaching = []  # (stage, map, its gradient) where the score depends on more than one place of every image
