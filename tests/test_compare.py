@@ -92,6 +92,7 @@ def test_compare_writes_every_cell_and_output(result):
     for cell in result["cells"]:
         run = out / cell["run"]
         assert (run / "report.html").is_file() and (run / "metrics.json").is_file()
+        assert 'data-heat="1"' not in (run / "report.html").read_text()  # a cell spends no pass on explanations
         assert cell["wall_seconds"] > 0 and cell["images_per_second"] > 0
     # the same validation images for every shot count of a seed, 5 training images per class at 5 shots
     for seed in (0, 1):

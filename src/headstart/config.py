@@ -94,6 +94,9 @@ class TrainConfig(_Section):
     calibrate: bool = Field(True, description="single-label classification: divide the logits by one temperature "
                             "fitted on validation, so predicted probabilities match how often the model is right "
                             "(classes and scores unchanged; metrics.json 'calibration', calibration.png)")
+    explain: bool = Field(True, description="classification: report.html shows what its validation mistakes and "
+                          "surest right predictions rest on (heat maps of images, words of texts); compare's cells "
+                          "leave it out")
     batchnorm: Literal["frozen", "train"] = Field(
         "frozen", description="BatchNorm statistics of a pretrained backbone while it fine-tunes: 'frozen' keeps the "
         "pretrained ones (batch statistics of small, unusual data shift every feature the head learned: README); "

@@ -988,7 +988,7 @@ def _advise_multilabel(data: str | Path, budget_s: float, deadline: float, start
         def fit(est_cls: Any, name: str, share: float, out: Path) -> Any:
             views = {} if texts else {"cache.views": ML_PROBE_VIEWS}  # texts are not augmented: one view
             return est_cls(overrides={**views, **overrides, **pool.columns, "model.name": name,
-                                      "train.strategy": "linear", "train.refit": False,
+                                      "train.strategy": "linear", "train.refit": False, "train.explain": False,
                                       "train.time_budget": max(0.5 * share, 1.0)}).fit(table, out=out)
 
         probes, skipped = _probe_backbones(task, models, deadline, budget_s, Path(tmp), fit, row)

@@ -628,9 +628,10 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
             for seed in range(seeds):
                 for name in pretrained_names + ([SCRATCH] if SCRATCH in names else []):
                     done += 1
-                    # cells are judged on validation: a refit would cost a second training and change no score
+                    # cells are judged on validation: a refit would cost a second training and change no score;
+                    # a cell's report needs no explanations (a pass per shown item): compare's report is read
                     cell_overrides = {**overrides, **columns, "model.name": model, "train.seed": seed,
-                                      "train.refit": False}
+                                      "train.refit": False, "train.explain": False}
                     if name == SCRATCH:
                         cell_overrides.update({"train.strategy": "full", "model.pretrained": False,
                                                "train.epochs": scratch_epochs})

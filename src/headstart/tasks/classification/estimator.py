@@ -100,6 +100,7 @@ class ClassifierEstimator(Estimator):
         saved = self.config
         self.config = saved.model_copy(deep=True)
         self.config.train.strategy, self.config.train.refit = "linear", False
+        self.config.train.explain = False  # a temporary run: its report is not read
         self._listing_doubts = True  # a temporary run: no unfamiliar-input check to save
         try:
             with tempfile.TemporaryDirectory(prefix=f"headstart-check-{self.TASK}-") as tmp:
@@ -276,7 +277,7 @@ class ClassifierEstimator(Estimator):
                  self.classes_)
         mistakes = html_report.confident_mistakes(*shown, is_image=self.REPORT_IMAGES)
         hits = html_report.confident_hits(*shown, is_image=self.REPORT_IMAGES)
-        if not self._explain(mistakes + hits):  # nothing to show of what the right predictions rest on
+        if not (cfg.train.explain and self._explain(mistakes + hits)):  # nothing shows what the hits rest on
             hits = []
         calibration.plot(self.val_logits_, labels, self.temperature_, run / "calibration.png",
                          f"Validation calibration ({len(val)} {self.NOUN})")

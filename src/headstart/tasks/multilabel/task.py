@@ -90,7 +90,8 @@ class MultiLabel:
         report.write_report_md(run, metrics, summary)
         mistakes = report.confident_mistakes([self._report_item(s) for s in self.splits_val_], probs, targets,
                                              self.thresholds_, self.classes_, is_image=self.REPORT_IMAGES)
-        self._explain(mistakes)  # where the model looked for (or the words it read as) the label it got wrong
+        if cfg.train.explain:  # where the model looked for (or the words it read as) the label it got wrong
+            self._explain(mistakes)
         seeds = {"train.seed": cfg.train.seed, "data.augment_seed": cfg.data.augment_seed}
         html_report.write_report(run / "report.html", f"headstart run (multi-label): {cfg.model.name} / "
                                  f"{cfg.train.strategy}", report.html_sections(run, metrics, summary, mistakes),
