@@ -337,9 +337,12 @@ class ClassifierEstimator(Estimator):
 
     def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
         """Each predicted item's ``{"unfamiliar": flag}`` for its row (``{}`` where ``predict_proba`` set none)."""
-        if len(self.unfamiliar_) != len(items):
-            return [{}] * len(items)
-        return [{"unfamiliar": odd} for odd in self.unfamiliar_]
+        return self._with([{} for _ in items], "unfamiliar", self.unfamiliar_)
+
+    @staticmethod
+    def _with(flags: list[dict[str, Any]], key: str, values: list[Any]) -> list[dict[str, Any]]:
+        """``flags`` with ``key: value`` added to each item's, where the last prediction set one value per item."""
+        return [{**flag, key: v} for flag, v in zip(flags, values)] if len(values) == len(flags) else flags
 
     ITEM_KEY = "path"
     unreadable_: list[tuple[str, str]] = []  # (input, why) of the last predict_proba's inputs that could not be read

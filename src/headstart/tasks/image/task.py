@@ -176,10 +176,7 @@ class ImageClassifier(ClassifierEstimator):
 
     def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
         """The unfamiliar flag, and the heat map's file where ``predict(..., save_heatmaps=FOLDER)`` drew one."""
-        flags = super()._flags(items)
-        if len(self.heatmaps_) != len(items):
-            return flags
-        return [{**flag, "heatmap": path} for flag, path in zip(flags, self.heatmaps_)]
+        return self._with(super()._flags(items), "heatmap", self.heatmaps_)
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""

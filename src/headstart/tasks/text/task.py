@@ -199,10 +199,7 @@ class TextClassifier(ClassifierEstimator):
 
     def _flags(self, items: list[Any]) -> list[dict[str, Any]]:
         """The unfamiliar flag, and each text's words with their weights where ``predict(..., evidence=True)``."""
-        flags = super()._flags(items)
-        if len(self.evidence_) != len(items):
-            return flags
-        return [{**flag, "evidence": [list(pair) for pair in found]} for flag, found in zip(flags, self.evidence_)]
+        return self._with(super()._flags(items), "evidence", [[list(pair) for pair in found] for found in self.evidence_])
 
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled texts (a table or datasets folder) with the majority baseline and warnings."""
