@@ -77,8 +77,9 @@ def text_run(tmp_path_factory, session_cache) -> Path:
         writer = csv.writer(f)
         writer.writerow(["Label", "SMS", "split"])
         writer.writerows([(label, text, "val" if i % 3 == 0 else "train") for i, (label, text) in enumerate(chosen)])
-    TextClassifier(strategy="linear", epochs=3, text_column="SMS", label_column="Label",
-                   overrides={**FP32, "text.max_length": 32}).fit(root / "sms.csv", out=root / "run")
+    TextClassifier(strategy="linear", epochs=3, text_column="SMS", label_column="Label",  # decides at F1's threshold
+                   overrides={**FP32, "text.max_length": 32, "train.operating_point": "f1"}).fit(root / "sms.csv",
+                                                                                                out=root / "run")
     return root / "run"
 
 
@@ -245,12 +246,17 @@ def test_text_onnx_export_parity_and_engine_predictions(text_run, text_onnx):
              "long " * 40 + "text, cut to 32 tokens"]
     rows = {}
     for engine in ("torch", "onnx"):
-        result = _cli("predict", text_run, *texts, "--engine", engine, "--format", "json")
+        result = _cli("predict", text_run, *texts, "--engine", engine, "--format", "json", "--top-k", "2")
         assert result.exit_code == 0, result.output
         rows[engine] = json.loads(result.stdout)
     assert [r["text"] for r in rows["onnx"]] == texts
     assert [r["label"] for r in rows["torch"]] == [r["label"] for r in rows["onnx"]]
     assert np.allclose([r["probability"] for r in rows["torch"]], [r["probability"] for r in rows["onnx"]], atol=1e-4)
+    point = json.loads((text_run / "spec.json").read_text())["operating_point"]  # the sidecar carries the decision
+    assert meta["operating_point"] == point and point["rule"] == "f1"
+    other = next(c for c in json.loads((text_run / "spec.json").read_text())["classes"] if c != point["positive"])
+    assert [r["label"] for r in rows["onnx"]] == [point["positive"] if dict(r["top_k"])[point["positive"]] >=
+                                                  point["threshold"] else other for r in rows["onnx"]]
 
 
 def test_text_int8_reports_the_accuracy_change(text_run, text_onnx):

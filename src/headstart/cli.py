@@ -134,6 +134,10 @@ def train(
                                       "save that model (default: the task's; auto refits when validation was held "
                                       "out of DATA, not when DATA has its own validation split)"),
     seed: int | None = typer.Option(None, "--seed"),
+    operating_point: str | None = typer.Option(
+        None, "--operating-point", help="two classes: the rule choosing, on validation, the threshold on p(positive) "
+        "that decides: argmax (default) | f1 | youden | 'recall>=0.95' | 'specificity>=0.9' | 'precision>=0.9' "
+        "(positive: the rarer class, or train.positive_class=NAME)"),
     weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
                                            help="start from pretrained weights (default) or from scratch"),
@@ -173,7 +177,7 @@ def train(
         arguments = dict(
             config=config, overrides=_overrides(overrides), model=model, strategy=strategy, epochs=epochs, seed=seed,
             weights=str(weights) if weights else None, pretrained=pretrained, strict=strict, time_budget=time_budget,
-            refit=refit, **{k: v for k, v in task_keywords.items() if v is not None})
+            refit=refit, operating_point=operating_point, **{k: v for k, v in task_keywords.items() if v is not None})
         build_config(chosen, **arguments)  # a wrong key or value fails now, before torch and the task's modules load
         chosen.estimator_class()(**arguments).fit(data, out=out)
 

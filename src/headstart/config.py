@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from headstart.errors import ConfigError
 
@@ -97,6 +97,12 @@ class TrainConfig(_Section):
     explain: bool = Field(True, description="classification: report.html shows what its validation mistakes and "
                           "surest right predictions rest on (heat maps of images, words of texts); compare's cells "
                           "leave it out")
+    operating_point: str = Field(
+        "argmax", description="two-class classification: the rule that sets the threshold on p(positive) deciding "
+        "the positive class, chosen on validation: argmax (0.5), f1, youden, recall>=X (sensitivity), "
+        "specificity>=X or precision>=X; report.md lists what each would give")
+    positive_class: str | None = Field(None, description="two-class classification: the class operating_point "
+                                       "thresholds; default: the rarer training class")
     batchnorm: Literal["frozen", "train"] = Field(
         "frozen", description="BatchNorm statistics of a pretrained backbone while it fine-tunes: 'frozen' keeps the "
         "pretrained ones (batch statistics of small, unusual data shift every feature the head learned: README); "
@@ -127,6 +133,14 @@ class TrainConfig(_Section):
         "it did not train on); auto: only when the validation items were held out of DATA's training items, not when "
         "DATA gave its own validation split")
     seed: int = 0
+
+    @field_validator("operating_point")
+    @classmethod
+    def _known_rule(cls, rule: str) -> str:
+        from headstart.tasks.classification.operating_point import parse
+
+        parse(rule)
+        return rule.strip().lower().replace(" ", "")
 
 
 class CacheConfig(_Section):

@@ -145,6 +145,7 @@ class Estimator:
         try:  # until config.yaml is written, a failure (bad data, --strict, Ctrl-C) removes the folder it made
             torch.manual_seed(cfg.train.seed)
             prepared = self._prepare(data, run)
+            self._check_prepared(prepared)
             self._check_disk(run, prepared)
             keys = prepared.data.keys("train") + prepared.data.keys("val")
             fingerprint = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
@@ -188,6 +189,14 @@ class Estimator:
             (run / loop.CHECKPOINT).unlink(missing_ok=True)
         say(f"Run folder: [bold]{run}[/] (report.html, report.md, metrics.json, plots)")
         return self
+
+    def _check_prepared(self, prepared: Prepared) -> None:
+        """Settings that need the data's classes, refused before training starts: a two-class operating point is for
+        single-label classifiers (``ClassifierEstimator``)."""
+        if self.config.train.operating_point != "argmax":
+            raise ConfigError(f"train.operating_point={self.config.train.operating_point} thresholds one of two "
+                              f"classes of a single-label classifier (image, text); the {self.TASK} task decides "
+                              "otherwise (leave it at argmax)")
 
     def _check_disk(self, run: Path, prepared: Prepared) -> None:
         """Before any feature is extracted: a run folder whose disk cannot hold the checkpoints and the model is a

@@ -207,6 +207,4 @@ def _row(estimator: Any, path: str, p: Any, top_k: int | None) -> dict[str, Any]
         found = sorted(((classes[i], float(p[i])) for i in on), key=lambda pair: -pair[1])[:top_k]
         return {"path": path, "labels": [{"label": c, "probability": v} for c, v in found],
                 "probabilities": {c: float(v) for c, v in zip(classes, p)}}
-    values, indices = p.topk(max(1, min(top_k or 1, len(classes))))
-    return {"path": path, "label": classes[int(indices[0])], "probability": float(values[0]),
-            "top_k": [(classes[int(i)], float(v)) for v, i in zip(values, indices)]}
+    return {"path": path, **estimator.row(p, max(1, min(top_k or 1, len(classes))))}

@@ -50,6 +50,7 @@ from headstart.core.runfolder import file_sha256 as sha256
 from headstart.deploy import onnx_engine
 from headstart.errors import ConfigError, ExportError
 from headstart.tasks.classification import familiarity
+from headstart.tasks.classification.operating_point import OperatingPoint
 
 FORMATS = ("onnx", "torchscript")
 TASKS = ("image", "text", "multilabel", "text-multilabel")  # runs that export with every option (and run in the engine)
@@ -555,7 +556,9 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
                                        "postprocessing": "sigmoid of each logit gives its class's probability; a "
                                        "label applies when its probability >= its class's threshold (thresholds)"
                                        if task in TAG_TASKS else "softmax over classes of the logits divided by "
-                                       "the temperature (temperature) gives the probabilities"}],
+                                       "the temperature (temperature) gives the probabilities; the class is their "
+                                       "argmax, or, with an operating_point, the positive class where its "
+                                       "probability >= its threshold"}],
         "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(est, task, run, target),
         **_provenance(spec, run, target),
     }
@@ -563,6 +566,8 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
     else:
         meta["temperature"] = est.temperature_  # fitted on validation (calibration)
+        if est.operating_point_ is not None:  # two classes: p(positive) >= threshold decides, not the argmax
+            meta["operating_point"] = est.operating_point_.to_dict(est.classes_)
     if features:  # the unfamiliar-input check, with its bank beside the file
         meta["outputs"].append({"name": "features", "dtype": "float32", "shape": [batch, spec.feature_dim],
                                 "postprocessing": "an input is unfamiliar when the cosine distance from its features "
@@ -644,11 +649,18 @@ def _reference(est: Any, task: str, batch: dict[str, Any]) -> np.ndarray:
         return est.model_(x).float().numpy()
 
 
-def _accuracy(logits: np.ndarray, labels: list[int | None]) -> float | None:
+def _accuracy(logits: np.ndarray, labels: list[int | None], meta: dict[str, Any]) -> float | None:
     known = [(i, y) for i, y in enumerate(labels) if y is not None]
     if not known:
         return None
-    return float(np.mean([int(np.argmax(logits[i])) == y for i, y in known]))
+    decided = _decided(onnx_engine.softmax(logits / meta.get("temperature", 1.0)), meta)
+    return float(np.mean([int(decided[i]) == y for i, y in known]))
+
+
+def _decided(probs: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """Each item's class from its calibrated probabilities: the argmax, or at the sidecar's operating point."""
+    point = meta.get("operating_point")
+    return probs.argmax(1) if point is None else OperatingPoint.from_dict(point, meta["classes"]).decide(probs)
 
 
 def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[str, Any], checked: Checked) -> dict:
@@ -660,7 +672,9 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
     activate = onnx_engine.sigmoid if task in TAG_TASKS else onnx_engine.softmax
     p_ref, p_got = activate(ref), activate(got)
     scale = max(1.0, float(np.abs(ref).max()))
-    agree, agreement = _agreement(task, p_ref, p_got, meta)
+    t = meta.get("temperature", 1.0)  # single-label: the decisions are on the calibrated probabilities
+    calibrated = (p_ref, p_got) if task in TAG_TASKS else (activate(ref / t), activate(got / t))
+    agree, agreement = _agreement(task, *calibrated, meta)
     parity: dict[str, Any] = {
         "items": len(ref), "reference": "the run's PyTorch model at fp32 (eval mode, no autocast), same inputs",
         "max_abs_logit_diff": float(np.abs(ref - got).max()),
@@ -676,7 +690,7 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
                         f"{limits['max_abs_probability_diff']:g}")
     if agreement < limits["top1_agreement"]:
         failures.append(f"{agree.replace('_', ' ')} {agreement:.3f} < {limits['top1_agreement']:g}")
-    acc_ref, acc_got = _accuracy(ref, checked.labels), _accuracy(got, checked.labels)
+    acc_ref, acc_got = _accuracy(ref, checked.labels, meta), _accuracy(got, checked.labels, meta)
     if acc_ref is not None:
         parity["accuracy"] = {"pytorch_fp32": acc_ref, "exported": acc_got, "change": acc_got - acc_ref,
                               "labelled_items": sum(y is not None for y in checked.labels)}
@@ -692,12 +706,12 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
 
 
 def _agreement(task: str, a: np.ndarray, b: np.ndarray, meta: dict[str, Any]) -> tuple[str, float]:
-    """How often two sets of probabilities decide the same: top-1 class, or (multi-label) every label at its
-    class's threshold (the share of items whose label sets are equal)."""
+    """How often two sets of (calibrated) probabilities decide the same: the class (top-1, or at the operating point),
+    or (multi-label) every label at its class's threshold (the share of items whose label sets are equal)."""
     if task in TAG_TASKS:
         t = np.asarray(meta["thresholds"], np.float32)[None]
         return "tag_agreement", float(np.mean(((a >= t) == (b >= t)).all(1)))
-    return "top1_agreement", float(np.mean(a.argmax(1) == b.argmax(1)))
+    return "top1_agreement", float(np.mean(_decided(a, meta) == _decided(b, meta)))
 
 
 def _engine_parity(est: Any, target: Path, meta: dict[str, Any], checked: Checked, limits: dict[str, float],

@@ -27,6 +27,7 @@ from PIL import Image
 from headstart.errors import RunFolderError
 from headstart.tasks.classification.familiarity import Familiarity
 from headstart.tasks.classification.familiarity import warning as familiarity_warning
+from headstart.tasks.classification.operating_point import OperatingPoint
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     decode,
@@ -255,6 +256,8 @@ class OnnxEngine:
         self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
         self.thresholds = [float(t) for t in self.meta.get("thresholds") or []]  # multi-label: one per class
         self.temperature = float(self.meta.get("temperature", 1.0))  # single-label: the logits' divisor (calibration)
+        point = self.meta.get("operating_point")  # two classes: the threshold on p(positive) that decides
+        self.operating_point = None if point is None else OperatingPoint.from_dict(point, self.classes)
         if self.task in TAG_TASKS and len(self.thresholds) != len(self.classes):
             raise RunFolderError(f"{sidecar_path(self.model_file).name} holds {len(self.thresholds)} thresholds for "
                                  f"{len(self.classes)} classes: export the model again")
@@ -505,7 +508,7 @@ class OnnxEngine:
         rows = []
         for item, p in zip(items, probs):
             order = np.argsort(-p, kind="stable")[:k]
-            rows.append({self.item_key: str(item), "label": self.classes[int(order[0])],
-                         "probability": float(p[order[0]]),
+            label = int(order[0]) if self.operating_point is None else self.operating_point.decide_one(p)
+            rows.append({self.item_key: str(item), "label": self.classes[label], "probability": float(p[label]),
                          "top_k": [(self.classes[int(i)], float(p[i])) for i in order]})
         return rows

@@ -135,6 +135,8 @@ class ModelService:
             meta["text_columns"] = self.spec["text_columns"]
         if hasattr(self.estimator, "thresholds_"):  # multi-label: a label applies at its class's threshold
             meta["thresholds"] = dict(zip(self.classes, self.estimator.thresholds_))
+        if getattr(self.estimator, "operating_point_", None) is not None:  # two classes: p(positive) >= threshold
+            meta["operating_point"] = self.estimator.operating_point_.to_dict(self.classes)
         return meta
 
 

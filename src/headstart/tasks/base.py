@@ -42,4 +42,5 @@ COMMON_SHORTCUTS = {
     "early_stopping": "train.early_stopping", "time_budget": "train.time_budget", "cache": "cache.enabled",
     "cache_views": "cache.views", "strict": "data.strict", "val_fraction": "data.val_fraction",
     "class_weights": "train.class_weights", "balanced_sampling": "train.balanced_sampling", "refit": "train.refit",
+    "operating_point": "train.operating_point",
 }

@@ -33,6 +33,7 @@ import yaml
 from markupsafe import Markup, escape
 
 from headstart.core.report import outputs
+from headstart.tasks.classification import operating_point
 from headstart.tasks.image.stored import payload
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'")
@@ -91,25 +92,25 @@ class Section:
 
 
 def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: torch.Tensor, labels: torch.Tensor,
-                       classes: list[str], k: int = 12, is_image: bool = True) -> list[Mistake]:
+                       classes: list[str], k: int = 12, is_image: bool = True, point: Any = None) -> list[Mistake]:
     """The ``k`` wrong predictions with the highest probability on the predicted class (an item: a path, a text, or
-    an image in memory as ``(name, bytes)``)."""
+    an image in memory as ``(name, bytes)``; ``point``: decisions at a two-class operating point)."""
     if len(items) == 0 or logits.numel() == 0:
         return []
-    probs = logits.float().softmax(dim=1)
-    conf, pred = probs.max(dim=1)
+    conf, pred = operating_point.decisions(logits, point)
     wrong = (pred != labels).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(conf[i]))
     return _gallery(items, wrong[:k], labels, pred, conf, classes, is_image)
 
 
 def confident_hits(items: Sequence[str | Path | tuple[str, bytes]], logits: torch.Tensor, labels: torch.Tensor,
-                   classes: list[str], per_class: int = 2, k: int = 12, is_image: bool = True) -> list[Mistake]:
+                   classes: list[str], per_class: int = 2, k: int = 12, is_image: bool = True,
+                   point: Any = None) -> list[Mistake]:
     """The ``per_class`` right predictions of highest confidence of each class (at most ``k``, classes in turn): what
     the model rests on where it is surest, where a shortcut (a ruler, a watermark, a phone number) shows."""
     if len(items) == 0 or logits.numel() == 0:
         return []
-    conf, pred = logits.float().softmax(dim=1).max(dim=1)
+    conf, pred = operating_point.decisions(logits, point)
     ranked = [sorted(((pred == labels) & (labels == c)).nonzero().flatten().tolist(), key=lambda i: -float(conf[i]))
               for c in range(len(classes))]
     chosen = [r[j] for j in range(per_class) for r in ranked if j < len(r)][:k]
@@ -263,6 +264,19 @@ def _per_class_rows(per_class: dict[str, dict[str, Any]]) -> list[tuple]:
             for c, m in per_class.items()]
 
 
+def operating_points_section(val: dict[str, Any]) -> list[Section]:
+    """Two classes: the threshold and rates each rule of ``operating_point.SHOWN`` gives on validation (the one the
+    model decides at highlighted); none for other runs."""
+    rows = outputs.operating_point_rows(val)
+    if not rows:
+        return []
+    chosen = (val.get("operating_point") or {}).get("rule", "argmax")
+    at = next((i for i, r in enumerate(val["operating_points"]["rules"]) if r["rule"] == chosen), None)
+    body = (table(list(outputs.OPERATING_HEADERS), rows, "operating-points", highlight=at)
+            + Markup('<p class="muted">') + outputs.operating_point_note(val) + Markup("</p>"))
+    return [Section("Operating points", body, anchor="sec-operating-points")]
+
+
 def phases_section(metrics: dict[str, Any]) -> list[Section]:
     """What each training phase tried (``auto``'s candidates): epochs, best validation score, seconds, kept or not."""
     rows, metric = metrics.get("phases") or [], metrics.get("selection_metric", "accuracy")
@@ -393,6 +407,7 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
                           "rest", "roc")],
                         "Learning curve, confusion matrix, calibration and ROC"),
         per_class_section(val["per_class"]),
+        *operating_points_section(val),
         mistakes_section(mistakes),
         *([hits_section(hits)] if hits else []),
     ]

@@ -82,20 +82,24 @@ def plot_confusion_matrix(matrix: list[list[int]], classes: list[str], path: Pat
 ROC_CURVES = 10  # classes drawn with a legend; more are drawn thin, unnamed
 
 
-def plot_roc(logits: Any, targets: Any, classes: list[str], path: Path, title: str) -> dict[str, float]:
+def plot_roc(logits: Any, targets: Any, classes: list[str], path: Path, title: str, point: Any = None,
+             positive: str | None = None) -> dict[str, float]:
     """ROC curves, one class against the rest, with the point of the model's own decisions on each (its recall
-    against its false-positive rate). Two classes: the rarer one's curve alone (the other's is the same curve).
-    Returns the area under each curve drawn, by class."""
+    against its false-positive rate; ``point``: at a two-class operating point). Two classes: the ``positive`` one's
+    curve alone (default: the rarer; the other's is the same curve). Returns the area under each curve drawn."""
     import torch
     from torchmetrics.functional.classification import multiclass_roc
 
+    from headstart.tasks.classification.operating_point import decisions
+
     n = len(classes)
     probs = logits.detach().float().softmax(dim=1)
-    pred = probs.argmax(dim=1)
+    pred = decisions(logits.detach(), point)[1]
     support = torch.bincount(targets, minlength=n)
     drawn = [c for c in range(n) if 0 < support[c] < len(targets)]
     if n == 2 and len(drawn) == 2:
-        drawn = [int(support.argmin()) if support[0] != support[1] else 1]
+        drawn = [classes.index(positive) if positive in classes else
+                 int(support.argmin()) if support[0] != support[1] else 1]
     fig, ax = plt.subplots(figsize=(5.2, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance (AUROC 0.5)")
     areas = {}
@@ -114,7 +118,8 @@ def plot_roc(logits: Any, targets: Any, classes: list[str], path: Path, title: s
     ax.set_ylim(-0.01, 1.01)
     ax.set_xlabel("false-positive rate (1 - specificity)")
     ax.set_ylabel("true-positive rate (recall, sensitivity)")
-    ax.legend(loc="lower right", fontsize=8, title="dot: the model's decisions", title_fontsize=8)
+    ax.legend(loc="lower right", fontsize=8, title="dot: the model's decisions" + (
+        f" ({point.describe(classes)})" if point is not None else ""), title_fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title(title)
     fig.tight_layout()
@@ -153,7 +158,44 @@ def score_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
             if report.get(key) is not None]
     if "calibration" in report:
         rows.append(("calibration error (ECE)", calibration_text(report["calibration"]), ""))
+    point = report.get("operating_point")
+    if point:
+        positive = point["positive"]
+        rows.append(("decision", f"p({positive}) >= {point['threshold']:.4g} ({point['rule']} on validation)", ""))
+        rows += [(name, rate_text(point[key]), "") for key, name in (
+            ("recall", f"recall of {positive} (sensitivity)"), ("specificity", "specificity"),
+            ("precision", f"precision of {positive}"))]
     return [*rows, ("samples", str(report["num_samples"]), "")]
+
+
+def rate_text(rate: dict[str, Any]) -> str:
+    """'0.951 [0.880-0.981] of 81': a rate, its Wilson 95 % interval and the items it is of."""
+    if rate["value"] is None:
+        return f"- (of {rate['of']})"
+    low, high = rate["ci95"]
+    return f"{rate['value']:.3f} [{low:.3f}-{high:.3f}] of {rate['of']}"
+
+
+OPERATING_HEADERS = ("rule", "threshold", "recall", "specificity", "precision")
+
+
+def operating_point_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """What each rule of ``operating_point.SHOWN`` gives on validation, as report.md and report.html list it."""
+    found = report.get("operating_points") or {}
+    return [(r["rule"] + ("" if r["met"] else " (not reached)"), f"{r['threshold']:.4g}",
+             *(f"{r[k]:.3f}" if r[k] is not None else "-" for k in OPERATING_HEADERS[2:]))
+            for r in found.get("rules", [])]
+
+
+def operating_point_note(report: dict[str, Any], name: Any = str) -> str:
+    """What the operating-points table says, in a sentence (``name``: how the class name is written)."""
+    positive = name(report["operating_points"]["positive"])
+    chosen = report.get("operating_point")
+    return (f"The threshold on p({positive}) that decides {positive}, as each rule chooses it on these validation "
+            f"items, and the rates there. The model decides at {chosen['rule'] if chosen else 'argmax'}; another "
+            "rule is `train.operating_point=RULE` (`headstart train --operating-point 'recall>=0.95'`; "
+            "`train.positive_class` names the class). Rates on a small validation split are rough: see the "
+            "intervals of the decision's rates.")
 
 
 def calibration_text(cal: dict[str, Any]) -> str:
@@ -214,6 +256,10 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
                         if "ece_uncalibrated" in test["calibration"] else "")
                      if test and "calibration" in test else "") + ".", "",
                   "![calibration](calibration.png)", ""]
+    if val.get("operating_points"):
+        lines += ["## Operating points", "", operating_point_note(val, md_text), "",
+                  "| " + " | ".join(OPERATING_HEADERS) + " |", "|" + " --- |" * len(OPERATING_HEADERS),
+                  *["| " + " | ".join(row) + " |" for row in operating_point_rows(val)], ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
     doubts = metrics.get("label_doubts")

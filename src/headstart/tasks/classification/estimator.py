@@ -12,6 +12,7 @@ from typing import Any
 
 from headstart.core.estimator import Estimator, Prepared
 from headstart.progress import console
+from headstart.tasks.classification.operating_point import OperatingPoint
 
 DOUBTS_KEPT, DOUBTS_SHOWN = 50, 12  # doubted training labels in metrics.json, and shown in report.html
 
@@ -27,6 +28,7 @@ class ClassifierEstimator(Estimator):
     doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
     LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
     temperature_: float = 1.0  # the logits' divisor before the softmax, fitted on validation (``calibration``)
+    operating_point_: Any = None  # two classes: the threshold on p(positive) chosen on validation (``operating_point``)
     familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
     unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
     _listing_doubts = False  # ``check_labels``'s temporary run
@@ -203,16 +205,67 @@ class ClassifierEstimator(Estimator):
         """The final report of one split (``val`` comes first: it fits the temperature every later score and
         prediction uses, unless ``train.calibrate`` is off)."""
         from headstart.tasks.classification import calibration
-        from headstart.tasks.classification.metrics import classification_report
 
-        how = None
+        how, choices = None, None
         if split == "val":
             self.temperature_, how = calibration.fit_temperature(logits, labels) if self.config.train.calibrate \
                 else (1.0, "off (train.calibrate=false)")
-        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
+            choices = self._choose_operating_point(logits, labels)
+        report = self._scored(logits, labels)
         if how:
             report["calibration"]["temperature_fit"] = how
+        if choices:
+            report["operating_points"] = choices
         return report
+
+    def _scored(self, logits: Any, labels: Any) -> dict[str, Any]:
+        """The classification report of these logits: calibrated by the temperature, decided at the operating point."""
+        from headstart.tasks.classification.metrics import classification_report
+
+        return classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_,
+                                     self.operating_point_)
+
+    def _choose_operating_point(self, logits: Any, labels: Any) -> dict[str, Any] | None:
+        """Two classes: set ``operating_point_`` by ``train.operating_point`` on these validation logits (None for
+        argmax), and return what each rule of ``operating_point.SHOWN`` would give (report.md lists them)."""
+        from headstart.progress import warn
+        from headstart.tasks.classification import operating_point
+
+        rule, named = self.config.train.operating_point, self.config.train.positive_class
+        self.operating_point_ = None
+        if len(self.classes_) != 2:
+            return None
+        positive = operating_point.positive_class(self.classes_, self.train_counts_, named)
+        scores = (logits.float() / self.temperature_).softmax(dim=1)[:, positive].tolist()
+        truth = (labels == positive).tolist()
+        if rule != "argmax":
+            try:
+                threshold, met = operating_point.choose(scores, truth, rule)
+            except ValueError as exc:
+                warn(f"{exc}: the decisions stay the argmax")
+            else:
+                self.operating_point_ = operating_point.OperatingPoint(positive, threshold, rule)
+                if not met:
+                    warn(f"No threshold reaches {rule} on validation: the most precise one is kept "
+                         f"({self.operating_point_.describe(self.classes_)})")
+        return {"positive": self.classes_[positive], "rules": operating_point.alternatives(scores, truth, rule)}
+
+    def _check_prepared(self, prepared: Prepared) -> None:
+        """A two-class operating point needs two classes (``train.operating_point``), and the positive class one of
+        them: said before training starts."""
+        from headstart.errors import ConfigError
+
+        train, classes = self.config.train, prepared.splits.classes
+        if train.operating_point != "argmax" and len(classes) != 2:
+            raise ConfigError(f"train.operating_point={train.operating_point} thresholds one of two classes; this data "
+                              f"has {len(classes)} classes (leave it at argmax)")
+        if train.positive_class is not None and train.positive_class not in classes:
+            raise ConfigError(f"train.positive_class {train.positive_class!r} is not a class of this data; its "
+                              f"classes: {classes}")
+
+    def decided(self, p: Any) -> int:
+        """The class decided for one item's probabilities: the argmax, or at the operating point."""
+        return int(p.argmax()) if self.operating_point_ is None else self.operating_point_.decide_one(p)
 
     def _headline(self, val: dict[str, Any]) -> dict[str, Any]:
         """The validation scores metrics.json also holds at its top level."""
@@ -224,7 +277,9 @@ class ClassifierEstimator(Estimator):
 
     def _spec_info(self) -> dict[str, Any]:
         return {"backbone": self.model_.backbone.spec.to_dict(), "train_counts": self.train_counts_,
-                "head": {"type": "linear", "dropout": self.config.model.dropout}, "temperature": self.temperature_}
+                "head": {"type": "linear", "dropout": self.config.model.dropout}, "temperature": self.temperature_,
+                "operating_point": None if self.operating_point_ is None else self.operating_point_.to_dict(
+                    self.classes_)}
 
     def _model_from_spec(self, info: dict[str, Any], run: Path) -> Any:
         from headstart.core.backbones import registry
@@ -239,6 +294,8 @@ class ClassifierEstimator(Estimator):
 
         self.train_counts_ = info.get("train_counts", [])
         self.temperature_ = float(info.get("temperature", 1.0))  # runs saved before calibration: the plain softmax
+        point = info.get("operating_point")  # None: the argmax (runs saved before operating points too)
+        self.operating_point_ = None if point is None else OperatingPoint.from_dict(point, list(info["classes"]))
         self.familiar_ = familiarity.Familiarity.load(run / familiarity.FILE)  # None: a run saved before the check
 
     def _save_files(self, run: Path) -> None:
@@ -275,14 +332,16 @@ class ClassifierEstimator(Estimator):
         labels = torch.tensor([s.label for s in val])
         shown = ([self._report_item(s) for s in val], self.val_logits_.float() / self.temperature_, labels,
                  self.classes_)
-        mistakes = html_report.confident_mistakes(*shown, is_image=self.REPORT_IMAGES)
-        hits = html_report.confident_hits(*shown, is_image=self.REPORT_IMAGES)
+        point = self.operating_point_
+        mistakes = html_report.confident_mistakes(*shown, is_image=self.REPORT_IMAGES, point=point)
+        hits = html_report.confident_hits(*shown, is_image=self.REPORT_IMAGES, point=point)
         if not (cfg.train.explain and self._explain(mistakes + hits)):  # nothing shows what the hits rest on
             hits = []
         calibration.plot(self.val_logits_, labels, self.temperature_, run / "calibration.png",
                          f"Validation calibration ({len(val)} {self.NOUN})")
-        outputs.plot_roc(self.val_logits_, labels, self.classes_, run / "roc.png", f"Validation ROC ({len(val)} "
-                         f"{self.NOUN})")
+        outputs.plot_roc(self.val_logits_ / self.temperature_, labels, self.classes_, run / "roc.png",
+                         f"Validation ROC ({len(val)} {self.NOUN})", point,
+                         metrics["val"].get("operating_points", {}).get("positive"))
         doubts = []
         for sample, c, _, sure in self.doubts_[:DOUBTS_SHOWN]:
             name, image = html_report.card_item(self._report_item(sample))
@@ -315,11 +374,15 @@ class ClassifierEstimator(Estimator):
         k = max(1, min(top_k or 1, len(self.classes_)))
         rows = []
         for item, p, odd in zip(items, probs, self._flags(items)):
-            values, indices = p.topk(k)
-            rows.append({self.ITEM_KEY: str(item), "label": self.classes_[int(indices[0])],
-                         "probability": float(values[0]),
-                         "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)], **odd})
+            rows.append({self.ITEM_KEY: str(item), **self.row(p, k), **odd})
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
+
+    def row(self, p: Any, top_k: int) -> dict[str, Any]:
+        """One item's ``label`` (decided: ``decided``), its ``probability`` and the ``top_k`` most probable classes."""
+        values, indices = p.topk(top_k)
+        label = self.decided(p)
+        return {"label": self.classes_[label], "probability": float(p[label]),
+                "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)]}
 
     def _predicted(self, inputs: Any, **options: Any) -> tuple[list[Any], Any]:
         """``predict_proba(inputs, **options)``, with one warning when some of its items are unfamiliar

@@ -14,17 +14,20 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from headstart.tasks.classification import calibration
+from headstart.tasks.classification import calibration, operating_point
+from headstart.tasks.classification.operating_point import OperatingPoint
 
 
 def classification_report(
     logits: torch.Tensor, targets: torch.Tensor, classes: list[str], train_counts: list[int] | None = None,
-    temperature: float = 1.0,
+    temperature: float = 1.0, point: OperatingPoint | None = None,
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class metrics, confusion matrix, baseline, warnings, and the calibration of the
-    probabilities ``softmax(logits / temperature)`` (``calibration.summary``)."""
+    probabilities ``softmax(logits / temperature)`` (``calibration.summary``). The decisions are the argmax, or with
+    a two-class ``point`` its threshold on those probabilities (``operating_point``: its rates and intervals here)."""
     n = len(classes)
-    preds = logits.argmax(dim=1)
+    probs = (logits.float() / temperature).softmax(dim=1)
+    preds = logits.argmax(dim=1) if point is None else point.decide(probs)
     args = {"preds": preds, "target": targets, "num_classes": n}
     precision = multiclass_precision(**args, average=None, zero_division=0)
     recall = multiclass_recall(**args, average=None, zero_division=0)
@@ -47,6 +50,9 @@ def classification_report(
         "predicted_counts": dict(zip(classes, torch.bincount(preds, minlength=n).tolist())),
         "calibration": calibration.summary(logits, targets, temperature),
     }
+    if point is not None:
+        report["operating_point"] = {**point.to_dict(classes), **operating_point.rates(
+            probs[:, point.positive].tolist(), (targets == point.positive).tolist(), point.threshold)}
     report["baseline"] = majority_baseline(targets, n, classes, train_counts)
     report["warnings"] = collapse_warnings(report, classes)
     return report

@@ -18,7 +18,6 @@ from headstart.errors import ConfigError
 from headstart.progress import say, warn
 from headstart.tasks import flips
 from headstart.tasks.classification.estimator import ClassifierEstimator
-from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
 from headstart.tasks.image.data import ImageSplits, Sample, discover, image_samples, labelled_samples
@@ -186,7 +185,7 @@ class ImageClassifier(ClassifierEstimator):
         files, logits = self._logits(model, samples)
         readable = set(files)
         labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)
-        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
+        report = self._scored(logits, labels)
         report["skipped"] = len(samples) - len(files) + len(skipped)
         self._seen_in_training(report, [s.key for s in samples if s.path in readable])
         self._count_unfamiliar(report)

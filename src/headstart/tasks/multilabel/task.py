@@ -41,6 +41,12 @@ class MultiLabel:
 
         return MultiLabelSteps(prepared.data, self.config)
 
+    def _check_prepared(self, prepared: Prepared) -> None:
+        """No two-class operating point: each label has its own threshold, tuned on validation."""
+        from headstart.core.estimator import Estimator
+
+        Estimator._check_prepared(self, prepared)
+
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         self.num_train_ = steps.num_train
         metrics = super()._finish(run, data, prepared, steps, fabric, state)

@@ -17,7 +17,6 @@ from headstart.core.estimator import REFIT_TRAIN, Prepared
 from headstart.errors import ConfigError, RunFolderError
 from headstart.progress import say, warn
 from headstart.tasks.classification.estimator import ClassifierEstimator
-from headstart.tasks.classification.metrics import classification_report
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
 from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
@@ -207,7 +206,7 @@ class TextClassifier(ClassifierEstimator):
         samples, skipped = self._labelled(data)
         logits = self._logits(model, [s.text for s in samples])
         labels = torch.tensor([s.label for s in samples], dtype=torch.long)
-        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_)
+        report = self._scored(logits, labels)
         report["skipped"] = len(skipped)
         self._seen_in_training(report, [text_key(s.text) for s in samples])
         self._count_unfamiliar(report)

@@ -1,0 +1,176 @@
+"""A two-class model's operating point: the threshold on one class's probability that decides, chosen on validation.
+
+Argmax (a threshold of 0.5) is the decision with the fewest mistakes when both kinds of mistake cost the same. A
+screening test does not weigh them the same: ``train.operating_point=recall>=0.95`` keeps the highest threshold on
+p(positive) that still finds 95 % of the validation positives, and every later decision (scores, confusion matrix,
+``predict``, ``evaluate``, exports, the server) takes ``p(positive) >= threshold`` for the positive class.
+
+Rules: ``recall>=X`` (alias ``sensitivity>=X``): the most specific threshold with that recall; ``specificity>=X``:
+the most sensitive one with that specificity; ``precision>=X``: the most sensitive one with that precision (not
+always reachable: the nearest is kept, with a warning); ``f1``: the best F1 of the positive class; ``youden``: the best
+recall + specificity - 1. The threshold sits halfway between the chosen validation score and the next lower one, so
+validation decisions are those counted and a new item scored like the last one kept is not on the edge.
+
+A rule met on a small validation split is met on new data only about as well as the split measures: each rate comes
+with its Wilson 95 % interval, and the test split (scored at the validation threshold) says how it held.
+This module imports no torch: the ONNX engine decides with it on numpy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+RULES = ("recall", "specificity", "precision", "f1", "youden")
+ALIASES = {"sensitivity": "recall", "tpr": "recall", "tnr": "specificity", "ppv": "precision"}
+_BOUND = re.compile(r"^\s*([a-z]+)\s*>=\s*(0?\.\d+|1(?:\.0*)?|\d{1,2}(?:\.\d+)?%)\s*$")
+SHOWN = ("argmax", "f1", "youden", "recall>=0.9", "recall>=0.95", "recall>=0.99", "specificity>=0.95")  # report table
+
+
+def parse(rule: str) -> tuple[str, float | None]:
+    """``(kind, bound)`` of a rule: ``"recall>=0.95"`` or ``"recall>=95%"`` -> ``("recall", 0.95)``, ``"f1"`` ->
+    ``("f1", None)``; ValueError naming the rules for anything else."""
+    text = rule.strip().lower()
+    if text in ("f1", "youden", "argmax"):
+        return text, None
+    found = _BOUND.match(text)
+    kind = ALIASES.get(found.group(1), found.group(1)) if found else None
+    if not found or kind not in RULES[:3]:
+        raise ValueError(f"operating point {rule!r}: expected argmax, f1, youden, or recall>=X, specificity>=X, "
+                         "precision>=X (X in (0, 1], e.g. recall>=0.95 or recall>=95%; sensitivity is recall)")
+    bound = float(found.group(2).rstrip("%")) / (100 if found.group(2).endswith("%") else 1)
+    if not 0 < bound <= 1:
+        raise ValueError(f"operating point {rule!r}: the bound must be in (0, 1]; found {bound}")
+    return kind, bound
+
+
+def positive_class(classes: list[str], train_counts: list[int], named: str | None) -> int:
+    """The class whose probability is thresholded: ``named`` (``train.positive_class``), else the rarer class in
+    training (what a screening test looks for), else the second (scikit-learn's ``pos_label=1``)."""
+    if named is not None:
+        if named not in classes:
+            raise ValueError(f"train.positive_class {named!r} is not a class of this data; its classes: {classes}")
+        return classes.index(named)
+    return 0 if len(train_counts) == 2 and train_counts[0] < train_counts[1] else 1
+
+
+def wilson(hits: int, n: int) -> tuple[float, float] | None:
+    """The Wilson score 95 % interval of the rate ``hits / n`` (None for n = 0)."""
+    if n == 0:
+        return None
+    z, p = 1.959964, hits / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n)))
+
+
+def rates(scores: list[float], positive: list[bool], threshold: float) -> dict[str, Any]:
+    """Counts and rates of the decisions ``score >= threshold`` against the truth, with Wilson intervals."""
+    tp = sum(s >= threshold and y for s, y in zip(scores, positive))
+    fp = sum(s >= threshold and not y for s, y in zip(scores, positive))
+    pos, neg = sum(positive), len(positive) - sum(positive)
+    fn, tn = pos - tp, neg - fp
+
+    def rate(hits: int, n: int) -> dict[str, Any]:
+        interval = wilson(hits, n)
+        return {"value": hits / n if n else None, "of": n, "ci95": None if interval is None else [
+            round(interval[0], 4), round(interval[1], 4)]}
+
+    return {"recall": rate(tp, pos), "specificity": rate(tn, neg), "precision": rate(tp, tp + fp),
+            "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+
+
+def choose(scores: list[float], positive: list[bool], rule: str) -> tuple[float, bool]:
+    """``(threshold, met)``: the threshold the rule picks on these validation scores (p(positive) of each item) and
+    whether the rule's bound is met there (``precision>=X`` may be out of reach: its best precision is kept)."""
+    kind, bound = parse(rule)
+    if kind == "argmax":
+        return 0.5, True
+    distinct = sorted(set(scores), reverse=True)
+    pos = sum(positive)
+    neg = len(positive) - pos
+    if not distinct or pos == 0 or neg == 0:
+        raise ValueError(f"operating point {rule!r} needs validation items of both classes; found {pos} positive "
+                         f"and {neg} negative")
+    # rows (t, recall, specificity, precision, F1) of predicting positive for scores >= t: t = inf (nothing
+    # positive), then each distinct score from high to low (down to predicting everything positive)
+    ranked = sorted(zip(scores, positive), key=lambda pair: -pair[0])
+    table, tp, fp, i = [(math.inf, 0.0, 1.0, 1.0, 0.0)], 0, 0, 0
+    for t in distinct:
+        while i < len(ranked) and ranked[i][0] >= t:
+            tp, fp, i = tp + ranked[i][1], fp + (not ranked[i][1]), i + 1
+        table.append((t, tp / pos, (neg - fp) / neg, tp / (tp + fp), 2 * tp / (pos + tp + fp)))
+    met = True
+    if kind == "recall":
+        pick = next(row for row in table if row[1] >= bound - 1e-12)  # the highest threshold with the recall
+    elif kind == "specificity":
+        pick = [row for row in table if row[2] >= bound - 1e-12][-1]  # the lowest threshold with the specificity
+    elif kind == "precision":
+        reached = [row for row in table[1:] if row[3] >= bound - 1e-12]
+        met = bool(reached)
+        pick = reached[-1] if reached else max(table[1:], key=lambda row: row[3])
+    else:
+        value = (lambda row: row[4]) if kind == "f1" else (lambda row: row[1] + row[2] - 1)
+        pick = max(table, key=value)  # the first (highest-threshold) best
+    t = pick[0]
+    if t == math.inf:
+        return min(1.0, (distinct[0] + 1.0) / 2) if distinct[0] < 1.0 else 1.0, met
+    lower = [s for s in distinct if s < t]
+    return (t + lower[0]) / 2 if lower else t, met
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """``p(classes[positive]) >= threshold``: the positive class; below: the other one."""
+
+    positive: int
+    threshold: float
+    rule: str
+
+    def decide(self, probs: Any) -> Any:
+        """The decided class of each row of ``probs[n, 2]`` (a torch tensor or a numpy array)."""
+        chosen = probs[:, self.positive] >= self.threshold
+        return chosen * self.positive + ~chosen * (1 - self.positive)
+
+    def decide_one(self, p: Any) -> int:
+        """The decided class of one item's probabilities."""
+        return self.positive if float(p[self.positive]) >= self.threshold else 1 - self.positive
+
+    def to_dict(self, classes: list[str]) -> dict[str, Any]:
+        return {"positive": classes[self.positive], "threshold": self.threshold, "rule": self.rule}
+
+    @classmethod
+    def from_dict(cls, info: dict[str, Any], classes: list[str]) -> OperatingPoint:
+        if info.get("positive") not in classes:
+            raise ValueError(f"the operating point's positive class {info.get('positive')!r} is not one of {classes}")
+        return cls(classes.index(info["positive"]), float(info["threshold"]), str(info.get("rule", "")))
+
+    def describe(self, classes: list[str]) -> str:
+        """'p(pneumonia) >= 0.231 (recall>=0.95 on validation)'."""
+        return f"p({classes[self.positive]}) >= {self.threshold:.3g} ({self.rule} on validation)"
+
+
+def decisions(logits: Any, point: OperatingPoint | None = None) -> tuple[Any, Any]:
+    """``(probability of the decided class, decided class)`` of each row of ``logits`` (a torch tensor): the argmax,
+    or at a two-class operating ``point``."""
+    probs = logits.float().softmax(dim=1)
+    if point is None:
+        return probs.max(dim=1)
+    pred = point.decide(probs)
+    return probs.gather(1, pred[:, None])[:, 0], pred
+
+
+def alternatives(scores: list[float], positive: list[bool], also: str = "argmax") -> list[dict[str, Any]]:
+    """What each rule of ``SHOWN`` (and ``also``) would give on these validation scores: its threshold and rates
+    (report.md and report.html list them for a two-class run, to choose ``train.operating_point`` from)."""
+    rows = []
+    for rule in SHOWN + ((also,) if also not in SHOWN else ()):
+        try:
+            t, met = choose(scores, positive, rule)
+        except ValueError:
+            return []
+        r = rates(scores, positive, t)
+        rows.append({"rule": rule, "threshold": round(t, 4), "met": met,
+                     **{k: r[k]["value"] for k in ("recall", "specificity", "precision")}})
+    return rows

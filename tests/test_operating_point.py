@@ -1,0 +1,132 @@
+"""A two-class model's operating point: the rules on hand-made scores, then a real SMS run deciding at recall>=0.95
+through predict, reload, evaluate, the batch writer and the reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_text import FAST, needs_minilm, needs_sms, sms_split  # noqa: F401 - sms_split: the fixture
+from typer.testing import CliRunner
+
+from headstart.cli import app
+from headstart.config import load_config
+from headstart.errors import ConfigError
+from headstart.tasks.classification import operating_point as op
+from headstart.tasks.text.task import TextClassifier
+
+# sorted: 0.9 P, 0.8 P, 0.7 P, 0.65 N, 0.6 P, 0.4 N, 0.3 P, 0.2 N, 0.1 N, 0.05 N
+SCORES = [0.9, 0.8, 0.7, 0.6, 0.3, 0.65, 0.4, 0.2, 0.1, 0.05]
+TRUTH = [True] * 5 + [False] * 5
+
+
+@pytest.mark.parametrize("rule, threshold", [
+    ("recall>=1", (0.3 + 0.2) / 2),  # every positive: down to 0.3, halfway to the next score below
+    ("recall>=0.6", (0.7 + 0.65) / 2),  # three of five: the highest threshold that keeps them
+    ("sensitivity>=60%", (0.7 + 0.65) / 2),
+    ("specificity>=0.8", (0.6 + 0.4) / 2),  # one false positive allowed: the lowest threshold with at most one
+    ("specificity>=1", (0.7 + 0.65) / 2),
+    ("precision>=1", (0.7 + 0.65) / 2),  # the most positives found with none wrong
+    ("f1", (0.3 + 0.2) / 2),  # F1 0.75, 0.8, 0.833 at 0.7, 0.6, 0.3; lower falls
+    ("youden", (0.7 + 0.65) / 2),  # 0.6 at 0.7, 0.6 and 0.3: ties go to the highest threshold
+    ("argmax", 0.5),
+])
+def test_each_rule_picks_its_threshold(rule, threshold):
+    t, met = op.choose(SCORES, TRUTH, rule)
+    assert met and t == pytest.approx(threshold)
+    kind, bound = op.parse(rule)
+    if bound is not None:  # the bound holds at the threshold chosen
+        assert op.rates(SCORES, TRUTH, t)[kind]["value"] >= bound
+
+
+def test_an_unreachable_precision_keeps_the_most_precise_threshold_and_says_so():
+    t, met = op.choose([0.5, 0.9, 0.4], [True, False, False], "precision>=0.9")
+    assert not met and t == pytest.approx(0.45)  # 1 of 2 above it: the best precision there is
+
+
+def test_rates_intervals_and_decisions():
+    r = op.rates(SCORES, TRUTH, 0.5)
+    assert r["counts"] == {"tp": 4, "fp": 1, "fn": 1, "tn": 4}
+    assert r["recall"]["value"] == 0.8 and r["precision"]["of"] == 5
+    z2 = 1.959964 ** 2  # Wilson at the edges: n / (n + z^2) below all-right, z^2 / (n + z^2) above none-right
+    assert op.wilson(19, 19)[0] == pytest.approx(19 / (19 + z2)) and op.wilson(19, 19)[1] == pytest.approx(1.0)
+    assert op.wilson(0, 40) == (0.0, pytest.approx(z2 / (40 + z2)))
+    low, high = op.wilson(8, 10)
+    assert low < 0.8 < high and op.wilson(80, 100)[1] - op.wilson(80, 100)[0] < high - low
+    assert op.wilson(0, 0) is None
+    probs = np.array([[0.7, 0.3], [0.8, 0.2], [0.1, 0.9]], np.float32)
+    for positive, threshold, expected in ((1, 0.25, [1, 0, 1]), (0, 0.65, [0, 0, 1])):
+        point = op.OperatingPoint(positive, threshold, "x")
+        assert point.decide(probs).tolist() == expected == point.decide(torch.from_numpy(probs)).tolist()
+        assert [point.decide_one(p) for p in probs] == expected
+
+
+def test_rules_are_read_or_refused_by_the_config():
+    assert load_config(overrides=["train.operating_point=Recall >= 0.95"]).train.operating_point == "recall>=0.95"
+    for bad in ("recall>0.9", "recall>=1.5", "auc", "recall>=0"):
+        with pytest.raises(ConfigError, match="operating point"):
+            load_config(overrides=[f"train.operating_point={bad}"])
+    assert op.positive_class(["ham", "spam"], [700, 100], None) == 1
+    assert op.positive_class(["benign", "malignant"], [100, 700], None) == 0  # the rarer
+    assert op.positive_class(["a", "b"], [5, 5], "a") == 0
+    with pytest.raises(ValueError, match="not a class"):
+        op.positive_class(["a", "b"], [5, 5], "c")
+
+
+@needs_sms
+@needs_minilm
+def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, session_cache):  # noqa: F811
+    run = tmp_path / "run"
+    est = TextClassifier(strategy="linear", overrides={**FAST, "train.operating_point": "recall>=0.95"}).fit(
+        sms_split["small"], out=run)
+    val = est.metrics_["val"]
+    point = val["operating_point"]
+    assert point["positive"] == "spam" and point["rule"] == "recall>=0.95"  # the rarer class
+    assert point["recall"]["value"] >= 0.95 and point["recall"]["ci95"][0] < 0.95  # a few positives: a wide interval
+    assert json.loads((run / "spec.json").read_text())["operating_point"] == {
+        k: point[k] for k in ("positive", "threshold", "rule")}
+    rules = {r["rule"]: r for r in val["operating_points"]["rules"]}
+    assert set(rules) == set(op.SHOWN) and rules["recall>=0.95"]["threshold"] == pytest.approx(point["threshold"],
+                                                                                                 abs=1e-4)
+    # the validation texts, predicted: spam exactly where p(spam) >= the threshold, and the run's confusion matrix
+    with sms_split["small"].open(encoding="utf-8", newline="") as f:
+        held = [(r["SMS"], r["Label"]) for r in csv.DictReader(f) if r["split"] == "val"]
+    texts, truth = [t for t, _ in held], [label for _, label in held]
+    again = TextClassifier.load(run)
+    rows = again.predict(texts, top_k=2)
+    p_spam = [dict(r["top_k"])["spam"] for r in rows]
+    assert [r["label"] for r in rows] == ["spam" if p >= point["threshold"] else "ham" for p in p_spam]
+    assert all(r["probability"] == dict(r["top_k"])[r["label"]] for r in rows)
+    matrix = [[sum(t == a and r["label"] == b for t, r in zip(truth, rows)) for b in ("ham", "spam")]
+              for a in ("ham", "spam")]
+    assert matrix == val["confusion_matrix"]
+    assert again.evaluate(sms_split["small"])["confusion_matrix"] == matrix
+    # the batch writer (predict --out) decides the same
+    (tmp_path / "texts.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["predict", str(run), "--file", str(tmp_path / "texts.txt"), "--out",
+                                      str(tmp_path / "p.jsonl")])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [w["label"] for w in written] == [r["label"] for r in rows]
+    # the reports: the decision's rates and the table of rules, the decided class marked on the ROC
+    md = (run / "report.md").read_text()
+    assert "## Operating points" in md and "| recall>=0.95 |" in md and "recall of spam (sensitivity)" in md
+    assert 'id="operating-points"' in (run / "report.html").read_text() and (run / "roc.png").is_file()
+
+
+@needs_sms
+@needs_minilm
+def test_an_operating_point_needs_two_classes_and_a_known_positive(tmp_path, session_cache):
+    table = tmp_path / "three.csv"
+    table.write_text("text,label\n" + "".join(f"message number {i},{'abc'[i % 3]}\n" for i in range(30)))
+    with pytest.raises(ConfigError, match="3 classes"):
+        TextClassifier(strategy="linear", overrides={**FAST, "train.operating_point": "f1"}).fit(
+            table, out=tmp_path / "r1")
+    assert not (tmp_path / "r1").exists()  # refused before training: nothing left behind
+    table.write_text("text,label\n" + "".join(f"message number {i},{'ab'[i % 2]}\n" for i in range(30)))
+    with pytest.raises(ConfigError, match="'spam' is not a class"):
+        TextClassifier(strategy="linear", overrides={**FAST, "train.positive_class": "spam"}).fit(
+            table, out=tmp_path / "r2")
