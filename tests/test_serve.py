@@ -264,7 +264,8 @@ def text_run(tmp_path_factory, session_cache):
     with table.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows([("Label", "SMS"), *picked])
     run = tmp_path_factory.mktemp("serve-text") / "run"
-    est = TextClassifier(strategy="linear", epochs=1, overrides={**FAST, "text.max_length": 48}).fit(table, out=run)
+    est = TextClassifier(strategy="linear", epochs=1, overrides={**FAST, "text.max_length": 48,
+                                                                 "train.operating_point": "youden"}).fit(table, out=run)
     later = [r[1] for r in rows if r[0] == "spam"][30:33] + [r[1] for r in rows if r[0] == "ham"][30:33]
     return {"run": run, "estimator": est, "texts": later}
 
@@ -273,7 +274,10 @@ def test_text_server_answers_as_predict_and_refuses_bad_requests(text_run):
     texts = text_run["texts"]
     expected = text_run["estimator"].predict(texts, top_k=2)
     with BackgroundServer(create_app(text_run["run"], LIMITS)) as url, httpx.Client(base_url=url, timeout=30) as c:
-        assert c.get("/metadata").json()["preprocessing"]["extra"]["max_length"] == 48
+        meta = c.get("/metadata").json()
+        assert meta["preprocessing"]["extra"]["max_length"] == 48
+        assert meta["operating_point"] == json.loads((text_run["run"] / "spec.json").read_text())["operating_point"]
+        assert meta["operating_point"]["rule"] == "youden"  # its decisions, below, are the estimator's
         got = c.post("/predict", params={"top_k": 2}, json={"texts": texts})
         assert got.status_code == 200, got.text
         for g, e in zip(got.json(), expected, strict=True):
