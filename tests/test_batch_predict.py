@@ -80,3 +80,23 @@ def test_jsonl_keeps_every_row_and_foreign_files_are_refused(run_and_folder, tmp
     assert foreign.read_text() == "id,score\n1,0.5\n"  # nothing of the user's file was lost
     bad = runner.invoke(app, ["predict", str(run), str(folder / "3"), "--out", str(tmp_path / "preds.txt")])
     assert bad.exit_code == 2 and ".csv or .jsonl" in bad.output
+
+
+def test_heat_maps_of_same_named_images_in_different_chunks_do_not_overwrite(run_and_folder, tmp_path, monkeypatch):
+    import headstart.deploy.batch as batch
+
+    _, run, folder = run_and_folder
+    for name, digit in (("a", "3"), ("b", "5")):  # a/x0.png and b/x0.png...: the same names, different images
+        for i, src in enumerate(sorted((folder / digit).glob("*.png"))[:3]):
+            (tmp_path / "in" / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, tmp_path / "in" / name / f"x{i}.png")
+    monkeypatch.setattr(batch, "CHUNK", 2)  # a/x2 and b/x0 share a chunk; a/x0 and b/x0 do not
+    out, heat = tmp_path / "p.jsonl", tmp_path / "heat"
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "in"), "--out", str(out), "--save-heatmaps",
+                                 str(heat)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and len({r["heatmap"] for r in rows}) == 6  # one file each, named by its folder too
+    assert sorted(p.name for p in heat.iterdir()) == sorted(Path(r["heatmap"]).name for r in rows)
+    for r in rows:
+        assert Path(r["heatmap"]).name == f"{Path(r['path']).parent.name}_{Path(r['path']).stem}_heatmap.png"

@@ -310,6 +310,11 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
 
                 items, name = prediction_items(items), item_name
             key = getattr(cls, "ITEM_KEY", "path")
+            for option in ("save_images", "save_masks", "save_heatmaps"):  # named once: chunks never share a name
+                if option in extra:
+                    from headstart.tasks.image.decode import OutputFolder
+
+                    extra[option] = OutputFolder.of(extra[option], [name(i) for i in items])
 
             def rows_of(chunk: list) -> list[dict]:  # segmentation masks (arrays) go to --save-masks, not the file
                 return [{k: v for k, v in r.items() if k != "mask"}

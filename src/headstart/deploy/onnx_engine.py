@@ -430,7 +430,7 @@ class OnnxEngine:
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         n, rows = len(self.classes), []
-        names = output_stems(files)  # x.png of two folders: a_x.png, b_x.png
+        names = output_stems(files, save_masks)  # x.png of two folders: a_x.png, b_x.png
         for i, path in enumerate(files):
             image = open_full(path)
             if isinstance(image, str):

@@ -203,7 +203,7 @@ class Detector(Estimator):
         out_dir = Path(save_images) if save_images is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-        names = output_stems([s.path for s in store.samples])  # x.jpg of two folders: a_x.png, b_x.png
+        names = output_stems([s.path for s in store.samples], save_images)  # x.jpg of two folders: a_x.png, b_x.png
         for sample, pred, name in zip(store.samples, preds, names):
             decoded = store.get(sample.path)
             width, height = original_size(sample.source)

@@ -15,6 +15,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -308,8 +309,26 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", stem).strip("_") or "image"
 
 
-def output_stems(paths: Sequence[str | Path]) -> list[str]:
-    """A distinct output file name (no suffix) per input, for ``--save-masks`` / ``--save-images``.
+@dataclass(frozen=True)
+class OutputFolder:
+    """A folder (a path, ``os.PathLike``) receiving one output file per input image, named once for a whole job: a
+    batch job (``predict --out``) predicts chunk by chunk, and ``a/x.jpg`` and ``b/x.jpg`` in different chunks must
+    not both write ``x``. ``names``: ``output_stems`` of every input of the job, by ``str(Path(input))``."""
+
+    path: Path
+    names: dict[str, str]
+
+    @classmethod
+    def of(cls, folder: str | Path, inputs: Sequence[str | Path]) -> OutputFolder:
+        return cls(Path(folder), dict(zip((str(Path(i)) for i in inputs), output_stems(inputs))))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def output_stems(paths: Sequence[str | Path], folder: str | Path | OutputFolder | None = None) -> list[str]:
+    """A distinct output file name (no suffix) per input, for ``--save-masks`` / ``--save-images``; the names an
+    ``OutputFolder`` chose for its whole job where ``folder`` is one.
 
     Each is the input's name without its image suffix; inputs that share one (``a/x.jpg`` and ``b/x.jpg``, ``x.jpg``
     and ``x.png``) get as many of their parent folders, joined by ``_``, as tells them apart (``a_x``, ``b_x``), else
@@ -317,6 +336,8 @@ def output_stems(paths: Sequence[str | Path]) -> list[str]:
     in memory keep their place in the name, in characters every file system takes (a table's row ``train.csv:12``:
     ``train.csv_12``; ``<memory 0>``: ``memory_0``).
     """
+    if isinstance(folder, OutputFolder) and all(str(Path(p)) in folder.names for p in paths):
+        return [folder.names[str(Path(p))] for p in paths]
     parts = [Path(p).parts for p in paths]
     stems = [_file_stem(Path(p).name) for p in paths]
     names = list(stems)

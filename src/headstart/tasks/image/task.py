@@ -132,7 +132,7 @@ class ImageClassifier(ClassifierEstimator):
         batch_size, forward = loop.inference_batch_size(self.config, fabric), None
         if heatmaps is not None:
             batch_size, forward = min(batch_size, HEATMAP_BATCH), self._heatmap_pass(
-                model, Path(heatmaps), output_stems([s.path for s in store.samples]))
+                model, Path(heatmaps), output_stems([s.path for s in store.samples], heatmaps))
         logits = self._unfamiliar(predict_logits(fabric, model, dataset, batch_size, features=True, forward=forward,
                                                  desc="Predicting" if forward is None else "Drawing heat maps"))
         return [s.path for s in store.samples], logits

@@ -256,7 +256,7 @@ class Segmenter(Estimator):
         out_dir = Path(save_masks) if save_masks is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-        names = output_stems([s.path for s in samples])  # x.png of two folders: a_x.png, b_x.png
+        names = output_stems([s.path for s in samples], save_masks)  # x.png of two folders: a_x.png, b_x.png
         fabric = loop.make_fabric(self.config.device)
         rows = []
         n = len(self.classes_)
