@@ -100,3 +100,10 @@ def test_heat_maps_of_same_named_images_in_different_chunks_do_not_overwrite(run
     assert sorted(p.name for p in heat.iterdir()) == sorted(Path(r["heatmap"]).name for r in rows)
     for r in rows:
         assert Path(r["heatmap"]).name == f"{Path(r['path']).parent.name}_{Path(r['path']).stem}_heatmap.png"
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "in"), "--out", str(tmp_path / "p.csv"),
+                                 "--save-heatmaps", str(heat)])  # a CSV gains the heat map's column
+    assert result.exit_code == 0, result.output
+    header, *cells = _csv_rows(tmp_path / "p.csv")
+    assert header[-1] == "heatmap" and {c[0]: c[-1] for c in cells} == {r["path"]: r["heatmap"] for r in rows}
+    again = runner.invoke(app, ["predict", str(run), str(tmp_path / "in"), "--out", str(tmp_path / "p.csv")])
+    assert again.exit_code == 2 and "with these options" in " ".join(again.output.split())  # other columns: refused

@@ -379,6 +379,11 @@ def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, m
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout[res.stdout.index("["):])[0]
     assert row["label"] == "spam" and row["evidence"] and row["evidence"][0][1] > 0
+    res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), "FREE entry to win £100, text WIN to 80086",
+                                   "--evidence", "--out", str(tmp_path / "e.csv")])  # the CSV gains the column
+    assert res.exit_code == 0, res.output
+    header, written = list(csv.reader((tmp_path / "e.csv").open(encoding="utf-8")))
+    assert header[-1] == "evidence" and written[-1].split(";")[0] == f"{row['evidence'][0][0]}:{row['evidence'][0][1]:.4f}"
     res = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), "hi", "--save-heatmaps", str(tmp_path / "h")])
     assert res.exit_code == 2 and "--save-heatmaps applies to image and multilabel runs" in " ".join(res.output.split())
 

@@ -326,7 +326,8 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                 # a DataLoader whose workers decode the files (a table's rows are already in memory)
                 n = default_workers(predictor.config.data.num_workers) if workers is None else workers
                 stream = lambda todo: stream_image_rows(predictor, todo, top_k, n)  # noqa: E731
-            counts = predict_to_file(rows_of, items, out, key, stream=stream, name=name)
+            explained = [c for c, option in (("heatmap", "save_heatmaps"), ("evidence", "evidence")) if option in extra]
+            counts = predict_to_file(rows_of, items, out, key, stream=stream, name=name, explained=explained)
             if counts["written"] and counts["written"] == counts["errors"]:
                 raise DataError(f"Nothing could be predicted: none of the {counts['written']} input(s) could be read "
                                 f"(each is listed in {out} with its reason)")

@@ -31,20 +31,26 @@ STREAMED_TASKS = ("image", "multilabel")  # predicted through a DataLoader with 
 FORMATS = (".csv", ".jsonl")
 
 
-def csv_columns(key: str) -> list[str]:
-    return [key, "label", "probability", "top_k", "unfamiliar", "error"]
+EXPLAINED = ("heatmap", "evidence")  # columns a CSV gains when its rows carry them (--save-heatmaps, --evidence)
 
 
-def csv_row(row: dict[str, Any], key: str) -> list[str]:
+def csv_columns(key: str, explained: Sequence[str] = ()) -> list[str]:
+    """The CSV's header: the item, its class, probability, top-k, unfamiliar flag, error, then ``explained``."""
+    return [key, "label", "probability", "top_k", "unfamiliar", "error", *explained]
+
+
+def csv_row(row: dict[str, Any], key: str, explained: Sequence[str] = ()) -> list[str]:
     """One classification row as CSV cells (``top_k`` as ``class:probability;...``; ``unfamiliar`` 1 or 0, empty
-    where the run has no such check, as the ONNX engine)."""
+    where the run has no such check, as the ONNX engine; ``heatmap`` its file, ``evidence`` as ``word:weight;...``)."""
     if "error" in row:
-        return [row[key], "", "", "", "", row["error"]]
+        return [row[key], "", "", "", "", row["error"], *("" for _ in explained)]
     if "top_k" not in row or "label" not in row:
         raise ConfigError("--out FILE.csv holds single-label classification rows; write this run's predictions to a "
                           ".jsonl file instead")
+    shown = {"heatmap": row.get("heatmap", ""),
+             "evidence": ";".join(f"{w}:{v:.4f}" for w, v in row.get("evidence", []))}
     return [row[key], row["label"], f"{row['probability']:.6f}", ";".join(f"{c}:{p:.6f}" for c, p in row["top_k"]),
-            str(int(row["unfamiliar"])) if "unfamiliar" in row else "", ""]
+            str(int(row["unfamiliar"])) if "unfamiliar" in row else "", "", *(shown[c] for c in explained)]
 
 
 def _complete_lines(path: Path) -> bytes:
@@ -53,8 +59,9 @@ def _complete_lines(path: Path) -> bytes:
     return data[: data.rfind(b"\n") + 1]
 
 
-def done_items(path: Path, key: str) -> set[str]:
-    """The items (``key`` values) an earlier, interrupted run already wrote to ``path``."""
+def done_items(path: Path, key: str, explained: Sequence[str] = ()) -> set[str]:
+    """The items (``key`` values) an earlier, interrupted run already wrote to ``path`` (a CSV: with the columns
+    ``csv_columns(key, explained)``)."""
     if not path.exists():
         return set()
     text = _complete_lines(path).decode("utf-8", errors="replace")
@@ -68,29 +75,30 @@ def done_items(path: Path, key: str) -> set[str]:
                                 f"'{key}'); choose another --out or delete the file") from None
         return done
     rows = list(csv.reader(io.StringIO(text)))
-    if rows and rows[0] != csv_columns(key):
-        raise DataError(f"{path} has the columns {rows[0]}, not {csv_columns(key)}: it was not written by this run's "
-                        "predict --out; choose another --out or delete the file")
+    if rows and rows[0] != csv_columns(key, explained):
+        raise DataError(f"{path} has the columns {rows[0]}, not {csv_columns(key, explained)}: it was not written by "
+                        "this run's predict --out with these options; choose another --out or delete the file")
     return {r[0] for r in rows[1:] if r}
 
 
 def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]] | None, items: Sequence[Any],
                     out: str | Path, key: str = "path",
                     stream: Callable[[list[Any]], Iterator[list[dict[str, Any]]]] | None = None,
-                    name: Callable[[Any], str] = str) -> dict[str, int]:
+                    name: Callable[[Any], str] = str, explained: Sequence[str] = ()) -> dict[str, int]:
     """Predict ``items`` chunk by chunk into ``out``, skipping the ones already there; counts of what happened.
 
     ``predict(chunk)`` returns one row per item, in order, with ``key`` naming the item and ``error`` for an
     item it could not read (``Estimator.predict(..., errors=True)``). ``stream(items)`` instead yields such rows a
     chunk at a time (``stream_image_rows``); each chunk is written and flushed before the next is asked for.
     ``name(item)``: how the rows name an item (a text of several parts shows them joined by " | ").
+    ``explained``: the CSV's extra columns (``EXPLAINED``: the options that give the rows a heat map, evidence).
     """
     from headstart.progress import progress_bar, say
 
     out = Path(out)
     if out.suffix not in FORMATS:
         raise ConfigError(f"--out must end in {' or '.join(FORMATS)}, found '{out.name}'")
-    done = done_items(out, key)
+    done = done_items(out, key, explained)
     todo = [item for item in items if name(item) not in done]
     if done:
         say(f"Resuming {out}: {len(done)} item(s) already predicted, {len(todo)} to go")
@@ -100,13 +108,13 @@ def predict_to_file(predict: Callable[[list[Any]], list[dict[str, Any]]] | None,
     with out.open("a", newline="", encoding="utf-8") as f, progress_bar(f"Predicting into {out.name}", len(todo)) as advance:
         writer = csv.writer(f)
         if out.suffix == ".csv" and not done:
-            writer.writerow(csv_columns(key))
+            writer.writerow(csv_columns(key, explained))
         chunks = stream(todo) if stream is not None else \
             (predict(todo[start: start + CHUNK]) for start in range(0, len(todo), CHUNK))
         for rows in chunks:
             for row in rows:
                 if out.suffix == ".csv":
-                    writer.writerow(csv_row(row, key))
+                    writer.writerow(csv_row(row, key, explained))
                 else:
                     f.write(json.dumps(row) + "\n")
                 counts["errors"] += "error" in row

@@ -422,10 +422,11 @@ class ClassifierEstimator(Estimator):
         if fmt == "json":
             print(json.dumps(rows, indent=2))
         elif fmt == "csv":  # the columns of predict --out FILE.csv
-            from headstart.deploy.batch import csv_columns, csv_row
+            from headstart.deploy.batch import EXPLAINED, csv_columns, csv_row
 
+            explained = [c for c in EXPLAINED if any(c in r for r in rows)]
             buf = io.StringIO()
-            csv.writer(buf).writerows([csv_columns(key), *(csv_row(r, key) for r in rows)])
+            csv.writer(buf).writerows([csv_columns(key, explained), *(csv_row(r, key, explained) for r in rows)])
             sys.stdout.write(buf.getvalue())
         else:
             from rich.table import Table
