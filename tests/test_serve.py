@@ -67,6 +67,28 @@ def _same_rows(got: list[dict], expected: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- image run
+def test_explain_answers_heat_maps_as_predict_draws_them(image_server, image_run, tmp_path):
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    client, _ = image_server
+    files = image_run["files"][:3]
+    expected = image_run["estimator"].predict(files, save_heatmaps=tmp_path)
+    got = client.post("/predict", params={"explain": "true"}, files=_upload(files))
+    assert got.status_code == 200, got.text
+    size = json.loads((image_run["run"] / "spec.json").read_text())["backbone"]["input_size"]
+    for g, e in zip(got.json(), expected, strict=True):
+        assert g["label"] == e["label"] and "heatmap" not in g
+        drawn = np.asarray(Image.open(io.BytesIO(base64.b64decode(g["heatmap_png"]))).convert("RGB"), np.float32)
+        assert drawn.shape == (size, size, 3)  # the image as the model saw it, the map over it
+        assert np.abs(drawn - np.asarray(Image.open(e["heatmap"]).convert("RGB"), np.float32)).mean() < 2.0
+    assert "heatmap_png" not in client.post("/predict", files=_upload(files[:1])).json()[0]  # only when asked
+    assert client.get("/metadata").json()["explain"] == "heatmap_png"
+
+
 def test_health_and_metadata(image_server, image_run):
     client, _ = image_server
     health = client.get("/health")
@@ -278,6 +300,9 @@ def test_text_server_answers_as_predict_and_refuses_bad_requests(text_run):
         assert meta["preprocessing"]["extra"]["max_length"] == 48
         assert meta["operating_point"] == json.loads((text_run["run"] / "spec.json").read_text())["operating_point"]
         assert meta["operating_point"]["rule"] == "youden"  # its decisions, below, are the estimator's
+        weighed = text_run["estimator"].predict(texts[:2], evidence=True)
+        explained = c.post("/predict", params={"explain": "true"}, json={"texts": texts[:2]}).json()
+        assert [[w for w, _ in r["evidence"]] for r in explained] == [[w for w, _ in r["evidence"]] for r in weighed]
         got = c.post("/predict", params={"top_k": 2}, json={"texts": texts})
         assert got.status_code == 200, got.text
         for g, e in zip(got.json(), expected, strict=True):

@@ -1,7 +1,8 @@
 """The prediction server of ``headstart serve RUN``: a FastAPI app over a run folder, with dynamic batching.
 
 Endpoints: ``POST /predict`` (image runs: multipart image files in the field ``files``; text runs:
-JSON ``{"texts": [...]}``; ``?top_k=``), ``GET /health``, ``GET /metadata``, OpenAPI docs at ``/docs``.
+JSON ``{"texts": [...]}``; ``?top_k=``; ``?explain=true``: heat maps or words), ``GET /health``,
+``GET /metadata``, OpenAPI docs at ``/docs``.
 ``/predict`` answers the same rows as ``headstart predict RUN ... --format json`` (``path`` is the
 uploaded file's name). The model is loaded once per worker process; the items of concurrent requests
 run as one forward pass (``batching.Batcher``). Every refused request is a 4xx JSON
@@ -15,6 +16,7 @@ import itertools
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -100,15 +102,36 @@ class ModelService:
         self.spec = runfolder.read_spec(self.run)
         self.meta = runfolder.read_meta(self.run)
 
-    def predict_batch(self, items: list[Any]) -> list[dict[str, Any]]:
-        """One row per item (every class in ``top_k``, every detection); ``{"error": ...}`` for an unreadable image."""
+    @property
+    def explains(self) -> str | None:
+        """What ``?explain=true`` adds to this model's rows: ``heatmap_png`` (image classifiers), ``evidence`` (text
+        classifiers), or None (detection, segmentation)."""
+        return {"image": "heatmap_png", "multilabel": "heatmap_png", "text": "evidence",
+                "text-multilabel": "evidence"}.get(self.task.name)
+
+    def predict_batch(self, items: list[tuple[Any, bool]]) -> list[dict[str, Any]]:
+        """One row per ``(item, explain)`` (every class in ``top_k``, every detection); ``{"error": ...}`` for an
+        unreadable image. The explained items of a batch run as one call, the others as another."""
+        rows: list[dict[str, Any]] = [{} for _ in items]
+        for explain in (False, True):
+            at = [i for i, (_, wanted) in enumerate(items) if wanted == explain]
+            if at:
+                for i, row in zip(at, self._predict([items[i][0] for i in at], explain), strict=True):
+                    rows[i] = row
+        return rows
+
+    def _predict(self, items: list[Any], explain: bool) -> list[dict[str, Any]]:
+        """The rows of ``items`` (texts, or ``(name, bytes)`` images), with what they rest on where ``explain``."""
         if self.takes_texts:
-            rows = self.estimator.predict(items, top_k=len(self.classes))
+            rows = self.estimator.predict(items, top_k=len(self.classes), **({"evidence": True} if explain else {}))
             if len(rows) != len(items):
                 raise RuntimeError(f"{len(rows)} predictions for {len(items)} texts")
             return rows
         top = {"top_k": None} if self.task.name == "detection" else {"top_k": len(self.classes)}
-        rows = self.estimator.predict(items, errors=True, **top)  # errors: a row saying why an image was not read
+        with tempfile.TemporaryDirectory(prefix="headstart-serve-") as drawn:
+            # errors: a row saying why an image was not read
+            rows = self.estimator.predict(items, errors=True, **top, **({"save_heatmaps": drawn} if explain else {}))
+            rows = [_png_as_base64(r, "heatmap", "heatmap_png") for r in rows]
         if self.task.name == "segmentation":
             rows = [_mask_as_png(r) for r in rows]
         by_name = {r.get("path"): r for r in rows}
@@ -135,9 +158,21 @@ class ModelService:
             meta["text_columns"] = self.spec["text_columns"]
         if hasattr(self.estimator, "thresholds_"):  # multi-label: a label applies at its class's threshold
             meta["thresholds"] = dict(zip(self.classes, self.estimator.thresholds_))
+        meta["explain"] = self.explains  # what ?explain=true adds to each row
         if getattr(self.estimator, "operating_point_", None) is not None:  # two classes: p(positive) >= threshold
             meta["operating_point"] = self.estimator.operating_point_.to_dict(self.classes)
         return meta
+
+
+def _png_as_base64(row: dict[str, Any], key: str, into: str) -> dict[str, Any]:
+    """A row whose ``key`` names a PNG file, with the file's bytes in base64 as ``into`` instead."""
+    if key not in row:
+        return row
+    import base64
+
+    out = {k: v for k, v in row.items() if k != key}
+    out[into] = base64.b64encode(Path(row[key]).read_bytes()).decode("ascii")
+    return out
 
 
 def _mask_as_png(row: dict[str, Any]) -> dict[str, Any]:
@@ -344,8 +379,15 @@ def create_app(run: str | Path, limits: Limits | None = None, workers: int = 1,
     @app.post("/predict", responses=errors, openapi_extra={"requestBody": {"required": True, "content": body_doc}},
               summary="Predict the items of the request (texts or image files)")
     async def predict(request: Request, top_k: int | None = Query(
-            None, ge=1, description="classes per item (default 1); detection: boxes per image (default all)")):
-        """The same rows as ``headstart predict RUN ITEMS --format json``, one per item, in order."""
+            None, ge=1, description="classes per item (default 1); detection: boxes per image (default all)"),
+            explain: bool = Query(False, description="what each prediction rests on: image classifiers, a Grad-CAM "
+                                  "heat map over the image as the model saw it (heatmap_png, a base64 PNG); text "
+                                  "classifiers, the words with their weights (evidence)")):
+        """The same rows as ``headstart predict RUN ITEMS --format json``, one per item, in order (``explain``: as
+        with ``--save-heatmaps`` or ``--evidence``)."""
+        if explain and service.explains is None:
+            raise RequestError(422, f"explain applies to image and text classifiers, not to a {service.task.name} "
+                               "model", "no explain parameter", "explain=true")
         body = await _read_body(request, limits.max_bytes)
         media = _media_type(request)
         if service.takes_texts:
@@ -358,7 +400,7 @@ def create_app(run: str | Path, limits: Limits | None = None, workers: int = 1,
                                    len(images))
             items = [(str(next(names)), data) for _, data in images]
         try:
-            results = await batcher.run(items, limits.timeout)
+            results = await batcher.run([(item, explain) for item in items], limits.timeout)
         except TimeoutError:
             raise RequestError(503, "the model did not answer in time", f"an answer within {limits.timeout} s "
                                "(--timeout)", "the server is busy: retry, or send fewer items") from None
