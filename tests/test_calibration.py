@@ -96,3 +96,17 @@ def test_a_label_smoothed_head_is_sharpened_everywhere_it_predicts(digits_dir, t
     assert record["temperature"] == cal["temperature"] and record["parity"]["passed"]
     _, engine_probs = onnx_engine.OnnxEngine(run / "model.onnx").predict_proba(files)
     assert abs(engine_probs - probs.numpy()).max() < 1e-3  # the engine divides by the temperature too
+
+
+def test_selective_keeps_the_most_confident_items_that_reach_each_accuracy():
+    from headstart.tasks.classification.calibration import selective
+
+    confidence = torch.tensor([0.6, 0.99, 0.8, 0.95, 0.7, 0.9])  # by confidence: right, right, right, wrong, right, wrong
+    correct = torch.tensor([False, True, False, True, True, True])
+    rows = {r["target"]: r for r in selective(confidence, correct, (0.75, 0.9, 0.99))}
+    assert rows[0.9]["kept"] == rows[0.99]["kept"] == 3 and rows[0.9]["threshold"] == pytest.approx(0.85)
+    assert rows[0.75]["kept"] == 5 and rows[0.75]["accuracy"] == 0.8 and rows[0.75]["threshold"] == pytest.approx(0.65)
+    assert rows[0.9]["coverage"] == 0.5 and rows[0.9]["ci95"][0] < 1.0 == rows[0.9]["accuracy"]
+    # two items at the same confidence are kept or dropped together: no cut between them reaches 0.9
+    tied = selective(torch.tensor([0.9, 0.9, 0.5]), torch.tensor([True, False, True]), (0.9,))
+    assert tied[0]["threshold"] is None and tied[0]["kept"] == 0

@@ -114,6 +114,8 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
     # the reports: the decision's rates and the table of rules, the decided class marked on the ROC
     md = (run / "report.md").read_text()
     assert "## Operating points" in md and "| recall>=0.95 |" in md and "recall of spam (sensitivity)" in md
+    assert "## Acting on confident predictions only" in md  # how many messages it decides alone, how well
+    assert all(r["accuracy"] >= r["target"] for r in val["selective"] if r["threshold"] is not None)
     assert 'id="operating-points"' in (run / "report.html").read_text() and (run / "roc.png").is_file()
 
 

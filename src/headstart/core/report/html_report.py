@@ -264,6 +264,16 @@ def _per_class_rows(per_class: dict[str, dict[str, Any]]) -> list[tuple]:
             for c, m in per_class.items()]
 
 
+def selective_section(val: dict[str, Any]) -> list[Section]:
+    """How many validation items the model decides alone at each accuracy aimed at (``calibration.selective``)."""
+    rows = outputs.selective_rows(val)
+    if not rows:
+        return []
+    body = (table(list(outputs.SELECTIVE_HEADERS), rows, "selective")
+            + Markup('<p class="muted">') + outputs.SELECTIVE_NOTE + Markup("</p>"))
+    return [Section("Acting on confident predictions only", body, anchor="sec-selective")]
+
+
 def operating_points_section(val: dict[str, Any]) -> list[Section]:
     """Two classes: the threshold and rates each rule of ``operating_point.SHOWN`` gives on validation (the one the
     model decides at highlighted); none for other runs."""
@@ -408,6 +418,7 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
                         "Learning curve, confusion matrix, calibration and ROC"),
         per_class_section(val["per_class"]),
         *operating_points_section(val),
+        *selective_section(val),
         mistakes_section(mistakes),
         *([hits_section(hits)] if hits else []),
     ]

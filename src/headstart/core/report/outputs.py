@@ -176,6 +176,22 @@ def rate_text(rate: dict[str, Any]) -> str:
     return f"{rate['value']:.3f} [{low:.3f}-{high:.3f}] of {rate['of']}"
 
 
+SELECTIVE_HEADERS = ("accuracy aimed at", "probability at least", "items kept", "their accuracy [95% interval]")
+
+
+def selective_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The 'acting on confident predictions only' table of a validation report (``calibration.selective``)."""
+    return [(f"{r['target']:.0%}", "-", "none", "-") if r["threshold"] is None else
+            (f"{r['target']:.0%}", f"{r['threshold']:.4g}", f"{r['kept']} ({r['coverage']:.0%})",
+             f"{r['accuracy']:.3f} [{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}]") for r in report.get("selective") or []]
+
+
+SELECTIVE_NOTE = ("If only the predictions made with at least this probability are acted on and the rest go to a "
+                  "person, this share of the validation items is decided by the model, right this often. The "
+                  "probability is each prediction row's 'probability'; on new data the accuracy varies by about the "
+                  "interval, and a model that is not calibrated (see the calibration error) keeps fewer or worse.")
+
+
 OPERATING_HEADERS = ("rule", "threshold", "recall", "specificity", "precision")
 
 
@@ -256,6 +272,10 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
                         if "ece_uncalibrated" in test["calibration"] else "")
                      if test and "calibration" in test else "") + ".", "",
                   "![calibration](calibration.png)", ""]
+    if val.get("selective"):
+        lines += ["## Acting on confident predictions only", "", SELECTIVE_NOTE, "",
+                  "| " + " | ".join(SELECTIVE_HEADERS) + " |", "|" + " --- |" * len(SELECTIVE_HEADERS),
+                  *["| " + " | ".join(row) + " |" for row in selective_rows(val)], ""]
     if val.get("operating_points"):
         lines += ["## Operating points", "", operating_point_note(val, md_text), "",
                   "| " + " | ".join(OPERATING_HEADERS) + " |", "|" + " --- |" * len(OPERATING_HEADERS),

@@ -79,6 +79,36 @@ def summary(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> 
     return out
 
 
+ACCURACY_TARGETS = (0.9, 0.95, 0.99)  # the accuracies report.md's "acting on confident predictions" table aims at
+
+
+def selective(confidence: torch.Tensor, correct: torch.Tensor,
+              targets: tuple[float, ...] = ACCURACY_TARGETS) -> list[dict[str, Any]]:
+    """Acting on confident predictions only (the rest go to a person): for each target accuracy, the lowest
+    probability ``p`` such that the items predicted with probability >= ``p`` are right at least that often here, the
+    share of items it keeps (coverage) and their accuracy with its Wilson 95 % interval. ``p`` sits halfway to the
+    next lower confidence; None where no confident subset reaches the target."""
+    from headstart.tasks.classification.operating_point import wilson
+
+    n = int(confidence.numel())
+    order = confidence.float().argsort(descending=True, stable=True)
+    conf, right = confidence.float()[order].tolist(), correct[order].long().cumsum(0).tolist()
+    kept = [k for k in range(1, n + 1) if k == n or conf[k] < conf[k - 1]]  # cuts between distinct confidences
+    rows = []
+    for target in targets:
+        reached = [k for k in kept if right[k - 1] / k >= target - 1e-12]
+        if not reached:
+            rows.append({"target": target, "threshold": None, "coverage": 0.0, "kept": 0, "accuracy": None,
+                         "ci95": None})
+            continue
+        k = reached[-1]
+        low, high = wilson(right[k - 1], k)
+        rows.append({"target": target, "threshold": round((conf[k - 1] + conf[k]) / 2 if k < n else conf[k - 1], 4),
+                     "coverage": round(k / n, 4), "kept": k, "accuracy": round(right[k - 1] / k, 4),
+                     "ci95": [round(low, 4), round(high, 4)]})
+    return rows
+
+
 def reliability(probs: torch.Tensor, targets: torch.Tensor) -> list[tuple[float, float, int]]:
     """The reliability diagram's bins: ``(mean confidence, accuracy, items)`` of each non-empty equal-width bin of
     the top-1 probability."""

@@ -204,7 +204,7 @@ class ClassifierEstimator(Estimator):
     def _split_report(self, split: str, logits: Any, labels: Any) -> dict[str, Any]:
         """The final report of one split (``val`` comes first: it fits the temperature every later score and
         prediction uses, unless ``train.calibrate`` is off)."""
-        from headstart.tasks.classification import calibration
+        from headstart.tasks.classification import calibration, operating_point
 
         how, choices = None, None
         if split == "val":
@@ -216,6 +216,9 @@ class ClassifierEstimator(Estimator):
             report["calibration"]["temperature_fit"] = how
         if choices:
             report["operating_points"] = choices
+        if split == "val":  # how many items the model could decide alone at a given accuracy (report.md)
+            confidence, decided = operating_point.decisions(logits.float() / self.temperature_, self.operating_point_)
+            report["selective"] = calibration.selective(confidence, decided == labels)
         return report
 
     def _scored(self, logits: Any, labels: Any) -> dict[str, Any]:
