@@ -42,6 +42,15 @@ def test_each_rule_picks_its_threshold(rule, threshold):
         assert op.rates(SCORES, TRUTH, t)[kind]["value"] >= bound
 
 
+def test_a_bound_already_met_gives_nothing_away_for_nothing():
+    # every positive above every negative: recall 1 and specificity 1 at once, whichever the rule asks for
+    scores, truth = [0.9, 0.8, 0.4, 0.3, 0.2], [True, True, False, False, False]
+    for rule in ("recall>=0.5", "specificity>=0.5", "precision>=0.5", "f1", "youden"):
+        t, _ = op.choose(scores, truth, rule)
+        rates = op.rates(scores, truth, t)
+        assert rates["recall"]["value"] == rates["specificity"]["value"] == 1.0, rule
+
+
 def test_an_unreachable_precision_keeps_the_most_precise_threshold_and_says_so():
     t, met = op.choose([0.5, 0.9, 0.4], [True, False, False], "precision>=0.9")
     assert not met and t == pytest.approx(0.45)  # 1 of 2 above it: the best precision there is
@@ -62,6 +71,19 @@ def test_rates_intervals_and_decisions():
         point = op.OperatingPoint(positive, threshold, "x")
         assert point.decide(probs).tolist() == expected == point.decide(torch.from_numpy(probs)).tolist()
         assert [point.decide_one(p) for p in probs] == expected
+
+
+def test_among_more_classes_the_positive_wins_at_its_threshold_else_the_most_probable_other():
+    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.1, 0.3, 0.6], [0.7, 0.1, 0.2]], np.float32)
+    point = op.OperatingPoint(2, 0.25, "recall>=0.9")  # class 2 from p >= 0.25, though class 0 or 1 is likelier
+    assert point.decide(probs).tolist() == [0, 2, 2, 0] == point.decide(torch.from_numpy(probs)).tolist()
+    assert [point.decide_one(p) for p in probs] == [0, 2, 2, 0]
+    assert op.OperatingPoint(0, 0.6, "x").decide(probs).tolist() == [1, 1, 2, 0]  # below 0.6: the best of the others
+    with pytest.raises(ValueError, match="train.positive_class names"):
+        op.positive_class(["a", "b", "c"], [5, 5, 5], None)
+    rows = op.alternatives(SCORES, TRUTH, argmax=[True, True, False, False, False] + [True] + [False] * 4)
+    assert rows[0]["rule"] == "argmax" and rows[0]["threshold"] is None and rows[0]["recall"] == 0.4
+    assert rows[0]["precision"] == pytest.approx(2 / 3)  # the argmax's own decisions, not a threshold of 0.5
 
 
 def test_rules_are_read_or_refused_by_the_config():
@@ -119,12 +141,30 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
     assert 'id="operating-points"' in (run / "report.html").read_text() and (run / "roc.png").is_file()
 
 
+def test_a_digit_is_flagged_at_its_threshold_among_ten(digits_dir, tmp_path, session_cache):
+    from headstart.tasks.image.task import ImageClassifier
+
+    run = tmp_path / "run"
+    est = ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False, operating_point=
+                          "recall>=0.99", overrides={"train.positive_class": "8"}).fit(digits_dir, out=run)
+    val = est.metrics_["val"]
+    point, rows = val["operating_point"], {r["rule"]: r for r in val["operating_points"]["rules"]}
+    assert point["positive"] == "8" and point["recall"]["value"] >= 0.99 and rows["argmax"]["threshold"] is None
+    assert val["per_class"]["8"]["recall"] == pytest.approx(point["recall"]["value"])  # the 8s decided at the point
+    assert rows["argmax"]["recall"] <= point["recall"]["value"]  # a threshold under what argmax needs finds more
+    files = sorted((digits_dir / "8").glob("*.png"))[:20] + sorted((digits_dir / "3").glob("*.png"))[:20]
+    predicted = ImageClassifier.load(run).predict(files, top_k=10)
+    for r in predicted:  # 8 from its threshold on, else the most probable of the other nine
+        p = dict(r["top_k"])
+        assert r["label"] == ("8" if p["8"] >= point["threshold"] else max((c for c in p if c != "8"), key=p.get))
+
+
 @needs_sms
 @needs_minilm
 def test_an_operating_point_needs_two_classes_and_a_known_positive(tmp_path, session_cache):
     table = tmp_path / "three.csv"
     table.write_text("text,label\n" + "".join(f"message number {i},{'abc'[i % 3]}\n" for i in range(30)))
-    with pytest.raises(ConfigError, match="3 classes"):
+    with pytest.raises(ConfigError, match="name it with train.positive_class"):
         TextClassifier(strategy="linear", overrides={**FAST, "train.operating_point": "f1"}).fit(
             table, out=tmp_path / "r1")
     assert not (tmp_path / "r1").exists()  # refused before training: nothing left behind

@@ -135,9 +135,9 @@ def train(
                                       "out of DATA, not when DATA has its own validation split)"),
     seed: int | None = typer.Option(None, "--seed"),
     operating_point: str | None = typer.Option(
-        None, "--operating-point", help="two classes: the rule choosing, on validation, the threshold on p(positive) "
-        "that decides: argmax (default) | f1 | youden | 'recall>=0.95' | 'specificity>=0.9' | 'precision>=0.9' "
-        "(positive: the rarer class, or train.positive_class=NAME)"),
+        None, "--operating-point", help="the rule choosing, on validation, the threshold on p(positive) that decides: "
+        "argmax (default) | f1 | youden | 'recall>=0.95' | 'specificity>=0.9' | 'precision>=0.9' (positive: of two "
+        "classes the rarer; train.positive_class=NAME names it, as more classes need)"),
     weights: Path | None = typer.Option(None, "--weights", help="local weights file for the backbone"),
     pretrained: bool | None = typer.Option(None, "--pretrained/--no-pretrained",
                                            help="start from pretrained weights (default) or from scratch"),

@@ -98,11 +98,12 @@ class TrainConfig(_Section):
                           "surest right predictions rest on (heat maps of images, words of texts); compare's cells "
                           "leave it out")
     operating_point: str = Field(
-        "argmax", description="two-class classification: the rule that sets the threshold on p(positive) deciding "
-        "the positive class, chosen on validation: argmax (0.5), f1, youden, recall>=X (sensitivity), "
-        "specificity>=X or precision>=X; report.md lists what each would give")
-    positive_class: str | None = Field(None, description="two-class classification: the class operating_point "
-                                       "thresholds; default: the rarer training class")
+        "argmax", description="single-label classification: the rule that sets the threshold on p(positive) deciding "
+        "the positive class, chosen on validation: argmax, f1, youden, recall>=X (sensitivity), specificity>=X or "
+        "precision>=X; report.md lists what each would give")
+    positive_class: str | None = Field(None, description="single-label classification: the class operating_point "
+                                       "thresholds (below it: the most probable other class); default, of two "
+                                       "classes: the rarer in training; more classes need it named")
     batchnorm: Literal["frozen", "train"] = Field(
         "frozen", description="BatchNorm statistics of a pretrained backbone while it fine-tunes: 'frozen' keeps the "
         "pretrained ones (batch statistics of small, unusual data shift every feature the head learned: README); "

@@ -191,12 +191,12 @@ class Estimator:
         return self
 
     def _check_prepared(self, prepared: Prepared) -> None:
-        """Settings that need the data's classes, refused before training starts: a two-class operating point is for
+        """Settings that need the data's classes, refused before training starts: an operating point is for
         single-label classifiers (``ClassifierEstimator``)."""
         if self.config.train.operating_point != "argmax":
-            raise ConfigError(f"train.operating_point={self.config.train.operating_point} thresholds one of two "
-                              f"classes of a single-label classifier (image, text); the {self.TASK} task decides "
-                              "otherwise (leave it at argmax)")
+            raise ConfigError(f"train.operating_point={self.config.train.operating_point} thresholds one class of a "
+                              f"single-label classifier (image, text); the {self.TASK} task decides otherwise (leave "
+                              "it at argmax)")
 
     def _check_disk(self, run: Path, prepared: Prepared) -> None:
         """Before any feature is extracted: a run folder whose disk cannot hold the checkpoints and the model is a

@@ -566,7 +566,7 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
     else:
         meta["temperature"] = est.temperature_  # fitted on validation (calibration)
-        if est.operating_point_ is not None:  # two classes: p(positive) >= threshold decides, not the argmax
+        if est.operating_point_ is not None:  # p(positive) >= threshold decides, not the argmax
             meta["operating_point"] = est.operating_point_.to_dict(est.classes_)
     if features:  # the unfamiliar-input check, with its bank beside the file
         meta["outputs"].append({"name": "features", "dtype": "float32", "shape": [batch, spec.feature_dim],

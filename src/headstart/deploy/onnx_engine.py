@@ -256,7 +256,7 @@ class OnnxEngine:
         self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
         self.thresholds = [float(t) for t in self.meta.get("thresholds") or []]  # multi-label: one per class
         self.temperature = float(self.meta.get("temperature", 1.0))  # single-label: the logits' divisor (calibration)
-        point = self.meta.get("operating_point")  # two classes: the threshold on p(positive) that decides
+        point = self.meta.get("operating_point")  # the threshold on p(positive) that decides (None: argmax)
         self.operating_point = None if point is None else OperatingPoint.from_dict(point, self.classes)
         if self.task in TAG_TASKS and len(self.thresholds) != len(self.classes):
             raise RunFolderError(f"{sidecar_path(self.model_file).name} holds {len(self.thresholds)} thresholds for "

@@ -159,7 +159,7 @@ class ModelService:
         if hasattr(self.estimator, "thresholds_"):  # multi-label: a label applies at its class's threshold
             meta["thresholds"] = dict(zip(self.classes, self.estimator.thresholds_))
         meta["explain"] = self.explains  # what ?explain=true adds to each row
-        if getattr(self.estimator, "operating_point_", None) is not None:  # two classes: p(positive) >= threshold
+        if getattr(self.estimator, "operating_point_", None) is not None:  # p(positive) >= threshold decides
             meta["operating_point"] = self.estimator.operating_point_.to_dict(self.classes)
         return meta
 

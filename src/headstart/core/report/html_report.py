@@ -94,7 +94,7 @@ class Section:
 def confident_mistakes(items: Sequence[str | Path | tuple[str, bytes]], logits: torch.Tensor, labels: torch.Tensor,
                        classes: list[str], k: int = 12, is_image: bool = True, point: Any = None) -> list[Mistake]:
     """The ``k`` wrong predictions with the highest probability on the predicted class (an item: a path, a text, or
-    an image in memory as ``(name, bytes)``; ``point``: decisions at a two-class operating point)."""
+    an image in memory as ``(name, bytes)``; ``point``: decisions at an operating point)."""
     if len(items) == 0 or logits.numel() == 0:
         return []
     conf, pred = operating_point.decisions(logits, point)
@@ -275,7 +275,7 @@ def selective_section(val: dict[str, Any]) -> list[Section]:
 
 
 def operating_points_section(val: dict[str, Any]) -> list[Section]:
-    """Two classes: the threshold and rates each rule of ``operating_point.SHOWN`` gives on validation (the one the
+    """The threshold and rates each rule of ``operating_point.SHOWN`` gives on validation (the one the
     model decides at highlighted); none for other runs."""
     rows = outputs.operating_point_rows(val)
     if not rows:

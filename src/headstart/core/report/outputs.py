@@ -85,7 +85,7 @@ ROC_CURVES = 10  # classes drawn with a legend; more are drawn thin, unnamed
 def plot_roc(logits: Any, targets: Any, classes: list[str], path: Path, title: str, point: Any = None,
              positive: str | None = None) -> dict[str, float]:
     """ROC curves, one class against the rest, with the point of the model's own decisions on each (its recall
-    against its false-positive rate; ``point``: at a two-class operating point). Two classes: the ``positive`` one's
+    against its false-positive rate; ``point``: at an operating point). Two classes: the ``positive`` one's
     curve alone (default: the rarer; the other's is the same curve). Returns the area under each curve drawn."""
     import torch
     from torchmetrics.functional.classification import multiclass_roc
@@ -198,7 +198,7 @@ OPERATING_HEADERS = ("rule", "threshold", "recall", "specificity", "precision")
 def operating_point_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     """What each rule of ``operating_point.SHOWN`` gives on validation, as report.md and report.html list it."""
     found = report.get("operating_points") or {}
-    return [(r["rule"] + ("" if r["met"] else " (not reached)"), f"{r['threshold']:.4g}",
+    return [(r["rule"] + ("" if r["met"] else " (not reached)"), "-" if r["threshold"] is None else f"{r['threshold']:.4g}",
              *(f"{r[k]:.3f}" if r[k] is not None else "-" for k in OPERATING_HEADERS[2:]))
             for r in found.get("rules", [])]
 
@@ -207,8 +207,9 @@ def operating_point_note(report: dict[str, Any], name: Any = str) -> str:
     """What the operating-points table says, in a sentence (``name``: how the class name is written)."""
     positive = name(report["operating_points"]["positive"])
     chosen = report.get("operating_point")
-    return (f"The threshold on p({positive}) that decides {positive}, as each rule chooses it on these validation "
-            f"items, and the rates there. The model decides at {chosen['rule'] if chosen else 'argmax'}; another "
+    return (f"The threshold on p({positive}) that decides {positive} (below it: the most probable other class), as "
+            f"each rule chooses it on these validation items, and the rates of {positive} there. The model decides "
+            f"at {chosen['rule'] if chosen else 'argmax'}; another "
             "rule is `train.operating_point=RULE` (`headstart train --operating-point 'recall>=0.95'`; "
             "`train.positive_class` names the class). Rates on a small validation split are rough: see the "
             "intervals of the decision's rates.")

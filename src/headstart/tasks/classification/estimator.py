@@ -28,7 +28,7 @@ class ClassifierEstimator(Estimator):
     doubts_: list = []  # (training sample, predicted class, p(its label), p(predicted)): ``probe.label_doubts``
     LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
     temperature_: float = 1.0  # the logits' divisor before the softmax, fitted on validation (``calibration``)
-    operating_point_: Any = None  # two classes: the threshold on p(positive) chosen on validation (``operating_point``)
+    operating_point_: Any = None  # the threshold on p(positive) chosen on validation (``operating_point``); None: argmax
     familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
     unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
     _listing_doubts = False  # ``check_labels``'s temporary run
@@ -229,18 +229,19 @@ class ClassifierEstimator(Estimator):
                                      self.operating_point_)
 
     def _choose_operating_point(self, logits: Any, labels: Any) -> dict[str, Any] | None:
-        """Two classes: set ``operating_point_`` by ``train.operating_point`` on these validation logits (None for
-        argmax), and return what each rule of ``operating_point.SHOWN`` would give (report.md lists them)."""
+        """Set ``operating_point_`` by ``train.operating_point`` on these validation logits (None for argmax), and
+        return what each rule of ``operating_point.SHOWN`` would give (report.md lists them): for two classes, or
+        for more when ``train.positive_class`` names the one to threshold (else None)."""
         from headstart.progress import warn
         from headstart.tasks.classification import operating_point
 
         rule, named = self.config.train.operating_point, self.config.train.positive_class
         self.operating_point_ = None
-        if len(self.classes_) != 2:
+        if len(self.classes_) < 2 or (len(self.classes_) > 2 and named is None):
             return None
         positive = operating_point.positive_class(self.classes_, self.train_counts_, named)
-        scores = (logits.float() / self.temperature_).softmax(dim=1)[:, positive].tolist()
-        truth = (labels == positive).tolist()
+        probs = (logits.float() / self.temperature_).softmax(dim=1)
+        scores, truth = probs[:, positive].tolist(), (labels == positive).tolist()
         if rule != "argmax":
             try:
                 threshold, met = operating_point.choose(scores, truth, rule)
@@ -251,20 +252,22 @@ class ClassifierEstimator(Estimator):
                 if not met:
                     warn(f"No threshold reaches {rule} on validation: the most precise one is kept "
                          f"({self.operating_point_.describe(self.classes_)})")
-        return {"positive": self.classes_[positive], "rules": operating_point.alternatives(scores, truth, rule)}
+        argmax = (probs.argmax(dim=1) == positive).tolist() if len(self.classes_) > 2 else None
+        return {"positive": self.classes_[positive],
+                "rules": operating_point.alternatives(scores, truth, rule, argmax)}
 
     def _check_prepared(self, prepared: Prepared) -> None:
-        """A two-class operating point needs two classes (``train.operating_point``), and the positive class one of
-        them: said before training starts."""
+        """An operating point among more than two classes needs its positive class named (``train.positive_class``),
+        one of the data's classes: said before training starts."""
         from headstart.errors import ConfigError
 
         train, classes = self.config.train, prepared.splits.classes
-        if train.operating_point != "argmax" and len(classes) != 2:
-            raise ConfigError(f"train.operating_point={train.operating_point} thresholds one of two classes; this data "
-                              f"has {len(classes)} classes (leave it at argmax)")
         if train.positive_class is not None and train.positive_class not in classes:
             raise ConfigError(f"train.positive_class {train.positive_class!r} is not a class of this data; its "
                               f"classes: {classes}")
+        if train.operating_point != "argmax" and len(classes) > 2 and train.positive_class is None:
+            raise ConfigError(f"train.operating_point={train.operating_point} thresholds one class; this data has "
+                              f"{len(classes)} classes: name it with train.positive_class=NAME (one of {classes})")
 
     def decided(self, p: Any) -> int:
         """The class decided for one item's probabilities: the argmax, or at the operating point."""

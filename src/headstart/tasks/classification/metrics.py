@@ -24,7 +24,7 @@ def classification_report(
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class metrics, confusion matrix, baseline, warnings, and the calibration of the
     probabilities ``softmax(logits / temperature)`` (``calibration.summary``). The decisions are the argmax, or with
-    a two-class ``point`` its threshold on those probabilities (``operating_point``: its rates and intervals here)."""
+    an operating ``point`` its threshold on those probabilities (``operating_point``: its rates and intervals here)."""
     n = len(classes)
     probs = (logits.float() / temperature).softmax(dim=1)
     preds = logits.argmax(dim=1) if point is None else point.decide(probs)

@@ -1,13 +1,16 @@
-"""A two-class model's operating point: the threshold on one class's probability that decides, chosen on validation.
+"""A classifier's operating point: the threshold on one class's probability that decides it, chosen on validation.
 
-Argmax (a threshold of 0.5) is the decision with the fewest mistakes when both kinds of mistake cost the same. A
-screening test does not weigh them the same: ``train.operating_point=recall>=0.95`` keeps the highest threshold on
-p(positive) that still finds 95 % of the validation positives, and every later decision (scores, confusion matrix,
-``predict``, ``evaluate``, exports, the server) takes ``p(positive) >= threshold`` for the positive class.
+Argmax (for two classes, a threshold of 0.5 on the calibrated probability) is the decision with the fewest mistakes
+when every mistake costs the same. A screening test does not weigh them the same: ``train.operating_point=
+recall>=0.95`` keeps the highest threshold on p(positive) that still finds 95 % of the validation positives, and
+every later decision (scores, confusion matrix, ``predict``, ``evaluate``, exports, the server) is the positive class
+where ``p(positive) >= threshold``, else the other class (with more classes, named by ``train.positive_class``: the
+most probable of the others; a melanoma flagged among seven kinds of skin lesion).
 
-Rules: ``recall>=X`` (alias ``sensitivity>=X``): the most specific threshold with that recall; ``specificity>=X``:
-the most sensitive one with that specificity; ``precision>=X``: the most sensitive one with that precision (not
-always reachable: the nearest is kept, with a warning); ``f1``: the best F1 of the positive class; ``youden``: the best
+Rules: ``recall>=X`` (alias ``sensitivity>=X``): the most specific threshold with that recall (of thresholds as
+specific, the one with most recall); ``specificity>=X``: the most sensitive one with that specificity (of thresholds
+as sensitive, the most specific); ``precision>=X``: the most sensitive one with that precision (not always
+reachable: the most precise is kept, with a warning); ``f1``: the best F1 of the positive class; ``youden``: the best
 recall + specificity - 1. The threshold sits halfway between the chosen validation score and the next lower one, so
 validation decisions are those counted and a new item scored like the last one kept is not on the edge.
 
@@ -47,12 +50,16 @@ def parse(rule: str) -> tuple[str, float | None]:
 
 
 def positive_class(classes: list[str], train_counts: list[int], named: str | None) -> int:
-    """The class whose probability is thresholded: ``named`` (``train.positive_class``), else the rarer class in
-    training (what a screening test looks for), else the second (scikit-learn's ``pos_label=1``)."""
+    """The class whose probability is thresholded: ``named`` (``train.positive_class``), else, of two classes, the
+    rarer in training (what a screening test looks for), else the second (scikit-learn's ``pos_label=1``); more
+    classes need it named."""
     if named is not None:
         if named not in classes:
             raise ValueError(f"train.positive_class {named!r} is not a class of this data; its classes: {classes}")
         return classes.index(named)
+    if len(classes) != 2:
+        raise ValueError(f"an operating point among {len(classes)} classes thresholds the one that "
+                         f"train.positive_class names (one of {classes})")
     return 0 if len(train_counts) == 2 and train_counts[0] < train_counts[1] else 1
 
 
@@ -67,8 +74,14 @@ def wilson(hits: int, n: int) -> tuple[float, float] | None:
 
 def rates(scores: list[float], positive: list[bool], threshold: float) -> dict[str, Any]:
     """Counts and rates of the decisions ``score >= threshold`` against the truth, with Wilson intervals."""
-    tp = sum(s >= threshold and y for s, y in zip(scores, positive))
-    fp = sum(s >= threshold and not y for s, y in zip(scores, positive))
+    return rates_of([s >= threshold for s in scores], positive)
+
+
+def rates_of(decided: list[bool], positive: list[bool]) -> dict[str, Any]:
+    """Counts, recall, specificity and precision of the positive decisions against the truth, with Wilson
+    intervals."""
+    tp = sum(d and y for d, y in zip(decided, positive))
+    fp = sum(d and not y for d, y in zip(decided, positive))
     pos, neg = sum(positive), len(positive) - sum(positive)
     fn, tn = pos - tp, neg - fp
 
@@ -102,14 +115,17 @@ def choose(scores: list[float], positive: list[bool], rule: str) -> tuple[float,
             tp, fp, i = tp + ranked[i][1], fp + (not ranked[i][1]), i + 1
         table.append((t, tp / pos, (neg - fp) / neg, tp / (tp + fp), 2 * tp / (pos + tp + fp)))
     met = True
-    if kind == "recall":
-        pick = next(row for row in table if row[1] >= bound - 1e-12)  # the highest threshold with the recall
-    elif kind == "specificity":
-        pick = [row for row in table if row[2] >= bound - 1e-12][-1]  # the lowest threshold with the specificity
-    elif kind == "precision":
+    if kind == "recall":  # the best specificity with that recall; of equals, the lowest threshold (more recall)
+        reached = [row for row in table if row[1] >= bound - 1e-12]
+        pick = [row for row in reached if row[2] == max(r[2] for r in reached)][-1]
+    elif kind == "specificity":  # the best recall with that specificity; of equals, the highest threshold
+        reached = [row for row in table if row[2] >= bound - 1e-12]
+        pick = next(row for row in reached if row[1] == max(r[1] for r in reached))
+    elif kind == "precision":  # the best recall with that precision; of equals, the highest threshold
         reached = [row for row in table[1:] if row[3] >= bound - 1e-12]
         met = bool(reached)
-        pick = reached[-1] if reached else max(table[1:], key=lambda row: row[3])
+        pick = next(row for row in reached if row[1] == max(r[1] for r in reached)) if reached else \
+            max(table[1:], key=lambda row: row[3])
     else:
         value = (lambda row: row[4]) if kind == "f1" else (lambda row: row[1] + row[2] - 1)
         pick = max(table, key=value)  # the first (highest-threshold) best
@@ -129,13 +145,18 @@ class OperatingPoint:
     rule: str
 
     def decide(self, probs: Any) -> Any:
-        """The decided class of each row of ``probs[n, 2]`` (a torch tensor or a numpy array)."""
+        """The decided class of each row of ``probs[n, classes]`` (a torch tensor or a numpy array): the positive
+        class at or above the threshold, else the most probable other class."""
         chosen = probs[:, self.positive] >= self.threshold
-        return chosen * self.positive + ~chosen * (1 - self.positive)
+        others = probs * 1.0  # a copy, numpy or torch
+        others[:, self.positive] = -1.0
+        return chosen * self.positive + ~chosen * others.argmax(1)
 
     def decide_one(self, p: Any) -> int:
         """The decided class of one item's probabilities."""
-        return self.positive if float(p[self.positive]) >= self.threshold else 1 - self.positive
+        if float(p[self.positive]) >= self.threshold:
+            return self.positive
+        return max((i for i in range(len(p)) if i != self.positive), key=lambda i: float(p[i]))
 
     def to_dict(self, classes: list[str]) -> dict[str, Any]:
         return {"positive": classes[self.positive], "threshold": self.threshold, "rule": self.rule}
@@ -153,7 +174,7 @@ class OperatingPoint:
 
 def decisions(logits: Any, point: OperatingPoint | None = None) -> tuple[Any, Any]:
     """``(probability of the decided class, decided class)`` of each row of ``logits`` (a torch tensor): the argmax,
-    or at a two-class operating ``point``."""
+    or at the operating ``point``."""
     probs = logits.float().softmax(dim=1)
     if point is None:
         return probs.max(dim=1)
@@ -161,16 +182,19 @@ def decisions(logits: Any, point: OperatingPoint | None = None) -> tuple[Any, An
     return probs.gather(1, pred[:, None])[:, 0], pred
 
 
-def alternatives(scores: list[float], positive: list[bool], also: str = "argmax") -> list[dict[str, Any]]:
+def alternatives(scores: list[float], positive: list[bool], also: str = "argmax",
+                 argmax: list[bool] | None = None) -> list[dict[str, Any]]:
     """What each rule of ``SHOWN`` (and ``also``) would give on these validation scores: its threshold and rates
-    (report.md and report.html list them for a two-class run, to choose ``train.operating_point`` from)."""
+    (report.md and report.html list them, to choose ``train.operating_point`` from). ``argmax``: where the argmax
+    decides the positive class, with more than two classes (no threshold: its row has None)."""
     rows = []
     for rule in SHOWN + ((also,) if also not in SHOWN else ()):
         try:
             t, met = choose(scores, positive, rule)
         except ValueError:
             return []
-        r = rates(scores, positive, t)
-        rows.append({"rule": rule, "threshold": round(t, 4), "met": met,
+        plain = rule == "argmax" and argmax is not None
+        r = rates_of(argmax, positive) if plain else rates(scores, positive, t)
+        rows.append({"rule": rule, "threshold": None if plain else round(t, 4), "met": met,
                      **{k: r[k]["value"] for k in ("recall", "specificity", "precision")}})
     return rows

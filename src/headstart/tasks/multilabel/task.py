@@ -42,7 +42,7 @@ class MultiLabel:
         return MultiLabelSteps(prepared.data, self.config)
 
     def _check_prepared(self, prepared: Prepared) -> None:
-        """No two-class operating point: each label has its own threshold, tuned on validation."""
+        """No operating point: each label has its own threshold, tuned on validation."""
         from headstart.core.estimator import Estimator
 
         Estimator._check_prepared(self, prepared)
