@@ -169,6 +169,14 @@ def test_an_operating_point_needs_two_classes_and_a_known_positive(tmp_path, ses
             table, out=tmp_path / "r1")
     assert not (tmp_path / "r1").exists()  # refused before training: nothing left behind
     table.write_text("text,label\n" + "".join(f"message number {i},{'ab'[i % 2]}\n" for i in range(30)))
+    from headstart.tasks.multilabel.text import MultiLabelTextClassifier
+
+    tags = tmp_path / "tags.jsonl"  # multi-label: a threshold per label already
+    tags.write_text("".join(json.dumps({"text": f"message {i}", "labels": ["ab"[i % 2], "c"][: 1 + i % 3 // 2]})
+                            + "\n" for i in range(30)))
+    with pytest.raises(ConfigError, match="one threshold per label"):
+        MultiLabelTextClassifier(strategy="linear", overrides={**FAST, "train.operating_point": "f1"}).fit(
+            tags, out=tmp_path / "r3")
     with pytest.raises(ConfigError, match="'spam' is not a class"):
         TextClassifier(strategy="linear", overrides={**FAST, "train.positive_class": "spam"}).fit(
             table, out=tmp_path / "r2")

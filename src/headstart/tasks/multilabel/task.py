@@ -43,9 +43,12 @@ class MultiLabel:
 
     def _check_prepared(self, prepared: Prepared) -> None:
         """No operating point: each label has its own threshold, tuned on validation."""
-        from headstart.core.estimator import Estimator
+        from headstart.errors import ConfigError
 
-        Estimator._check_prepared(self, prepared)
+        if self.config.train.operating_point != "argmax":
+            raise ConfigError(f"train.operating_point={self.config.train.operating_point} is for single-label "
+                              "classifiers; a multi-label run tunes one threshold per label on validation (its best "
+                              "F1, in spec.json): leave it at argmax")
 
     def _finish(self, run: Path, data: str | Path, prepared: Prepared, steps: Any, fabric: Any, state: Any) -> dict:
         self.num_train_ = steps.num_train
