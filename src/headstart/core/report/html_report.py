@@ -220,6 +220,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str =
     return render("table.html.j2", headers=headers, rows=rows, table_id=table_id, left=left, highlight=highlight)
 
 
+def noted_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], table_id: str, note: str,
+                highlight: int | None = None) -> Markup:
+    """``table`` followed by a muted sentence saying how to read it."""
+    return table(list(headers), rows, table_id, highlight=highlight) + Markup('<p class="muted">') + note + \
+        Markup("</p>")
+
+
 def warnings_html(warnings: Sequence[str], empty: str = "") -> Markup:
     """One highlighted box per warning; ``empty`` (muted) when there is none."""
     if not warnings and not empty:
@@ -269,9 +276,8 @@ def selective_section(val: dict[str, Any]) -> list[Section]:
     rows = outputs.selective_rows(val)
     if not rows:
         return []
-    body = (table(list(outputs.SELECTIVE_HEADERS), rows, "selective")
-            + Markup('<p class="muted">') + outputs.SELECTIVE_NOTE + Markup("</p>"))
-    return [Section("Acting on confident predictions only", body, anchor="sec-selective")]
+    return [Section("Acting on confident predictions only", noted_table(
+        outputs.SELECTIVE_HEADERS, rows, "selective", outputs.SELECTIVE_NOTE), anchor="sec-selective")]
 
 
 def operating_points_section(val: dict[str, Any]) -> list[Section]:
@@ -282,9 +288,9 @@ def operating_points_section(val: dict[str, Any]) -> list[Section]:
         return []
     chosen = (val.get("operating_point") or {}).get("rule", "argmax")
     at = next((i for i, r in enumerate(val["operating_points"]["rules"]) if r["rule"] == chosen), None)
-    body = (table(list(outputs.OPERATING_HEADERS), rows, "operating-points", highlight=at)
-            + Markup('<p class="muted">') + outputs.operating_point_note(val) + Markup("</p>"))
-    return [Section("Operating points", body, anchor="sec-operating-points")]
+    return [Section("Operating points", noted_table(outputs.OPERATING_HEADERS, rows, "operating-points",
+                                                    outputs.operating_point_note(val), at),
+                    anchor="sec-operating-points")]
 
 
 def phases_section(metrics: dict[str, Any]) -> list[Section]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,14 @@ def md_text(text: Any) -> str:
     return html.escape(str(text), quote=False).replace("|", "\\|")
 
 
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], escape: bool = True) -> list[str]:
+    """A Markdown table's lines; the cells written as inert text (``md_text``) unless ``escape`` is off (cells that
+    hold no text from the data: rules, numbers)."""
+    cell = md_text if escape else str
+    return ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers),
+            *["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]]
+
+
 def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any]) -> None:
     val = metrics["val"]
     lines = [
@@ -275,12 +284,10 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
                   "![calibration](calibration.png)", ""]
     if val.get("selective"):
         lines += ["## Acting on confident predictions only", "", SELECTIVE_NOTE, "",
-                  "| " + " | ".join(SELECTIVE_HEADERS) + " |", "|" + " --- |" * len(SELECTIVE_HEADERS),
-                  *["| " + " | ".join(row) + " |" for row in selective_rows(val)], ""]
+                  *md_table(SELECTIVE_HEADERS, selective_rows(val), escape=False), ""]
     if val.get("operating_points"):
         lines += ["## Operating points", "", operating_point_note(val, md_text), "",
-                  "| " + " | ".join(OPERATING_HEADERS) + " |", "|" + " --- |" * len(OPERATING_HEADERS),
-                  *["| " + " | ".join(row) + " |" for row in operating_point_rows(val)], ""]
+                  *md_table(OPERATING_HEADERS, operating_point_rows(val), escape=False), ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
     doubts = metrics.get("label_doubts")

@@ -15,7 +15,7 @@ from rich.table import Table  # noqa: E402
 from torchmetrics.functional.classification import multilabel_precision_recall_curve  # noqa: E402
 
 from headstart.core.report import html_report as hr  # noqa: E402
-from headstart.core.report.outputs import md_text  # noqa: E402
+from headstart.core.report.outputs import md_table, md_text  # noqa: E402
 from headstart.progress import say, warn  # noqa: E402
 
 SCORES = (("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"))
@@ -105,8 +105,7 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
             f"{label} {test[key]:.4f} (baseline {test['baseline'][key]:.4f})" for key, label in SCORES) + ".", ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
-    lines += ["| " + " | ".join(PER_CLASS) + " |", "|" + " --- |" * len(PER_CLASS),
-              *["| " + " | ".join(md_text(v) for v in row) + " |" for row in per_class_rows(val)], "",
+    lines += [*md_table(PER_CLASS, per_class_rows(val)), "",
               "![learning curve](learning_curve.png)", "", "![precision-recall per label](pr_curves.png)", "",
               "Files: `metrics.json`, `history.csv`, `config.yaml`, `spec.json`, `model.safetensors`.", ""]
     (run / "report.md").write_text("\n".join(lines))

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from headstart.core.report import html_report as hr
 from headstart.core.report.html_report import Section
-from headstart.core.report.outputs import md_text, plot_confusion_matrix
+from headstart.core.report.outputs import md_table, md_text, plot_confusion_matrix
 from headstart.progress import say, warn
 from headstart.tasks.segmentation.data import IGNORE_INDEX
 
@@ -143,9 +143,7 @@ def write_report_md(run: Path, metrics: dict[str, Any]) -> None:
     ]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
-    lines += ["| " + " | ".join(PER_CLASS) + " |", "|" + " --- |" * len(PER_CLASS),
-              *["| " + " | ".join(md_text(v) for v in row) + " |"
-                for row in per_class_rows(val, metrics.get("train_pixels"))], "",
+    lines += [*md_table(PER_CLASS, per_class_rows(val, metrics.get("train_pixels"))), "",
               "![learning curve](learning_curve.png)", "", "![confusion matrix](confusion_matrix.png)", "",
               "![validation: image, truth, prediction](val_overlays.png)", "",
               "Files: `metrics.json`, `history.csv`, `config.yaml`, `spec.json`, `model.safetensors`.", ""]
