@@ -19,7 +19,7 @@ import socket
 import tempfile
 import threading
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ class ModelService:
                 raise RuntimeError(f"{len(rows)} predictions for {len(items)} texts")
             return rows
         top = {"top_k": None} if self.task.name == "detection" else {"top_k": len(self.classes)}
-        with tempfile.TemporaryDirectory(prefix="headstart-serve-") as drawn:
+        with tempfile.TemporaryDirectory(prefix="headstart-serve-") if explain else nullcontext() as drawn:
             # errors: a row saying why an image was not read
             rows = self.estimator.predict(items, errors=True, **top, **({"save_heatmaps": drawn} if explain else {}))
             rows = [_png_as_base64(r, "heatmap", "heatmap_png") for r in rows]
