@@ -100,7 +100,7 @@ def test_rules_are_read_or_refused_by_the_config():
 
 @needs_sms
 @needs_minilm
-def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, session_cache):  # noqa: F811
+def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, session_cache, monkeypatch):  # noqa: F811
     run = tmp_path / "run"
     est = TextClassifier(strategy="linear", overrides={**FAST, "train.operating_point": "recall>=0.95"}).fit(
         sms_split["small"], out=run)
@@ -133,6 +133,9 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
     assert result.exit_code == 0, result.output
     written = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [w["label"] for w in written] == [r["label"] for r in rows]
+    monkeypatch.setenv("HEADSTART_QUIET", "0")  # the table says how it decided
+    shown = CliRunner().invoke(app, ["predict", str(run), texts[0]])
+    assert shown.exit_code == 0 and f"p(spam) >= {point['threshold']:.3g}" in " ".join(shown.output.split())
     # the reports: the decision's rates and the table of rules, the decided class marked on the ROC
     md = (run / "report.md").read_text()
     assert "## Operating points" in md and "| recall>=0.95 |" in md and "recall of spam (sensitivity)" in md

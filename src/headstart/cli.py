@@ -335,6 +335,15 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
         rows = predictor.predict(items, top_k=top_k, errors=True, **extra)  # unreadable inputs: rows with "error"
         if rows:
             printer.print_predictions(rows, fmt, top_k or 1)
+        from headstart.core import runfolder
+
+        spec = runfolder.read_spec(run)
+        if spec.get("operating_point") and fmt == "table":  # a label whose probability is under 0.5 is no mistake
+            from headstart.progress import say
+            from headstart.tasks.classification.operating_point import OperatingPoint
+
+            point = OperatingPoint.from_dict(spec["operating_point"], spec["classes"])
+            say(f"Decided at the run's operating point: {point.describe(spec['classes'])}")
         drawn = sum("heatmap" in r for r in rows)
         if drawn:
             from headstart.progress import say

@@ -165,6 +165,7 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
     from headstart.progress import warn
 
     model, cfg = estimator._require_fitted(), estimator.config
+    estimator.heatmaps_ = []  # this pass draws none: no row takes a heat map an earlier predict drew
     spec = model.backbone.spec
     pre = {"resize_shorter_side": spec.resize_size, "interpolation": spec.interpolation,
            "intensity": spec.extra.get("intensity", "off"), "max_pixels": cfg.data.max_pixels}
