@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from headstart.cli import app
 from headstart.config import load_config
+from headstart.core.intervals import wilson
 from headstart.errors import ConfigError
 from headstart.tasks.classification import operating_point as op
 from headstart.tasks.text.task import TextClassifier
@@ -61,11 +62,11 @@ def test_rates_intervals_and_decisions():
     assert r["counts"] == {"tp": 4, "fp": 1, "fn": 1, "tn": 4}
     assert r["recall"]["value"] == 0.8 and r["precision"]["of"] == 5
     z2 = 1.959964 ** 2  # Wilson at the edges: n / (n + z^2) below all-right, z^2 / (n + z^2) above none-right
-    assert op.wilson(19, 19)[0] == pytest.approx(19 / (19 + z2)) and op.wilson(19, 19)[1] == pytest.approx(1.0)
-    assert op.wilson(0, 40) == (0.0, pytest.approx(z2 / (40 + z2)))
-    low, high = op.wilson(8, 10)
-    assert low < 0.8 < high and op.wilson(80, 100)[1] - op.wilson(80, 100)[0] < high - low
-    assert op.wilson(0, 0) is None
+    assert wilson(19, 19)[0] == pytest.approx(19 / (19 + z2)) and wilson(19, 19)[1] == pytest.approx(1.0)
+    assert wilson(0, 40) == (0.0, pytest.approx(z2 / (40 + z2)))
+    low, high = wilson(8, 10)
+    assert low < 0.8 < high and wilson(80, 100)[1] - wilson(80, 100)[0] < high - low
+    assert wilson(0, 0) == (0.0, 1.0) and r["recall"]["ci95"] is not None  # nothing known: anything
     probs = np.array([[0.7, 0.3], [0.8, 0.2], [0.1, 0.9]], np.float32)
     for positive, threshold, expected in ((1, 0.25, [1, 0, 1]), (0, 0.65, [0, 0, 1])):
         point = op.OperatingPoint(positive, threshold, "x")

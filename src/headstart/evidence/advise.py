@@ -42,6 +42,7 @@ from headstart.core.backbones import hf_text, registry
 from headstart.core.backbones.fusion import batchnorm_folded
 from headstart.core.cache import FeatureCache
 from headstart.core.estimator import build_config
+from headstart.core.intervals import wilson
 from headstart.core.splits import stratified_split
 from headstart.errors import ConfigError, DataError
 from headstart.evidence.compare import quiet_output
@@ -137,16 +138,6 @@ def knn_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
     votes = torch.zeros(len(x_val), classes)
     votes.scatter_add_(1, y_train[idx], values.clamp_min(0) + 1e-3)
     return votes.log()
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95 % interval of a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def available_image_models() -> list[str]:

@@ -88,7 +88,7 @@ def selective(confidence: torch.Tensor, correct: torch.Tensor,
     probability ``p`` such that the items predicted with probability >= ``p`` are right at least that often here, the
     share of items it keeps (coverage) and their accuracy with its Wilson 95 % interval. ``p`` sits halfway to the
     next lower confidence; None where no confident subset reaches the target."""
-    from headstart.tasks.classification.operating_point import wilson
+    from headstart.core.intervals import wilson
 
     n = int(confidence.numel())
     order = confidence.float().argsort(descending=True, stable=True)

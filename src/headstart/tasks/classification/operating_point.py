@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from headstart.core.intervals import wilson
+
 RULES = ("recall", "specificity", "precision", "f1", "youden")
 ALIASES = {"sensitivity": "recall", "tpr": "recall", "tnr": "specificity", "ppv": "precision"}
 _BOUND = re.compile(r"^\s*([a-z]+)\s*>=\s*(0?\.\d+|1(?:\.0*)?|\d{1,2}(?:\.\d+)?%)\s*$")
@@ -63,15 +65,6 @@ def positive_class(classes: list[str], train_counts: list[int], named: str | Non
     return 0 if len(train_counts) == 2 and train_counts[0] < train_counts[1] else 1
 
 
-def wilson(hits: int, n: int) -> tuple[float, float] | None:
-    """The Wilson score 95 % interval of the rate ``hits / n`` (None for n = 0)."""
-    if n == 0:
-        return None
-    z, p = 1.959964, hits / n
-    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, (centre - half) / (1 + z * z / n)), min(1.0, (centre + half) / (1 + z * z / n)))
-
-
 def rates(scores: list[float], positive: list[bool], threshold: float) -> dict[str, Any]:
     """Counts and rates of the decisions ``score >= threshold`` against the truth, with Wilson intervals."""
     return rates_of([s >= threshold for s in scores], positive)
@@ -86,9 +79,8 @@ def rates_of(decided: list[bool], positive: list[bool]) -> dict[str, Any]:
     fn, tn = pos - tp, neg - fp
 
     def rate(hits: int, n: int) -> dict[str, Any]:
-        interval = wilson(hits, n)
-        return {"value": hits / n if n else None, "of": n, "ci95": None if interval is None else [
-            round(interval[0], 4), round(interval[1], 4)]}
+        return {"value": hits / n if n else None, "of": n,
+                "ci95": [round(v, 4) for v in wilson(hits, n)] if n else None}
 
     return {"recall": rate(tp, pos), "specificity": rate(tn, neg), "precision": rate(tp, tp + fp),
             "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
