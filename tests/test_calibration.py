@@ -99,14 +99,19 @@ def test_a_label_smoothed_head_is_sharpened_everywhere_it_predicts(digits_dir, t
 
 
 def test_selective_keeps_the_most_confident_items_that_reach_each_accuracy():
-    from headstart.tasks.classification.calibration import selective
+    from headstart.tasks.classification.calibration import selective, selective_thresholds
 
     confidence = torch.tensor([0.6, 0.99, 0.8, 0.95, 0.7, 0.9])  # by confidence: right, right, right, wrong, right, wrong
     correct = torch.tensor([False, True, False, True, True, True])
-    rows = {r["target"]: r for r in selective(confidence, correct, (0.75, 0.9, 0.99))}
-    assert rows[0.9]["kept"] == rows[0.99]["kept"] == 3 and rows[0.9]["threshold"] == pytest.approx(0.85)
-    assert rows[0.75]["kept"] == 5 and rows[0.75]["accuracy"] == 0.8 and rows[0.75]["threshold"] == pytest.approx(0.65)
+    chosen = selective_thresholds(confidence, correct, (0.75, 0.9, 0.99))
+    assert chosen == [(0.75, pytest.approx(0.65)), (0.9, pytest.approx(0.85)), (0.99, pytest.approx(0.85))]
+    rows = {r["target"]: r for r in selective(confidence, correct, chosen)}
+    assert rows[0.9]["kept"] == rows[0.99]["kept"] == 3 and rows[0.75]["kept"] == 5 and rows[0.75]["accuracy"] == 0.8
     assert rows[0.9]["coverage"] == 0.5 and rows[0.9]["ci95"][0] < 1.0 == rows[0.9]["accuracy"]
     # two items at the same confidence are kept or dropped together: no cut between them reaches 0.9
-    tied = selective(torch.tensor([0.9, 0.9, 0.5]), torch.tensor([True, False, True]), (0.9,))
-    assert tied[0]["threshold"] is None and tied[0]["kept"] == 0
+    assert selective_thresholds(torch.tensor([0.9, 0.9, 0.5]), torch.tensor([True, False, True]), (0.9,)) == [
+        (0.9, None)]
+    # new items at validation's thresholds: those at or above each are counted, however they fare
+    later = selective(torch.tensor([0.97, 0.7, 0.86, 0.5]), torch.tensor([True, True, False, True]), chosen)
+    assert [(r["kept"], r["accuracy"]) for r in later] == [(3, pytest.approx(2 / 3, abs=1e-4)), (2, 0.5), (2, 0.5)]
+    assert selective(torch.tensor([0.5]), torch.tensor([True]), [(0.9, None)])[0]["kept"] == 0

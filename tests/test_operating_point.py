@@ -126,7 +126,9 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
     matrix = [[sum(t == a and r["label"] == b for t, r in zip(truth, rows)) for b in ("ham", "spam")]
               for a in ("ham", "spam")]
     assert matrix == val["confusion_matrix"]
-    assert again.evaluate(sms_split["small"])["confusion_matrix"] == matrix
+    evaluated = again.evaluate(sms_split["small"])
+    assert evaluated["confusion_matrix"] == matrix
+    assert [r["kept"] for r in evaluated["selective"]] == [r["kept"] for r in val["selective"]]  # saved thresholds
     # the batch writer (predict --out) decides the same
     (tmp_path / "texts.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["predict", str(run), "--file", str(tmp_path / "texts.txt"), "--out",

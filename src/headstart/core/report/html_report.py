@@ -271,13 +271,17 @@ def _per_class_rows(per_class: dict[str, dict[str, Any]]) -> list[tuple]:
             for c, m in per_class.items()]
 
 
-def selective_section(val: dict[str, Any]) -> list[Section]:
-    """How many validation items the model decides alone at each accuracy aimed at (``calibration.selective``)."""
+def selective_section(val: dict[str, Any], test: dict[str, Any] | None = None, model: str = "") -> list[Section]:
+    """How many validation items the model decides alone at each accuracy aimed at (``calibration.selective``), and
+    how the test split fares at those thresholds."""
     rows = outputs.selective_rows(val)
     if not rows:
         return []
-    return [Section("Acting on confident predictions only", noted_table(
-        outputs.SELECTIVE_HEADERS, rows, "selective", outputs.SELECTIVE_NOTE), anchor="sec-selective")]
+    body = noted_table(outputs.SELECTIVE_HEADERS, rows, "selective", outputs.SELECTIVE_NOTE)
+    if test and test.get("selective"):
+        body += Markup("<p>") + f"On the test split ({model}), at validation's thresholds:" + Markup("</p>") + table(
+            list(outputs.SELECTIVE_HEADERS), outputs.selective_rows(test), "selective-test")
+    return [Section("Acting on confident predictions only", body, anchor="sec-selective")]
 
 
 def operating_points_section(val: dict[str, Any]) -> list[Section]:
@@ -424,7 +428,7 @@ def classification_sections(run: Path, metrics: dict[str, Any], summary: dict[st
                         "Learning curve, confusion matrix, calibration and ROC"),
         per_class_section(val["per_class"]),
         *operating_points_section(val),
-        *selective_section(val),
+        *selective_section(val, test, outputs.test_model(metrics) if test else ""),
         mistakes_section(mistakes),
         *([hits_section(hits)] if hits else []),
     ]

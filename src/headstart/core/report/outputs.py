@@ -182,9 +182,10 @@ SELECTIVE_HEADERS = ("accuracy aimed at", "probability at least", "items kept", 
 
 def selective_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
     """The 'acting on confident predictions only' table of a validation report (``calibration.selective``)."""
-    return [(f"{r['target']:.0%}", "-", "none", "-") if r["threshold"] is None else
-            (f"{r['target']:.0%}", f"{r['threshold']:.4g}", f"{r['kept']} ({r['coverage']:.0%})",
-             f"{r['accuracy']:.3f} [{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}]") for r in report.get("selective") or []]
+    return [(f"{r['target']:.0%}", "-" if r["threshold"] is None else f"{r['threshold']:.4g}",
+             f"{r['kept']} ({r['coverage']:.0%})" if r["kept"] else "none",
+             f"{r['accuracy']:.3f} [{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}]" if r["kept"] else "-")
+            for r in report.get("selective") or []]
 
 
 SELECTIVE_NOTE = ("If only the predictions made with at least this probability are acted on and the rest go to a "
@@ -285,6 +286,9 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
     if val.get("selective"):
         lines += ["## Acting on confident predictions only", "", SELECTIVE_NOTE, "",
                   *md_table(SELECTIVE_HEADERS, selective_rows(val), escape=False), ""]
+        if test and test.get("selective"):
+            lines += [f"On the test split ({test_model(metrics)}), at validation's thresholds:", "",
+                      *md_table(SELECTIVE_HEADERS, selective_rows(test), escape=False), ""]
     if val.get("operating_points"):
         lines += ["## Operating points", "", operating_point_note(val, md_text), "",
                   *md_table(OPERATING_HEADERS, operating_point_rows(val), escape=False), ""]

@@ -82,30 +82,38 @@ def summary(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> 
 ACCURACY_TARGETS = (0.9, 0.95, 0.99)  # the accuracies report.md's "acting on confident predictions" table aims at
 
 
-def selective(confidence: torch.Tensor, correct: torch.Tensor,
-              targets: tuple[float, ...] = ACCURACY_TARGETS) -> list[dict[str, Any]]:
+def selective_thresholds(confidence: torch.Tensor, correct: torch.Tensor,
+                         targets: tuple[float, ...] = ACCURACY_TARGETS) -> list[tuple[float, float | None]]:
     """Acting on confident predictions only (the rest go to a person): for each target accuracy, the lowest
-    probability ``p`` such that the items predicted with probability >= ``p`` are right at least that often here, the
-    share of items it keeps (coverage) and their accuracy with its Wilson 95 % interval. ``p`` sits halfway to the
-    next lower confidence; None where no confident subset reaches the target."""
-    from headstart.core.intervals import wilson
-
+    probability ``p`` such that the items predicted with probability >= ``p`` are right at least that often here
+    (None where no confident subset reaches it; items of one confidence are kept or dropped together). ``p`` sits
+    halfway to the next lower confidence."""
     n = int(confidence.numel())
     order = confidence.float().argsort(descending=True, stable=True)
     conf, right = confidence.float()[order].tolist(), correct[order].long().cumsum(0).tolist()
     kept = [k for k in range(1, n + 1) if k == n or conf[k] < conf[k - 1]]  # cuts between distinct confidences
-    rows = []
+    chosen: list[tuple[float, float | None]] = []
     for target in targets:
         reached = [k for k in kept if right[k - 1] / k >= target - 1e-12]
-        if not reached:
-            rows.append({"target": target, "threshold": None, "coverage": 0.0, "kept": 0, "accuracy": None,
-                         "ci95": None})
-            continue
-        k = reached[-1]
-        low, high = wilson(right[k - 1], k)
-        rows.append({"target": target, "threshold": round((conf[k - 1] + conf[k]) / 2 if k < n else conf[k - 1], 4),
-                     "coverage": round(k / n, 4), "kept": k, "accuracy": round(right[k - 1] / k, 4),
-                     "ci95": [round(low, 4), round(high, 4)]})
+        k = reached[-1] if reached else None
+        chosen.append((target, None if k is None else (conf[k - 1] + conf[k]) / 2 if k < n else conf[k - 1]))
+    return chosen
+
+
+def selective(confidence: torch.Tensor, correct: torch.Tensor,
+              thresholds: list[tuple[float, float | None]]) -> list[dict[str, Any]]:
+    """For each ``(target accuracy, threshold)`` (``selective_thresholds``, chosen on validation): the items predicted
+    with probability >= the threshold, their share (coverage) and their accuracy with its Wilson 95 % interval."""
+    from headstart.core.intervals import wilson
+
+    rows = []
+    for target, threshold in thresholds:
+        kept = confidence.float() >= threshold if threshold is not None else torch.zeros_like(correct, dtype=bool)
+        k, right = int(kept.sum()), int((kept & correct.bool()).sum())
+        rows.append({"target": target, "threshold": threshold, "kept": k,
+                     "coverage": round(k / max(int(confidence.numel()), 1), 4),
+                     "accuracy": round(right / k, 4) if k else None,
+                     "ci95": [round(v, 4) for v in wilson(right, k)] if k else None})
     return rows
 
 

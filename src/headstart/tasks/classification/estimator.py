@@ -29,6 +29,7 @@ class ClassifierEstimator(Estimator):
     LABEL_CHECK = True  # ``check_labels`` lists doubted labels (single-label heads)
     temperature_: float = 1.0  # the logits' divisor before the softmax, fitted on validation (``calibration``)
     operating_point_: Any = None  # the threshold on p(positive) chosen on validation (``operating_point``); None: argmax
+    selective_: list = []  # (accuracy aimed at, the probability from which validation reached it): ``calibration``
     familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
     unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
     _listing_doubts = False  # ``check_labels``'s temporary run
@@ -204,29 +205,40 @@ class ClassifierEstimator(Estimator):
     def _split_report(self, split: str, logits: Any, labels: Any) -> dict[str, Any]:
         """The final report of one split (``val`` comes first: it fits the temperature every later score and
         prediction uses, unless ``train.calibrate`` is off)."""
-        from headstart.tasks.classification import calibration, operating_point
+        from headstart.tasks.classification import calibration
 
         how, choices = None, None
         if split == "val":
             self.temperature_, how = calibration.fit_temperature(logits, labels) if self.config.train.calibrate \
                 else (1.0, "off (train.calibrate=false)")
             choices = self._choose_operating_point(logits, labels)
+            confidence, decided = self._confidence(logits)  # how far the model could decide alone (report.md)
+            self.selective_ = calibration.selective_thresholds(confidence, decided == labels)
         report = self._scored(logits, labels)
         if how:
             report["calibration"]["temperature_fit"] = how
         if choices:
             report["operating_points"] = choices
-        if split == "val":  # how many items the model could decide alone at a given accuracy (report.md)
-            confidence, decided = operating_point.decisions(logits.float() / self.temperature_, self.operating_point_)
-            report["selective"] = calibration.selective(confidence, decided == labels)
         return report
 
     def _scored(self, logits: Any, labels: Any) -> dict[str, Any]:
-        """The classification report of these logits: calibrated by the temperature, decided at the operating point."""
+        """The classification report of these logits: calibrated by the temperature, decided at the operating point,
+        with how the items above each of validation's confidence thresholds fare (``selective``)."""
+        from headstart.tasks.classification import calibration
         from headstart.tasks.classification.metrics import classification_report
 
-        return classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_,
-                                     self.operating_point_)
+        report = classification_report(logits, labels, self.classes_, self.train_counts_, self.temperature_,
+                                       self.operating_point_)
+        if self.selective_:
+            confidence, decided = self._confidence(logits)
+            report["selective"] = calibration.selective(confidence, decided == labels, self.selective_)
+        return report
+
+    def _confidence(self, logits: Any) -> tuple[Any, Any]:
+        """``(probability of the decided class, decided class)`` of each item, as ``predict`` gives them."""
+        from headstart.tasks.classification import operating_point
+
+        return operating_point.decisions(logits.float() / self.temperature_, self.operating_point_)
 
     def _choose_operating_point(self, logits: Any, labels: Any) -> dict[str, Any] | None:
         """Set ``operating_point_`` by ``train.operating_point`` on these validation logits (None for argmax), and
@@ -284,8 +296,9 @@ class ClassifierEstimator(Estimator):
     def _spec_info(self) -> dict[str, Any]:
         return {"backbone": self.model_.backbone.spec.to_dict(), "train_counts": self.train_counts_,
                 "head": {"type": "linear", "dropout": self.config.model.dropout}, "temperature": self.temperature_,
-                "operating_point": None if self.operating_point_ is None else self.operating_point_.to_dict(
-                    self.classes_)}
+                **({} if self.operating_point_ is None else {
+                    "operating_point": self.operating_point_.to_dict(self.classes_)}),
+                **({"selective": [list(pair) for pair in self.selective_]} if self.selective_ else {})}
 
     def _model_from_spec(self, info: dict[str, Any], run: Path) -> Any:
         from headstart.core.backbones import registry
@@ -302,6 +315,7 @@ class ClassifierEstimator(Estimator):
         self.temperature_ = float(info.get("temperature", 1.0))  # runs saved before calibration: the plain softmax
         point = info.get("operating_point")  # None: the argmax (runs saved before operating points too)
         self.operating_point_ = None if point is None else OperatingPoint.from_dict(point, list(info["classes"]))
+        self.selective_ = [(float(t), None if p is None else float(p)) for t, p in info.get("selective", [])]
         self.familiar_ = familiarity.Familiarity.load(run / familiarity.FILE)  # None: a run saved before the check
 
     def _save_files(self, run: Path) -> None:
