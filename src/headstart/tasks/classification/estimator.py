@@ -272,14 +272,14 @@ class ClassifierEstimator(Estimator):
         """An operating point among more than two classes needs its positive class named (``train.positive_class``),
         one of the data's classes: said before training starts."""
         from headstart.errors import ConfigError
+        from headstart.tasks.classification import operating_point
 
-        train, classes = self.config.train, prepared.splits.classes
-        if train.positive_class is not None and train.positive_class not in classes:
-            raise ConfigError(f"train.positive_class {train.positive_class!r} is not a class of this data; its "
-                              f"classes: {classes}")
-        if train.operating_point != "argmax" and len(classes) > 2 and train.positive_class is None:
-            raise ConfigError(f"train.operating_point={train.operating_point} thresholds one class; this data has "
-                              f"{len(classes)} classes: name it with train.positive_class=NAME (one of {classes})")
+        train = self.config.train
+        if train.operating_point != "argmax" or train.positive_class is not None:
+            try:
+                operating_point.positive_class(prepared.splits.classes, [], train.positive_class)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
 
     def decided(self, p: Any) -> int:
         """The class decided for one item's probabilities: the argmax, or at the operating point."""

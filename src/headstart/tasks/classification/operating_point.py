@@ -60,8 +60,8 @@ def positive_class(classes: list[str], train_counts: list[int], named: str | Non
             raise ValueError(f"train.positive_class {named!r} is not a class of this data; its classes: {classes}")
         return classes.index(named)
     if len(classes) != 2:
-        raise ValueError(f"an operating point among {len(classes)} classes thresholds the one that "
-                         f"train.positive_class names (one of {classes})")
+        raise ValueError(f"an operating point thresholds one class, the one train.positive_class names; this data has "
+                         f"{len(classes)} classes: name it with train.positive_class=NAME (one of {classes})")
     return 0 if len(train_counts) == 2 and train_counts[0] < train_counts[1] else 1
 
 
@@ -89,23 +89,31 @@ def rates_of(decided: list[bool], positive: list[bool]) -> dict[str, Any]:
 def choose(scores: list[float], positive: list[bool], rule: str) -> tuple[float, bool]:
     """``(threshold, met)``: the threshold the rule picks on these validation scores (p(positive) of each item) and
     whether the rule's bound is met there (``precision>=X`` may be out of reach: its best precision is kept)."""
-    kind, bound = parse(rule)
-    if kind == "argmax":
-        return 0.5, True
-    distinct = sorted(set(scores), reverse=True)
+    return _pick(_candidates(scores, positive, rule), rule)
+
+
+def _candidates(scores: list[float], positive: list[bool], rule: str = "") -> list[tuple[float, ...]]:
+    """Rows ``(t, recall, specificity, precision, F1)`` of predicting positive for scores >= t: t = inf (nothing
+    positive), then each distinct score from high to low (down to predicting everything positive)."""
     pos = sum(positive)
     neg = len(positive) - pos
-    if not distinct or pos == 0 or neg == 0:
+    if not scores or pos == 0 or neg == 0:
         raise ValueError(f"operating point {rule!r} needs validation items of both classes; found {pos} positive "
                          f"and {neg} negative")
-    # rows (t, recall, specificity, precision, F1) of predicting positive for scores >= t: t = inf (nothing
-    # positive), then each distinct score from high to low (down to predicting everything positive)
     ranked = sorted(zip(scores, positive), key=lambda pair: -pair[0])
     table, tp, fp, i = [(math.inf, 0.0, 1.0, 1.0, 0.0)], 0, 0, 0
-    for t in distinct:
+    for t in sorted(set(scores), reverse=True):
         while i < len(ranked) and ranked[i][0] >= t:
             tp, fp, i = tp + ranked[i][1], fp + (not ranked[i][1]), i + 1
         table.append((t, tp / pos, (neg - fp) / neg, tp / (tp + fp), 2 * tp / (pos + tp + fp)))
+    return table
+
+
+def _pick(table: list[tuple[float, ...]], rule: str) -> tuple[float, bool]:
+    """``choose``'s threshold from the candidate rows of ``_candidates``."""
+    kind, bound = parse(rule)
+    if kind == "argmax":
+        return 0.5, True
     met = True
     if kind == "recall":  # the best specificity with that recall; of equals, the lowest threshold (more recall)
         reached = [row for row in table if row[1] >= bound - 1e-12]
@@ -121,11 +129,10 @@ def choose(scores: list[float], positive: list[bool], rule: str) -> tuple[float,
     else:
         value = (lambda row: row[4]) if kind == "f1" else (lambda row: row[1] + row[2] - 1)
         pick = max(table, key=value)  # the first (highest-threshold) best
-    t = pick[0]
-    if t == math.inf:
-        return min(1.0, (distinct[0] + 1.0) / 2) if distinct[0] < 1.0 else 1.0, met
-    lower = [s for s in distinct if s < t]
-    return (t + lower[0]) / 2 if lower else t, met
+    at = table.index(pick)
+    if at == 0:  # nothing positive: above the highest score
+        return min(1.0, (table[1][0] + 1.0) / 2), met
+    return ((pick[0] + table[at + 1][0]) / 2 if at + 1 < len(table) else pick[0]), met
 
 
 @dataclass(frozen=True)
@@ -146,9 +153,7 @@ class OperatingPoint:
 
     def decide_one(self, p: Any) -> int:
         """The decided class of one item's probabilities."""
-        if float(p[self.positive]) >= self.threshold:
-            return self.positive
-        return max((i for i in range(len(p)) if i != self.positive), key=lambda i: float(p[i]))
+        return int(self.decide(p[None])[0])
 
     def to_dict(self, classes: list[str]) -> dict[str, Any]:
         return {"positive": classes[self.positive], "threshold": self.threshold, "rule": self.rule}
@@ -179,12 +184,13 @@ def alternatives(scores: list[float], positive: list[bool], also: str = "argmax"
     """What each rule of ``SHOWN`` (and ``also``) would give on these validation scores: its threshold and rates
     (report.md and report.html list them, to choose ``train.operating_point`` from). ``argmax``: where the argmax
     decides the positive class, with more than two classes (no threshold: its row has None)."""
+    try:
+        table = _candidates(scores, positive)
+    except ValueError:
+        return []
     rows = []
     for rule in SHOWN + ((also,) if also not in SHOWN else ()):
-        try:
-            t, met = choose(scores, positive, rule)
-        except ValueError:
-            return []
+        t, met = _pick(table, rule)
         plain = rule == "argmax" and argmax is not None
         r = rates_of(argmax, positive) if plain else rates(scores, positive, t)
         rows.append({"rule": rule, "threshold": None if plain else round(t, 4), "met": met,
