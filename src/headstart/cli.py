@@ -358,6 +358,71 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
 
 
 @app.command()
+def suggest(run: Path = typer.Argument(..., help="run folder"),
+            pool: list[str] | None = typer.Argument(None, help="unlabelled image files or folders; texts or a table "
+                                                               "of them for a text run"),
+            file: Path | None = typer.Option(None, "--file", help="text run: a UTF-8 file with one text per line"),
+            n: int = typer.Option(50, "--n", "-n", min=1, help="how many items to label next"),
+            out: Path | None = typer.Option(None, "--out", "-o",
+                                            help="the CSV of items to label, with a label column to fill (default: "
+                                                 "RUN/to_label.csv)"),
+            ) -> None:
+    """Which unlabelled items to label next: the N the model is least sure of, unlike one another (active
+    learning). Writes them to a CSV with an empty label column."""
+
+    def go() -> None:
+        from headstart.progress import say
+        from headstart.tasks.classification.suggest import write_csv
+
+        chosen = task_of_run(run)
+        cls = chosen.estimator_class()
+        if not hasattr(cls, "suggest"):
+            raise ConfigError(f"suggest picks items for classification runs (image, text, multi-label); {run} is a "
+                              f"{chosen.name} run")
+        items = cls.cli_inputs(list(pool or []), file, run)
+        if not items:
+            raise ValueError(f"suggest needs the unlabelled pool: {chosen.inputs} (or --file for a text run)")
+        estimator = cls.load(run)
+        rows = estimator.suggest(items, n)
+        seen = estimator.weighed_
+        if not rows:
+            raise DataError(f"Nothing to suggest: none of the {seen['read']} readable item(s) is new "
+                            f"({seen['labelled']} labelled already, {seen['repeated']} repeats)")
+        target = out or run / "to_label.csv"
+        key = cls.ITEM_KEY
+        write_csv(rows, target, key)
+        _print_suggestions(rows, key)
+        guessed: dict[str, int] = {}
+        for r in rows:
+            for label in [r["label"]] if "label" in r else [t["label"] for t in r["labels"]] or ["(none)"]:
+                guessed[label] = guessed.get(label, 0) + 1
+        left = ", ".join(f"{k} {what}" for what, k in (("labelled already", seen["labelled"]),
+                                                        ("repeats", seen["repeated"])) if k)
+        say(f"[bold]{len(rows)}[/] of {seen['read']} item(s){f' ({left}: left out)' if left else ''} to label next, "
+            f"least sure first: "
+            f"{target}. The model guesses {', '.join(f'{c} {k}' for c, k in sorted(guessed.items()))}. Fill the "
+            "label column (the guess is no label), add them to the training data and train again")
+
+    _run(go)
+
+
+def _print_suggestions(rows: list[dict], key: str) -> None:
+    from rich.table import Table
+
+    from headstart.progress import console
+    from headstart.tasks.classification.suggest import guesses
+
+    table = Table()
+    for col in ("#", "text" if key == "text" else "file", "guess", "runner-up", "margin"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        (guess, p), (other, q) = guesses(r)
+        table.add_row(str(r["rank"]), r[key] + (" [yellow](unfamiliar)[/]" if r.get("unfamiliar") else ""),
+                      f"{guess} {p:.2f}", f"{other} {q:.2f}" if other else "-", f"{r['margin']:.3f}")
+    console.print(table)
+
+
+@app.command()
 def export(run: Path = typer.Argument(..., help="run folder"),
            fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript"),
            dynamic_batch: bool = typer.Option(True, "--dynamic-batch/--no-dynamic-batch",

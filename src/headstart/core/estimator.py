@@ -184,6 +184,8 @@ class Estimator:
                                                     **self._spec_info()})
             self._save_files(run)
             runfolder.write_trained_keys(run, trained)
+            held_out = set(prepared.data.keys("val") + prepared.data.keys("test")) - set(trained)
+            runfolder.write_trained_keys(run, sorted(held_out), runfolder.HELD_OUT)  # labelled too (``suggest``)
             self._write_outputs(run, data, prepared, state)
             runfolder.write_meta(run, status="complete")
             (run / loop.CHECKPOINT).unlink(missing_ok=True)

@@ -99,16 +99,19 @@ def save_model(run: Path, model: Any, info: dict[str, Any]) -> None:
 
 
 TRAINED = "trained_items.txt"  # the content keys of the items the saved model trained on, one a line
+HELD_OUT = "held_out_items.txt"  # those of DATA's other labelled items (validation, test): labelled, not trained on
 
 
-def write_trained_keys(run: Path, keys: list[str]) -> None:
-    """``trained_items.txt``: what ``evaluate`` compares its items with (41 bytes an item)."""
-    write_text_atomic(run / TRAINED, "".join(f"{k}\n" for k in sorted(set(keys)) if k))
+def write_trained_keys(run: Path, keys: list[str], name: str = TRAINED) -> None:
+    """``trained_items.txt`` (``name``: ``HELD_OUT``): what ``evaluate`` (and ``suggest``) compare their items with
+    (41 bytes an item)."""
+    write_text_atomic(run / name, "".join(f"{k}\n" for k in sorted(set(keys)) if k))
 
 
-def read_trained_keys(run: str | Path) -> set[str] | None:
-    """The content keys of the items a run's saved model trained on; None for runs saved without them."""
-    path = Path(run) / TRAINED
+def read_trained_keys(run: str | Path, name: str = TRAINED) -> set[str] | None:
+    """The content keys of the items a run's saved model trained on (``name``: ``HELD_OUT``, DATA's other labelled
+    items); None for runs saved without them."""
+    path = Path(run) / name
     return set(path.read_text().split()) if path.is_file() else None
 
 

@@ -197,23 +197,9 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
                     warn(f"skipped {path}: {why}")
                     rows.append({"path": path, "error": why})
                 else:
-                    rows.append({**_row(estimator, path, probs[at[i]], top_k), **flags[at[i]]})
+                    rows.append({"path": path, **estimator.row(probs[at[i]], top_k), **flags[at[i]]})
             if len(rows) >= chunk:
                 yield rows
                 rows = []
     if rows:
         yield rows
-
-
-def _row(estimator: Any, path: str, p: Any, top_k: int | None) -> dict[str, Any]:
-    """One item's row as the estimator's ``predict`` makes it (multi-label: labels at the thresholds)."""
-    classes = estimator.classes_
-    if estimator.TASK == "multilabel":
-        import torch
-
-        tags = p >= torch.as_tensor(estimator.thresholds_, dtype=p.dtype)  # as metrics.predict_tags compares
-        on = [i for i in range(len(classes)) if bool(tags[i])]
-        found = sorted(((classes[i], float(p[i])) for i in on), key=lambda pair: -pair[1])[:top_k]
-        return {"path": path, "labels": [{"label": c, "probability": v} for c, v in found],
-                "probabilities": {c: float(v) for c, v in zip(classes, p)}}
-    return {"path": path, **estimator.row(p, max(1, min(top_k or 1, len(classes))))}

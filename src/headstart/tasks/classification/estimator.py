@@ -32,6 +32,7 @@ class ClassifierEstimator(Estimator):
     selective_: list = []  # (accuracy aimed at, the probability from which validation reached it): ``calibration``
     familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
     unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
+    features_: Any = None  # the last predict_proba's items' features (the head's input), on the CPU
     _listing_doubts = False  # ``check_labels``'s temporary run
 
     def _report_item(self, sample: Any) -> str | Path:
@@ -328,6 +329,7 @@ class ClassifierEstimator(Estimator):
         """The logits of a prediction pass; its features set ``unfamiliar_`` (empty for a run without the check:
         its rows have no ``unfamiliar``)."""
         logits, features = logits_and_features
+        self.features_ = features
         self.unfamiliar_ = self.familiar_.unfamiliar(features) if self.familiar_ is not None else []
         return logits
 
@@ -391,18 +393,80 @@ class ClassifierEstimator(Estimator):
         ``evidence``).
         """
         items, probs = self._predicted(inputs, **options)
-        k = max(1, min(top_k or 1, len(self.classes_)))
-        rows = []
-        for item, p, odd in zip(items, probs, self._flags(items)):
-            rows.append({self.ITEM_KEY: str(item), **self.row(p, k), **odd})
+        rows = [{self.ITEM_KEY: str(item), **self.row(p, top_k), **odd}
+                for item, p, odd in zip(items, probs, self._flags(items))]
         return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
 
-    def row(self, p: Any, top_k: int) -> dict[str, Any]:
-        """One item's ``label`` (decided: ``decided``), its ``probability`` and the ``top_k`` most probable classes."""
-        values, indices = p.topk(top_k)
+    def row(self, p: Any, top_k: int | None) -> dict[str, Any]:
+        """One item's ``label`` (decided: ``decided``), its ``probability`` and the ``top_k`` most probable classes
+        (default 1)."""
+        values, indices = p.topk(max(1, min(top_k or 1, len(self.classes_))))
         label = self.decided(p)
         return {"label": self.classes_[label], "probability": float(p[label]),
                 "top_k": [(self.classes_[int(i)], float(v)) for v, i in zip(values, indices)]}
+
+    def suggest(self, pool: Any, n: int = 50, chunk: int = 2048) -> list[dict[str, Any]]:
+        """The ``n`` items of ``pool`` (unlabelled; what ``predict`` takes) to label next, least sure first: those the
+        model is least sure of, unlike one another (``suggest.choose``). Each row is ``predict``'s (every class, most
+        probable first) with its ``rank`` and ``margin`` (how sure: ``_margins``). Items labelled already (the run's
+        training, validation and test items, same content) and repeats of an item are left out (``weighed_``: how
+        many items were read, ``labelled``, ``repeated``). The pool is read ``chunk`` items at a time; only the
+        ``suggest.PREFILTER * n`` least sure items so far are kept, with their features."""
+        import numpy as np
+
+        from headstart.core import runfolder
+        from headstart.tasks.classification import suggest
+
+        if n < 1:
+            raise ValueError(f"suggest needs n >= 1 items to pick, found {n}")
+        self._require_fitted()
+        items = self._pool(pool)
+        labelled: set[str] = set()
+        for name in (runfolder.TRAINED, runfolder.HELD_OUT):
+            labelled |= (runfolder.read_trained_keys(self.run_dir_, name) if self.run_dir_ else None) or set()
+        seen: set[str] = set()
+        kept: list[tuple[float, Any, Any, Any, dict]] = []  # (margin, item, probabilities, features, flags)
+        self.weighed_ = {"read": 0, "labelled": 0, "repeated": 0}
+        for start in range(0, len(items), chunk):
+            got, probs = self._predicted(items[start:start + chunk])
+            flags, features = self._flags(got), self.features_
+            new = []
+            for i, item in enumerate(got):
+                key = self._content_key(item)
+                if key in labelled or key in seen:
+                    self.weighed_["labelled" if key in labelled else "repeated"] += 1
+                    continue
+                if key is not None:
+                    seen.add(key)
+                new.append(i)
+            self.weighed_["read"] += len(got)
+            sure = self._margins(probs[new]) if new else []
+            kept += [(float(sure[j]), got[i], probs[i], np.asarray(features[i], dtype=np.float32), flags[i])
+                     for j, i in enumerate(new)]
+            kept = [kept[j] for j in suggest.kept_candidates(np.array([k[0] for k in kept]), n)]
+        if not kept:
+            return []
+        picked = suggest.choose([k[0] for k in kept], np.stack([k[3] for k in kept]), n)
+        return [{self.ITEM_KEY: str(kept[i][1]), "rank": rank, **self.row(kept[i][2], len(self.classes_)),
+                 "margin": round(kept[i][0], 4), **kept[i][4]} for rank, i in enumerate(picked, 1)]
+
+    def _margins(self, probs: Any) -> Any:
+        """How sure the model is of each item's decision (``suggest.margins``; at the run's operating point)."""
+        from headstart.tasks.classification import suggest
+
+        point = self.operating_point_
+        return suggest.margins(probs, positive=point.positive if point else None,
+                               threshold=point.threshold if point else None)
+
+    def _pool(self, inputs: Any) -> list[Any]:
+        """The items ``inputs`` stand for, one per item, so that a pool is read in chunks (``suggest``)."""
+        return list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+    def _content_key(self, item: Any) -> str | None:
+        """A predicted item's content key, as ``trained_items.txt`` lists the training items' (None: not known)."""
+        return None
+
+    weighed_: dict[str, int] = {}  # the last suggest's items read, and those of them left out: labelled, repeated
 
     def _predicted(self, inputs: Any, **options: Any) -> tuple[list[Any], Any]:
         """``predict_proba(inputs, **options)``, with one warning when some of its items are unfamiliar

@@ -94,6 +94,18 @@ class ImageClassifier(ClassifierEstimator):
         self.class_aliases_ = info.get("class_aliases", {})
 
     # ---------------------------------------------------------------- using the model
+    def _pool(self, inputs: Any) -> list[Any]:
+        """One item per image: a folder's files, a table's images (``pixel_tables.prediction_items``)."""
+        from headstart.tasks.image.pixel_tables import prediction_items
+
+        return prediction_items(inputs if isinstance(inputs, list) else [inputs])
+
+    def _content_key(self, item: Any) -> str | None:
+        """The sha1 of an image file's bytes, as ``data.content_keys`` keys the training images (None: in memory)."""
+        import hashlib
+
+        return hashlib.sha1(item.read_bytes()).hexdigest() if isinstance(item, Path) else None
+
     def predict_proba(self, inputs: str | Path | bytes | list,
                       save_heatmaps: str | Path | None = None) -> tuple[list[Path], torch.Tensor]:
         """Class probabilities ``(files, probs[n_files, n_classes])``; unreadable files are left out.

@@ -21,7 +21,6 @@ import torch
 from headstart.core.estimator import Prepared
 from headstart.core.splits import Splits
 from headstart.progress import console
-from headstart.tasks.classification.estimator import with_error_rows
 from headstart.tasks.image.data import Sample
 from headstart.tasks.image.task import ImageClassifier
 from headstart.tasks.multilabel.data import TagData, discover, eval_transform, labelled_tags, multi_hot
@@ -111,20 +110,26 @@ class MultiLabel:
     def predict(self, inputs: Any, top_k: int | None = None, errors: bool = False,
                 **options: Any) -> list[dict[str, Any]]:
         """One row per readable image: every label at or above its threshold (most probable first, at most
-        ``top_k``) with its probability, and every label's probability.
+        ``top_k``) with its probability, and every label's probability (``row``).
 
         ``errors=True``: also one row ``{"path": ..., "error": why}`` per input that could not be read.
         ``options`` go to ``predict_proba`` (images: ``save_heatmaps``, drawn for the most probable label).
         """
-        items, probs = self._predicted(inputs, **options)
-        tags = predict_tags(probs, self.thresholds_)
-        rows = []
-        for item, p, on, odd in zip(items, probs, tags, self._flags(items)):
-            found = sorted(((self.classes_[i], float(p[i])) for i in on.nonzero().flatten().tolist()),
-                           key=lambda pair: -pair[1])[:top_k]
-            rows.append({self.ITEM_KEY: str(item), "labels": [{"label": c, "probability": v} for c, v in found],
-                         "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}, **odd})
-        return with_error_rows(rows, self.unreadable_, self.ITEM_KEY, self.inputs_) if errors else rows
+        return super().predict(inputs, top_k, errors, **options)
+
+    def row(self, p: torch.Tensor, top_k: int | None) -> dict[str, Any]:
+        """One item's ``labels`` (those at or above their thresholds, most probable first, at most ``top_k``) and
+        every label's ``probabilities``."""
+        on = predict_tags(p[None], self.thresholds_)[0].nonzero().flatten().tolist()
+        found = sorted(((self.classes_[i], float(p[i])) for i in on), key=lambda pair: -pair[1])[:top_k]
+        return {"labels": [{"label": c, "probability": v} for c, v in found],
+                "probabilities": {c: float(v) for c, v in zip(self.classes_, p)}}
+
+    def _margins(self, probs: torch.Tensor) -> Any:
+        """How sure of each item: its label nearest to that label's threshold (``suggest.margins``)."""
+        from headstart.tasks.classification import suggest
+
+        return suggest.margins(probs, thresholds=self.thresholds_)
 
     def print_metrics(self, report: dict[str, Any], title: str) -> None:
         from headstart.tasks.multilabel.report import print_metrics

@@ -19,7 +19,7 @@ from headstart.progress import say, warn
 from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
-from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown
+from headstart.tasks.text import PART_SEP, SHOWN_SEP, as_texts, is_blank, shown
 from headstart.tasks.text.data import (
     PadCollate,
     TextData,
@@ -124,6 +124,13 @@ class TextClassifier(ClassifierEstimator):
         return texts_from_arguments(items, file, columns)
 
     # ---------------------------------------------------------------- using the model
+    def _pool(self, inputs: Any) -> list[str]:
+        return as_texts(inputs)
+
+    def _content_key(self, item: Any) -> str | None:
+        """``text_key`` of a predicted text (as shown: its parts joined by " | ", split again)."""
+        return text_key(item.replace(SHOWN_SEP, PART_SEP) if len(self.text_columns_) > 1 else item)
+
     def predict_proba(self, texts: str | list[str] | list[tuple[str, ...]],
                       evidence: bool = False) -> tuple[list[str], torch.Tensor]:
         """Class probabilities ``(texts, probs[n_texts, n_classes])``; empty texts are left out (with a warning).

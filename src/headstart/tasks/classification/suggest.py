@@ -1,0 +1,134 @@
+"""Which unlabelled items to label next (active learning): those the model is least sure of, unlike one another.
+
+Labelling is the cost of a small dataset. Of a pile of unlabelled items, the ones that teach a model most are near
+its decision boundary (the smallest margin between its two most probable classes; "margin sampling", the baseline
+that reproducibility studies of active learning find hard to beat), but the least sure items of one round are often
+near-copies of one another: ten blurry photos of one kind teach what one of them does. So the batch is chosen as in
+Zhdanov, "Diverse mini-batch Active Learning" (2019): the ``PREFILTER``·n least sure items are clustered into n
+groups by their features (k-means weighted by how unsure the model is of each), and the item nearest each group's
+centre is picked. Items the model trained on (same content) and repeated items of the pool are left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PREFILTER = 10  # candidates per item picked: the PREFILTER * n least sure items are clustered into n groups
+ROUNDS = 25  # at most this many k-means iterations (the assignment settles in a few on a few thousand candidates)
+
+
+def margins(probs: Any, thresholds: Any = None, positive: int | None = None, threshold: float | None = None
+            ) -> np.ndarray:
+    """How sure the model is of each item's decision (smaller: less sure), from ``probs[n_items, n_classes]``.
+
+    Single-label: the most probable class's probability minus the next one's; with an operating point (the
+    ``positive`` column decided at ``threshold``), also no more than that probability's distance to the threshold.
+    Multi-label (``thresholds``: one per label): the smallest distance of a label's probability to its threshold.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if thresholds is not None:
+        return np.abs(p - np.asarray(thresholds, dtype=np.float64)[None, :]).min(axis=1)
+    top = np.sort(p, axis=1)[:, ::-1]
+    sure = top[:, 0] - (top[:, 1] if p.shape[1] > 1 else 0.0)
+    if positive is not None and threshold is not None:
+        sure = np.minimum(sure, np.abs(p[:, positive] - threshold))
+    return sure
+
+
+def choose(sure: Any, features: Any, n: int, seed: int = 0) -> list[int]:
+    """The rows to label next, least sure first: of the ``PREFILTER * n`` least sure rows (``sure``: ``margins``),
+    in ``n`` groups by their ``features`` (k-means weighted by ``1 - sure``), each group's row nearest its centre."""
+    sure = np.asarray(sure, dtype=np.float64)
+    order = np.argsort(sure, kind="stable")
+    if n <= 0:
+        return []
+    candidates = order[:PREFILTER * n]
+    if len(candidates) <= n:
+        return candidates.tolist()
+    x = _unit(np.asarray(features, dtype=np.float32)[candidates])
+    weights = np.clip(1.0 - sure[candidates], 1e-3, None)
+    centres, groups = _weighted_kmeans(x, weights, n, np.random.default_rng(seed))
+    d = _squared_distances(x, centres)[np.arange(len(x)), groups]
+    picked = [int(members[d[members].argmin()]) for j in range(n) if len(members := np.flatnonzero(groups == j))]
+    while len(picked) < n:  # a group left empty: the candidate farthest from those picked
+        gap = _squared_distances(x, x[picked]).min(axis=1)
+        gap[picked] = -1.0
+        picked.append(int(gap.argmax()))
+    return sorted((int(candidates[i]) for i in picked), key=lambda row: (sure[row], row))
+
+
+def kept_candidates(sure: np.ndarray, n: int) -> np.ndarray:
+    """The rows of one chunk of a pool worth keeping for ``choose``: its ``PREFILTER * n`` least sure (a pool
+    read in chunks keeps only these, with their features: memory stays flat in the pool's size)."""
+    return np.argsort(sure, kind="stable")[:PREFILTER * n]
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _weighted_kmeans(x: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` centres of the rows of ``x`` and each row's group: k-means++ seeding and Lloyd's iterations, each row
+    counted ``weights`` times."""
+    centres = [x[rng.choice(len(x), p=weights / weights.sum())]]
+    nearest = ((x - centres[0]) ** 2).sum(axis=1)
+    trials = 2 + int(np.log(k))  # greedy k-means++ (as scikit-learn): of a few rows drawn, the one that helps most
+    for _ in range(1, k):
+        chance = weights * nearest
+        total = chance.sum()
+        if total <= 0:  # every row sits on a centre already
+            centres.append(x[int(rng.integers(len(x)))])
+            continue
+        rows = rng.choice(len(x), size=trials, p=chance / total)
+        after = np.minimum(nearest[None, :], _squared_distances(x[rows], x))
+        best = int((after * weights[None, :]).sum(axis=1).argmin())
+        centres.append(x[rows[best]])
+        nearest = after[best]
+    c = np.stack(centres)
+    assigned = np.full(len(x), -1)
+    for _ in range(ROUNDS):
+        now = _squared_distances(x, c).argmin(axis=1)
+        if np.array_equal(now, assigned):
+            break
+        assigned = now
+        for j in range(k):
+            members = assigned == j
+            if members.any():  # an emptied group keeps its centre
+                c[j] = (weights[members, None] * x[members]).sum(axis=0) / weights[members].sum()
+    return c, assigned
+
+
+def _squared_distances(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return np.maximum((x * x).sum(axis=1)[:, None] - 2.0 * x @ c.T + (c * c).sum(axis=1)[None, :], 0.0)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path, key: str) -> None:
+    """``rows`` of ``suggest`` to ``path``: the item, an empty ``label`` column to fill, the model's guess (the
+    most probable class; multi-label: its labels, ``|``-separated) and runner-up, and how sure it was."""
+    import csv
+
+    flagged = any("unfamiliar" in r for r in rows)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([key, "label", "guess", "probability", "runner_up", "runner_up_probability", "margin",
+                         *(["unfamiliar"] if flagged else [])])
+        for r in rows:
+            guess, runner_up = guesses(r)
+            writer.writerow([r[key], "", guess[0], f"{guess[1]:.4f}", runner_up[0], f"{runner_up[1]:.4f}",
+                             f"{r['margin']:.4f}", *([str(bool(r.get("unfamiliar"))).lower()] if flagged else [])])
+
+
+def guesses(row: dict[str, Any]) -> tuple[tuple[str, float], tuple[str, float]]:
+    """A suggested row's guess and runner-up, each ``(class, probability)`` (multi-label: the labels at their
+    thresholds, then the most probable label below its threshold)."""
+    if "top_k" in row:
+        top = row["top_k"]
+        return (row["label"], row["probability"]), (top[1] if len(top) > 1 else ("", 0.0))
+    on = [t["label"] for t in row["labels"]]
+    below = sorted(((c, p) for c, p in row["probabilities"].items() if c not in on), key=lambda pair: -pair[1])
+    return ("|".join(on), min((t["probability"] for t in row["labels"]), default=0.0)), \
+        (below[0] if below else ("", 0.0))
