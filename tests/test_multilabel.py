@@ -195,6 +195,31 @@ def test_cli_predicts_several_labels_and_fails_cleanly(trained, tags, tmp_path):
     assert res.exit_code == 2 and "Traceback" not in said and "gone.csv:3" in said and "does not exist" in said
 
 
+def test_suggest_weighs_each_label_at_its_threshold_and_skips_labelled_images(trained, tmp_path):
+    est, run = trained
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    labelled = sorted((BCCD / "JPEGImages").glob("*.jpg"))[:20]  # in BCCD's own splits: labelled already
+    strangers = sorted((SHARED / "coco128" / "images" / "train2017").glob("*.jpg"))[:6]
+    if len(strangers) < 6:
+        pytest.skip("coco128 is absent (the ../shared data folder)")
+    for f in labelled + strangers:
+        (pool / f.name).symlink_to(f)
+    loaded = MultiLabelClassifier.load(run)
+    rows = loaded.suggest([str(pool)], 4)
+    assert loaded.weighed_ == {"read": 26, "labelled": 20, "repeated": 0}
+    assert len(rows) == 4 and {Path(r["path"]).name for r in rows} <= {f.name for f in strangers}
+    for r in rows:  # how sure: the label nearest its own threshold
+        gaps = [abs(r["probabilities"][c] - t) for c, t in zip(loaded.classes_, loaded.thresholds_)]
+        assert r["margin"] == pytest.approx(min(gaps), abs=1e-4)
+        assert [t["label"] for t in r["labels"]] == [c for c in sorted(
+            r["probabilities"], key=lambda c: -r["probabilities"][c])
+            if r["probabilities"][c] >= loaded.thresholds_[loaded.classes_.index(c)]]
+    res = CliRunner().invoke(app, ["suggest", str(run), str(pool / labelled[0].name)])
+    assert res.exit_code == 2 and "none of the 1 readable item(s) is new (1 labelled already" in " ".join(
+        res.output.split())
+
+
 # ------------------------------------------------------------------- compare and advise (coco128 image tags)
 COCO128 = SHARED / "coco128"
 COCO_LABELS = ("car", "dining table", "person")  # street scenes, meals, people: what ImageNet features tell apart

@@ -1,0 +1,141 @@
+"""Which unlabelled items to label next (``headstart suggest``): the least sure, unlike one another, never an item
+labelled already; on real SMS messages and real digit images with real pretrained weights."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_text import FAST, SMS, needs_minilm, needs_sms, sms_split  # noqa: F401 - sms_split: the fixture
+from typer.testing import CliRunner
+
+from headstart.cli import app
+from headstart.core import runfolder
+from headstart.tasks.classification import suggest
+from headstart.tasks.text.task import TextClassifier
+
+runner = CliRunner()
+
+
+def test_margins_are_the_gap_to_the_decision():
+    p = np.array([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05], [0.34, 0.33, 0.33]])
+    assert suggest.margins(p) == pytest.approx([0.2, 0.85, 0.01])
+    # an operating point deciding class 1 at 0.25: the first item is 0.05 from deciding otherwise
+    assert suggest.margins(p, positive=1, threshold=0.25) == pytest.approx([0.05, 0.2, 0.01])
+    # multi-label: the label nearest its own threshold
+    assert suggest.margins(p, thresholds=[0.4, 0.2, 0.5]) == pytest.approx([0.1, 0.15, 0.06])
+
+
+def test_a_batch_is_the_least_sure_items_one_per_group_not_fifty_copies():
+    rng = np.random.default_rng(0)
+    copies = rng.normal(0, 0.01, (50, 16)) + np.eye(16)[0]  # fifty near-copies the model is least sure of
+    apart = np.eye(16)[1:6] + rng.normal(0, 0.01, (5, 16))  # five unsure items unlike them and one another
+    sure = rng.normal(0, 1, (200, 16))  # items the model is sure of
+    features = np.concatenate([copies, apart, sure])
+    margin = np.concatenate([np.full(50, 0.05), np.full(5, 0.1), np.full(200, 0.9)])
+    picked = suggest.choose(margin, features, 6)
+    assert sum(i < 50 for i in picked) == 1 and set(range(50, 55)) <= set(picked)
+    assert picked[0] < 50  # least sure first
+    plain = np.argsort(margin, kind="stable")[:6].tolist()
+    assert sum(i < 50 for i in plain) == 6  # what margin alone would ask: six copies of one item
+    # a pool no bigger than the batch: all of it, least sure first
+    assert suggest.choose([0.3, 0.1, 0.2], np.eye(3), 5) == [1, 2, 0]
+
+
+def test_the_csv_has_a_label_column_to_fill_beside_the_guesses(tmp_path):
+    rows = [{"path": "a.png", "rank": 1, "label": "cat", "probability": 0.55,
+             "top_k": [("cat", 0.55), ("dog", 0.45)], "margin": 0.1, "unfamiliar": True},
+            {"path": "b.png", "rank": 2, "labels": [{"label": "sea", "probability": 0.6}],
+             "probabilities": {"sea": 0.6, "sky": 0.45, "sun": 0.1}, "margin": 0.05}]
+    suggest.write_csv(rows, tmp_path / "to_label.csv", "path")
+    got = list(csv.DictReader((tmp_path / "to_label.csv").open()))
+    assert [r["label"] for r in got] == ["", ""]
+    assert (got[0]["guess"], got[0]["runner_up"], got[0]["unfamiliar"]) == ("cat", "dog", "true")
+    assert (got[1]["guess"], got[1]["runner_up"], got[1]["runner_up_probability"]) == ("sea", "sky", "0.4500")
+
+
+@needs_sms
+@needs_minilm
+def test_sms_suggestions_leave_out_labelled_texts_and_find_the_rare_class(sms_split, tmp_path,  # noqa: F811
+                                                                          session_cache):
+    run = tmp_path / "run"
+    TextClassifier(strategy="linear", overrides=FAST).fit(sms_split["small"], out=run)
+    with sms_split["small"].open(encoding="utf-8", newline="") as f:
+        labelled = [r["SMS"] for r in csv.DictReader(f)]  # training and validation messages
+    with SMS.open(encoding="utf-8", newline="") as f:
+        everything = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    truth = {text: label for label, text in everything}
+    others = [t for _, t in everything if t not in set(labelled)][:1200]
+    pool = labelled[:50] + others + others[:20]  # some labelled already, some twice
+    (tmp_path / "pool.txt").write_text("\n".join(t.replace("\n", " ") for t in pool) + "\n", encoding="utf-8")
+    out = tmp_path / "next.csv"
+    result = runner.invoke(app, ["suggest", str(run), "--file", str(tmp_path / "pool.txt"), "-n", "30",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 30 and all(r["label"] == "" for r in rows)
+    assert not {r["text"] for r in rows} & set(labelled) and len({r["text"] for r in rows}) == 30
+    margins = [float(r["margin"]) for r in rows]
+    assert margins == sorted(margins)
+    # the library's count of what it left out: the 50 labelled messages (and their copies among the others) and
+    # the 20 repeats (and the others' own repeats)
+    clf = TextClassifier.load(run)
+    picked = clf.suggest(pool, 30)
+    assert [r["text"] for r in picked] == [r["text"] for r in rows]
+    assert clf.weighed_["labelled"] >= 50 and clf.weighed_["repeated"] >= 20
+    assert clf.weighed_["read"] == len(pool)
+    # every pick is among the least sure of the pool: the prefilter's 10 x 30
+    all_margins = np.sort(clf._margins(clf.predict_proba(others)[1]))
+    assert max(margins) <= all_margins[suggest.PREFILTER * 30 - 1] + 1e-4
+    # near the boundary spam is far commoner than in the pile (13 %): labels spent where they teach most
+    share = sum(truth[r["text"]] == "spam" for r in rows) / len(rows)
+    pile = sum(truth[t] == "spam" for t in others) / len(others)
+    assert share >= 2 * pile, (share, pile)
+
+
+def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_path, session_cache):
+    from headstart.tasks.image.task import ImageClassifier
+
+    data, pool = tmp_path / "data", tmp_path / "pool"
+    pool.mkdir()
+    for digit in "0123456789":
+        files = sorted((digits_dir / digit).iterdir())
+        (data / digit).mkdir(parents=True)
+        for f in files[:5]:
+            shutil.copy(f, data / digit / f.name)
+        for f in files:  # the whole digit folder, its 5 labelled images included, unsorted
+            shutil.copy(f, pool / f"{digit}_{f.name}")
+    shutil.copy(sorted(pool.glob("7_*"))[-1], pool / "copy_of_a_seven.png")
+    run = tmp_path / "run"
+    ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False).fit(data, out=run)
+    assert len(runfolder.read_trained_keys(run)) + len(runfolder.read_trained_keys(run, runfolder.HELD_OUT)) == 50
+    out = tmp_path / "to_label.csv"
+    result = runner.invoke(app, ["suggest", str(run), str(pool), "-n", "12", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 12
+    labelled = {f.name for f in data.rglob("*.png")}
+    assert not [r for r in rows if Path(r["path"]).name.split("_", 1)[1] in labelled]
+    clf = ImageClassifier.load(run)
+    clf.suggest(str(pool), 12)
+    keys = {f: hashlib.sha1(f.read_bytes()).hexdigest() for f in sorted(pool.iterdir())}
+    known = {hashlib.sha1(f.read_bytes()).hexdigest() for f in data.rglob("*.png")}
+    distinct = set(keys.values()) - known
+    assert clf.weighed_ == {"read": 201, "labelled": sum(k in known for k in keys.values()),
+                            "repeated": 201 - sum(k in known for k in keys.values()) - len(distinct)}
+    assert clf.weighed_["labelled"] >= 50 and clf.weighed_["repeated"] >= 1
+    # the filled file is training data: its label column, its rows without a label left out
+    for i, r in enumerate(rows):
+        r["label"] = Path(r["path"]).name.split("_", 1)[0] if i < 10 else ""
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    checked = ImageClassifier().check(out)
+    assert "label column 'label'" in checked["layout"] and sum(checked["sizes"].values()) == 10
+    assert [s["why"] for s in checked["skipped"]] == ["empty label"] * 2
+    assert set(checked["classes"]) == {r["label"] for r in rows[:10]}
