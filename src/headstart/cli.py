@@ -358,50 +358,75 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
 
 
 @app.command()
-def suggest(run: Path = typer.Argument(..., help="run folder"),
+def suggest(run: Path | None = typer.Argument(None, help="run folder (with --first: the first item of the pile)"),
             pool: list[str] | None = typer.Argument(None, help="unlabelled image files or folders; texts or a table "
                                                                "of them for a text run"),
-            file: Path | None = typer.Option(None, "--file", help="text run: a UTF-8 file with one text per line"),
+            file: Path | None = typer.Option(None, "--file", help="texts: a UTF-8 file with one text per line"),
             n: int = typer.Option(50, "--n", "-n", min=1, help="how many items to label next"),
             out: Path | None = typer.Option(None, "--out", "-o",
                                             help="the CSV of items to label, with a label column to fill (default: "
-                                                 "RUN/to_label.csv)"),
+                                                 "RUN/to_label.csv; with --first: to_label.csv)"),
+            first: bool = typer.Option(False, "--first",
+                                       help="no run yet: the N items to label first, one typical item of each of N "
+                                            "groups of the pile by a pretrained model's features"),
+            model: str | None = typer.Option(None, "--model", "-m",
+                                             help="--first: the pretrained backbone (default: the task's)"),
+            task: str | None = typer.Option(None, "--task", "-t",
+                                            help="--first: image | text (default: told from the pile)"),
             ) -> None:
     """Which unlabelled items to label next: the N the model is least sure of, unlike one another (active
-    learning). Writes them to a CSV with an empty label column."""
+    learning); with --first and no run yet, the N that cover the pile. Writes them to a CSV with an empty label
+    column."""
 
     def go() -> None:
         from headstart.progress import say
         from headstart.tasks.classification.suggest import write_csv
 
-        chosen = task_of_run(run)
+        if first:
+            pile = [str(run)] * (run is not None) + list(pool or [])
+            if not pile and file is None:
+                raise ValueError("suggest --first needs the unlabelled pile: image files or folders, texts, or --file")
+            chosen = resolve_task(task or ("text" if file is not None and not pile else None), pile[0] if pile
+                                  else file)
+        else:
+            if run is None:
+                raise ValueError("suggest needs a run folder (or --first, to choose the first items to label)")
+            if not (run / "spec.json").is_file() and run.exists():
+                raise ConfigError(f"{run} is not a run folder: train a run on the items labelled so far first, or "
+                                  "add --first to choose the first items to label")
+            pile, chosen = list(pool or []), task_of_run(run)
         cls = chosen.estimator_class()
         if not hasattr(cls, "suggest"):
-            raise ConfigError(f"suggest picks items for classification runs (image, text, multi-label); {run} is a "
-                              f"{chosen.name} run")
-        items = cls.cli_inputs(list(pool or []), file, run)
+            raise ConfigError(f"suggest picks items for classification (image, text, multi-label); this is a "
+                              f"{chosen.name} {'pile' if first else 'run'}")
+        items = cls.cli_inputs(pile, file, None if first else run)
         if not items:
-            raise ValueError(f"suggest needs the unlabelled pool: {chosen.inputs} (or --file for a text run)")
-        estimator = cls.load(run)
-        rows = estimator.suggest(items, n)
+            raise ValueError(f"suggest needs the unlabelled pool: {chosen.inputs} (or --file for texts)")
+        estimator = cls(model=model) if first else cls.load(run)
+        rows = estimator.suggest_first(items, n) if first else estimator.suggest(items, n)
         seen = estimator.weighed_
         if not rows:
             raise DataError(f"Nothing to suggest: none of the {seen['read']} readable item(s) is new "
                             f"({seen['labelled']} labelled already, {seen['repeated']} repeats)")
-        target = out or run / "to_label.csv"
+        target = out or (Path("to_label.csv") if first else run / "to_label.csv")
         key = cls.ITEM_KEY
         write_csv(rows, target, key)
         _print_suggestions(rows, key)
+        left = ", ".join(f"{k} {what}" for what, k in (("labelled already", seen["labelled"]),
+                                                        ("repeats", seen["repeated"])) if k)
+        told = f"{len(rows)}[/] of {seen['read']} item(s){f' ({left}: left out)' if left else ''}"
+        if first:
+            say(f"[bold]{told} to label first, one typical of each group of the pile, biggest groups first: "
+                f"{target}. Fill the label column and train a run on them; then 'headstart suggest RUN PILE' picks "
+                "the next ones")
+            return
         guessed: dict[str, int] = {}
         for r in rows:
             for label in [r["label"]] if "label" in r else [t["label"] for t in r["labels"]] or ["(none)"]:
                 guessed[label] = guessed.get(label, 0) + 1
-        left = ", ".join(f"{k} {what}" for what, k in (("labelled already", seen["labelled"]),
-                                                        ("repeats", seen["repeated"])) if k)
-        say(f"[bold]{len(rows)}[/] of {seen['read']} item(s){f' ({left}: left out)' if left else ''} to label next, "
-            f"least sure first: "
-            f"{target}. The model guesses {', '.join(f'{c} {k}' for c, k in sorted(guessed.items()))}. Fill the "
-            "label column (the guess is no label), add them to the training data and train again")
+        say(f"[bold]{told} to label next, least sure first: {target}. The model guesses "
+            f"{', '.join(f'{c} {k}' for c, k in sorted(guessed.items()))}. Fill the label column (the guess is no "
+            "label), add them to the training data and train again")
 
     _run(go)
 
@@ -412,10 +437,14 @@ def _print_suggestions(rows: list[dict], key: str) -> None:
     from headstart.progress import console
     from headstart.tasks.classification.suggest import guesses
 
-    table = Table()
-    for col in ("#", "text" if key == "text" else "file", "guess", "runner-up", "margin"):
+    table, guessed = Table(), "margin" in rows[0]
+    for col in ("#", "text" if key == "text" else "file", *(("guess", "runner-up", "margin") if guessed else
+                                                            ("items like it",))):
         table.add_column(col, overflow="fold")
     for r in rows:
+        if not guessed:
+            table.add_row(str(r["rank"]), r[key], str(r["group_size"]))
+            continue
         (guess, p), (other, q) = guesses(r)
         table.add_row(str(r["rank"]), r[key] + (" [yellow](unfamiliar)[/]" if r.get("unfamiliar") else ""),
                       f"{guess} {p:.2f}", f"{other} {q:.2f}" if other else "-", f"{r['margin']:.3f}")

@@ -450,6 +450,55 @@ class ClassifierEstimator(Estimator):
         return [{self.ITEM_KEY: str(kept[i][1]), "rank": rank, **self.row(kept[i][2], len(self.classes_)),
                  "margin": round(kept[i][0], 4), **kept[i][4]} for rank, i in enumerate(picked, 1)]
 
+    def suggest_first(self, pool: Any, n: int = 50, limit: int = 20000, chunk: int = 2048) -> list[dict[str, Any]]:
+        """With no labels yet: the ``n`` items of ``pool`` to label first, by the features of the configured
+        pretrained backbone (``model.name``; no training): one typical item of each of ``n`` groups of the pool,
+        the biggest groups first (``suggest.first``). Each row is the item, its ``rank`` and its ``group_size``.
+        Repeats are left out (``weighed_``); a pool over ``limit`` items is sampled down to that many (seeded)."""
+        import copy
+
+        import numpy as np
+
+        from headstart.tasks.classification import suggest
+
+        if n < 1:
+            raise ValueError(f"suggest needs n >= 1 items to pick, found {n}")
+        items = self._pool(pool)
+        if len(items) > limit:
+            from headstart.progress import say
+
+            keep = np.sort(np.random.default_rng(self.config.train.seed).permutation(len(items))[:limit])
+            say(f"{limit:,} of the {len(items):,} items drawn at random (seeded) to group")
+            items = [items[i] for i in keep]
+        probe = copy.copy(self)  # this estimator stays as it is: unfitted, or fitted
+        probe._use_pretrained()
+        got_all: list[Any] = []
+        features: list[Any] = []
+        seen: set[str] = set()
+        self.weighed_ = {"read": 0, "labelled": 0, "repeated": 0}
+        for start in range(0, len(items), chunk):
+            got, _ = probe._predicted(items[start:start + chunk])
+            self.weighed_["read"] += len(got)
+            for item, f in zip(got, probe.features_):
+                key = self._content_key(item)
+                if key in seen:
+                    self.weighed_["repeated"] += 1
+                    continue
+                if key is not None:
+                    seen.add(key)
+                got_all.append(item)
+                features.append(np.asarray(f, dtype=np.float32))
+        if not got_all:
+            return []
+        picked = suggest.first(np.stack(features), n, self.config.train.seed)
+        return [{self.ITEM_KEY: str(got_all[i]), "rank": rank, "group_size": size}
+                for rank, (i, size) in enumerate(picked, 1)]
+
+    def _use_pretrained(self) -> None:
+        """Make this estimator's model the configured pretrained backbone with an untrained head (its features only
+        are used: ``suggest_first``)."""
+        raise NotImplementedError
+
     def _margins(self, probs: Any) -> Any:
         """How sure the model is of each item's decision (``suggest.margins``; at the run's operating point)."""
         from headstart.tasks.classification import suggest

@@ -60,6 +60,42 @@ def choose(sure: Any, features: Any, n: int, seed: int = 0) -> list[int]:
     return sorted((int(candidates[i]) for i in picked), key=lambda row: (sure[row], row))
 
 
+def first(features: Any, n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """With no labels yet: ``(row, group size)`` of the ``n`` rows to label first, the biggest groups first. The rows
+    are grouped in ``n`` by their ``features`` (k-means) and each group's most typical row is taken: the one nearest
+    its ``TYPICAL`` nearest neighbours of the group (TypiClust: Hacohen et al., "Active Learning on a Budget", ICML
+    2022: with few labels, typical items teach more than odd ones, and one per group covers the data's kinds)."""
+    x = _unit(np.asarray(features, dtype=np.float32))
+    if n <= 0:
+        return []
+    if len(x) <= n:
+        return [(i, 1) for i in range(len(x))]
+    _, groups = _weighted_kmeans(x, np.ones(len(x)), n, np.random.default_rng(seed))
+    picked = []
+    for j in range(n):
+        members = np.flatnonzero(groups == j)
+        if len(members):
+            picked.append((int(members[_most_typical(x[members])]), len(members)))
+    while len(picked) < n:  # a group left empty: the row farthest from those picked
+        gap = _squared_distances(x, x[[i for i, _ in picked]]).min(axis=1)
+        gap[[i for i, _ in picked]] = -1.0
+        picked.append((int(gap.argmax()), 1))
+    return sorted(picked, key=lambda pair: (-pair[1], pair[0]))
+
+
+TYPICAL = 20  # the neighbours whose mean distance says how typical an item is of its group (TypiClust's k)
+
+
+def _most_typical(x: np.ndarray) -> int:
+    """The row of ``x`` nearest its ``TYPICAL`` nearest other rows (mean squared distance)."""
+    if len(x) <= 2:
+        return 0
+    k = min(TYPICAL, len(x) - 1)
+    d = _squared_distances(x, x)
+    np.fill_diagonal(d, np.inf)
+    return int(np.partition(d, k - 1, axis=1)[:, :k].mean(axis=1).argmin())
+
+
 def kept_candidates(sure: np.ndarray, n: int) -> np.ndarray:
     """The rows of one chunk of a pool worth keeping for ``choose``: its ``PREFILTER * n`` least sure (a pool
     read in chunks keeps only these, with their features: memory stays flat in the pool's size)."""
@@ -108,12 +144,16 @@ def _squared_distances(x: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 def write_csv(rows: list[dict[str, Any]], path: Path, key: str) -> None:
     """``rows`` of ``suggest`` to ``path``: the item, an empty ``label`` column to fill, the model's guess (the
-    most probable class; multi-label: its labels, ``|``-separated) and runner-up, and how sure it was."""
+    most probable class; multi-label: its labels, ``|``-separated) and runner-up, and how sure it was; rows of
+    ``suggest_first`` (no model yet): the item, ``label`` and the size of the group it stands for."""
     import csv
 
     flagged = any("unfamiliar" in r for r in rows)
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
+        if rows and "margin" not in rows[0]:
+            writer.writerows([[key, "label", "group_size"], *([r[key], "", r["group_size"]] for r in rows)])
+            return
         writer.writerow([key, "label", "guess", "probability", "runner_up", "runner_up_probability", "margin",
                          *(["unfamiliar"] if flagged else [])])
         for r in rows:

@@ -44,13 +44,8 @@ class ImageClassifier(ClassifierEstimator):
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config
         splits = self._training_splits(self._discover(data))
-        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        backbone = self._backbone()
         spec = backbone.spec
-        if spec.modality != "image":
-            raise ConfigError(f"Model '{cfg.model.name}' is a {spec.modality} model; an image classifier "
-                              f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
-        say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
-            f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
         chosen = flips.choose(cfg.data.flip, splits.classes, splits.unmirrored)
         imdata = self.DATA(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),
                            intensity=cfg.data.intensity, max_pixels=cfg.data.max_pixels,
@@ -72,6 +67,23 @@ class ImageClassifier(ClassifierEstimator):
                                                   "flips": chosen.name})
 
     DATA = ImageData  # the training data's class
+
+    def _backbone(self) -> Any:
+        """The configured pretrained backbone (``model.name``), said."""
+        cfg = self.config
+        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        spec = backbone.spec
+        if spec.modality != "image":
+            raise ConfigError(f"Model '{cfg.model.name}' is a {spec.modality} model; an image classifier "
+                              f"needs an image backbone (see 'headstart models'), or train with --task {spec.modality}")
+        say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
+            f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups)")
+        return backbone
+
+    def _use_pretrained(self) -> None:
+        backbone = self._backbone()
+        backbone.spec.extra["intensity"] = self.config.data.intensity  # auto: each image windowed where it needs
+        self.model_, self.classes_, self.familiar_ = TransferClassifier(backbone, 1), ["(none)"], None
 
     def _eval_transform(self, spec: Any) -> Any:
         """What an image decoded at ``spec.resize_size`` goes through before the model (as in validation)."""

@@ -57,21 +57,10 @@ class TextClassifier(ClassifierEstimator):
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg, tc = self.config, self.config.text
-        if not hf_text.is_text_model(cfg.model.name):
-            raise ConfigError(f"Model '{cfg.model.name}' is an image backbone; text classification needs a text "
-                              f"encoder: {', '.join(hf_text.PACKAGED)}, hf:NAME or a Hugging Face model folder")
         splits = self._training_splits(self._discover(data))
         torch.manual_seed(cfg.train.seed)
-        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
-        spec = backbone.spec
-        if tc.pooling != "auto":
-            spec.extra["pooling"] = tc.pooling
-        max_length = min(tc.max_length, spec.extra["max_positions"])
-        spec.extra["max_length"] = max_length
-        tokenizer = hf_text.load_tokenizer(spec)
-        hf_text.use_segments(backbone, tokenizer)
-        say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
-            f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups, {spec.extra['pooling']} pooling)")
+        backbone, tokenizer = self._backbone()
+        spec, max_length = backbone.spec, backbone.spec.extra["max_length"]
         tdata = TextData(splits, tokenizer, max_length, tokenizer_id=tokenizer_id(spec))
         _summarize_data(data, splits, tdata, self._refitting)
         self._write_skipped(run, splits)
@@ -86,6 +75,29 @@ class TextClassifier(ClassifierEstimator):
         self.tokenizer_, self.text_columns_ = tokenizer, splits.text_columns
         return Prepared(model, tdata, splits, {"truncated": tdata.truncated, "max_length": max_length,
                                                "data_warnings": splits.notes})
+
+    def _backbone(self) -> tuple[Any, Any]:
+        """The configured pretrained encoder (``model.name``, said) and its tokenizer; ``spec.extra["max_length"]``
+        set (``text.max_length`` within the model's positions)."""
+        cfg, tc = self.config, self.config.text
+        if not hf_text.is_text_model(cfg.model.name):
+            raise ConfigError(f"Model '{cfg.model.name}' is an image backbone; text classification needs a text "
+                              f"encoder: {', '.join(hf_text.PACKAGED)}, hf:NAME or a Hugging Face model folder")
+        backbone = registry.create_backbone(cfg.model.name, cfg.model.pretrained, cfg.model.weights)
+        spec = backbone.spec
+        if tc.pooling != "auto":
+            spec.extra["pooling"] = tc.pooling
+        spec.extra["max_length"] = min(tc.max_length, spec.extra["max_positions"])
+        tokenizer = hf_text.load_tokenizer(spec)
+        hf_text.use_segments(backbone, tokenizer)
+        say(f"[bold]Backbone[/] {spec.name} ({spec.arch}, weights: {spec.weights or 'random init'}, "
+            f"{spec.num_params / 1e6:.1f}M params, {backbone.num_groups} layer groups, {spec.extra['pooling']} pooling)")
+        return backbone, tokenizer
+
+    def _use_pretrained(self) -> None:
+        backbone, self.tokenizer_ = self._backbone()
+        self.model_, self.classes_, self.familiar_ = TransferClassifier(backbone, 1), ["(none)"], None
+        self.text_columns_ = []
 
     def _discover(self, data: str | Path) -> TextSplits:
         tc, cfg = self.config.text, self.config
