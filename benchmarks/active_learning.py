@@ -119,8 +119,8 @@ def main() -> None:
                 data = {"sms": sms, "blood_cells": blood_cells}[name](folder, seed)
                 start = np.random.default_rng(seed).choice(len(data["items"]), settings["start"], replace=False)
                 where = {item: i for i, item in enumerate(data["items"])}
-                first = [where[r[key]] for r in _estimator(data["task"], args.strategy).suggest_first(
-                    data["items"], settings["start"]) for key in ("text" if data["task"] == "text" else "path",)]
+                clf = _estimator(data["task"], args.strategy)
+                first = [where[r[clf.ITEM_KEY]] for r in clf.suggest_first(data["items"], settings["start"])]
                 arms = {arm: simulate(data, arm, begin, settings["batch"], args.rounds, args.strategy, seed, folder)
                         for arm, begin in (("suggest", start.tolist()), ("random", start.tolist()), ("first", first))}
             per_seed.append(arms)

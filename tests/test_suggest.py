@@ -46,6 +46,20 @@ def test_a_batch_is_the_least_sure_items_one_per_group_not_fifty_copies():
     assert suggest.choose([0.3, 0.1, 0.2], np.eye(3), 5) == [1, 2, 0]
 
 
+def test_first_picks_are_one_typical_item_per_group_biggest_group_first():
+    rng = np.random.default_rng(0)
+    groups = [np.eye(8)[g] + rng.normal(0, 0.05, (size, 8)) for g, size in ((0, 50), (1, 30), (2, 10))]
+    groups[0][0] = np.eye(8)[0] * 0.6 + np.eye(8)[3] * 0.4  # an odd member of the biggest group
+    x = np.concatenate(groups)
+    picked = suggest.first(x, 3)
+    assert [size for _, size in picked] == [50, 30, 10]
+    assert [row for row, _ in picked][0] in range(1, 50) and picked[1][0] in range(50, 80) and picked[2][0] >= 80
+    centre = x[1:50].mean(axis=0)
+    typical = np.linalg.norm(x[1:50] - centre, axis=1)
+    assert np.linalg.norm(x[picked[0][0]] - centre) <= np.quantile(typical, 0.25)  # near the middle, not the edge
+    assert suggest.first(x[:2], 5) == [(0, 1), (1, 1)]
+
+
 def test_the_csv_has_a_label_column_to_fill_beside_the_guesses(tmp_path):
     rows = [{"path": "a.png", "rank": 1, "label": "cat", "probability": 0.55,
              "top_k": [("cat", 0.55), ("dog", 0.45)], "margin": 0.1, "unfamiliar": True},
@@ -95,6 +109,16 @@ def test_sms_suggestions_leave_out_labelled_texts_and_find_the_rare_class(sms_sp
     share = sum(truth[r["text"]] == "spam" for r in rows) / len(rows)
     pile = sum(truth[t] == "spam" for t in others) / len(others)
     assert share >= 2 * pile, (share, pile)
+    # with no run yet: typical messages of 20 groups of the pile, both kinds among them, written as a file to fill
+    first = tmp_path / "first.csv"
+    result = runner.invoke(app, ["suggest", "--first", "--file", str(tmp_path / "pool.txt"), "-n", "20",
+                                 "--out", str(first)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(first.open(encoding="utf-8")))
+    assert len(rows) == 20 and all(r["label"] == "" for r in rows)
+    sizes = [int(r["group_size"]) for r in rows]
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == len(set(pool))  # every distinct text in one group
+    assert {truth[r["text"]] for r in rows} == {"ham", "spam"}
 
 
 def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_path, session_cache):
@@ -128,6 +152,13 @@ def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_
     assert clf.weighed_ == {"read": 201, "labelled": sum(k in known for k in keys.values()),
                             "repeated": 201 - sum(k in known for k in keys.values()) - len(distinct)}
     assert clf.weighed_["labelled"] >= 50 and clf.weighed_["repeated"] >= 1
+    # with no run: a typical digit of each of ten groups by the pretrained features, every distinct image in one
+    # group (the copy left out); they span 7 or more digits (ten drawn at random: 6.6 on average)
+    first = ImageClassifier(model="mobilenet_v2")
+    firsts = first.suggest_first(str(pool), 10)
+    assert first.weighed_ == {"read": 201, "labelled": 0, "repeated": 201 - len(set(keys.values()))}
+    assert sum(r["group_size"] for r in firsts) == len(set(keys.values()))
+    assert len({Path(r["path"]).name.split("_", 1)[0] for r in firsts}) >= 7
     # the filled file is training data: its label column, its rows without a label left out
     for i, r in enumerate(rows):
         r["label"] = Path(r["path"]).name.split("_", 1)[0] if i < 10 else ""

@@ -70,12 +70,14 @@ def first(features: Any, n: int, seed: int = 0) -> list[tuple[int, int]]:
         return []
     if len(x) <= n:
         return [(i, 1) for i in range(len(x))]
-    _, groups = _weighted_kmeans(x, np.ones(len(x)), n, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    _, groups = _weighted_kmeans(x, np.ones(len(x)), n, rng)
     picked = []
     for j in range(n):
         members = np.flatnonzero(groups == j)
         if len(members):
-            picked.append((int(members[_most_typical(x[members])]), len(members)))
+            among = members if len(members) <= TYPICAL_AMONG else np.sort(rng.choice(members, TYPICAL_AMONG, False))
+            picked.append((int(among[_most_typical(x[among])]), len(members)))
     while len(picked) < n:  # a group left empty: the row farthest from those picked
         gap = _squared_distances(x, x[[i for i, _ in picked]]).min(axis=1)
         gap[[i for i, _ in picked]] = -1.0
@@ -84,6 +86,7 @@ def first(features: Any, n: int, seed: int = 0) -> list[tuple[int, int]]:
 
 
 TYPICAL = 20  # the neighbours whose mean distance says how typical an item is of its group (TypiClust's k)
+TYPICAL_AMONG = 2000  # a bigger group's most typical item is sought among this many of its items, drawn (seeded)
 
 
 def _most_typical(x: np.ndarray) -> int:
