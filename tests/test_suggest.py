@@ -121,7 +121,7 @@ def test_sms_suggestions_leave_out_labelled_texts_and_find_the_rare_class(sms_sp
     assert {truth[r["text"]] for r in rows} == {"ham", "spam"}
 
 
-def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_path, session_cache):
+def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_path, session_cache, monkeypatch):
     from headstart.tasks.image.task import ImageClassifier
 
     data, pool = tmp_path / "data", tmp_path / "pool"
@@ -137,9 +137,10 @@ def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_
     run = tmp_path / "run"
     ImageClassifier(model="mobilenet_v2", strategy="linear", cache_views=1, refit=False).fit(data, out=run)
     assert len(runfolder.read_trained_keys(run)) + len(runfolder.read_trained_keys(run, runfolder.HELD_OUT)) == 50
-    out = tmp_path / "to_label.csv"
-    result = runner.invoke(app, ["suggest", str(run), str(pool), "-n", "12", "--out", str(out)])
+    monkeypatch.chdir(tmp_path)  # the pile named relative to here; the file goes into the run folder
+    result = runner.invoke(app, ["suggest", "run", "pool", "-n", "12"])
     assert result.exit_code == 0, result.output
+    out = run / "to_label.csv"
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 12
     labelled = {f.name for f in data.rglob("*.png")}

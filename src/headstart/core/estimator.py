@@ -85,6 +85,14 @@ def check_run_target(run: Path, resume: bool) -> None:
                              "or choose another --out")
 
 
+def _split_keys(data: Any, split: str) -> list[str] | None:
+    """The content keys of a split of a task's data; None for a task without that split (detection: no test)."""
+    try:
+        return data.keys(split)
+    except (KeyError, AttributeError):
+        return None
+
+
 @dataclass
 class Prepared:
     """What ``_prepare`` hands to ``fit``: the model, the task's data object, and its summary."""
@@ -184,7 +192,7 @@ class Estimator:
                                                     **self._spec_info()})
             self._save_files(run)
             runfolder.write_trained_keys(run, trained)
-            held_out = set(prepared.data.keys("val") + prepared.data.keys("test")) - set(trained)
+            held_out = {k for split in ("val", "test") for k in _split_keys(prepared.data, split) or []} - set(trained)
             runfolder.write_trained_keys(run, sorted(held_out), runfolder.HELD_OUT)  # labelled too (``suggest``)
             self._write_outputs(run, data, prepared, state)
             runfolder.write_meta(run, status="complete")
@@ -238,12 +246,8 @@ class Estimator:
                 prepared = self._prepare(data, Path(tmp))
         finally:
             self._checking = False
-        sizes = {}
-        for split in ("train", "val", "test"):
-            try:
-                sizes[split] = len(prepared.data.keys(split))
-            except (KeyError, AttributeError):  # a task without that split
-                continue
+        sizes = {split: len(keys) for split in ("train", "val", "test")
+                 if (keys := _split_keys(prepared.data, split)) is not None}
         warnings = list(prepared.extra.get("data_warnings") or [])
         warnings += [f"{n} {what}" for what, n in (prepared.extra.get("issues") or {}).items()]
         report = {"task": self.TASK, "data": str(data), "layout": prepared.splits.layout,

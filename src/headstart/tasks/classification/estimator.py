@@ -7,8 +7,9 @@ import io
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from headstart.core.estimator import Estimator, Prepared
 from headstart.progress import console
@@ -420,35 +421,20 @@ class ClassifierEstimator(Estimator):
         if n < 1:
             raise ValueError(f"suggest needs n >= 1 items to pick, found {n}")
         self._require_fitted()
-        items = self._pool(pool)
         labelled: set[str] = set()
         for name in (runfolder.TRAINED, runfolder.HELD_OUT):
             labelled |= (runfolder.read_trained_keys(self.run_dir_, name) if self.run_dir_ else None) or set()
-        seen: set[str] = set()
-        kept: list[tuple[float, Any, Any, Any, dict]] = []  # (margin, item, probabilities, features, flags)
-        self.weighed_ = {"read": 0, "labelled": 0, "repeated": 0}
-        for start in range(0, len(items), chunk):
-            got, probs = self._predicted(items[start:start + chunk])
-            flags, features = self._flags(got), self.features_
-            new = []
-            for i, item in enumerate(got):
-                key = self._content_key(item)
-                if key in labelled or key in seen:
-                    self.weighed_["labelled" if key in labelled else "repeated"] += 1
-                    continue
-                if key is not None:
-                    seen.add(key)
-                new.append(i)
-            self.weighed_["read"] += len(got)
+        kept: list[_Candidate] = []
+        for got, probs, features, flags, new in self._new_items(self, self._pool(pool), labelled, chunk):
             sure = self._margins(probs[new]) if new else []
-            kept += [(float(sure[j]), got[i], probs[i], np.asarray(features[i], dtype=np.float32), flags[i])
+            kept += [_Candidate(float(sure[j]), got[i], probs[i], np.asarray(features[i], np.float32), flags[i])
                      for j, i in enumerate(new)]
-            kept = [kept[j] for j in suggest.kept_candidates(np.array([k[0] for k in kept]), n)]
+            kept = [kept[j] for j in suggest.kept_candidates(np.array([c.margin for c in kept]), n)]
         if not kept:
             return []
-        picked = suggest.choose([k[0] for k in kept], np.stack([k[3] for k in kept]), n)
-        return [{self.ITEM_KEY: str(kept[i][1]), "rank": rank, **self.row(kept[i][2], len(self.classes_)),
-                 "margin": round(kept[i][0], 4), **kept[i][4]} for rank, i in enumerate(picked, 1)]
+        picked = suggest.choose([c.margin for c in kept], np.stack([c.features for c in kept]), n)
+        return [{self.ITEM_KEY: str(kept[i].item), "rank": rank, **self.row(kept[i].probs, len(self.classes_)),
+                 "margin": round(kept[i].margin, 4), **kept[i].flags} for rank, i in enumerate(picked, 1)]
 
     def suggest_first(self, pool: Any, n: int = 50, limit: int = 20000, chunk: int = 2048) -> list[dict[str, Any]]:
         """With no labels yet: the ``n`` items of ``pool`` to label first, by the features of the configured
@@ -472,27 +458,34 @@ class ClassifierEstimator(Estimator):
             items = [items[i] for i in keep]
         probe = copy.copy(self)  # this estimator stays as it is: unfitted, or fitted
         probe._use_pretrained()
-        got_all: list[Any] = []
-        features: list[Any] = []
+        found: list[tuple[Any, Any]] = []  # (item, features) of the new items
+        for got, _, features, _, new in self._new_items(probe, items, set(), chunk):
+            found += [(got[i], np.asarray(features[i], np.float32)) for i in new]
+        if not found:
+            return []
+        picked = suggest.first(np.stack([f for _, f in found]), n, self.config.train.seed)
+        return [{self.ITEM_KEY: str(found[i][0]), "rank": rank, "group_size": size}
+                for rank, (i, size) in enumerate(picked, 1)]
+
+    def _new_items(self, reader: Any, items: list[Any], labelled: set[str], chunk: int) -> Iterator[tuple]:
+        """``(items, probabilities, features, flags, rows new)`` of each ``chunk`` of ``items`` as ``reader`` (this
+        estimator, or its pretrained copy) predicts them; a row is new when its content is not in ``labelled`` nor
+        in an earlier row. Counts in ``weighed_`` the items read, and those labelled or repeated."""
         seen: set[str] = set()
         self.weighed_ = {"read": 0, "labelled": 0, "repeated": 0}
         for start in range(0, len(items), chunk):
-            got, _ = probe._predicted(items[start:start + chunk])
-            self.weighed_["read"] += len(got)
-            for item, f in zip(got, probe.features_):
+            got, probs = reader._predicted(items[start:start + chunk])
+            new = []
+            for i, item in enumerate(got):
                 key = self._content_key(item)
-                if key in seen:
-                    self.weighed_["repeated"] += 1
+                if key in labelled or key in seen:
+                    self.weighed_["labelled" if key in labelled else "repeated"] += 1
                     continue
                 if key is not None:
                     seen.add(key)
-                got_all.append(item)
-                features.append(np.asarray(f, dtype=np.float32))
-        if not got_all:
-            return []
-        picked = suggest.first(np.stack(features), n, self.config.train.seed)
-        return [{self.ITEM_KEY: str(got_all[i]), "rank": rank, "group_size": size}
-                for rank, (i, size) in enumerate(picked, 1)]
+                new.append(i)
+            self.weighed_["read"] += len(got)
+            yield got, probs, reader.features_, reader._flags(got), new
 
     def _use_pretrained(self) -> None:
         """Make this estimator's model the configured pretrained backbone with an untrained head (its features only
@@ -577,6 +570,16 @@ class ClassifierEstimator(Estimator):
                               f"{r['probability']:.3f}", ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]),
                               *([", ".join(f"{w} {v:.2f}" for w, v in r.get("evidence", []))] if weighed else []))
             console.print(table)
+
+
+class _Candidate(NamedTuple):
+    """An item ``suggest`` may pick: how sure the model is of it, the item, its probabilities, features, flags."""
+
+    margin: float
+    item: Any
+    probs: Any
+    features: Any
+    flags: dict[str, Any]
 
 
 def with_error_rows(rows: list[dict[str, Any]], unreadable: list[tuple[str, str]], key: str = "path",

@@ -148,20 +148,24 @@ def _squared_distances(x: np.ndarray, c: np.ndarray) -> np.ndarray:
 def write_csv(rows: list[dict[str, Any]], path: Path, key: str) -> None:
     """``rows`` of ``suggest`` to ``path``: the item, an empty ``label`` column to fill, the model's guess (the
     most probable class; multi-label: its labels, ``|``-separated) and runner-up, and how sure it was; rows of
-    ``suggest_first`` (no model yet): the item, ``label`` and the size of the group it stands for."""
+    ``suggest_first`` (no model yet): the item, ``label`` and the size of the group it stands for. Image files are
+    written by their absolute paths, so that the filled file trains wherever it lies."""
     import csv
+
+    def item(row: dict[str, Any]) -> str:  # a file by its absolute path: the filled CSV is read from its own folder
+        return str(Path(row[key]).resolve()) if key == "path" and Path(row[key]).is_file() else row[key]
 
     flagged = any("unfamiliar" in r for r in rows)
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         if rows and "margin" not in rows[0]:
-            writer.writerows([[key, "label", "group_size"], *([r[key], "", r["group_size"]] for r in rows)])
+            writer.writerows([[key, "label", "group_size"], *([item(r), "", r["group_size"]] for r in rows)])
             return
         writer.writerow([key, "label", "guess", "probability", "runner_up", "runner_up_probability", "margin",
                          *(["unfamiliar"] if flagged else [])])
         for r in rows:
             guess, runner_up = guesses(r)
-            writer.writerow([r[key], "", guess[0], f"{guess[1]:.4f}", runner_up[0], f"{runner_up[1]:.4f}",
+            writer.writerow([item(r), "", guess[0], f"{guess[1]:.4f}", runner_up[0], f"{runner_up[1]:.4f}",
                              f"{r['margin']:.4f}", *([str(bool(r.get("unfamiliar"))).lower()] if flagged else [])])
 
 
