@@ -6,7 +6,10 @@ that reproducibility studies of active learning find hard to beat), but the leas
 near-copies of one another: ten blurry photos of one kind teach what one of them does. So the batch is chosen as in
 Zhdanov, "Diverse mini-batch Active Learning" (2019): the ``PREFILTER``·n least sure items are clustered into n
 groups by their features (k-means weighted by how unsure the model is of each), and the item nearest each group's
-centre is picked. Items the model trained on (same content) and repeated items of the pool are left out.
+centre is picked. Items labelled already (same content) and repeated items of the pool are left out.
+
+With no labels yet (``first``), the pile is grouped by a pretrained backbone's features and the most typical item of
+each group is picked (TypiClust).
 """
 
 from __future__ import annotations
@@ -52,12 +55,8 @@ def choose(sure: Any, features: Any, n: int, seed: int = 0) -> list[int]:
     weights = np.clip(1.0 - sure[candidates], 1e-3, None)
     centres, groups = _weighted_kmeans(x, weights, n, np.random.default_rng(seed))
     d = _squared_distances(x, centres)[np.arange(len(x)), groups]
-    picked = [int(members[d[members].argmin()]) for j in range(n) if len(members := np.flatnonzero(groups == j))]
-    while len(picked) < n:  # a group left empty: the candidate farthest from those picked
-        gap = _squared_distances(x, x[picked]).min(axis=1)
-        gap[picked] = -1.0
-        picked.append(int(gap.argmax()))
-    return sorted((int(candidates[i]) for i in picked), key=lambda row: (sure[row], row))
+    picked = _one_per_group(x, groups, n, lambda members: int(members[d[members].argmin()]))
+    return sorted((int(candidates[i]) for i, _ in picked), key=lambda row: (sure[row], row))
 
 
 def first(features: Any, n: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -72,17 +71,24 @@ def first(features: Any, n: int, seed: int = 0) -> list[tuple[int, int]]:
         return [(i, 1) for i in range(len(x))]
     rng = np.random.default_rng(seed)
     _, groups = _weighted_kmeans(x, np.ones(len(x)), n, rng)
-    picked = []
-    for j in range(n):
-        members = np.flatnonzero(groups == j)
-        if len(members):
-            among = members if len(members) <= TYPICAL_AMONG else np.sort(rng.choice(members, TYPICAL_AMONG, False))
-            picked.append((int(among[_most_typical(x[among])]), len(members)))
-    while len(picked) < n:  # a group left empty: the row farthest from those picked
-        gap = _squared_distances(x, x[[i for i, _ in picked]]).min(axis=1)
-        gap[[i for i, _ in picked]] = -1.0
+
+    def typical(members: np.ndarray) -> int:
+        among = members if len(members) <= TYPICAL_AMONG else np.sort(rng.choice(members, TYPICAL_AMONG, False))
+        return int(among[_most_typical(x[among])])
+
+    return sorted(_one_per_group(x, groups, n, typical), key=lambda pair: (-pair[1], pair[0]))
+
+
+def _one_per_group(x: np.ndarray, groups: np.ndarray, n: int, best: Any) -> list[tuple[int, int]]:
+    """``(row, group size)`` of the row ``best(members)`` takes of each of the ``n`` groups; for a group k-means
+    left empty, the row farthest from those taken (size 1)."""
+    picked = [(best(members), len(members)) for j in range(n) if len(members := np.flatnonzero(groups == j))]
+    while len(picked) < n:
+        rows = [row for row, _ in picked]
+        gap = _squared_distances(x, x[rows]).min(axis=1)
+        gap[rows] = -1.0
         picked.append((int(gap.argmax()), 1))
-    return sorted(picked, key=lambda pair: (-pair[1], pair[0]))
+    return picked
 
 
 TYPICAL = 20  # the neighbours whose mean distance says how typical an item is of its group (TypiClust's k)
