@@ -391,6 +391,9 @@ def suggest(run: Path | None = typer.Argument(None, help="run folder (with --fir
         else:
             if run is None:
                 raise ValueError("suggest needs a run folder (or --first, to choose the first items to label)")
+            if model or task:
+                raise ValueError("--model and --task choose the pretrained backbone of --first; a run suggests with "
+                                 "its own model")
             if not (run / "spec.json").is_file() and run.exists():
                 raise ConfigError(f"{run} is not a run folder: train a run on the items labelled so far first, or "
                                   "add --first to choose the first items to label")
