@@ -546,18 +546,19 @@ def _given_test(folder: Path, splits: ImageSplits) -> bool:
     return False
 
 
-def content_keys(samples: Sequence[Sample]) -> None:
-    """Fill each sample's ``key`` with the sha1 of its file's bytes ("" when it cannot be read: reported later);
-    samples that have one keep it."""
-    def one(sample: Sample) -> str:
-        try:
-            return hashlib.sha1(sample.path.read_bytes()).hexdigest()
-        except OSError:
-            return ""
+def file_key(path: Path) -> str:
+    """The content key of an image file: the sha1 of its bytes ("" when it cannot be read: reported later)."""
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
+
+def content_keys(samples: Sequence[Sample]) -> None:
+    """Fill each sample's ``key`` with its file's ``file_key``; samples that have one keep it."""
     todo = [s for s in samples if not s.key]  # a key already found is kept (DATA's splits checked after a split)
     with ThreadPoolExecutor(torch.get_num_threads()) as pool:  # device.threads (set before reading)
-        for sample, key in zip(todo, pool.map(one, todo)):
+        for sample, key in zip(todo, pool.map(lambda sample: file_key(sample.path), todo)):
             sample.key = key
 
 

@@ -20,7 +20,7 @@ from headstart.tasks import flips
 from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
-from headstart.tasks.image.data import ImageSplits, Sample, discover, image_samples, labelled_samples
+from headstart.tasks.image.data import ImageSplits, Sample, discover, file_key, image_samples, labelled_samples
 from headstart.tasks.image.dataset import ImageData, ImageDataset, ImageStore
 from headstart.tasks.image.decode import output_stems
 from headstart.tasks.image.shortcuts import shortcut_notes
@@ -113,10 +113,9 @@ class ImageClassifier(ClassifierEstimator):
         return prediction_items(inputs if isinstance(inputs, list) else [inputs])
 
     def _content_key(self, item: Any) -> str | None:
-        """The sha1 of an image file's bytes, as ``data.content_keys`` keys the training images (None: in memory)."""
-        import hashlib
-
-        return hashlib.sha1(item.read_bytes()).hexdigest() if isinstance(item, Path) else None
+        """An image file's ``data.file_key``, as the training images are keyed (None: an image in memory, or a file
+        gone since it was read)."""
+        return (file_key(item) or None) if isinstance(item, Path) else None
 
     def predict_proba(self, inputs: str | Path | bytes | list,
                       save_heatmaps: str | Path | None = None) -> tuple[list[Path], torch.Tensor]:
