@@ -120,14 +120,8 @@ def test_linear_keeps_every_backbone_tensor_including_batchnorm_statistics(digit
 
 @pytest.mark.slow
 def test_fine_tuning_keeps_pretrained_batchnorm_statistics_on_unusual_images(digits_dir, tmp_path, session_cache):
-    """300 tiny greyscale digits: batch statistics of such images shift every feature the head learned."""
-    import shutil
-
-    data = tmp_path / "digits300"
-    for c in sorted(p.name for p in digits_dir.iterdir() if p.is_dir()):
-        (data / c).mkdir(parents=True)
-        for f in sorted((digits_dir / c).iterdir())[:30]:
-            shutil.copy(f, data / c / f.name)
+    """200 tiny greyscale digits: batch statistics of such images shift every feature the head learned."""
+    data = digits_dir
     jump, fine_tuned, final = {}, {}, {}
     for batchnorm in ("frozen", "train"):
         clf = ImageClassifier(model="mobilenet_v2", strategy="lp-ft", epochs=3,
