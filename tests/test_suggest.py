@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 from test_text import FAST, SMS, needs_minilm, needs_sms, sms_split  # noqa: F401 - sms_split: the fixture
 from typer.testing import CliRunner
 
-from headstart.cli import app
+from headstart.cli import _next_round, app
 from headstart.core import runfolder
+from headstart.errors import ConfigError, DataError
 from headstart.tasks.classification import suggest
 from headstart.tasks.text.task import TextClassifier
 
@@ -171,3 +173,39 @@ def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_
     assert "label column 'label'" in checked["layout"] and sum(checked["sizes"].values()) == 10
     assert [s["why"] for s in checked["skipped"]] == ["empty label"] * 2
     assert set(checked["classes"]) == {r["label"] for r in rows[:10]}
+    # ... and trains the next round: `train DATA --add to_label.csv` adds its 10 labelled images to the training
+    # split (validation unchanged); an image of DATA listed again is left out, the rows without a label are named
+    with out.open("a", newline="") as f:
+        again = sorted((data / "4").iterdir())[0]
+        csv.writer(f).writerow([str(again), "4", *[""] * (len(rows[0]) - 2)])
+    nxt = tmp_path / "run-next"
+    result = runner.invoke(app, ["train", "data", "--add", str(out), "--out", str(nxt), "--model", "mobilenet_v2",
+                                 "--strategy", "linear", "--no-refit", "cache.views=1"])
+    assert result.exit_code == 0, result.output
+    before, after = (json.loads((r / "metrics.json").read_text()) for r in (run, nxt))
+    assert after["num_train"] == before["num_train"] + 10 and after["num_val"] == before["num_val"]
+    assert "+ 10 images added to training (--add)" in after["layout"]
+    added = {hashlib.sha1(Path(r["path"]).read_bytes()).hexdigest() for r in rows[:10]}
+    assert added <= set(runfolder.read_trained_keys(nxt))  # the next suggest leaves them out
+    assert (nxt / "skipped.txt").read_text().count("empty label") == 2
+    assert ImageClassifier.load(nxt).config.data.add == [str(out.resolve())]
+    # the command suggest gives for the round after: the run's DATA, every table added so far and the new one
+    command = _next_round(nxt, ImageClassifier.load(nxt), tmp_path / "round3.csv")
+    assert command == f"headstart train {data.resolve()} --add {out.resolve()} --add {tmp_path / 'round3.csv'}"
+    # a label DATA does not have is refused before anything trains, naming it
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(f"path,label\n{rows[0]['path']},eleven\n")
+    with pytest.raises(DataError, match=r"labels DATA never saw: \{'eleven': 1\}\. DATA knows: 0, 1"):
+        ImageClassifier(model="mobilenet_v2", strategy="linear", add=[wrong]).fit(data, out=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_only_single_label_classification_adds_tables(tmp_path):
+    from headstart.core.estimator import build_config
+    from headstart.tasks import get_task
+
+    assert build_config(get_task("text"), add="new.csv").data.add == [str(Path("new.csv").resolve())]
+    with pytest.raises(ConfigError, match=r"Unknown argument 'add' for task 'detection' \(it is for --task image, "):
+        build_config(get_task("detection"), add="x.csv")
+    result = runner.invoke(app, ["train", str(tmp_path), "--task", "segmentation", "--add", "x.csv"])
+    assert result.exit_code != 0 and "Unknown argument 'add'" in result.output

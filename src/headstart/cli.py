@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from headstart.errors import ConfigError, DataError, HeadstartError
-from headstart.tasks import resolve_task, task_names, task_of_run
+from headstart.tasks import get_task, resolve_task, task_names, task_of_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fine-tune pretrained models on your own small dataset.")
@@ -153,6 +154,9 @@ def train(
     from_detection: bool | None = typer.Option(None, "--from-detection",
                                                help="multilabel: DATA is a detection set (YOLO, COCO, Pascal VOC); "
                                                "each image is tagged with the classes of its boxes"),
+    add: list[Path] | None = typer.Option(None, "--add", help="image and text classification: a labelled table (the "
+                                          "filled to_label.csv of 'headstart suggest', a CSV of path,label or "
+                                          "text,label) whose items join DATA's training split; repeat for several"),
 ) -> None:
     """Fine-tune a pretrained backbone on DATA and write a run folder."""
     if resume is not None:
@@ -168,7 +172,8 @@ def train(
         out = default_run_folder(data)
         say(escape(f"No --out given: the run folder is {out}"))
     task_keywords = {"text_column": text_column, "label_column": label_column, "max_length": max_length,
-                     "classes": classes, "from_detection": from_detection}
+                     "classes": classes, "from_detection": from_detection,
+                     "add": [str(a) for a in add] if add else None}
 
     def go() -> None:
         from headstart.core.estimator import build_config
@@ -429,9 +434,23 @@ def suggest(run: Path | None = typer.Argument(None, help="run folder (with --fir
                 guessed[label] = guessed.get(label, 0) + 1
         say(f"[bold]{told} to label next, least sure first: {target}. The model guesses "
             f"{', '.join(f'{c} {k}' for c, k in sorted(guessed.items()))}. Fill the label column (the guess is no "
-            "label), add them to the training data and train again")
+            f"label), then train again with them: {_next_round(run, estimator, target)}")
 
     _run(go)
+
+
+def _next_round(run: Path, estimator: Any, target: Path) -> str:
+    """The command that trains the next round (into runs/NAME-2...): the run's DATA with the tables the run added
+    and ``target`` (``--add``); for a task that reads no ``--add``, what to do instead."""
+    import shlex
+
+    from headstart.core import runfolder
+
+    if "add" not in get_task(estimator.TASK).shortcuts:
+        return "add their rows to the training data"
+    data = runfolder.read_meta(run).get("data", "DATA")
+    tables = [*estimator.config.data.add, str(target)]
+    return shlex.join(["headstart", "train", data, *(a for t in dict.fromkeys(tables) for a in ("--add", t))])
 
 
 def _print_suggestions(rows: list[dict], key: str) -> None:

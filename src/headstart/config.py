@@ -41,6 +41,11 @@ class DataConfig(_Section):
         "read as this (the CheXpert paper's U-Zeros / U-Ones); a blank is a negative")
     from_detection: bool = Field(False, description="multilabel: DATA is a detection set (YOLO data.yaml, COCO json, "
                                  "Pascal VOC folder); each image is tagged with the classes of its boxes")
+    add: list[str] = Field(default_factory=list, description="image and text classification: labelled tables (a "
+                           "filled to_label.csv of 'headstart suggest', any CSV of path,label or text,label) whose "
+                           "items join DATA's training split, never its validation or test split (scores stay "
+                           "comparable from round to round); rows with an empty label are skipped and named, items "
+                           "already in DATA are left out and counted")
     strict: bool = Field(False, description="stop at the first unreadable image instead of skipping it")
     preload_mb: int = Field(2048, ge=0, description="keep decoded, resized images in memory up to this size")
     max_pixels: int = Field(89_478_485, ge=1, le=89_478_485, description="images with more pixels are skipped "
@@ -74,6 +79,13 @@ class DataConfig(_Section):
         "16-bit/float. The choice is saved in spec.json and reused by evaluate and predict (image task)")
     augment_seed: int | None = Field(None, description="seed of the augmentation draws (and of the cached views); "
                                      "default: train.seed. compare fixes it so that seeds share cached views")
+
+    @field_validator("add", mode="before")
+    @classmethod
+    def _absolute(cls, value: Any) -> list[str]:
+        """Each table by its absolute path (config.yaml then resumes from any folder); one path: a list of one."""
+        values = [value] if isinstance(value, (str, Path)) else list(value or [])
+        return [str(Path(v).expanduser().resolve()) for v in values]
 
 
 class TrainConfig(_Section):

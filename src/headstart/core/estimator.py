@@ -263,10 +263,20 @@ class Estimator:
     _lead = True  # this process writes the run folder (with several devices: rank 0 alone)
 
     def _training_splits(self, splits: Any) -> Any:
-        """What a task's ``_prepare`` trains on: the splits it read, or for ``--refit`` train + validation."""
+        """What a task's ``_prepare`` trains on: the splits it read (with ``data.add``'s items in training), or for
+        ``--refit`` train + validation."""
+        splits = self._with_added(splits)
         if not self._refitting:
             return splits
         return dataclasses.replace(splits, train=splits.train + splits.val, notes=[])  # the first read said them
+
+    def _with_added(self, splits: Any) -> Any:
+        """DATA's splits with the labelled items of ``data.add`` in training: classification tasks read them
+        (``ClassifierEstimator``); the others refuse the key."""
+        if self.config.data.add:
+            raise ConfigError(f"data.add (--add) adds labelled tables to the training split of image and text "
+                              f"classification; the {self.TASK} task does not read it: add the items to DATA instead")
+        return splits
 
     def _refit(self, data: str | Path, run: Path, plan: list, resume: bool, fabric: Any) -> dict[str, Any]:
         """``--refit``: a fresh model trained on train + validation by ``plan``; it becomes the saved model."""

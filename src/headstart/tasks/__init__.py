@@ -149,7 +149,7 @@ register(Task(
     # chose is trained again on train + validation: on 210 digits the held-out macro-F1 went from 0.762 to 0.810
     # (benchmarks/recipes.py, README "Choosing the default"); DATA's own val/ split stays out of training.
     defaults={"train": {"refit": "auto"}},
-    shortcuts={"label_column": "data.label_column", "path_column": "data.path_column"},
+    shortcuts={"label_column": "data.label_column", "path_column": "data.path_column", "add": "data.add"},
 ))
 register(Task(
     name="multilabel", estimator="headstart.tasks.multilabel.task:MultiLabelClassifier", run_kind="multilabel",
@@ -178,7 +178,8 @@ TEXT_SHORTCUTS = {"text_column": "text.text_column", "label_column": "text.label
 register(Task(
     name="text", estimator="headstart.tasks.text.task:TextClassifier", run_kind="text-classification",
     summary="text classification: a csv/tsv/jsonl/json/parquet table or a datasets folder", section="text",
-    aliases=("text-classification",), inputs="texts", defaults=TEXT_DEFAULTS, shortcuts=TEXT_SHORTCUTS,
+    aliases=("text-classification",), inputs="texts", defaults=TEXT_DEFAULTS,
+    shortcuts={**TEXT_SHORTCUTS, "add": "data.add"},
 ))
 register(Task(
     name="text-multilabel", estimator="headstart.tasks.multilabel.text:MultiLabelTextClassifier",

@@ -40,6 +40,52 @@ class ClassifierEstimator(Estimator):
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
         raise NotImplementedError
 
+    def _with_added(self, splits: Any) -> Any:
+        """DATA's splits with the labelled items of each ``data.add`` table in training (labelled with DATA's classes
+        by ``_labelled``); never in validation or test, so a run's scores compare with the run before it. Items with
+        the content of one of DATA's or of one added before are left out and counted; rows without a label are
+        skipped, each named (skipped.txt)."""
+        import dataclasses
+
+        from headstart.errors import DataError
+        from headstart.progress import say
+
+        files = [Path(f) for f in self.config.data.add]
+        if not files:
+            return splits
+        seen = {key for key in self._keys_of(splits.train + splits.val + splits.test) if key}
+        added, skipped, said = [], list(splits.skipped), []
+        for file in files:
+            samples, blank = self._labelled(file, splits)
+            if not samples:
+                raise DataError(f"--add {file}: no row has a label ({len(blank)} without): fill its label column "
+                                f"with one of DATA's classes ({', '.join(splits.classes)})")
+            fresh = []
+            for sample, key in zip(samples, self._keys_of(samples)):
+                if key and key in seen:
+                    continue
+                seen.add(key)
+                fresh.append(sample)
+            added += fresh
+            skipped += blank
+            left_out = len(samples) - len(fresh)
+            said.append(f"{len(fresh)} from {file.name}"
+                        + (f" ({left_out} already in DATA or listed before: left out)" if left_out else "")
+                        + (f" ({len(blank)} row(s) without a label: skipped)" if blank else ""))
+        if not self._refitting:  # the first read said it
+            say(f"[bold]Added[/] to the training split: {', '.join(said)}")
+        return dataclasses.replace(splits, train=splits.train + added, skipped=skipped,
+                                   layout=f"{splits.layout}; + {len(added)} {self.NOUN} added to training (--add)")
+
+    def _labelled(self, data: str | Path, splits: Any = None) -> tuple[list[Any], list[tuple[str, str]]]:
+        """Labelled items of ``data`` and the rows skipped: labelled with the model's classes (``evaluate``), or with
+        the classes of ``splits``, the data being trained on (``data.add``)."""
+        raise NotImplementedError
+
+    def _keys_of(self, samples: list[Any]) -> list[str]:
+        """The content keys of samples, as the training data keys its items ("" where not known)."""
+        raise NotImplementedError
+
     def _steps(self, prepared: Prepared) -> Any:
         from headstart.tasks.classification.training import ClassificationSteps
 

@@ -983,13 +983,14 @@ def _labels(table: Table, wanted: str | None, path: Path, exclude: Sequence[str]
 
 
 def labelled_samples(data: str | Path, classes: list[str], path_column: str | None = None,
-                     label_column: str | None = None,
-                     aliases: dict[str, str] | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
+                     label_column: str | None = None, aliases: dict[str, str] | None = None,
+                     known_by: str = "the model") -> tuple[list[Sample], list[tuple[str, str]]]:
     """Samples of labelled evaluation data, labelled with the model's ``classes``.
 
     DATA: a folder of class subfolders (the images of its own test list when it has one: Food-101's meta/test.txt,
-    CUB-200's train_test_split.txt), a train/val/test folder (test/ then val/ is used) or a CSV. ``aliases``: the codes
-    that named training's classes in its data (``class_names``: a ``valid/21/`` folder is the class ``fire lily``).
+    CUB-200's train_test_split.txt), a train/val/test folder (test/ then val/ is used) or a CSV (rows with an empty
+    label are skipped, each named). ``aliases``: the codes that named training's classes in its data (``class_names``:
+    a ``valid/21/`` folder is the class ``fire lily``). ``known_by``: whose classes they are, as messages say it.
     """
     aliases = aliases or {}
     named = classes
@@ -1001,11 +1002,15 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
         name = alias(label, named, aliases)
         return name if name in named else match(label) or name
 
+    skipped += [(str(sample.path), "empty label") for sample, label in pairs if not label]
+    pairs = [(sample, label) for sample, label in pairs if label]
     unseen = Counter(label for _, label in pairs if known(label) not in named)
     if unseen:
         raise DataError(
-            f"{data} has labels the model never saw: {dict(unseen)}. The model knows: {', '.join(named)}. "
-            "Remove those images or train a model that includes these classes."
+            f"{data} has labels {known_by} never saw: {dict(unseen)}. {known_by[0].upper()}{known_by[1:]} knows: "
+            f"{', '.join(named)}. "
+            + ("Remove those images or train a model that includes these classes." if known_by == "the model" else
+               "Correct those labels, or put their images in DATA as a class of its own.")
         )
     for sample, label in pairs:
         sample.label = named.index(known(label))

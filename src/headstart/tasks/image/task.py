@@ -20,7 +20,7 @@ from headstart.tasks import flips
 from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
-from headstart.tasks.image.data import ImageSplits, Sample, discover, file_key, image_samples, labelled_samples
+from headstart.tasks.image.data import ImageSplits, Sample, content_keys, discover, file_key, image_samples, labelled_samples
 from headstart.tasks.image.dataset import ImageData, ImageDataset, ImageStore
 from headstart.tasks.image.decode import output_stems
 from headstart.tasks.image.shortcuts import shortcut_notes
@@ -94,6 +94,16 @@ class ImageClassifier(ClassifierEstimator):
         cfg = self.config
         return discover(data, cfg.data.val_fraction, cfg.train.seed, cfg.data.path_column, cfg.data.label_column,
                         cfg.data.group_column, cfg.data.small_val)
+
+    def _labelled(self, data: str | Path, splits: ImageSplits | None = None) -> tuple[list[Sample], list[tuple[str, str]]]:
+        d = self.config.data
+        if splits is None:
+            return labelled_samples(data, self.classes_, d.path_column, d.label_column, self.class_aliases_)
+        return labelled_samples(data, splits.classes, d.path_column, d.label_column, splits.aliases, known_by="DATA")
+
+    def _keys_of(self, samples: list[Sample]) -> list[str]:
+        content_keys([s for s in samples if s.data is None])  # an image in memory (a table's pixels) is not keyed
+        return [s.key for s in samples]
 
     def _report_item(self, sample: Sample) -> Path | tuple[str, bytes]:
         return sample.path if sample.data is None else (str(sample.path), sample.data)  # a table of pixels' row
@@ -203,8 +213,7 @@ class ImageClassifier(ClassifierEstimator):
     def evaluate(self, data: str | Path) -> dict[str, Any]:
         """Metrics on labelled data (class folders or CSV) with the baseline and warnings."""
         model = self._require_fitted()
-        samples, skipped = labelled_samples(data, self.classes_, self.config.data.path_column,
-                                            self.config.data.label_column, self.class_aliases_)
+        samples, skipped = self._labelled(data)
         files, logits = self._logits(model, samples)
         readable = set(files)
         labels = torch.tensor([s.label for s in samples if s.path in readable], dtype=torch.long)

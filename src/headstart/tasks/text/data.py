@@ -628,10 +628,11 @@ def _rarest_label(items: Sequence[TextSample]) -> list[int]:
 
 
 def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequence[str] | None = None,
-                   label_column: str | None = None, tags: bool = False,
-                   uncertain: str = "negative") -> tuple[list[TextSample], list[tuple[str, str]]]:
+                   label_column: str | None = None, tags: bool = False, uncertain: str = "negative",
+                   known_by: str = "the model") -> tuple[list[TextSample], list[tuple[str, str]]]:
     """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows);
-    ``tags``: multi-label texts (``tag_reader``), each labelled with a tuple of the model's class indices."""
+    ``tags``: multi-label texts (``tag_reader``), each labelled with a tuple of the model's class indices.
+    ``known_by``: whose classes they are, as messages say it."""
     path = Path(data)
     names = column_names(text_column)
     records = read_records(path, [*names, label_column])
@@ -681,10 +682,10 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
             samples.append(TextSample(text, tuple(sorted(index[n] for n in names)) if tags else index[label],
                                       f"{path.name}:{line}"))
     if unknown:
-        raise DataError(f"{path}: labels the model does not know: {dict(unknown.most_common(5))}; "
-                        f"the model's classes are {classes}")
+        raise DataError(f"{path}: labels {known_by} does not know: {dict(unknown.most_common(5))}; "
+                        f"its classes are {classes}")
     if not samples:
-        raise DataError(f"{path}: no labelled texts to evaluate ({len(skipped)} row(s) with an empty text or label)")
+        raise DataError(f"{path}: no labelled texts ({len(skipped)} row(s) with an empty text or label)")
     return samples, skipped
 
 

@@ -104,11 +104,17 @@ class TextClassifier(ClassifierEstimator):
         return discover(data, tc.text_column, tc.label_column, cfg.data.val_fraction, cfg.train.seed, tags=self.TAGS,
                         uncertain=cfg.data.uncertain)
 
-    def _labelled(self, data: str | Path) -> tuple[list[TextSample], list[tuple[str, str]]]:
-        """Labelled texts to evaluate, read from the columns of training where DATA has them."""
+    def _labelled(self, data: str | Path, splits: TextSplits | None = None) -> tuple[list[TextSample],
+                                                                                  list[tuple[str, str]]]:
+        """Labelled texts, read from the columns of training where ``data`` has them."""
         tc = self.config.text
-        return labelled_texts(data, self.classes_, tc.text_column or self.text_columns_ or None, tc.label_column,
-                              tags=self.TAGS, uncertain=self.config.data.uncertain)
+        classes, columns, known_by = ((self.classes_, self.text_columns_, "the model") if splits is None
+                                      else (splits.classes, splits.text_columns, "DATA"))
+        return labelled_texts(data, classes, tc.text_column or columns or None, tc.label_column, tags=self.TAGS,
+                              uncertain=self.config.data.uncertain, known_by=known_by)
+
+    def _keys_of(self, samples: list[TextSample]) -> list[str]:
+        return [text_key(s.text) for s in samples]
 
     def _save_files(self, run: Path) -> None:
         super()._save_files(run)
