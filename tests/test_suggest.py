@@ -111,6 +111,19 @@ def test_sms_suggestions_leave_out_labelled_texts_and_find_the_rare_class(sms_sp
     share = sum(truth[r["text"]] == "spam" for r in rows) / len(rows)
     pile = sum(truth[t] == "spam" for t in others) / len(others)
     assert share >= 2 * pile, (share, pile)
+    # filled in, the file trains the next round (--add): its 30 texts join training, a text of DATA listed again is
+    # left out, validation is unchanged; a label DATA does not have is refused, named
+    filled = [{**r, "label": truth[r["text"]]} for r in rows] + [{"text": labelled[0], "label": truth[labelled[0]]}]
+    with out.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(filled)
+    nxt = TextClassifier(strategy="linear", overrides=FAST, add=out).fit(sms_split["small"], out=tmp_path / "next")
+    before = json.loads((run / "metrics.json").read_text())
+    assert nxt.metrics_["num_train"] == before["num_train"] + 30 and nxt.metrics_["num_val"] == before["num_val"]
+    (tmp_path / "wrong.csv").write_text("text,label\nsee you at 8,maybe\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"labels DATA does not know: \{'maybe': 1\}; its classes are \['ham', 'spam'\]"):
+        TextClassifier(strategy="linear", overrides=FAST, add=tmp_path / "wrong.csv").fit(sms_split["small"])
     # with no run yet: typical messages of 20 groups of the pile, both kinds among them, written as a file to fill
     first = tmp_path / "first.csv"
     result = runner.invoke(app, ["suggest", "--first", "--file", str(tmp_path / "pool.txt"), "-n", "20",
