@@ -256,12 +256,15 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     if 2 * sum(v.lower().endswith(IMAGE_SUFFIXES) for v, _ in sample) > len(sample):
         folders += [d for d in inside(table.parent.parent) if d != table.parent]
     suffixes = ["", *IMAGE_SUFFIXES]
-    found = {(folder, suffix): sum((folder / f"{v}{suffix}").is_file() for v, _ in sample)
+    listings = {folder: _Listing(folder) for folder in folders}  # one listing per folder, not a stat per guess
+    heads = {v.partition("/")[0] for v, _ in sample}
+    tried = {f for f, listing in listings.items() if listing.files or heads & (listing.dirs | {".", ".."})}
+    found = {(folder, suffix): sum(listings[folder].holds(f"{v}{suffix}") for v, _ in sample) if folder in tried else 0
              for folder in folders for suffix in suffixes}
     (folder, suffix), hits = max(found.items(), key=lambda item: item[1])
     several = [f for (f, s), n in sorted(found.items(), key=lambda item: -item[1]) if s == suffix and n]
     if hits < len(sample) and len(several) > 1:  # one dataset's images spread over several folders
-        union = sum(any((f / f"{v}{suffix}").is_file() for f in several) for v, _ in sample)
+        union = sum(any(listings[f].holds(f"{v}{suffix}") for f in several) for v, _ in sample)
         if union > hits and 2 * union >= len(sample):
             def first(v: str) -> Path:
                 return next((f / f"{v}{suffix}" for f in several if (f / f"{v}{suffix}").is_file()), folder / f"{v}{suffix}")
@@ -273,6 +276,27 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     where = f"{os.path.relpath(folder, table.parent)}/" if folder != table.parent else ""
     return ([folder / f"{v}{suffix}" for v in values],
             f"files found as {where}<value>{suffix}, beside {table.name}")
+
+
+class _Listing:
+    """A folder's entries, listed once: whether it holds a file at a relative path, without a file system call for
+    the names its listing rules out (a table beside a folder of many folders tries each of them)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        try:
+            with os.scandir(folder) as entries:
+                listed = [(e.name, e.is_file(), e.is_dir()) for e in entries]
+        except OSError:
+            listed = []
+        self.files = {name for name, is_file, _ in listed if is_file}
+        self.dirs = {name for name, _, is_dir in listed if is_dir}
+
+    def holds(self, relative: str) -> bool:
+        head, sep, _ = relative.partition("/")
+        if not sep:
+            return relative in self.files
+        return (head in self.dirs or head in (".", "..")) and (self.folder / relative).is_file()
 
 
 INDEX_LIMIT = 500_000  # files looked at under a table's folder to find paths written on another machine
