@@ -213,12 +213,21 @@ def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_
     assert not (tmp_path / "bad").exists()
 
 
-def test_only_single_label_classification_adds_tables(tmp_path):
+def test_only_single_label_classification_adds_tables(tmp_path, digits_dir):
     from headstart.core.estimator import build_config
     from headstart.tasks import get_task
+    from headstart.tasks.multilabel.task import MultiLabelClassifier
 
     assert build_config(get_task("text"), add="new.csv").data.add == [str(Path("new.csv").resolve())]
     with pytest.raises(ConfigError, match=r"Unknown argument 'add' for task 'detection' \(it is for --task image, "):
         build_config(get_task("detection"), add="x.csv")
     result = runner.invoke(app, ["train", str(tmp_path), "--task", "segmentation", "--add", "x.csv"])
     assert result.exit_code != 0 and "Unknown argument 'add'" in result.output
+    # multi-label: the config key is refused once DATA is read, before anything trains (a blank there is no tag)
+    tags = tmp_path / "tags.csv"
+    files = sorted(digits_dir.rglob("*.png"))[::10]
+    tags.write_text("path,labels\n" + "".join(f"{f},{'odd' if int(f.parent.name) % 2 else 'even'};digit\n"
+                                                for f in files))
+    with pytest.raises(ConfigError, match="the multilabel task does not read it"):
+        MultiLabelClassifier(overrides={"data.add": str(tags)}).fit(tags, out=tmp_path / "ml")
+    assert not (tmp_path / "ml").exists()

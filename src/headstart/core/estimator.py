@@ -271,12 +271,18 @@ class Estimator:
         return dataclasses.replace(splits, train=splits.train + splits.val, notes=[])  # the first read said them
 
     def _with_added(self, splits: Any) -> Any:
-        """DATA's splits with the labelled items of ``data.add`` in training: classification tasks read them
-        (``ClassifierEstimator``); the others refuse the key."""
-        if self.config.data.add:
+        """DATA's splits with the labelled items of ``data.add`` in training (``_added``), for the tasks whose
+        shortcuts take ``add``; the others refuse the key."""
+        if not self.config.data.add:
+            return splits
+        if "add" not in self.task().shortcuts:
             raise ConfigError(f"data.add (--add) adds labelled tables to the training split of image and text "
                               f"classification; the {self.TASK} task does not read it: add the items to DATA instead")
-        return splits
+        return self._added(splits)
+
+    def _added(self, splits: Any) -> Any:
+        """``splits`` with the items of the ``data.add`` tables in training (``ClassifierEstimator``)."""
+        raise NotImplementedError
 
     def _refit(self, data: str | Path, run: Path, plan: list, resume: bool, fabric: Any) -> dict[str, Any]:
         """``--refit``: a fresh model trained on train + validation by ``plan``; it becomes the saved model."""

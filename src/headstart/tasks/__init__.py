@@ -157,7 +157,8 @@ register(Task(
             "labels.csv, or a detection set with --from-detection",
     aliases=("multi-label", "tagging"), metric="map",
     # the image classifier's defaults with no refit: the per-label thresholds are tuned on validation, which a model
-    # refitted on train + validation would have seen
+    # refitted on train + validation would have seen. No 'add' shortcut (data.add): in a table of tags an empty label
+    # says that no label applies, not that the row is left to fill
     defaults={"train": {"refit": False}},
     shortcuts={"label_column": "data.label_column", "path_column": "data.path_column",
                "from_detection": "data.from_detection"},

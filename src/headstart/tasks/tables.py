@@ -258,9 +258,8 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     suffixes = ["", *IMAGE_SUFFIXES]
     listings = {folder: _Listing(folder) for folder in folders}  # one listing per folder, not a stat per guess
     heads = {v.partition("/")[0] for v, _ in sample}
-    tried = {f for f, listing in listings.items() if listing.files or heads & (listing.dirs | {".", ".."})}
-    found = {(folder, suffix): sum(listings[folder].holds(f"{v}{suffix}") for v, _ in sample) if folder in tried else 0
-             for folder in folders for suffix in suffixes}
+    found = {(folder, suffix): sum(listings[folder].holds(f"{v}{suffix}") for v, _ in sample)
+             if listings[folder].may_hold(heads) else 0 for folder in folders for suffix in suffixes}
     (folder, suffix), hits = max(found.items(), key=lambda item: item[1])
     several = [f for (f, s), n in sorted(found.items(), key=lambda item: -item[1]) if s == suffix and n]
     if hits < len(sample) and len(several) > 1:  # one dataset's images spread over several folders
@@ -292,11 +291,18 @@ class _Listing:
         self.files = {name for name, is_file, _ in listed if is_file}
         self.dirs = {name for name, _, is_dir in listed if is_dir}
 
+    def _enters(self, head: str) -> bool:
+        return head in self.dirs or head in (".", "..")
+
+    def may_hold(self, heads: set[str]) -> bool:
+        """Whether a path beginning with one of ``heads`` (a file name is its own head) may be found here."""
+        return bool(self.files) or any(self._enters(h) for h in heads)
+
     def holds(self, relative: str) -> bool:
         head, sep, _ = relative.partition("/")
         if not sep:
             return relative in self.files
-        return (head in self.dirs or head in (".", "..")) and (self.folder / relative).is_file()
+        return self._enters(head) and (self.folder / relative).is_file()
 
 
 INDEX_LIMIT = 500_000  # files looked at under a table's folder to find paths written on another machine

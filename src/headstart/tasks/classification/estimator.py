@@ -40,7 +40,7 @@ class ClassifierEstimator(Estimator):
         """What report.html shows of a mistaken validation sample (an image path, a text)."""
         raise NotImplementedError
 
-    def _with_added(self, splits: Any) -> Any:
+    def _added(self, splits: Any) -> Any:
         """DATA's splits with the labelled items of each ``data.add`` table in training (labelled with DATA's classes
         by ``_labelled``); never in validation or test, so a run's scores compare with the run before it. Items with
         the content of one of DATA's or of one added before are left out and counted; rows without a label are
@@ -51,8 +51,6 @@ class ClassifierEstimator(Estimator):
         from headstart.progress import say
 
         files = [Path(f) for f in self.config.data.add]
-        if not files:
-            return splits
         seen = {key for key in self._keys_of(splits.train + splits.val + splits.test) if key}
         added, skipped, said = [], list(splits.skipped), []
         for file in files:

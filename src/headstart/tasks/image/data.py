@@ -1008,9 +1008,7 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     if unseen:
         raise DataError(
             f"{data} has labels {known_by} never saw: {dict(unseen)}. {known_by[0].upper()}{known_by[1:]} knows: "
-            f"{', '.join(named)}. "
-            + ("Remove those images or train a model that includes these classes." if known_by == "the model" else
-               "Correct those labels, or put their images in DATA as a class of its own.")
+            f"{', '.join(named)}. Remove or relabel those images, or train on data that includes these classes."
         )
     for sample, label in pairs:
         sample.label = named.index(known(label))

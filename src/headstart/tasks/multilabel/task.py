@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from headstart.core.estimator import Estimator, Prepared
+from headstart.core.estimator import Prepared
 from headstart.core.splits import Splits
 from headstart.progress import console
 from headstart.tasks.image.data import Sample
@@ -39,11 +39,6 @@ class MultiLabel:
         from headstart.tasks.multilabel.training import MultiLabelSteps
 
         return MultiLabelSteps(prepared.data, self.config)
-
-    def _with_added(self, splits: Splits) -> Splits:
-        """No ``data.add``: in a table of tags an empty label says that no label applies, not that the row is left
-        to fill (``Estimator._with_added`` refuses the key)."""
-        return Estimator._with_added(self, splits)
 
     def _check_prepared(self, prepared: Prepared) -> None:
         """No operating point: each label has its own threshold, tuned on validation."""
