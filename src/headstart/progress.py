@@ -61,7 +61,7 @@ def warn(message: str) -> None:
         if message in _shown:
             return
         _shown.add(message)
-    console.print(f"[bold yellow]WARNING:[/] {message}")
+    console.print(f"[bold yellow]WARNING:[/] {message}", soft_wrap=True)  # the terminal wraps: paths stay whole
 
 
 @contextmanager
