@@ -656,7 +656,8 @@ def test_texts_of_several_columns_are_found_and_joined_by_the_separator(tmp_path
 def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tmp_path, session_cache, capsys):
     """Trained on AG News' layout (Title + Description, here real SMS messages), the run records its columns: predict
     reads a test table's Title and Description, the Python API takes (title, description) tuples, the server lists,
-    and evaluate reads the same texts from a table without a header line."""
+    and evaluate reads the same texts from a table without a header line, and from one text column holding each
+    text as predict and suggest write it ("title | description": a filled to_label.csv)."""
     from typer.testing import CliRunner
 
     from headstart.cli import app
@@ -694,6 +695,12 @@ def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tm
     headerless = _write_rows(tmp_path / "test_raw.csv", None, test_rows, quote_all=True)
     report = clf.evaluate(headerless)
     assert report["num_samples"] == 120 and report["accuracy"] == pytest.approx(correct / 120)
+    shown_table = tmp_path / "to_label.csv"  # one text column, each text's parts as 'suggest' writes them
+    with shown_table.open("w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *((r["text"], c) for r, (c, _, _) in zip(predicted, test_rows))])
+    capsys.readouterr()
+    report = clf.evaluate(shown_table)
+    assert report["accuracy"] == pytest.approx(correct / 120) and "parts" not in capsys.readouterr().err
     body = json.dumps({"texts": [[t, d] for _, t, d in test_rows[:2]]}).encode()
     assert parse_texts(body, "application/json", 8) == [f"{t}{textdata.PART_SEP}{d}" for _, t, d in test_rows[:2]]
     from headstart.deploy.server import create_app

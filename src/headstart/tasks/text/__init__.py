@@ -57,6 +57,14 @@ def shown(text: str) -> str:
     return text.replace(PART_SEP, SHOWN_SEP)
 
 
+def unshown(text: str, parts: int) -> str:
+    """A text of ``parts`` parts as ``shown`` wrote it (a table of 'headstart suggest' or 'predict': "title | body"),
+    held again as its parts; any other text as it is."""
+    if parts > 1 and PART_SEP not in text and text.count(SHOWN_SEP) == parts - 1:
+        return text.replace(SHOWN_SEP, PART_SEP)
+    return text
+
+
 def _folders(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from headstart.progress import say, warn
 from headstart.tasks.classification.estimator import ClassifierEstimator
 from headstart.tasks.classification.model import TransferClassifier
 from headstart.tasks.classification.training import predict_logits
-from headstart.tasks.text import PART_SEP, SHOWN_SEP, as_texts, is_blank, shown
+from headstart.tasks.text import PART_SEP, as_texts, is_blank, shown, unshown
 from headstart.tasks.text.data import (
     PadCollate,
     TextData,
@@ -110,8 +111,11 @@ class TextClassifier(ClassifierEstimator):
         tc = self.config.text
         classes, columns, known_by = ((self.classes_, self.text_columns_, "the model") if splits is None
                                       else (splits.classes, splits.text_columns, "DATA"))
-        return labelled_texts(data, classes, tc.text_column or columns or None, tc.label_column, tags=self.TAGS,
-                              uncertain=self.config.data.uncertain, known_by=known_by)
+        samples, skipped = labelled_texts(data, classes, tc.text_column or columns or None, tc.label_column,
+                                          tags=self.TAGS, uncertain=self.config.data.uncertain, known_by=known_by)
+        if len(columns) > 1:  # a table 'suggest' wrote holds each text's parts in one column, joined as shown
+            samples = [dataclasses.replace(s, text=unshown(s.text, len(columns))) for s in samples]
+        return samples, skipped
 
     def _keys_of(self, samples: list[TextSample]) -> list[str]:
         return [text_key(s.text) for s in samples]
@@ -147,7 +151,7 @@ class TextClassifier(ClassifierEstimator):
 
     def _content_key(self, item: Any) -> str | None:
         """``text_key`` of a predicted text (as shown: its parts joined by " | ", split again)."""
-        return text_key(item.replace(SHOWN_SEP, PART_SEP) if len(self.text_columns_) > 1 else item)
+        return text_key(unshown(item, len(self.text_columns_)))
 
     def predict_proba(self, texts: str | list[str] | list[tuple[str, ...]],
                       evidence: bool = False) -> tuple[list[str], torch.Tensor]:
