@@ -191,12 +191,18 @@ def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_
     with out.open("a", newline="") as f:
         again = sorted((data / "4").iterdir())[0]
         csv.writer(f).writerow([str(again), "4", *[""] * (len(rows[0]) - 2)])
+    result = runner.invoke(app, ["check", "data", "--add", str(out), "--model", "mobilenet_v2", "--json"])
+    assert result.exit_code == 0, result.output  # check reads it as train will, first
+    checked = json.loads(result.stdout)
+    assert "+ 10 images added to training (--add)" in checked["layout"]
+    assert [s["why"] for s in checked["skipped"]] == ["empty label"] * 2
     nxt = tmp_path / "run-next"
     result = runner.invoke(app, ["train", "data", "--add", str(out), "--out", str(nxt), "--model", "mobilenet_v2",
                                  "--strategy", "linear", "--no-refit", "cache.views=1"])
     assert result.exit_code == 0, result.output
     before, after = (json.loads((r / "metrics.json").read_text()) for r in (run, nxt))
-    assert after["num_train"] == before["num_train"] + 10 and after["num_val"] == before["num_val"]
+    assert after["num_train"] == before["num_train"] + 10 == checked["sizes"]["train"]
+    assert after["num_val"] == before["num_val"] == checked["sizes"]["val"]
     assert "+ 10 images added to training (--add)" in after["layout"]
     added = {hashlib.sha1(Path(r["path"]).read_bytes()).hexdigest() for r in rows[:10]}
     assert added <= set(runfolder.read_trained_keys(nxt))  # the next suggest leaves them out
@@ -208,6 +214,8 @@ def test_digit_suggestions_skip_the_run_s_own_images_and_copies(digits_dir, tmp_
     # a label DATA does not have is refused before anything trains, naming it
     wrong = tmp_path / "wrong.csv"
     wrong.write_text(f"path,label\n{rows[0]['path']},eleven\n")
+    result = runner.invoke(app, ["check", "data", "--add", str(wrong)])
+    assert result.exit_code != 0 and "labels DATA never saw: {'eleven': 1}" in " ".join(result.output.split())
     with pytest.raises(DataError, match=r"labels DATA never saw: \{'eleven': 1\}\. DATA knows: 0, 1"):
         ImageClassifier(model="mobilenet_v2", strategy="linear", add=[wrong]).fit(data, out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()

@@ -35,7 +35,7 @@ def _fail(exc: Exception | str) -> None:
 
     from headstart.progress import console
 
-    console.print(f"[bold red]Error:[/] {escape(str(exc))}")
+    console.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)  # unbroken paths, to copy
     raise typer.Exit(2)
 
 
@@ -197,17 +197,22 @@ def check(
     model: str | None = typer.Option(None, "--model", "-m", help="the backbone whose preprocessing reads the images"),
     labels: bool = typer.Option(False, "--labels", help="image and text classification: also fit the linear head "
                                 "by cross-validation on the items' features and list the training labels to check"),
+    add: list[Path] | None = typer.Option(None, "--add", help="image and text classification: a labelled table "
+                                          "whose items train would add to DATA's training split (as train --add)"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     fail_on_warnings: bool = typer.Option(False, "--fail-on-warnings",
                                           help="exit with code 1 when an item was skipped, a warning was given or "
                                           "(--labels) a label was doubted"),
 ) -> None:
-    """Read DATA as train would, without training: its layout, classes and splits, what was skipped and why, and
-    every warning (duplicates and near-copies across the splits, shortcuts, small classes...)."""
+    """Read DATA as train would, without training, and say what it found.
+
+    Its layout, classes and splits, what was skipped and why, and every warning
+    (duplicates and near-copies across the splits, shortcuts, small classes...)."""
 
     def go() -> None:
         chosen = resolve_task(task, data)
-        estimator = chosen.estimator_class()(overrides=_overrides(overrides), model=model)
+        added = {"add": [str(a) for a in add]} if add else {}
+        estimator = chosen.estimator_class()(overrides=_overrides(overrides), model=model, **added)
         if labels and not getattr(estimator, "LABEL_CHECK", False):
             raise ValueError(f"check --labels lists doubted labels of single-label image and text classification; "
                              f"DATA is read as {chosen.name} data (check it without --labels)")
@@ -272,8 +277,10 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                                                help="--out, image runs: processes decoding the files (default: the "
                                                     "run's data.num_workers, else one per spare core, at most 4)"),
             ) -> None:
-    """Predict each input with the run's model (classes with probabilities; detection runs: boxes; segmentation
-    runs: the share of pixels per class, --save-masks for the masks)."""
+    """Predict each input with the run's model.
+
+    Classes with probabilities; detection runs: boxes; segmentation runs: the
+    share of pixels per class, --save-masks for the masks."""
     if fmt not in {"table", "json", "csv"}:
         _fail(ValueError(f"--format must be table, json or csv, found '{fmt}'"))
     if engine not in {"torch", "onnx"}:
@@ -379,9 +386,10 @@ def suggest(run: Path | None = typer.Argument(None, help="run folder (with --fir
             task: str | None = typer.Option(None, "--task", "-t",
                                             help="--first: image | text (default: told from the pile)"),
             ) -> None:
-    """Which unlabelled items to label next: the N the model is least sure of, unlike one another (active
-    learning); with --first and no run yet, the N that cover the pile. Writes them to a CSV with an empty label
-    column."""
+    """Which unlabelled items to label next, written to a CSV with an empty label column.
+
+    The N the model is least sure of, unlike one another (active learning);
+    with --first and no run yet, the N that cover the pile."""
 
     def go() -> None:
         from headstart.progress import say
