@@ -10,11 +10,6 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HEADSTART_QUIET", "1")
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1) > 1:  # `make test` runs pytest-xdist workers side by side:
-    # each takes its share of the cores for torch and OpenMP (and the headstart commands it starts), never all of them
-    _share = str(max((os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]), 1))
-    os.environ.setdefault("OMP_NUM_THREADS", _share)
-    os.environ.setdefault("MKL_NUM_THREADS", _share)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
