@@ -316,12 +316,13 @@ def test_a_text_of_two_parts_is_read_as_bert_reads_a_pair_with_its_segment_ids()
 @pytest.mark.slow
 def test_default_strategy_reaches_macro_f1_on_heldout_sms(sms_split, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
-    clf = TextClassifier(epochs=1, overrides={**FAST, "train.refit": True}).fit(sms_split["heldout"], out=tmp_path / "run")
+    clf = TextClassifier(epochs=1, overrides={**FAST, "train.refit": "auto"}).fit(sms_split["heldout"],
+                                                                                 out=tmp_path / "run")
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["strategy"] == "lp-ft" and m["model"] == "minilm"
     defaults = TextClassifier().config.train
     assert defaults.head_solver == "lbfgs" and defaults.refit == "auto"  # the measured recipe (README, Text)
-    assert m["refit"]["num_train"] == 800 + 965 + 149 and m["refit"]["recipe"][0] == {"phase": "linear", "epochs": 1}
+    assert "refit" not in m  # auto: the table has its own validation split, which stays held out
     assert m["num_val"] == sms_split["num_val"] == 965 + 149 and m["num_train"] == 800
     assert m["selection_metric"] == "macro_f1"  # imbalanced: 6.5 ham per spam
     assert m["val"]["macro_f1"] >= 0.93, m["val"]
@@ -407,6 +408,7 @@ def test_a_fine_tuning_epoch_that_would_not_fit_the_time_budget_is_not_started(s
     assert fine_tune["note"].startswith(("skipped: an epoch takes about", "not tried: the time budget")), fine_tune
     assert [h["phase"] for h in clf.history_] == ["linear"] and m["chosen"]["phase"] == "linear"
     assert m["refit"]["recipe"] == [{"phase": "linear", "epochs": 1}]  # the refit replays what ran, nothing more
+    assert m["refit"]["num_train"] == 200 + 100  # on the training and validation texts together
     assert m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.3  # the head alone, but learned
     assert [r["label"] for r in clf.predict(["WINNER!! Claim your £1000 prize, call 09061701461 now"])] == ["spam"]
 
