@@ -67,9 +67,9 @@ class ClassifierEstimator(Estimator):
             added += fresh
             skipped += blank
             left_out = len(samples) - len(fresh)
-            said.append(f"{len(fresh)} from {file.name}"
-                        + (f" ({left_out} already in DATA or listed before: left out)" if left_out else "")
-                        + (f" ({len(blank)} row(s) without a label: skipped)" if blank else ""))
+            notes = [f"{left_out} already in DATA or listed before: left out"] * bool(left_out) + [
+                f"{len(blank)} row(s) skipped, each named with why"] * bool(blank)
+            said.append(f"{len(fresh)} from {file.name}" + (f" ({'; '.join(notes)})" if notes else ""))
         if not self._refitting:  # the first read said it
             say(f"[bold]Added[/] to the training split: {', '.join(said)}")
         return dataclasses.replace(splits, train=splits.train + added, skipped=skipped,
