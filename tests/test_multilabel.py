@@ -126,7 +126,7 @@ def test_model_beats_the_label_frequency_baseline(trained):
 def test_tuned_thresholds_keep_the_best_f1_and_sit_between_probabilities():
     import torch
 
-    from headstart.tasks.multilabel.metrics import predict_tags, tune_thresholds
+    from headstart.tasks.multilabel.metrics import EDGE, predict_tags, tune_thresholds
 
     def f1(pred: torch.Tensor, target: torch.Tensor) -> float:
         return float(2 * (pred * target).sum() / (pred.sum() + target.sum()))
@@ -139,10 +139,10 @@ def test_tuned_thresholds_keep_the_best_f1_and_sit_between_probabilities():
     thresholds = tune_thresholds(probs, targets)
     assert thresholds[1] < 1.0
     for c, t in enumerate(thresholds):
-        p, y = probs[:, c], targets[:, c]
+        p, y = probs[:, c].double().clamp(EDGE, 1 - EDGE), targets[:, c]  # within 1e-4 of 1: one value
         best = max(f1((p >= v).long(), y) for v in p.tolist())  # every cut there is: at each item's probability
-        assert f1((p >= t).long(), y) == pytest.approx(best, abs=1e-9), c
-        z = p.double().clamp(1e-12, 1 - 1e-12).logit()
+        assert f1((probs[:, c] >= t).long(), y) == pytest.approx(best, abs=1e-9), c
+        z = p.logit()
         cut = float(torch.logit(torch.tensor(t, dtype=torch.double)))
         above, below = z[z > cut], z[z < cut]
         assert len(above) + len(below) == len(z), c  # no item sits on its threshold
@@ -150,6 +150,9 @@ def test_tuned_thresholds_keep_the_best_f1_and_sit_between_probabilities():
         assert cut == pytest.approx(float(above.min() + below.max()) / 2 if len(below) else float(z.min()) - 1, abs=1e-6)
     nudged = (logits + 1e-5 * torch.randn(60, 3, generator=g)).sigmoid()  # another runtime's last digits
     assert torch.equal(predict_tags(nudged, thresholds), predict_tags(probs, thresholds))
+    saturated = torch.full((8, 1), 30.0).sigmoid()  # every item positive, float32 rounds each to exactly 1.0 ...
+    cut = tune_thresholds(saturated, torch.ones(8, 1))[0]
+    assert predict_tags(torch.full((1, 1), 0.99999), [cut]).item() == 1  # ... and another runtime's 0.99999 agrees
     assert tune_thresholds(probs, torch.zeros_like(targets)) == [0.5, 0.5, 0.5]  # no positive: the fallback
 
 

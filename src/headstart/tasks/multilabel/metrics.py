@@ -20,6 +20,7 @@ from torchmetrics.functional.classification import (
 )
 
 FALLBACK_THRESHOLD = 0.5  # a class without a positive validation image
+EDGE = 1e-4  # probabilities this close to 0 or 1 count as equal when tuning: float32 and other runtimes differ there
 
 
 def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -27,12 +28,13 @@ def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
 
     Candidate cuts lie between consecutive distinct probabilities, halfway in logit space, and one logit below the
     lowest (predict all); ties of F1 go to the higher threshold. A class with no positive gets 0.5. No cut sits on
-    an item's probability: a validation image's tags do not flip with the last digits of another runtime's
-    arithmetic (ONNX, fp16), even where a confident head's probabilities crowd at 1.
+    an item's probability, and probabilities within ``EDGE`` of 0 or 1 are one value (float32 rounds a confident
+    head's to exactly 1.0, another runtime to 0.99999), so a validation image's tags do not flip with the last
+    digits of another runtime's arithmetic (ONNX, fp16).
     """
     thresholds = []
     for c in range(probs.shape[1]):
-        p, t = probs[:, c].double(), targets[:, c].double()
+        p, t = probs[:, c].double().clamp(EDGE, 1 - EDGE), targets[:, c].double()
         positives = float(t.sum())
         if positives == 0:
             thresholds.append(FALLBACK_THRESHOLD)
@@ -46,7 +48,7 @@ def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
         cut[:-1] = p[:-1] > p[1:]
         f1[~cut] = -1.0
         k = int(f1.argmax())  # the first (highest-threshold) best
-        z = p.clamp(1e-12, 1 - 1e-12).logit()
+        z = p.logit()
         below = z[k + 1] if k + 1 < len(p) else z[k] - 2.0  # halfway to it: one logit under the lowest
         thresholds.append(float(((z[k] + below) / 2).sigmoid()))
     return thresholds
