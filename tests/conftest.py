@@ -11,12 +11,11 @@ import pytest
 
 os.environ.setdefault("HEADSTART_QUIET", "1")
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)  # `make test`: pytest-xdist workers side by side
-# torch threads of the tests that set device.threads: 2, or this worker's share of the cores when that is fewer
-THREADS = max(min(2, (os.cpu_count() or 1) // WORKERS), 1)
+SHARE = max((os.cpu_count() or 1) // WORKERS, 1)  # this worker's cores
+THREADS = min(2, SHARE)  # torch threads of the tests that set device.threads: 2, or fewer when the share is
 if WORKERS > 1:  # each worker (and the headstart commands it starts) takes its share of the cores, never all of them
-    _share = str(max((os.cpu_count() or 1) // WORKERS, 1))
-    os.environ.setdefault("OMP_NUM_THREADS", _share)
-    os.environ.setdefault("MKL_NUM_THREADS", _share)
+    os.environ.setdefault("OMP_NUM_THREADS", str(SHARE))
+    os.environ.setdefault("MKL_NUM_THREADS", str(SHARE))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
