@@ -135,6 +135,43 @@ def test_semicolon_lines_and_a_label_column_named_by_one_of_its_words(tmp_path):
     assert read_delimited(grades, ["label"]).columns == ["image", "label", "score"]
 
 
+@needs_sms
+def test_the_labels_are_the_column_left_besides_ids(tmp_path):
+    """Kaggle tables start with an id, and name the label after what it flags (``id, message, is_spam``; the
+    sarcasm headlines' ``article_link, headline, is_sarcastic``): that column was refused as unnamed; ids, by name
+    or by a different value in every row, are never labels."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    table = tmp_path / "train.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "message", "is_spam"], *([i, t, int(y == "spam")] for i, (y, t) in
+                                                                 enumerate(rows))])
+    splits = textdata.discover(table)
+    assert "(text column 'message', label column 'is_spam')" in splits.layout, splits.layout
+    assert splits.classes == ["0", "1"] and len(splits.train) + len(splits.val) == 300
+    truth = {t.strip(): int(y == "spam") for y, t in rows}
+    assert all(int(splits.classes[s.label]) == truth[s.text.strip()] for s in splits.train if s.text.strip() in truth)
+    links = tmp_path / "Sarcasm_Headlines_Dataset.json"  # as published: JSON lines, a link named like a text
+    links.write_text("".join(json.dumps({"article_link": f"https://www.huffingtonpost.com/entry/n-{i}_us_5861fbef{i}",
+                                         "headline": t, "is_sarcastic": int(y == "spam")}) + "\n"
+                             for i, (y, t) in enumerate(rows)))
+    found = textdata.discover(links)
+    assert "(text column 'headline', label column 'is_sarcastic')" in found.layout, found.layout
+    assert len(found.train) + len(found.val) == 300 and {s.text for s in found.train} <= {t for _, t in rows}
+    few = tmp_path / "few.csv"  # two columns left that are not ids: no guess, the error names the columns
+    with few.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["message", "is_spam", "source"],
+                                 *([t, int(y == "spam"), "ab"[i % 2]] for i, (y, t) in enumerate(rows))])
+    with pytest.raises(DataError, match=r"cannot tell which column holds the label.*'is_spam', 'source'"):
+        textdata.discover(few)
+    if ANTS.is_dir():  # an image table: 'image_id' besides the paths and 'is_bee'
+        files = sorted(ANTS.glob("*/*.jpg"))[::4]
+        images = tmp_path / "images.csv"
+        images.write_text("image_id,path,is_bee\n" + "".join(f"{i % 7},{p.resolve()},{int(p.parent.name == 'bees')}\n"
+                                                              for i, p in enumerate(files)))
+        found = imagedata.discover(images)
+        assert "label column 'is_bee'" in found.layout and found.classes == ["0", "1"], found.layout
+
+
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
     def first(text: str, name: str = "t.csv") -> tuple[list[str], bool]:
         path = tmp_path / name

@@ -20,6 +20,8 @@ POSITIVE = {"1", "1.0"}
 UNCERTAIN = {"-1", "-1.0"}  # a flag neither set nor clear (CheXpert's uncertain findings)
 FLAG = ONE_HOT | UNCERTAIN | {""}  # the values of a multi-hot column (blank: not mentioned, a negative)
 SPARSE = 0.05  # a column with values in at most this share of the rows is not a candidate (Kaggle's 'Unnamed: 2')
+IDS_FROM = 20  # rows a sample needs before a column of a different value in every row is taken for ids, not labels
+ID_WORDS = {"id", "ids", "uid", "uuid", "guid"}  # the last word of an identifier column's name: 'id', 'PassengerId'
 
 
 def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str], what: str, where: Path,
@@ -30,7 +32,8 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     ``wanted`` (the user's) must exist; else the first of ``candidates`` present (any case), else the one column
     whose name holds a candidate as one of its words (``_named_like``: ``airline_sentiment``), else the one column
     left besides ``exclude`` (the columns already taken), the split column and, given ``rows``, columns blank in all
-    but ``SPARSE`` of them: ``path, species`` gives ``species``
+    but ``SPARSE`` of them and, for labels, identifiers (``identifies``): ``path, species`` and ``id, path, species``
+    give ``species``
     as the labels once ``path`` is the images'; else, given the table's ``rows``, the one column whose values
     plainly hold the ``what`` (``text``, ``label`` or ``path``: see ``by_content``; tables of up to
     ``CONTENT_COLUMNS`` columns left, any number for paths; not with ``by_values=False``). ``optional``: None instead of a
@@ -52,6 +55,8 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     if rows:  # columns (nearly) always blank hold nothing: trailing commas, the overflow columns of Kaggle's spam.csv
         sample = rows[:SAMPLE_ROWS]
         rest = [c for c in rest if sum(bool(str(r.get(c) or "").strip()) for r in sample) > SPARSE * len(sample)]
+        if what == "label":  # 'id, message, is_spam': the labels are the column left besides the ids
+            rest = [c for c in rest if not identifies(c, sample)]
     if len(rest) == 1 and exclude:
         return rest[0]
     few = len(rest) <= CONTENT_COLUMNS or what in ("path", "text")  # image file names, long texts: in any table
@@ -59,6 +64,16 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
+
+
+def identifies(column: str, rows: Sequence[dict[str, Any]]) -> bool:
+    """Whether ``column`` holds identifiers, never classes: named as one (its last word ``id``: ``id``, ``tweet_id``,
+    ``PassengerId``, ``Patient ID``) or a different value in each of ``IDS_FROM`` or more rows (row numbers, URLs)."""
+    words = name_words(column)
+    if words and words[-1] in ID_WORDS:
+        return True
+    values = [str(r.get(column) if r.get(column) is not None else "").strip() for r in rows]
+    return len(values) >= IDS_FROM and len(set(values)) == len(values)
 
 
 def name_words(name: str) -> list[str]:

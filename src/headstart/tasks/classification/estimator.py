@@ -599,19 +599,24 @@ class ClassifierEstimator(Estimator):
             csv.writer(buf).writerows([csv_columns(key, explained), *(csv_row(r, key, explained) for r in rows)])
             sys.stdout.write(buf.getvalue())
         else:
+            from rich.markup import escape
             from rich.table import Table
 
             table = Table()
             weighed = any("evidence" in r for r in rows)
-            for col in ("text" if key == "text" else "file", "label", "probability", f"top {top_k}",
-                        *(["words it rests on"] if weighed else [])):
+            # the top-k column repeats the label and its probability unless k > 1 or a threshold decided otherwise
+            ranked = top_k > 1 or any(r["top_k"][0][0] != r["label"] for r in rows if "error" not in r)
+            for col in ("text" if key == "text" else "file", "label", "probability",
+                        *([f"top {top_k}"] if ranked else []), *(["words it rests on"] if weighed else [])):
                 table.add_column(col, overflow="fold")
             for r in rows:
                 if "error" in r:
-                    table.add_row(r[key], "[red]not read[/]", "-", r["error"], *([""] if weighed else []))
+                    table.add_row(r[key], f"[red]not read[/]: {escape(r['error'])}", "-", *(["-"] if ranked else []),
+                                  *([""] if weighed else []))
                     continue
                 table.add_row(r[key], r["label"] + (" [yellow](unfamiliar)[/]" if r.get("unfamiliar") else ""),
-                              f"{r['probability']:.3f}", ", ".join(f"{c} {p:.3f}" for c, p in r["top_k"]),
+                              f"{r['probability']:.3f}",
+                              *([", ".join(f"{c} {p:.3f}" for c, p in r["top_k"])] if ranked else []),
                               *([", ".join(f"{w} {v:.2f}" for w, v in r.get("evidence", []))] if weighed else []))
             console.print(table)
 

@@ -354,6 +354,10 @@ def text_columns(records: Records, wanted: str | Sequence[str] | None, exclude: 
         return pair
     tcol = pick_column(columns, None, TEXT_COLUMNS, "text", where, hint, exclude=exclude, rows=rows)
     if _are_ids(values(tcol)) and not _looks_like_image_paths(values(tcol)):  # image paths: said later, and how
+        # named like a text, it holds links (the sarcasm headlines' 'article_link'): the one column of prose, if any
+        prose = [c for c in columns if c not in (tcol, *exclude) and c.lower() != SPLIT_COLUMN and _prose(values(c))]
+        tcol = prose[0] if len(prose) == 1 else tcol
+    if _are_ids(values(tcol)) and not _looks_like_image_paths(values(tcol)):
         # the one column left is Jigsaw's test_labels.csv's 'id': no texts here
         raise DataError(f"{where}: no column of texts: '{tcol}', the one left, holds ids ({values(tcol)[0]!r}...); "
                         f"columns found: {columns}. {hint}")
