@@ -170,6 +170,10 @@ def test_the_labels_are_the_column_left_besides_ids(tmp_path):
                                                               for i, p in enumerate(files)))
         found = imagedata.discover(images)
         assert "label column 'is_bee'" in found.layout and found.classes == ["0", "1"], found.layout
+        whales = tmp_path / "whales.csv"  # the humpback whales' 'Image,Id': an id column left alone is the classes
+        whales.write_text("Image,Id\n" + "".join(f"{p.resolve()},{p.parent.name}\n" for p in files))
+        found = imagedata.discover(whales)
+        assert "label column 'Id'" in found.layout and found.classes == ["ants", "bees"], found.layout
 
 
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):

@@ -55,8 +55,9 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     if rows:  # columns (nearly) always blank hold nothing: trailing commas, the overflow columns of Kaggle's spam.csv
         sample = rows[:SAMPLE_ROWS]
         rest = [c for c in rest if sum(bool(str(r.get(c) or "").strip()) for r in sample) > SPARSE * len(sample)]
-        if what == "label":  # 'id, message, is_spam': the labels are the column left besides the ids
-            rest = [c for c in rest if not identifies(c, sample)]
+        if what == "label":  # 'id, message, is_spam': the labels are the column left besides the ids (but the
+            # humpback whales' 'Image, Id' has no other: there 'Id' names the whale, a class)
+            rest = [c for c in rest if not identifies(c, sample)] or rest
     if len(rest) == 1 and exclude:
         return rest[0]
     few = len(rest) <= CONTENT_COLUMNS or what in ("path", "text")  # image file names, long texts: in any table
