@@ -264,6 +264,42 @@ def test_a_kaggle_table_of_ids_beside_a_folder_of_images(tmp_path):
     assert "files found" not in imagedata.discover(tmp_path / "other.csv").layout
 
 
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_a_competition_folder_of_train_images_and_test_images(tmp_path):
+    """APTOS 2019 as downloaded: train.csv of ``id_code,diagnosis``, ``train_images/<id>.png``, ``test_images/`` and
+    a test.csv of ids alone. It was read as two classes, train_images and test_images, test.csv listing the second
+    as a 'test split' of a class with no training images."""
+    files = sorted(ANTS.glob("*/*.jpg"))[::4]
+    for folder in ("train_images", "test_images"):
+        (tmp_path / folder).mkdir()
+    ids = [f"{i * 7919:012x}" for i in range(len(files))]  # hex ids, as APTOS' '000c1434d8d7'
+    for ident, f in zip(ids, files):
+        shutil.copy(f, tmp_path / "train_images" / f"{ident}.png")
+    (tmp_path / "train.csv").write_text("id_code,diagnosis\n" + "".join(
+        f"{i},{0 if f.parent.name == 'ants' else 2}\n" for i, f in zip(ids, files)))
+    tests = [f"t{i:011x}" for i in range(12)]
+    for ident, f in zip(tests, files):
+        shutil.copy(f, tmp_path / "test_images" / f"{ident}.png")
+    (tmp_path / "test.csv").write_text("id_code\n" + "".join(f"{t}\n" for t in tests))
+    (tmp_path / "sample_submission.csv").write_text("id_code,diagnosis\n" + "".join(f"{t},0\n" for t in tests))
+    table = imagedata.discover(tmp_path / "train.csv")
+    assert "path column 'id_code', label column 'diagnosis'; files found as train_images/<value>.png" in table.layout
+    folder = imagedata.discover(tmp_path)
+    assert folder.layout.startswith("labels from train.csv (not the folder names (test_images, train_images)): ")
+    assert folder.classes == ["0", "2"] and not folder.test
+    truth = {tmp_path / "train_images" / f"{i}.png": "0" if f.parent.name == "ants" else "2" for i, f in zip(ids, files)}
+    assert {s.path: folder.classes[s.label] for s in folder.train + folder.val} == truth
+    assert any("test_images/ holds 12 image(s) train.csv does not label: not used" in n for n in folder.notes)
+    # a class folder whose images a test list names all is no test split: it would leave the class nothing to learn
+    shutil.rmtree(tmp_path / "train_images")
+    (tmp_path / "train.csv").unlink()
+    (tmp_path / "ants").mkdir()
+    for f in files[:10]:
+        shutil.copy(f, tmp_path / "ants" / f.name)
+    classes = imagedata.discover(tmp_path)
+    assert classes.classes == ["ants", "test_images"] and not classes.test and "test.csv" not in classes.layout
+
+
 def test_a_run_without_out_goes_to_runs_named_after_its_data(tmp_path):
     from headstart.cli import default_run_folder
 

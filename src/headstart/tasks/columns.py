@@ -36,7 +36,8 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
     give ``species``
     as the labels once ``path`` is the images'; else, given the table's ``rows``, the one column whose values
     plainly hold the ``what`` (``text``, ``label`` or ``path``: see ``by_content``; tables of up to
-    ``CONTENT_COLUMNS`` columns left, any number for paths; not with ``by_values=False``). ``optional``: None instead of a
+    ``CONTENT_COLUMNS`` columns left, any number for paths; not with ``by_values=False``), for paths at last the one
+    column of ids named as such (``_image_ids``: APTOS' ``id_code``). ``optional``: None instead of a
     DataError when nothing fits. ``hint`` ends the error: how to name the column (a CLI option or config key).
     """
     if wanted is not None:
@@ -62,9 +63,23 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
         return rest[0]
     few = len(rest) <= CONTENT_COLUMNS or what in ("path", "text")  # image file names, long texts: in any table
     guess = by_content(what if few else f"{what}:wide", rest, rows) if rows and by_values else None
+    if guess is None and what == "path" and rows and by_values:
+        guess = _image_ids(rest, rows)
     if guess is not None or optional:
         return guess
     raise DataError(f"{where}: cannot tell which column holds the {what}; columns found: {columns}. {hint}")
+
+
+def _image_ids(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:
+    """The one column named as ids (a word ``id``: APTOS' ``id_code``, ``ImageId``) holding a different single token
+    in every row: image files' names without their suffix (found beside the table later), else None."""
+    sample = rows[:SAMPLE_ROWS]
+    found = []
+    for c in columns:
+        values = [str(r.get(c) if r.get(c) is not None else "").strip() for r in sample]
+        if "id" in name_words(c) and all(v and " " not in v for v in values) and len(set(values)) == len(values):
+            found.append(c)
+    return found[0] if len(found) == 1 else None
 
 
 def identifies(column: str, rows: Sequence[dict[str, Any]]) -> bool:

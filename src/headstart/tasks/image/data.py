@@ -294,8 +294,16 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     covering = [t for t in tables if t.covers]
     if len(covering) == 1 and covering[0].cuts_across(splits):
         # HAM10000's metadata labels every image of the folders HAM10000_images_part_1/ and _part_2/: not classes
-        return _from_folder_table(root, covering[0].path, val_fraction, seed, path_column, label_column, group_column,
-                                  small_val, f"not the folder names ({', '.join(splits.classes[:3])}...)")
+        names = ", ".join(splits.classes[:3]) + ("..." if len(splits.classes) > 3 else "")
+        read = _from_folder_table(root, covering[0].path, val_fraction, seed, path_column, label_column, group_column,
+                                  small_val, f"not the folder names ({names})")
+        labelled = {f.name.lower() for f in covering[0].files}
+        for folder in _subfolders(inner):  # APTOS' test_images/: what the table does not label, named
+            loose = [p for p in folder.rglob("*") if is_image_file(p) and p.name.lower() not in labelled]
+            if loose and _in_test_folder(loose[0], inner):
+                read.notes.append(f"{folder.name}/ holds {len(loose)} image(s) {covering[0].path.name} does not label: "
+                                  f"not used; after training, `headstart predict RUN {folder}` labels them")
+        return read
     if inner != root:
         splits.layout = f"{inner.relative_to(root)}/: {splits.layout}"
     return splits
@@ -309,7 +317,7 @@ TABLE_COVERS = 0.9  # share of a folder's images (by name) a table must label to
 @dataclass
 class LabelTable:
     """A table in DATA's folder that labels image files: the existing ones it names, their labels, and whether they
-    are nearly all the images under the folder (``TABLE_COVERS``, by file name)."""
+    are nearly all the images under the folder (``TABLE_COVERS``, by file name; a test folder's left out)."""
 
     path: Path
     files: list[Path]
@@ -348,11 +356,18 @@ def _label_tables(folder: Path, path_column: str | None, label_column: str | Non
         kept = [(f, label) for f, label in zip(files, labels) if label and f.is_file()]
         if len({label for _, label in kept}) >= 2 and len(kept) >= TABLE_COVERS * len(files):
             found.append(LabelTable(table, [f for f, _ in kept], [label for _, label in kept]))
-    if found:  # the images under the folder, by name: listed once
-        names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p)}
+    if found:  # the images under the folder, by name, listed once; not those of a test folder (APTOS' test_images/
+        # beside the train_images/ that train.csv labels: unlabelled, as Kaggle gives them)
+        names = {p.name.lower() for p in folder.rglob("*") if is_image_file(p) and not _in_test_folder(p, folder)}
         for t in found:
             t.covers = len({f.name.lower() for f in t.files} & names) >= TABLE_COVERS * len(names)
     return found
+
+
+def _in_test_folder(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is under a folder of ``folder`` named as a test split (``test``, ``test_images``)."""
+    parts = path.relative_to(folder).parts
+    return len(parts) > 1 and any(w in TEST_NAMES for w in re.split(r"[^a-z0-9]+", parts[0].lower()))
 
 
 def _from_folder_table(root: Path, table: Path, val_fraction: float, seed: int, path_column: str | None,
@@ -501,9 +516,16 @@ def _test_list(root: Path, samples: Sequence[Sample]) -> tuple[str, list[bool]] 
         names = {line[0] for line in lines if line}
         keys = {Path(n).with_suffix("").as_posix() if Path(n).suffix.lower() in IMAGE_SUFFIXES else n for n in names}
         keep = [s.path.relative_to(root).with_suffix("").as_posix() in keys or s.path.stem in keys for s in samples]
-        if names and LISTED * len(names) <= sum(keep) < len(samples):
+        if names and LISTED * len(names) <= sum(keep) < len(samples) and not _whole_class(samples, keep):
             return test_list.relative_to(root.parent).as_posix(), keep
     return _id_split(root, samples)
+
+
+def _whole_class(samples: Sequence[Sample], listed: Sequence[bool]) -> bool:
+    """Whether a folder's images are all listed: a test list leaves every class images to train on (Kaggle's
+    ``test.csv`` of APTOS' ``test_images/`` ids lists no labelled test split, but the images of a folder of its own)."""
+    left = {s.label for s, kept in zip(samples, listed) if not kept}
+    return any(s.label not in left for s, kept in zip(samples, listed) if kept)
 
 
 ID_SPLIT = ("images.txt", "train_test_split.txt")  # CUB-200-2011's and NABirds': id -> image path, id -> is_training
