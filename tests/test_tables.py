@@ -290,6 +290,21 @@ def test_a_competition_folder_of_train_images_and_test_images(tmp_path):
     truth = {tmp_path / "train_images" / f"{i}.png": "0" if f.parent.name == "ants" else "2" for i, f in zip(ids, files)}
     assert {s.path: folder.classes[s.label] for s in folder.train + folder.val} == truth
     assert any("test_images/ holds 12 image(s) train.csv does not label: not used" in n for n in folder.notes)
+    # SIIM-ISIC 2020: train.csv of image_name (no suffix) and target beside jpeg/train/, jpeg/test/ (a folder deeper)
+    isic = tmp_path / "isic"
+    (isic / "jpeg" / "train").mkdir(parents=True)
+    (isic / "jpeg" / "test").mkdir()
+    names = [f"ISIC_{2637011 + 13 * i:07d}" for i in range(len(files))]
+    for name, f in zip(names, files):
+        shutil.copy(f, isic / "jpeg" / "train" / f"{name}.jpg")
+    shutil.copy(files[0], isic / "jpeg" / "test" / "ISIC_0052060.jpg")
+    (isic / "train.csv").write_text("image_name,patient_id,benign_malignant,target\n" + "".join(
+        f"{n},IP_{i // 2:07d},{'malignant' if f.parent.name == 'bees' else 'benign'},{int(f.parent.name == 'bees')}\n"
+        for i, (n, f) in enumerate(zip(names, files))))
+    melanoma = imagedata.discover(isic)
+    assert "label column 'target'; files found as jpeg/train/<value>.jpg, beside train.csv" in melanoma.layout
+    assert "split by 'patient_id'" in melanoma.layout and melanoma.classes == ["0", "1"], melanoma.layout
+    shutil.rmtree(isic)
     # a class folder whose images a test list names all is no test split: it would leave the class nothing to learn
     shutil.rmtree(tmp_path / "train_images")
     (tmp_path / "train.csv").unlink()

@@ -258,8 +258,15 @@ def table_files(table: Path, values: Sequence[Any]) -> tuple[list[Path], str]:
     suffixes = ["", *IMAGE_SUFFIXES]
     listings = {folder: _Listing(folder) for folder in folders}  # one listing per folder, not a stat per guess
     heads = {v.partition("/")[0] for v, _ in sample}
-    found = {(folder, suffix): sum(listings[folder].holds(f"{v}{suffix}") for v, _ in sample)
-             if listings[folder].may_hold(heads) else 0 for folder in folders for suffix in suffixes}
+
+    def hits_in(folders: list[Path]) -> dict[tuple[Path, str], int]:
+        listings.update({folder: _Listing(folder) for folder in folders if folder not in listings})
+        return {(folder, suffix): sum(listings[folder].holds(f"{v}{suffix}") for v, _ in sample)
+                if listings[folder].may_hold(heads) else 0 for folder in folders for suffix in suffixes}
+
+    found = hits_in(folders)
+    if 2 * max(found.values()) < len(sample):  # a folder deeper: ISIC 2020's train.csv beside jpeg/train/<id>.jpg
+        found = hits_in([d for folder in folders[1:] for d in inside(folder)]) or found
     (folder, suffix), hits = max(found.items(), key=lambda item: item[1])
     several = [f for (f, s), n in sorted(found.items(), key=lambda item: -item[1]) if s == suffix and n]
     if hits < len(sample) and len(several) > 1:  # one dataset's images spread over several folders

@@ -281,6 +281,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     if given is not None:  # labels and splits in files beside one folder of images (Flowers-102, Stanford Cars)
         return _from_listed(given, val_fraction, seed, small_val)
     tables = _label_tables(inner, path_column, label_column)
+    if not tables and inner != root:  # ISIC 2020's train.csv beside jpeg/, the one folder of images
+        tables = _label_tables(root, path_column, label_column)
     try:
         splits = _from_folders(inner, val_fraction, seed, small_val, not no_groups(group_column))
     except DataError:
