@@ -299,6 +299,84 @@ def test_tables_of_boxes_as_the_raccoon_set_and_roboflow_export_them(tmp_path: P
         dd.discover(export)
 
 
+def _coco_json(ids: list[str]) -> dict:
+    """BCCD's VOC boxes of ``ids`` as a COCO instances file (categories numbered from 1, as CVAT writes them)."""
+    rows = [r.split(",") for r in _box_rows(ids)]
+    names = sorted({r[3] for r in rows})
+    images = [{"id": n + 1, "file_name": f"{i}.jpg", "width": 640, "height": 480} for n, i in enumerate(ids)]
+    number = {i: n + 1 for n, i in enumerate(ids)}
+    notes = [{"id": k + 1, "image_id": number[r[0][:-4]], "category_id": names.index(r[3]) + 1, "iscrowd": 0,
+              "bbox": [float(r[4]), float(r[5]), float(r[6]) - float(r[4]), float(r[7]) - float(r[5])]}
+             for k, r in enumerate(rows)]
+    return {"images": images, "annotations": notes,
+            "categories": [{"id": n + 1, "name": c, "supercategory": ""} for n, c in enumerate(names)]}
+
+
+@needs_bccd
+def test_folders_of_coco_jsons_and_box_tables_as_downloaded(tmp_path: Path) -> None:
+    """CVAT's and Label Studio's COCO export (annotations/instances_default.json beside images/), COCO's own layout
+    (annotations/ of captions_, instances_, person_keypoints_ jsons beside train2017/, val2017/), Kaggle's car set
+    (a box table without classes beside training_images/ and a sample_submission.csv of boxes) and the raccoon set's
+    data/ folder of tables were read as class folders (or refused) when given as the folder."""
+    from headstart.tasks import infer_task
+
+    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:20]
+    voc = {s.path.stem: s for s in dd.discover(BCCD).train + dd.discover(BCCD).val + dd.discover(BCCD).test}
+    cvat = tmp_path / "cvat"
+    (cvat / "images").mkdir(parents=True)
+    (cvat / "annotations").mkdir()
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", cvat / "images")
+    (cvat / "annotations" / "instances_default.json").write_text(json.dumps(_coco_json(ids)))
+    assert infer_task(cvat) == "detection"
+    found = dd.discover(cvat)
+    assert found.layout.startswith("COCO annotations/instances_default.json, 20% random validation split"), found.layout
+    assert len(found.train) + len(found.val) == 20 and found.classes == ["Platelets", "RBC", "WBC"]
+    for s in found.train + found.val:
+        assert s.path == cvat / "images" / f"{s.path.stem}.jpg"
+        assert torch.allclose(s.boxes, voc[s.path.stem].boxes, atol=1e-6)
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    for split, part in (("train2017", ids[:14]), ("val2017", ids[14:])):
+        (coco / split).mkdir()
+        for i in part:
+            shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", coco / split)
+        (coco / "annotations" / f"instances_{split}.json").write_text(json.dumps(_coco_json(part)))
+        (coco / "annotations" / f"captions_{split}.json").write_text(json.dumps(
+            {"images": _coco_json(part)["images"], "annotations": [{"id": 1, "image_id": 1, "caption": "cells"}]}))
+    assert infer_task(coco) == "detection"
+    found = dd.discover(coco)
+    assert found.layout == "COCO instances_train2017.json + instances_val2017.json"
+    assert (len(found.train), len(found.val)) == (14, 6) and all(s.path.is_file() for s in found.train + found.val)
+    cars = tmp_path / "car_detection"
+    (cars / "training_images").mkdir(parents=True)
+    (cars / "testing_images").mkdir()
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", cars / "training_images")
+    shutil.copy(BCCD / "JPEGImages" / f"{ids[0]}.jpg", cars / "testing_images" / "vid_5_400.jpg")
+    wbc = [r.split(",") for r in _box_rows(ids) if ",WBC," in r]
+    (cars / "train_solution_bounding_boxes (1).csv").write_text(
+        "image,xmin,ymin,xmax,ymax\n" + "".join(f"{r[0]},{','.join(r[4:])}\n" for r in wbc))
+    (cars / "sample_submission.csv").write_text("image,xmin,ymin,xmax,ymax\nvid_5_400.jpg,0,0,1,1\n")
+    assert infer_task(cars) == "detection"
+    found = dd.discover(cars)
+    assert found.layout.startswith("table of boxes (train_solution_bounding_boxes (1).csv) (no class column: one "
+                                   "class 'object'; files found as training_images/<value>"), found.layout
+    assert found.classes == ["object"] and sum(len(s.labels) for s in found.train + found.val) == len(wbc)
+    raccoon = tmp_path / "raccoon_dataset"
+    (raccoon / "data").mkdir(parents=True)
+    (raccoon / "images").mkdir()
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", raccoon / "images")
+    header = "filename,width,height,class,xmin,ymin,xmax,ymax"
+    for name, part in (("train_labels", ids[:16]), ("test_labels", ids[16:]), ("raccoon_labels", ids)):
+        (raccoon / "data" / f"{name}.csv").write_text("\n".join([header, *_box_rows(part)]) + "\n")
+    assert infer_task(raccoon / "data") == "detection"
+    found = dd.discover(raccoon / "data")
+    assert found.layout.startswith("tables of boxes (train_labels.csv, test_labels.csv)"), found.layout
+    assert (len(found.train) + len(found.val), len(found.test)) == (16, 4)
+
+
 @needs_bccd
 def test_detector_trains_on_a_pascal_voc_folder_from_the_command_line(tmp_path: Path) -> None:
     """``headstart train VOC`` infers detection and learns RBCs on 24 real smears (linear, cached features)."""

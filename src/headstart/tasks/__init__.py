@@ -67,13 +67,10 @@ def infer_task(data: str | Path) -> str:
         return "detection"
     if path.is_dir() and ((path / "data.yaml").is_file()):
         return "detection"
-    if path.is_file() and path.suffix.lower() == ".json":
-        try:
-            head = path.read_text(errors="replace")[:1_000_000]
-        except OSError:
-            head = ""
-        if '"annotations"' in head and '"images"' in head:
-            return "detection"
+    from headstart.tasks.detection import coco_files, is_coco_json
+
+    if path.is_file() and path.suffix.lower() == ".json" and is_coco_json(path):
+        return "detection"
     from headstart.tasks.segmentation import inner_folder, named_mask_folder, paired_folders
 
     inner = inner_folder(path)
@@ -83,15 +80,24 @@ def infer_task(data: str | Path) -> str:
         return "segmentation"  # images/ + masks/ (also in an archive's one folder), or Pascal VOC with class masks
     if paired_folders(path) or named_mask_folder(inner):
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's), ISIC's
-    from headstart.tasks.detection import box_table_splits, is_box_table, names_file, split_exports, voc_folders
+    from headstart.tasks.detection import (
+        box_table_splits,
+        box_tables_in,
+        is_box_table,
+        names_file,
+        split_exports,
+        voc_folders,
+    )
     from headstart.tasks.labelme import labelme_splits
 
     if labelme_splits(path):
         return "detection"  # LabelMe's .json beside each image (its shapes' boxes)
-    if is_box_table(path) or box_table_splits(path):
+    if is_box_table(path) or box_table_splits(path) or box_tables_in(path):
         return "detection"  # boxes in a table (TensorFlow Object Detection CSV: Roboflow's export, the raccoon set)
     if split_exports(path) is not None:
         return "detection"  # train/, valid/, test/ of images beside a COCO json or VOC .xml files (Roboflow's exports)
+    if coco_files(path):
+        return "detection"  # annotations/instances_*.json (COCO's layout; CVAT's and Label Studio's COCO exports)
 
     if path.is_dir() and (voc_folders(path) or any(path.glob("VOC*/Annotations"))
                           or any(path.glob("VOCdevkit/VOC*/Annotations"))):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +49,28 @@ def box_table_splits(root: Path) -> dict[str, Path]:
     return {split: found[split] for split in ("train", "val", "test") if split in found}
 
 
+def box_tables_in(root: Path) -> dict[str, Path]:
+    """``{split: table}`` of the tables of boxes in folder ``root`` beside their images (Kaggle's car detection set:
+    ``train_solution_bounding_boxes (1).csv`` beside ``training_images/``; the raccoon set's ``data/`` of
+    ``train_labels.csv`` and ``test_labels.csv`` beside ``raccoon_labels.csv``): the one table, or those whose names
+    say their split (``train``, ``val``, ``test``), one of them train. A submission table (Kaggle's
+    ``sample_submission.csv`` of boxes to fill in) is none. {} otherwise."""
+    if not root.is_dir():
+        return {}
+    tables = [p for p in sorted(root.iterdir()) if "submission" not in p.name.lower() and is_box_table(p)]
+    if len(tables) == 1:
+        return {"train": tables[0]}
+    found: dict[str, Path] = {}
+    for table in tables:
+        words = set(re.split(r"[^a-z]+", table.stem.lower()))
+        split = next((SPLIT_FOLDERS[w] for w in ("train", "val", "valid", "validation", "test") if w in words), None)
+        if split in found:
+            return {}
+        if split is not None:  # beside them, a table of all (the raccoon set's raccoon_labels.csv) is left out
+            found[split] = table
+    return {split: found[split] for split in ("train", "val", "test") if split in found} if "train" in found else {}
+
+
 def split_exports(root: Path) -> tuple[str, dict[str, Path]] | None:
     """``("coco" | "voc", {split: folder})`` of an export in split folders (``train/``, ``valid/``, ``test/``) each
     holding its images beside one COCO json (Roboflow's "COCO JSON": ``_annotations.coco.json``) or beside their VOC
@@ -66,6 +89,32 @@ def split_exports(root: Path) -> tuple[str, dict[str, Path]] | None:
         return None
     found = {split: d for split, d in folders.items() if any(d.glob(pattern))}
     return kind, {split: found[split] for split in ("train", "val", "test") if split in found}
+
+
+COCO_HEAD = 1_000_000  # characters of a json read to tell a COCO instances file (its images come first)
+
+
+def is_coco_json(path: Path) -> bool:
+    """Whether ``path`` is a COCO instances json, from its first ``COCO_HEAD`` characters: an ``images`` list and its
+    ``annotations`` or the images' ``file_name`` (COCO 2017's train json lists 118k images before its annotations)."""
+    try:
+        with path.open(errors="replace") as f:
+            head = f.read(COCO_HEAD)
+    except OSError:
+        return False
+    return head.lstrip().startswith("{") and '"images"' in head and ('"annotations"' in head or '"file_name"' in head)
+
+
+def coco_files(root: Path) -> list[Path]:
+    """The COCO instances jsons of folder ``root``, in it or in its ``annotations/`` (COCO's own layout, CVAT's and
+    Label Studio's exports: ``annotations/instances_default.json`` beside ``images/``); ``instances_*`` alone where
+    COCO's ``captions_*`` and ``person_keypoints_*`` lie beside them. [] for a file or a folder without any."""
+    if not root.is_dir():
+        return []
+    found = [p for folder in (root, root / "annotations") if folder.is_dir() for p in sorted(folder.glob("*.json"))
+             if is_coco_json(p)]
+    instances = [p for p in found if p.stem.startswith("instances")]
+    return instances or [p for p in found if not p.stem.startswith("captions")]
 
 
 def voc_folders(root: Path) -> tuple[Path, Path] | None:

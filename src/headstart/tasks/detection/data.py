@@ -43,6 +43,8 @@ from headstart.tasks.detection import (
     BOX_FORMS,
     box_form,
     box_table_splits,
+    box_tables_in,
+    coco_files,
     is_box_table,
     names_file,
     split_exports,
@@ -443,15 +445,17 @@ def _corners(form: tuple[str, ...], cells: list[str]) -> list[float]:
 
 def read_box_tables(data: Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
     """A table of boxes (a seeded validation split), or a folder of split folders each with its ``_annotations.csv``."""
-    tables = {"train": data} if data.is_file() else box_table_splits(data)
+    tables = {"train": data} if data.is_file() else box_table_splits(data) or box_tables_in(data)
     if "train" not in tables:
         raise DataError(f"{data}: expected a table of boxes or train/ (and valid/) folders holding _annotations.csv")
+    beside = data.is_dir() and all(p.parent == data for p in tables.values())  # tables in DATA, not in split folders
     issues: Counter = Counter()
     read = {split: read_box_table(path, issues) for split, path in tables.items()}
     classes = sorted({c for names, _, _ in read.values() for c in names})
     how = next(iter(read.values()))[2]
+    named = ", ".join(p.name if beside else f"{p.parent.name}/{p.name}" for p in tables.values())
     splits = DetectionSplits(classes, [], [], layout=(f"table of boxes {data.name}" if data.is_file() else
-                             f"tables of boxes ({', '.join(f'{p.parent.name}/{p.name}' for p in tables.values())})")
+                             f"table{'s' * (len(tables) > 1)} of boxes ({named})")
                              + (f" ({how})" if how else ""), issues=issues)
     for split, (names, samples, _) in read.items():
         for s in samples:  # each table's class indices -> the classes of all tables
@@ -516,12 +520,17 @@ def read_coco(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
         splits = DetectionSplits(classes, samples, [], layout=f"COCO {data.name}", issues=issues)
         random_split(splits, val_fraction, seed)
         return splits
-    jsons = sorted(data.glob("*.json")) + sorted((data / "annotations").glob("*.json"))
+    jsons = coco_files(data)
     train = [p for p in jsons if "train" in p.stem]
     val = [p for p in jsons if "val" in p.stem]
+    if len(jsons) == 1 or (len(train) == 1 and not val):  # CVAT's annotations/instances_default.json: split here
+        one = train[0] if train else jsons[0]
+        splits = read_coco(one, val_fraction, seed)
+        splits.layout = splits.layout.replace(f"COCO {one.name}", f"COCO {one.relative_to(data).as_posix()}", 1)
+        return splits
     if not train or not val:
-        raise DataError(f"{data}: expected COCO jsons with 'train' and 'val' in their names (e.g. annotations/"
-                        f"instances_train.json), found {[p.name for p in jsons]}")
+        raise DataError(f"{data}: expected one COCO instances json, or two with 'train' and 'val' in their names (e.g. "
+                        f"annotations/instances_train.json), found {[p.name for p in jsons] or 'none'}")
     issues = Counter()
     splits_of = {}
     for split, p in (("train", train[0]), ("val", val[0])):
@@ -592,10 +601,10 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         return read_labelme(data, val_fraction, seed)
     if data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml")) and voc_root(data):
         return read_voc(data, val_fraction, seed)
-    if is_box_table(data) or box_table_splits(data):
+    if is_box_table(data) or box_table_splits(data) or box_tables_in(data):
         return read_box_tables(data, val_fraction, seed)
     if data.suffix == ".json" or (data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml"))
-                                  and (list(data.glob("*.json")) or list((data / "annotations").glob("*.json")))):
+                                  and coco_files(data)):
         return read_coco(data, val_fraction, seed)
     if data.suffix in {".yaml", ".yml"} or data.is_dir():
         return read_yolo(data, val_fraction, seed)
