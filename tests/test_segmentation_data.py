@@ -530,3 +530,49 @@ def test_a_folder_of_images_beside_a_folder_named_for_their_masks(tmp_path: Path
     splits = discover(pets)
     assert splits.layout.startswith("images/ + annotations/trimaps/") and len(splits.train) + len(splits.val) == 6
     assert splits.classes == ["unused", "pet", "background"]
+
+
+def test_masks_beside_their_images_as_lgg_and_busi_ship_them(tmp_path: Path) -> None:
+    """LGG's brain MRI (``kaggle_3m/`` of a folder per patient, ``x_1.tif`` beside ``x_1_mask.tif``) is
+    segmentation, each patient's slices on one side of the validation split. BUSI (``benign/``, ``malignant/``,
+    ``normal/``: ``benign (1).png`` beside ``benign (1)_mask.png``, a second lesion's ``_mask_1.png``) stays image
+    classification, its masks no longer read as images of their class."""
+    from headstart.tasks import infer_task
+    from headstart.tasks.image import data as imagedata
+    from headstart.tasks.segmentation import CASE_FOLDERS
+
+    stems = _frames(2 * (CASE_FOLDERS + 1))
+    truth = {}
+    lgg = tmp_path / "lgg" / "kaggle_3m"
+    for i, stem in enumerate(stems):
+        patient = lgg / f"TCGA_CS_{4900 + i // 2}_1996090{i // 2 % 10}"
+        patient.mkdir(parents=True, exist_ok=True)
+        road = (np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")) == 3).astype(np.uint8)
+        name = f"{patient.name}_{i % 2 + 1}"
+        Image.open(CAMVID / "images" / "train" / f"{stem}.jpg").save(patient / f"{name}.tif")
+        Image.fromarray(road * 255).save(patient / f"{name}_mask.tif")
+        truth[patient / f"{name}.tif"] = road
+    (lgg / "data.csv").write_text("Patient,RNASeqCluster\nTCGA_CS_4900,2\n")
+    assert infer_task(tmp_path / "lgg") == "segmentation"
+    splits = discover(tmp_path / "lgg")
+    assert splits.classes == ["background", "foreground"] and len(splits.train) + len(splits.val) == len(stems)
+    assert splits.layout.startswith("images with their masks beside them (") and f"in {CASE_FOLDERS + 1} folders" in \
+        splits.layout, splits.layout
+    assert "each folder's on one side" in " ".join(splits.notes)
+    assert not {s.image.parent for s in splits.train} & {s.image.parent for s in splits.val}
+    assert all((s.read_mask() == truth[s.image]).all() for s in splits.train + splits.val)
+    busi = tmp_path / "Dataset_BUSI_with_GT"
+    for c, name in enumerate(("benign", "malignant", "normal")):
+        (busi / name).mkdir(parents=True)
+        for k, stem in enumerate(stems[c * 6:(c + 1) * 6]):
+            Image.open(CAMVID / "images" / "train" / f"{stem}.jpg").save(busi / name / f"{name} ({k + 1}).png")
+            Image.new("L", (480, 360)).save(busi / name / f"{name} ({k + 1})_mask.png")
+            if k == 0:
+                Image.new("L", (480, 360)).save(busi / name / f"{name} ({k + 1})_mask_1.png")
+    assert infer_task(busi) == "image"
+    found = imagedata.discover(busi)
+    assert found.classes == ["benign", "malignant", "normal"] and len(found.train) + len(found.val) == 18
+    assert "(21 mask(s) beside their images, e.g. benign (1)_mask.png: not read" in found.layout, found.layout
+    assert not any("mask" in s.path.name for s in found.train + found.val)
+    masked = discover(busi)  # --task segmentation: the same folders as image-mask pairs
+    assert len(masked.train) + len(masked.val) == 18 and "3 image(s) have several masks" in " ".join(masked.notes)

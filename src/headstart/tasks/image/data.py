@@ -59,6 +59,7 @@ from headstart.tasks.image.pixel_tables import (
     tables_in,
 )
 from headstart.tasks.image.stored import Stored, payload
+from headstart.tasks.segmentation import split_masks
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
     UNLABELLED_FOLDERS,
@@ -128,14 +129,22 @@ def _class_images(folder: Path) -> Path:
 CLUTTER_FOLDERS = ("background_google", "257.clutter")
 
 
-def _class_folders(root: Path) -> dict[str, list[Path]]:
+def _class_folders(root: Path, masks: list[Path] | None = None) -> dict[str, list[Path]]:
     """``{class name: image paths}`` of a folder of class subfolders (``_class_images``), or of a folder of images named
-    by their class (``named_classes``) when it has no subfolders."""
-    folders = {f.name: sorted(p for p in _class_images(f).rglob("*") if is_image_file(p)) for f in _subfolders(root)
-               if f.name.lower() not in (*UNLABELLED_FOLDERS, *CLUTTER_FOLDERS)}
+    by their class (``named_classes``) when it has no subfolders. Masks beside their images (BUSI's
+    ``benign (1)_mask.png``: ``segmentation.split_masks``) are no images: left out, and added to ``masks``."""
+    folders = {f.name: _without_masks(sorted(p for p in _class_images(f).rglob("*") if is_image_file(p)), masks)
+               for f in _subfolders(root) if f.name.lower() not in (*UNLABELLED_FOLDERS, *CLUTTER_FOLDERS)}
     if folders:
         return folders
-    return named_classes(sorted(p for p in root.iterdir() if is_image_file(p))) or {}
+    return named_classes(_without_masks(sorted(p for p in root.iterdir() if is_image_file(p)), masks)) or {}
+
+
+def _without_masks(files: list[Path], masks: list[Path] | None) -> list[Path]:
+    images, found = split_masks(files)
+    if masks is not None:
+        masks.extend(m for image in images for m in found.get(image, []))
+    return images
 
 
 _NAMED = re.compile(r"(?P<label>.+?)[\s._-]*(?:\(\d+\)|\d+)")  # cat.0, american_bulldog_10, dog (3), img001
@@ -161,6 +170,14 @@ def _class_in_name(stem: str) -> str | None:
     m = _NAMED.fullmatch(stem)
     label = m.group("label").strip(" ._-") if m else ""
     return label if re.search(r"[^\W\d_]", label) else None
+
+
+def _masks_note(masks: list[Path]) -> str:
+    """What the layout line says of the masks beside the training images (``_class_folders``), if any."""
+    if not masks:
+        return ""
+    return (f" ({len(masks)} mask(s) beside their images, e.g. {masks[0].name}: not read; --task segmentation "
+            "trains on them)")
 
 
 def _layout_of(root: Path) -> str:
@@ -463,13 +480,14 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
     data_root = root
     val_dir, test_dir = dirs.get("val"), dirs.get("test")
     if dirs and val_dir is not None:
-        train = _class_folders(dirs["train"])
+        masks: list[Path] = []
+        train = _class_folders(dirs["train"], masks)
         _check_classes(train, dirs["train"])
         classes = sorted(train)
         kind = _layout_of(dirs["train"])
         splits = ImageSplits(classes, _samples(train, classes), [],
                              layout=f"{_named(dirs['train'], root)} and {_named(val_dir, root)} folders"
-                             + ("" if kind == "class folders" else f" of {kind}"))
+                             + ("" if kind == "class folders" else f" of {kind}") + _masks_note(masks))
         splits.val = _held_out(val_dir, classes, splits)
         if test_dir is not None:
             _given_test(test_dir, splits)
@@ -477,13 +495,14 @@ def _split_layout(root: Path, dirs: dict[str, Path], val_fraction: float, seed: 
         return small_given_val(splits, val_fraction, seed, _named(val_dir, root), small_val, by_path=by_path)
     if dirs:
         root = dirs["train"]
-    found = _class_folders(root)
+    masks: list[Path] = []
+    found = _class_folders(root, masks)
     _check_classes(found, root)
     classes = sorted(found)
     samples = _samples(found, classes)
     splits = ImageSplits(classes, [], [], layout=f"{_named(root, data_root) + ' ' if dirs else ''}"
-                         f"{_layout_of(root)}, {val_fraction:.0%} stratified validation split (seed {seed})",
-                         val_held_out=True)
+                         f"{_layout_of(root)}{_masks_note(masks)}, {val_fraction:.0%} stratified validation split "
+                         f"(seed {seed})", val_held_out=True)
     listed = None if dirs or test_dir is not None else _test_list(root, samples)
     if listed is not None:  # the dataset's own test split: Food-101's meta/test.txt, the Oxford-IIIT Pets' test.txt
         test_list, keep = listed

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from headstart.tasks.tables import IMAGE_SUFFIXES
@@ -10,6 +13,58 @@ MASK_FOLDER_SUFFIXES = ("_labels", "_masks", "_mask", "annot", "_annot")  # trai
 MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels", "_segmentation", "_Segmentation")  # x.png, x_L.png...
 MASK_WORDS = ("mask", "groundtruth", "ground_truth", "label", "annot", "segmentation")  # a masks folder's name holds one
 SPLIT_FOLDER_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+# a mask beside its image, named for it: LGG's x_mask.tif, BUSI's 'benign (1)_mask.png' and its second '_mask_1.png'
+MASK_NAME = re.compile(r"(?P<image>.+?)[_\- ](?:mask|segmentation)(?:[_\- ]?\d+)?", re.IGNORECASE)
+BESIDE_SHARE = 0.9  # share of the images with a mask beside them for a folder to be one of image-mask pairs
+BESIDE_LOOKED_AT = 2000  # image files looked at to tell (the first, walking the folders in order)
+CASE_FOLDERS = 20  # more folders of image-mask pairs than this are cases (LGG's patients), not classes (BUSI's 3)
+
+
+def split_masks(files: Sequence[Path]) -> tuple[list[Path], dict[Path, list[Path]]]:
+    """``(images, {image: its masks})`` of image files of which some are masks of others: in the same folder, named
+    as the image and ``_mask`` (``MASK_NAME``: LGG's ``TCGA_CS_4941_19960909_1_mask.tif``; BUSI's ``benign (1)_mask.png``
+    and ``benign (1)_mask_1.png``, a second lesion's), ``-mask`` or ``_segmentation``."""
+    by_stem = {(f.parent, f.stem.lower()): f for f in files}
+    masks: dict[Path, list[Path]] = {}
+    for f in files:
+        m = MASK_NAME.fullmatch(f.stem)
+        image = by_stem.get((f.parent, m.group("image").lower())) if m else None
+        if image is not None and image != f:
+            masks.setdefault(image, []).append(f)
+    taken = {m for found in masks.values() for m in found}
+    return [f for f in files if f not in taken], {image: sorted(found) for image, found in masks.items()}
+
+
+def masks_beside(root: Path) -> set[Path] | None:
+    """The folders holding images and their masks when nearly every image under ``root`` (``BESIDE_SHARE`` of the
+    first ``BESIDE_LOOKED_AT`` image files) has its mask beside it (``split_masks``); else None."""
+    if not root.is_dir():
+        return None
+    files: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
+        files += [Path(folder) / n for n in sorted(names) if Path(n).suffix.lower() in IMAGE_SUFFIXES
+                  and not n.startswith(".")]
+        if len(files) >= BESIDE_LOOKED_AT:
+            break
+    images, masks = split_masks(files)
+    if len(masks) < 2 or len(masks) < BESIDE_SHARE * len(images):
+        return None
+    return {image.parent for image in masks}
+
+
+def pairs_beside(root: Path) -> bool:
+    """Whether ``root`` is a segmentation dataset of masks beside their images (``masks_beside``): in the folder
+    itself (or the one folder inside it), or in more than ``CASE_FOLDERS`` folders of one folder (LGG's
+    ``kaggle_3m/`` of patients). Pairs in a few folders are classes whose images have masks (BUSI's ``benign/``,
+    ``malignant/``, ``normal/``): image classification reads them, leaving the masks out."""
+    folders = masks_beside(root)
+    if not folders:
+        return False
+    if folders == {inner_folder(root)}:
+        return True
+    parents = {f.parent for f in folders}
+    return len(parents) == 1 and sum(d.is_dir() for d in next(iter(parents)).iterdir()) > CASE_FOLDERS
 
 
 def paired_folders(root: Path) -> dict[str, tuple[Path, Path]]:

@@ -51,7 +51,14 @@ from headstart.tasks.image.decode import (
     unreadable_reason,
 )
 from headstart.tasks.labelme import labelme_splits, read_file, unannotated
-from headstart.tasks.segmentation import MASK_STEM_SUFFIXES, inner_folder, named_mask_folder, paired_folders
+from headstart.tasks.segmentation import (
+    MASK_STEM_SUFFIXES,
+    inner_folder,
+    masks_beside,
+    named_mask_folder,
+    paired_folders,
+    split_masks,
+)
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
@@ -322,6 +329,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
         elif named := named_mask_folder(root, nested=True):
             splits = _pairs(root, {"train": named}, _class_file(root, False, "masks"),
                             f"{named[0].name}/ + {named[1].relative_to(root).as_posix()}/", False, val_fraction, seed)
+        elif masks_beside(root):  # x.tif beside x_mask.tif (LGG's kaggle_3m/ of patients, BUSI's class folders)
+            splits = _beside(root, val_fraction, seed)
         elif labelme_splits(root):  # LabelMe's .json beside each image: their shapes drawn as masks
             splits = _labelme(root, val_fraction, seed)
         elif _coco_jsons(root):
@@ -425,12 +434,13 @@ def check_samples(samples: list[SegSample], classes: list[str], classes_from: st
 
 
 def _held_out(samples: list[SegSample], val_fraction: float, seed: int,
-              where: str) -> tuple[list[SegSample], list[SegSample]]:
-    """A seeded validation split; pairs with the same content stay on one side."""
+              where: str, by_folder: bool = False) -> tuple[list[SegSample], list[SegSample]]:
+    """A seeded validation split; pairs with the same content (``by_folder``: in the same folder) stay on one side."""
     if len(samples) < 2:
         raise DataError(f"{where}: {len(samples)} usable image-mask pair(s); a validation split needs at least 2 "
                         "(or give a validation split)")
-    train_idx, val_idx = stratified_split([0] * len(samples), val_fraction, seed, groups=[s.key for s in samples])
+    groups = [str(s.image.parent) if by_folder else s.key for s in samples]
+    train_idx, val_idx = stratified_split([0] * len(samples), val_fraction, seed, groups=groups)
     if not val_idx:
         raise DataError(f"{where}: all {len(samples)} image-mask pairs are copies of one; a validation split needs 2 "
                         "different ones")
@@ -438,14 +448,15 @@ def _held_out(samples: list[SegSample], val_fraction: float, seed: int,
 
 
 def _finish(splits: SegmentationSplits, given: dict[str, list[SegSample]], classes_from: str,
-            val_fraction: float, seed: int, where: Path) -> SegmentationSplits:
-    """Check the pairs of each given split; make the validation split when none was given."""
+            val_fraction: float, seed: int, where: Path, by_folder: bool = False) -> SegmentationSplits:
+    """Check the pairs of each given split; make the validation split when none was given (``by_folder``: each
+    folder's pairs on one side)."""
     checked = {name: check_samples(items, splits.classes, classes_from, splits.skipped) for name, items in given.items()}
     if "val" not in checked:
-        splits.train, splits.val = _held_out(checked.get("train", []), val_fraction, seed, where)
+        splits.train, splits.val = _held_out(checked.get("train", []), val_fraction, seed, where, by_folder)
         splits.val_held_out = True
         splits.notes.append(f"validation: {len(splits.val)} pairs split off the {len(splits.train) + len(splits.val)} "
-                            f"({val_fraction:.0%}, seed {seed})")
+                            f"({val_fraction:.0%}, seed {seed}" + (", each folder's on one side)" if by_folder else ")"))
     else:
         splits.train, splits.val = checked.get("train", []), checked["val"]
     splits.test = checked.get("test", [])
@@ -580,6 +591,35 @@ def _binary_masks(root: Path, samples: list[SegSample], layout: str) -> tuple[st
             if lossless and len(lossless) < len(samples) else "")
     return (f"binary masks ({how}: background, foreground)",
             f"no class file: binary masks ({how}) read as background and foreground{jpeg} (a classes.txt names them)")
+
+
+def _beside(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    """Images with their masks beside them (``split_masks``: ``x.tif`` and ``x_mask.tif``), anywhere under ``root``;
+    a class file beside them names the mask values, else they are binary. Images in several folders keep each
+    folder's images on one side of the validation split (LGG's folder per patient: its slices are near-copies)."""
+    images, masks = split_masks(sorted(p for p in root.rglob("*") if is_image_file(p)))
+    unmasked = [image for image in images if image not in masks]
+    folders = {image.parent for image in masks}
+    layout = (f"images with their masks beside them ({next(iter(masks.values()))[0].name})"
+              + (f" in {len(folders)} folders" if len(folders) > 1 else ""))
+    classes_file = _class_file(root, required=False, layout="masks beside images")
+    classes, remap, colours, notes = (_class_table(classes_file) if classes_file is not None
+                                      else (list(BINARY_CLASSES), None, None, []))
+    splits = SegmentationSplits(classes, [], [], layout=layout, notes=notes)
+    samples = [SegSample(image, mask=found[0], colours=colours, remap=remap) for image, found in masks.items()]
+    for image in unmasked:
+        splits.skipped.append((str(image), "no mask beside it (looked for NAME_mask with a lossless suffix)"))
+    several = sum(len(found) > 1 for found in masks.values())
+    if several:
+        splits.notes.append(f"{several} image(s) have several masks (e.g. {next(f for f in masks.values() if len(f) > 1)[1].name}"
+                            "): the first is read")
+    if classes_file is None:
+        classes_from, note = _binary_masks(root, samples, layout)
+        splits.notes.append(note)
+    else:
+        classes_from = str(classes_file)
+    return _finish(splits, {"train": samples}, classes_from, val_fraction, seed, root,
+                   by_folder=len(folders) > 1)
 
 
 def _voc_root(root: Path) -> Path | None:
