@@ -176,6 +176,36 @@ def test_the_labels_are_the_column_left_besides_ids(tmp_path):
         assert "label column 'Id'" in found.layout and found.classes == ["ants", "bees"], found.layout
 
 
+@needs_sms
+def test_labels_that_differ_only_in_case_are_one_class(tmp_path):
+    """A hand-made table's 'ham', 'Ham ' and 'HAM' were three classes (six for spam and ham): one class each, the
+    most frequent spelling, said in the Data line; evaluation finds 'Spam' the model's 'spam'."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    spell = (str, lambda y: f"{y} ", str, str, str.upper, str.capitalize)
+    table = tmp_path / "labelled_by_hand.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "label"], *([t, spell[i % 6](y)] for i, (y, t) in enumerate(rows))])
+    splits = textdata.discover(table)
+    assert splits.classes == ["ham", "spam"], splits.classes
+    assert "labels that differ only in case or spacing read as one class: 'HAM', 'Ham' as 'ham'" in splits.layout
+    truth = {t.strip(): y for y, t in rows}
+    assert all(splits.classes[s.label] == truth[s.text.strip()] for s in splits.train + splits.val)
+    shouted = tmp_path / "test.csv"
+    shouted.write_text("text,label\n" + "".join(f'"{t.strip()}",{y.upper()}\n' for y, t in rows[:40]
+                                                 if '"' not in t))
+    samples, _ = textdata.labelled_texts(shouted, ["ham", "spam"])
+    assert samples and all(["ham", "spam"][s.label] == truth[s.text.strip()] for s in samples)
+    with pytest.raises(DataError, match="labels the model does not know"):
+        textdata.labelled_texts(shouted, ["ok", "spam"])
+    if ANTS.is_dir():  # an image table: 'Ants', 'ants', 'ANTS'
+        files = sorted(ANTS.glob("*/*.jpg"))[::4]
+        images = tmp_path / "images.csv"
+        images.write_text("path,label\n" + "".join(f"{p.resolve()},{(str.upper, str.title, str)[i % 3](p.parent.name)}\n"
+                                                    for i, p in enumerate(files)))
+        found = imagedata.discover(images)
+        assert len(found.classes) == 2 and "read as one class" in found.layout, found.layout
+
+
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
     def first(text: str, name: str = "t.csv") -> tuple[list[str], bool]:
         path = tmp_path / name

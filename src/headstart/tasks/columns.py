@@ -5,6 +5,7 @@ for labels, image file names for paths."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,38 @@ def _path(values: dict[str, list[str]], _: int) -> str | None:
 
 _RULES: dict[str, Callable[[dict[str, list[str]], int], str | None]] = {
     "text": _text, "label": _label, "path": _path, "label:wide": _label_wide}
+
+
+def folded(name: str) -> str:
+    """A class name without case, spacing or separators: ``Golden_Retriever `` is ``golden retriever``."""
+    return re.sub(r"[\s_\-]+", " ", name.casefold()).strip()
+
+
+def folded_class(classes: Sequence[str]) -> Callable[[str], str | None]:
+    """The class of ``classes`` a name is but for case, spacing or separators (``ants`` for ``Ants``), or None when
+    none is, or when two classes fold alike (nothing is guessed)."""
+    known: dict[str, list[str]] = {}
+    for c in classes:
+        known.setdefault(folded(c), []).append(c)
+
+    def match(name: str) -> str | None:
+        found = known.get(folded(name), [])
+        return found[0] if len(found) == 1 else None
+
+    return match
+
+
+def one_spelling(labels: Sequence[str]) -> tuple[list[str], str]:
+    """``labels`` with the spellings of one class that differ only in case, spacing or separators (``folded``) made
+    the most frequent one (a hand-made table's ``ham``, ``Ham`` and ``HAM``: one class ``ham``, not three), and what
+    the Data line says of it ('' when every class has one spelling)."""
+    spellings: dict[str, list[str]] = {}
+    for label, _ in Counter(label for label in labels if label).most_common():
+        spellings.setdefault(folded(label), []).append(label)
+    merged = {other: found[0] for found in spellings.values() for other in found[1:]}
+    if not merged:
+        return list(labels), ""
+    groups = [found for found in spellings.values() if len(found) > 1]
+    said = "; ".join(f"{', '.join(repr(o) for o in found[1:])} as {found[0]!r}" for found in groups[:3])
+    return ([merged.get(label, label) for label in labels],
+            f"labels that differ only in case or spacing read as one class: {said}{'...' if len(groups) > 3 else ''}")

@@ -36,7 +36,7 @@ from headstart.core.splits import (
     stratified_split,
 )
 from headstart.errors import DataError
-from headstart.tasks.columns import SPLIT_COLUMN, by_content, one_hot_columns, pick_column
+from headstart.tasks.columns import SPLIT_COLUMN, by_content, folded_class, one_hot_columns, one_spelling, pick_column
 from headstart.tasks.formats import not_data_hint, unread_note
 from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.class_names import alias, name_classes
@@ -766,30 +766,11 @@ def _held_out(folder: Path, classes: list[str], splits: ImageSplits,
     return _samples(found, classes)
 
 
-def _folded(name: str) -> str:
-    """A class folder's name without case, spacing or separators: ``Golden_Retriever `` is ``golden retriever``."""
-    return re.sub(r"[\s_\-]+", " ", name.casefold()).strip()
-
-
-def _folded_class(classes: Sequence[str]) -> Callable[[str], str | None]:
-    """The class of ``classes`` a name is but for case, spacing or separators (``ants`` for ``Ants``), or None when
-    none is, or when two classes fold alike (nothing is guessed)."""
-    known: dict[str, list[str]] = {}
-    for c in classes:
-        known.setdefault(_folded(c), []).append(c)
-
-    def match(name: str) -> str | None:
-        found = known.get(_folded(name), [])
-        return found[0] if len(found) == 1 else None
-
-    return match
-
-
 def _matched(found: dict[str, list[Path]], classes: Sequence[str], folder: Path,
              splits: ImageSplits) -> dict[str, list[Path]]:
     """``found`` with the class folders that training's names but for case, spacing or separators (``val/ants``
     for ``train/Ants``, ``val/Bees `` for ``train/bees``) given training's names, and a note saying so."""
-    match = _folded_class(classes)
+    match = folded_class(classes)
     renamed = {name: match(name) for name, files in found.items() if name not in classes and files and match(name)}
     if not renamed:
         return found
@@ -1022,7 +1003,8 @@ def _labels(table: Table, wanted: str | None, path: Path, exclude: Sequence[str]
         unused = [c for c in onehot if c not in labels]
         return labels, (f"one-hot label columns {', '.join(onehot)}"
                         + (f"; {', '.join(unused)} hold(s) no 1: not a class" if unused else ""))
-    return [str(r[lcol]).strip() for r in table.rows], f"label column '{lcol}'"
+    labels, merged = one_spelling([str(r[lcol]).strip() for r in table.rows])
+    return labels, f"label column '{lcol}'" + (f"; {merged}" if merged else "")
 
 
 def labelled_samples(data: str | Path, classes: list[str], path_column: str | None = None,
@@ -1039,7 +1021,7 @@ def labelled_samples(data: str | Path, classes: list[str], path_column: str | No
     named = classes
     classes = [*named, *(code for code in aliases if code not in named)]  # what DATA's labels may be
     pairs, skipped = _labelled(Path(data), classes, path_column, label_column)
-    match = _folded_class(named)
+    match = folded_class(named)
 
     def known(label: str) -> str:  # the model's class; a folder named as it but for case, spacing or separators too
         name = alias(label, named, aliases)

@@ -33,7 +33,9 @@ from headstart.tasks.columns import (
     UNCERTAIN,
     by_content,
     flag_columns,
+    folded_class,
     name_words,
+    one_spelling,
     pick_column,
 )
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
@@ -564,12 +566,16 @@ def _label_reader(records: Records, text_column: str | Sequence[str] | None, lab
             raise
         raise DataError(f"{exc}. Its 0/1 columns {flags} look like several labels per text: train them together "
                         f"with --task multilabel, or one of them with --label-column {flags[0]}") from None
-    classes = _sort_classes({_as_label(r.get(lcol)) for r in records.rows()} - {""})
+    labels = [_as_label(r.get(lcol)) for r in records.rows()]
+    spelled, merged = one_spelling(labels)  # 'ham', 'Ham' and 'HAM' are one class
+    spelling = dict(zip(labels, spelled))
+    classes = _sort_classes(set(spelled) - {""})
     if len(classes) < 2:
         raise DataError(f"{where}: the label column '{lcol}' has {len(classes)} distinct value(s) {classes[:5]}; "
                         "a classifier needs at least 2 classes")
     index = {c: i for i, c in enumerate(classes)}
-    return tcols, classes, f"label column '{lcol}'", lambda row: index.get(_as_label(row.get(lcol)))
+    return (tcols, classes, f"label column '{lcol}'" + (f"; {merged}" if merged else ""),
+            lambda row: index.get(spelling.get(label := _as_label(row.get(lcol)), label)))
 
 
 def tag_reader(records: Records, text_column: str | Sequence[str] | None, label_column: str | None,
@@ -673,11 +679,13 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in rows]):
         raise DataError(f"{path}: column '{tcols[0]}' holds image file paths: this model classifies texts")
     index = {c: i for i, c in enumerate(classes)}
+    match = folded_class(classes)  # 'Spam' is the model's 'spam'
+    index.update({n: index[m] for row in rows for n in _names(label_of(row)) if n not in index and (m := match(n))})
     samples, skipped = [], []
     unknown: Counter = Counter()
     for line, row in enumerate(rows, start=first):
         text, label = text_of(row, tcols), label_of(row)
-        names = label if isinstance(label, tuple) else (label,)
+        names = _names(label)
         if is_blank(text) or label in ("", None):
             skipped.append((f"{path.name}:{line}", "empty text" if is_blank(text) else "empty label"))
         elif any(n not in index for n in names):
@@ -691,6 +699,11 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     if not samples:
         raise DataError(f"{path}: no labelled texts ({len(skipped)} row(s) with an empty text or label)")
     return samples, skipped
+
+
+def _names(label: Any) -> tuple[str, ...]:
+    """A row's label names: its tags, or its one label."""
+    return label if isinstance(label, tuple) else (label,) if label else ()
 
 
 BESIDE_MB = 512  # tables beside a labels table read for its texts at most this large
