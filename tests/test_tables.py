@@ -206,6 +206,43 @@ def test_labels_that_differ_only_in_case_are_one_class(tmp_path):
         assert len(found.classes) == 2 and "read as one class" in found.layout, found.layout
 
 
+@needs_sms
+def test_excel_workbooks_are_tables(tmp_path):
+    """Labels kept in Excel: a workbook of texts whose first sheet is empty, and one of image paths with numbers as
+    Excel stores them (1.0 for 1); a file that is no workbook is an error that says what to do."""
+    from openpyxl import Workbook
+
+    rows = [line.split("\t", 1) for line in _sms_lines(200)]
+    book = Workbook()
+    book.active.title = "Notes"
+    sheet = book.create_sheet("Labelled")
+    sheet.append(["Message", "Category", "Score"])
+    for i, (y, t) in enumerate(rows):
+        sheet.append([t, y, float(i % 3)])
+    book.save(tmp_path / "tickets.xlsx")
+    assert infer_task(tmp_path / "tickets.xlsx") == "text"
+    splits = textdata.discover(tmp_path / "tickets.xlsx")
+    assert "text column 'Message', label column 'Category'; sheet 'Labelled' of 2, the first with data" in \
+        splits.layout, splits.layout
+    assert splits.classes == ["ham", "spam"] and len(splits.train) + len(splits.val) == 200
+    truth = {t.strip(): y for y, t in rows}
+    assert all(splits.classes[s.label] == truth[s.text.strip()] for s in splits.train + splits.val)
+    (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04 not a workbook")
+    with pytest.raises(DataError, match=r"broken.xlsx is not a readable Excel workbook .*save it again from Excel"):
+        textdata.discover(tmp_path / "broken.xlsx")
+    if ANTS.is_dir():
+        files = sorted(ANTS.glob("*/*.jpg"))[::4]
+        book = Workbook()
+        book.active.append(["file", "is_bee"])
+        for p in files:
+            book.active.append([str(p.resolve()), float(p.parent.name == "bees")])
+        book.save(tmp_path / "images.xlsx")
+        assert infer_task(tmp_path / "images.xlsx") == "image"
+        found = imagedata.discover(tmp_path / "images.xlsx")
+        assert found.layout.startswith("workbook images.xlsx (path column 'file', label column 'is_bee')")
+        assert found.classes == ["0", "1"] and len(found.train) + len(found.val) == len(files)
+
+
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
     def first(text: str, name: str = "t.csv") -> tuple[list[str], bool]:
         path = tmp_path / name

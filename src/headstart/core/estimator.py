@@ -438,10 +438,11 @@ class Estimator:
                               "image files or folders (classify texts with a text run folder)")
         from headstart.tasks.image.data import table_images
         from headstart.tasks.image.pixel_tables import is_pixel_table
+        from headstart.tasks.tables import TABLE_FILES
 
         inputs: list[Any] = []
         for item in map(Path, items):
-            table = item.is_file() and item.suffix.lower() in {".csv", ".tsv"} and not is_pixel_table(item)
+            table = item.is_file() and item.suffix.lower() in TABLE_FILES and not is_pixel_table(item)
             inputs += [str(f) for f in table_images(item)] if table else [str(item)]  # (pixels: its rows)
         return inputs
 

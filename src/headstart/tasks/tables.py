@@ -1,4 +1,5 @@
-"""Delimited tables (CSV, TSV) as the tasks read them: delimiter and quoting sniffed, a header line told from data.
+"""Delimited tables (CSV, TSV) and Excel workbooks as the tasks read them: delimiter and quoting sniffed, a header
+line told from data.
 
 A table's first line is its header unless it plainly is a data line: none of its fields is a column name headstart
 knows (``text``, ``label``, ``path``...) and one of them is an image file name or comes back as a value of its column
@@ -38,6 +39,9 @@ def split_of_name(path: Path) -> str | None:
 
 IMAGE_SUFFIXES = (*OTHER_IMAGE_SUFFIXES, *DICOM_SUFFIXES)  # the image files headstart reads
 UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # beside class folders, items without a class (IMDB, STL-10)
+DELIMITED = (".csv", ".tsv")  # tables of delimited text
+WORKBOOKS = (".xlsx", ".xlsm")  # Excel workbooks: the first sheet that holds data (openpyxl)
+TABLE_FILES = (*DELIMITED, *WORKBOOKS)  # the table files of image paths, labels or texts
 HEADERLESS_PREFIX = "col"  # columns of a table without a header line: col1, col2, ...
 LOOK_AHEAD = 2000  # data lines searched for a first-line field that comes back
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
@@ -131,24 +135,17 @@ def allow_long_fields() -> None:
 
 
 def read_delimited(path: Path, known: Collection[str], text: Text | None = None) -> Table:
-    """The table in ``path`` (``text``: its content when already read).
+    """The table in ``path`` (``text``: its content when already read), or in an Excel workbook's first sheet that
+    holds data (``read_workbook``).
 
     The delimiter is a tab, a comma, a semicolon or a bar (``_delimiter``); tab-separated files keep quotes as text
     unless their fields are quoted. ``known``: column names that mark a header line.
     """
-    content = read_text(path) if text is None else text
-    text = content.text
-    delimiter = _delimiter(path, text)
-    try:
-        lines = _parse(text, delimiter, csv.QUOTE_MINIMAL)
-    except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    if delimiter == "\t":  # plain TSV, where a quote is part of the text, unless the fields are quoted
-        plain = _parse(text, delimiter, csv.QUOTE_NONE)
-        width = len(plain[0]) if plain else 0
-        quoted = sum(v.startswith('"') and v.endswith('"') for line in plain[:500] for v in line)
-        if all(len(line) == width for line in plain) and quoted < 0.5 * min(len(plain), 500):
-            lines = plain
+    if path.suffix.lower() in WORKBOOKS:
+        lines, note = read_workbook(path)
+    else:
+        content = read_text(path) if text is None else text
+        lines, note = _delimited_lines(path, content.text), content.note
     if not lines:
         raise DataError(f"{path} is empty")
     header = _is_header(lines[0], lines[1:LOOK_AHEAD + 1], known)
@@ -162,9 +159,75 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
                         "delimiter and quoting (a field holding a comma needs quotes)")
     if not body:
         raise DataError(f"{path} has no data rows")
-    table = Table([dict(zip(columns, line)) for line in body], list(columns), header, content.note)
+    table = Table([dict(zip(columns, line)) for line in body], list(columns), header, note)
     _valid_flags_as_split(table)
     return table
+
+
+def _delimited_lines(path: Path, text: str) -> list[list[str]]:
+    """The fields of each line of a delimited text (``read_delimited``)."""
+    delimiter = _delimiter(path, text)
+    try:
+        lines = _parse(text, delimiter, csv.QUOTE_MINIMAL)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
+    if delimiter == "\t":  # plain TSV, where a quote is part of the text, unless the fields are quoted
+        plain = _parse(text, delimiter, csv.QUOTE_NONE)
+        width = len(plain[0]) if plain else 0
+        quoted = sum(v.startswith('"') and v.endswith('"') for line in plain[:500] for v in line)
+        if all(len(line) == width for line in plain) and quoted < 0.5 * min(len(plain), 500):
+            lines = plain
+    return lines
+
+
+def read_workbook(path: Path, limit: int | None = None) -> tuple[list[list[str]], str]:
+    """The rows of an Excel workbook's first sheet that holds data, as text (``3`` for the number 3.0, dates in ISO
+    form, blanks for empty cells; empty rows and the empty columns right of the data left out), and what the Data
+    line says of it (the sheet, when the workbook has several). ``limit``: rows read at most."""
+    try:
+        from openpyxl import load_workbook
+    except ImportError:
+        raise DataError(f"{path}: reading Excel workbooks needs openpyxl (pip install openpyxl), or save the sheet as "
+                        "CSV") from None
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises zipfile's, its own and KeyError for broken files
+        raise DataError(f"{path} is not a readable Excel workbook ({type(exc).__name__}: {exc}); save it again from "
+                        "Excel, or as CSV") from None
+    try:
+        for sheet in book.worksheets:
+            rows = []
+            for values in sheet.iter_rows(values_only=True):
+                cells = [_cell_text(v) for v in values]
+                if any(cells):
+                    rows.append(cells)
+                if limit is not None and len(rows) >= limit:
+                    break
+            if rows:
+                width = max(max((i + 1 for i, c in enumerate(r) if c), default=0) for r in rows)
+                rows = [(r + [""] * width)[:width] for r in rows]
+                several = len(book.worksheets) > 1
+                return rows, (f"sheet '{sheet.title}' of {len(book.worksheets)}, the first with data" if several
+                              else "")
+    finally:
+        book.close()
+    return [], ""
+
+
+def table_kind(path: Path) -> str:
+    """How the Data line names a table file: ``CSV`` or ``workbook``."""
+    return "workbook" if path.suffix.lower() in WORKBOOKS else "CSV"
+
+
+def _cell_text(value: Any) -> str:
+    """A workbook cell as a delimited file would hold it."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
 
 
 SPLIT_COLUMN = "split"  # a table's column of train / val / test

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from headstart.tasks.tables import IMAGE_SUFFIXES
+from headstart.tasks.tables import IMAGE_SUFFIXES, TABLE_FILES, WORKBOOKS
 
 NAMES_FILES = ("classes.txt", "obj.names", "names.txt")  # labelImg's and Darknet's class lists, line i = class id i
 VOC_IMAGE_FOLDERS = ("JPEGImages", "images", "Images")  # where a Pascal VOC layout keeps its images
@@ -30,8 +30,17 @@ def box_form(columns: Iterable[str]) -> tuple[str, ...] | None:
 def is_box_table(path: Path) -> bool:
     """Whether a CSV's header line names the columns of a box (``BOX_FORMS``: ``filename,width,height,class,xmin,ymin,
     xmax,ymax``; ``patientId,x,y,width,height,Target``; ``image_id,width,height,bbox,source``)."""
-    if not path.is_file() or path.suffix.lower() not in (".csv", ".tsv"):
+    if not path.is_file() or path.suffix.lower() not in TABLE_FILES:
         return False
+    if path.suffix.lower() in WORKBOOKS:
+        from headstart.errors import DataError
+        from headstart.tasks.tables import read_workbook
+
+        try:
+            first = read_workbook(path, limit=1)[0]
+        except DataError:
+            return False
+        return bool(first) and box_form(first[0]) is not None
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as f:
             header = f.readline()

@@ -62,12 +62,14 @@ from headstart.tasks.image.stored import Stored, payload
 from headstart.tasks.segmentation import split_masks
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
+    TABLE_FILES,
     UNLABELLED_FOLDERS,
     Table,
     read_delimited,
     read_text_file,
     split_of_name,
     table_files,
+    table_kind,
 )
 
 VAL_NAMES = ("val", "valid", "validation")
@@ -283,8 +285,9 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         pixels = pixel_table(root, label_column)
         if pixels is not None:  # Kaggle's Digit Recognizer train.csv, FER-2013's fer2013.csv
             return _from_pixel_tables(root, [pixels], val_fraction, seed)
-        if root.suffix.lower() not in {".csv", ".tsv"}:
-            raise DataError(f"{root}: expected a folder of images or a .csv file with path and label columns."
+        if root.suffix.lower() not in TABLE_FILES:
+            raise DataError(f"{root}: expected a folder of images or a .csv (or Excel .xlsx) file with path and label "
+                            "columns."
                             + not_data_hint(root))
         splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
@@ -362,7 +365,7 @@ def _label_tables(folder: Path, path_column: str | None, label_column: str | Non
 
     found = []
     for table in sorted(folder.iterdir()):
-        if (not table.is_file() or table.suffix.lower() not in (".csv", ".tsv") or TABLE_SKIP.search(table.stem.lower())
+        if (not table.is_file() or table.suffix.lower() not in TABLE_FILES or TABLE_SKIP.search(table.stem.lower())
                 or table.stat().st_size > TABLE_BYTES or looks_like_multilabel(table)):
             continue
         try:
@@ -796,7 +799,7 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     samples, split_names = [], []
     files, found_as = table_files(path, [r[pcol] for r in rows])
     notes = "; ".join(n for n in (found_as, table.describe()) if n)
-    splits = ImageSplits(classes, [], [], layout=f"CSV {path.name} (path column '{pcol}', {lcol}"
+    splits = ImageSplits(classes, [], [], layout=f"{table_kind(path)} {path.name} (path column '{pcol}', {lcol}"
                          f"{'; ' + notes if notes else ''})")
     seen_rows: Counter = Counter()
     for line, (row, file, label) in enumerate(zip(rows, files, labels), start=table.first_line):

@@ -50,7 +50,7 @@ from headstart.tasks.image.data import (
 from headstart.tasks.image.dataset import ImageData, ImageDataset
 from headstart.tasks.image.transforms import _normalize
 from headstart.tasks.multilabel import LABELS_FILE
-from headstart.tasks.tables import table_files
+from headstart.tasks.tables import TABLE_FILES, table_files, table_kind
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
@@ -113,8 +113,9 @@ def _table_of(root: Path) -> Path:
             raise DataError(f"{root}: expected {LABELS_FILE} inside (a path column and a labels column, or one 0/1 "
                             "column per class), or pass --from-detection for a YOLO, COCO or Pascal VOC folder")
         return table
-    if root.suffix.lower() not in {".csv", ".tsv"}:
-        raise DataError(f"{root}: expected a .csv/.tsv file of image paths and labels, or a folder with {LABELS_FILE}")
+    if root.suffix.lower() not in TABLE_FILES:
+        raise DataError(f"{root}: expected a .csv/.tsv (or Excel .xlsx) file of image paths and labels, or a folder "
+                        f"with {LABELS_FILE}")
     return root
 
 
@@ -180,7 +181,7 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
                 for (line, _, labels, split), path in zip(items, files)]
     note = "".join(f"; {n}" for n in (found_as, parsed.describe()) if n)
     groups = [str(r[gcol] or "").strip() if gcol else "" for r in rows]
-    layout = f"CSV {table.name} (path column '{pcol}', {what}{note})"
+    layout = f"{table_kind(table)} {table.name} (path column '{pcol}', {what}{note})"
     return Tags(resolved, classes, layout + (f", {group_note(groups, gcol, 'images')}" if gcol else ""), groups, gcol)
 
 
@@ -290,7 +291,7 @@ def labelled_tags(data: str | Path, classes: list[str], path_column: str | None 
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     table = root / LABELS_FILE if root.is_dir() else root
-    if (from_detection and not (table.is_file() and table.suffix.lower() in {".csv", ".tsv"})) or \
+    if (from_detection and not (table.is_file() and table.suffix.lower() in TABLE_FILES)) or \
             is_detection_folder(root):
         found = _from_detection(root, 0.2, 0)
         rows = [(f"{s.path}", s.path, [found.classes[t] for t in s.label], "")
@@ -383,7 +384,7 @@ def looks_like_multilabel(data: str | Path) -> bool:
     """
     root = Path(data)
     table = root / LABELS_FILE if root.is_dir() else root
-    if not table.is_file() or table.suffix.lower() not in {".csv", ".tsv"}:
+    if not table.is_file() or table.suffix.lower() not in TABLE_FILES:
         return False
     try:
         parsed = read_table(table)

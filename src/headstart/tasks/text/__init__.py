@@ -12,7 +12,7 @@ from pathlib import Path
 from headstart.errors import DataError
 from headstart.tasks.tables import IMAGE_SUFFIXES, split_of_name
 
-TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet"}
+TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".xlsx", ".xlsm"}
 
 DATASETS_FILES = ("dataset_dict.json", "dataset_info.json", "state.json")
 TEXT_FILE_SUFFIXES = (".txt",)  # class folders of these are text data (IMDB's aclImdb/, BBC News' bbc/)

@@ -41,7 +41,9 @@ from headstart.tasks.columns import (
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
+    TABLE_FILES,
     UNLABELLED_FOLDERS,
+    WORKBOOKS,
     Table,
     read_delimited,
     read_text,
@@ -144,6 +146,9 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
                         f"found a '{suffix}' suffix." + (not_data_hint(path) if what_it_is(path) == ARCHIVE else ""))
     if suffix == ".parquet":
         return _records(path, _read_parquet(path))
+    if suffix in WORKBOOKS:
+        table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)])
+        return Records({"": table.rows}, table.columns, table)
     content = read_text(path)
     if suffix in {".jsonl", ".ndjson", ".json"}:
         return _records(path, _read_json(path, content.text, suffix))
@@ -760,7 +765,7 @@ def text_task_of(data: str | Path) -> str | None:
     try:
         records = read_records(path)
     except DataError:  # let the text reader report what is wrong, unless the file may be an image table
-        return "text" if datasets or table.suffix.lower() not in {".csv", *PLAIN_SUFFIXES} else None
+        return "text" if datasets or table.suffix.lower() not in {".csv", *WORKBOOKS, *PLAIN_SUFFIXES} else None
     rows = next(iter(records.parts.values()))[:200]
     if table and any(_looks_like_image_paths([str(r.get(c) or "") for r in rows])
                      or _names_image_files(table, rows, c) for c in records.columns):
@@ -790,7 +795,7 @@ def holds_tags(records: Records) -> bool:
 def _names_image_files(path: Path, rows: list[dict[str, Any]], column: str) -> bool:
     """Whether a column of ids names image files beside the table (Kaggle's ``id,breed`` and ``train/<id>.jpg``)."""
     values = [str(r.get(column) or "").strip() for r in rows[:50]]
-    if not any(values) or any(" " in v for v in values) or path.suffix.lower() not in {".csv", ".tsv", *PLAIN_SUFFIXES}:
+    if not any(values) or any(" " in v for v in values) or path.suffix.lower() not in {*TABLE_FILES, *PLAIN_SUFFIXES}:
         return False
     return bool(table_files(path, values)[1])
 
