@@ -527,6 +527,30 @@ def test_versions_of_one_dataset_side_by_side_are_not_taken_for_classes(tmp_path
 
 
 @needs_shared(BLOOD)
+def test_tensorflows_tutorial_sets_name_their_test_folder_only(tmp_path):
+    """Rock-paper-scissors (rps/ beside rps-test-set/) and horses or humans (horse-or-human/ beside
+    validation-horse-or-human/) were refused as 'versions of one dataset': the folder beside the one named for a split
+    trains."""
+    rps = tmp_path / "rps_data"
+    _copy_digits(BLOOD / "train", rps / "rps", classes=("Platelets", "RBC", "WBC"), n=6)
+    _copy_digits(BLOOD / "val", rps / "rps-test-set", classes=("Platelets", "RBC", "WBC"), n=3)
+    splits = discover(rps)
+    assert splits.layout.startswith("rps/ class folders, 20% stratified validation split (seed 0), rps-test-set/ "
+                                    "for the final test"), splits.layout
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (18, 9)
+    assert {s.path.parent.parent.name for s in splits.test} == {"rps-test-set"}
+    hoh = tmp_path / "hoh"
+    _copy_digits(BLOOD / "train", hoh / "horse-or-human", classes=("RBC", "WBC"), n=30)
+    _copy_digits(BLOOD / "val", hoh / "validation-horse-or-human", classes=("RBC", "WBC"), n=5)
+    splits = discover(hoh)
+    assert splits.layout.startswith("horse-or-human/ and validation-horse-or-human/ folders"), splits.layout
+    assert (len(splits.train), len(splits.val)) == (60, 10) and not splits.val_held_out
+    _copy_digits(BLOOD / "train", hoh / "extra", classes=("RBC", "WBC"), n=2)  # two folders beside: no guess
+    with pytest.raises(DataError, match="versions of one dataset"):
+        discover(hoh)
+
+
+@needs_shared(BLOOD)
 def test_one_hot_label_columns_are_single_label_classes(tmp_path):
     """ISIC's ground truth as downloaded: image,MEL,NV,...,UNK with 1.0 / 0.0, one 1 per row, images as ids in a
     folder beside the table; UNK holds no 1 in training."""

@@ -450,12 +450,23 @@ def _named(folder: Path, root: Path) -> str:
 
 def split_folders(root: Path) -> dict[str, Path]:
     """``{train, val, test: folder}`` of a folder of split folders (each unwrapped: Kaggle's ``training_set/
-    training_set/cats``), the first of each; {} when there is no training folder."""
+    training_set/cats``), the first of each; {} when there is no training folder. Without a folder named for
+    training, the one other folder that holds the same class folders as the validation or test folder is it
+    (TensorFlow's tutorial sets: ``rps/`` beside ``rps-test-set/``, ``horse-or-human/`` beside
+    ``validation-horse-or-human/``)."""
     found: dict[str, Path] = {}
-    for folder in _subfolders(root):
+    folders = _subfolders(root)
+    for folder in folders:
         split = split_of(folder)
         if split is not None and split not in found:
             found[split] = _unwrap(folder)
+    if "train" not in found and found:
+        named = set(found.values())
+        classes = {f.name for f in _subfolders(next(iter(found.values())))}
+        others = [_unwrap(f) for f in folders if _unwrap(f) not in named and split_of(f) is None]
+        same = [f for f in others if len(classes) >= 2 and {c.name for c in _subfolders(f)} == classes]
+        if len(same) == 1 and len(others) == 1:
+            found["train"] = same[0]
     return {split: found[split] for split in SPLIT_WORDS if split in found} if "train" in found else {}
 
 
