@@ -847,10 +847,11 @@ def _print_phases(rows: list[dict[str, Any]], metric: str) -> None:
     table = Table(title="Phases: what was tried and what was kept")
     for col in ("phase", "epochs", "cached views", f"best val {metric.replace('_', '-')}", "seconds", "kept", "note"):
         table.add_column(col, justify="left" if col in ("phase", "note") else "right")
-    for r in rows:
+    for r in rows:  # a note's kind ('skipped', 'stopped early'): the why was printed as it happened, and report.md
+        # and metrics.json keep it (whole, it wrapped into a dozen lines a phase on an 80-column terminal)
         score = r[f"best_val_{metric}"]
         table.add_row(r["phase"], str(r["epochs"]), str(r.get("views", "")), "" if score is None else f"{score:.4f}",
-                      f"{r['seconds']:.1f}", "[green]yes[/]" if r["kept"] else "", escape(r["note"]))
+                      f"{r['seconds']:.1f}", "[green]yes[/]" if r["kept"] else "", escape(r["note"].split(":")[0]))
     say(table)
     say(f"Final weights: {escape(chosen_phase(rows, metric)['why'])}")
 
