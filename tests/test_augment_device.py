@@ -207,3 +207,33 @@ def test_without_jitter_device_and_loader_runs_train_the_same_model(subset, tmp_
     weights = [r.model_.state_dict() for r in runs]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_run_says_its_device_and_lightning_prints_no_precision_line():
+    """Every command began with Lightning's 'Using bfloat16 Automatic Mixed Precision (AMP)' (predict too); a
+    training run now says what it computes on in its own line."""
+    import logging
+
+    from headstart.config import DeviceConfig
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    lightning = logging.getLogger("lightning_fabric.utilities.rank_zero")
+    collect = Collect()
+    lightning.addHandler(collect)
+    threads = torch.get_num_threads()  # make_fabric sets them: the tests after this one keep theirs
+    try:
+        cfg = DeviceConfig(precision="bf16-mixed", threads=1)
+        fabric = loop.make_fabric(cfg)
+        assert loop.device_line(fabric, cfg) == "Device cpu: 1 thread(s), bf16 mixed precision"
+        cfg = DeviceConfig(precision="32-true", threads=1)
+        assert loop.device_line(loop.make_fabric(cfg), cfg) == "Device cpu: 1 thread(s), fp32"
+        lightning.info("another message of Lightning's")
+    finally:
+        lightning.removeHandler(collect)
+        torch.set_num_threads(threads)
+    assert seen == ["another message of Lightning's"], seen

@@ -138,6 +138,7 @@ class Estimator:
         # first (rank 0) writes the run folder
         fabric = loop.make_fabric(cfg.device, distributed=True)
         self._lead = lead = fabric.is_global_zero
+        say(loop.device_line(fabric, cfg.device))
         run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"headstart-{self.TASK}-")) if lead else None
         run = loop.agree(fabric, run)
         check_run_target(run, resume)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 import time
@@ -111,6 +112,19 @@ def augment_seed(cfg: RunConfig) -> int:
     return cfg.data.augment_seed if cfg.data.augment_seed is not None else cfg.train.seed
 
 
+class _WithoutPrecisionLine(logging.Filter):
+    """Lightning's 'Using bfloat16 Automatic Mixed Precision (AMP)', printed before anything else of every command
+    (predict and evaluate too): a training run says its device and precision in its own Device line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Automatic Mixed Precision" not in record.getMessage()
+
+
+_PRECISION_LINE = _WithoutPrecisionLine()
+PRECISION_NAMES = {"bf16-mixed": "bf16 mixed precision", "16-mixed": "fp16 mixed precision", "32-true": "fp32",
+                   "bf16-true": "bf16", "16-true": "fp16", "64-true": "fp64"}
+
+
 def make_fabric(cfg: DeviceConfig, distributed: bool = False) -> Fabric:
     """The Fabric of a training run (``distributed``: on ``device.devices`` x ``device.num_nodes``) or of inference
     (one device: prediction and evaluation run in one process whatever the config trained with).
@@ -124,6 +138,9 @@ def make_fabric(cfg: DeviceConfig, distributed: bool = False) -> Fabric:
     cores = int(os.environ.get("OMP_NUM_THREADS") or 0) or max((os.cpu_count() or 1) // processes, 1)
     torch.set_num_threads(cfg.threads or cores)
     precision = resolve_precision(cfg.precision, cfg.accelerator)
+    lightning = logging.getLogger("lightning_fabric.utilities.rank_zero")
+    if _PRECISION_LINE not in lightning.filters:
+        lightning.addFilter(_PRECISION_LINE)
     fabric = Fabric(accelerator=cfg.accelerator, devices=cfg.devices if several else 1, precision=precision,
                     strategy=cfg.strategy if several else "auto", num_nodes=cfg.num_nodes if several else 1)
     fabric.launch()
@@ -132,6 +149,19 @@ def make_fabric(cfg: DeviceConfig, distributed: bool = False) -> Fabric:
     if not fabric.is_global_zero:
         console.quiet = True  # the other ranks train the same model: one process reports
     return fabric
+
+
+def device_line(fabric: Fabric, cfg: DeviceConfig) -> str:
+    """What a training run computes on: ``cpu: 2 threads, bf16 mixed precision``, ``cuda:0 (NVIDIA H100...)``,
+    ``cpu x 2 processes (ddp)``."""
+    where = fabric.device.type if fabric.world_size == 1 else f"{fabric.device.type} x {fabric.world_size} processes"
+    if fabric.device.type == "cuda":
+        where = f"{fabric.device} ({torch.cuda.get_device_name(fabric.device)})" if fabric.world_size == 1 else where
+    elif fabric.device.type == "cpu":
+        where += f": {torch.get_num_threads()} thread(s){' each' if fabric.world_size > 1 else ''}"
+    precision = resolve_precision(cfg.precision, cfg.accelerator)
+    strategy = f" ({cfg.strategy})" if fabric.world_size > 1 else ""
+    return f"Device {where}{strategy}, {PRECISION_NAMES.get(precision, precision)}"
 
 
 def agree(fabric: Fabric, value: Any) -> Any:
