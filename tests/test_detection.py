@@ -316,8 +316,9 @@ def _coco_json(ids: list[str]) -> dict:
 def test_folders_of_coco_jsons_and_box_tables_as_downloaded(tmp_path: Path) -> None:
     """CVAT's and Label Studio's COCO export (annotations/instances_default.json beside images/), COCO's own layout
     (annotations/ of captions_, instances_, person_keypoints_ jsons beside train2017/, val2017/), Kaggle's car set
-    (a box table without classes beside training_images/ and a sample_submission.csv of boxes) and the raccoon set's
-    data/ folder of tables were read as class folders (or refused) when given as the folder."""
+    (a box table without classes beside training_images/ and a sample_submission.csv of boxes), the raccoon set's
+    data/ folder of tables, labelImg's .xml files beside their images and Kaggle's fruit set (train_zip/train/ of
+    images and .xml files) were read as class folders (or refused) when given as the folder."""
     from headstart.tasks import infer_task
 
     ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:20]
@@ -375,6 +376,27 @@ def test_folders_of_coco_jsons_and_box_tables_as_downloaded(tmp_path: Path) -> N
     found = dd.discover(raccoon / "data")
     assert found.layout.startswith("tables of boxes (train_labels.csv, test_labels.csv)"), found.layout
     assert (len(found.train) + len(found.val), len(found.test)) == (16, 4)
+    labelimg = tmp_path / "my_photos"  # labelImg's default: each .xml beside its image; two not labelled yet
+    labelimg.mkdir()
+    for i in ids:
+        shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", labelimg)
+        if i not in ids[:2]:
+            shutil.copy(BCCD / "Annotations" / f"{i}.xml", labelimg)
+    assert infer_task(labelimg) == "detection"
+    found = dd.discover(labelimg)
+    assert found.layout.startswith("Pascal VOC files beside the images, 20% random validation split"), found.layout
+    assert len(found.train) + len(found.val) == 18 and found.issues[dd.ISSUE_UNNOTED] == 2
+    assert all(torch.allclose(s.boxes, voc[s.path.stem].boxes, atol=1e-6) for s in found.train + found.val)
+    fruits = tmp_path / "fruit-images-for-object-detection"  # Kaggle's: train_zip/train/, test_zip/test/
+    for split, part in (("train_zip/train", ids[:14]), ("test_zip/test", ids[14:])):
+        (fruits / split).mkdir(parents=True)
+        for i in part:
+            shutil.copy(BCCD / "JPEGImages" / f"{i}.jpg", fruits / split)
+            shutil.copy(BCCD / "Annotations" / f"{i}.xml", fruits / split)
+    assert infer_task(fruits) == "detection"
+    found = dd.discover(fruits)
+    assert found.layout.startswith("Pascal VOC files in train_zip/train/, test_zip/test/"), found.layout
+    assert (len(found.train) + len(found.val), len(found.test)) == (14, 6)
 
 
 @needs_bccd

@@ -81,15 +81,22 @@ def box_tables_in(root: Path) -> dict[str, Path]:
 
 
 def split_exports(root: Path) -> tuple[str, dict[str, Path]] | None:
-    """``("coco" | "voc", {split: folder})`` of an export in split folders (``train/``, ``valid/``, ``test/``) each
-    holding its images beside one COCO json (Roboflow's "COCO JSON": ``_annotations.coco.json``) or beside their VOC
-    ``.xml`` files (Roboflow's "Pascal VOC"); None otherwise (a YOLO export has its ``data.yaml``)."""
+    """``("coco" | "voc", {split: folder})`` of an export in split folders (``train/``, ``valid/``, ``test/``; also
+    each alone in a folder of its own, as Kaggle's fruit detection set unpacks: ``train_zip/train/``) each holding its
+    images beside one COCO json (Roboflow's "COCO JSON": ``_annotations.coco.json``) or beside their VOC ``.xml``
+    files (Roboflow's "Pascal VOC"), or of one folder of images beside their ``.xml`` files (labelImg saves them so):
+    ``{"train": root}``; None otherwise (a YOLO export has its ``data.yaml``)."""
     if not root.is_dir() or any((root / n).exists() for n in ("data.yaml", "dataset.yaml")):
         return None
-    folders = {SPLIT_FOLDERS[d.name.lower()]: d for d in sorted(root.iterdir())
-               if d.is_dir() and d.name.lower() in SPLIT_FOLDERS}
+    folders: dict[str, Path] = {}
+    for d in sorted(root.iterdir()):
+        inside = [f for f in d.iterdir() if f.is_dir() and not f.name.startswith(".")] if d.is_dir() else []
+        if d.is_dir() and d.name.lower() not in SPLIT_FOLDERS and len(inside) == 1:
+            d = inside[0]  # train_zip/train/
+        if d.is_dir() and d.name.lower() in SPLIT_FOLDERS:
+            folders.setdefault(SPLIT_FOLDERS[d.name.lower()], d)
     if "train" not in folders:
-        return None
+        return ("voc", {"train": root}) if xml_beside_images(root) else None
     if len(list(folders["train"].glob("*.json"))) == 1:
         kind, pattern = "coco", "*.json"
     elif any(folders["train"].glob("*.xml")):
@@ -98,6 +105,16 @@ def split_exports(root: Path) -> tuple[str, dict[str, Path]] | None:
         return None
     found = {split: d for split, d in folders.items() if any(d.glob(pattern))}
     return kind, {split: found[split] for split in ("train", "val", "test") if split in found}
+
+
+def xml_beside_images(folder: Path) -> bool:
+    """Whether ``folder`` holds images beside their Pascal VOC ``.xml`` files (same stem), as labelImg saves them by
+    default: 2 or more, and most of its .xml files an image's."""
+    xmls = {p.stem for p in folder.glob("*.xml")}
+    if len(xmls) < 2:
+        return False
+    images = {p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    return len(xmls & images) >= max(2, len(xmls) // 2)
 
 
 COCO_HEAD = 1_000_000  # characters of a json read to tell a COCO instances file (its images come first)

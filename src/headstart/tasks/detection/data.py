@@ -53,12 +53,13 @@ from headstart.tasks.detection import (
 from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, Sample
 from headstart.tasks.image.dataset import ImageStore, item_rng
-from headstart.tasks.image.decode import image_beside, image_header
+from headstart.tasks.image.decode import image_beside, image_header, is_image_file
 from headstart.tasks.labelme import labelme_splits
 
 ISSUE_CLIPPED = "boxes clipped to the image"
 ISSUE_DROPPED = "boxes dropped (zero area)"
 ISSUE_BACKGROUND = "images without a box (background: no label file, or listed without one)"
+ISSUE_UNNOTED = "images without an .xml beside them (not labelled yet, as labelImg leaves them): not used"
 ISSUE_SUBSET = "boxes of classes left out by detection.classes"
 ISSUE_ORPHAN = "label files without an image (ignored)"
 
@@ -558,6 +559,8 @@ def read_split_exports(data: Path, val_fraction: float = 0.2, seed: int = 0) -> 
             read[split] = read_coco_json(next(folder.glob("*.json")), issues, [folder])
         else:
             notes = [read_voc_annotation(xml, folder) for xml in sorted(folder.glob("*.xml"))]
+            noted = {image.stem for image, _, _ in notes}
+            issues[ISSUE_UNNOTED] += sum(is_image_file(p) and p.stem not in noted for p in folder.iterdir())
             names = sorted({n for _, found_names, _ in notes for n in found_names})
             read[split] = names, [DetSample(image, boxes, torch.tensor([names.index(n) for n in found_names],
                                                                       dtype=torch.long))
@@ -566,8 +569,10 @@ def read_split_exports(data: Path, val_fraction: float = 0.2, seed: int = 0) -> 
     if kind == "coco" and any(names != classes for names, _ in read.values()):
         raise DataError(f"{data}: the COCO jsons of {', '.join(f'{d.name}/' for d in folders.values())} list different "
                         "categories")
+    where = ("beside the images" if list(folders.values()) == [data] else
+             "in " + ", ".join(f"{d.relative_to(data).as_posix()}/" for d in folders.values()))
     splits = DetectionSplits(classes, [], [], issues=issues, layout=f"{'COCO' if kind == 'coco' else 'Pascal VOC'} "
-                             f"files in {', '.join(f'{d.name}/' for d in folders.values())}")
+                             f"files {where}")
     for split, (names, samples) in read.items():
         for s in samples:  # each split's class indices -> those of all splits (VOC boxes checked as COCO's were)
             s.labels = torch.tensor([classes.index(names[i]) for i in s.labels.tolist()], dtype=torch.long)

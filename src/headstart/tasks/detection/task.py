@@ -108,7 +108,8 @@ class Detector(Estimator):
         counts = ddata.box_counts("train")
         n = len(splits.classes)
         say(f"[bold]Data[/] {data}: {splits.layout}; {n} class{'es' if n != 1 else ''}; train {len(ddata.splits['train'])} "
-            f"images, val {len(ddata.splits['val'])}; train boxes per class "
+            f"images, val {len(ddata.splits['val'])}"
+            + (f", test {len(splits.test)} (scored once at the end)" if splits.test else "") + "; train boxes per class "
             f"{dict(list(zip(splits.classes, counts))[:10])}{' ...' if len(counts) > 10 else ''}")
         for what, n in issues.items():
             warn(f"{n} {what}")
