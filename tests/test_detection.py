@@ -157,6 +157,18 @@ def test_a_labelimg_yolo_folder_without_data_yaml(tmp_path: Path) -> None:
     for sample in splits.train + splits.val:
         assert torch.equal(sample.boxes, yolo[sample.path.name].boxes)
         assert torch.equal(sample.labels, yolo[sample.path.name].labels)
+    cvat = tmp_path / "cvat_yolo"  # CVAT's "YOLO 1.1": obj.names, obj.data, train.txt beside obj_train_data/
+    (cvat / "obj_train_data").mkdir(parents=True)
+    for f in tmp_path.iterdir():
+        if f.is_file() and f.name != "classes.txt":
+            shutil.copy(f, cvat / "obj_train_data")
+    shutil.copy(tmp_path / "classes.txt", cvat / "obj.names")
+    (cvat / "obj.data").write_text("classes = 80\ntrain = data/train.txt\nnames = data/obj.names\n")
+    (cvat / "train.txt").write_text("".join(f"data/obj_train_data/{i.name}\n" for i in images))
+    assert infer_task(cvat) == "detection"
+    found = dd.discover(cvat)
+    assert found.layout.startswith("YOLO boxes with obj.names (no data.yaml)") and len(found.train + found.val) == 10
+    assert all(torch.equal(s.boxes, yolo[s.path.name].boxes) for s in found.train + found.val)
     # class folders with a stray classes.txt and a README.txt stay image classification
     other = tmp_path / "folders"
     for name in ("cats", "dogs"):

@@ -160,7 +160,8 @@ def voc_folders(root: Path) -> tuple[Path, Path] | None:
 
 def names_file(root: Path) -> Path | None:
     """The class list of a YOLO folder without data.yaml (labelImg's export: images, their ``.txt`` boxes and
-    ``classes.txt`` side by side, or in ``images/`` and ``labels/``), when ``root`` is one."""
+    ``classes.txt`` side by side, or in ``images/`` and ``labels/``; CVAT's "YOLO 1.1": ``obj.names`` beside
+    ``obj_train_data/`` of images and their ``.txt`` boxes), when ``root`` is one."""
     if not root.is_dir() or any((root / n).exists() for n in ("data.yaml", "dataset.yaml")):
         return None
     found = next((root / n for n in NAMES_FILES if (root / n).is_file()), None)
@@ -168,5 +169,10 @@ def names_file(root: Path) -> Path | None:
         return None
     if (root / "images").is_dir() and (root / "labels").is_dir():
         return found
-    stems = {p.stem for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-    return found if any(p.stem in stems for p in root.glob("*.txt") if p.name not in NAMES_FILES) else None
+
+    def boxed(folder: Path) -> bool:  # an image's .txt of boxes beside it
+        stems = {p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+        return any(p.stem in stems for p in folder.glob("*.txt") if p.name not in NAMES_FILES)
+
+    folders = [root, *(d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("."))]
+    return found if any(boxed(f) for f in folders) else None
