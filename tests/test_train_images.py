@@ -158,6 +158,14 @@ def test_cli_errors_are_one_clear_line(tmp_path, hymenoptera):
     result = _invoke("train", hymenoptera, "--out", tmp_path / "r", "--time-budget", "-5")
     assert result.exit_code == 2 and "'train.time_budget'" in result.stderr and "-5" in result.stderr
     assert not (tmp_path / "r").exists()  # refused before a run folder was made
+    run = tmp_path / "run"  # the arguments swapped: a run folder as DATA, a data folder as the run
+    run.mkdir()
+    (run / "headstart.json").write_text("{}")
+    result = _invoke("train", run, "--out", tmp_path / "r")
+    assert result.exit_code == 2 and "is a run folder (its headstart.json), not data" in result.stderr
+    result = _invoke("predict", hymenoptera, hymenoptera / "val" / "ants")
+    assert result.exit_code == 2 and "is not a headstart run folder" in result.stderr and "give it first" in \
+        " ".join(result.stderr.split())
 
 
 def test_refit_trains_on_train_and_validation_and_says_so(digits_dir, tmp_path, session_cache):

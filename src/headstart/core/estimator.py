@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from headstart.config import RunConfig, load_config, parse_override
-from headstart.errors import ConfigError, NotFittedError, RunFolderError
+from headstart.errors import ConfigError, DataError, NotFittedError, RunFolderError
 from headstart.tasks import get_task, other_sections, task_names
 from headstart.tasks.base import COMMON_SHORTCUTS, Task
 
@@ -134,6 +134,10 @@ class Estimator:
         from headstart.progress import say
 
         cfg = self.config
+        if (Path(data) / runfolder.META).is_file():
+            raise DataError(f"{data} is a run folder (its {runfolder.META}), not data: `headstart train --resume "
+                            f"{data}` continues it, `headstart evaluate {data} DATA` and `headstart predict {data} "
+                            "FILES` use its model; train on the folder or table of the data itself")
         # with several devices this starts (or joins) the other processes, which run this same code; only the
         # first (rank 0) writes the run folder
         fabric = loop.make_fabric(cfg.device, distributed=True)

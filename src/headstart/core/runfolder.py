@@ -61,6 +61,12 @@ def write_meta(run: Path, **fields: Any) -> None:
     write_text_atomic(path, json.dumps(meta, indent=2))
 
 
+def not_a_run(run: str | Path) -> RunFolderError:
+    """The error for a folder given as a run folder that is none (often the data, given first)."""
+    return RunFolderError(f"{run} is not a headstart run folder: {META} is missing (a run folder is what `headstart "
+                          "train DATA --out RUN` wrote: give it first, then the images or texts)")
+
+
 def read_meta(run: str | Path, task: str | None = None, complete: bool = False) -> dict[str, Any]:
     """The run's metadata; RunFolderError when it is not a (compatible, finished when ``complete``) run."""
     run = Path(run)
@@ -68,7 +74,7 @@ def read_meta(run: str | Path, task: str | None = None, complete: bool = False) 
         raise RunFolderError(f"Run folder not found: {run}")
     path = run / META
     if not path.exists():
-        raise RunFolderError(f"{run} is not a headstart run folder: {META} is missing")
+        raise not_a_run(run)
     meta = _read_json(path)
     if meta.get("format") != FORMAT_VERSION:
         raise RunFolderError(

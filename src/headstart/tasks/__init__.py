@@ -48,7 +48,9 @@ def task_of_run(run: str | Path) -> Task:
     if not Path(run).is_dir():
         raise RunFolderError(f"Run folder not found: {run}")
     if not path.is_file():
-        raise RunFolderError(f"{run} is not a headstart run folder: headstart.json is missing")
+        from headstart.core.runfolder import not_a_run
+
+        raise not_a_run(run)
     try:
         kind = json.loads(path.read_text()).get("task")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
