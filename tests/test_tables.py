@@ -382,6 +382,33 @@ def test_a_competition_folder_of_train_images_and_test_images(tmp_path):
     assert classes.classes == ["ants", "test_images"] and not classes.test and "test.csv" not in classes.layout
 
 
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_tags_written_as_lists_and_a_folder_whose_table_holds_them(tmp_path):
+    """The movie-poster sets' train.csv of ``Id, Genre`` with ``['Drama', 'Romance']`` cells (pandas' lists saved to
+    CSV) beside Images/: one class per list item, and the folder is multi-label data (it was single-label, a class
+    per distinct list)."""
+    from headstart.tasks.multilabel.data import split_labels
+
+    assert split_labels("['Drama', 'Romance']") == ["Drama", "Romance"] == split_labels('["Drama","Romance"]')
+    assert split_labels("[1, 2]") == ["1", "2"] and split_labels("[]") == []
+    assert split_labels("[not a list") == ["[not a list"] and split_labels("[__import__('os')]") == \
+        ["[__import__('os')]"]  # read as data, never run
+    files = sorted(ANTS.glob("*/*.jpg"))[::4]
+    (tmp_path / "Images").mkdir()
+    rows = []
+    for i, f in enumerate(files):
+        shutil.copy(f, tmp_path / "Images" / f"tt{1000000 + i}.jpg")
+        rows.append((f"tt{1000000 + i}", [f.parent.name.title(), *(["Insect"] if i % 3 == 0 else [])]))
+    (tmp_path / "train.csv").write_text("Id,Genre\n" + "".join(f'{i},"{g}"\n' for i, g in rows))
+    (tmp_path / "sample_submission.csv").write_text("Id,Genre\n")
+    assert infer_task(tmp_path) == "multilabel"
+    splits = tagdata.discover(tmp_path)
+    assert splits.classes == ["Ants", "Bees", "Insect"], splits.classes
+    assert "labels column 'Genre', lists of labels" in splits.layout, splits.layout
+    truth = {i: sorted(g) for i, g in rows}
+    assert {s.path.stem: sorted(splits.classes[t] for t in s.label) for s in splits.train + splits.val} == truth
+
+
 def test_a_run_without_out_goes_to_runs_named_after_its_data(tmp_path):
     from headstart.cli import default_run_folder
 

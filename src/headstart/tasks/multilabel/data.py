@@ -15,6 +15,8 @@ multi-hot float row per image.
 
 from __future__ import annotations
 
+import ast
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,14 +60,33 @@ VAL_SPLITS = {"val": "val", "valid": "val", "validation": "val", "test": "test",
 
 
 def split_labels(cell: str, spaces: bool = False) -> list[str]:
-    """The labels of one cell: ``a;b``, ``a|b`` or ``a`` (blanks around them dropped; empty: none); ``spaces``: a
-    column whose cells hold no ``;`` or ``|`` separates its labels by blanks (``haze primary``, Kaggle's Planet)."""
+    """The labels of one cell: ``a;b``, ``a|b`` or ``a`` (blanks around them dropped; empty: none), or a list as
+    JSON or Python writes it (``["Drama", "Romance"]``, ``['Drama', 'Romance']``: pandas' lists saved to CSV);
+    ``spaces``: a column whose cells hold no ``;`` or ``|`` separates its labels by blanks (``haze primary``,
+    Kaggle's Planet)."""
     text = str(cell or "")
+    listed = _listed(text)
+    if listed is not None:
+        return listed
     if spaces:
         return text.split()
     for sep in SEPARATORS[1:]:
         text = text.replace(sep, SEPARATORS[0])
     return [part.strip() for part in text.split(SEPARATORS[0]) if part.strip()]
+
+
+def _listed(text: str) -> list[str] | None:
+    """The items of a cell that holds a list literal of strings or numbers (read as data, never run), else None."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        items = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(items, list) or not all(isinstance(i, (str, int, float)) for i in items):
+        return None
+    return [str(i).strip() for i in items if str(i).strip()]
 
 
 def list_column(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Sequence[str]) -> str | None:
@@ -110,6 +131,8 @@ def _table_of(root: Path) -> Path:
     if root.is_dir():
         table = root / LABELS_FILE
         if not table.is_file():
+            table = _tag_table_in(root) or table
+        if not table.is_file():
             raise DataError(f"{root}: expected {LABELS_FILE} inside (a path column and a labels column, or one 0/1 "
                             "column per class), or pass --from-detection for a YOLO, COCO or Pascal VOC folder")
         return table
@@ -151,13 +174,15 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
         raise DataError(f"{table}: no column '{lcol}' for the labels; columns found: {columns}")
     items = []
     if lcol is not None:
-        spaces = blank_separated([r[lcol] for r in rows])
+        lists = all(_listed(str(r[lcol] or "[]")) is not None for r in rows)  # ['Drama', 'Romance']
+        spaces = not lists and blank_separated([r[lcol] for r in rows])
         for line, row in enumerate(rows, start=parsed.first_line):
             items.append((line, row[pcol], split_labels(row[lcol], spaces), row.get(SPLIT_COLUMN, "")))
         if not any(labels for _, _, labels, _ in items):
             raise DataError(f"{table}: column '{lcol}' holds no label in any of its {len(rows)} rows (labels are "
                             f"separated by ';' or '|'; an empty cell means no label)")
-        what = f"labels column '{lcol}'" + (", labels separated by blanks (no ';' or '|' in it)" if spaces else "")
+        what = f"labels column '{lcol}'" + (", labels separated by blanks (no ';' or '|' in it)" if spaces else
+                                            ", lists of labels" if lists else "")
     else:
         flags = flag_columns(columns, rows, (pcol, SPLIT_COLUMN, gcol))
         if not flags:
@@ -375,6 +400,14 @@ class TagData(ImageData):
         return ds
 
 
+def _tag_table_in(folder: Path) -> Path | None:
+    """The one table of tags in ``folder`` besides labels.csv (a poster set's ``train.csv`` of ``Id, Genre`` lists
+    beside ``Images/``; not a submission or test table), else None."""
+    found = [t for t in sorted(folder.iterdir()) if t.suffix.lower() in TABLE_FILES and t.name != LABELS_FILE
+             and not re.search(r"submission|^test|prediction", t.stem.lower()) and looks_like_multilabel(t)]
+    return found[0] if len(found) == 1 else None
+
+
 def looks_like_multilabel(data: str | Path) -> bool:
     """True when DATA is a CSV (or a folder with labels.csv) whose labels column clearly holds label lists.
 
@@ -384,6 +417,8 @@ def looks_like_multilabel(data: str | Path) -> bool:
     """
     root = Path(data)
     table = root / LABELS_FILE if root.is_dir() else root
+    if root.is_dir() and not table.is_file():
+        return _tag_table_in(root) is not None
     if not table.is_file() or table.suffix.lower() not in TABLE_FILES:
         return False
     try:
