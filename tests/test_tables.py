@@ -14,6 +14,7 @@ from headstart.tasks import infer_task
 from headstart.tasks.image import data as imagedata
 from headstart.tasks.multilabel import data as tagdata
 from headstart.tasks.tables import read_delimited
+from headstart.tasks.text import PART_SEP
 from headstart.tasks.text import data as textdata
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -241,6 +242,32 @@ def test_excel_workbooks_are_tables(tmp_path):
         found = imagedata.discover(tmp_path / "images.xlsx")
         assert found.layout.startswith("workbook images.xlsx (path column 'file', label column 'is_bee')")
         assert found.classes == ["0", "1"] and len(found.train) + len(found.val) == len(files)
+
+
+@needs_sms
+def test_a_table_per_class_as_the_fake_news_set_gives_them(tmp_path):
+    """The ISOT fake news set: Fake.csv and True.csv of title, text, subject, date, no label column: each table is a
+    class (the folder was read as image data and refused); tables that are not alike are an error naming them."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    folder = tmp_path / "fake-and-real-news-dataset"
+    folder.mkdir()
+    for name, kind in (("Fake.csv", "spam"), ("True.csv", "ham")):
+        with (folder / name).open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["title", "text", "subject", "date"],
+                                     *([t[:25], t, "News", "December 31, 2017"] for y, t in rows if y == kind)])
+    assert infer_task(folder) == "text"
+    splits = textdata.discover(folder)
+    assert splits.classes == ["Fake", "True"] and len(splits.train) + len(splits.val) == 300
+    assert "one table per class (Fake.csv, True.csv)" in splits.notes[0]
+    truth = {t.strip(): "Fake" if y == "spam" else "True" for y, t in rows}
+    bodies = [(s, s.text.split(PART_SEP)[-1].strip()) for s in splits.train]  # title, then the text
+    assert sum(body in truth for _, body in bodies) > 200, splits.train[0].text
+    assert all(splits.classes[s.label] == truth[body] for s, body in bodies if body in truth)
+    samples, _ = textdata.labelled_texts(folder, ["Fake", "True"])  # evaluate reads the folder the same way
+    assert len(samples) == 300
+    (folder / "True.csv").write_text("text,label\nfine,ham\nalso fine,ham\n")
+    with pytest.raises(DataError, match=r"tables \(Fake.csv, True.csv\) name no split .* not one table per class"):
+        textdata.discover(folder)
 
 
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
@@ -565,7 +592,7 @@ def test_a_folder_of_text_tables_as_kaggle_gives_it(tmp_path):
     shutil.copy(SMS, alone / "spam.tsv")
     assert infer_task(alone) == "text" and textdata.discover(alone).classes == ["ham", "spam"]
     shutil.copy(SMS, alone / "more.tsv")  # two tables, neither named train: nothing is guessed
-    with pytest.raises(DataError, match=r"more.tsv, spam.tsv\) is named train"):
+    with pytest.raises(DataError, match=r"\(more.tsv, spam.tsv\) name no split .*give the table to train on"):
         textdata.discover(alone)
 
     kaggle_images = tmp_path / "dog-breed"  # a table beside a folder of images is image data, as before

@@ -118,7 +118,7 @@ def test_bad_inputs_fail_with_clear_messages(tmp_path):
         textdata.discover(images)
     assert not textdata.looks_like_text_data(images) and textdata.looks_like_text_data(table)
     (tmp_path / "cats").mkdir()
-    with pytest.raises(DataError, match="not a Hugging Face datasets folder"):
+    with pytest.raises(DataError, match=r"its tables \(empty.jsonl, .*\) name no split .*give the table to train on"):
         textdata.discover(tmp_path)
     with pytest.raises(DataError, match="image file"):
         textdata.texts_from_arguments([str(_touch(tmp_path / "x.jpg"))])

@@ -6,7 +6,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from headstart.errors import DataError
@@ -125,20 +125,22 @@ class TableFolder:
 
     tables: dict[str, Path]
     beside: list[Path]
+    classes: list[Path] = field(default_factory=list)  # tables naming no split: one per class, if alike
 
     @property
     def first(self) -> Path:
         """The table to train on."""
-        return self.tables.get("train") or self.tables[""]
+        return self.tables.get("train") or self.tables.get("") or self.classes[0]
 
 
 def table_folder(path: Path) -> TableFolder | None:
     """A folder of text tables as Kaggle and others download them: ``train.csv`` (and ``test.csv``, ``valid.csv``,
     ``twitter_training.csv`` + ``twitter_validation.csv``, the emotion dataset's ``train.txt`` / ``val.txt`` /
     ``test.txt``; a split's table is found by a word of its name), or one table alone (Kaggle's ``spam.csv``, ``IMDB
-    Dataset.csv``), in the folder or in the one folder an archive unpacks to. ``sample_submission.csv`` is not data.
-    None where the folder, or a folder in it, holds images (a table labelling images: image data), where no table is
-    found, or where several tables name no split (the error names them)."""
+    Dataset.csv``), or several that name no split (``classes``: one table per class if they are alike, as the ISOT
+    fake news set's ``Fake.csv`` and ``True.csv``; else the reader's error names them), in the folder or in the one
+    folder an archive unpacks to. ``sample_submission.csv`` is not data. None where the folder, or a folder in it,
+    holds images (a table labelling images: image data) or where no table is found."""
     from headstart.tasks.segmentation import inner_folder
 
     if not path.is_dir():
@@ -156,8 +158,9 @@ def table_folder(path: Path) -> TableFolder | None:
             continue
         tables.setdefault(split or "", []).append(f)
     every = [t for named in tables.values() for t in named]
-    if "train" not in tables:
-        return TableFolder({"": every[0]}, []) if len(every) == 1 else None
+    if "train" not in tables:  # one table alone; several naming no split may be one per class (Fake.csv, True.csv)
+        return (TableFolder({"": every[0]}, []) if len(every) == 1 else
+                TableFolder({}, [], tables[""]) if len(tables.get("", [])) > 1 else None)
     chosen = {split: next((t for t in named if t.stem.lower() == split), named[0])  # train.csv before train_2.csv
               for split, named in tables.items() if split}  # beside train.csv, a table naming no split is not read
     return TableFolder(chosen, [t for t in every if t not in chosen.values()])

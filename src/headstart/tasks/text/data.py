@@ -167,6 +167,8 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
     """The tables of ``table_folder`` as one table's splits: the train table's rows and columns, and the rows of a
     validation and a test table that hold every column of the train table (Kaggle's ``test.csv`` without the
     ``target`` column is unlabelled: named and not read)."""
+    if found.classes:
+        return _class_tables(root, found.classes, names)
     first = found.first
     base = read_records(first, names)
     parts = {("train" if found.tables.get("train") else ""): base.rows()}
@@ -189,6 +191,25 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
     if found.beside:
         notes.append(f"not read: {', '.join(t.name for t in found.beside)} (beside {first.name})")
     return Records(parts, base.columns, base.table, notes=notes)
+
+
+CLASS_TABLE_COLUMN = "label"  # the column that gives each row of a table per class its table's name
+
+
+def _class_tables(root: Path, tables: list[Path], names: Sequence[str | None]) -> Records:
+    """Tables that name no split, read as one table per class when they are alike (the same columns, none of them
+    labels): the ISOT fake news set's ``Fake.csv`` and ``True.csv`` of ``title, text, subject, date``; each row's
+    label is its table's name. Else an error names them."""
+    read = [read_records(t, names) for t in tables]
+    columns = read[0].columns
+    if any(r.columns != columns for r in read) or any(c.strip().lower() in LABEL_COLUMNS for c in columns):
+        raise DataError(f"{root}: its tables ({', '.join(t.name for t in tables)}) name no split (train.csv, "
+                        "test.csv...) and are not one table per class (the same columns, none of them labels): give "
+                        "the table to train on")
+    rows = [{**row, CLASS_TABLE_COLUMN: table.stem} for table, r in zip(tables, read) for row in r.rows()]
+    note = (f"one table per class ({', '.join(t.name for t in tables)}): each row's label is its table's name, "
+            "rows numbered across them in that order")
+    return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=[note, *(n for r in read for n in r.notes)])
 
 
 FASTTEXT_LABEL = "__label__"  # fastText's format: '__label__2 Great CD: ...', a text a line after its label
