@@ -258,6 +258,13 @@ def test_labelimg_voc_xmls_in_annotations_beside_images_are_pascal_voc(tmp_path:
     assert dd.voc_root(coco) is None
 
 
+def _bccd_truth(n: int = 20) -> tuple[list[str], dict[str, dd.DetSample]]:
+    """The first ``n`` BCCD smears' ids, and every smear's VOC sample by id: the boxes the other readers must give."""
+    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:n]
+    found = dd.discover(BCCD)
+    return ids, {s.path.stem: s for s in found.train + found.val + found.test}
+
+
 def _box_rows(ids: list[str]) -> list[str]:
     """BCCD's VOC boxes as TensorFlow Object Detection CSV rows: filename,width,height,class,xmin,ymin,xmax,ymax."""
     import xml.etree.ElementTree as ET
@@ -277,8 +284,7 @@ def test_tables_of_boxes_as_the_raccoon_set_and_roboflow_export_them(tmp_path: P
     from headstart.tasks import infer_task
 
     header = "filename,width,height,class,xmin,ymin,xmax,ymax"
-    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:20]
-    voc = {s.path.stem: s for s in dd.discover(BCCD).train + dd.discover(BCCD).val + dd.discover(BCCD).test}
+    ids, voc = _bccd_truth()
     # the raccoon set: data/train_labels.csv naming images/ beside data/
     root = tmp_path / "raccoon_dataset"
     (root / "data").mkdir(parents=True)
@@ -333,8 +339,7 @@ def test_folders_of_coco_jsons_and_box_tables_as_downloaded(tmp_path: Path) -> N
     images and .xml files) were read as class folders (or refused) when given as the folder."""
     from headstart.tasks import infer_task
 
-    ids = sorted(p.stem for p in (BCCD / "Annotations").glob("*.xml"))[:20]
-    voc = {s.path.stem: s for s in dd.discover(BCCD).train + dd.discover(BCCD).val + dd.discover(BCCD).test}
+    ids, voc = _bccd_truth()
     cvat = tmp_path / "cvat"
     (cvat / "images").mkdir(parents=True)
     (cvat / "annotations").mkdir()
