@@ -561,6 +561,10 @@ def test_masks_beside_their_images_as_lgg_and_busi_ship_them(tmp_path: Path) -> 
     assert "each folder's on one side" in " ".join(splits.notes)
     assert not {s.image.parent for s in splits.train} & {s.image.parent for s in splits.val}
     assert all((s.read_mask() == truth[s.image]).all() for s in splits.train + splits.val)
+    from headstart.tasks.image.decode import image_files  # predict FOLDER: its images, not their masks
+
+    patient = splits.val[0].image.parent
+    assert image_files([patient]) == sorted(p for p in patient.iterdir() if not p.stem.endswith("_mask"))
     busi = tmp_path / "Dataset_BUSI_with_GT"
     for c, name in enumerate(("benign", "malignant", "normal")):
         (busi / name).mkdir(parents=True)

@@ -287,12 +287,15 @@ def image_beside(folder: Path, stem: str) -> Path | None:
 
 
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files from a mix of files and folders (folders searched recursively), as ``predict`` takes them."""
+    """Image files from a mix of files and folders (folders searched recursively, without the masks beside their
+    images: ``segmentation.split_masks``), as ``predict`` takes them."""
+    from headstart.tasks.segmentation import split_masks
+
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(q for q in p.rglob("*") if is_image_file(q))
+            files += split_masks(sorted(q for q in p.rglob("*") if is_image_file(q)))[0]
         elif p.is_file():
             files.append(p)
         else:
