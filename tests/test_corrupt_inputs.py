@@ -69,7 +69,8 @@ def test_the_skip_run_reports_what_it_kept_and_never_leaks_a_raw_warning(skip_ru
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["skipped"] == len(corpus.SKIPS)
     assert not bomb_warnings  # PIL's DecompressionBombWarning: the huge PNG is a reported skip instead
-    assert "1 duplicate row(s)" in output and "GIF" in output  # the repeated row and the stray .gif are reported
+    assert "1 row(s) repeat an earlier row's file and label" in " ".join(output.split()) and "GIF" in output  # the
+    # repeated row (read once) and the stray .gif are reported
     report = (run / "report.md").read_text()
     assert "&lt;i&gt;one&lt;/i&gt;" in report and "<i>" not in report  # class names are text, not HTML
 
@@ -325,7 +326,8 @@ def test_exact_duplicates_stay_on_one_side_of_the_split_and_are_reported(tmp_pat
     for seed in range(5):
         splits = discover(tmp_path / "rows.csv", val_fraction=0.3, seed=seed)
         assert not {s.path for s in splits.train} & {s.path for s in splits.val}
-    assert any("3 duplicate row(s)" in n for n in splits.notes)
+    assert any("3 row(s) repeat an earlier row's file and label" in n for n in splits.notes)
+    assert len(splits.train) + len(splits.val) == 16  # each image once
 
     shutil.copytree(root, tmp_path / "given" / "train")
     (tmp_path / "given" / "val" / "a").mkdir(parents=True)

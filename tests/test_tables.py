@@ -436,6 +436,27 @@ def test_tags_written_as_lists_and_a_folder_whose_table_holds_them(tmp_path):
     assert {s.path.stem: sorted(splits.classes[t] for t in s.label) for s in splits.train + splits.val} == truth
 
 
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_rsnas_class_table_names_the_patient_and_its_image_in_one_column(tmp_path):
+    """RSNA Pneumonia's stage_2_detailed_class_info.csv: ``patientId,class``, a row per box (a patient's row
+    repeated), the images stage_2_train_images/<patientId>.dcm. patientId was taken for the patient only and 'class'
+    for the paths; now it is both, and a repeated row is read once."""
+    files = sorted(ANTS.glob("*/*.jpg"))[::4]
+    (tmp_path / "stage_2_train_images").mkdir()
+    rows = []
+    for i, f in enumerate(files):
+        pid = f"{i * 7919:08x}-5e5e-4f4f-9a9a-{i:012x}"
+        shutil.copy(f, tmp_path / "stage_2_train_images" / f"{pid}.jpg")
+        label = "Lung Opacity" if f.parent.name == "bees" else "Normal"
+        rows += [f"{pid},{label}"] * (2 if label == "Lung Opacity" and i % 2 else 1)
+    (tmp_path / "stage_2_detailed_class_info.csv").write_text("patientId,class\n" + "\n".join(rows) + "\n")
+    splits = imagedata.discover(tmp_path)
+    assert "path column 'patientId', label column 'class'; files found as stage_2_train_images/<value>.jpg" in \
+        splits.layout and "split by 'patientId'" in splits.layout, splits.layout
+    assert splits.classes == ["Lung Opacity", "Normal"] and len(splits.train) + len(splits.val) == len(files)
+    assert any(f"{len(rows) - len(files)} row(s) repeat an earlier row's file and label" in n for n in splits.notes)
+
+
 def test_a_run_without_out_goes_to_runs_named_after_its_data(tmp_path):
     from headstart.cli import default_run_folder
 

@@ -72,13 +72,14 @@ def pick_column(columns: list[str], wanted: str | None, candidates: Sequence[str
 
 
 def _image_ids(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:
-    """The one column named as ids (a word ``id``: APTOS' ``id_code``, ``ImageId``) holding a different single token
-    in every row: image files' names without their suffix (found beside the table later), else None."""
+    """The one column named as ids (a word ``id``: APTOS' ``id_code``, ``ImageId``, RSNA's ``patientId``) holding a
+    single token in every row, mostly different ones (an id repeats in a table of a row per box): image files' names
+    without their suffix (found beside the table later), else None."""
     sample = rows[:SAMPLE_ROWS]
     found = []
     for c in columns:
         values = [str(r.get(c) if r.get(c) is not None else "").strip() for r in sample]
-        if "id" in name_words(c) and all(v and " " not in v for v in values) and len(set(values)) == len(values):
+        if "id" in name_words(c) and all(v and " " not in v for v in values) and len(set(values)) >= 0.5 * len(values):
             found.append(c)
     return found[0] if len(found) == 1 else None
 

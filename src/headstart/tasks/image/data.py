@@ -797,13 +797,29 @@ def _matched(found: dict[str, list[Path]], classes: Sequence[str], folder: Path,
     return out
 
 
+def _names_files(table: Path, rows: Sequence[dict[str, Any]], column: str | None) -> bool:
+    """Whether ``column`` of a table's rows names image files (paths, or file names or ids beside the table)."""
+    values = [str(r.get(column) or "").strip() for r in rows[:50]] if column else []
+    files = table_files(table, values)[0] if any(values) else []
+    return bool(files) and 2 * sum(f.is_file() for f in files) >= len(files)
+
+
 def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | None,
               label_column: str | None, group_by: str | None = None) -> ImageSplits:
     table = read_table(path, [path_column, label_column])
     rows = table.rows
     gcol = group_column(table.columns, group_by, [path_column or "", label_column or ""], path)
-    pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path, exclude=[gcol] if gcol else [])
-    labels, lcol = _labels(table, label_column, path, [pcol, *([gcol] if gcol else [])])
+    try:
+        pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path, exclude=[gcol] if gcol else [])
+    except DataError:
+        if not gcol or path_column is not None:
+            raise
+        pcol = None
+    if gcol and path_column is None and not _names_files(path, rows, pcol) and _names_files(path, rows, gcol):
+        pcol = gcol  # RSNA's patientId: the patient, and the name of its image file
+    if pcol is None:
+        pcol = _pick_column(table, path_column, PATH_COLUMNS, "path", path)  # the error naming the columns
+    labels, lcol = _labels(table, label_column, path, [pcol, *([gcol] if gcol and gcol != pcol else [])])
     classes = sorted(set(labels) - {""})
     if len(classes) < 2:
         raise DataError(f"{path}: {lcol} has {len(classes)} distinct label(s) {classes}; need at least 2")
@@ -813,13 +829,22 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
     splits = ImageSplits(classes, [], [], layout=f"{table_kind(path)} {path.name} (path column '{pcol}', {lcol}"
                          f"{'; ' + notes if notes else ''})")
     seen_rows: Counter = Counter()
+    read: set[tuple[Path, str]] = set()
+    again = 0  # rows repeating an earlier row's file and label (RSNA's table: a row per box): read once
     for line, (row, file, label) in enumerate(zip(rows, files, labels), start=table.first_line):
         if not label:
             splits.skipped.append((f"{path.name}:{line}", "empty label"))
             continue
+        if (file, label) in read:
+            again += 1
+            continue
+        read.add((file, label))
         samples.append(Sample(file, classes.index(label), group=str(row[gcol] or "").strip() if gcol else ""))
         split_names.append(str(row.get("split", "")).strip().lower())
         seen_rows[str(samples[-1].path)] += 1
+    if again:
+        splits.notes.append(f"{path.name}: {again} row(s) repeat an earlier row's file and label (a row per box or "
+                            "finding): each image read once")
     repeated = {p: n for p, n in seen_rows.items() if n > 1}
     if repeated:
         example = next(iter(repeated))
