@@ -202,7 +202,8 @@ def _class_tables(root: Path, tables: list[Path], names: Sequence[str | None]) -
     label is its table's name. Else an error names them."""
     read = [read_records(t, names) for t in tables]
     columns = read[0].columns
-    if any(r.columns != columns for r in read) or any(c.strip().lower() in LABEL_COLUMNS for c in columns):
+    if (any(r.columns != columns or not r.header for r in read)  # (no header line: a column may hold labels)
+            or any(c.strip().lower() in LABEL_COLUMNS for c in columns)):
         raise DataError(f"{root}: its tables ({', '.join(t.name for t in tables)}) name no split (train.csv, "
                         "test.csv...) and are not one table per class (the same columns, none of them labels): give "
                         "the table to train on")
