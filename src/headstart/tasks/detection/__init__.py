@@ -90,8 +90,10 @@ def split_exports(root: Path) -> tuple[str, dict[str, Path]] | None:
         return None
     folders: dict[str, Path] = {}
     for d in sorted(root.iterdir()):
-        inside = [f for f in d.iterdir() if f.is_dir() and not f.name.startswith(".")] if d.is_dir() else []
-        if d.is_dir() and d.name.lower() not in SPLIT_FOLDERS and len(inside) == 1:
+        wrapped = d.is_dir() and d.name.lower() not in SPLIT_FOLDERS and bool(
+            set(re.split(r"[^a-z]+", d.name.lower())) & SPLIT_FOLDERS.keys())  # train_zip/, not a class folder
+        inside = [f for f in d.iterdir() if f.is_dir() and not f.name.startswith(".")] if wrapped else []
+        if len(inside) == 1:
             d = inside[0]  # train_zip/train/
         if d.is_dir() and d.name.lower() in SPLIT_FOLDERS:
             folders.setdefault(SPLIT_FOLDERS[d.name.lower()], d)

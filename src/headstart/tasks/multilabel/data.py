@@ -16,7 +16,6 @@ multi-hot float row per image.
 from __future__ import annotations
 
 import ast
-import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +41,7 @@ from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
     PATH_COLUMNS,
+    TABLE_SKIP,
     Sample,
     _check_given_splits,
     _pick_column,
@@ -404,7 +404,7 @@ def _tag_table_in(folder: Path) -> Path | None:
     """The one table of tags in ``folder`` besides labels.csv (a poster set's ``train.csv`` of ``Id, Genre`` lists
     beside ``Images/``; not a submission or test table), else None."""
     found = [t for t in sorted(folder.iterdir()) if t.suffix.lower() in TABLE_FILES and t.name != LABELS_FILE
-             and not re.search(r"submission|^test|prediction", t.stem.lower()) and looks_like_multilabel(t)]
+             and not TABLE_SKIP.search(t.stem.lower()) and looks_like_multilabel(t)]
     return found[0] if len(found) == 1 else None
 
 

@@ -39,6 +39,7 @@ from PIL import Image
 from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
+from headstart.tasks.detection import coco_files
 from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
 from headstart.tasks.image.decode import (
     IMAGE_EXTENSIONS,
@@ -333,7 +334,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             splits = _beside(root, val_fraction, seed)
         elif labelme_splits(root):  # LabelMe's .json beside each image: their shapes drawn as masks
             splits = _labelme(root, val_fraction, seed)
-        elif _coco_jsons(root):
+        elif coco_files(root):
             splits = _coco_folder(root, val_fraction, seed)
         else:
             found = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
@@ -702,10 +703,6 @@ def _labelme(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
                    seed, root)
 
 
-def _coco_jsons(root: Path) -> list[Path]:
-    return sorted(root.glob("*.json")) + sorted((root / "annotations").glob("*.json"))
-
-
 def _coco_classes(coco: dict, path: Path) -> tuple[list[str], dict[Any, int]]:
     cats = sorted(coco["categories"], key=lambda c: c["id"])
     names = [BACKGROUND] + [str(c["name"]) for c in cats]
@@ -806,7 +803,7 @@ def _coco_file(path: Path, val_fraction: float, seed: int) -> SegmentationSplits
 
 
 def _coco_folder(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
-    jsons = _coco_jsons(root)
+    jsons = coco_files(root)
     by_split = {}
     for name, pattern in (("train", r"train"), ("val", r"val"), ("test", r"test")):
         match = [p for p in jsons if re.search(pattern, p.stem, re.IGNORECASE)]

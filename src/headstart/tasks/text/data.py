@@ -707,18 +707,18 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
         raise DataError(f"{path}: column '{tcols[0]}' holds image file paths: this model classifies texts")
     index = {c: i for i, c in enumerate(classes)}
     match = folded_class(classes)  # 'Spam' is the model's 'spam'
-    index.update({n: index[m] for row in rows for n in _names(label_of(row)) if n not in index and (m := match(n))})
     samples, skipped = [], []
     unknown: Counter = Counter()
     for line, row in enumerate(rows, start=first):
         text, label = text_of(row, tcols), label_of(row)
-        names = _names(label)
+        names = label if isinstance(label, tuple) else (label,)
+        names = tuple(n if n in index else match(n) or n for n in names)
         if is_blank(text) or label in ("", None):
             skipped.append((f"{path.name}:{line}", "empty text" if is_blank(text) else "empty label"))
         elif any(n not in index for n in names):
             unknown.update(n for n in names if n not in index)
         else:
-            samples.append(TextSample(text, tuple(sorted(index[n] for n in names)) if tags else index[label],
+            samples.append(TextSample(text, tuple(sorted(index[n] for n in names)) if tags else index[names[0]],
                                       f"{path.name}:{line}"))
     if unknown:
         raise DataError(f"{path}: labels {known_by} does not know: {dict(unknown.most_common(5))}; "
@@ -726,11 +726,6 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     if not samples:
         raise DataError(f"{path}: no labelled texts ({len(skipped)} row(s) with an empty text or label)")
     return samples, skipped
-
-
-def _names(label: Any) -> tuple[str, ...]:
-    """A row's label names: its tags, or its one label."""
-    return label if isinstance(label, tuple) else (label,) if label else ()
 
 
 BESIDE_MB = 512  # tables beside a labels table read for its texts at most this large
