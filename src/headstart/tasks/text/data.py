@@ -711,7 +711,7 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     unknown: Counter = Counter()
     for line, row in enumerate(rows, start=first):
         text, label = text_of(row, tcols), label_of(row)
-        names = label if isinstance(label, tuple) else (label,)
+        names = label if isinstance(label, tuple) else (label,) if label not in ("", None) else ()
         names = tuple(n if n in index else match(n) or n for n in names)
         if is_blank(text) or label in ("", None):
             skipped.append((f"{path.name}:{line}", "empty text" if is_blank(text) else "empty label"))
