@@ -532,6 +532,41 @@ def test_a_folder_of_images_beside_a_folder_named_for_their_masks(tmp_path: Path
     assert splits.classes == ["unused", "pet", "background"]
 
 
+def test_one_layout_deeper_beside_other_folders_and_its_class_file_above(tmp_path: Path) -> None:
+    """The Semantic Drone Dataset as Kaggle gives it: class_dict_seg.csv (name, r, g, b) beside dataset/
+    semantic_drone_dataset/{original_images, label_images_semantic}/ and RGB_color_image_masks/ (the same masks in
+    colour). The folder was read as two image classes, 'dataset' and 'RGB_color_image_masks'; the inner folder given
+    alone found no class file (it is two levels up)."""
+    from headstart.tasks import infer_task
+
+    root = tmp_path / "semantic-drone-dataset"
+    inner = root / "dataset" / "semantic_drone_dataset"
+    for folder in (inner / "original_images", inner / "label_images_semantic",
+                   root / "RGB_color_image_masks" / "RGB_color_image_masks"):
+        folder.mkdir(parents=True)
+    for stem in _frames(5):
+        (inner / "original_images" / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        (inner / "label_images_semantic" / f"{stem}.png").symlink_to(CAMVID / "masks" / "train" / f"{stem}.png")
+        shutil.copy(CAMVID / "masks" / "train" / f"{stem}.png", root / "RGB_color_image_masks" /
+                    "RGB_color_image_masks" / f"{stem}.png")
+    names = (CAMVID / "classes.txt").read_text().split()
+    (root / "class_dict_seg.csv").write_text("name, r, g, b\n" + "".join(f"{n}, {i}, {2 * i}, {3 * i}\n"
+                                                                       for i, n in enumerate(names)))
+    assert infer_task(root) == "segmentation"
+    for given in (root, inner):
+        splits = discover(given)
+        assert splits.classes == names and len(splits.train) + len(splits.val) == 5, given
+        assert all(s.image.parent.name == "original_images" and s.mask.parent.name == "label_images_semantic"
+                   and s.mask.stem == s.image.stem for s in splits.train + splits.val)
+    assert "read in dataset/semantic_drone_dataset/, the one image-mask layout under semantic-drone-dataset/; not " \
+           "read: RGB_color_image_masks/" in discover(root).notes[0]
+    for cls in ("a", "b"):  # two such layouts under one folder: not one dataset, no segmentation layout
+        (tmp_path / "two" / cls).mkdir(parents=True)
+        shutil.copytree(inner, tmp_path / "two" / cls / "x", symlinks=True)
+    with pytest.raises(DataError, match="no segmentation layout recognised"):
+        discover(tmp_path / "two")
+
+
 def test_masks_beside_their_images_as_lgg_and_busi_ship_them(tmp_path: Path) -> None:
     """LGG's brain MRI (``kaggle_3m/`` of a folder per patient, ``x_1.tif`` beside ``x_1_mask.tif``) is
     segmentation, each patient's slices on one side of the validation split. BUSI (``benign/``, ``malignant/``,

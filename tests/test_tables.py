@@ -266,8 +266,36 @@ def test_a_table_per_class_as_the_fake_news_set_gives_them(tmp_path):
     samples, _ = textdata.labelled_texts(folder, ["Fake", "True"])  # evaluate reads the folder the same way
     assert len(samples) == 300
     (folder / "True.csv").write_text("text,label\nfine,ham\nalso fine,ham\n")
-    with pytest.raises(DataError, match=r"tables \(Fake.csv, True.csv\) name no split .* not one table per class"):
+    with pytest.raises(DataError, match=r"tables \(Fake.csv, True.csv\) name no split .* not alike"):
         textdata.discover(folder)
+
+
+@needs_sms
+def test_headerless_text_tables_that_name_no_split_are_parts_of_one_table(tmp_path):
+    """UCI's 'sentiment labelled sentences': amazon_cells_labelled.txt, imdb_labelled.txt, yelp_labelled.txt of
+    'text<TAB>0', no header line, beside a readme.txt: one table of three parts (it was refused as image data with
+    'No class folders'); the readme's prose is not a table."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    folder = tmp_path / "sentiment labelled sentences"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("This dataset was created for the Paper 'From Group to Individual Labels "
+                                       "using Deep Features', Kotzias et. al,. KDD 2015\n\nFormat:\nsentence \t "
+                                       "score \n\nDetails:\nScore is either 1 (for positive) or 0 (for negative)\n"
+                                       "The sentences come from three different websites/fields:\n\nimdb.com\n"
+                                       "amazon.com\nyelp.com\n")
+    for i, name in enumerate(("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")):
+        (folder / name).write_text("".join(f"{t.strip()}\t{int(y == 'spam')}\n" for y, t in rows[i::3]),
+                                   encoding="utf-8")
+    assert infer_task(folder) == "text"
+    splits = textdata.discover(folder)
+    assert splits.classes == ["0", "1"] and len(splits.train) + len(splits.val) == 300
+    assert "3 tables of the same columns read as one (amazon_cells_labelled.txt, imdb_labelled.txt, " \
+           "yelp_labelled.txt)" in splits.notes[0], splits.notes
+    truth = {t.strip(): str(int(y == "spam")) for y, t in rows}
+    assert all(splits.classes[s.label] == truth[s.text.strip()] for s in splits.train + splits.val
+               if s.text.strip() in truth)
+    samples, _ = textdata.labelled_texts(folder, ["0", "1"])  # evaluate reads the folder the same way
+    assert len(samples) == 300
 
 
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):
@@ -434,6 +462,25 @@ def test_tags_written_as_lists_and_a_folder_whose_table_holds_them(tmp_path):
     assert "labels column 'Genre', lists of labels" in splits.layout, splits.layout
     truth = {i: sorted(g) for i, g in rows}
     assert {s.path.stem: sorted(splits.classes[t] for t in s.label) for s in splits.train + splits.val} == truth
+
+
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
+def test_labels_written_as_lists_of_one_item_are_their_item(tmp_path):
+    """A single-label table saved by pandas from a column of lists (``['ants']`` in every cell): the classes are ants
+    and bees, not the strings "['ants']" and "['bees']"; evaluate reads it the same way."""
+    files = sorted(ANTS.glob("*/*.jpg"))[::6]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "labels.csv").write_text("image,label\n" + "".join(f'{f.name},"[\'{f.parent.name}\']"\n'
+                                                                   for f in files))
+    assert infer_task(tmp_path / "labels.csv") == "image"
+    splits = imagedata.discover(tmp_path / "labels.csv")
+    assert splits.classes == ["ants", "bees"], splits.classes
+    assert "lists of one item read as the item (\"['ants']\": 'ants')" in splits.layout, splits.layout
+    truth = {f.name: f.parent.name for f in files}
+    assert all(truth[s.path.name] == splits.classes[s.label] for s in splits.train + splits.val)
+    samples, _ = imagedata.labelled_samples(tmp_path / "labels.csv", ["ants", "bees"])
+    assert len(samples) == len(files) and all(truth[s.path.name] == ["ants", "bees"][s.label] for s in samples)
 
 
 @pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
@@ -612,8 +659,12 @@ def test_a_folder_of_text_tables_as_kaggle_gives_it(tmp_path):
     alone.mkdir()
     shutil.copy(SMS, alone / "spam.tsv")
     assert infer_task(alone) == "text" and textdata.discover(alone).classes == ["ham", "spam"]
-    shutil.copy(SMS, alone / "more.tsv")  # two tables, neither named train: nothing is guessed
-    with pytest.raises(DataError, match=r"\(more.tsv, spam.tsv\) name no split .*give the table to train on"):
+    shutil.copy(SMS, alone / "more.tsv")  # two tables of the same columns, neither named train: parts of one
+    both = textdata.discover(alone)
+    assert both.classes == ["ham", "spam"] and "2 tables of the same columns read as one (more.tsv, spam.tsv)" in \
+        both.notes[0], both.notes
+    (alone / "more.tsv").write_text("sms\tverdict\nhello\tham\nbye\tham\n")  # not alike: nothing is guessed
+    with pytest.raises(DataError, match=r"\(more.tsv, spam.tsv\) name no split .*not alike.*give the table to train"):
         textdata.discover(alone)
 
     kaggle_images = tmp_path / "dog-breed"  # a table beside a folder of images is image data, as before

@@ -73,7 +73,13 @@ def infer_task(data: str | Path) -> str:
 
     if path.is_file() and path.suffix.lower() == ".json" and is_coco_json(path):
         return "detection"
-    from headstart.tasks.segmentation import inner_folder, named_mask_folder, paired_folders, pairs_beside
+    from headstart.tasks.segmentation import (
+        deeper_layout,
+        inner_folder,
+        named_mask_folder,
+        paired_folders,
+        pairs_beside,
+    )
 
     inner = inner_folder(path)
     if path.is_dir() and (((inner / "images").is_dir() and (inner / "masks").is_dir())
@@ -84,6 +90,8 @@ def infer_task(data: str | Path) -> str:
         return "segmentation"  # train/ + train_labels/ (Kaggle's CamVid), train/ + trainannot/ (SegNet's), ISIC's
     if pairs_beside(path):
         return "segmentation"  # x.tif beside x_mask.tif, in one folder or in a folder of cases (LGG's patients)
+    if deeper_layout(path):
+        return "segmentation"  # one such layout deeper, beside other folders (the Semantic Drone Dataset's)
     from headstart.tasks.detection import (
         box_table_splits,
         box_tables_in,

@@ -4,6 +4,7 @@ for labels, image file names for paths."""
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -195,10 +196,32 @@ def folded_class(classes: Sequence[str]) -> Callable[[str], str | None]:
     return match
 
 
+def listed(text: str) -> list[str] | None:
+    """The items of a cell that holds a list literal of strings or numbers (``['Drama', 'Romance']``: pandas' lists
+    saved to CSV; read as data, never run), else None."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        items = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(items, list) or not all(isinstance(i, (str, int, float)) for i in items):
+        return None
+    return [str(i).strip() for i in items if str(i).strip()]
+
+
 def one_spelling(labels: Sequence[str]) -> tuple[list[str], str]:
     """``labels`` with the spellings of one class that differ only in case, spacing or separators (``folded``) made
     the most frequent one (a hand-made table's ``ham``, ``Ham`` and ``HAM``: one class ``ham``, not three), and what
-    the Data line says of it ('' when every class has one spelling)."""
+    the Data line says of it ('' when every class has one spelling). Labels that are all written as lists of one item
+    (``['ants']``, pandas' lists saved to CSV) are their items."""
+    items = [listed(label) if label else [""] for label in labels]
+    if any(labels) and all(i is not None and len(i) == 1 for i in items):
+        first = next(label for label in labels if label)
+        unlisted, merged = one_spelling([i[0] for i in items])
+        return unlisted, (f"labels written as lists of one item read as the item ({first!r}: {listed(first)[0]!r})"
+                          + (f"; {merged}" if merged else ""))
     spellings: dict[str, list[str]] = {}
     for label, _ in Counter(label for label in labels if label).most_common():
         spellings.setdefault(folded(label), []).append(label)

@@ -15,7 +15,6 @@ multi-hot float row per image.
 
 from __future__ import annotations
 
-import ast
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +34,7 @@ from headstart.core.splits import (
     stratified_split,
 )
 from headstart.errors import DataError
-from headstart.tasks.columns import POSITIVE, SPLIT_COLUMN, UNCERTAIN, by_content, flag_columns
+from headstart.tasks.columns import POSITIVE, SPLIT_COLUMN, UNCERTAIN, by_content, flag_columns, listed
 from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import (
     LABEL_COLUMNS,
@@ -65,28 +64,14 @@ def split_labels(cell: str, spaces: bool = False) -> list[str]:
     ``spaces``: a column whose cells hold no ``;`` or ``|`` separates its labels by blanks (``haze primary``,
     Kaggle's Planet)."""
     text = str(cell or "")
-    listed = _listed(text)
-    if listed is not None:
-        return listed
+    items = listed(text)
+    if items is not None:
+        return items
     if spaces:
         return text.split()
     for sep in SEPARATORS[1:]:
         text = text.replace(sep, SEPARATORS[0])
     return [part.strip() for part in text.split(SEPARATORS[0]) if part.strip()]
-
-
-def _listed(text: str) -> list[str] | None:
-    """The items of a cell that holds a list literal of strings or numbers (read as data, never run), else None."""
-    text = text.strip()
-    if not (text.startswith("[") and text.endswith("]")):
-        return None
-    try:
-        items = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        return None
-    if not isinstance(items, list) or not all(isinstance(i, (str, int, float)) for i in items):
-        return None
-    return [str(i).strip() for i in items if str(i).strip()]
 
 
 def list_column(columns: Sequence[str], rows: Sequence[dict[str, Any]], exclude: Sequence[str]) -> str | None:
@@ -174,7 +159,7 @@ def read_tags(table: Path, path_column: str | None = None, label_column: str | N
         raise DataError(f"{table}: no column '{lcol}' for the labels; columns found: {columns}")
     items = []
     if lcol is not None:
-        lists = all(_listed(str(r[lcol] or "[]")) is not None for r in rows)  # ['Drama', 'Romance']
+        lists = all(listed(str(r[lcol] or "[]")) is not None for r in rows)  # ['Drama', 'Romance']
         spaces = not lists and blank_separated([r[lcol] for r in rows])
         for line, row in enumerate(rows, start=parsed.first_line):
             items.append((line, row[pcol], split_labels(row[lcol], spaces), row.get(SPLIT_COLUMN, "")))

@@ -136,3 +136,35 @@ def named_mask_folder(root: Path, nested: bool = False) -> tuple[Path, Path] | N
         if image_stems and 2 * matched > len(image_stems):
             return images, masks
     return None
+
+
+DEEPER_LEVELS = 3  # folders below DATA searched for its one image-mask layout (``deeper_layout``)
+DEEPER_LOOKED_AT = 40  # folders looked into at most
+
+
+def deeper_layout(root: Path) -> Path | None:
+    """The one folder below ``root`` (up to ``DEEPER_LEVELS`` down) that holds an image-mask layout (``images/`` +
+    ``masks/``, ``named_mask_folder``, ``paired_folders``) where ``root`` holds it beside other folders: the Semantic
+    Drone Dataset's ``dataset/semantic_drone_dataset/`` (``original_images/`` + ``label_images_semantic/``) beside
+    ``RGB_color_image_masks/``. None where no folder or several do (the COVID-19 Radiography Database's class
+    folders each hold ``images/`` + ``masks/``: classes, not one layout)."""
+    if not root.is_dir():
+        return None
+    found, level, looked = [], [root], 0
+    for _ in range(DEEPER_LEVELS):
+        below = []
+        for folder in level:
+            try:
+                below += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                                and p.name != "__MACOSX")
+            except OSError:
+                continue
+        for folder in below[:DEEPER_LOOKED_AT - looked]:
+            if (((folder / "images").is_dir() and (folder / "masks").is_dir()) or named_mask_folder(folder)
+                    or paired_folders(folder)):
+                found.append(folder)
+        looked += len(below)
+        level = [f for f in below if f not in found]
+        if looked >= DEEPER_LOOKED_AT or len(found) > 1:
+            break
+    return found[0] if len(found) == 1 else None

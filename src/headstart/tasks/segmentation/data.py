@@ -54,6 +54,7 @@ from headstart.tasks.image.decode import (
 from headstart.tasks.labelme import labelme_splits, read_file, unannotated
 from headstart.tasks.segmentation import (
     MASK_STEM_SUFFIXES,
+    deeper_layout,
     inner_folder,
     masks_beside,
     named_mask_folder,
@@ -336,6 +337,13 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             splits = _labelme(root, val_fraction, seed)
         elif coco_files(root):
             splits = _coco_folder(root, val_fraction, seed)
+        elif deeper := deeper_layout(root):
+            splits = discover(deeper, val_fraction, seed)
+            others = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                            and p not in deeper.parents and p != deeper)
+            splits.notes.insert(0, f"read in {deeper.relative_to(root).as_posix()}/, the one image-mask layout under "
+                                   f"{root.name}/" + (f"; not read: {', '.join(others)}" if others else ""))
+            return splits
         else:
             found = sorted(p.name + ("/" if p.is_dir() else "") for p in entries)
             raise DataError(
@@ -484,8 +492,19 @@ def _split_folders(folder: Path) -> dict[str, Path]:
     return found
 
 
+CLASS_FILE_LEVELS = 2  # folders above the data looked in for its class file (the Semantic Drone Dataset's)
+
+
 def _class_file(root: Path, required: bool, layout: str) -> Path | None:
-    found = next((root / n for n in CLASS_FILES if (root / n).is_file()), None)
+    """The class file in ``root`` (``CLASS_FILES``, or a ``class_dict*.csv``: the Semantic Drone Dataset's
+    ``class_dict_seg.csv``), else in one of the ``CLASS_FILE_LEVELS`` folders above it (that dataset's masks are in
+    ``dataset/semantic_drone_dataset/``, two levels below its class file)."""
+    found = None
+    for folder in (root, *list(root.absolute().parents)[:CLASS_FILE_LEVELS]):
+        found = next((folder / n for n in CLASS_FILES if (folder / n).is_file()), None) or next(
+            iter(sorted(folder.glob("class_dict*.csv"))), None)
+        if found is not None:
+            break
     if found is None and required:
         raise DataError(f"{root}: no classes.txt; the {layout} layout needs one, with one class name per line "
                         "(line 1 = class index 0 in the masks, line 2 = index 1, ...)")

@@ -125,20 +125,38 @@ class TableFolder:
 
     tables: dict[str, Path]
     beside: list[Path]
-    classes: list[Path] = field(default_factory=list)  # tables naming no split: one per class, if alike
+    unnamed: list[Path] = field(default_factory=list)  # several tables naming no split: one per class, or parts
 
     @property
     def first(self) -> Path:
         """The table to train on."""
-        return self.tables.get("train") or self.tables.get("") or self.classes[0]
+        return self.tables.get("train") or self.tables.get("") or self.unnamed[0]
+
+
+TABLE_TEXT_LINES = 5  # a .txt file naming no split is a table when its first lines (5 or more) are alike rows
+
+
+def is_table_text(path: Path) -> bool:
+    """A ``.txt`` file of rows: its first 20 lines (5 or more) each hold the same number of tabs, semicolons or bars
+    (UCI's 'sentiment labelled sentences': ``amazon_cells_labelled.txt`` of 'text<TAB>0'); a readme's prose is not."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16384)
+    except OSError:
+        return False
+    lines = [ln for ln in head.decode("latin-1").splitlines()[:-1] if ln.strip()][:20]
+    return len(lines) >= TABLE_TEXT_LINES and any(
+        lines[0].count(d) and len({ln.count(d) for ln in lines}) == 1 for d in "\t;|")
 
 
 def table_folder(path: Path) -> TableFolder | None:
     """A folder of text tables as Kaggle and others download them: ``train.csv`` (and ``test.csv``, ``valid.csv``,
     ``twitter_training.csv`` + ``twitter_validation.csv``, the emotion dataset's ``train.txt`` / ``val.txt`` /
     ``test.txt``; a split's table is found by a word of its name), or one table alone (Kaggle's ``spam.csv``, ``IMDB
-    Dataset.csv``), or several that name no split (``classes``: one table per class if they are alike, as the ISOT
-    fake news set's ``Fake.csv`` and ``True.csv``; else the reader's error names them), in the folder or in the one
+    Dataset.csv``), or several that name no split (``unnamed``: one table per class if they are alike and hold no
+    label column, as the ISOT fake news set's ``Fake.csv`` and ``True.csv``; parts of one table if they are alike and
+    may hold one, as UCI's ``amazon_cells_labelled.txt``, ``imdb_labelled.txt`` and ``yelp_labelled.txt``; else the
+    reader's error names them), in the folder or in the one
     folder an archive unpacks to. ``sample_submission.csv`` is not data. None where the folder, or a folder in it,
     holds images (a table labelling images: image data) or where no table is found."""
     from headstart.tasks.segmentation import inner_folder
@@ -153,8 +171,8 @@ def table_folder(path: Path) -> TableFolder | None:
     tables: dict[str, list[Path]] = {}
     for f in sorted(files):
         split = split_of_name(f)
-        if "submission" in f.stem.lower() or not (f.suffix.lower() in TABLE_SUFFIXES
-                                                   or f.suffix.lower() == ".txt" and split):
+        if "submission" in f.stem.lower() or not (f.suffix.lower() in TABLE_SUFFIXES or f.suffix.lower() == ".txt"
+                                                   and (split or is_table_text(f))):
             continue
         tables.setdefault(split or "", []).append(f)
     every = [t for named in tables.values() for t in named]

@@ -167,8 +167,8 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
     """The tables of ``table_folder`` as one table's splits: the train table's rows and columns, and the rows of a
     validation and a test table that hold every column of the train table (Kaggle's ``test.csv`` without the
     ``target`` column is unlabelled: named and not read)."""
-    if found.classes:
-        return _class_tables(root, found.classes, names)
+    if found.unnamed:
+        return _unnamed_tables(root, found.unnamed, names)
     first = found.first
     base = read_records(first, names)
     parts = {("train" if found.tables.get("train") else ""): base.rows()}
@@ -196,21 +196,25 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
 CLASS_TABLE_COLUMN = "label"  # the column that gives each row of a table per class its table's name
 
 
-def _class_tables(root: Path, tables: list[Path], names: Sequence[str | None]) -> Records:
-    """Tables that name no split, read as one table per class when they are alike (the same columns, none of them
-    labels): the ISOT fake news set's ``Fake.csv`` and ``True.csv`` of ``title, text, subject, date``; each row's
-    label is its table's name. Else an error names them."""
+def _unnamed_tables(root: Path, tables: list[Path], names: Sequence[str | None]) -> Records:
+    """Tables that name no split, when they are alike (the same columns): one table per class where none of their
+    columns is a label column (the ISOT fake news set's ``Fake.csv`` and ``True.csv`` of ``title, text, subject,
+    date``: each row's label is its table's name), else parts of one table (UCI's 'sentiment labelled sentences':
+    ``amazon_cells_labelled.txt``, ``imdb_labelled.txt``, ``yelp_labelled.txt`` of 'text<TAB>0', no header line).
+    Tables that are not alike: an error names them."""
     read = [read_records(t, names) for t in tables]
-    columns = read[0].columns
-    if (any(r.columns != columns or not r.header for r in read)  # (no header line: a column may hold labels)
-            or any(c.strip().lower() in LABEL_COLUMNS for c in columns)):
-        raise DataError(f"{root}: its tables ({', '.join(t.name for t in tables)}) name no split (train.csv, "
-                        "test.csv...) and are not one table per class (the same columns, none of them labels): give "
-                        "the table to train on")
-    rows = [{**row, CLASS_TABLE_COLUMN: table.stem} for table, r in zip(tables, read) for row in r.rows()]
-    note = (f"one table per class ({', '.join(t.name for t in tables)}): each row's label is its table's name, "
-            "rows numbered across them in that order")
-    return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=[note, *(n for r in read for n in r.notes)])
+    columns, named = read[0].columns, ", ".join(t.name for t in tables)
+    if any(r.columns != columns or r.header != read[0].header for r in read):
+        raise DataError(f"{root}: its tables ({named}) name no split (train.csv, test.csv...) and are not alike (the "
+                        "same columns: one table per class, or parts of one table): give the table to train on")
+    notes = [n for r in read for n in r.notes]
+    if read[0].header and not any(c.strip().lower() in LABEL_COLUMNS for c in columns):
+        rows = [{**row, CLASS_TABLE_COLUMN: table.stem} for table, r in zip(tables, read) for row in r.rows()]
+        note = (f"one table per class ({named}): each row's label is its table's name, rows numbered across them in "
+                "that order")
+        return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=[note, *notes])
+    note = f"{len(tables)} tables of the same columns read as one ({named}), rows numbered across them in that order"
+    return Records({"": [row for r in read for row in r.rows()]}, columns, read[0].table, notes=[note, *notes])
 
 
 FASTTEXT_LABEL = "__label__"  # fastText's format: '__label__2 Great CD: ...', a text a line after its label
