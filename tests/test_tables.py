@@ -271,6 +271,24 @@ def test_a_table_per_class_as_the_fake_news_set_gives_them(tmp_path):
 
 
 @needs_sms
+def test_a_word_that_alone_tells_the_classes_apart_is_named(tmp_path):
+    """The ISOT fake news set's true articles each begin 'WASHINGTON (Reuters) -': a model learns the byline. The
+    word is named, with its share of each class; the real SMS collection, whose classes differ by what they say,
+    gets no such warning."""
+    rows = [line.split("\t", 1) for line in _sms_lines(400)]
+    plain = tmp_path / "sms.csv"
+    with plain.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["label", "text"], *rows])
+    assert not any("tells classes apart" in n for n in textdata.discover(plain).notes)
+    bylined = tmp_path / "news.csv"
+    with bylined.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["label", "text"], *((y, f"WASHINGTON (Reuters) - {t}" if y == "ham" and i % 25 else t)
+                                                      for i, (y, t) in enumerate(rows))])
+    notes = [n for n in textdata.discover(bylined).notes if "tells classes apart" in n]
+    assert len(notes) == 1 and "'reuters' in 96% of 'ham' texts (other classes 0.0%)" in notes[0], notes
+
+
+@needs_sms
 def test_headerless_text_tables_that_name_no_split_are_parts_of_one_table(tmp_path):
     """UCI's 'sentiment labelled sentences': amazon_cells_labelled.txt, imdb_labelled.txt, yelp_labelled.txt of
     'text<TAB>0', no header line, beside a readme.txt: one table of three parts (it was refused as image data with

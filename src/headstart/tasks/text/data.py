@@ -61,6 +61,7 @@ from headstart.tasks.text import (
     same_key,
     table_folder,
 )
+from headstart.tasks.text.shortcuts import word_notes
 
 PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
 SAME = "copies compared without case, spacing, punctuation and the digits of long numbers"  # ``same_key``
@@ -579,6 +580,7 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
     if dup:
         splits.notes.append(f"{dup} validation text(s) also occur in the training split (duplicate rows; {SAME}): "
                             "validation scores may be optimistic")
+    splits.notes += word_notes(splits.train + splits.val, classes)  # ISOT's 'WASHINGTON (Reuters) -' in one class
     return splits
 
 
