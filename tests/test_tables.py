@@ -312,8 +312,11 @@ def test_headerless_text_tables_that_name_no_split_are_parts_of_one_table(tmp_pa
     truth = {t.strip(): str(int(y == "spam")) for y, t in rows}
     assert all(splits.classes[s.label] == truth[s.text.strip()] for s in splits.train + splits.val
                if s.text.strip() in truth)
+    wheres = {s.where: s.text.strip() for s in splits.train + splits.val}  # each row named by its table and line
+    assert wheres["imdb_labelled.txt:1"] == rows[1][1].strip() and wheres["yelp_labelled.txt:100"] == \
+        rows[299][1].strip(), sorted(wheres)[:5]
     samples, _ = textdata.labelled_texts(folder, ["0", "1"])  # evaluate reads the folder the same way
-    assert len(samples) == 300
+    assert len(samples) == 300 and {s.where: s.text.strip() for s in samples} == wheres
 
 
 def test_a_header_line_is_kept_as_one_unless_plainly_data(tmp_path):

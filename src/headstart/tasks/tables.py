@@ -3,7 +3,8 @@ line told from data.
 
 A table's first line is its header unless it plainly is a data line: none of its fields is a column name headstart
 knows (``text``, ``label``, ``path``...) and one of them is an image file name or comes back as a value of its column
-further down (``ham`` in the first line of the UCI SMS Spam Collection, a class index in AG News' CSV). Such a table
+in another line further down (``ham`` in the first line of the UCI SMS Spam Collection, a class index in AG News'
+CSV; a line repeated whole, the header line of tables put together or a message sent twice, says nothing). Such a table
 gets the column names ``col1``, ``col2``... (``--text-column col2`` names one).
 
 Files are read as UTF-8 (a byte-order mark says UTF-16 / UTF-32); a file that is not UTF-8 is read in the
@@ -279,11 +280,10 @@ def _is_header(first: list[str], below: list[list[str]], known: Collection[str])
         return True
     if any(f.strip().lower().endswith(IMAGE_SUFFIXES) for f in first):
         return False
-    if any(line == first for line in below):  # a header line repeated (tables concatenated)
-        return True
-    for col, field in enumerate(first):
+    others = [line for line in below if line != first]  # a header line repeated (tables concatenated), or a data
+    for col, field in enumerate(first):               # line repeated (SMS's duplicate messages): its values tell
         value = field.strip()
-        if value and any(len(line) > col and line[col].strip() == value for line in below):
+        if value and any(len(line) > col and line[col].strip() == value for line in others):
             return False
     return True
 

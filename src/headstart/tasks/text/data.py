@@ -102,6 +102,7 @@ class Records:
     table: Table | None = None  # a delimited file's (its header line, or none: columns col1, col2...)
     layout: str = ""  # how a folder of text files was read (for the Data line), '' for tables
     notes: list[str] = field(default_factory=list)  # what was left out of a folder of text files
+    sources: list[tuple[str, int, int]] = field(default_factory=list)  # tables read as one: (name, first line, rows)
 
     @property
     def header(self) -> bool:
@@ -114,6 +115,15 @@ class Records:
 
     def rows(self) -> list[dict[str, Any]]:
         return [r for rows in self.parts.values() for r in rows]
+
+    def row_name(self, path: Path, part: str, index: int) -> str:
+        """How messages name the ``index``-th row of ``part``: ``FILE:LINE``, ``FOLDER:SPLIT:ROW`` for a folder's
+        split tables; the row's own table and line for tables read as one (``sources``)."""
+        for name, first, n in self.sources if not part else ():
+            if index < n:
+                return f"{name}:{first + index}"
+            index -= n
+        return f"{path.name}:{part + ':' if part else ''}{index + self.first_line}"
 
 
 def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
@@ -209,13 +219,14 @@ def _unnamed_tables(root: Path, tables: list[Path], names: Sequence[str | None])
         raise DataError(f"{root}: its tables ({named}) name no split (train.csv, test.csv...) and are not alike (the "
                         "same columns: one table per class, or parts of one table): give the table to train on")
     notes = [n for r in read for n in r.notes]
+    sources = [(t.name, r.first_line, len(r.rows())) for t, r in zip(tables, read)]
     if read[0].header and not any(c.strip().lower() in LABEL_COLUMNS for c in columns):
         rows = [{**row, CLASS_TABLE_COLUMN: table.stem} for table, r in zip(tables, read) for row in r.rows()]
-        note = (f"one table per class ({named}): each row's label is its table's name, rows numbered across them in "
-                "that order")
-        return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=[note, *notes])
-    note = f"{len(tables)} tables of the same columns read as one ({named}), rows numbered across them in that order"
-    return Records({"": [row for r in read for row in r.rows()]}, columns, read[0].table, notes=[note, *notes])
+        note = f"one table per class ({named}): each row's label is its table's name"
+        return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=[note, *notes], sources=sources)
+    note = f"{len(tables)} tables of the same columns read as one ({named})"
+    return Records({"": [row for r in read for row in r.rows()]}, columns, read[0].table, notes=[note, *notes],
+                   sources=sources)
 
 
 FASTTEXT_LABEL = "__label__"  # fastText's format: '__label__2 Great CD: ...', a text a line after its label
@@ -529,8 +540,8 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
     for part, rows in parts.items():
-        for row_no, row in enumerate(rows, start=records.first_line):
-            where = f"{path.name}:{part + ':' if part else ''}{row_no}"
+        for index, row in enumerate(rows):
+            where = records.row_name(path, part, index)
             text, label = text_of(row, tcols), label_of(row)
             if is_blank(text) or label is None:
                 splits.skipped.append((where, "empty text" if is_blank(text) else "empty label"))
@@ -700,14 +711,15 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
             raise
         records, parts, columns = joined, joined.parts, joined.columns
         tcols, label_of = readers(records)
-    rows, first = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None), 1
+    rows = next((parts[p] for p in ("test", "validation", "val", "valid") if p in parts), None)
+    name_of: Callable[[int], str] = lambda i: f"{path.name}:{i + 1}"  # noqa: E731
     if rows is None:
-        rows, first = records.rows(), records.first_line  # every row: numbered by its file line
+        rows, name_of = records.rows(), lambda i: records.row_name(path, "", i)  # every row: by its file line
         if "split" in columns:
             for wanted in ("test", "val"):
                 chosen = [r for r in rows if SPLIT_NAMES.get(str(r.get("split") or "").lower()) == wanted]
                 if chosen:
-                    rows, first = chosen, 1
+                    rows, name_of = chosen, lambda i: f"{path.name}:{i + 1}"
                     break
     if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in rows]):
         raise DataError(f"{path}: column '{tcols[0]}' holds image file paths: this model classifies texts")
@@ -715,17 +727,17 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     match = folded_class(classes)  # 'Spam' is the model's 'spam'
     samples, skipped = [], []
     unknown: Counter = Counter()
-    for line, row in enumerate(rows, start=first):
+    for i, row in enumerate(rows):
         text, label = text_of(row, tcols), label_of(row)
         names = label if isinstance(label, tuple) else (label,) if label not in ("", None) else ()
         names = tuple(n if n in index else match(n) or n for n in names)
         if is_blank(text) or label in ("", None):
-            skipped.append((f"{path.name}:{line}", "empty text" if is_blank(text) else "empty label"))
+            skipped.append((name_of(i), "empty text" if is_blank(text) else "empty label"))
         elif any(n not in index for n in names):
             unknown.update(n for n in names if n not in index)
         else:
             samples.append(TextSample(text, tuple(sorted(index[n] for n in names)) if tags else index[names[0]],
-                                      f"{path.name}:{line}"))
+                                      name_of(i)))
     if unknown:
         raise DataError(f"{path}: labels {known_by} does not know: {dict(unknown.most_common(5))}; "
                         f"its classes are {classes}")
