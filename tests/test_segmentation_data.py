@@ -560,6 +560,21 @@ def test_one_layout_deeper_beside_other_folders_and_its_class_file_above(tmp_pat
                    and s.mask.stem == s.image.stem for s in splits.train + splits.val)
     assert "read in dataset/semantic_drone_dataset/, the one image-mask layout under semantic-drone-dataset/; not " \
            "read: RGB_color_image_masks/" in discover(root).notes[0]
+    roads = tmp_path / "massachusetts-roads"  # tiff/{train,val}{,_labels}/ beside label_class_dict.csv, metadata.csv
+    for i, stem in enumerate(_frames(5)):
+        split = "train" if i < 3 else "val"
+        for folder in (f"{split}", f"{split}_labels"):
+            (roads / "tiff" / folder).mkdir(parents=True, exist_ok=True)
+        Image.open(CAMVID / "images" / "train" / f"{stem}.jpg").save(roads / "tiff" / split / f"{stem}.tiff")
+        road = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")) == 3
+        Image.fromarray(np.stack([road * 255] * 3, -1).astype(np.uint8)).save(roads / "tiff" / f"{split}_labels" /
+                                                                              f"{stem}.tif")
+    (roads / "label_class_dict.csv").write_text("name,r,g,b\nbackground,0,0,0\nroad,255,255,255\n")
+    (roads / "metadata.csv").write_text("image_id,tiff_image_path,tif_label_path,split\n")
+    assert infer_task(roads) == "segmentation"
+    splits = discover(roads)
+    assert splits.classes == ["background", "road"] and (len(splits.train), len(splits.val)) == (3, 2)
+    assert pixel_counts(splits.train, 2)[1] > 0 and "read in tiff/" in splits.notes[0]
     for cls in ("a", "b"):  # two such layouts under one folder: not one dataset, no segmentation layout
         (tmp_path / "two" / cls).mkdir(parents=True)
         shutil.copytree(inner, tmp_path / "two" / cls / "x", symlinks=True)

@@ -496,13 +496,14 @@ CLASS_FILE_LEVELS = 2  # folders above the data looked in for its class file (th
 
 
 def _class_file(root: Path, required: bool, layout: str) -> Path | None:
-    """The class file in ``root`` (``CLASS_FILES``, or a ``class_dict*.csv``: the Semantic Drone Dataset's
-    ``class_dict_seg.csv``), else in one of the ``CLASS_FILE_LEVELS`` folders above it (that dataset's masks are in
-    ``dataset/semantic_drone_dataset/``, two levels below its class file)."""
+    """The class file in ``root`` (``CLASS_FILES``, or a ``*class_dict*.csv``: the Semantic Drone Dataset's
+    ``class_dict_seg.csv``, the Massachusetts Roads' ``label_class_dict.csv``), else in one of the
+    ``CLASS_FILE_LEVELS`` folders above it (the drone set's masks are in ``dataset/semantic_drone_dataset/``, two
+    levels below its class file)."""
     found = None
     for folder in (root, *list(root.absolute().parents)[:CLASS_FILE_LEVELS]):
         found = next((folder / n for n in CLASS_FILES if (folder / n).is_file()), None) or next(
-            iter(sorted(folder.glob("class_dict*.csv"))), None)
+            iter(sorted(folder.glob("*class_dict*.csv"))), None)
         if found is not None:
             break
     if found is None and required:
