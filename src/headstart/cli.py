@@ -7,7 +7,6 @@ Tasks come from the registry (``headstart.tasks``). Nothing heavy is imported at
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +96,12 @@ def _overrides(items: list[str] | None) -> dict:
 def models(pattern: str | None = typer.Argument(None, help="wildcard, e.g. '*lite*', 'tv:resnet*', 'timm:vit_*'"),
            as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
     """List the backbones headstart knows and whether their weights are available offline now."""
-    from rich.console import Console
     from rich.table import Table
 
     from headstart.core.backbones import registry
+    from headstart.progress import results
 
-    console = Console(width=None if sys.stdout.isatty() else 160, emoji=False)
+    console = results()
     rows = _run(lambda: registry.list_models(pattern))
     if as_json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
@@ -464,7 +463,7 @@ def _next_round(run: Path, estimator: Any, target: Path) -> str:
 def _print_suggestions(rows: list[dict], key: str) -> None:
     from rich.table import Table
 
-    from headstart.progress import console
+    from headstart.progress import results
     from headstart.tasks.classification.suggest import guesses
 
     table, guessed = Table(), "margin" in rows[0]
@@ -478,7 +477,7 @@ def _print_suggestions(rows: list[dict], key: str) -> None:
         (guess, p), (other, q) = guesses(r)
         table.add_row(str(r["rank"]), r[key] + (" [yellow](unfamiliar)[/]" if r.get("unfamiliar") else ""),
                       f"{guess} {p:.2f}", f"{other} {q:.2f}" if other else "-", f"{r['margin']:.3f}")
-    console.print(table)
+    results().print(table)
 
 
 @app.command()

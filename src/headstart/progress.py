@@ -1,8 +1,10 @@
-"""Console output: rich progress bars and messages, on stderr so that --json output stays clean."""
+"""Console output: rich progress bars and messages, on stderr so that --json output stays clean; a command's
+results (the tables of ``predict``, ``suggest``, ``models``) on stdout (``results``)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -17,6 +19,15 @@ from rich.progress import (
 )
 
 console = Console(stderr=True, highlight=False, emoji=False)  # 'sms:train:12' is a text's place, not a 🚋
+
+
+PIPED_WIDTH = 1000  # a results table written to a file or a pipe: its rows unfolded (long paths on one line)
+
+
+def results() -> Console:
+    """A console on stdout for a command's results: as wide as the terminal, or, written to a file or a pipe
+    (``headstart predict RUN folder/ > predictions.txt``), as wide as the rows are, so that no path is folded."""
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
 
 
 def quiet() -> bool:

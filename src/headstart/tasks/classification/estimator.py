@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from headstart.core.estimator import Estimator, Prepared
-from headstart.progress import console
+from headstart.progress import results
 from headstart.tasks.classification.operating_point import OperatingPoint
 
 DOUBTS_KEPT, DOUBTS_SHOWN = 50, 12  # doubted training labels in metrics.json, and shown in report.html
@@ -618,7 +618,7 @@ class ClassifierEstimator(Estimator):
                               f"{r['probability']:.3f}",
                               *([", ".join(f"{c} {p:.3f}" for c, p in r["top_k"])] if ranked else []),
                               *([", ".join(f"{w} {v:.2f}" for w, v in r.get("evidence", []))] if weighed else []))
-            console.print(table)
+            results().print(table)
 
 
 class _Candidate(NamedTuple):

@@ -29,7 +29,7 @@ from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.estimator import Estimator, Prepared
 from headstart.core.report import outputs
 from headstart.errors import ConfigError, DataError
-from headstart.progress import console, say, warn
+from headstart.progress import results, say, warn
 from headstart.tasks import flips
 from headstart.tasks.detection import data as det_data
 from headstart.tasks.detection import report as det_report
@@ -308,7 +308,7 @@ class Detector(Estimator):
                 continue
             best = "; ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in r["detections"][:5])
             table.add_row(r["path"], str(len(r["detections"])), best)
-        console.print(table)
+        results().print(table)
 
 
 def original_size(path: Path | bytes) -> tuple[int, int]:

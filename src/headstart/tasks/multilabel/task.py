@@ -20,7 +20,7 @@ import torch
 
 from headstart.core.estimator import Prepared
 from headstart.core.splits import Splits
-from headstart.progress import console
+from headstart.progress import results
 from headstart.tasks.image.data import Sample
 from headstart.tasks.image.task import ImageClassifier
 from headstart.tasks.multilabel.data import TagData, discover, eval_transform, labelled_tags, multi_hot
@@ -165,7 +165,7 @@ class MultiLabel:
             for r in rows:
                 table.add_row(r[key], f"[red]not read[/]: {r['error']}" if "error" in r
                               else shown(r, ", ", " {:.3f}") or "(none above its threshold)")
-            console.print(table)
+            results().print(table)
 
 
 class MultiLabelClassifier(MultiLabel, ImageClassifier):

@@ -29,7 +29,7 @@ from headstart.core import loop
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.core.estimator import Estimator, Prepared
 from headstart.errors import DataError
-from headstart.progress import console, progress_bar, say, warn
+from headstart.progress import progress_bar, results, say, warn
 from headstart.tasks import flips
 from headstart.tasks.image.decode import output_stems
 from headstart.tasks.segmentation import data as seg_data
@@ -323,5 +323,5 @@ class Segmenter(Estimator):
                 continue
             table.add_row(r["path"], f"{r['width']}x{r['height']}",
                           ", ".join(f"{c} {f:.1%}" for c, f in list(r["fractions"].items())[:max(top_k, 5)]))
-        console.print(table)
+        results().print(table)
 
