@@ -61,17 +61,19 @@ class Table:
     header: bool = True
     encoding_note: str = ""  # how a file that is not UTF-8 was read (``Text.note``)
     split_note: str = ""  # a column read as the split column (fastai's ``is_valid``)
+    source_note: str = ""  # what a table read from another format says of it (a Label Studio export's tasks)
+    numbered_from: int | None = None  # the number of ``rows[0]`` where rows are not lines (a Label Studio task's)
 
     @property
     def first_line(self) -> int:
-        """The file line of ``rows[0]``."""
-        return 2 if self.header else 1
+        """The file line (or number) of ``rows[0]``."""
+        return self.numbered_from if self.numbered_from is not None else 2 if self.header else 1
 
     def describe(self) -> str:
-        """Notes for the layout line: no header line, an encoding other than UTF-8, a split column read from another
-        ('' when none)."""
+        """Notes for the layout line: no header line, an encoding other than UTF-8, a split column read from another,
+        what another format's reader says ('' when none)."""
         header = "" if self.header else f"no header line: columns {', '.join(self.columns)}"
-        return "; ".join(n for n in (header, self.encoding_note, self.split_note) if n)
+        return "; ".join(n for n in (header, self.encoding_note, self.split_note, self.source_note) if n)
 
 
 @dataclass
@@ -142,6 +144,10 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
     The delimiter is a tab, a comma, a semicolon or a bar (``_delimiter``); tab-separated files keep quotes as text
     unless their fields are quoted. ``known``: column names that mark a header line.
     """
+    if path.suffix.lower() == ".json":  # a Label Studio export of choices: a table of its tasks
+        from headstart.tasks.label_studio import as_table
+
+        return as_table(path)
     if path.suffix.lower() in WORKBOOKS:
         lines, note = read_workbook(path)
     else:
@@ -215,9 +221,17 @@ def read_workbook(path: Path, limit: int | None = None) -> tuple[list[list[str]]
     return [], ""
 
 
+def is_table_file(path: Path) -> bool:
+    """A file the tasks read as a table: CSV, TSV, an Excel workbook, or a Label Studio export of choices."""
+    from headstart.tasks.label_studio import is_label_studio
+
+    return path.suffix.lower() in TABLE_FILES or is_label_studio(path)
+
+
 def table_kind(path: Path) -> str:
-    """How the Data line names a table file: ``CSV`` or ``workbook``."""
-    return "workbook" if path.suffix.lower() in WORKBOOKS else "CSV"
+    """How the Data line names a table file: ``CSV``, ``workbook`` or ``Label Studio export``."""
+    return ("workbook" if path.suffix.lower() in WORKBOOKS else "Label Studio export" if path.suffix.lower() == ".json"
+            else "CSV")
 
 
 def _cell_text(value: Any) -> str:

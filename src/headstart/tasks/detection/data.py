@@ -54,6 +54,7 @@ from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, Sample
 from headstart.tasks.image.dataset import ImageStore, item_rng
 from headstart.tasks.image.decode import image_beside, image_header, is_image_file
+from headstart.tasks.label_studio import export_in, is_label_studio
 from headstart.tasks.labelme import labelme_splits
 
 ISSUE_CLIPPED = "boxes clipped to the image"
@@ -600,6 +601,10 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         raise DataError(f"Data not found: {data}")
     if split_exports(data) is not None:
         return read_split_exports(data, val_fraction, seed)
+    if is_label_studio(data) or export_in(data):  # Label Studio's JSON export of rectangles
+        from headstart.tasks.detection.label_studio import read_label_studio
+
+        return read_label_studio(data, val_fraction, seed)
     if labelme_splits(data):  # a .json beside each image, as LabelMe saves them
         from headstart.tasks.detection.labelme import read_labelme
 

@@ -62,9 +62,9 @@ from headstart.tasks.image.stored import Stored, payload
 from headstart.tasks.segmentation import split_masks
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
-    TABLE_FILES,
     UNLABELLED_FOLDERS,
     Table,
+    is_table_file,
     read_delimited,
     read_text_file,
     split_of_name,
@@ -285,7 +285,7 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         pixels = pixel_table(root, label_column)
         if pixels is not None:  # Kaggle's Digit Recognizer train.csv, FER-2013's fer2013.csv
             return _from_pixel_tables(root, [pixels], val_fraction, seed)
-        if root.suffix.lower() not in TABLE_FILES:
+        if not is_table_file(root):
             raise DataError(f"{root}: expected a folder of images or a .csv (or Excel .xlsx) file with path and label "
                             "columns."
                             + not_data_hint(root))
@@ -365,7 +365,7 @@ def _label_tables(folder: Path, path_column: str | None, label_column: str | Non
 
     found = []
     for table in sorted(folder.iterdir()):
-        if (not table.is_file() or table.suffix.lower() not in TABLE_FILES or TABLE_SKIP.search(table.stem.lower())
+        if (not table.is_file() or not is_table_file(table) or TABLE_SKIP.search(table.stem.lower())
                 or table.stat().st_size > TABLE_BYTES or looks_like_multilabel(table)):
             continue
         try:

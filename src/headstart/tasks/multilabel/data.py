@@ -51,7 +51,7 @@ from headstart.tasks.image.data import (
 from headstart.tasks.image.dataset import ImageData, ImageDataset
 from headstart.tasks.image.transforms import _normalize
 from headstart.tasks.multilabel import LABELS_FILE
-from headstart.tasks.tables import TABLE_FILES, table_files, table_kind
+from headstart.tasks.tables import is_table_file, table_files, table_kind
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
@@ -121,7 +121,7 @@ def _table_of(root: Path) -> Path:
             raise DataError(f"{root}: expected {LABELS_FILE} inside (a path column and a labels column, or one 0/1 "
                             "column per class), or pass --from-detection for a YOLO, COCO or Pascal VOC folder")
         return table
-    if root.suffix.lower() not in TABLE_FILES:
+    if not is_table_file(root):
         raise DataError(f"{root}: expected a .csv/.tsv (or Excel .xlsx) file of image paths and labels, or a folder "
                         f"with {LABELS_FILE}")
     return root
@@ -301,7 +301,7 @@ def labelled_tags(data: str | Path, classes: list[str], path_column: str | None 
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     table = root / LABELS_FILE if root.is_dir() else root
-    if (from_detection and not (table.is_file() and table.suffix.lower() in TABLE_FILES)) or \
+    if (from_detection and not (table.is_file() and is_table_file(table))) or \
             is_detection_folder(root):
         found = _from_detection(root, 0.2, 0)
         rows = [(f"{s.path}", s.path, [found.classes[t] for t in s.label], "")
@@ -388,7 +388,7 @@ class TagData(ImageData):
 def _tag_table_in(folder: Path) -> Path | None:
     """The one table of tags in ``folder`` besides labels.csv (a poster set's ``train.csv`` of ``Id, Genre`` lists
     beside ``Images/``; not a submission or test table), else None."""
-    found = [t for t in sorted(folder.iterdir()) if t.suffix.lower() in TABLE_FILES and t.name != LABELS_FILE
+    found = [t for t in sorted(folder.iterdir()) if is_table_file(t) and t.name != LABELS_FILE
              and not TABLE_SKIP.search(t.stem.lower()) and looks_like_multilabel(t)]
     return found[0] if len(found) == 1 else None
 
@@ -404,7 +404,7 @@ def looks_like_multilabel(data: str | Path) -> bool:
     table = root / LABELS_FILE if root.is_dir() else root
     if root.is_dir() and not table.is_file():
         return _tag_table_in(root) is not None
-    if not table.is_file() or table.suffix.lower() not in TABLE_FILES:
+    if not table.is_file() or not is_table_file(table):
         return False
     try:
         parsed = read_table(table)

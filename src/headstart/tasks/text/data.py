@@ -39,6 +39,7 @@ from headstart.tasks.columns import (
     pick_column,
 )
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
+from headstart.tasks.label_studio import as_table, is_label_studio
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
     TABLE_FILES,
@@ -159,6 +160,9 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
         return _records(path, _read_parquet(path))
     if suffix in WORKBOOKS:
         table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)])
+        return Records({"": table.rows}, table.columns, table)
+    if suffix == ".json" and is_label_studio(path):  # Label Studio's export of choices: a table of its tasks
+        table = as_table(path)
         return Records({"": table.rows}, table.columns, table)
     content = read_text(path)
     if suffix in {".jsonl", ".ndjson", ".json"}:

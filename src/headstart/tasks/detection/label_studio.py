@@ -1,0 +1,52 @@
+"""Detection from a Label Studio JSON export (``tasks/label_studio.py``): each task's rectangles (and the boxes around
+its polygons), with the image found by its file name under the export's folder."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from headstart.errors import DataError
+from headstart.tasks.detection.data import ISSUE_BACKGROUND, DetectionSplits, DetSample, fix_boxes, random_split
+from headstart.tasks.label_studio import export_in, file_names, media_column, read_tasks
+from headstart.tasks.tables import table_files
+
+ISSUE_UNANNOTATED = "Label Studio tasks without an annotation (not labelled yet), not read"
+
+
+def read_label_studio(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """An export (or the folder holding it and its images); a seeded validation split."""
+    given = Path(data)
+    path = export_in(given) if given.is_dir() else given
+    if path is None:
+        raise DataError(f"{data}: expected a Label Studio JSON export (one .json of tasks with 'annotations')")
+    tasks = read_tasks(path)
+    issues: Counter = Counter()
+    labelled = [t for t in tasks if t.annotated]
+    issues[ISSUE_UNANNOTATED] = len(tasks) - len(labelled)
+    media = media_column(labelled)
+    if media is None:
+        raise DataError(f"{path}: no field of its tasks' data names an image (as 'image': '/data/upload/1/x.jpg')")
+    files, found_as = table_files(path, file_names(path, [str(t.data.get(media) or "") for t in labelled]))
+    missing = [(t, f) for t, f in zip(labelled, files) if not f.is_file()]
+    if missing:
+        raise DataError(f"{path}: {len(missing)} of its {len(labelled)} labelled task(s) name an image not found under "
+                        f"{path.parent}, e.g. task {missing[0][0].number}: {missing[0][0].data.get(media)} (looked for "
+                        f"{missing[0][1]}). Put the images beside the export (Label Studio's Export does not include "
+                        "them: copy the folder you uploaded, or export as COCO or YOLO with images)")
+    classes = sorted({r.label for t in labelled for r in t.regions})
+    if not classes:
+        raise DataError(f"{path}: no rectangle or polygon with a label in its {len(labelled)} labelled task(s)")
+    splits = DetectionSplits(classes, [], [], issues=issues, layout=f"Label Studio export {path.name} ("
+                             f"{len(labelled)} labelled tasks, images in '{media}'{'; ' + found_as if found_as else ''})")
+    for task, file in zip(labelled, files):
+        boxes = torch.tensor([list(r.box) for r in task.regions], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([classes.index(r.label) for r in task.regions], dtype=torch.long)
+        issues[ISSUE_BACKGROUND] += not task.regions
+        splits.train.append(DetSample(file, *fix_boxes(boxes, labels, issues)))
+    random_split(splits, val_fraction, seed)
+    for key in [k for k, v in issues.items() if not v]:
+        del issues[key]
+    return splits

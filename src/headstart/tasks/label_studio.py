@@ -1,0 +1,249 @@
+"""Label Studio's JSON export (its Export dialog's "JSON"), as people who label their own data save it: a list of
+tasks, each its ``data`` (the fields the labelling config names: ``image``, ``text``...) and its ``annotations``,
+each a ``result`` list. Imports no torch.
+
+Classification (``choices`` results) is read as a table (``as_table``): the data fields and a ``label`` column (the
+choice; several choices ``a;b``: multi-label), so image, multi-label and text classification read it as they read any
+table. Detection (``rectanglelabels``, and ``polygonlabels`` as the box around them) is read by ``regions``: boxes in
+percent of the image, rotated ones as the box around them. A task's latest annotation that is not cancelled counts;
+``predictions`` (a model's pre-labels) are not labels, and tasks without an annotation (not labelled yet) are left out
+and counted. An image is the file of its name under the export's folder: ``/data/upload/3/8d5e3f2a-photo.jpg``, an
+upload that Label Studio named with 8 hex digits before the user's file name, is ``photo.jpg`` unless a file keeps
+the whole name; ``/data/local-files/?d=photos/photo.jpg`` is ``photos/photo.jpg``; a URL is its last part.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from headstart.errors import DataError
+from headstart.tasks.tables import IMAGE_SUFFIXES, Table
+
+LABEL_COLUMN = "label"  # the column of each task's choice(s) in ``as_table``
+UPLOADED = re.compile(r"[0-9a-f]{8}-(?P<name>.+)")  # Label Studio's name for an uploaded file: 8 hex digits, '-'
+BOXES = ("rectanglelabels", "polygonlabels")  # results that mark an area: detection
+HEAD = 1 << 16  # characters looked at to tell an export from other JSON
+INDEX_LIMIT = 500_000  # files listed under the export's folder to find uploads by their own names
+
+
+@dataclass
+class Region:
+    """An area a task's annotation marks: its label and ``(x1, y1, x2, y2)`` as fractions of the image."""
+
+    label: str
+    box: tuple[float, float, float, float]
+
+
+@dataclass
+class Task:
+    """One task: its number in the export (from 1), its data, and its latest annotation's choices and regions
+    (``annotated``: whether it has an annotation at all)."""
+
+    number: int
+    data: dict[str, Any]
+    annotated: bool
+    choices: list[str] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
+
+
+def is_label_studio(path: Path) -> bool:
+    """Whether ``path`` is a Label Studio JSON export: a ``.json`` list of tasks with ``data`` and ``annotations``
+    (``completions`` in exports before version 1.0)."""
+    if not path.is_file() or path.suffix.lower() != ".json":
+        return False
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            head = f.read(HEAD)
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not head.lstrip().startswith("[") or '"data"' not in head or not (
+            '"annotations"' in head or '"completions"' in head):
+        return False
+    tasks = _load(path)
+    return bool(tasks) and isinstance(tasks[0], dict) and isinstance(tasks[0].get("data"), dict)
+
+
+def export_in(folder: Path) -> Path | None:
+    """The one Label Studio export among the ``.json`` files of ``folder`` (its images beside it), else None."""
+    if not folder.is_dir():
+        return None
+    found = [p for p in sorted(folder.glob("*.json")) if is_label_studio(p)]
+    return found[0] if len(found) == 1 else None
+
+
+def _load(path: Path) -> list[Any] | None:
+    """The parsed export (read once while the file is unchanged: the task is inferred, then the data read)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def read_tasks(path: Path) -> list[Task]:
+    """The tasks of an export (DataError naming it when it is not one)."""
+    found = _load(path)
+    if not found or not all(isinstance(t, dict) and isinstance(t.get("data"), dict) for t in found):
+        raise DataError(f"{path}: not a Label Studio JSON export (a list of tasks, each with 'data' and "
+                        "'annotations'); export the project as 'JSON' (not 'JSON-MIN', which is a plain table)")
+    tasks = []
+    for number, raw in enumerate(found, 1):
+        result = _latest_result(raw)
+        task = Task(number, raw["data"], result is not None)
+        for item in result or []:
+            _read_result(item, task, f"{path.name}: task {number}")
+        tasks.append(task)
+    return tasks
+
+
+def _latest_result(raw: dict[str, Any]) -> list[Any] | None:
+    """The result of a task's latest annotation that is not cancelled (None: no annotation)."""
+    kept = [a for a in raw.get("annotations") or raw.get("completions") or []
+            if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not kept:
+        return None
+    latest = max(enumerate(kept), key=lambda pair: (str(pair[1].get("updated_at") or pair[1].get("created_at") or ""),
+                                                    pair[0]))[1]
+    result = latest.get("result")
+    return result if isinstance(result, list) else []
+
+
+def _read_result(item: Any, task: Task, where: str) -> None:
+    if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
+        return
+    value, kind = item["value"], item.get("type")
+    if kind == "choices":
+        task.choices += [str(c).strip() for c in value.get("choices") or [] if str(c).strip()]
+    elif kind in BOXES:
+        labels = [str(c).strip() for c in value.get(kind) or [] if str(c).strip()]
+        if not labels:
+            raise DataError(f"{where}: a {kind} region without a label")
+        box = _box(value, item, kind, where)
+        if box is not None:
+            task.regions += [Region(label, box) for label in labels]
+
+
+def _box(value: dict[str, Any], item: dict[str, Any], kind: str, where: str) -> tuple[float, float, float, float] | None:
+    """The region's box as fractions of the image; a rotated rectangle's is the box around it (in pixels when the
+    image's size is given, as Label Studio rotates it)."""
+    try:
+        if kind == "polygonlabels":
+            points = [(float(x), float(y)) for x, y in value.get("points") or []]
+        else:
+            x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
+            points = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
+            angle = math.radians(float(value.get("rotation") or 0))
+            if angle:
+                sx = float(item.get("original_width") or 100) / 100
+                sy = float(item.get("original_height") or 100) / 100
+                c, s = math.cos(angle), math.sin(angle)  # about the top-left corner, in pixels
+                points = [(x + ((px - x) * sx * c - (py - y) * sy * s) / sx,
+                           y + ((px - x) * sx * s + (py - y) * sy * c) / sy) for px, py in points]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: a {kind} region without numbers for its place: {value!r}") from None
+    if len(points) < (3 if kind == "polygonlabels" else 4):
+        return None
+    xs, ys = [p[0] / 100 for p in points], [p[1] / 100 for p in points]
+    return (min(xs), min(ys), max(xs), max(ys))
+
+
+def media_column(tasks: list[Task]) -> str | None:
+    """The data field that names each task's image (a path or URL with an image suffix, or a Label Studio upload);
+    None for tasks of texts."""
+    for key in dict.fromkeys(k for t in tasks for k in t.data):
+        values = [str(t.data.get(key) or "") for t in tasks[:200]]
+        if values and all(_names_media(v) for v in values if v) and any(values):
+            return key
+    return None
+
+
+def _names_media(value: str) -> bool:
+    return (value.startswith("/data/") or "://" in value[:12]
+            or Path(urlparse(value).path).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def file_names(path: Path, values: list[str]) -> list[str]:
+    """The files the media field's values name, as paths under the export's folder (see the module's docstring)."""
+    names = []
+    for value in values:
+        parsed = urlparse(value)
+        local = parse_qs(parsed.query).get("d")
+        names.append(unquote(local[0]) if local and parsed.path.endswith("local-files/") else
+                     unquote(Path(parsed.path).name))
+    uploads = [n for n in names if UPLOADED.fullmatch(n)]
+    if uploads:  # kept as uploaded where such a file exists, else the user's own name
+        present = _names_under(path.parent)
+        names = [n if n in present or not UPLOADED.fullmatch(n) else UPLOADED.fullmatch(n).group("name")
+                 for n in names]
+    return names
+
+
+def _names_under(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for _, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.update(files)
+        if len(found) > INDEX_LIMIT:
+            break
+    return found
+
+
+def as_table(path: Path) -> Table:
+    """A classification export as a table: the tasks' data fields (the media field's values as the files they name)
+    and a ``label`` column of each task's choices (``a;b`` for several). Tasks without an annotation are left out and
+    counted in the table's note; an annotated task without a choice keeps an empty label (skipped and named)."""
+    tasks = read_tasks(path)
+    if any(t.regions for t in tasks):
+        raise DataError(f"{path}: its annotations mark regions (boxes, polygons): detection data (--task detection), "
+                        "not classification")
+    labelled = [t for t in tasks if t.annotated]
+    if not labelled:
+        raise DataError(f"{path}: none of its {len(tasks)} task(s) has an annotation: label some in Label Studio "
+                        "and export again")
+    columns = [k for k in dict.fromkeys(k for t in labelled for k in t.data) if k != LABEL_COLUMN]
+    media = media_column(labelled)
+    names = file_names(path, [str(t.data.get(media) or "") for t in labelled]) if media else []
+    rows = []
+    for i, t in enumerate(labelled):
+        row = {c: _cell(t.data.get(c)) for c in columns}
+        if media:
+            row[media] = names[i]
+        row[LABEL_COLUMN] = ";".join(dict.fromkeys(t.choices))
+        rows.append(row)
+    left = len(tasks) - len(labelled)
+    note = "Label Studio tasks, numbered from 1" + (f"; {left} task(s) without an annotation (not labelled yet), "
+                                                    "not read" if left else "")
+    return Table(rows, [*columns, LABEL_COLUMN], header=True, source_note=note, numbered_from=1)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def task_of(path: Path) -> str:
+    """The task an export is for: ``detection`` (regions), else ``image`` / ``multilabel`` (an image field; several
+    choices in a task: multi-label), else ``text`` / ``text-multilabel``."""
+    tasks = read_tasks(path)
+    if any(t.regions for t in tasks):
+        return "detection"
+    several = any(len(set(t.choices)) > 1 for t in tasks)
+    if media_column([t for t in tasks if t.annotated] or tasks):
+        return "multilabel" if several else "image"
+    return "text-multilabel" if several else "text"

@@ -1,0 +1,153 @@
+"""Label Studio's JSON export, as people who label their own data save it: image classification (choices, images
+uploaded and renamed by Label Studio), detection (rectangles in percent, a rotated one, polygons) and text
+classification, each built from real data in ../shared and read as the matching reader reads a table or a folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import HYMENOPTERA, SHARED, needs_shared
+
+from headstart.errors import DataError
+from headstart.tasks import infer_task
+from headstart.tasks.label_studio import read_tasks
+
+BCCD = SHARED / "bccd"
+SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
+
+
+def _task(number: int, data: dict, result: list | None, cancelled: bool = False) -> dict:
+    """A task as Label Studio exports it (annotations with ids, dates, a prediction that is not a label)."""
+    annotations = [] if result is None else [{"id": number, "result": result, "was_cancelled": cancelled,
+                                              "created_at": "2026-11-02T10:00:00Z", "completed_by": 1}]
+    return {"id": number, "data": data, "annotations": annotations, "meta": {}, "project": 3,
+            "predictions": [{"result": [{"type": "choices", "value": {"choices": ["wrong"]}}]}]}
+
+
+def _choice(*choices: str) -> list[dict]:
+    return [{"id": "a1", "type": "choices", "from_name": "choice", "to_name": "image",
+             "value": {"choices": list(choices)}}]
+
+
+@needs_shared(HYMENOPTERA)
+def test_an_export_of_image_choices_trains_as_a_table_of_its_images(tmp_path: Path) -> None:
+    """Images uploaded to Label Studio are named '8d5e3f2a-photo.jpg' in the export; the user's folder holds
+    'photo.jpg'. Tasks not labelled yet, and a cancelled annotation, are left out and counted; predictions are not
+    labels."""
+    from headstart.tasks.image import data as imagedata
+
+    (tmp_path / "photos").mkdir()
+    files = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::8]
+    tasks = []
+    for i, f in enumerate(files):
+        shutil.copy(f, tmp_path / "photos" / f.name)
+        data = {"image": f"/data/upload/3/{i:08x}-{f.name}"}
+        tasks.append(_task(i + 1, data, None if i % 10 == 9 else _choice(f.parent.name), cancelled=i == 4))
+    export = tmp_path / "project-3-at-2026-11-02-10-00-1a2b3c4d.json"
+    export.write_text(json.dumps(tasks))
+    assert infer_task(export) == "image" and infer_task(tmp_path) == "image"
+    splits = imagedata.discover(export)
+    read = splits.train + splits.val
+    unlabelled = sum(i % 10 == 9 or i == 4 for i in range(len(files)))
+    assert splits.classes == ["ants", "bees"] and len(read) == len(files) - unlabelled
+    assert all(s.path.parent == tmp_path / "photos" for s in read)
+    truth = {f.name: f.parent.name for f in files}
+    assert all(truth[s.path.name] == splits.classes[s.label] for s in read)
+    assert f"{unlabelled} task(s) without an annotation (not labelled yet), not read" in splits.layout, splits.layout
+    assert "Label Studio export" in splits.layout
+    folder = imagedata.discover(tmp_path)  # the folder holding the export and the images
+    assert sorted(s.path.name for s in folder.train + folder.val) == sorted(s.path.name for s in read)
+    samples, _ = imagedata.labelled_samples(export, ["ants", "bees"])  # evaluate reads it the same way
+    assert sorted(s.path.name for s in samples) == sorted(s.path.name for s in read)
+
+
+@needs_shared(HYMENOPTERA)
+def test_several_choices_are_multi_label(tmp_path: Path) -> None:
+    from headstart.tasks.multilabel import data as tagdata
+
+    files = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::10]
+    tasks = []
+    for i, f in enumerate(files):
+        shutil.copy(f, tmp_path / f.name)
+        tags = [f.parent.name, *(["insect"] if i % 2 else [])]
+        tasks.append(_task(i + 1, {"image": f"/data/local-files/?d={f.name}"}, _choice(*tags)))
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    assert infer_task(tmp_path / "export.json") == "multilabel"
+    splits = tagdata.discover(tmp_path / "export.json")
+    assert splits.classes == ["ants", "bees", "insect"]
+    truth = {f.name: sorted([f.parent.name, *(["insect"] if i % 2 else [])]) for i, f in enumerate(files)}
+    assert {s.path.name: sorted(splits.classes[t] for t in s.label) for s in splits.train + splits.val} == truth
+
+
+@needs_shared(BCCD)
+def test_an_export_of_rectangles_gives_the_boxes_of_the_voc_files(tmp_path: Path) -> None:
+    """BCCD's VOC boxes written as Label Studio rectangles (percent of the image): the same boxes and classes; a
+    rotated rectangle is the box around it, a polygon its box; an image missing is an error naming the task."""
+    from headstart.tasks.detection import data as dd
+
+    found = dd.discover(BCCD)
+    truth = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth)[:12]
+    tasks = []
+    (tmp_path / "images").mkdir()
+    for i, stem in enumerate(ids):
+        shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", tmp_path / "images" / f"{stem}.jpg")
+        s = truth[stem]
+        result = [{"type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": 640,
+                   "original_height": 480, "image_rotation": 0,
+                   "value": {"x": 100 * float(b[0]), "y": 100 * float(b[1]), "width": 100 * float(b[2] - b[0]),
+                             "height": 100 * float(b[3] - b[1]), "rotation": 0,
+                             "rectanglelabels": [found.classes[int(c)]]}}
+                  for b, c in zip(s.boxes, s.labels)]
+        tasks.append(_task(i + 1, {"image": f"/data/upload/7/{i:08x}-{stem}.jpg"}, result))
+    tasks.append(_task(99, {"image": f"/data/upload/7/ffffffff-{ids[0]}.jpg"}, None))  # not labelled yet
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    assert infer_task(export) == "detection" and infer_task(tmp_path) == "detection"
+    splits = dd.discover(export)
+    read = splits.train + splits.val
+    assert len(read) == 12 and splits.issues.get("Label Studio tasks without an annotation (not labelled yet), "
+                                                 "not read") == 1
+    for s in read:
+        want = truth[s.path.stem]
+        names = sorted(zip([splits.classes[int(c)] for c in s.labels], s.boxes.tolist()))
+        wanted = sorted(zip([found.classes[int(c)] for c in want.labels], want.boxes.tolist()))
+        assert [n for n, _ in names] == [n for n, _ in wanted], s.path
+        assert torch.allclose(torch.tensor([b for _, b in names]), torch.tensor([b for _, b in wanted]), atol=1e-5)
+    rotated = tmp_path / "rotated.json"  # 40 x 10 px at (20, 10) of a 200 x 100 image, turned 90 degrees
+    rotated.write_text(json.dumps([_task(1, {"image": f"images/{ids[0]}.jpg"}, [
+        {"type": "rectanglelabels", "original_width": 200, "original_height": 100,
+         "value": {"x": 10, "y": 10, "width": 20, "height": 10, "rotation": 90, "rectanglelabels": ["RBC"]}},
+        {"type": "polygonlabels", "value": {"points": [[50, 50], [60, 55], [55, 70]], "polygonlabels": ["WBC"]}}])]))
+    task = read_tasks(rotated)[0]
+    assert [r.label for r in task.regions] == ["RBC", "WBC"]
+    assert task.regions[0].box == pytest.approx((0.05, 0.1, 0.1, 0.5))
+    assert task.regions[1].box == pytest.approx((0.5, 0.5, 0.6, 0.7))
+    (tmp_path / "images" / f"{ids[3]}.jpg").unlink()
+    with pytest.raises(DataError, match=r"1 of its 12 labelled task\(s\) name an image not found .* task 4"):
+        dd.discover(export)
+
+
+@needs_shared(SMS)
+def test_an_export_of_text_choices_is_text_data(tmp_path: Path) -> None:
+    from headstart.tasks.text import data as textdata
+
+    rows = [line.split("\t", 1) for line in SMS.read_text(encoding="utf-8").splitlines()[1:201]]
+    tasks = [_task(i + 1, {"text": t, "source": "sms"}, _choice(y) if i < 190 else None)
+             for i, (y, t) in enumerate(rows)]
+    export = tmp_path / "project-1-at-2026-11-02.json"
+    export.write_text(json.dumps(tasks))
+    assert infer_task(export) == "text"
+    splits = textdata.discover(export)
+    assert splits.classes == ["ham", "spam"] and len(splits.train) + len(splits.val) == 190
+    assert splits.text_columns == ["text"] and "10 task(s) without an annotation" in splits.layout, splits.layout
+    truth = {t.strip(): y for y, t in rows}
+    assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.train + splits.val)
+    not_export = tmp_path / "other.json"  # JSON of another kind is not an export
+    not_export.write_text(json.dumps([{"data": 1, "annotations": []}]))
+    with pytest.raises(DataError, match="not a Label Studio JSON export"):
+        read_tasks(not_export)
