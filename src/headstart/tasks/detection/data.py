@@ -620,7 +620,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         return read_yolo(data, val_fraction, seed)
     raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/; or images with their .txt boxes and "
                     "classes.txt), its data.yaml, a COCO json, a Pascal VOC folder (Annotations/, JPEGImages/) or "
-                    "LabelMe's .json beside each image")
+                    "LabelMe's .json beside each image, or a Label Studio JSON export")
 
 
 # ------------------------------------------------------------------------------------------ transforms
