@@ -96,6 +96,8 @@ def test_flat_folders_get_a_seeded_split(tmp_path: Path) -> None:
     root = _mask_folder(tmp_path, train=10, val=0, flat=True)
     a, b = discover(root, val_fraction=0.2, seed=0), discover(root, val_fraction=0.2, seed=0)
     assert (len(a.train), len(a.val)) == (8, 2) and a.val_held_out and a.layout == "masks"
+    # the split made is how the data was read, not a warning: a clean folder passes `check --fail-on-warnings`
+    assert a.read == ["validation: 2 pairs split off the 10 (20%, seed 0)"] and a.notes == [], (a.read, a.notes)
     assert [s.image for s in a.val] == [s.image for s in b.val]
     assert {s.image for s in a.train} | {s.image for s in a.val} == set((root / "images").glob("*.jpg"))
     other = [discover(root, val_fraction=0.2, seed=seed).val for seed in (1, 2, 3)]
@@ -365,9 +367,9 @@ def test_colour_masks_of_kaggle_camvid_and_segnet_layouts_read_by_their_class_co
     splits = discover(root)
     assert splits.classes == (CAMVID / "classes.txt").read_text().split()  # 'Void' marks unlabelled pixels
     assert (len(splits.train), len(splits.val)) == (3, 2) and not splits.val_held_out
-    assert "colour (RGB) masks read by the colours of class_dict.csv" in splits.notes
+    assert "colour (RGB) masks read by the colours of class_dict.csv" in splits.read
     assert "class(es) ['Void'] of class_dict.csv mark unlabelled pixels: ignored (255), not learned or scored" in (
-        splits.notes)
+        splits.read)
     for sample in splits.train + splits.val:  # every pixel back to its class index, 'Void' to 255
         original = np.array(Image.open(CAMVID / "masks" / "train" / f"{sample.image.stem}.png"))
         assert np.array_equal(sample.read_mask(), original)
@@ -469,12 +471,12 @@ def test_binary_masks_without_a_class_file_as_kvasir_carvana_and_isic_ship_them(
         assert infer_task(tmp_path / root) == "segmentation"
         splits = discover(tmp_path / root)
         assert splits.classes == ["background", "foreground"]
-        assert f"no class file: binary masks ({how}) read as background and foreground" in " ".join(splits.notes)
+        assert f"no class file: binary masks ({how}) read as background and foreground" in " ".join(splits.read)
         for s in splits.train + splits.val:
             mask = s.read_mask()
             edges = mask != truth[s.image.stem]
             assert edges.mean() < (0.002 if root == "kvasir-seg" else 1e-9), (root, s.image.stem, edges.mean())
-    assert "read inside Kvasir-SEG/" in discover(tmp_path / "kvasir-seg").notes[0]
+    assert "read inside Kvasir-SEG/" in discover(tmp_path / "kvasir-seg").read[0]
     (tmp_path / "kvasir-seg" / "Kvasir-SEG" / "classes.txt").write_text("background\npolyp\n")
     with pytest.raises(DataError, match=r"a JPEG mask \(6 of them\) blurs the class indices of classes\.txt"):
         discover(tmp_path / "kvasir-seg")
@@ -559,7 +561,7 @@ def test_one_layout_deeper_beside_other_folders_and_its_class_file_above(tmp_pat
         assert all(s.image.parent.name == "original_images" and s.mask.parent.name == "label_images_semantic"
                    and s.mask.stem == s.image.stem for s in splits.train + splits.val)
     assert "read in dataset/semantic_drone_dataset/, the one image-mask layout under semantic-drone-dataset/; not " \
-           "read: RGB_color_image_masks/" in discover(root).notes[0]
+           "read: RGB_color_image_masks/" in discover(root).read[0]
     roads = tmp_path / "massachusetts-roads"  # tiff/{train,val}{,_labels}/ beside label_class_dict.csv, metadata.csv
     for i, stem in enumerate(_frames(5)):
         split = "train" if i < 3 else "val"
@@ -574,7 +576,7 @@ def test_one_layout_deeper_beside_other_folders_and_its_class_file_above(tmp_pat
     assert infer_task(roads) == "segmentation"
     splits = discover(roads)
     assert splits.classes == ["background", "road"] and (len(splits.train), len(splits.val)) == (3, 2)
-    assert pixel_counts(splits.train, 2)[1] > 0 and "read in tiff/" in splits.notes[0]
+    assert pixel_counts(splits.train, 2)[1] > 0 and "read in tiff/" in splits.read[0]
     for cls in ("a", "b"):  # two such layouts under one folder: not one dataset, no segmentation layout
         (tmp_path / "two" / cls).mkdir(parents=True)
         shutil.copytree(inner, tmp_path / "two" / cls / "x", symlinks=True)
@@ -608,7 +610,7 @@ def test_masks_beside_their_images_as_lgg_and_busi_ship_them(tmp_path: Path) -> 
     assert splits.classes == ["background", "foreground"] and len(splits.train) + len(splits.val) == len(stems)
     assert splits.layout.startswith("images with their masks beside them (") and f"in {CASE_FOLDERS + 1} folders" in \
         splits.layout, splits.layout
-    assert "each folder's on one side" in " ".join(splits.notes)
+    assert "each folder's on one side" in " ".join(splits.read)
     assert not {s.image.parent for s in splits.train} & {s.image.parent for s in splits.val}
     assert all((s.read_mask() == truth[s.image]).all() for s in splits.train + splits.val)
     from headstart.tasks.image.decode import image_files  # predict FOLDER: its images, not their masks

@@ -155,7 +155,8 @@ class SegmentationSplits:
     test: list[SegSample] = field(default_factory=list)
     layout: str = ""  # "masks" | "voc" | "coco"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
-    notes: list[str] = field(default_factory=list)  # how it was read (split made, files not used), in words
+    notes: list[str] = field(default_factory=list)  # what the user should check (files not used, copies): warnings
+    read: list[str] = field(default_factory=list)  # how DATA was read (the split made, the class file's colours...)
     val_held_out: bool = False  # validation was split off the training items (DATA gave none)
 
 
@@ -315,7 +316,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
         inner = inner_folder(root)
         if inner != root and (inner / "images").is_dir() and (inner / "masks").is_dir():
             splits = discover(inner, val_fraction, seed)
-            splits.notes.insert(0, f"read inside {inner.relative_to(root)}/, the one folder {root.name}/ holds")
+            splits.read.insert(0, f"read inside {inner.relative_to(root)}/, the one folder {root.name}/ holds")
             return splits
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
         if not entries:
@@ -341,7 +342,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
             splits = discover(deeper, val_fraction, seed)
             others = sorted(p.name + "/" for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
                             and p not in deeper.parents and p != deeper)
-            splits.notes.insert(0, f"read in {deeper.relative_to(root).as_posix()}/, the one image-mask layout under "
+            splits.read.insert(0, f"read in {deeper.relative_to(root).as_posix()}/, the one image-mask layout under "
                                    f"{root.name}/" + (f"; not read: {', '.join(others)}" if others else ""))
             return splits
         else:
@@ -464,7 +465,7 @@ def _finish(splits: SegmentationSplits, given: dict[str, list[SegSample]], class
     if "val" not in checked:
         splits.train, splits.val = _held_out(checked.get("train", []), val_fraction, seed, where, by_folder)
         splits.val_held_out = True
-        splits.notes.append(f"validation: {len(splits.val)} pairs split off the {len(splits.train) + len(splits.val)} "
+        splits.read.append(f"validation: {len(splits.val)} pairs split off the {len(splits.train) + len(splits.val)} "
                             f"({val_fraction:.0%}, seed {seed}" + (", each folder's on one side)" if by_folder else ")"))
     else:
         splits.train, splits.val = checked.get("train", []), checked["val"]
@@ -541,7 +542,7 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
     Without a class file the masks must be binary (``_binary_masks``); JPEG masks are read only as binary ones."""
     classes, remap, colours, notes = (_class_table(classes_file) if classes_file is not None
                                       else (list(BINARY_CLASSES), None, None, []))
-    splits = SegmentationSplits(classes, [], [], layout=layout, notes=notes)
+    splits = SegmentationSplits(classes, [], [], layout=layout, read=notes)
     given: dict[str, list[SegSample]] = {}
     for name, (image_dir, mask_dir) in folders.items():
         files = sorted(p for p in image_dir.rglob("*") if is_image_file(p))
@@ -582,7 +583,7 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
                             "binary ones, without a class file)")
         return _finish(splits, given, str(classes_file), val_fraction, seed, root)
     classes_from, note = _binary_masks(root, samples, layout)
-    splits.notes.append(note)
+    splits.read.append(note)
     return _finish(splits, given, classes_from, val_fraction, seed, root)
 
 
@@ -626,7 +627,7 @@ def _beside(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     classes_file = _class_file(root, required=False, layout="masks beside images")
     classes, remap, colours, notes = (_class_table(classes_file) if classes_file is not None
                                       else (list(BINARY_CLASSES), None, None, []))
-    splits = SegmentationSplits(classes, [], [], layout=layout, notes=notes)
+    splits = SegmentationSplits(classes, [], [], layout=layout, read=notes)
     samples = [SegSample(image, mask=found[0], colours=colours, remap=remap) for image, found in masks.items()]
     for image in unmasked:
         splits.skipped.append((str(image), "no mask beside it (looked for NAME_mask with a lossless suffix)"))
@@ -636,7 +637,7 @@ def _beside(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
                             "): the first is read")
     if classes_file is None:
         classes_from, note = _binary_masks(root, samples, layout)
-        splits.notes.append(note)
+        splits.read.append(note)
     else:
         classes_from = str(classes_file)
     return _finish(splits, {"train": samples}, classes_from, val_fraction, seed, root,
@@ -653,7 +654,7 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     classes_file = _class_file(root, required=False, layout="voc") or _class_file(root.parent, False, "voc")
     classes, remap, colours, notes = _class_table(classes_file)  # CVAT's exports: colour PNGs and labelmap.txt
     classes_from = str(classes_file) if classes_file else "the 21 Pascal VOC classes (no classes.txt or labelmap.txt)"
-    splits = SegmentationSplits(classes, [], [], layout="voc", notes=notes)
+    splits = SegmentationSplits(classes, [], [], layout="voc", read=notes)
     images, masks = root / "JPEGImages", root / "SegmentationClass"
     lists = root / "ImageSets" / "Segmentation"
     ids: dict[str, tuple[Path, list[str]]] = {}
@@ -671,7 +672,7 @@ def _voc(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
             ids = {"train": (masks, stems)}
             unused = sum(1 for p in images.iterdir() if is_image_file(p) and not (masks / (p.stem + ".png")).is_file())
             if unused:
-                splits.notes.append(f"{unused} image(s) in {images} have no mask in {masks} (not used: VOC keeps "
+                splits.read.append(f"{unused} image(s) in {images} have no mask in {masks} (not used: VOC keeps "
                                     "detection-only images there too)")
     given: dict[str, list[SegSample]] = {}
     for name, (source, stems) in ids.items():

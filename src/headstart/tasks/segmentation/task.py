@@ -62,7 +62,7 @@ class Segmenter(Estimator):
     def _training_splits(self, splits: seg_data.SegmentationSplits) -> seg_data.SegmentationSplits:
         if not self._refitting:
             return splits
-        return dataclasses.replace(splits, train=splits.train + splits.val, notes=[])
+        return dataclasses.replace(splits, train=splits.train + splits.val, notes=[], read=[])
 
     def _build(self, num_classes: int, spec: BackboneSpec | None = None, channels: int | None = None) -> SegmentationModel:
         cfg, sc = self.config, self.config.segmentation
@@ -87,8 +87,10 @@ class Segmenter(Estimator):
         say(f"[bold]Data[/] {data}: {splits.layout}; {len(splits.classes)} classes; train {len(splits.train)} images, "
             f"val {len(splits.val)}" + (f", test {len(splits.test)}" if splits.test else "") + "; training pixels "
             + ", ".join(f"{c} {p / total:.1%}" for c, p in list(zip(splits.classes, pixels))[:12]))
-        for note in splits.notes:
+        for note in splits.read:  # how DATA was read
             say(note)
+        for note in splits.notes:  # what to check: the data warnings
+            warn(note)
         if not self._refitting:  # the first read said it
             flips.announce(chosen)
         self._write_skipped(run, splits)
