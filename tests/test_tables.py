@@ -258,7 +258,7 @@ def test_a_table_per_class_as_the_fake_news_set_gives_them(tmp_path):
     assert infer_task(folder) == "text"
     splits = textdata.discover(folder)
     assert splits.classes == ["Fake", "True"] and len(splits.train) + len(splits.val) == 300
-    assert "one table per class (Fake.csv, True.csv)" in splits.notes[0]
+    assert "one table per class (Fake.csv, True.csv)" in splits.layout and not any("per class" in n for n in splits.notes)
     truth = {t.strip(): "Fake" if y == "spam" else "True" for y, t in rows}
     bodies = [(s, s.text.split(PART_SEP)[-1].strip()) for s in splits.train]  # title, then the text
     assert sum(body in truth for _, body in bodies) > 200, splits.train[0].text
@@ -308,7 +308,7 @@ def test_headerless_text_tables_that_name_no_split_are_parts_of_one_table(tmp_pa
     splits = textdata.discover(folder)
     assert splits.classes == ["0", "1"] and len(splits.train) + len(splits.val) == 300
     assert "3 tables of the same columns read as one (amazon_cells_labelled.txt, imdb_labelled.txt, " \
-           "yelp_labelled.txt)" in splits.notes[0], splits.notes
+           "yelp_labelled.txt)" in splits.layout, splits.layout
     truth = {t.strip(): str(int(y == "spam")) for y, t in rows}
     assert all(splits.classes[s.label] == truth[s.text.strip()] for s in splits.train + splits.val
                if s.text.strip() in truth)
@@ -683,7 +683,7 @@ def test_a_folder_of_text_tables_as_kaggle_gives_it(tmp_path):
     shutil.copy(SMS, alone / "more.tsv")  # two tables of the same columns, neither named train: parts of one
     both = textdata.discover(alone)
     assert both.classes == ["ham", "spam"] and "2 tables of the same columns read as one (more.tsv, spam.tsv)" in \
-        both.notes[0], both.notes
+        both.layout, both.layout
     (alone / "more.tsv").write_text("sms\tverdict\nhello\tham\nbye\tham\n")  # not alike: nothing is guessed
     with pytest.raises(DataError, match=r"\(more.tsv, spam.tsv\) name no split .*not alike.*give the table to train"):
         textdata.discover(alone)

@@ -104,6 +104,7 @@ class Records:
     layout: str = ""  # how a folder of text files was read (for the Data line), '' for tables
     notes: list[str] = field(default_factory=list)  # what was left out of a folder of text files
     sources: list[tuple[str, int, int]] = field(default_factory=list)  # tables read as one: (name, first line, rows)
+    read: list[str] = field(default_factory=list)  # how a folder's tables were read (the Data line says it)
 
     @property
     def header(self) -> bool:
@@ -201,11 +202,10 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
             continue
         parts[split] = other.rows()
         read.append(table.name)
-    if len(read) > 1:
-        notes.insert(0, f"tables read: {' and '.join(read)}")
     if found.beside:
         notes.append(f"not read: {', '.join(t.name for t in found.beside)} (beside {first.name})")
-    return Records(parts, base.columns, base.table, notes=notes)
+    return Records(parts, base.columns, base.table, notes=notes,
+                   read=[f"tables read: {' and '.join(read)}"] if len(read) > 1 else [])
 
 
 CLASS_TABLE_COLUMN = "label"  # the column that gives each row of a table per class its table's name
@@ -227,10 +227,10 @@ def _unnamed_tables(root: Path, tables: list[Path], names: Sequence[str | None])
     if read[0].header and not any(c.strip().lower() in LABEL_COLUMNS for c in columns):
         rows = [{**row, CLASS_TABLE_COLUMN: table.stem} for table, r in zip(tables, read) for row in r.rows()]
         note = f"one table per class ({named}): each row's label is its table's name"
-        return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=[note, *notes], sources=sources)
+        return Records({"": rows}, [*columns, CLASS_TABLE_COLUMN], notes=notes, sources=sources, read=[note])
     note = f"{len(tables)} tables of the same columns read as one ({named})"
-    return Records({"": [row for r in read for row in r.rows()]}, columns, read[0].table, notes=[note, *notes],
-                   sources=sources)
+    return Records({"": [row for r in read for row in r.rows()]}, columns, read[0].table, notes=notes,
+                   sources=sources, read=[note])
 
 
 FASTTEXT_LABEL = "__label__"  # fastText's format: '__label__2 Great CD: ...', a text a line after its label
@@ -537,10 +537,11 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
     if _looks_like_image_paths([str(r.get(tcols[0]) or "") for r in records.rows()]):
         raise DataError(f"{path}: column '{tcols[0]}' holds image file paths, not texts: this is image data; "
                         "train it with --task image (and an image model)")
-    note = f"; {records.table.describe()}" if records.table is not None and records.table.describe() else ""
+    note = "; ".join([*([records.table.describe()] if records.table is not None and records.table.describe() else []),
+                      *records.read])
     splits = TextSplits(classes, [], [], layout=records.layout
-                        or f"{path.name} ({columns_note(tcols)}, {what}{note})", notes=list(records.notes),
-                        text_columns=tcols)
+                        or f"{path.name} ({columns_note(tcols)}, {what}{'; ' + note if note else ''})",
+                        notes=list(records.notes), text_columns=tcols)
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
     for part, rows in parts.items():
