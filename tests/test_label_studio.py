@@ -63,6 +63,8 @@ def test_an_export_of_image_choices_trains_as_a_table_of_its_images(tmp_path: Pa
     assert sorted(s.path.name for s in folder.train + folder.val) == sorted(s.path.name for s in read)
     samples, _ = imagedata.labelled_samples(export, ["ants", "bees"])  # evaluate reads it the same way
     assert sorted(s.path.name for s in samples) == sorted(s.path.name for s in read)
+    predicted = imagedata.table_images(export)  # `predict RUN export.json`: every task, labelled or not, in order
+    assert [f.name for f in predicted] == [f.name for f in files]
 
 
 @needs_shared(HYMENOPTERA)
@@ -147,6 +149,7 @@ def test_an_export_of_text_choices_is_text_data(tmp_path: Path) -> None:
     assert splits.text_columns == ["text"] and "10 task(s) without an annotation" in splits.layout, splits.layout
     truth = {t.strip(): y for y, t in rows}
     assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.train + splits.val)
+    assert textdata.table_texts(export, ["text"]) == [t for _, t in rows]  # predict: every task's text
     not_export = tmp_path / "other.json"  # JSON of another kind is not an export
     not_export.write_text(json.dumps([{"data": 1, "annotations": []}]))
     with pytest.raises(DataError, match="not a Label Studio JSON export"):

@@ -443,11 +443,11 @@ class Estimator:
                               "image files or folders (classify texts with a text run folder)")
         from headstart.tasks.image.data import table_images
         from headstart.tasks.image.pixel_tables import is_pixel_table
-        from headstart.tasks.tables import TABLE_FILES
+        from headstart.tasks.tables import is_table_file
 
         inputs: list[Any] = []
-        for item in map(Path, items):
-            table = item.is_file() and item.suffix.lower() in TABLE_FILES and not is_pixel_table(item)
+        for item in map(Path, items):  # a table (a Label Studio export too) lists the images to predict
+            table = item.is_file() and is_table_file(item) and not is_pixel_table(item)
             inputs += [str(f) for f in table_images(item)] if table else [str(item)]  # (pixels: its rows)
         return inputs
 

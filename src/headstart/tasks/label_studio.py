@@ -205,15 +205,16 @@ def _names_under(folder: Path) -> set[str]:
     return found
 
 
-def as_table(path: Path) -> Table:
+def as_table(path: Path, every: bool = False) -> Table:
     """A classification export as a table: the tasks' data fields (the media field's values as the files they name)
     and a ``label`` column of each task's choices (``a;b`` for several). Tasks without an annotation are left out and
-    counted in the table's note; an annotated task without a choice keeps an empty label (skipped and named)."""
+    counted in the table's note (``every``: kept, with an empty label: what ``predict`` classifies); an annotated task
+    without a choice keeps an empty label (skipped and named)."""
     tasks = read_tasks(path)
-    if any(t.regions for t in tasks):
+    if any(t.regions for t in tasks) and not every:
         raise DataError(f"{path}: its annotations mark regions (boxes, polygons): detection data (--task detection), "
                         "not classification")
-    labelled = [t for t in tasks if t.annotated]
+    labelled = tasks if every else [t for t in tasks if t.annotated]
     if not labelled:
         raise DataError(f"{path}: none of its {len(tasks)} task(s) has an annotation: label some in Label Studio "
                         "and export again")

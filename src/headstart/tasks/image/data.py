@@ -59,6 +59,7 @@ from headstart.tasks.image.pixel_tables import (
     tables_in,
 )
 from headstart.tasks.image.stored import Stored, payload
+from headstart.tasks.label_studio import as_table, is_label_studio
 from headstart.tasks.segmentation import split_masks
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
@@ -1002,7 +1003,7 @@ def _from_datasets(root: Path, label_column: str | None, val_fraction: float, se
 def table_images(path: Path) -> list[Path]:
     """The image files a table lists (Kaggle's ``test.csv`` of ids: ``train/<id>.jpg``-style names resolved by
     ``table_files``), in its order, to predict; a DataError names the files that are missing."""
-    table = read_table(path)
+    table = as_table(path, every=True) if is_label_studio(path) else read_table(path)  # every task, labelled or not
     column = _pick_column(table, None, PATH_COLUMNS, "path", path)
     files, _ = table_files(path, [r[column] for r in table.rows])
     missing = [str(f) for f in files if not f.is_file()]

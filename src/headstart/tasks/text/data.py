@@ -1037,7 +1037,11 @@ def table_texts(path: Path, columns: Sequence[str] = ()) -> list[str]:
     """The texts of a table to classify (a Kaggle-style ``test.csv`` of ``id,text``), one per row in the table's
     order: in ``columns`` (those the model was trained on) where it has them all, else in its text column(s) found as
     for training (by name, else by their values)."""
-    records = read_records(path, columns)
+    if is_label_studio(path):  # every task of a Label Studio export, labelled or not
+        table = as_table(path, every=True)
+        records = Records({"": table.rows}, table.columns, table)
+    else:
+        records = read_records(path, columns)
     if not (columns and all(c in records.columns for c in columns)):
         columns = text_columns(records, None, [], path, "Name the column of texts 'text' (or pass the texts with "
                                "--file texts.txt, one per line)")
