@@ -150,6 +150,11 @@ def test_an_export_of_text_choices_is_text_data(tmp_path: Path) -> None:
     truth = {t.strip(): y for y, t in rows}
     assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.train + splits.val)
     assert textdata.table_texts(export, ["text"]) == [t for _, t in rows]  # predict: every task's text
+    spans = tmp_path / "ner.json"  # named entities (spans of 'labels'): not what headstart trains, said so
+    spans.write_text(json.dumps([_task(1, {"text": rows[0][1]}, [{"type": "labels", "value": {
+        "start": 0, "end": 2, "text": rows[0][1][:2], "labels": ["PER"]}}])]))
+    with pytest.raises(DataError, match=r"hold no choice and no box \(found: labels x1\)"):
+        infer_task(spans)
     not_export = tmp_path / "other.json"  # JSON of another kind is not an export
     not_export.write_text(json.dumps([{"data": 1, "annotations": []}]))
     with pytest.raises(DataError, match="not a Label Studio JSON export"):

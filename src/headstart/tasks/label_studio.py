@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ class Task:
     annotated: bool
     choices: list[str] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # the types of its annotation's results (choices, labels...)
 
 
 def is_label_studio(path: Path) -> bool:
@@ -129,6 +131,7 @@ def _read_result(item: Any, task: Task, where: str) -> None:
     if not isinstance(item, dict) or not isinstance(item.get("value"), dict):
         return
     value, kind = item["value"], item.get("type")
+    task.kinds.append(str(kind))
     if kind == "choices":
         task.choices += [str(c).strip() for c in value.get("choices") or [] if str(c).strip()]
     elif kind in BOXES:
@@ -215,6 +218,8 @@ def as_table(path: Path, every: bool = False) -> Table:
         raise DataError(f"{path}: its annotations mark regions (boxes, polygons): detection data (--task detection), "
                         "not classification")
     labelled = tasks if every else [t for t in tasks if t.annotated]
+    if not every and not any(t.choices for t in labelled):
+        _nothing_to_learn(path, labelled)
     if not labelled:
         raise DataError(f"{path}: none of its {len(tasks)} task(s) has an annotation: label some in Label Studio "
                         "and export again")
@@ -234,6 +239,15 @@ def as_table(path: Path, every: bool = False) -> Table:
     return Table(rows, [*columns, LABEL_COLUMN], header=True, source_note=note, numbered_from=1)
 
 
+def _nothing_to_learn(path: Path, tasks: list[Task]) -> None:
+    """A DataError for an export of results headstart does not train (spans of text, key points, brushes...)."""
+    kinds = Counter(k for t in tasks for k in t.kinds)
+    found = ", ".join(f"{k} x{n}" for k, n in kinds.most_common(5)) or "no result"
+    raise DataError(f"{path}: its {len(tasks)} annotated task(s) hold no choice and no box (found: {found}). headstart "
+                    "trains classification from 'choices' (Choices in the labelling config) and detection from "
+                    "'rectanglelabels' or 'polygonlabels'")
+
+
 def _cell(value: Any) -> str:
     return "" if value is None else value if isinstance(value, str) else json.dumps(value)
 
@@ -244,6 +258,9 @@ def task_of(path: Path) -> str:
     tasks = read_tasks(path)
     if any(t.regions for t in tasks):
         return "detection"
+    labelled = [t for t in tasks if t.annotated]
+    if labelled and not any(t.choices for t in labelled):
+        _nothing_to_learn(path, labelled)
     several = any(len(set(t.choices)) > 1 for t in tasks)
     if media_column([t for t in tasks if t.annotated] or tasks):
         return "multilabel" if several else "image"
