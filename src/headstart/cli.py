@@ -344,8 +344,12 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
                                 f"(each is listed in {out} with its reason)")
             return
         rows = predictor.predict(items, top_k=top_k, errors=True, **extra)  # unreadable inputs: rows with "error"
-        if rows:
-            printer.print_predictions(rows, fmt, top_k or 1)
+        if not any("error" not in r for r in rows):  # no output, and each input's reason in the error
+            item = getattr(printer, "ITEM_KEY", "path")
+            reasons = "; ".join(f"{r.get(item)}: {r['error']}" for r in rows[:5]) + ("..." if len(rows) > 5 else "")
+            raise DataError(f"Nothing could be predicted: none of the {len(rows) or len(items)} input(s) could be "
+                            f"read ({reasons or 'no input'})")
+        printer.print_predictions(rows, fmt, top_k or 1)
         from headstart.core import runfolder
 
         spec = runfolder.read_spec(run)
@@ -361,9 +365,6 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
 
             say(f"Heat maps of {drawn} image(s), where the model looked for its prediction: "
                 f"{save_heatmaps}/NAME_heatmap.png")
-        if not any("error" not in r for r in rows):
-            raise DataError(f"Nothing could be predicted: none of the {len(rows) or len(items)} input(s) could be "
-                            "read (each is listed with its reason)")
 
     _run(go)
 
