@@ -680,8 +680,13 @@ def test_a_folder_of_text_tables_as_kaggle_gives_it(tmp_path):
     alone.mkdir()
     shutil.copy(SMS, alone / "spam.tsv")
     assert infer_task(alone) == "text" and textdata.discover(alone).classes == ["ham", "spam"]
-    shutil.copy(SMS, alone / "more.tsv")  # two tables of the same columns, neither named train: parts of one
-    both = textdata.discover(alone)
+    shutil.copy(SMS, alone / "more.tsv")  # the same table twice: versions of one dataset, not parts of one
+    with pytest.raises(DataError, match=r"spam.tsv and more.tsv hold the same rows|more.tsv and spam.tsv hold the same"):
+        textdata.discover(alone)
+    lines = SMS.read_text(encoding="utf-8").splitlines()
+    (alone / "spam.tsv").write_text("\n".join(lines[:300]) + "\n", encoding="utf-8")
+    (alone / "more.tsv").write_text("\n".join(lines[:1] + lines[300:600]) + "\n", encoding="utf-8")
+    both = textdata.discover(alone)  # two tables of the same columns, neither named train: parts of one
     assert both.classes == ["ham", "spam"] and "2 tables of the same columns read as one (more.tsv, spam.tsv)" in \
         both.layout, both.layout
     (alone / "more.tsv").write_text("sms\tverdict\nhello\tham\nbye\tham\n")  # not alike: nothing is guessed

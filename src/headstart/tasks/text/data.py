@@ -12,6 +12,7 @@ seeded random order.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import re
@@ -209,6 +210,7 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
 
 
 CLASS_TABLE_COLUMN = "label"  # the column that gives each row of a table per class its table's name
+VERSIONS = 0.5  # tables sharing this share of their rows are versions of one dataset, not parts of one
 
 
 def _unnamed_tables(root: Path, tables: list[Path], names: Sequence[str | None]) -> Records:
@@ -222,6 +224,12 @@ def _unnamed_tables(root: Path, tables: list[Path], names: Sequence[str | None])
     if any(r.columns != columns or r.header != read[0].header for r in read):
         raise DataError(f"{root}: its tables ({named}) name no split (train.csv, test.csv...) and are not alike (the "
                         "same columns: one table per class, or parts of one table): give the table to train on")
+    keys = [{same_key(" ".join(str(v) for v in row.values())) for row in r.rows()} for r in read]
+    for (i, a), (j, b) in itertools.combinations(enumerate(keys), 2):
+        if len(a & b) >= VERSIONS * min(len(a), len(b)):  # 'data.csv' beside 'data_clean.csv'
+            raise DataError(f"{root}: its tables {tables[i].name} and {tables[j].name} hold the same rows ("
+                            f"{len(a & b)} of {min(len(a), len(b))}, {SAME}): versions of one dataset, not parts of "
+                            "one. Give the table to train on")
     notes = [n for r in read for n in r.notes]
     sources = [(t.name, r.first_line, len(r.rows())) for t, r in zip(tables, read)]
     if read[0].header and not any(c.strip().lower() in LABEL_COLUMNS for c in columns):
