@@ -159,3 +159,44 @@ def test_an_export_of_text_choices_is_text_data(tmp_path: Path) -> None:
     not_export.write_text(json.dumps([{"data": 1, "annotations": []}]))
     with pytest.raises(DataError, match="not a Label Studio JSON export"):
         read_tasks(not_export)
+
+
+@needs_shared(BCCD)
+def test_json_min_exports_of_choices_and_of_rectangles(tmp_path: Path) -> None:
+    """JSON-MIN: each record is the task's data, each control's result by its name ('choice': 'ants', 'label':
+    [{x, y, width, height, rectanglelabels}]) and the annotation's own fields (annotator, annotation_id...)."""
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.image import data as imagedata
+
+    meta = {"annotator": 1, "annotation_id": 7, "created_at": "2026-11-02T10:00:00Z", "lead_time": 3.2}
+    files = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::12]
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    choices = tmp_path / "choices.json"
+    choices.write_text(json.dumps([{"image": f"/data/upload/3/{i:08x}-{f.name}", "id": i + 1, "choice": f.parent.name,
+                                    **meta} for i, f in enumerate(files)]))
+    assert infer_task(choices) == "image"
+    splits = imagedata.discover(choices)
+    truth = {f.name: f.parent.name for f in files}
+    assert splits.classes == ["ants", "bees"] and len(splits.train) + len(splits.val) == len(files)
+    assert all(truth[s.path.name] == splits.classes[s.label] for s in splits.train + splits.val)
+
+    found = dd.discover(BCCD)
+    truth_boxes = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth_boxes)[:6]
+    records = []
+    for i, stem in enumerate(ids):
+        shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", tmp_path / f"{stem}.jpg")
+        s = truth_boxes[stem]
+        records.append({"image": f"/data/upload/7/{i:08x}-{stem}.jpg", "id": i + 1, **meta, "label": [
+            {"x": 100 * float(b[0]), "y": 100 * float(b[1]), "width": 100 * float(b[2] - b[0]),
+             "height": 100 * float(b[3] - b[1]), "rotation": 0, "rectanglelabels": [found.classes[int(c)]],
+             "original_width": 640, "original_height": 480} for b, c in zip(s.boxes, s.labels)]})
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(records))
+    assert infer_task(boxes) == "detection"
+    read = dd.discover(boxes)
+    for s in read.train + read.val:
+        want = truth_boxes[s.path.stem]
+        assert sorted(read.classes[int(c)] for c in s.labels) == sorted(found.classes[int(c)] for c in want.labels)
+        assert torch.allclose(s.boxes.sum(0), want.boxes.sum(0), atol=1e-4)

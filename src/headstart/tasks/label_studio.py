@@ -1,6 +1,7 @@
 """Label Studio's JSON export (its Export dialog's "JSON"), as people who label their own data save it: a list of
 tasks, each its ``data`` (the fields the labelling config names: ``image``, ``text``...) and its ``annotations``,
-each a ``result`` list. Imports no torch.
+each a ``result`` list; or its "JSON-MIN": a record per annotation, the task's data beside each control's result
+by the control's name (``"choice": "ants"``, ``"label": [{"x": ..., "rectanglelabels": [...]}]``). Imports no torch.
 
 Classification (``choices`` results) is read as a table (``as_table``): the data fields and a ``label`` column (the
 choice; several choices ``a;b``: multi-label), so image, multi-label and text classification read it as they read any
@@ -66,11 +67,20 @@ def is_label_studio(path: Path) -> bool:
             head = f.read(HEAD)
     except (OSError, UnicodeDecodeError):
         return False
-    if not head.lstrip().startswith("[") or '"data"' not in head or not (
-            '"annotations"' in head or '"completions"' in head):
+    full = '"data"' in head and ('"annotations"' in head or '"completions"' in head)
+    if not head.lstrip().startswith("[") or not (full or ('"annotation_id"' in head and '"annotator"' in head)):
         return False
     tasks = _load(path)
-    return bool(tasks) and isinstance(tasks[0], dict) and isinstance(tasks[0].get("data"), dict)
+    return bool(tasks) and isinstance(tasks[0], dict) and (isinstance(tasks[0].get("data"), dict) or _is_min(tasks))
+
+
+MIN_KEYS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}  # JSON-MIN's own
+
+
+def _is_min(records: list[Any]) -> bool:
+    """Whether records are Label Studio's JSON-MIN export: each task's data and, by the name of its control, each
+    result (``"sentiment": "Positive"``), with ``annotator`` and ``annotation_id``."""
+    return all(isinstance(r, dict) and "annotation_id" in r and "annotator" in r for r in records[:50])
 
 
 def export_in(folder: Path) -> Path | None:
@@ -102,15 +112,45 @@ def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | None:
 def read_tasks(path: Path) -> list[Task]:
     """The tasks of an export (DataError naming it when it is not one)."""
     found = _load(path)
+    if found and _is_min(found):
+        return _min_tasks(path, found)
     if not found or not all(isinstance(t, dict) and isinstance(t.get("data"), dict) for t in found):
         raise DataError(f"{path}: not a Label Studio JSON export (a list of tasks, each with 'data' and "
-                        "'annotations'); export the project as 'JSON' (not 'JSON-MIN', which is a plain table)")
+                        "'annotations', or JSON-MIN's records with 'annotation_id')")
     tasks = []
     for number, raw in enumerate(found, 1):
         result = _latest_result(raw)
         task = Task(number, raw["data"], result is not None)
         for item in result or []:
             _read_result(item, task, f"{path.name}: task {number}")
+        tasks.append(task)
+    return tasks
+
+
+def _min_tasks(path: Path, records: list[dict[str, Any]]) -> list[Task]:
+    """JSON-MIN's records as tasks: a field of regions (a list of ``rectanglelabels``...), of several choices
+    (``{"choices": [...]}``) or of one choice: a string field of few values (at most half as many as the records,
+    not an image), the others the task's data (the image, the text). Every record is an annotation."""
+    fields = [k for k in dict.fromkeys(k for r in records for k in r) if k not in MIN_KEYS]
+    strings = [k for k in fields if all(isinstance(r.get(k), str) or r.get(k) is None for r in records)]
+    media = media_column([Task(0, {k: r.get(k) for k in strings}, True) for r in records[:200]])
+    choice = [k for k in strings if k != media and len({r.get(k) for r in records}) <= max(2, len(records) // 2)]
+    tasks = []
+    for number, record in enumerate(records, 1):
+        task = Task(number, {k: record.get(k) for k in strings if k not in choice}, True)
+        where = f"{path.name}: record {number}"
+        for key in fields:
+            value = record.get(key)
+            if key in choice and isinstance(value, str) and value.strip():
+                task.kinds.append("choices")
+                task.choices.append(value.strip())
+            elif isinstance(value, dict) and "choices" in value:
+                _read_result({"type": "choices", "value": value}, task, where)
+            elif isinstance(value, list):
+                for item in value:
+                    kind = next((k for k in BOXES if isinstance(item, dict) and k in item), None)
+                    if kind is not None:
+                        _read_result({"type": kind, "value": item, **item}, task, where)
         tasks.append(task)
     return tasks
 
