@@ -144,8 +144,8 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
     The delimiter is a tab, a comma, a semicolon or a bar (``_delimiter``); tab-separated files keep quotes as text
     unless their fields are quoted. ``known``: column names that mark a header line.
     """
-    if path.suffix.lower() == ".json":  # a Label Studio export of choices: a table of its tasks
-        from headstart.tasks.label_studio import as_table
+    if path.suffix.lower() in (".json", ".xml"):  # a labelling tool's export of choices or tags: its tasks
+        from headstart.tasks.exports import as_table
 
         return as_table(path)
     if path.suffix.lower() in WORKBOOKS:
@@ -222,16 +222,17 @@ def read_workbook(path: Path, limit: int | None = None) -> tuple[list[list[str]]
 
 
 def is_table_file(path: Path) -> bool:
-    """A file the tasks read as a table: CSV, TSV, an Excel workbook, or a Label Studio export of choices."""
-    from headstart.tasks.label_studio import is_label_studio
+    """A file the tasks read as a table: CSV, TSV, an Excel workbook, or a labelling tool's export (``exports``)."""
+    from headstart.tasks.exports import is_export
 
-    return path.suffix.lower() in TABLE_FILES or is_label_studio(path)
+    return path.suffix.lower() in TABLE_FILES or is_export(path)
 
 
 def table_kind(path: Path) -> str:
-    """How the Data line names a table file: ``CSV``, ``workbook`` or ``Label Studio export``."""
-    return ("workbook" if path.suffix.lower() in WORKBOOKS else "Label Studio export" if path.suffix.lower() == ".json"
-            else "CSV")
+    """How the Data line names a table file: ``CSV``, ``workbook``, or a labelling tool's export."""
+    suffix = path.suffix.lower()
+    return ("workbook" if suffix in WORKBOOKS else "Label Studio export" if suffix == ".json" else "CVAT export"
+            if suffix == ".xml" else "CSV")
 
 
 def _cell_text(value: Any) -> str:

@@ -50,11 +50,11 @@ from headstart.tasks.detection import (
     split_exports,
     voc_folders,
 )
+from headstart.tasks.exports import export_in, is_export
 from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, Sample
 from headstart.tasks.image.dataset import ImageStore, item_rng
 from headstart.tasks.image.decode import image_beside, image_header, is_image_file
-from headstart.tasks.label_studio import export_in, is_label_studio
 from headstart.tasks.labelme import labelme_splits
 
 ISSUE_CLIPPED = "boxes clipped to the image"
@@ -601,10 +601,10 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         raise DataError(f"Data not found: {data}")
     if split_exports(data) is not None:
         return read_split_exports(data, val_fraction, seed)
-    if is_label_studio(data) or export_in(data):  # Label Studio's JSON export of rectangles
-        from headstart.tasks.detection.label_studio import read_label_studio
+    if is_export(data) or export_in(data):  # Label Studio's JSON, CVAT's XML: rectangles, boxes
+        from headstart.tasks.detection.exports import read_export
 
-        return read_label_studio(data, val_fraction, seed)
+        return read_export(data, val_fraction, seed)
     if labelme_splits(data):  # a .json beside each image, as LabelMe saves them
         from headstart.tasks.detection.labelme import read_labelme
 
@@ -620,7 +620,7 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
         return read_yolo(data, val_fraction, seed)
     raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/; or images with their .txt boxes and "
                     "classes.txt), its data.yaml, a COCO json, a Pascal VOC folder (Annotations/, JPEGImages/) or "
-                    "LabelMe's .json beside each image, or a Label Studio JSON export")
+                    "LabelMe's .json beside each image, or a labelling tool's export (Label Studio's JSON, CVAT's XML)")
 
 
 # ------------------------------------------------------------------------------------------ transforms

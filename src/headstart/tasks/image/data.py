@@ -37,6 +37,7 @@ from headstart.core.splits import (
 )
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, folded_class, one_hot_columns, one_spelling, pick_column
+from headstart.tasks.exports import as_table, is_export
 from headstart.tasks.formats import not_data_hint, unread_note
 from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.class_names import alias, name_classes
@@ -59,7 +60,6 @@ from headstart.tasks.image.pixel_tables import (
     tables_in,
 )
 from headstart.tasks.image.stored import Stored, payload
-from headstart.tasks.label_studio import as_table, is_label_studio
 from headstart.tasks.segmentation import split_masks
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
@@ -1003,7 +1003,7 @@ def _from_datasets(root: Path, label_column: str | None, val_fraction: float, se
 def table_images(path: Path) -> list[Path]:
     """The image files a table lists (Kaggle's ``test.csv`` of ids: ``train/<id>.jpg``-style names resolved by
     ``table_files``), in its order, to predict; a DataError names the files that are missing."""
-    table = as_table(path, every=True) if is_label_studio(path) else read_table(path)  # every task, labelled or not
+    table = as_table(path, every=True) if is_export(path) else read_table(path)  # every task, labelled or not
     column = _pick_column(table, None, PATH_COLUMNS, "path", path)
     files, _ = table_files(path, [r[column] for r in table.rows])
     missing = [str(f) for f in files if not f.is_file()]

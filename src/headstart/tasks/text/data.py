@@ -39,8 +39,8 @@ from headstart.tasks.columns import (
     one_spelling,
     pick_column,
 )
+from headstart.tasks.exports import as_table, is_export
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
-from headstart.tasks.label_studio import as_table, is_label_studio
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
     TABLE_FILES,
@@ -163,7 +163,7 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
     if suffix in WORKBOOKS:
         table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)])
         return Records({"": table.rows}, table.columns, table)
-    if suffix == ".json" and is_label_studio(path):  # Label Studio's export of choices: a table of its tasks
+    if suffix == ".json" and is_export(path):  # Label Studio's export of choices: a table of its tasks
         table = as_table(path)
         return Records({"": table.rows}, table.columns, table)
     content = read_text(path)
@@ -1045,7 +1045,7 @@ def table_texts(path: Path, columns: Sequence[str] = ()) -> list[str]:
     """The texts of a table to classify (a Kaggle-style ``test.csv`` of ``id,text``), one per row in the table's
     order: in ``columns`` (those the model was trained on) where it has them all, else in its text column(s) found as
     for training (by name, else by their values)."""
-    if is_label_studio(path):  # every task of a Label Studio export, labelled or not
+    if is_export(path):  # every task of a Label Studio export, labelled or not
         table = as_table(path, every=True)
         records = Records({"": table.rows}, table.columns, table)
     else:

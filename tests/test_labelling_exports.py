@@ -14,7 +14,7 @@ from conftest import HYMENOPTERA, SHARED, needs_shared
 
 from headstart.errors import DataError
 from headstart.tasks import infer_task
-from headstart.tasks.label_studio import read_tasks
+from headstart.tasks.exports import read_tasks
 
 BCCD = SHARED / "bccd"
 SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
@@ -112,7 +112,7 @@ def test_an_export_of_rectangles_gives_the_boxes_of_the_voc_files(tmp_path: Path
     assert infer_task(export) == "detection" and infer_task(tmp_path) == "detection"
     splits = dd.discover(export)
     read = splits.train + splits.val
-    assert len(read) == 12 and splits.issues.get("Label Studio tasks without an annotation (not labelled yet), "
+    assert len(read) == 12 and splits.issues.get("tasks without an annotation (not labelled yet), "
                                                  "not read") == 1
     for s in read:
         want = truth[s.path.stem]
@@ -200,3 +200,56 @@ def test_json_min_exports_of_choices_and_of_rectangles(tmp_path: Path) -> None:
         want = truth_boxes[s.path.stem]
         assert sorted(read.classes[int(c)] for c in s.labels) == sorted(found.classes[int(c)] for c in want.labels)
         assert torch.allclose(s.boxes.sum(0), want.boxes.sum(0), atol=1e-4)
+
+
+@needs_shared(BCCD)
+def test_cvat_for_images_xml_of_boxes_and_of_tags(tmp_path: Path) -> None:
+    """CVAT's "CVAT for images 1.1" export unpacked: annotations.xml (an <image> per file with its <box>es in pixels,
+    a rotated one, a <polygon>, <tag>s) beside images/. Boxes are detection, tags classification."""
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.exports import read_tasks
+    from headstart.tasks.image import data as imagedata
+
+    found = dd.discover(BCCD)
+    truth = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth)[:10]
+    export = tmp_path / "cvat"
+    (export / "images").mkdir(parents=True)
+    images = []
+    for i, stem in enumerate(ids):
+        shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", export / "images" / f"{stem}.jpg")
+        s = truth[stem]
+        boxes = "".join(f'<box label="{found.classes[int(c)]}" source="manual" occluded="0" xtl="{640 * float(b[0])}" '
+                        f'ytl="{480 * float(b[1])}" xbr="{640 * float(b[2])}" ybr="{480 * float(b[3])}" z_order="0">'
+                        '</box>' for b, c in zip(s.boxes, s.labels))
+        images.append(f'<image id="{i}" name="images/{stem}.jpg" width="640" height="480">{boxes}</image>')
+    head = "<?xml version='1.0' encoding='utf-8'?>\n<annotations><version>1.1</version><meta><task><name>cells</name>" \
+           "</task></meta>"
+    (export / "annotations.xml").write_text(head + "".join(images) + "</annotations>")
+    assert infer_task(export) == "detection" and infer_task(export / "annotations.xml") == "detection"
+    splits = dd.discover(export)
+    assert splits.classes == found.classes and len(splits.train) + len(splits.val) == 10
+    for s in splits.train + splits.val:
+        want = truth[s.path.stem]
+        assert sorted(splits.classes[int(c)] for c in s.labels) == sorted(found.classes[int(c)] for c in want.labels)
+        assert torch.allclose(s.boxes.sum(0), want.boxes.sum(0), atol=1e-4)
+    shapes = tmp_path / "shapes.xml"  # a 40 x 20 box at (80, 40) of a 200 x 100 image turned 90 degrees, a polygon
+    shapes.write_text(head + f'<image id="0" name="images/{ids[0]}.jpg" width="200" height="100">'
+                      '<box label="RBC" xtl="80" ytl="40" xbr="120" ybr="60" rotation="90"></box>'
+                      '<polygon label="WBC" points="100.0,50.0;120.0,55.0;110.0,70.0"></polygon></image></annotations>')
+    regions = read_tasks(shapes)[0].regions
+    assert regions[0].box == pytest.approx((0.45, 0.3, 0.55, 0.7)) and regions[1].box == pytest.approx((0.5, 0.5, 0.6,
+                                                                                                          0.7))
+    files = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::12]
+    tagged = tmp_path / "tagged"
+    tagged.mkdir()
+    for f in files:
+        shutil.copy(f, tagged / f.name)
+    (tagged / "annotations.xml").write_text(head + "".join(
+        f'<image id="{i}" name="{f.name}" width="500" height="375"><tag label="{f.parent.name}" source="manual">'
+        '</tag></image>' for i, f in enumerate(files)) + "</annotations>")
+    assert infer_task(tagged) == "image"
+    read = imagedata.discover(tagged)
+    assert read.classes == ["ants", "bees"] and len(read.train) + len(read.val) == len(files)
+    assert all(f.parent.name == read.classes[s.label] for s in read.train + read.val for f in files
+               if f.name == s.path.name)

@@ -1,16 +1,20 @@
-"""Label Studio's JSON export (its Export dialog's "JSON"), as people who label their own data save it: a list of
-tasks, each its ``data`` (the fields the labelling config names: ``image``, ``text``...) and its ``annotations``,
-each a ``result`` list; or its "JSON-MIN": a record per annotation, the task's data beside each control's result
-by the control's name (``"choice": "ants"``, ``"label": [{"x": ..., "rectanglelabels": [...]}]``). Imports no torch.
+"""Exports of labelling tools, as people who label their own data save them. Imports no torch.
 
-Classification (``choices`` results) is read as a table (``as_table``): the data fields and a ``label`` column (the
-choice; several choices ``a;b``: multi-label), so image, multi-label and text classification read it as they read any
-table. Detection (``rectanglelabels``, and ``polygonlabels`` as the box around them) is read by ``regions``: boxes in
-percent of the image, rotated ones as the box around them. A task's latest annotation that is not cancelled counts;
-``predictions`` (a model's pre-labels) are not labels, and tasks without an annotation (not labelled yet) are left out
-and counted. An image is the file of its name under the export's folder: ``/data/upload/3/8d5e3f2a-photo.jpg``, an
-upload that Label Studio named with 8 hex digits before the user's file name, is ``photo.jpg`` unless a file keeps
-the whole name; ``/data/local-files/?d=photos/photo.jpg`` is ``photos/photo.jpg``; a URL is its last part.
+Label Studio's JSON export (its Export dialog's "JSON"): a list of tasks, each its ``data`` (the fields the labelling
+config names: ``image``, ``text``...) and its ``annotations``, each a ``result`` list; or its "JSON-MIN": a record per
+annotation, the task's data beside each control's result by the control's name (``"choice": "ants"``, ``"label":
+[{"x": ..., "rectanglelabels": [...]}]``). CVAT's "CVAT for images 1.1" (``annotations.xml``): an ``<image>`` per
+image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels.
+
+Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
+``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
+read it as they read any table. Detection (rectangles and boxes, and polygons as the box around them) is read as
+``regions``: boxes as fractions of the image, rotated ones as the box around them. A Label Studio task's latest
+annotation that is not cancelled counts; ``predictions`` (a model's pre-labels) are not labels, and tasks without an
+annotation (not labelled yet) are left out and counted. An image is the file of its name under the export's folder:
+``/data/upload/3/8d5e3f2a-photo.jpg``, an upload that Label Studio named with 8 hex digits before the user's file name,
+is ``photo.jpg`` unless a file keeps the whole name; ``/data/local-files/?d=photos/photo.jpg`` is
+``photos/photo.jpg``; a URL is its last part.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
+from xml.etree import ElementTree
 
 from headstart.errors import DataError
 from headstart.tasks.tables import IMAGE_SUFFIXES, Table
@@ -57,21 +62,29 @@ class Task:
     kinds: list[str] = field(default_factory=list)  # the types of its annotation's results (choices, labels...)
 
 
-def is_label_studio(path: Path) -> bool:
-    """Whether ``path`` is a Label Studio JSON export: a ``.json`` list of tasks with ``data`` and ``annotations``
-    (``completions`` in exports before version 1.0)."""
-    if not path.is_file() or path.suffix.lower() != ".json":
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a labelling tool's export: Label Studio's ``.json`` list of tasks with ``data`` and
+    ``annotations`` (``completions`` before version 1.0) or JSON-MIN records, or CVAT's ``.xml`` of ``<image>``s."""
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".json", ".xml"):
         return False
     try:
-        with open(path, encoding="utf-8-sig") as f:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
             head = f.read(HEAD)
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return False
+    if suffix == ".xml":
+        return "<annotations>" in head and ("<image " in head or "<track " in head)
     full = '"data"' in head and ('"annotations"' in head or '"completions"' in head)
     if not head.lstrip().startswith("[") or not (full or ('"annotation_id"' in head and '"annotator"' in head)):
         return False
     tasks = _load(path)
     return bool(tasks) and isinstance(tasks[0], dict) and (isinstance(tasks[0].get("data"), dict) or _is_min(tasks))
+
+
+def tool_of(path: Path) -> str:
+    """The tool an export comes from, as messages name it."""
+    return "CVAT" if path.suffix.lower() == ".xml" else "Label Studio"
 
 
 MIN_KEYS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}  # JSON-MIN's own
@@ -84,10 +97,11 @@ def _is_min(records: list[Any]) -> bool:
 
 
 def export_in(folder: Path) -> Path | None:
-    """The one Label Studio export among the ``.json`` files of ``folder`` (its images beside it), else None."""
+    """The one export among the ``.json`` and ``.xml`` files of ``folder`` (its images beside it: CVAT's
+    ``annotations.xml`` beside ``images/``), else None."""
     if not folder.is_dir():
         return None
-    found = [p for p in sorted(folder.glob("*.json")) if is_label_studio(p)]
+    found = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".json", ".xml") and is_export(p)]
     return found[0] if len(found) == 1 else None
 
 
@@ -111,6 +125,8 @@ def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | None:
 
 def read_tasks(path: Path) -> list[Task]:
     """The tasks of an export (DataError naming it when it is not one)."""
+    if path.suffix.lower() == ".xml":
+        return _cvat_tasks(path)
     found = _load(path)
     if found and _is_min(found):
         return _min_tasks(path, found)
@@ -125,6 +141,60 @@ def read_tasks(path: Path) -> list[Task]:
             _read_result(item, task, f"{path.name}: task {number}")
         tasks.append(task)
     return tasks
+
+
+def _cvat_tasks(path: Path) -> list[Task]:
+    """CVAT's ``annotations.xml``: each ``<image>`` a task (``name``: the file), its ``<tag>``s the choices, its
+    ``<box>``es (``xtl, ytl, xbr, ybr``, a ``rotation`` about the centre) and ``<polygon>``s the regions."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError) as exc:
+        raise DataError(f"{path}: not a readable CVAT export ({exc})") from None
+    images = root.findall("image")
+    if not images:
+        raise DataError(f"{path}: a CVAT export without <image> elements" + (
+            " (a video's <track>s are not read: export the task as 'CVAT for images 1.1')" if root.find("track")
+            is not None else ""))
+    tasks = []
+    for number, image in enumerate(images, 1):
+        where = f"{path.name}: image {number} ({image.get('name')})"
+        try:
+            width, height = float(image.get("width") or 0), float(image.get("height") or 0)
+        except ValueError:
+            width = height = 0.0
+        if width <= 0 or height <= 0:
+            raise DataError(f"{where}: no width and height")
+        task = Task(number, {"image": image.get("name") or ""}, True)
+        for element in image:
+            label = (element.get("label") or "").strip()
+            task.kinds.append(element.tag)
+            if element.tag == "tag" and label:
+                task.choices.append(label)
+            elif element.tag in ("box", "polygon") and label:
+                points = _cvat_points(element, where)
+                xs, ys = [x / width for x, _ in points], [y / height for _, y in points]
+                task.regions.append(Region(label, (min(xs), min(ys), max(xs), max(ys))))
+        tasks.append(task)
+    return tasks
+
+
+def _cvat_points(element: ElementTree.Element, where: str) -> list[tuple[float, float]]:
+    """The corners of a CVAT box (turned by its ``rotation`` about its centre) or the points of a polygon, in
+    pixels."""
+    try:
+        if element.tag == "polygon":
+            return [(float(x), float(y)) for x, y in (p.split(",") for p in (element.get("points") or "").split(";"))]
+        x1, y1, x2, y2 = (float(element.get(k) or "nan") for k in ("xtl", "ytl", "xbr", "ybr"))
+    except ValueError:
+        raise DataError(f"{where}: a {element.tag} without numbers for its place: {element.attrib}") from None
+    if any(math.isnan(v) for v in (x1, y1, x2, y2)):
+        raise DataError(f"{where}: a box without xtl, ytl, xbr, ybr: {element.attrib}")
+    corners = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
+    angle = math.radians(float(element.get("rotation") or 0))
+    if not angle:
+        return corners
+    cx, cy, c, s = (x1 + x2) / 2, (y1 + y2) / 2, math.cos(angle), math.sin(angle)
+    return [(cx + (x - cx) * c - (y - cy) * s, cy + (x - cx) * s + (y - cy) * c) for x, y in corners]
 
 
 def _min_tasks(path: Path, records: list[dict[str, Any]]) -> list[Task]:
@@ -228,8 +298,12 @@ def file_names(path: Path, values: list[str]) -> list[str]:
     for value in values:
         parsed = urlparse(value)
         local = parse_qs(parsed.query).get("d")
-        names.append(unquote(local[0]) if local and parsed.path.endswith("local-files/") else
-                     unquote(Path(parsed.path).name))
+        if local and parsed.path.endswith("local-files/"):
+            names.append(unquote(local[0]))
+        elif parsed.scheme or value.startswith("/data/"):  # a URL, an upload: the file's name
+            names.append(unquote(Path(parsed.path).name))
+        else:  # a path as CVAT writes it ('images/cats/1.jpg'): relative to the export, else found by name
+            names.append(value.replace("\\", "/"))
     uploads = [n for n in names if UPLOADED.fullmatch(n)]
     if uploads:  # kept as uploaded where such a file exists, else the user's own name
         present = _names_under(path.parent)
@@ -261,8 +335,8 @@ def as_table(path: Path, every: bool = False) -> Table:
     if not every and not any(t.choices for t in labelled):
         _nothing_to_learn(path, labelled)
     if not labelled:
-        raise DataError(f"{path}: none of its {len(tasks)} task(s) has an annotation: label some in Label Studio "
-                        "and export again")
+        raise DataError(f"{path}: none of its {len(tasks)} task(s) has an annotation: label some in "
+                        f"{tool_of(path)} and export again")
     columns = [k for k in dict.fromkeys(k for t in labelled for k in t.data) if k != LABEL_COLUMN]
     media = media_column(labelled)
     names = file_names(path, [str(t.data.get(media) or "") for t in labelled]) if media else []
@@ -274,7 +348,7 @@ def as_table(path: Path, every: bool = False) -> Table:
         row[LABEL_COLUMN] = ";".join(dict.fromkeys(t.choices))
         rows.append(row)
     left = len(tasks) - len(labelled)
-    note = "Label Studio tasks, numbered from 1" + (f"; {left} task(s) without an annotation (not labelled yet), "
+    note = f"{tool_of(path)} tasks, numbered from 1" + (f"; {left} task(s) without an annotation (not labelled yet), "
                                                     "not read" if left else "")
     return Table(rows, [*columns, LABEL_COLUMN], header=True, source_note=note, numbered_from=1)
 

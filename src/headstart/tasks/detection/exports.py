@@ -1,5 +1,5 @@
-"""Detection from a Label Studio JSON export (``tasks/label_studio.py``): each task's rectangles (and the boxes around
-its polygons), with the image found by its file name under the export's folder."""
+"""Detection from a labelling tool's export (``tasks/exports.py``: Label Studio's JSON, CVAT's XML): each task's
+rectangles (and the boxes around its polygons), with the image found by its file name under the export's folder."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ import torch
 
 from headstart.errors import DataError
 from headstart.tasks.detection.data import ISSUE_BACKGROUND, DetectionSplits, DetSample, fix_boxes, random_split
-from headstart.tasks.label_studio import export_in, file_names, media_column, read_tasks
+from headstart.tasks.exports import export_in, file_names, media_column, read_tasks, tool_of
 from headstart.tasks.tables import table_files
 
-ISSUE_UNANNOTATED = "Label Studio tasks without an annotation (not labelled yet), not read"
+ISSUE_UNANNOTATED = "tasks without an annotation (not labelled yet), not read"
 
 
-def read_label_studio(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+def read_export(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
     """An export (or the folder holding it and its images); a seeded validation split."""
     given = Path(data)
     path = export_in(given) if given.is_dir() else given
     if path is None:
-        raise DataError(f"{data}: expected a Label Studio JSON export (one .json of tasks with 'annotations')")
+        raise DataError(f"{data}: expected a labelling tool's export (Label Studio's JSON, CVAT's annotations.xml)")
     tasks = read_tasks(path)
     issues: Counter = Counter()
     labelled = [t for t in tasks if t.annotated]
@@ -34,12 +34,12 @@ def read_label_studio(data: str | Path, val_fraction: float = 0.2, seed: int = 0
     if missing:
         raise DataError(f"{path}: {len(missing)} of its {len(labelled)} labelled task(s) name an image not found under "
                         f"{path.parent}, e.g. task {missing[0][0].number}: {missing[0][0].data.get(media)} (looked for "
-                        f"{missing[0][1]}). Put the images beside the export (Label Studio's Export does not include "
-                        "them: copy the folder you uploaded, or export as COCO or YOLO with images)")
+                        f"{missing[0][1]}). Put the images beside the export (Label Studio's JSON does not hold them: "
+                        "copy the folder you uploaded; CVAT exports them when asked to save images)")
     classes = sorted({r.label for t in labelled for r in t.regions})
     if not classes:
         raise DataError(f"{path}: no rectangle or polygon with a label in its {len(labelled)} labelled task(s)")
-    splits = DetectionSplits(classes, [], [], issues=issues, layout=f"Label Studio export {path.name} ("
+    splits = DetectionSplits(classes, [], [], issues=issues, layout=f"{tool_of(path)} export {path.name} ("
                              f"{len(labelled)} labelled tasks, images in '{media}'{'; ' + found_as if found_as else ''})")
     for task, file in zip(labelled, files):
         boxes = torch.tensor([list(r.box) for r in task.regions], dtype=torch.float32).reshape(-1, 4)
