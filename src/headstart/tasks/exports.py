@@ -38,6 +38,7 @@ LABEL_COLUMN = "label"  # the column of each task's choice(s) in ``as_table``
 UPLOADED = re.compile(r"[0-9a-f]{8}-(?P<name>.+)")  # Label Studio's name for an uploaded file: 8 hex digits, '-'
 BOXES = ("rectanglelabels", "polygonlabels")  # results that mark an area: detection
 HEAD = 1 << 16  # characters looked at to tell an export from other JSON
+EXPORTS_LOOKED_AT = 20  # .json / .xml files of a folder looked into for its one export, at most
 INDEX_LIMIT = 500_000  # files listed under the export's folder to find uploads by their own names
 
 
@@ -101,7 +102,10 @@ def export_in(folder: Path) -> Path | None:
     ``annotations.xml`` beside ``images/``), else None."""
     if not folder.is_dir():
         return None
-    found = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".json", ".xml") and is_export(p)]
+    candidates = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".json", ".xml")]
+    if len(candidates) > EXPORTS_LOOKED_AT:  # a file per image (LabelMe's .json, labelImg's .xml): not one export
+        return None
+    found = [p for p in candidates if is_export(p)]
     return found[0] if len(found) == 1 else None
 
 
