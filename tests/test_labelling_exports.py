@@ -253,3 +253,44 @@ def test_cvat_for_images_xml_of_boxes_and_of_tags(tmp_path: Path) -> None:
     assert read.classes == ["ants", "bees"] and len(read.train) + len(read.val) == len(files)
     assert all(f.parent.name == read.classes[s.label] for s in read.train + read.val for f in files
                if f.name == s.path.name)
+
+
+@needs_shared(BCCD)
+def test_via_json_in_train_and_val_folders_as_the_balloon_tutorial_ships_it(tmp_path: Path) -> None:
+    """The Mask R-CNN balloon set: train/ and val/ each hold images and via_region_data.json (an entry per image:
+    filename, regions of polygons in pixels, no region attribute: one class 'object'). A VIA 2 project file with
+    rectangles named by a region attribute reads the same boxes with their classes."""
+    from headstart.tasks.detection import data as dd
+
+    found = dd.discover(BCCD)
+    truth = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth)[:9]
+    root = tmp_path / "balloon"
+    for split, chosen in (("train", ids[:6]), ("val", ids[6:])):
+        (root / split).mkdir(parents=True)
+        entries = {}
+        for stem in chosen:
+            shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", root / split / f"{stem}.jpg")
+            regions = [{"shape_attributes": {"name": "polygon",
+                                             "all_points_x": [640 * float(b[0]), 640 * float(b[2]), 640 * float(b[0])],
+                                             "all_points_y": [480 * float(b[1]), 480 * float(b[1]), 480 * float(b[3])]},
+                        "region_attributes": {}} for b in truth[stem].boxes]
+            entries[f"{stem}.jpg123456"] = {"fileref": "", "size": 123456, "filename": f"{stem}.jpg", "base64_img_data": "",
+                                            "file_attributes": {}, "regions": regions}
+        (root / split / "via_region_data.json").write_text(json.dumps(entries))
+    assert infer_task(root) == "detection"
+    splits = dd.discover(root)
+    assert splits.classes == ["object"] and (len(splits.train), len(splits.val)) == (6, 3)
+    for s in splits.train + splits.val:
+        assert torch.allclose(s.boxes.sum(0), truth[s.path.stem].boxes.sum(0), atol=1e-4)
+    project = tmp_path / "via_project.json"  # VIA 2: _via_img_metadata, rect regions, the class an attribute
+    shutil.copy(BCCD / "JPEGImages" / f"{ids[0]}.jpg", tmp_path / f"{ids[0]}.jpg")
+    s = truth[ids[0]]
+    project.write_text(json.dumps({"_via_settings": {}, "_via_attributes": {}, "_via_img_metadata": {
+        f"{ids[0]}.jpg1": {"filename": f"{ids[0]}.jpg", "size": 1, "file_attributes": {}, "regions": [
+            {"shape_attributes": {"name": "rect", "x": 640 * float(b[0]), "y": 480 * float(b[1]),
+                                  "width": 640 * float(b[2] - b[0]), "height": 480 * float(b[3] - b[1])},
+             "region_attributes": {"type": found.classes[int(c)]}} for b, c in zip(s.boxes, s.labels)]}}}))
+    tasks = read_tasks(project)
+    assert sorted(r.label for r in tasks[0].regions) == sorted(found.classes[int(c)] for c in s.labels)
+    assert torch.allclose(torch.tensor([r.box for r in tasks[0].regions]).sum(0), s.boxes.sum(0), atol=1e-4)

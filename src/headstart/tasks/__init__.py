@@ -69,9 +69,9 @@ def infer_task(data: str | Path) -> str:
         return "detection"
     if path.is_dir() and ((path / "data.yaml").is_file()):
         return "detection"
-    from headstart.tasks.exports import export_in, is_export, task_of
+    from headstart.tasks.exports import export_splits, is_export, task_of
 
-    export = path if is_export(path) else export_in(path)
+    export = path if is_export(path) else export_splits(path).get("train")
     if export is not None:
         return task_of(export)  # Label Studio's JSON export: boxes, or choices of images or of texts
     from headstart.tasks.detection import coco_files, is_coco_json

@@ -4,7 +4,10 @@ Label Studio's JSON export (its Export dialog's "JSON"): a list of tasks, each i
 config names: ``image``, ``text``...) and its ``annotations``, each a ``result`` list; or its "JSON-MIN": a record per
 annotation, the task's data beside each control's result by the control's name (``"choice": "ants"``, ``"label":
 [{"x": ..., "rectanglelabels": [...]}]``). CVAT's "CVAT for images 1.1" (``annotations.xml``): an ``<image>`` per
-image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels.
+image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels. The VGG Image Annotator's (VIA) JSON
+(``via_region_data.json`` of the Mask R-CNN balloon tutorial, a VIA 2 project's ``_via_img_metadata``): per image its
+``filename`` and ``regions`` (``rect``, ``polygon``, ``circle``, ``ellipse`` in pixels; the label the region's first
+attribute, ``object`` without one), its ``file_attributes`` a class.
 
 Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
 ``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
@@ -76,16 +79,21 @@ def is_export(path: Path) -> bool:
         return False
     if suffix == ".xml":
         return "<annotations>" in head and ("<image " in head or "<track " in head)
+    if head.lstrip().startswith("{"):
+        return '"filename"' in head and '"regions"' in head and _via_images(_load(path)) is not None
     full = '"data"' in head and ('"annotations"' in head or '"completions"' in head)
     if not head.lstrip().startswith("[") or not (full or ('"annotation_id"' in head and '"annotator"' in head)):
         return False
     tasks = _load(path)
-    return bool(tasks) and isinstance(tasks[0], dict) and (isinstance(tasks[0].get("data"), dict) or _is_min(tasks))
+    return (isinstance(tasks, list) and bool(tasks) and isinstance(tasks[0], dict)
+            and (isinstance(tasks[0].get("data"), dict) or _is_min(tasks)))
 
 
 def tool_of(path: Path) -> str:
     """The tool an export comes from, as messages name it."""
-    return "CVAT" if path.suffix.lower() == ".xml" else "Label Studio"
+    if path.suffix.lower() == ".xml":
+        return "CVAT"
+    return "VIA" if isinstance(_load(path), dict) else "Label Studio"
 
 
 MIN_KEYS = {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"}  # JSON-MIN's own
@@ -109,7 +117,24 @@ def export_in(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _load(path: Path) -> list[Any] | None:
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def export_splits(folder: Path) -> dict[str, Path]:
+    """``{split: export}``: the folder's one export (``train``), or one in each of its ``train/``, ``val/`` (``valid/``)
+    and ``test/`` folders (the balloon set's ``train/via_region_data.json`` and ``val/via_region_data.json``); {}
+    without one for training."""
+    if not folder.is_dir():
+        return {}
+    alone = export_in(folder)
+    if alone is not None:
+        return {"train": alone}
+    found = {SPLIT_FOLDERS[d.name.lower()]: e for d in sorted(folder.iterdir())
+             if d.is_dir() and d.name.lower() in SPLIT_FOLDERS and (e := export_in(d)) is not None}
+    return found if "train" in found else {}
+
+
+def _load(path: Path) -> list[Any] | dict[str, Any] | None:
     """The parsed export (read once while the file is unchanged: the task is inferred, then the data read)."""
     try:
         stat = path.stat()
@@ -119,12 +144,12 @@ def _load(path: Path) -> list[Any] | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | None:
+def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | dict[str, Any] | None:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return data if isinstance(data, list) else None
+    return data if isinstance(data, (list, dict)) else None
 
 
 def read_tasks(path: Path) -> list[Task]:
@@ -132,6 +157,8 @@ def read_tasks(path: Path) -> list[Task]:
     if path.suffix.lower() == ".xml":
         return _cvat_tasks(path)
     found = _load(path)
+    if isinstance(found, dict):
+        return _via_tasks(path, found)
     if found and _is_min(found):
         return _min_tasks(path, found)
     if not found or not all(isinstance(t, dict) and isinstance(t.get("data"), dict) for t in found):
@@ -199,6 +226,85 @@ def _cvat_points(element: ElementTree.Element, where: str) -> list[tuple[float, 
         return corners
     cx, cy, c, s = (x1 + x2) / 2, (y1 + y2) / 2, math.cos(angle), math.sin(angle)
     return [(cx + (x - cx) * c - (y - cy) * s, cy + (x - cx) * s + (y - cy) * c) for x, y in corners]
+
+
+def _via_images(data: Any) -> list[dict[str, Any]] | None:
+    """The per-image entries of a VIA export (a VIA 2 project keeps them in ``_via_img_metadata``), else None."""
+    if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):
+        data = data["_via_img_metadata"]
+    if not isinstance(data, dict) or not data:
+        return None
+    entries = list(data.values())
+    if not all(isinstance(e, dict) and "filename" in e and "regions" in e for e in entries[:50]):
+        return None
+    return entries
+
+
+def _via_tasks(path: Path, data: dict[str, Any]) -> list[Task]:
+    """VIA's images as tasks: the ``filename`` (beside the export, or found by name under its folder), the regions'
+    boxes as fractions of the image (its size read from the file's header), the first file attribute a choice."""
+    from headstart.tasks.image.decode import image_header
+    from headstart.tasks.tables import table_files
+
+    entries = _via_images(data) or []
+    files, _ = table_files(path, [str(e.get("filename") or "") for e in entries])
+    tasks = []
+    for number, (entry, file) in enumerate(zip(entries, files), 1):
+        task = Task(number, {"image": str(entry.get("filename") or "")}, True)
+        task.choices += _attribute_labels(entry.get("file_attributes"))
+        regions = entry.get("regions") or []
+        regions = list(regions.values()) if isinstance(regions, dict) else regions  # VIA 1's regions by number
+        if regions and file.is_file():
+            try:
+                _, width, height = image_header(file)
+            except Exception:  # noqa: BLE001 - an unreadable image is reported where it is read
+                width = height = 0
+            for region in regions:
+                region = region if isinstance(region, dict) else {}
+                shape = region.get("shape_attributes") or {}
+                task.kinds.append(str(shape.get("name")))
+                points = _via_points(shape, f"{path.name}: {entry.get('filename')}")
+                if points and width and height:
+                    label = (_attribute_labels(region.get("region_attributes")) or [DEFAULT_LABEL])[0]
+                    xs, ys = [x / width for x, _ in points], [y / height for _, y in points]
+                    task.regions.append(Region(label, (min(xs), min(ys), max(xs), max(ys))))
+        tasks.append(task)
+    return tasks
+
+
+DEFAULT_LABEL = "object"  # the class of a VIA region without attributes (the balloon set's: one class)
+
+
+def _attribute_labels(attributes: Any) -> list[str]:
+    """The labels VIA attributes give: a text or dropdown value (``{"name": "balloon"}``), the checked options of a
+    checkbox (``{"kind": {"cat": true}}``); none for an empty one."""
+    found: list[str] = []
+    for value in (attributes or {}).values() if isinstance(attributes, dict) else ():
+        if isinstance(value, str) and value.strip():
+            found.append(value.strip())
+        elif isinstance(value, dict):
+            found += [str(k).strip() for k, on in value.items() if on and str(k).strip()]
+        if found:
+            break
+    return found
+
+
+def _via_points(shape: dict[str, Any], where: str) -> list[tuple[float, float]]:
+    """The outline of a VIA region in pixels (a point or a line marks no area: none)."""
+    name = shape.get("name")
+    try:
+        if name == "rect":
+            x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
+            return [(x, y), (x + w, y + h)]
+        if name in ("polygon", "polyline"):
+            return list(zip(map(float, shape["all_points_x"]), map(float, shape["all_points_y"])))
+        if name in ("circle", "ellipse"):
+            cx, cy = float(shape["cx"]), float(shape["cy"])
+            rx, ry = (float(shape["r"]),) * 2 if name == "circle" else (float(shape["rx"]), float(shape["ry"]))
+            return [(cx - rx, cy - ry), (cx + rx, cy + ry)]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{where}: a VIA {name} region without numbers for its place: {shape!r}") from None
+    return []
 
 
 def _min_tasks(path: Path, records: list[dict[str, Any]]) -> list[Task]:

@@ -50,7 +50,7 @@ from headstart.tasks.detection import (
     split_exports,
     voc_folders,
 )
-from headstart.tasks.exports import export_in, is_export
+from headstart.tasks.exports import export_splits, is_export
 from headstart.tasks.flips import DEFAULT, Flips
 from headstart.tasks.image.data import IMAGE_EXTENSIONS, Sample
 from headstart.tasks.image.dataset import ImageStore, item_rng
@@ -599,12 +599,12 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
     data = Path(data)
     if not data.exists():
         raise DataError(f"Data not found: {data}")
-    if split_exports(data) is not None:
-        return read_split_exports(data, val_fraction, seed)
-    if is_export(data) or export_in(data):  # Label Studio's JSON, CVAT's XML: rectangles, boxes
+    if is_export(data) or export_splits(data):  # Label Studio's JSON, CVAT's XML, VIA's JSON: boxes
         from headstart.tasks.detection.exports import read_export
 
         return read_export(data, val_fraction, seed)
+    if split_exports(data) is not None:
+        return read_split_exports(data, val_fraction, seed)
     if labelme_splits(data):  # a .json beside each image, as LabelMe saves them
         from headstart.tasks.detection.labelme import read_labelme
 
