@@ -294,3 +294,33 @@ def test_via_json_in_train_and_val_folders_as_the_balloon_tutorial_ships_it(tmp_
     tasks = read_tasks(project)
     assert sorted(r.label for r in tasks[0].regions) == sorted(found.classes[int(c)] for c in s.labels)
     assert torch.allclose(torch.tensor([r.box for r in tasks[0].regions]).sum(0), s.boxes.sum(0), atol=1e-4)
+
+
+@needs_shared(BCCD)
+def test_an_exports_polygons_are_drawn_as_masks_for_segmentation(tmp_path: Path) -> None:
+    """--task segmentation on an export draws its regions (background 0, the labels after it): a VIA polygon, a
+    Label Studio rectangle in percent, a CVAT polygon; the detection reading of polygons says so."""
+    import numpy as np
+
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.segmentation import data as sd
+
+    stem, other = sorted(p.stem for p in (BCCD / "JPEGImages").glob("*.jpg"))[:2]
+    for name in (stem, other):  # 640 x 480
+        shutil.copy(BCCD / "JPEGImages" / f"{name}.jpg", tmp_path / f"{name}.jpg")
+    triangle = {"name": "polygon", "all_points_x": [100, 300, 100], "all_points_y": [100, 100, 300]}
+    (tmp_path / "via.json").write_text(json.dumps({f"{name}.jpg1": {
+        "filename": f"{name}.jpg", "size": 1, "file_attributes": {}, "regions": [
+            {"shape_attributes": triangle, "region_attributes": {"name": "cell"}}]} for name in (stem, other)}))
+    assert "only polygons: their boxes are read, --task segmentation" in dd.discover(tmp_path / "via.json").layout
+    for export, want in (("via.json", 200 * 201 / 2), ("ls.json", 64 * 48)):
+        if export == "ls.json":
+            (tmp_path / "ls.json").write_text(json.dumps([_task(i + 1, {"image": f"{name}.jpg"}, [
+                {"type": "rectanglelabels", "value": {"x": 10, "y": 10, "width": 10, "height": 10,
+                                                      "rectanglelabels": ["cell"]}}]) for i, name in
+                enumerate((stem, other))]))
+        splits = sd.discover(tmp_path / export, val_fraction=0.5)
+        assert splits.classes == ["background", "cell"], splits.classes
+        mask = (splits.train + splits.val)[0].read_mask()
+        assert mask.shape == (480, 640) and set(np.unique(mask).tolist()) == {0, 1}
+        assert abs(int((mask == 1).sum()) - want) < 0.05 * want, (export, int((mask == 1).sum()))

@@ -47,10 +47,26 @@ INDEX_LIMIT = 500_000  # files listed under the export's folder to find uploads 
 
 @dataclass
 class Region:
-    """An area a task's annotation marks: its label and ``(x1, y1, x2, y2)`` as fractions of the image."""
+    """An area a task's annotation marks: its label, its outline ``[(x, y), ...]`` as fractions of the image (a
+    rectangle's four corners, a polygon's points), and ``kind``: ``box`` or ``polygon``."""
 
     label: str
-    box: tuple[float, float, float, float]
+    outline: list[tuple[float, float]]
+    kind: str = "box"
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """``(x1, y1, x2, y2)`` around the outline, as fractions of the image."""
+        xs, ys = [x for x, _ in self.outline], [y for _, y in self.outline]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def _region(label: str, points: list[tuple[float, float]], width: float, height: float, kind: str) -> Region | None:
+    """A region of points in pixels of a ``width`` x ``height`` image (100 x 100: percent); None for fewer points
+    than an area has."""
+    if len(points) < (3 if kind == "polygon" else 2):
+        return None
+    return Region(label, [(x / width, y / height) for x, y in points], kind)
 
 
 @dataclass
@@ -202,9 +218,8 @@ def _cvat_tasks(path: Path) -> list[Task]:
             if element.tag == "tag" and label:
                 task.choices.append(label)
             elif element.tag in ("box", "polygon") and label:
-                points = _cvat_points(element, where)
-                xs, ys = [x / width for x, _ in points], [y / height for _, y in points]
-                task.regions.append(Region(label, (min(xs), min(ys), max(xs), max(ys))))
+                region = _region(label, _cvat_points(element, where), width, height, element.tag)
+                task.regions += [region] if region is not None else []
         tasks.append(task)
     return tasks
 
@@ -266,12 +281,14 @@ def _via_tasks(path: Path, data: dict[str, Any]) -> list[Task]:
                 points = _via_points(shape, f"{path.name}: {entry.get('filename')}")
                 if points and width and height:
                     label = (_attribute_labels(region.get("region_attributes")) or [DEFAULT_LABEL])[0]
-                    xs, ys = [x / width for x, _ in points], [y / height for _, y in points]
-                    task.regions.append(Region(label, (min(xs), min(ys), max(xs), max(ys))))
+                    kind = "box" if shape.get("name") == "rect" else "polygon"
+                    found = _region(label, points, width, height, kind)
+                    task.regions += [found] if found is not None else []
         tasks.append(task)
     return tasks
 
 
+CIRCLE_POINTS = 32  # a circle or an ellipse drawn as a polygon of this many corners
 DEFAULT_LABEL = "object"  # the class of a VIA region without attributes (the balloon set's: one class)
 
 
@@ -295,13 +312,16 @@ def _via_points(shape: dict[str, Any], where: str) -> list[tuple[float, float]]:
     try:
         if name == "rect":
             x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
-            return [(x, y), (x + w, y + h)]
+            return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
         if name in ("polygon", "polyline"):
             return list(zip(map(float, shape["all_points_x"]), map(float, shape["all_points_y"])))
         if name in ("circle", "ellipse"):
             cx, cy = float(shape["cx"]), float(shape["cy"])
             rx, ry = (float(shape["r"]),) * 2 if name == "circle" else (float(shape["rx"]), float(shape["ry"]))
-            return [(cx - rx, cy - ry), (cx + rx, cy + ry)]
+            turn = float(shape.get("theta") or 0)  # an ellipse's turn, in radians
+            angles = [2 * math.pi * i / CIRCLE_POINTS for i in range(CIRCLE_POINTS)]
+            return [(cx + rx * math.cos(a) * math.cos(turn) - ry * math.sin(a) * math.sin(turn),
+                     cy + rx * math.cos(a) * math.sin(turn) + ry * math.sin(a) * math.cos(turn)) for a in angles]
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: a VIA {name} region without numbers for its place: {shape!r}") from None
     return []
@@ -358,14 +378,14 @@ def _read_result(item: Any, task: Task, where: str) -> None:
         labels = [str(c).strip() for c in value.get(kind) or [] if str(c).strip()]
         if not labels:
             raise DataError(f"{where}: a {kind} region without a label")
-        box = _box(value, item, kind, where)
-        if box is not None:
-            task.regions += [Region(label, box) for label in labels]
+        points = _points(value, item, kind, where)
+        shape = "polygon" if kind == "polygonlabels" else "box"
+        task.regions += [r for label in labels if (r := _region(label, points, 100, 100, shape)) is not None]
 
 
-def _box(value: dict[str, Any], item: dict[str, Any], kind: str, where: str) -> tuple[float, float, float, float] | None:
-    """The region's box as fractions of the image; a rotated rectangle's is the box around it (in pixels when the
-    image's size is given, as Label Studio rotates it)."""
+def _points(value: dict[str, Any], item: dict[str, Any], kind: str, where: str) -> list[tuple[float, float]]:
+    """A Label Studio region's outline in percent of the image: a polygon's points, a rectangle's corners (turned
+    about its top-left corner in pixels, as Label Studio rotates it, when the image's size is given)."""
     try:
         if kind == "polygonlabels":
             points = [(float(x), float(y)) for x, y in value.get("points") or []]
@@ -381,10 +401,7 @@ def _box(value: dict[str, Any], item: dict[str, Any], kind: str, where: str) -> 
                            y + ((px - x) * sx * s + (py - y) * sy * c) / sy) for px, py in points]
     except (KeyError, TypeError, ValueError):
         raise DataError(f"{where}: a {kind} region without numbers for its place: {value!r}") from None
-    if len(points) < (3 if kind == "polygonlabels" else 4):
-        return None
-    xs, ys = [p[0] / 100 for p in points], [p[1] / 100 for p in points]
-    return (min(xs), min(ys), max(xs), max(ys))
+    return points
 
 
 def media_column(tasks: list[Task]) -> str | None:

@@ -32,8 +32,10 @@ def read_export(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> D
     first = exports["train"]
     where = first.name if len(exports) == 1 else ", ".join(f"{p.parent.name}/{p.name}" for p in exports.values())
     n = sum(len(tasks) for tasks in read.values())
+    kinds = {r.kind for tasks in read.values() for t, _ in tasks for r in t.regions}
+    note = "; only polygons: their boxes are read, --task segmentation reads their pixels" if kinds == {"polygon"} else ""
     splits = DetectionSplits(classes, [], [], issues=issues, layout=f"{tool_of(first)} export {where} ({n} labelled "
-                             "images)")
+                             f"images{note})")
     for split, tasks in read.items():
         for task, file in tasks:
             boxes = torch.tensor([list(r.box) for r in task.regions], dtype=torch.float32).reshape(-1, 4)

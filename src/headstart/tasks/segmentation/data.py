@@ -40,6 +40,7 @@ from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.detection import coco_files
+from headstart.tasks.exports import export_splits, file_names, is_export, media_column, read_tasks, tool_of
 from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
 from headstart.tasks.image.decode import (
     IMAGE_EXTENSIONS,
@@ -309,9 +310,12 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
     if not root.exists():
         raise DataError(f"Data not found: {root}")
     if root.is_file():
-        if root.suffix.lower() != ".json":
+        if is_export(root):  # Label Studio's, CVAT's or VIA's polygons and rectangles
+            splits = _exports(root, {"train": root}, val_fraction, seed)
+        elif root.suffix.lower() != ".json":
             raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC) or a COCO instances .json")
-        splits = _coco_file(root, val_fraction, seed)
+        else:
+            splits = _coco_file(root, val_fraction, seed)
     else:
         inner = inner_folder(root)
         if inner != root and (inner / "images").is_dir() and (inner / "masks").is_dir():
@@ -334,6 +338,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
                             f"{named[0].name}/ + {named[1].relative_to(root).as_posix()}/", False, val_fraction, seed)
         elif masks_beside(root):  # x.tif beside x_mask.tif (LGG's kaggle_3m/ of patients, BUSI's class folders)
             splits = _beside(root, val_fraction, seed)
+        elif exports := export_splits(root):  # a labelling tool's export: its polygons drawn as masks
+            splits = _exports(root, exports, val_fraction, seed)
         elif labelme_splits(root):  # LabelMe's .json beside each image: their shapes drawn as masks
             splits = _labelme(root, val_fraction, seed)
         elif coco_files(root):
@@ -722,6 +728,50 @@ def _labelme(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     where = ", ".join(f"{folder.name}/ {len(read[split])}" for split, folder in folders.items())
     return _finish(splits, given, f"LabelMe {root.name} ({where}; background + {len(labels)} labels)", val_fraction,
                    seed, root)
+
+
+def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: int) -> SegmentationSplits:
+    """A labelling tool's export (``tasks/exports.py``: Label Studio's, CVAT's, VIA's) or one per split folder: class 0
+    is ``background`` (pixels no region covers), the labels follow sorted; each polygon, rectangle, circle drawn as
+    COCO's polygons are (smaller ones over larger ones). Tasks not labelled yet are left out and counted."""
+    from headstart.tasks.tables import table_files
+
+    read = {split: read_tasks(path) for split, path in exports.items()}
+    labels = sorted({r.label for tasks in read.values() for t in tasks for r in t.regions})
+    if not labels:
+        raise DataError(f"{root}: no labelled polygon or rectangle in its export(s) "
+                        f"({', '.join(p.name for p in exports.values())})")
+    classes = [BACKGROUND, *[label for label in labels if label != BACKGROUND]]
+    splits = SegmentationSplits(classes, [], [], layout="export")
+    given: dict[str, list[SegSample]] = {}
+    unlabelled = 0
+    for split, tasks in read.items():
+        path, labelled = exports[split], [t for t in tasks if t.annotated]
+        unlabelled += len(tasks) - len(labelled)
+        media = media_column(labelled)
+        if media is None:
+            raise DataError(f"{path}: no field of its tasks' data names an image")
+        files, _ = table_files(path, file_names(path, [str(t.data.get(media) or "") for t in labelled]))
+        given[split] = []
+        for task, file in zip(labelled, files):
+            if not file.is_file():
+                splits.skipped.append((str(file), f"not found (task {task.number} of {path.name} names it)"))
+                continue
+            try:
+                _, width, height = image_header(file)
+            except Exception as exc:  # noqa: BLE001 - any decoder error: the file is skipped with its reason
+                splits.skipped.append((str(file), unreadable_reason(exc)))
+                continue
+            objects = [(classes.index(r.label), [[v for x, y in r.outline for v in (x * width, y * height)]], False)
+                       for r in task.regions if len(r.outline) >= 3]
+            given[split].append(SegSample(file, coco=CocoObjects(path, task.number, height, width, objects)))
+    if unlabelled:
+        splits.notes.append(f"{unlabelled} task(s) without an annotation (not labelled yet), not read")
+    tool = tool_of(next(iter(exports.values())))
+    where = ", ".join(f"{p.parent.name}/{p.name}" if len(exports) > 1 else p.name for p in exports.values())
+    splits.layout = f"{tool} export {where}, its regions drawn as masks"
+    return _finish(splits, given, f"{tool} export {where} (background + {len(labels)} labels)", val_fraction, seed,
+                   root)
 
 
 def _coco_classes(coco: dict, path: Path) -> tuple[list[str], dict[Any, int]]:
