@@ -1,4 +1,4 @@
-"""Detection from a labelling tool's export (``tasks/exports.py``: Label Studio's JSON, CVAT's XML): each task's
+"""Detection from a labelling tool's export (``tasks/exports/``: Label Studio's JSON, CVAT's XML, VIA's JSON): each task's
 rectangles (and the boxes around its polygons), with the image found by its file name under the export's folder."""
 
 from __future__ import annotations

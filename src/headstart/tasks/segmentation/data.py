@@ -731,7 +731,7 @@ def _labelme(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
 
 
 def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: int) -> SegmentationSplits:
-    """A labelling tool's export (``tasks/exports.py``: Label Studio's, CVAT's, VIA's) or one per split folder: class 0
+    """A labelling tool's export (``tasks/exports/``: Label Studio's, CVAT's, VIA's) or one per split folder: class 0
     is ``background`` (pixels no region covers), the labels follow sorted; each polygon, rectangle, circle drawn as
     COCO's polygons are (smaller ones over larger ones). Tasks not labelled yet are left out and counted."""
     from headstart.tasks.tables import table_files

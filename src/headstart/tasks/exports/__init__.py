@@ -1,0 +1,227 @@
+"""Exports of labelling tools, as people who label their own data save them. Imports no torch.
+
+Label Studio's JSON export (its Export dialog's "JSON"): a list of tasks, each its ``data`` (the fields the labelling
+config names: ``image``, ``text``...) and its ``annotations``, each a ``result`` list; or its "JSON-MIN": a record per
+annotation, the task's data beside each control's result by the control's name (``"choice": "ants"``, ``"label":
+[{"x": ..., "rectanglelabels": [...]}]``). CVAT's "CVAT for images 1.1" (``annotations.xml``): an ``<image>`` per
+image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels. The VGG Image Annotator's (VIA) JSON
+(``via_region_data.json`` of the Mask R-CNN balloon tutorial, a VIA 2 project's ``_via_img_metadata``): per image its
+``filename`` and ``regions`` (``rect``, ``polygon``, ``circle``, ``ellipse`` in pixels; the label the region's first
+attribute, ``object`` without one), its ``file_attributes`` a class.
+
+Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
+``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
+read it as they read any table. Detection (rectangles and boxes, and polygons as the box around them) is read as
+``regions``: boxes as fractions of the image, rotated ones as the box around them. A Label Studio task's latest
+annotation that is not cancelled counts; ``predictions`` (a model's pre-labels) are not labels, and tasks without an
+annotation (not labelled yet) are left out and counted. An image is the file of its name under the export's folder:
+``/data/upload/3/8d5e3f2a-photo.jpg``, an upload that Label Studio named with 8 hex digits before the user's file name,
+is ``photo.jpg`` unless a file keeps the whole name; ``/data/local-files/?d=photos/photo.jpg`` is
+``photos/photo.jpg``; a URL is its last part.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from headstart.errors import DataError
+from headstart.tasks.exports.cvat import read_cvat
+from headstart.tasks.exports.label_studio import is_min
+from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
+from headstart.tasks.exports.regions import Region, Task, media_column
+from headstart.tasks.exports.via import read_via, via_images
+from headstart.tasks.tables import Table
+
+__all__ = ["Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "media_column",
+           "read_tasks", "task_of", "tool_of"]
+
+LABEL_COLUMN = "label"  # the column of each task's choice(s) in ``as_table``
+UPLOADED = re.compile(r"[0-9a-f]{8}-(?P<name>.+)")  # Label Studio's name for an uploaded file: 8 hex digits, '-'
+HEAD = 1 << 16  # characters looked at to tell an export from other JSON
+EXPORTS_LOOKED_AT = 20  # .json / .xml files of a folder looked into for its one export, at most
+INDEX_LIMIT = 500_000  # files listed under the export's folder to find uploads by their own names
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a labelling tool's export: Label Studio's ``.json`` list of tasks with ``data`` and
+    ``annotations`` (``completions`` before version 1.0) or JSON-MIN records, or CVAT's ``.xml`` of ``<image>``s."""
+    suffix = path.suffix.lower()
+    if not path.is_file() or suffix not in (".json", ".xml"):
+        return False
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            head = f.read(HEAD)
+    except OSError:
+        return False
+    if suffix == ".xml":
+        return "<annotations>" in head and ("<image " in head or "<track " in head)
+    if head.lstrip().startswith("{"):
+        return '"filename"' in head and '"regions"' in head and via_images(_load(path)) is not None
+    full = '"data"' in head and ('"annotations"' in head or '"completions"' in head)
+    if not head.lstrip().startswith("[") or not (full or ('"annotation_id"' in head and '"annotator"' in head)):
+        return False
+    tasks = _load(path)
+    return (isinstance(tasks, list) and bool(tasks) and isinstance(tasks[0], dict)
+            and (isinstance(tasks[0].get("data"), dict) or is_min(tasks)))
+
+
+def tool_of(path: Path) -> str:
+    """The tool an export comes from, as messages name it."""
+    if path.suffix.lower() == ".xml":
+        return "CVAT"
+    return "VIA" if isinstance(_load(path), dict) else "Label Studio"
+
+
+def export_in(folder: Path) -> Path | None:
+    """The one export among the ``.json`` and ``.xml`` files of ``folder`` (its images beside it: CVAT's
+    ``annotations.xml`` beside ``images/``), else None."""
+    if not folder.is_dir():
+        return None
+    candidates = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".json", ".xml")]
+    if len(candidates) > EXPORTS_LOOKED_AT:  # a file per image (LabelMe's .json, labelImg's .xml): not one export
+        return None
+    found = [p for p in candidates if is_export(p)]
+    return found[0] if len(found) == 1 else None
+
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def export_splits(folder: Path) -> dict[str, Path]:
+    """``{split: export}``: the folder's one export (``train``), or one in each of its ``train/``, ``val/`` (``valid/``)
+    and ``test/`` folders (the balloon set's ``train/via_region_data.json`` and ``val/via_region_data.json``); {}
+    without one for training."""
+    if not folder.is_dir():
+        return {}
+    alone = export_in(folder)
+    if alone is not None:
+        return {"train": alone}
+    found = {SPLIT_FOLDERS[d.name.lower()]: e for d in sorted(folder.iterdir())
+             if d.is_dir() and d.name.lower() in SPLIT_FOLDERS and (e := export_in(d)) is not None}
+    return found if "train" in found else {}
+
+
+def _load(path: Path) -> list[Any] | dict[str, Any] | None:
+    """The parsed export (read once while the file is unchanged: the task is inferred, then the data read)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data if isinstance(data, (list, dict)) else None
+
+
+def read_tasks(path: Path) -> list[Task]:
+    """The tasks of an export (DataError naming it when it is not one)."""
+    if path.suffix.lower() == ".xml":
+        return read_cvat(path)
+    found = _load(path)
+    if isinstance(found, dict):
+        return read_via(path, found)
+    if not found:
+        raise DataError(f"{path}: not a labelling tool's export (Label Studio's JSON list of tasks, VIA's JSON)")
+    return read_label_studio(path, found)
+
+
+def file_names(path: Path, values: list[str]) -> list[str]:
+    """The files the media field's values name, as paths under the export's folder (see the module's docstring)."""
+    names = []
+    for value in values:
+        parsed = urlparse(value)
+        local = parse_qs(parsed.query).get("d")
+        if local and parsed.path.endswith("local-files/"):
+            names.append(unquote(local[0]))
+        elif parsed.scheme or value.startswith("/data/"):  # a URL, an upload: the file's name
+            names.append(unquote(Path(parsed.path).name))
+        else:  # a path as CVAT writes it ('images/cats/1.jpg'): relative to the export, else found by name
+            names.append(value.replace("\\", "/"))
+    uploads = [n for n in names if UPLOADED.fullmatch(n)]
+    if uploads:  # kept as uploaded where such a file exists, else the user's own name
+        present = _names_under(path.parent)
+        names = [n if n in present or not UPLOADED.fullmatch(n) else UPLOADED.fullmatch(n).group("name")
+                 for n in names]
+    return names
+
+
+def _names_under(folder: Path) -> set[str]:
+    found: set[str] = set()
+    for _, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.update(files)
+        if len(found) > INDEX_LIMIT:
+            break
+    return found
+
+
+def as_table(path: Path, every: bool = False) -> Table:
+    """A classification export as a table: the tasks' data fields (the media field's values as the files they name)
+    and a ``label`` column of each task's choices (``a;b`` for several). Tasks without an annotation are left out and
+    counted in the table's note (``every``: kept, with an empty label: what ``predict`` classifies); an annotated task
+    without a choice keeps an empty label (skipped and named)."""
+    tasks = read_tasks(path)
+    if any(t.regions for t in tasks) and not every:
+        raise DataError(f"{path}: its annotations mark regions (boxes, polygons): detection data (--task detection), "
+                        "not classification")
+    labelled = tasks if every else [t for t in tasks if t.annotated]
+    if not every and not any(t.choices for t in labelled):
+        _nothing_to_learn(path, labelled)
+    if not labelled:
+        raise DataError(f"{path}: none of its {len(tasks)} task(s) has an annotation: label some in "
+                        f"{tool_of(path)} and export again")
+    columns = [k for k in dict.fromkeys(k for t in labelled for k in t.data) if k != LABEL_COLUMN]
+    media = media_column(labelled)
+    names = file_names(path, [str(t.data.get(media) or "") for t in labelled]) if media else []
+    rows = []
+    for i, t in enumerate(labelled):
+        row = {c: _cell(t.data.get(c)) for c in columns}
+        if media:
+            row[media] = names[i]
+        row[LABEL_COLUMN] = ";".join(dict.fromkeys(t.choices))
+        rows.append(row)
+    left = len(tasks) - len(labelled)
+    note = f"{tool_of(path)} tasks, numbered from 1" + (f"; {left} task(s) without an annotation (not labelled yet), "
+                                                    "not read" if left else "")
+    return Table(rows, [*columns, LABEL_COLUMN], header=True, source_note=note, numbered_from=1)
+
+
+def _nothing_to_learn(path: Path, tasks: list[Task]) -> None:
+    """A DataError for an export of results headstart does not train (spans of text, key points, brushes...)."""
+    kinds = Counter(k for t in tasks for k in t.kinds)
+    found = ", ".join(f"{k} x{n}" for k, n in kinds.most_common(5)) or "no result"
+    raise DataError(f"{path}: its {len(tasks)} annotated task(s) hold no choice and no box (found: {found}). headstart "
+                    "trains classification from 'choices' (Choices in the labelling config) and detection from "
+                    "'rectanglelabels' or 'polygonlabels'")
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def task_of(path: Path) -> str:
+    """The task an export is for: ``detection`` (regions), else ``image`` / ``multilabel`` (an image field; several
+    choices in a task: multi-label), else ``text`` / ``text-multilabel``."""
+    tasks = read_tasks(path)
+    if any(t.regions for t in tasks):
+        return "detection"
+    labelled = [t for t in tasks if t.annotated]
+    if labelled and not any(t.choices for t in labelled):
+        _nothing_to_learn(path, labelled)
+    several = any(len(set(t.choices)) > 1 for t in tasks)
+    if media_column([t for t in tasks if t.annotated] or tasks):
+        return "multilabel" if several else "image"
+    return "text-multilabel" if several else "text"

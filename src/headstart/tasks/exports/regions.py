@@ -1,0 +1,63 @@
+"""What a labelling tool's export holds, as the readers of ``exports`` give it: tasks (an image or a text each), their
+choices and the regions they mark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from headstart.tasks.tables import IMAGE_SUFFIXES
+
+
+@dataclass
+class Region:
+    """An area a task's annotation marks: its label, its outline ``[(x, y), ...]`` as fractions of the image (a
+    rectangle's four corners, a polygon's points), and ``kind``: ``box`` or ``polygon``."""
+
+    label: str
+    outline: list[tuple[float, float]]
+    kind: str = "box"
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """``(x1, y1, x2, y2)`` around the outline, as fractions of the image."""
+        xs, ys = [x for x, _ in self.outline], [y for _, y in self.outline]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def region(label: str, points: list[tuple[float, float]], width: float, height: float, kind: str) -> Region | None:
+    """A region of points in pixels of a ``width`` x ``height`` image (100 x 100: percent); None for fewer points
+    than an area has."""
+    if len(points) < (3 if kind == "polygon" else 2):
+        return None
+    return Region(label, [(x / width, y / height) for x, y in points], kind)
+
+
+@dataclass
+class Task:
+    """One task: its number in the export (from 1), its data, and its latest annotation's choices and regions
+    (``annotated``: whether it has an annotation at all)."""
+
+    number: int
+    data: dict[str, Any]
+    annotated: bool
+    choices: list[str] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # the types of its annotation's results (choices, labels...)
+
+
+def media_column(tasks: list[Task]) -> str | None:
+    """The data field that names each task's image (a path or URL with an image suffix, or a Label Studio upload);
+    None for tasks of texts."""
+    for key in dict.fromkeys(k for t in tasks for k in t.data):
+        values = [str(t.data.get(key) or "") for t in tasks[:200]]
+        if values and all(_names_media(v) for v in values if v) and any(values):
+            return key
+    return None
+
+
+def _names_media(value: str) -> bool:
+    return (value.startswith("/data/") or "://" in value[:12]
+            or Path(urlparse(value).path).suffix.lower() in IMAGE_SUFFIXES)
