@@ -324,3 +324,53 @@ def test_an_exports_polygons_are_drawn_as_masks_for_segmentation(tmp_path: Path)
         mask = (splits.train + splits.val)[0].read_mask()
         assert mask.shape == (480, 640) and set(np.unique(mask).tolist()) == {0, 1}
         assert abs(int((mask == 1).sum()) - want) < 0.05 * want, (export, int((mask == 1).sum()))
+
+
+def _supervisely(root: Path, images: dict[str, list[Path]], objects, tags) -> Path:
+    """A Supervisely project: meta.json beside a folder per dataset of img/ and ann/NAME.json."""
+    root.mkdir(parents=True)
+    (root / "meta.json").write_text(json.dumps({"classes": [], "tags": [], "projectType": "images"}))
+    for dataset, files in images.items():
+        (root / dataset / "img").mkdir(parents=True)
+        (root / dataset / "ann").mkdir()
+        for f in files:
+            shutil.copy(f, root / dataset / "img" / f.name)
+            (root / dataset / "ann" / f"{f.name}.json").write_text(json.dumps({
+                "description": "", "size": {"height": 480, "width": 640}, "tags": tags(f), "objects": objects(f)}))
+    return root
+
+
+@needs_shared(BCCD)
+def test_supervisely_projects_as_dataset_ninja_downloads_them(tmp_path: Path) -> None:
+    """meta.json beside datasets of img/ + ann/NAME.json (rectangles of two corners, polygons, a bitmap that is not
+    read); datasets named train and test are those splits; image tags alone are classification."""
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.image import data as imagedata
+
+    found = dd.discover(BCCD)
+    truth = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth)[:9]
+
+    def objects(f: Path) -> list[dict]:
+        s = truth[f.stem]
+        return [{"classTitle": found.classes[int(c)], "geometryType": "rectangle", "tags": [],
+                 "points": {"exterior": [[640 * float(b[0]), 480 * float(b[1])], [640 * float(b[2]), 480 * float(b[3])]],
+                            "interior": []}} for b, c in zip(s.boxes, s.labels)] + [
+            {"classTitle": "stain", "geometryType": "bitmap", "bitmap": {"data": "", "origin": [0, 0]}}]
+
+    files = [BCCD / "JPEGImages" / f"{i}.jpg" for i in ids]
+    project = _supervisely(tmp_path / "cells", {"train": files[:6], "test": files[6:]}, objects, lambda f: [])
+    assert infer_task(project) == "detection"
+    splits = dd.discover(project)
+    assert splits.classes == found.classes and (len(splits.train) + len(splits.val), len(splits.test)) == (6, 3)
+    assert "Supervisely export" in splits.layout, splits.layout
+    for s in splits.train + splits.val + splits.test:
+        assert torch.allclose(s.boxes.sum(0), truth[s.path.stem].boxes.sum(0), atol=1e-4)
+    ants = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::12]
+    tagged = _supervisely(tmp_path / "insects", {"ds0": ants}, lambda f: [],
+                          lambda f: [{"name": f.parent.name, "value": None}])
+    assert infer_task(tagged) == "image"
+    read = imagedata.discover(tagged)
+    assert read.classes == ["ants", "bees"] and len(read.train) + len(read.val) == len(ants)
+    assert all(s.path.parent.parent.name == "ds0" and any(f.name == s.path.name and f.parent.name ==
+               read.classes[s.label] for f in ants) for s in read.train + read.val)

@@ -144,7 +144,7 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
     The delimiter is a tab, a comma, a semicolon or a bar (``_delimiter``); tab-separated files keep quotes as text
     unless their fields are quoted. ``known``: column names that mark a header line.
     """
-    if path.suffix.lower() in (".json", ".xml"):  # a labelling tool's export of choices or tags: its tasks
+    if path.is_dir() or path.suffix.lower() in (".json", ".xml"):  # a labelling tool's export of choices or tags
         from headstart.tasks.exports import as_table
 
         return as_table(path)
@@ -230,9 +230,11 @@ def is_table_file(path: Path) -> bool:
 
 def table_kind(path: Path) -> str:
     """How the Data line names a table file: ``CSV``, ``workbook``, or a labelling tool's export."""
-    suffix = path.suffix.lower()
-    return ("workbook" if suffix in WORKBOOKS else "Label Studio export" if suffix == ".json" else "CVAT export"
-            if suffix == ".xml" else "CSV")
+    if path.is_dir() or path.suffix.lower() in (".json", ".xml"):
+        from headstart.tasks.exports import tool_of
+
+        return f"{tool_of(path)} export"
+    return "workbook" if path.suffix.lower() in WORKBOOKS else "CSV"
 
 
 def _cell_text(value: Any) -> str:

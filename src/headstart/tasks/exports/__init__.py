@@ -7,7 +7,8 @@ annotation, the task's data beside each control's result by the control's name (
 image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels. The VGG Image Annotator's (VIA) JSON
 (``via_region_data.json`` of the Mask R-CNN balloon tutorial, a VIA 2 project's ``_via_img_metadata``): per image its
 ``filename`` and ``regions`` (``rect``, ``polygon``, ``circle``, ``ellipse`` in pixels; the label the region's first
-attribute, ``object`` without one), its ``file_attributes`` a class.
+attribute, ``object`` without one), its ``file_attributes`` a class. A Supervisely project (Dataset Ninja's
+downloads): ``meta.json`` beside datasets of ``img/`` and ``ann/NAME.json`` (its rectangles, polygons and tags).
 
 Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
 ``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
@@ -36,6 +37,7 @@ from headstart.tasks.exports.cvat import read_cvat
 from headstart.tasks.exports.label_studio import is_min
 from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
 from headstart.tasks.exports.regions import Region, Task, media_column
+from headstart.tasks.exports.supervisely import datasets, read_supervisely
 from headstart.tasks.exports.via import read_via, via_images
 from headstart.tasks.tables import Table
 
@@ -74,6 +76,8 @@ def is_export(path: Path) -> bool:
 
 def tool_of(path: Path) -> str:
     """The tool an export comes from, as messages name it."""
+    if path.is_dir():
+        return "Supervisely"
     if path.suffix.lower() == ".xml":
         return "CVAT"
     return "VIA" if isinstance(_load(path), dict) else "Label Studio"
@@ -100,6 +104,10 @@ def export_splits(folder: Path) -> dict[str, Path]:
     without one for training."""
     if not folder.is_dir():
         return {}
+    found_sets = datasets(folder)  # a Supervisely project: its datasets named for splits are those splits
+    if found_sets:
+        named = {SPLIT_FOLDERS[n.lower()]: d for n, d in found_sets.items() if n.lower() in SPLIT_FOLDERS}
+        return named if "train" in named and len(named) == len(found_sets) else {"train": folder}
     alone = export_in(folder)
     if alone is not None:
         return {"train": alone}
@@ -128,6 +136,8 @@ def _parsed(path: str, mtime_ns: int, size: int) -> list[Any] | dict[str, Any] |
 
 def read_tasks(path: Path) -> list[Task]:
     """The tasks of an export (DataError naming it when it is not one)."""
+    if path.is_dir():
+        return read_supervisely(path)
     if path.suffix.lower() == ".xml":
         return read_cvat(path)
     found = _load(path)

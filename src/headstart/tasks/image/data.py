@@ -37,7 +37,7 @@ from headstart.core.splits import (
 )
 from headstart.errors import DataError
 from headstart.tasks.columns import SPLIT_COLUMN, by_content, folded_class, one_hot_columns, one_spelling, pick_column
-from headstart.tasks.exports import as_table, is_export
+from headstart.tasks.exports import as_table, export_splits, is_export
 from headstart.tasks.formats import not_data_hint, unread_note
 from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.class_names import alias, name_classes
@@ -295,6 +295,9 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
                                by_path=not no_groups(group_column))
     if hf_datasets.is_image_dataset(root):  # load_dataset("beans").save_to_disk(...)
         return _from_datasets(root, label_column, val_fraction, seed)
+    project = export_splits(root).get("train")
+    if project is not None and project.is_dir():  # a Supervisely project's image tags: read as a table
+        return _from_csv(project, val_fraction, seed, path_column, label_column, group_column)
     if arrays.is_array_data(root):  # torchvision's MNIST/raw/ (IDX files), cifar-10-batches-py/
         return _from_arrays(root, val_fraction, seed)
     inner = _unwrap(root)
