@@ -364,6 +364,7 @@ def test_supervisely_projects_as_dataset_ninja_downloads_them(tmp_path: Path) ->
     splits = dd.discover(project)
     assert splits.classes == found.classes and (len(splits.train) + len(splits.val), len(splits.test)) == (6, 3)
     assert "Supervisely export" in splits.layout, splits.layout
+    assert splits.issues["marks that are no box or polygon (bitmaps, points, lines, key points), not read"] == 9
     for s in splits.train + splits.val + splits.test:
         assert torch.allclose(s.boxes.sum(0), truth[s.path.stem].boxes.sum(0), atol=1e-4)
     ants = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::12]

@@ -14,6 +14,7 @@ from headstart.tasks.exports import Task, export_splits, file_names, media_colum
 from headstart.tasks.tables import table_files
 
 ISSUE_UNANNOTATED = "tasks without an annotation (not labelled yet), not read"
+ISSUE_UNREAD = "marks that are no box or polygon (bitmaps, points, lines, key points), not read"
 
 
 def read_export(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
@@ -54,6 +55,7 @@ def _labelled(path: Path, issues: Counter) -> list[tuple[Task, Path]]:
     tasks = read_tasks(path)
     labelled = [t for t in tasks if t.annotated]
     issues[ISSUE_UNANNOTATED] += len(tasks) - len(labelled)
+    issues[ISSUE_UNREAD] += sum(t.unread for t in labelled)
     media = media_column(labelled)
     if media is None:
         raise DataError(f"{path}: no field of its tasks' data names an image (as 'image': '/data/upload/1/x.jpg')")

@@ -36,7 +36,7 @@ def read_cvat(path: Path) -> list[Task]:
         task = Task(number, {"image": image.get("name") or ""}, True)
         for element in image:
             label = (element.get("label") or "").strip()
-            task.kinds.append(element.tag)
+            task.kinds.append("cvat " + element.tag if element.tag == "ellipse" else element.tag)
             if element.tag == "tag" and label:
                 task.choices.append(label)
             elif element.tag in ("box", "polygon") and label:

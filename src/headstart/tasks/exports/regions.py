@@ -35,6 +35,10 @@ def region(label: str, points: list[tuple[float, float]], width: float, height: 
     return Region(label, [(x / width, y / height) for x, y in points], kind)
 
 
+READ_KINDS = {"choices", "rectanglelabels", "polygonlabels", "box", "polygon", "tag", "rect", "circle", "ellipse",
+              "rectangle"}  # the results and shapes of the exports that are read (a CVAT <ellipse> is not)
+
+
 @dataclass
 class Task:
     """One task: its number in the export (from 1), its data, and its latest annotation's choices and regions
@@ -46,6 +50,11 @@ class Task:
     choices: list[str] = field(default_factory=list)
     regions: list[Region] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # the types of its annotation's results (choices, labels...)
+
+    @property
+    def unread(self) -> int:
+        """Its marks that are no area headstart reads (bitmaps, points, lines, key points, brushes...)."""
+        return sum(k not in READ_KINDS for k in self.kinds)
 
 
 def media_column(tasks: list[Task]) -> str | None:

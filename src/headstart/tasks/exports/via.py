@@ -82,7 +82,7 @@ def _points(shape: dict[str, Any], where: str) -> list[tuple[float, float]]:
         if name == "rect":
             x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
             return [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
-        if name in ("polygon", "polyline"):
+        if name == "polygon":
             return list(zip(map(float, shape["all_points_x"]), map(float, shape["all_points_y"])))
         if name in ("circle", "ellipse"):
             cx, cy = float(shape["cx"]), float(shape["cy"])

@@ -744,10 +744,11 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
     classes = [BACKGROUND, *[label for label in labels if label != BACKGROUND]]
     splits = SegmentationSplits(classes, [], [], layout="export")
     given: dict[str, list[SegSample]] = {}
-    unlabelled = 0
+    unlabelled = unread = 0
     for split, tasks in read.items():
         path, labelled = exports[split], [t for t in tasks if t.annotated]
         unlabelled += len(tasks) - len(labelled)
+        unread += sum(t.unread for t in labelled)
         media = media_column(labelled)
         if media is None:
             raise DataError(f"{path}: no field of its tasks' data names an image")
@@ -767,6 +768,8 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
             given[split].append(SegSample(file, coco=CocoObjects(path, task.number, height, width, objects)))
     if unlabelled:
         splits.notes.append(f"{unlabelled} task(s) without an annotation (not labelled yet), not read")
+    if unread:
+        splits.notes.append(f"{unread} mark(s) that are no area drawn (bitmaps, points, lines, key points), not read")
     tool = tool_of(next(iter(exports.values())))
     where = ", ".join(f"{p.parent.name}/{p.name}" if len(exports) > 1 else p.name for p in exports.values())
     splits.layout = f"{tool} export {where}, its regions drawn as masks"
