@@ -10,8 +10,7 @@ import torch
 
 from headstart.errors import DataError
 from headstart.tasks.detection.data import ISSUE_BACKGROUND, DetectionSplits, DetSample, fix_boxes, random_split
-from headstart.tasks.exports import Task, export_splits, file_names, media_column, read_tasks, tool_of
-from headstart.tasks.tables import table_files
+from headstart.tasks.exports import Task, export_splits, labelled_images, tool_of
 
 ISSUE_UNANNOTATED = "tasks without an annotation (not labelled yet), not read"
 ISSUE_UNREAD = "marks that are no box or polygon (bitmaps, points, lines, key points), not read"
@@ -52,18 +51,14 @@ def read_export(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> D
 
 def _labelled(path: Path, issues: Counter) -> list[tuple[Task, Path]]:
     """The labelled tasks of one export with their image files (a DataError names a task whose image is missing)."""
-    tasks = read_tasks(path)
-    labelled = [t for t in tasks if t.annotated]
-    issues[ISSUE_UNANNOTATED] += len(tasks) - len(labelled)
-    issues[ISSUE_UNREAD] += sum(t.unread for t in labelled)
-    media = media_column(labelled)
-    if media is None:
-        raise DataError(f"{path}: no field of its tasks' data names an image (as 'image': '/data/upload/1/x.jpg')")
-    files, _ = table_files(path, file_names(path, [str(t.data.get(media) or "") for t in labelled]))
-    missing = [(t, f) for t, f in zip(labelled, files) if not f.is_file()]
+    found = labelled_images(path)
+    issues[ISSUE_UNANNOTATED] += found.unlabelled
+    issues[ISSUE_UNREAD] += found.unread
+    missing = [(t, f) for t, f in found.items if not f.is_file()]
     if missing:
-        raise DataError(f"{path}: {len(missing)} of its {len(labelled)} labelled task(s) name an image not found under "
-                        f"{path.parent}, e.g. task {missing[0][0].number}: {missing[0][0].data.get(media)} (looked for "
-                        f"{missing[0][1]}). Put the images beside the export (Label Studio's JSON does not hold them: "
-                        "copy the folder you uploaded; CVAT exports them when asked to save images)")
-    return list(zip(labelled, files))
+        task, file = missing[0]
+        raise DataError(f"{path}: {len(missing)} of its {len(found.items)} labelled task(s) name an image not found "
+                        f"under {path.parent}, e.g. task {task.number}: {task.data} (looked for {file}). Put the "
+                        "images beside the export (Label Studio's JSON does not hold them: copy the folder you "
+                        "uploaded; CVAT exports them when asked to save images)")
+    return found.items

@@ -28,6 +28,7 @@ import json
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -41,8 +42,8 @@ from headstart.tasks.exports.supervisely import datasets, read_supervisely
 from headstart.tasks.exports.via import read_via, via_images
 from headstart.tasks.tables import Table
 
-__all__ = ["Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "media_column",
-           "read_tasks", "task_of", "tool_of"]
+__all__ = ["Labelled", "Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "labelled_images",
+           "media_column", "read_tasks", "task_of", "tool_of"]
 
 LABEL_COLUMN = "label"  # the column of each task's choice(s) in ``as_table``
 UPLOADED = re.compile(r"[0-9a-f]{8}-(?P<name>.+)")  # Label Studio's name for an uploaded file: 8 hex digits, '-'
@@ -166,6 +167,29 @@ def file_names(path: Path, values: list[str]) -> list[str]:
         names = [n if n in present or not UPLOADED.fullmatch(n) else UPLOADED.fullmatch(n).group("name")
                  for n in names]
     return names
+
+
+@dataclass
+class Labelled:
+    """An export's labelled tasks with the image file each names (which may be missing), and what was left out: the
+    tasks not labelled yet and the marks that are no area (``Task.unread``)."""
+
+    items: list[tuple[Task, Path]]
+    unlabelled: int
+    unread: int
+
+
+def labelled_images(path: Path) -> Labelled:
+    """The labelled tasks of an export of images with their files (found as ``file_names`` says)."""
+    from headstart.tasks.tables import table_files
+
+    tasks = read_tasks(path)
+    labelled = [t for t in tasks if t.annotated]
+    media = media_column(labelled)
+    if media is None:
+        raise DataError(f"{path}: no field of its tasks' data names an image (as 'image': '/data/upload/1/x.jpg')")
+    files, _ = table_files(path, file_names(path, [str(t.data.get(media) or "") for t in labelled]))
+    return Labelled(list(zip(labelled, files)), len(tasks) - len(labelled), sum(t.unread for t in labelled))
 
 
 def _names_under(folder: Path) -> set[str]:

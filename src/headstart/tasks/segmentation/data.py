@@ -40,7 +40,7 @@ from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.detection import coco_files
-from headstart.tasks.exports import export_splits, file_names, is_export, media_column, read_tasks, tool_of
+from headstart.tasks.exports import export_splits, is_export, labelled_images, read_tasks, tool_of
 from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
 from headstart.tasks.image.decode import (
     IMAGE_EXTENSIONS,
@@ -734,8 +734,6 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
     """A labelling tool's export (``tasks/exports/``: Label Studio's, CVAT's, VIA's) or one per split folder: class 0
     is ``background`` (pixels no region covers), the labels follow sorted; each polygon, rectangle, circle drawn as
     COCO's polygons are (smaller ones over larger ones). Tasks not labelled yet are left out and counted."""
-    from headstart.tasks.tables import table_files
-
     read = {split: read_tasks(path) for split, path in exports.items()}
     labels = sorted({r.label for tasks in read.values() for t in tasks for r in t.regions})
     if not labels:
@@ -745,16 +743,11 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
     splits = SegmentationSplits(classes, [], [], layout="export")
     given: dict[str, list[SegSample]] = {}
     unlabelled = unread = 0
-    for split, tasks in read.items():
-        path, labelled = exports[split], [t for t in tasks if t.annotated]
-        unlabelled += len(tasks) - len(labelled)
-        unread += sum(t.unread for t in labelled)
-        media = media_column(labelled)
-        if media is None:
-            raise DataError(f"{path}: no field of its tasks' data names an image")
-        files, _ = table_files(path, file_names(path, [str(t.data.get(media) or "") for t in labelled]))
+    for split, path in exports.items():
+        found = labelled_images(path)
+        unlabelled, unread = unlabelled + found.unlabelled, unread + found.unread
         given[split] = []
-        for task, file in zip(labelled, files):
+        for task, file in found.items:
             if not file.is_file():
                 splits.skipped.append((str(file), f"not found (task {task.number} of {path.name} names it)"))
                 continue
