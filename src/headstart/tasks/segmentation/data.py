@@ -40,7 +40,7 @@ from headstart.core.splits import stratified_split
 from headstart.errors import DataError
 from headstart.progress import progress_bar
 from headstart.tasks.detection import coco_files
-from headstart.tasks.exports import export_splits, is_export, labelled_images, read_tasks, tool_of
+from headstart.tasks.exports import export_splits, is_export, labelled_images, tool_of
 from headstart.tasks.image.data import MAX_PIXELS, VAL_NAMES
 from headstart.tasks.image.decode import (
     IMAGE_EXTENSIONS,
@@ -734,8 +734,8 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
     """A labelling tool's export (``tasks/exports/``: Label Studio's, CVAT's, VIA's) or one per split folder: class 0
     is ``background`` (pixels no region covers), the labels follow sorted; each polygon, rectangle, circle drawn as
     COCO's polygons are (smaller ones over larger ones). Tasks not labelled yet are left out and counted."""
-    read = {split: read_tasks(path) for split, path in exports.items()}
-    labels = sorted({r.label for tasks in read.values() for t in tasks for r in t.regions})
+    read = {split: labelled_images(path) for split, path in exports.items()}  # each export parsed once
+    labels = sorted({r.label for found in read.values() for t, _ in found.items for r in t.regions})
     if not labels:
         raise DataError(f"{root}: no labelled polygon or rectangle in its export(s) "
                         f"({', '.join(p.name for p in exports.values())})")
@@ -743,8 +743,8 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
     splits = SegmentationSplits(classes, [], [], layout="export")
     given: dict[str, list[SegSample]] = {}
     unlabelled = unread = 0
-    for split, path in exports.items():
-        found = labelled_images(path)
+    for split, found in read.items():
+        path = exports[split]
         unlabelled, unread = unlabelled + found.unlabelled, unread + found.unread
         given[split] = []
         for task, file in found.items:

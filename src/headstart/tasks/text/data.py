@@ -164,8 +164,7 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
         table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)])
         return Records({"": table.rows}, table.columns, table)
     if suffix == ".json" and is_export(path):  # Label Studio's export of choices: a table of its tasks
-        table = as_table(path)
-        return Records({"": table.rows}, table.columns, table)
+        return _export_records(path)
     content = read_text(path)
     if suffix in {".jsonl", ".ndjson", ".json"}:
         return _records(path, _read_json(path, content.text, suffix))
@@ -177,6 +176,12 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
                         "SMS Spam Collection: 'ham<TAB>text'), found no tab, comma, semicolon or bar in its first "
                         "line. Give a .csv, .tsv, .jsonl or .parquet table")
     table = read_delimited(path, [*HEADER_NAMES, *(n for n in names if n)], content)
+    return Records({"": table.rows}, table.columns, table)
+
+
+def _export_records(path: Path, every: bool = False) -> Records:
+    """A labelling tool's export of text choices as records (``exports.as_table``; ``every``: unlabelled tasks too)."""
+    table = as_table(path, every=every)
     return Records({"": table.rows}, table.columns, table)
 
 
@@ -1045,11 +1050,7 @@ def table_texts(path: Path, columns: Sequence[str] = ()) -> list[str]:
     """The texts of a table to classify (a Kaggle-style ``test.csv`` of ``id,text``), one per row in the table's
     order: in ``columns`` (those the model was trained on) where it has them all, else in its text column(s) found as
     for training (by name, else by their values)."""
-    if is_export(path):  # every task of a Label Studio export, labelled or not
-        table = as_table(path, every=True)
-        records = Records({"": table.rows}, table.columns, table)
-    else:
-        records = read_records(path, columns)
+    records = _export_records(path, every=True) if is_export(path) else read_records(path, columns)  # every task
     if not (columns and all(c in records.columns for c in columns)):
         columns = text_columns(records, None, [], path, "Name the column of texts 'text' (or pass the texts with "
                                "--file texts.txt, one per line)")
