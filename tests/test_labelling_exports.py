@@ -326,7 +326,7 @@ def test_an_exports_polygons_are_drawn_as_masks_for_segmentation(tmp_path: Path)
         assert abs(int((mask == 1).sum()) - want) < 0.05 * want, (export, int((mask == 1).sum()))
 
 
-def _supervisely(root: Path, images: dict[str, list[Path]], objects, tags) -> Path:
+def _supervisely(root: Path, images: dict[str, list[Path]], objects, tags, size: tuple[int, int] = (480, 640)) -> Path:
     """A Supervisely project: meta.json beside a folder per dataset of img/ and ann/NAME.json."""
     root.mkdir(parents=True)
     (root / "meta.json").write_text(json.dumps({"classes": [], "tags": [], "projectType": "images"}))
@@ -336,13 +336,35 @@ def _supervisely(root: Path, images: dict[str, list[Path]], objects, tags) -> Pa
         for f in files:
             shutil.copy(f, root / dataset / "img" / f.name)
             (root / dataset / "ann" / f"{f.name}.json").write_text(json.dumps({
-                "description": "", "size": {"height": 480, "width": 640}, "tags": tags(f), "objects": objects(f)}))
+                "description": "", "size": {"height": size[0], "width": size[1]}, "tags": tags(f),
+                "objects": objects(f)}))
     return root
+
+
+def _bitmap_object(label: str, mask) -> dict:
+    """A Supervisely bitmap object as its SDK writes one: the mask cropped to its box, a PNG of a two-colour palette
+    whose colour 0 is transparent, compressed with zlib, in base64, its top-left corner the origin."""
+    import base64
+    import io
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    png = Image.fromarray(crop.astype(np.uint8))
+    png.putpalette([0, 0, 0, 255, 255, 255])
+    buffer = io.BytesIO()
+    png.save(buffer, format="PNG", transparency=0, optimize=0)
+    return {"classTitle": label, "geometryType": "bitmap", "tags": [],
+            "bitmap": {"data": base64.b64encode(zlib.compress(buffer.getvalue())).decode(),
+                       "origin": [int(cols[0]), int(rows[0])]}}
 
 
 @needs_shared(BCCD)
 def test_supervisely_projects_as_dataset_ninja_downloads_them(tmp_path: Path) -> None:
-    """meta.json beside datasets of img/ + ann/NAME.json (rectangles of two corners, polygons, a bitmap that is not
+    """meta.json beside datasets of img/ + ann/NAME.json (rectangles of two corners, polygons, a point that is not
     read); datasets named train and test are those splits; image tags alone are classification."""
     from headstart.tasks.detection import data as dd
     from headstart.tasks.image import data as imagedata
@@ -356,7 +378,7 @@ def test_supervisely_projects_as_dataset_ninja_downloads_them(tmp_path: Path) ->
         return [{"classTitle": found.classes[int(c)], "geometryType": "rectangle", "tags": [],
                  "points": {"exterior": [[640 * float(b[0]), 480 * float(b[1])], [640 * float(b[2]), 480 * float(b[3])]],
                             "interior": []}} for b, c in zip(s.boxes, s.labels)] + [
-            {"classTitle": "stain", "geometryType": "bitmap", "bitmap": {"data": "", "origin": [0, 0]}}]
+            {"classTitle": "stain", "geometryType": "point", "points": {"exterior": [[5, 5]], "interior": []}}]
 
     files = [BCCD / "JPEGImages" / f"{i}.jpg" for i in ids]
     project = _supervisely(tmp_path / "cells", {"train": files[:6], "test": files[6:]}, objects, lambda f: [])
@@ -364,7 +386,7 @@ def test_supervisely_projects_as_dataset_ninja_downloads_them(tmp_path: Path) ->
     splits = dd.discover(project)
     assert splits.classes == found.classes and (len(splits.train) + len(splits.val), len(splits.test)) == (6, 3)
     assert "Supervisely export" in splits.layout, splits.layout
-    assert splits.issues["marks that are no box or polygon (bitmaps, points, lines, key points), not read"] == 9
+    assert splits.issues["marks that are no box, polygon or bitmap (points, lines, key points), not read"] == 9
     for s in splits.train + splits.val + splits.test:
         assert torch.allclose(s.boxes.sum(0), truth[s.path.stem].boxes.sum(0), atol=1e-4)
     ants = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::12]
@@ -375,3 +397,55 @@ def test_supervisely_projects_as_dataset_ninja_downloads_them(tmp_path: Path) ->
     assert read.classes == ["ants", "bees"] and len(read.train) + len(read.val) == len(ants)
     assert all(s.path.parent.parent.name == "ds0" and any(f.name == s.path.name and f.parent.name ==
                read.classes[s.label] for f in ants) for s in read.train + read.val)
+
+
+CAMVID = SHARED / "camvid"
+
+
+@needs_shared(CAMVID)
+def test_supervisely_bitmaps_are_segmentation_masks_as_the_pngs_they_were_drawn_from(tmp_path: Path) -> None:
+    """Bitmaps alone (Dataset Ninja's segmentation sets): the task is segmentation and the masks drawn from the
+    objects are CamVid's own, pixel for pixel (its unlabelled pixels, in no object, background); detection reads the
+    box of each bitmap; a bitmap whose data is not a PNG is an error naming its file."""
+    import numpy as np
+    from PIL import Image
+
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.segmentation import data as sd
+
+    names = (CAMVID / "classes.txt").read_text().split()
+    files = sorted((CAMVID / "images" / "train").glob("*.jpg"))[:5]
+    truth = {f.name: np.asarray(Image.open(CAMVID / "masks" / "train" / f"{f.stem}.png")) for f in files}
+
+    def objects(f: Path) -> list[dict]:
+        mask = truth[f.name]
+        return [_bitmap_object(names[c], mask == c) for c in np.unique(mask) if c != 255]
+
+    project = _supervisely(tmp_path / "roads", {"ds0": files}, objects, lambda f: [], size=(360, 480))
+    assert infer_task(project) == "segmentation"
+    splits = sd.discover(project, val_fraction=0.4)
+    present = sorted({names[c] for m in truth.values() for c in np.unique(m) if c != 255})
+    assert splits.classes == ["background", *present], splits.classes
+    assert (len(splits.train), len(splits.val)) == (3, 2) and not splits.skipped
+    for sample in splits.train + splits.val:
+        want = truth[sample.image.name]
+        expected = np.zeros_like(want)
+        for c in np.unique(want[want != 255]):
+            expected[want == c] = splits.classes.index(names[c])
+        assert np.array_equal(sample.read_mask(), expected), sample.image.name
+
+    boxes = dd.discover(project, val_fraction=0.4)
+    assert "only bitmaps: their boxes are read" in boxes.layout, boxes.layout
+    sample = next(s for s in boxes.train + boxes.val if s.path.name == files[0].name)
+    car = truth[files[0].name] == names.index("car")
+    ys, xs = np.nonzero(car)
+    got = [b.tolist() for b, c in zip(sample.boxes, sample.labels) if boxes.classes[int(c)] == "car"]
+    assert got and np.allclose(got[0], [xs.min() / 480, ys.min() / 360, (xs.max() + 1) / 480, (ys.max() + 1) / 360],
+                               atol=1e-5), got
+
+    ann = project / "ds0" / "ann" / f"{files[1].name}.json"
+    broken = json.loads(ann.read_text())
+    broken["objects"][0]["bitmap"]["data"] = "bm90IGEgcG5n"
+    ann.write_text(json.dumps(broken))
+    with pytest.raises(DataError, match=rf"{files[1].name}\.json: object 1 .*not a zlib-compressed PNG"):
+        sd.discover(project)

@@ -1,5 +1,5 @@
 """Detection from a labelling tool's export (``tasks/exports/``: Label Studio's JSON, CVAT's XML, VIA's JSON): each task's
-rectangles (and the boxes around its polygons), with the image found by its file name under the export's folder."""
+rectangles (and the boxes around its polygons and bitmaps), with the image found by its file name under the export's folder."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from headstart.tasks.detection.data import ISSUE_BACKGROUND, DetectionSplits, De
 from headstart.tasks.exports import Task, export_splits, labelled_images, tool_of
 
 ISSUE_UNANNOTATED = "tasks without an annotation (not labelled yet), not read"
-ISSUE_UNREAD = "marks that are no box or polygon (bitmaps, points, lines, key points), not read"
+ISSUE_UNREAD = "marks that are no box, polygon or bitmap (points, lines, key points), not read"
 
 
 def read_export(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
@@ -33,7 +33,9 @@ def read_export(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> D
     where = first.name if len(exports) == 1 else ", ".join(f"{p.parent.name}/{p.name}" for p in exports.values())
     n = sum(len(tasks) for tasks in read.values())
     kinds = {r.kind for tasks in read.values() for t, _ in tasks for r in t.regions}
-    note = "; only polygons: their boxes are read, --task segmentation reads their pixels" if kinds == {"polygon"} else ""
+    shapes = " and ".join(f"{k}s" for k in sorted(kinds))
+    note = (f"; only {shapes}: their boxes are read, --task segmentation reads their pixels"
+            if kinds and kinds <= {"polygon", "bitmap"} else "")
     splits = DetectionSplits(classes, [], [], issues=issues, layout=f"{tool_of(first)} export {where} ({n} labelled "
                              f"images{note})")
     for split, tasks in read.items():

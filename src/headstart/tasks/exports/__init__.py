@@ -8,7 +8,8 @@ image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels. The V
 (``via_region_data.json`` of the Mask R-CNN balloon tutorial, a VIA 2 project's ``_via_img_metadata``): per image its
 ``filename`` and ``regions`` (``rect``, ``polygon``, ``circle``, ``ellipse`` in pixels; the label the region's first
 attribute, ``object`` without one), its ``file_attributes`` a class. A Supervisely project (Dataset Ninja's
-downloads): ``meta.json`` beside datasets of ``img/`` and ``ann/NAME.json`` (its rectangles, polygons and tags).
+downloads): ``meta.json`` beside datasets of ``img/`` and ``ann/NAME.json`` (its rectangles, polygons, bitmaps and
+tags).
 
 Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
 ``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
@@ -247,11 +248,12 @@ def _cell(value: Any) -> str:
 
 
 def task_of(path: Path) -> str:
-    """The task an export is for: ``detection`` (regions), else ``image`` / ``multilabel`` (an image field; several
-    choices in a task: multi-label), else ``text`` / ``text-multilabel``."""
+    """The task an export is for: ``segmentation`` (bitmaps only), ``detection`` (other regions), else ``image`` /
+    ``multilabel`` (an image field; several choices in a task: multi-label), else ``text`` / ``text-multilabel``."""
     tasks = read_tasks(path)
-    if any(t.regions for t in tasks):
-        return "detection"
+    kinds = {r.kind for t in tasks for r in t.regions}
+    if kinds:  # masks alone (Supervisely's bitmaps) are pixels to classify; boxes and polygons are objects to find
+        return "segmentation" if kinds == {"bitmap"} else "detection"
     labelled = [t for t in tasks if t.annotated]
     if labelled and not any(t.choices for t in labelled):
         _nothing_to_learn(path, labelled)

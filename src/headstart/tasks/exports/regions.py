@@ -14,11 +14,13 @@ from headstart.tasks.tables import IMAGE_SUFFIXES
 @dataclass
 class Region:
     """An area a task's annotation marks: its label, its outline ``[(x, y), ...]`` as fractions of the image (a
-    rectangle's four corners, a polygon's points), and ``kind``: ``box`` or ``polygon``."""
+    rectangle's four corners, a polygon's points, a bitmap's box), and ``kind``: ``box``, ``polygon`` or ``bitmap``
+    (``pixels``: what gives its ``mask(height, width)``, a (height, width) bool array of the image)."""
 
     label: str
     outline: list[tuple[float, float]]
     kind: str = "box"
+    pixels: Any = None
 
     @property
     def box(self) -> tuple[float, float, float, float]:
@@ -36,7 +38,7 @@ def region(label: str, points: list[tuple[float, float]], width: float, height: 
 
 
 READ_KINDS = {"choices", "rectanglelabels", "polygonlabels", "box", "polygon", "tag", "rect", "circle", "ellipse",
-              "rectangle"}  # the results and shapes of the exports that are read (a CVAT <ellipse> is not)
+              "rectangle", "bitmap"}  # the results and shapes of the exports that are read (a CVAT <ellipse> is not)
 
 
 @dataclass
@@ -53,7 +55,7 @@ class Task:
 
     @property
     def unread(self) -> int:
-        """Its marks that are no area headstart reads (bitmaps, points, lines, key points, brushes...)."""
+        """Its marks that are no area headstart reads (points, lines, key points, brushes...)."""
         return sum(k not in READ_KINDS for k in self.kinds)
 
 

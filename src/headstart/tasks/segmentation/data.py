@@ -107,7 +107,10 @@ class CocoObjects:
 
 
 def _decode_segmentation(coco_mask: Any, segmentation: Any, h: int, w: int) -> np.ndarray | None:
-    """A COCO segmentation (polygons, uncompressed or compressed RLE) as an (h, w) bool mask."""
+    """A COCO segmentation (polygons, uncompressed or compressed RLE) as an (h, w) bool mask; an export's bitmap
+    (``exports.Region.pixels``) draws its own."""
+    if hasattr(segmentation, "mask"):
+        return segmentation.mask(h, w)
     if isinstance(segmentation, list):
         polygons = [p for p in segmentation if len(p) >= 6]
         if not polygons:
@@ -731,13 +734,14 @@ def _labelme(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
 
 
 def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: int) -> SegmentationSplits:
-    """A labelling tool's export (``tasks/exports/``: Label Studio's, CVAT's, VIA's) or one per split folder: class 0
-    is ``background`` (pixels no region covers), the labels follow sorted; each polygon, rectangle, circle drawn as
-    COCO's polygons are (smaller ones over larger ones). Tasks not labelled yet are left out and counted."""
+    """A labelling tool's export (``tasks/exports/``: Label Studio's, CVAT's, VIA's, Supervisely's) or one per split
+    folder: class 0 is ``background`` (pixels no region covers), the labels follow sorted; each polygon, rectangle,
+    circle drawn as COCO's polygons are, each bitmap as its pixels (smaller regions over larger ones). Tasks not
+    labelled yet are left out and counted."""
     read = {split: labelled_images(path) for split, path in exports.items()}  # each export parsed once
     labels = sorted({r.label for found in read.values() for t, _ in found.items for r in t.regions})
     if not labels:
-        raise DataError(f"{root}: no labelled polygon or rectangle in its export(s) "
+        raise DataError(f"{root}: no labelled polygon, rectangle or bitmap in its export(s) "
                         f"({', '.join(p.name for p in exports.values())})")
     classes = [BACKGROUND, *[label for label in labels if label != BACKGROUND]]
     splits = SegmentationSplits(classes, [], [], layout="export")
@@ -756,13 +760,14 @@ def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: in
             except Exception as exc:  # noqa: BLE001 - any decoder error: the file is skipped with its reason
                 splits.skipped.append((str(file), unreadable_reason(exc)))
                 continue
-            objects = [(classes.index(r.label), [[v for x, y in r.outline for v in (x * width, y * height)]], False)
+            objects = [(classes.index(r.label), r.pixels if r.pixels is not None else
+                        [[v for x, y in r.outline for v in (x * width, y * height)]], False)
                        for r in task.regions if len(r.outline) >= 3]
             given[split].append(SegSample(file, coco=CocoObjects(path, task.number, height, width, objects)))
     if unlabelled:
         splits.notes.append(f"{unlabelled} task(s) without an annotation (not labelled yet), not read")
     if unread:
-        splits.notes.append(f"{unread} mark(s) that are no area drawn (bitmaps, points, lines, key points), not read")
+        splits.notes.append(f"{unread} mark(s) that are no area drawn (points, lines, key points), not read")
     tool = tool_of(next(iter(exports.values())))
     where = ", ".join(f"{p.parent.name}/{p.name}" if len(exports) > 1 else p.name for p in exports.values())
     splits.layout = f"{tool} export {where}, its regions drawn as masks"
