@@ -421,8 +421,10 @@ def test_supervisely_bitmaps_are_segmentation_masks_as_the_pngs_they_were_drawn_
         mask = truth[f.name]
         return [_bitmap_object(names[c], mask == c) for c in np.unique(mask) if c != 255]
 
-    project = _supervisely(tmp_path / "roads", {"ds0": files}, objects, lambda f: [], size=(360, 480))
-    assert infer_task(project) == "segmentation"
+    project = _supervisely(tmp_path / "download" / "roads", {"ds0": files}, objects, lambda f: [], size=(360, 480))
+    (project / "README.md").write_text("Dataset Ninja's notes")
+    assert infer_task(project) == infer_task(tmp_path / "download") == "segmentation"  # also as the archive unpacks
+    assert len(sd.discover(tmp_path / "download").train) == 4
     splits = sd.discover(project, val_fraction=0.4)
     present = sorted({names[c] for m in truth.values() for c in np.unique(m) if c != 255})
     assert splits.classes == ["background", *present], splits.classes

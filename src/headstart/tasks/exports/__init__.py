@@ -100,10 +100,10 @@ def export_in(folder: Path) -> Path | None:
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
-def export_splits(folder: Path) -> dict[str, Path]:
+def export_splits(folder: Path, depth: int = 3) -> dict[str, Path]:
     """``{split: export}``: the folder's one export (``train``), or one in each of its ``train/``, ``val/`` (``valid/``)
-    and ``test/`` folders (the balloon set's ``train/via_region_data.json`` and ``val/via_region_data.json``); {}
-    without one for training."""
+    and ``test/`` folders (the balloon set's ``train/via_region_data.json`` and ``val/via_region_data.json``); also in
+    the one folder ``folder`` holds (an unpacked archive's, ``depth`` levels down); {} without one for training."""
     if not folder.is_dir():
         return {}
     found_sets = datasets(folder)  # a Supervisely project: its datasets named for splits are those splits
@@ -115,7 +115,12 @@ def export_splits(folder: Path) -> dict[str, Path]:
         return {"train": alone}
     found = {SPLIT_FOLDERS[d.name.lower()]: e for d in sorted(folder.iterdir())
              if d.is_dir() and d.name.lower() in SPLIT_FOLDERS and (e := export_in(d)) is not None}
-    return found if "train" in found else {}
+    if "train" in found:
+        return found
+    from headstart.tasks.segmentation import one_folder
+
+    inside = one_folder(folder) if depth else None  # an unpacked archive's one folder (Dataset Ninja's project)
+    return export_splits(inside, depth - 1) if inside is not None else {}
 
 
 def _load(path: Path) -> list[Any] | dict[str, Any] | None:

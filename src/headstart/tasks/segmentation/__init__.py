@@ -91,14 +91,20 @@ def inner_folder(root: Path) -> Path:
     """``root``, or the folder inside it when it holds one folder and nothing else but notes (an unpacked archive:
     ``kvasir-seg/Kvasir-SEG/images``; a zip's ``__MACOSX/`` is not counted), looked into up to 3 levels deep."""
     for _ in range(3):
-        if not root.is_dir() or (root / "images").is_dir():
+        if not root.is_dir() or (root / "images").is_dir() or (inside := one_folder(root)) is None:
             return root
-        entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
-        folders = [p for p in entries if p.is_dir()]
-        if len(folders) != 1 or any(p.is_file() and p.suffix.lower() not in NOTE_SUFFIXES for p in entries):
-            return root
-        root = folders[0]
+        root = inside
     return root
+
+
+def one_folder(root: Path) -> Path | None:
+    """The one folder ``root`` holds beside nothing but notes (NOTE_SUFFIXES; a zip's ``__MACOSX/`` not counted),
+    else None."""
+    entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+    folders = [p for p in entries if p.is_dir()]
+    if len(folders) != 1 or any(p.is_file() and p.suffix.lower() not in NOTE_SUFFIXES for p in entries):
+        return None
+    return folders[0]
 
 
 def _stems(folder: Path, limit: int = 200) -> set[str]:
