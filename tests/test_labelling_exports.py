@@ -451,3 +451,94 @@ def test_supervisely_bitmaps_are_segmentation_masks_as_the_pngs_they_were_drawn_
     ann.write_text(json.dumps(broken))
     with pytest.raises(DataError, match=rf"{files[1].name}\.json: object 1 .*not a zlib-compressed PNG"):
         sd.discover(project)
+
+
+def _rle_pack(values) -> list[int]:
+    """Bytes packed as Label Studio packs a brush layer (thi.ng's rle-pack; 8-bit words, run-length sizes 3, 4, 8,
+    16 bits): a run of one value as one token, other values in blocks of literals."""
+    import numpy as np
+
+    sizes = (3, 4, 8, 16)
+    out = [f"{len(values):032b}{7:05b}", "".join(f"{s - 1:04b}" for s in sizes)]
+
+    def length(n: int) -> str:
+        k = next(k for k, s in enumerate(sizes) if n - 1 < 1 << s)
+        return f"{k:02b}{n - 1:0{sizes[k]}b}"
+
+    literal: list[int] = []
+
+    def flush() -> None:
+        while literal:
+            chunk = literal[:1 << 16]
+            del literal[:1 << 16]
+            out.append("0" + length(len(chunk)) + "".join(f"{v:08b}" for v in chunk))
+
+    change = np.flatnonzero(np.diff(values)) + 1
+    for a, b in zip(np.concatenate([[0], change]), np.concatenate([change, [len(values)]])):
+        if b - a == 1:
+            literal.append(int(values[a]))
+            continue
+        flush()
+        n = int(b - a)
+        while n:
+            k = min(n, 1 << 16)
+            out.append("1" + length(k) + f"{int(values[a]):08b}")
+            n -= k
+    flush()
+    bits = "".join(out)
+    bits += "0" * (-len(bits) % 8)
+    return [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+
+
+@needs_shared(CAMVID)
+def test_label_studio_brushes_are_segmentation_masks(tmp_path: Path) -> None:
+    """brushlabels results (the painted layer's RGBA packed as Label Studio packs it: grey levels as its exporter
+    writes them, a coloured layer as its older one did) are read as their pixels: the task is segmentation, the masks
+    are CamVid's own; detection reads each brush's box; an rle of the wrong size is an error naming the task."""
+    import numpy as np
+    from PIL import Image
+
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.segmentation import data as sd
+
+    names = (CAMVID / "classes.txt").read_text().split()
+    files = sorted((CAMVID / "images" / "train").glob("*.jpg"))[5:9]
+    truth = {f.name: np.asarray(Image.open(CAMVID / "masks" / "train" / f"{f.stem}.png")) for f in files}
+    painted = ["road", "car", "sky"]
+
+    def brush(mask, label: str, coloured: bool) -> dict:
+        layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
+        layer[mask] = (250, 30, 60, 255) if coloured else 255
+        return {"id": label, "type": "brushlabels", "from_name": "tag", "to_name": "image", "original_width": 480,
+                "original_height": 360, "image_rotation": 0,
+                "value": {"format": "rle", "rle": _rle_pack(layer.ravel()), "brushlabels": [label]}}
+
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    export = tmp_path / "project-3.json"
+    export.write_text(json.dumps([_task(i + 1, {"image": f"/data/upload/3/0a1b2c3d-{f.name}"}, [
+        brush(truth[f.name] == names.index(label), label, coloured=i % 2 == 1) for label in painted
+        if (truth[f.name] == names.index(label)).any()]) for i, f in enumerate(files)]))
+    assert infer_task(export) == infer_task(tmp_path) == "segmentation"
+    splits = sd.discover(tmp_path, val_fraction=0.25)
+    assert splits.classes == ["background", "car", "road", "sky"] and len(splits.train) + len(splits.val) == 4
+    for sample in splits.train + splits.val:
+        want = truth[sample.image.name]
+        expected = np.zeros_like(want)
+        for label in painted:
+            expected[want == names.index(label)] = splits.classes.index(label)
+        assert np.array_equal(sample.read_mask(), expected), sample.image.name
+
+    boxes = dd.discover(export, val_fraction=0.25)
+    assert "only bitmaps: their boxes are read" in boxes.layout, boxes.layout
+    sample = next(s for s in boxes.train + boxes.val if s.path.name == files[0].name)
+    ys, xs = np.nonzero(truth[files[0].name] == names.index("road"))
+    got = [b.tolist() for b, c in zip(sample.boxes, sample.labels) if boxes.classes[int(c)] == "road"]
+    assert got and np.allclose(got[0], [xs.min() / 480, ys.min() / 360, (xs.max() + 1) / 480, (ys.max() + 1) / 360],
+                               atol=1e-5), got
+
+    tasks = json.loads(export.read_text())
+    tasks[2]["annotations"][0]["result"][0]["original_height"] = 300
+    export.write_text(json.dumps(tasks))
+    with pytest.raises(DataError, match=r"task 3: a brushlabels region .* holds 691200 values, not the 300 x 480"):
+        sd.discover(export)

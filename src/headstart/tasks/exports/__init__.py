@@ -244,8 +244,8 @@ def _nothing_to_learn(path: Path, tasks: list[Task]) -> None:
     kinds = Counter(k for t in tasks for k in t.kinds)
     found = ", ".join(f"{k} x{n}" for k, n in kinds.most_common(5)) or "no result"
     raise DataError(f"{path}: its {len(tasks)} annotated task(s) hold no choice and no box (found: {found}). headstart "
-                    "trains classification from 'choices' (Choices in the labelling config) and detection from "
-                    "'rectanglelabels' or 'polygonlabels'")
+                    "trains classification from 'choices' (Choices in the labelling config), detection from "
+                    "'rectanglelabels' or 'polygonlabels', segmentation from 'brushlabels'")
 
 
 def _cell(value: Any) -> str:

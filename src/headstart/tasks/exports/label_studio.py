@@ -1,19 +1,78 @@
 """Label Studio's exports. "JSON": a list of tasks, each its ``data`` (the fields the labelling config names: ``image``,
 ``text``...) and its ``annotations``, each a ``result`` list (``choices``; ``rectanglelabels``, ``polygonlabels`` in
-percent of the image). "JSON-MIN": a record per annotation, the task's data beside each control's result by the
-control's name (``"choice": "ants"``, ``"label": [{"x": ..., "rectanglelabels": [...]}]``). A task's latest
-annotation that is not cancelled counts; ``predictions`` (a model's pre-labels) are not labels."""
+percent of the image; ``brushlabels``: the pixels painted, as ``Brush`` reads them). "JSON-MIN": a record per
+annotation, the task's data beside each control's result by the control's name (``"choice": "ants"``, ``"label":
+[{"x": ..., "rectanglelabels": [...]}]``). A task's latest annotation that is not cancelled counts; ``predictions`` (a
+model's pre-labels) are not labels."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
-from headstart.tasks.exports.regions import Task, media_column, region
+from headstart.tasks.exports.regions import Task, fitted, media_column, pixel_region, region
 
-BOXES = ("rectanglelabels", "polygonlabels")  # results that mark an area: detection
+BOXES = ("rectanglelabels", "polygonlabels")  # results that mark an area by its outline
+BRUSH = "brushlabels"  # a result that marks an area by its pixels
+
+
+@dataclass(frozen=True)
+class Brush:
+    """A brush region's pixels: ``rle``, the painted layer's RGBA bytes (``size``: height x width x 4) packed as Label
+    Studio packs them (thi.ng's rle-pack: 32 bits of the count of values, 5 of the word size less one, four 4-bit
+    run-length sizes less one; then tokens, each a bit (1: a run of one value, 0: that many values), 2 bits choosing
+    the run-length size, the length less one, the value(s)). A pixel is painted when its alpha is not 0, as Label
+    Studio's converter reads it."""
+
+    rle: tuple[int, ...]
+    size: tuple[int, int]
+
+    def alpha(self) -> Any:
+        """(height, width) uint8: the layer's alpha (ValueError when ``rle`` does not unpack to that many pixels)."""
+        import numpy as np
+
+        try:
+            bits = np.unpackbits(np.asarray(self.rle, dtype=np.uint8))
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError("its rle is not a list of bytes (0-255)") from None
+        text = (bits + ord("0")).tobytes().decode()
+        at = 0
+
+        def read(n: int) -> int:
+            nonlocal at
+            if at + n > len(text):
+                raise ValueError("its rle ends before its last value")
+            at += n
+            return int(text[at - n:at], 2)
+
+        count, word = read(32), read(5) + 1
+        sizes = [read(4) + 1 for _ in range(4)]
+        height, width = self.size
+        if count != height * width * 4:
+            raise ValueError(f"its rle holds {count} values, not the {height} x {width} x 4 of the image's RGBA pixels")
+        out = np.zeros(count, dtype=np.uint32 if word > 8 else np.uint8)
+        weights = 1 << np.arange(word - 1, -1, -1, dtype=np.uint64)
+        i = 0
+        while i < count:
+            run = read(1)
+            end = min(i + 1 + read(sizes[read(2)]), count)
+            if run:
+                out[i:end] = read(word)
+            else:  # literal values, read at once
+                n = (end - i) * word
+                if at + n > len(bits):
+                    raise ValueError("its rle ends before its last value")
+                out[i:end] = bits[at:at + n].reshape(end - i, word).astype(np.uint64) @ weights
+                at += n
+            i = end
+        return out.reshape(height, width, 4)[..., 3]
+
+    def mask(self, height: int, width: int) -> Any:
+        """(height, width) bool mask of an image of that size (the result's, else resized to it, nearest)."""
+        return fitted(self.alpha() > 0, height, width)
 
 
 def read_tasks(path: Path, found: list[Any]) -> list[Task]:
@@ -63,7 +122,7 @@ def read_min(path: Path, records: list[dict[str, Any]]) -> list[Task]:
                 _read_result({"type": "choices", "value": value}, task, where)
             elif isinstance(value, list):
                 for item in value:
-                    kind = next((k for k in BOXES if isinstance(item, dict) and k in item), None)
+                    kind = next((k for k in (*BOXES, BRUSH) if isinstance(item, dict) and k in item), None)
                     if kind is not None:
                         _read_result({"type": kind, "value": item, **item}, task, where)
         tasks.append(task)
@@ -89,13 +148,31 @@ def _read_result(item: Any, task: Task, where: str) -> None:
     task.kinds.append(str(kind))
     if kind == "choices":
         task.choices += [str(c).strip() for c in value.get("choices") or [] if str(c).strip()]
-    elif kind in BOXES:
+    elif kind in (*BOXES, BRUSH):
         labels = [str(c).strip() for c in value.get(kind) or [] if str(c).strip()]
         if not labels:
             raise DataError(f"{where}: a {kind} region without a label")
+        if kind == BRUSH:
+            task.regions += _brush(value, item, labels, where)
+            return
         points = _points(value, item, kind, where)
         shape = "polygon" if kind == "polygonlabels" else "box"
         task.regions += [r for label in labels if (r := region(label, points, 100, 100, shape)) is not None]
+
+
+def _brush(value: dict[str, Any], item: dict[str, Any], labels: list[str], where: str) -> list:
+    """A brush result's regions (one per label; none when nothing is painted)."""
+    if value.get("format", "rle") != "rle" or not isinstance(value.get("rle"), list):
+        raise DataError(f"{where}: a brushlabels region without its 'rle' list (format {value.get('format')!r})")
+    try:
+        brush = Brush(tuple(value["rle"]), (int(item["original_height"]), int(item["original_width"])))
+        painted = brush.alpha() > 0
+    except (KeyError, TypeError) as exc:
+        raise DataError(f"{where}: a brushlabels region without the image's original_width and original_height "
+                        f"({type(exc).__name__}: {exc})") from None
+    except ValueError as exc:
+        raise DataError(f"{where}: a brushlabels region that Label Studio's packing does not read: {exc}") from None
+    return [r for label in labels if (r := pixel_region(label, painted, brush)) is not None]
 
 
 def _points(value: dict[str, Any], item: dict[str, Any], kind: str, where: str) -> list[tuple[float, float]]:

@@ -29,6 +29,29 @@ class Region:
         return (min(xs), min(ys), max(xs), max(ys))
 
 
+def fitted(mask: Any, height: int, width: int) -> Any:
+    """A (rows, cols) bool mask as one of an image of ``height`` x ``width`` (resized, nearest, when they differ)."""
+    if mask.shape == (height, width):
+        return mask
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+
+
+def pixel_region(label: str, mask: Any, pixels: Any) -> Region | None:
+    """A region of the pixels of a (height, width) bool ``mask`` (its outline: the box around them), drawn again from
+    ``pixels`` (what gives ``mask(height, width)``); None for a mask of no pixel."""
+    import numpy as np
+
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    height, width = mask.shape
+    x1, y1, x2, y2 = cols[0] / width, rows[0] / height, (cols[-1] + 1) / width, (rows[-1] + 1) / height
+    return Region(label, [(x1, y1), (x2, y1), (x2, y2), (x1, y2)], "bitmap", pixels)
+
+
 def region(label: str, points: list[tuple[float, float]], width: float, height: float, kind: str) -> Region | None:
     """A region of points in pixels of a ``width`` x ``height`` image (100 x 100: percent); None for fewer points
     than an area has."""
@@ -37,8 +60,9 @@ def region(label: str, points: list[tuple[float, float]], width: float, height: 
     return Region(label, [(x / width, y / height) for x, y in points], kind)
 
 
-READ_KINDS = {"choices", "rectanglelabels", "polygonlabels", "box", "polygon", "tag", "rect", "circle", "ellipse",
-              "rectangle", "bitmap"}  # the results and shapes of the exports that are read (a CVAT <ellipse> is not)
+# the results and shapes of the exports that are read (a CVAT <ellipse> is not)
+READ_KINDS = {"choices", "rectanglelabels", "polygonlabels", "brushlabels", "box", "polygon", "tag", "rect", "circle",
+              "ellipse", "rectangle", "bitmap"}
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
-from headstart.tasks.exports.regions import Region, Task, region
+from headstart.tasks.exports.regions import Region, Task, fitted, region
 
 META = "meta.json"
 
@@ -53,7 +53,6 @@ class Bitmap:
     def mask(self, height: int, width: int) -> Any:
         """(height, width) bool mask of an image of that size (the annotation's, else resized to it, nearest)."""
         import numpy as np
-        from PIL import Image
 
         rows, cols = self.size
         out = np.zeros((rows, cols), dtype=bool)
@@ -61,9 +60,7 @@ class Bitmap:
         top, left = max(y, 0), max(x, 0)
         cut = patch[top - y:max(rows - y, 0), left - x:max(cols - x, 0)]
         out[top:top + cut.shape[0], left:left + cut.shape[1]] = cut
-        if (rows, cols) != (height, width):
-            out = np.asarray(Image.fromarray(out).resize((width, height), Image.Resampling.NEAREST))
-        return out
+        return fitted(out, height, width)
 
 
 def _bitmap(obj: dict[str, Any], label: str, width: float, height: float) -> Region:
