@@ -542,3 +542,49 @@ def test_label_studio_brushes_are_segmentation_masks(tmp_path: Path) -> None:
     export.write_text(json.dumps(tasks))
     with pytest.raises(DataError, match=r"task 3: a brushlabels region .* holds 691200 values, not the 300 x 480"):
         sd.discover(export)
+
+
+@needs_shared(HYMENOPTERA)
+@needs_shared(SMS)
+def test_classification_exports_in_split_folders_are_those_splits(tmp_path: Path) -> None:
+    """An export in each of train/ and val/ (test/), as people keep a project per split: image choices with images
+    beside each export, a Supervisely project's train and val datasets of image tags, text choices (a task not
+    labelled yet in val/ counted); each split read as given, each image found in its own folder."""
+    from headstart.tasks.image import data as imagedata
+    from headstart.tasks.text import data as textdata
+
+    images = tmp_path / "insects"
+    given = {"train": sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::8], "val": sorted(HYMENOPTERA.glob("val/*/*.jpg"))[::8]}
+    for split, files in given.items():
+        (images / split / "upload").mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, images / split / "upload" / f.name)
+        (images / split / "project-2-at-2026-11-30.json").write_text(json.dumps([
+            _task(i + 1, {"image": f"/data/local-files/?d=upload/{f.name}"}, _choice(f.parent.name))
+            for i, f in enumerate(files)]))
+    (images / "val" / "upload" / given["train"][0].name).write_bytes(given["val"][0].read_bytes())  # same name
+    assert infer_task(images) == "image"
+    read = imagedata.discover(images)
+    assert read.classes == ["ants", "bees"] and "Label Studio export" in read.layout, read.layout
+    for split in ("train", "val"):
+        got = sorted((s.path.parent.parent.name, s.path.name, read.classes[s.label]) for s in getattr(read, split))
+        assert got == sorted((split, f.name, f.parent.name) for f in given[split]), split
+
+    tagged = _supervisely(tmp_path / "project", {"train": given["train"], "val": given["val"]}, lambda f: [],
+                          lambda f: [{"name": f.parent.name, "value": None}])
+    read = imagedata.discover(tagged)
+    assert (len(read.train), len(read.val)) == (len(given["train"]), len(given["val"]))
+    assert all(s.path.parent.parent.name == "val" for s in read.val)
+
+    rows = [line.split("\t", 1) for line in SMS.read_text(encoding="utf-8").splitlines()[1:301]]
+    texts = tmp_path / "sms"
+    for split, part in (("train", rows[:200]), ("val", rows[200:])):
+        (texts / split).mkdir(parents=True)
+        (texts / split / "export.json").write_text(json.dumps([_task(i + 1, {"text": t}, _choice(y) if i else None)
+                                                               for i, (y, t) in enumerate(part)]))
+    assert infer_task(texts) == "text"
+    splits = textdata.discover(texts)
+    assert (len(splits.train), len(splits.val)) == (199, 99) and splits.classes == ["ham", "spam"]
+    assert "val: 1 task(s) without an annotation" in splits.layout, splits.layout
+    truth = {t.strip(): y for y, t in rows[201:]}
+    assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.val)

@@ -41,7 +41,7 @@ from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
 from headstart.tasks.exports.regions import Region, Task, media_column
 from headstart.tasks.exports.supervisely import datasets, read_supervisely
 from headstart.tasks.exports.via import read_via, via_images
-from headstart.tasks.tables import Table
+from headstart.tasks.tables import SPLIT_COLUMN, Table
 
 __all__ = ["Labelled", "Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "labelled_images",
            "media_column", "read_tasks", "task_of", "tool_of"]
@@ -79,7 +79,8 @@ def is_export(path: Path) -> bool:
 def tool_of(path: Path) -> str:
     """The tool an export comes from, as messages name it."""
     if path.is_dir():
-        return "Supervisely"
+        parts = {} if datasets(path) else export_splits(path)
+        return tool_of(parts["train"]) if parts and parts["train"] != path else "Supervisely"
     if path.suffix.lower() == ".xml":
         return "CVAT"
     return "VIA" if isinstance(_load(path), dict) else "Label Studio"
@@ -212,7 +213,14 @@ def as_table(path: Path, every: bool = False) -> Table:
     """A classification export as a table: the tasks' data fields (the media field's values as the files they name)
     and a ``label`` column of each task's choices (``a;b`` for several). Tasks without an annotation are left out and
     counted in the table's note (``every``: kept, with an empty label: what ``predict`` classifies); an annotated task
-    without a choice keeps an empty label (skipped and named)."""
+    without a choice keeps an empty label (skipped and named). A folder of an export per split (``export_splits``:
+    ``train/`` and ``val/`` folders, a Supervisely project's ``train`` and ``val`` datasets) is one table of them all
+    with a ``split`` column, each image named by its whole path."""
+    parts = export_splits(path) if path.is_dir() else {}
+    if len(parts) > 1:
+        return _split_tables(path, parts, every)
+    if parts and parts["train"] != path:  # the folder's one export
+        return as_table(parts["train"], every)
     tasks = read_tasks(path)
     if any(t.regions for t in tasks) and not every:
         raise DataError(f"{path}: its annotations mark regions (boxes, polygons): detection data (--task detection), "
@@ -237,6 +245,28 @@ def as_table(path: Path, every: bool = False) -> Table:
     note = f"{tool_of(path)} tasks, numbered from 1" + (f"; {left} task(s) without an annotation (not labelled yet), "
                                                     "not read" if left else "")
     return Table(rows, [*columns, LABEL_COLUMN], header=True, source_note=note, numbered_from=1)
+
+
+def _split_tables(path: Path, parts: dict[str, Path], every: bool) -> Table:
+    """The tables of the exports of ``parts`` ({split: export}) as one, its ``split`` column naming each row's."""
+    parts = {split: parts[split] for split in ("train", "val", "test") if split in parts}
+    tables = {split: as_table(export, every) for split, export in parts.items()}
+    media = {split: media_column([Task(0, row, True) for row in t.rows[:200]]) for split, t in tables.items()}
+    rows = []
+    for split, table in tables.items():
+        base = parts[split] if parts[split].is_dir() else parts[split].parent
+        for row in table.rows:
+            if media[split] and row.get(media[split]):  # relative to its own export's folder: made whole
+                row = {**row, media[split]: str((base / row[media[split]]).absolute())}  # (kept when absolute)
+            rows.append({**row, SPLIT_COLUMN: split})
+    columns = [*dict.fromkeys(c for t in tables.values() for c in t.columns if c != LABEL_COLUMN), LABEL_COLUMN,
+               SPLIT_COLUMN]
+    where = ", ".join(f"{split}: {export.relative_to(path).as_posix()}" for split, export in parts.items())
+    left = "; ".join(f"{split}: {t.source_note.partition('; ')[2]}" for split, t in tables.items()
+                     if "; " in t.source_note)  # the tasks not labelled yet
+    return Table(rows, columns, header=True, numbered_from=1,
+                 source_note=f"an export per split ({where}), their tasks numbered from 1 in that order"
+                 + (f"; {left}" if left else ""))
 
 
 def _nothing_to_learn(path: Path, tasks: list[Task]) -> None:

@@ -105,7 +105,7 @@ def read_supervisely(path: Path) -> list[Task]:
             except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
                 raise DataError(f"{ann}: not a readable Supervisely annotation (a 'size' of 'height' and 'width', "
                                 "'objects')") from None
-            task = Task(len(tasks) + 1, {"image": str(folder / "img" / ann.name[:-len(".json")])}, True)
+            task = Task(len(tasks) + 1, {"image": str((folder / "img" / ann.name[:-len(".json")]).absolute())}, True)
             task.choices += [str(t["name"]).strip() for t in found.get("tags") or []
                              if isinstance(t, dict) and str(t.get("name") or "").strip()]
             for obj in found.get("objects") or []:

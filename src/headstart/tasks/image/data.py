@@ -295,9 +295,10 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
                                by_path=not no_groups(group_column))
     if hf_datasets.is_image_dataset(root):  # load_dataset("beans").save_to_disk(...)
         return _from_datasets(root, label_column, val_fraction, seed)
-    project = export_splits(root).get("train")
-    if project is not None and project.is_dir():  # a Supervisely project's image tags: read as a table
-        return _from_csv(project, val_fraction, seed, path_column, label_column, group_column)
+    exports = export_splits(root)
+    if len(exports) > 1 or exports and exports["train"].is_dir():  # an export per split, a Supervisely project's tags
+        return _from_csv(root if len(exports) > 1 else exports["train"], val_fraction, seed, path_column, label_column,
+                         group_column)
     if arrays.is_array_data(root):  # torchvision's MNIST/raw/ (IDX files), cifar-10-batches-py/
         return _from_arrays(root, val_fraction, seed)
     inner = _unwrap(root)

@@ -39,7 +39,7 @@ from headstart.tasks.columns import (
     one_spelling,
     pick_column,
 )
-from headstart.tasks.exports import as_table, is_export
+from headstart.tasks.exports import as_table, export_splits, is_export
 from headstart.tasks.formats import ARCHIVE, not_data_hint, what_it_is
 from headstart.tasks.tables import (
     IMAGE_SUFFIXES,
@@ -140,6 +140,8 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
             return _read_datasets(path)
         if is_text_folder(path):
             return _read_text_folders(path)
+        if export_splits(path):  # a labelling tool's export in the folder, or one in each split folder
+            return _export_records(path)
         found = table_folder(path)
         if found is not None:
             return _read_table_folder(path, found, names)
