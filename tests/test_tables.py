@@ -103,6 +103,53 @@ def test_sentiment140_and_fasttext_files_as_downloaded(tmp_path):
     assert first.text == rows[0][1].strip() and splits.classes[first.label] == "1"
 
 
+def _ascii(text: str) -> str:
+    """A text's ASCII letters and digits: the same after Latin-1 wrote '?' for what it has not, and after C1 bytes
+    (SMS's \x92) were read back as cp1252."""
+    return "".join(c for c in text if c.isascii() and c.isalnum())
+
+
+@needs_sms
+def test_trec_and_financial_phrasebank_lines_as_their_sets_ship_them(tmp_path):
+    """TREC's question classification files ('NUM:dist How far ...': the coarse class the label, the fine one a column
+    to choose; train_5500.label beside TREC_10.label) and the Financial PhraseBank's Sentences_AllAgree.txt (Latin-1
+    'text@label' lines, '@' inside some texts), from real SMS texts: each line's label and text, without flags; the
+    PhraseBank's four files of the same sentences are versions: an error says to give one."""
+    rows = [line.split("\t", 1) for line in _sms_lines(500)]
+    fine = {t: "long" if len(t) > 80 else "short" for _, t in rows}
+    trec = tmp_path / "trec"
+    trec.mkdir()
+    for name, part in (("train_5500.label", rows[:400]), ("TREC_10.label", rows[400:])):
+        (trec / name).write_text("".join(f"{y.upper()}:{fine[t]} {t}\n" for y, t in part), encoding="latin-1",
+                                 errors="replace")
+    assert infer_task(trec / "train_5500.label") == infer_task(trec) == "text"
+    splits = textdata.discover(trec / "train_5500.label")
+    assert splits.layout.startswith("train_5500.label: TREC lines ('COARSE:fine question')"), splits.layout
+    assert splits.classes == ["HAM", "SPAM"] and len(splits.train) + len(splits.val) == 400
+    ascii_of = {_ascii(t): y.upper() for y, t in rows}
+    assert all(ascii_of[_ascii(s.text)] == splits.classes[s.label] for s in splits.train + splits.val)
+    by_fine = textdata.discover(trec / "train_5500.label", label_column="fine_label")
+    assert by_fine.classes == sorted({f"{y.upper()}:{fine[t]}" for y, t in rows[:400]}), by_fine.classes
+    assert any("not read: TREC_10.label (beside train_5500.label)" in n for n in textdata.discover(trec).notes)
+
+    bank = tmp_path / "FinancialPhraseBank-v1.0"
+    bank.mkdir()
+    (bank / "README.txt").write_text("The Financial PhraseBank.\nSentences from financial news, by agreement.\n")
+    said = {t.strip(): "negative" if y == "spam" else "neutral" for y, t in rows}
+    lines = "".join(f"{t.strip()} (see me@home){'@'}{said[t.strip()]}\n" for _, t in rows[:300])
+    (bank / "Sentences_AllAgree.txt").write_text(lines, encoding="latin-1", errors="replace")
+    assert infer_task(bank / "Sentences_AllAgree.txt") == "text"
+    splits = textdata.discover(bank / "Sentences_AllAgree.txt")
+    assert "lines of 'text@label'" in splits.layout and splits.classes == ["negative", "neutral"]
+    assert all(s.text.endswith("(see me@home)") for s in splits.train + splits.val)
+    assert sum(splits.classes[s.label] == "negative" for s in splits.train + splits.val) == \
+        sum(v == "negative" for v in list(said.values())[:300])
+    (bank / "Sentences_50Agree.txt").write_text(lines, encoding="latin-1", errors="replace")
+    assert infer_task(bank) == "text"
+    with pytest.raises(DataError, match="Sentences_50Agree.txt and Sentences_AllAgree.txt hold the same rows"):
+        textdata.discover(bank)
+
+
 @needs_sms
 def test_semicolon_lines_and_a_label_column_named_by_one_of_its_words(tmp_path):
     """The emotion dataset's 'i feel good;joy' lines (no header, commas inside the texts) were read as a 2-column CSV

@@ -138,15 +138,19 @@ TABLE_TEXT_LINES = 5  # a .txt file naming no split is a table when its first li
 
 def is_table_text(path: Path) -> bool:
     """A ``.txt`` file of rows: its first 20 lines (5 or more) each hold the same number of tabs, semicolons or bars
-    (UCI's 'sentiment labelled sentences': ``amazon_cells_labelled.txt`` of 'text<TAB>0'); a readme's prose is not."""
+    (UCI's 'sentiment labelled sentences': ``amazon_cells_labelled.txt`` of 'text<TAB>0'), or are labelled lines
+    (``lines.labelled_lines``: TREC's, fastText's, 'text@label'); a readme's prose is not."""
+    from headstart.tasks.text.lines import labelled_lines
+
     try:
         with open(path, "rb") as f:
             head = f.read(16384)
     except OSError:
         return False
     lines = [ln for ln in head.decode("latin-1").splitlines()[:-1] if ln.strip()][:20]
-    return len(lines) >= TABLE_TEXT_LINES and any(
+    return len(lines) >= TABLE_TEXT_LINES and (any(
         lines[0].count(d) and len({ln.count(d) for ln in lines}) == 1 for d in "\t;|")
+        or labelled_lines(path.name, "\n".join(lines)) is not None)
 
 
 def table_folder(path: Path) -> TableFolder | None:
@@ -171,8 +175,8 @@ def table_folder(path: Path) -> TableFolder | None:
     tables: dict[str, list[Path]] = {}
     for f in sorted(files):
         split = split_of_name(f)
-        if "submission" in f.stem.lower() or not (f.suffix.lower() in TABLE_SUFFIXES or f.suffix.lower() == ".txt"
-                                                   and (split or is_table_text(f))):
+        if "submission" in f.stem.lower() or not (f.suffix.lower() in TABLE_SUFFIXES or f.suffix.lower() in
+                                                   (".txt", ".label") and (split or is_table_text(f))):
             continue
         tables.setdefault(split or "", []).append(f)
     every = [t for named in tables.values() for t in named]

@@ -63,9 +63,10 @@ from headstart.tasks.text import (
     same_key,
     table_folder,
 )
+from headstart.tasks.text.lines import labelled_lines
 from headstart.tasks.text.shortcuts import word_notes
 
-PLAIN_SUFFIXES = {"", ".txt"}  # delimited tables without a table suffix: the UCI 'SMSSpamCollection' file
+PLAIN_SUFFIXES = {"", ".txt", ".label"}  # tables without a table suffix: UCI's 'SMSSpamCollection', TREC's .label
 SAME = "copies compared without case, spacing, punctuation and the digits of long numbers"  # ``same_key``
 TEXT_COLUMNS = ("text", "sentence", "sms", "message", "review", "content", "body", "document", "comment",
                 "tweet", "description", "abstract", "article", "question", "title")
@@ -170,9 +171,9 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
     content = read_text(path)
     if suffix in {".jsonl", ".ndjson", ".json"}:
         return _records(path, _read_json(path, content.text, suffix))
-    fasttext = _fasttext_records(path, content.text) if suffix in PLAIN_SUFFIXES else None
-    if fasttext is not None:
-        return fasttext
+    lines = labelled_lines(path.name, content.text) if suffix in PLAIN_SUFFIXES else None
+    if lines is not None:  # fastText's '__label__X text', TREC's 'NUM:dist text', 'text@label'
+        return Records({"": lines.rows}, lines.columns, layout=lines.read, notes=lines.notes)
     if suffix in PLAIN_SUFFIXES and not _delimited(content.text):
         raise DataError(f"{path}: expected a table of texts and labels separated by a tab or a comma (as in the UCI "
                         "SMS Spam Collection: 'ham<TAB>text'), found no tab, comma, semicolon or bar in its first "
@@ -246,31 +247,6 @@ def _unnamed_tables(root: Path, tables: list[Path], names: Sequence[str | None])
     note = f"{len(tables)} tables of the same columns read as one ({named})"
     return Records({"": [row for r in read for row in r.rows()]}, columns, read[0].table, notes=notes,
                    sources=sources, read=[note])
-
-
-FASTTEXT_LABEL = "__label__"  # fastText's format: '__label__2 Great CD: ...', a text a line after its label
-
-
-def _fasttext_records(path: Path, text: str) -> Records | None:
-    """The lines of a file in fastText's format (Amazon and Yelp reviews as the fastText tutorials and Kaggle give
-    them: ``__label__2 text``) as rows of a label and a text; None unless 9 in 10 of its first 200 lines are such.
-    A line with several labels keeps its first (said in a note)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    head = lines[:200]
-    if not head or sum(ln.startswith(FASTTEXT_LABEL) for ln in head) < 0.9 * len(head):
-        return None
-    rows, several = [], 0
-    for ln in lines:
-        labels, words = [], ln.split(" ")
-        while words and words[0].startswith(FASTTEXT_LABEL):
-            labels.append(words.pop(0)[len(FASTTEXT_LABEL):])
-        several += len(labels) > 1
-        rows.append({"label": labels[0] if labels else "", "text": " ".join(words).strip()})
-    notes = [f"{several} line(s) have several labels: each keeps its first"] if several else []
-    return Records({"": rows}, ["label", "text"], layout=f"{path.name}: fastText lines ('__label__X text')",
-                   notes=notes)
-
-
 
 
 def _read_text_folders(root: Path) -> Records:
@@ -819,8 +795,10 @@ def text_task_of(data: str | Path) -> str | None:
         return None
     try:
         records = read_records(path)
-    except DataError:  # let the text reader report what is wrong, unless the file may be an image table
-        return "text" if datasets or table.suffix.lower() not in {".csv", *WORKBOOKS, *PLAIN_SUFFIXES} else None
+    except DataError:  # let the text reader report what is wrong, unless the file may be an image table (a folder's
+        # .txt tables are rows of text: versions of one dataset, the Financial PhraseBank's Sentences_*Agree.txt)
+        return "text" if datasets or table.suffix.lower() not in {".csv", *WORKBOOKS, *PLAIN_SUFFIXES} or (
+            path.is_dir() and table.suffix.lower() in PLAIN_SUFFIXES - {""}) else None
     rows = next(iter(records.parts.values()))[:200]
     if table and any(_looks_like_image_paths([str(r.get(c) or "") for r in rows])
                      or _names_image_files(table, rows, c) for c in records.columns):
