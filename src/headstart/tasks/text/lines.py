@@ -67,7 +67,7 @@ def _trec(name: str, lines: list[str]) -> LabelledLines:
         rows.append({"label": found["coarse"], FINE_COLUMN: f"{found['coarse']}:{found['fine']}", "text": found["text"]}
                     if found else {"label": "", FINE_COLUMN: "", "text": ln})
     return LabelledLines(rows, ["label", FINE_COLUMN, "text"], f"{name}: TREC lines ('COARSE:fine question'), the "
-                         f"coarse class the label (the fine one: text.label_column={FINE_COLUMN})")
+                         f"coarse class the label (the fine one: --label-column {FINE_COLUMN})")
 
 
 def _label_after(name: str, lines: list[str]) -> LabelledLines:
