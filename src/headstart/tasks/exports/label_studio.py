@@ -27,17 +27,14 @@ class Brush:
     the run-length size, the length less one, the value(s)). A pixel is painted when its alpha is not 0, as Label
     Studio's converter reads it."""
 
-    rle: tuple[int, ...]
+    rle: bytes
     size: tuple[int, int]
 
     def alpha(self) -> Any:
         """(height, width) uint8: the layer's alpha (ValueError when ``rle`` does not unpack to that many pixels)."""
         import numpy as np
 
-        try:
-            bits = np.unpackbits(np.asarray(self.rle, dtype=np.uint8))
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError("its rle is not a list of bytes (0-255)") from None
+        bits = np.unpackbits(np.frombuffer(self.rle, dtype=np.uint8))
         text = (bits + ord("0")).tobytes().decode()
         at = 0
 
@@ -165,7 +162,11 @@ def _brush(value: dict[str, Any], item: dict[str, Any], labels: list[str], where
     if value.get("format", "rle") != "rle" or not isinstance(value.get("rle"), list):
         raise DataError(f"{where}: a brushlabels region without its 'rle' list (format {value.get('format')!r})")
     try:
-        brush = Brush(tuple(value["rle"]), (int(item["original_height"]), int(item["original_width"])))
+        packed = bytes(value["rle"])
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: a brushlabels region whose rle is not a list of bytes (0-255)") from None
+    try:
+        brush = Brush(packed, (int(item["original_height"]), int(item["original_width"])))
         painted = brush.alpha() > 0
     except (KeyError, TypeError) as exc:
         raise DataError(f"{where}: a brushlabels region without the image's original_width and original_height "
