@@ -777,3 +777,46 @@ def test_a_folder_of_split_tables_trains_on_train_and_evaluates_its_test(tmp_pat
     rows = json.loads(res.stdout[res.stdout.index("["):])
     assert [r["text"] for r in rows] == [t.replace(";", " ") for _, t in rows_of_test] and \
         all(r["label"] in ("ham", "spam") for r in rows)
+
+
+@pytest.mark.skipif(not ANTS.is_dir(), reason=f"real images not found at {ANTS} (../shared is absent)")
+def test_roboflow_classification_exports_a_classes_csv_in_each_split_folder(tmp_path):
+    """Roboflow's "Multi-Label Classification" and one-hot CSV exports: train/, valid/, test/ each holding its images
+    (renamed NAME_jpg.rf.HASH.jpg) and a _classes.csv of 'filename, ants, bees, ...' (blanks after the commas): two
+    1s in a row are multi-label, one is single-label; each split as given; a file name in two splits is each split's
+    own file."""
+    import hashlib
+
+    from headstart.tasks.multilabel import data as tagdata
+
+    files = {"train": sorted(ANTS.glob("*/*.jpg"))[::4], "valid": sorted((ANTS.parent / "val").glob("*/*.jpg"))[::6],
+             "test": sorted((ANTS.parent / "val").glob("*/*.jpg"))[3::10]}
+    flowers = {f.name: int(hashlib.md5(f.name.encode()).hexdigest(), 16) % 2 for fs in files.values() for f in fs}
+    for kind, classes in (("multi", ["ants", "bees", "flower"]), ("single", ["ants", "bees"])):
+        root = tmp_path / kind
+        for split, fs in files.items():
+            (root / split).mkdir(parents=True)
+            lines = ["filename, " + ", ".join(classes)]
+            for i, f in enumerate(fs):
+                name = "0_jpg.rf.0.jpg" if i == 0 else f"{f.stem}_jpg.rf.{hashlib.md5(f.name.encode()).hexdigest()}.jpg"
+                shutil.copy(f, root / split / name)
+                flags = [int(f.parent.name == "ants"), int(f.parent.name == "bees"), flowers[f.name]][:len(classes)]
+                lines.append(f"{name},{','.join(map(str, flags))}")
+            (root / split / "_classes.csv").write_text("\n".join(lines) + "\n")
+        truth = {(split, (root / split / line.split(",")[0]).name): line.split(",")[1:]
+                 for split in files for line in (root / split / "_classes.csv").read_text().splitlines()[1:]}
+        if kind == "multi":
+            assert infer_task(root) == "multilabel"
+            splits = tagdata.discover(root)
+            assert splits.classes == classes
+            for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
+                got = {(s.path.parent.name, s.path.name): [str(int(c in s.label)) for c in range(3)]
+                       for s in getattr(splits, split)}
+                assert got == {k: v for k, v in truth.items() if k[0] == name}, split
+        else:
+            assert infer_task(root) == "image"
+            splits = imagedata.discover(root)
+            assert splits.classes == classes and "a table per split: train/_classes.csv" in splits.layout
+            assert (len(splits.train), len(splits.val), len(splits.test)) == tuple(len(fs) for fs in files.values())
+            assert all(truth[(s.path.parent.name, s.path.name)][s.label] == "1"
+                       for s in splits.train + splits.val + splits.test)

@@ -135,9 +135,10 @@ def infer_task(data: str | Path) -> str:
 
         if is_image_dataset(path):
             return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
-        from headstart.tasks.tables import TABLE_FILES
+        from headstart.tasks.tables import TABLE_FILES, split_tables
 
-        tabled = any(p.suffix.lower() in TABLE_FILES and p.is_file() for p in path.iterdir())  # tags in train.csv?
+        tabled = any(p.suffix.lower() in TABLE_FILES and p.is_file() for p in path.iterdir()) or bool(
+            split_tables(path))  # tags in train.csv? in train/_classes.csv (Roboflow's)?
         if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path) and tables is None and not tabled:
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
     from headstart.tasks.image.arrays import is_array_data

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from headstart.errors import DataError
 from headstart.tasks.image.decode import image_beside, image_header
+from headstart.tasks.tables import SPLIT_FOLDERS
 
-SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 AREAS = ("rectangle", "polygon", "circle", "mask")
 ISSUE_NOT_AREAS = "LabelMe shapes that mark no area (points, lines), left out"
 ISSUE_UNANNOTATED = "images without a LabelMe .json (not annotated yet), not read"

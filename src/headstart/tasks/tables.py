@@ -38,6 +38,8 @@ def split_of_name(path: Path) -> str | None:
     ``twitter_validation.csv``)."""
     return next((SPLIT_VALUES[w] for w in re.split(r"[^a-z]+", path.stem.lower()) if w in SPLIT_VALUES), None)
 
+# split folders as datasets and labelling tools name them (Roboflow's train/, valid/, test/)
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 IMAGE_SUFFIXES = (*OTHER_IMAGE_SUFFIXES, *DICOM_SUFFIXES)  # the image files headstart reads
 UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # beside class folders, items without a class (IMDB, STL-10)
 DELIMITED = (".csv", ".tsv")  # tables of delimited text
@@ -144,6 +146,8 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
     The delimiter is a tab, a comma, a semicolon or a bar (``_delimiter``); tab-separated files keep quotes as text
     unless their fields are quoted. ``known``: column names that mark a header line.
     """
+    if path.is_dir() and (parts := split_tables(path)):  # a table in each split folder (Roboflow's _classes.csv)
+        return read_split_tables(path, parts, known)
     if path.is_dir() or path.suffix.lower() in (".json", ".xml"):  # a labelling tool's export of choices or tags
         from headstart.tasks.exports import as_table
 
@@ -156,8 +160,10 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
     if not lines:
         raise DataError(f"{path} is empty")
     header = _is_header(lines[0], lines[1:LOOK_AHEAD + 1], known)
+    names = [n.strip() for n in lines[0]]  # 'filename, ants, bees' (Roboflow's): the names without their blanks
+    names = names if len(set(names)) == len(names) else lines[0]
     columns = [name if header and name.strip() else f"{HEADERLESS_PREFIX}{i + 1}"
-               for i, name in enumerate(lines[0])]  # a header field left empty is named by its position too
+               for i, name in enumerate(names)]  # a header field left empty is named by its position too
     body = lines[1:] if header else lines
     bad = [i + 1 + header for i, line in enumerate(body) if len(line) != len(columns)]
     if bad:
@@ -230,6 +236,8 @@ def is_table_file(path: Path) -> bool:
 
 def table_kind(path: Path) -> str:
     """How the Data line names a table file: ``CSV``, ``workbook``, or a labelling tool's export."""
+    if path.is_dir() and split_tables(path):
+        return "tables per split of"
     if path.is_dir() or path.suffix.lower() in (".json", ".xml"):
         from headstart.tasks.exports import tool_of
 
@@ -419,3 +427,54 @@ def _tidy(path: Path) -> Path:
         return path
     tidy = Path(os.path.normpath(path))
     return tidy if tidy.exists() or not path.exists() else path
+
+
+def split_tables(folder: Path) -> dict[str, Path]:
+    """``{split: table}``: the one table (``TABLE_FILES``, not a submission) in each split folder of ``folder``
+    (``SPLIT_FOLDERS``: Roboflow's ``train/``, ``valid/``, ``test/``), a column of it naming the images beside it
+    (Roboflow's classification exports: ``_classes.csv`` of ``filename`` and a 0/1 column per class); {} unless
+    ``train/`` holds one."""
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    for d in sorted(folder.iterdir()):
+        if not d.is_dir() or d.name.lower() not in SPLIT_FOLDERS:
+            continue
+        tables = [p for p in d.iterdir() if p.is_file() and p.suffix.lower() in TABLE_FILES
+                  and "submission" not in p.stem.lower()]
+        if len(tables) == 1 and _files_column(tables[0]) is not None:
+            found[SPLIT_FOLDERS[d.name.lower()]] = tables[0]
+    return found if "train" in found else {}
+
+
+def _files_column(table: Path, known: Collection[str] = ()) -> str | None:
+    """The column of ``table`` whose values (most of the first 50) are image files beside it; None without one."""
+    try:
+        parsed = read_delimited(table, known)
+    except (DataError, OSError, UnicodeDecodeError):
+        return None
+    head = parsed.rows[:50]
+    for column in parsed.columns:
+        values = [str(r.get(column) or "").strip() for r in head]
+        named = [v for v in values if v.lower().endswith(IMAGE_SUFFIXES)]
+        if named and 2 * sum((table.parent / v).is_file() for v in named) > len(values):
+            return column
+    return None
+
+
+def read_split_tables(folder: Path, parts: dict[str, Path], known: Collection[str]) -> Table:
+    """The tables of ``split_tables`` as one, a ``split`` column naming each row's and each image's path made whole
+    (the same file name may be in two splits)."""
+    rows: list[dict[str, Any]] = []
+    columns: list[str] = []
+    for split in ("train", "val", "test"):
+        if split not in parts:
+            continue
+        table = read_delimited(parts[split], known)
+        files = _files_column(parts[split], known)
+        columns += [c for c in table.columns if c not in columns]
+        rows += [{**r, files: str((parts[split].parent / str(r.get(files) or "").strip()).absolute()),
+                  SPLIT_COLUMN: split} for r in table.rows]
+    where = ", ".join(parts[s].relative_to(folder).as_posix() for s in ("train", "val", "test") if s in parts)
+    return Table(rows, [*columns, SPLIT_COLUMN], header=True, source_note=f"a table per split: {where}",
+                 numbered_from=1)

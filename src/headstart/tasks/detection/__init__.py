@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from headstart.tasks.tables import IMAGE_SUFFIXES, TABLE_FILES, WORKBOOKS
+from headstart.tasks.tables import IMAGE_SUFFIXES, SPLIT_FOLDERS, TABLE_FILES, WORKBOOKS
 
 NAMES_FILES = ("classes.txt", "obj.names", "names.txt")  # labelImg's and Darknet's class lists, line i = class id i
 VOC_IMAGE_FOLDERS = ("JPEGImages", "images", "Images")  # where a Pascal VOC layout keeps its images
@@ -18,7 +18,6 @@ BOX_FORMS = (  # the columns that write a box in a table, tried in this order
     ("bbox",),  # one cell "[x, y, width, height]", COCO's order (Global Wheat's train.csv)
 )
 BOX_TABLE = "_annotations.csv"  # Roboflow's TensorFlow CSV export: one per split folder, beside the images
-SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 
 
 def box_form(columns: Iterable[str]) -> tuple[str, ...] | None:

@@ -41,7 +41,7 @@ from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
 from headstart.tasks.exports.regions import Region, Task, media_column
 from headstart.tasks.exports.supervisely import datasets, read_supervisely
 from headstart.tasks.exports.via import read_via, via_images
-from headstart.tasks.tables import SPLIT_COLUMN, Table
+from headstart.tasks.tables import SPLIT_COLUMN, SPLIT_FOLDERS, Table
 
 __all__ = ["Labelled", "Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "labelled_images",
            "media_column", "read_tasks", "task_of", "tool_of"]
@@ -98,7 +98,6 @@ def export_in(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def export_splits(folder: Path, depth: int = 3) -> dict[str, Path]:

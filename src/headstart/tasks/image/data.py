@@ -69,6 +69,7 @@ from headstart.tasks.tables import (
     read_delimited,
     read_text_file,
     split_of_name,
+    split_tables,
     table_files,
     table_kind,
 )
@@ -299,6 +300,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
     if len(exports) > 1 or exports and exports["train"].is_dir():  # an export per split, a Supervisely project's tags
         return _from_csv(root if len(exports) > 1 else exports["train"], val_fraction, seed, path_column, label_column,
                          group_column)
+    if split_tables(root):  # a table in each split folder naming its images (Roboflow's _classes.csv): one table
+        return _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
     if arrays.is_array_data(root):  # torchvision's MNIST/raw/ (IDX files), cifar-10-batches-py/
         return _from_arrays(root, val_fraction, seed)
     inner = _unwrap(root)

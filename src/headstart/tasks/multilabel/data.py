@@ -51,7 +51,7 @@ from headstart.tasks.image.data import (
 from headstart.tasks.image.dataset import ImageData, ImageDataset
 from headstart.tasks.image.transforms import _normalize
 from headstart.tasks.multilabel import LABELS_FILE
-from headstart.tasks.tables import is_table_file, table_files, table_kind
+from headstart.tasks.tables import is_table_file, split_tables, table_files, table_kind
 
 SEPARATORS = (";", "|")
 LABELS_COLUMNS = ("labels", "tags", *LABEL_COLUMNS)
@@ -113,6 +113,8 @@ def multi_hot(tags: Sequence[int], num_classes: int) -> torch.Tensor:
 
 
 def _table_of(root: Path) -> Path:
+    if root.is_dir() and split_tables(root):  # a table in each split folder (Roboflow's _classes.csv): read as one
+        return root
     if root.is_dir():
         table = root / LABELS_FILE
         if not table.is_file():
@@ -402,9 +404,11 @@ def looks_like_multilabel(data: str | Path) -> bool:
     """
     root = Path(data)
     table = root / LABELS_FILE if root.is_dir() else root
-    if root.is_dir() and not table.is_file():
+    if root.is_dir() and split_tables(root):
+        table = root
+    elif root.is_dir() and not table.is_file():
         return _tag_table_in(root) is not None
-    if not table.is_file() or not is_table_file(table):
+    elif not table.is_file() or not is_table_file(table):
         return False
     try:
         parsed = read_table(table)
