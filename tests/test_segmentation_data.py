@@ -632,3 +632,54 @@ def test_masks_beside_their_images_as_lgg_and_busi_ship_them(tmp_path: Path) -> 
     assert not any("mask" in s.path.name for s in found.train + found.val)
     masked = discover(busi)  # --task segmentation: the same folders as image-mask pairs
     assert len(masked.train) + len(masked.val) == 18 and "3 image(s) have several masks" in " ".join(masked.notes)
+
+
+@needs_shared(CAMVID)
+def test_a_yolo_segment_dataset_draws_its_polygons_as_masks(tmp_path: Path) -> None:
+    """Roboflow's "YOLOv8 segmentation" export (data.yaml of '../train/images', train/ and valid/ of images/ +
+    labels/ of 'class x1 y1 x2 y2 ...' normalised): --task segmentation draws each polygon (background 0, the yaml's
+    names after it) as PIL draws it, a box line as its rectangle; the default task, detection, reads their boxes and
+    says so; an image without a label file is all background."""
+    from headstart.tasks import infer_task
+    from headstart.tasks.detection import data as dd
+
+    rng = np.random.default_rng(0)
+    files = sorted((CAMVID / "images" / "train").glob("*.jpg"))[:6]
+    names = ["crack", "pothole"]
+    (tmp_path / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['crack', "
+                                        "'pothole']\n")
+    truth = {}
+    for i, f in enumerate(files):
+        split = "train" if i < 4 else "valid"
+        (tmp_path / split / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / split / "labels").mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, tmp_path / split / "images" / f.name)
+        if i == 3:
+            truth[f.name] = np.zeros((360, 480), dtype=np.uint8)
+            continue  # no label file: background
+        canvas, lines = Image.new("L", (480, 360)), []
+        for cls in (1, 0):  # the larger first, as masks draw the smaller over the larger
+            cx, cy, r = rng.uniform(120, 360), rng.uniform(100, 260), 90 if cls else 45
+            angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
+            points = [(cx + r * np.cos(a) * rng.uniform(0.6, 1), cy + r * np.sin(a) * rng.uniform(0.6, 1))
+                      for a in angles]
+            ImageDraw.Draw(canvas).polygon(points, fill=cls + 1)
+            lines.append(f"{cls} " + " ".join(f"{x / 480:.6f} {y / 360:.6f}" for x, y in points))
+        if i == 0:
+            ImageDraw.Draw(canvas).rectangle([10, 10, 57, 33], fill=1)
+            lines.append("0 0.070833 0.061111 0.100000 0.066667")  # the box (10, 10)-(58, 34): cx cy w h
+        (tmp_path / split / "labels" / f"{f.stem}.txt").write_text("\n".join(lines) + "\n")
+        truth[f.name] = np.asarray(canvas)
+    assert infer_task(tmp_path) == "detection"
+    assert "its labels are polygons (segments): their boxes are read, --task segmentation" in \
+        dd.read_yolo(tmp_path).layout
+    splits = discover(tmp_path / "data.yaml")
+    assert splits.classes == ["background", *names] and (len(splits.train), len(splits.val)) == (4, 2)
+    assert "1 shape(s) are boxes (class cx cy w h), not polygons: drawn as rectangles" in splits.notes
+    assert "1 image(s) without a label file: all background" in splits.read
+    for sample in splits.train + splits.val:
+        got, want = sample.read_mask(), truth[sample.image.name]
+        for c in (1, 2):
+            inter, union = np.logical_and(got == c, want == c).sum(), np.logical_or(got == c, want == c).sum()
+            assert union == 0 or inter / union > 0.95, (sample.image.name, c, inter / union)
+    assert len(discover(tmp_path).train) == 4  # the folder as the yaml

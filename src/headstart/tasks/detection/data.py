@@ -167,9 +167,11 @@ def orphan_labels(images: Sequence[Path]) -> list[Path]:
                   if p not in expected and p.name != "classes.txt")
 
 
-def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boxes (normalised xyxy, unclipped) and class ids of one YOLO label file; DataError names file:line."""
-    boxes, labels = [], []
+def yolo_shapes(path: Path, num_classes: int, names_file: Path) -> list[tuple[int, list[tuple[float, float]], bool]]:
+    """The shapes of one YOLO label file: ``(class id, outline, box)``, the outline normalised: a box's four corners
+    (``box`` True), a segment's polygon (Ultralytics' ``-seg`` datasets: ``class x1 y1 x2 y2 ...``); DataError names
+    file:line."""
+    shapes = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         parts = line.split()
         if not parts:
@@ -180,10 +182,10 @@ def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[to
             raise DataError(f"{path}:{number}: expected 'class cx cy w h' numbers, found '{line.strip()}'") from None
         if len(values) == 5:
             cls, cx, cy, w, h = values
-            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+            x1, y1, x2, y2 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+            outline = [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
         elif len(values) >= 7 and len(values) % 2 == 1:  # segment polygon: class x1 y1 x2 y2 ...
-            cls, xs, ys = values[0], values[1::2], values[2::2]
-            box = [min(xs), min(ys), max(xs), max(ys)]
+            cls, outline = values[0], list(zip(values[1::2], values[2::2]))
         else:
             raise DataError(f"{path}:{number}: expected 5 values 'class cx cy w h' (normalised), found "
                             f"{len(values)}: '{line.strip()}'")
@@ -192,18 +194,44 @@ def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[to
                             f"{num_classes} classes (ids 0..{num_classes - 1}); fix the label or add the name")
         if len(values) == 5 and (w < 0 or h < 0):
             raise DataError(f"{path}:{number}: negative box width or height in '{line.strip()}'")
-        boxes.append(box)
-        labels.append(int(cls))
-    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.long)
+        shapes.append((int(cls), outline, len(values) == 5))
+    return shapes
 
 
-def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
-    """A YOLO dataset from its folder (with ``data.yaml``; or, without one, a class list: ``read_yolo_plain``) or the
-    yaml file itself."""
+def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (normalised xyxy, unclipped: around a segment's polygon) and class ids of one YOLO label file."""
+    shapes = yolo_shapes(path, num_classes, names_file)
+    boxes = [[min(x for x, _ in o), min(y for _, y in o), max(x for x, _ in o), max(y for _, y in o)]
+             for _, o, _ in shapes]
+    return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            torch.tensor([cls for cls, _, _ in shapes], dtype=torch.long))
+
+
+@dataclass
+class YoloFiles:
+    """A YOLO dataset's classes and, by split, each image with its label file (None: none, a background image), as
+    ``data.yaml`` (``names_file``; or labelImg's class list) gives them; ``layout`` for the Data line."""
+
+    classes: list[str]
+    splits: dict[str, list[tuple[Path, Path | None]]]
+    names_file: Path
+    layout: str
+
+
+def yolo_files(data: str | Path) -> YoloFiles:
+    """A YOLO dataset from its folder (with ``data.yaml``; or, without one, a class list: labelImg's YOLO export, its
+    images with a ``.txt`` each beside them or in ``labels/`` beside ``images/``) or the yaml file itself."""
     data = Path(data)
     yaml_path = data if data.is_file() else next((data / n for n in ("data.yaml", "dataset.yaml") if (data / n).exists()), None)
     if yaml_path is None and (names := names_file(data)) is not None:
-        return read_yolo_plain(data, names, val_fraction, seed)
+        classes = [line.strip() for line in names.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        if not classes:
+            raise DataError(f"{names} names no class: expected one class name per line (line 1 = class id 0)")
+        images = sorted(p for p in data.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+        if not images:
+            raise DataError(f"No images in {data} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        pairs = [(i, next((p for p in (label_path(i), i.with_suffix(".txt")) if p.is_file()), None)) for i in images]
+        return YoloFiles(classes, {"train": pairs}, names, f"YOLO boxes with {names.name} (no data.yaml)")
     if yaml_path is None:
         raise DataError(f"{data} has no data.yaml: a YOLO dataset needs one with 'names' and 'train'/'val' image "
                         "folders, or a classes.txt beside its images and their .txt boxes (a COCO json or a Pascal VOC "
@@ -217,7 +245,7 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
     classes = _yolo_names(cfg["names"], yaml_path)
     root = Path(str(cfg.get("path") or "."))
     root = root if root.is_absolute() else (yaml_path.parent / root).resolve()
-    splits = DetectionSplits(classes, [], [], layout=f"YOLO {yaml_path.name}")
+    layout = f"YOLO {yaml_path.name}"
     lists = {"train": _yolo_images(root, cfg["train"], yaml_path)}
     if cfg.get("val"):
         lists["val"] = _yolo_images(root, cfg["val"], yaml_path)
@@ -226,36 +254,44 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
             test = _yolo_images(root, cfg["test"], yaml_path)
         except DataError:
             test = None
-        splits.layout += (f", its 'test' entry {cfg['test']!r} not found" if test is None else
-                          ", 'test' entry kept aside" if test else ", its 'test' entry holds no images")
+        layout += (f", its 'test' entry {cfg['test']!r} not found" if test is None else
+                   ", 'test' entry kept aside" if test else ", its 'test' entry holds no images")
         if test:
             lists["test"] = test
     for split, files in lists.items():
         if not files:
             raise DataError(f"{yaml_path}: no images in the '{split}' entry {cfg[split]!r}")
-        getattr(splits, split).extend(_yolo_sample(image, label_path(image), classes, yaml_path, splits.issues)
-                                      for image in files)
-    splits.issues[ISSUE_ORPHAN] += len(orphan_labels([f for files in lists.values() for f in files]))
-    if "val" not in lists:
+    return YoloFiles(classes, {split: [(i, label_path(i)) for i in files] for split, files in lists.items()},
+                     yaml_path, layout)
+
+
+def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
+    """A YOLO dataset (``yolo_files``): each image's boxes (a segment's: the box around it); a seeded validation
+    split when it gives none."""
+    found = yolo_files(data)
+    splits = DetectionSplits(found.classes, [], [], layout=found.layout)
+    for split, pairs in found.splits.items():
+        getattr(splits, split).extend(_yolo_sample(image, label, found.classes, found.names_file, splits.issues)
+                                      for image, label in pairs)
+    if found.names_file.suffix.lower() in (".yaml", ".yml"):
+        splits.issues[ISSUE_ORPHAN] += len(orphan_labels([i for pairs in found.splits.values() for i, _ in pairs]))
+    if _segments([label for pairs in found.splits.values() for _, label in pairs]):
+        splits.layout += "; its labels are polygons (segments): their boxes are read, --task segmentation reads their pixels"
+    if "val" not in found.splits:
         random_split(splits, val_fraction, seed)
     return splits
 
 
-def read_yolo_plain(root: Path, names: Path, val_fraction: float = 0.2, seed: int = 0) -> DetectionSplits:
-    """labelImg's YOLO export: images with a ``.txt`` of boxes each (beside them, or ``labels/`` beside ``images/``)
-    and the class list ``names`` (line i = class id i); a seeded validation split."""
-    classes = [line.strip() for line in names.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-    if not classes:
-        raise DataError(f"{names} names no class: expected one class name per line (line 1 = class id 0)")
-    splits = DetectionSplits(classes, [], [], layout=f"YOLO boxes with {names.name} (no data.yaml)")
-    images = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-    if not images:
-        raise DataError(f"No images in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    for image in images:
-        label = next((p for p in (label_path(image), image.with_suffix(".txt")) if p.is_file()), None)
-        splits.train.append(_yolo_sample(image, label, classes, names, splits.issues))
-    random_split(splits, val_fraction, seed)
-    return splits
+def _segments(labels: Sequence[Path | None], looked_at: int = 20) -> bool:
+    """Whether most lines of the first label files are polygons (more than 5 values a line)."""
+    lines = []
+    for label in labels:
+        if label is not None and label.is_file():
+            lines += [ln.split() for ln in label.read_text().splitlines() if ln.strip()]
+            looked_at -= 1
+        if looked_at <= 0:
+            break
+    return 2 * sum(len(parts) > 5 for parts in lines) > len(lines)
 
 
 def _yolo_sample(image: Path, label: Path | None, classes: list[str], names_file: Path, issues: Counter) -> DetSample:

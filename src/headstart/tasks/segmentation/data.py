@@ -315,8 +315,11 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
     if root.is_file():
         if is_export(root):  # Label Studio's, CVAT's or VIA's polygons and rectangles
             splits = _exports(root, {"train": root}, val_fraction, seed)
+        elif root.suffix.lower() in (".yaml", ".yml"):  # a YOLO dataset's data.yaml: its polygons drawn as masks
+            splits = _yolo(root, val_fraction, seed)
         elif root.suffix.lower() != ".json":
-            raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC) or a COCO instances .json")
+            raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC), a COCO instances .json or a "
+                            "YOLO data.yaml of polygons")
         else:
             splits = _coco_file(root, val_fraction, seed)
     else:
@@ -332,6 +335,8 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
         voc = _voc_root(root)
         if (root / "images").is_dir() and (root / "masks").is_dir():
             splits = _mask_folders(root, val_fraction, seed)
+        elif (root / "data.yaml").is_file() or (root / "dataset.yaml").is_file():  # YOLO: its polygons as masks
+            splits = _yolo(root, val_fraction, seed)
         elif voc is not None:
             splits = _voc(voc, val_fraction, seed)
         elif paired := paired_folders(root):
@@ -731,6 +736,40 @@ def _labelme(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     where = ", ".join(f"{folder.name}/ {len(read[split])}" for split, folder in folders.items())
     return _finish(splits, given, f"LabelMe {root.name} ({where}; background + {len(labels)} labels)", val_fraction,
                    seed, root)
+
+
+def _yolo(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
+    """A YOLO dataset (``detection.data.yolo_files``: ``data.yaml``, Ultralytics' ``-seg`` datasets and Roboflow's
+    "YOLOv8 segmentation" exports): class 0 ``background``, the yaml's names after it; each polygon (and box) of an
+    image's label file drawn as COCO's polygons are (smaller ones over larger ones)."""
+    from headstart.tasks.detection.data import yolo_files, yolo_shapes
+
+    found = yolo_files(root)
+    names = found.classes
+    classes = [BACKGROUND, *[n for n in names if n != BACKGROUND]]
+    index = [classes.index(n) for n in names]
+    splits = SegmentationSplits(classes, [], [], layout=f"{found.layout}, its polygons drawn as masks")
+    given: dict[str, list[SegSample]] = {}
+    boxes = unlabelled = 0
+    for split, pairs in found.splits.items():
+        given[split] = []
+        for image, label in pairs:
+            try:
+                _, width, height = image_header(image)
+            except Exception as exc:  # noqa: BLE001 - any decoder error: the file is skipped with its reason
+                splits.skipped.append((str(image), unreadable_reason(exc)))
+                continue
+            shapes = yolo_shapes(label, len(names), found.names_file) if label is not None and label.is_file() else []
+            unlabelled += label is None or not label.is_file()
+            boxes += sum(box for *_, box in shapes)
+            objects = [(index[cls], [[v for x, y in outline for v in (x * width, y * height)]], False)
+                       for cls, outline, _ in shapes]
+            given[split].append(SegSample(image, coco=CocoObjects(label or image, image.name, height, width, objects)))
+    if unlabelled:
+        splits.read.append(f"{unlabelled} image(s) without a label file: all background")
+    if boxes:
+        splits.notes.append(f"{boxes} shape(s) are boxes (class cx cy w h), not polygons: drawn as rectangles")
+    return _finish(splits, given, f"{found.names_file} (background + {len(names)} classes)", val_fraction, seed, root)
 
 
 def _exports(root: Path, exports: dict[str, Path], val_fraction: float, seed: int) -> SegmentationSplits:
