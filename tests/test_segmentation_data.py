@@ -683,3 +683,37 @@ def test_a_yolo_segment_dataset_draws_its_polygons_as_masks(tmp_path: Path) -> N
             inter, union = np.logical_and(got == c, want == c).sum(), np.logical_or(got == c, want == c).sum()
             assert union == 0 or inter / union > 0.95, (sample.image.name, c, inter / union)
     assert len(discover(tmp_path).train) == 4  # the folder as the yaml
+
+
+@needs_shared(CAMVID)
+def test_roboflow_semantic_segmentation_masks_export(tmp_path: Path) -> None:
+    """Roboflow's "Semantic Segmentation Masks" export: train/, valid/, test/ of NAME_jpg.rf.HASH.jpg beside
+    NAME_jpg.rf.HASH_mask.png (class indices) and a _classes.csv of 'Pixel Value, Class' in each: segmentation, each
+    split as given, the classes in the order of their values (its 'unlabelled' ignored), each mask as written."""
+    from headstart.tasks import infer_task
+
+    names = (CAMVID / "classes.txt").read_text().split()
+    written = {}
+    for split, source, files in (("train", "train", slice(0, 4)), ("valid", "val", slice(0, 2)),
+                                 ("test", "val", slice(2, 3))):
+        (tmp_path / split).mkdir()
+        for f in sorted((CAMVID / "images" / source).glob("*.jpg"))[files]:
+            stem = f"{f.stem}_jpg.rf.{abs(hash(f.name)) % 10**8:08d}"
+            shutil.copy(f, tmp_path / split / f"{stem}.jpg")
+            mask = np.asarray(Image.open(CAMVID / "masks" / source / f"{f.stem}.png")).astype(np.int32)
+            written[f"{stem}.jpg"] = np.where(mask == 255, 0, mask + 1).astype(np.uint8)  # 0: unlabelled
+            Image.fromarray(written[f"{stem}.jpg"]).save(tmp_path / split / f"{stem}_mask.png")
+        (tmp_path / split / "_classes.csv").write_text(
+            "Pixel Value, Class\n" + "".join(f"{v}, {n}\n" for v, n in reversed(list(enumerate(["unlabelled",
+                                                                                               *names])))))
+    assert infer_task(tmp_path) == "segmentation"
+    splits = discover(tmp_path)
+    assert splits.classes == names, splits.classes  # 'unlabelled' marks pixels to ignore (255)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 2, 1)
+    assert "in split folders test/, train/, valid/" in splits.layout, splits.layout
+    for sample in splits.train + splits.val + splits.test:
+        want = written[sample.image.name].astype(np.int32) - 1
+        assert np.array_equal(sample.read_mask(), np.where(want < 0, IGNORE_INDEX, want)), sample.image.name
+    (tmp_path / "train" / "_classes.csv").write_text("Pixel Value, Class\n0, road\n2, car\n")
+    with pytest.raises(DataError, match=r"_classes.csv: its pixel values are \[0, 2\]; expected each of 0, 1, 2"):
+        discover(tmp_path)

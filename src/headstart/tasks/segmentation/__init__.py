@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from headstart.tasks.tables import IMAGE_SUFFIXES
+from headstart.tasks.tables import IMAGE_SUFFIXES, SPLIT_FOLDERS
 
 MASK_FOLDER_SUFFIXES = ("_labels", "_masks", "_mask", "annot", "_annot")  # train/ + train_labels/, trainannot/...
 MASK_STEM_SUFFIXES = ("", "_L", "_mask", "_label", "_labels", "_segmentation", "_Segmentation")  # x.png, x_L.png...
@@ -55,16 +55,23 @@ def masks_beside(root: Path) -> set[Path] | None:
 
 def pairs_beside(root: Path) -> bool:
     """Whether ``root`` is a segmentation dataset of masks beside their images (``masks_beside``): in the folder
-    itself (or the one folder inside it), or in more than ``CASE_FOLDERS`` folders of one folder (LGG's
-    ``kaggle_3m/`` of patients). Pairs in a few folders are classes whose images have masks (BUSI's ``benign/``,
-    ``malignant/``, ``normal/``): image classification reads them, leaving the masks out."""
+    itself (or the one folder inside it), in split folders (Roboflow's "Semantic Segmentation Masks" export:
+    ``train/``, ``valid/``, ``test/`` of ``x.jpg`` beside ``x_mask.png``), or in more than ``CASE_FOLDERS`` folders of
+    one folder (LGG's ``kaggle_3m/`` of patients). Pairs in a few other folders are classes whose images have masks
+    (BUSI's ``benign/``, ``malignant/``, ``normal/``): image classification reads them, leaving the masks out."""
     folders = masks_beside(root)
     if not folders:
         return False
-    if folders == {inner_folder(root)}:
+    if folders == {inner_folder(root)} or split_named(folders):
         return True
     parents = {f.parent for f in folders}
     return len(parents) == 1 and sum(d.is_dir() for d in next(iter(parents)).iterdir()) > CASE_FOLDERS
+
+
+def split_named(folders: set[Path]) -> bool:
+    """Whether ``folders`` are split folders (``train/`` among them) of one folder."""
+    return len({f.parent for f in folders}) == 1 and all(f.name.lower() in SPLIT_FOLDERS for f in folders) and any(
+        SPLIT_FOLDERS[f.name.lower()] == "train" for f in folders)
 
 
 def paired_folders(root: Path) -> dict[str, tuple[Path, Path]]:

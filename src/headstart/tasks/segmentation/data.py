@@ -61,7 +61,9 @@ from headstart.tasks.segmentation import (
     named_mask_folder,
     paired_folders,
     split_masks,
+    split_named,
 )
+from headstart.tasks.tables import SPLIT_FOLDERS
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # indices 0..254; 255 is the ignore index
@@ -70,7 +72,8 @@ VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
-CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv")
+CLASS_FILES = ("classes.txt", "labelmap.txt", "class_dict.csv", "_classes.csv")  # _classes.csv: Roboflow's
+PIXEL_VALUE = "pixel value"  # the first column of Roboflow's _classes.csv ('Pixel Value, Class'): lines by value
 VOID_NAMES = {"void", "unlabelled", "unlabeled", "ignore"}  # classes that mark pixels without a label
 MASK_EXTENSIONS = (".png", ".PNG", ".bmp", ".tif", ".tiff", ".gif")  # lossless (Carvana's masks are GIFs)
 LOSSY_MASKS = (".jpg", ".jpeg", ".JPG", ".JPEG")  # blurred class indices: read only as binary masks (Kvasir-SEG)
@@ -228,6 +231,8 @@ def _class_lines(path: Path) -> list[str]:
     lines = text.splitlines()
     if path.name == "labelmap.txt":
         lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
+    elif path.suffix.lower() == ".csv" and lines and lines[0].strip().lower().startswith(PIXEL_VALUE):
+        lines = _by_value(path, lines[1:])  # Roboflow's 'Pixel Value, Class': the names, in the order of the values
     elif path.suffix.lower() == ".csv":
         lines = lines[1:]  # the header line: name,r,g,b
     while lines and not lines[-1].strip():
@@ -235,11 +240,35 @@ def _class_lines(path: Path) -> list[str]:
     return lines
 
 
+def _by_values(path: Path) -> bool:
+    """Whether a class file is Roboflow's ``_classes.csv`` of ``Pixel Value, Class``."""
+    if path.suffix.lower() != ".csv":
+        return False
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return f.readline().strip().lower().startswith(PIXEL_VALUE)
+
+
+def _by_value(path: Path, lines: list[str]) -> list[str]:
+    """Lines of ``value, name`` as the names of values 0, 1, 2... (each value once, none missing)."""
+    named: dict[int, str] = {}
+    for number, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        value, _, name = line.partition(",")
+        try:
+            named[int(value)] = name
+        except ValueError:
+            raise DataError(f"{path}:{number}: expected 'pixel value, class name', found '{line.strip()}'") from None
+    if sorted(named) != list(range(len(named))):
+        raise DataError(f"{path}: its pixel values are {sorted(named)[:12]}; expected each of 0, 1, 2... once")
+    return [named[v] for v in range(len(named))]
+
+
 def read_colours(path: Path) -> dict[int, int] | None:
     """The class of each colour (0xRRGGBB -> index) of a class file that gives colours: ``labelmap.txt`` (CVAT's and
     VOC exports: ``name:r,g,b::``) or ``class_dict.csv`` (Kaggle's CamVid: ``name,r,g,b``); None for
     ``classes.txt`` or a file without them."""
-    if path.name == "classes.txt":
+    if path.name == "classes.txt" or _by_values(path):
         return None
     colours: dict[int, int] = {}
     for index, line in enumerate(_class_lines(path)):
@@ -290,7 +319,7 @@ def read_classes(path: Path) -> list[str]:
     lines = _class_lines(path)
     if path.name == "labelmap.txt":
         lines = [ln.split(":", 1)[0] for ln in lines]
-    elif path.suffix.lower() == ".csv":
+    elif path.suffix.lower() == ".csv" and not _by_values(path):
         lines = [ln.split(",", 1)[0] for ln in lines]
     names = [ln.strip() for ln in lines]
     if not names:
@@ -516,7 +545,7 @@ def _class_file(root: Path, required: bool, layout: str) -> Path | None:
     ``CLASS_FILE_LEVELS`` folders above it (the drone set's masks are in ``dataset/semantic_drone_dataset/``, two
     levels below its class file)."""
     found = None
-    for folder in (root, *list(root.absolute().parents)[:CLASS_FILE_LEVELS]):
+    for folder in (root, root / "train", *list(root.absolute().parents)[:CLASS_FILE_LEVELS]):  # Roboflow's: in train/
         found = next((folder / n for n in CLASS_FILES if (folder / n).is_file()), None) or next(
             iter(sorted(folder.glob("*class_dict*.csv"))), None)
         if found is not None:
@@ -637,7 +666,8 @@ def _beside(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
     unmasked = [image for image in images if image not in masks]
     folders = {image.parent for image in masks}
     layout = (f"images with their masks beside them ({next(iter(masks.values()))[0].name})"
-              + (f" in {len(folders)} folders" if len(folders) > 1 else ""))
+              + (f" in split folders {', '.join(sorted(f.name + '/' for f in folders))}" if split_named(folders) else
+                 f" in {len(folders)} folders" if len(folders) > 1 else ""))
     classes_file = _class_file(root, required=False, layout="masks beside images")
     classes, remap, colours, notes = (_class_table(classes_file) if classes_file is not None
                                       else (list(BINARY_CLASSES), None, None, []))
@@ -654,6 +684,11 @@ def _beside(root: Path, val_fraction: float, seed: int) -> SegmentationSplits:
         splits.read.append(note)
     else:
         classes_from = str(classes_file)
+    if split_named(folders):  # train/, valid/, test/ of pairs (Roboflow's export): those splits
+        given: dict[str, list[SegSample]] = {}
+        for sample in samples:
+            given.setdefault(SPLIT_FOLDERS[sample.image.parent.name.lower()], []).append(sample)
+        return _finish(splits, given, classes_from, val_fraction, seed, root)
     return _finish(splits, {"train": samples}, classes_from, val_fraction, seed, root,
                    by_folder=len(folders) > 1)
 
