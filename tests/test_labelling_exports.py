@@ -588,3 +588,45 @@ def test_classification_exports_in_split_folders_are_those_splits(tmp_path: Path
     assert "val: 1 task(s) without an annotation" in splits.layout, splits.layout
     truth = {t.strip(): y for y, t in rows[201:]}
     assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.val)
+
+
+@needs_shared(BCCD)
+def test_create_ml_json_in_split_folders_as_roboflow_exports_it(tmp_path: Path) -> None:
+    """Roboflow's "CreateML JSON" export: train/ and valid/ each of images beside _annotations.createml.json (boxes
+    by their centre and size in pixels): detection, the splits as given, the boxes of BCCD's VOC files; an image
+    without annotations is a background image."""
+    from headstart.tasks.detection import data as dd
+
+    found = dd.discover(BCCD)
+    truth = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth)[:10]
+    for split, stems in (("train", ids[:7]), ("valid", ids[7:])):
+        (tmp_path / split).mkdir()
+        entries = []
+        for stem in stems:
+            name = f"{stem}_jpg.rf.{abs(hash(stem)) % 10**6:06d}.jpg"
+            shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", tmp_path / split / name)
+            s = truth[stem]
+            entries.append({"image": name, "annotations": [] if stem == ids[1] else [
+                {"label": found.classes[int(c)], "coordinates": {
+                    "x": 320 * float(b[0] + b[2]), "y": 240 * float(b[1] + b[3]), "width": 640 * float(b[2] - b[0]),
+                    "height": 480 * float(b[3] - b[1])}} for b, c in zip(s.boxes, s.labels)]})
+        (tmp_path / split / "_annotations.createml.json").write_text(json.dumps(entries))
+    assert infer_task(tmp_path) == "detection"
+    splits = dd.discover(tmp_path)
+    assert "Create ML export" in splits.layout and (len(splits.train), len(splits.val)) == (7, 3), splits.layout
+    for s in splits.train + splits.val:
+        stem = s.path.name.split("_jpg.rf.")[0]
+        if stem == ids[1]:
+            assert len(s.boxes) == 0
+            continue
+        want = truth[stem]
+        got = sorted(zip([splits.classes[int(c)] for c in s.labels], s.boxes.tolist()), key=_rounded)
+        wanted = sorted(zip([found.classes[int(c)] for c in want.labels], want.boxes.tolist()), key=_rounded)
+        assert [n for n, _ in got] == [n for n, _ in wanted], stem
+        assert torch.allclose(torch.tensor([b for _, b in got]), torch.tensor([b for _, b in wanted]), atol=1e-5)
+
+
+def _rounded(named_box: tuple[str, list[float]]) -> tuple[str, list[float]]:
+    """A (label, box) to sort by: boxes read two ways differ in the last digits of a float32."""
+    return named_box[0], [round(v * 640) for v in named_box[1]]

@@ -9,7 +9,7 @@ image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels. The V
 ``filename`` and ``regions`` (``rect``, ``polygon``, ``circle``, ``ellipse`` in pixels; the label the region's first
 attribute, ``object`` without one), its ``file_attributes`` a class. A Supervisely project (Dataset Ninja's
 downloads): ``meta.json`` beside datasets of ``img/`` and ``ann/NAME.json`` (its rectangles, polygons, bitmaps and
-tags).
+tags). Apple's Create ML JSON (Roboflow's ``_annotations.createml.json``): per image its ``annotations`` of boxes.
 
 Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
 ``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from headstart.errors import DataError
+from headstart.tasks.exports.createml import is_createml, read_createml
 from headstart.tasks.exports.cvat import read_cvat
 from headstart.tasks.exports.label_studio import is_min
 from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
@@ -68,6 +69,8 @@ def is_export(path: Path) -> bool:
         return "<annotations>" in head and ("<image " in head or "<track " in head)
     if head.lstrip().startswith("{"):
         return '"filename"' in head and '"regions"' in head and via_images(_load(path)) is not None
+    if '"coordinates"' in head and '"image"' in head and is_createml(_load(path)):
+        return True
     full = '"data"' in head and ('"annotations"' in head or '"completions"' in head)
     if not head.lstrip().startswith("[") or not (full or ('"annotation_id"' in head and '"annotator"' in head)):
         return False
@@ -83,7 +86,8 @@ def tool_of(path: Path) -> str:
         return tool_of(parts["train"]) if parts and parts["train"] != path else "Supervisely"
     if path.suffix.lower() == ".xml":
         return "CVAT"
-    return "VIA" if isinstance(_load(path), dict) else "Label Studio"
+    found = _load(path)
+    return "VIA" if isinstance(found, dict) else "Create ML" if is_createml(found) else "Label Studio"
 
 
 def export_in(folder: Path) -> Path | None:
@@ -150,6 +154,8 @@ def read_tasks(path: Path) -> list[Task]:
     found = _load(path)
     if isinstance(found, dict):
         return read_via(path, found)
+    if is_createml(found):
+        return read_createml(path, found)
     if not found:
         raise DataError(f"{path}: not a labelling tool's export (Label Studio's JSON list of tasks, VIA's JSON)")
     return read_label_studio(path, found)
