@@ -102,8 +102,6 @@ def export_in(folder: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-
-
 def export_splits(folder: Path, depth: int = 3) -> dict[str, Path]:
     """``{split: export}``: the folder's one export (``train``), or one in each of its ``train/``, ``val/`` (``valid/``)
     and ``test/`` folders (the balloon set's ``train/via_region_data.json`` and ``val/via_region_data.json``); also in

@@ -32,7 +32,7 @@ class Bitmap:
     size: tuple[int, int]
 
     def png(self) -> Any:
-        """The PNG as a PIL image (read lazily; ValueError when ``data`` is none)."""
+        """The PNG as a PIL image (its pixels read when used; ValueError when ``data`` holds no PNG)."""
         from PIL import Image
 
         try:
