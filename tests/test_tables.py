@@ -551,6 +551,24 @@ def test_labels_written_as_lists_of_one_item_are_their_item(tmp_path):
     assert len(samples) == len(files) and all(truth[s.path.name] == ["ants", "bees"][s.label] for s in samples)
 
 
+@needs_sms
+def test_doccano_jsonl_of_label_lists(tmp_path):
+    """doccano's text classification export (JSONL of id, text, a "label" list, "Comments"): lists of one label are
+    that label, an empty list (not labelled yet) is skipped and named; lists of two are multi-label."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    single, multi = tmp_path / "all.jsonl", tmp_path / "tags.jsonl"
+    single.write_text("".join(json.dumps({"id": i + 1, "text": t, "label": [y] if i % 30 else [], "Comments": []})
+                              + "\n" for i, (y, t) in enumerate(rows)))
+    multi.write_text("".join(json.dumps({"id": i + 1, "text": t, "label": [y, "long"] if len(t) > 100 else [y]})
+                             + "\n" for i, (y, t) in enumerate(rows)))
+    assert infer_task(single) == "text" and infer_task(multi) == "text-multilabel"
+    splits = textdata.discover(single)
+    assert splits.classes == ["ham", "spam"] and len(splits.train) + len(splits.val) == 290, splits.classes
+    assert sum(why == "empty label" for _, why in splits.skipped) == 10
+    truth = {t.strip(): y for y, t in rows}
+    assert all(truth[s.text.strip()] == splits.classes[s.label] for s in splits.train + splits.val)
+
+
 @pytest.mark.skipif(not ANTS.is_dir(), reason=f"hymenoptera not found at {ANTS} (../shared is absent)")
 def test_rsnas_class_table_names_the_patient_and_its_image_in_one_column(tmp_path):
     """RSNA Pneumonia's stage_2_detailed_class_info.csv: ``patientId,class``, a row per box (a patient's row

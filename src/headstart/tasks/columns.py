@@ -215,11 +215,12 @@ def one_spelling(labels: Sequence[str]) -> tuple[list[str], str]:
     """``labels`` with the spellings of one class that differ only in case, spacing or separators (``folded``) made
     the most frequent one (a hand-made table's ``ham``, ``Ham`` and ``HAM``: one class ``ham``, not three), and what
     the Data line says of it ('' when every class has one spelling). Labels that are all written as lists of one item
-    (``['ants']``, pandas' lists saved to CSV) are their items."""
+    (``['ants']``, pandas' lists saved to CSV; doccano's JSONL ``"label": ["positive"]``) are their items, and an empty
+    list (doccano's item not labelled yet) no label."""
     items = [listed(label) if label else [""] for label in labels]
-    if any(labels) and all(i is not None and len(i) == 1 for i in items):
-        first = next(label for label in labels if label)
-        unlisted, merged = one_spelling([i[0] for i in items])
+    if any(labels) and all(i is not None and len(i) <= 1 for i in items) and any(i for i in items if i != [""]):
+        first = next(label for label, i in zip(labels, items) if i and i != [""])
+        unlisted, merged = one_spelling([i[0] if i else "" for i in items])
         return unlisted, (f"labels written as lists of one item read as the item ({first!r}: {listed(first)[0]!r})"
                           + (f"; {merged}" if merged else ""))
     spellings: dict[str, list[str]] = {}
