@@ -630,3 +630,26 @@ def test_create_ml_json_in_split_folders_as_roboflow_exports_it(tmp_path: Path) 
 def _rounded(named_box: tuple[str, list[float]]) -> tuple[str, list[float]]:
     """A (label, box) to sort by: boxes read two ways differ in the last digits of a float32."""
     return named_box[0], [round(v * 640) for v in named_box[1]]
+
+
+@needs_shared(HYMENOPTERA)
+def test_label_studio_csv_export_finds_uploads_by_their_own_names(tmp_path: Path) -> None:
+    """Label Studio's CSV export (a row per task: annotation_id, annotator, the control's column 'choice', id, image
+    as '/data/upload/3/8d5e3f2a-photo.jpg'...) beside the folder of the photos uploaded, under their own names: each
+    row's photo found by its name without Label Studio's 8 hex digits."""
+    from headstart.tasks.image import data as imagedata
+
+    files = sorted(HYMENOPTERA.glob("train/*/*.jpg"))[::9]
+    (tmp_path / "photos").mkdir()
+    lines = ["annotation_id,annotator,choice,created_at,id,image,lead_time,updated_at"]
+    for i, f in enumerate(files):
+        shutil.copy(f, tmp_path / "photos" / f.name)
+        lines.append(f"{i + 10},1,{f.parent.name},2026-11-30T10:00:00Z,{i + 1},/data/upload/3/{i:08x}-{f.name},4.2,"
+                     "2026-11-30T10:00:04Z")
+    (tmp_path / "project-3-at-2026-11-30.csv").write_text("\n".join(lines) + "\n")
+    assert infer_task(tmp_path) == "image"
+    read = imagedata.discover(tmp_path)
+    assert read.classes == ["ants", "bees"] and len(read.train) + len(read.val) == len(files), read.layout
+    assert "files found by their names under" in read.layout, read.layout
+    truth = {f.name: f.parent.name for f in files}
+    assert all(truth[s.path.name] == read.classes[s.label] for s in read.train + read.val)

@@ -401,18 +401,23 @@ class _Listing:
 
 
 INDEX_LIMIT = 500_000  # files looked at under a table's folder to find paths written on another machine
+UPLOADED = re.compile(r"[0-9a-f]{8}-(?P<name>.+)")  # Label Studio's name for an uploaded file: 8 hex digits, '-'
 
 
 def _by_file_name(table: Path, values: Sequence[str], written: list[Path]) -> tuple[list[Path], str]:
     """Paths that do not exist here found by their file name under the table's folder (a name held by two files there
-    is not used), when that finds most; else the paths as written."""
+    is not used; an upload Label Studio renamed ``8d5e3f2a-photo.jpg``, in its CSV export, by ``photo.jpg``), when that
+    finds most; else the paths as written."""
     index: dict[str, Path | None] = {}
     for i, p in enumerate(table.parent.rglob("*")):
         if i >= INDEX_LIMIT:
             break
         if p.suffix.lower() in IMAGE_SUFFIXES:
             index[p.name] = None if p.name in index else p
-    names = [v.rsplit("/", 1)[-1] for v in values]
+    def own(name: str) -> str:
+        return name if name in index or not (upload := UPLOADED.fullmatch(name)) else upload["name"]
+
+    names = [own(v.rsplit("/", 1)[-1]) for v in values]
     sample = [n for n in names if n][:50]
     if 2 * sum(bool(index.get(n)) for n in sample) < len(sample):
         return written, ""

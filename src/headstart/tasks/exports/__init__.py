@@ -27,7 +27,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,12 @@ from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
 from headstart.tasks.exports.regions import Region, Task, media_column
 from headstart.tasks.exports.supervisely import datasets, read_supervisely
 from headstart.tasks.exports.via import read_via, via_images
-from headstart.tasks.tables import SPLIT_COLUMN, SPLIT_FOLDERS, Table
+from headstart.tasks.tables import SPLIT_COLUMN, SPLIT_FOLDERS, UPLOADED, Table
 
 __all__ = ["Labelled", "Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "labelled_images",
            "media_column", "read_tasks", "task_of", "tool_of"]
 
 LABEL_COLUMN = "label"  # the column of each task's choice(s) in ``as_table``
-UPLOADED = re.compile(r"[0-9a-f]{8}-(?P<name>.+)")  # Label Studio's name for an uploaded file: 8 hex digits, '-'
 HEAD = 1 << 16  # characters looked at to tell an export from other JSON
 EXPORTS_LOOKED_AT = 20  # .json / .xml files of a folder looked into for its one export, at most
 INDEX_LIMIT = 500_000  # files listed under the export's folder to find uploads by their own names

@@ -79,7 +79,8 @@ TEST_NAMES = ("test", "testing", "test1")  # test1/: Kaggle's Dogs vs. Cats
 SPLIT_WORDS = {"train": ("train", "training", "trainset"), "val": VAL_NAMES, "test": TEST_NAMES}
 PATH_COLUMNS = ("path", "image", "file", "filename", "filepath", "image_path", "file_name", "image_name", "image_id",
                 "img", "id")
-LABEL_COLUMNS = ("label", "class", "target", "category", "y", "diagnosis", "dx")  # dx: HAM10000
+LABEL_COLUMNS = ("label", "class", "target", "category", "y", "diagnosis", "dx", "choice")  # dx: HAM10000; choice:
+# Label Studio's CSV export names the column by its Choices control (the image template's "choice")
 HEADER_NAMES = (*PATH_COLUMNS, *LABEL_COLUMNS, "labels", "tags", SPLIT_COLUMN)  # a first line naming one is a header
 SMALL_VAL = 50  # a given validation split of fewer items, and under 5% of the training items, is too small to choose by
 MAX_PIXELS = 89_478_485  # data.max_pixels' default: PIL's own decompression-bomb limit (about 9459 x 9459)

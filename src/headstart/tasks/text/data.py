@@ -74,7 +74,7 @@ TITLE_COLUMNS = ("title", "headline", "subject", "summary")  # a text's own titl
 PAIR_COLUMNS = (("premise", "hypothesis"), ("question", "sentence"), ("question", "passage"), ("query", "passage"),
                 ("claim", "evidence"))  # texts classified as pairs (NLI, QNLI, BoolQ...), besides numbered ones
 TITLE_DISTINCT = 0.3  # a title column holds a title per text (movie names, repeated over their reviews, are not)
-LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "y", "sentiment", "rating", "stars", "score")
+LABEL_COLUMNS = ("label", "labels", "class", "target", "category", "y", "sentiment", "rating", "stars", "score", "choice")
 HEADER_NAMES = (*TEXT_COLUMNS, *LABEL_COLUMNS, SPLIT_COLUMN)  # a first line naming one of these is a header line
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "dev": "val", "test": "test"}
 
