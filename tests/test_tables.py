@@ -131,6 +131,8 @@ def test_trec_and_financial_phrasebank_lines_as_their_sets_ship_them(tmp_path):
     by_fine = textdata.discover(trec / "train_5500.label", label_column="fine_label")
     assert by_fine.classes == sorted({f"{y.upper()}:{fine[t]}" for y, t in rows[:400]}), by_fine.classes
     assert any("not read: TREC_10.label (beside train_5500.label)" in n for n in textdata.discover(trec).notes)
+    predicted = textdata.texts_from_arguments([str(trec / "TREC_10.label")])  # predict RUN TREC_10.label: questions
+    assert [_ascii(t) for t in predicted] == [_ascii(t) for _, t in rows[400:]]
 
     bank = tmp_path / "FinancialPhraseBank-v1.0"
     bank.mkdir()

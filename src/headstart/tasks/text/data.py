@@ -58,6 +58,7 @@ from headstart.tasks.text import (
     TableFolder,
     is_blank,
     is_datasets_folder,
+    is_table_text,
     is_text_file,
     is_text_folder,
     same_key,
@@ -984,7 +985,8 @@ def _names_a_file(item: str) -> bool:
 def texts_from_arguments(items: Sequence[str], file: str | Path | None = None,
                          columns: Sequence[str] = ()) -> list[str]:
     """Texts to classify from the command line: arguments are texts, except existing files: ``.txt`` files hold one
-    text per line, tables (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``) one per row, in their text column
+    text per line (unless their lines are rows: 'text<TAB>0', TREC's, 'text@label': ``is_table_text``, their texts),
+    tables (``.csv``, ``.tsv``, ``.jsonl``, ``.json``, ``.parquet``) one per row, in their text column
     (``table_texts``), a folder of text tables (``table_folder``) its test table's, folders of ``.txt`` files one per
     file (as training reads class folders: IMDB's test/pos/);
     ``file`` is read the same way. Image files are refused with the fix. ``columns``: the text column(s) the model
@@ -1012,14 +1014,14 @@ def texts_from_arguments(items: Sequence[str], file: str | Path | None = None,
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() or path.is_dir():
             raise DataError(f"'{item}' is an image file or a folder, and this run holds a text model: pass texts, "
                             "or --file texts.txt (one text per line); predict images with an image run folder")
-        if path.suffix.lower() in TABLE_SUFFIXES | {".txt"} and path.is_file():
+        if path.suffix.lower() in TABLE_SUFFIXES | PLAIN_SUFFIXES and path.is_file():
             sources.append(path)
         else:
             texts.append(item)
     for source in sources:
         if not source.is_file():
             raise DataError(f"Text file not found: {source}")
-        if source.suffix.lower() in TABLE_SUFFIXES:
+        if source.suffix.lower() in TABLE_SUFFIXES or is_table_text(source):  # rows: their texts, not their labels
             texts += table_texts(source, columns)
         else:
             texts += [line for line in read_text_file(source).splitlines() if line.strip()]
