@@ -280,3 +280,22 @@ def test_compare_pretrained_beats_scratch_and_the_baseline_and_advise_ranks(coco
     assert rec["model"] == "efficientnet_lite0" and rec["strategy"] == "linear"
     assert probe["map"] > probe["baseline_map"] + 0.1, probe
     assert probe["cache"]["items_served"] > 0  # compare's linear cells cached these images' features
+
+
+def test_a_label_the_model_did_not_learn_is_named_in_a_warning():
+    """Per label: one the model scores the same on every image (collapsed: AUROC 0.5) is named; one the scores rank
+    well is not, nor one on nearly every image (little to tell), nor one with too few images to say."""
+    import torch
+
+    from headstart.tasks.multilabel.metrics import multilabel_report
+
+    gen = torch.Generator().manual_seed(0)
+    n = 80
+    targets = torch.stack([torch.rand(n, generator=gen) < p for p in (0.4, 0.45, 0.95, 0.04)], dim=1).long()
+    learned = targets[:, 0] * 0.6 + torch.rand(n, generator=gen) * 0.4  # ranks its positives first
+    probs = torch.stack([learned, torch.full((n,), 0.3), torch.full((n,), 0.9), torch.full((n,), 0.1)], dim=1)
+    report = multilabel_report(probs, targets, ["cat", "flower", "sky", "rare"], [40, 45, 95, 4], 100)
+    named = [w for w in report["warnings"] if "ranked no better than chance" in w]
+    assert len(named) == 1 and "flower (AUROC 0.50" in named[0], report["warnings"]
+    assert all(name not in named[0] for name in ("cat", "sky", "rare")), named
+    assert report["per_class"]["cat"]["auroc"] == 1.0 and report["per_class"]["flower"]["auroc"] == 0.5

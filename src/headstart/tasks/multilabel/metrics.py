@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 from torchmetrics.functional.classification import (
+    multilabel_auroc,
     multilabel_average_precision,
     multilabel_f1_score,
     multilabel_precision,
@@ -93,6 +94,11 @@ def multilabel_report(probs: torch.Tensor, targets: torch.Tensor, classes: list[
     constant = frequency[None].expand(len(targets), -1)
     base = label_scores(constant, targets, torch.ones_like(targets, dtype=torch.long))
     support = targets.sum(0).long()
+    both = (support > 0) & (support < len(targets))  # AUROC needs images with and without the label
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auroc = (multilabel_auroc(probs, targets.long(), num_labels=len(classes), average=None) if len(targets)
+                 else torch.zeros(len(classes)))
     report: dict[str, Any] = {
         "num_samples": int(len(targets)),
         "map": model["map"], "micro_f1": model["micro_f1"], "macro_f1": model["macro_f1"],
@@ -104,6 +110,7 @@ def multilabel_report(probs: torch.Tensor, targets: torch.Tensor, classes: list[
             c: {"ap": float(model["ap"][i]) if model["present"][i] else None, "precision": float(model["precision"][i]),
                 "recall": float(model["recall"][i]), "f1": float(model["f1"][i]), "support": int(support[i]),
                 "threshold": thresholds[i], "train_frequency": round(float(frequency[i]), 4),
+                "auroc": float(auroc[i]) if both[i] else None,
                 "baseline_ap": float(base["ap"][i]) if base["present"][i] else None}
             for i, c in enumerate(classes)
         },
@@ -126,7 +133,22 @@ def baseline_warnings(report: dict[str, Any], margin: float = 0.02) -> list[str]
         out.append(f"Micro-F1 {report['micro_f1']:.3f} and macro-F1 {report['macro_f1']:.3f} are no better than the "
                    f"frequency baseline, which predicts every label for every image (micro-F1 {base['micro_f1']:.3f}, "
                    f"macro-F1 {base['macro_f1']:.3f})")
+    n = report["num_samples"]
+    unlearned = [(c, r) for c, r in report["per_class"].items()
+                 if r.get("auroc") is not None and r["baseline_ap"] is not None and r["baseline_ap"] < COMMON_LABEL
+                 and min(r["support"], n - r["support"]) >= LABEL_EVIDENCE and r["auroc"] <= CHANCE_AUROC]
+    if unlearned:
+        shown = ", ".join(f"{c} (AUROC {r['auroc']:.2f}, AP {r['ap']:.3f} against its frequency's {r['baseline_ap']:.3f})"
+                          for c, r in unlearned[:5])
+        out.append(f"{len(unlearned)} label(s) ranked no better than chance: {shown}"
+                   f"{'...' if len(unlearned) > 5 else ''}. The model has not learned to tell them: their predictions "
+                   "are guesses; check their labels, or add images that show them")
     return out
+
+
+CHANCE_AUROC = 0.55  # a label the scores rank no better than this is not learned (random ranking: 0.5)
+COMMON_LABEL = 0.8  # a label on this share of the images or more has little to tell: not warned of alone
+LABEL_EVIDENCE = 5  # images with and without a label needed to say the model has not learned it
 
 
 def positive_weights(train_counts: list[int], num_train: int, cap: float = 100.0) -> torch.Tensor:
