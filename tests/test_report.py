@@ -54,6 +54,21 @@ def test_auroc_ranks_as_scikit_learn_and_the_baseline_ranks_nothing():
     assert one["auroc"] is None and "AUROC" not in {r[0] for r in score_rows(one)}  # nothing to rank against
 
 
+def test_a_class_never_predicted_is_named_beside_a_fair_accuracy():
+    """A partial collapse (a rare class of 8 samples never predicted, accuracy 0.87): a warning names it; a model that
+    predicts every class, or one of too few samples to say, gets none."""
+    from headstart.tasks.classification.metrics import classification_report
+
+    labels = torch.tensor([0] * 30 + [1] * 22 + [2] * 8 + [3] * 3)
+    wrong = torch.tensor([0] * 30 + [1] * 22 + [0] * 8 + [1] * 3)  # classes 2 and 3 go to 0 and 1
+    warned = classification_report(torch.nn.functional.one_hot(wrong, 4).float() * 5, labels, ["a", "b", "c", "d"])
+    named = [w for w in warned["warnings"] if "never predicted" in w]
+    assert named and "1 class(es) never predicted on these 63 samples" in named[0] and "'c' (8 samples)" in named[0]
+    assert "'d'" not in named[0] and warned["accuracy"] > 0.8  # 3 samples of d: too few to say
+    right = classification_report(torch.nn.functional.one_hot(labels, 4).float() * 5, labels, ["a", "b", "c", "d"])
+    assert not [w for w in right["warnings"] if "never predicted" in w]
+
+
 def test_roc_figure_draws_each_class_against_the_rest(tmp_path):
     from PIL import Image
 

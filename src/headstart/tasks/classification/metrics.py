@@ -96,6 +96,15 @@ def collapse_warnings(report: dict, classes: list[str], margin: float = 0.02) ->
             "it has collapsed and learned nothing. Try another strategy, a lower learning rate, more "
             "epochs, or class weighting."
         )
+    never = [(c, r["support"]) for c, r in report["per_class"].items()
+             if r["support"] >= CLASS_EVIDENCE and report["predicted_counts"].get(c, 0) == 0]
+    if never and len(used) > 1:  # a partial collapse: the rare classes of medical sets, most often
+        shown = ", ".join(f"'{c}' ({k} samples)" for c, k in never[:5]) + ("..." if len(never) > 5 else "")
+        warnings.append(
+            f"{len(never)} class(es) never predicted on these {report['num_samples']} samples, which hold them: "
+            f"{shown}. The model does not tell them apart; weigh them up (train.class_weights=true) or add "
+            "images of them."
+        )
     base = report["baseline"]
     if report["accuracy"] <= base["accuracy"] + margin and report["macro_f1"] <= base["macro_f1"] + margin:
         warnings.append(
@@ -104,6 +113,9 @@ def collapse_warnings(report: dict, classes: list[str], margin: float = 0.02) ->
             f"macro-F1 {base['macro_f1']:.3f})."
         )
     return warnings
+
+
+CLASS_EVIDENCE = 5  # samples of a class needed to say the model never predicts it
 
 
 def selection_metric(setting: str, train_counts: list[int]) -> str:
