@@ -213,6 +213,10 @@ def test_iou_matches_torchmetrics_and_the_baseline_is_exact():
     assert report["baseline"] == {"class": "b", "pixel_accuracy": pytest.approx(share_b), "miou": pytest.approx(share_b / 4)}
     collapsed = segmentation_report(confusion(torch.ones_like(target), target, 4), list("abcd"), [1, 9, 3, 2])
     assert len(collapsed["warnings"]) == 2 and "predicts one class ('b')" in collapsed["warnings"][0]
+    big = torch.randint(0, 4, (4, 60, 80), generator=g)  # 19,200 pixels: 'c' painted as 'a', never found
+    partial = segmentation_report(confusion(torch.where(big == 2, 0, big), big, 4), list("abcd"), [1, 9, 3, 2])
+    named = [w for w in partial["warnings"] if "never predicted" in w]
+    assert len(named) == 1 and f"'c' ({int((big == 2).sum()):,} pixels)" in named[0], partial["warnings"]
 
 
 def test_compare_and_advise_go_through_the_registry(subset, tmp_path, session_cache):

@@ -77,6 +77,13 @@ def collapse_warnings(report: dict[str, Any], classes: list[str], margin: float 
             f"The model predicts one class ('{used[0]}') for every one of {report['num_pixels']:,} labelled pixels: it "
             "has collapsed and learned nothing. Try more epochs, another learning rate, another strategy, or "
             "train.class_weights=true.")
+    enough = max(CLASS_PIXELS, CLASS_SHARE * report["num_pixels"])
+    never = [(c, m["pixels"]) for c, m in report["per_class"].items() if m["pixels"] >= enough and m["predicted_share"] == 0]
+    if never and len(used) > 1:  # a partial collapse: the thin or rare classes (poles, lesions) painted over
+        shown = ", ".join(f"'{c}' ({k:,} pixels)" for c, k in never[:5]) + ("..." if len(never) > 5 else "")
+        warnings.append(
+            f"{len(never)} class(es) never predicted on these pixels, which hold them: {shown}. The model does not "
+            "find them; weigh them up (train.class_weights=true), train longer, or add images of them.")
     base = report["baseline"]
     if report["miou"] <= base["miou"] + margin and report["pixel_accuracy"] <= base["pixel_accuracy"] + margin:
         warnings.append(
@@ -84,3 +91,6 @@ def collapse_warnings(report: dict[str, Any], classes: list[str], margin: float 
             f"predicting the most frequent training class '{base['class']}' everywhere (mean IoU {base['miou']:.3f}, "
             f"pixel accuracy {base['pixel_accuracy']:.3f}).")
     return warnings
+
+
+CLASS_PIXELS, CLASS_SHARE = 1000, 0.001  # labelled pixels of a class (and share of all) needed to say it is never found
