@@ -737,3 +737,24 @@ def test_roboflow_coco_and_voc_exports_in_split_folders(tmp_path: Path) -> None:
             assert torch.allclose(s.boxes, truth.boxes, atol=1e-5)
             assert sorted(s.labels.tolist()) == sorted(truth.labels.tolist())
     assert "('cells', the other categories' supercategory without a box, is not a class)" in dd.discover(coco).layout
+
+
+@needs_bccd
+def test_a_class_the_detector_never_finds_is_named():
+    """BCCD's own boxes as the detections: no warning; the same without any Platelets detection (the small, rare
+    cells): a warning names Platelets and its box count, while mAP@0.5 stays high."""
+    from headstart.tasks.detection import data as dd
+    from headstart.tasks.detection.metrics import detection_report
+
+    found = dd.discover(BCCD)
+    samples = (found.train + found.val)[:40]
+    targets = [{"boxes": s.boxes * 640, "labels": s.labels + 1} for s in samples]
+    perfect = [{**t, "scores": torch.ones(len(t["labels"]))} for t in targets]
+    assert not detection_report(perfect, targets, found.classes)["warnings"]
+    platelets = found.classes.index("Platelets") + 1
+    lost = [{k: v[p["labels"] != platelets] for k, v in p.items()} for p in perfect]
+    report = detection_report(lost, targets, found.classes)
+    boxes = sum(int((t["labels"] == platelets).sum()) for t in targets)
+    assert report["map_50"] > 0.5 and len(report["warnings"]) == 1, report["warnings"]
+    assert f"1 class(es) found almost never (AP@0.5 under 0.01), though these images hold them: 'Platelets' ({boxes} " \
+           "boxes)" in report["warnings"][0]

@@ -62,4 +62,14 @@ def detection_report(preds: list[dict], targets: list[dict], classes: list[str])
             "Train longer (train.head_epochs / train.epochs), use a pretrained backbone, or lower detection.image_size "
             "only if objects are large."
         )
+    missed = [(c, m["boxes"]) for c, m in report["per_class"].items()
+              if m["boxes"] >= CLASS_BOXES and (m["ap_50"] or 0.0) < 0.01]
+    if missed and report["map_50"] >= 0.01:  # one class lost while the others are found (small or rare objects)
+        shown = ", ".join(f"'{c}' ({k} boxes)" for c, k in missed[:5]) + ("..." if len(missed) > 5 else "")
+        report["warnings"].append(
+            f"{len(missed)} class(es) found almost never (AP@0.5 under 0.01), though these images hold them: {shown}. "
+            "Small objects need a larger detection.image_size; rare ones more images, or train longer.")
     return report
+
+
+CLASS_BOXES = 5  # boxes of a class needed to say the detector never finds it
