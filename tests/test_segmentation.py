@@ -65,7 +65,12 @@ def test_task_is_inferred_and_beats_the_majority_baseline(trained):
     assert val["miou"] > val["baseline"]["miou"] + 0.15
     assert val["pixel_accuracy"] > val["baseline"]["pixel_accuracy"] + 0.3
     assert val["per_class"]["road"]["iou"] > 0.6 and val["per_class"]["sky"]["iou"] > 0.5
-    assert not val["warnings"]
+    # no collapse and no baseline warning; these few epochs on 12 frames leave the thin classes (poles, signs...)
+    # unpainted, and a warning names each class never predicted
+    enough = max(1000, 0.001 * val["num_pixels"])
+    never = [c for c, m in val["per_class"].items() if m["pixels"] >= enough and m["predicted_share"] == 0]
+    assert [w for w in val["warnings"] if "never predicted" not in w] == [], val["warnings"]
+    assert all(f"'{c}'" in val["warnings"][0] for c in never[:5]) if never else not val["warnings"]
     for name in ("history.csv", "learning_curve.png", "confusion_matrix.png", "val_overlays.png", "report.md"):
         assert (run / name).is_file(), name
 
