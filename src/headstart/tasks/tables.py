@@ -414,6 +414,7 @@ def _by_file_name(table: Path, values: Sequence[str], written: list[Path]) -> tu
             break
         if p.suffix.lower() in IMAGE_SUFFIXES:
             index[p.name] = None if p.name in index else p
+
     def own(name: str) -> str:
         return name if name in index or not (upload := UPLOADED.fullmatch(name)) else upload["name"]
 
