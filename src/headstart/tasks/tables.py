@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import os
 import re
@@ -453,34 +454,51 @@ def split_tables(folder: Path) -> dict[str, Path]:
     return found if "train" in found else {}
 
 
-def _files_column(table: Path, known: Collection[str] = ()) -> str | None:
-    """The column of ``table`` whose values (most of the first 50) are image files beside it; None without one."""
+def _files_column(table: Path) -> str | None:
+    """The column of ``table`` whose values (most of the first 50) are image files beside it; None without one
+    (the table parsed once while it is unchanged: ``split_tables`` is asked by the task's inference and its reader)."""
     try:
-        parsed = read_delimited(table, known)
+        stat = table.stat()
+    except OSError:
+        return None
+    return _parsed_files_column(str(table), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _parsed_files_column(table: str, mtime_ns: int, size: int) -> str | None:
+    try:
+        parsed = read_delimited(Path(table), ())
     except (DataError, OSError, UnicodeDecodeError):
         return None
     head = parsed.rows[:50]
     for column in parsed.columns:
         values = [str(r.get(column) or "").strip() for r in head]
         named = [v for v in values if v.lower().endswith(IMAGE_SUFFIXES)]
-        if named and 2 * sum((table.parent / v).is_file() for v in named) > len(values):
+        if named and 2 * sum((Path(table).parent / v).is_file() for v in named) > len(values):
             return column
     return None
 
 
 def read_split_tables(folder: Path, parts: dict[str, Path], known: Collection[str]) -> Table:
-    """The tables of ``split_tables`` as one, a ``split`` column naming each row's and each image's path made whole
-    (the same file name may be in two splits)."""
+    """The tables of ``split_tables`` as one (``join_splits``)."""
+    where = ", ".join(parts[s].relative_to(folder).as_posix() for s in ("train", "val", "test") if s in parts)
+    return join_splits({split: (read_delimited(table, known), _files_column(table), table.parent)
+                        for split, table in parts.items()}, f"a table per split: {where}")
+
+
+def join_splits(parts: dict[str, tuple[Table, str | None, Path]], note: str) -> Table:
+    """Tables of one dataset's splits (``{split: (table, its column of files, the folder they are relative to)}``) as
+    one, in train, val, test order: a ``split`` column naming each row's, each file's path made whole (the same file
+    name may be in two splits; an absolute path is kept)."""
     rows: list[dict[str, Any]] = []
     columns: list[str] = []
     for split in ("train", "val", "test"):
         if split not in parts:
             continue
-        table = read_delimited(parts[split], known)
-        files = _files_column(parts[split], known)
+        table, files, base = parts[split]
         columns += [c for c in table.columns if c not in columns]
-        rows += [{**r, files: str((parts[split].parent / str(r.get(files) or "").strip()).absolute()),
-                  SPLIT_COLUMN: split} for r in table.rows]
-    where = ", ".join(parts[s].relative_to(folder).as_posix() for s in ("train", "val", "test") if s in parts)
-    return Table(rows, [*columns, SPLIT_COLUMN], header=True, source_note=f"a table per split: {where}",
-                 numbered_from=1)
+        for row in table.rows:
+            if files and str(row.get(files) or "").strip():
+                row = {**row, files: str((base / str(row[files]).strip()).absolute())}
+            rows.append({**row, SPLIT_COLUMN: split})
+    return Table(rows, [*columns, SPLIT_COLUMN], header=True, source_note=note, numbered_from=1)

@@ -198,15 +198,6 @@ def yolo_shapes(path: Path, num_classes: int, names_file: Path) -> list[tuple[in
     return shapes
 
 
-def read_yolo_labels(path: Path, num_classes: int, names_file: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boxes (normalised xyxy, unclipped: around a segment's polygon) and class ids of one YOLO label file."""
-    shapes = yolo_shapes(path, num_classes, names_file)
-    boxes = [[min(x for x, _ in o), min(y for _, y in o), max(x for x, _ in o), max(y for _, y in o)]
-             for _, o, _ in shapes]
-    return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            torch.tensor([cls for cls, _, _ in shapes], dtype=torch.long))
-
-
 @dataclass
 class YoloFiles:
     """A YOLO dataset's classes and, by split, each image with its label file (None: none, a background image), as
@@ -270,37 +261,31 @@ def read_yolo(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Det
     split when it gives none."""
     found = yolo_files(data)
     splits = DetectionSplits(found.classes, [], [], layout=found.layout)
+    segments = shapes = 0
     for split, pairs in found.splits.items():
-        getattr(splits, split).extend(_yolo_sample(image, label, found.classes, found.names_file, splits.issues)
-                                      for image, label in pairs)
+        for image, label in pairs:
+            read = yolo_shapes(label, len(found.classes), found.names_file) if label and label.exists() else None
+            segments += sum(not box for *_, box in read or [])
+            shapes += len(read or [])
+            getattr(splits, split).append(_yolo_sample(image, read, splits.issues))
     if found.names_file.suffix.lower() in (".yaml", ".yml"):
         splits.issues[ISSUE_ORPHAN] += len(orphan_labels([i for pairs in found.splits.values() for i, _ in pairs]))
-    if _segments([label for pairs in found.splits.values() for _, label in pairs]):
+    if 2 * segments > shapes:
         splits.layout += "; its labels are polygons (segments): their boxes are read, --task segmentation reads their pixels"
     if "val" not in found.splits:
         random_split(splits, val_fraction, seed)
     return splits
 
 
-def _segments(labels: Sequence[Path | None], looked_at: int = 20) -> bool:
-    """Whether most lines of the first label files are polygons (more than 5 values a line)."""
-    lines = []
-    for label in labels:
-        if label is not None and label.is_file():
-            lines += [ln.split() for ln in label.read_text().splitlines() if ln.strip()]
-            looked_at -= 1
-        if looked_at <= 0:
-            break
-    return 2 * sum(len(parts) > 5 for parts in lines) > len(lines)
-
-
-def _yolo_sample(image: Path, label: Path | None, classes: list[str], names_file: Path, issues: Counter) -> DetSample:
-    """One image and the boxes of its YOLO label file (none: a background image, counted in ``issues``)."""
-    if label is not None and label.exists():
-        boxes, labels = read_yolo_labels(label, len(classes), names_file)
-    else:
+def _yolo_sample(image: Path, shapes: list[tuple[int, list[tuple[float, float]], bool]] | None,
+                 issues: Counter) -> DetSample:
+    """One image and the boxes of its label file's ``yolo_shapes`` (a segment's: the box around it; None: no label
+    file, a background image, counted in ``issues``)."""
+    if shapes is None:
         issues[ISSUE_BACKGROUND] += 1
-        boxes, labels = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    boxes = torch.tensor([[min(x for x, _ in o), min(y for _, y in o), max(x for x, _ in o), max(y for _, y in o)]
+                          for _, o, _ in shapes or []], dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([cls for cls, _, _ in shapes or []], dtype=torch.long)
     boxes, labels = fix_boxes(boxes, labels, issues)
     return DetSample(image, boxes, labels)
 

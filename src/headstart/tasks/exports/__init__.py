@@ -41,7 +41,7 @@ from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
 from headstart.tasks.exports.regions import Region, Task, media_column
 from headstart.tasks.exports.supervisely import datasets, read_supervisely
 from headstart.tasks.exports.via import read_via, via_images
-from headstart.tasks.tables import SPLIT_COLUMN, SPLIT_FOLDERS, UPLOADED, Table
+from headstart.tasks.tables import SPLIT_FOLDERS, UPLOADED, Table, join_splits
 
 __all__ = ["Labelled", "Region", "Task", "as_table", "export_in", "export_splits", "file_names", "is_export", "labelled_images",
            "media_column", "read_tasks", "task_of", "tool_of"]
@@ -249,25 +249,17 @@ def as_table(path: Path, every: bool = False) -> Table:
 
 
 def _split_tables(path: Path, parts: dict[str, Path], every: bool) -> Table:
-    """The tables of the exports of ``parts`` ({split: export}) as one, its ``split`` column naming each row's."""
+    """The tables of the exports of ``parts`` ({split: export}) as one (``tables.join_splits``)."""
     parts = {split: parts[split] for split in ("train", "val", "test") if split in parts}
     tables = {split: as_table(export, every) for split, export in parts.items()}
-    media = {split: media_column([Task(0, row, True) for row in t.rows[:200]]) for split, t in tables.items()}
-    rows = []
-    for split, table in tables.items():
-        base = parts[split] if parts[split].is_dir() else parts[split].parent
-        for row in table.rows:
-            if media[split] and row.get(media[split]):  # relative to its own export's folder: made whole
-                row = {**row, media[split]: str((base / row[media[split]]).absolute())}  # (kept when absolute)
-            rows.append({**row, SPLIT_COLUMN: split})
-    columns = [*dict.fromkeys(c for t in tables.values() for c in t.columns if c != LABEL_COLUMN), LABEL_COLUMN,
-               SPLIT_COLUMN]
     where = ", ".join(f"{split}: {export.relative_to(path).as_posix()}" for split, export in parts.items())
     left = "; ".join(f"{split}: {t.source_note.partition('; ')[2]}" for split, t in tables.items()
                      if "; " in t.source_note)  # the tasks not labelled yet
-    return Table(rows, columns, header=True, numbered_from=1,
-                 source_note=f"an export per split ({where}), their tasks numbered from 1 in that order"
-                 + (f"; {left}" if left else ""))
+    return join_splits({split: (t, media_column([Task(0, row, True) for row in t.rows[:200]]),
+                                parts[split] if parts[split].is_dir() else parts[split].parent)
+                        for split, t in tables.items()},
+                       f"an export per split ({where}), their tasks numbered from 1 in that order"
+                       + (f"; {left}" if left else ""))
 
 
 def _nothing_to_learn(path: Path, tasks: list[Task]) -> None:

@@ -231,7 +231,7 @@ def _class_lines(path: Path) -> list[str]:
     lines = text.splitlines()
     if path.name == "labelmap.txt":
         lines = [ln for ln in lines if not ln.lstrip().startswith("#")]
-    elif path.suffix.lower() == ".csv" and lines and lines[0].strip().lower().startswith(PIXEL_VALUE):
+    elif _by_values(path):
         lines = _by_value(path, lines[1:])  # Roboflow's 'Pixel Value, Class': the names, in the order of the values
     elif path.suffix.lower() == ".csv":
         lines = lines[1:]  # the header line: name,r,g,b
