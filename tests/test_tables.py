@@ -840,3 +840,69 @@ def test_roboflow_classification_exports_a_classes_csv_in_each_split_folder(tmp_
             assert (len(splits.train), len(splits.val), len(splits.test)) == tuple(len(fs) for fs in files.values())
             assert all(truth[(s.path.parent.name, s.path.name)][s.label] == "1"
                        for s in splits.train + splits.val + splits.test)
+
+
+def test_hugging_face_imagefolder_metadata_jsonl(tmp_path):
+    """Hugging Face's ``imagefolder`` layout (``load_dataset("imagefolder", data_dir=...)``): a ``metadata.jsonl`` of
+    ``file_name`` and other keys in each split folder (train only: validation held out of its rows, test as given), or
+    one at the root naming paths below it; lists of labels are multi-label; beside class folders, metadata of captions
+    leaves the folders the classes; train and test rows without validation rows in any table hold a validation split
+    out of the train rows."""
+    photos = {split: {cls: sorted((ANTS.parent / split / cls).glob("*.jpg"))[:12] for cls in ("ants", "bees")}
+              for split in ("train", "val")}
+
+    def write(folder: Path, split: str, row) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "metadata.jsonl").open("a") as f:
+            for cls, files in photos[split].items():
+                for i, p in enumerate(files):
+                    shutil.copy(p, folder / p.name)
+                    f.write(json.dumps(row(p, cls, i)) + "\n")
+
+    def labelled(p, cls, i):
+        return {"file_name": p.name, "label": cls, "caption": f"photo {i}"}
+
+    given = tmp_path / "given"
+    write(given / "train", "train", labelled)
+    write(given / "test", "val", labelled)
+    assert infer_task(given) == "image"
+    splits = imagedata.discover(given)
+    assert splits.classes == ["ants", "bees"] and splits.val_held_out
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (20, 4, 24)
+    assert "JSON Lines" not in splits.layout and "no val rows: 20% of its train rows held out" in splits.layout
+    train_names = {s.path.name for s in splits.train + splits.val}
+    assert train_names == {p.name for fs in photos["train"].values() for p in fs}
+    test_truth = {p.name: cls for cls, files in photos["val"].items() for p in files}
+    assert {s.path.name: splits.classes[s.label] for s in splits.test if s.path.parent.name == "test"} == test_truth
+
+    root = tmp_path / "root"
+    write(root / "data", "train", lambda p, cls, i: {"file_name": f"data/{p.name}", "label": cls})
+    (root / "data" / "metadata.jsonl").rename(root / "metadata.jsonl")
+    splits = imagedata.discover(root)
+    assert "JSON Lines metadata.jsonl (path column 'file_name', label column 'label')" in splits.layout
+    assert len(splits.train) + len(splits.val) == 24 and all(
+        (splits.classes[s.label] == "ants") == (s.path.name in {p.name for p in photos["train"]["ants"]})
+        for s in splits.train + splits.val)
+
+    tags = tmp_path / "tags"
+    write(tags / "train", "train", lambda p, cls, i: {"file_name": p.name, "labels": [cls, "outdoor"][:1 + i % 3 // 2]})
+    assert infer_task(tags) == "multilabel"
+    tagged = tagdata.discover(tags)
+    assert tagged.classes == ["ants", "bees", "outdoor"] and len(tagged.train) + len(tagged.val) == 24
+    assert sum(2 in s.label for s in tagged.train + tagged.val) == 8  # i % 3 == 2: four of each class's twelve
+
+    folders = tmp_path / "folders"
+    for cls in ("ants", "bees"):
+        (folders / "train" / cls).mkdir(parents=True)
+        for p in photos["train"][cls]:
+            shutil.copy(p, folders / "train" / cls / p.name)
+    (folders / "train" / "metadata.jsonl").write_text("".join(
+        json.dumps({"file_name": f"{cls}/{p.name}", "text": "an insect"}) + "\n"
+        for cls in ("ants", "bees") for p in photos["train"][cls]))
+    splits = imagedata.discover(folders)
+    assert "class folders" in splits.layout and len(splits.train) + len(splits.val) == 24
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"file_name": "a.jpg", "label": "ants"}\n{"file_name": "b.jpg", "label": \n')
+    with pytest.raises(DataError, match=r"broken.jsonl:2 is not a JSON object"):
+        read_delimited(broken, ())

@@ -19,6 +19,7 @@ import codecs
 import csv
 import functools
 import io
+import json
 import os
 import re
 from collections.abc import Collection, Sequence
@@ -45,7 +46,8 @@ IMAGE_SUFFIXES = (*OTHER_IMAGE_SUFFIXES, *DICOM_SUFFIXES)  # the image files hea
 UNLABELLED_FOLDERS = ("unsup", "unlabeled", "unlabelled")  # beside class folders, items without a class (IMDB, STL-10)
 DELIMITED = (".csv", ".tsv")  # tables of delimited text
 WORKBOOKS = (".xlsx", ".xlsm")  # Excel workbooks: the first sheet that holds data (openpyxl)
-TABLE_FILES = (*DELIMITED, *WORKBOOKS)  # the table files of image paths, labels or texts
+JSON_LINES = (".jsonl", ".ndjson")  # a JSON object a line (Hugging Face's imagefolder metadata.jsonl, doccano's)
+TABLE_FILES = (*DELIMITED, *WORKBOOKS, *JSON_LINES)  # the table files of image paths, labels or texts
 HEADERLESS_PREFIX = "col"  # columns of a table without a header line: col1, col2, ...
 LOOK_AHEAD = 2000  # data lines searched for a first-line field that comes back
 BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
@@ -153,6 +155,9 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
         from headstart.tasks.exports import as_table
 
         return as_table(path)
+    if path.suffix.lower() in JSON_LINES:
+        content = read_text(path) if text is None else text
+        return _object_table(path, json_rows(path, content.text), content.note)
     if path.suffix.lower() in WORKBOOKS:
         lines, note = read_workbook(path)
     else:
@@ -174,6 +179,38 @@ def read_delimited(path: Path, known: Collection[str], text: Text | None = None)
     if not body:
         raise DataError(f"{path} has no data rows")
     table = Table([dict(zip(columns, line)) for line in body], list(columns), header, note)
+    _valid_flags_as_split(table)
+    return table
+
+
+def json_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file (one a line; blank lines skipped), or of a ``.json`` file's list of objects."""
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} is not valid JSON: {exc}") from None
+    else:
+        rows = []
+        for line_no, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{line_no} is not a JSON object: {exc}") from None
+    if not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: expected one JSON object per line (or a list of objects), found "
+                        f"{type(next(r for r in rows if not isinstance(r, dict))).__name__} values")
+    return rows
+
+
+def _object_table(path: Path, rows: list[dict[str, Any]], note: str) -> Table:
+    """JSON objects as a table: a column per key (in the order they first come), each value as a cell's text (lists
+    as Python writes them, which tags read as lists; a missing key: a blank cell)."""
+    if not rows:
+        raise DataError(f"{path} has no data rows")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    table = Table([{c: _cell_text(row.get(c)) for c in columns} for row in rows], columns, True, note)
     _valid_flags_as_split(table)
     return table
 
@@ -243,6 +280,8 @@ def table_kind(path: Path) -> str:
         from headstart.tasks.exports import tool_of
 
         return f"{tool_of(path)} export"
+    if path.suffix.lower() in JSON_LINES:
+        return "JSON Lines"
     return "workbook" if path.suffix.lower() in WORKBOOKS else "CSV"
 
 
@@ -455,8 +494,9 @@ def split_tables(folder: Path) -> dict[str, Path]:
 
 
 def _files_column(table: Path) -> str | None:
-    """The column of ``table`` whose values (most of the first 50) are image files beside it; None without one
-    (the table parsed once while it is unchanged: ``split_tables`` is asked by the task's inference and its reader)."""
+    """The column of ``table`` whose values (most of the first 50) are image files beside it (not in class folders);
+    None without one (the table parsed once while it is unchanged: ``split_tables`` is asked by the task's inference
+    and its reader)."""
     try:
         stat = table.stat()
     except OSError:
@@ -475,7 +515,10 @@ def _parsed_files_column(table: str, mtime_ns: int, size: int) -> str | None:
         values = [str(r.get(column) or "").strip() for r in head]
         named = [v for v in values if v.lower().endswith(IMAGE_SUFFIXES)]
         if named and 2 * sum((Path(table).parent / v).is_file() for v in named) > len(values):
-            return column
+            # in class folders (ants/1.jpg, bees/2.jpg: Hugging Face's imagefolder with metadata of captions), the
+            # folders label the images, not this table
+            folders = {Path(str(r.get(column) or "").strip()).parent for r in parsed.rows}
+            return column if len(folders) < 2 else None
     return None
 
 

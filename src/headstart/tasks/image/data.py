@@ -865,8 +865,13 @@ def _from_csv(path: Path, val_fraction: float, seed: int, path_column: str | Non
             target = {"val": splits.val, "valid": splits.val, "validation": splits.val, "test": splits.test}
             target.get(split, splits.train).append(sample)
         splits.layout += ", 'split' column"
-        if not splits.val:
-            raise DataError(f"{path}: the 'split' column has no 'val' rows")
+        if not splits.val:  # train (and test) rows only, as Hugging Face's imagefolder gives train/metadata.jsonl
+            if not splits.train:
+                raise DataError(f"{path}: the 'split' column has no train rows (values: "
+                                f"{sorted(set(split_names))[:5]})")
+            splits.layout += f" (no val rows: {val_fraction:.0%} of its train rows held out, stratified, seed {seed})"
+            splits.val_held_out = True
+            _split_held_out(splits, list(splits.train), val_fraction, seed, str(path), not no_groups(group_by))
         _check_given_splits(splits, gcol)
         return splits
     splits.layout += f", {val_fraction:.0%} stratified validation split (seed {seed})"

@@ -232,9 +232,14 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
             raise DataError(f"{table}: the 'split' column has value(s) {unknown}; expected train, val or test")
         for sample, (*_, split) in zip(samples, rows):
             getattr(splits, VAL_SPLITS[split]).append(sample)
-        if not splits.val:
-            raise DataError(f"{table}: the 'split' column has no 'val' rows")
         splits.layout += ", 'split' column"
+        if not splits.val:  # train (and test) rows only: validation held out of the train rows
+            if not splits.train:
+                raise DataError(f"{table}: the 'split' column has no train rows")
+            splits.layout += " (no val rows)"
+            held_out_split(splits, splits.train, val_fraction, seed, not no_groups(group_by))
+            _check_given_splits(splits, tags.group_column)
+            return splits
         _check_given_splits(splits, tags.group_column)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                lambda s, items: held_out_split(s, items, val_fraction, seed, not no_groups(group_by)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import random
 import re
 from collections import Counter
@@ -47,6 +46,7 @@ from headstart.tasks.tables import (
     UNLABELLED_FOLDERS,
     WORKBOOKS,
     Table,
+    json_rows,
     read_delimited,
     read_text,
     read_text_file,
@@ -171,7 +171,7 @@ def read_records(path: str | Path, names: Sequence[str | None] = ()) -> Records:
         return _export_records(path)
     content = read_text(path)
     if suffix in {".jsonl", ".ndjson", ".json"}:
-        return _records(path, _read_json(path, content.text, suffix))
+        return _records(path, json_rows(path, content.text))
     lines = labelled_lines(path.name, content.text) if suffix in PLAIN_SUFFIXES else None
     if lines is not None:  # fastText's '__label__X text', TREC's 'NUM:dist text', 'text@label'
         return Records({"": lines.rows}, lines.columns, layout=lines.read, notes=lines.notes)
@@ -283,25 +283,6 @@ def _records(path: Path, rows: list[dict[str, Any]]) -> Records:
 def _delimited(text: str) -> bool:
     first = text.lstrip("\n").split("\n", 1)[0]
     return any(c in first for c in "\t,;|")  # the delimiters ``tables.read_delimited`` finds
-
-
-def _read_json(path: Path, text: str, suffix: str) -> list[dict[str, Any]]:
-    if suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} is not valid JSON: {exc}") from None
-    else:
-        rows = []
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{line_no} is not a JSON object: {exc}") from None
-    if not all(isinstance(r, dict) for r in rows):
-        raise DataError(f"{path}: expected one JSON object per line (or a list of objects) with text and label keys")
-    return rows
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
