@@ -168,8 +168,20 @@ def test_datasets_folders_as_load_dataset_saves_them(tmp_path):
     splits = textdata.discover(mrpc)
     assert splits.classes == ["equivalent", "not_equivalent"] and splits.text_columns == ["sentence1", "sentence2"]
     assert (len(splits.train), len(splits.val), len(splits.test)) == (59, 14, 0)  # -1: no label, left out
-    assert len(splits.skipped) == 17 and {why for _, why in splits.skipped} == {"empty label"}
+    assert len(splits.skipped) == 2 and {why for _, why in splits.skipped} == {"empty label"}
+    assert any("the test split (15 texts) has no labels" in n for n in splits.notes)  # GLUE's hidden test labels
     assert splits.train[0].text == f"{halves[1][0]}{textdata.PART_SEP}{halves[1][1]}"
+    hub = tmp_path / "glue_mrpc_hub"  # the Hub repository as downloaded: Parquet files, ClassLabel names inside
+    (hub / "data").mkdir(parents=True)
+    for split, (lo, hi, test) in {"train": (0, 60, False), "validation": (60, 75, False),
+                                  "test": (75, 90, True)}.items():
+        part(lo, hi, test).to_parquet(str(hub / "data" / f"{split}-00000-of-00001.parquet"))
+    assert infer_task(hub) == "text"
+    from_hub = textdata.discover(hub)
+    assert from_hub.classes == splits.classes and from_hub.text_columns == splits.text_columns
+    assert [(s.text, s.label) for s in from_hub.train + from_hub.val] == [(s.text, s.label)
+                                                                          for s in splits.train + splits.val]
+    assert len(from_hub.skipped) == 2 and any("the test split (15 texts) has no labels" in n for n in from_hub.notes)
     arrow = pytest.importorskip("pyarrow")
     from pyarrow import parquet  # SNLI as a parquet table (the Hub's format)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import random
 import re
 from collections import Counter
@@ -286,17 +287,28 @@ def _delimited(text: str) -> bool:
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    """The rows of a Parquet table; written by ``datasets`` (a Hub repository's ``data/train-00000-of-00001.parquet``,
+    ``to_parquet``), its ClassLabel columns as their names (``_class_label_names``), as the schema's ``huggingface``
+    metadata records them."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"Reading {path} needs pyarrow: pip install pyarrow (or convert the file to CSV/JSONL)") from None
-    return pq.read_table(path).to_pylist()
+    table = pq.read_table(path)
+    try:
+        info = json.loads((table.schema.metadata or {}).get(b"huggingface", b"{}")).get("info") or {}
+    except (ValueError, AttributeError):
+        info = {}
+    features = info.get("features") if isinstance(info.get("features"), dict) else {}
+    names = {col: f.get("names") or (f.get("feature") or {}).get("names")
+             for col, f in features.items() if isinstance(f, dict)}
+    rows = table.to_pylist()
+    _class_label_names(rows, {col: n for col, n in names.items() if isinstance(n, list) and n})
+    return rows
 
 
 def _read_datasets(path: Path) -> Records:
-    """The splits of a ``save_to_disk`` folder, ClassLabel columns as their names (a list of them for
-    ``Sequence(ClassLabel)``, GoEmotions' ``labels``); -1, the datasets' "no label" (GLUE's and SNLI's test splits,
-    SNLI's texts without a gold label), is a blank label."""
+    """The splits of a ``save_to_disk`` folder, ClassLabel columns as their names (``_class_label_names``)."""
     try:
         import datasets
     except ImportError:
@@ -312,6 +324,19 @@ def _read_datasets(path: Path) -> Records:
             if hasattr(f, "names") or hasattr(inner, "names"):  # ClassLabel, Sequence(ClassLabel)
                 names[col] = f.names if hasattr(f, "names") else inner.names
 
+    for rows in out.values():
+        _class_label_names(rows, names)
+    first = next(iter(out.values()))
+    if not first:
+        raise DataError(f"{path} has no rows")
+    return Records(out, list(first[0]))
+
+
+def _class_label_names(rows: list[dict[str, Any]], names: dict[str, list[str]]) -> None:
+    """``datasets``' ClassLabel columns (``{column: names}``) as their names, in place: an index as its name, a list
+    of them (``Sequence(ClassLabel)``, GoEmotions' ``labels``) as a list of names; -1, the datasets' "no label" (GLUE's
+    and SNLI's test splits, SNLI's texts without a gold label), as a blank label."""
+
     def name(value: Any, label_names: list[str]) -> Any:
         if isinstance(value, list):
             return [n for v in value if (n := name(v, label_names)) is not None]
@@ -319,15 +344,10 @@ def _read_datasets(path: Path) -> Records:
             return label_names[value] if 0 <= value < len(label_names) else None
         return value
 
-    for rows in out.values():
-        for row in rows:
-            for col, label_names in names.items():
-                if col in row:
-                    row[col] = name(row[col], label_names)
-    first = next(iter(out.values()))
-    if not first:
-        raise DataError(f"{path} has no rows")
-    return Records(out, list(first[0]))
+    for row in rows:
+        for col, label_names in names.items():
+            if col in row:
+                row[col] = name(row[col], label_names)
 
 
 # ------------------------------------------------------------------------------------------- columns
@@ -518,6 +538,10 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
     samples: dict[str, list[TextSample]] = {"train": [], "val": [], "test": [], "": []}
     has_split_column = "split" in columns and not any(parts.keys() - {""})
     for part, rows in parts.items():
+        if part and SPLIT_NAMES.get(part.lower()) != "train" and rows and all(label_of(r) is None for r in rows):
+            splits.notes.append(f"the {part} split ({len(rows)} texts) has no labels (a benchmark's hidden test "
+                                "split): not read; `headstart predict RUN` classifies its texts")
+            continue
         for index, row in enumerate(rows):
             where = records.row_name(path, part, index)
             text, label = text_of(row, tcols), label_of(row)
