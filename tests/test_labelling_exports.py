@@ -653,3 +653,62 @@ def test_label_studio_csv_export_finds_uploads_by_their_own_names(tmp_path: Path
     assert "files found by their names under" in read.layout, read.layout
     truth = {f.name: f.parent.name for f in files}
     assert all(truth[s.path.name] == read.classes[s.label] for s in read.train + read.val)
+
+
+@needs_shared(BCCD)
+def test_hugging_face_imagefolder_metadata_of_boxes(tmp_path: Path) -> None:
+    """Hugging Face's imagefolder for detection: train/ and test/ each of images beside a metadata.jsonl of
+    file_name and objects (COCO boxes [x, y, width, height] in pixels: lists of bbox and categories in train/, a list
+    of objects in test/): detection, the boxes of BCCD's VOC files, the test split as given and validation held out
+    of train; an image without objects is a background image; categories written as indices are classes '0', '1'...;
+    a bbox that is no box is an error naming its line."""
+    from headstart.tasks.detection import data as dd
+
+    found = dd.discover(BCCD)
+    truth = {s.path.stem: s for s in found.train + found.val + found.test}
+    ids = sorted(truth)[:14]
+
+    def coco(b) -> list[float]:
+        return [640 * float(b[0]), 480 * float(b[1]), 640 * float(b[2] - b[0]), 480 * float(b[3] - b[1])]
+
+    for split, stems in (("train", ids[:10]), ("test", ids[10:])):
+        (tmp_path / split).mkdir()
+        lines = []
+        for stem in stems:
+            shutil.copy(BCCD / "JPEGImages" / f"{stem}.jpg", tmp_path / split / f"{stem}.jpg")
+            s = truth[stem]
+            if split == "train":
+                objects: dict | list = {"bbox": [] if stem == ids[1] else [coco(b) for b in s.boxes], "categories":
+                                        [] if stem == ids[1] else [found.classes[int(c)] for c in s.labels]}
+            else:
+                objects = [{"bbox": coco(b), "category": found.classes[int(c)]} for b, c in zip(s.boxes, s.labels)]
+            lines.append(json.dumps({"file_name": f"{stem}.jpg", "objects": objects}))
+        (tmp_path / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    assert infer_task(tmp_path) == "detection"
+    splits = dd.discover(tmp_path)
+    assert "Hugging Face imagefolder export" in splits.layout, splits.layout
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (10, 4) and splits.val
+    assert splits.classes == found.classes
+    for s in splits.train + splits.val + splits.test:
+        if s.path.stem == ids[1]:
+            assert len(s.boxes) == 0
+            continue
+        want = truth[s.path.stem]
+        got = sorted(zip([splits.classes[int(c)] for c in s.labels], s.boxes.tolist()), key=_rounded)
+        wanted = sorted(zip([found.classes[int(c)] for c in want.labels], want.boxes.tolist()), key=_rounded)
+        assert [n for n, _ in got] == [n for n, _ in wanted], s.path.stem
+        assert torch.allclose(torch.tensor([b for _, b in got]), torch.tensor([b for _, b in wanted]), atol=1e-5)
+
+    shutil.rmtree(tmp_path / "test")
+    indexed = [json.loads(line) for line in (tmp_path / "train" / "metadata.jsonl").read_text().splitlines()]
+    for row in indexed:
+        row["objects"]["categories"] = [found.classes.index(c) for c in row["objects"]["categories"]]
+    (tmp_path / "train" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in indexed))
+    assert dd.discover(tmp_path).classes == [str(i) for i in range(len(found.classes))]
+
+    (tmp_path / "test").mkdir()
+    shutil.copy(BCCD / "JPEGImages" / f"{ids[10]}.jpg", tmp_path / "test")
+    (tmp_path / "test" / "metadata.jsonl").write_text(json.dumps(
+        {"file_name": f"{ids[10]}.jpg", "objects": {"bbox": [[1, 2, 3]], "categories": ["RBC"]}}) + "\n")
+    with pytest.raises(DataError, match=r"metadata.jsonl:1 \(.*\): a bbox is not four numbers"):
+        dd.discover(tmp_path)

@@ -10,6 +10,7 @@ image with its ``<box>``, ``<polygon>`` and ``<tag>`` elements, in pixels. The V
 attribute, ``object`` without one), its ``file_attributes`` a class. A Supervisely project (Dataset Ninja's
 downloads): ``meta.json`` beside datasets of ``img/`` and ``ann/NAME.json`` (its rectangles, polygons, bitmaps and
 tags). Apple's Create ML JSON (Roboflow's ``_annotations.createml.json``): per image its ``annotations`` of boxes.
+Hugging Face's ``imagefolder`` metadata for detection (``metadata.jsonl``): per image its ``objects``' COCO boxes.
 
 Classification (Label Studio's ``choices``, CVAT's tags) is read as a table (``as_table``): the data fields and a
 ``label`` column (the choice; several choices ``a;b``: multi-label), so image, multi-label and text classification
@@ -36,6 +37,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from headstart.errors import DataError
 from headstart.tasks.exports.createml import is_createml, read_createml
 from headstart.tasks.exports.cvat import read_cvat
+from headstart.tasks.exports.hf_imagefolder import is_hf_objects, read_hf_objects
 from headstart.tasks.exports.label_studio import is_min
 from headstart.tasks.exports.label_studio import read_tasks as read_label_studio
 from headstart.tasks.exports.regions import Region, Task, media_column
@@ -49,13 +51,17 @@ __all__ = ["Labelled", "Region", "Task", "as_table", "export_in", "export_splits
 LABEL_COLUMN = "label"  # the column of each task's choice(s) in ``as_table``
 HEAD = 1 << 16  # characters looked at to tell an export from other JSON
 EXPORTS_LOOKED_AT = 20  # .json / .xml files of a folder looked into for its one export, at most
+EXPORT_SUFFIXES = (".json", ".xml", ".jsonl")  # the files an export is in
 INDEX_LIMIT = 500_000  # files listed under the export's folder to find uploads by their own names
 
 
 def is_export(path: Path) -> bool:
     """Whether ``path`` is a labelling tool's export: Label Studio's ``.json`` list of tasks with ``data`` and
-    ``annotations`` (``completions`` before version 1.0) or JSON-MIN records, or CVAT's ``.xml`` of ``<image>``s."""
+    ``annotations`` (``completions`` before version 1.0) or JSON-MIN records, CVAT's ``.xml`` of ``<image>``s, or
+    Hugging Face's ``metadata.jsonl`` of boxes."""
     suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return is_hf_objects(path)
     if not path.is_file() or suffix not in (".json", ".xml"):
         return False
     try:
@@ -84,16 +90,18 @@ def tool_of(path: Path) -> str:
         return tool_of(parts["train"]) if parts and parts["train"] != path else "Supervisely"
     if path.suffix.lower() == ".xml":
         return "CVAT"
+    if path.suffix.lower() == ".jsonl":
+        return "Hugging Face imagefolder"
     found = _load(path)
     return "VIA" if isinstance(found, dict) else "Create ML" if is_createml(found) else "Label Studio"
 
 
 def export_in(folder: Path) -> Path | None:
-    """The one export among the ``.json`` and ``.xml`` files of ``folder`` (its images beside it: CVAT's
+    """The one export among the ``.json``, ``.xml`` and ``.jsonl`` files of ``folder`` (its images beside it: CVAT's
     ``annotations.xml`` beside ``images/``), else None."""
     if not folder.is_dir():
         return None
-    candidates = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".json", ".xml")]
+    candidates = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in EXPORT_SUFFIXES]
     if len(candidates) > EXPORTS_LOOKED_AT:  # a file per image (LabelMe's .json, labelImg's .xml): not one export
         return None
     found = [p for p in candidates if is_export(p)]
@@ -147,6 +155,8 @@ def read_tasks(path: Path) -> list[Task]:
         return read_supervisely(path)
     if path.suffix.lower() == ".xml":
         return read_cvat(path)
+    if path.suffix.lower() == ".jsonl":
+        return read_hf_objects(path)
     found = _load(path)
     if isinstance(found, dict):
         return read_via(path, found)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import DataError
-from headstart.tasks.exports.regions import Task, region
+from headstart.tasks.exports.regions import Task, image_size, region
 
 
 def is_createml(data: Any) -> bool:
@@ -21,19 +21,13 @@ def is_createml(data: Any) -> bool:
 def read_createml(path: Path, data: list[dict[str, Any]]) -> list[Task]:
     """The images as tasks: each box as fractions of its image (the size read from the file's header); an image
     without annotations holds no object."""
-    from headstart.tasks.image.decode import image_header
     from headstart.tasks.tables import table_files
 
     files, _ = table_files(path, [e["image"] for e in data])
     tasks = []
     for number, (entry, file) in enumerate(zip(data, files), 1):
         task = Task(number, {"image": entry["image"]}, True)
-        width = height = 0
-        if entry["annotations"] and file.is_file():
-            try:
-                _, width, height = image_header(file)
-            except Exception:  # noqa: BLE001 - an unreadable image is reported where it is read
-                width = height = 0
+        width, height = image_size(file) if entry["annotations"] else (0, 0)
         for annotation in entry["annotations"]:
             task.kinds.append("rectangle")
             try:

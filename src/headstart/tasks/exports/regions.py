@@ -52,6 +52,20 @@ def pixel_region(label: str, mask: Any, pixels: Any) -> Region | None:
     return Region(label, [(x1, y1), (x2, y1), (x2, y2), (x1, y2)], "bitmap", pixels)
 
 
+def image_size(file: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header; ``(0, 0)`` when it is missing or unreadable (reported
+    where it is read)."""
+    from headstart.tasks.image.decode import image_header
+
+    if not file.is_file():
+        return 0, 0
+    try:
+        _, width, height = image_header(file)
+    except Exception:  # noqa: BLE001 - an unreadable image is reported where it is read
+        return 0, 0
+    return width, height
+
+
 def region(label: str, points: list[tuple[float, float]], width: float, height: float, kind: str) -> Region | None:
     """A region of points in pixels of a ``width`` x ``height`` image (100 x 100: percent); None for fewer points
     than an area has."""
