@@ -490,6 +490,46 @@ def test_box_transforms_keep_boxes_aligned_with_pixels() -> None:
     assert 0 < flips < 12  # both flipped and unflipped views were checked
 
 
+@pytest.mark.skipif(not COCO128.is_dir(), reason="coco128 is absent (the ../shared data folder)")
+def test_the_letterbox_is_the_onnx_engines_pixel_for_pixel() -> None:
+    """Training's evaluation letterbox and the ONNX engine's (numpy / PIL, no torch) give the same pixels for real
+    photos of many sizes: torchvision's uint8 resize would round about one value in 1000 the other way, which
+    flips which of two crowded boxes non-maximum suppression keeps."""
+    import numpy as np
+
+    from headstart.deploy.onnx_engine import letterbox_array
+
+    photos = sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:6]
+    for photo, size in zip(photos, (256, 320, 320, 416, 512, 333)):
+        with Image.open(photo) as im:
+            image = im.convert("RGB")
+        ours = dd.eval_transform(size)(*dd.to_tv(image, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)))[0]
+        engine = letterbox_array(image, size)
+        assert ours.shape == engine.shape == (3, size, size)
+        assert np.abs(ours.as_subclass(torch.Tensor).numpy() - engine).max() < 1e-6, photo.name
+
+
+def test_detections_in_the_letterbox_padding_are_dropped() -> None:
+    """A 200 x 100 image letterboxed to a square: boxes the detector finds in the padding below it are no detections;
+    a box mostly inside is clipped to the image; in letterbox pixels for the reports too (``inside_images``)."""
+    from headstart.tasks.detection import clipped_to_image
+    from headstart.tasks.detection.training import inside_images
+
+    boxes = [[10, 10, 50, 50],  # inside
+             [20, 120, 80, 180],  # wholly below the image, in the padding
+             [100, 80, 140, 110],  # 2/3 inside: kept, clipped at the bottom edge
+             [150, 90, 190, 150],  # 1/6 inside: dropped
+             [190, 10, 230, 60]]  # 3/4 of it right of the image: dropped
+    clipped, keep = clipped_to_image(boxes, 200, 100)
+    assert keep.tolist() == [True, False, True, False, False]
+    assert clipped[2].tolist() == [100, 80, 140, 100]
+    preds = [{"boxes": torch.tensor(boxes, dtype=torch.float32), "scores": torch.linspace(0.9, 0.5, 5),
+              "labels": torch.tensor([1, 2, 1, 2, 1])}]
+    kept = inside_images(preds, [(200, 100)])[0]
+    assert kept["boxes"].tolist() == [[10, 10, 50, 50], [100, 80, 140, 100]]
+    assert kept["labels"].tolist() == [1, 1] and kept["scores"].tolist() == pytest.approx([0.9, 0.7])
+
+
 # ---------------------------------------------------------------------------------------- models
 def test_tv_detectors_get_new_predictors_without_downloading() -> None:
     cfg = DetectionConfig(image_size=320)

@@ -28,6 +28,7 @@ from headstart.errors import RunFolderError
 from headstart.tasks.classification.familiarity import Familiarity
 from headstart.tasks.classification.familiarity import warning as familiarity_warning
 from headstart.tasks.classification.operating_point import OperatingPoint
+from headstart.tasks.detection import clipped_to_image
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
     decode,
@@ -35,6 +36,7 @@ from headstart.tasks.image.decode import (  # noqa: F401
     image_header,
     open_image,
     output_stems,
+    predict_items,
     quiet_pil,
     too_large_reason,
     unreadable_reason,
@@ -124,9 +126,14 @@ def read_decoded(path: Path | tuple[str, bytes], pre: dict[str, Any]) -> Image.I
     return image
 
 
-def displayed_size(path: Path) -> tuple[int, int]:
-    """Width and height of an image file as displayed (EXIF rotation applied), from its header."""
+def displayed_size(path: Path | bytes) -> tuple[int, int]:
+    """Width and height of an image file (or its bytes) as displayed (EXIF rotation applied), from its header."""
     return image_header(path)[1:]
+
+
+def item_source(item: Path | tuple[str, Any]) -> Path | bytes:
+    """What an item of ``prediction_items`` is read from: its file, or the bytes of an image in memory."""
+    return payload(item[1]) if isinstance(item, tuple) else item
 
 
 def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarray:
@@ -143,7 +150,7 @@ def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarra
     return np.ascontiguousarray(np.asarray(canvas, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0))
 
 
-def open_full(path: Path) -> Image.Image | str:
+def open_full(path: Path | bytes) -> Image.Image | str:
     """An image file as 8-bit RGB at its own size, EXIF rotation applied (``Segmenter.predict``'s decoding), or why
     it cannot be read, in that path's words."""
     from headstart.tasks.image.decode import to_rgb
@@ -394,23 +401,23 @@ class OnnxEngine:
 
         pre = self.meta["preprocessing"]
         size = int(pre["letterbox"]["size"])
-        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
-        self.inputs_, self.unreadable_ = [str(f) for f in files], []
+        files = prediction_items(predict_items(inputs))  # files, folders' files, images in memory
+        self.inputs_, self.unreadable_ = [item_name(f) for f in files], []
         rows = []
         for path in files:
             image = read_decoded(path, pre)
             if isinstance(image, str):
-                warn(f"skipped {path}: {image}")
-                self.unreadable_.append((str(path), image))
+                warn(f"skipped {item_name(path)}: {image}")
+                self.unreadable_.append((item_name(path), image))
                 continue
             boxes, scores, labels = self.session.run(["boxes", "scores", "labels"],
                                                      {"images": letterbox_array(image, size, pre["letterbox"]["fill"])[None]})
-            width, height = displayed_size(path)
+            width, height = displayed_size(item_source(path))
             factor = width / image.width / (size / max(image.width, image.height))
-            boxes = np.clip(boxes.astype(np.float32) * np.float32(factor), 0, None)
-            boxes[:, 0::2], boxes[:, 1::2] = boxes[:, 0::2].clip(max=width), boxes[:, 1::2].clip(max=height)
-            order = np.argsort(-scores, kind="stable")[: top_k or None]
-            rows.append({"path": str(path), "width": width, "height": height, "detections": [
+            boxes, inside = clipped_to_image(boxes.astype(np.float32) * np.float32(factor), width, height)
+            order = np.argsort(-scores, kind="stable")
+            order = order[inside[order]][: top_k or None]  # none in the letterbox's padding (Detector.predict's)
+            rows.append({"path": item_name(path), "width": width, "height": height, "detections": [
                 {"label": self.classes[int(labels[i]) - 1], "score": round(float(scores[i]), 4),
                  "box": [round(float(v), 1) for v in boxes[i]]} for i in order]})
         return rows
@@ -424,18 +431,18 @@ class OnnxEngine:
         from headstart.progress import warn
 
         pre = self.meta["preprocessing"]
-        files = image_files([inputs] if isinstance(inputs, (str, Path)) else inputs)
-        self.inputs_, self.unreadable_ = [str(f) for f in files], []
+        files = prediction_items(predict_items(inputs))  # files, folders' files, images in memory
+        self.inputs_, self.unreadable_ = [item_name(f) for f in files], []
         folder = Path(save_masks) if save_masks is not None else None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
         n, rows = len(self.classes), []
-        names = output_stems(files, save_masks)  # x.png of two folders: a_x.png, b_x.png
+        names = output_stems(self.inputs_, save_masks)  # x.png of two folders: a_x.png, b_x.png
         for i, path in enumerate(files):
-            image = open_full(path)
+            image = open_full(item_source(path))
             if isinstance(image, str):
-                warn(f"skipped {path}: {image}")
-                self.unreadable_.append((str(path), image))
+                warn(f"skipped {item_name(path)}: {image}")
+                self.unreadable_.append((item_name(path), image))
                 continue
             logits = self.logits({"pixel_values": segmentation_array(image, pre)[None]})[0]
             mask = upsampled_mask(logits, image.height, image.width)
@@ -444,7 +451,7 @@ class OnnxEngine:
             fractions = {self.classes[c]: round(float(counts[c]) / mask.size, 6) for c in order if counts[c]}
             if top_k:
                 fractions = dict(list(fractions.items())[:top_k])
-            rows.append({"path": str(path), "width": image.width, "height": image.height, "fractions": fractions,
+            rows.append({"path": item_name(path), "width": image.width, "height": image.height, "fractions": fractions,
                          "mask": mask})
             if folder is not None:
                 save_mask(mask, image, self.meta.get("palette") or [], folder, names[i])
@@ -459,7 +466,7 @@ class OnnxEngine:
                                  f"{'boxes' if self.task == 'detection' else 'masks'}: use predict")
         if self.task in TEXT_TASKS:
             return self._text_probabilities(inputs)
-        return self._image_probabilities([inputs] if isinstance(inputs, (str, Path)) else inputs)
+        return self._image_probabilities(predict_items(inputs))
 
     def predict(self, inputs: Any, top_k: int | None = 1, errors: bool = False,
                 save_masks: str | Path | None = None) -> list[dict[str, Any]]:

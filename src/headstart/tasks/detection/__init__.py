@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from headstart.tasks.tables import IMAGE_SUFFIXES, SPLIT_FOLDERS, TABLE_FILES, WORKBOOKS
 
@@ -18,6 +19,25 @@ BOX_FORMS = (  # the columns that write a box in a table, tried in this order
     ("bbox",),  # one cell "[x, y, width, height]", COCO's order (Global Wheat's train.csv)
 )
 BOX_TABLE = "_annotations.csv"  # Roboflow's TensorFlow CSV export: one per split folder, beside the images
+IN_IMAGE = 0.5  # a detection with less than this share of its box inside the image is in the letterbox's padding
+
+
+def clipped_to_image(boxes: Any, width: int, height: int) -> tuple[Any, Any]:
+    """``(boxes clipped to the image, keep)`` for ``(n, 4)`` ``[x1, y1, x2, y2]`` boxes in image pixels (a NumPy
+    array): ``keep`` is False for a box with less than ``IN_IMAGE`` of its area inside the image. The detector sees
+    the letterboxed square, so it may find objects in the padding right of or below the image; clipped, they would
+    be boxes of no height or width along the image's edge."""
+    import numpy as np
+
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    clipped = boxes.copy()
+    clipped[:, 0::2], clipped[:, 1::2] = clipped[:, 0::2].clip(0, width), clipped[:, 1::2].clip(0, height)
+
+    def area(b: Any) -> Any:
+        return (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+
+    inside = area(clipped)
+    return clipped, (inside > 0) & (inside >= IN_IMAGE * area(boxes))
 
 
 def box_form(columns: Iterable[str]) -> tuple[str, ...] | None:

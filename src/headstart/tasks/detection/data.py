@@ -660,7 +660,13 @@ class Letterbox(v2.Transform):
         return {"resize": [nh, nw], "pad": [0, 0, self.size - nw, self.size - nh]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        out = F.resize(inpt, params["resize"], antialias=True)
+        if isinstance(inpt, tv_tensors.Image) and inpt.dtype == torch.uint8 and inpt.device.type == "cpu":
+            # an 8-bit image on the CPU is resized by PIL, as the ONNX engine's letterbox_array resizes it: torchvision's
+            # uint8 kernel rounds about 1 value in 1000 the other way, enough to flip which of two crowded boxes
+            # (red blood cells) non-maximum suppression keeps
+            out = tv_tensors.wrap(F.pil_to_tensor(F.resize(F.to_pil_image(inpt), params["resize"])), like=inpt)
+        else:
+            out = F.resize(inpt, params["resize"], antialias=True)
         return F.pad(out, params["pad"], fill=self.fill)
 
     def extra_repr(self) -> str:
@@ -774,6 +780,16 @@ class DetectionData:
 
     def dataset(self, split: str, train: bool, epoch: int) -> DetectionDataset:
         return DetectionDataset(self.splits[split], self.store, self.train_tf if train else self.eval_tf, self.seed, epoch)
+
+    def extents(self, split: str) -> list[tuple[int, int]]:
+        """Where each image of ``split`` lies in its un-augmented letterbox: ``(width, height)`` in the letterbox's
+        pixels from its top-left corner (the rest is padding)."""
+        out = []
+        for s in self.splits[split]:
+            w, h = self.store.get(s.path).size
+            scale = letterbox_scale(w, h, self.image_size)
+            out.append((max(1, round(w * scale)), max(1, round(h * scale))))
+        return out
 
     def transform_id(self, train: bool) -> str:
         return repr(self.train_tf if train else self.eval_tf).replace("\n", " ")

@@ -31,9 +31,9 @@ from headstart.core.report import outputs
 from headstart.errors import ConfigError, DataError
 from headstart.progress import results, say, warn
 from headstart.tasks import flips
+from headstart.tasks.detection import clipped_to_image, training
 from headstart.tasks.detection import data as det_data
 from headstart.tasks.detection import report as det_report
-from headstart.tasks.detection import training
 from headstart.tasks.detection.metrics import detection_report
 from headstart.tasks.detection.model import DetectionModel, build_detector, build_tv_detector
 from headstart.tasks.image.data import image_samples
@@ -209,10 +209,10 @@ class Detector(Estimator):
             decoded = store.get(sample.path)
             width, height = original_size(sample.source)
             factor = width / decoded.width / det_data.letterbox_scale(decoded.width, decoded.height, size)
-            boxes = (pred["boxes"] * factor).clamp(min=0)
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(max=width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(max=height)
-            order = pred["scores"].argsort(descending=True)[: top_k or None]
+            clipped, inside = clipped_to_image((pred["boxes"] * factor).numpy(), width, height)
+            boxes = torch.from_numpy(clipped)
+            order = pred["scores"].argsort(descending=True)
+            order = order[torch.from_numpy(inside)[order]][: top_k or None]  # none in the letterbox's padding
             dets = [{"label": self.classes_[int(pred["labels"][i]) - 1], "score": round(float(pred["scores"][i]), 4),
                      "box": [round(float(v), 1) for v in boxes[i]]} for i in order]
             rows.append({"path": str(sample.path), "width": width, "height": height, "detections": dets})
@@ -261,7 +261,7 @@ class Detector(Estimator):
             return training.predict_batches(fabric, model, val, desc + loop.share_note(fabric, items, n), len(val),
                                             cfg.detection.image_size)
 
-        preds = loop.gather_split(fabric, n, compute)
+        preds = training.inside_images(loop.gather_split(fabric, n, compute), ddata.extents("val"))
         return detection_report(preds, training.view_targets(ddata, "val", False, 0), self.classes_)
 
     def _score_test(self, prepared: Prepared, fabric: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from headstart.config import RunConfig
 from headstart.core import loop, strategies
 from headstart.core.cache import FeatureCache
 from headstart.progress import progress_bar
+from headstart.tasks.detection import clipped_to_image
 from headstart.tasks.detection.data import DetectionData, collate
 from headstart.tasks.detection.metrics import SELECT_METRIC, detection_report
 from headstart.tasks.detection.model import DetectionModel
@@ -75,6 +76,18 @@ def view_targets(data: DetectionData, split: str, train: bool, view: int) -> lis
     return [dataset[i][1] for i in range(len(dataset))]
 
 
+def inside_images(preds: list[dict], extents: list[tuple[int, int]]) -> list[dict]:
+    """Each image's detections (letterbox pixels) without those in the letterbox's padding, the others clipped to the
+    image (``clipped_to_image``; ``extents``: ``DetectionData.extents``), as ``Detector.predict`` gives them."""
+    out = []
+    for pred, (width, height) in zip(preds, extents):
+        boxes, keep = clipped_to_image(pred["boxes"].numpy(), width, height)
+        kept = torch.from_numpy(keep)
+        out.append({**pred, "boxes": torch.from_numpy(boxes)[kept], "scores": pred["scores"][kept],
+                    "labels": pred["labels"][kept]})
+    return out
+
+
 @torch.inference_mode()
 def predict_batches(fabric: Fabric, model: DetectionModel, batches, desc: str, total: int,
                     size: int, cut: int = 0, shapes: list | None = None) -> list[dict]:
@@ -112,6 +125,7 @@ class DetectionSteps:
         self.caches: list[FeatureCache] = []
         self.val_set = data.dataset("val", train=False, epoch=0)
         self.val_targets = view_targets(data, "val", False, 0)
+        self.val_extents = data.extents("val")
         self.shapes: list[tuple[int, ...]] = []
         self.train_views: torch.Tensor | None = None
         self.train_targets: list[list[dict]] = []
@@ -190,7 +204,7 @@ class DetectionSteps:
                           num_workers=self.cfg.data.num_workers)
             return predict_batches(fabric, model, val, desc, len(val), self.size)
 
-        return loop.gather_split(fabric, n, compute)
+        return inside_images(loop.gather_split(fabric, n, compute), self.val_extents)
 
     def validate(self, fabric: Fabric, model: DetectionModel, cut: int) -> tuple[dict[str, float], list[dict]]:
         preds = self.predict(fabric, model, cut)

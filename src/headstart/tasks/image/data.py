@@ -43,9 +43,12 @@ from headstart.tasks.image import arrays, hf_datasets
 from headstart.tasks.image.class_names import alias, name_classes
 from headstart.tasks.image.decode import (  # noqa: F401
     IMAGE_EXTENSIONS,
+    MEMORY_NAME,
     image_files,
     image_header,
+    in_memory,
     is_image_file,
+    predict_items,
     quiet_pil,
     too_large_reason,
     unreadable_reason,
@@ -1182,13 +1185,15 @@ def image_samples(inputs: str | Path | bytes | Sequence[str | Path | bytes | tup
 
     An image in memory is the bytes of an image file, alone (named ``<memory i>``, i its place in
     ``inputs``) or as ``(name, bytes)`` (or ``(name, Stored)``: a dataset row's); it is decoded exactly as the same
-    file on disk would be.
+    file on disk would be. A PIL image, a NumPy array or a torch tensor of pixels is such a file's bytes
+    (``decode.in_memory``).
     """
-    items = [inputs] if isinstance(inputs, (str, Path, bytes)) else list(inputs)
+    items = predict_items(inputs)
     samples: list[Sample] = []
     for i, item in enumerate(items):
-        if isinstance(item, bytes):
-            samples.append(Sample(Path(f"<memory {i}>"), data=item))
+        data = item if isinstance(item, bytes) else in_memory(item)
+        if data is not None:
+            samples.append(Sample(Path(MEMORY_NAME.format(i)), data=data))
         elif isinstance(item, tuple):
             name, data = item
             samples.append(Sample(Path(name), data=data if isinstance(data, Stored) else bytes(data)))

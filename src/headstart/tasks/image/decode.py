@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -286,6 +287,86 @@ def image_beside(folder: Path, stem: str) -> Path | None:
     return None
 
 
+MEMORY_NAME = "<memory {}>"  # how predictions name an image held in memory: its place among the inputs
+
+
+def predict_items(inputs: Any) -> list[Any]:
+    """``predict``'s inputs as a list: a file, folder, bytes, PIL image, array or tensor alone is one item (a 4-D array
+    or tensor, N x H x W x C or N x C x H x W, is N images)."""
+    if isinstance(inputs, (str, Path, bytes, Image.Image)):
+        return [inputs]
+    if hasattr(inputs, "shape") and hasattr(inputs, "__array__") or _is_tensor(inputs):
+        return list(inputs) if len(inputs.shape) == 4 else [inputs]
+    try:
+        return list(inputs)
+    except TypeError:  # a number...: image_files names what it is
+        return [inputs]
+
+
+def _is_tensor(item: Any) -> bool:
+    return hasattr(item, "detach") and hasattr(item, "shape")
+
+
+def in_memory(item: Any) -> bytes | None:
+    """An image held in memory as the bytes of a lossless file (PNG; TIFF for float and 32-bit values), decoded as
+    any file is; None when ``item`` is not one. A PIL image has its EXIF orientation applied, as its file would. A
+    NumPy array or torch tensor is H x W, H x W x C or C x H x W (C: 1, 3 or 4, RGB(A)) of uint8, uint16, bool or
+    integers, or of floats: in 0..1 for colour (torchvision's ``ToTensor``), any range for one channel (a scan's)."""
+    if isinstance(item, Image.Image):
+        image = ImageOps.exif_transpose(item)
+        if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F"):
+            image = image.convert("RGB")  # CMYK, YCbCr, LAB: as their files decode
+    elif hasattr(item, "__array__") and hasattr(item, "shape") or _is_tensor(item):
+        image = _array_image(item.detach().cpu().numpy() if _is_tensor(item) else np.asarray(item))
+    else:
+        return None
+    out = io.BytesIO()
+    image.save(out, "TIFF" if image.mode in ("I", "F") else "PNG")
+    return out.getvalue()
+
+
+def _array_image(array: np.ndarray) -> Image.Image:
+    """A PIL image of an array's values (``in_memory``); a DataError says what shape or values were expected."""
+    expected = ("H x W, H x W x C or C x H x W (C: 1, 3 or 4) of uint8, uint16 or bool, or floats in 0..1 "
+                "(any range for one channel)")
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)  # C x H x W: a tensor's layout
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or array.ndim == 3 and array.shape[-1] not in (3, 4) or not array.size:
+        raise DataError(f"An image in memory must be {expected}; found an array of shape {tuple(array.shape)}")
+    kind = array.dtype.kind
+    if kind == "b":
+        array = array.astype(np.uint8) * 255
+    elif kind == "f":
+        if not np.isfinite(array).all():
+            raise DataError("An image in memory holds NaN or infinite values")
+        if array.ndim == 2:
+            return Image.fromarray(array.astype(np.float32), "F")  # as a float TIFF: decoded to its own range
+        if array.min() < 0 or array.max() > 1:
+            raise DataError(f"A colour image in memory of floats must hold values in 0..1 (torchvision's ToTensor); "
+                            f"found {float(array.min()):.3g}..{float(array.max()):.3g} (normalised? pass it before "
+                            "normalisation, or as uint8)")
+        array = np.rint(array * 255).astype(np.uint8)
+    elif kind in "iu":
+        if array.min() < 0 or array.max() > 65535:
+            raise DataError(f"An image in memory of integers must hold values in 0..65535; found "
+                            f"{int(array.min())}..{int(array.max())}")
+        if array.ndim == 3 and array.dtype != np.uint8:  # colour of 16 bits: as an image file of 8 would hold it
+            array = (array.astype(np.float64) / (257 if array.max() > 255 else 1)).round().astype(np.uint8)
+        elif array.dtype not in (np.uint8, np.uint16):
+            array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+    else:
+        raise DataError(f"An image in memory must be {expected}; found values of type {array.dtype}")
+    return Image.fromarray(np.ascontiguousarray(array))  # uint16: I;16, saved as a 16-bit PNG
+
+
+def not_an_input(item: Any) -> DataError:
+    """The error for an input ``predict`` cannot take."""
+    return DataError(f"Cannot predict a {type(item).__name__}: expected image files or folders, the bytes of an image "
+                     "file, PIL images, or NumPy arrays / torch tensors of pixels")
+
+
 def image_files(inputs: Sequence[str | Path]) -> list[Path]:
     """Image files from a mix of files and folders (folders searched recursively, without the masks beside their
     images: ``segmentation.split_masks``), as ``predict`` takes them."""
@@ -293,6 +374,8 @@ def image_files(inputs: Sequence[str | Path]) -> list[Path]:
 
     files: list[Path] = []
     for item in inputs:
+        if not isinstance(item, (str, Path)):
+            raise not_an_input(item)
         p = Path(item)
         if p.is_dir():
             files += split_masks(sorted(q for q in p.rglob("*") if is_image_file(q)))[0]

@@ -287,16 +287,23 @@ def tables_in(folder: Path) -> list[PixelTable]:
 def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Path | tuple[str, bytes | Stored]]:
     """What predict classifies of each input: an image file, a folder's image files, a table of pixels' rows as
     ``(TABLE:LINE, PNG bytes)`` (rows that are no image are warned about and left out), the test images (else every
-    image) of a ``.npz`` of arrays or of a datasets folder; ``(name, bytes)`` as given."""
+    image) of a ``.npz`` of arrays or of a datasets folder; ``(name, bytes)`` as given; an image in memory (bytes,
+    a PIL image, an array: ``decode.in_memory``) as ``(<memory i>, bytes)``."""
     from headstart.progress import warn
     from headstart.tasks.image import arrays, hf_datasets
-    from headstart.tasks.image.decode import image_files
+    from headstart.tasks.image.decode import MEMORY_NAME, image_files, in_memory, not_an_input
 
     out: list[Path | tuple[str, bytes | Stored]] = []
-    for item in items:
+    for i, item in enumerate(items):
         if isinstance(item, tuple):
             out.append(item)
             continue
+        data = item if isinstance(item, bytes) else in_memory(item)
+        if data is not None:  # an image in memory (bytes of a file, a PIL image, an array): as image_samples names it
+            out.append((MEMORY_NAME.format(i), data))
+            continue
+        if not isinstance(item, (str, Path)):
+            raise not_an_input(item)
         if arrays.is_array_data(item) or hf_datasets.is_image_dataset(item):
             path = Path(item)
 
