@@ -730,3 +730,18 @@ def test_a_model_of_titled_texts_predicts_and_evaluates_from_the_same_columns(tm
     engine = onnx_engine.OnnxEngine(run / "model.onnx")
     assert [r["label"] for r in engine.predict([(t, d) for _, t, d in test_rows[:24]])] == \
         [r["label"] for r in predicted[:24]]
+
+
+def test_the_texts_to_predict_come_as_strings_or_any_sequence_of_them():
+    """One string, a list, a tuple of parts, a pandas Series or a NumPy array of strings; a number, None or bytes is
+    an error saying what predict takes."""
+    np = pytest.importorskip("numpy")
+    from headstart.tasks.text import as_texts
+
+    assert as_texts("see you at lunch") == ["see you at lunch"]
+    assert as_texts(np.array(["a b", "c d"])) == ["a b", "c d"]
+    pd = pytest.importorskip("pandas")
+    assert as_texts(pd.Series(["a b", "c d"])) == ["a b", "c d"]
+    for bad, named in ((5, "int"), (None, "NoneType"), ([b"bytes"], "bytes")):
+        with pytest.raises(DataError, match=rf"predict takes strings .*found {named}"):
+            as_texts(bad)

@@ -28,7 +28,7 @@ def joined(parts: str | Sequence[str]) -> str:
 def as_texts(texts: str | Sequence[str | Sequence[str]]) -> list[str]:
     """The texts to predict: one or several strings, each a text or a tuple of its parts (a model trained on a title
     and its body, or on pairs, takes them in its columns' order); DataError on anything else."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
+    texts = [texts] if isinstance(texts, str) or not hasattr(texts, "__iter__") else list(texts)
     bad = [t for t in texts if not (isinstance(t, str) or isinstance(t, (tuple, list))
                                     and all(isinstance(p, str) for p in t))]
     if bad:
