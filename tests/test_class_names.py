@@ -126,3 +126,48 @@ def test_numbered_classes_keep_their_numbers_without_a_file_naming_them(digits_d
         {"n01443537": "goldfish", "n01440764": "tench"}, "imagenet_class_index.json")
     assert readable_names(["cat", "dog"], [root]) is None  # classes named by words keep them
     assert readable_names(["0", "1", "2"], [root]) is None  # a file must name every class
+
+
+def test_a_list_of_names_a_line_names_classes_numbered_from_1_or_from_0(tmp_path):
+    """``classes.txt`` of AG News, DBpedia, Yahoo! Answers (a name a line) names labels 1...K; a list beside classes
+    0...K-1 counts from 0; a list of another length, or a file not named as a list of names (readme.txt), names
+    nothing."""
+    (tmp_path / "classes.txt").write_text("World\nSports\nBusiness\nSci/Tech\n")
+    (tmp_path / "readme.txt").write_text("AG\nNews\nTopic\nDataset\n")
+    assert readable_names(["1", "2", "3", "4"], [tmp_path]) == (
+        {"1": "World", "2": "Sports", "3": "Business", "4": "Sci/Tech"}, "classes.txt")
+    assert readable_names(["0", "1", "2", "3"], [tmp_path])[0] == {"0": "World", "1": "Sports", "2": "Business",
+                                                                 "3": "Sci/Tech"}
+    assert readable_names(["1", "2", "3"], [tmp_path]) is None  # 4 names for 3 classes: not this list
+    (tmp_path / "classes.txt").unlink()
+    assert readable_names(["1", "2", "3", "4"], [tmp_path]) is None  # readme.txt is no list of names
+
+
+@needs_shared(HYMENOPTERA.parent / "sms_spam")
+def test_text_labels_numbered_as_ag_news_are_named_by_its_classes_txt_and_evaluate_by_number(tmp_path):
+    """AG News as Zhang et al. ship it (``train.csv`` and ``test.csv`` of ``"3","title","description"``, no header
+    line, ``classes.txt`` beside): the classes are its names, and a table labelled by the numbers evaluates."""
+    import csv
+
+    from headstart.tasks.text import data as textdata
+
+    sms = (HYMENOPTERA.parent / "sms_spam" / "SMSSpamCollection.tsv").read_text(encoding="utf-8").splitlines()[1:121]
+    rows = [line.split("\t", 1) for line in sms]
+
+    def number(label: str, text: str) -> int:
+        return 3 if "?" in text else 1 if label == "ham" else 2
+
+    for name, part in (("train.csv", rows[:90]), ("test.csv", rows[90:])):
+        with (tmp_path / name).open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f, quoting=csv.QUOTE_ALL).writerows([number(y, t), t[:20], t] for y, t in part)
+    (tmp_path / "classes.txt").write_text("Ham\nSpam\nQuestion\n")
+    splits = textdata.discover(tmp_path)
+    assert splits.classes == ["Ham", "Question", "Spam"] and "classes named by classes.txt" in splits.layout
+    assert splits.aliases == {"1": "Ham", "2": "Spam", "3": "Question"}
+    truth = [["Ham", "Spam", "Question"][number(y, t) - 1] for y, t in rows]
+    got = sorted((s.where, splits.classes[s.label]) for s in splits.train + splits.val + splits.test)
+    where = [w.split(":")[-2:] for w, _ in got]  # FOLDER:train:7, FOLDER:test:3
+    assert [label for _, label in got] == [truth[int(n) - 1 + 90 * (part == "test")] for part, n in where]
+    samples, _ = textdata.labelled_texts(tmp_path / "test.csv", splits.classes, splits.text_columns,
+                                         aliases=splits.aliases)
+    assert [splits.classes[s.label] for s in samples] == truth[90:]

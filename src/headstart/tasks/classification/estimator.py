@@ -32,6 +32,7 @@ class ClassifierEstimator(Estimator):
     operating_point_: Any = None  # the threshold on p(positive) chosen on validation (``operating_point``); None: argmax
     selective_: list = []  # (accuracy aimed at, the probability from which validation reached it): ``calibration``
     familiar_: Any = None  # training features and the distance beyond which an input is unfamiliar (``familiarity``)
+    class_aliases_: dict[str, str] = {}  # the codes DATA named the classes by (``image.class_names``): code -> class
     unfamiliar_: list[bool] = []  # the last predict_proba's items: unlike the training items (``familiar_``)
     features_: Any = None  # the last predict_proba's items' features (the head's input), on the CPU
     _listing_doubts = False  # ``check_labels``'s temporary run
@@ -344,7 +345,8 @@ class ClassifierEstimator(Estimator):
                 "head": {"type": "linear", "dropout": self.config.model.dropout}, "temperature": self.temperature_,
                 **({} if self.operating_point_ is None else {
                     "operating_point": self.operating_point_.to_dict(self.classes_)}),
-                **({"selective": [list(pair) for pair in self.selective_]} if self.selective_ else {})}
+                **({"selective": [list(pair) for pair in self.selective_]} if self.selective_ else {}),
+                **({"class_aliases": self.class_aliases_} if self.class_aliases_ else {})}
 
     def _model_from_spec(self, info: dict[str, Any], run: Path) -> Any:
         from headstart.core.backbones import registry
@@ -358,6 +360,7 @@ class ClassifierEstimator(Estimator):
         from headstart.tasks.classification import familiarity
 
         self.train_counts_ = info.get("train_counts", [])
+        self.class_aliases_ = info.get("class_aliases", {})
         self.temperature_ = float(info.get("temperature", 1.0))  # runs saved before calibration: the plain softmax
         point = info.get("operating_point")  # None: the argmax (runs saved before operating points too)
         self.operating_point_ = None if point is None else OperatingPoint.from_dict(point, list(info["classes"]))

@@ -7,7 +7,10 @@ Datasets as downloaded often name their classes by a code and ship the names bes
 - GTSRB as in Udacity's project: ``Train/0/`` ... with ``signnames.csv`` (``ClassId,SignName``);
 - ImageNet's ``imagenet_class_index.json`` (``{"0": ["n01440764", "tench"]}``);
 - Imagenette and other ImageNet subsets: ``n01440764/`` with no names file (WordNet's lemmas, as timm ships them);
-- Stanford Dogs: ``n02085620-Chihuahua/`` (the name after the id).
+- Stanford Dogs: ``n02085620-Chihuahua/`` (the name after the id);
+- AG News, DBpedia and Yahoo! Answers as Zhang et al. published them: labels ``1``...``4`` in ``train.csv`` with
+  ``classes.txt`` beside, a name a line (``World``, ``Sports``...); a list of names counted from 0 names labels
+  ``0``...``K-1``.
 
 ``name_classes`` gives such classes their names (a file beside the data first, then WordNet) and records the folder
 names as aliases, so that data labelled by the codes (a ``valid/1/`` folder, Tiny ImageNet's
@@ -27,6 +30,7 @@ WORDNET_ID = re.compile(r"n\d{8}")
 WORDNET_PREFIXED = re.compile(r"(n\d{8})[-_ ]+(?P<name>.*\S.*)")  # Stanford Dogs' n02085620-Chihuahua
 NAMES_SUFFIXES = (".json", ".txt", ".csv", ".tsv")
 NAMES_BYTES = 16 * 2**20  # larger files are not names files (Tiny ImageNet's words.txt: 2.6 MB)
+LIST_STEM = re.compile(r"class|label|name|categor", re.IGNORECASE)  # a list of names, one a line: classes.txt
 
 
 def _coded(classes: Sequence[str]) -> bool:
@@ -70,6 +74,24 @@ def _read_names(path: Path) -> dict[str, str]:
     return names
 
 
+def _listed_names(path: Path, classes: Sequence[str]) -> dict[str, str] | None:
+    """``{number: name}`` of a ``.txt`` list of names, one a line, named as such a list (``classes.txt``), that names
+    every class of numbers ``1``...``K`` (line ``k``: class ``k``) or ``0``...``K-1`` (counted from 0); else None."""
+    if path.suffix.lower() != ".txt" or not LIST_STEM.search(path.stem) or not all(c.isdigit() for c in classes):
+        return None
+    try:
+        if path.stat().st_size > NAMES_BYTES:
+            return None
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError):
+        return None
+    numbers = sorted(int(c) for c in classes)
+    if len(lines) != len(classes) or len({n.lower() for n in lines}) != len(lines):
+        return None
+    first = 1 if numbers == list(range(1, len(lines) + 1)) else 0 if numbers == list(range(len(lines))) else None
+    return None if first is None else {c: lines[int(c) - first] for c in classes}
+
+
 def _candidates(folders: Iterable[Path]) -> list[Path]:
     seen: list[Path] = []
     for folder in folders:
@@ -107,6 +129,9 @@ def readable_names(classes: Sequence[str], folders: Iterable[Path]) -> tuple[dic
         return None
     wordnet = all(WORDNET_ID.fullmatch(c) for c in classes)
     for path in _candidates(folders):
+        listed = _listed_names(path, classes)
+        if listed is not None and all(re.search(r"[^\W\d_]", n) for n in listed.values()):
+            return listed, path.name
         table = _read_names(path)
         if not table or not all(re.search(r"[^\W\d_]", table.get(c, "")) for c in classes):
             continue  # a name holds a letter: a table of numbers to numbers (ids to labels) names nothing

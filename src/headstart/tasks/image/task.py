@@ -39,7 +39,6 @@ class ImageClassifier(ClassifierEstimator):
     TASK = "image"
     NOUN = "images"
     heatmaps_: list[str] = []  # the heat maps the last predict_proba(..., save_heatmaps=FOLDER) wrote, in order
-    class_aliases_: dict[str, str] = {}  # the codes (folder names) DATA named the classes by (``class_names``)
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
         cfg = self.config
@@ -107,13 +106,6 @@ class ImageClassifier(ClassifierEstimator):
 
     def _report_item(self, sample: Sample) -> Path | tuple[str, bytes]:
         return sample.path if sample.data is None else (str(sample.path), sample.data)  # a table of pixels' row
-
-    def _spec_info(self) -> dict[str, Any]:
-        return {**super()._spec_info(), **({"class_aliases": self.class_aliases_} if self.class_aliases_ else {})}
-
-    def _loaded(self, run: Path, info: dict[str, Any]) -> None:
-        super()._loaded(run, info)
-        self.class_aliases_ = info.get("class_aliases", {})
 
     # ---------------------------------------------------------------- using the model
     def _pool(self, inputs: Any) -> list[Any]:

@@ -594,7 +594,11 @@ def discover(data: str | Path, text_column: str | Sequence[str] | None = None, l
         splits.notes.append(f"{dup} validation text(s) also occur in the training split (duplicate rows; {SAME}): "
                             "validation scores may be optimistic")
     splits.notes += word_notes(splits.train + splits.val, classes)  # ISOT's 'WASHINGTON (Reuters) -' in one class
-    return splits
+    if tags:
+        return splits
+    from headstart.tasks.image.class_names import name_classes  # classes numbered 1...K named by classes.txt beside
+
+    return name_classes(splits, (path.parent, path.parent.parent) if path.is_file() else (path, path.parent))
 
 
 LabelOf = Callable[[dict[str, Any]], Any]  # a row's label: a class index (a tuple of them for tags), None if blank
@@ -685,10 +689,12 @@ def _rarest_label(items: Sequence[TextSample]) -> list[int]:
 
 def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequence[str] | None = None,
                    label_column: str | None = None, tags: bool = False, uncertain: str = "negative",
-                   known_by: str = "the model") -> tuple[list[TextSample], list[tuple[str, str]]]:
+                   known_by: str = "the model", aliases: dict[str, str] | None = None
+                   ) -> tuple[list[TextSample], list[tuple[str, str]]]:
     """Texts of labelled evaluation data with the model's ``classes`` (its test, else val split, else all rows);
     ``tags``: multi-label texts (``tag_reader``), each labelled with a tuple of the model's class indices.
-    ``known_by``: whose classes they are, as messages say it."""
+    ``known_by``: whose classes they are, as messages say it; ``aliases``: the codes that named them at training
+    (``3`` for ``Business``: ``image.class_names``)."""
     path = Path(data)
     names = column_names(text_column)
     records = read_records(path, [*names, label_column])
@@ -732,7 +738,7 @@ def labelled_texts(data: str | Path, classes: list[str], text_column: str | Sequ
     for i, row in enumerate(rows):
         text, label = text_of(row, tcols), label_of(row)
         names = label if isinstance(label, tuple) else (label,) if label not in ("", None) else ()
-        names = tuple(n if n in index else match(n) or n for n in names)
+        names = tuple(n if n in index else (aliases or {}).get(n) or match(n) or n for n in names)
         if is_blank(text) or label in ("", None):
             skipped.append((name_of(i), "empty text" if is_blank(text) else "empty label"))
         elif any(n not in index for n in names):

@@ -73,7 +73,7 @@ class TextClassifier(ClassifierEstimator):
                 f"{n:,} parameters")
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
-        self.tokenizer_, self.text_columns_ = tokenizer, splits.text_columns
+        self.tokenizer_, self.text_columns_, self.class_aliases_ = tokenizer, splits.text_columns, splits.aliases
         return Prepared(model, tdata, splits, {"truncated": tdata.truncated, "max_length": max_length,
                                                "data_warnings": splits.notes})
 
@@ -109,10 +109,12 @@ class TextClassifier(ClassifierEstimator):
                                                                                   list[tuple[str, str]]]:
         """Labelled texts, read from the columns of training where ``data`` has them."""
         tc = self.config.text
-        classes, columns, known_by = ((self.classes_, self.text_columns_, "the model") if splits is None
-                                      else (splits.classes, splits.text_columns, "DATA"))
+        classes, columns, known_by, aliases = (
+            (self.classes_, self.text_columns_, "the model", self.class_aliases_) if splits is None
+            else (splits.classes, splits.text_columns, "DATA", splits.aliases))
         samples, skipped = labelled_texts(data, classes, tc.text_column or columns or None, tc.label_column,
-                                          tags=self.TAGS, uncertain=self.config.data.uncertain, known_by=known_by)
+                                          tags=self.TAGS, uncertain=self.config.data.uncertain, known_by=known_by,
+                                          aliases=aliases)
         if len(columns) > 1:  # a table 'suggest' wrote holds each text's parts in one column, joined as shown
             samples = [dataclasses.replace(s, text=unshown(s.text, len(columns))) for s in samples]
         return samples, skipped
