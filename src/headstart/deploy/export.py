@@ -79,9 +79,9 @@ DETECTION_REFUSALS = {  # why a detection run does not export at these precision
             "NMS; its quantisation is not supported)",
 }
 DETECTION_TOLERANCES = {"box_agreement": 0.98, "max_abs_score_diff": 1e-3, "max_abs_box_diff": 0.5}
-# End to end (OnnxEngine from the files vs Detector.predict): PIL's letterbox resize rounds about 1 pixel value in
-# 1000 differently from torchvision's, so boxes (in image pixels) move by a fraction of a pixel and scores in the
-# 4th digit. Matched: same class, IoU >= 0.9; boxes within 0.005 of a full list's lowest score are left out (ties).
+# End to end (OnnxEngine from the files vs Detector.predict): both letterbox with PIL's resize, so what is left is the
+# rounding of the rows (0.1 px, 4 digits of score) and the float differences of the graph. Matched: same class,
+# IoU >= 0.9; boxes within 0.005 of a full list's lowest score are left out (ties).
 ENGINE_DETECTION_TOLERANCES = {"box_agreement": 0.97, "max_abs_score_diff": 5e-3, "max_abs_box_diff": 2.0}
 SEGMENTATION = "segmentation"
 # Segmentation: logit differences relative to max(1, |reference logit|); pixel_agreement = share of the pixels whose

@@ -138,10 +138,9 @@ def item_source(item: Path | tuple[str, Any]) -> Path | bytes:
 
 def letterbox_array(image: Image.Image, size: int, fill: int = 114) -> np.ndarray:
     """A decoded image as the detection graph's ``(3, size, size)`` input in [0, 1]: longer side to ``size``
-    (bilinear, antialiased), padded right and bottom with ``fill``, as ``detection.data.Letterbox``.
-
-    PIL's and torchvision's antialiased uint8 resizes round differently: about 1 pixel value in 1000 differs
-    by 1 (of 255), which moves boxes by a fraction of a pixel."""
+    (bilinear, antialiased), padded right and bottom with ``fill``, as ``detection.data.Letterbox``, which resizes
+    8-bit images with PIL too: the same pixels (torchvision's uint8 resize rounds about one value in 1000 the other
+    way)."""
     w, h = image.size
     scale = size / max(w, h)
     resized = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
