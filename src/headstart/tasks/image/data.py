@@ -292,9 +292,8 @@ def _discover(root: Path, val_fraction: float, seed: int, path_column: str | Non
         if pixels is not None:  # Kaggle's Digit Recognizer train.csv, FER-2013's fer2013.csv
             return _from_pixel_tables(root, [pixels], val_fraction, seed)
         if not is_table_file(root):
-            raise DataError(f"{root}: expected a folder of images or a .csv (or Excel .xlsx) file with path and label "
-                            "columns."
-                            + not_data_hint(root))
+            raise DataError(f"{root}: expected a folder of images or a .csv (or Excel .xlsx, JSON Lines .jsonl) file "
+                            "with path and label columns." + not_data_hint(root))
         splits = _from_csv(root, val_fraction, seed, path_column, label_column, group_column)
         return small_given_val(splits, val_fraction, seed, "the 'split' column's val rows", small_val,
                                by_path=not no_groups(group_column))

@@ -124,8 +124,8 @@ def _table_of(root: Path) -> Path:
                             "column per class), or pass --from-detection for a YOLO, COCO or Pascal VOC folder")
         return table
     if not is_table_file(root):
-        raise DataError(f"{root}: expected a .csv/.tsv (or Excel .xlsx) file of image paths and labels, or a folder "
-                        f"with {LABELS_FILE}")
+        raise DataError(f"{root}: expected a .csv/.tsv (or Excel .xlsx, JSON Lines .jsonl) file of image paths and "
+                        f"labels, or a folder with {LABELS_FILE}")
     return root
 
 
