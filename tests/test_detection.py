@@ -798,3 +798,47 @@ def test_a_class_the_detector_never_finds_is_named():
     assert report["map_50"] > 0.5 and len(report["warnings"]) == 1, report["warnings"]
     assert f"1 class(es) found almost never (AP@0.5 under 0.01), though these images hold them: 'Platelets' ({boxes} " \
            "boxes)" in report["warnings"][0]
+
+
+@pytest.mark.skipif(not BCCD.is_dir(), reason="bccd is absent (the ../shared data folder)")
+def test_a_hub_repository_of_images_and_boxes_as_cppe5_lays_it_out(tmp_path: Path) -> None:
+    """A Hugging Face dataset repository as downloaded (``data/train-00000-of-00001.parquet``, ``data/test-...``,
+    written by the ``datasets`` library): an Image column, ``width``/``height`` and ``objects`` of COCO boxes with a
+    ClassLabel ``category``: detection, the ClassLabel names the classes, BCCD's own boxes read back, the images read
+    from the Parquet rows for training, and a box without a category refused naming its row."""
+    datasets = pytest.importorskip("datasets")
+    found = dd.discover(BCCD)
+    items = {"train": found.train[:12], "test": found.test[:4]}
+    features = datasets.Features({
+        "image": datasets.Image(), "width": datasets.Value("int32"), "height": datasets.Value("int32"),
+        "objects": datasets.Sequence({"bbox": datasets.Sequence(datasets.Value("float32"), length=4),
+                                      "category": datasets.ClassLabel(names=found.classes)})})
+    (tmp_path / "data").mkdir()
+    for split, samples in items.items():
+        rows = []
+        for s in samples:
+            w, h = Image.open(s.path).size
+            boxes = s.boxes.tolist()
+            rows.append({"image": {"bytes": s.path.read_bytes(), "path": s.path.name}, "width": w, "height": h,
+                         "objects": {"bbox": [[x1 * w, y1 * h, (x2 - x1) * w, (y2 - y1) * h] for x1, y1, x2, y2 in boxes],
+                                     "category": [int(c) for c in s.labels]}})
+        datasets.Dataset.from_list(rows, features=features).to_parquet(str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"))
+    from headstart.tasks import infer_task
+
+    assert infer_task(tmp_path) == "detection"
+    splits = dd.discover(tmp_path)
+    assert splits.classes == found.classes and "Parquet files of images and boxes" in splits.layout
+    assert (len(splits.train) + len(splits.val), len(splits.test)) == (12, 4)
+    for split, samples in (("train", splits.train + splits.val), ("test", splits.test)):
+        for s in samples:
+            want = items[split][int(s.path.name.split(":")[1])]
+            assert torch.equal(s.labels, want.labels) and torch.allclose(s.boxes, want.boxes, atol=1e-5)
+    data = dd.DetectionData(splits, 256, preload_mb=0)  # the images, from their Parquet rows
+    image, target = data.dataset("val", train=False, epoch=0)[0]
+    assert image.shape == (3, 256, 256) and len(target["boxes"]) == len(splits.val[0].boxes)
+
+    bad = datasets.Dataset.from_list([{"image": {"bytes": found.test[0].path.read_bytes(), "path": "x.jpg"},
+                                       "objects": {"bbox": [[1, 2, 3, 4]], "category": [None]}}])
+    bad.to_parquet(str(tmp_path / "data" / "test-00000-of-00001.parquet"))
+    with pytest.raises(DataError, match="a box without a category"):
+        dd.discover(tmp_path)

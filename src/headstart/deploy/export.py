@@ -970,8 +970,9 @@ def _export_detection(est: Any, run: Path, fmt: str, precision: str, data: str |
     return _check_detection(est, run, target, meta, images, paths)
 
 
-def _detection_items(est: Any, data: Path, max_items: int) -> tuple[list[Any], list[Path]]:
-    """Letterboxed validation images ``[1, 3, S, S]``, decoded as ``Detector.predict`` decodes them."""
+def _detection_items(est: Any, data: Path, max_items: int) -> tuple[list[Any], list[Any]]:
+    """Letterboxed validation images ``[1, 3, S, S]``, decoded as ``Detector.predict`` decodes them, and the items
+    ``predict`` takes for them: their files, or ``(name, where they are stored)`` (a Parquet row)."""
     import torch
 
     from headstart.tasks.detection import data as det_data
@@ -981,7 +982,7 @@ def _detection_items(est: Any, data: Path, max_items: int) -> tuple[list[Any], l
     cfg = est.config
     size = cfg.detection.image_size
     splits = det_data.discover(data, cfg.data.val_fraction, cfg.train.seed)
-    samples = [Sample(s.path) for s in _spread(splits.val or splits.train, max_items)]
+    samples = [Sample(s.path, data=s.data) for s in _spread(splits.val or splits.train, max_items)]
     store = ImageStore(samples, size, est.model_.backbone.spec.interpolation or "bilinear", cfg.data.preload_mb, False,
                        desc="Reading validation images")
     if not store.samples:
@@ -989,7 +990,7 @@ def _detection_items(est: Any, data: Path, max_items: int) -> tuple[list[Any], l
     tf = det_data.eval_transform(size)
     images = [tf(det_data.to_tv(store.get(s.path), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))[0])
               .as_subclass(torch.Tensor)[None] for s in store.samples]
-    return images, [s.path for s in store.samples]
+    return images, [s.path if s.data is None else (str(s.path), s.data) for s in store.samples]
 
 
 def _detection_sidecar(est: Any, run: Path, target: Path, fmt: str = "onnx") -> dict[str, Any]:
@@ -1044,7 +1045,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _check_detection(est: Any, run: Path, target: Path, meta: dict[str, Any], images: list[Any],
-                     paths: list[Path]) -> dict[str, Any]:
+                     paths: list[Any]) -> dict[str, Any]:
     import torch
 
     if meta["format"] == "torchscript":
@@ -1132,7 +1133,7 @@ def match_detections(reference: list[dict[str, Any]], other: list[dict[str, Any]
             "max_abs_score_diff": score_diff, "max_abs_box_diff": box_diff}
 
 
-def _detection_engine_parity(est: Any, target: Path, meta: dict[str, Any], paths: list[Path],
+def _detection_engine_parity(est: Any, target: Path, meta: dict[str, Any], paths: list[Any],
                              failures: list[str]) -> dict[str, Any]:
     """OnnxEngine from the image files (PIL letterbox, boxes back in image pixels) against ``Detector.predict``."""
     engine = onnx_engine.OnnxEngine(target, meta=meta)

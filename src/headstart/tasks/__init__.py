@@ -131,8 +131,11 @@ def infer_task(data: str | Path) -> str:
 
         if is_text_folder(path):
             return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
+        from headstart.tasks.detection import is_parquet_detection
         from headstart.tasks.image.hf_datasets import is_image_dataset
 
+        if is_parquet_detection(path):
+            return "detection"  # a Hub dataset repository of images and their boxes (cppe-5's Parquet files)
         if is_image_dataset(path):
             return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
         from headstart.tasks.tables import TABLE_FILES, split_tables
@@ -141,10 +144,13 @@ def infer_task(data: str | Path) -> str:
             split_tables(path))  # tags in train.csv? in train/_classes.csv (Roboflow's)?
         if not (path / LABELS_FILE).is_file() and not is_datasets_folder(path) and tables is None and not tabled:
             return "image"  # class folders (or train/ val/ of them): nothing to read, no torch to import
+    from headstart.tasks.detection import is_parquet_detection
     from headstart.tasks.image.arrays import is_array_data
     from headstart.tasks.image.hf_datasets import is_image_dataset
     from headstart.tasks.image.pixel_tables import is_pixel_table
 
+    if path.is_file() and is_parquet_detection(path):
+        return "detection"  # one Parquet file of images and their boxes
     if is_pixel_table(path) or tables and is_pixel_table(tables.first) or is_array_data(path) or is_image_dataset(path):
         return "image"  # rows of pixel values (Kaggle's Digit Recognizer, Fashion-MNIST, FER-2013)
     from headstart.tasks.multilabel.data import looks_like_multilabel

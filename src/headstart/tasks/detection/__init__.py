@@ -197,3 +197,25 @@ def names_file(root: Path) -> Path | None:
 
     folders = [root, *(d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith("."))]
     return found if any(boxed(f) for f in folders) else None
+
+
+def objects_column(features: dict[str, Any]) -> str | None:
+    """The column of boxes of a dataset's features: a list of objects (or an object of lists) with a ``bbox`` among
+    its fields (the ``objects`` of Hugging Face's detection sets)."""
+    for name, feature in features.items():
+        inner = feature.get("feature", feature) if isinstance(feature, dict) else None
+        if isinstance(inner, dict) and "bbox" in inner:
+            return name
+    return None
+
+
+def is_parquet_detection(path: str | Path) -> bool:
+    """Parquet files (a Hub dataset repository's ``data/``, or one file) of images with an ``objects`` column of
+    boxes (``detection.hf_parquet``)."""
+    from headstart.tasks.image.hf_datasets import _parquet_features, image_column, parquet_splits
+
+    files = parquet_splits(Path(path))
+    if not files:
+        return False
+    features = _parquet_features(next(iter(files.values()))[0])
+    return image_column(features) is not None and objects_column(features) is not None

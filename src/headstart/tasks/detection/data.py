@@ -46,6 +46,7 @@ from headstart.tasks.detection import (
     box_tables_in,
     coco_files,
     is_box_table,
+    is_parquet_detection,
     names_file,
     split_exports,
     voc_folders,
@@ -73,6 +74,7 @@ class DetSample:
     boxes: torch.Tensor
     labels: torch.Tensor
     key: str = ""  # sha1 of the file's bytes, filled when the file is read
+    data: Any = None  # where the image is stored when not in a file of its own (a Parquet row): ``Sample.data``
 
 
 @dataclass
@@ -637,6 +639,10 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Dete
     if data.suffix == ".json" or (data.is_dir() and not any((data / n).exists() for n in ("data.yaml", "dataset.yaml"))
                                   and coco_files(data)):
         return read_coco(data, val_fraction, seed)
+    if is_parquet_detection(data):  # a Hugging Face dataset repository of images and boxes (cppe-5)
+        from headstart.tasks.detection.hf_parquet import read_parquet_detection
+
+        return read_parquet_detection(data, val_fraction, seed)
     if data.suffix in {".yaml", ".yml"} or data.is_dir():
         return read_yolo(data, val_fraction, seed)
     raise DataError(f"{data}: expected a YOLO folder (data.yaml, images/, labels/; or images with their .txt boxes and "
@@ -743,7 +749,7 @@ class DetectionData:
         self.classes, self.image_size, self.seed = splits.classes, image_size, seed
         self.notes: list[str] = []  # what reading found, to warn of
         samples = splits.train + splits.val
-        proxies = [Sample(s.path) for s in samples]
+        proxies = [Sample(s.path, data=s.data) for s in samples]
         self.store = ImageStore(proxies, image_size, interpolation, preload_mb, strict)
         splits.skipped += self.store.skipped
         ok = {id(p) for p in self.store.samples}

@@ -27,10 +27,10 @@ def is_hf_objects(path: Path) -> bool:
         row = json.loads(first)
     except (OSError, ValueError):
         return False
-    return isinstance(row, dict) and "file_name" in row and _boxes(row.get("objects")) is not None
+    return isinstance(row, dict) and "file_name" in row and boxes_of(row.get("objects")) is not None
 
 
-def _boxes(objects: Any) -> list[tuple[Any, Any]] | None:
+def boxes_of(objects: Any) -> list[tuple[Any, Any]] | None:
     """``[(bbox, category), ...]`` of an ``objects`` value (a dict of lists or a list of dicts); None when it holds
     no ``bbox``."""
     if isinstance(objects, dict) and "bbox" in objects:
@@ -53,7 +53,7 @@ def read_hf_objects(path: Path) -> list[Task]:
     tasks = []
     for number, (row, file) in enumerate(zip(rows, files), 1):
         task = Task(number, {"image": str(row.get("file_name") or "")}, True)
-        boxes = _boxes(row.get("objects"))
+        boxes = boxes_of(row.get("objects"))
         if boxes is None:
             raise DataError(f"{path}:{number}: expected 'objects' holding 'bbox' and 'categories' lists, found "
                             f"{str(row.get('objects'))[:100]!r}")

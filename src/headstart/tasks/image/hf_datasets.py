@@ -147,9 +147,9 @@ class DatasetImages:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()) -> DatasetImages:
+def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = (), labels: bool = True) -> DatasetImages:
     """The images and labels of a datasets folder (``only`` these splits, when given; DataError when its labels are
-    not one class an image)."""
+    not one class an image; ``labels=False``: the images alone, as predict reads them)."""
     try:
         import datasets
     except ImportError:
@@ -167,7 +167,7 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
         icol = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
         if icol is None:
             raise DataError(f"{path}/{name} holds no Image column (columns: {', '.join(features)})")
-        lcol = _label_column(features, icol, label_column, path / name)
+        lcol = _label_column(features, icol, label_column, path / name) if labels else None
         feature = features[lcol] if lcol else None
         if feature is not None and hasattr(getattr(feature, "feature", None), "names"):
             raise DataError(f"{path}: the column '{lcol}' holds several labels an image (a Sequence of ClassLabel); "

@@ -309,7 +309,7 @@ def prediction_items(items: Sequence[str | Path | tuple[str, bytes]]) -> list[Pa
 
             def read(only: tuple[str, ...], path: Path = path) -> dict[str, list[PixelRow]]:
                 return arrays.read(path, only).rows if arrays.is_array_data(path) else \
-                    hf_datasets.read(path, None, only).rows
+                    hf_datasets.read(path, None, only, labels=False).rows
 
             rows = read(("test",)) or read(())
             out += [(str(r.name), r.data) for split_rows in rows.values() for r in split_rows]
