@@ -173,15 +173,18 @@ def test_datasets_folders_as_load_dataset_saves_them(tmp_path):
     assert splits.train[0].text == f"{halves[1][0]}{textdata.PART_SEP}{halves[1][1]}"
     hub = tmp_path / "glue_mrpc_hub"  # the Hub repository as downloaded: Parquet files, ClassLabel names inside
     (hub / "data").mkdir(parents=True)
-    for split, (lo, hi, test) in {"train": (0, 60, False), "validation": (60, 75, False),
-                                  "test": (75, 90, True)}.items():
+    for split, (lo, hi, test) in {"validation": (60, 75, False), "test": (75, 90, True)}.items():
         part(lo, hi, test).to_parquet(str(hub / "data" / f"{split}-00000-of-00001.parquet"))
+    train = part(0, 60)  # in two shards, as the Hub splits a large split
+    for shard, rows in enumerate((range(0, 25), range(25, 60))):
+        train.select(rows).to_parquet(str(hub / "data" / f"train-{shard:05d}-of-00002.parquet"))
     assert infer_task(hub) == "text"
     from_hub = textdata.discover(hub)
     assert from_hub.classes == splits.classes and from_hub.text_columns == splits.text_columns
     assert [(s.text, s.label) for s in from_hub.train + from_hub.val] == [(s.text, s.label)
                                                                           for s in splits.train + splits.val]
     assert len(from_hub.skipped) == 2 and any("the test split (15 texts) has no labels" in n for n in from_hub.notes)
+    assert "train-00000-of-00002.parquet (+1 shard)" in from_hub.layout
     arrow = pytest.importorskip("pyarrow")
     from pyarrow import parquet  # SNLI as a parquet table (the Hub's format)
 

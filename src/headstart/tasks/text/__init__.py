@@ -126,6 +126,7 @@ class TableFolder:
     tables: dict[str, Path]
     beside: list[Path]
     unnamed: list[Path] = field(default_factory=list)  # several tables naming no split: one per class, or parts
+    shards: dict[Path, list[Path]] = field(default_factory=dict)  # a split's table: its other shards, read with it
 
     @property
     def first(self) -> Path:
@@ -185,4 +186,15 @@ def table_folder(path: Path) -> TableFolder | None:
                 TableFolder({}, [], tables[""]) if len(tables.get("", [])) > 1 else None)
     chosen = {split: next((t for t in named if t.stem.lower() == split), named[0])  # train.csv before train_2.csv
               for split, named in tables.items() if split}  # beside train.csv, a table naming no split is not read
-    return TableFolder(chosen, [t for t in every if t not in chosen.values()])
+    shards = {t: [o for o in every if o != t and _shard_of(o) == _shard_of(t)] for t in chosen.values() if _shard_of(t)}
+    read = {*chosen.values(), *(o for others in shards.values() for o in others)}
+    return TableFolder(chosen, [t for t in every if t not in read], shards=shards)
+
+
+SHARD = re.compile(r"(?P<name>.+)-\d{5}-of-(?P<count>\d{5})")  # the Hub's train-00000-of-00002.parquet
+
+
+def _shard_of(path: Path) -> tuple[str, str, str] | None:
+    """``(name, count, suffix)`` of a shard of one split's table (``train-00001-of-00002.parquet``), else None."""
+    found = SHARD.fullmatch(path.stem)
+    return (found.group("name"), found.group("count"), path.suffix.lower()) if found else None

@@ -198,8 +198,16 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
         return _unnamed_tables(root, found.unnamed, names)
     first = found.first
     base = read_records(first, names)
-    parts = {("train" if found.tables.get("train") else ""): base.rows()}
-    notes, read = list(base.notes), [first.name]
+
+    def rows_of(table: Path, records: Records) -> list[dict[str, Any]]:  # and of its other shards (the Hub's)
+        return records.rows() + [r for shard in found.shards.get(table, []) for r in read_records(shard, names).rows()]
+
+    def named(table: Path) -> str:
+        others = len(found.shards.get(table, []))
+        return table.name + (f" (+{others} shard{'s' if others > 1 else ''})" if others else "")
+
+    parts = {("train" if found.tables.get("train") else ""): rows_of(first, base)}
+    notes, read = list(base.notes), [named(first)]
     for split in ("val", "test"):
         table = found.tables.get(split)
         if table is None:
@@ -211,8 +219,8 @@ def _read_table_folder(root: Path, found: TableFolder, names: Sequence[str | Non
                          f"{'s' if len(missing) > 1 else ''} that {first.name} has: unlabelled, not read (`headstart "
                          f"predict RUN {table.name}` classifies its texts)")
             continue
-        parts[split] = other.rows()
-        read.append(table.name)
+        parts[split] = rows_of(table, other)
+        read.append(named(table))
     if found.beside:
         notes.append(f"not read: {', '.join(t.name for t in found.beside)} (beside {first.name})")
     return Records(parts, base.columns, base.table, notes=notes,
