@@ -373,6 +373,8 @@ def test_images_in_memory_are_predicted_as_their_files(image_run, image_onnx):
             rows = predictor.predict(given)
             assert [r["path"] for r in rows] == ["<memory 0>", "<memory 1>", "<memory 2>"]
             assert [r["probability"] for r in rows] == pytest.approx(truth, abs=1e-5), type(given[0])
+        listed = predictor.predict(np.array([str(f) for f in files]))  # an array of paths (a DataFrame column's)
+        assert [r["probability"] for r in listed] == pytest.approx(truth, abs=1e-6)
         one = predictor.predict(arrays[0])  # one image alone, and a batch of one as N x H x W x C
         assert len(one) == 1 and one[0]["probability"] == pytest.approx(truth[0], abs=1e-5)
         assert predictor.predict(arrays[0][None])[0]["probability"] == pytest.approx(truth[0], abs=1e-5)

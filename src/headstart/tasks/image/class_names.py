@@ -70,7 +70,10 @@ def _read_names(path: Path) -> dict[str, str]:
     for line in text.splitlines():
         parts = re.split(r"\t|,|;", line, maxsplit=1)
         if len(parts) == 2:
-            names[parts[0].strip().strip('"')] = parts[1].strip().strip('"')
+            code = parts[0].strip().strip('"')
+            if code in names:  # a table of items (a text set's train.csv of "1","title"...), not of names
+                return {}
+            names[code] = parts[1].strip().strip('"')
     return names
 
 

@@ -295,6 +295,8 @@ def predict_items(inputs: Any) -> list[Any]:
     or tensor, N x H x W x C or N x C x H x W, is N images)."""
     if isinstance(inputs, (str, Path, bytes, Image.Image)):
         return [inputs]
+    if getattr(getattr(inputs, "dtype", None), "kind", "") in ("O", "U", "S"):
+        return list(inputs)  # an array or a pandas Series of paths
     if hasattr(inputs, "shape") and hasattr(inputs, "__array__") or _is_tensor(inputs):
         return list(inputs) if len(inputs.shape) == 4 else [inputs]
     try:
