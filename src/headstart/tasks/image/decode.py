@@ -314,6 +314,8 @@ def in_memory(item: Any) -> bytes | None:
     any file is; None when ``item`` is not one. A PIL image has its EXIF orientation applied, as its file would. A
     NumPy array or torch tensor is H x W, H x W x C or C x H x W (C: 1, 3 or 4, RGB(A)) of uint8, uint16, bool or
     integers, or of floats: in 0..1 for colour (torchvision's ``ToTensor``), any range for one channel (a scan's)."""
+    if isinstance(item, (str, Path)):  # a path (NumPy's str_ too, which has a shape)
+        return None
     if isinstance(item, Image.Image):
         image = ImageOps.exif_transpose(item)
         if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F"):
