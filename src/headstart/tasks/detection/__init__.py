@@ -212,10 +212,10 @@ def objects_column(features: dict[str, Any]) -> str | None:
 def is_parquet_detection(path: str | Path) -> bool:
     """Parquet files (a Hub dataset repository's ``data/``, or one file) of images with an ``objects`` column of
     boxes (``detection.hf_parquet``)."""
-    from headstart.tasks.image.hf_datasets import _parquet_features, image_column, parquet_splits
+    from headstart.tasks.image.hf_datasets import image_column, parquet_features, parquet_splits
 
     files = parquet_splits(Path(path))
     if not files:
         return False
-    features = _parquet_features(next(iter(files.values()))[0])
+    features = parquet_features(next(iter(files.values()))[0])
     return image_column(features) is not None and objects_column(features) is not None

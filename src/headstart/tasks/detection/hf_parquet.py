@@ -17,8 +17,8 @@ import torch
 from headstart.errors import DataError
 from headstart.tasks.detection import objects_column
 from headstart.tasks.detection.data import ISSUE_BACKGROUND, DetectionSplits, DetSample, fix_boxes, random_split
-from headstart.tasks.exports.hf_imagefolder import CATEGORY_KEYS, boxes_of
-from headstart.tasks.image.hf_datasets import ParquetRow, _parquet_features, image_column, parquet_splits
+from headstart.tasks.exports.hf_imagefolder import CATEGORY_KEYS, boxes_of, coco_boxes
+from headstart.tasks.image.hf_datasets import ParquetRow, image_column, parquet_features, parquet_splits
 from headstart.tasks.tables import SPLIT_VALUES
 
 
@@ -42,11 +42,11 @@ def read_parquet_detection(data: str | Path, val_fraction: float = 0.2, seed: in
 
     root = Path(data)
     files = parquet_splits(root)
-    features = _parquet_features(next(iter(files.values()))[0])
+    features = parquet_features(next(iter(files.values()))[0])
     icol, ocol = image_column(features), objects_column(features)
     names = _category_names(features, ocol)
     issues: Counter = Counter()
-    read: dict[str, list[tuple[Path, ParquetRow, list[tuple[Any, Any]], tuple[float, float]]]] = {}
+    read: dict[str, list[tuple[Path, ParquetRow, list[tuple[str, tuple[float, ...]]], tuple[float, float]]]] = {}
     for split, shards in files.items():
         rows = read.setdefault(SPLIT_VALUES.get(split.lower(), "train"), [])
         for f in shards:
@@ -56,29 +56,29 @@ def read_parquet_detection(data: str | Path, val_fraction: float = 0.2, seed: in
                 table = pf.read_row_group(group, columns=[ocol, *others], use_threads=False).to_pylist()
                 for i, record in enumerate(table):
                     where = f"{f.name}: row {len(rows) + 1}"
-                    boxes = boxes_of(record.get(ocol))
-                    if boxes is None:
+                    found = boxes_of(record.get(ocol))
+                    if found is None:
                         raise DataError(f"{where}: expected '{ocol}' holding 'bbox' and 'category' lists, found "
                                         f"{str(record.get(ocol))[:100]!r}")
+                    boxes = coco_boxes(found, where, names)
                     stored = ParquetRow(str(f), group, i, icol)
                     size = (record.get("width"), record.get("height"))
                     if not all(isinstance(v, (int, float)) and v > 0 for v in size):
                         size = image_header(stored.read())[1:] if boxes else (1, 1)
                     rows.append((root / f"{split}:{len(rows)}", stored, boxes, size))
-    labels = [_label(c, names, str(p)) for rows in read.values() for p, _, boxes, _ in rows for _, c in boxes]
-    classes = names if names is not None else sorted(set(labels), key=lambda c: (not c.isdigit(), int(c) if c.isdigit()
-                                                                                 else 0, c))
+    labels = {label for rows in read.values() for *_, boxes, _ in rows for label, _ in boxes}
+    classes = names if names is not None else sorted(labels, key=lambda c: (not c.isdigit(), int(c) if c.isdigit()
+                                                                            else 0, c))
     splits = DetectionSplits(list(classes), [], [], issues=issues, layout=(
         f"Parquet files of images and boxes ({', '.join(f'{s}/ {len(r)}' for s, r in read.items())}; '{ocol}' "
         f"COCO boxes" + (", ClassLabel names" if names is not None else "") + ")"))
     for split, rows in read.items():
         for path, stored, boxes, (width, height) in rows:
-            xyxy = [[float(x) / width, float(y) / height, (float(x) + float(w)) / width, (float(y) + float(h)) / height]
-                    for (x, y, w, h), _ in ((_xywh(b, path), c) for b, c in boxes)]
-            found = torch.tensor(xyxy, dtype=torch.float32).reshape(-1, 4)
-            index = torch.tensor([classes.index(_label(c, names, str(path))) for _, c in boxes], dtype=torch.long)
+            xyxy = torch.tensor([[x / width, y / height, (x + w) / width, (y + h) / height] for _, (x, y, w, h) in boxes],
+                                dtype=torch.float32).reshape(-1, 4)
+            index = torch.tensor([classes.index(label) for label, _ in boxes], dtype=torch.long)
             issues[ISSUE_BACKGROUND] += not boxes
-            getattr(splits, split).append(DetSample(path, *fix_boxes(found, index, issues), data=stored))
+            getattr(splits, split).append(DetSample(path, *fix_boxes(xyxy, index, issues), data=stored))
     if not splits.train:
         raise DataError(f"{root}: no training rows in its Parquet files ({', '.join(read)})")
     if not splits.val:
@@ -86,22 +86,3 @@ def read_parquet_detection(data: str | Path, val_fraction: float = 0.2, seed: in
     for key in [k for k, v in issues.items() if not v]:
         del issues[key]
     return splits
-
-
-def _xywh(bbox: Any, where: Path) -> tuple[float, float, float, float]:
-    try:
-        x, y, w, h = (float(v) for v in bbox)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: a bbox is not four numbers [x, y, width, height]: {bbox!r}") from None
-    return x, y, w, h
-
-
-def _label(category: Any, names: list[str] | None, where: str) -> str:
-    """A box's class: a ClassLabel index as its name, a name as it is."""
-    if category is None or str(category).strip() == "":
-        raise DataError(f"{where}: a box without a category")
-    if names is not None and isinstance(category, int) and not isinstance(category, bool):
-        if not 0 <= category < len(names):
-            raise DataError(f"{where}: category {category} is none of the {len(names)} ClassLabel names")
-        return names[category]
-    return str(category).strip()

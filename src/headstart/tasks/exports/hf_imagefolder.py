@@ -43,6 +43,26 @@ def boxes_of(objects: Any) -> list[tuple[Any, Any]] | None:
     return None
 
 
+def coco_boxes(boxes: list[tuple[Any, Any]], where: str, names: list[str] | None = None
+               ) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """``[(label, (x, y, width, height)), ...]`` of ``boxes_of``'s pairs: a category as its name (a ClassLabel index
+    as one of ``names``); a bbox that is not four numbers, or a box without a category, is an error naming ``where``."""
+    out = []
+    for bbox, category in boxes:
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: a bbox is not four numbers [x, y, width, height]: {bbox!r}") from None
+        if category is None or str(category).strip() == "":
+            raise DataError(f"{where}: a box without a category ('categories' or 'category' beside 'bbox')")
+        if names is not None and isinstance(category, int) and not isinstance(category, bool):
+            if not 0 <= category < len(names):
+                raise DataError(f"{where}: category {category} is none of the {len(names)} ClassLabel names")
+            category = names[category]
+        out.append((str(category).strip(), (x, y, w, h)))
+    return out
+
+
 def read_hf_objects(path: Path) -> list[Task]:
     """The images as tasks: each box as fractions of its image (the size read from the file's header); an image
     without objects holds none. A box without a category, or not four numbers, is an error naming its line."""
@@ -58,18 +78,10 @@ def read_hf_objects(path: Path) -> list[Task]:
             raise DataError(f"{path}:{number}: expected 'objects' holding 'bbox' and 'categories' lists, found "
                             f"{str(row.get('objects'))[:100]!r}")
         width, height = image_size(file) if boxes else (0, 0)
-        for bbox, category in boxes:
+        for label, (x, y, w, h) in coco_boxes(boxes, f"{path}:{number} ({task.data['image']})"):
             task.kinds.append("rectangle")
-            try:
-                x, y, w, h = (float(v) for v in bbox)
-            except (TypeError, ValueError):
-                raise DataError(f"{path}:{number} ({task.data['image']}): a bbox is not four numbers [x, y, width, "
-                                f"height]: {bbox!r}") from None
-            if category is None or str(category).strip() == "":
-                raise DataError(f"{path}:{number} ({task.data['image']}): a box without a category ('categories' "
-                                "or 'category' beside 'bbox' in 'objects')")
-            found = region(str(category).strip(), [(x, y), (x + w, y), (x + w, y + h), (x, y + h)], width, height,
-                           "box") if width else None
+            found = region(label, [(x, y), (x + w, y), (x + w, y + h), (x, y + h)], width, height, "box") \
+                if width else None
             task.regions += [found] if found is not None else []
         tasks.append(task)
     return tasks

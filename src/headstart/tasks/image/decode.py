@@ -297,7 +297,7 @@ def predict_items(inputs: Any) -> list[Any]:
         return [inputs]
     if getattr(getattr(inputs, "dtype", None), "kind", "") in ("O", "U", "S"):
         return list(inputs)  # an array or a pandas Series of paths
-    if hasattr(inputs, "shape") and hasattr(inputs, "__array__") or _is_tensor(inputs):
+    if _is_array(inputs):
         return list(inputs) if len(inputs.shape) == 4 else [inputs]
     try:
         return list(inputs)
@@ -307,6 +307,11 @@ def predict_items(inputs: Any) -> list[Any]:
 
 def _is_tensor(item: Any) -> bool:
     return hasattr(item, "detach") and hasattr(item, "shape")
+
+
+def _is_array(item: Any) -> bool:
+    """A NumPy array (or anything NumPy reads as one, with a shape) or a torch tensor."""
+    return hasattr(item, "shape") and hasattr(item, "__array__") or _is_tensor(item)
 
 
 def in_memory(item: Any) -> bytes | None:
@@ -320,7 +325,7 @@ def in_memory(item: Any) -> bytes | None:
         image = ImageOps.exif_transpose(item)
         if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I", "F"):
             image = image.convert("RGB")  # CMYK, YCbCr, LAB: as their files decode
-    elif hasattr(item, "__array__") and hasattr(item, "shape") or _is_tensor(item):
+    elif _is_array(item):
         image = _array_image(item.detach().cpu().numpy() if _is_tensor(item) else np.asarray(item))
     else:
         return None

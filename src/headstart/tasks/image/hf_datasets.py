@@ -63,7 +63,7 @@ def is_image_dataset(path: str | Path) -> bool:
     if path.is_dir() and any(image_column(f) for f in _features(path)):
         return True
     files = parquet_splits(path)
-    return bool(files) and image_column(_parquet_features(next(iter(files.values()))[0])) is not None
+    return bool(files) and image_column(parquet_features(next(iter(files.values()))[0])) is not None
 
 
 _SHARD = re.compile(r"(?P<split>[A-Za-z]+)(?:[-_.].*)?")  # train-00000-of-00003, validation, test.parquet
@@ -87,7 +87,7 @@ def parquet_splits(path: Path) -> dict[str, list[Path]]:
     return dict(sorted(out.items(), key=lambda item: rank.get(SPLIT_VALUES.get(item[0].lower(), ""), 3)))
 
 
-def _parquet_features(path: Path) -> dict[str, Any]:
+def parquet_features(path: Path) -> dict[str, Any]:
     """The features a Parquet file's ``huggingface`` metadata records; without it (a table written by pandas, polars
     or pyarrow), its columns with an ``Image`` column inferred (``_image_in_schema``). {} without pyarrow."""
     try:
@@ -239,7 +239,7 @@ def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
 
     def features(file: Path) -> Any:
         found = datasets.Features.from_arrow_schema(pq.read_schema(file))
-        icol = image_column(_parquet_features(file))
+        icol = image_column(parquet_features(file))
         if icol is not None and not isinstance(found.get(icol), datasets.Image):  # a table without datasets' metadata
             found[icol] = datasets.Image(decode=False)
         return found

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import random
 import re
 from collections import Counter
@@ -302,15 +301,11 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"Reading {path} needs pyarrow: pip install pyarrow (or convert the file to CSV/JSONL)") from None
-    table = pq.read_table(path)
-    try:
-        info = json.loads((table.schema.metadata or {}).get(b"huggingface", b"{}")).get("info") or {}
-    except (ValueError, AttributeError):
-        info = {}
-    features = info.get("features") if isinstance(info.get("features"), dict) else {}
+    from headstart.tasks.image.hf_datasets import parquet_features
+
     names = {col: f.get("names") or (f.get("feature") or {}).get("names")
-             for col, f in features.items() if isinstance(f, dict)}
-    rows = table.to_pylist()
+             for col, f in parquet_features(path).items() if isinstance(f, dict)}
+    rows = pq.read_table(path).to_pylist()
     _class_label_names(rows, {col: n for col, n in names.items() if isinstance(n, list) and n})
     return rows
 
