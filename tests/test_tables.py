@@ -257,6 +257,38 @@ def test_labels_that_differ_only_in_case_are_one_class(tmp_path):
 
 
 @needs_sms
+def test_whole_numbers_written_as_decimals_are_the_numbers(tmp_path):
+    """pandas writes an int label column with an empty cell as floats ('1.0', '0.0'): the classes were '0.0' and
+    '1.0'. They are 0 and 1, said in the Data line, and evaluation labelled either way finds them."""
+    rows = [line.split("\t", 1) for line in _sms_lines(300)]
+    table = tmp_path / "spam_flags.csv"
+    with table.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "is_spam"], *([t, "" if i == 7 else f"{float(y == 'spam'):.1f}"]
+                                                        for i, (y, t) in enumerate(rows))])
+    splits = textdata.discover(table)
+    assert splits.classes == ["0", "1"], splits.classes
+    assert "whole numbers written as decimals read as numbers ('0.0': '0')" in splits.layout, splits.layout
+    truth = {t.strip(): int(y == "spam") for y, t in rows}
+    assert all(int(splits.classes[s.label]) == truth[s.text.strip()] for s in splits.train + splits.val)
+    assert len(splits.train) + len(splits.val) == len(rows) - 1  # the row without a label is skipped, not a class
+    for written in ("{:.1f}", "{:d}"):  # evaluation data as decimals, or as integers for a run trained on decimals
+        test = tmp_path / "test.csv"
+        with test.open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["text", "is_spam"], *([t, written.format(float(y == "spam")) if "f" in written
+                                                             else written.format(int(y == "spam"))]
+                                                            for y, t in rows[:40])])
+        samples, _ = textdata.labelled_texts(test, ["0", "1"] if "f" in written else ["0.0", "1.0"])
+        assert len(samples) == 40 and all(s.label == truth[s.text.strip()] for s in samples)
+    if ANTS.is_dir():  # an image table, the same
+        files = sorted(ANTS.glob("*/*.jpg"))[::4]
+        images = tmp_path / "images.csv"
+        images.write_text("path,is_bee\n" + "".join(f"{p.resolve()},{float(p.parent.name == 'bees')}\n"
+                                                     for p in files))
+        found = imagedata.discover(images)
+        assert found.classes == ["0", "1"] and "read as numbers" in found.layout, (found.classes, found.layout)
+
+
+@needs_sms
 def test_excel_workbooks_are_tables(tmp_path):
     """Labels kept in Excel: a workbook of texts whose first sheet is empty, and one of image paths with numbers as
     Excel stores them (1.0 for 1); a file that is no workbook is an error that says what to do."""

@@ -177,9 +177,14 @@ _RULES: dict[str, Callable[[dict[str, list[str]], int], str | None]] = {
     "text": _text, "label": _label, "path": _path, "label:wide": _label_wide}
 
 
+WHOLE_DECIMAL = re.compile(r"\s*(-?\d+)\.0+\s*")  # '1.0': a whole number as pandas writes an int column with gaps
+
+
 def folded(name: str) -> str:
-    """A class name without case, spacing or separators: ``Golden_Retriever `` is ``golden retriever``."""
-    return re.sub(r"[\s_\-]+", " ", name.casefold()).strip()
+    """A class name without case, spacing or separators: ``Golden_Retriever `` is ``golden retriever``; a whole
+    number written as a decimal (``1.0``) is the number (``1``)."""
+    whole = WHOLE_DECIMAL.fullmatch(name)
+    return whole.group(1) if whole else re.sub(r"[\s_\-]+", " ", name.casefold()).strip()
 
 
 def folded_class(classes: Sequence[str]) -> Callable[[str], str | None]:
@@ -223,6 +228,12 @@ def one_spelling(labels: Sequence[str]) -> tuple[list[str], str]:
         unlisted, merged = one_spelling([i[0] if i else "" for i in items])
         return unlisted, (f"labels written as lists of one item read as the item ({first!r}: {listed(first)[0]!r})"
                           + (f"; {merged}" if merged else ""))
+    wholes = [WHOLE_DECIMAL.fullmatch(label) for label in labels if label]
+    if wholes and all(wholes):  # pandas' 0.0 / 1.0 of an int column with an empty cell: the classes 0 and 1
+        first = next(label for label in labels if label)
+        whole, merged = one_spelling([folded(label) if label else "" for label in labels])
+        return whole, (f"whole numbers written as decimals read as numbers ({first!r}: {folded(first)!r})"
+                       + (f"; {merged}" if merged else ""))
     spellings: dict[str, list[str]] = {}
     for label, _ in Counter(label for label in labels if label).most_common():
         spellings.setdefault(folded(label), []).append(label)
