@@ -807,7 +807,8 @@ def _segmentation_items(est: Any, data: Path, max_items: int, dynamic_batch: boo
             batches[-1]["pixel_values"] = torch.cat([last, x])
         else:
             batches.append({"pixel_values": x})
-    return Checked(batches, [None] * len(samples), [s.image for s in samples])
+    return Checked(batches, [None] * len(samples),  # a dataset row's image as (name, where it is stored)
+                   [s.image if s.data is None else (str(s.image), s.data) for s in samples])
 
 
 def _segmentation_sidecar(est: Any, run: Path, fmt: str, precision: str, dynamic_batch: bool,

@@ -288,6 +288,8 @@ class SegmentationPool(DetectionPool):
     def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
         from PIL import Image
 
+        from headstart.tasks.image.decode import image_header
+
         target = folder / name
         (target / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
         (target / "classes.txt").write_text("".join(f"{c}\n" for c in self.classes))
@@ -302,7 +304,13 @@ class SegmentationPool(DetectionPool):
                 if s.mask is None and not mask.exists():
                     masks.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(s.read_mask()).save(mask)
-                (target / "images" / split / f"{stem}{Path(s.image).suffix}").symlink_to(Path(s.image).resolve())
+                if s.data is None:
+                    (target / "images" / split / f"{stem}{Path(s.image).suffix}").symlink_to(Path(s.image).resolve())
+                else:  # stored in a dataset's row (train:12): its file's bytes, named by their format
+                    data = s.data.read()
+                    kind = image_header(data)[0].lower().replace("jpeg", "jpg")
+                    (target / "images" / split / f"{i:06d}.{kind}").write_bytes(data)
+                    stem = f"{i:06d}"
                 (target / "masks" / split / f"{stem}.png").symlink_to(mask.resolve())
         return target
 

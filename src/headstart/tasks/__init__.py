@@ -133,9 +133,12 @@ def infer_task(data: str | Path) -> str:
             return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
         from headstart.tasks.detection import is_parquet_detection
         from headstart.tasks.image.hf_datasets import is_image_dataset
+        from headstart.tasks.segmentation import is_hf_segmentation
 
         if is_parquet_detection(path):
             return "detection"  # a Hub dataset repository of images and their boxes (cppe-5's Parquet files)
+        if is_hf_segmentation(path):
+            return "segmentation"  # a Hub dataset of images and masks (segments/sidewalk-semantic's Parquet files)
         if is_image_dataset(path):
             return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
         from headstart.tasks.tables import TABLE_FILES, split_tables
@@ -151,6 +154,10 @@ def infer_task(data: str | Path) -> str:
 
     if path.is_file() and is_parquet_detection(path):
         return "detection"  # one Parquet file of images and their boxes
+    from headstart.tasks.segmentation import is_hf_segmentation
+
+    if path.is_file() and is_hf_segmentation(path):
+        return "segmentation"  # one Parquet file of images and their masks
     if is_pixel_table(path) or tables and is_pixel_table(tables.first) or is_array_data(path) or is_image_dataset(path):
         return "image"  # rows of pixel values (Kaggle's Digit Recognizer, Fashion-MNIST, FER-2013)
     from headstart.tasks.multilabel.data import looks_like_multilabel

@@ -52,8 +52,43 @@ def _features(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+MASK_COLUMN_WORDS = ("mask", "label", "annot", "segment", "groundtruth", "ground_truth", "target", "gt")
+
+
+def image_and_mask(images: list[str]) -> tuple[str | None, str | None]:
+    """Of a row's ``Image`` columns, the image and its segmentation mask: with two or more, the mask is the one
+    named as masks are (``label``: segments/sidewalk-semantic's beside ``pixel_values``; ``annotation``:
+    scene_parse_150's beside ``image``), else the second; (None, None) without images."""
+    if len(images) < 2:
+        return (images[0] if images else None), None
+    named = [c for c in images if any(w in c.lower() for w in MASK_COLUMN_WORDS)]
+    mask = named[0] if len(named) == 1 else images[1]
+    return next(c for c in images if c != mask), mask
+
+
+def image_columns(features: dict[str, Any]) -> list[str]:
+    return [name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"]
+
+
 def image_column(features: dict[str, Any]) -> str | None:
-    return next((name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "Image"), None)
+    """The column of the images (not of their masks: ``image_and_mask``)."""
+    return image_and_mask(image_columns(features))[0]
+
+
+def mask_column(features: dict[str, Any]) -> str | None:
+    """The column of segmentation masks beside the images (a second ``Image`` column: ``image_and_mask``)."""
+    return image_and_mask(image_columns(features))[1]
+
+
+def dataset_features(path: Path) -> dict[str, Any]:
+    """The features of a ``save_to_disk`` folder's first split, or of a Parquet file (or folder of them): {} when
+    neither."""
+    if path.is_dir():
+        found = _features(path)
+        if found:
+            return found[0]
+    files = parquet_splits(path)
+    return parquet_features(next(iter(files.values()))[0]) if files else {}
 
 
 def is_image_dataset(path: str | Path) -> bool:
@@ -154,7 +189,7 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
         import datasets
     except ImportError:
         raise DataError(f"{path} is a Hugging Face datasets folder; reading it needs: pip install datasets") from None
-    parts = _parts(path, datasets)
+    parts = split_rows(path, datasets)
     out = DatasetImages("", None)
     described, lcol = [], None
     for name, (features, records) in parts.items():
@@ -164,7 +199,7 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
             continue
         if only and split not in only:
             continue
-        icol = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
+        icol = image_and_mask([c for c, f in features.items() if isinstance(f, datasets.Image)])[0]
         if icol is None:
             raise DataError(f"{path}/{name} holds no Image column (columns: {', '.join(features)})")
         lcol = _label_column(features, icol, label_column, path / name) if labels else None
@@ -190,7 +225,7 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
         out.rows.setdefault(split, []).extend(rows)
         described.append(f"{name}/ {len(rows)}")
     _release_arrow_memory()
-    if "train" not in out.rows and not only:
+    if "train" not in out.rows and labels and not only:  # predict reads any split
         raise DataError(f"{path}: no train split among {', '.join(parts)}")
     what = "datasets folder" if is_datasets_folder(path) else "Parquet files"
     out.layout = (f"{what} {path.name} ({', '.join(described)}; images from the Image column, labels from "
@@ -210,7 +245,7 @@ class Rows:
         return self.read(column)
 
 
-def _parts(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
+def split_rows(path: Path, datasets: Any) -> dict[str, tuple[Any, Rows]]:
     """``{split name: (features, rows)}``: a ``save_to_disk`` folder's splits, or Parquet files' by name."""
     if is_datasets_folder(path):
         loaded = datasets.load_from_disk(str(path))

@@ -181,3 +181,11 @@ def deeper_layout(root: Path) -> Path | None:
         if looked >= DEEPER_LOOKED_AT or len(found) > 1:
             break
     return found[0] if len(found) == 1 else None
+
+
+def is_hf_segmentation(path: str | Path) -> bool:
+    """A Hugging Face dataset of images and their masks (two ``Image`` columns: ``segmentation.hf_datasets``) as a
+    Hub repository's Parquet files (its ``data/``, or one file) or a ``save_to_disk`` folder."""
+    from headstart.tasks.image.hf_datasets import dataset_features, mask_column
+
+    return mask_column(dataset_features(Path(path))) is not None

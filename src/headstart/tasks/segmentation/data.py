@@ -24,6 +24,7 @@ the file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -52,11 +53,13 @@ from headstart.tasks.image.decode import (
     too_large_reason,
     unreadable_reason,
 )
+from headstart.tasks.image.stored import Stored
 from headstart.tasks.labelme import labelme_splits, read_file, unannotated
 from headstart.tasks.segmentation import (
     MASK_STEM_SUFFIXES,
     deeper_layout,
     inner_folder,
+    is_hf_segmentation,
     masks_beside,
     named_mask_folder,
     paired_folders,
@@ -128,9 +131,10 @@ def _decode_segmentation(coco_mask: Any, segmentation: Any, h: int, w: int) -> n
 
 @dataclass
 class SegSample:
-    """One image and where its mask comes from: an index PNG (``mask``) or COCO annotations (``coco``)."""
+    """One image and where its mask comes from: an index PNG (``mask``), COCO annotations (``coco``) or a mask stored
+    in a dataset's row (``mask_data``: ``hf_datasets``, whose images are stored there too: ``data``)."""
 
-    image: Path
+    image: Path  # the image file; a dataset row's name (``train:12``) when ``data`` holds the image
     key: str = ""  # sha1 of the image's bytes and of its mask's values, filled when the pair is checked
     mask: Path | None = None
     coco: CocoObjects | None = None
@@ -138,17 +142,38 @@ class SegSample:
     remap: np.ndarray | None = None  # the class file's index -> the model's (a void class -> 255): ``ignored_classes``
     binary: bool = False  # a lossy (JPEG) binary mask: a grey level from 128 up is the foreground (1), else 0
     class_pixels: list[int] = field(default_factory=list)  # pixels of each class (255 not counted), when checked
+    data: Stored | None = None  # where a dataset stores the image (a Parquet or Arrow row), else the file ``image``
+    mask_data: Stored | None = None  # where a dataset stores the mask file (the row's mask column)
+
+    @property
+    def source(self) -> bytes | Path:
+        """The image as ``decode.open_image`` takes it: its file, or its file's bytes from where a dataset stores
+        them."""
+        return self.image if self.data is None else self.data.read()
+
+    @property
+    def mask_name(self) -> str:
+        """The mask as messages name it."""
+        if self.coco is not None:
+            return f"{self.coco.source} (image id {self.coco.image_id}, {self.image.name})"
+        return f"{self.image} (its mask)" if self.mask_data is not None else str(self.mask)
+
+    def raw_mask(self) -> np.ndarray:
+        """The mask file's values (class indices, or colours' classes), before ``remap``."""
+        if self.mask_data is not None:
+            return read_index_png(self.mask_name, self.colours, self.mask_data.read())
+        if self.mask is None:
+            raise DataError(f"{self.image} has no mask")
+        return read_index_png(self.mask, self.colours)
 
     def read_mask(self) -> np.ndarray:
         """(H, W) uint8 class index per pixel, 255 = ignore; the image's size (after EXIF rotation)."""
         if self.coco is not None:
             return self.coco.rasterise()
-        if self.mask is None:
-            raise DataError(f"{self.image} has no mask")
-        if self.binary:
+        if self.binary and self.mask is not None:
             with Image.open(self.mask) as im:
                 return (np.array(im.convert("L")) >= 128).astype(np.uint8)
-        mask = read_index_png(self.mask, self.colours)
+        mask = self.raw_mask()
         return mask if self.remap is None else self.remap[mask]
 
 
@@ -176,14 +201,15 @@ def pixel_counts(samples: Sequence[SegSample], num_classes: int) -> list[int]:
     return total.tolist()
 
 
-def read_index_png(path: Path, colours: dict[int, int] | None = None) -> np.ndarray:
-    """A mask file as (H, W) uint8 class indices: grey levels (mode L) or palette indices (mode P, not colours).
+def read_index_png(path: Path | str, colours: dict[int, int] | None = None, data: bytes | None = None) -> np.ndarray:
+    """A mask file (``data``: its bytes, ``path`` then only names it) as (H, W) uint8 class indices: grey levels
+    (mode L) or palette indices (mode P, not colours).
 
     16/32-bit masks are taken as they are when their values fit 0..255; a grey mask saved as RGB (R = G = B)
     is read as grey. A colour (RGB) mask needs ``colours``, the class of each colour (``read_colours``: a
     ``labelmap.txt`` or ``class_dict.csv`` beside the data); without them it is a DataError.
     """
-    with Image.open(path) as im:
+    with Image.open(path if data is None else io.BytesIO(data)) as im:
         im.load()
         mode = im.mode
         if colours is not None and mode in ("RGB", "RGBA"):
@@ -208,7 +234,7 @@ def read_index_png(path: Path, colours: dict[int, int] | None = None) -> np.ndar
                     "to class indices")
 
 
-def colour_indices(rgb: np.ndarray, colours: dict[int, int], path: Path) -> np.ndarray:
+def colour_indices(rgb: np.ndarray, colours: dict[int, int], path: Path | str) -> np.ndarray:
     """(H, W) class indices of an (H, W, 3) colour mask; a colour no class has is a DataError naming it."""
     keys = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     found, inverse = np.unique(keys, return_inverse=True)
@@ -341,14 +367,18 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0) -> Segm
     root = Path(data)
     if not root.exists():
         raise DataError(f"Data not found: {root}")
-    if root.is_file():
+    if is_hf_segmentation(root):  # a Hub dataset's Parquet files (or a save_to_disk folder) of images and masks
+        from headstart.tasks.segmentation.hf_datasets import read_hf_segmentation
+
+        splits = read_hf_segmentation(root, val_fraction, seed)
+    elif root.is_file():
         if is_export(root):  # Label Studio's, CVAT's or VIA's polygons and rectangles
             splits = _exports(root, {"train": root}, val_fraction, seed)
         elif root.suffix.lower() in (".yaml", ".yml"):  # a YOLO dataset's data.yaml: its polygons drawn as masks
             splits = _yolo(root, val_fraction, seed)
         elif root.suffix.lower() != ".json":
-            raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC), a COCO instances .json or a "
-                            "YOLO data.yaml of polygons")
+            raise DataError(f"{root}: expected a folder (images/ + masks/, Pascal VOC), a COCO instances .json, a "
+                            "YOLO data.yaml of polygons or a Parquet file of images and masks (two Image columns)")
         else:
             splits = _coco_file(root, val_fraction, seed)
     else:
@@ -422,16 +452,10 @@ def _image_size(data: bytes, max_pixels: int | None) -> tuple[int, int] | str:
     return w, h
 
 
-def _mask_name(sample: SegSample) -> str:
-    if sample.coco is not None:
-        return f"{sample.coco.source} (image id {sample.coco.image_id}, {sample.image.name})"
-    return str(sample.mask)
-
-
 def _check(sample: SegSample, classes: list[str], classes_from: str) -> tuple[str, str]:
     """``("ok", "")``, ``("skip", why)`` or ``("error", message)``; fills ``key`` and ``class_pixels``."""
     try:
-        data = sample.image.read_bytes()
+        data = sample.data.read() if sample.data is not None else sample.image.read_bytes()
     except OSError as exc:
         return "skip", f"cannot open file ({exc.strerror or exc})"
     size = _image_size(data, MAX_PIXELS)
@@ -443,17 +467,17 @@ def _check(sample: SegSample, classes: list[str], classes_from: str) -> tuple[st
         return "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad files
         why = unreadable_reason(exc).replace("not a readable image", "not a readable PNG")
-        return "skip", f"mask {_mask_name(sample)} unreadable: {why}"
+        return "skip", f"mask {sample.mask_name} unreadable: {why}"
     w, h = size
     if mask.shape != (h, w):
-        return "error", (f"{_mask_name(sample)}: the mask is {mask.shape[1]} x {mask.shape[0]} pixels but its image "
+        return "error", (f"{sample.mask_name}: the mask is {mask.shape[1]} x {mask.shape[0]} pixels but its image "
                          f"{sample.image} is {w} x {h} (width x height, after EXIF rotation): a mask must have its "
                          "image's size. Check that they belong together")
     counts = np.bincount(mask.ravel(), minlength=256)
     n = len(classes)
     bad = [i for i in np.flatnonzero(counts[n:IGNORE_INDEX]) + n]
     if bad:
-        return "error", (f"{_mask_name(sample)}: class index {bad[0]} ({counts[bad[0]]} pixels"
+        return "error", (f"{sample.mask_name}: class index {bad[0]} ({counts[bad[0]]} pixels"
                          + (f"; also {', '.join(map(str, bad[1:4]))}" if len(bad) > 1 else "")
                          + f") but {classes_from} names {n} classes (indices 0..{n - 1}; 255 = ignore). Fix the "
                          "mask or name the class")
@@ -630,17 +654,18 @@ def _pairs(root: Path, folders: dict[str, tuple[Path, Path]], classes_file: Path
     return _finish(splits, given, classes_from, val_fraction, seed, root)
 
 
-def _binary_masks(root: Path, samples: list[SegSample], layout: str) -> tuple[str, str]:
+def _binary_masks(root: Path, samples: list[SegSample], layout: str, names_file: str = "a classes.txt"
+                  ) -> tuple[str, str]:
     """Masks without a class file: binary ones (0/1, or 0/255 as most tools save them, 255 then the foreground, or
     JPEGs thresholded at 128) are ``background`` and ``foreground`` (each sample told how to read its mask); any
     other values need a class file (a DataError naming them). Returns what the classes come from, and a note."""
-    lossless = [s for s in samples if s.mask is not None and s.mask.suffix not in LOSSY_MASKS]
+    lossless = [s for s in samples if s.mask_data is not None or s.mask is not None and s.mask.suffix not in LOSSY_MASKS]
     values: set[int] = set()
     for s in lossless[:: max(1, len(lossless) // MASKS_LOOKED_AT)][:MASKS_LOOKED_AT]:
-        values.update(np.unique(read_index_png(s.mask)).tolist())
+        values.update(np.unique(s.raw_mask()).tolist())
     if not values <= {0, 1, IGNORE_INDEX}:
         raise DataError(f"{root}: no class file, and the masks hold values {sorted(values)[:12]}: name the class of each "
-                        f"value in a classes.txt beside {layout} (line 1 = value 0, line 2 = value 1...; 255 = ignore). "
+                        f"value in {names_file} beside {layout} (line 1 = value 0, line 2 = value 1...; 255 = ignore). "
                         "Without one, masks must be binary: 0 and 1, or 0 and 255")
     zero_255 = values == {0, IGNORE_INDEX} or (not lossless)
     lut = None

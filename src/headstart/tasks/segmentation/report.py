@@ -51,7 +51,7 @@ def save_mask(mask: np.ndarray, image: Image.Image, classes: list[str], folder: 
     overlay(image, mask, len(classes)).save(folder / f"{stem}_overlay.png")
 
 
-def plot_overlays(items: list[tuple[Path, np.ndarray, np.ndarray]], classes: list[str], path: Path,
+def plot_overlays(items: list[tuple[Path | bytes, np.ndarray, np.ndarray]], classes: list[str], path: Path,
                   width: int = 240) -> None:
     """Rows of image | truth | prediction (coloured by class) for a few validation images, with a legend."""
     if not items:

@@ -205,7 +205,7 @@ class Segmenter(Estimator):
 
         def compute(share: range) -> list[tuple[torch.Tensor, list, str | None]]:
             cm, kept = torch.zeros(n, n, dtype=torch.long), []
-            items = ((i, _open_rgb(samples[i].image)) for i in share)
+            items = ((i, _open_rgb(samples[i].source)) for i in share)
             note = loop.share_note(fabric, share, len(samples))
             for i, pred in self._masks(model, items, fabric, len(share), desc + note):
                 truth = samples[i].read_mask()
@@ -214,7 +214,7 @@ class Segmenter(Estimator):
                                        f"image {pred.shape[1]}x{pred.shape[0]}")]
                 cm += confusion(torch.from_numpy(pred).long(), torch.from_numpy(truth).long(), n)
                 if i in keep:
-                    kept.append((samples[i].image, truth, pred))
+                    kept.append((samples[i].source, truth, pred))
             return [(cm, kept, None)]
 
         shares = loop.gather_split(fabric, len(samples), compute)
@@ -247,7 +247,7 @@ class Segmenter(Estimator):
         def items():
             for i, s in enumerate(samples):
                 try:
-                    image = _open_rgb(s.data if s.data is not None else s.path)
+                    image = _open_rgb(s.source)
                 except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
                     skipped.append((str(s.path), f"cannot be read as an image ({type(exc).__name__}: {exc})"))
                     warn(f"skipped {s.path}: {skipped[-1][1]}")

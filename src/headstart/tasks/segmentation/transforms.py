@@ -58,7 +58,7 @@ def train_transform(spec: BackboneSpec, size: int, augment: str = "standard", fl
 
 def read_image(sample: SegSample, intensity: str = "off") -> Image.Image:
     """The pair's image at full size, EXIF-rotated, as 8-bit RGB (``decode.to_rgb`` with ``intensity``)."""
-    return to_rgb(open_image(sample.image), intensity)
+    return to_rgb(open_image(sample.source), intensity)
 
 
 class SegmentationDataset(Dataset):
