@@ -121,6 +121,37 @@ def test_reload_reproduces_predictions_and_saves_masks(trained, subset, tmp_path
         assert (np.array(Image.open(tmp_path / "same" / f"{folder}_frame.png")) == r["mask"]).all()
 
 
+def test_a_hub_dataset_s_rows_evaluate_predict_and_export_as_their_files_do(trained, subset, tmp_path):
+    """The validation frames as a Hub repository's Parquet file of images and masks (classes.txt beside it):
+    evaluate gives the files' mIoU; predict of the file gives each row the mask of its frame's file; the ONNX export's
+    parity check reads the rows' images."""
+    datasets = pytest.importorskip("datasets")
+    from headstart.deploy.export import export_run
+    from headstart.tasks.segmentation.task import Segmenter
+
+    run, _ = trained
+    files = sorted((subset / "images" / "val").glob("*.jpg"))
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
+    rows = [{"image": {"bytes": f.read_bytes(), "path": f.name},
+             "label": {"bytes": (subset / "masks" / "val" / f"{f.stem}.png").read_bytes(), "path": f"{f.stem}.png"}}
+            for f in files]
+    repo = tmp_path / "camvid-hub"
+    (repo / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(repo / "data" / "validation-00000-of-00001.parquet"),
+                                                                   batch_size=4)
+    datasets.Dataset.from_list(rows[:4], features=features).to_parquet(str(repo / "data" / "train-00000-of-00001.parquet"))
+    (repo / "classes.txt").write_text((subset / "classes.txt").read_text())
+    seg = Segmenter.load(run)
+    assert seg.evaluate(repo)["miou"] == pytest.approx(seg.evaluate(subset)["miou"], abs=1e-6)
+    from_rows = seg.predict(repo / "data" / "validation-00000-of-00001.parquet")
+    from_files = seg.predict(files)
+    assert [r["path"] for r in from_rows][:2] == [str(repo / "data" / "validation-00000-of-00001.parquet" / f"validation:{i}")
+                                                  for i in range(2)]
+    assert len(from_rows) == len(files) and all((r["mask"] == f["mask"]).all() for r, f in zip(from_rows, from_files))
+    result = export_run(run, data=repo, out=tmp_path / "model.onnx", max_items=4)
+    assert result["parity"]["engine"]["pixel_agreement"] > 0.999, result["parity"]
+
+
 def test_server_answers_masks_as_predict_does(trained, subset):
     """``headstart serve`` on a segmentation run: each mask comes back as an index PNG equal to predict's."""
     import base64

@@ -717,3 +717,112 @@ def test_roboflow_semantic_segmentation_masks_export(tmp_path: Path) -> None:
     (tmp_path / "train" / "_classes.csv").write_text("Pixel Value, Class\n0, road\n2, car\n")
     with pytest.raises(DataError, match=r"_classes.csv: its pixel values are \[0, 2\]; expected each of 0, 1, 2"):
         discover(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------ Hugging Face datasets
+def _hub_rows(stems: list[str], shift: bool = True, binary: bool = False) -> list[dict]:
+    """Rows of CamVid frames and their masks as a Hub segmentation dataset holds them: the files' bytes. ``shift``:
+    0 is 'unlabeled' and the classes follow (segments/sidewalk-semantic's way), CamVid's 255 becoming 0;
+    ``binary``: road 255, the rest 0."""
+    import io
+
+    rows = []
+    for stem in stems:
+        mask = np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png"))
+        if binary:
+            mask = np.where(mask == 3, 255, 0)
+        elif shift:
+            mask = np.where(mask == IGNORE_INDEX, 0, mask + 1)
+        buf = io.BytesIO()
+        Image.fromarray(mask.astype(np.uint8)).save(buf, format="PNG")
+        image = CAMVID / "images" / "train" / f"{stem}.jpg"
+        rows.append({"image": {"bytes": image.read_bytes(), "path": image.name},
+                     "mask": {"bytes": buf.getvalue(), "path": f"{stem}.png"}})
+    return rows
+
+
+def test_a_hub_repository_of_images_and_masks_reads_as_sidewalk_semantic_ships_it(tmp_path: Path) -> None:
+    """A Hub dataset repository as downloaded: data/{split}-00000-of-00001.parquet of two Image columns
+    (``pixel_values`` and ``label``, written by the datasets library, row groups of 3) and id2label.json whose
+    0 is 'unlabeled'. It is segmentation; the splits are the files'; the classes are id2label's but 'unlabeled'
+    (ignored, 255); each pair reads back CamVid's own image bytes and mask; one file alone is a training split."""
+    datasets = pytest.importorskip("datasets")
+    from headstart.tasks import infer_task
+    from headstart.tasks.image.hf_datasets import ParquetRow
+
+    classes = (CAMVID / "classes.txt").read_text().split()
+    stems = _frames(10)
+    features = datasets.Features({"pixel_values": datasets.Image(), "label": datasets.Image()})
+    (tmp_path / "data").mkdir()
+    for split, part in (("train", stems[:7]), ("validation", stems[7:])):
+        rows = [{"pixel_values": r["image"], "label": r["mask"]} for r in _hub_rows(part)]
+        datasets.Dataset.from_list(rows, features=features).to_parquet(
+            str(tmp_path / "data" / f"{split}-00000-of-00001.parquet"), batch_size=3)
+    (tmp_path / "id2label.json").write_text(json.dumps({str(i): n for i, n in enumerate(["unlabeled", *classes])}))
+    train_file = tmp_path / "data" / "train-00000-of-00001.parquet"
+    assert infer_task(tmp_path) == "segmentation" and infer_task(train_file) == "segmentation"
+    splits = discover(tmp_path)
+    assert splits.classes == classes and (len(splits.train), len(splits.val)) == (7, 3)
+    assert splits.layout.endswith("(train/ 7, validation/ 3; images 'pixel_values', masks 'label')"), splits.layout
+    assert any("['unlabeled'] of id2label.json mark unlabelled pixels" in r for r in splits.read), splits.read
+    for split, part in ((splits.train, stems[:7]), (splits.val, stems[7:])):
+        for s in split:
+            stem = part[int(s.image.name.split(":")[1])]
+            assert isinstance(s.data, ParquetRow) and s.source == (CAMVID / "images" / "train" / f"{stem}.jpg").read_bytes()
+            assert np.array_equal(s.read_mask(), np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")))
+    dataset = SegmentationDataset(splits.val, eval_transform(SPEC, 128))
+    image, mask = dataset[0]
+    assert image.shape[0] == 3 and mask.shape == image.shape[1:] and (mask != IGNORE_INDEX).any()
+    alone = discover(train_file)
+    assert alone.val_held_out and len(alone.train) + len(alone.val) == 7 and alone.classes == classes
+
+    (tmp_path / "id2label.json").write_text(json.dumps({"0": "unlabeled", "2": "sky"}))
+    with pytest.raises(DataError, match=r"id2label.json: its ids are \[0, 2\]; expected each of 0, 1, 2\.\.\. once"):
+        discover(tmp_path)
+    (tmp_path / "id2label.json").unlink()
+    with pytest.raises(DataError, match=r"no class file, and the masks hold values \[0, 1, 2, .*an id2label.json"):
+        discover(tmp_path)
+
+
+def test_a_datasets_folder_of_images_and_binary_masks_and_compare_s_splits_of_it(tmp_path: Path) -> None:
+    """``save_to_disk`` of ``image`` and ``annotation`` columns (the mask column first: its name tells), 0/255 masks
+    and no class file: background and foreground, as a folder of such masks reads. compare's seeded split folders
+    write the rows' images and their masks' indices (foreground 1, not 255), and read back as the same pairs."""
+    datasets = pytest.importorskip("datasets")
+    from headstart.evidence.compare import SegmentationPool
+    from headstart.tasks import get_task, infer_task
+
+    stems = _frames(8)
+    rows = [{"annotation": r["mask"], "image": r["image"]} for r in _hub_rows(stems, binary=True)]
+    features = datasets.Features({"annotation": datasets.Image(), "image": datasets.Image()})
+    folder = tmp_path / "polyps"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows, features=features)}).save_to_disk(str(folder))
+    assert infer_task(folder) == "segmentation"
+    splits = discover(folder)
+    assert splits.classes == ["background", "foreground"] and splits.val_held_out
+    assert splits.layout.startswith("datasets folder polyps (train/ 8; images 'image', masks 'annotation')")
+    road = {stem: (np.array(Image.open(CAMVID / "masks" / "train" / f"{stem}.png")) == 3).astype(np.uint8)
+            for stem in stems}
+    for s in splits.train + splits.val:
+        assert np.array_equal(s.read_mask(), road[stems[int(s.image.name.split(":")[1])]])
+
+    pool = SegmentationPool(get_task("segmentation"), folder, 0.25, {})
+    train, val = pool.split(0, 0.25)
+    written = discover(pool.write(tmp_path / "cmp", "seed0", train, val))
+    assert written.classes == ["background", "foreground"] and (len(written.train), len(written.val)) == (6, 2)
+    for s in written.train + written.val:
+        i = int(s.image.stem)
+        assert s.image.read_bytes() == pool.items[i].source
+        assert np.array_equal(s.read_mask(), road[stems[int(pool.items[i].image.name.split(":")[1])]])
+
+    isic = tmp_path / "isic"  # the same masks as files of 0 and 255: linked as they are, 255 would be 'ignore'
+    for kind in ("images", "masks"):
+        (isic / kind).mkdir(parents=True)
+    for stem in stems:
+        (isic / "images" / f"{stem}.jpg").symlink_to(CAMVID / "images" / "train" / f"{stem}.jpg")
+        Image.fromarray(road[stem] * 255).save(isic / "masks" / f"{stem}.png")
+    pool = SegmentationPool(get_task("segmentation"), isic, 0.25, {})
+    written = discover(pool.write(tmp_path / "cmp_isic", "seed0", *pool.split(0, 0.25)))
+    assert written.classes == ["background", "foreground"]
+    for s in written.train + written.val:
+        assert np.array_equal(s.read_mask(), road[pool.items[int(s.image.stem[:6])].image.stem])

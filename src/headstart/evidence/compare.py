@@ -260,8 +260,8 @@ class SegmentationPool(DetectionPool):
     """Every image-mask pair of a segmentation dataset (train and val pooled), with the classes it holds.
 
     Splits are seeded random splits of the images (as detection's); each (seed, shots) split is a folder
-    ``images/{train,val}`` + ``masks/{train,val}`` + ``classes.txt`` of links to the original files (COCO
-    annotations rasterised to index PNGs once).
+    ``images/{train,val}`` + ``masks/{train,val}`` + ``classes.txt`` of links to the original files (masks that
+    are not the classes' indices as they are, COCO annotations, and dataset rows written as index PNGs once).
     """
 
     split_kind = "random (by image)"
@@ -300,8 +300,9 @@ class SegmentationPool(DetectionPool):
             for i in idx:
                 s = self.items[i]
                 stem = f"{i:06d}_{Path(s.image).stem}"
-                mask = Path(s.mask).resolve() if s.mask is not None else masks / f"{i:06d}.png"
-                if s.mask is None and not mask.exists():
+                as_is = s.mask is not None and s.remap is None and s.colours is None and not s.binary
+                mask = Path(s.mask).resolve() if as_is else masks / f"{i:06d}.png"
+                if not as_is and not mask.exists():  # class indices of colours, void or 0/255 masks, COCO, rows
                     masks.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(s.read_mask()).save(mask)
                 if s.data is None:
