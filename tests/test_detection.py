@@ -837,6 +837,17 @@ def test_a_hub_repository_of_images_and_boxes_as_cppe5_lays_it_out(tmp_path: Pat
     image, target = data.dataset("val", train=False, epoch=0)[0]
     assert image.shape == (3, 256, 256) and len(target["boxes"]) == len(splits.val[0].boxes)
 
+    from headstart.evidence.compare import make_pool
+    from headstart.tasks import get_task
+
+    pool = make_pool(get_task("detection"), tmp_path, 0.25, {})  # compare's split files: the rows' images as files
+    train, val = pool.split(0, 0.25)
+    written = dd.discover(pool.write(tmp_path / "cmp", "seed0", train, val))
+    assert (len(written.train), len(written.val)) == (len(train), len(val))
+    for s, i in zip(written.train + written.val, train + val):
+        assert s.path.read_bytes() == pool.items[i].data.read()
+        assert torch.equal(s.labels, pool.items[i].labels) and torch.allclose(s.boxes, pool.items[i].boxes, atol=1e-5)
+
     bad = datasets.Dataset.from_list([{"image": {"bytes": found.test[0].path.read_bytes(), "path": "x.jpg"},
                                        "objects": {"bbox": [[1, 2, 3, 4]], "category": [None]}}])
     bad.to_parquet(str(tmp_path / "data" / "test-00000-of-00001.parquet"))

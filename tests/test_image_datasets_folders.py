@@ -96,6 +96,17 @@ def test_a_hub_dataset_repository_of_parquet_files_reads_as_its_splits(tmp_path)
     alone = discover(repo / "data" / "train-00000-of-00001.parquet")
     assert alone.val_held_out and len(alone.train) + len(alone.val) == 30
 
+    from headstart.evidence.compare import make_pool  # compare's split tables name the rows' images written as files
+    from headstart.tasks import get_task
+
+    pool = make_pool(get_task("image"), repo, 0.2, {})
+    train, val = pool.split(0, 0.2)
+    written = discover(pool.write(tmp_path / "cmp", "seed0", train, val))
+    assert (len(written.train), len(written.val), len(written.test)) == (len(train), len(val), 10)
+    by_file = {s.path.read_bytes(): s.label for s in written.train + written.val + written.test}
+    assert len(by_file) == 40 and all(by_file[s.source] == s.label  # val and test: the same 10 photos
+               for s in splits.train + splits.val + splits.test)
+
 
 def test_a_parquet_table_of_image_bytes_without_datasets_metadata_reads_as_images(tmp_path):
     """A table written by pandas / pyarrow: no Hugging Face metadata, the images as their files' bytes (or as datasets'

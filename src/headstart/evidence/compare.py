@@ -182,13 +182,9 @@ class ClassificationPool:
 
 
     def _write_images(self, folder: Path) -> None:
-        """The images in memory as PNG files in ``folder`` (``train.csv:2`` is ``train.csv_2.png``); the items name
-        them from then on."""
-        folder.mkdir(parents=True, exist_ok=True)
-        files = {}
-        for item, data in self.memory.items():
-            files[item] = folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', Path(item).name)}.png"
-            files[item].write_bytes(data)
+        """The images in memory or in a dataset's rows as files in ``folder`` (``stored_file``); the items name them
+        from then on."""
+        files = {item: stored_file(folder, item, data) for item, data in self.memory.items()}
         self.items = [str(files.get(i, i)) for i in self.items]
         self.test = [(str(files.get(i, i)), label) for i, label in self.test]
         self.memory = {}
@@ -288,8 +284,6 @@ class SegmentationPool(DetectionPool):
     def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
         from PIL import Image
 
-        from headstart.tasks.image.decode import image_header
-
         target = folder / name
         (target / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
         (target / "classes.txt").write_text("".join(f"{c}\n" for c in self.classes))
@@ -305,13 +299,12 @@ class SegmentationPool(DetectionPool):
                 if not as_is and not mask.exists():  # class indices of colours, void or 0/255 masks, COCO, rows
                     masks.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(s.read_mask()).save(mask)
-                if s.data is None:
-                    (target / "images" / split / f"{stem}{Path(s.image).suffix}").symlink_to(Path(s.image).resolve())
-                else:  # stored in a dataset's row (train:12): its file's bytes, named by their format
-                    data = s.data.read()
-                    kind = image_header(data)[0].lower().replace("jpeg", "jpg")
-                    (target / "images" / split / f"{i:06d}.{kind}").write_bytes(data)
-                    stem = f"{i:06d}"
+                if s.data is not None:  # stored in a dataset's row (train:12): its bytes written once, as a file
+                    stem = f"{i:06d}_{re.sub(r'[^A-Za-z0-9._-]', '_', s.image.name)}"
+                    image = stored_file(folder / "images", f"{i:06d}_{s.image.name}", s.data)
+                else:
+                    image = Path(s.image).resolve()
+                (target / "images" / split / f"{stem}{image.suffix}").symlink_to(image)
                 (target / "masks" / split / f"{stem}.png").symlink_to(mask.resolve())
         return target
 
@@ -341,6 +334,7 @@ class MultiLabelPool(DetectionPool):
         self.items = splits.train + splits.val
         self.labels = [list(s.label) for s in self.items]
         self.test = [(self._value(s), list(s.label)) for s in splits.test]
+        self.stored = [s for s in [*self.items, *splits.test] if getattr(s, "data", None) is not None]
 
     def _discover(self, cfg: Any, data: str | Path, val_fraction: float) -> Any:
         """The task's own reading of DATA (each image's content key computed: duplicates stay together)."""
@@ -381,6 +375,12 @@ class MultiLabelPool(DetectionPool):
     def write(self, folder: Path, name: str, train: list[int], val: list[int]) -> Path:
         path = folder / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
+        if self.stored:  # once: images in memory or in a dataset's rows as files, which the CSVs name
+            files = {self._value(s): str(stored_file(folder / "images", s.path, s.data)) for s in self.stored}
+            for s in self.stored:
+                s.path, s.data = Path(files[self._value(s)]), None
+            self.test = [(files.get(p, p), labels) for p, labels in self.test]
+            self.stored = []
         rows = [(self._value(self.items[i]), self.labels[i], split)
                 for split, idx in (("train", train), ("val", val)) for i in idx]
         rows += [(p, labels, "test") for p, labels in self.test]
@@ -430,15 +430,45 @@ def _image_size(path: Path) -> tuple[int, int]:
     return image_header(path)[1:]
 
 
+def stored_file(folder: Path, name: str | Path, data: Any) -> Path:
+    """An image held in memory or stored in a dataset's row (bytes, or ``image.stored.Stored``) as a file in
+    ``folder`` named by its item (``train.csv:2`` is ``train.csv_2.png``, the suffix its format's), written once:
+    the split files compare writes name files."""
+    from headstart.tasks.image.decode import image_header
+    from headstart.tasks.image.stored import payload
+
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)
+    found = next(iter(sorted(folder.glob(f"{stem}.*"))), None) if folder.is_dir() else None
+    if found is not None:
+        return found
+    data = payload(data)
+    try:
+        kind = image_header(data)[0].lower()
+    except Exception:  # noqa: BLE001 - an unreadable image is the reader's to report, under its own name
+        kind = "png"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}.{ {'jpeg': 'jpg', 'dicom': 'dcm'}.get(kind, kind)}"
+    path.write_bytes(data)
+    return path
+
+
+def _file_of(folder: Path, sample: Any) -> Path:
+    """The file of a sample's image: its own, else its bytes written in ``folder`` (``stored_file``)."""
+    data = getattr(sample, "data", None)
+    return Path(sample.path).resolve() if data is None else stored_file(folder, sample.path, data)
+
+
 def _write_coco(path: Path, samples: list[Any], classes: list[str]) -> None:
-    """A COCO instances json of ``samples`` (normalised xyxy boxes) naming the image files by absolute path."""
+    """A COCO instances json of ``samples`` (normalised xyxy boxes) naming the image files by absolute path (images
+    stored in a dataset's rows written beside it once, in ``images/``)."""
     images, annotations = [], []
     for image_id, s in enumerate(samples, start=1):
+        file = _file_of(path.parent.parent / "images", s)
         try:
-            w, h = _image_size(s.path)
+            w, h = _image_size(file)
         except Exception:  # noqa: BLE001 - the reader skips and reports an unreadable image; keep its boxes
             w, h = 1, 1
-        images.append({"id": image_id, "file_name": str(Path(s.path).resolve()), "width": w, "height": h})
+        images.append({"id": image_id, "file_name": str(file), "width": w, "height": h})
         for box, label in zip(s.boxes.tolist(), s.labels.tolist()):
             x1, y1, x2, y2 = box
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
