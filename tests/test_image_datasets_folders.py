@@ -57,6 +57,10 @@ def test_a_datasets_folder_of_images_trains_on_its_splits_and_evaluates_its_labe
     assert report["accuracy"] > report["baseline"]["accuracy"]
     predicted = clf.predict(str(folder))  # the competition's unlabelled test split
     assert [r["path"] for r in predicted] == [str(folder / f"test:{i}") for i in range(6)]
+    # suggest knows the rows by their bytes: the test split's photos are validation photos, labelled already
+    assert clf.suggest(str(folder), n=2) == [] and clf.weighed_ == {"read": 6, "labelled": 6, "repeated": 0}
+    first = clf.suggest_first(str(folder), n=2)
+    assert len(first) == 2 and clf.weighed_ == {"read": 6, "labelled": 0, "repeated": 0}
 
 
 def test_one_dataset_gets_a_held_out_split_and_multi_label_rows_are_refused(tmp_path):

@@ -524,7 +524,7 @@ class ClassifierEstimator(Estimator):
             got, probs = reader._predicted(items[start:start + chunk])
             new = []
             for i, item in enumerate(got):
-                key = self._content_key(item)
+                key = reader._content_key(item)  # the reader's: it read the items (their bytes, for some)
                 if key in labelled or key in seen:
                     self.weighed_["labelled" if key in labelled else "repeated"] += 1
                     continue

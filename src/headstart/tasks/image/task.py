@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from headstart.tasks.image.data import ImageSplits, Sample, content_keys, discov
 from headstart.tasks.image.dataset import ImageData, ImageDataset, ImageStore
 from headstart.tasks.image.decode import output_stems
 from headstart.tasks.image.shortcuts import shortcut_notes
+from headstart.tasks.image.stored import payload
 from headstart.tasks.image.transforms import eval_transform
 
 HEATMAP_BATCH = 32  # images per heat-map pass: it keeps the backbone's activations for the backward pass
@@ -115,8 +117,12 @@ class ImageClassifier(ClassifierEstimator):
         return prediction_items(inputs if isinstance(inputs, list) else [inputs])
 
     def _content_key(self, item: Any) -> str | None:
-        """An image file's ``data.file_key``, as the training images are keyed (None: an image in memory, or a file
-        gone since it was read)."""
+        """An image file's ``data.file_key``, as the training images are keyed; an image held in a dataset's row or
+        in memory, that of its bytes (``stored_keys_``, from the last prediction); None: a file gone since it was
+        read."""
+        stored = getattr(self, "stored_keys_", {}).get(str(item))
+        if stored is not None:
+            return stored
         return (file_key(item) or None) if isinstance(item, Path) else None
 
     def predict_proba(self, inputs: str | Path | bytes | list,
@@ -149,6 +155,8 @@ class ImageClassifier(ClassifierEstimator):
         store = self._store(samples, spec)
         self.unreadable_, self.inputs_ = list(store.skipped), [str(s.path) for s in samples]
         self.heatmaps_ = []
+        self.stored_keys_ = {str(s.path): s.key or hashlib.sha1(payload(s.data)).hexdigest()  # as reading DATA keys
+                             for s in store.samples if s.data is not None}  # a Hub dataset's rows (suggest's pile)
         if not store.samples:
             self.unfamiliar_ = []
             return [], torch.empty(0, len(self.classes_))
