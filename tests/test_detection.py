@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -847,6 +848,15 @@ def test_a_hub_repository_of_images_and_boxes_as_cppe5_lays_it_out(tmp_path: Pat
     for s, i in zip(written.train + written.val, train + val):
         assert s.path.read_bytes() == pool.items[i].data.read()
         assert torch.equal(s.labels, pool.items[i].labels) and torch.allclose(s.boxes, pool.items[i].boxes, atol=1e-5)
+
+    from headstart.evidence.advise import _Crop, _CropFiles, box_statistics  # advise measures the rows' images
+
+    stats = box_statistics(splits.train + splits.val, splits.classes)
+    assert stats["unreadable"] == 0 and stats["median_longest_side"] == 640 and stats["boxes"] > 0, stats
+    s = splits.train[0]
+    crop = _Crop(s.path, tuple(s.boxes[0].tolist()), 0, s.data)
+    assert _CropFiles().hash(crop) == hashlib.sha1(s.data.read()).hexdigest()
+    assert _CropFiles().image(crop, "bilinear") is not None
 
     bad = datasets.Dataset.from_list([{"image": {"bytes": found.test[0].path.read_bytes(), "path": "x.jpg"},
                                        "objects": {"bbox": [[1, 2, 3, 4]], "category": [None]}}])

@@ -53,6 +53,7 @@ from headstart.tasks.classification.probe import logistic_probe
 from headstart.tasks.image.data import Sample, discover
 from headstart.tasks.image.dataset import ImageDataset, ImageStore
 from headstart.tasks.image.decode import image_header
+from headstart.tasks.image.stored import payload
 from headstart.tasks.image.transforms import describe, eval_transform, intensity_issue, open_image, to_rgb
 
 CHUNK = 16
@@ -539,10 +540,11 @@ def recommend_text(probes: list[dict[str, Any]], dataset: dict[str, Any], n_val:
 class _Crop:
     """One box (or background region) of an image: ``box`` is normalised xyxy; ``label`` its probe class."""
 
-    __slots__ = ("path", "box", "label")
+    __slots__ = ("path", "box", "label", "data")
 
-    def __init__(self, path: Path, box: tuple[float, float, float, float], label: int) -> None:
+    def __init__(self, path: Path, box: tuple[float, float, float, float], label: int, data: Any = None) -> None:
         self.path, self.box, self.label = path, box, label
+        self.data = data  # where a dataset stores the image (a Parquet row: ``DetSample.data``), else the file ``path``
 
 
 def _background_crops(samples: list[Any], label: int, seed: int, limit: int) -> list[_Crop]:
@@ -561,7 +563,7 @@ def _background_crops(samples: list[Any], label: int, seed: int, limit: int) -> 
                 w, h = rng.uniform(0.15, 0.5), rng.uniform(0.15, 0.5)
             x, y = rng.uniform(0, 1 - w), rng.uniform(0, 1 - h)
             if all(_overlap((x, y, x + w, y + h), b) < 0.2 for b in boxes):
-                crops.append(_Crop(s.path, (x, y, x + w, y + h), label))
+                crops.append(_Crop(s.path, (x, y, x + w, y + h), label, s.data))
                 break
     return crops
 
@@ -598,23 +600,26 @@ class _CropFiles:
         self.hashes: dict[Path, str | None] = {}
         self.images: OrderedDict[tuple[Path, str], Any] = OrderedDict()
 
-    def hash(self, path: Path) -> str | None:
-        """sha1 of the file's bytes; None when it cannot be read."""
+    def hash(self, crop: _Crop) -> str | None:
+        """sha1 of the image file's bytes (stored in a dataset's row, or the file's); None when it cannot be read."""
+        path = crop.path
         if path not in self.hashes:
             try:
-                self.hashes[path] = hashlib.sha1(path.read_bytes()).hexdigest()
+                self.hashes[path] = hashlib.sha1(payload(crop.data) if crop.data is not None
+                                                 else path.read_bytes()).hexdigest()
             except OSError:
                 self.hashes[path] = None
         return self.hashes[path]
 
-    def image(self, path: Path, interpolation: str) -> Any:
+    def image(self, crop: _Crop, interpolation: str) -> Any:
         from headstart.tasks.image.transforms import decode
 
-        key = (path, interpolation)
+        key = (crop.path, interpolation)
         if key in self.images:
             self.images.move_to_end(key)
         else:
-            self.images[key] = decode(path, CROP_DECODE_SIDE, interpolation)
+            source = crop.path if crop.data is None else payload(crop.data)
+            self.images[key] = decode(source, CROP_DECODE_SIDE, interpolation)
             if len(self.images) > self.keep:
                 self.images.popitem(last=False)
         return self.images[key]
@@ -632,18 +637,18 @@ def _probe_crops(name: str, order: list[_Crop], classes: list[str], deadline: fl
     files = files if files is not None else _CropFiles()
     file_hash = files.hash
 
-    def image_of(path: Path) -> Any:
-        return files.image(path, spec.interpolation)
+    def image_of(crop: _Crop) -> Any:
+        return files.image(crop, spec.interpolation)
 
     def run_chunk(pos: int, size_: int) -> tuple:
-        chunk = [c for c in order[pos:pos + size_] if file_hash(c.path) is not None]
+        chunk = [c for c in order[pos:pos + size_] if file_hash(c) is not None]
         if not chunk:
             return None, [], 0, 0.0
-        keys = [hashlib.sha1(f"{file_hash(c.path)}:{','.join(f'{v:.4f}' for v in c.box)}".encode()).hexdigest()
+        keys = [hashlib.sha1(f"{file_hash(c)}:{','.join(f'{v:.4f}' for v in c.box)}".encode()).hexdigest()
                 for c in chunk]
 
         def forward(indices: list[int]) -> torch.Tensor:
-            x = torch.stack([_crop_tensor(image_of(chunk[i].path), chunk[i].box, size, spec.mean, spec.std)
+            x = torch.stack([_crop_tensor(image_of(chunk[i]), chunk[i].box, size, spec.mean, spec.std)
                              for i in indices])
             with torch.inference_mode(), fabric.autocast():
                 return backbone.extract(loop.channels_last(fabric.to_device(x)), cut).float().cpu()
@@ -672,8 +677,6 @@ def _probe_crops(name: str, order: list[_Crop], classes: list[str], deadline: fl
 def box_statistics(samples: list[Any], classes: list[str], limit: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Box sizes of up to ``limit`` images: the shorter side of each box relative to its image's longer side
     (what the letterbox keeps), boxes per image, and images without boxes."""
-    from headstart.evidence.compare import _image_size
-
     rng = random.Random(seed)
     picked = rng.sample(samples, min(limit, len(samples)))
     relative, longest, per_image, empty, unreadable = [], [], [], 0, 0
@@ -682,7 +685,7 @@ def box_statistics(samples: list[Any], classes: list[str], limit: int = 1000, se
         if not len(s.boxes):
             empty += 1
         try:
-            w, h = _image_size(s.path)
+            w, h = image_header(s.path if s.data is None else payload(s.data))[1:]  # a Parquet row's too
         except Exception:  # noqa: BLE001 - reported by training
             unreadable += 1
             continue
@@ -760,7 +763,7 @@ def _advise_detection(data: str | Path, budget_s: float, deadline: float, starte
     probe_classes = [c for c in range(len(classes)) if train_counts[c] >= 2]
     names = [classes[c] for c in probe_classes] + [BACKGROUND]
     index = {c: i for i, c in enumerate(probe_classes)}
-    crops = [_Crop(s.path, tuple(b), index[c]) for s in splits.train
+    crops = [_Crop(s.path, tuple(b), index[c], s.data) for s in splits.train
              for b, c in zip(s.boxes.tolist(), s.labels.tolist()) if c in index]
     typical = max(train_counts[c] for c in probe_classes) if probe_classes else 0
     crops += _background_crops(splits.train, len(names) - 1, seed, max(typical, 2))
