@@ -145,13 +145,15 @@ def png_data_uri(path: Path) -> str:
 THUMBNAIL = 140  # pixels a side of a gallery's images (report.css: .card img)
 
 
-def thumbnail_uri(path: str | Path | bytes, size: int = THUMBNAIL) -> str | None:
-    """A PNG thumbnail of an image file (or its bytes) as a data URI (decoded as training decodes it: DICOM, 16-bit
-    and low-range scans windowed so that they are seen); None when the file cannot be read."""
+def thumbnail_uri(path: str | Path | bytes | Any, size: int = THUMBNAIL) -> str | None:
+    """A PNG thumbnail of an image file (or its bytes, or where a dataset stores them: ``image.stored``) as a data
+    URI (decoded as training decodes it: DICOM, 16-bit and low-range scans windowed so that they are seen); None when
+    the file cannot be read."""
     from headstart.tasks.image.decode import open_image, to_rgb
+    from headstart.tasks.image.stored import payload
 
     try:
-        image = to_rgb(open_image(path if isinstance(path, bytes) else Path(path)), "auto")
+        image = to_rgb(open_image(Path(path) if isinstance(path, (str, Path)) else payload(path)), "auto")
         image.thumbnail((size, size))
         buf = io.BytesIO()
         image.save(buf, format="PNG")
