@@ -204,6 +204,16 @@ def default_workers(fabric: Fabric | None = None) -> int:
     return min(8, max(torch.get_num_threads() - 1, 1)) if on_cuda(fabric) else 0
 
 
+def first_input(fabric: Fabric, dataset: Dataset, collate: Callable | None = None) -> Any:
+    """The first item's input as a batch of one on the device (None for an empty dataset): the example
+    ``batchnorm_folded`` checks its folding on."""
+    if len(dataset) == 0:
+        return None
+    first = (collate or torch.utils.data.default_collate)([dataset[0]])[0]
+    with torch.inference_mode():
+        return fabric.to_device(first)
+
+
 def loader(dataset: Dataset, batch_size: int, collate: Callable | None = None, shuffle_seed: int | None = None,
            num_workers: int | None = 0, fabric: Fabric | None = None, batches: list[list[int]] | None = None,
            pin_memory: bool | None = None) -> DataLoader:
@@ -411,9 +421,8 @@ def frozen_outputs(fabric: Fabric, cfg: RunConfig, backbone: Backbone, cut: int,
         backbone.eval()
         backbone.to(fabric.device, memory_format=torch.channels_last)
         batches = loader(Subset(dataset, indices), batch_size, collate, num_workers=cfg.data.num_workers)
-        first = (collate or torch.utils.data.default_collate)([dataset[indices[0]]])[0]
         with torch.inference_mode():
-            example = prepare(fabric.to_device(first))
+            example = prepare(first_input(fabric, Subset(dataset, indices[:1]), collate))
         kept: list[torch.Tensor] = []
 
         def both(x: torch.Tensor) -> torch.Tensor:

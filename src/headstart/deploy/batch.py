@@ -162,7 +162,9 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
     import torch
 
     from headstart.core import loop
+    from headstart.core.backbones.fusion import batchnorm_folded
     from headstart.progress import warn
+    from headstart.tasks.classification.model import head_logits
 
     model, cfg = estimator._require_fitted(), estimator.config
     estimator.heatmaps_ = []  # this pass draws none: no row takes a heat map an earlier predict drew
@@ -177,7 +179,8 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
                           pin_memory=fabric.device.type == "cuda")
     chunk = chunk or CHUNK
     rows: list[dict[str, Any]] = []
-    with torch.inference_mode():
+    example = loop.first_input(fabric, dataset)  # BatchNorms folded as predict folds them (``predict_logits``)
+    with batchnorm_folded(model.backbone, model.backbone.num_groups, example), torch.inference_mode():
         for x, indices, reasons in batches:
             readable = [i for i, why in enumerate(reasons) if not why]
             probs, flags = torch.empty(0), [{}] * len(readable)
@@ -185,7 +188,7 @@ def stream_image_rows(estimator: Any, files: list[Path], top_k: int | None, work
                 with fabric.autocast():
                     x = fabric.to_device(x[readable])
                     features = model.backbone(loop.autocast_images(loop.channels_last(x)))
-                    logits = model.head(features).to("cpu", torch.float32)
+                    logits = head_logits(model.head, features).to("cpu", torch.float32)
                 probs = estimator._activate(estimator._unfamiliar((logits, features.to("cpu", torch.float32))))
                 flags = estimator._flags(readable)  # as predict's rows: {"unfamiliar": ...}, {} without the check
             at = {i: r for r, i in enumerate(readable)}

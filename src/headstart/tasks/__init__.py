@@ -132,13 +132,15 @@ def infer_task(data: str | Path) -> str:
         if is_text_folder(path):
             return "text"  # class folders of .txt files (IMDB's aclImdb/, BBC News)
         from headstart.tasks.detection import is_parquet_detection
-        from headstart.tasks.image.hf_datasets import is_image_dataset
+        from headstart.tasks.image.hf_datasets import is_image_dataset, is_tags_dataset
         from headstart.tasks.segmentation import is_hf_segmentation
 
         if is_parquet_detection(path):
             return "detection"  # a Hub dataset repository of images and their boxes (cppe-5's Parquet files)
         if is_hf_segmentation(path):
             return "segmentation"  # a Hub dataset of images and masks (segments/sidewalk-semantic's Parquet files)
+        if is_tags_dataset(path):
+            return "multilabel"  # a Hub dataset of images with a list of labels each
         if is_image_dataset(path):
             return "image"  # a datasets folder of images (load_dataset("beans").save_to_disk)
         from headstart.tasks.tables import TABLE_FILES, split_tables
@@ -158,6 +160,10 @@ def infer_task(data: str | Path) -> str:
 
     if path.is_file() and is_hf_segmentation(path):
         return "segmentation"  # one Parquet file of images and their masks
+    from headstart.tasks.image.hf_datasets import is_tags_dataset
+
+    if path.is_file() and is_tags_dataset(path):
+        return "multilabel"  # one Parquet file of images with a list of labels each
     if is_pixel_table(path) or tables and is_pixel_table(tables.first) or is_array_data(path) or is_image_dataset(path):
         return "image"  # rows of pixel values (Kaggle's Digit Recognizer, Fashion-MNIST, FER-2013)
     from headstart.tasks.multilabel.data import looks_like_multilabel

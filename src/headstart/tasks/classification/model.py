@@ -15,6 +15,14 @@ class ClassificationHead(nn.Sequential):
         super().__init__(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
 
 
+def head_logits(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The head's logits in fp32, also under bf16 autocast: a bf16 head rounds them (by up to 0.5 on a wide head of
+    large weights), so that prediction would not give the scores of validation, whose head on cached features runs
+    in fp32. The head is one small matrix: fp32 costs nothing beside the backbone."""
+    with torch.autocast(features.device.type, enabled=False):
+        return head(features.float())
+
+
 class TransferClassifier(nn.Module):
     """``backbone -> head``; ``forward(x, start=k)`` takes the output of backbone stage ``k - 1``."""
 

@@ -19,11 +19,13 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from headstart.config import RunConfig
 from headstart.core import loop, strategies
+from headstart.core.backbones.fusion import batchnorm_folded
 from headstart.core.cache import FeatureCache
 from headstart.core.scratch import Scratch
 from headstart.errors import ConfigError
 from headstart.progress import progress_bar, say
 from headstart.tasks.classification.metrics import classification_report, selection_metric
+from headstart.tasks.classification.model import head_logits
 from headstart.tasks.classification.probe import LogisticFit, fit_head_cv, label_doubts
 
 
@@ -59,18 +61,30 @@ def predict_logits(fabric: Fabric, model: nn.Module, dataset: Dataset, batch_siz
                    forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None) -> Any:
     """Logits of a classifier over a dataset of ``(input, label)`` items; ``features``: ``(logits, features)``, the
     backbone's outputs (the head's inputs) too, from the same pass; ``forward(x) -> (logits, features)`` replaces
-    that pass (one that also draws heat maps)."""
+    that pass (one that also draws heat maps).
+
+    The backbone's BatchNorms are folded into their convolutions for the pass, as the feature cache's extraction
+    folds them (``loop.frozen_outputs``): under bf16 autocast the folded and unfolded networks round differently, and
+    a model validated on cached features would otherwise predict its own validation images with other scores."""
     model.eval()
     model = model.to(fabric.device, memory_format=torch.channels_last)
     batches = loop.loader(dataset, batch_size, collate)
+    example = loop.first_input(fabric, dataset, collate) if start == 0 else None  # folding from stage 0
+    with batchnorm_folded(model.backbone, model.backbone.num_groups, example):
+        return _logits(fabric, model, batches, start, desc, features, forward)
+
+
+def _logits(fabric: Fabric, model: nn.Module, batches: Any, start: int, desc: str, features: bool,
+            forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None) -> Any:
     if not features:
-        return loop.run_batches(fabric, lambda x: model(x, start=start), batches, desc)
+        return loop.run_batches(fabric, lambda x: head_logits(model.head, model.backbone(x, start=start)), batches,
+                                desc)
 
     def both(x: Any) -> torch.Tensor:
         if forward is not None:
             return torch.cat(forward(x), 1)
         pooled = model.backbone(x, start=start)
-        return torch.cat([model.head(pooled), pooled], 1)
+        return torch.cat([head_logits(model.head, pooled), pooled.float()], 1)
 
     out = loop.run_batches(fabric, both, batches, desc, gradients=forward is not None)
     n = model.head[-1].out_features

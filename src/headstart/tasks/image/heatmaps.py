@@ -31,7 +31,7 @@ from PIL import Image
 
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import ConfigError
-from headstart.tasks.classification.model import TransferClassifier
+from headstart.tasks.classification.model import TransferClassifier, head_logits
 
 ALPHA = 0.5  # how much of the colour map covers the image where the heat is highest
 MAX_PREFIX_TOKENS = 16  # class and register tokens before a transformer's patch tokens
@@ -82,7 +82,7 @@ def grad_cam(model: TransferClassifier, x: torch.Tensor, targets: torch.Tensor |
                 h = backbone.run_stage(i, h)
                 maps.append((i, h))
             features = backbone.pool(h)
-            logits = model.head(features)
+            logits = head_logits(model.head, features)  # as predict's: fp32
             chosen = logits.argmax(dim=1) if targets is None else targets.to(logits.device)
             score = logits.gather(1, chosen[:, None]).sum()
             kept = [(i, m) for i, m in maps if _grid(m) is not None]

@@ -182,9 +182,28 @@ class DatasetImages:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = (), labels: bool = True) -> DatasetImages:
-    """The images and labels of a datasets folder (``only`` these splits, when given; DataError when its labels are
-    not one class an image; ``labels=False``: the images alone, as predict reads them)."""
+def _list_feature(feature: dict[str, Any]) -> dict[str, Any] | None:
+    """The item feature of a list feature (``Sequence``; ``List`` in datasets >= 4), else None."""
+    inner = feature.get("feature") if isinstance(feature, dict) else None
+    return inner if isinstance(inner, dict) and feature.get("_type") in ("Sequence", "List", "LargeList") else None
+
+
+def is_tags_dataset(path: str | Path) -> bool:
+    """A datasets folder or Hub Parquet files of images whose labels are lists (a ``Sequence`` of ``ClassLabel``, or
+    of strings) and no column of one class: multi-label images. Reads the features only."""
+    features = dataset_features(Path(path))
+    if image_column(features) is None or any(f.get("_type") == "ClassLabel" for f in features.values()
+                                             if isinstance(f, dict)):
+        return False
+    lists = [_list_feature(f) for f in features.values()]
+    return any(i is not None and (i.get("_type") == "ClassLabel" or i.get("dtype") == "string") for i in lists)
+
+
+def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = (), labels: bool = True,
+         tags: bool = False) -> DatasetImages:
+    """The images and labels of a datasets folder (``only`` these splits, when given; ``labels=False``: the images
+    alone, as predict reads them). ``tags``: each row's labels are a list (a ``Sequence`` of ``ClassLabel``, or of
+    strings), given as a tuple of names ([] is an image of no label); else a list of labels is a DataError."""
     try:
         import datasets
     except ImportError:
@@ -204,10 +223,16 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
             raise DataError(f"{path}/{name} holds no Image column (columns: {', '.join(features)})")
         lcol = _label_column(features, icol, label_column, path / name) if labels else None
         feature = features[lcol] if lcol else None
-        if feature is not None and hasattr(getattr(feature, "feature", None), "names"):
-            raise DataError(f"{path}: the column '{lcol}' holds several labels an image (a Sequence of ClassLabel); "
-                            "headstart reads single-label images from datasets folders: export them as a table of "
-                            "image paths and label lists for --task multilabel")
+        listed = feature is not None and (isinstance(feature, (list, datasets.Sequence))
+                                          or type(feature).__name__ in ("List", "LargeList"))
+        if listed and not tags:
+            raise DataError(f"{path}: the column '{lcol}' holds several labels an image (a list); train it as "
+                            "multi-label images: --task multilabel")
+        if tags and feature is not None and not listed:
+            raise DataError(f"{path}: the column '{lcol}' holds one label an image; train it as single-label "
+                            "images: --task image")
+        if listed:
+            feature = feature[0] if isinstance(feature, list) else feature.feature
         names = list(feature.names) if hasattr(feature, "names") else None
         out.classes = out.classes or names
         rows = []
@@ -220,8 +245,13 @@ def read(path: Path, label_column: str | None = None, only: tuple[str, ...] = ()
                     out.skipped.append((f"{path.name}/{where}", "no image bytes in the row"))
                     continue
                 value = record[lcol] if lcol else None
-                label = None if value is None or value == -1 else names[value] if names else str(value).strip()
-                rows.append(PixelRow(path / where, stored, label or None, split, hashlib.sha1(data).hexdigest()))
+                if tags:  # a tuple of names: () is an image of no label; None (no list) is unlabelled
+                    label = None if value is None else tuple(names[v] if names else str(v).strip() for v in value
+                                                             if v is not None and v != -1)
+                else:
+                    label = None if value is None or value == -1 else names[value] if names else str(value).strip()
+                rows.append(PixelRow(path / where, stored, label if tags else label or None, split,
+                                     hashlib.sha1(data).hexdigest()))
         out.rows.setdefault(split, []).extend(rows)
         described.append(f"{name}/ {len(rows)}")
     _release_arrow_memory()

@@ -228,7 +228,7 @@ class PixelRow:
 
     name: Path
     data: bytes | Stored
-    label: str | None
+    label: str | tuple[str, ...] | None  # a tuple of names: a multi-label row (``hf_datasets.read(tags=True)``)
     split: str
     digest: str = ""
 

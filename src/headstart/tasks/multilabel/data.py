@@ -4,6 +4,8 @@ Layouts of DATA:
   * a CSV with a path column and a labels column holding several labels separated by ``;`` or ``|``
     (an empty cell: no label), or one 0/1 column per class; optional ``split`` column (train/val/test);
   * a folder holding such a CSV as ``labels.csv`` (paths relative to the folder);
+  * a Hugging Face dataset of images with a list of labels each (a ``Sequence`` of ``ClassLabel``, or of strings):
+    Hub Parquet files or a ``save_to_disk`` folder (``image.hf_datasets``), its splits as given;
   * with ``data.from_detection=true`` (``--from-detection``): a detection set turned into image tags (the
     classes of each image's boxes): a YOLO folder (``data.yaml``), a COCO json, or a Pascal VOC folder
     (``JPEGImages/``, ``Annotations/*.xml``, ``ImageSets/Main/{train,val,test}.txt``); a VOC or YOLO
@@ -36,6 +38,7 @@ from headstart.core.splits import (
 from headstart.errors import DataError
 from headstart.tasks.columns import POSITIVE, SPLIT_COLUMN, UNCERTAIN, by_content, flag_columns, listed
 from headstart.tasks.flips import DEFAULT, Flips
+from headstart.tasks.image import hf_datasets
 from headstart.tasks.image.data import (
     LABEL_COLUMNS,
     MAX_PIXELS,
@@ -220,6 +223,11 @@ def discover(data: str | Path, val_fraction: float = 0.2, seed: int = 0, path_co
         raise DataError(f"Data not found: {root}")
     if from_detection or is_detection_folder(root):
         return _from_detection(root, val_fraction, seed)
+    if hf_datasets.is_image_dataset(root):
+        splits = _from_datasets(root, label_column)
+        if not splits.val:
+            held_out_split(splits, splits.train, val_fraction, seed)
+        return splits
     table = _table_of(root)
     tags = read_tags(table, path_column, label_column, group_by, uncertain)
     rows, classes, layout = tags.rows, tags.classes, tags.layout
@@ -265,6 +273,23 @@ def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, s
     return splits
 
 
+def _from_datasets(root: Path, label_column: str | None, only: tuple[str, ...] = ()) -> Splits:
+    """The tagged images of a Hugging Face dataset (``hf_datasets.read(tags=True)``) by split (``only`` these), the
+    ClassLabel names the classes (else the tags seen, sorted); rows without a list are skipped, each named."""
+    found = hf_datasets.read(root, label_column, only, tags=True)
+    seen = {t for rows in found.rows.values() for r in rows for t in (r.label or ())}
+    classes = [c for c in found.classes if c in seen] if found.classes else sorted(seen)
+    if len(classes) < 2 and not only:
+        raise DataError(f"{root}: {len(classes)} distinct label(s) {classes}; multi-label data needs at least 2")
+    splits = Splits(classes, [], [], layout=found.layout, skipped=list(found.skipped), notes=list(found.notes))
+    index = {c: i for i, c in enumerate(classes)}
+    for split, rows in found.rows.items():
+        splits.skipped += [(r.name.name, "no label list") for r in rows if r.label is None]
+        getattr(splits, split).extend(Sample(r.name, tuple(sorted({index[t] for t in r.label})), key=r.key,
+                                             data=r.data) for r in rows if r.label is not None)
+    return splits
+
+
 # ------------------------------------------------------------------------------------- from detection
 def is_detection_folder(root: Path) -> bool:
     """A folder without labels.csv that is plainly a detection set (VOC Annotations/, YOLO data.yaml)."""
@@ -307,6 +332,18 @@ def labelled_tags(data: str | Path, classes: list[str], path_column: str | None 
     root = Path(data)
     if not root.exists():
         raise DataError(f"Data not found: {root}")
+    if hf_datasets.is_image_dataset(root):  # its test split, else its validation split
+        found = _from_datasets(root, label_column, ("test",))
+        found = found if found.test else _from_datasets(root, label_column, ("val",))
+        samples = found.test or found.val
+        if not samples:
+            raise DataError(f"{root}: no labelled test or validation split to evaluate on")
+        unknown = Counter(found.classes[t] for s in samples for t in s.label if found.classes[t] not in classes)
+        if unknown:
+            raise DataError(f"{root} has labels the model never saw: {dict(unknown)}. The model knows: "
+                            f"{', '.join(classes)}. Remove them or train a model that includes them")
+        return [Sample(s.path, tuple(sorted({classes.index(found.classes[t]) for t in s.label})), key=s.key,
+                       data=s.data) for s in samples]
     table = root / LABELS_FILE if root.is_dir() else root
     if (from_detection and not (table.is_file() and is_table_file(table))) or \
             is_detection_folder(root):

@@ -190,7 +190,7 @@ class MultiLabelClassifier(MultiLabel, ImageClassifier):
         """
         model, d = self._require_fitted(), self.config.data
         samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
-        read = [Sample(s.path) for s in samples]  # tags kept out of batches
+        read = [Sample(s.path, key=s.key, data=s.data) for s in samples]  # tags kept out of batches
         files, logits = self._logits(model, read)
         probs, readable = self._activate(logits), set(files)
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
