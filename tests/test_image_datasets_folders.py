@@ -108,12 +108,16 @@ def test_a_hub_dataset_of_label_lists_trains_as_multi_label_images(tmp_path):
 
     features = datasets.Features({"image": datasets.Image(), "tags": datasets.Sequence(datasets.ClassLabel(names=CLASSES))})
     repo = tmp_path / "hub"
-    for name, n in (("train", 24), ("validation", 12)):
-        datasets.Dataset.from_list(rows("train" if name == "train" else "val", n), features=features).to_parquet(
+    for name, n in (("train", 24), ("validation", 12), ("test", 4)):
+        found = rows("train" if name == "train" else "val", n)
+        if name == "test":  # a competition's hidden labels: every list empty
+            found = [{**r, "tags": []} for r in found]
+        datasets.Dataset.from_list(found, features=features).to_parquet(
             str(repo / "data" / f"{name}-00000-of-00001.parquet"))
     assert infer_task(repo) == "multilabel" and infer_task(repo / "data" / "train-00000-of-00001.parquet") == "multilabel"
     splits = tag_discover(repo)
-    assert splits.classes == CLASSES and (len(splits.train), len(splits.val)) == (36, 18)
+    assert splits.classes == CLASSES and (len(splits.train), len(splits.val), len(splits.test)) == (36, 18, 0)
+    assert "the test split (6 images) has no labels: not read" in splits.notes
     assert [s.label for s in splits.val] == [(0,)] * 6 + [(1,)] * 6 + [(0, 1)] * 6
     assert isinstance(splits.val[0].data, hf_datasets.ParquetRow)
     assert [s.label for s in labelled_tags(repo, ["bees", "ants"])][-1] == (0, 1)

@@ -275,8 +275,12 @@ def held_out_split(splits: Splits, samples: list[Sample], val_fraction: float, s
 
 def _from_datasets(root: Path, label_column: str | None, only: tuple[str, ...] = ()) -> Splits:
     """The tagged images of a Hugging Face dataset (``hf_datasets.read(tags=True)``) by split (``only`` these), the
-    ClassLabel names the classes (else the tags seen, sorted); rows without a list are skipped, each named."""
+    ClassLabel names the classes (else the tags seen, sorted); rows without a list are skipped, each named, and a
+    validation or test split of empty lists only (hidden labels) is left out, said."""
     found = hf_datasets.read(root, label_column, only, tags=True)
+    for split in [s for s, rows in found.rows.items() if s != "train" and rows and not any(r.label for r in rows)]:
+        found.notes.append(f"the {split} split ({len(found.rows[split])} images) has no labels: not read")
+        found.rows[split] = []  # a competition's hidden test split: every list empty
     seen = {t for rows in found.rows.values() for r in rows for t in (r.label or ())}
     classes = [c for c in found.classes if c in seen] if found.classes else sorted(seen)
     if len(classes) < 2 and not only:
