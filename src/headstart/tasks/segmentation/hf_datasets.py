@@ -31,6 +31,7 @@ from headstart.tasks.segmentation.data import (
     ignored_classes,
 )
 from headstart.tasks.tables import SPLIT_VALUES
+from headstart.tasks.text import is_datasets_folder
 
 ID2LABEL = "id2label.json"
 
@@ -76,7 +77,7 @@ def read_hf_segmentation(root: Path, val_fraction: float, seed: int) -> Segmenta
         colours, notes = None, [f"class(es) {void} of {ID2LABEL} mark unlabelled pixels: ignored (255), not learned "
                                 "or scored"] if void else []
     else:
-        classes_file = _class_file(root if root.is_dir() else root.parent, required=False, layout="Parquet files")
+        classes_file = _class_file(root if root.is_dir() else root.parent, required=False, layout="dataset")
         classes, remap, colours, notes = (_class_table(classes_file) if classes_file is not None
                                           else (list(BINARY_CLASSES), None, None, []))
     splits = SegmentationSplits(classes, [], [], read=notes)
@@ -106,15 +107,14 @@ def read_hf_segmentation(root: Path, val_fraction: float, seed: int) -> Segmenta
     given = {split: samples for split, samples in given.items() if samples}
     if "train" not in given:
         raise DataError(f"{root}: no training rows with a mask among its splits ({', '.join(parts)})")
-    what = "datasets folder" if (root / "dataset_dict.json").is_file() or (root / "dataset_info.json").is_file() \
-        else "Parquet files"
+    what = "datasets folder" if is_datasets_folder(root) else "Parquet files"
     splits.layout = f"{what} {root.name} ({', '.join(described)}; images '{columns[0]}', masks '{columns[1]}')"
     if names is not None:
         splits.read.insert(0, f"classes named by {names}")
         return _finish(splits, given, str(names), val_fraction, seed, root)
     if classes_file is not None:
         return _finish(splits, given, str(classes_file), val_fraction, seed, root)
-    classes_from, note = _binary_masks(root, [s for part in given.values() for s in part], "the Parquet files",
+    classes_from, note = _binary_masks(root, [s for part in given.values() for s in part], f"the {what}",
                                        f"an {ID2LABEL} ({{\"0\": \"background\", \"1\": \"road\", ...}}) or a classes.txt")
     splits.read.append(note)
     return _finish(splits, given, classes_from, val_fraction, seed, root)
