@@ -133,7 +133,11 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
         matrix, val["confusion_matrix"], near)
     evaluated = again.evaluate(sms_split["small"])
     assert evaluated["confusion_matrix"] == matrix
-    assert [r["kept"] for r in evaluated["selective"]] == [r["kept"] for r in val["selective"]]  # saved thresholds
+    sure = [max(q for _, q in r["top_k"]) for r in rows]  # the saved thresholds decide; texts at one may move (above)
+    for mine, theirs in zip(evaluated["selective"], val["selective"]):
+        close = sum(abs(q - theirs["threshold"]) < 0.05 for q in sure) if theirs["threshold"] is not None else 0
+        assert mine["threshold"] == theirs["threshold"] and abs(mine["kept"] - theirs["kept"]) <= close, (
+            mine, theirs, close)
     # the batch writer (predict --out) decides the same
     (tmp_path / "texts.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["predict", str(run), "--file", str(tmp_path / "texts.txt"), "--out",
