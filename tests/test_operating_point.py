@@ -132,8 +132,9 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
     assert moved <= near and sum(map(sum, matrix)) == sum(map(sum, val["confusion_matrix"])), (
         matrix, val["confusion_matrix"], near)
     evaluated = again.evaluate(sms_split["small"])
-    assert evaluated["confusion_matrix"] == matrix
-    sure = [max(q for _, q in r["top_k"]) for r in rows]  # the saved thresholds decide; texts at one may move (above)
+    moved = sum(abs(a - b) for mine, theirs in zip(evaluated["confusion_matrix"], matrix) for a, b in zip(mine, theirs))
+    assert moved // 2 <= near, (evaluated["confusion_matrix"], matrix, near)
+    sure = [r["probability"] for r in rows]  # the decided class's: the saved thresholds decide; texts at one may move
     for mine, theirs in zip(evaluated["selective"], val["selective"]):
         close = sum(abs(q - theirs["threshold"]) < 0.05 for q in sure) if theirs["threshold"] is not None else 0
         assert mine["threshold"] == theirs["threshold"] and abs(mine["kept"] - theirs["kept"]) <= close, (
@@ -144,7 +145,8 @@ def test_an_sms_model_decides_at_recall_95_everywhere(sms_split, tmp_path, sessi
                                       str(tmp_path / "p.jsonl")])
     assert result.exit_code == 0, result.output
     written = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert [w["label"] for w in written] == [r["label"] for r in rows]
+    differ = [i for i, (w, r) in enumerate(zip(written, rows)) if w["label"] != r["label"]]
+    assert len(written) == len(rows) and all(abs(p_spam[i] - point["threshold"]) < 0.05 for i in differ), differ
     monkeypatch.setenv("HEADSTART_QUIET", "0")  # the table says how it decided
     shown = CliRunner().invoke(app, ["predict", str(run), texts[0]])
     assert shown.exit_code == 0 and f"p(spam) >= {point['threshold']:.3g}" in " ".join(shown.output.split())
