@@ -300,8 +300,8 @@ class SegmentationPool(DetectionPool):
                     masks.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(s.read_mask()).save(mask)
                 if s.data is not None:  # stored in a dataset's row (train:12): its bytes written once, as a file
-                    stem = f"{i:06d}_{re.sub(r'[^A-Za-z0-9._-]', '_', s.image.name)}"
                     image = stored_file(folder / "images", f"{i:06d}_{s.image.name}", s.data)
+                    stem = image.stem
                 else:
                     image = Path(s.image).resolve()
                 (target / "images" / split / f"{stem}{image.suffix}").symlink_to(image)

@@ -118,11 +118,11 @@ class ImageClassifier(ClassifierEstimator):
 
     def _content_key(self, item: Any) -> str | None:
         """An image file's ``data.file_key``, as the training images are keyed; an image held in a dataset's row or
-        in memory, that of its bytes (``stored_keys_``, from the last prediction); None: a file gone since it was
+        in memory, that of its bytes (``stored_``: the last prediction's); None: a file gone since it was
         read."""
-        stored = getattr(self, "stored_keys_", {}).get(str(item))
-        if stored is not None:
-            return stored
+        stored = getattr(self, "stored_", {}).get(str(item))
+        if stored is not None:  # hashed here, when suggest asks, not on every prediction
+            return stored.key or hashlib.sha1(payload(stored.data)).hexdigest()
         return (file_key(item) or None) if isinstance(item, Path) else None
 
     def predict_proba(self, inputs: str | Path | bytes | list,
@@ -155,8 +155,7 @@ class ImageClassifier(ClassifierEstimator):
         store = self._store(samples, spec)
         self.unreadable_, self.inputs_ = list(store.skipped), [str(s.path) for s in samples]
         self.heatmaps_ = []
-        self.stored_keys_ = {str(s.path): s.key or hashlib.sha1(payload(s.data)).hexdigest()  # as reading DATA keys
-                             for s in store.samples if s.data is not None}  # a Hub dataset's rows (suggest's pile)
+        self.stored_ = {str(s.path): s for s in store.samples if s.data is not None}  # rows, images in memory
         if not store.samples:
             self.unfamiliar_ = []
             return [], torch.empty(0, len(self.classes_))
