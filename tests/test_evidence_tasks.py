@@ -263,8 +263,10 @@ def test_cli_advise_and_compare_for_text_and_detection(sms40, coco16, tmp_path, 
 def test_compare_refuses_what_a_task_cannot_train(tmp_path, digits_dir):
     with pytest.raises(ConfigError, match="Unknown task"):
         comparison.compare(digits_dir, tmp_path / "c", task="depth-estimation")
-    with pytest.raises(ConfigError, match="'lora' adapts text encoders"):
-        comparison.compare(digits_dir, tmp_path / "c", strategy_names=["linear", "lora"])
+    with pytest.raises(ConfigError, match="'lora' adapts a transformer's attention.*efficientnet_lite0.*has none"):
+        comparison.compare(digits_dir, tmp_path / "c", strategy_names=["linear", "lora"])  # a CNN: before any cell
+    with pytest.raises(ConfigError, match="'lora' adapts a classifier's transformer.*--task detection"):
+        comparison.compare(digits_dir, tmp_path / "c", task="detection", strategy_names=["lora"])
     with pytest.raises(ConfigError, match="needs an image backbone"):
         comparison.compare(digits_dir, tmp_path / "c", models=["minilm"])
     with pytest.raises(ConfigError, match="needs a text encoder"):

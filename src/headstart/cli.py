@@ -125,7 +125,7 @@ def train(
                                     "runs/NAME-2... when taken)"),
     model: str | None = typer.Option(None, "--model", "-m", help="backbone name (see 'headstart models')"),
     strategy: str | None = typer.Option(None, "--strategy", "-s",
-                                        help="auto (images) | linear | partial:K | full | gradual | lp-ft | lora (text)"),
+                                        help="auto (images) | linear | partial:K | full | gradual | lp-ft | lora (text, ViT)"),
     epochs: int | None = typer.Option(None, "--epochs", "-e"),
     time_budget: float | None = typer.Option(None, "--time-budget",
                                              help="seconds of training (auto's default: 300; 0: no limit)"),

@@ -145,6 +145,11 @@ class TrainConfig(_Section):
         "validation with them and save that model (validation numbers stay those of the model chosen before, on items "
         "it did not train on); auto: only when the validation items were held out of DATA's training items, not when "
         "DATA gave its own validation split")
+    lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (strategy 'lora')")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling: the adapters' update is scaled by alpha / r")
+    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    lora_targets: list[str] | None = Field(None, description="module names to adapt; default: the attention "
+                                           "projections (query/key/value of text encoders, qkv of timm ViTs...)")
     seed: int = 0
 
     @field_validator("operating_point")
@@ -184,10 +189,6 @@ class TextConfig(_Section):
     label_column: str | None = Field(None, description="column holding the label; default: guessed (label, class...)")
     max_length: int = Field(128, ge=4, le=8192, description="tokens per text; longer texts are cut (and counted)")
     pooling: Literal["auto", "mean", "cls"] = Field("auto", description="auto: what the model was trained with")
-    lora_r: int = Field(8, ge=1, description="rank of the LoRA adapters (strategy 'lora')")
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    lora_targets: list[str] | None = Field(None, description="module names to adapt; default: attention projections")
 
 
 class DetectionConfig(_Section):
@@ -233,7 +234,8 @@ class RunConfig(_Section):
 
 
 # Keys that moved: configs (and run folders) written before keep working.
-MOVED_KEYS = {"text.class_weights": "train.class_weights", "text.balanced_sampling": "train.balanced_sampling"}
+MOVED_KEYS = {"text.class_weights": "train.class_weights", "text.balanced_sampling": "train.balanced_sampling",
+              **{f"text.lora_{k}": f"train.lora_{k}" for k in ("r", "alpha", "dropout", "targets")}}
 
 
 def _move_keys(data: dict) -> None:

@@ -108,6 +108,7 @@ class Estimator:
 
     TASK: ClassVar[str] = ""  # the task's name in the registry
     SKIPPED: ClassVar[str] = "files"  # what a skipped input is called in messages
+    LORA: ClassVar[bool] = False  # strategy 'lora' applies (the task adds the adapters: ``lora.prepare``)
 
     def __init__(self, model: str | None = None, strategy: str | None = None, epochs: int | None = None,
                  config: str | Path | None = None, overrides: dict[str, Any] | list[str] | None = None,
@@ -146,7 +147,10 @@ class Estimator:
         run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"headstart-{self.TASK}-")) if lead else None
         run = loop.agree(fabric, run)
         check_run_target(run, resume)
-        strategies.parse(cfg.train.strategy, 10**6)  # a bad strategy or model name fails before any data is read
+        kind, _ = strategies.parse(cfg.train.strategy, 10**6)  # a bad strategy or model name fails before any data
+        if kind == "lora" and not self.LORA:  # is read
+            raise ConfigError(f"Strategy 'lora' adapts a classifier's transformer (text encoders, ViTs); the "
+                              f"{self.TASK} task cannot use it: use linear, partial:K, lp-ft or full")
         try:
             registry.parse(cfg.model.name)
         except ValueError as exc:

@@ -8,7 +8,7 @@ Strategies:
   ``lp-ft``      a linear phase (``head_epochs``), then everything with discriminative LRs
   ``lora``       a linear phase (``head_epochs``), then LoRA adapters on the attention projections and the head
                  train while the backbone's own weights stay frozen (the task adds the adapters before
-                 training, e.g. ``hf_text.add_lora``); adapters learn at ``LORA_LR_FACTOR`` x the top group's LR
+                 training: ``lora.prepare``); adapters learn at ``LORA_LR_FACTOR`` x the top group's LR
   ``auto``       the default: the linear phase (the head fitted to convergence), then fine-tuning candidates,
                  cheapest first (the top third of the groups, then all of them), each starting from the best
                  weights so far, tried only while ``train.time_budget`` holds an epoch of it, stopped when
@@ -139,8 +139,9 @@ def apply(model: nn.Module, phase: Phase) -> set[int]:
             param.requires_grad_("lora_" in name)
             adapters += "lora_" in name
         if not adapters:
-            raise ConfigError(f"Strategy 'lora' found no LoRA adapters in {model.backbone.spec.arch}: it is "
-                              "supported for text models; use linear, partial:K, full, gradual or lp-ft here")
+            raise ConfigError(f"Strategy 'lora' found no LoRA adapters in {model.backbone.spec.arch}: the task adds "
+                              "them to transformers (text encoders, ViTs: core/backbones/lora.py); use linear, "
+                              "partial:K, full, gradual or lp-ft here")
     return frozen
 
 

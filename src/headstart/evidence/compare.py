@@ -572,8 +572,8 @@ def _check_model(task: Task, model: str) -> None:
         raise ConfigError(f"Model '{model}' cannot train --task {task.name}: it needs {kind} (see 'headstart models')")
 
 
-def _num_groups(task: Task, model: str, cfg: Any) -> int:
-    """Layer groups of the model's backbone (what the strategies' epoch plans depend on)."""
+def _backbone(task: Task, model: str, cfg: Any) -> Any:
+    """The model's backbone with random weights: its layer groups are what the strategies' epoch plans depend on."""
     from headstart.core.backbones import registry
 
     if task.name == "detection":
@@ -581,8 +581,8 @@ def _num_groups(task: Task, model: str, cfg: Any) -> int:
 
         if is_tv_detector(model):
             built = cfg.model_copy(update={"model": cfg.model.model_copy(update={"name": model, "pretrained": False})})
-            return create_model(built, 1).backbone.num_groups
-    return registry.create_backbone(model, pretrained=False).num_groups
+            return create_model(built, 1).backbone
+    return registry.create_backbone(model, pretrained=False)
 
 
 # ------------------------------------------------------------------------------------------- compare
@@ -596,6 +596,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     with strategy ``full`` and the epochs of the pretrained ``full`` cell, or else the largest
     epoch budget among the pretrained cells.
     """
+    from headstart.core.backbones import lora
     from headstart.core.estimator import build_config
 
     chosen = get_task(task)
@@ -614,8 +615,9 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     for name in names:
         if name != SCRATCH:
             kind, _ = strategies.parse(name, 10**6)  # K is checked against the backbone when it is built
-            if kind == "lora" and chosen.inputs != "texts":
-                raise ConfigError(f"Strategy 'lora' adapts text encoders; --task {chosen.name} cannot use it")
+            if kind == "lora" and not chosen.estimator_class().LORA:
+                raise ConfigError(f"Strategy 'lora' adapts a classifier's transformer (text encoders, ViTs); "
+                                  f"--task {chosen.name} cannot use it")
     pretrained_names = [n for n in names if n != SCRATCH]
     shot_list = parse_shots(list(shots) if shots is not None else None)
     overrides = dict(overrides or {})
@@ -626,6 +628,8 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     models = list(models or [base.model.name])
     for model in models:
         _check_model(chosen, model)
+        if "lora" in {strategies.parse(n, 10**6)[0] for n in pretrained_names} and not base.train.lora_targets:
+            lora.targets(_backbone(chosen, model, base))  # a network without attention projections: before any data
     pool = make_pool(chosen, data, val_fraction, overrides)
     pool.check()
     started = time.perf_counter()
@@ -651,7 +655,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     done = 0
     for model in models:
         train_cfg = build_config(chosen, overrides={**overrides, **epoch_override, "model.name": model})
-        num_groups = _num_groups(chosen, model, train_cfg)
+        num_groups = _backbone(chosen, model, train_cfg).num_groups
         planned = {n: _planned_epochs(n, num_groups, train_cfg.train) for n in pretrained_names}
         if "full" in planned:
             scratch_epochs, rule = planned["full"], "the same epochs as the pretrained 'full' cell"

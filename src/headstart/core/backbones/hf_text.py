@@ -340,17 +340,14 @@ def build(body: nn.Module, spec: BackboneSpec) -> Backbone:
 
 
 def rebuild(spec: BackboneSpec) -> Backbone:
-    """The architecture of a saved text spec with random weights (LoRA adapters re-added when it had them)."""
+    """The architecture of a saved text spec with random weights."""
     transformers = _transformers()
     from transformers import CONFIG_MAPPING
 
     config_dict = dict(spec.extra["hf_config"])
     config = CONFIG_MAPPING[config_dict["model_type"]].from_dict(config_dict)
     body = transformers.AutoModel.from_config(config, attn_implementation=spec.extra.get("attn_implementation"))
-    backbone = build(body, spec)
-    if spec.extra.get("lora"):
-        add_lora(backbone, **spec.extra["lora"])
-    return backbone
+    return build(body, spec)
 
 
 def load_tokenizer(spec: BackboneSpec, folder: str | Path | None = None):
@@ -362,32 +359,3 @@ def load_tokenizer(spec: BackboneSpec, folder: str | Path | None = None):
         return transformers.AutoTokenizer.from_pretrained(where, local_files_only=local_only)
     except (OSError, ValueError) as exc:
         raise WeightsNotFoundError(f"Cannot load the tokenizer of '{spec.name}' from {where}: {exc}") from exc
-
-
-def lora_targets(backbone: Backbone) -> list[str]:
-    """Names of the attention projections LoRA adapts (query/key/value of BERT, q_lin/v_lin of DistilBERT...)."""
-    wanted = {"query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj"}
-    found = {name.rsplit(".", 1)[-1] for name, m in backbone.body.named_modules() if isinstance(m, nn.Linear)}
-    targets = sorted(found & wanted)
-    if not targets:
-        raise ConfigError(f"No attention projections ({sorted(wanted)}) in {backbone.spec.arch} for LoRA adapters")
-    return targets
-
-
-def add_lora(backbone: Backbone, r: int = 8, alpha: int = 16, dropout: float = 0.1,
-             targets: list[str] | None = None) -> int:
-    """Inject LoRA adapters into the attention projections in place; returns the adapter parameter count.
-
-    The settings are recorded in ``spec.extra["lora"]`` so that ``rebuild`` re-creates the same modules and a
-    saved run (base weights + adapters + head) reloads to the same predictions.
-    """
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError as exc:
-        raise ConfigError("The 'lora' strategy needs the 'peft' package: pip install 'headstart[text]'") from exc
-    targets = targets or lora_targets(backbone)
-    inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                                       bias="none"), backbone.body)
-    backbone.regroup()
-    backbone.spec.extra["lora"] = {"r": r, "alpha": alpha, "dropout": dropout, "targets": targets}
-    return sum(p.numel() for n, p in backbone.body.named_parameters() if "lora_" in n)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from headstart import hub
-from headstart.core.backbones import hf_text, packaged, timm_models, torchvision_models
+from headstart.core.backbones import hf_text, lora, packaged, timm_models, torchvision_models
 from headstart.core.backbones.base import Backbone
 from headstart.core.backbones.spec import BackboneSpec
 from headstart.errors import WeightsNotFoundError
@@ -148,16 +148,22 @@ def _in_hf_cache(repo_id: str | None) -> bool:
 
 
 def rebuild(spec: BackboneSpec) -> Backbone:
-    """The architecture of ``spec`` with random weights (a saved run's weights are loaded after)."""
+    """The architecture of ``spec`` with random weights (a saved run's weights are loaded after), LoRA adapters
+    re-added where it had them."""
     framework, arch = spec.arch.split(":", 1) if ":" in spec.arch else (spec.source, spec.arch)
     spec = BackboneSpec.from_dict(spec.to_dict())
     if framework == "timm":
-        return timm_models.build(arch, spec, pretrained=False)
-    if framework == "tv":
-        return torchvision_models.build(arch, spec)
-    if framework == "hf":
-        return hf_text.rebuild(spec)
-    raise ValueError(f"Cannot rebuild backbone of framework '{framework}' (spec arch '{spec.arch}')")
+        backbone = timm_models.build(arch, spec, pretrained=False)
+    elif framework == "tv":
+        backbone = torchvision_models.build(arch, spec)
+    elif framework == "hf":
+        backbone = hf_text.rebuild(spec)
+    else:
+        raise ValueError(f"Cannot rebuild backbone of framework '{framework}' (spec arch '{spec.arch}')")
+    if spec.extra.get("lora"):  # LoRA adapters (strategy lora): the same modules, their weights loaded after
+        settings = spec.extra["lora"]
+        lora.add(backbone, settings["r"], settings["alpha"], settings["dropout"], settings["targets"])
+    return backbone
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

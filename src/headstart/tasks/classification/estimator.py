@@ -22,6 +22,7 @@ class ClassifierEstimator(Estimator):
     """Base of ``ImageClassifier`` and ``TextClassifier``: single-label classification of items."""
 
     NOUN = "items"  # what one sample is called in messages
+    LORA = True  # strategy 'lora' on a transformer backbone (text encoders, ViTs)
     REPORT_IMAGES = True  # report.html shows mistaken items as thumbnails (else as texts)
     train_counts_: list[int]
     val_logits_: Any = None  # validation logits of the final model, in the order of ``splits_val_``

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from headstart.core import loop
-from headstart.core.backbones import registry
+from headstart.core.backbones import lora, registry
 from headstart.core.estimator import REFIT_TRAIN, Prepared
 from headstart.errors import ConfigError
 from headstart.progress import say, warn
@@ -46,6 +46,7 @@ class ImageClassifier(ClassifierEstimator):
         cfg = self.config
         splits = self._training_splits(self._discover(data))
         backbone = self._backbone()
+        lora.prepare(backbone, cfg.train)  # strategy lora: adapters on a ViT's attention (a CNN is refused here)
         spec = backbone.spec
         chosen = flips.choose(cfg.data.flip, splits.classes, splits.unmirrored)
         imdata = self.DATA(splits, spec, cfg.data.preload_mb, cfg.data.strict, cfg.data.augment, loop.augment_seed(cfg),

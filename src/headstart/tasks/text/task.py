@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from headstart.core import loop, strategies
-from headstart.core.backbones import hf_text, registry
+from headstart.core import loop
+from headstart.core.backbones import hf_text, lora, registry
 from headstart.core.estimator import REFIT_TRAIN, Prepared
 from headstart.errors import ConfigError, RunFolderError
 from headstart.progress import say, warn
@@ -57,7 +57,7 @@ class TextClassifier(ClassifierEstimator):
     item_name = staticmethod(shown)  # how a prediction's row names its text
 
     def _prepare(self, data: str | Path, run: Path) -> Prepared:
-        cfg, tc = self.config, self.config.text
+        cfg = self.config
         splits = self._training_splits(self._discover(data))
         torch.manual_seed(cfg.train.seed)
         backbone, tokenizer = self._backbone()
@@ -67,10 +67,7 @@ class TextClassifier(ClassifierEstimator):
         self._write_skipped(run, splits)
         for note in splits.notes:
             warn(note)
-        if strategies.parse(cfg.train.strategy, backbone.num_groups)[0] == "lora":
-            n = hf_text.add_lora(backbone, tc.lora_r, tc.lora_alpha, tc.lora_dropout, tc.lora_targets)
-            say(f"LoRA adapters (r={tc.lora_r}, alpha={tc.lora_alpha}) on {spec.extra['lora']['targets']}: "
-                f"{n:,} parameters")
+        lora.prepare(backbone, cfg.train)
         torch.manual_seed(cfg.train.seed)
         model = TransferClassifier(backbone, len(splits.classes), cfg.model.dropout)
         self.tokenizer_, self.text_columns_, self.class_aliases_ = tokenizer, splits.text_columns, splits.aliases
