@@ -38,7 +38,7 @@ def vit_weights(tmp_path_factory) -> Path:
 
 
 def test_adapters_go_on_each_vit_s_attention_and_start_as_the_identity():
-    for name, expected, blocks in ((VIT, ["qkv"], 12), ("tv:vit_b_16", ["self_attention"], 12)):
+    for name, expected, blocks in ((VIT, ["qkv"], 12), ("timm:swin_tiny_patch4_window7_224", ["qkv"], 12)):
         torch.manual_seed(0)
         backbone = registry.create_backbone(name, pretrained=False).eval()
         x = torch.randn(1, 3, 224, 224)
@@ -47,9 +47,7 @@ def test_adapters_go_on_each_vit_s_attention_and_start_as_the_identity():
         assert lora.targets(backbone) == expected
         n = lora.add(backbone, r=4, alpha=8, dropout=0.0)
         adapted = {k.rsplit(".lora_", 1)[0] for k, _ in backbone.body.named_parameters() if ".lora_" in k}
-        # one adapted attention per block (peft adapts a MultiheadAttention's input and output projections)
-        assert len({k.split(f".{expected[0]}")[0] for k in adapted}) == blocks, sorted(adapted)[:3]
-        assert all(f".{expected[0]}" in f".{k}" for k in adapted), sorted(adapted)[:3]
+        assert len(adapted) == blocks and all(k.endswith(expected[0]) for k in adapted), sorted(adapted)[:3]
         assert 0 < n < 0.05 * backbone.spec.num_params  # low rank: a few % of the network at most
         with torch.no_grad():
             assert torch.equal(backbone(x), before)  # lora_B starts at zero: the network is unchanged
@@ -65,6 +63,9 @@ def test_lora_is_refused_where_there_is_no_attention_before_data_is_read(tmp_pat
     with pytest.raises(ConfigError, match="the detection task cannot use it"):
         Detector(strategy="lora").fit(missing, out=tmp_path / "det")
     assert not (tmp_path / "det").exists()
+    # torchvision's ViT: its nn.MultiheadAttention is refused (peft's adapter of it breaks reloading), naming timm's
+    with pytest.raises(ConfigError, match=r"MultiheadAttention .*timm:vit_base_patch16_224"):
+        lora.targets(registry.create_backbone("tv:vit_b_16", pretrained=False))
     with pytest.raises(ConfigError, match="train.lora_targets"):
         lora.add(registry.create_backbone(VIT, pretrained=False), names=["no_such_module"])
     # the keys' earlier home (text.lora_*) still reads, as run folders saved before hold it
