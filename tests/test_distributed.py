@@ -330,6 +330,37 @@ def test_two_processes_train_a_segmenter_to_the_metrics_of_one(tiny_scenes, tmp_
     assert again["miou"] == pytest.approx(m2["val"]["miou"], abs=0.01)
 
 
+# ------------------------------------------------------------------------------------------- loader workers
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_loader_workers_compute_what_the_main_process_computes(task, tiny_boxes, tiny_scenes, tmp_path):
+    """On a GPU ``data.num_workers`` unset means worker processes that decode and augment (``loop.default_workers``);
+    on the CPU none. The same run with 2 workers and with none (each extracting into its own cache, so that both
+    decode, augment and extract) gives the same numbers: the augmentation draws are the item's, not the process's,
+    and the workers' batches come in order. Measured: equal to the last digit (``partial:1``, 2 epochs on 2 augmented
+    views of each BCCD smear or CamVid frame, decoded, augmented and extracted through the loader)."""
+    from headstart.tasks.detection.task import Detector
+    from headstart.tasks.segmentation.task import Segmenter
+
+    estimator, data, extra = {
+        "detection": (Detector, tiny_boxes, {"detection.image_size": 192, "train.batch_size": 8}),
+        "segmentation": (Segmenter, tiny_scenes, {"train.batch_size": 4}),
+    }[task]
+    runs = {}
+    for workers in (0, 2):
+        overrides = {"cache.views": 2, "train.refit": False, "cache.dir": str(tmp_path / f"cache{workers}"),
+                     "data.num_workers": workers, "device.threads": THREADS, **extra}
+        runs[workers] = estimator(strategy="partial:1", epochs=2, overrides=overrides).fit(data, out=tmp_path / f"w{workers}")
+    h0, h2 = (_history(tmp_path / f"w{w}") for w in (0, 2))
+    assert len(h0) == len(h2) == 2
+    timing = {"epoch_seconds", "seconds"}
+    for a, b in zip(h0, h2):  # losses (and their parts) and validation scores of every epoch, as written
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert float(h0[0]["train_loss"]) > 0
+    key = "map_50" if task == "detection" else "miou"
+    assert runs[0].metrics_["val"][key] == runs[2].metrics_["val"][key]
+    assert runs[0].metrics_["cache"]["items_computed"] == runs[2].metrics_["cache"]["items_computed"] > 0
+
+
 # ------------------------------------------------------------------------------------------- resumable extraction
 def test_an_interrupted_extraction_resumes_at_the_last_stored_shard(tmp_path):
     """A fill that stops after two chunks keeps them: the next one computes only the rest."""
