@@ -111,10 +111,17 @@ def test_local_weights_file_any_architecture(tmp_path):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(loaded.extract(x), source.eval().extract(x))
+    # a training framework's checkpoint of a whole model: the backbone under a prefix (Lightning's model.backbone.)
+    nested = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {**{f"model.backbone.{k}": v for k, v in source.body.state_dict().items()},
+                               "model.head.weight": torch.zeros(3, 1280)}, "epoch": 4}, nested)
+    unwrapped = registry.create_backbone("tv:mobilenet_v2", weights_file=nested).eval()
+    with torch.no_grad():
+        assert torch.equal(unwrapped.extract(x), source.eval().extract(x))
     # weights of another architecture are refused, naming both sides
     other = tmp_path / "effnet.pth"
     torch.save(registry.create_backbone("efficientnet_lite0").body.state_dict(), other)
-    with pytest.raises(WeightsNotFoundError, match=r"do not fit tv:mobilenet_v2: \d+ tensors missing"):
+    with pytest.raises(WeightsNotFoundError, match=r"do not fit tv:mobilenet_v2: \d+ of its \d+ tensors missing"):
         registry.create_backbone("tv:mobilenet_v2", weights_file=other)
     with pytest.raises(WeightsNotFoundError, match="not found"):
         registry.create_backbone("tv:mobilenet_v2", weights_file=tmp_path / "nope.pth")

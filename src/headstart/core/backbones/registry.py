@@ -190,16 +190,33 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_body(backbone: Backbone, state: dict[str, torch.Tensor], origin: str) -> None:
     """Load ``state`` into the backbone; every backbone tensor must be present with its shape."""
     target = backbone.body.state_dict()
+    state = _under_prefix(state, list(target))
     missing = [k for k in target if k not in state]
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in target.items()
              if k in state and state[k].shape != v.shape]
     if missing or wrong:
+        found = [f"{len(missing)} of its {len(target)} tensors missing (e.g. {missing[:3]})" if missing else "",
+                 f"{len(wrong)} of another shape (e.g. {wrong[:2]})" if wrong else ""]
         raise WeightsNotFoundError(
-            f"Weights from {origin} do not fit {backbone.spec.arch}: {len(missing)} tensors missing "
-            f"(e.g. {missing[:3]}), {len(wrong)} of another shape (e.g. {wrong[:2]})"
+            f"Weights from {origin} do not fit {backbone.spec.arch}: {', '.join(f for f in found if f)}"
         )
     backbone.body.load_state_dict({k: state[k] for k in target}, strict=True)
     backbone.spec.extra["ignored_weight_keys"] = len([k for k in state if k not in target])
+
+
+def _under_prefix(state: dict[str, torch.Tensor], wanted: list[str]) -> dict[str, torch.Tensor]:
+    """``state`` with the prefix that every wanted key carries in it taken off: a whole model's or a training
+    framework's checkpoint holds the backbone as ``model.backbone.``, ``backbone.``, ``encoder.``... (a Lightning
+    module's ``model.``); as it is when its keys are the wanted ones already or no one prefix fits all of them."""
+    if not wanted or wanted[0] in state:
+        return state
+    first = wanted[0]
+    prefixes = sorted({key[: -len(first)] for key in state if key.endswith(first) and key[: -len(first)].endswith(".")},
+                      key=len)
+    for prefix in prefixes:
+        if all(prefix + key in state for key in wanted):
+            return {key[len(prefix):]: v for key, v in state.items() if key.startswith(prefix)}
+    return state
 
 
 def file_digest(path: str | Path) -> str:
