@@ -244,6 +244,35 @@ def test_text_hidden_states_equal_the_transformers_model(kind):
     assert backbone.spec.feature_dim == 32
 
 
+@pytest.mark.parametrize("kind, targets", [("electra", ["key", "query", "value"]),
+                                           ("deberta-v2", ["key_proj", "query_proj", "value_proj"]),
+                                           ("deberta", ["in_proj"]), ("distilbert", ["k_lin", "q_lin", "v_lin"])])
+def test_lora_finds_each_text_family_s_attention_and_its_adapters_train(kind, targets):
+    """Strategy lora on every text family headstart cuts into layers: the adapters start as the identity and the
+    gradient of the pooled output reaches every one of them (each projection is called as a module)."""
+    from headstart.core.backbones import lora
+
+    backbone, _ = _text_backbone(_text_config(kind))
+    assert lora.targets(backbone) == targets
+    batch = {"input_ids": torch.randint(5, 99, (2, 9)), "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    backbone.eval()
+    with torch.no_grad():
+        before = backbone(batch)
+    lora.add(backbone, r=2, alpha=4, dropout=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(batch), before, atol=0, rtol=0)
+    for name, p in backbone.body.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # as after some training: the gradient then reaches lora_A too
+    backbone(batch).square().sum().backward()
+    adapters = [(n, p) for n, p in backbone.body.named_parameters() if "lora_" in n]
+    assert len(adapters) == 2 * len(targets) * backbone.spec.extra["hf_config"]["num_hidden_layers" if kind != "distilbert"
+                                                                               else "n_layers"]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in adapters), [n for n, p in adapters
+                                                                                     if p.grad is None][:3]
+
+
 def test_electra_projection_and_deberta_relative_embeddings_are_grouped():
     electra, _ = _text_backbone(_text_config("electra"))
     assert any(n.startswith("embeddings_project.") for n, _ in electra.group_parameters(0))

@@ -1,7 +1,8 @@
 """LoRA adapters (peft) on a transformer backbone's attention projections: strategy ``lora``.
 
 Where they go, by the module names the architectures use:
-  BERT-family text encoders   ``query``, ``key``, ``value`` (DistilBERT ``q_lin``...; others ``q_proj``...)
+  BERT-family text encoders   ``query``, ``key``, ``value`` (BERT, RoBERTa, ELECTRA; DistilBERT ``q_lin``...;
+                              DeBERTa-v2/v3 ``query_proj``...; DeBERTa's fused ``in_proj``; others ``q_proj``...)
   timm ViT, DeiT, BEiT, Swin  ``qkv``: the fused query/key/value projection of each block
 A network without any of these (a convolutional one) is refused with a ``ConfigError`` naming what to use instead,
 and so is one whose attention is an ``nn.MultiheadAttention`` (torchvision's ViT): peft adapts one by swapping its
@@ -20,7 +21,8 @@ from headstart.config import TrainConfig
 from headstart.core.backbones.base import Backbone
 from headstart.errors import ConfigError
 
-ATTENTION = ("query", "key", "value", "q_lin", "k_lin", "v_lin", "q_proj", "k_proj", "v_proj", "qkv")
+ATTENTION = ("query", "key", "value", "q_lin", "k_lin", "v_lin", "query_proj", "key_proj", "value_proj", "in_proj",
+             "q_proj", "k_proj", "v_proj", "qkv")
 
 
 def targets(backbone: Backbone) -> list[str]:
