@@ -8,7 +8,7 @@ A network without any of these (a convolutional one) is refused with a ``ConfigE
 and so is one whose attention is an ``nn.MultiheadAttention`` (torchvision's ViT): peft adapts one by swapping its
 merged weights in and out on every forward pass, which leaves them inference tensors after a pass under
 ``torch.inference_mode`` (validation), so that loading the best epoch's weights fails (peft PR #1324 keeps this case
-as a known failure); timm's ViT of the same weights has a plain ``qkv`` projection.
+as a known failure); timm's ViT of the same architecture has a plain ``qkv`` projection.
 The settings are recorded in ``spec.extra["lora"]``, so that ``registry.rebuild`` re-creates the same modules and a
 saved run (base weights + adapters + head) reloads to the same predictions.
 """
@@ -48,7 +48,7 @@ def _refuse_multihead(backbone: Backbone, names: list[str] | None) -> None:
         raise ConfigError(
             f"Strategy 'lora': {backbone.spec.name} computes attention in torch.nn.MultiheadAttention "
             f"({multihead[0]}...), which peft's LoRA does not adapt reliably (its weights break on reloading after "
-            "a validation pass); use timm's build of the same network, whose attention is a plain qkv projection "
+            "a validation pass); use timm's ViT of the same architecture, whose attention is a plain qkv projection "
             "(tv:vit_b_16 -> timm:vit_base_patch16_224.augreg2_in21k_ft_in1k, tv:vit_l_16 -> "
             "timm:vit_large_patch16_224.augreg_in21k_ft_in1k), or another strategy (lp-ft, partial:K)")
 
