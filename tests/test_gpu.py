@@ -135,6 +135,25 @@ def test_text_default_run(sms_split, tmp_path, monkeypatch):  # noqa: F811 - sms
 
 
 @gpu_test
+@needs_sms
+@needs_minilm
+def test_text_lora_run(sms_split, tmp_path, monkeypatch):  # noqa: F811 - sms_split: the fixture
+    """Strategy lora on the device: peft's adapters on MiniLM's attention (bf16 autocast), after the solved head;
+    only the adapters and the head move, and the run learns."""
+    from headstart.tasks.text.task import TextClassifier
+
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    clf = TextClassifier(strategy="lora", epochs=2, overrides={**FAST, "device.accelerator": ACCELERATOR}).fit(
+        sms_split["heldout"], out=tmp_path / "run")
+    m = clf.metrics_
+    ran_on(m, ACCELERATOR)
+    assert [p["phase"] for p in m["phases"]] == ["linear", "lora"]
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in saved.items()) or m["chosen"]["phase"] == "linear"
+    assert m["val"]["macro_f1"] >= 0.9 and m["val"]["macro_f1"] > m["val"]["baseline"]["macro_f1"] + 0.4, m["val"]
+
+
+@gpu_test
 @needs(COCO128)
 def test_detection_run(tmp_path, session_cache):
     """FCOS on a frozen MobileNetV2 (cached features), person in coco128: the CPU test's run and bar."""
