@@ -612,13 +612,11 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     names = [s.strip() for s in strategy_names if s.strip()]
     if not names:
         raise ConfigError("--strategies is empty: expected e.g. linear,lp-ft,scratch")
-    for name in names:
-        if name != SCRATCH:
-            kind, _ = strategies.parse(name, 10**6)  # K is checked against the backbone when it is built
-            if kind == "lora" and not chosen.estimator_class().LORA:
-                raise ConfigError(f"Strategy 'lora' adapts a classifier's transformer (text encoders, ViTs); "
-                                  f"--task {chosen.name} cannot use it")
     pretrained_names = [n for n in names if n != SCRATCH]
+    kinds = {strategies.parse(n, 10**6)[0] for n in pretrained_names}  # K is checked when the backbone is built
+    if "lora" in kinds and not chosen.estimator_class().LORA:
+        raise ConfigError(f"Strategy 'lora' adapts a classifier's transformer (text encoders, ViTs); "
+                          f"--task {chosen.name} cannot use it")
     shot_list = parse_shots(list(shots) if shots is not None else None)
     overrides = dict(overrides or {})
     if "detection.classes" in overrides:
@@ -628,7 +626,7 @@ def compare(data: str | Path, out: str | Path, task: str = "image", models: Sequ
     models = list(models or [base.model.name])
     for model in models:
         _check_model(chosen, model)
-        if "lora" in {strategies.parse(n, 10**6)[0] for n in pretrained_names} and not base.train.lora_targets:
+        if "lora" in kinds and not base.train.lora_targets:
             lora.targets(_backbone(chosen, model, base))  # a network without attention projections: before any data
     pool = make_pool(chosen, data, val_fraction, overrides)
     pool.check()

@@ -60,8 +60,9 @@ def add(backbone: Backbone, r: int = 8, alpha: int = 16, dropout: float = 0.1,
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError as exc:
         raise ConfigError("The 'lora' strategy needs the 'peft' package: pip install 'headstart[text]'") from exc
+    if names:  # named by hand (train.lora_targets); ``targets`` finds Linear projections only
+        _refuse_multihead(backbone, names)
     names = list(names) if names else targets(backbone)
-    _refuse_multihead(backbone, names)
     try:
         inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=names,
                                            bias="none"), backbone.body)
