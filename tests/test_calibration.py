@@ -50,6 +50,35 @@ def test_no_temperature_without_enough_evidence():
     assert t == 1.0 and "1 kept" in how
 
 
+def _tags(scale: float, n: int = 2000, labels: int = 4, margin: float = 2.0, seed: int = 0):
+    """Multi-label logits ``scale * x`` where ``x`` ~ N(+-margin / 2, 1) as each label applies or not (each on about a
+    third of the items): each label's true log-odds are ``margin * x + log(prior odds)``; with the priors' bias left in
+    the logits, the best single temperature is ``scale / margin``."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, labels, generator=g) < 1 / 3).float()
+    x = torch.randn(n, labels, generator=g) + margin * (y - 0.5)
+    return scale * x + math.log(0.5) * scale / margin, y
+
+
+@pytest.mark.parametrize("scale", [0.5, 6.0])
+def test_one_temperature_calibrates_every_label_of_a_multilabel_model(scale):
+    logits, y = _tags(scale)
+    t, how = calibration.fit_temperature(logits, y, sigmoid=True)
+    assert t == pytest.approx(scale / 2.0, rel=0.06), how
+    assert "fitted on 2000 validation items" in how
+    report = calibration.summary(logits, y, t, sigmoid=True)
+    assert report["ece"] < 0.03 < report["ece_uncalibrated"], report
+    held = calibration.summary(*_tags(scale, seed=1), t, sigmoid=True)  # items the temperature never saw
+    assert held["ece"] < 0.03 < held["ece_uncalibrated"], held
+    assert calibration.ece(torch.full((4, 2), 0.25), torch.tensor([[1, 0], [0, 0], [0, 1], [0, 0]]), sigmoid=True) \
+        == pytest.approx(0.0)  # a quarter of the (item, label) pairs apply, each said with 0.25
+    right, y = _tags(1.0, margin=14.0)  # every label on the right side of 0: sharper forever, so no temperature
+    assert bool(((right > 0) == y.bool()).all())
+    assert calibration.fit_temperature(right, y, sigmoid=True) == (1.0, "not fitted: no validation mistake to "
+                                                                         "calibrate against")
+    assert calibration.fit_temperature(logits[:29], y[:29], sigmoid=True)[0] == 1.0  # 29 items: too few
+
+
 def test_reliability_bins_count_every_item():
     logits, y = _gaussian(1.0)
     bins = calibration.reliability(logits.softmax(1), y)

@@ -553,8 +553,9 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
     meta: dict[str, Any] = {
         "format": fmt, "file": target.name, "precision": precision, "task": task, "classes": est.classes_,
         "inputs": inputs, "outputs": [{"name": "logits", "dtype": "float32", "shape": [batch, n],
-                                       "postprocessing": "sigmoid of each logit gives its class's probability; a "
-                                       "label applies when its probability >= its class's threshold (thresholds)"
+                                       "postprocessing": "sigmoid of each logit divided by the temperature "
+                                       "(temperature) gives its class's probability; a label applies when its "
+                                       "probability >= its class's threshold (thresholds)"
                                        if task in TAG_TASKS else "softmax over classes of the logits divided by "
                                        "the temperature (temperature) gives the probabilities; the class is their "
                                        "argmax, or, with an operating_point, the positive class where its "
@@ -562,12 +563,11 @@ def _sidecar(est: Any, task: str, run: Path, fmt: str, precision: str, dynamic_b
         "dynamic_batch": dynamic_batch, "preprocessing": _preprocessing(est, task, run, target),
         **_provenance(spec, run, target),
     }
+    meta["temperature"] = est.temperature_  # fitted on validation (calibration)
     if task in TAG_TASKS:
         meta["thresholds"] = [float(t) for t in est.thresholds_]  # tuned on validation, in classes' order
-    else:
-        meta["temperature"] = est.temperature_  # fitted on validation (calibration)
-        if est.operating_point_ is not None:  # p(positive) >= threshold decides, not the argmax
-            meta["operating_point"] = est.operating_point_.to_dict(est.classes_)
+    elif est.operating_point_ is not None:  # p(positive) >= threshold decides, not the argmax
+        meta["operating_point"] = est.operating_point_.to_dict(est.classes_)
     if features:  # the unfamiliar-input check, with its bank beside the file
         meta["outputs"].append({"name": "features", "dtype": "float32", "shape": [batch, spec.feature_dim],
                                 "postprocessing": "an input is unfamiliar when the cosine distance from its features "
@@ -672,8 +672,8 @@ def _check_and_record(est: Any, task: str, run: Path, target: Path, meta: dict[s
     activate = onnx_engine.sigmoid if task in TAG_TASKS else onnx_engine.softmax
     p_ref, p_got = activate(ref), activate(got)
     scale = max(1.0, float(np.abs(ref).max()))
-    t = meta.get("temperature", 1.0)  # single-label: the decisions are on the calibrated probabilities
-    calibrated = (p_ref, p_got) if task in TAG_TASKS else (activate(ref / t), activate(got / t))
+    t = meta.get("temperature", 1.0)  # the decisions are on the calibrated probabilities
+    calibrated = activate(ref / t), activate(got / t)
     agree, agreement = _agreement(task, *calibrated, meta)
     parity: dict[str, Any] = {
         "items": len(ref), "reference": "the run's PyTorch model at fp32 (eval mode, no autocast), same inputs",

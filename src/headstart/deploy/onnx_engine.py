@@ -261,7 +261,7 @@ class OnnxEngine:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.batch_size = 32 if self.meta.get("dynamic_batch", True) else 1
         self.thresholds = [float(t) for t in self.meta.get("thresholds") or []]  # multi-label: one per class
-        self.temperature = float(self.meta.get("temperature", 1.0))  # single-label: the logits' divisor (calibration)
+        self.temperature = float(self.meta.get("temperature", 1.0))  # the logits' divisor (calibration)
         point = self.meta.get("operating_point")  # the threshold on p(positive) that decides (None: argmax)
         self.operating_point = None if point is None else OperatingPoint.from_dict(point, self.classes)
         if self.task in TAG_TASKS and len(self.thresholds) != len(self.classes):
@@ -390,7 +390,8 @@ class OnnxEngine:
         return [shown(t) for t in kept], self._activate(out)
 
     def _activate(self, logits: np.ndarray) -> np.ndarray:
-        return sigmoid(logits) if self.task in TAG_TASKS else softmax(logits / self.temperature)
+        z = logits / self.temperature  # calibrated on validation
+        return sigmoid(z) if self.task in TAG_TASKS else softmax(z)
 
     # ---------------------------------------------------------------- detection
     def detect(self, inputs: Any, top_k: int | None = None) -> list[dict[str, Any]]:

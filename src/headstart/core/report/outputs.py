@@ -217,11 +217,11 @@ def operating_point_note(report: dict[str, Any], name: Any = str) -> str:
             "intervals of the decision's rates.")
 
 
-def calibration_text(cal: dict[str, Any]) -> str:
-    """A report's calibration in a few words: '0.018 (T 0.62; softmax alone 0.071)'."""
+def calibration_text(cal: dict[str, Any], activation: str = "softmax") -> str:
+    """A report's calibration in a few words: '0.018 (T 0.62; softmax alone 0.071)' (multi-label: 'sigmoid alone')."""
     if "ece_uncalibrated" not in cal:
         return f"{cal['ece']:.3f}"
-    return f"{cal['ece']:.3f} (T {cal['temperature']:.3g}; softmax alone {cal['ece_uncalibrated']:.3f})"
+    return f"{cal['ece']:.3f} (T {cal['temperature']:.3g}; {activation} alone {cal['ece_uncalibrated']:.3f})"
 
 
 def test_model(metrics: dict[str, Any]) -> str:

@@ -6,6 +6,11 @@ the time. Temperature scaling (Guo et al., "On Calibration of Modern Neural Netw
 number ``T`` chosen to minimise the validation negative log-likelihood: the predicted classes (and so accuracy and F1)
 do not change, the probabilities do. The expected calibration error (ECE, torchmetrics' 15 equal-width bins) measures
 the gap: the mean |accuracy - confidence| over bins of the top probability, weighted by the items in each bin.
+
+Multi-label classifiers (``sigmoid=True``) get one temperature for all their labels, minimising the validation binary
+cross-entropy: a classifier fitted hard to few images says 0.999 for a label it gets wrong, and one shared number is
+what a validation split with a handful of positives of its rarer labels can estimate. Their ECE is over every
+(item, label) probability: the mean |frequency of the label - probability| per bin.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 from typing import Any
 
 import torch
-from torchmetrics.functional.classification import multiclass_calibration_error
+from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
 BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
 MIN_ITEMS = 30  # fewer validation items: no temperature is fitted (T = 1)
@@ -22,21 +27,25 @@ T_RANGE = (0.05, 20.0)  # the temperatures searched
 MIN_GAIN = 0.01  # a temperature that lowers the validation NLL by less than this share is not used
 
 
-def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float, str]:
-    """``(T, how)``: the temperature minimising the NLL of ``softmax(logits / T)`` on these labelled items, and how it
-    was found (or why it is 1: too few items, or no mistake, where any sharper T lowers the NLL without end).
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, sigmoid: bool = False) -> tuple[float, str]:
+    """``(T, how)``: the temperature minimising the NLL of ``softmax(logits / T)`` on these labelled items (``sigmoid``:
+    the binary cross-entropy of ``sigmoid(logits / T)`` against multi-hot ``targets``), and how it was found (or why
+    it is 1: too few items, or no mistake, where any sharper T lowers the NLL without end).
 
     The NLL is convex in ``1 / T``, so a golden-section search over ``log(1 / T)`` finds its minimum.
     """
-    logits, targets = logits.detach().float(), targets.long()
-    n = int(targets.numel())
+    logits = logits.detach().float()
+    targets = targets.float() if sigmoid else targets.long()
+    n = int(len(targets))
     if n < MIN_ITEMS:
         return 1.0, f"not fitted: {n} validation items, fewer than {MIN_ITEMS}"
-    if bool((logits.argmax(1) == targets).all()):
+    right = (logits > 0) == targets.bool() if sigmoid else logits.argmax(1) == targets
+    if bool(right.all()):
         return 1.0, "not fitted: no validation mistake to calibrate against"
+    loss = torch.nn.functional.binary_cross_entropy_with_logits if sigmoid else torch.nn.functional.cross_entropy
 
     def nll(log_beta: float) -> float:
-        return float(torch.nn.functional.cross_entropy(logits * math.exp(log_beta), targets))
+        return float(loss(logits * math.exp(log_beta), targets))
 
     lo, hi = -math.log(T_RANGE[1]), -math.log(T_RANGE[0])
     ratio = (math.sqrt(5) - 1) / 2
@@ -60,22 +69,29 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> tuple[float,
                          f"{after:.4f} at T {temperature:g})")
 
 
-def ece(probs: torch.Tensor, targets: torch.Tensor) -> float:
-    """Expected calibration error of the top-1 probabilities (0: confidence equals accuracy)."""
+def ece(probs: torch.Tensor, targets: torch.Tensor, sigmoid: bool = False) -> float:
+    """Expected calibration error of the top-1 probabilities (0: confidence equals accuracy); ``sigmoid``: of every
+    (item, label) probability against its multi-hot target."""
     if not targets.numel():
         return 0.0
+    if sigmoid:
+        return float(binary_calibration_error(probs.float().flatten(), targets.long().flatten(), n_bins=BINS, norm="l1"))
     return float(multiclass_calibration_error(probs.float(), targets.long(), num_classes=probs.shape[1],
                                               n_bins=BINS, norm="l1"))
 
 
-def summary(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> dict[str, Any]:
-    """A report's ``calibration``: the ECE of the probabilities the model gives (``softmax(logits / T)``), and at
-    ``T != 1`` the ECE it had without the temperature."""
+def summary(logits: torch.Tensor, targets: torch.Tensor, temperature: float, sigmoid: bool = False) -> dict[str, Any]:
+    """A report's ``calibration``: the ECE of the probabilities the model gives (``softmax(logits / T)``; ``sigmoid``:
+    ``sigmoid(logits / T)``), and at ``T != 1`` the ECE it had without the temperature."""
     logits = logits.detach().float()
+
+    def activate(z: torch.Tensor) -> torch.Tensor:
+        return z.sigmoid() if sigmoid else z.softmax(1)
+
     out: dict[str, Any] = {"temperature": temperature,
-                           "ece": round(ece((logits / temperature).softmax(1), targets), 4)}
+                           "ece": round(ece(activate(logits / temperature), targets, sigmoid), 4)}
     if temperature != 1.0:
-        out["ece_uncalibrated"] = round(ece(logits.softmax(1), targets), 4)
+        out["ece_uncalibrated"] = round(ece(activate(logits), targets, sigmoid), 4)
     return out
 
 

@@ -22,6 +22,7 @@ from torchmetrics.functional.classification import (
 
 FALLBACK_THRESHOLD = 0.5  # a class without a positive validation image
 EDGE = 1e-4  # probabilities this close to 0 or 1 count as equal when tuning: float32 and other runtimes differ there
+TIE = 2e-3  # probabilities whose logits are closer than this count as one (ONNX's fp32 logits may differ by 1e-3)
 
 
 def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -29,9 +30,10 @@ def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
 
     Candidate cuts lie between consecutive distinct probabilities, halfway in logit space, and one logit below the
     lowest (predict all); ties of F1 go to the higher threshold. A class with no positive gets 0.5. No cut sits on
-    an item's probability, and probabilities within ``EDGE`` of 0 or 1 are one value (float32 rounds a confident
-    head's to exactly 1.0, another runtime to 0.99999), so a validation image's tags do not flip with the last
-    digits of another runtime's arithmetic (ONNX, fp16).
+    or near an item's probability: probabilities within ``EDGE`` of 0 or 1 are one value (float32 rounds a confident
+    head's to exactly 1.0, another runtime to 0.99999), and so are probabilities whose logits differ by under
+    ``TIE`` (a label the head gives every image alike, up to the 8th digit), so a validation image's tags do not
+    flip with the last digits of another runtime's arithmetic (ONNX, fp16).
     """
     thresholds = []
     for c in range(probs.shape[1]):
@@ -45,11 +47,11 @@ def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
         true_pos = t.cumsum(0)
         predicted = torch.arange(1, len(p) + 1, dtype=torch.double)
         f1 = 2 * true_pos / (predicted + positives)
+        z = p.logit()
         cut = torch.ones(len(p), dtype=torch.bool)  # a cut after item k only where the next probability is lower
-        cut[:-1] = p[:-1] > p[1:]
+        cut[:-1] = z[:-1] - z[1:] > TIE
         f1[~cut] = -1.0
         k = int(f1.argmax())  # the first (highest-threshold) best
-        z = p.logit()
         below = z[k + 1] if k + 1 < len(p) else z[k] - 2.0  # halfway to it: one logit under the lowest
         thresholds.append(float(((z[k] + below) / 2).sigmoid()))
     return thresholds

@@ -15,7 +15,7 @@ from rich.table import Table  # noqa: E402
 from torchmetrics.functional.classification import multilabel_precision_recall_curve  # noqa: E402
 
 from headstart.core.report import html_report as hr  # noqa: E402
-from headstart.core.report.outputs import md_table, md_text  # noqa: E402
+from headstart.core.report.outputs import calibration_text, md_table, md_text  # noqa: E402
 from headstart.progress import say, warn  # noqa: E402
 
 SCORES = (("map", "mAP"), ("micro_f1", "micro-F1"), ("macro_f1", "macro-F1"))
@@ -74,6 +74,8 @@ def print_metrics(report: dict[str, Any], title: str) -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key, label in SCORES:
         table.add_row(label, f"{report[key]:.4f}", f"{base[key]:.4f}")
+    if "calibration" in report:
+        table.add_row("calibration error (ECE)", calibration_text(report["calibration"], "sigmoid"), "")
     table.add_row("samples", str(report["num_samples"]), "")
     say(table)
     per = Table(title="per label (F1, precision, recall at the tuned thresholds)")
@@ -103,6 +105,14 @@ def write_report_md(run: Path, metrics: dict[str, Any], summary: dict[str, Any])
         test = metrics["test"]
         lines += [f"Test ({test['num_samples']} {noun}, the validation thresholds): " + ", ".join(
             f"{label} {test[key]:.4f} (baseline {test['baseline'][key]:.4f})" for key, label in SCORES) + ".", ""]
+    cal = val.get("calibration")
+    if cal:
+        lines += [f"Probabilities are `sigmoid(logits / {cal['temperature']:g})`, one temperature for every label: "
+                  f"{md_text(cal.get('temperature_fit', ''))}. Calibration error (ECE over all (item, label) pairs; 0: "
+                  "a label given probability 0.9 applies 90% of the time): validation "
+                  f"{calibration_text(cal, 'sigmoid')}"
+                  + (f", test {calibration_text(metrics['test']['calibration'], 'sigmoid')}"
+                     if metrics.get("test") and "calibration" in metrics["test"] else "") + ".", ""]
     if val["warnings"]:
         lines += ["## Warnings", "", *[f"- **{md_text(w)}**" for w in val["warnings"]], ""]
     lines += [*md_table(PER_CLASS, per_class_rows(val)), "",
@@ -136,6 +146,8 @@ def html_sections(run: Path, metrics: dict[str, Any], summary: dict[str, Any],
     val, noun = metrics["val"], summary.get("items", "images")
     base = val["baseline"]
     rows = [(label, f"{val[key]:.4f}", f"{base[key]:.4f}") for key, label in SCORES]
+    if "calibration" in val:
+        rows.append(("calibration error (ECE)", calibration_text(val["calibration"], "sigmoid"), ""))
     rows.append((noun, val["num_samples"], ""))
     test = metrics.get("test")
     if test:

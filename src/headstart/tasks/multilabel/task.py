@@ -1,7 +1,8 @@
 """Multi-label classification: ``MultiLabelClassifier`` (images; ``text.MultiLabelTextClassifier`` for texts).
 
 ``MultiLabel`` makes a single-label classifier (backbone + head, strategies, feature cache, reading its items) one
-with a sigmoid output per class and per-label decision thresholds tuned on validation and saved in spec.json.
+with a sigmoid output per class, calibrated by one temperature fitted on validation (``calibration``), and per-label
+decision thresholds tuned on validation on the calibrated probabilities; both saved in spec.json.
 
 >>> clf = MultiLabelClassifier(strategy="linear").fit("photos/labels.csv")
 >>> clf.predict(["beach.jpg"])  # [{"path": ..., "labels": [{"label": "sea", "probability": 0.93}, ...], ...}]
@@ -56,10 +57,26 @@ class MultiLabel:
         return metrics
 
     def _split_report(self, split: str, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-        probs = self._activate(logits)
-        if split == "val":  # comes first: the thresholds every later score and prediction uses
-            self.thresholds_ = tune_thresholds(probs, labels)
-        return multilabel_report(probs, labels, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+        from headstart.tasks.classification import calibration
+
+        how = None
+        if split == "val":  # comes first: the temperature and thresholds every later score and prediction uses
+            self.temperature_, how = calibration.fit_temperature(logits, labels, sigmoid=True) \
+                if self.config.train.calibrate else (1.0, "off (train.calibrate=false)")
+            self.thresholds_ = tune_thresholds(self._activate(logits), labels)  # on the calibrated probabilities
+        report = self._tag_report(logits, labels)
+        if how:
+            report["calibration"]["temperature_fit"] = how
+        return report
+
+    def _tag_report(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """The multi-label report of these logits at the saved temperature and thresholds, with its calibration."""
+        from headstart.tasks.classification import calibration
+
+        report = multilabel_report(self._activate(logits), labels, self.classes_, self.train_counts_, self.num_train_,
+                                   self.thresholds_)
+        report["calibration"] = calibration.summary(logits, labels, self.temperature_, sigmoid=True)
+        return report
 
     def _headline(self, val: dict[str, Any]) -> dict[str, Any]:
         return {"val_map": val["map"], "val_micro_f1": val["micro_f1"], "val_macro_f1": val["macro_f1"],
@@ -69,11 +86,11 @@ class MultiLabel:
         return eval_transform(spec)
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.float().sigmoid()
+        """Each label's calibrated probability: ``sigmoid(logits / T)``, one temperature for every label."""
+        return (logits.float() / self.temperature_).sigmoid()
 
     def _spec_info(self) -> dict[str, Any]:
-        info = super()._spec_info()
-        info.pop("temperature")  # sigmoid outputs: their thresholds are tuned instead
+        info = super()._spec_info()  # its temperature: runs saved before multi-label calibration load with 1
         return {**info, "head": {**info["head"], "output": "sigmoid"}, "num_train": self.num_train_,
                 "thresholds": self.thresholds_}
 
@@ -192,10 +209,10 @@ class MultiLabelClassifier(MultiLabel, ImageClassifier):
         samples = labelled_tags(data, self.classes_, d.path_column, d.label_column, d.from_detection, d.uncertain)
         read = [Sample(s.path, key=s.key, data=s.data) for s in samples]  # tags kept out of batches
         files, logits = self._logits(model, read)
-        probs, readable = self._activate(logits), set(files)
+        readable = set(files)
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples if s.path in readable]) \
             if files else torch.zeros(0, len(self.classes_))
-        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+        report = self._tag_report(logits, targets)
         report["skipped"] = len(samples) - len(files)
         keys = {s.path: s.key for s in read}
         self._seen_in_training(report, [keys[f] for f in files])

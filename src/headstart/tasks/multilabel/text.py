@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from headstart.tasks.multilabel.data import multi_hot
-from headstart.tasks.multilabel.metrics import multilabel_report
 from headstart.tasks.multilabel.task import MultiLabel
 from headstart.tasks.text.data import text_key
 from headstart.tasks.text.task import TextClassifier
@@ -38,9 +37,9 @@ class MultiLabelTextClassifier(MultiLabel, TextClassifier):
         """
         model = self._require_fitted()
         samples, skipped = self._labelled(data)
-        probs = self._activate(self._logits(model, [s.text for s in samples]))
+        logits = self._logits(model, [s.text for s in samples])
         targets = torch.stack([multi_hot(s.label, len(self.classes_)) for s in samples])
-        report = multilabel_report(probs, targets, self.classes_, self.train_counts_, self.num_train_, self.thresholds_)
+        report = self._tag_report(logits, targets)
         report["skipped"] = len(skipped)
         self._seen_in_training(report, [text_key(s.text) for s in samples])
         self._count_unfamiliar(report)
