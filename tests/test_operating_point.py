@@ -43,6 +43,21 @@ def test_each_rule_picks_its_threshold(rule, threshold):
         assert op.rates(SCORES, TRUTH, t)[kind]["value"] >= bound
 
 
+def test_scores_another_runtime_could_reorder_get_no_threshold_between_them():
+    scores, truth = [0.9, 0.7000001, 0.7, 0.2], [True, True, False, False]  # a negative 1e-7 under a positive
+    t, met = op.choose(scores, truth, "precision>=1")
+    assert met and t == pytest.approx((0.9 + 0.7000001) / 2)  # not between 0.7000001 and 0.7
+    for nudge in (1e-6, -1e-6):  # every validation item decided alike when its last digits move
+        assert op.rates([x + nudge for x in scores], truth, t) == op.rates(scores, truth, t)
+    t, _ = op.choose(scores, truth, "recall>=1")  # down to every positive, the lowest at 0.7000001 ...
+    assert t == pytest.approx((0.7 + 0.2) / 2)  # ... and 0.7, one value with it: halfway below them both
+    # a confident model's 1.0 (float32) and 0.99999 (ONNX's of the same item) are one value: no precision 1 there
+    t, met = op.choose([1.0, 0.99999, 0.5, 0.2], [True, False, True, False], "precision>=1")
+    assert not met and t == pytest.approx((0.5 + 0.2) / 2)  # the most precise (2 of 3), said to fall short
+    t, _ = op.choose([0.9, 0.4, 0.3], [True, False, True], "recall>=1")  # everything positive: halfway down to 0
+    assert t == pytest.approx(0.15)
+
+
 def test_a_bound_already_met_gives_nothing_away_for_nothing():
     # every positive above every negative: recall 1 and specificity 1 at once, whichever the rule asks for
     scores, truth = [0.9, 0.8, 0.4, 0.3, 0.2], [True, True, False, False, False]

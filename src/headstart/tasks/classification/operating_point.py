@@ -12,7 +12,9 @@ specific, the one with most recall); ``specificity>=X``: the most sensitive one 
 as sensitive, the most specific); ``precision>=X``: the most sensitive one with that precision (not always
 reachable: the most precise is kept, with a warning); ``f1``: the best F1 of the positive class; ``youden``: the best
 recall + specificity - 1. The threshold sits halfway between the chosen validation score and the next lower one, so
-validation decisions are those counted and a new item scored like the last one kept is not on the edge.
+validation decisions are those counted and a new item scored like the last one kept is not on the edge. Scores that
+another runtime's arithmetic could reorder count as one (within ``EDGE`` of 0 or 1, or logits under ``TIE`` apart, as
+multi-label thresholds do): no threshold falls between them, so ONNX and fp16 decide each validation item alike.
 
 A rule met on a small validation split is met on new data only about as well as the split measures: each rate comes
 with its Wilson 95 % interval, and the test split (scored at the validation threshold) says how it held.
@@ -92,20 +94,35 @@ def choose(scores: list[float], positive: list[bool], rule: str) -> tuple[float,
     return _pick(_candidates(scores, positive, rule), rule)
 
 
+EDGE = 1e-4  # scores this close to 0 or 1 count as one: float32 rounds a confident model's to 1.0, ONNX to 0.99999
+TIE = 2e-3  # scores whose logits are closer than this count as one (an exported model's logits may differ by 1e-3)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, EDGE), 1 - EDGE)
+    return math.log(p / (1 - p))
+
+
 def _candidates(scores: list[float], positive: list[bool], rule: str = "") -> list[tuple[float, ...]]:
-    """Rows ``(t, recall, specificity, precision, F1)`` of predicting positive for scores >= t: t = inf (nothing
-    positive), then each distinct score from high to low (down to predicting everything positive)."""
+    """Rows ``(t, recall, specificity, precision, F1, top)`` of predicting positive for scores >= t: t = inf (nothing
+    positive), then each distinct score from high to low (down to predicting everything positive); scores that count
+    as one (``EDGE``, ``TIE``) give one row, at the lowest of them, ``top`` the highest."""
     pos = sum(positive)
     neg = len(positive) - pos
     if not scores or pos == 0 or neg == 0:
         raise ValueError(f"operating point {rule!r} needs validation items of both classes; found {pos} positive "
                          f"and {neg} negative")
     ranked = sorted(zip(scores, positive), key=lambda pair: -pair[0])
-    table, tp, fp, i = [(math.inf, 0.0, 1.0, 1.0, 0.0)], 0, 0, 0
-    for t in sorted(set(scores), reverse=True):
+    table, tp, fp, i = [(math.inf, 0.0, 1.0, 1.0, 0.0, math.inf)], 0, 0, 0
+    distinct = sorted(set(scores), reverse=True)
+    top = distinct[0]
+    for k, t in enumerate(distinct):
+        if k + 1 < len(distinct) and _logit(t) - _logit(distinct[k + 1]) <= TIE:
+            continue  # one value with the next lower score
         while i < len(ranked) and ranked[i][0] >= t:
             tp, fp, i = tp + ranked[i][1], fp + (not ranked[i][1]), i + 1
-        table.append((t, tp / pos, (neg - fp) / neg, tp / (tp + fp), 2 * tp / (pos + tp + fp)))
+        table.append((t, tp / pos, (neg - fp) / neg, tp / (tp + fp), 2 * tp / (pos + tp + fp), top))
+        top = distinct[k + 1] if k + 1 < len(distinct) else top
     return table
 
 
@@ -131,8 +148,9 @@ def _pick(table: list[tuple[float, ...]], rule: str) -> tuple[float, bool]:
         pick = max(table, key=value)  # the first (highest-threshold) best
     at = table.index(pick)
     if at == 0:  # nothing positive: above the highest score
-        return min(1.0, (table[1][0] + 1.0) / 2), met
-    return ((pick[0] + table[at + 1][0]) / 2 if at + 1 < len(table) else pick[0]), met
+        return min(1.0, (table[1][5] + 1.0) / 2), met
+    # halfway down to the next lower score (everything positive: to 0), off every validation score
+    return (pick[0] + (table[at + 1][5] if at + 1 < len(table) else 0.0)) / 2, met
 
 
 @dataclass(frozen=True)
