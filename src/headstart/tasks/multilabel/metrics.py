@@ -20,9 +20,9 @@ from torchmetrics.functional.classification import (
     multilabel_recall,
 )
 
+from headstart.tasks.classification.operating_point import EDGE, TIE  # what another runtime's rounding could reorder
+
 FALLBACK_THRESHOLD = 0.5  # a class without a positive validation image
-EDGE = 1e-4  # probabilities this close to 0 or 1 count as equal when tuning: float32 and other runtimes differ there
-TIE = 2e-3  # probabilities whose logits are closer than this count as one (ONNX's fp32 logits may differ by 1e-3)
 
 
 def tune_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
