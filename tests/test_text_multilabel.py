@@ -127,6 +127,9 @@ def test_text_multilabel_run_trains_predicts_evaluates_exports_and_serves(tmp_pa
     clf = MultiLabelTextClassifier.load(run)
     report = clf.evaluate(test)
     assert report["num_samples"] == 150 and report["map"] > report["baseline"]["map"] + 0.3, report
+    # the validation's temperature (calibration) travels with the run and scores the held-out texts
+    assert report["calibration"]["temperature"] == clf.temperature_ == m["val"]["calibration"]["temperature"]
+    print("text-multilabel calibration: validation", m["val"]["calibration"], "held out", report["calibration"])
     kaggle = tmp_path / "kaggle"  # Jigsaw's test set: texts in test.csv, labels in test_labels.csv (-1: not scored)
     kaggle.mkdir()
     with (test.open(encoding="utf-8", newline="") as f, (kaggle / "test.csv").open("w", newline="") as texts,
