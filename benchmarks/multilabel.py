@@ -136,7 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=BCCD)
     parser.add_argument("--ft-epochs", type=int, default=5, help="epochs of the plain recipe and of scratch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds other than 0 write multilabel-seedN.json")
     parser.add_argument("--only", default="default,linear,full,scratch,plain")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -175,7 +175,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"data": str(args.data), "seed": args.seed, "threads": torch.get_num_threads(),
               "total_wall_seconds": round(time.perf_counter() - started, 1), "rows": rows}
-    name = "multilabel.json" if only == {"default", "linear", "full", "scratch", "plain"} else "multilabel-partial-run.json"
+    every = only == {"default", "linear", "full", "scratch", "plain"}
+    name = ("multilabel.json" if args.seed == 0 else f"multilabel-seed{args.seed}.json") if every \
+        else "multilabel-partial-run.json"
     (args.out / name).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / name}")
 
