@@ -1,7 +1,8 @@
 """The default recipe against what a user would otherwise run, on every development set, in one run.
 
     python benchmarks/recipes.py [--only digits,faces,blood_cells,hymenoptera,sms100,sms500,sms2000]
-                                 [--skip fastai,trainer] [--set KEY=VALUE] [--out benchmarks/results/recipes.json]
+                                 [--skip fastai,trainer] [--set KEY=VALUE] [--draws 0,1,2,3,4]
+                                 [--out benchmarks/results/recipes.json]
 
 Every tool gets the same training items and is scored on the same held-out items that none of them saw:
   images (EfficientNet-Lite0 ImageNet weights): 300 scikit-learn digits (30 per class) and scikit-image's
@@ -17,6 +18,10 @@ Compared, each as its user would run it:
     ``transformers`` ``Trainer`` (texts: 3 epochs, LR 5e-5), on all training items.
 Seconds run from the files to the held-out predictions, each tool with a cold feature cache. Prints accuracy,
 macro-F1 and seconds side by side with the differences and time ratios to headstart; writes JSON.
+``--draws``: the same comparison on other random draws of the training and held-out items (digits, faces: the
+70/30 split; SMS: which texts are held out and which train), and a table of the mean macro-F1 difference to
+``LogisticRegressionCV`` over the draws with its standard error (paired: both tools get each draw's items);
+blood_cells and hymenoptera have fixed splits and run at draw 0 only. Written to ``recipes-draws.json``.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from headstart.tasks.text.task import TextClassifier  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 IMAGE_SETS = ("digits", "faces", "blood_cells", "hymenoptera")
+FIXED_SPLITS = ("blood_cells", "hymenoptera")  # their own train / test folders: no other draw
 TEXT_SIZES = (100, 500, 2000)
 SMS = SHARED / "sms_spam" / "SMSSpamCollection.tsv"
 
@@ -71,12 +77,12 @@ def _split_folders(source: Path, root: Path, held_out: float = 0.3, seed: int = 
     return root
 
 
-def image_set(name: str, work: Path) -> Path:
+def image_set(name: str, work: Path, draw: int = 0) -> Path:
     """``ROOT`` with ``ROOT/train`` (training class folders) and ``ROOT/val`` (held-out class folders)."""
     if name == "digits":
-        return _split_folders(write_digits(work / "digits-all", per_class=30), work / name)
+        return _split_folders(write_digits(work / "digits-all", per_class=30), work / name, seed=draw)
     if name == "faces":
-        return _split_folders(write_faces(work / "faces-all"), work / name)
+        return _split_folders(write_faces(work / "faces-all"), work / name, seed=draw)
     source, held_out = {"blood_cells": (SHARED / "blood_cells", "test"),
                         "hymenoptera": (SHARED / "hymenoptera_data", "val")}[name]
     root = work / name
@@ -86,11 +92,11 @@ def image_set(name: str, work: Path) -> Path:
     return root
 
 
-def text_set(size: int, work: Path) -> tuple[Path, list, list, list]:
+def text_set(size: int, work: Path, draw: int = 0) -> tuple[Path, list, list, list]:
     """``(table with a split column, classes, train rows, held-out rows)`` of SMS spam."""
     from text_classification import read_split
 
-    classes, train, val = read_split(SMS, size)
+    classes, train, val = read_split(SMS, size, seed=draw)
     table = work / f"sms{size}.csv"
     with table.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
@@ -125,9 +131,9 @@ def _probe_settings(work: Path) -> dict:
     return {"cache.dir": str(work / "cache-probe"), "train.refit": False}
 
 
-def image_row(name: str, work: Path, skip: set[str], settings: dict) -> dict:
-    root = image_set(name, work)
-    row: dict = {"data": name, "kind": "images", "alternative": "fastai"}
+def image_row(name: str, work: Path, skip: set[str], settings: dict, draw: int = 0) -> dict:
+    root = image_set(name, work, draw)
+    row: dict = {"data": name, "kind": "images", "alternative": "fastai", "draw": draw}
     started = time.perf_counter()
     clf = ImageClassifier(overrides={"cache.dir": str(work / "cache-headstart"), **settings}).fit(root / "train",
                                                                                                 out=work / "run")
@@ -149,13 +155,14 @@ def image_row(name: str, work: Path, skip: set[str], settings: dict) -> dict:
     return row
 
 
-def text_row(size: int, work: Path, skip: set[str], settings: dict) -> dict:
+def text_row(size: int, work: Path, skip: set[str], settings: dict, draw: int = 0) -> dict:
     from text_classification import run_headstart, run_trainer
 
-    table, classes, train, val = text_set(size, work)
+    table, classes, train, val = text_set(size, work, draw)
     args = SimpleNamespace(epochs=None, max_length=128, threads=torch.get_num_threads(), trainer_epochs=3,
                            set=[f"{k}={v}" for k, v in settings.items()])
-    row: dict = {"data": f"sms{size}", "kind": "texts", "alternative": "trainer", "num_held_out": len(val)}
+    row: dict = {"data": f"sms{size}", "kind": "texts", "alternative": "trainer", "num_held_out": len(val),
+                 "draw": draw}
     (work / "headstart").mkdir()
     h = run_headstart(classes, train, val, args, work / "headstart")
     row["headstart"] = {"accuracy": h["accuracy"], "macro_f1": h["macro_f1"], "seconds": h["wall_seconds"],
@@ -181,11 +188,37 @@ def print_table(rows: list[dict]) -> None:
 
     for row in rows:
         h, lr, alt = row["headstart"], row["logreg_cv"], row.get(row["alternative"])
-        table.add_row(row["data"], f"{h['num_train']} / {row['num_held_out']}", cell(h), cell(lr), cell(alt),
+        name = row["data"] + (f" (draw {row['draw']})" if row.get("draw") else "")
+        table.add_row(name, f"{h['num_train']} / {row['num_held_out']}", cell(h), cell(lr), cell(alt),
                       f"{h['macro_f1'] - lr['macro_f1']:+.3f}",
                       "-" if alt is None else f"{h['macro_f1'] - alt['macro_f1']:+.3f}",
                       "-" if alt is None else f"{alt['seconds'] / h['seconds']:.2f}")
     Console(width=200).print(table)
+
+
+def print_draws(rows: list[dict]) -> dict:
+    """Mean macro-F1 of headstart and ``LogisticRegressionCV`` over the draws of each data set, and the mean of their
+    paired differences with its standard error; returns them by data set."""
+    table = Table(title="Over random draws of the training / held-out items: mean held-out macro-F1, and headstart "
+                        "minus LogRegCV (mean +- standard error of the paired differences)")
+    for col in ("data", "draws", "headstart", "LogRegCV", "difference", "draws headstart ahead / level / behind"):
+        table.add_column(col, justify="left" if col == "data" else "right")
+    summary = {}
+    for name in dict.fromkeys(row["data"] for row in rows):
+        ours = torch.tensor([r["headstart"]["macro_f1"] for r in rows if r["data"] == name], dtype=torch.float64)
+        theirs = torch.tensor([r["logreg_cv"]["macro_f1"] for r in rows if r["data"] == name], dtype=torch.float64)
+        diff = ours - theirs
+        se = float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else float("nan")
+        summary[name] = {"draws": len(diff), "headstart_macro_f1": round(float(ours.mean()), 4),
+                         "logreg_cv_macro_f1": round(float(theirs.mean()), 4),
+                         "difference": round(float(diff.mean()), 4), "standard_error": round(se, 4),
+                         "ahead": int((diff > 5e-4).sum()), "level": int((diff.abs() <= 5e-4).sum()),
+                         "behind": int((diff < -5e-4).sum())}
+        s = summary[name]
+        table.add_row(name, str(len(diff)), f"{s['headstart_macro_f1']:.3f}", f"{s['logreg_cv_macro_f1']:.3f}",
+                      f"{s['difference']:+.3f} +- {se:.3f}", f"{s['ahead']} / {s['level']} / {s['behind']}")
+    Console(width=200).print(table)
+    return summary
 
 
 def main() -> None:
@@ -195,29 +228,38 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="alternatives to leave out: fastai, trainer")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="headstart config override, e.g. train.refit=true (repeatable)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "recipes.json")
+    parser.add_argument("--draws", default="0", help="comma-separated seeds of the draw of training / held-out items")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON written (default: benchmarks/results/recipes.json, recipes-draws.json with --draws)")
     args = parser.parse_args()
     skip, rows = set(filter(None, args.skip.split(","))), []
     settings = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.set)}
-    for name in args.only.split(","):
-        with tempfile.TemporaryDirectory(prefix="headstart-recipes-") as tmp:
-            if name in IMAGE_SETS:
-                rows.append(image_row(name, Path(tmp), skip, settings))
-            elif name.startswith("sms") and int(name[3:]) in TEXT_SIZES:
-                rows.append(text_row(int(name[3:]), Path(tmp), skip, settings))
-            else:
-                raise SystemExit(f"unknown data set {name!r}; expected one of {IMAGE_SETS} or sms{TEXT_SIZES}")
-        r = rows[-1]
-        print(f"{name}: " + ", ".join(f"{k} {r[k]['macro_f1']:.3f} F1 {r[k]['seconds']:.0f} s"
-                                      for k in ("headstart", "logreg_cv", r["alternative"]) if k in r), flush=True)
+    draws = [int(d) for d in args.draws.split(",")]
+    out = args.out or Path(__file__).parent / "results" / ("recipes.json" if draws == [0] else "recipes-draws.json")
+    for draw in draws:
+        for name in args.only.split(","):
+            if draw and name in FIXED_SPLITS:
+                continue  # one split only: its draw 0 is the comparison
+            with tempfile.TemporaryDirectory(prefix="headstart-recipes-") as tmp:
+                if name in IMAGE_SETS:
+                    rows.append(image_row(name, Path(tmp), skip, settings, draw))
+                elif name.startswith("sms") and int(name[3:]) in TEXT_SIZES:
+                    rows.append(text_row(int(name[3:]), Path(tmp), skip, settings, draw))
+                else:
+                    raise SystemExit(f"unknown data set {name!r}; expected one of {IMAGE_SETS} or sms{TEXT_SIZES}")
+            r = rows[-1]
+            print(f"{name} (draw {draw}): " + ", ".join(f"{k} {r[k]['macro_f1']:.3f} F1 {r[k]['seconds']:.0f} s"
+                                                        for k in ("headstart", "logreg_cv", r["alternative"]) if k in r),
+                  flush=True)
     print_table(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    summary = print_draws(rows) if len(draws) > 1 else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "image_model": "efficientnet_lite0 (ImageNet)", "text_model": "minilm (all-MiniLM-L6-v2)", "seed": 0,
-        "headstart_settings": settings,
+        "draws": draws, "headstart_settings": settings, **({"over_draws": summary} if summary else {}),
         "rows": rows}, indent=2))
-    print(f"Wrote {args.out}")
+    print(f"Wrote {out}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,27 @@ def test_the_head_is_fitted_on_raw_features_and_converges(digits):
     assert float(((x @ weak.weight.T + weak.bias).argmax(1) == y).float().mean()) > 0.99
 
 
+def test_a_feature_training_barely_wakes_gets_no_weight_that_held_out_items_could_blow_up(digits):
+    """A channel the training images all but never wake (one training row 0.001, the rest 0) is not standardised
+    to unit variance, where the L2 penalty costs it nothing: its raw weight stays of the order of the other
+    features', and held-out images that wake it a little (up to 0.05, far below the pixels' 0-16) are classified as
+    without it. Before the floor (``STD_FLOOR``) its weight was in the thousands and those images' logits moved by
+    hundreds."""
+    x, y, xv, yv = digits
+    x, y = x[:300], y[:300]
+    woken = torch.zeros(len(y), 1)
+    woken[0] = 1e-3
+    held_out = torch.rand(len(yv), 1, generator=torch.Generator().manual_seed(0)) * 0.05
+    without = fit_head_cv(x, y, 10)
+    fit = fit_head_cv(torch.cat([x, woken], 1), y, 10)
+    typical = float(without.weight.abs().max())
+    assert float(fit.weight[:, -1].abs().max()) < typical, (float(fit.weight[:, -1].abs().max()), typical)
+    before = (xv @ without.weight.T + without.bias).argmax(1)
+    after = (torch.cat([xv, held_out], 1) @ fit.weight.T + fit.bias).argmax(1)
+    assert float((before == after).float().mean()) >= 0.99
+    assert float((after == yv).float().mean()) >= float((before == yv).float().mean()) - 0.01
+
+
 def _sklearn_probe_accuracy(clf, data) -> float:
     """LogisticRegressionCV on the un-augmented frozen features of the run's own training and validation images."""
     from sklearn.linear_model import LogisticRegressionCV

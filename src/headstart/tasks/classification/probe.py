@@ -18,6 +18,13 @@ from torch.nn import functional as F
 from headstart.core.scratch import Scratch
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# A feature that barely varies in training (a ReLU channel the training images all but never wake) is not blown up
+# to unit variance: the L2 penalty would then cost it nothing, and the head gave it raw weights in the thousands, so
+# that a held-out image waking the channel a little (0.05) moved its logits by hundreds. Its scale is floored at
+# this share of the features' RMS standard deviation. EfficientNet-Lite0 on 300 tiny digits (269 of 1,280 channels
+# dead on the training images): held-out accuracy over 5 draws 0.820 -> 0.871 (scikit-learn's LogisticRegressionCV:
+# 0.850); hymenoptera, blood_cells, faces and SMS texts unchanged (``benchmarks/recipes.py --draws``).
+STD_FLOOR = 0.03
 
 
 @dataclass
@@ -52,9 +59,16 @@ def label_doubts(held_out: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     return [(i, int(guess[i]), float(own[i]), float(sure[i])) for i in order]
 
 
+def _scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each feature's mean and the scale it is divided by: its standard deviation, at least ``STD_FLOOR`` times
+    the features' root-mean-square standard deviation."""
+    mean, std = x.mean(0), x.std(0)
+    return mean, std.clamp_min(max(1e-6, STD_FLOOR * float(std.square().mean().sqrt())))
+
+
 def _standardise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     x = x.float()
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    mean, std = _scale(x)
     return (x - mean) / std, mean, std
 
 
@@ -69,7 +83,7 @@ def _select(x: torch.Tensor, rows: torch.Tensor, buffer: torch.Tensor) -> torch.
 
 def _standardise_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``_standardise`` of a float32 ``x`` in place: the same numbers, no second copy."""
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-6)
+    mean, std = _scale(x)
     return x.sub_(mean).div_(std), mean, std
 
 
