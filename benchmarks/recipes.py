@@ -208,15 +208,16 @@ def print_draws(rows: list[dict]) -> dict:
         ours = torch.tensor([r["headstart"]["macro_f1"] for r in rows if r["data"] == name], dtype=torch.float64)
         theirs = torch.tensor([r["logreg_cv"]["macro_f1"] for r in rows if r["data"] == name], dtype=torch.float64)
         diff = ours - theirs
-        se = float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else float("nan")
+        se = float(diff.std() / len(diff) ** 0.5) if len(diff) > 1 else None  # one draw: no spread to give
         summary[name] = {"draws": len(diff), "headstart_macro_f1": round(float(ours.mean()), 4),
                          "logreg_cv_macro_f1": round(float(theirs.mean()), 4),
-                         "difference": round(float(diff.mean()), 4), "standard_error": round(se, 4),
+                         "difference": round(float(diff.mean()), 4), "standard_error": se and round(se, 4),
                          "ahead": int((diff > 5e-4).sum()), "level": int((diff.abs() <= 5e-4).sum()),
                          "behind": int((diff < -5e-4).sum())}
         s = summary[name]
         table.add_row(name, str(len(diff)), f"{s['headstart_macro_f1']:.3f}", f"{s['logreg_cv_macro_f1']:.3f}",
-                      f"{s['difference']:+.3f} +- {se:.3f}", f"{s['ahead']} / {s['level']} / {s['behind']}")
+                      f"{s['difference']:+.3f}" + ("" if se is None else f" +- {se:.3f}"),
+                      f"{s['ahead']} / {s['level']} / {s['behind']}")
     Console(width=200).print(table)
     return summary
 
